@@ -1,0 +1,15 @@
+//! AWS IoT Core wire contracts as Rust types, shared by the local cloud (the
+//! stand-in for AWS) and by the components (the clients), so the two cannot
+//! drift apart. Nothing in this crate does I/O or reads a clock: time is passed
+//! in as epoch seconds.
+//!
+//! # Layout
+//! - [`limits`]: IoT Core's documented quotas as named constants.
+//! - [`topic`]: MQTT topic names and filters under IoT Core's rules, and filter matching.
+//! - [`shadow`]: Device Shadow topics, documents, and the pure update engine.
+//! - [`policy`]: IoT policy documents and their evaluation.
+
+pub mod limits;
+pub mod policy;
+pub mod shadow;
+pub mod topic;

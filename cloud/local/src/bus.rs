@@ -1,0 +1,74 @@
+//! How services inside the local cloud exchange MQTT messages with the broker.
+//!
+//! Services (the shadow service, the HTTP `Publish` operation) publish through a
+//! [`Bus`]; the broker drains the [`BusReceiver`] and delivers each message to
+//! subscribers, checking `iot:Receive` for each. In the other direction the
+//! broker hands a client's publish on a topic a [`ServiceHandler`] owns (after
+//! `iot:Publish` was allowed) to that handler.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// A message a service publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusMessage {
+    /// Topic name.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Bytes,
+    /// 0 or 1.
+    pub qos: u8,
+    /// Whether the broker retains it.
+    pub retain: bool,
+}
+
+/// Publishing side: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    tx: mpsc::UnboundedSender<BusMessage>,
+}
+
+/// Receiving side, owned by the broker.
+#[derive(Debug)]
+pub struct BusReceiver {
+    rx: mpsc::UnboundedReceiver<BusMessage>,
+}
+
+impl Bus {
+    /// A connected pair.
+    pub fn channel() -> (Bus, BusReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Bus { tx }, BusReceiver { rx })
+    }
+
+    /// Queues a message for delivery; messages from one publisher are delivered in order.
+    /// Returns false when the broker has stopped.
+    pub fn publish(&self, msg: BusMessage) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+}
+
+impl BusReceiver {
+    /// The next message, or `None` when every [`Bus`] is gone.
+    pub async fn recv(&mut self) -> Option<BusMessage> {
+        self.rx.recv().await
+    }
+}
+
+/// Who published a message a service receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publisher {
+    /// MQTT client id.
+    pub client_id: String,
+    /// Certificate id of the connection.
+    pub certificate_id: String,
+}
+
+/// A service that owns some reserved topics (e.g. the shadow request topics).
+pub trait ServiceHandler: Send + Sync {
+    /// Whether a publish on `topic` is a request for this service.
+    fn wants(&self, topic: &str) -> bool;
+    /// A client published a request; the broker already checked `iot:Publish`.
+    /// Must not block: queue the work.
+    fn handle(&self, from: &Publisher, topic: &str, payload: Bytes);
+}
