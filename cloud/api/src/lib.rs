@@ -8,7 +8,9 @@
 //! - [`topic`]: MQTT topic names and filters under IoT Core's rules, and filter matching.
 //! - [`shadow`]: Device Shadow topics, documents, and the pure update engine.
 //! - [`policy`]: IoT policy documents and their evaluation.
+//! - [`ipc`]: the Greengrass IPC wire protocol: event-stream frames, the RPC layer, operation shapes.
 
+pub mod ipc;
 pub mod limits;
 pub mod policy;
 pub mod shadow;

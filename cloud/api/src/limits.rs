@@ -33,6 +33,10 @@ pub const SHADOW_MAX_CLIENT_TOKEN_BYTES: usize = 64;
 pub const SHADOW_MAX_NAME_BYTES: usize = 64;
 /// Most shadow requests in flight on one MQTT connection.
 pub const SHADOW_MAX_INFLIGHT_PER_CONNECTION: usize = 10;
+/// How long a deleted shadow's version counter is kept, seconds (48 hours): a
+/// shadow re-created within this time continues from the deleted one's version,
+/// later it starts again ("Interacting with shadows", Developer Guide).
+pub const SHADOW_DELETED_VERSION_RETENTION_SECS: u64 = 48 * 3600;
 
 /// Longest thing name, in bytes.
 pub const MAX_THING_NAME_BYTES: usize = 128;

@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use local_cloud::server::{Config, LocalCloud};
 
 #[derive(Parser)]
-#[command(version, about = "AWS IoT Core in one process: mTLS MQTT broker, registry, Device Shadow service, AWS HTTP API")]
+#[command(
+    version,
+    about = "AWS IoT Core in one process: mTLS MQTT broker, registry, Device Shadow service, AWS HTTP API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +42,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rustls=error".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()).await {

@@ -2,13 +2,23 @@
 //! the HTTP endpoint, and writes `endpoints.json` once both accept connections.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use crate::broker::{Broker, BrokerConfig};
+use crate::bus::{Bus, ServiceHandler};
+use crate::ca::LocalCa;
+use crate::http::AppState;
 use crate::registry::Registry;
 use crate::shadows::ShadowService;
+use crate::store::Store;
+use crate::time::SharedClock;
 
 /// Where to listen and keep state.
 #[derive(Debug, Clone)]
@@ -70,6 +80,11 @@ pub struct LocalCloud {
     pub registry: Arc<Registry>,
     /// The shadow service, for in-process use.
     pub shadows: ShadowService,
+    /// Publishing into the broker, for in-process use.
+    pub bus: Bus,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    store: Store,
 }
 
 impl std::fmt::Debug for LocalCloud {
@@ -78,14 +93,96 @@ impl std::fmt::Debug for LocalCloud {
     }
 }
 
+/// `host:port` with IPv6 hosts in brackets.
+fn host_port(addr: SocketAddr) -> String {
+    addr.to_string()
+}
+
 impl LocalCloud {
     /// Starts everything; returns once both listeners accept connections and `endpoints.json` is written.
-    pub async fn start(_config: Config) -> anyhow::Result<Self> {
-        todo!()
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        Self::start_with_clock(config, crate::time::system()).await
+    }
+
+    /// [`LocalCloud::start`] with an injected clock.
+    pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+        for addr in [config.mqtt_addr, config.http_addr] {
+            anyhow::ensure!(
+                addr.ip().is_loopback() || addr.ip().is_unspecified(),
+                "refusing to listen on {addr}: the local cloud listens on loopback (or an explicit any-address) only"
+            );
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let data_dir = std::fs::canonicalize(&config.data_dir)
+            .with_context(|| format!("resolving data directory {}", config.data_dir.display()))?;
+        let ca = Arc::new(LocalCa::load_or_create(&data_dir.join("ca")).context("loading the local CA")?);
+        let store = Store::open(&data_dir.join("state.sqlite")).context("opening state.sqlite")?;
+        let registry = Arc::new(
+            Registry::open(store.clone(), ca.clone(), clock.clone(), &config.region, &config.account_id)
+                .context("loading the registry")?,
+        );
+        let (bus, bus_rx) = Bus::channel();
+        let shadows = ShadowService::new(store.clone(), bus.clone(), clock.clone());
+
+        let mqtt_listener = TcpListener::bind(config.mqtt_addr)
+            .await
+            .with_context(|| format!("binding MQTT listener {}", config.mqtt_addr))?;
+        let http_listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP listener {}", config.http_addr))?;
+        let mqtt_addr = mqtt_listener.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+
+        let shutdown = CancellationToken::new();
+        let tls = ca.server_tls_config().context("building the MQTT TLS configuration")?;
+        let services: Vec<Arc<dyn ServiceHandler>> = vec![Arc::new(shadows.clone())];
+        let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls, shutdown.clone())));
+
+        let app = crate::http::router(AppState {
+            registry: registry.clone(),
+            shadows: shadows.clone(),
+            bus: bus.clone(),
+            mqtt_endpoint: host_port(mqtt_addr),
+        });
+        let http_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(http_listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP endpoint stopped");
+            }
+        }));
+
+        let endpoints = Endpoints {
+            mqtt: host_port(mqtt_addr),
+            http: format!("http://{}", host_port(http_addr)),
+            ca_file: ca.ca_file(),
+            region: config.region.clone(),
+            account_id: config.account_id.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&endpoints)?;
+        crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, false).context("writing endpoints.json")?;
+        tracing::info!(mqtt = %endpoints.mqtt, http = %endpoints.http, "listening");
+        Ok(LocalCloud { endpoints, registry, shadows, bus, shutdown, tasks, store })
     }
 
     /// Stops the listeners, drops connections, and flushes state.
     pub async fn shutdown(self) {
-        todo!()
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Err(e) = self.store.checkpoint() {
+            tracing::warn!(error = %e, "checkpointing state.sqlite");
+        }
     }
+}
+
+/// Reads `endpoints.json` from a data directory.
+pub fn read_endpoints(data_dir: &Path) -> anyhow::Result<Endpoints> {
+    let path = data_dir.join("endpoints.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
 }

@@ -1,15 +1,27 @@
 //! The Device Shadow service: classic and named shadows, persisted in the
 //! [`Store`], served over MQTT (as a [`ServiceHandler`] for the request topics)
 //! and over HTTP (the data-plane handlers call the methods directly). Every
-//! accepted change is published on the response topics whichever way it came.
+//! accepted change is published on the response topics whichever way it came,
+//! so an HTTP update produces the same MQTT `accepted`/`delta`/`documents`
+//! messages as an MQTT one.
+//!
+//! Requests are applied one at a time (a lock around read-modify-write), so
+//! versions advance without gaps or races. MQTT requests are queued to a
+//! worker thread and answered in the order they arrived. As on AWS, a shadow
+//! does not require the thing to be registered.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cloud_api::shadow::ShadowError;
+use cloud_api::shadow::{ShadowError, ShadowLimits, ShadowOperation, ShadowRecord, ShadowResponse, ShadowTopic};
 use serde_json::Value;
 
-use crate::bus::{Bus, Publisher, ServiceHandler};
-use crate::store::Store;
+use crate::bus::{Bus, BusMessage, Publisher, ServiceHandler};
+use crate::store::{Op, Store};
 use crate::time::SharedClock;
+
+const K_SHADOW: &str = "shadow";
 
 /// A page of named shadows (ListNamedShadowsForThing).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,44 +37,201 @@ pub struct NamedShadowPage {
 /// The shadow service.
 #[derive(Debug, Clone)]
 pub struct ShadowService {
-    _store: Store,
-    _bus: Bus,
-    _clock: SharedClock,
+    inner: Arc<Inner>,
+    queue: mpsc::Sender<(String, Bytes)>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    bus: Bus,
+    clock: SharedClock,
+    limits: ShadowLimits,
+    /// Serializes read-modify-write of shadows.
+    lock: Mutex<()>,
+}
+
+fn key(thing: &str, shadow: Option<&str>) -> String {
+    format!("{thing}\n{}", shadow.unwrap_or(""))
+}
+
+fn internal(e: impl std::fmt::Display) -> ShadowError {
+    ShadowError { code: 500, message: format!("Internal service failure: {e}"), client_token: None }
+}
+
+fn check_names(thing: &str, shadow: Option<&str>) -> Result<(), ShadowError> {
+    use cloud_api::shadow::topic::{is_valid_shadow_name, is_valid_thing_name};
+    if !is_valid_thing_name(thing) {
+        return Err(ShadowError { code: 400, message: "Invalid thing name".into(), client_token: None });
+    }
+    if let Some(s) = shadow
+        && !is_valid_shadow_name(s)
+    {
+        return Err(ShadowError { code: 400, message: "Invalid shadow name".into(), client_token: None });
+    }
+    Ok(())
 }
 
 impl ShadowService {
-    /// A service over `store` that publishes through `bus`.
+    /// A service over `store` that publishes through `bus`, with IoT Core's limits.
     pub fn new(store: Store, bus: Bus, clock: SharedClock) -> Self {
-        ShadowService { _store: store, _bus: bus, _clock: clock }
+        Self::with_limits(store, bus, clock, ShadowLimits::IOT_CORE)
+    }
+
+    /// A service with other document limits (a local ShadowManager allows up to 30 KiB).
+    pub fn with_limits(store: Store, bus: Bus, clock: SharedClock, limits: ShadowLimits) -> Self {
+        let inner = Arc::new(Inner { store, bus, clock, limits, lock: Mutex::new(()) });
+        let (queue, rx) = mpsc::channel::<(String, Bytes)>();
+        let worker = inner.clone();
+        std::thread::Builder::new()
+            .name("shadow-service".into())
+            .spawn(move || {
+                while let Ok((topic, payload)) = rx.recv() {
+                    worker.handle_mqtt(&topic, &payload);
+                }
+            })
+            .ok();
+        ShadowService { inner, queue }
     }
 
     /// GetThingShadow: the full document.
-    pub fn get(&self, _thing: &str, _shadow: Option<&str>) -> Result<Value, ShadowError> {
-        todo!()
+    pub fn get(&self, thing: &str, shadow: Option<&str>) -> Result<Value, ShadowError> {
+        self.inner.get(thing, shadow, b"")
     }
 
     /// UpdateThingShadow: the accepted document; publishes accepted, delta and documents.
-    pub fn update(&self, _thing: &str, _shadow: Option<&str>, _payload: &[u8]) -> Result<Value, ShadowError> {
-        todo!()
+    pub fn update(&self, thing: &str, shadow: Option<&str>, payload: &[u8]) -> Result<Value, ShadowError> {
+        self.inner.update(thing, shadow, payload)
     }
 
     /// DeleteThingShadow: the accepted body; publishes `…/delete/accepted`.
-    pub fn delete(&self, _thing: &str, _shadow: Option<&str>) -> Result<Value, ShadowError> {
-        todo!()
+    pub fn delete(&self, thing: &str, shadow: Option<&str>) -> Result<Value, ShadowError> {
+        self.inner.delete(thing, shadow, b"")
     }
 
-    /// ListNamedShadowsForThing.
-    pub fn list_named(&self, _thing: &str, _next_token: Option<&str>, _page_size: Option<usize>) -> Result<NamedShadowPage, ShadowError> {
-        todo!()
+    /// ListNamedShadowsForThing: names of the thing's existing named shadows, in name order.
+    pub fn list_named(
+        &self,
+        thing: &str,
+        next_token: Option<&str>,
+        page_size: Option<usize>,
+    ) -> Result<NamedShadowPage, ShadowError> {
+        check_names(thing, None)?;
+        let page = page_size.unwrap_or(25).clamp(1, 100);
+        let prefix = format!("{thing}\n");
+        let mut names = Vec::new();
+        for (k, v) in self.inner.store.with_prefix(K_SHADOW, &prefix).map_err(internal)? {
+            let name = &k[prefix.len()..];
+            if name.is_empty() {
+                continue;
+            }
+            let record: ShadowRecord = serde_json::from_str(&v).map_err(internal)?;
+            if record.document.is_some() {
+                names.push(name.to_string());
+            }
+        }
+        let start = match next_token {
+            Some(t) => names.iter().position(|n| n.as_str() > t).unwrap_or(names.len()),
+            None => 0,
+        };
+        let results: Vec<String> = names[start..].iter().take(page).cloned().collect();
+        let next_token = if start + results.len() < names.len() { results.last().cloned() } else { None };
+        Ok(NamedShadowPage { results, next_token, timestamp: self.inner.clock.now_secs() })
     }
 }
 
-impl ServiceHandler for ShadowService {
-    fn wants(&self, _topic: &str) -> bool {
-        todo!()
+impl Inner {
+    fn load(&self, thing: &str, shadow: Option<&str>) -> Result<ShadowRecord, ShadowError> {
+        match self.store.get(K_SHADOW, &key(thing, shadow)).map_err(internal)? {
+            Some(v) => serde_json::from_str(&v).map_err(internal),
+            None => Ok(ShadowRecord::default()),
+        }
     }
 
-    fn handle(&self, _from: &Publisher, _topic: &str, _payload: Bytes) {
-        todo!()
+    fn save(&self, thing: &str, shadow: Option<&str>, record: &ShadowRecord) -> Result<(), ShadowError> {
+        let value = serde_json::to_string(record).map_err(internal)?;
+        self.store.apply(&[Op::Put { kind: K_SHADOW, key: key(thing, shadow), value }]).map_err(internal)
+    }
+
+    fn publish(&self, thing: &str, shadow: Option<&str>, op: ShadowOperation, resp: ShadowResponse, body: &Value) {
+        let topic = ShadowTopic {
+            thing_name: thing.to_string(),
+            shadow_name: shadow.map(str::to_string),
+            operation: op,
+            response: Some(resp),
+        }
+        .to_topic();
+        let payload = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        self.bus.publish(BusMessage { topic, payload, qos: 0, retain: false });
+    }
+
+    fn get(&self, thing: &str, shadow: Option<&str>, payload: &[u8]) -> Result<Value, ShadowError> {
+        check_names(thing, shadow)?;
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.load(thing, shadow)?.get_named(thing, shadow, payload, self.clock.now_secs())
+    }
+
+    fn update(&self, thing: &str, shadow: Option<&str>, payload: &[u8]) -> Result<Value, ShadowError> {
+        check_names(thing, shadow)?;
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let record = self.load(thing, shadow)?;
+        let result = record.update(payload, self.clock.now_secs(), self.limits)?;
+        self.save(thing, shadow, &result.record)?;
+        // Publish while holding the lock so messages of successive updates stay in order.
+        self.publish(thing, shadow, ShadowOperation::Update, ShadowResponse::Accepted, &result.accepted);
+        if let Some(delta) = &result.delta {
+            self.publish(thing, shadow, ShadowOperation::Update, ShadowResponse::Delta, delta);
+        }
+        self.publish(thing, shadow, ShadowOperation::Update, ShadowResponse::Documents, &result.documents);
+        Ok(result.accepted)
+    }
+
+    fn delete(&self, thing: &str, shadow: Option<&str>, payload: &[u8]) -> Result<Value, ShadowError> {
+        check_names(thing, shadow)?;
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let record = self.load(thing, shadow)?;
+        let (record, body) = record.delete_named(thing, shadow, payload, self.clock.now_secs())?;
+        self.save(thing, shadow, &record)?;
+        self.publish(thing, shadow, ShadowOperation::Delete, ShadowResponse::Accepted, &body);
+        Ok(body)
+    }
+
+    /// Answers an MQTT request; get and delete answers go only to the response topics.
+    fn handle_mqtt(&self, topic: &str, payload: &[u8]) {
+        let Some(t) = ShadowTopic::parse(topic) else { return };
+        if t.response.is_some() {
+            return;
+        }
+        let shadow = t.shadow_name.as_deref();
+        let result = match t.operation {
+            ShadowOperation::Get => self.get(&t.thing_name, shadow, payload).map(|doc| {
+                self.publish(&t.thing_name, shadow, ShadowOperation::Get, ShadowResponse::Accepted, &doc);
+            }),
+            ShadowOperation::Update => self.update(&t.thing_name, shadow, payload).map(|_| ()),
+            ShadowOperation::Delete => self.delete(&t.thing_name, shadow, payload).map(|_| ()),
+        };
+        if let Err(mut e) = result {
+            if e.client_token.is_none() {
+                e.client_token = client_token(payload);
+            }
+            let body = e.to_json(self.clock.now_secs());
+            self.publish(&t.thing_name, shadow, t.operation, ShadowResponse::Rejected, &body);
+        }
+    }
+}
+
+/// The `clientToken` of a request body, if it is JSON and has one.
+fn client_token(payload: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(payload).ok()?;
+    v.get("clientToken")?.as_str().map(str::to_string)
+}
+
+impl ServiceHandler for ShadowService {
+    fn wants(&self, topic: &str) -> bool {
+        topic.starts_with("$aws/things/") && ShadowTopic::parse(topic).is_some_and(|t| t.response.is_none())
+    }
+
+    fn handle(&self, _from: &Publisher, topic: &str, payload: Bytes) {
+        let _ = self.queue.send((topic.to_string(), payload));
     }
 }

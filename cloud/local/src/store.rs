@@ -10,6 +10,27 @@ use std::sync::{Arc, Mutex};
 #[error("storage: {0}")]
 pub struct StoreError(#[from] pub rusqlite::Error);
 
+/// One write of a batch (see [`Store::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Insert or replace `(kind, key) → value`.
+    Put {
+        /// Record kind (table-like namespace).
+        kind: &'static str,
+        /// Key within the kind.
+        key: String,
+        /// JSON value.
+        value: String,
+    },
+    /// Remove `(kind, key)`.
+    Delete {
+        /// Record kind.
+        kind: &'static str,
+        /// Key within the kind.
+        key: String,
+    },
+}
+
 /// A handle to the database, cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -49,12 +70,42 @@ impl Store {
     }
 
     /// Runs `f` on the connection inside one transaction.
-    pub fn transaction<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
+    pub fn transaction<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Applies several writes in one transaction: all or nothing.
+    pub fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.transaction(|tx| {
+            for op in ops {
+                match op {
+                    Op::Put { kind, key, value } => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?1, ?2, ?3)",
+                            (kind, key, value),
+                        )?;
+                    }
+                    Op::Delete { kind, key } => {
+                        tx.execute("DELETE FROM records WHERE kind = ?1 AND key = ?2", (kind, key))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Folds the write-ahead log into the database file (on clean shutdown).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        Ok(())
     }
 
     /// Writes (or replaces) one record.

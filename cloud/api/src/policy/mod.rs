@@ -3,8 +3,11 @@
 //! Guide (policy actions, action resources, policy variables, evaluation).
 
 pub mod arn;
+pub mod audit;
 pub mod document;
 pub mod eval;
+mod pattern;
 
-pub use document::{PolicyDocument, PolicyError};
-pub use eval::{Action, AuthContext, Decision, evaluate};
+pub use audit::overly_permissive;
+pub use document::{Effect, PolicyDocument, PolicyError, Statement};
+pub use eval::{Action, AuthContext, Decision, evaluate, evaluate_action};

@@ -7,4 +7,6 @@ pub mod engine;
 pub mod topic;
 
 pub use engine::{ShadowError, ShadowLimits, ShadowRecord, StoredShadow, UpdateResult};
-pub use topic::{ShadowOperation, ShadowResponse, ShadowTopic};
+pub use topic::{
+    ShadowOperation, ShadowResponse, ShadowTopic, is_valid_shadow_name, is_valid_thing_name, shadow_topic_prefix,
+};

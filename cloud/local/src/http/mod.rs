@@ -1,12 +1,46 @@
 //! The AWS-compatible HTTP endpoint: the IoT control plane (restJson1, as
 //! `aws-sdk-iot` speaks it) and the IoT data plane (`aws-sdk-iotdataplane`) on
 //! one listener. SigV4 headers are accepted without checking the signature.
+//!
+//! The protocol is AWS restJson1; every route, method, label, query and
+//! header binding, member name and status code comes from the service models
+//! `iot.json` and `iot-data-plane.json` (API version 2015-05-28) in
+//! awslabs/aws-sdk-rust `aws-models/`.
+//!
+//! # Layout
+//! - [`control`]: the IoT control plane (things, types, groups, policies,
+//!   certificates, principals, DescribeEndpoint).
+//! - [`data`]: the IoT data plane (shadows over HTTP, Publish).
+//! - [`error`]: AWS exceptions on the wire.
+//! - [`wire`]: request/response shapes and the extractors that read them.
+//!
+//! Registry and shadow calls are synchronous and touch SQLite, so every call
+//! runs on tokio's blocking pool ([`blocking`]): a slow fsync or WAL
+//! checkpoint never stalls the async workers serving MQTT, and a panic inside
+//! a service becomes a `500 InternalFailureException` instead of a dropped
+//! connection.
+
+pub mod control;
+pub mod data;
+pub mod error;
+pub mod wire;
 
 use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 
 use crate::bus::Bus;
 use crate::registry::Registry;
 use crate::shadows::ShadowService;
+use error::AwsError;
+
+/// Largest request body read. Above the 128 KiB Publish limit (checked
+/// per operation) and the model's 404,600-character policy document.
+pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -23,6 +57,43 @@ pub struct AppState {
 
 /// The router for every operation.
 pub fn router(state: AppState) -> axum::Router {
-    let _ = state;
-    todo!("H4")
+    Router::new()
+        .merge(control::routes())
+        .merge(data::routes())
+        .fallback(unknown_operation)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Runs a registry or shadow call on the blocking pool; a panic becomes an
+/// `InternalFailureException`.
+pub async fn blocking<T, F>(f: F) -> Result<T, AwsError>
+where
+    F: FnOnce() -> Result<T, AwsError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => Err(AwsError::internal("the service failed while handling the request")),
+        Err(_) => Err(AwsError::unavailable("the service is shutting down")),
+    }
+}
+
+async fn unknown_operation(req: Request) -> Response {
+    AwsError::unknown_operation(req.method().as_str(), req.uri().path()).into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    AwsError::method_not_allowed(req.method().as_str(), req.uri().path()).into_response()
+}
+
+/// Adds `x-amzn-RequestId`, which the SDKs report as the request id.
+async fn request_id(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        response.headers_mut().insert("x-amzn-RequestId", id);
+    }
+    response
 }

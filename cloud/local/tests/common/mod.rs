@@ -1,0 +1,336 @@
+//! Helpers for integration tests against the local cloud: start it on
+//! ephemeral loopback ports, register devices (thing, keys and certificate,
+//! policy), and connect MQTT clients over mutual TLS with rumqttc or with a raw
+//! TLS stream. Every wait has a deadline; nothing sleeps and hopes.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use local_cloud::broker::{Broker, BrokerConfig};
+use local_cloud::bus::{Bus, ServiceHandler};
+use local_cloud::ca::LocalCa;
+use local_cloud::registry::Registry;
+use local_cloud::server::{Config, LocalCloud};
+use local_cloud::store::Store;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish, QoS, SubscribeReasonCode,
+    TlsConfiguration, Transport,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+/// Default wait for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A running local cloud in its own temporary data directory.
+pub struct TestCloud {
+    /// The cloud.
+    pub cloud: LocalCloud,
+    /// Its data directory (deleted on drop).
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCloud {
+    /// Starts a local cloud on ephemeral loopback ports.
+    pub async fn start() -> TestCloud {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.expect("local cloud starts");
+        TestCloud { cloud, dir }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.cloud.registry
+    }
+
+    /// `host` and `port` of the MQTT listener.
+    pub fn mqtt_addr(&self) -> (String, u16) {
+        split_host_port(&self.cloud.endpoints.mqtt)
+    }
+
+    /// The CA file clients trust.
+    pub fn ca_file(&self) -> &Path {
+        &self.cloud.endpoints.ca_file
+    }
+
+    /// A full ARN for a resource such as `topic/a/b` or `client/x`.
+    pub fn arn(&self, resource: &str) -> String {
+        format!("arn:aws:iot:{}:{}:{resource}", self.cloud.endpoints.region, self.cloud.endpoints.account_id)
+    }
+
+    /// A thing with an ACTIVE certificate that has `policy_document` attached.
+    pub fn device(&self, thing: &str, policy_document: &str) -> Device {
+        create_device(self.registry(), thing, policy_document)
+    }
+
+    /// A thing whose certificate may do anything.
+    pub fn allow_all_device(&self, thing: &str) -> Device {
+        self.device(thing, ALLOW_ALL)
+    }
+
+    /// rumqttc options for `client_id` authenticating as `device`.
+    pub fn options(&self, client_id: &str, device: &Device) -> MqttOptions {
+        let (host, port) = self.mqtt_addr();
+        mqtt_options(&host, port, self.ca_file(), client_id, device)
+    }
+
+    /// A raw TLS connection authenticated as `device` (for hand-made packets).
+    pub async fn raw_tls(&self, device: &Device) -> std::io::Result<TlsStream<TcpStream>> {
+        let (host, port) = self.mqtt_addr();
+        raw_tls(&host, port, self.ca_file(), device).await
+    }
+}
+
+/// A policy allowing every action on every resource.
+pub const ALLOW_ALL: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}"#;
+
+/// A registered device identity.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Thing name.
+    pub thing: String,
+    /// Certificate id.
+    pub certificate_id: String,
+    /// Certificate ARN.
+    pub certificate_arn: String,
+    /// Certificate PEM.
+    pub cert_pem: String,
+    /// Private key PEM.
+    pub key_pem: String,
+}
+
+/// Creates a thing, an ACTIVE certificate with a fresh key, and a policy named
+/// `{thing}-policy` attached to the certificate; attaches the certificate to the thing.
+pub fn create_device(registry: &Registry, thing: &str, policy_document: &str) -> Device {
+    registry.create_thing(thing, None, Default::default()).expect("create thing");
+    let (cert, keys) = registry.create_keys_and_certificate(true).expect("create keys and certificate");
+    let policy = format!("{thing}-policy");
+    registry.create_policy(&policy, policy_document).expect("create policy");
+    registry.attach_policy(&policy, &cert.arn).expect("attach policy");
+    registry.attach_thing_principal(thing, &cert.arn).expect("attach thing principal");
+    Device {
+        thing: thing.to_owned(),
+        certificate_id: cert.id,
+        certificate_arn: cert.arn,
+        cert_pem: cert.pem,
+        key_pem: keys.private_key_pem,
+    }
+}
+
+fn split_host_port(s: &str) -> (String, u16) {
+    let (host, port) = s.rsplit_once(':').expect("host:port");
+    (host.trim_matches(['[', ']']).to_owned(), port.parse().expect("port"))
+}
+
+/// A rustls client configuration (ring provider) trusting `ca_file` and
+/// presenting `device`'s certificate.
+pub fn client_tls_config(ca_file: &Path, device: &Device) -> Arc<rustls::ClientConfig> {
+    let ca_pem = std::fs::read(ca_file).expect("read CA file");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut device.cert_pem.as_bytes()).collect::<Result<_, _>>().expect("certificate PEM");
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut device.key_pem.as_bytes()).expect("key PEM").expect("a private key");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client certificate");
+    Arc::new(config)
+}
+
+/// rumqttc options: mTLS as `device`, keep-alive 30 s, packets up to 1 MiB
+/// each way (so the broker, not the client, enforces IoT Core's limits).
+pub fn mqtt_options(host: &str, port: u16, ca_file: &Path, client_id: &str, device: &Device) -> MqttOptions {
+    let mut opts = MqttOptions::new(client_id, host, port);
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(client_tls_config(ca_file, device))));
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    opts
+}
+
+/// A raw TLS stream to the broker, authenticated as `device`.
+pub async fn raw_tls(host: &str, port: u16, ca_file: &Path, device: &Device) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect((host, port)).await?;
+    let name = ServerName::try_from(host.to_owned()).map_err(std::io::Error::other)?;
+    TlsConnector::from(client_tls_config(ca_file, device)).connect(name, tcp).await
+}
+
+/// The bytes of an MQTT 3.1.1 CONNECT.
+pub fn connect_packet(client_id: &str, clean_session: bool) -> Vec<u8> {
+    let mut connect = rumqttc::Connect::new(client_id);
+    connect.clean_session = clean_session;
+    connect.keep_alive = 30;
+    let mut buf = bytes::BytesMut::new();
+    connect.write(&mut buf).expect("encode CONNECT");
+    buf.to_vec()
+}
+
+/// A rumqttc client and its event loop, driven by the test.
+pub struct Client {
+    /// Request handle.
+    pub client: AsyncClient,
+    /// Event loop; polled by the helper methods.
+    pub events: EventLoop,
+}
+
+/// What a connection attempt ended with.
+pub type ConnectResult = Result<(Client, bool), ConnectionError>;
+
+impl Client {
+    /// Connects and waits for the CONNACK; returns the session-present flag.
+    pub async fn connect(opts: MqttOptions) -> ConnectResult {
+        let (client, mut events) = AsyncClient::new(opts, 100);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let ev =
+                tokio::time::timeout_at(deadline, events.poll()).await.map_err(|_| ConnectionError::NetworkTimeout)?;
+            if let Event::Incoming(Incoming::ConnAck(ack)) = ev? {
+                return Ok((Client { client, events }, ack.session_present));
+            }
+        }
+    }
+
+    /// Polls until `pick` returns something, the connection fails, or `within` passes.
+    pub async fn wait_for<T>(
+        &mut self,
+        within: Duration,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> Result<T, String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.poll()).await {
+                Err(_) => return Err("timed out".into()),
+                Ok(Err(e)) => return Err(format!("connection error: {e}")),
+                Ok(Ok(ev)) => {
+                    if let Some(t) = pick(&ev) {
+                        return Ok(t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribes and returns the SUBACK return codes.
+    pub async fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Result<Vec<SubscribeReasonCode>, String> {
+        let filters: Vec<_> = filters.iter().map(|(f, q)| rumqttc::SubscribeFilter::new((*f).to_owned(), *q)).collect();
+        self.client.subscribe_many(filters).await.map_err(|e| e.to_string())?;
+        self.wait_for(WAIT, |ev| match ev {
+            Event::Incoming(Incoming::SubAck(ack)) => Some(ack.return_codes.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Publishes; waits for the PUBACK (QoS 1) or for the packet to be written (QoS 0).
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), String> {
+        self.client.publish(topic, qos, retain, payload.into()).await.map_err(|e| e.to_string())?;
+        self.wait_for(WAIT, |ev| match (qos, ev) {
+            (QoS::AtMostOnce, Event::Outgoing(Outgoing::Publish(_))) => Some(()),
+            (_, Event::Incoming(Incoming::PubAck(_))) => Some(()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next PUBLISH received within `within`.
+    pub async fn recv(&mut self, within: Duration) -> Result<Publish, String> {
+        self.wait_for(within, |ev| match ev {
+            Event::Incoming(Incoming::Publish(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Whether the broker closes the connection within `within` (polling sends
+    /// queued requests meanwhile).
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.poll()).await {
+                Err(_) => return false,
+                Ok(Err(_)) => return true,
+                Ok(Ok(Event::Incoming(Incoming::Disconnect))) => return true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and waits until it is written.
+    pub async fn disconnect(mut self) {
+        let _ = self.client.disconnect().await;
+        let _ = self.wait_for(WAIT, |ev| matches!(ev, Event::Outgoing(Outgoing::Disconnect)).then_some(())).await;
+    }
+}
+
+/// A broker without the rest of the local cloud, for tests that need custom
+/// settings, services or direct use of the bus.
+pub struct StandaloneBroker {
+    /// The registry it authorizes against.
+    pub registry: Arc<Registry>,
+    /// Publish into the broker as a service would.
+    pub bus: Bus,
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Listening address.
+    pub addr: std::net::SocketAddr,
+    /// CA file clients trust.
+    pub ca_file: std::path::PathBuf,
+    /// Stops the broker.
+    pub shutdown: CancellationToken,
+    /// Data directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl StandaloneBroker {
+    /// Starts a broker on an ephemeral loopback port.
+    pub async fn start(config: BrokerConfig, services: Vec<Arc<dyn ServiceHandler>>) -> StandaloneBroker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Arc::new(LocalCa::load_or_create(&dir.path().join("ca")).expect("CA"));
+        let store = Store::in_memory().expect("store");
+        let registry = Arc::new(
+            Registry::open(store, ca.clone(), local_cloud::time::system(), "us-east-1", "000000000000")
+                .expect("registry"),
+        );
+        let (bus, rx) = Bus::channel();
+        let broker = Broker::new(registry.clone(), services, rx, config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(broker.clone().serve(listener, ca.server_tls_config().expect("TLS config"), shutdown.clone()));
+        StandaloneBroker { registry, bus, broker, addr, ca_file: ca.ca_file(), shutdown, dir }
+    }
+
+    /// rumqttc options for `client_id` as `device`.
+    pub fn options(&self, client_id: &str, device: &Device) -> MqttOptions {
+        mqtt_options("127.0.0.1", self.addr.port(), &self.ca_file, client_id, device)
+    }
+
+    /// A raw TLS connection as `device`.
+    pub async fn raw_tls(&self, device: &Device) -> std::io::Result<TlsStream<TcpStream>> {
+        raw_tls("127.0.0.1", self.addr.port(), &self.ca_file, device).await
+    }
+}
+
+impl Drop for StandaloneBroker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,303 @@
+"""Helpers shared by the conformance tests: the running local cloud, device
+provisioning through boto3, MQTT connections through awsiotsdk, and a mailbox
+that turns SDK callbacks into events a test can wait on with a deadline.
+
+Everything here talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import boto3
+from awscrt import mqtt
+from awscrt.exceptions import AwsCrtError
+from awsiot import mqtt_connection_builder
+from botocore.config import Config
+
+# How long a test waits for any one thing the local cloud should do at once.
+EVENT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The contents of `endpoints.json` written by `local-cloud serve`."""
+
+    mqtt_host: str
+    mqtt_port: int
+    http: str
+    ca_file: str
+    region: str
+    account_id: str
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "Endpoints":
+        host, _, port = doc["mqtt"].rpartition(":")
+        return cls(
+            mqtt_host=host,
+            mqtt_port=int(port),
+            http=doc["http"],
+            ca_file=doc["caFile"],
+            region=doc["region"],
+            account_id=doc["accountId"],
+        )
+
+    def arn(self, resource: str) -> str:
+        """An IoT ARN for a policy resource such as `client/x`."""
+        return f"arn:aws:iot:{self.region}:{self.account_id}:{resource}"
+
+
+def boto_client(endpoints: Endpoints, service: str):
+    """A boto3 client for `iot` or `iot-data` pointed at the local cloud.
+
+    Any credentials work (the local cloud does not verify SigV4). Retries are
+    off so a failing call reports its first error rather than a retried one.
+    """
+    session = boto3.session.Session(
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        region_name=endpoints.region,
+    )
+    config = Config(
+        retries={"max_attempts": 1, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=15,
+    )
+    return session.client(service, endpoint_url=endpoints.http, config=config)
+
+
+def unique_name(prefix: str) -> str:
+    """A thing, policy or shadow name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def thing_policy_document(endpoints: Endpoints) -> str:
+    """A least-privilege policy for a device that only uses its own shadows.
+
+    Every resource is scoped to the connecting thing through
+    `${iot:Connection.Thing.ThingName}`, which is only set when the client id
+    equals the name of a thing attached to the certificate.
+    """
+    thing = "${iot:Connection.Thing.ThingName}"
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": endpoints.arn(f"client/{thing}"),
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["iot:Publish", "iot:Receive"],
+                "Resource": endpoints.arn(f"topic/$aws/things/{thing}/shadow/*"),
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": endpoints.arn(f"topicfilter/$aws/things/{thing}/shadow/*"),
+            },
+        ],
+    }
+    return json.dumps(doc)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A thing with an ACTIVE certificate and the shadow policy attached."""
+
+    thing_name: str
+    thing_arn: str
+    certificate_id: str
+    certificate_arn: str
+    cert_path: str
+    key_path: str
+    policy_name: str
+
+
+def provision_device(iot, endpoints: Endpoints, workdir: Path) -> Device:
+    """Creates a thing, keys and certificate, and the thing-scoped policy, and
+    attaches them as the AWS IoT Developer Guide's provisioning walk-through
+    does. Certificate and key are written under `workdir`."""
+    thing_name = unique_name("conf-thing")
+    policy_name = unique_name("conf-policy")
+
+    thing = iot.create_thing(thingName=thing_name)
+    keys = iot.create_keys_and_certificate(setAsActive=True)
+    iot.create_policy(policyName=policy_name, policyDocument=thing_policy_document(endpoints))
+    iot.attach_policy(policyName=policy_name, target=keys["certificateArn"])
+    iot.attach_thing_principal(thingName=thing_name, principal=keys["certificateArn"])
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    cert_path = workdir / f"{thing_name}.cert.pem"
+    key_path = workdir / f"{thing_name}.private.key"
+    cert_path.write_text(keys["certificatePem"])
+    key_path.write_text(keys["keyPair"]["PrivateKey"])
+    key_path.chmod(0o600)
+
+    return Device(
+        thing_name=thing_name,
+        thing_arn=thing["thingArn"],
+        certificate_id=keys["certificateId"],
+        certificate_arn=keys["certificateArn"],
+        cert_path=str(cert_path),
+        key_path=str(key_path),
+        policy_name=policy_name,
+    )
+
+
+class ConnectionEvents:
+    """Lifecycle callbacks of one awscrt MQTT connection, as events."""
+
+    def __init__(self) -> None:
+        self.interrupted = threading.Event()
+        self.interrupted_error: Optional[BaseException] = None
+        self.closed = threading.Event()
+
+    def on_interrupted(self, connection, error, **kwargs) -> None:
+        self.interrupted_error = error
+        self.interrupted.set()
+
+    def on_closed(self, connection, callback_data, **kwargs) -> None:
+        self.closed.set()
+
+    def dropped(self) -> bool:
+        return self.interrupted.is_set() or self.closed.is_set()
+
+
+def connect_device(
+    endpoints: Endpoints,
+    device: Device,
+    events: ConnectionEvents,
+    client_id: Optional[str] = None,
+) -> mqtt.Connection:
+    """Opens the device's mTLS MQTT connection with the SDK's own builder,
+    client id = thing name (unless given), clean session, and waits for CONNACK."""
+    connection = mqtt_connection_builder.mtls_from_path(
+        endpoint=endpoints.mqtt_host,
+        port=endpoints.mqtt_port,
+        cert_filepath=device.cert_path,
+        pri_key_filepath=device.key_path,
+        ca_filepath=endpoints.ca_file,
+        client_id=client_id or device.thing_name,
+        clean_session=True,
+        keep_alive_secs=30,
+        on_connection_interrupted=events.on_interrupted,
+        on_connection_closed=events.on_closed,
+        # A dropped connection should stay dropped long enough to observe.
+        reconnect_min_timeout_secs=5,
+        reconnect_max_timeout_secs=30,
+    )
+    connection.connect().result(timeout=EVENT_TIMEOUT_S)
+    return connection
+
+
+def assert_connect_refused(error: BaseException) -> None:
+    """Checks that a failed `connect()` was a refusal: CONNACK "not
+    authorized", or the server closing the connection (not a time-out or a
+    TLS or socket error on our side)."""
+    code = error.args[0] if error.args else None
+    if isinstance(code, mqtt.ConnectReturnCode):
+        assert code == mqtt.ConnectReturnCode.NOT_AUTHORIZED, f"CONNACK {code!r}, expected NOT_AUTHORIZED"
+        return
+    assert isinstance(error, AwsCrtError), f"unexpected {type(error).__name__}: {error}"
+    assert error.name in REFUSAL_ERRORS, f"{error.name}: {error.message}"
+
+
+# awscrt errors a refusal surfaces as. aws-c-mqtt turns a CONNACK with a
+# non-zero return code into AWS_ERROR_MQTT_PROTOCOL_ERROR (its log says
+# "invalid connect return code 5, disconnecting"); the others are a server that
+# closed the connection without CONNACK, as AWS IoT Core may. Use
+# `connack_return_code` for the exact code on the wire.
+REFUSAL_ERRORS = {
+    "AWS_ERROR_MQTT_PROTOCOL_ERROR",
+    "AWS_ERROR_MQTT_UNEXPECTED_HANGUP",
+    "AWS_IO_SOCKET_CLOSED",
+}
+
+
+def connack_return_code(endpoints: Endpoints, device: Device, client_id: Optional[str] = None) -> Optional[int]:
+    """Sends a bare MQTT 3.1.1 CONNECT over mutual TLS and returns the CONNACK
+    return code, or None when the server closed the connection without one.
+    The SDK does not expose the code of a refused CONNACK; this does."""
+    context = ssl.create_default_context(cafile=endpoints.ca_file)
+    context.load_cert_chain(device.cert_path, device.key_path)
+    cid = (client_id or device.thing_name).encode()
+    # Protocol "MQTT", level 4, flags: clean session, keep-alive 60 s.
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+    with socket.create_connection((endpoints.mqtt_host, endpoints.mqtt_port), timeout=EVENT_TIMEOUT_S) as raw:
+        with context.wrap_socket(raw, server_hostname=endpoints.mqtt_host) as tls:
+            tls.sendall(bytes([0x10, len(body)]) + body)
+            reply = b""
+            while len(reply) < 4:
+                chunk = tls.recv(4 - len(reply))
+                if not chunk:
+                    return None
+                reply += chunk
+    assert reply[:2] == b"\x20\x02", f"not a CONNACK: {reply.hex()}"
+    return reply[3]
+
+
+class Mailbox:
+    """Collects what an SDK subscription callback receives, so a test can wait
+    for a message that matches a condition, with a deadline.
+
+    The SDK hands the callback `None` when it could not parse a payload; that
+    is kept too, so a test fails with "unparsable" rather than a time-out.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._items: list[Any] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, item: Any) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def expect(
+        self,
+        what: str,
+        match: Callable[[Any], bool] = lambda _item: True,
+        timeout: float = EVENT_TIMEOUT_S,
+    ) -> Any:
+        """Removes and returns the first item for which `match` is true."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i, item in enumerate(self._items):
+                    if item is None:
+                        raise AssertionError(f"{self.name}: the SDK could not parse a payload (waiting for {what})")
+                    if match(item):
+                        return self._items.pop(i)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = [describe(item) for item in self._items]
+                    raise AssertionError(f"{self.name}: no {what} within {timeout:.0f} s; received: {seen}")
+                self._cond.wait(left)
+
+    def snapshot(self) -> list[Any]:
+        with self._cond:
+            return list(self._items)
+
+
+def describe(item: Any) -> Any:
+    """A readable form of an SDK model object for assertion messages."""
+    slots = getattr(type(item), "__slots__", None)
+    if slots:
+        return {name: describe(getattr(item, name, None)) for name in slots}
+    return item
+
+
+def with_token(token: str) -> Callable[[Any], bool]:
+    """Matches an SDK response whose clientToken is `token`."""
+    return lambda item: getattr(item, "client_token", None) == token
