@@ -1,0 +1,216 @@
+//! The thin process shell under the lifecycle machine: runs lifecycle scripts with `sh -c` in
+//! the component's work directory, each in its own process group, with the environment a
+//! nucleus gives (see [`super`]), and appends their output to `logs/{Component}.log`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::recipe::Step;
+
+/// The process groups each component has running, so they can be signalled as a whole and
+/// killed when the supervisor goes away.
+#[derive(Debug, Default)]
+pub(crate) struct ProcessTable {
+    groups: Mutex<HashMap<String, Vec<i32>>>,
+}
+
+impl ProcessTable {
+    fn add(&self, component: &str, pgid: i32) {
+        self.lock().entry(component.to_owned()).or_default().push(pgid);
+    }
+
+    fn remove(&self, component: &str, pgid: i32) {
+        if let Some(v) = self.lock().get_mut(component) {
+            v.retain(|p| *p != pgid);
+        }
+    }
+
+    /// The live process groups of `component`.
+    pub(crate) fn of(&self, component: &str) -> Vec<i32> {
+        self.lock().get(component).cloned().unwrap_or_default()
+    }
+
+    /// Signals every process group of `component`.
+    pub(crate) fn signal(&self, component: &str, signal: rustix::process::Signal) {
+        for pgid in self.of(component) {
+            signal_group(pgid, signal);
+        }
+    }
+
+    /// Kills every process group of every component (the supervisor is going away).
+    pub(crate) fn kill_everything(&self) {
+        for pgid in self.lock().values().flatten() {
+            signal_group(*pgid, rustix::process::Signal::KILL);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<i32>>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn signal_group(pgid: i32, signal: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
+        // The group may be gone already; nothing to do then.
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
+}
+
+/// Appends timestamped lines to a log file.
+pub(crate) fn append_line(path: &Path, line: &str) {
+    let stamp =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        // One write per line keeps concurrent writers' lines whole.
+        let _ = f.write_all(format!("{stamp} {line}\n").as_bytes());
+    }
+}
+
+/// A script ready to run: expanded text, environment, where.
+#[derive(Debug, Clone)]
+pub(crate) struct Script {
+    pub(crate) component: String,
+    pub(crate) step: Step,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) work_dir: PathBuf,
+    pub(crate) log: PathBuf,
+}
+
+/// A running script.
+pub(crate) struct Running {
+    child: Child,
+    pgid: i32,
+    component: String,
+}
+
+impl Running {
+    /// Waits for the exit; `None` when killed by a signal.
+    pub(crate) async fn wait(mut self, table: &ProcessTable) -> Option<i32> {
+        let status = self.child.wait().await;
+        table.remove(&self.component, self.pgid);
+        status.ok().and_then(|s| s.code())
+    }
+
+    /// The process group id.
+    pub(crate) fn pgid(&self) -> i32 {
+        self.pgid
+    }
+}
+
+/// Starts `script` with `sh -c` in its own process group, its output going to the log.
+pub(crate) fn spawn(script: &Script, table: &ProcessTable) -> std::io::Result<Running> {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(&script.step.script)
+        .current_dir(&script.work_dir)
+        .envs(script.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    let pgid = child.id().map(|p| p as i32).unwrap_or_default();
+    table.add(&script.component, pgid);
+    let step = script.step.kind.key();
+    append_line(&script.log, &format!("[lifecycle] {step}: started (pid {pgid})"));
+    if let Some(out) = child.stdout.take() {
+        pump(out, script.log.clone(), format!("[stdout] {step}:"));
+    }
+    if let Some(err) = child.stderr.take() {
+        pump(err, script.log.clone(), format!("[stderr] {step}:"));
+    }
+    Ok(Running { child, pgid, component: script.component.clone() })
+}
+
+fn pump(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static, log: PathBuf, tag: String) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            append_line(&log, &format!("{tag} {line}"));
+        }
+    });
+}
+
+/// How a foreground step (Install, Shutdown, Recover) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StepEnd {
+    /// Exited with this code (`None`: signal).
+    Exited(Option<i32>),
+    /// Ran past its timeout and was killed.
+    TimedOut,
+    /// Could not be started.
+    SpawnFailed(String),
+}
+
+impl StepEnd {
+    pub(crate) fn ok(&self) -> bool {
+        *self == StepEnd::Exited(Some(0))
+    }
+}
+
+/// Runs a step to its end, killing its process group at the timeout.
+pub(crate) async fn run_to_end(script: &Script, table: &ProcessTable) -> StepEnd {
+    let running = match spawn(script, table) {
+        Ok(r) => r,
+        Err(e) => {
+            append_line(&script.log, &format!("[lifecycle] {}: cannot start: {e}", script.step.kind.key()));
+            return StepEnd::SpawnFailed(e.to_string());
+        }
+    };
+    let pgid = running.pgid();
+    let end = match script.step.timeout() {
+        Some(limit) => {
+            let wait = running.wait(table);
+            tokio::pin!(wait);
+            tokio::select! {
+                code = &mut wait => StepEnd::Exited(code),
+                _ = tokio::time::sleep(limit) => {
+                    signal_group(pgid, rustix::process::Signal::KILL);
+                    let _ = wait.await;
+                    StepEnd::TimedOut
+                }
+            }
+        }
+        None => StepEnd::Exited(running.wait(table).await),
+    };
+    append_line(&script.log, &format!("[lifecycle] {}: {}", script.step.kind.key(), describe(&end)));
+    end
+}
+
+/// Describes how a step ended, for logs.
+pub(crate) fn describe(end: &StepEnd) -> String {
+    match end {
+        StepEnd::Exited(Some(c)) => format!("exited with code {c}"),
+        StepEnd::Exited(None) => "killed by a signal".to_owned(),
+        StepEnd::TimedOut => "timed out and was killed".to_owned(),
+        StepEnd::SpawnFailed(e) => format!("could not start: {e}"),
+    }
+}
+
+/// Stops every process of `component`: SIGTERM to each group, then SIGKILL to what is left
+/// after `grace`.
+pub(crate) async fn terminate_all(component: &str, table: &ProcessTable, grace: Duration) {
+    table.signal(component, rustix::process::Signal::TERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while !table.of(component).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    table.signal(component, rustix::process::Signal::KILL);
+}
+
+/// `Skipif: onpath X`: an executable `X` in one of `path`'s directories.
+pub(crate) fn on_path(name: &str, path: Option<&str>) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if name.contains('/') {
+        return is_exec(Path::new(name));
+    }
+    path.unwrap_or_default().split(':').filter(|d| !d.is_empty()).any(|d| is_exec(&Path::new(d).join(name)))
+}

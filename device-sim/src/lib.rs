@@ -1,0 +1,9 @@
+//! The simulated site: a stand-in for the Greengrass nucleus that runs
+//! components from their real recipes.
+//!
+//! # Layout
+//! - [`recipe`]: recipe parsing, validation, platform selection, variables, dependency order.
+//! - [`core`]: the simulated nucleus: shared types, and its pieces in submodules.
+
+pub mod core;
+pub mod recipe;
