@@ -1,0 +1,140 @@
+//! `broker-bench`: the local cloud's MQTT broker side by side with Mosquitto,
+//! over mutual TLS on loopback, in one run. See the crate README for what is
+//! measured and how.
+//!
+//! # Layout
+//! - `plan`: how many messages, connections and seconds each scenario gets.
+//! - `machine`: what the machine is, process RSS, the open-files limit.
+//! - `child`: broker processes, stopped by their pid whatever happens.
+//! - `pki`: certificates for Mosquitto and TLS client configurations.
+//! - `target`: a broker under test and the identities clients use with it.
+//! - `mosquitto`, `local`: start and provision each broker.
+//! - `flow`: publishers → one subscriber, QoS 1 (1→1, fan-in, shadow deltas).
+//! - `idle`: thousands of idle mTLS connections and the broker's RSS.
+//! - `stats`, `report`: percentiles, the Markdown table and `docs/benchmarks.md`.
+
+mod child;
+mod flow;
+mod idle;
+mod local;
+mod machine;
+mod mosquitto;
+mod pki;
+mod plan;
+mod report;
+mod stats;
+mod target;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Local cloud MQTT broker vs Mosquitto over mTLS on loopback")]
+struct Cli {
+    /// Small counts for a smoke run (seconds, not minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Write (or replace) the results section in this Markdown file, e.g. docs/benchmarks.md.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The `local-cloud` binary; default: built with cargo next to this binary.
+    #[arg(long)]
+    local_cloud_bin: Option<PathBuf>,
+    /// Benchmark the local cloud only, even if Mosquitto could be found or installed.
+    #[arg(long)]
+    no_mosquitto: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("broker-bench: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run(cli) => r,
+            // Dropping `run` drops the broker processes' guards, which stop them by pid.
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // Don't wait for client tasks still parked on closed sockets.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let plan = if cli.quick { plan::Plan::quick() } else { plan::Plan::full() };
+    let command = report::command_line(cli.quick, cli.out.as_deref());
+    let machine = machine::Machine::describe();
+    let nofile = machine::raise_open_files_limit(plan.idle_steps.iter().copied().max().unwrap_or(0))
+        .context("raising the open-files limit")?;
+    eprintln!("open-files limit: {nofile}");
+
+    let work = tempfile::Builder::new().prefix("broker-bench-").tempdir().context("creating a temporary directory")?;
+    let clock = stats::Clock::new();
+
+    let local_bin = local::binary(cli.local_cloud_bin.as_deref()).context("finding the local-cloud binary")?;
+    let local = local::start(&local_bin, &work.path().join("local-cloud"), &plan).await.context("local cloud")?;
+    let (mosquitto, mosquitto_note) = if cli.no_mosquitto {
+        (None, "skipped (--no-mosquitto)".to_owned())
+    } else {
+        match mosquitto::locate_or_install().context("looking for Mosquitto")? {
+            mosquitto::Found::Binary(bin) => {
+                let m = mosquitto::start(&bin, &work.path().join("mosquitto"), &plan).await.context("Mosquitto")?;
+                let version = m.version.clone();
+                (Some(m), version)
+            }
+            mosquitto::Found::Missing(why) => {
+                eprintln!("Mosquitto skipped: {why}");
+                (None, format!("not run: {why}"))
+            }
+        }
+    };
+
+    let mut targets: Vec<&target::Target> = Vec::new();
+    if let Some(m) = &mosquitto {
+        targets.push(&m.target);
+    }
+    targets.push(&local.target);
+
+    let mut results = report::Results::new(plan.clone(), command, machine, mosquitto_note);
+    for t in &targets {
+        eprintln!("== idle connections: {}", t.name);
+        results.idle.push((t.kind, idle::run(t, &plan).await));
+    }
+    for t in &targets {
+        eprintln!("== 1 -> 1: {}", t.name);
+        results
+            .one_to_one
+            .push((t.kind, flow::run(t, &flow::Spec::one_to_one(), &plan, &plan.one_to_one, clock).await));
+    }
+    for t in &targets {
+        eprintln!("== {} -> 1: {}", plan.fan_in_publishers, t.name);
+        let spec = flow::Spec::fan_in(plan.fan_in_publishers);
+        results.fan_in.push((t.kind, flow::run(t, &spec, &plan, &plan.fan_in, clock).await));
+    }
+    eprintln!("== shadow updates: {}", local.target.name);
+    results.shadow = Some(flow::run(&local.target, &flow::Spec::shadow(), &plan, &plan.shadow, clock).await);
+
+    let markdown = results.markdown();
+    println!("{markdown}");
+    if let Some(out) = &cli.out {
+        report::write_section(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    drop(mosquitto);
+    local.stop();
+    Ok(())
+}

@@ -1,0 +1,510 @@
+//! The results as a Markdown section (printed, and with `--out` written into
+//! `docs/benchmarks.md` between markers, replacing the previous run's section),
+//! with every figure side by side and a verdict for each goal of the issue:
+//! throughput at least Mosquitto's, p99 latency at most 2× Mosquitto's, and
+//! 10,000 concurrent mTLS connections under 1 GiB RSS.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::flow::{FlowResult, Phase};
+use crate::idle::IdleResult;
+use crate::machine::Machine;
+use crate::plan::Plan;
+use crate::target::Kind;
+
+/// First line of the generated section.
+const BEGIN: &str = "<!-- broker-bench:begin (generated; re-running broker-bench --out replaces this section) -->";
+/// Last line of the generated section.
+const END: &str = "<!-- broker-bench:end -->";
+/// Connections at which the memory goal applies.
+const MEMORY_GOAL_CONNECTIONS: usize = 10_000;
+/// The memory goal, KiB.
+const MEMORY_GOAL_KIB: u64 = 1024 * 1024;
+
+/// Everything one run measured.
+#[derive(Debug)]
+pub struct Results {
+    plan: Plan,
+    command: String,
+    machine: Machine,
+    mosquitto: String,
+    date: String,
+    /// Idle connections per broker.
+    pub idle: Vec<(Kind, Result<IdleResult, String>)>,
+    /// 1 → 1 per broker.
+    pub one_to_one: Vec<(Kind, Result<FlowResult, String>)>,
+    /// N → 1 per broker.
+    pub fan_in: Vec<(Kind, Result<FlowResult, String>)>,
+    /// Shadow updates (local cloud only).
+    pub shadow: Option<Result<FlowResult, String>>,
+}
+
+/// The command that reproduces this run.
+pub fn command_line(quick: bool, out: Option<&Path>) -> String {
+    let mut c = "cargo run --release -p broker-bench --".to_owned();
+    if quick {
+        c.push_str(" --quick");
+    }
+    if let Some(out) = out {
+        let _ = write!(c, " --out {}", out.display());
+    }
+    c
+}
+
+fn now_utc() -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::now_utc().format(&format).unwrap_or_else(|_| "unknown".into())
+}
+
+/// `1234567` → `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 { format!("{ms:.2}") } else { format!("{ms:.1}") }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+/// A goal's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Met,
+    NotMet,
+    /// Could not be judged (Mosquitto missing, an error, a quick run).
+    Unknown,
+}
+
+impl Verdict {
+    fn cell(self) -> &'static str {
+        match self {
+            Verdict::Met => "yes",
+            Verdict::NotMet => "**no**",
+            Verdict::Unknown => "n/a",
+        }
+    }
+
+    fn from(ok: Option<bool>) -> Verdict {
+        match ok {
+            Some(true) => Verdict::Met,
+            Some(false) => Verdict::NotMet,
+            None => Verdict::Unknown,
+        }
+    }
+}
+
+fn pick<T>(results: &[(Kind, Result<T, String>)], kind: Kind) -> Option<&Result<T, String>> {
+    results.iter().find(|(k, _)| *k == kind).map(|(_, r)| r)
+}
+
+/// A table cell for one broker: the figure, or why there is none.
+fn cell<T>(r: Option<&Result<T, String>>, f: impl Fn(&T) -> Option<String>) -> String {
+    match r {
+        None => "not run".into(),
+        Some(Err(_)) => "error (see notes)".into(),
+        Some(Ok(t)) => f(t).unwrap_or_else(|| "–".into()),
+    }
+}
+
+/// Which phase of a flow result a row is about.
+type PhaseOf = fn(&FlowResult) -> &Phase;
+
+fn throughput_cell(p: &Phase) -> Option<String> {
+    let mut c = thousands(p.throughput().round() as u64);
+    if p.received < p.expected {
+        let lost = (p.expected - p.received) as f64 * 100.0 / p.expected as f64;
+        let _ = write!(c, " ({lost:.0}% lost)");
+    }
+    Some(c)
+}
+
+fn latency_cell(p: &Phase) -> Option<String> {
+    p.latency.map(|l| format!("{} / {}", ms(l.p50), ms(l.p99)))
+}
+
+fn delivered_cell(p: &Phase) -> Option<String> {
+    let mut s = format!("{} / {}", thousands(p.received), thousands(p.expected));
+    if p.timed_out {
+        s.push_str(" (deadline)");
+    }
+    Some(s)
+}
+
+fn cpu_cell(p: &Phase) -> Option<String> {
+    p.cpu_per_message().map(|d| format!("{:.1}", d.as_secs_f64() * 1e6))
+}
+
+fn ok_flow(r: Option<&Result<FlowResult, String>>) -> Option<&FlowResult> {
+    r.and_then(|r| r.as_ref().ok())
+}
+
+struct Table {
+    text: String,
+    notes: Vec<String>,
+    goals: Vec<(String, Verdict)>,
+}
+
+impl Table {
+    fn row(&mut self, cells: [&str; 6]) {
+        let _ = writeln!(self.text, "| {} |", cells.join(" | "));
+    }
+
+    /// Rows for one publishers → subscriber scenario; `mosquitto` is `None` for the shadow scenario.
+    fn flow(
+        &mut self,
+        name: &str,
+        local: Option<&Result<FlowResult, String>>,
+        mosquitto: Option<Option<&Result<FlowResult, String>>>,
+        unit: &str,
+    ) {
+        let (l, m) = (ok_flow(local), mosquitto.and_then(ok_flow));
+        let window = l.or(m).map(|r| thousands(r.window as u64)).unwrap_or_default();
+        let rate = l.or(m).map(|r| thousands(r.paced_rate)).unwrap_or_default();
+        let phases: [(String, PhaseOf, bool); 3] = [
+            (format!("{name}, saturated"), |r| &r.saturated, true),
+            (format!("{name}, end-to-end window {window}"), |r| &r.windowed, true),
+            (format!("{name}, paced {rate} {unit}/s"), |r| &r.paced, false),
+        ];
+        for (label, of, judge_throughput) in phases {
+            self.phase_rows(&label, of, judge_throughput, local, mosquitto, unit);
+        }
+        for (broker, r) in [("local cloud", local), ("Mosquitto", mosquitto.flatten())] {
+            match r {
+                Some(Err(e)) => self.notes.push(format!("{name} on {broker} could not run: {e}")),
+                Some(Ok(r)) => {
+                    for e in &r.errors {
+                        self.notes.push(format!("{name} on {broker}: connection ended: {e}"));
+                    }
+                    for (phase, p) in
+                        [("saturated", &r.saturated), ("end-to-end window", &r.windowed), ("paced", &r.paced)]
+                    {
+                        if p.received < p.expected {
+                            self.notes.push(format!(
+                                "{name} on {broker}, {phase}: {} of {} messages not delivered \
+                                 ({} publish calls completed){}",
+                                thousands(p.expected - p.received),
+                                thousands(p.expected),
+                                thousands(p.sent),
+                                if p.timed_out { "; phase deadline reached" } else { "" }
+                            ));
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Rows for one phase of a flow scenario, with its goals.
+    fn phase_rows(
+        &mut self,
+        label: &str,
+        of: PhaseOf,
+        judge_throughput: bool,
+        local: Option<&Result<FlowResult, String>>,
+        mosquitto: Option<Option<&Result<FlowResult, String>>>,
+        unit: &str,
+    ) {
+        let m_cell = |f: &dyn Fn(&FlowResult) -> Option<String>| match mosquitto {
+            None => "n/a (no shadow service)".to_owned(),
+            Some(m) => cell(m, f),
+        };
+        let (l, m) = (ok_flow(local).map(of), mosquitto.and_then(ok_flow).map(of));
+        let compare = mosquitto.is_some();
+        let mut first = Some(label);
+        let mut row =
+            |t: &mut Table, figure: &str, f: &dyn Fn(&Phase) -> Option<String>, goal: Option<(&str, Verdict)>| {
+                let (g, v) = match goal {
+                    Some((g, v)) if compare => (g, v.cell()),
+                    _ => ("", ""),
+                };
+                t.row([first.take().unwrap_or(""), figure, &cell(local, |r| f(of(r))), &m_cell(&|r| f(of(r))), g, v]);
+            };
+        if judge_throughput {
+            // A QoS 1 broker that loses messages does not meet a throughput goal, however fast the rest arrived.
+            let v = Verdict::from(l.zip(m).map(|(l, m)| l.received >= l.expected && l.throughput() >= m.throughput()));
+            row(self, &format!("throughput, {unit}/s"), &throughput_cell, Some(("≥ Mosquitto, none lost", v)));
+            if compare {
+                self.goals.push((format!("{label}: throughput at least Mosquitto's, none lost"), v));
+            }
+        }
+        let v = Verdict::from(l.zip(m).and_then(|(l, m)| Some(l.latency?.p99 <= m.latency?.p99 * 2)));
+        row(self, "latency p50 / p99, ms", &latency_cell, Some(("p99 ≤ 2× Mosquitto", v)));
+        if compare {
+            self.goals.push((format!("{label}: p99 latency at most 2× Mosquitto's"), v));
+        }
+        row(self, "delivered / expected", &delivered_cell, None);
+        if judge_throughput {
+            row(self, "broker CPU per delivered message, µs", &cpu_cell, None);
+        }
+    }
+
+    fn idle(
+        &mut self,
+        local: Option<&Result<IdleResult, String>>,
+        mosquitto: Option<&Result<IdleResult, String>>,
+        plan: &Plan,
+    ) {
+        self.row([
+            "idle mTLS connections",
+            "broker RSS with none, MiB",
+            &cell(local, |r| r.baseline_kib.map(mib)),
+            &cell(mosquitto, |r| r.baseline_kib.map(mib)),
+            "",
+            "",
+        ]);
+        for (i, &n) in plan.idle_steps.iter().enumerate() {
+            let at = |r: &IdleResult| {
+                let s = r.steps.get(i)?;
+                let mut c = format!("{} ({:.1} KiB/conn)", mib(s.rss_kib?), r.per_connection_kib(s)?);
+                if s.open < n {
+                    let _ = write!(c, ", only {} open", thousands(s.open as u64));
+                }
+                Some(c)
+            };
+            let mut goal = ("", Verdict::Unknown);
+            if n == MEMORY_GOAL_CONNECTIONS {
+                let ok = local.and_then(|r| r.as_ref().ok()).and_then(|r| {
+                    let s = r.steps.get(i)?;
+                    Some(s.open >= n && s.rss_kib? < MEMORY_GOAL_KIB)
+                });
+                goal = ("< 1 GiB", Verdict::from(ok));
+                self.goals.push(("10,000 concurrent mTLS connections under 1 GiB RSS".into(), goal.1));
+            }
+            let verdict = if goal.0.is_empty() { "" } else { goal.1.cell() };
+            self.row([
+                "",
+                &format!("RSS at {} open, MiB (growth per connection)", thousands(n as u64)),
+                &cell(local, at),
+                &cell(mosquitto, at),
+                goal.0,
+                verdict,
+            ]);
+        }
+        if !plan.idle_steps.contains(&MEMORY_GOAL_CONNECTIONS) {
+            self.goals.push((
+                "10,000 concurrent mTLS connections under 1 GiB RSS (not measured: quick run)".into(),
+                Verdict::Unknown,
+            ));
+        }
+        let rate = |r: &IdleResult| {
+            let rates: Vec<String> = r.steps.iter().map(|s| thousands(s.connect_rate.round() as u64)).collect();
+            (!rates.is_empty()).then(|| rates.join(" / "))
+        };
+        self.row(["", "connections opened per second, per step", &cell(local, rate), &cell(mosquitto, rate), "", ""]);
+        let after = |r: &IdleResult| r.after_close_kib.map(mib);
+        let again = |r: &IdleResult| {
+            let s = r.reopened.as_ref()?;
+            Some(format!("{} ({} open)", mib(s.rss_kib?), thousands(s.open as u64)))
+        };
+        self.row(["", "RSS after closing them all, MiB", &cell(local, after), &cell(mosquitto, after), "", ""]);
+        self.row(["", "RSS after opening as many again, MiB", &cell(local, again), &cell(mosquitto, again), "", ""]);
+        for (broker, r) in [("local cloud", local), ("Mosquitto", mosquitto)] {
+            match r {
+                Some(Err(e)) => self.notes.push(format!("idle connections on {broker} could not run: {e}")),
+                Some(Ok(r)) => {
+                    for s in r.steps.iter().filter(|s| s.failed > 0 || s.timed_out) {
+                        self.notes.push(format!(
+                            "idle connections on {broker}, step {}: {} failed{}",
+                            thousands(s.connections as u64),
+                            s.failed,
+                            if s.timed_out { ", deadline reached" } else { "" }
+                        ));
+                    }
+                    for e in &r.errors {
+                        self.notes.push(format!("idle connections on {broker}: {e}"));
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+impl Results {
+    /// Empty results for a run about to start.
+    pub fn new(plan: Plan, command: String, machine: Machine, mosquitto: String) -> Results {
+        Results {
+            plan,
+            command,
+            machine,
+            mosquitto,
+            date: now_utc(),
+            idle: Vec::new(),
+            one_to_one: Vec::new(),
+            fan_in: Vec::new(),
+            shadow: None,
+        }
+    }
+
+    /// The section, markers included.
+    pub fn markdown(&self) -> String {
+        let p = &self.plan;
+        let m = &self.machine;
+        let mut out = String::new();
+        let _ = writeln!(out, "{BEGIN}");
+        let _ = writeln!(out, "## MQTT broker: local cloud vs Mosquitto\n");
+        let _ = writeln!(out, "- Command: `{}`", self.command);
+        let _ = writeln!(out, "- Date: {}", self.date);
+        let _ = writeln!(
+            out,
+            "- Machine: {} × {}, {} GiB RAM, Linux {}; load average at start `{}`. The machine is shared: \
+             other processes may have been running, and the clients run on the same {} cores as the broker.",
+            m.nproc,
+            m.cpu_model,
+            format_args!("{:.1}", m.mem_total_kib as f64 / 1024.0 / 1024.0),
+            m.kernel,
+            m.loadavg_at_start,
+            m.nproc
+        );
+        let _ = writeln!(out, "- Mosquitto: {} (Debian package)", self.mosquitto);
+        let _ = writeln!(
+            out,
+            "- Local cloud: `local-cloud serve`, release build, its own process (RSS and CPU read from /proc like Mosquitto's)"
+        );
+        let _ = writeln!(
+            out,
+            "- Both: MQTT 3.1.1 over TLS on 127.0.0.1, client certificates (EC P-256) required, session resumption off; \
+             QoS 1 with at most {} messages in flight per client; {}-byte payloads carrying their send time; \
+             authorization on every message (local cloud: thing-scoped IoT policies with policy variables; \
+             Mosquitto: an ACL file with the same rules). Clients: rumqttc (ring), the same code for both brokers.",
+            p.inflight, p.payload_len
+        );
+        let _ = writeln!(
+            out,
+            "- Counts: 1→1 {} messages; {}→1 {} per publisher; shadow {} updates; idle {} connections. \
+             Latency is publish call → delivery, so it includes queueing in the client and the broker.",
+            thousands(p.one_to_one.saturated_per_publisher),
+            p.fan_in_publishers,
+            thousands(p.fan_in.saturated_per_publisher),
+            thousands(p.shadow.saturated_per_publisher),
+            p.idle_steps.iter().map(|n| thousands(*n as u64)).collect::<Vec<_>>().join(" then ")
+        );
+        let _ = writeln!(out);
+
+        let mut t = Table { text: String::new(), notes: Vec::new(), goals: Vec::new() };
+        t.row(["scenario", "figure", "local cloud", "Mosquitto", "goal", "met"]);
+        t.text.push_str("| --- | --- | ---: | ---: | --- | --- |\n");
+        t.flow("1→1", pick(&self.one_to_one, Kind::LocalCloud), Some(pick(&self.one_to_one, Kind::Mosquitto)), "msg");
+        let fan_in = format!("{}→1", p.fan_in_publishers);
+        t.flow(&fan_in, pick(&self.fan_in, Kind::LocalCloud), Some(pick(&self.fan_in, Kind::Mosquitto)), "msg");
+        t.flow("shadow update → delta", self.shadow.as_ref(), None, "update");
+        t.idle(pick(&self.idle, Kind::LocalCloud), pick(&self.idle, Kind::Mosquitto), p);
+        out.push_str(&t.text);
+
+        let _ = writeln!(out, "\n### Goals\n");
+        for (goal, verdict) in &t.goals {
+            let v = match verdict {
+                Verdict::Met => "met",
+                Verdict::NotMet => "**not met**",
+                Verdict::Unknown => "not judged",
+            };
+            let _ = writeln!(out, "- {goal}: {v}");
+        }
+        if !t.notes.is_empty() {
+            let _ = writeln!(out, "\n### Notes from the run\n");
+            for n in &t.notes {
+                let _ = writeln!(out, "- {n}");
+            }
+        }
+        let _ = writeln!(out, "{END}");
+        out
+    }
+}
+
+/// Puts `section` (which starts with the begin marker and ends with the end
+/// marker) into the file at `path`: replaces the previous section if there is
+/// one, appends otherwise, creates the file if missing. Written to a
+/// temporary file and renamed, so a failure never leaves half a file.
+pub fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "# Benchmarks\n\nResults of the project's benchmark commands; each section names the command that produced it.\n"
+                .to_owned()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let new = splice(&old, section);
+    let tmp = path.with_extension("md.tmp");
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&tmp, new)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// `old` with the marked section replaced by (or appended as) `section`.
+fn splice(old: &str, section: &str) -> String {
+    let begin_tag = BEGIN.split(" (").next().unwrap_or(BEGIN);
+    if let Some(start) = old.find(begin_tag)
+        && let Some(end_rel) = old[start..].find(END)
+    {
+        let end = start + end_rel + END.len();
+        let rest = old[end..].strip_prefix('\n').unwrap_or(&old[end..]);
+        return format!("{}{}{}", &old[..start], section, rest);
+    }
+    let mut s = old.trim_end().to_owned();
+    s.push_str("\n\n");
+    s.push_str(section);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn a_new_section_is_appended_and_a_rerun_replaces_only_it() {
+        let doc = "# Benchmarks\n\nintro\n";
+        let first = splice(doc, &format!("{BEGIN}\nrun 1\n{END}\n"));
+        assert_eq!(first, format!("# Benchmarks\n\nintro\n\n{BEGIN}\nrun 1\n{END}\n"));
+        let with_more = format!("{first}\n## Other\n");
+        let second = splice(&with_more, &format!("{BEGIN}\nrun 2\n{END}\n"));
+        assert_eq!(second, format!("# Benchmarks\n\nintro\n\n{BEGIN}\nrun 2\n{END}\n\n## Other\n"));
+    }
+
+    #[test]
+    fn command_line_reproduces_the_flags() {
+        assert_eq!(command_line(false, None), "cargo run --release -p broker-bench --");
+        assert_eq!(
+            command_line(true, Some(Path::new("docs/benchmarks.md"))),
+            "cargo run --release -p broker-bench -- --quick --out docs/benchmarks.md"
+        );
+    }
+
+    #[test]
+    fn report_without_mosquitto_says_so_and_judges_nothing_against_it() {
+        let plan = Plan::quick();
+        let machine = Machine::describe();
+        let r = Results::new(plan, "cmd".into(), machine, "not run: missing".into());
+        let md = r.markdown();
+        assert!(md.starts_with(BEGIN));
+        assert!(md.trim_end().ends_with(END));
+        assert!(md.contains("not run"));
+        assert!(!md.contains("| yes |"));
+    }
+}
