@@ -495,3 +495,59 @@ async fn at_most_100_qos1_messages_are_unacknowledged_toward_a_subscriber() {
     let next = read_publishes(&mut raw, &mut buf, 1).await;
     assert!(!ids.contains(&next[0]), "a packet id not in flight");
 }
+
+#[tokio::test]
+async fn fast_qos1_publisher_loses_nothing_to_a_busy_subscriber() {
+    const N: u32 = 20_000;
+    // A tiny outgoing queue, so the subscriber's queue is full most of the time.
+    let config = BrokerConfig { outgoing_queue_len: 10, ..BrokerConfig::default() };
+    let broker = StandaloneBroker::start(config, Vec::new()).await;
+    let dev = common::create_device(&broker.registry, "flood", ALLOW_ALL);
+    let mut sub = connected(broker.options("flood-sub", &dev)).await;
+    assert_eq!(sub.subscribe(&[("flood/t", QoS::AtLeastOnce)]).await.unwrap(), vec![OK1]);
+    let Client { client: publ, events: mut publ_events } = connected(broker.options("flood-pub", &dev)).await;
+
+    // The publisher's event loop: counts PUBACKs.
+    let (acked_tx, mut acked) = tokio::sync::watch::channel(0u32);
+    let pub_loop = tokio::spawn(async move {
+        let mut n = 0u32;
+        while n < N {
+            match publ_events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_))) => {
+                    n += 1;
+                    acked_tx.send_replace(n);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("publisher connection error after {n} PUBACKs: {e}")),
+            }
+        }
+        Ok(publ_events)
+    });
+    // As fast as the 100-message window allows.
+    let sender = tokio::spawn(async move {
+        for i in 0..N {
+            publ.publish("flood/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec()).await.expect("queued");
+        }
+        publ
+    });
+
+    // Keep the subscriber busy (not reading) until its window and queue are
+    // full: with backpressure the publisher then gets no more PUBACKs.
+    let full: u32 = 100 + 10;
+    let _ = tokio::time::timeout(WAIT, acked.wait_for(|&n| n >= full)).await;
+    assert!(*acked.borrow() <= full + 1, "PUBACKs only for messages the subscriber has room for");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut next = 0u32;
+    while next < N {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let p = sub.recv(remaining).await.unwrap_or_else(|e| panic!("message {next}: {e}"));
+        let got = u32::from_be_bytes(p.payload[..].try_into().expect("4-byte payload"));
+        assert_eq!(got, next, "in order, none missing");
+        next += 1;
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    tokio::time::timeout(remaining, pub_loop).await.expect("all PUBACKs in time").unwrap().unwrap();
+    sender.await.unwrap();
+    assert_eq!(broker.broker.dropped_for_slow_subscribers(), 0);
+}

@@ -2,9 +2,17 @@
 //! packets, writes what is due in one buffered write per turn, and watches
 //! the keep-alive and the kick token. Decisions come from [`super::rules`];
 //! shared state from [`super::state`].
+//!
+//! Backpressure: a QoS 1 PUBLISH that finds a subscriber's queue full is held
+//! (no PUBACK, no further reading, keep-alive paused) until
+//! [`state::wait_for_room`] completes. Meanwhile the connection still writes
+//! to its own client and keeps taking its own deliveries (into its local
+//! backlog, up to `outgoing_queue_len` more), so two clients publishing to each
+//! other cannot wait on each other forever.
 
 use std::collections::{HashMap, VecDeque};
-use std::pin::pin;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use super::codec::{self, Decoded, FirstPacket};
 use super::queue::{Delivery, Inflight, Message};
 use super::rules::{self, ConnectRefusal, Violation};
-use super::state::{Attached, ConnCtl, KickReason, Shared};
+use super::state::{self, Attached, ConnCtl, KickReason, Shared};
 use crate::bus::Publisher;
 use crate::registry::{AuthRequest, CertificateStatus, Registry};
 
@@ -178,6 +186,7 @@ impl Handshake<'_> {
             publish_cache: AuthCache::default(),
             receive_cache: AuthCache::default(),
             resource: String::new(),
+            blocked: None,
         };
         let exit = conn.serve(rules::silence_limit(connect.keep_alive)).await;
         let exit = match exit {
@@ -194,7 +203,11 @@ impl Handshake<'_> {
             && let Some(will) = connect.last_will
         {
             let msg = Message { topic: will.topic, payload: will.message, qos: (will.qos as u8).min(1) };
-            self.shared.publish(msg, will.retain, Some(&conn.publisher));
+            let blocked = self.shared.publish(msg, will.retain, Some(&conn.publisher));
+            if !blocked.is_empty() {
+                // Nobody is waiting for a PUBACK: wait for room without holding the session.
+                tokio::spawn(state::wait_for_room(self.shared.clone(), blocked));
+            }
         }
         conn.finish();
     }
@@ -279,9 +292,13 @@ impl AuthCache {
     }
 }
 
+/// A PUBLISH from this client waiting for subscribers to make room.
+type Waiting = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// What woke the connection loop.
 enum Event {
     Read(std::io::Result<usize>),
+    Unblocked,
     Outgoing(Option<Delivery>),
     Pending,
     Silent,
@@ -305,6 +322,18 @@ struct Connection<'a, S> {
     receive_cache: AuthCache,
     /// Reused buffer for `topic/…` resource names.
     resource: String,
+    /// Set while a PUBLISH of this client waits for a subscriber's queue to
+    /// have room, with the packet id to acknowledge once it has (QoS 1).
+    /// Meanwhile nothing more is read from this client.
+    blocked: Option<(Waiting, Option<u16>)>,
+}
+
+/// Completes when the blocked PUBLISH is fully routed; never if there is none.
+async fn unblocked(blocked: Option<&mut (Waiting, Option<u16>)>) {
+    match blocked {
+        Some((waiting, _)) => waiting.await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
@@ -327,20 +356,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             if self.inbuf.capacity() - self.inbuf.len() < 512 {
                 self.inbuf.reserve(4096);
             }
-            let can_take = self.inflight.has_room() && self.backlog.is_empty();
+            let reading = self.blocked.is_none();
+            // While blocked, keep taking our own deliveries (up to a bound) so that
+            // publishers waiting for room in our queue can go on, even if our client
+            // is itself blocked and its PUBACKs wait unread: no waiting cycles.
+            let can_take = (self.inflight.has_room() && self.backlog.is_empty())
+                || (!reading && self.backlog.len() < self.shared.config.outgoing_queue_len.max(1));
             let event = tokio::select! {
                 biased;
                 _ = self.ctl.token.cancelled() => Event::Kicked,
-                r = self.stream.read_buf(&mut self.inbuf) => Event::Read(r),
+                _ = unblocked(self.blocked.as_mut()), if !reading => Event::Unblocked,
+                r = self.stream.read_buf(&mut self.inbuf), if reading => Event::Read(r),
                 d = self.rx.recv(), if can_take => Event::Outgoing(d),
                 _ = std::future::ready(()), if pending => Event::Pending,
-                _ = &mut silence => Event::Silent,
+                _ = &mut silence, if reading => Event::Silent,
             };
             match event {
                 Event::Kicked => return Exit::Kicked(KickReason::None),
                 Event::Silent => return Exit::KeepAliveTimeout,
                 Event::Read(Ok(0)) | Event::Read(Err(_)) => return Exit::Lost,
-                Event::Read(Ok(_)) => {
+                Event::Read(Ok(_)) | Event::Unblocked => {
+                    // Unblocked: every subscriber has the message; acknowledge it and
+                    // go on with the packets already buffered, then read again.
+                    if let Event::Unblocked = event
+                        && let Some((_, Some(pkid))) = self.blocked.take()
+                    {
+                        codec::put_puback(&mut self.outbuf, pkid);
+                    }
                     silence.as_mut().reset(tokio::time::Instant::now() + silence_limit);
                     if let Err(exit) = self.on_input() {
                         // Flush what was answered before the violation (best effort), then close.
@@ -359,9 +401,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
     }
 
-    /// Decodes and handles every complete packet in the input buffer.
+    /// Decodes and handles every complete packet in the input buffer, or
+    /// stops after a PUBLISH that has to wait for a subscriber.
     fn on_input(&mut self) -> Result<(), Exit> {
         loop {
+            if self.blocked.is_some() {
+                return Ok(());
+            }
             match codec::decode(&mut self.inbuf) {
                 Decoded::Incomplete => return Ok(()),
                 Decoded::Invalid(why) => return Err(Exit::Violation(Violation::Protocol(why))),
@@ -391,9 +437,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     ok
                 })?;
                 let msg = Message { topic: p.topic, payload: p.payload, qos };
-                self.shared.publish(msg, p.retain, Some(&self.publisher));
-                if qos == 1 {
-                    codec::put_puback(&mut self.outbuf, p.pkid);
+                let blocked = self.shared.publish(msg, p.retain, Some(&self.publisher));
+                let puback = (qos == 1).then_some(p.pkid);
+                if blocked.is_empty() {
+                    if let Some(pkid) = puback {
+                        codec::put_puback(&mut self.outbuf, pkid);
+                    }
+                } else {
+                    // Backpressure: no PUBACK and no further reading until every
+                    // subscriber has room for this message.
+                    let waiting: Waiting = Box::pin(state::wait_for_room(self.shared.clone(), blocked));
+                    self.blocked = Some((waiting, puback));
                 }
             }
             Packet::PubAck(ack) => {

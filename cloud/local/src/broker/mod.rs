@@ -53,10 +53,25 @@
 //! # Slow subscribers
 //! At most 100 QoS 1 messages are in flight per connection (IoT Core's limit);
 //! further messages wait in a per-connection queue of
-//! [`BrokerConfig::outgoing_queue_len`]. When that queue is full, new messages
-//! for that subscriber are dropped (QoS 0 and 1 alike) and the publisher is
-//! never slowed down; other subscribers are unaffected. A client that does not
-//! read for 30 s while we write is disconnected.
+//! [`BrokerConfig::outgoing_queue_len`]. When that queue is full:
+//! - a QoS 1 message from a client is not dropped: the publishing connection
+//!   withholds its PUBACK and reads nothing more from its client until the
+//!   subscriber has room (backpressure, per connection: publishers whose
+//!   messages do not go to that subscriber, and other subscribers, are not
+//!   slowed down; no lock is held while waiting). If the subscriber's
+//!   connection ends meanwhile, the message goes to its session as usual
+//!   (offline queue of a persistent session). A subscriber that makes no room
+//!   for 35 s (it would have been disconnected after 30 s of not reading) has
+//!   the message dropped and counted, and the publisher goes on;
+//! - a QoS 0 delivery (also QoS 1 to a QoS 0 subscription), a message from a service (the bus, including HTTP
+//!   Publish) and the will of a closing connection are not waited for by a
+//!   reading connection: QoS 0 and service messages are dropped and counted
+//!   (`Broker::dropped_for_slow_subscribers`); a will waits for room in the
+//!   background.
+//!
+//! A client that does not read for 30 s while we write is disconnected.
+//! Offline persistent sessions keep at most
+//! [`BrokerConfig::max_queued_per_session`] messages, dropping the oldest.
 //!
 //! # Not implemented
 //! MQTT 5 (CONNECT answered with CONNACK 1), MQTT 3.1, WebSockets, ALPN on 443,
@@ -90,7 +105,8 @@ use state::{Shared, lock};
 pub struct BrokerConfig {
     /// Most QoS 1 messages queued for one offline persistent session; older ones are dropped first.
     pub max_queued_per_session: usize,
-    /// Most messages waiting to be written to one live connection; beyond it new ones are dropped.
+    /// Most messages waiting to be written to one live connection; beyond it QoS 1
+    /// publishers wait for room and QoS 0 messages are dropped.
     pub outgoing_queue_len: usize,
     /// Time allowed for the TLS handshake and the CONNECT packet together.
     pub connect_timeout: Duration,
@@ -171,7 +187,8 @@ impl Broker {
         })
     }
 
-    /// Messages dropped so far because a subscriber could not keep up.
+    /// Messages dropped so far because a subscriber could not keep up (QoS 0,
+    /// service messages, or QoS 1 after a subscriber made no room for 35 s).
     pub fn dropped_for_slow_subscribers(&self) -> u64 {
         self.shared.dropped_for_slow_subscribers()
     }
@@ -255,7 +272,10 @@ async fn drain_bus(shared: Arc<Shared>, mut bus: BusReceiver, stop: Cancellation
             },
         };
         let message = queue::Message { topic: msg.topic, payload: msg.payload, qos: msg.qos.min(1) };
-        shared.publish(message, msg.retain, None);
+        // Service messages are not held back: a subscriber with a full queue
+        // misses them (counted), so one slow device cannot delay every service.
+        let blocked = shared.publish(message, msg.retain, None);
+        shared.give_up(blocked);
     }
 }
 

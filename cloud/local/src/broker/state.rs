@@ -126,6 +126,46 @@ pub(crate) struct Attached {
     pub(crate) backlog: VecDeque<Delivery>,
 }
 
+/// A QoS 1 delivery that found its live subscriber's outgoing queue full.
+#[derive(Debug)]
+pub(crate) struct Blocked {
+    session: Arc<Session>,
+    tx: mpsc::Sender<Delivery>,
+    delivery: Delivery,
+}
+
+/// How long a publisher waits for a subscriber to make room for one message.
+/// Longer than the write timeout, so a subscriber that stopped reading is
+/// disconnected (freeing its queue) before this gives up.
+pub(crate) const BACKPRESSURE_WAIT: Duration = Duration::from_secs(35);
+
+/// Waits until each blocked delivery has a place in its subscriber's queue
+/// (no lock is held while waiting). If the subscriber's connection ends
+/// meanwhile, the delivery goes to the session as [`Shared::route`] would
+/// (a newer connection's queue, or the offline queue of a persistent
+/// session). A delivery still without room after [`BACKPRESSURE_WAIT`] is
+/// dropped and counted.
+pub(crate) async fn wait_for_room(shared: Arc<Shared>, blocked: Vec<Blocked>) {
+    for b in blocked {
+        let Blocked { session, mut tx, mut delivery } = b;
+        let deadline = tokio::time::Instant::now() + BACKPRESSURE_WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, tx.send(delivery)).await {
+                Ok(Ok(())) => break,
+                Ok(Err(mpsc::error::SendError(d))) => match shared.offer(session.clone(), d) {
+                    None => break,
+                    Some(again) => (tx, delivery) = (again.tx, again.delivery),
+                },
+                Err(_) => {
+                    shared.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(client_id = %session.client_id, "subscriber made no room for 35 s; QoS 1 message dropped");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// The broker's shared state.
 pub(crate) struct Shared {
     /// Services owning reserved topics.
@@ -379,7 +419,8 @@ impl Shared {
     /// Publishes a message: hands it to the service owning the topic (if it
     /// came from a client), updates the retained store, and routes it to
     /// subscribers. Authorization of the publisher is the caller's job.
-    pub(crate) fn publish(&self, msg: Message, retain: bool, from: Option<&Publisher>) {
+    /// Returns the QoS 1 deliveries that found a subscriber's queue full (see [`Shared::route`]).
+    pub(crate) fn publish(&self, msg: Message, retain: bool, from: Option<&Publisher>) -> Vec<Blocked> {
         if let Some(from) = from
             && let Some(service) = self.services.iter().find(|s| s.wants(&msg.topic))
         {
@@ -401,40 +442,70 @@ impl Shared {
                 retained.insert(msg.topic.clone(), Arc::new(stored));
             }
         }
-        self.route(msg);
+        self.route(msg)
     }
 
     /// Delivers `msg` to every session with a matching subscription, once per
     /// session at the highest matching QoS. Live sessions get it through their
-    /// bounded outgoing queue (dropped if full: the subscriber is too slow);
-    /// offline persistent sessions queue QoS 1 messages.
-    pub(crate) fn route(&self, msg: Arc<Message>) {
+    /// bounded outgoing queue; offline persistent sessions queue QoS 1 messages.
+    /// When a live session's queue is full, a QoS 0 delivery is dropped
+    /// (counted), and a QoS 1 delivery is returned: the caller waits for room
+    /// with [`wait_for_room`] (backpressure) or gives up with [`Shared::give_up`].
+    pub(crate) fn route(&self, msg: Arc<Message>) -> Vec<Blocked> {
         let mut targets: Vec<(Arc<Session>, u8)> = Vec::new();
         read(&self.subs).for_each_match(&msg.topic, |k, q| targets.push((k.0.clone(), q)));
         if targets.len() > 1 {
             targets.sort_by_key(|(s, q)| (Arc::as_ptr(s), std::cmp::Reverse(*q)));
             targets.dedup_by(|b, a| Arc::ptr_eq(&a.0, &b.0));
         }
+        let mut blocked = Vec::new();
         for (session, sub_qos) in targets {
             let d = Delivery { msg: msg.clone(), qos: sub_qos.min(msg.qos), retain: false, dup: false };
-            let mut inner = lock(&session.inner);
-            match &inner.live {
-                Some(live) => match live.tx.try_send(d) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        self.dropped_slow.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(client_id = %session.client_id, topic = %msg.topic, "subscriber queue full; message dropped");
-                    }
-                    Err(mpsc::error::TrySendError::Closed(d)) => {
-                        // The connection is ending; its own leftovers are put back ahead of this.
-                        if inner.persistent && d.qos == 1 {
-                            inner.queue.push(d);
-                        }
-                    }
-                },
-                None if inner.persistent && d.qos == 1 => inner.queue.push(d),
-                None => {}
+            if let Some(b) = self.offer(session, d) {
+                blocked.push(b);
             }
+        }
+        blocked
+    }
+
+    /// Hands `d` to `session`: its live connection's queue, or its offline
+    /// queue. Returns the delivery if it is QoS 1 and the live queue is full.
+    fn offer(&self, session: Arc<Session>, d: Delivery) -> Option<Blocked> {
+        let mut inner = lock(&session.inner);
+        match &inner.live {
+            Some(live) => match live.tx.try_send(d) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(d)) if d.qos == 1 => {
+                    let tx = live.tx.clone();
+                    drop(inner);
+                    Some(Blocked { session, tx, delivery: d })
+                }
+                Err(mpsc::error::TrySendError::Full(d)) => {
+                    self.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(client_id = %session.client_id, topic = %d.msg.topic, "subscriber queue full; QoS 0 message dropped");
+                    None
+                }
+                Err(mpsc::error::TrySendError::Closed(d)) => {
+                    // The connection is ending; its own leftovers are put back ahead of this.
+                    if inner.persistent && d.qos == 1 {
+                        inner.queue.push(d);
+                    }
+                    None
+                }
+            },
+            None if inner.persistent && d.qos == 1 => {
+                inner.queue.push(d);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Drops deliveries that will not be waited for (counted as dropped for slow subscribers).
+    pub(crate) fn give_up(&self, blocked: Vec<Blocked>) {
+        for b in blocked {
+            self.dropped_slow.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client_id = %b.session.client_id, topic = %b.delivery.msg.topic, "subscriber queue full; message dropped");
         }
     }
 
@@ -481,6 +552,24 @@ mod tests {
         assert!(rx.try_recv().is_err());
         s.publish(msg("t/x", 0), false, None);
         assert_eq!(rx.try_recv().unwrap().qos, 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_qos0_and_holds_qos1_until_there_is_room() {
+        let s = Arc::new(shared(10));
+        let (tx, mut rx) = mpsc::channel(1);
+        let a = s.attach("full", true, s.new_conn(&CancellationToken::new()), tx).await.expect("attached");
+        s.subscribe(&a.session, &[("t".into(), 1)]);
+        assert!(s.publish(msg("t", 1), false, None).is_empty(), "room for one");
+        assert!(s.publish(msg("t", 0), false, None).is_empty());
+        assert_eq!(s.dropped_for_slow_subscribers(), 1, "QoS 0 dropped when full");
+        let blocked = s.publish(msg("t", 1), false, None);
+        assert_eq!(blocked.len(), 1, "QoS 1 held back, not dropped");
+        let waiting = tokio::spawn(wait_for_room(s.clone(), blocked));
+        assert_eq!(rx.recv().await.unwrap().qos, 1);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("delivered once there is room").unwrap();
+        assert_eq!(rx.recv().await.unwrap().qos, 1);
+        assert_eq!(s.dropped_for_slow_subscribers(), 1);
     }
 
     #[tokio::test]
