@@ -7,9 +7,13 @@
 //!
 //! Requests are applied one at a time (a lock around read-modify-write), so
 //! versions advance without gaps or races. MQTT requests are queued to a
-//! worker thread and answered in the order they arrived. As on AWS, a shadow
+//! worker thread and answered in the order they arrived. As on AWS, a
+//! connection may have at most 10 requests in flight (queued, not yet
+//! answered); the next one is rejected with 429 on its `…/rejected` topic, so
+//! a flooding client cannot grow the queue without bound. As on AWS, a shadow
 //! does not require the thing to be registered.
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +42,17 @@ pub struct NamedShadowPage {
 #[derive(Debug, Clone)]
 pub struct ShadowService {
     inner: Arc<Inner>,
-    queue: mpsc::Sender<(String, Bytes)>,
+    queue: mpsc::Sender<Request>,
+    /// Requests queued and not yet answered, per MQTT client id.
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// An MQTT request waiting for the worker.
+#[derive(Debug)]
+struct Request {
+    client_id: String,
+    topic: String,
+    payload: Bytes,
 }
 
 #[derive(Debug)]
@@ -81,17 +95,26 @@ impl ShadowService {
     /// A service with other document limits (a local ShadowManager allows up to 30 KiB).
     pub fn with_limits(store: Store, bus: Bus, clock: SharedClock, limits: ShadowLimits) -> Self {
         let inner = Arc::new(Inner { store, bus, clock, limits, lock: Mutex::new(()) });
-        let (queue, rx) = mpsc::channel::<(String, Bytes)>();
+        let (queue, rx) = mpsc::channel::<Request>();
         let worker = inner.clone();
+        let in_flight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let counts = in_flight.clone();
         std::thread::Builder::new()
             .name("shadow-service".into())
             .spawn(move || {
-                while let Ok((topic, payload)) = rx.recv() {
-                    worker.handle_mqtt(&topic, &payload);
+                while let Ok(req) = rx.recv() {
+                    worker.handle_mqtt(&req.topic, &req.payload);
+                    let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(n) = counts.get_mut(&req.client_id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            counts.remove(&req.client_id);
+                        }
+                    }
                 }
             })
             .ok();
-        ShadowService { inner, queue }
+        ShadowService { inner, queue, in_flight }
     }
 
     /// GetThingShadow: the full document.
@@ -220,6 +243,16 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Answers a request that exceeds the in-flight limit with 429 on its `…/rejected` topic.
+    fn reject_too_many(&self, topic: &str, payload: &[u8]) {
+        let Some(t) = ShadowTopic::parse(topic) else { return };
+        let error = ShadowError { code: 429, message: "Too Many Requests".into(), client_token: client_token(payload) };
+        let body = error.to_json(self.clock.now_secs());
+        self.publish(&t.thing_name, t.shadow_name.as_deref(), t.operation, ShadowResponse::Rejected, &body);
+    }
+}
+
 /// The `clientToken` of a request body, if it is JSON and has one.
 fn client_token(payload: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(payload).ok()?;
@@ -231,7 +264,75 @@ impl ServiceHandler for ShadowService {
         topic.starts_with("$aws/things/") && ShadowTopic::parse(topic).is_some_and(|t| t.response.is_none())
     }
 
-    fn handle(&self, _from: &Publisher, topic: &str, payload: Bytes) {
-        let _ = self.queue.send((topic.to_string(), payload));
+    fn handle(&self, from: &Publisher, topic: &str, payload: Bytes) {
+        {
+            let mut counts = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.entry(from.client_id.clone()).or_default();
+            if *n >= cloud_api::limits::SHADOW_MAX_INFLIGHT_PER_CONNECTION {
+                drop(counts);
+                self.inner.reject_too_many(topic, &payload);
+                return;
+            }
+            *n += 1;
+        }
+        let req = Request { client_id: from.client_id.clone(), topic: topic.to_string(), payload };
+        let _ = self.queue.send(req);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(client_id: &str) -> Publisher {
+        Publisher { client_id: client_id.into(), certificate_id: "c".into() }
+    }
+
+    #[test]
+    fn eleventh_request_in_flight_on_a_connection_is_rejected_with_429() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (bus, mut rx) = Bus::channel();
+        let service = ShadowService::new(Store::in_memory().unwrap(), bus, crate::time::system());
+        let topic = "$aws/things/pump/shadow/update";
+        let body =
+            |token: &str| Bytes::from(format!(r#"{{"state":{{"reported":{{"n":1}}}},"clientToken":"{token}"}}"#));
+        // Hold the worker so requests stay in flight.
+        let guard = service.inner.lock.lock().unwrap();
+        for i in 0..10 {
+            service.handle(&publisher("flooder"), topic, body(&format!("f{i}")));
+        }
+        service.handle(&publisher("flooder"), topic, body("f10"));
+        service.handle(&publisher("other"), topic, body("o0"));
+        let first = rt
+            .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await })
+            .expect("the request over the limit is answered at once, while the others wait")
+            .unwrap();
+        assert_eq!(first.topic, "$aws/things/pump/shadow/update/rejected");
+        let rejected: Value = serde_json::from_slice(&first.payload).unwrap();
+        assert_eq!((rejected["code"].as_u64(), rejected["clientToken"].as_str()), (Some(429), Some("f10")));
+        drop(guard);
+        // Every other request, the other connection's included, is answered in order.
+        let mut accepted = Vec::new();
+        while accepted.len() < 11 {
+            let msg = rt.block_on(rx.recv()).unwrap();
+            if msg.topic.ends_with("/update/accepted") {
+                let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+                accepted.push(v["clientToken"].as_str().unwrap().to_string());
+            }
+        }
+        let mut want: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+        want.push("o0".into());
+        assert_eq!(accepted, want);
+        // Once answered, the connection may send again.
+        service.handle(&publisher("flooder"), topic, body("again"));
+        loop {
+            let msg = rt.block_on(rx.recv()).unwrap();
+            if msg.topic.ends_with("/update/accepted") {
+                let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+                assert_eq!(v["clientToken"], "again");
+                break;
+            }
+            assert!(!msg.topic.ends_with("/rejected"), "unexpected rejection: {msg:?}");
+        }
     }
 }
