@@ -93,11 +93,6 @@ impl std::fmt::Debug for LocalCloud {
     }
 }
 
-/// `host:port` with IPv6 hosts in brackets.
-fn host_port(addr: SocketAddr) -> String {
-    addr.to_string()
-}
-
 impl LocalCloud {
     /// Starts everything; returns once both listeners accept connections and `endpoints.json` is written.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
@@ -145,7 +140,7 @@ impl LocalCloud {
             registry: registry.clone(),
             shadows: shadows.clone(),
             bus: bus.clone(),
-            mqtt_endpoint: host_port(mqtt_addr),
+            mqtt_endpoint: mqtt_addr.to_string(),
         });
         let http_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -156,8 +151,8 @@ impl LocalCloud {
         }));
 
         let endpoints = Endpoints {
-            mqtt: host_port(mqtt_addr),
-            http: format!("http://{}", host_port(http_addr)),
+            mqtt: mqtt_addr.to_string(),
+            http: format!("http://{http_addr}"),
             ca_file: ca.ca_file(),
             region: config.region.clone(),
             account_id: config.account_id.clone(),

@@ -147,6 +147,30 @@ impl Store {
 
     /// Records of a kind whose key starts with `prefix`, ordered by key.
     pub fn with_prefix(&self, kind: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(self.all(kind)?.into_iter().filter(|(k, _)| k.starts_with(prefix)).collect())
+        // A range on the primary key, so only the matching records are read:
+        // every key starting with `prefix` sorts between `prefix` and `prefix` + U+10FFFF.
+        let upper = format!("{prefix}\u{10FFFF}");
+        self.transaction(|tx| {
+            let mut stmt =
+                tx.prepare("SELECT key, value FROM records WHERE kind = ?1 AND key >= ?2 AND key < ?3 ORDER BY key")?;
+            let rows = stmt.query_map((kind, prefix, &upper), |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_reads_exactly_the_keys_that_start_with_it() {
+        let store = Store::in_memory().unwrap();
+        for key in ["pump\n", "pump\na", "pump\nz\u{FFFF}", "pump-2\na", "pum", "pumq"] {
+            store.put("shadow", key, "{}").unwrap();
+        }
+        store.put("other", "pump\nb", "{}").unwrap();
+        let keys: Vec<String> = store.with_prefix("shadow", "pump\n").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["pump\n", "pump\na", "pump\nz\u{FFFF}"]);
     }
 }

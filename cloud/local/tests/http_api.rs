@@ -6,6 +6,8 @@
 //! writes to; `local_cloud_serves_the_http_api` checks the same router behind
 //! [`LocalCloud::start`].
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,18 +66,13 @@ async fn start_api() -> Api {
     Api { url, bus: rx, server, _dir: dir }
 }
 
-fn http_client() -> aws_sdk_iot::config::SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
-}
-
 fn iot(url: &str) -> aws_sdk_iot::Client {
     let conf = aws_sdk_iot::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
         .endpoint_url(url)
-        .http_client(http_client())
+        .http_client(common::sdk_http_client())
         .retry_config(RetryConfig::disabled())
         .build();
     aws_sdk_iot::Client::from_conf(conf)
@@ -87,7 +84,7 @@ fn data(url: &str) -> aws_sdk_iotdataplane::Client {
         .region(aws_sdk_iotdataplane::config::Region::new("us-east-1"))
         .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
         .endpoint_url(url)
-        .http_client(http_client())
+        .http_client(common::sdk_http_client())
         .retry_config(aws_sdk_iotdataplane::config::retry::RetryConfig::disabled())
         .build();
     aws_sdk_iotdataplane::Client::from_conf(conf)

@@ -35,10 +35,7 @@ const THING_POLICY: &str = r#"{
 }"#;
 
 fn sdk_config(http: &str) -> (aws_sdk_iot::Client, aws_sdk_iotdataplane::Client) {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    // The SDKs' default HTTPS client would bring a second crypto provider; use ring, like the rest.
-    let http_client =
-        aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    let http_client = common::sdk_http_client();
     let creds = Credentials::new("AKIDLOCAL", "secret", None, None, "test");
     let iot = aws_sdk_iot::Config::builder()
         .behavior_version(BehaviorVersion::latest())

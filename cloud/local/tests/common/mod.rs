@@ -334,3 +334,10 @@ impl Drop for StandaloneBroker {
         self.shutdown.cancel();
     }
 }
+
+/// The HTTP client the AWS SDKs use in tests: rustls with ring, the workspace's
+/// one crypto provider (the SDKs' default client would bring aws-lc).
+pub fn sdk_http_client() -> aws_sdk_iot::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
+}
