@@ -6,4 +6,5 @@
 //! - [`core`]: the simulated nucleus: shared types, and its pieces in submodules.
 
 pub mod core;
+pub mod plant;
 pub mod recipe;

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use device_sim::core::runtime::{Core, CoreError, CoreOptions};
+use std::collections::HashMap;
+
+use device_sim::core::runtime::{CloudOptions, Core, CoreError, CoreOptions, parse_update_config};
+use device_sim::recipe::ConfigurationUpdate;
 use device_sim::recipe::DevicePlatform;
 
 /// `EX_USAGE` from sysexits.h.
@@ -39,6 +42,8 @@ struct Cli {
 enum Command {
     /// Runs a simulated Greengrass core with the components of a local deployment.
     Core(CoreArgs),
+    /// Serves the simulated pump plant over Modbus TCP, with an HTTP control interface for faults.
+    Plant(device_sim::plant::PlantArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,15 +69,44 @@ struct CoreArgs {
     /// The root CA file given to components (`GG_ROOT_CA_PATH`).
     #[arg(long, value_name = "PEM")]
     root_ca: Option<PathBuf>,
-    /// Cloud endpoints for the IoT Core bridge (not yet supported).
-    #[arg(long, value_name = "ENDPOINTS_JSON")]
+    /// Configuration updates, as the Greengrass CLI's `--update-config`: JSON
+    /// `{"Name": {"MERGE": {…}, "RESET": ["/pointer"]}}`, or `@FILE` to read it from a file.
+    /// `aws.greengrass.ShadowManager` takes its `synchronize` and `strategy` this way.
+    #[arg(long, value_name = "JSON|@FILE")]
+    update_config: Option<String>,
+    /// `endpoints.json` of the IoT Core endpoint (the local cloud's, or one written by
+    /// `provision` for AWS): turns on the IoT Core bridge. Needs --cert and --key.
+    #[arg(long, value_name = "ENDPOINTS_JSON", requires_all = ["cert", "key"])]
     cloud: Option<PathBuf>,
-    /// The core device's certificate (not yet supported).
-    #[arg(long, value_name = "PEM")]
+    /// The core device's certificate (PEM).
+    #[arg(long, value_name = "PEM", requires = "cloud")]
     cert: Option<PathBuf>,
-    /// The core device's private key (not yet supported).
-    #[arg(long, value_name = "PEM")]
+    /// The core device's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "cloud")]
     key: Option<PathBuf>,
+}
+
+/// Reads `--update-config` (inline JSON or `@FILE`).
+fn read_update_config(arg: Option<&str>) -> anyhow::Result<HashMap<String, ConfigurationUpdate>> {
+    let Some(arg) = arg else { return Ok(HashMap::new()) };
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| ConfigFault(format!("cannot read the configuration update file {path}: {e}")))?,
+        None => arg.to_owned(),
+    };
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ConfigFault(format!("--update-config is not valid JSON: {e}")))?;
+    Ok(parse_update_config(&doc).map_err(|e| ConfigFault(format!("--update-config: {e}")))?)
+}
+
+/// Reads `--cloud`'s endpoints file.
+fn read_cloud(args: &CoreArgs) -> anyhow::Result<Option<CloudOptions>> {
+    let (Some(path), Some(cert), Some(key)) = (&args.cloud, &args.cert, &args.key) else { return Ok(None) };
+    let text = std::fs::read(path)
+        .map_err(|e| ConfigFault(format!("cannot read the endpoints file {}: {e}", path.display())))?;
+    let endpoints = serde_json::from_slice(&text)
+        .map_err(|e| ConfigFault(format!("{} is not an endpoints.json: {e}", path.display())))?;
+    Ok(Some(CloudOptions { endpoints, cert_file: cert.clone(), key_file: key.clone() }))
 }
 
 /// An input fault: exit with `EX_CONFIG`.
@@ -98,6 +132,7 @@ fn main() -> ExitCode {
         rt.block_on(async {
             match cli.command {
                 Command::Core(args) => run_core(args).await,
+                Command::Plant(args) => device_sim::plant::run(args).await,
             }
         })
     });
@@ -114,22 +149,14 @@ fn is_configuration(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<ConfigFault>().is_some()
             || c.downcast_ref::<CoreError>().is_some_and(CoreError::is_configuration)
+            || c.downcast_ref::<device_sim::plant::ServeError>()
+                .is_some_and(device_sim::plant::ServeError::is_configuration)
     })
 }
 
 async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
-    let unsupported: Vec<&str> =
-        [("--cloud", args.cloud.is_some()), ("--cert", args.cert.is_some()), ("--key", args.key.is_some())]
-            .into_iter()
-            .filter_map(|(flag, given)| given.then_some(flag))
-            .collect();
-    if !unsupported.is_empty() {
-        return Err(ConfigFault(format!(
-            "{} not yet supported: the IoT Core bridge is not built yet; run without them (offline core)",
-            unsupported.join(", ")
-        ))
-        .into());
-    }
+    let update_config = read_update_config(args.update_config.as_deref())?;
+    let cloud = read_cloud(&args)?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -144,6 +171,8 @@ async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
         region: args.region,
         root_ca_path: args.root_ca,
         platform: DevicePlatform::current(),
+        update_config,
+        cloud,
     })
     .await
     .with_context(|| format!("cannot start the simulated core in {}", args.root.display()))?;
@@ -176,7 +205,7 @@ mod tests {
     fn core_flags_parse_with_defaults_and_repeated_merges() {
         let mut args = BASE.to_vec();
         args.extend(["--merge", "B=2.0.0"]);
-        let Command::Core(core) = parse(&args).unwrap().command;
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
         assert_eq!(core.merges, ["A=1.0.0", "B=2.0.0"]);
         assert_eq!(core.region, "us-east-1");
         assert!(core.cloud.is_none() && core.cert.is_none() && core.key.is_none());
@@ -188,14 +217,29 @@ mod tests {
         assert!(err.use_stderr(), "{err}");
     }
 
-    #[tokio::test]
-    async fn cloud_flags_are_refused_as_configuration_errors() {
+    #[test]
+    fn cloud_flags_come_together() {
         let mut args = BASE.to_vec();
-        args.extend(["--cloud", "/e.json", "--cert", "/c.pem"]);
-        let Command::Core(core) = parse(&args).unwrap().command;
+        args.extend(["--cloud", "/e.json"]);
+        assert!(parse(&args).unwrap_err().use_stderr());
+        let mut args = BASE.to_vec();
+        args.extend(["--cert", "/c.pem", "--key", "/k.pem"]);
+        assert!(parse(&args).unwrap_err().use_stderr());
+    }
+
+    #[tokio::test]
+    async fn unreadable_endpoints_and_bad_update_config_are_configuration_errors() {
+        let mut args = BASE.to_vec();
+        args.extend(["--cloud", "/nonexistent/e.json", "--cert", "/c.pem", "--key", "/k.pem"]);
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
         let err = run_core(core).await.unwrap_err();
-        let text = format!("{err:#}");
-        assert!(text.contains("--cloud, --cert not yet supported"), "{text}");
+        assert!(format!("{err:#}").contains("cannot read the endpoints file"), "{err:#}");
+        assert!(is_configuration(&err));
+        let mut args = BASE.to_vec();
+        args.extend(["--update-config", "{not json"]);
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
+        let err = run_core(core).await.unwrap_err();
+        assert!(format!("{err:#}").contains("--update-config is not valid JSON"), "{err:#}");
         assert!(is_configuration(&err));
     }
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from simcore import core_set
 from support import (
     ConnectionEvents,
     Endpoints,
@@ -186,3 +187,18 @@ def connect(endpoints):
             connection.disconnect().result(timeout=5)
         except Exception:  # already dropped by the broker: nothing to close
             pass
+
+
+@pytest.fixture
+def simulated_core():
+    """Starts `device-sim core` processes (`simcore.SimulatedCore`) for one test; each is
+    stopped with SIGTERM at the end, must exit 0, and its directories are removed."""
+    with core_set() as start:
+        yield start
+
+
+@pytest.fixture(scope="class")
+def class_simulated_core():
+    """`simulated_core` shared by the tests of a class (one component run, several checks)."""
+    with core_set() as start:
+        yield start

@@ -123,16 +123,18 @@ class Device:
     policy_name: str
 
 
-def provision_device(iot, endpoints: Endpoints, workdir: Path) -> Device:
-    """Creates a thing, keys and certificate, and the thing-scoped policy, and
-    attaches them as the AWS IoT Developer Guide's provisioning walk-through
-    does. Certificate and key are written under `workdir`."""
-    thing_name = unique_name("conf-thing")
-    policy_name = unique_name("conf-policy")
+def provision_device(
+    iot, endpoints: Endpoints, workdir: Path, prefix: str = "conf-thing", policy_document: str | None = None
+) -> Device:
+    """Creates a thing, keys and certificate, and a policy (by default the
+    thing-scoped one), and attaches them as the AWS IoT Developer Guide's
+    provisioning walk-through does. Certificate and key are written under `workdir`."""
+    thing_name = unique_name(prefix)
+    policy_name = unique_name(f"{prefix}-policy")
 
     thing = iot.create_thing(thingName=thing_name)
     keys = iot.create_keys_and_certificate(setAsActive=True)
-    iot.create_policy(policyName=policy_name, policyDocument=thing_policy_document(endpoints))
+    iot.create_policy(policyName=policy_name, policyDocument=policy_document or thing_policy_document(endpoints))
     iot.attach_policy(policyName=policy_name, target=keys["certificateArn"])
     iot.attach_thing_principal(thingName=thing_name, principal=keys["certificateArn"])
 

@@ -4,12 +4,14 @@
 //! in as epoch seconds.
 //!
 //! # Layout
+//! - [`endpoints`]: `endpoints.json`, where devices and tools find IoT Core.
 //! - [`limits`]: IoT Core's documented quotas as named constants.
 //! - [`topic`]: MQTT topic names and filters under IoT Core's rules, and filter matching.
 //! - [`shadow`]: Device Shadow topics, documents, and the pure update engine.
 //! - [`policy`]: IoT policy documents and their evaluation.
 //! - [`ipc`]: the Greengrass IPC wire protocol: event-stream frames, the RPC layer, operation shapes.
 
+pub mod endpoints;
 pub mod ipc;
 pub mod limits;
 pub mod policy;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use aws_credential_types::Credentials;
 use aws_sdk_iot::config::{BehaviorVersion, Region};
+use cloud_api::endpoints::Endpoints;
 use futures::{StreamExt, TryStreamExt};
-use serde::Deserialize;
 
 use crate::child::ChildGuard;
 use crate::pki::Identity;
@@ -58,17 +58,6 @@ pub fn binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         bin.display()
     );
     Ok(bin)
-}
-
-/// `endpoints.json`, the fields the benchmark needs.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Endpoints {
-    mqtt: String,
-    http: String,
-    ca_file: PathBuf,
-    region: String,
-    account_id: String,
 }
 
 /// A running local cloud process.
@@ -114,7 +103,7 @@ pub async fn start(bin: &Path, data_dir: &Path, plan: &Plan) -> anyhow::Result<L
         anyhow::ensure!(Instant::now() < until, "local-cloud wrote no endpoints.json within {START_TIMEOUT:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let (host, port) = endpoints.mqtt.rsplit_once(':').context("endpoints.json: mqtt is not host:port")?;
+    let (host, port) = endpoints.mqtt_host_port().map_err(|e| anyhow::anyhow!("endpoints.json: {e}"))?;
     let ca_pem = std::fs::read_to_string(&endpoints.ca_file)
         .with_context(|| format!("reading {}", endpoints.ca_file.display()))?;
     eprintln!("local cloud listening on {} and {} (pid {})", endpoints.mqtt, endpoints.http, child.pid());
@@ -125,8 +114,8 @@ pub async fn start(bin: &Path, data_dir: &Path, plan: &Plan) -> anyhow::Result<L
     let target = Target {
         kind: Kind::LocalCloud,
         name: "local cloud".into(),
-        host: host.trim_matches(['[', ']']).to_owned(),
-        port: port.parse().context("endpoints.json: mqtt port")?,
+        host,
+        port,
         ca_pem,
         pid: child.pid(),
         identities,

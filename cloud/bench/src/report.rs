@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use bench_common::format::{mib, now_utc, thousands};
+use bench_common::section::Markers;
+
 use crate::flow::{FlowResult, Phase};
 use crate::idle::IdleResult;
 use crate::machine::Machine;
@@ -53,31 +56,9 @@ pub fn command_line(quick: bool, out: Option<&Path>) -> String {
     c
 }
 
-fn now_utc() -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    time::OffsetDateTime::now_utc().format(&format).unwrap_or_else(|_| "unknown".into())
-}
-
-/// `1234567` → `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
     if ms < 10.0 { format!("{ms:.2}") } else { format!("{ms:.1}") }
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1}", kib as f64 / 1024.0)
 }
 
 /// A goal's verdict.
@@ -362,13 +343,9 @@ impl Results {
         let _ = writeln!(out, "- Date: {}", self.date);
         let _ = writeln!(
             out,
-            "- Machine: {} × {}, {} GiB RAM, Linux {}; load average at start `{}`. The machine is shared: \
+            "- Machine: {}. The machine is shared: \
              other processes may have been running, and the clients run on the same {} cores as the broker.",
-            m.nproc,
-            m.cpu_model,
-            format_args!("{:.1}", m.mem_total_kib as f64 / 1024.0 / 1024.0),
-            m.kernel,
-            m.loadavg_at_start,
+            m.summary(),
             m.nproc
         );
         let _ = writeln!(out, "- Mosquitto: {} (Debian package)", self.mosquitto);
@@ -426,43 +403,10 @@ impl Results {
     }
 }
 
-/// Puts `section` (which starts with the begin marker and ends with the end
-/// marker) into the file at `path`: replaces the previous section if there is
-/// one, appends otherwise, creates the file if missing. Written to a
-/// temporary file and renamed, so a failure never leaves half a file.
+/// Puts `section` into the file at `path`, replacing the previous run's section and leaving the
+/// rest of the file (other benchmarks' sections) as it was.
 pub fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            "# Benchmarks\n\nResults of the project's benchmark commands; each section names the command that produced it.\n"
-                .to_owned()
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let new = splice(&old, section);
-    let tmp = path.with_extension("md.tmp");
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&tmp, new)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-/// `old` with the marked section replaced by (or appended as) `section`.
-fn splice(old: &str, section: &str) -> String {
-    let begin_tag = BEGIN.split(" (").next().unwrap_or(BEGIN);
-    if let Some(start) = old.find(begin_tag)
-        && let Some(end_rel) = old[start..].find(END)
-    {
-        let end = start + end_rel + END.len();
-        let rest = old[end..].strip_prefix('\n').unwrap_or(&old[end..]);
-        return format!("{}{}{}", &old[..start], section, rest);
-    }
-    let mut s = old.trim_end().to_owned();
-    s.push_str("\n\n");
-    s.push_str(section);
-    s
+    Ok(bench_common::section::write_section(path, section, &Markers::new("broker-bench"))?)
 }
 
 #[cfg(test)]
@@ -470,21 +414,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn thousands_are_separated() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-    }
-
-    #[test]
-    fn a_new_section_is_appended_and_a_rerun_replaces_only_it() {
-        let doc = "# Benchmarks\n\nintro\n";
-        let first = splice(doc, &format!("{BEGIN}\nrun 1\n{END}\n"));
-        assert_eq!(first, format!("# Benchmarks\n\nintro\n\n{BEGIN}\nrun 1\n{END}\n"));
-        let with_more = format!("{first}\n## Other\n");
-        let second = splice(&with_more, &format!("{BEGIN}\nrun 2\n{END}\n"));
-        assert_eq!(second, format!("# Benchmarks\n\nintro\n\n{BEGIN}\nrun 2\n{END}\n\n## Other\n"));
+    fn markers_are_the_shared_ones_for_broker_bench() {
+        let m = Markers::new("broker-bench");
+        assert_eq!((m.begin.as_str(), m.end.as_str()), (BEGIN, END));
     }
 
     #[test]

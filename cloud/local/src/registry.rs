@@ -333,7 +333,7 @@ fn check_resource_name(name: &str, field: &str) -> Result<(), RegistryError> {
 }
 
 fn check_policy_name(name: &str) -> Result<(), RegistryError> {
-    if valid_name(name, 128, |c| c.is_alphanumeric() || c == '_' || "+=,.@-".contains(c)) {
+    if cloud_api::policy::is_valid_policy_name(name) {
         Ok(())
     } else {
         Err(RegistryError::InvalidRequest(format!(

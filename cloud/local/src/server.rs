@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -56,21 +55,7 @@ impl Config {
     }
 }
 
-/// The contents of `endpoints.json`: where clients find the local cloud.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Endpoints {
-    /// MQTT over TLS, `host:port`.
-    pub mqtt: String,
-    /// HTTP base URL, `http://host:port`.
-    pub http: String,
-    /// Absolute path of the CA certificate PEM.
-    pub ca_file: PathBuf,
-    /// Region.
-    pub region: String,
-    /// Account id.
-    pub account_id: String,
-}
+pub use cloud_api::endpoints::Endpoints;
 
 /// A running local cloud.
 pub struct LocalCloud {

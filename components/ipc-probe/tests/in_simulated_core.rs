@@ -46,6 +46,8 @@ impl Fixture {
             region: "eu-west-1".into(),
             root_ca_path: None,
             platform: DevicePlatform::new("linux", "amd64"),
+            update_config: Default::default(),
+            cloud: None,
         })
         .await
         .unwrap()

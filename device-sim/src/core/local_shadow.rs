@@ -17,8 +17,9 @@
 //!   default (token buckets, [`RateLimits`]);
 //! - ListNamedShadowsForThing pages 25 names by default, at most 100.
 //!
-//! Not here: cloud sync. [`LocalShadows::changes`] streams every accepted change so a sync
-//! engine can follow, and a [`ShadowPersistence`] hook stores records (memory by default).
+//! Cloud sync lives in [`crate::core::shadow_sync`]: [`LocalShadows::changes`] streams every
+//! accepted change to it, and a [`ShadowPersistence`] hook stores records (memory by default,
+//! SQLite in the running core: [`crate::core::shadow_store`]).
 
 use crate::core::pubsub::PubSub;
 use cloud_api::ipc::model::PubSubMessage;
@@ -170,6 +171,20 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// A shadow request published on local pub/sub: (thing, shadow, operation), for
+/// `$aws/things/{thing}/shadow[/name/{shadow}]/{get|update|delete}`; `None` for any other topic
+/// (the response topics included).
+pub fn parse_request_topic(topic: &str) -> Option<(&str, &str, &str)> {
+    let rest = topic.strip_prefix("$aws/things/")?;
+    let (thing, rest) = rest.split_once('/')?;
+    let rest = rest.strip_prefix("shadow/")?;
+    let (shadow, op) = match rest.strip_prefix("name/") {
+        Some(named) => named.split_once('/')?,
+        None => ("", rest),
+    };
+    matches!(op, "get" | "update" | "delete").then_some((thing, shadow, op))
+}
+
 /// `$aws/things/{thing}/shadow[/name/{shadow}]`.
 pub fn topic_prefix(thing: &str, shadow: &str) -> String {
     if shadow.is_empty() {
@@ -273,10 +288,27 @@ impl LocalShadows {
 
     /// UpdateThingShadow: the `update/accepted` body.
     pub fn update(&self, thing: &str, shadow: &str, payload: &[u8]) -> Result<Value, LocalShadowError> {
+        self.update_inner(thing, shadow, payload, true)
+    }
+
+    /// An update by cloud sync: the same rules, outside the components' rate limits.
+    pub fn update_from_sync(&self, thing: &str, shadow: &str, payload: &[u8]) -> Result<Value, LocalShadowError> {
+        self.update_inner(thing, shadow, payload, false)
+    }
+
+    fn update_inner(
+        &self,
+        thing: &str,
+        shadow: &str,
+        payload: &[u8],
+        throttle: bool,
+    ) -> Result<Value, LocalShadowError> {
         Self::check_names(thing, shadow)?;
         let now = now_secs();
         let mut state = self.lock();
-        self.admit(&mut state, thing)?;
+        if throttle {
+            self.admit(&mut state, thing)?;
+        }
         let key = (thing.to_owned(), shadow.to_owned());
         let record = state.records.get(&key).cloned().unwrap_or_default();
         let result = match record.update(payload, now, self.limits) {
@@ -305,10 +337,21 @@ impl LocalShadows {
 
     /// DeleteThingShadow: the `delete/accepted` body.
     pub fn delete(&self, thing: &str, shadow: &str) -> Result<Value, LocalShadowError> {
+        self.delete_inner(thing, shadow, true)
+    }
+
+    /// A delete by cloud sync, outside the components' rate limits.
+    pub fn delete_from_sync(&self, thing: &str, shadow: &str) -> Result<Value, LocalShadowError> {
+        self.delete_inner(thing, shadow, false)
+    }
+
+    fn delete_inner(&self, thing: &str, shadow: &str, throttle: bool) -> Result<Value, LocalShadowError> {
         Self::check_names(thing, shadow)?;
         let now = now_secs();
         let mut state = self.lock();
-        self.admit(&mut state, thing)?;
+        if throttle {
+            self.admit(&mut state, thing)?;
+        }
         let key = (thing.to_owned(), shadow.to_owned());
         let record = state.records.get(&key).cloned().unwrap_or_default();
         let name = (!shadow.is_empty()).then_some(shadow);
@@ -366,6 +409,38 @@ impl LocalShadows {
         Ok((page, next))
     }
 
+    /// Serves shadow requests that components publish on local pub/sub (`…/get`, `…/update`,
+    /// `…/delete`), answering on the response topics as the ShadowManager does. Runs until the
+    /// pub/sub bus goes away.
+    pub fn serve_pubsub_requests(&self, pubsub: &PubSub) -> Result<tokio::task::JoinHandle<()>, String> {
+        let mut sub = pubsub
+            .subscribe(
+                SHADOW_MANAGER_COMPONENT,
+                "$aws/things/+/shadow/#",
+                Some(cloud_api::ipc::model::ReceiveMode::ReceiveMessagesFromOthers),
+            )
+            .map_err(|e| e.to_string())?;
+        let shadows = self.clone();
+        Ok(tokio::spawn(async move {
+            while let Some(message) = sub.receiver.recv().await {
+                let (topic, payload) = match message {
+                    PubSubMessage::Binary(b) => (b.context.map(|c| c.topic), b.message.as_bytes().to_vec()),
+                    PubSubMessage::Json(j) => {
+                        (j.context.map(|c| c.topic), serde_json::to_vec(&j.message).unwrap_or_default())
+                    }
+                };
+                let Some(topic) = topic else { continue };
+                let Some((thing, shadow, op)) = parse_request_topic(&topic) else { continue };
+                // Answers (accepted or rejected) go out on the response topics; nothing to return.
+                let _ = match op {
+                    "get" => shadows.get(thing, shadow),
+                    "update" => shadows.update(thing, shadow, &payload),
+                    _ => shadows.delete(thing, shadow),
+                };
+            }
+        }))
+    }
+
     /// The stored record of a shadow (for a sync engine).
     pub fn record(&self, thing: &str, shadow: &str) -> Option<ShadowRecord> {
         self.lock().records.get(&(thing.to_owned(), shadow.to_owned())).cloned()
@@ -394,6 +469,32 @@ mod tests {
             }
             PubSubMessage::Json(_) => panic!("shadow topics carry binary messages"),
         }
+    }
+
+    #[test]
+    fn request_topics_are_told_from_response_topics() {
+        assert_eq!(parse_request_topic("$aws/things/t/shadow/update"), Some(("t", "", "update")));
+        assert_eq!(parse_request_topic("$aws/things/t/shadow/name/pump/get"), Some(("t", "pump", "get")));
+        assert_eq!(parse_request_topic("$aws/things/t/shadow/name/pump/update/accepted"), None);
+        assert_eq!(parse_request_topic("$aws/things/t/shadow/update/delta"), None);
+        assert_eq!(parse_request_topic("$aws/things/t/jobs/get"), None);
+    }
+
+    #[tokio::test]
+    async fn shadow_requests_published_on_local_pubsub_are_answered_on_the_response_topics() {
+        let bus = PubSub::default();
+        let shadows = unthrottled(Some(bus.clone()));
+        let _server = shadows.serve_pubsub_requests(&bus).unwrap();
+        let mut accepted = bus.subscribe("app", "$aws/things/t/shadow/name/s/update/accepted", None).unwrap();
+        let mut rejected = bus.subscribe("app", "$aws/things/t/shadow/name/s/update/rejected", None).unwrap();
+        let update = PubSubMessage::binary(br#"{"state":{"reported":{"on":true}},"clientToken":"c1"}"#.to_vec());
+        bus.publish("app", "$aws/things/t/shadow/name/s/update", &update).unwrap();
+        let (_, answer) = body(accepted.receiver.recv().await.unwrap());
+        assert_eq!(answer["clientToken"], "c1");
+        assert_eq!(shadows.get("t", "s").unwrap()["state"]["reported"]["on"], true);
+        bus.publish("app", "$aws/things/t/shadow/name/s/update", &PubSubMessage::binary(b"not json".to_vec())).unwrap();
+        let (_, answer) = body(rejected.receiver.recv().await.unwrap());
+        assert_eq!(answer["code"], 400);
     }
 
     #[tokio::test]

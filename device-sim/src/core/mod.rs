@@ -3,12 +3,15 @@
 //! piece lives in its own submodule.
 
 pub mod access;
+pub mod bridge;
 pub mod config_store;
 pub mod ipc_server;
 pub mod layout;
 pub mod local_shadow;
 pub mod pubsub;
 pub mod runtime;
+pub mod shadow_store;
+pub mod shadow_sync;
 pub mod supervisor;
 
 use std::collections::HashMap;

@@ -7,16 +7,23 @@
 //!    with the GDK schema when [`RecipeLoader::discover`] finds it; a recipe that does not
 //!    load, or two files with the same name and version, stop the start;
 //! 2. resolves the `--merge` roots and their dependencies ([`resolve`]);
-//! 3. gives every component its effective configuration — its `DefaultConfiguration`, no
-//!    deployment merge yet — in the [`ConfigStore`], and its `accessControl` policies to
+//! 3. gives every component its effective configuration — its `DefaultConfiguration` with the
+//!    deployment's configuration update (`--update-config`, the Greengrass CLI's
+//!    `{"Name": {"MERGE": {…}, "RESET": ["/pointer"]}}`) applied — in the [`ConfigStore`], and
+//!    its `accessControl` policies to
 //!    [`AccessControl`], with `{iot:thingName}` in policy resources expanded as the nucleus
 //!    does;
 //! 4. prepares `{root}` (layout, artifacts staged from `{artifact_dir}/{Name}/{Version}/`),
 //!    issues each component an IPC token, binds the IPC server on `{root}/ipc.socket`, and
-//!    starts the components in dependency order.
+//!    starts the components in dependency order;
+//! 5. keeps local shadows durably (`{root}/work/aws.greengrass.ShadowManager/shadows.sqlite`)
+//!    and, with [`CoreOptions::cloud`], opens the IoT Core bridge ([`MqttBridge`]) and syncs the
+//!    shadows the ShadowManager configuration names ([`ShadowSync`]).
 //!
-//! Not yet: the IoT Core bridge (PublishToIoTCore/SubscribeToIoTCore answer `ServiceError`),
-//! deployment configuration merges, persisted shadows, deployments after start.
+//! The nucleus and the ShadowManager are built in: recipes may depend on
+//! `aws.greengrass.Nucleus` ([`GGC_VERSION`]) and `aws.greengrass.ShadowManager`
+//! ([`SHADOW_MANAGER_VERSION`]), and the ShadowManager takes its configuration from
+//! `--update-config` like any component. Not yet: deployments after start.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,20 +33,31 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use cloud_api::endpoints::Endpoints;
+
 use super::access::AccessControl;
+use super::bridge::{BridgeConfig, BridgeSetupError, MqttBridge};
 use super::config_store::ConfigStore;
+use super::ipc_server::IotCoreBridge;
 use super::ipc_server::{CoreServices, IpcServer, ServerSettings};
 use super::layout::Layout;
-use super::local_shadow::LocalShadows;
+use super::local_shadow::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_DOCUMENT_BYTES, LocalShadows, RateLimits};
 use super::pubsub::PubSub;
+use super::shadow_store::SqliteShadowStore;
+use super::shadow_sync::{SHADOW_MANAGER, ShadowSync, SyncConfig};
 use super::supervisor::{
     ComponentSpec, ConfigurationSource, GGC_VERSION, StateEvent, Supervisor, SupervisorConfig, SupervisorError,
 };
 use super::{ComponentState, Tokens};
 use crate::recipe::{
-    Catalog, DevicePlatform, EffectiveConfiguration, RecipeError, RecipeFormat, RecipeLoader, Resolution, ResolveError,
-    RootRequirement, SchemaError, resolve,
+    Catalog, ComponentVersion, ConfigurationUpdate, DevicePlatform, EffectiveConfiguration, RecipeError, RecipeFormat,
+    RecipeLoader, Resolution, ResolveError, RootRequirement, SchemaError, resolve,
 };
+
+/// The ShadowManager version the simulated core claims for dependency resolution.
+pub const SHADOW_MANAGER_VERSION: &str = "2.3.9";
+/// The nucleus component's name.
+pub const NUCLEUS: &str = "aws.greengrass.Nucleus";
 
 /// The IPC socket's file name under the core's root.
 pub const IPC_SOCKET_FILE: &str = "ipc.socket";
@@ -66,6 +84,49 @@ pub struct CoreOptions {
     pub root_ca_path: Option<PathBuf>,
     /// The device's platform, for manifest selection.
     pub platform: DevicePlatform,
+    /// Per-component configuration updates (`--update-config`).
+    pub update_config: HashMap<String, ConfigurationUpdate>,
+    /// The IoT Core connection (`--cloud`, `--cert`, `--key`); `None` runs offline for good.
+    pub cloud: Option<CloudOptions>,
+}
+
+/// Where the core device's IoT Core connection goes, and as whom.
+#[derive(Debug, Clone)]
+pub struct CloudOptions {
+    /// `endpoints.json`.
+    pub endpoints: Endpoints,
+    /// The core device's certificate (PEM).
+    pub cert_file: PathBuf,
+    /// The core device's private key (PEM).
+    pub key_file: PathBuf,
+}
+
+/// Parses the Greengrass CLI's `--update-config` document:
+/// `{"ComponentName": {"MERGE": {…}, "RESET": ["/pointer", …]}, …}` (`merge`/`reset` in any case).
+pub fn parse_update_config(doc: &Value) -> Result<HashMap<String, ConfigurationUpdate>, String> {
+    let obj = doc.as_object().ok_or("the configuration update must be a JSON object of component names")?;
+    let mut out = HashMap::new();
+    for (name, update) in obj {
+        let update = update.as_object().ok_or(format!("{name}: must be an object with MERGE and/or RESET"))?;
+        let mut parsed = ConfigurationUpdate::default();
+        for (k, v) in update {
+            match k.to_ascii_uppercase().as_str() {
+                "MERGE" => {
+                    parsed.merge = Some(v.as_object().cloned().ok_or(format!("{name}.MERGE must be a JSON object"))?)
+                }
+                "RESET" => {
+                    let list = v.as_array().ok_or(format!("{name}.RESET must be a list of JSON pointers"))?;
+                    parsed.reset = list
+                        .iter()
+                        .map(|p| p.as_str().map(str::to_owned).ok_or(format!("{name}.RESET must hold strings")))
+                        .collect::<Result<_, _>>()?;
+                }
+                other => return Err(format!("{name}: unknown key {other:?} (expected MERGE or RESET)")),
+            }
+        }
+        out.insert(name.clone(), parsed);
+    }
+    Ok(out)
 }
 
 /// Why the core could not start.
@@ -122,6 +183,15 @@ pub enum CoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A configuration update is invalid or names a component that is not deployed.
+    #[error("invalid configuration update: {0}")]
+    UpdateConfig(String),
+    /// The IoT Core bridge cannot be set up (endpoints, certificate or key).
+    #[error("cannot set up the IoT Core connection")]
+    Bridge(#[source] BridgeSetupError),
+    /// The local shadow store cannot be opened.
+    #[error("cannot open the local shadow store: {0}")]
+    ShadowStore(String),
     /// The IPC socket could not be bound.
     #[error("cannot bind the IPC socket {}", path.display())]
     Bind {
@@ -145,7 +215,10 @@ impl CoreError {
             | Self::NothingToRun
             | Self::Resolve(_)
             | Self::Supervisor(_)
-            | Self::SocketPathTooLong { .. } => true,
+            | Self::SocketPathTooLong { .. }
+            | Self::UpdateConfig(_)
+            | Self::Bridge(_)
+            | Self::ShadowStore(_) => true,
             Self::Root { .. } | Self::Bind { .. } => false,
         }
     }
@@ -164,6 +237,9 @@ pub struct Core {
     shadows: LocalShadows,
     socket: PathBuf,
     recipe_warnings: Vec<String>,
+    bridge: Option<Arc<MqttBridge>>,
+    _sync: Option<ShadowSync>,
+    shadow_requests: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Core {
@@ -172,6 +248,12 @@ impl std::fmt::Debug for Core {
             .field("socket", &self.socket)
             .field("components", &self.resolution.start_order())
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.shadow_requests.abort();
     }
 }
 
@@ -197,6 +279,9 @@ fn load_catalog(dir: &Path) -> Result<(Catalog, Vec<String>), CoreError> {
         warnings.push(format!("recipes are not checked against the GDK schema: {why}"));
     }
     let mut catalog = Catalog::new();
+    for (name, version) in [(NUCLEUS, super::supervisor::GGC_VERSION), (SHADOW_MANAGER, SHADOW_MANAGER_VERSION)] {
+        catalog.add_builtin(name, ComponentVersion::parse(version).unwrap_or_else(|_| unreachable!("valid constant")));
+    }
     let mut origin: HashMap<(String, String), PathBuf> = HashMap::new();
     for file in recipe_files(dir)? {
         let loaded = loader.load_file(&file).map_err(CoreError::Recipe)?;
@@ -267,10 +352,36 @@ impl Core {
 
         let config = ConfigStore::new();
         let access = AccessControl::new();
+        for name in options.update_config.keys() {
+            if name != SHADOW_MANAGER && !specs.iter().any(|s| &s.recipe.name == name) {
+                return Err(CoreError::UpdateConfig(format!("{name} is not part of this deployment")));
+            }
+        }
         for spec in &specs {
-            let effective = EffectiveConfiguration::from_defaults(&spec.recipe.default_configuration).to_value();
-            access.set_component(&spec.recipe.name, &access_configuration(&effective, &options.thing));
-            config.set_component(&spec.recipe.name, effective);
+            let name = &spec.recipe.name;
+            let update = options.update_config.get(name).cloned().unwrap_or_default();
+            let applied = EffectiveConfiguration::apply(None, &spec.recipe.default_configuration, &update)
+                .map_err(|e| CoreError::UpdateConfig(format!("{name}: {e}")))?;
+            for w in &applied.warnings {
+                tracing::warn!(component = %name, "{w}");
+            }
+            let effective = applied.configuration.to_value();
+            access.set_component(name, &access_configuration(&effective, &options.thing));
+            config.set_component(name, effective);
+        }
+        let shadow_manager_config = match options.update_config.get(SHADOW_MANAGER) {
+            Some(update) => Some(
+                EffectiveConfiguration::apply(None, &serde_json::Map::new(), update)
+                    .map_err(|e| CoreError::UpdateConfig(format!("{SHADOW_MANAGER}: {e}")))?
+                    .configuration
+                    .to_value(),
+            ),
+            None => None,
+        };
+        let sync_config = SyncConfig::from_shadow_manager(shadow_manager_config.as_ref(), &options.thing)
+            .map_err(|e| CoreError::UpdateConfig(format!("{SHADOW_MANAGER}: {e}")))?;
+        if !sync_config.shadows.is_empty() && options.cloud.is_none() {
+            tracing::warn!("shadow sync is configured but the core has no cloud connection (--cloud)");
         }
 
         let tokens = Tokens::default();
@@ -294,7 +405,45 @@ impl Core {
         .map_err(CoreError::Supervisor)?;
 
         let pubsub = PubSub::default();
-        let shadows = LocalShadows::new(Some(pubsub.clone()));
+        let store_path = options.root.join("work").join(SHADOW_MANAGER).join("shadows.sqlite");
+        let store = Arc::new(SqliteShadowStore::open(&store_path).map_err(CoreError::ShadowStore)?);
+        let shadows = LocalShadows::with(
+            Some(pubsub.clone()),
+            store.clone(),
+            cloud_api::shadow::ShadowLimits {
+                max_state_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+                max_depth: DEFAULT_MAX_DEPTH,
+            },
+            RateLimits::default(),
+        )
+        .map_err(CoreError::ShadowStore)?;
+        let shadow_requests = shadows.serve_pubsub_requests(&pubsub).map_err(CoreError::ShadowStore)?;
+        let bridge = match &options.cloud {
+            None => None,
+            Some(cloud) => Some(Arc::new(
+                MqttBridge::start(BridgeConfig::new(
+                    cloud.endpoints.clone(),
+                    cloud.cert_file.clone(),
+                    cloud.key_file.clone(),
+                    options.thing.clone(),
+                ))
+                .map_err(CoreError::Bridge)?,
+            )),
+        };
+        let sync = match &bridge {
+            Some(b) if !sync_config.shadows.is_empty() => Some(
+                ShadowSync::start(
+                    sync_config,
+                    shadows.clone(),
+                    store.clone(),
+                    b.clone() as Arc<dyn IotCoreBridge>,
+                    b.connection(),
+                )
+                .await
+                .map_err(CoreError::ShadowStore)?,
+            ),
+            _ => None,
+        };
         let services = CoreServices {
             tokens: tokens.clone(),
             lifecycle: Arc::new(supervisor.handle()),
@@ -302,7 +451,7 @@ impl Core {
             access: access.clone(),
             pubsub: pubsub.clone(),
             shadows: shadows.clone(),
-            bridge: None,
+            bridge: bridge.clone().map(|b| b as Arc<dyn IotCoreBridge>),
         };
         let server = IpcServer::bind(&socket, services, ServerSettings::default())
             .await
@@ -324,7 +473,15 @@ impl Core {
             shadows,
             socket,
             recipe_warnings,
+            bridge,
+            _sync: sync,
+            shadow_requests,
         })
+    }
+
+    /// The IoT Core bridge, when the core has a cloud connection.
+    pub fn bridge(&self) -> Option<&Arc<MqttBridge>> {
+        self.bridge.as_ref()
     }
 
     /// Current state of every component.
@@ -416,6 +573,7 @@ impl Core {
         if let Some(server) = self.server.take() {
             server.shutdown();
         }
+        self.shadow_requests.abort();
         tracing::info!("simulated core stopped");
         pending
     }
@@ -443,6 +601,23 @@ mod tests {
     }
 
     #[test]
+    fn update_config_reads_the_greengrass_cli_shape() {
+        let doc = json!({"A": {"MERGE": {"x": 1}, "RESET": ["/y"]}, "B": {"merge": {}}});
+        let parsed = parse_update_config(&doc).unwrap();
+        assert_eq!(parsed["A"].reset, ["/y"]);
+        assert_eq!(parsed["A"].merge.as_ref().unwrap()["x"], 1);
+        for (bad, says) in [
+            (json!([1]), "JSON object of component names"),
+            (json!({"A": {"MERGE": [1]}}), "A.MERGE must be a JSON object"),
+            (json!({"A": {"RESET": "/x"}}), "A.RESET must be a list"),
+            (json!({"A": {"UPDATE": {}}}), "unknown key"),
+        ] {
+            let err = parse_update_config(&bad).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
     fn configuration_errors_are_told_apart() {
         assert!(CoreError::NothingToRun.is_configuration());
         let io = || std::io::Error::other("x");
@@ -462,6 +637,8 @@ mod tests {
             region: "us-east-1".into(),
             root_ca_path: None,
             platform: DevicePlatform::new("linux", "amd64"),
+            update_config: HashMap::new(),
+            cloud: None,
         };
         let err = Core::start(options(vec![])).await.unwrap_err();
         assert!(matches!(err, CoreError::NothingToRun));

@@ -154,12 +154,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), AwsError> {
 
 /// Checks a policy name against `[\w+=,.@-]{1,128}`.
 pub fn check_policy_name(name: &str) -> Result<(), AwsError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'=' | b',' | b'.' | b'@' | b'-'));
-    if ok {
+    if cloud_api::policy::is_valid_policy_name(name) {
         Ok(())
     } else {
         Err(AwsError::invalid_request(format!("policy name {name:?} must match [\\w+=,.@-]{{1,128}}")))

@@ -1,0 +1,78 @@
+//! `endpoints.json`: where a device or tool finds its IoT Core endpoints.
+//!
+//! The local cloud writes this file into its data directory when it starts, and
+//! the provisioning tool writes the same shape next to a device's certificate
+//! for real AWS (from `DescribeEndpoint(iot:Data-ATS)`). The simulated core
+//! reads it with `--cloud`, so one file format serves both targets.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The contents of `endpoints.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// MQTT over TLS, `host:port` (real AWS: `{prefix}-ats.iot.{region}.amazonaws.com:8883`).
+    pub mqtt: String,
+    /// HTTP(S) base URL of the IoT data plane (the local cloud serves the control plane there too).
+    pub http: String,
+    /// Absolute path of the PEM file of the CA that signed the server certificate
+    /// (real AWS: Amazon Root CA 1).
+    pub ca_file: PathBuf,
+    /// Region.
+    pub region: String,
+    /// Account id.
+    pub account_id: String,
+}
+
+impl Endpoints {
+    /// Splits [`Endpoints::mqtt`] into host and port (port 8883 when absent).
+    pub fn mqtt_host_port(&self) -> Result<(String, u16), String> {
+        let s = self.mqtt.trim();
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+                (h, p.parse::<u16>().map_err(|_| format!("bad port in mqtt endpoint {s:?}"))?)
+            }
+            _ => (s, 8883),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("empty host in mqtt endpoint {s:?}"));
+        }
+        Ok((host.to_string(), port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_mqtt(mqtt: &str) -> Endpoints {
+        Endpoints {
+            mqtt: mqtt.into(),
+            http: "http://127.0.0.1:4566".into(),
+            ca_file: "/ca.pem".into(),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        }
+    }
+
+    #[test]
+    fn mqtt_endpoint_splits_into_host_and_port() {
+        assert_eq!(with_mqtt("127.0.0.1:18883").mqtt_host_port().unwrap(), ("127.0.0.1".into(), 18883));
+        assert_eq!(with_mqtt("[::1]:8883").mqtt_host_port().unwrap(), ("::1".into(), 8883));
+        assert_eq!(
+            with_mqtt("abc-ats.iot.us-east-1.amazonaws.com").mqtt_host_port().unwrap(),
+            ("abc-ats.iot.us-east-1.amazonaws.com".into(), 8883)
+        );
+        assert!(with_mqtt("host:notaport").mqtt_host_port().is_err());
+        assert!(with_mqtt("").mqtt_host_port().is_err());
+    }
+
+    #[test]
+    fn file_uses_camel_case_keys() {
+        let json = serde_json::to_value(with_mqtt("h:1")).unwrap();
+        assert!(json.get("caFile").is_some() && json.get("accountId").is_some(), "{json}");
+    }
+}

@@ -1,0 +1,13 @@
+//! What the project's benchmark commands (`broker-bench`, `ipc-bench`) share, so that their
+//! sections of `docs/benchmarks.md` describe machines, memory and percentiles the same way.
+//!
+//! # Layout
+//! - [`machine`]: the machine a run happened on, and a process's memory and CPU time from `/proc`.
+//! - [`stats`]: nearest-rank percentiles and latency summaries.
+//! - [`section`]: replacing one command's marked section of a Markdown file, leaving the rest intact.
+//! - [`format`]: number and date formatting for the tables.
+
+pub mod format;
+pub mod machine;
+pub mod section;
+pub mod stats;

@@ -1,0 +1,119 @@
+//! The `provision` binary as a person runs it: credentials and region from the environment (the
+//! default chain), `--endpoint-url` to the local cloud, exit codes by whose fault a failure is.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::TestCloud;
+
+/// Runs the binary with AWS settings from the environment only; shared config files and
+/// instance metadata are switched off so nothing but loopback is ever asked.
+async fn provision(args: &[&str], home: &Path) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_provision"));
+    cmd.args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("AWS_ACCESS_KEY_ID", "AKIDLOCAL")
+        .env("AWS_SECRET_ACCESS_KEY", "local-secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", home.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .kill_on_drop(true);
+    tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("the binary finishes")
+        .expect("the binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn binary_provisions_reruns_idempotently_and_deprovisions() {
+    let cloud = TestCloud::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let out_dir = home.path().join("pump-core-1");
+    let (out, ca, http, port) = (
+        out_dir.to_str().unwrap(),
+        cloud.cloud.endpoints.ca_file.to_str().unwrap().to_owned(),
+        cloud.cloud.endpoints.http.clone(),
+        cloud.mqtt_port().to_string(),
+    );
+    let core = ["core", "--thing", "pump-core-1", "--out", out, "--root-ca", &ca, "--mqtt-port", &port];
+    let args: Vec<&str> = core.iter().copied().chain(["--endpoint-url", http.as_str()]).collect();
+    let first = provision(&args, home.path()).await;
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(text(&first).contains("created certificate"), "{}", text(&first));
+    let endpoints: cloud_api::endpoints::Endpoints =
+        serde_json::from_slice(&std::fs::read(out_dir.join("endpoints.json")).unwrap()).unwrap();
+    assert_eq!(endpoints.http, http, "the data plane defaults to --endpoint-url");
+
+    let again = provision(&args, home.path()).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("nothing changed"), "{}", text(&again));
+
+    let down = provision(&["deprovision", "--thing", "pump-core-1", "--endpoint-url", &http], home.path()).await;
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(text(&down).contains("deleted thing pump-core-1"), "{}", text(&down));
+    cloud.stop().await;
+}
+
+#[tokio::test]
+async fn binary_exit_codes_tell_configuration_faults_from_unreachable_endpoints() {
+    let home = tempfile::tempdir().unwrap();
+    let ca = home.path().join("ca.pem");
+    let pem = local_cloud::ca::LocalCa::load_or_create(&home.path().join("ca")).unwrap().ca_file();
+    std::fs::copy(pem, &ca).unwrap();
+    let ca = ca.to_str().unwrap();
+    let out = home.path().join("out");
+    let out = out.to_str().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+
+    let bad_name = provision(
+        &["core", "--thing", "bad/name", "--out", out, "--root-ca", ca, "--endpoint-url", &endpoint],
+        home.path(),
+    )
+    .await;
+    assert_eq!(bad_name.status.code(), Some(78), "{}", text(&bad_name));
+    assert!(text(&bad_name).contains("thing name"), "{}", text(&bad_name));
+
+    let policy = home.path().join("policy.json");
+    std::fs::write(&policy, "{ not json").unwrap();
+    let args = ["core", "--thing", "t1", "--out", out, "--root-ca", ca, "--endpoint-url", &endpoint, "--policy-file"];
+    let bad_policy = provision(&[&args[..], &[policy.to_str().unwrap()]].concat(), home.path()).await;
+    assert_eq!(bad_policy.status.code(), Some(78), "{}", text(&bad_policy));
+    assert!(text(&bad_policy).contains("not JSON"), "{}", text(&bad_policy));
+
+    let missing = home.path().join("missing.json");
+    let unreadable = provision(&[&args[..], &[missing.to_str().unwrap()]].concat(), home.path()).await;
+    assert_eq!(unreadable.status.code(), Some(78), "{}", text(&unreadable));
+    assert!(text(&unreadable).contains("cannot read"), "{}", text(&unreadable));
+
+    let unreachable =
+        provision(&["core", "--thing", "t1", "--out", out, "--root-ca", ca, "--endpoint-url", &endpoint], home.path())
+            .await;
+    assert_eq!(unreachable.status.code(), Some(1), "{}", text(&unreachable));
+    assert!(text(&unreachable).contains("could not be reached"), "{}", text(&unreachable));
+    assert!(text(&unreachable).contains("Retry"), "{}", text(&unreachable));
+
+    let mut no_credentials = tokio::process::Command::new(env!("CARGO_BIN_EXE_provision"));
+    no_credentials
+        .args(["deprovision", "--thing", "t1", "--endpoint-url", &endpoint])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", home.path().join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("no-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let no_credentials = no_credentials.output().await.unwrap();
+    assert_eq!(no_credentials.status.code(), Some(78), "{}", text(&no_credentials));
+    assert!(text(&no_credentials).contains("no credentials"), "{}", text(&no_credentials));
+
+    let usage = provision(&["core", "--out", out], home.path()).await;
+    assert_eq!(usage.status.code(), Some(64), "{}", text(&usage));
+}
