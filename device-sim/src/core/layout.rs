@@ -3,7 +3,7 @@
 //! recipe reference" → `Artifacts`):
 //!
 //! ```text
-//! {root}/packages/recipes/
+//! {root}/packages/recipes/{Component}-{Version}.recipe.{yaml|json}
 //! {root}/packages/artifacts/{Component}/{Version}/{file}
 //! {root}/packages/artifacts-unarchived/{Component}/{Version}/{archive name without extension}/
 //! {root}/work/{Component}/

@@ -271,8 +271,12 @@ fn recipe_files(dir: &Path) -> Result<Vec<PathBuf>, CoreError> {
     Ok(files)
 }
 
-/// Loads every recipe of `dir` into a catalog; returns the warnings to pass on.
-fn load_catalog(dir: &Path) -> Result<(Catalog, Vec<String>), CoreError> {
+/// Where each loaded recipe came from: (name, version) → file.
+type RecipeOrigins = HashMap<(String, String), PathBuf>;
+
+/// Loads every recipe of `dir` into a catalog; returns the warnings to pass on and each
+/// recipe's file.
+fn load_catalog(dir: &Path) -> Result<(Catalog, Vec<String>, RecipeOrigins), CoreError> {
     let loader = RecipeLoader::discover(None).map_err(CoreError::Schema)?;
     let mut warnings = Vec::new();
     if let Some(why) = loader.schema_warning() {
@@ -282,7 +286,7 @@ fn load_catalog(dir: &Path) -> Result<(Catalog, Vec<String>), CoreError> {
     for (name, version) in [(NUCLEUS, super::supervisor::GGC_VERSION), (SHADOW_MANAGER, SHADOW_MANAGER_VERSION)] {
         catalog.add_builtin(name, ComponentVersion::parse(version).unwrap_or_else(|_| unreachable!("valid constant")));
     }
-    let mut origin: HashMap<(String, String), PathBuf> = HashMap::new();
+    let mut origin: RecipeOrigins = HashMap::new();
     for file in recipe_files(dir)? {
         let loaded = loader.load_file(&file).map_err(CoreError::Recipe)?;
         for w in &loaded.warnings {
@@ -300,7 +304,21 @@ fn load_catalog(dir: &Path) -> Result<(Catalog, Vec<String>), CoreError> {
         origin.insert(key, file);
         catalog.add(loaded.recipe);
     }
-    Ok((catalog, warnings))
+    Ok((catalog, warnings, origin))
+}
+
+/// Keeps a copy of each deployed recipe in `packages/recipes/{Name}-{Version}.recipe.{ext}`, as
+/// the nucleus keeps the recipes of what it runs.
+fn store_recipes(layout_dir: &Path, resolution: &Resolution, origins: &RecipeOrigins) -> std::io::Result<()> {
+    std::fs::create_dir_all(layout_dir)?;
+    for c in resolution.components.iter().filter(|c| !c.builtin) {
+        let key = (c.name.clone(), c.version.to_string());
+        if let Some(file) = origins.get(&key) {
+            let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("yaml");
+            std::fs::copy(file, layout_dir.join(format!("{}-{}.recipe.{ext}", c.name, c.version)))?;
+        }
+    }
+    Ok(())
 }
 
 /// `accessControl` with `{iot:thingName}` expanded in policy resources (the nucleus expands
@@ -325,7 +343,14 @@ impl Core {
     /// Loads, resolves, prepares and starts (see the module docs). Must be called inside a
     /// tokio runtime. Returns once the components have been asked to start; watch
     /// [`Core::subscribe`] or [`Core::wait_for_state`] for them to get there.
-    pub async fn start(options: CoreOptions) -> Result<Self, CoreError> {
+    pub async fn start(mut options: CoreOptions) -> Result<Self, CoreError> {
+        // Recipe variables expand to these paths and components run in their work directories,
+        // so relative paths would point nowhere: the nucleus's root is always absolute.
+        for path in [&mut options.root, &mut options.recipe_dir, &mut options.artifact_dir] {
+            if let Ok(absolute) = std::path::absolute(&*path) {
+                *path = absolute;
+            }
+        }
         if options.merges.is_empty() {
             return Err(CoreError::NothingToRun);
         }
@@ -335,7 +360,7 @@ impl Core {
             .map(|m| RootRequirement::parse_merge(m))
             .collect::<Result<Vec<_>, _>>()
             .map_err(CoreError::Resolve)?;
-        let (catalog, recipe_warnings) = load_catalog(&options.recipe_dir)?;
+        let (catalog, recipe_warnings, recipe_origins) = load_catalog(&options.recipe_dir)?;
         for w in &recipe_warnings {
             tracing::warn!("{w}");
         }
@@ -344,6 +369,8 @@ impl Core {
             ComponentSpec::from_resolution(&catalog, &resolution, &options.platform).map_err(CoreError::Supervisor)?;
 
         std::fs::create_dir_all(&options.root)
+            .map_err(|source| CoreError::Root { path: options.root.clone(), source })?;
+        store_recipes(&options.root.join("packages").join("recipes"), &resolution, &recipe_origins)
             .map_err(|source| CoreError::Root { path: options.root.clone(), source })?;
         let socket = options.root.join(IPC_SOCKET_FILE);
         if socket.as_os_str().len() > MAX_SOCKET_PATH {

@@ -1,0 +1,385 @@
+//! Sliding-window features: per measurement, statistics over the last `capacity` readings.
+//!
+//! The window is pure: readings go in with [`Window::push`], [`Window::features`] computes the
+//! statistics. Time comes from the readings' own timestamps (`ts`, epoch milliseconds), so the
+//! slopes are per second of the sensor's clock whatever the poll period.
+//!
+//! [`Features::vector`] lays every statistic out in one fixed order ([`Features::names`]) for a
+//! model that takes a feature vector.
+
+use std::collections::VecDeque;
+
+use pump_map::{Measurement, Measurements};
+use pump_types::Reading;
+
+/// Statistics of one measurement over the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Population standard deviation.
+    pub std: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Least-squares slope against time, units per second (0 with fewer than two distinct times).
+    pub slope: f64,
+    /// Change between the last two readings, units per second (0 with fewer than two readings).
+    pub rate: f64,
+    /// The latest value.
+    pub last: f64,
+    /// The least-squares line's value at the latest reading's time: the latest value without
+    /// most of its noise.
+    pub fit_last: f64,
+    /// How many consecutive readings, ending with the latest, carry exactly the latest value
+    /// (1 when it just changed). Counted over every reading seen, not only the window.
+    pub unchanged: u64,
+}
+
+impl Stats {
+    /// The statistics' names, in [`Stats::values`] order.
+    pub const NAMES: [&'static str; 9] =
+        ["mean", "std", "min", "max", "slope", "rate", "last", "fit_last", "unchanged"];
+
+    /// The statistics in [`Stats::NAMES`] order.
+    pub fn values(&self) -> [f64; 9] {
+        [
+            self.mean,
+            self.std,
+            self.min,
+            self.max,
+            self.slope,
+            self.rate,
+            self.last,
+            self.fit_last,
+            self.unchanged as f64,
+        ]
+    }
+
+    /// Where a first-order lag with time constant `tau_s` is heading: `mean + tau_s · slope`.
+    ///
+    /// A temperature that follows `dT/dt = (T_eq − T)/τ` satisfies `T_eq = T + τ·dT/dt` at every
+    /// instant. The fitted slope is the derivative at the window's middle, where the fitted line
+    /// passes through the mean, so the pair is taken there: taken at the window's end it would
+    /// overshoot by half the window's rise.
+    pub fn projected(&self, tau_s: f64) -> f64 {
+        self.mean + tau_s * self.slope
+    }
+}
+
+/// The features of one window: [`Stats`] for each of the twelve measurements.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// Readings in the window.
+    pub samples: usize,
+    /// Whether the window holds its full capacity.
+    pub full: bool,
+    /// Seconds from the oldest to the newest reading.
+    pub span_s: f64,
+    /// Per measurement, in [`Measurement::ALL`] order.
+    stats: [Stats; 12],
+}
+
+impl Features {
+    /// The statistics of `m`.
+    pub fn get(&self, m: Measurement) -> &Stats {
+        &self.stats[m as usize]
+    }
+
+    /// Every statistic as one vector, in [`Features::names`] order: measurement by measurement
+    /// ([`Measurement::ALL`] order), each with the [`Stats::NAMES`] in order. The order is a
+    /// contract with trained models: append, never reorder.
+    pub fn vector(&self) -> Vec<f64> {
+        self.stats.iter().flat_map(Stats::values).collect()
+    }
+
+    /// The names of [`Features::vector`]'s entries, `"{measurement}.{stat}"`.
+    pub fn names() -> Vec<String> {
+        Measurement::ALL.iter().flat_map(|m| Stats::NAMES.iter().map(move |s| format!("{}.{s}", m.name()))).collect()
+    }
+}
+
+/// The last `capacity` readings, with the stuck-value counters.
+#[derive(Debug, Clone)]
+pub struct Window {
+    capacity: usize,
+    /// `(ts in ms, measurements)`, oldest first.
+    samples: VecDeque<(u64, Measurements)>,
+    unchanged: [u64; 12],
+}
+
+impl Window {
+    /// An empty window of `capacity` readings (at least 2).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(2);
+        Window { capacity, samples: VecDeque::with_capacity(capacity), unchanged: [0; 12] }
+    }
+
+    /// How many readings the window keeps.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Readings held now.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether no reading is held.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The newest reading's timestamp.
+    pub fn last_ts(&self) -> Option<u64> {
+        self.samples.back().map(|(ts, _)| *ts)
+    }
+
+    /// Changes the capacity, dropping the oldest readings if it shrinks.
+    pub fn resize(&mut self, capacity: usize) {
+        self.capacity = capacity.max(2);
+        while self.samples.len() > self.capacity {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Forgets every reading (after a clock jump, say).
+    pub fn clear(&mut self) {
+        self.samples.clear();
+        self.unchanged = [0; 12];
+    }
+
+    /// Adds a reading, dropping the oldest when full. The caller keeps timestamps increasing.
+    pub fn push(&mut self, reading: &Reading) {
+        for (i, m) in Measurement::ALL.iter().enumerate() {
+            let value = reading.m.get(*m);
+            let same = self.samples.back().is_some_and(|(_, prev)| prev.get(*m) == value);
+            self.unchanged[i] = if same { self.unchanged[i] + 1 } else { 1 };
+        }
+        if self.samples.len() == self.capacity {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((reading.ts, reading.m));
+    }
+
+    /// The statistics of the readings held now (all zero when empty).
+    pub fn features(&self) -> Features {
+        let mut stats = [Stats::default(); 12];
+        let Some(&(first_ts, _)) = self.samples.front() else {
+            return Features { samples: 0, full: false, span_s: 0.0, stats };
+        };
+        // Seconds since the oldest reading: small numbers keep the sums precise.
+        let times: Vec<f64> = self.samples.iter().map(|(ts, _)| ts.saturating_sub(first_ts) as f64 / 1000.0).collect();
+        let n = times.len() as f64;
+        let t_mean = times.iter().sum::<f64>() / n;
+        let t_var: f64 = times.iter().map(|t| (t - t_mean).powi(2)).sum();
+        let t_last = *times.last().unwrap_or(&0.0);
+        for (i, m) in Measurement::ALL.iter().enumerate() {
+            let values: Vec<f64> = self.samples.iter().map(|(_, ms)| ms.get(*m)).collect();
+            let mean = values.iter().sum::<f64>() / n;
+            let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let slope = if t_var > 0.0 {
+                times.iter().zip(&values).map(|(t, v)| (t - t_mean) * (v - mean)).sum::<f64>() / t_var
+            } else {
+                0.0
+            };
+            let last = values[values.len() - 1];
+            let rate = match values.len() {
+                0 | 1 => 0.0,
+                k => {
+                    let dt = times[k - 1] - times[k - 2];
+                    if dt > 0.0 { (last - values[k - 2]) / dt } else { 0.0 }
+                }
+            };
+            stats[i] = Stats {
+                mean,
+                std,
+                min,
+                max,
+                slope,
+                rate,
+                last,
+                fit_last: mean + slope * (t_last - t_mean),
+                unchanged: self.unchanged[i],
+            };
+        }
+        Features { samples: self.samples.len(), full: self.samples.len() == self.capacity, span_s: t_last, stats }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(seq: u64, ts: u64, edit: impl FnOnce(&mut Measurements)) -> Reading {
+        let mut m = Measurements::default();
+        edit(&mut m);
+        Reading { v: 1, seq, ts, m, running: true, bypass_open: false }
+    }
+
+    fn window_of(capacity: usize, series: &[(u64, f64)]) -> Window {
+        let mut w = Window::new(capacity);
+        for (i, &(ts, v)) in series.iter().enumerate() {
+            w.push(&reading(i as u64, ts, |m| m.motor_temp_c = v));
+        }
+        w
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn statistics_of_a_window_match_hand_computed_values() {
+        struct Case {
+            name: &'static str,
+            capacity: usize,
+            series: &'static [(u64, f64)],
+            mean: f64,
+            std: f64,
+            min: f64,
+            max: f64,
+            slope: f64,
+            rate: f64,
+            fit_last: f64,
+            unchanged: u64,
+        }
+        let cases = [
+            Case {
+                name: "a line rising 0.5 per second",
+                capacity: 5,
+                series: &[(1000, 10.0), (2000, 10.5), (3000, 11.0), (4000, 11.5), (5000, 12.0)],
+                mean: 11.0,
+                std: 0.5f64.sqrt(),
+                min: 10.0,
+                max: 12.0,
+                slope: 0.5,
+                rate: 0.5,
+                fit_last: 12.0,
+                unchanged: 1,
+            },
+            Case {
+                name: "only the newest readings count once full",
+                capacity: 3,
+                series: &[(0, 100.0), (1000, 1.0), (2000, 2.0), (3000, 3.0)],
+                mean: 2.0,
+                std: (2.0f64 / 3.0).sqrt(),
+                min: 1.0,
+                max: 3.0,
+                slope: 1.0,
+                rate: 1.0,
+                fit_last: 3.0,
+                unchanged: 1,
+            },
+            Case {
+                name: "slopes are per second of the readings' clock, not per sample",
+                capacity: 3,
+                series: &[(0, 0.0), (500, 1.0), (1000, 2.0)],
+                mean: 1.0,
+                std: (2.0f64 / 3.0).sqrt(),
+                min: 0.0,
+                max: 2.0,
+                slope: 2.0,
+                rate: 2.0,
+                fit_last: 2.0,
+                unchanged: 1,
+            },
+            Case {
+                name: "a frozen value counts every unchanged reading, beyond the window",
+                capacity: 3,
+                series: &[(0, 1.0), (1000, 7.0), (2000, 7.0), (3000, 7.0), (4000, 7.0)],
+                mean: 7.0,
+                std: 0.0,
+                min: 7.0,
+                max: 7.0,
+                slope: 0.0,
+                rate: 0.0,
+                fit_last: 7.0,
+                unchanged: 4,
+            },
+            Case {
+                name: "one reading: no slope, no rate",
+                capacity: 3,
+                series: &[(0, 4.0)],
+                mean: 4.0,
+                std: 0.0,
+                min: 4.0,
+                max: 4.0,
+                slope: 0.0,
+                rate: 0.0,
+                fit_last: 4.0,
+                unchanged: 1,
+            },
+            Case {
+                name: "noise around a flat line: the fit removes it at the end",
+                capacity: 4,
+                series: &[(0, 1.0), (1000, -1.0), (2000, 1.0), (3000, -1.0)],
+                mean: 0.0,
+                std: 1.0,
+                min: -1.0,
+                max: 1.0,
+                slope: -0.4,
+                rate: -2.0,
+                fit_last: -0.6,
+                unchanged: 1,
+            },
+        ];
+        for c in cases {
+            let f = window_of(c.capacity, c.series).features();
+            let s = f.get(Measurement::MotorTempC);
+            assert!(close(s.mean, c.mean), "{}: mean {}", c.name, s.mean);
+            assert!(close(s.std, c.std), "{}: std {}", c.name, s.std);
+            assert!(close(s.min, c.min), "{}: min {}", c.name, s.min);
+            assert!(close(s.max, c.max), "{}: max {}", c.name, s.max);
+            assert!(close(s.slope, c.slope), "{}: slope {}", c.name, s.slope);
+            assert!(close(s.rate, c.rate), "{}: rate {}", c.name, s.rate);
+            assert!(close(s.fit_last, c.fit_last), "{}: fit_last {}", c.name, s.fit_last);
+            assert_eq!(s.unchanged, c.unchanged, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn window_reports_fill_and_span() {
+        let mut w = window_of(3, &[(10_000, 1.0), (11_000, 2.0)]);
+        let f = w.features();
+        assert_eq!((f.samples, f.full), (2, false));
+        assert!(close(f.span_s, 1.0));
+        w.push(&reading(3, 12_500, |_| {}));
+        let f = w.features();
+        assert_eq!((f.samples, f.full), (3, true));
+        assert!(close(f.span_s, 2.5));
+        w.resize(2);
+        assert_eq!(w.features().samples, 2);
+        w.clear();
+        assert!(w.is_empty());
+        assert_eq!(w.features().samples, 0);
+    }
+
+    #[test]
+    fn projection_of_a_first_order_lag_is_its_equilibrium() {
+        // T(t) = 80 - 30·e^(−t/300): heading for 80 °C with τ = 300 s.
+        let series: Vec<(u64, f64)> = (0..30).map(|i| (i * 1000, 80.0 - 30.0 * (-(i as f64) / 300.0).exp())).collect();
+        let s = *window_of(30, &series).features().get(Measurement::MotorTempC);
+        let projected = s.projected(300.0);
+        assert!((projected - 80.0).abs() < 0.05, "projected {projected}");
+    }
+
+    #[test]
+    fn feature_vector_has_a_fixed_named_order() {
+        let w = window_of(3, &[(0, 1.0), (1000, 3.0)]);
+        let f = w.features();
+        let names = Features::names();
+        let vector = f.vector();
+        assert_eq!(names.len(), 12 * Stats::NAMES.len());
+        assert_eq!(vector.len(), names.len());
+        assert_eq!(names[0], "speed_rpm.mean");
+        let i = names.iter().position(|n| n == "motor_temp_c.mean").unwrap();
+        assert!(close(vector[i], 2.0));
+        let j = names.iter().position(|n| n == "motor_temp_c.slope").unwrap();
+        assert!(close(vector[j], 2.0));
+        assert_eq!(names.last().map(String::as_str), Some("vibration_mm_s.unchanged"));
+    }
+}

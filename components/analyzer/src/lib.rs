@@ -1,0 +1,24 @@
+//! `com.example.pump.Analyzer`: turns pump readings into anomaly events.
+//!
+//! # Layout
+//! - [`features`]: the sliding window and its per-measurement statistics (pure).
+//! - [`detector`]: the [`detector::Detector`] trait every detector implements, and its
+//!   [`detector::Finding`]s.
+//! - [`rules`]: the rule-based detector (thresholds from configuration).
+//! - [`hysteresis`]: when findings become raised and cleared anomalies (pure state machine).
+//! - [`analyzer`]: the pipeline, readings in and [`pump_types::AnomalyEvent`]s out (pure; time
+//!   passed in).
+//! - [`config`]: the component's configuration schema and its validation.
+//! - [`service`]: the I/O shell: Greengrass IPC, local pub/sub, the durable outbox to IoT Core.
+
+pub mod analyzer;
+pub mod cli;
+pub mod config;
+pub mod detector;
+pub mod features;
+pub mod hysteresis;
+pub mod rules;
+pub mod service;
+
+#[cfg(test)]
+mod plant_sim;

@@ -1,0 +1,221 @@
+//! The I/O shell: reads the configuration over IPC, follows `pump/readings`, feeds the pure
+//! [`Analyzer`], publishes its events on local `pump/anomalies` at once and to IoT Core
+//! (`dt/pump/{thing}/anomalies`, QoS 1) through a durable outbox, so an event raised while the
+//! core is offline is sent when it is back.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use kit::ipc::model::{
+    GetConfigurationRequest, PubSubMessage, PublishToIoTCoreRequest, PublishToTopicRequest, Qos,
+    ReportedLifecycleState, SubscribeToConfigurationUpdateRequest, SubscribeToTopicRequest, UpdateStateRequest,
+};
+use kit::ipc::{IpcClient, NextStep};
+use kit::outbox::{DrainConfig, DrainError, Outbox, OutboxConfig, PublishError};
+use pump_types::{ANOMALIES_TOPIC, AnomalyEvent, READINGS_TOPIC, anomalies_topic};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::analyzer::{Analyzer, Ignored};
+use crate::config::{Config, ConfigError};
+
+/// How often the counters are logged.
+const STATS_EVERY: Duration = Duration::from_secs(60);
+/// The pause after IoT Core refused an anomaly for good (e.g. not authorized) before trying the
+/// same entry again: the entry is kept, because anomalies must not be lost, and a redeployment
+/// with the right access fixes the cause.
+const REJECTED_PAUSE: Duration = Duration::from_secs(60);
+
+/// What the shell needs from the command line and the environment.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The core device's thing name (`AWS_IOT_THING_NAME`).
+    pub thing: String,
+    /// The outbox's SQLite file.
+    pub outbox: PathBuf,
+}
+
+/// Why the component stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    /// The configuration is unusable: the deployment must change it.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Anything else (IPC, storage): the nucleus restarts the component.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The bytes of a local pub/sub message, whichever form it was published in.
+fn message_bytes(message: &PubSubMessage) -> Vec<u8> {
+    match message {
+        PubSubMessage::Json(m) => serde_json::to_vec(&m.message).unwrap_or_default(),
+        PubSubMessage::Binary(m) => m.message.as_bytes().to_vec(),
+    }
+}
+
+async fn read_config(ipc: &IpcClient) -> Result<Config, Stop> {
+    let response = ipc
+        .get_configuration(&GetConfigurationRequest { component_name: None, key_path: vec![] })
+        .await
+        .context("GetConfiguration")?;
+    Ok(Config::from_value(&response.value)?)
+}
+
+/// Publishes events on local pub/sub and queues them for IoT Core.
+struct Publisher {
+    ipc: IpcClient,
+    outbox: Outbox,
+    cloud_topic: String,
+}
+
+impl Publisher {
+    async fn publish(&self, events: Vec<AnomalyEvent>) -> anyhow::Result<()> {
+        for event in events {
+            let body = serde_json::to_value(&event).context("serializing an anomaly event")?;
+            tracing::info!(id = %event.id, kind = ?event.kind, active = event.active, severity = event.severity, reason = %event.reason, "anomaly");
+            // Locally first: the controller acts on it, and that path must be fast.
+            let local = PublishToTopicRequest {
+                topic: ANOMALIES_TOPIC.into(),
+                publish_message: PubSubMessage::json(body.clone()),
+            };
+            if let Err(e) = self.ipc.publish_to_topic(&local).await {
+                tracing::error!(id = %event.id, "publishing on {ANOMALIES_TOPIC} failed: {e}");
+            }
+            // Durable before it is sent; the drain task sends it when IoT Core is reachable.
+            let payload = serde_json::to_vec(&body).context("serializing an anomaly event")?;
+            self.outbox
+                .append(&self.cloud_topic, &payload)
+                .with_context(|| format!("queueing anomaly {} for IoT Core", event.id))?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends the outbox to IoT Core, forever, in order.
+async fn drain_forever(outbox: Outbox, ipc: IpcClient) {
+    loop {
+        outbox.wait_for_entries().await;
+        let sent = outbox
+            .drain(&DrainConfig::default(), |entry| {
+                let ipc = ipc.clone();
+                async move {
+                    let request = PublishToIoTCoreRequest::new(entry.topic, Qos::AtLeastOnce, entry.payload);
+                    ipc.publish_to_iot_core(&request).await.map(|_| ()).map_err(|e| match e.next_step() {
+                        NextStep::Retry => PublishError::Retryable(e.to_string()),
+                        _ => PublishError::Permanent(e.to_string()),
+                    })
+                }
+            })
+            .await;
+        match sent {
+            Ok(report) => tracing::debug!(sent = report.sent, retries = report.retries, "outbox drained"),
+            Err(DrainError::Rejected { seq, topic, reason }) => {
+                tracing::error!(
+                    "IoT Core refused anomaly {seq} on {topic}: {reason}; kept, retrying in {REJECTED_PAUSE:?}"
+                );
+                tokio::time::sleep(REJECTED_PAUSE).await;
+            }
+            Err(DrainError::Outbox(e)) => {
+                tracing::warn!("outbox: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Runs the component until SIGTERM/SIGINT (`Ok`) or a failure.
+pub async fn run(options: Options) -> Result<(), Stop> {
+    let ipc = IpcClient::connect_from_env().await.context("connecting to the nucleus over IPC")?;
+    let config = read_config(&ipc).await?;
+    let mut analyzer = Analyzer::new(config)?;
+    tracing::info!(config = ?analyzer.config(), thing = %options.thing, "configured");
+
+    let outbox = Outbox::open(&options.outbox, OutboxConfig::default())
+        .with_context(|| format!("opening the outbox {}", options.outbox.display()))?;
+    if !outbox.is_empty() {
+        tracing::info!(waiting = outbox.len(), "anomalies from before the restart are still to be sent");
+    }
+    let publisher =
+        Publisher { ipc: ipc.clone(), outbox: outbox.clone(), cloud_topic: anomalies_topic(&options.thing) };
+    let drain = tokio::spawn(drain_forever(outbox.clone(), ipc.clone()));
+
+    let mut readings = ipc
+        .subscribe_to_topic(&SubscribeToTopicRequest { topic: READINGS_TOPIC.into(), receive_mode: None })
+        .await
+        .with_context(|| format!("subscribing to {READINGS_TOPIC}"))?;
+    let mut config_updates = ipc
+        .subscribe_to_configuration_update(&SubscribeToConfigurationUpdateRequest {
+            component_name: None,
+            key_path: vec![],
+        })
+        .await
+        .context("subscribing to configuration updates")?;
+    ipc.update_state(&UpdateStateRequest { state: ReportedLifecycleState::Running }).await.context("UpdateState")?;
+    tracing::info!("running: reading {READINGS_TOPIC}, publishing {ANOMALIES_TOPIC} and {}", publisher.cloud_topic);
+
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut stats = tokio::time::interval(STATS_EVERY);
+    let result = loop {
+        tokio::select! {
+            event = readings.next_event() => {
+                let message = match event {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => break Err(anyhow::anyhow!("the {READINGS_TOPIC} subscription failed: {e}").into()),
+                    None => break Err(anyhow::anyhow!("the {READINGS_TOPIC} subscription ended").into()),
+                };
+                match analyzer.handle_payload(now_ms(), &message_bytes(&message)) {
+                    Ok(events) => {
+                        if let Err(e) = publisher.publish(events).await {
+                            break Err(e.into());
+                        }
+                    }
+                    Err(Ignored::Stale { .. }) => {}
+                    Err(e) => {
+                        let n = analyzer.counters().malformed;
+                        // Logged sparsely: a misbehaving publisher must not flood the log.
+                        if n <= 10 || n.is_multiple_of(1000) {
+                            tracing::warn!(malformed = n, "ignored a reading on {READINGS_TOPIC}: {e}");
+                        }
+                    }
+                }
+            }
+            update = config_updates.next_event() => {
+                match update {
+                    Some(Ok(_)) => match read_config(&ipc).await {
+                        Ok(config) if &config == analyzer.config() => {}
+                        Ok(config) => match analyzer.reconfigure(config, now_ms()) {
+                            Ok(events) => {
+                                tracing::info!(config = ?analyzer.config(), "reconfigured");
+                                if let Err(e) = publisher.publish(events).await {
+                                    break Err(e.into());
+                                }
+                            }
+                            Err(e) => tracing::error!("configuration update refused, keeping the previous one: {e}"),
+                        },
+                        Err(e) => tracing::error!("configuration update refused, keeping the previous one: {e}"),
+                    },
+                    Some(Err(e)) => break Err(anyhow::anyhow!("the configuration subscription failed: {e}").into()),
+                    None => break Err(anyhow::anyhow!("the configuration subscription ended").into()),
+                }
+            }
+            _ = stats.tick() => {
+                let c = analyzer.counters();
+                tracing::info!(
+                    readings = c.readings, malformed = c.malformed, stale = c.stale, gaps = c.gaps,
+                    raised = c.raised, cleared = c.cleared, active = analyzer.active().len(),
+                    outbox = outbox.len(), "counters"
+                );
+            }
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+        }
+    };
+    drain.abort();
+    result
+}

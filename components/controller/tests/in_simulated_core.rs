@@ -1,0 +1,597 @@
+//! `pump-controller`, built from this workspace, run by the simulated core from its own
+//! `recipe.yaml` against the simulated plant: offline (local shadow only), with the local
+//! cloud and ShadowManager sync, and reconnecting after an offline start.
+//!
+//! An "operator" component (a process that only sleeps; the test speaks IPC with its token)
+//! writes desired values to the local shadow, publishes anomaly events and watches the local
+//! shadow's `update/documents`, as an operator's component would.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use device_sim::core::ComponentState;
+use device_sim::core::runtime::{CloudOptions, Core, CoreOptions, parse_update_config};
+use device_sim::plant::{PlantConfig, PlantHandle, PlantParams};
+use device_sim::recipe::DevicePlatform;
+use kit::ipc::IpcClient;
+use kit::ipc::Subscription;
+use kit::ipc::model::{
+    GetThingShadowRequest, PubSubMessage, PublishToTopicRequest, ReceiveMode, SubscribeToTopicRequest,
+    UpdateThingShadowRequest,
+};
+use local_cloud::registry::CertificateStatus;
+use local_cloud::server::{Config as CloudConfig, LocalCloud};
+use pump_map::{Coil, Setpoint};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_modbus::client::{Context, Reader as _};
+
+const CONTROLLER: &str = "com.example.pump.Controller";
+const OPERATOR: &str = "com.example.Operator";
+const THING: &str = "pump-core-1";
+const WAIT: Duration = Duration::from_secs(30);
+const DOCUMENTS: &str = "$aws/things/pump-core-1/shadow/name/pump/update/documents";
+
+/// A component that only sleeps; the test uses its IPC identity.
+const OPERATOR_RECIPE: &str = r#"
+RecipeFormatVersion: "2020-01-25"
+ComponentName: com.example.Operator
+ComponentVersion: "1.0.0"
+ComponentConfiguration:
+  DefaultConfiguration:
+    accessControl:
+      aws.greengrass.ShadowManager:
+        com.example.Operator:shadow:1:
+          operations: ["aws.greengrass#GetThingShadow", "aws.greengrass#UpdateThingShadow"]
+          resources: ["$aws/things/{iot:thingName}/shadow/name/pump"]
+      aws.greengrass.ipc.pubsub:
+        com.example.Operator:pubsub:1:
+          operations: ["aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"]
+          resources: ["pump/anomalies", "$aws/things/{iot:thingName}/shadow/name/pump/update/documents"]
+Manifests:
+  - Lifecycle:
+      Run: exec sleep 600
+"#;
+
+/// The core device's IoT policy: its client id and the `pump` shadow's topics for the sync.
+const CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+ {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+ {"Effect":"Allow","Action":["iot:Publish","iot:Receive"],"Resource":[
+   "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/shadow/name/pump/*"]},
+ {"Effect":"Allow","Action":"iot:Subscribe","Resource":[
+   "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/shadow/name/pump/*"]}]}"#;
+
+struct CoreIdentity {
+    cert: PathBuf,
+    key: PathBuf,
+    certificate_id: String,
+}
+
+struct Site {
+    dir: tempfile::TempDir,
+    plant: Option<PlantHandle>,
+    modbus_addr: SocketAddr,
+    cloud: Option<(LocalCloud, CoreIdentity)>,
+}
+
+impl Site {
+    /// The plant, the recipes and the artifact; with `cloud`, a local cloud and the core's
+    /// identity in it.
+    async fn new(cloud: bool) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let plant = serve_plant(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+        let modbus_addr = plant.modbus_addr();
+
+        let recipes = dir.path().join("recipes");
+        std::fs::create_dir_all(&recipes).unwrap();
+        let recipe = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("recipe.yaml")).unwrap();
+        let edited = recipe.replace("modbusAddress: 127.0.0.1:5020", &format!("modbusAddress: {modbus_addr}"));
+        assert_ne!(edited, recipe, "the recipe names the plant's address");
+        std::fs::write(recipes.join("controller.yaml"), edited).unwrap();
+        std::fs::write(recipes.join("operator.yaml"), OPERATOR_RECIPE).unwrap();
+        let artifacts = dir.path().join("artifacts").join(CONTROLLER).join("1.0.0");
+        std::fs::create_dir_all(&artifacts).unwrap();
+        std::fs::copy(env!("CARGO_BIN_EXE_pump-controller"), artifacts.join("pump-controller")).unwrap();
+
+        let cloud = if cloud {
+            let local = LocalCloud::start(CloudConfig::ephemeral(dir.path().join("cloud"))).await.unwrap();
+            let r = &local.registry;
+            r.create_thing(THING, None, Default::default()).unwrap();
+            let (cert, keys) = r.create_keys_and_certificate(true).unwrap();
+            r.create_policy("core-policy", CORE_POLICY).unwrap();
+            r.attach_policy("core-policy", &cert.arn).unwrap();
+            r.attach_thing_principal(THING, &cert.arn).unwrap();
+            let id = CoreIdentity {
+                cert: dir.path().join("core.crt"),
+                key: dir.path().join("core.key"),
+                certificate_id: cert.id.clone(),
+            };
+            std::fs::write(&id.cert, cert.pem).unwrap();
+            std::fs::write(&id.key, keys.private_key_pem).unwrap();
+            Some((local, id))
+        } else {
+            None
+        };
+        Site { dir, plant: Some(plant), modbus_addr, cloud }
+    }
+
+    async fn stop_plant(&mut self) {
+        self.plant.take().expect("the plant runs").shutdown().await;
+    }
+
+    /// Starts the plant again on the same Modbus port (in its start state: 2900 rpm, running).
+    async fn restart_plant(&mut self) {
+        self.plant = Some(serve_plant(self.modbus_addr).await);
+    }
+
+    fn cloud(&self) -> &LocalCloud {
+        &self.cloud.as_ref().expect("a cloud").0
+    }
+
+    fn set_core_certificate(&self, status: CertificateStatus) {
+        let (cloud, id) = self.cloud.as_ref().expect("a cloud");
+        cloud.registry.update_certificate(&id.certificate_id, status).unwrap();
+    }
+
+    /// Starts the core with the controller and the operator; waits for both to run.
+    async fn start_core(&self) -> Core {
+        let (update_config, cloud) = match &self.cloud {
+            Some((local, id)) => (
+                parse_update_config(&json!({
+                    "aws.greengrass.ShadowManager": {"MERGE": {"synchronize": {
+                        "coreThing": {"classic": false, "namedShadows": ["pump"]}
+                    }}}
+                }))
+                .unwrap(),
+                Some(CloudOptions {
+                    endpoints: local.endpoints.clone(),
+                    cert_file: id.cert.clone(),
+                    key_file: id.key.clone(),
+                }),
+            ),
+            None => (Default::default(), None),
+        };
+        let core = Core::start(CoreOptions {
+            root: self.dir.path().join("root"),
+            thing: THING.into(),
+            recipe_dir: self.dir.path().join("recipes"),
+            artifact_dir: self.dir.path().join("artifacts"),
+            merges: vec![format!("{CONTROLLER}=1.0.0"), format!("{OPERATOR}=1.0.0")],
+            region: "us-east-1".into(),
+            root_ca_path: None,
+            platform: DevicePlatform::current(),
+            update_config,
+            cloud,
+        })
+        .await
+        .unwrap();
+        for name in [CONTROLLER, OPERATOR] {
+            let state = core.wait_for_state(name, &[ComponentState::Running, ComponentState::Broken], WAIT).await;
+            assert_eq!(state, Some(ComponentState::Running), "{name}; controller log:\n{}", self.log());
+        }
+        core
+    }
+
+    fn log(&self) -> String {
+        let path = self.dir.path().join("root").join("logs").join(format!("{CONTROLLER}.log"));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    fn stats(&self, core: &Core) -> Value {
+        let path = core.layout().work_dir(CONTROLLER).join("stats.json");
+        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null)
+    }
+
+    /// Waits until `stats.json` satisfies `pred` (it is rewritten once a second).
+    async fn wait_stats(&self, core: &Core, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats = self.stats(core);
+            if pred(&stats) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "stats.json never showed {what}: {stats:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn modbus(&self) -> Context {
+        tokio_modbus::client::tcp::connect(self.modbus_addr).await.unwrap()
+    }
+
+    /// Waits until the cloud's `pump` shadow satisfies `pred`.
+    async fn wait_cloud(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let doc = self.cloud().shadows.get(THING, Some("pump")).unwrap_or(Value::Null);
+            if pred(&doc) {
+                return doc;
+            }
+            assert!(Instant::now() < deadline, "the cloud shadow never showed {what}: {doc:#}\nlog:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn serve_plant(modbus: SocketAddr) -> PlantHandle {
+    device_sim::plant::serve(PlantConfig {
+        modbus,
+        control: SocketAddr::from(([127, 0, 0, 1], 0)),
+        seed: 7,
+        tick: Duration::from_millis(20),
+        time_scale: 1.0,
+        params: PlantParams::default(),
+    })
+    .await
+    .unwrap()
+}
+
+/// The plant's commands: (speed setpoint, run coil, bypass coil).
+async fn plant_commands(ctx: &mut Context) -> (u16, bool, bool) {
+    let speed = ctx.read_holding_registers(Setpoint::SpeedRpm.address(), 1).await.unwrap().unwrap()[0];
+    let coils = ctx.read_coils(0, Coil::ALL.len() as u16).await.unwrap().unwrap();
+    (speed, coils[Coil::Run.address() as usize], coils[Coil::BypassOpen.address() as usize])
+}
+
+/// Polls the plant until its commands satisfy `pred`.
+async fn wait_plant(ctx: &mut Context, what: &str, pred: impl Fn((u16, bool, bool)) -> bool) -> (u16, bool, bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let commands = plant_commands(ctx).await;
+        if pred(commands) {
+            return commands;
+        }
+        assert!(Instant::now() < deadline, "the plant never showed {what}: {commands:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The operator's IPC client and its watch on the local shadow.
+struct Operator {
+    ipc: IpcClient,
+    documents: Subscription<kit::ipc::operation::SubscribeToTopic>,
+}
+
+impl Operator {
+    async fn connect(core: &Core) -> Operator {
+        let ipc = IpcClient::connect(core.socket_path(), core.tokens().issue(OPERATOR)).await.unwrap();
+        let documents = ipc
+            .subscribe_to_topic(&SubscribeToTopicRequest {
+                topic: DOCUMENTS.into(),
+                receive_mode: Some(ReceiveMode::ReceiveAllMessages),
+            })
+            .await
+            .unwrap();
+        Operator { ipc, documents }
+    }
+
+    async fn get(&self) -> Option<Value> {
+        let request = GetThingShadowRequest { thing_name: THING.into(), shadow_name: Some("pump".into()) };
+        match self.ipc.get_thing_shadow(&request).await {
+            Ok(r) => Some(serde_json::from_slice(r.payload.as_bytes()).unwrap()),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => panic!("GetThingShadow: {e}"),
+        }
+    }
+
+    /// Waits for the controller's first report (RUNNING only says its process started): the
+    /// local document with `reported.speedRpm`.
+    async fn ready(&mut self) -> Value {
+        if let Some(doc) = self.get().await
+            && !reported(&doc, "/speedRpm").is_null()
+        {
+            return doc;
+        }
+        self.wait_local("the controller's first report", |d| !reported(d, "/speedRpm").is_null()).await
+    }
+
+    /// Writes `desired` to the local shadow; returns the accepted document.
+    async fn set_desired(&self, desired: Value) -> Value {
+        let payload = serde_json::to_vec(&json!({"state": {"desired": desired}})).unwrap();
+        let request = UpdateThingShadowRequest {
+            thing_name: THING.into(),
+            shadow_name: Some("pump".into()),
+            payload: payload.into(),
+        };
+        let r = self.ipc.update_thing_shadow(&request).await.unwrap();
+        serde_json::from_slice(r.payload.as_bytes()).unwrap()
+    }
+
+    async fn publish_anomaly(&self, kind: &str, active: bool) {
+        let event = json!({
+            "v": 1, "id": format!("{kind}-1"), "ts": 1_700_000_000_000u64, "reading_seq": 1, "detector": "rules",
+            "kind": kind, "active": active, "severity": 0.9, "reason": "test anomaly", "features": {}
+        });
+        let request =
+            PublishToTopicRequest { topic: "pump/anomalies".into(), publish_message: PubSubMessage::json(event) };
+        self.ipc.publish_to_topic(&request).await.unwrap();
+    }
+
+    /// Waits for a local `update/documents` message whose current document satisfies `pred`.
+    async fn wait_local(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.documents.next_event())
+                .await
+                .unwrap_or_else(|_| panic!("the local shadow never showed {what}"))
+                .expect("documents subscription open")
+                .unwrap();
+            let PubSubMessage::Binary(m) = message else { panic!("shadow topics carry binary messages") };
+            let doc: Value = serde_json::from_slice(m.message.as_bytes()).unwrap();
+            if pred(&doc["current"]) {
+                return doc["current"].clone();
+            }
+        }
+    }
+}
+
+fn reported(doc: &Value, pointer: &str) -> Value {
+    doc.pointer(&format!("/state/reported{pointer}")).cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_desired_speed_is_applied_at_the_plant_and_out_of_range_values_are_refused() {
+    let site = Site::new(false).await;
+    let core = site.start_core().await;
+    let mut operator = Operator::connect(&core).await;
+    let mut plant = site.modbus().await;
+
+    // At start the controller reported what the plant runs (2900 rpm, running), not desired.
+    let doc = operator.ready().await;
+    assert_eq!(reported(&doc, "/speedRpm"), 2900, "{doc:#}");
+    assert_eq!(reported(&doc, "/running"), true);
+    assert_eq!(reported(&doc, "/mode"), "auto");
+    assert_eq!(reported(&doc, "/protection/active"), false);
+
+    // A desired speed reaches the setpoint register, and reported follows.
+    operator.set_desired(json!({"speedRpm": 2400})).await;
+    wait_plant(&mut plant, "setpoint 2400", |(speed, run, _)| speed == 2400 && run).await;
+    let doc = operator.wait_local("reported 2400", |d| reported(d, "/speedRpm") == 2400).await;
+    assert!(doc["state"]["reported"].get("refused").is_none(), "{doc:#}");
+
+    // Out of the plant's range: refused with the reason, the plant unchanged.
+    operator.set_desired(json!({"speedRpm": 9000})).await;
+    let doc = operator.wait_local("the refusal", |d| !reported(d, "/refused/speedRpm").is_null()).await;
+    assert_eq!(
+        reported(&doc, "/refused/speedRpm"),
+        json!({"value": 9000, "reason": "above the plant's maximum 3000 rpm"})
+    );
+    assert_eq!(reported(&doc, "/speedRpm"), 2400, "reported stays the truth, never an echo of desired");
+    assert_eq!(plant_commands(&mut plant).await, (2400, true, false), "the plant is unchanged");
+
+    // Below the limits in effect (configured minRpm 1700): the refusal is replaced.
+    operator.set_desired(json!({"speedRpm": 1200})).await;
+    let doc = operator.wait_local("the new refusal", |d| reported(d, "/refused/speedRpm/value") == 1200).await;
+    assert_eq!(reported(&doc, "/refused/speedRpm/reason"), "below limits.minRpm 1700");
+    // An unknown mode too.
+    operator.set_desired(json!({"mode": "turbo"})).await;
+    let doc = operator.wait_local("the mode refusal", |d| !reported(d, "/refused/mode").is_null()).await;
+    assert_eq!(reported(&doc, "/refused/mode/reason"), "unknown mode \"turbo\": expected auto, manual or off");
+    assert_eq!(plant_commands(&mut plant).await, (2400, true, false));
+
+    // Valid values again: applied, and the refusals withdrawn.
+    operator.set_desired(json!({"speedRpm": 2600, "mode": "off"})).await;
+    wait_plant(&mut plant, "setpoint 2600 and stopped", |(speed, run, _)| speed == 2600 && !run).await;
+    let doc = operator
+        .wait_local("refusals withdrawn", |d| reported(d, "/speedRpm") == 2600 && reported(d, "/refused").is_null())
+        .await;
+    assert_eq!(reported(&doc, "/mode"), "off");
+    assert_eq!(reported(&doc, "/running"), false);
+    assert!(doc["state"].get("delta").is_none(), "desired and reported agree: {doc:#}");
+
+    let stats =
+        site.wait_stats(&core, "delta latencies", |s| s["latency"]["deltaToWrite"]["count"].as_u64() >= Some(2)).await;
+    assert!(stats["latency"]["deltaToWrite"]["p50Us"].as_u64().is_some(), "{stats:#}");
+    assert!(stats["counters"]["refusals"].as_u64() >= Some(3), "{stats:#}");
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_anomaly_or_shadow_message_is_counted_and_the_controller_carries_on() {
+    let site = Site::new(false).await;
+    let core = site.start_core().await;
+    let mut operator = Operator::connect(&core).await;
+    let mut plant = site.modbus().await;
+    operator.ready().await;
+    for body in [b"not json".to_vec(), br#"{"v":2,"kind":"cavitation"}"#.to_vec(), br#"{"v":1}"#.to_vec()] {
+        let request =
+            PublishToTopicRequest { topic: "pump/anomalies".into(), publish_message: PubSubMessage::binary(body) };
+        operator.ipc.publish_to_topic(&request).await.unwrap();
+    }
+    site.wait_stats(&core, "three malformed anomalies", |s| s["counters"]["malformedAnomalies"] == 3).await;
+    // Still working.
+    operator.set_desired(json!({"speedRpm": 2100})).await;
+    wait_plant(&mut plant, "setpoint 2100", |(speed, _, _)| speed == 2100).await;
+    operator.wait_local("reported 2100", |d| reported(d, "/speedRpm") == 2100).await;
+    assert_eq!(core.states().get(CONTROLLER), Some(&ComponentState::Running));
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_plant_refuses_with_the_reason_and_converges_when_it_answers_again() {
+    let mut site = Site::new(false).await;
+    let core = site.start_core().await;
+    let mut operator = Operator::connect(&core).await;
+    operator.ready().await;
+    operator.set_desired(json!({"speedRpm": 2400})).await;
+    operator.wait_local("reported 2400", |d| reported(d, "/speedRpm") == 2400).await;
+
+    site.stop_plant().await;
+    operator.set_desired(json!({"speedRpm": 2500})).await;
+    let doc = operator.wait_local("the refusal", |d| !reported(d, "/refused/speedRpm").is_null()).await;
+    let reason = reported(&doc, "/refused/speedRpm/reason");
+    assert!(reason.as_str().unwrap().starts_with("plant unreachable"), "{doc:#}");
+    assert_eq!(reported(&doc, "/speedRpm"), 2400, "nothing new is in effect");
+
+    // The plant comes back in its start state (2900 rpm); the controller drives it to desired.
+    site.restart_plant().await;
+    let mut plant = site.modbus().await;
+    wait_plant(&mut plant, "setpoint 2500", |(speed, run, _)| speed == 2500 && run).await;
+    operator
+        .wait_local("2500 without a refusal", |d| reported(d, "/speedRpm") == 2500 && reported(d, "/refused").is_null())
+        .await;
+    let stats =
+        site.wait_stats(&core, "Modbus errors counted", |s| s["counters"]["modbusErrors"].as_u64() >= Some(1)).await;
+    assert!(stats["counters"]["applies"].as_u64() >= Some(2), "{stats:#}");
+    assert_eq!(core.states().get(CONTROLLER), Some(&ComponentState::Running));
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_raced_by_a_newer_desired_value_is_never_left_standing() {
+    let site = Site::new(false).await;
+    let core = site.start_core().await;
+    let mut operator = Operator::connect(&core).await;
+    let mut plant = site.modbus().await;
+    operator.ready().await;
+    // Back to back: the refusal of 9000 is drawn from a document that 2300 supersedes, so it
+    // either goes out before 2300 lands (and is withdrawn) or meets a version conflict (and
+    // the controller re-reads). Either way it must not stand.
+    operator.set_desired(json!({"speedRpm": 9000})).await;
+    operator.set_desired(json!({"speedRpm": 2300})).await;
+    wait_plant(&mut plant, "setpoint 2300", |(speed, _, _)| speed == 2300).await;
+    operator
+        .wait_local("2300 reported without a refusal", |d| {
+            reported(d, "/speedRpm") == 2300 && reported(d, "/refused").is_null()
+        })
+        .await;
+    let doc = operator.get().await.unwrap();
+    assert!(doc["state"].get("delta").is_none(), "{doc:#}");
+    assert!(reported(&doc, "/refused").is_null(), "{doc:#}");
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_change_is_followed_without_a_restart_and_a_bad_one_is_ignored() {
+    let site = Site::new(false).await;
+    let core = site.start_core().await;
+    let mut operator = Operator::connect(&core).await;
+    let mut plant = site.modbus().await;
+    operator.ready().await;
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    let config = core.config();
+    config.update(CONTROLLER, &[], &json!({"safeSpeedRpm": 2000, "onClear": "restore"}), now).unwrap();
+    site.wait_stats(&core, "the new configuration", |s| s["counters"]["configChanges"].as_u64() >= Some(1)).await;
+    config.update(CONTROLLER, &["safeSpeedRpm".into()], &json!(100), now + 1).unwrap();
+    site.wait_stats(&core, "the bad configuration refused", |s| s["counters"]["configErrors"].as_u64() >= Some(1))
+        .await;
+
+    operator.publish_anomaly("bearing_wear", true).await;
+    wait_plant(&mut plant, "the configured safe speed", |(speed, _, _)| speed == 2000).await;
+    operator.wait_local("protection", |d| reported(d, "/protection/active") == true).await;
+    // onClear: restore — the speed in effect before comes back by itself.
+    operator.publish_anomaly("bearing_wear", false).await;
+    wait_plant(&mut plant, "the speed before", |(speed, _, _)| speed == 2900).await;
+    let doc = operator.wait_local("protection released", |d| reported(d, "/protection/active") == false).await;
+    assert_eq!(reported(&doc, "/protection/reason"), "bearing_wear cleared");
+    assert_eq!(core.states().get(CONTROLLER), Some(&ComponentState::Running));
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_desired_is_actuated_and_anomalies_protect_the_pump_with_the_cloud_shadow_following() {
+    let site = Site::new(true).await;
+    let core = site.start_core().await;
+    let operator = Operator::connect(&core).await;
+    let mut plant = site.modbus().await;
+
+    // The controller's first report reaches the cloud.
+    site.wait_cloud("the first report", |d| reported(d, "/speedRpm") == 2900).await;
+
+    // An operator sets a desired speed in the cloud.
+    let accepted = site
+        .cloud()
+        .shadows
+        .update(THING, Some("pump"), &serde_json::to_vec(&json!({"state": {"desired": {"speedRpm": 2200}}})).unwrap())
+        .unwrap();
+    let desired_version = accepted["version"].as_u64().unwrap();
+    wait_plant(&mut plant, "setpoint 2200", |(speed, _, _)| speed == 2200).await;
+    let doc = site.wait_cloud("reported 2200", |d| reported(d, "/speedRpm") == 2200).await;
+    assert!(doc["version"].as_u64().unwrap() > desired_version, "the report came after the desired write: {doc:#}");
+    assert!(doc["state"].get("delta").is_none(), "no delta left: {doc:#}");
+
+    // An anomaly: the configured action (cavitation → reduce speed to 1800 rpm) at the plant,
+    // and protection in the cloud shadow.
+    operator.publish_anomaly("cavitation", true).await;
+    wait_plant(&mut plant, "the safe speed", |(speed, run, _)| speed == 1800 && run).await;
+    let doc = site.wait_cloud("protection active", |d| reported(d, "/protection/active") == true).await;
+    assert_eq!(reported(&doc, "/alarms"), json!(["cavitation"]));
+    let reason = reported(&doc, "/protection/reason");
+    assert!(reason.as_str().unwrap().contains("cavitation: test anomaly"), "{doc:#}");
+    let doc = site.wait_cloud("the reduced speed", |d| reported(d, "/speedRpm") == 1800).await;
+    assert_eq!(doc["state"]["desired"]["speedRpm"], 2200, "desired is the operator's, never written by the device");
+
+    // Cleared: by default the action holds until desired changes.
+    operator.publish_anomaly("cavitation", false).await;
+    let doc = site.wait_cloud("alarm cleared", |d| reported(d, "/alarms") == json!([])).await;
+    assert_eq!(reported(&doc, "/protection/active"), true, "held: {doc:#}");
+    assert_eq!(plant_commands(&mut plant).await.0, 1800, "the plant stays protected");
+
+    // The operator resumes with a new desired speed.
+    site.cloud()
+        .shadows
+        .update(THING, Some("pump"), &serde_json::to_vec(&json!({"state": {"desired": {"speedRpm": 2500}}})).unwrap())
+        .unwrap();
+    wait_plant(&mut plant, "setpoint 2500", |(speed, _, _)| speed == 2500).await;
+    let doc = site
+        .wait_cloud("resumed", |d| reported(d, "/protection/active") == false && reported(d, "/speedRpm") == 2500)
+        .await;
+    assert_eq!(reported(&doc, "/protection/reason"), "resumed by a desired change");
+
+    let stats = site
+        .wait_stats(&core, "an anomaly latency", |s| s["latency"]["anomalyToAction"]["count"].as_u64() >= Some(1))
+        .await;
+    assert!(stats["latency"]["deltaToWrite"]["count"].as_u64() >= Some(2), "{stats:#}");
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_changed_in_the_cloud_while_the_core_was_offline_converges_when_it_reconnects() {
+    let site = Site::new(true).await;
+    // A shadow from an earlier life: an old desired, and a stale reported the device never had.
+    site.cloud()
+        .shadows
+        .update(
+            THING,
+            Some("pump"),
+            &serde_json::to_vec(&json!({"state": {
+                "desired": {"speedRpm": 2100},
+                "reported": {"speedRpm": 1234, "running": false}
+            }}))
+            .unwrap(),
+        )
+        .unwrap();
+    // IoT Core refuses the core: it starts offline, and the controller works on the local shadow.
+    site.set_core_certificate(CertificateStatus::Inactive);
+    let core = site.start_core().await;
+    let mut operator = Operator::connect(&core).await;
+    let mut plant = site.modbus().await;
+    let local = operator.ready().await;
+    assert_eq!(reported(&local, "/speedRpm"), 2900, "the device's truth, locally: {local:#}");
+    assert!(!*core.bridge().unwrap().connection().borrow(), "the core is offline");
+
+    // Meanwhile in the cloud, the operator moves desired on.
+    site.cloud()
+        .shadows
+        .update(THING, Some("pump"), &serde_json::to_vec(&json!({"state": {"desired": {"speedRpm": 2000}}})).unwrap())
+        .unwrap();
+    assert_eq!(plant_commands(&mut plant).await.0, 2900, "nothing reaches an offline core");
+
+    // Back online: the sync brings the cloud's desired down, the controller applies it, and
+    // the cloud's reported becomes the device's truth.
+    site.set_core_certificate(CertificateStatus::Active);
+    let mut connection = core.bridge().unwrap().connection();
+    tokio::time::timeout(WAIT, connection.wait_for(|up| *up)).await.expect("the core reconnects").unwrap();
+    wait_plant(&mut plant, "setpoint 2000", |(speed, _, _)| speed == 2000).await;
+    let local = operator.wait_local("reported 2000", |d| reported(d, "/speedRpm") == 2000).await;
+    let cloud = site
+        .wait_cloud("the local reported", |d| {
+            d["state"]["reported"] == local["state"]["reported"] && d["state"].get("delta").is_none()
+        })
+        .await;
+    assert_eq!(cloud["state"]["desired"]["speedRpm"], 2000);
+    assert_eq!(reported(&cloud, "/running"), true, "the stale reported value was overwritten: {cloud:#}");
+    core.shutdown(WAIT).await;
+}

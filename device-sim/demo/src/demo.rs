@@ -1,0 +1,513 @@
+//! The demo: the whole story offline, step by step, with a line of progress per step. Exits 0
+//! when every step held; otherwise non-zero, naming the step that failed. The evidence goes to
+//! `--out` (default `target/demo`): `report.json`, `report.md`, and `run/` with everything the
+//! run kept (the cloud's data directory, the device's certificate, the core's logs).
+//!
+//! Steps:
+//! 1. start: the local cloud; the core device provisioned through `aws-sdk-iot` with the shipped
+//!    least-privilege policy; the plant; the simulated core running the components from their
+//!    recipes, connected to the cloud as the device;
+//! 2. normal operation: telemetry reaches the cloud, the `pump` shadow reports the pump;
+//! 3. the operator sets a new desired speed through the IoT data plane → local delta → the
+//!    controller writes the setpoint at the plant → the reported state reaches the cloud;
+//! 4. a fault at the plant → the analyzer's anomaly event (locally and in the cloud) → the
+//!    controller's protective action at the plant → `protection` reported in the cloud;
+//! 5. the fault cleared → the operator resumes → the plant runs at the desired speed again.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::observer::{self, Observer};
+use crate::report::{Latency, Report, StepOutcome};
+use crate::site::{COMPONENTS, ModbusProbe, Site, THING};
+
+/// How long any one wait may take before its step fails.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `pump-station demo` flags.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where the report and the run's files go.
+    #[arg(long, default_value = "target/demo")]
+    pub out: PathBuf,
+    /// Leave everything running at the end and print how to reach it (Ctrl-C stops).
+    #[arg(long)]
+    pub keep_running: bool,
+    /// The plant's noise seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Desired-speed changes the operator makes (latency samples).
+    #[arg(long, default_value_t = 5)]
+    pub speed_changes: usize,
+    /// Fault → protective action cycles (latency samples).
+    #[arg(long, default_value_t = 3)]
+    pub fault_cycles: usize,
+    /// Seconds the local cloud is stopped in the connectivity-loss step (0 skips the step).
+    #[arg(long, default_value_t = 10)]
+    pub outage_seconds: u64,
+}
+
+/// Runs the demo; the process's exit code.
+pub fn main(args: DemoArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pump-station: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(report) if report.passed => ExitCode::SUCCESS,
+        Ok(report) => {
+            let failed = report.steps.iter().find(|s| !s.passed).map_or("?".into(), |s| s.name.clone());
+            eprintln!("pump-station demo: FAILED at step {failed}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("pump-station demo: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Steps with progress lines and their outcomes in the report.
+struct Steps {
+    report: Report,
+    total: usize,
+}
+
+impl Steps {
+    async fn run<F, Fut>(&mut self, name: &str, description: &str, f: F) -> bool
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<String>>,
+    {
+        let n = self.report.steps.len() + 1;
+        eprintln!("[{n}/{}] {description} …", self.total);
+        let started = Instant::now();
+        let result = f().await;
+        let seconds = started.elapsed().as_secs_f64();
+        let (passed, detail) = match result {
+            Ok(d) => (true, d),
+            Err(e) => (false, format!("{e:#}")),
+        };
+        eprintln!("      {} {detail} ({seconds:.1} s)", if passed { "ok:" } else { "FAILED:" });
+        self.report.steps.push(StepOutcome {
+            name: name.into(),
+            description: description.into(),
+            passed,
+            seconds,
+            detail,
+        });
+        passed
+    }
+}
+
+fn speed_reported(doc: &Value) -> Option<f64> {
+    doc.pointer("/state/reported/speedRpm").and_then(Value::as_f64)
+}
+
+/// Waits until the cloud shadow satisfies `pred` (GetThingShadow every 100 ms).
+async fn wait_cloud_shadow(site: &Site, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(doc) = site.cloud_shadow().await?
+            && pred(&doc)
+        {
+            return Ok(doc);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the cloud shadow never showed {what} within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn run(args: DemoArgs) -> anyhow::Result<Report> {
+    let dir = args.out.join("run");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let started = time::OffsetDateTime::now_utc();
+    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 6 } else { 5 } };
+    steps.report.started = started.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+
+    let mut site: Option<Site> = None;
+    let mut obs: Option<Observer> = None;
+    let ok = steps
+        .run("1", "start the local cloud, provision the core device, start the plant and the core", || async {
+            let (cloud, endpoints) = Site::start_cloud(&dir).await?;
+            let (iot, data) = Site::clients(&endpoints).await;
+            let device = Site::provision(&iot, &endpoints, &dir).await?;
+            let (cert, key) = observer::provision(&iot, &dir.join("observer"), THING).await?;
+            let o = Observer::start(
+                &endpoints,
+                cert,
+                key,
+                &[format!("dt/pump/{THING}/#"), format!("$aws/things/{THING}/shadow/name/pump/update/documents")],
+            )
+            .await?;
+            let plant = Site::start_plant(args.seed, 1.0).await?;
+            let update = Site::update_config(plant.modbus_addr())?;
+            let core = Site::start_core(&dir, &device, update).await?;
+            for c in COMPONENTS {
+                let state = core
+                    .wait_for_state(c.name, &[device_sim::core::ComponentState::Running], WAIT)
+                    .await;
+                if state != Some(device_sim::core::ComponentState::Running) {
+                    bail!("{} is {state:?}, not RUNNING (see {})", c.name, core.layout().root().display());
+                }
+            }
+            let detail = format!(
+                "cloud MQTT {} HTTP {}; thing {THING} with policy {} ({} changes); plant Modbus {}; {} components RUNNING",
+                endpoints.mqtt,
+                endpoints.http,
+                device.record.policy_name,
+                device.changes.len(),
+                plant.modbus_addr(),
+                COMPONENTS.len()
+            );
+            site = Some(Site {
+                dir: dir.clone(),
+                cloud: Some(cloud),
+                endpoints,
+                data,
+                device,
+                plant: Some(plant),
+                core: Some(core),
+            });
+            obs = Some(o);
+            Ok(detail)
+        })
+        .await;
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+    let site_ref = site.as_ref().expect("started");
+    let obs_ref = obs.as_ref().expect("started");
+    let mut probe = ModbusProbe::connect(site_ref.plant().modbus_addr()).await?;
+
+    let telemetry = format!("dt/pump/{THING}/telemetry");
+    let ok = steps
+        .run("2", "normal operation: telemetry reaches the cloud", || async {
+            let mut rx = obs_ref.subscribe();
+            for _ in obs_ref.count(&telemetry)..2 {
+                observer::wait_for(&mut rx, "telemetry batch", WAIT, |s| s.topic == telemetry).await?;
+            }
+            let states = site_ref.core.as_ref().context("the core is not running")?.states();
+            let unwell: Vec<String> = COMPONENTS
+                .iter()
+                .filter(|c| states.get(c.name) != Some(&device_sim::core::ComponentState::Running))
+                .map(|c| format!("{} is {:?}", c.name, states.get(c.name)))
+                .collect();
+            if !unwell.is_empty() {
+                bail!("{} (logs under {})", unwell.join(", "), site_ref.dir.join("core/logs").display());
+            }
+            wait_cloud_shadow(site_ref, "the pump reported", |d| speed_reported(d).is_some()).await?;
+            let state = probe.read().await?;
+            Ok(format!(
+                "{} telemetry batches in the cloud; components RUNNING; the pump shadow reports; the plant runs at {:.0} rpm, {:.1} m3/h",
+                obs_ref.count(&telemetry),
+                state.m.speed_rpm,
+                state.m.flow_m3h
+            ))
+        })
+        .await;
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
+    let mut delta_samples = Vec::new();
+    let ok = steps
+        .run("3", "the operator sets a desired speed in the cloud → actuation at the plant → reported", || async {
+            let speeds = [2400.0, 2600.0, 2200.0, 2500.0, 2300.0, 2700.0, 2450.0, 2550.0];
+            let mut last = None;
+            for &speed in speeds.iter().cycle().take(args.speed_changes.max(1)) {
+                let t0 = Instant::now();
+                let version = site_ref.set_desired(json!({"speedRpm": speed as i64, "mode": "auto"})).await?;
+                probe
+                    .wait_for(&format!("speed setpoint {speed}"), WAIT, |s| (s.setpoint_rpm - speed).abs() < 0.5)
+                    .await?;
+                delta_samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+                let doc = wait_cloud_shadow(site_ref, &format!("reported speedRpm {speed}"), |d| {
+                    speed_reported(d).is_some_and(|r| (r - speed).abs() < 0.5)
+                })
+                .await?;
+                last = Some((version, doc["version"].as_u64().unwrap_or(0)));
+            }
+            let (desired_version, final_version) = last.unwrap_or_default();
+            Ok(format!(
+                "{} desired changes applied; last desired at shadow version {desired_version}, reported at version {final_version}",
+                delta_samples.len()
+            ))
+        })
+        .await;
+    steps.report.delta_to_actuation = Latency::from_samples(delta_samples);
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
+    let anomalies = format!("dt/pump/{THING}/anomalies");
+    let mut fault_samples = Vec::new();
+    let mut anomaly_samples = Vec::new();
+    let mut resume_speed = 2500.0;
+    let ok = steps
+        .run(
+            "4",
+            "a fault at the plant → anomaly → protective action at the plant → reported in the cloud",
+            || async {
+                let mut details = Vec::new();
+                for cycle in 1..=args.fault_cycles.max(1) {
+                    if cycle > 1 {
+                        clear_and_resume(site_ref, obs_ref, &mut probe, &anomalies, resume_speed).await?;
+                        resume_speed += 50.0;
+                    }
+                    let before = probe.read().await?;
+                    let mut rx = obs_ref.subscribe();
+                    let t0 = Instant::now();
+                    site_ref
+                        .plant_control("POST", "/faults", Some(json!({"kind": "cavitation", "severity": 0.8})))
+                        .await?;
+                    let state = probe
+                        .wait_for("a protective action", WAIT, |s| {
+                            s.setpoint_rpm < before.setpoint_rpm - 1.0
+                                || !s.run
+                                || (s.bypass_open && !before.bypass_open)
+                        })
+                        .await?;
+                    let acted_ms = epoch_ms();
+                    fault_samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    let event = observer::wait_for(&mut rx, "a cavitation anomaly event in the cloud", WAIT, |m| {
+                        m.topic == anomalies && m.doc["active"] == true && m.doc["kind"] == "cavitation"
+                    })
+                    .await?;
+                    if let Some(ts) = event.doc["ts"].as_u64() {
+                        anomaly_samples.push(acted_ms.saturating_sub(ts) as f64);
+                    }
+                    let doc = wait_cloud_shadow(site_ref, "protection.active", |d| {
+                        d.pointer("/state/reported/protection/active") == Some(&json!(true))
+                    })
+                    .await?;
+                    details.push(format!(
+                        "cycle {cycle}: {} by {} → setpoint {:.0} rpm, run {}, bypass {}; reported protection: {}",
+                        event.doc["kind"],
+                        event.doc["detector"],
+                        state.setpoint_rpm,
+                        state.run,
+                        state.bypass_open,
+                        doc.pointer("/state/reported/protection/reason").unwrap_or(&Value::Null)
+                    ));
+                }
+                Ok(details.join("; "))
+            },
+        )
+        .await;
+    steps.report.fault_to_action = Latency::from_samples(fault_samples);
+    steps.report.anomaly_to_action = Latency::from_samples(anomaly_samples);
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
+    let ok = steps
+        .run("5", "the fault is cleared → the anomaly clears → the operator resumes → the plant follows", || async {
+            let state = clear_and_resume(site_ref, obs_ref, &mut probe, &anomalies, resume_speed).await?;
+            Ok(format!(
+                "anomaly cleared; the operator resumed at {resume_speed:.0} rpm: setpoint {:.0} rpm, run {}, bypass {}; protection inactive in the cloud",
+                state.setpoint_rpm, state.run, state.bypass_open
+            ))
+        })
+        .await;
+    if !ok || args.outage_seconds == 0 {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
+    let mut site = site;
+    let mut obs = obs;
+    let ok = steps
+        .run("6", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
+            let site = site.as_mut().expect("started");
+            let obs = obs.as_mut().expect("started");
+            outage(site, obs, Duration::from_secs(args.outage_seconds), &telemetry).await
+        })
+        .await;
+    let _ = ok;
+    finish(steps.report, &args, site, obs).await
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Clears the faults, waits for the anomaly to clear, and resumes at `speed` as the operator.
+async fn clear_and_resume(
+    site: &Site,
+    obs: &Observer,
+    probe: &mut ModbusProbe,
+    anomalies: &str,
+    speed: f64,
+) -> anyhow::Result<crate::site::PlantState> {
+    let mut rx = obs.subscribe();
+    site.plant_control("DELETE", "/faults", None).await?;
+    observer::wait_for(&mut rx, "the anomaly's clearing event in the cloud", WAIT, |m| {
+        m.topic == anomalies && m.doc["active"] == false
+    })
+    .await?;
+    site.set_desired(json!({"speedRpm": speed as i64, "mode": "auto"})).await?;
+    let state = probe
+        .wait_for(&format!("running at setpoint {speed}"), WAIT, |s| (s.setpoint_rpm - speed).abs() < 0.5 && s.run)
+        .await?;
+    wait_cloud_shadow(site, "protection inactive and the resumed speed reported", |d| {
+        d.pointer("/state/reported/protection/active") != Some(&json!(true))
+            && speed_reported(d).is_some_and(|r| (r - speed).abs() < 0.5)
+    })
+    .await?;
+    Ok(state)
+}
+
+/// The readings' sequence numbers in a telemetry batch.
+fn batch_seqs(doc: &Value) -> Vec<u64> {
+    doc["readings"].as_array().map(|rs| rs.iter().filter_map(|r| r["seq"].as_u64()).collect()).unwrap_or_default()
+}
+
+/// Stops the cloud for `pause`, starts it again, and checks that the telemetry produced
+/// meanwhile arrives in order without gaps and that the cloud shadow matches the local one.
+async fn outage(site: &mut Site, obs: &mut Observer, pause: Duration, telemetry: &str) -> anyhow::Result<String> {
+    let cert = site.device.record.certificate_id.clone();
+    let before = obs.messages(telemetry).len();
+    // The core is locked out first, so that after the restart the observer is listening before
+    // the core delivers what it spooled; the lock is part of the stored registry.
+    let cloud = site.cloud.take().context("the cloud is not running")?;
+    cloud.registry.update_certificate(&cert, local_cloud::registry::CertificateStatus::Inactive)?;
+    let connections = obs.wait_subscribed(0).await?;
+    cloud.shutdown().await;
+    tokio::time::sleep(pause).await;
+    let mut config = local_cloud::server::Config::new(site.dir.join("cloud"));
+    config.mqtt_addr = site.endpoints.mqtt.parse().context("mqtt address")?;
+    config.http_addr = site.endpoints.http.trim_start_matches("http://").parse().context("http address")?;
+    let cloud = local_cloud::server::LocalCloud::start(config).await.context("restarting the local cloud")?;
+    obs.wait_subscribed(connections).await?;
+    cloud.registry.update_certificate(&cert, local_cloud::registry::CertificateStatus::Active)?;
+    site.cloud = Some(cloud);
+    // Telemetry produced during the outage is spooled by the core; wait until a batch made after
+    // the return arrives, then check the sequence numbers of everything received.
+    let mut rx = obs.subscribe();
+    let resumed_at = epoch_ms();
+    observer::wait_for(&mut rx, "telemetry after the outage", WAIT, |m| {
+        m.topic == telemetry
+            && m.doc["readings"]
+                .as_array()
+                .and_then(|r| r.last())
+                .and_then(|r| r["ts"].as_u64())
+                .is_some_and(|ts| ts > resumed_at)
+    })
+    .await?;
+    let batches = obs.messages(telemetry);
+    // In order: each batch starts after every reading seen before it, unless it is a whole
+    // resend of readings already received (QoS 1 may deliver a batch twice).
+    let mut seen = std::collections::BTreeSet::new();
+    let mut arrived_in_order = true;
+    for b in &batches {
+        let s = batch_seqs(b);
+        let resend = !s.is_empty() && s.iter().all(|q| seen.contains(q));
+        if !resend && s.first().is_some_and(|first| seen.last().is_some_and(|max| first <= max)) {
+            arrived_in_order = false;
+        }
+        seen.extend(s);
+    }
+    let mut seqs: Vec<u64> = seen.into_iter().collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let gaps: Vec<(u64, u64)> = seqs.windows(2).filter(|w| w[1] != w[0] + 1).map(|w| (w[0], w[1])).collect();
+    if !gaps.is_empty() {
+        bail!("telemetry lost across the outage: readings missing between {gaps:?}");
+    }
+    if !arrived_in_order {
+        bail!("telemetry arrived out of order");
+    }
+    let core = site.core.as_ref().context("the core is not running")?;
+    let local = core.shadows().get(THING, pump_types::SHADOW_NAME).map_err(|e| anyhow::anyhow!("local shadow: {e}"))?;
+    let want_reported = local.pointer("/state/reported").cloned();
+    let doc =
+        wait_cloud_shadow(site, "the local reported state", |d| d.pointer("/state/reported").cloned() == want_reported)
+            .await?;
+    Ok(format!(
+        "{} batches during and after a {:?} outage, {} batches in all, readings {}..={} without a gap; cloud shadow version {} matches the local reported state",
+        batches.len() - before,
+        pause,
+        batches.len(),
+        seqs.first().copied().unwrap_or(0),
+        seqs.last().copied().unwrap_or(0),
+        doc["version"]
+    ))
+}
+
+/// Collects the figures, writes the report, and stops everything (or keeps it running).
+async fn finish(
+    mut report: Report,
+    args: &DemoArgs,
+    site: Option<Site>,
+    obs: Option<Observer>,
+) -> anyhow::Result<Report> {
+    report.passed = !report.steps.is_empty() && report.steps.iter().all(|s| s.passed);
+    if let Some(o) = &obs {
+        report.topics = o.figures();
+    }
+    if let Some(site) = &site {
+        if let Ok(Some(doc)) = site.cloud_shadow().await {
+            let state = doc.get("state").cloned().unwrap_or(Value::Null);
+            let sized = json!({"desired": state.get("desired"), "reported": state.get("reported")});
+            report.shadow_state_bytes = serde_json::to_vec(&sized).map(|v| v.len()).unwrap_or(0);
+            report.shadow = doc;
+        }
+        if let Some(core) = &site.core {
+            for c in COMPONENTS {
+                let path = core.layout().work_dir(c.name).join("stats.json");
+                if let Ok(bytes) = std::fs::read(&path)
+                    && let Ok(v) = serde_json::from_slice(&bytes)
+                {
+                    report.component_stats.insert(c.name.to_owned(), v);
+                }
+            }
+        }
+    }
+    report.write(&args.out).with_context(|| format!("writing the report into {}", args.out.display()))?;
+    eprintln!("report: {}", args.out.join("report.md").display());
+    if let Some(mut site) = site {
+        if args.keep_running && report.passed {
+            print_how_to_reach(&site);
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        if let Some(core) = site.core.take() {
+            core.shutdown(Duration::from_secs(20)).await;
+        }
+        if let Some(plant) = site.plant.take() {
+            plant.shutdown().await;
+        }
+        if let Some(cloud) = site.cloud.take() {
+            cloud.shutdown().await;
+        }
+    }
+    drop(obs);
+    Ok(report)
+}
+
+fn print_how_to_reach(site: &Site) {
+    let e = &site.endpoints;
+    println!("Everything keeps running; Ctrl-C stops it.");
+    println!("  local cloud: MQTT {} (CA {}), HTTP {} (any AWS credentials)", e.mqtt, e.ca_file.display(), e.http);
+    println!(
+        "  set a desired speed: aws --endpoint-url {} iot-data update-thing-shadow --thing-name {THING} --shadow-name pump --cli-binary-format raw-in-base64-out --payload '{{\"state\":{{\"desired\":{{\"speedRpm\":2500}}}}}}' /dev/stdout",
+        e.http
+    );
+    println!("  plant control: http://{}/state, POST /faults", site.plant().control_addr());
+    println!("  core: {}", site.dir.join("core").display());
+}

@@ -1,0 +1,60 @@
+//! `pump-station`: the project's main job.
+//!
+//! - `pump-station demo [--out DIR] [--keep-running]` runs the whole story offline in one
+//!   process tree: the local cloud, provisioning through the AWS SDK, the plant, the simulated
+//!   core running the three components from their recipes, and the four scenario steps; it exits
+//!   0 when every step held and writes `report.json` and `report.md` (see [`demo`]).
+//! - Run under a component's binary name (`pump-sensor`, …) it *is* that component: the demo
+//!   stages this one executable as every component's artifact, so `cargo run` builds one binary
+//!   and the recipes stay the real ones.
+//!
+//! # Layout
+//! - [`demo`]: the scenario and its steps.
+//! - [`observer`]: an MQTT client in the cloud that measures every message it sees.
+//! - [`site`]: starting and stopping the pieces (cloud, plant, core) and staging the components.
+//! - [`report`]: `report.json` and `report.md`.
+
+mod demo;
+mod observer;
+mod report;
+mod site;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A component's entry point.
+type ComponentMain = fn() -> ExitCode;
+
+/// The components this binary can be, by the artifact name their recipe runs.
+const COMPONENTS: &[(&str, ComponentMain)] = &[
+    ("pump-sensor", pump_sensor::main),
+    ("pump-analyzer", pump_analyzer::cli::main),
+    ("pump-controller", pump_controller::main),
+];
+
+#[derive(Debug, Parser)]
+#[command(name = "pump-station", version, about = "The pump station reference solution: the offline demo.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the whole story offline and writes the evidence.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().map(PathBuf::from);
+    let name = argv0.as_deref().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or_default();
+    if let Some((_, component)) = COMPONENTS.iter().find(|(n, _)| *n == name) {
+        return component();
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => demo::main(args),
+    }
+}

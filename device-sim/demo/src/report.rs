@@ -1,0 +1,190 @@
+//! The evidence a demo run leaves: `report.json` (everything, machine-readable) and
+//! `report.md` (the same for people), both written atomically.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::observer::TopicFigures;
+
+/// One scenario step's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepOutcome {
+    /// Short name.
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// What was observed (or why it failed).
+    pub detail: String,
+}
+
+/// Latency samples and their summary, milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    /// The samples.
+    pub samples_ms: Vec<f64>,
+    /// Median.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile (nearest rank).
+    pub p99_ms: Option<f64>,
+}
+
+impl Latency {
+    /// Summarises samples.
+    pub fn from_samples(mut samples_ms: Vec<f64>) -> Self {
+        let mut sorted = samples_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rank = |q: f64| -> Option<f64> {
+            if sorted.is_empty() {
+                return None;
+            }
+            let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+            Some(sorted[i])
+        };
+        let (p50_ms, p99_ms) = (rank(0.50), rank(0.99));
+        samples_ms.iter_mut().for_each(|s| *s = (*s * 10.0).round() / 10.0);
+        Latency { samples_ms, p50_ms, p99_ms }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// When the run started (RFC 3339, UTC).
+    pub started: String,
+    /// Whether every step held.
+    pub passed: bool,
+    /// The steps.
+    pub steps: Vec<StepOutcome>,
+    /// Per IoT Core topic, what the cloud received.
+    pub topics: BTreeMap<String, TopicFigures>,
+    /// The cloud shadow at the end.
+    pub shadow: Value,
+    /// Its state's size in bytes (`desired` + `reported`, what IoT Core's 8 KiB limit counts).
+    pub shadow_state_bytes: usize,
+    /// Operator's desired change → the plant's speed setpoint register changed.
+    pub delta_to_actuation: Latency,
+    /// Fault injected → protective action at the plant.
+    pub fault_to_action: Latency,
+    /// The analyzer decided the anomaly (the event's `ts`) → protective action seen at the plant.
+    pub anomaly_to_action: Latency,
+    /// Components' own figures (`stats.json` of each, when written).
+    pub component_stats: BTreeMap<String, Value>,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.1}"))
+}
+
+impl Report {
+    /// Writes `report.json` and `report.md` into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        write_atomic(&dir.join("report.json"), &serde_json::to_vec_pretty(self)?)?;
+        write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
+        Ok(())
+    }
+
+    /// The report for people.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let verdict = if self.passed { "every step held" } else { "a step failed" };
+        let _ = writeln!(s, "# Pump station demo: {verdict}\n");
+        let _ = writeln!(s, "Run started {} (UTC). Produced by `cargo run --release -- demo`.\n", self.started);
+        let _ = writeln!(s, "## Steps\n\n| step | held | seconds | what was observed |\n| --- | --- | ---: | --- |");
+        for st in &self.steps {
+            let _ = writeln!(
+                s,
+                "| {} — {} | {} | {:.1} | {} |",
+                st.name,
+                st.description,
+                if st.passed { "yes" } else { "**no**" },
+                st.seconds,
+                st.detail.replace('|', "\\|")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n## Messages received by the cloud\n\n| topic | messages | payload bytes min / avg / max | messages per minute | 5 KiB billing units |\n| --- | ---: | --- | ---: | ---: |"
+        );
+        for (topic, f) in &self.topics {
+            let _ = writeln!(
+                s,
+                "| `{topic}` | {} | {} / {:.0} / {} | {:.1} | {} |",
+                f.messages, f.bytes_min, f.bytes_avg, f.bytes_max, f.per_minute, f.billing_units
+            );
+        }
+        let _ = writeln!(s, "\n## Latency\n\n| path | samples | p50, ms | p99, ms |\n| --- | ---: | ---: | ---: |");
+        for (name, l) in [
+            ("operator's desired change → speed setpoint written at the plant", &self.delta_to_actuation),
+            ("fault injected → protective action at the plant", &self.fault_to_action),
+            ("anomaly decided by the analyzer → protective action seen at the plant", &self.anomaly_to_action),
+        ] {
+            let _ = writeln!(s, "| {name} | {} | {} | {} |", l.samples_ms.len(), ms(l.p50_ms), ms(l.p99_ms));
+        }
+        let _ = writeln!(s, "\n## The `pump` shadow at the end ({} bytes of state)\n", self.shadow_state_bytes);
+        let _ = writeln!(s, "```json\n{}\n```", serde_json::to_string_pretty(&self.shadow).unwrap_or_default());
+        let _ = writeln!(s, "\n## Payload examples (the first and the last message of each topic)\n");
+        for (topic, f) in &self.topics {
+            for (which, v) in [("first", &f.first_example), ("last", &f.example)] {
+                let _ = writeln!(
+                    s,
+                    "`{topic}`, {which}:\n\n```json\n{}\n```\n",
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                );
+            }
+        }
+        if !self.component_stats.is_empty() {
+            let _ = writeln!(s, "## Components' own figures\n");
+            for (name, v) in &self.component_stats {
+                let _ =
+                    writeln!(s, "`{name}`:\n\n```json\n{}\n```\n", serde_json::to_string_pretty(v).unwrap_or_default());
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let l = Latency::from_samples((1..=100).map(f64::from).collect());
+        assert_eq!((l.p50_ms, l.p99_ms), (Some(50.0), Some(99.0)));
+        let one = Latency::from_samples(vec![7.0]);
+        assert_eq!((one.p50_ms, one.p99_ms), (Some(7.0), Some(7.0)));
+        assert_eq!(Latency::from_samples(vec![]).p50_ms, None);
+    }
+
+    #[test]
+    fn the_markdown_names_a_failed_step() {
+        let r = Report {
+            steps: vec![StepOutcome {
+                name: "2".into(),
+                description: "operator".into(),
+                passed: false,
+                seconds: 1.0,
+                detail: "no delta".into(),
+            }],
+            ..Default::default()
+        };
+        let md = r.markdown();
+        assert!(md.contains("a step failed") && md.contains("**no**") && md.contains("no delta"), "{md}");
+    }
+}

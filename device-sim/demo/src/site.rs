@@ -1,0 +1,326 @@
+//! The pieces of the demo and how they start: the local cloud, the core device provisioned
+//! through the AWS SDK, the plant, the simulated core with the components staged from their
+//! recipes, and the operator's clients (IoT data plane over HTTP, the plant's control API,
+//! a Modbus probe).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use aws_credential_types::Credentials;
+use cloud_api::endpoints::Endpoints;
+use device_sim::core::runtime::{CloudOptions, Core, CoreOptions, parse_update_config};
+use device_sim::plant::{PlantConfig, PlantHandle};
+use device_sim::recipe::DevicePlatform;
+use local_cloud::server::{Config as CloudConfig, LocalCloud};
+use provision::{ClientOptions, CoreDeviceSpec, ProvisionedDevice};
+use pump_map::{Coil, Measurement, Measurements, Setpoint};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_modbus::client::{Context as ModbusContext, Reader};
+
+/// The core device's thing name.
+pub const THING: &str = "pump-station-1";
+/// The version every component is deployed at.
+pub const VERSION: &str = "1.0.0";
+/// Any credentials: the local cloud accepts every SigV4 signature (its README says so).
+const ACCESS_KEY: &str = "AKIADEMOLOCALCLOUD00";
+
+/// A component of the deployment: its name, its artifact's file name, its recipe.
+pub struct Component {
+    /// ComponentName.
+    pub name: &'static str,
+    /// The artifact the recipe runs.
+    pub artifact: &'static str,
+    /// The recipe, as shipped.
+    pub recipe: &'static str,
+}
+
+/// The deployment, recipes as shipped in `components/`.
+pub const COMPONENTS: &[Component] = &[
+    Component {
+        name: pump_types::SENSOR_COMPONENT,
+        artifact: "pump-sensor",
+        recipe: include_str!("../../../components/sensor/recipe.yaml"),
+    },
+    Component {
+        name: pump_types::ANALYZER_COMPONENT,
+        artifact: "pump-analyzer",
+        recipe: include_str!("../../../components/analyzer/recipe.yaml"),
+    },
+    Component {
+        name: pump_types::CONTROLLER_COMPONENT,
+        artifact: "pump-controller",
+        recipe: include_str!("../../../components/controller/recipe.yaml"),
+    },
+];
+
+/// Static credentials for the SDK clients.
+pub fn credentials() -> Credentials {
+    Credentials::new(ACCESS_KEY, "demo-secret-key-for-the-local-cloud", None, None, "pump-station-demo")
+}
+
+/// The running site.
+pub struct Site {
+    /// Where everything is kept (`{out}/run`).
+    pub dir: PathBuf,
+    /// The local cloud, while it runs.
+    pub cloud: Option<LocalCloud>,
+    /// Where the cloud listens.
+    pub endpoints: Endpoints,
+    /// IoT data plane client (the operator).
+    pub data: aws_sdk_iotdataplane::Client,
+    /// What provisioning made.
+    pub device: ProvisionedDevice,
+    /// The plant.
+    pub plant: Option<PlantHandle>,
+    /// The simulated core.
+    pub core: Option<Core>,
+}
+
+impl Site {
+    /// Starts the local cloud in `dir/cloud` on ephemeral loopback ports.
+    pub async fn start_cloud(dir: &Path) -> anyhow::Result<(LocalCloud, Endpoints)> {
+        let cloud =
+            LocalCloud::start(CloudConfig::ephemeral(dir.join("cloud"))).await.context("starting the local cloud")?;
+        let endpoints = cloud.endpoints.clone();
+        Ok((cloud, endpoints))
+    }
+
+    /// The SDK clients for `endpoints`, through the same code path that targets real AWS.
+    pub async fn clients(endpoints: &Endpoints) -> (aws_sdk_iot::Client, aws_sdk_iotdataplane::Client) {
+        let options = ClientOptions {
+            endpoint_url: Some(endpoints.http.clone()),
+            region: Some(endpoints.region.clone()),
+            credentials: Some(credentials()),
+        };
+        let iot = provision::iot_client(&options).await;
+        let config = aws_sdk_iotdataplane::Config::builder()
+            .behavior_version(aws_sdk_iotdataplane::config::BehaviorVersion::latest())
+            .region(aws_sdk_iotdataplane::config::Region::new(endpoints.region.clone()))
+            .credentials_provider(credentials())
+            .endpoint_url(endpoints.http.clone())
+            .http_client(provision::client::http_client())
+            .build();
+        (iot, aws_sdk_iotdataplane::Client::from_conf(config))
+    }
+
+    /// Provisions the core device (thing, certificate from a local key, the shipped policy).
+    pub async fn provision(
+        iot: &aws_sdk_iot::Client,
+        endpoints: &Endpoints,
+        dir: &Path,
+    ) -> anyhow::Result<ProvisionedDevice> {
+        let mut spec = CoreDeviceSpec::new(THING, dir.join("device"), &endpoints.ca_file);
+        spec.mqtt_port = endpoints.mqtt_host_port().map_err(anyhow::Error::msg)?.1;
+        spec.data_plane_url = Some(endpoints.http.clone());
+        provision::provision_core_device(iot, &spec).await.context("provisioning the core device")
+    }
+
+    /// Starts the plant on ephemeral ports.
+    pub async fn start_plant(seed: u64, time_scale: f64) -> anyhow::Result<PlantHandle> {
+        let config = PlantConfig {
+            modbus: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seed,
+            time_scale,
+            ..PlantConfig::default()
+        };
+        device_sim::plant::serve(config).await.context("starting the plant")
+    }
+
+    /// Writes the recipes and stages this executable as every component's artifact.
+    pub fn stage_components(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let recipes = dir.join("recipes");
+        let artifacts = dir.join("artifacts");
+        std::fs::create_dir_all(&recipes)?;
+        let me = std::env::current_exe().context("locating this executable")?;
+        for c in COMPONENTS {
+            std::fs::write(recipes.join(format!("{}.yaml", c.name)), c.recipe)?;
+            let target = artifacts.join(c.name).join(VERSION);
+            std::fs::create_dir_all(&target)?;
+            let file = target.join(c.artifact);
+            let _ = std::fs::remove_file(&file);
+            std::fs::copy(&me, &file).with_context(|| format!("staging {}", file.display()))?;
+        }
+        Ok((recipes, artifacts))
+    }
+
+    /// The deployment's configuration updates: where the plant is, the demo's shorter periods,
+    /// and the ShadowManager syncing the `pump` shadow.
+    pub fn update_config(
+        plant_modbus: SocketAddr,
+    ) -> anyhow::Result<HashMap<String, device_sim::recipe::ConfigurationUpdate>> {
+        let doc = json!({
+            pump_types::SENSOR_COMPONENT: {"MERGE": {
+                "modbus": {"address": plant_modbus.to_string()},
+                "pollPeriodMs": 250,
+                "telemetry": {"maxDelayMs": 5000},
+                "statsPeriodMs": 5000
+            }},
+            pump_types::CONTROLLER_COMPONENT: {"MERGE": {
+                "modbusAddress": plant_modbus.to_string()
+            }},
+            "aws.greengrass.ShadowManager": {"MERGE": {"synchronize": {
+                "coreThing": {"classic": false, "namedShadows": [pump_types::SHADOW_NAME]}
+            }}}
+        });
+        parse_update_config(&doc).map_err(anyhow::Error::msg)
+    }
+
+    /// Starts the simulated core with the deployment and the cloud connection.
+    pub async fn start_core(
+        dir: &Path,
+        device: &ProvisionedDevice,
+        update_config: HashMap<String, device_sim::recipe::ConfigurationUpdate>,
+    ) -> anyhow::Result<Core> {
+        let (recipes, artifacts) = Self::stage_components(dir)?;
+        Core::start(CoreOptions {
+            root: dir.join("core"),
+            thing: THING.into(),
+            recipe_dir: recipes,
+            artifact_dir: artifacts,
+            merges: COMPONENTS.iter().map(|c| format!("{}={VERSION}", c.name)).collect(),
+            region: device.endpoints.region.clone(),
+            root_ca_path: Some(device.endpoints.ca_file.clone()),
+            platform: DevicePlatform::current(),
+            update_config,
+            cloud: Some(CloudOptions {
+                endpoints: device.endpoints.clone(),
+                cert_file: device.files.certificate.clone(),
+                key_file: device.files.private_key.clone(),
+            }),
+        })
+        .await
+        .context("starting the simulated core")
+    }
+
+    /// The plant.
+    pub fn plant(&self) -> &PlantHandle {
+        self.plant.as_ref().expect("the plant runs for the whole demo")
+    }
+
+    /// The operator sets desired state through the IoT data plane, as a cloud application would.
+    pub async fn set_desired(&self, desired: Value) -> anyhow::Result<u64> {
+        let body = serde_json::to_vec(&json!({"state": {"desired": desired}}))?;
+        let out = self
+            .data
+            .update_thing_shadow()
+            .thing_name(THING)
+            .shadow_name(pump_types::SHADOW_NAME)
+            .payload(aws_sdk_iotdataplane::primitives::Blob::new(body))
+            .send()
+            .await
+            .context("UpdateThingShadow")?;
+        let doc: Value = serde_json::from_slice(out.payload().map(|b| b.as_ref()).unwrap_or(b"{}"))?;
+        Ok(doc["version"].as_u64().unwrap_or(0))
+    }
+
+    /// The cloud shadow document (GetThingShadow), `None` when it does not exist yet.
+    pub async fn cloud_shadow(&self) -> anyhow::Result<Option<Value>> {
+        match self.data.get_thing_shadow().thing_name(THING).shadow_name(pump_types::SHADOW_NAME).send().await {
+            Ok(out) => Ok(Some(serde_json::from_slice(out.payload().map(|b| b.as_ref()).unwrap_or(b"{}"))?)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context("GetThingShadow")),
+        }
+    }
+
+    /// A plain HTTP request to the plant's control API (loopback, one connection per call).
+    pub async fn plant_control(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let addr = self.plant().control_addr();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.context("connecting to the plant's control API")?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        let text = String::from_utf8_lossy(&response);
+        let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).unwrap_or("?");
+        if !status.starts_with('2') {
+            bail!("plant control {method} {path}: HTTP {status}: {payload}");
+        }
+        Ok(serde_json::from_str(payload).unwrap_or(Value::Null))
+    }
+}
+
+/// What the plant does now, read over Modbus like any SCADA client would.
+#[derive(Debug, Clone, Copy)]
+pub struct PlantState {
+    /// The speed setpoint register.
+    pub setpoint_rpm: f64,
+    /// The run coil.
+    pub run: bool,
+    /// The bypass coil.
+    pub bypass_open: bool,
+    /// The measurements.
+    pub m: Measurements,
+}
+
+/// A Modbus TCP client of the plant.
+pub struct ModbusProbe {
+    ctx: ModbusContext,
+}
+
+impl ModbusProbe {
+    /// Connects.
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let ctx = tokio_modbus::client::tcp::connect(addr).await.context("connecting to the plant over Modbus")?;
+        Ok(Self { ctx })
+    }
+
+    /// Reads setpoints, coils and measurements.
+    pub async fn read(&mut self) -> anyhow::Result<PlantState> {
+        let words = self
+            .ctx
+            .read_holding_registers(0, Setpoint::ALL.len() as u16)
+            .await
+            .context("reading holding registers")?
+            .map_err(|e| anyhow::anyhow!("Modbus exception {e:?}"))?;
+        let setpoint_rpm = Setpoint::SpeedRpm.spec().decode(words[Setpoint::SpeedRpm.address() as usize]);
+        let coils = self
+            .ctx
+            .read_coils(0, Coil::ALL.len() as u16)
+            .await
+            .context("reading coils")?
+            .map_err(|e| anyhow::anyhow!("Modbus exception {e:?}"))?;
+        let inputs = self
+            .ctx
+            .read_input_registers(0, Measurement::ALL.len() as u16)
+            .await
+            .context("reading input registers")?
+            .map_err(|e| anyhow::anyhow!("Modbus exception {e:?}"))?;
+        let m = Measurements::from_registers(&inputs).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(PlantState {
+            setpoint_rpm,
+            run: coils[Coil::Run.address() as usize],
+            bypass_open: coils[Coil::BypassOpen.address() as usize],
+            m,
+        })
+    }
+
+    /// Polls until `pred` holds (every 10 ms), or fails after `within`.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&PlantState) -> bool,
+    ) -> anyhow::Result<PlantState> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let s = self.read().await?;
+            if pred(&s) {
+                return Ok(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the plant never showed {what} within {within:?} (last: {s:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
