@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Creates target/venv with the pinned packages of tests/conformance/requirements.txt.
-# Re-running is cheap: it only installs when the requirements changed.
+# Creates target/venv with the pinned packages of tests/conformance/requirements.txt (AWS's
+# official clients) and cloud/training/requirements.txt (model training and ONNX export).
+# Re-running is cheap: it only installs when a requirements file changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/venv
-REQ=tests/conformance/requirements.txt
+REQS=(tests/conformance/requirements.txt cloud/training/requirements.txt)
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
@@ -17,8 +18,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 STAMP="$VENV/.requirements.sha256"
-WANT=$(sha256sum "$REQ" | cut -d' ' -f1)
+WANT=$(cat "${REQS[@]}" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
+    # One resolution for both files, so a shared dependency gets one version.
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${REQS[@]/#/-r}"
     echo "$WANT" > "$STAMP"
 fi

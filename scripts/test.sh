@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, every Rust test, and the
+# The project's test command: formatting, lints, every Rust test, the
 # conformance tests that drive the local cloud and the simulated core with AWS's
-# own clients (boto3 and awsiotsdk in Python, the Rust Greengrass component SDK).
-# Needs: the Rust toolchain (rustup), a C compiler, python3 (3.9+) with venv, and
+# own clients (boto3 and awsiotsdk in Python, the Rust Greengrass component SDK),
+# and the ML training pipeline (cloud/training).
+# Needs: the Rust toolchain (rustup), a C compiler, python3 (3.11+) with venv, and
 # libclang (Debian/Ubuntu: libclang-dev) for the component SDK's bindgen step.
 # Installs the Python packages it needs into target/venv (from PyPI) the first
 # time, and libclang-dev with apt-get when it is missing and this runs as root.
@@ -80,3 +81,8 @@ export GG_SDK_CLIENT_BIN="$TARGET_DIR/debug/gg-sdk-client"
 
 step "conformance tests with AWS's official clients (awsiotsdk, boto3, Greengrass component SDK)"
 "$VENV/bin/python" -m pytest -q tests/conformance
+
+# A small dataset from the built device-sim, train.py end to end, the ONNX export checked
+# with onnxruntime, and launch.py's SageMaker request checked against botocore's model.
+step "ML pipeline: dataset, SageMaker-style training, ONNX export (cloud/training)"
+"$VENV/bin/python" -m pytest -q cloud/training/tests

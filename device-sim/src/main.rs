@@ -44,6 +44,8 @@ enum Command {
     Core(CoreArgs),
     /// Serves the simulated pump plant over Modbus TCP, with an HTTP control interface for faults.
     Plant(device_sim::plant::PlantArgs),
+    /// Generates a labeled dataset of feature windows from simulated plant runs (schema: --help).
+    Dataset(device_sim::dataset::DatasetArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +135,7 @@ fn main() -> ExitCode {
             match cli.command {
                 Command::Core(args) => run_core(args).await,
                 Command::Plant(args) => device_sim::plant::run(args).await,
+                Command::Dataset(args) => device_sim::dataset::run(args),
             }
         })
     });
@@ -151,6 +154,8 @@ fn is_configuration(e: &anyhow::Error) -> bool {
             || c.downcast_ref::<CoreError>().is_some_and(CoreError::is_configuration)
             || c.downcast_ref::<device_sim::plant::ServeError>()
                 .is_some_and(device_sim::plant::ServeError::is_configuration)
+            || c.downcast_ref::<device_sim::dataset::DatasetError>()
+                .is_some_and(device_sim::dataset::DatasetError::is_configuration)
     })
 }
 

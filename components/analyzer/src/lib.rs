@@ -1,7 +1,8 @@
 //! `com.example.pump.Analyzer`: turns pump readings into anomaly events.
 //!
 //! # Layout
-//! - [`features`]: the sliding window and its per-measurement statistics (pure).
+//! - [`features`]: the sliding window and its per-measurement statistics (pure), re-exported
+//!   from the `pump-features` crate that the dataset generator uses too.
 //! - [`detector`]: the [`detector::Detector`] trait every detector implements, and its
 //!   [`detector::Finding`]s.
 //! - [`rules`]: the rule-based detector (thresholds from configuration).
@@ -15,10 +16,11 @@ pub mod analyzer;
 pub mod cli;
 pub mod config;
 pub mod detector;
-pub mod features;
 pub mod hysteresis;
 pub mod rules;
 pub mod service;
+
+pub use pump_features as features;
 
 #[cfg(test)]
 mod plant_sim;

@@ -1,4 +1,9 @@
-//! Sliding-window features: per measurement, statistics over the last `capacity` readings.
+//! Sliding-window features of pump readings: per measurement, statistics over the last
+//! `capacity` readings.
+//!
+//! This crate is the one feature extraction of the pump station: the analyzer runs it at the edge
+//! and the dataset generator (`device-sim dataset`) runs it to produce training data, so a model
+//! sees at the edge exactly the features it was trained on. It does no I/O.
 //!
 //! The window is pure: readings go in with [`Window::push`], [`Window::features`] computes the
 //! statistics. Time comes from the readings' own timestamps (`ts`, epoch milliseconds), so the

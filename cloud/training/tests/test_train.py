@@ -1,0 +1,189 @@
+"""train.py end to end on a small generated dataset: artifacts, parity data, contract, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import train
+from conftest import SMALL_HPS, run_train
+
+
+def card_of(model_dir: Path) -> dict:
+    return json.loads((model_dir / "model-card.json").read_text())
+
+
+def test_model_card_describes_the_model_its_data_and_its_schema(trained: Path, manifest: dict):
+    card = card_of(trained)
+    onnx_bytes = (trained / "model.onnx").read_bytes()
+    assert card["name"] == "pump-fault-classifier"
+    assert card["version"] == "0.1.0"
+    assert card["model"]["sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert card["model"]["bytes"] == len(onnx_bytes)
+    assert card["training_data"]["digest"] == manifest["training_digest"]
+    assert card["training_data"]["dataset"]["seed"] == 3
+    assert card["hyperparameters"]["n_estimators"] == 20
+    assert card["hyperparameters"]["max_depth"] == 8
+    schema = card["input"]
+    assert schema["name"] == "features" and schema["dtype"] == "float32"
+    assert schema["features"] == manifest["schema"]["features"]
+    assert schema["shape"] == [None, 108]
+    assert (schema["window_samples"], schema["poll_period_ms"]) == (20, 1000)
+    assert schema["scaling"]["kind"] == "none"
+    assert card["output"]["classes"] == manifest["schema"]["classes"]
+    validation = card["metrics"]["validation"]
+    assert set(validation["per_class"]) == set(manifest["schema"]["classes"])
+    assert validation["rows"] == manifest["splits"]["validation"]["rows"]
+    assert 0.0 <= validation["macro_f1"] <= 1.0
+    assert validation["onnx_agrees_with_estimator"] == 1.0
+    counts = np.asarray(validation["confusion_matrix"]["counts"])
+    assert counts.sum() == validation["rows"]
+
+
+def test_the_onnx_graph_is_what_tract_can_run(trained: Path):
+    model = onnx.load(str(trained / "model.onnx"))
+    onnx.checker.check_model(model)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    assert 1 <= opsets.get("ai.onnx.ml", 0) <= 3, opsets
+    assert {n.op_type for n in model.graph.node} <= {"TreeEnsembleClassifier", "Identity"}
+    assert "ZipMap" not in {n.op_type for n in model.graph.node}
+    (inp,) = model.graph.input
+    assert inp.name == "features"
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    dims = inp.type.tensor_type.shape.dim
+    assert len(dims) == 2 and dims[1].dim_value == 108
+    outputs = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    assert outputs == {"label": onnx.TensorProto.INT64, "probabilities": onnx.TensorProto.FLOAT}
+
+
+def test_onnxruntime_reproduces_the_test_vectors(trained: Path, dataset: Path, manifest: dict):
+    vectors = json.loads((trained / "test-vectors.json").read_text())
+    onnx_bytes = (trained / "model.onnx").read_bytes()
+    assert vectors["model_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert vectors["tolerance_abs"] == 1e-5
+    assert vectors["classes"] == manifest["schema"]["classes"]
+    rows = vectors["vectors"]
+    # Up to six rows of every class present in the validation split.
+    present = {c for c, n in manifest["splits"]["validation"]["classes"].items() if n > 0}
+    assert {v["class"] for v in rows} == present
+    assert len(rows) >= 5 * len(present) // 2
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    x = np.asarray([v["input"] for v in rows], dtype=np.float32)
+    assert x.shape[1] == 108
+    label, probabilities = session.run(["label", "probabilities"], {"features": x})
+    assert label.tolist() == [v["label"] for v in rows]
+    expected = np.asarray([v["probabilities"] for v in rows], dtype=np.float64)
+    assert np.max(np.abs(probabilities - expected)) <= 1e-5
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # A vector's input is the row it names, as float32.
+    first = rows[0]
+    path, line = first["source"].rsplit(":", 1)
+    text = (dataset / path).read_text().splitlines()[int(line) - 1]
+    values = [float(v) for v in text.split(",")[3:]]
+    assert np.asarray(values, dtype=np.float32).tolist() == first["input"]
+
+
+def test_the_same_data_and_seed_give_the_same_model(dataset: Path, trained: Path, tmp_path: Path):
+    done = run_train(
+        [
+            "--train", str(dataset / "train"),
+            "--validation", str(dataset / "validation"),
+            "--manifest", str(dataset / "manifest.json"),
+            "--model-dir", str(tmp_path),
+            *SMALL_HPS,
+        ]
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("model.onnx", "model-card.json", "test-vectors.json"):
+        assert (tmp_path / name).read_bytes() == (trained / name).read_bytes(), name
+
+
+def test_sagemaker_environment_is_honoured_and_the_command_line_wins(dataset: Path, tmp_path: Path):
+    channel = tmp_path / "input" / "data"
+    for name in ("train", "validation"):
+        shutil.copytree(dataset / name, channel / name)
+    (channel / "manifest").mkdir()
+    shutil.copy(dataset / "manifest.json", channel / "manifest" / "manifest.json")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SM_CHANNEL_TRAIN": str(channel / "train"),
+        "SM_CHANNEL_VALIDATION": str(channel / "validation"),
+        "SM_CHANNEL_MANIFEST": str(channel / "manifest"),
+        "SM_MODEL_DIR": str(tmp_path / "model"),
+        "SM_OUTPUT_DATA_DIR": str(tmp_path / "output" / "data"),
+        "SM_HPS": json.dumps({"n_estimators": 5, "model_version": "9.9.9", "max_depth": 4}),
+    }
+    done = run_train(["--n_estimators", "7"], env=env)
+    assert done.returncode == 0, done.stderr
+    card = card_of(tmp_path / "model")
+    assert card["version"] == "9.9.9"
+    assert card["hyperparameters"]["n_estimators"] == 7, "the command line beats SM_HPS"
+    assert card["hyperparameters"]["max_depth"] == 4
+    assert card["input"]["window_samples"] == 20, "the manifest channel was read"
+    report = json.loads((tmp_path / "output" / "data" / "training-report.json").read_text())
+    assert report["model_sha256"] == card["model"]["sha256"]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["validation_macro_f1"] == report["validation_macro_f1"]
+
+
+def copy_dataset(dataset: Path, to: Path) -> Path:
+    shutil.copytree(dataset, to)
+    return to
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no_csv", "not_a_number", "short_row", "wrong_header", "manifest_mismatch", "unknown_hp", "bad_hp",
+     "missing_train", "run_in_both_splits"],
+)
+def test_bad_input_is_refused_with_a_clear_error(case: str, dataset: Path, tmp_path: Path, monkeypatch, capsys):
+    ds = copy_dataset(dataset, tmp_path / "ds")
+    train_csv = ds / "train" / "train.csv"
+    lines = train_csv.read_text().splitlines()
+    args = ["--train", str(ds / "train"), "--validation", str(ds / "validation"), "--model-dir", str(tmp_path / "m")]
+    for var in ("SM_HPS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_MODEL_DIR", "SM_CHANNEL_MANIFEST"):
+        monkeypatch.delenv(var, raising=False)
+    if case == "no_csv":
+        train_csv.unlink()
+        want = "holds no .csv file"
+    elif case == "not_a_number":
+        fields = lines[5].split(",")
+        fields[7] = "fast"
+        lines[5] = ",".join(fields)
+        train_csv.write_text("\n".join(lines) + "\n")
+        want = "train/train.csv:6: could not convert string to float: 'fast'"
+    elif case == "short_row":
+        lines[2] = ",".join(lines[2].split(",")[:-1])
+        train_csv.write_text("\n".join(lines) + "\n")
+        want = "train/train.csv:3: 110 fields, the header has 111"
+    elif case == "wrong_header":
+        lines[0] = lines[0].replace("run_id", "run", 1)
+        train_csv.write_text("\n".join(lines) + "\n")
+        want = "header must start with run_id,t_s,label"
+    elif case == "manifest_mismatch":
+        train_csv.write_text("\n".join(lines[:-1]) + "\n")
+        args += ["--manifest", str(ds / "manifest.json")]
+        want = "do not match the manifest"
+    elif case == "unknown_hp":
+        monkeypatch.setenv("SM_HPS", json.dumps({"n_trees": 5}))
+        want = "unknown hyperparameters in SM_HPS: n_trees"
+    elif case == "bad_hp":
+        args += ["--estimator", "svm"]
+        want = "estimator 'svm': expected random_forest or gradient_boosting"
+    elif case == "missing_train":
+        args = args[2:]
+        want = "--train is required (or set SM_CHANNEL_TRAIN)"
+    else:
+        val = (ds / "validation" / "validation.csv").read_text().splitlines()[1]
+        train_csv.write_text("\n".join(lines + [val]) + "\n")
+        want = "in both train and validation"
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert want in err, err
+    assert not (tmp_path / "m" / "model.onnx").exists(), "nothing is written for bad input"
