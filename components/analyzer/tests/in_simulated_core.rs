@@ -10,56 +10,28 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cloud_api::endpoints::Endpoints;
 use cloud_api::ipc::model::{PubSubMessage, PublishToTopicRequest, SubscribeToTopicRequest};
 use device_sim::core::ComponentState;
-use device_sim::core::bridge::{BridgeConfig, tls_config};
-use device_sim::core::runtime::{CloudOptions, Core, CoreOptions, parse_update_config};
+use device_sim::core::runtime::Core;
 use device_sim::plant::{Fault, FaultKind, PlantModel, PlantParams};
-use device_sim::recipe::DevicePlatform;
 use kit::ipc::IpcClient;
 use kit::outbox::{Outbox, OutboxConfig};
-use local_cloud::server::{Config as CloudConfig, LocalCloud};
 use pump_map::{Coil, Measurements, Status};
 use pump_types::{AnomalyEvent, AnomalyKind, Reading};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use serde_json::json;
+use site_testkit::WAIT;
+use site_testkit::site::{self as testkit, Site};
 use tokio::sync::mpsc;
 
 const NAME: &str = "com.example.pump.Analyzer";
 const FEEDER: &str = "com.example.pump.TestFeeder";
 const THING: &str = "core-1";
-const WAIT: Duration = Duration::from_secs(30);
-
-type UpdateConfig = std::collections::HashMap<String, device_sim::recipe::ConfigurationUpdate>;
-
-/// The test's own component: publishes readings, reads anomalies. It runs nothing; the test
-/// speaks for it with a token issued by the core.
-const FEEDER_RECIPE: &str = r#"
-RecipeFormatVersion: "2020-01-25"
-ComponentName: com.example.pump.TestFeeder
-ComponentVersion: "1.0.0"
-ComponentConfiguration:
-  DefaultConfiguration:
-    accessControl:
-      aws.greengrass.ipc.pubsub:
-        com.example.pump.TestFeeder:pubsub:1:
-          operations: ["aws.greengrass#PublishToTopic"]
-          resources: ["pump/readings"]
-        com.example.pump.TestFeeder:pubsub:2:
-          operations: ["aws.greengrass#SubscribeToTopic"]
-          resources: ["pump/anomalies"]
-Manifests:
-  - Lifecycle:
-      Run: exec sleep 600
-"#;
 
 /// The core device's IoT policy as the analyzer's README asks for it (connect as itself,
 /// publish its anomalies).
 const CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
  {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
  {"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:*:*:topic/dt/pump/${iot:Connection.Thing.ThingName}/anomalies"}]}"#;
-
-const APP_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}"#;
 
 /// Readings as the sensor publishes them: the plant model polled once a (simulated) second.
 struct Plant {
@@ -91,57 +63,39 @@ impl Plant {
     }
 }
 
-struct Site {
-    dir: tempfile::TempDir,
+/// The analyzer from its recipe and binary, and the test's feeder; with `cloud`, the local
+/// cloud with the core registered.
+async fn new_site(cloud: bool) -> Site {
+    let mut site = Site::new(THING);
+    site.deploy(NAME, "1.0.0", &testkit::crate_recipe(env!("CARGO_MANIFEST_DIR")));
+    // The test's own component: publishes readings, reads anomalies. It runs nothing; the test
+    // speaks for it with a token issued by the core.
+    site.deploy_idle(
+        FEEDER,
+        json!({"aws.greengrass.ipc.pubsub": {
+            "com.example.pump.TestFeeder:pubsub:1": {
+                "operations": ["aws.greengrass#PublishToTopic"],
+                "resources": ["pump/readings"]
+            },
+            "com.example.pump.TestFeeder:pubsub:2": {
+                "operations": ["aws.greengrass#SubscribeToTopic"],
+                "resources": ["pump/anomalies"]
+            }
+        }}),
+    );
+    site.add_artifact(NAME, "1.0.0", env!("CARGO_BIN_EXE_pump-analyzer"));
+    if cloud {
+        site.start_cloud(CORE_POLICY).await;
+    }
+    site
 }
 
-impl Site {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let recipes = dir.path().join("recipes");
-        let artifacts = dir.path().join("artifacts").join(NAME).join("1.0.0");
-        std::fs::create_dir_all(&recipes).unwrap();
-        std::fs::create_dir_all(&artifacts).unwrap();
-        let recipe = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("recipe.yaml")).unwrap();
-        std::fs::write(recipes.join("analyzer.yaml"), recipe).unwrap();
-        std::fs::write(recipes.join("feeder.yaml"), FEEDER_RECIPE).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_pump-analyzer"), artifacts.join("pump-analyzer")).unwrap();
-        Site { dir }
-    }
-
-    async fn start_core(&self, cloud: Option<CloudOptions>) -> Core {
-        let core = self.start_core_with(cloud, Default::default()).await;
-        // The core calls a `Run` process RUNNING once started; the analyzer logs when it has
-        // subscribed, which is what a publisher must wait for.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !self.log().contains("running: reading pump/readings") {
-            assert!(tokio::time::Instant::now() < deadline, "not subscribed; log:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        core
-    }
-
-    async fn start_core_with(&self, cloud: Option<CloudOptions>, update_config: UpdateConfig) -> Core {
-        Core::start(CoreOptions {
-            root: self.dir.path().join("root"),
-            thing: THING.into(),
-            recipe_dir: self.dir.path().join("recipes"),
-            artifact_dir: self.dir.path().join("artifacts"),
-            merges: vec![format!("{NAME}=1.0.0"), format!("{FEEDER}=1.0.0")],
-            region: "us-east-1".into(),
-            root_ca_path: None,
-            platform: DevicePlatform::current(),
-            update_config,
-            cloud,
-        })
-        .await
-        .unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("root").join("logs").join(format!("{NAME}.log")))
-            .unwrap_or_default()
-    }
+async fn start_core(site: &Site) -> Core {
+    let core = site.start_core(&json!({})).await;
+    // The core calls a `Run` process RUNNING once started; the analyzer logs when it has
+    // subscribed, which is what a publisher must wait for.
+    site.wait_log(NAME, "running: reading pump/readings").await;
+    core
 }
 
 /// The test component's side: publishes readings, collects anomaly events.
@@ -245,17 +199,17 @@ fn outbox_path(core_root: &Path) -> PathBuf {
 
 #[tokio::test]
 async fn offline_an_injected_fault_is_raised_then_cleared_locally_and_kept_for_iot_core() {
-    let site = Site::new();
-    let core = site.start_core(None).await;
+    let site = new_site(false).await;
+    let core = start_core(&site).await;
     let mut feeder = Feeder::connect(&core).await;
     let mut plant = Plant::new(11);
     let (raised, cleared) = fault_round_trip(&mut feeder, &mut plant).await;
 
     let work_outbox = core.layout().work_dir(NAME).join("anomalies-outbox.sqlite");
-    assert_eq!(work_outbox, outbox_path(&site.dir.path().join("root")));
+    assert_eq!(work_outbox, outbox_path(&site.core_root()));
     let pending = core.shutdown(WAIT).await;
     assert!(pending.is_empty(), "not stopped: {pending:?}");
-    let log = site.log();
+    let log = site.log(NAME);
     assert!(log.contains("ignored a reading"), "malformed readings are logged:\n{log}");
     assert!(log.contains("pump-analyzer: stopping"), "stopped on SIGTERM:\n{log}");
 
@@ -272,84 +226,37 @@ async fn offline_an_injected_fault_is_raised_then_cleared_locally_and_kept_for_i
 
 #[tokio::test]
 async fn a_bad_configuration_stops_the_component_with_a_clear_message() {
-    let site = Site::new();
-    let update = parse_update_config(&serde_json::json!({ NAME: {"MERGE": {"rules": {"motorTauS": -5}}} })).unwrap();
-    let core = site.start_core_with(None, update).await;
+    let site = new_site(false).await;
+    let core = site.start_core(&json!({ NAME: {"MERGE": {"rules": {"motorTauS": -5}}} })).await;
     // Each start exits with the configuration error; the core gives up after three.
     let state = core.wait_for_state(NAME, &[ComponentState::Broken], WAIT).await;
-    assert_eq!(state, Some(ComponentState::Broken), "log:\n{}", site.log());
-    let log = site.log();
+    assert_eq!(state, Some(ComponentState::Broken), "log:\n{}", site.log(NAME));
+    let log = site.log(NAME);
     assert!(log.contains("/rules/motorTauS = -5: must be > 0"), "{log}");
     core.shutdown(WAIT).await;
 }
 
 // ---- with the local cloud ----
 
-fn identity(cloud: &LocalCloud, dir: &Path, thing: &str, policy: &str) -> (PathBuf, PathBuf) {
-    let r = &cloud.registry;
-    r.create_thing(thing, None, Default::default()).unwrap();
-    let (cert, keys) = r.create_keys_and_certificate(true).unwrap();
-    r.create_policy(&format!("{thing}-policy"), policy).unwrap();
-    r.attach_policy(&format!("{thing}-policy"), &cert.arn).unwrap();
-    r.attach_thing_principal(thing, &cert.arn).unwrap();
-    let (cert_file, key_file) = (dir.join(format!("{thing}.crt")), dir.join(format!("{thing}.key")));
-    std::fs::write(&cert_file, cert.pem).unwrap();
-    std::fs::write(&key_file, keys.private_key_pem).unwrap();
-    (cert_file, key_file)
-}
-
-/// An operator's MQTT client subscribed to the core's anomaly topic.
-async fn operator(endpoints: &Endpoints, cert: PathBuf, key: PathBuf) -> mpsc::UnboundedReceiver<AnomalyEvent> {
-    let bridge = BridgeConfig::new(endpoints.clone(), cert, key, "operator-app".into());
-    let (host, port) = endpoints.mqtt_host_port().unwrap();
-    let mut opts = MqttOptions::new("operator-app", host, port);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls_config(&bridge).unwrap())));
-    let (client, mut eventloop) = AsyncClient::new(opts, 16);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (subacked, mut suback) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let client = client;
-        while let Ok(event) = eventloop.poll().await {
-            match event {
-                Event::Incoming(Packet::Publish(p)) => {
-                    let _ = tx.send(pump_types::parse(&p.payload).expect("an AnomalyEvent in the cloud"));
-                }
-                Event::Incoming(Packet::SubAck(_)) => {
-                    let _ = subacked.send(());
-                }
-                Event::Incoming(Packet::ConnAck(_)) => {
-                    let _ = client.subscribe(format!("dt/pump/{THING}/anomalies"), QoS::AtLeastOnce).await;
-                }
-                _ => {}
-            }
-        }
-    });
-    tokio::time::timeout(WAIT, suback.recv()).await.expect("SUBACK").unwrap();
-    rx
-}
-
 #[tokio::test]
 async fn anomaly_events_reach_iot_core_on_the_things_topic() {
-    let site = Site::new();
-    let cloud = LocalCloud::start(CloudConfig::ephemeral(site.dir.path().join("cloud"))).await.unwrap();
-    let (core_cert, core_key) = identity(&cloud, site.dir.path(), THING, CORE_POLICY);
-    let (app_cert, app_key) = identity(&cloud, site.dir.path(), "operator-app", APP_POLICY);
-    let mut in_cloud = operator(&cloud.endpoints, app_cert, app_key).await;
-    let core = site
-        .start_core(Some(CloudOptions { endpoints: cloud.endpoints.clone(), cert_file: core_cert, key_file: core_key }))
-        .await;
+    let site = new_site(true).await;
+    // An operator's MQTT client subscribed to the core's anomaly topic.
+    let mut in_cloud = site.cloud().observer(&[&format!("dt/pump/{THING}/anomalies")]).await;
+    let core = start_core(&site).await;
     let mut feeder = Feeder::connect(&core).await;
     let mut plant = Plant::new(5);
     let (raised, cleared) = fault_round_trip(&mut feeder, &mut plant).await;
 
     for want in [&raised, &cleared] {
-        let got = tokio::time::timeout(WAIT, in_cloud.recv()).await.expect("the event reaches IoT Core").unwrap();
+        let message = in_cloud.next("the event in IoT Core").await;
+        let got: AnomalyEvent = pump_types::parse(&message.payload).expect("an AnomalyEvent in the cloud");
         assert_eq!(&got, want);
     }
     let pending = core.shutdown(WAIT).await;
     assert!(pending.is_empty(), "not stopped: {pending:?}");
     // Everything was sent: the outbox is empty.
-    let outbox = Outbox::open(outbox_path(&site.dir.path().join("root")), OutboxConfig::default()).unwrap();
+    let outbox = Outbox::open(outbox_path(&site.core_root()), OutboxConfig::default()).unwrap();
     assert!(outbox.is_empty(), "{:?}", outbox.peek(10));
-    cloud.shutdown().await;
+    site.cloud.unwrap().shutdown().await;
 }

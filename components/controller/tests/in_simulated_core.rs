@@ -7,52 +7,27 @@
 //! shadow's `update/documents`, as an operator's component would.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use device_sim::core::ComponentState;
-use device_sim::core::runtime::{CloudOptions, Core, CoreOptions, parse_update_config};
+use device_sim::core::runtime::Core;
 use device_sim::plant::{PlantConfig, PlantHandle, PlantParams};
-use device_sim::recipe::DevicePlatform;
 use kit::ipc::IpcClient;
 use kit::ipc::Subscription;
-use kit::ipc::model::{
-    GetThingShadowRequest, PubSubMessage, PublishToTopicRequest, ReceiveMode, SubscribeToTopicRequest,
-    UpdateThingShadowRequest,
-};
+use kit::ipc::model::{PubSubMessage, PublishToTopicRequest, ReceiveMode, SubscribeToTopicRequest};
 use local_cloud::registry::CertificateStatus;
-use local_cloud::server::{Config as CloudConfig, LocalCloud};
 use pump_map::{Coil, Setpoint};
 use serde_json::{Value, json};
+use site_testkit::cloud::Cloud;
+use site_testkit::site::{self as testkit, wait_connection};
+use site_testkit::{WAIT, wait_until};
 use tokio::time::Instant;
 use tokio_modbus::client::{Context, Reader as _};
 
 const CONTROLLER: &str = "com.example.pump.Controller";
 const OPERATOR: &str = "com.example.Operator";
 const THING: &str = "pump-core-1";
-const WAIT: Duration = Duration::from_secs(30);
 const DOCUMENTS: &str = "$aws/things/pump-core-1/shadow/name/pump/update/documents";
-
-/// A component that only sleeps; the test uses its IPC identity.
-const OPERATOR_RECIPE: &str = r#"
-RecipeFormatVersion: "2020-01-25"
-ComponentName: com.example.Operator
-ComponentVersion: "1.0.0"
-ComponentConfiguration:
-  DefaultConfiguration:
-    accessControl:
-      aws.greengrass.ShadowManager:
-        com.example.Operator:shadow:1:
-          operations: ["aws.greengrass#GetThingShadow", "aws.greengrass#UpdateThingShadow"]
-          resources: ["$aws/things/{iot:thingName}/shadow/name/pump"]
-      aws.greengrass.ipc.pubsub:
-        com.example.Operator:pubsub:1:
-          operations: ["aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"]
-          resources: ["pump/anomalies", "$aws/things/{iot:thingName}/shadow/name/pump/update/documents"]
-Manifests:
-  - Lifecycle:
-      Run: exec sleep 600
-"#;
 
 /// The core device's IoT policy: its client id and the `pump` shadow's topics for the sync.
 const CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
@@ -62,58 +37,43 @@ const CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
  {"Effect":"Allow","Action":"iot:Subscribe","Resource":[
    "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/shadow/name/pump/*"]}]}"#;
 
-struct CoreIdentity {
-    cert: PathBuf,
-    key: PathBuf,
-    certificate_id: String,
-}
-
 struct Site {
-    dir: tempfile::TempDir,
+    base: testkit::Site,
     plant: Option<PlantHandle>,
     modbus_addr: SocketAddr,
-    cloud: Option<(LocalCloud, CoreIdentity)>,
 }
 
 impl Site {
     /// The plant, the recipes and the artifact; with `cloud`, a local cloud and the core's
     /// identity in it.
     async fn new(cloud: bool) -> Site {
-        let dir = tempfile::tempdir().unwrap();
         let plant = serve_plant(SocketAddr::from(([127, 0, 0, 1], 0))).await;
         let modbus_addr = plant.modbus_addr();
 
-        let recipes = dir.path().join("recipes");
-        std::fs::create_dir_all(&recipes).unwrap();
-        let recipe = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("recipe.yaml")).unwrap();
+        let mut base = testkit::Site::new(THING);
+        let recipe = testkit::crate_recipe(env!("CARGO_MANIFEST_DIR"));
         let edited = recipe.replace("modbusAddress: 127.0.0.1:5020", &format!("modbusAddress: {modbus_addr}"));
         assert_ne!(edited, recipe, "the recipe names the plant's address");
-        std::fs::write(recipes.join("controller.yaml"), edited).unwrap();
-        std::fs::write(recipes.join("operator.yaml"), OPERATOR_RECIPE).unwrap();
-        let artifacts = dir.path().join("artifacts").join(CONTROLLER).join("1.0.0");
-        std::fs::create_dir_all(&artifacts).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_pump-controller"), artifacts.join("pump-controller")).unwrap();
-
-        let cloud = if cloud {
-            let local = LocalCloud::start(CloudConfig::ephemeral(dir.path().join("cloud"))).await.unwrap();
-            let r = &local.registry;
-            r.create_thing(THING, None, Default::default()).unwrap();
-            let (cert, keys) = r.create_keys_and_certificate(true).unwrap();
-            r.create_policy("core-policy", CORE_POLICY).unwrap();
-            r.attach_policy("core-policy", &cert.arn).unwrap();
-            r.attach_thing_principal(THING, &cert.arn).unwrap();
-            let id = CoreIdentity {
-                cert: dir.path().join("core.crt"),
-                key: dir.path().join("core.key"),
-                certificate_id: cert.id.clone(),
-            };
-            std::fs::write(&id.cert, cert.pem).unwrap();
-            std::fs::write(&id.key, keys.private_key_pem).unwrap();
-            Some((local, id))
-        } else {
-            None
-        };
-        Site { dir, plant: Some(plant), modbus_addr, cloud }
+        base.deploy(CONTROLLER, "1.0.0", &edited);
+        // A component that only sleeps; the test uses its IPC identity.
+        base.deploy_idle(
+            OPERATOR,
+            json!({
+                "aws.greengrass.ShadowManager": {"com.example.Operator:shadow:1": {
+                    "operations": ["aws.greengrass#GetThingShadow", "aws.greengrass#UpdateThingShadow"],
+                    "resources": ["$aws/things/{iot:thingName}/shadow/name/pump"]
+                }},
+                "aws.greengrass.ipc.pubsub": {"com.example.Operator:pubsub:1": {
+                    "operations": ["aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"],
+                    "resources": ["pump/anomalies", "$aws/things/{iot:thingName}/shadow/name/pump/update/documents"]
+                }}
+            }),
+        );
+        base.add_artifact(CONTROLLER, "1.0.0", env!("CARGO_BIN_EXE_pump-controller"));
+        if cloud {
+            base.start_cloud(CORE_POLICY).await;
+        }
+        Site { base, plant: Some(plant), modbus_addr }
     }
 
     async fn stop_plant(&mut self) {
@@ -125,57 +85,23 @@ impl Site {
         self.plant = Some(serve_plant(self.modbus_addr).await);
     }
 
-    fn cloud(&self) -> &LocalCloud {
-        &self.cloud.as_ref().expect("a cloud").0
+    fn cloud(&self) -> &Cloud {
+        self.base.cloud()
     }
 
-    fn set_core_certificate(&self, status: CertificateStatus) {
-        let (cloud, id) = self.cloud.as_ref().expect("a cloud");
-        cloud.registry.update_certificate(&id.certificate_id, status).unwrap();
-    }
-
-    /// Starts the core with the controller and the operator; waits for both to run.
+    /// Starts the core with the controller and the operator (syncing the `pump` shadow when
+    /// there is a cloud); waits for both to run.
     async fn start_core(&self) -> Core {
-        let (update_config, cloud) = match &self.cloud {
-            Some((local, id)) => (
-                parse_update_config(&json!({
-                    "aws.greengrass.ShadowManager": {"MERGE": {"synchronize": {
-                        "coreThing": {"classic": false, "namedShadows": ["pump"]}
-                    }}}
-                }))
-                .unwrap(),
-                Some(CloudOptions {
-                    endpoints: local.endpoints.clone(),
-                    cert_file: id.cert.clone(),
-                    key_file: id.key.clone(),
-                }),
-            ),
-            None => (Default::default(), None),
-        };
-        let core = Core::start(CoreOptions {
-            root: self.dir.path().join("root"),
-            thing: THING.into(),
-            recipe_dir: self.dir.path().join("recipes"),
-            artifact_dir: self.dir.path().join("artifacts"),
-            merges: vec![format!("{CONTROLLER}=1.0.0"), format!("{OPERATOR}=1.0.0")],
-            region: "us-east-1".into(),
-            root_ca_path: None,
-            platform: DevicePlatform::current(),
-            update_config,
-            cloud,
-        })
-        .await
-        .unwrap();
+        let update_config = if self.base.cloud.is_some() { testkit::shadow_sync(&["pump"]) } else { json!({}) };
+        let core = self.base.start_core(&update_config).await;
         for name in [CONTROLLER, OPERATOR] {
-            let state = core.wait_for_state(name, &[ComponentState::Running, ComponentState::Broken], WAIT).await;
-            assert_eq!(state, Some(ComponentState::Running), "{name}; controller log:\n{}", self.log());
+            self.base.wait_running(&core, name).await;
         }
         core
     }
 
     fn log(&self) -> String {
-        let path = self.dir.path().join("root").join("logs").join(format!("{CONTROLLER}.log"));
-        std::fs::read_to_string(path).unwrap_or_default()
+        self.base.log(CONTROLLER)
     }
 
     fn stats(&self, core: &Core) -> Value {
@@ -185,15 +111,7 @@ impl Site {
 
     /// Waits until `stats.json` satisfies `pred` (it is rewritten once a second).
     async fn wait_stats(&self, core: &Core, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let stats = self.stats(core);
-            if pred(&stats) {
-                return stats;
-            }
-            assert!(Instant::now() < deadline, "stats.json never showed {what}: {stats:#}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until(format!("stats.json showing {what}"), async || self.stats(core), pred, |s| format!("{s:#}")).await
     }
 
     async fn modbus(&self) -> Context {
@@ -202,15 +120,14 @@ impl Site {
 
     /// Waits until the cloud's `pump` shadow satisfies `pred`.
     async fn wait_cloud(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let doc = self.cloud().shadows.get(THING, Some("pump")).unwrap_or(Value::Null);
-            if pred(&doc) {
-                return doc;
-            }
-            assert!(Instant::now() < deadline, "the cloud shadow never showed {what}: {doc:#}\nlog:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let explain = |doc: &Value| format!("{doc:#}\nlog:\n{}", self.log());
+        wait_until(
+            format!("the cloud shadow showing {what}"),
+            async || self.cloud().shadow(THING, "pump"),
+            pred,
+            explain,
+        )
+        .await
     }
 }
 
@@ -255,7 +172,7 @@ struct Operator {
 
 impl Operator {
     async fn connect(core: &Core) -> Operator {
-        let ipc = IpcClient::connect(core.socket_path(), core.tokens().issue(OPERATOR)).await.unwrap();
+        let ipc = testkit::ipc(core, OPERATOR).await;
         let documents = ipc
             .subscribe_to_topic(&SubscribeToTopicRequest {
                 topic: DOCUMENTS.into(),
@@ -267,12 +184,7 @@ impl Operator {
     }
 
     async fn get(&self) -> Option<Value> {
-        let request = GetThingShadowRequest { thing_name: THING.into(), shadow_name: Some("pump".into()) };
-        match self.ipc.get_thing_shadow(&request).await {
-            Ok(r) => Some(serde_json::from_slice(r.payload.as_bytes()).unwrap()),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => panic!("GetThingShadow: {e}"),
-        }
+        testkit::local_shadow(&self.ipc, THING, "pump").await
     }
 
     /// Waits for the controller's first report (RUNNING only says its process started): the
@@ -288,14 +200,7 @@ impl Operator {
 
     /// Writes `desired` to the local shadow; returns the accepted document.
     async fn set_desired(&self, desired: Value) -> Value {
-        let payload = serde_json::to_vec(&json!({"state": {"desired": desired}})).unwrap();
-        let request = UpdateThingShadowRequest {
-            thing_name: THING.into(),
-            shadow_name: Some("pump".into()),
-            payload: payload.into(),
-        };
-        let r = self.ipc.update_thing_shadow(&request).await.unwrap();
-        serde_json::from_slice(r.payload.as_bytes()).unwrap()
+        testkit::update_local_shadow(&self.ipc, THING, "pump", &json!({"state": {"desired": desired}})).await
     }
 
     async fn publish_anomaly(&self, kind: &str, active: bool) {
@@ -501,11 +406,7 @@ async fn cloud_desired_is_actuated_and_anomalies_protect_the_pump_with_the_cloud
     site.wait_cloud("the first report", |d| reported(d, "/speedRpm") == 2900).await;
 
     // An operator sets a desired speed in the cloud.
-    let accepted = site
-        .cloud()
-        .shadows
-        .update(THING, Some("pump"), &serde_json::to_vec(&json!({"state": {"desired": {"speedRpm": 2200}}})).unwrap())
-        .unwrap();
+    let accepted = site.cloud().update_shadow(THING, "pump", &json!({"state": {"desired": {"speedRpm": 2200}}}));
     let desired_version = accepted["version"].as_u64().unwrap();
     wait_plant(&mut plant, "setpoint 2200", |(speed, _, _)| speed == 2200).await;
     let doc = site.wait_cloud("reported 2200", |d| reported(d, "/speedRpm") == 2200).await;
@@ -530,10 +431,7 @@ async fn cloud_desired_is_actuated_and_anomalies_protect_the_pump_with_the_cloud
     assert_eq!(plant_commands(&mut plant).await.0, 1800, "the plant stays protected");
 
     // The operator resumes with a new desired speed.
-    site.cloud()
-        .shadows
-        .update(THING, Some("pump"), &serde_json::to_vec(&json!({"state": {"desired": {"speedRpm": 2500}}})).unwrap())
-        .unwrap();
+    site.cloud().update_shadow(THING, "pump", &json!({"state": {"desired": {"speedRpm": 2500}}}));
     wait_plant(&mut plant, "setpoint 2500", |(speed, _, _)| speed == 2500).await;
     let doc = site
         .wait_cloud("resumed", |d| reported(d, "/protection/active") == false && reported(d, "/speedRpm") == 2500)
@@ -551,20 +449,16 @@ async fn cloud_desired_is_actuated_and_anomalies_protect_the_pump_with_the_cloud
 async fn desired_changed_in_the_cloud_while_the_core_was_offline_converges_when_it_reconnects() {
     let site = Site::new(true).await;
     // A shadow from an earlier life: an old desired, and a stale reported the device never had.
-    site.cloud()
-        .shadows
-        .update(
-            THING,
-            Some("pump"),
-            &serde_json::to_vec(&json!({"state": {
-                "desired": {"speedRpm": 2100},
-                "reported": {"speedRpm": 1234, "running": false}
-            }}))
-            .unwrap(),
-        )
-        .unwrap();
+    site.cloud().update_shadow(
+        THING,
+        "pump",
+        &json!({"state": {
+            "desired": {"speedRpm": 2100},
+            "reported": {"speedRpm": 1234, "running": false}
+        }}),
+    );
     // IoT Core refuses the core: it starts offline, and the controller works on the local shadow.
-    site.set_core_certificate(CertificateStatus::Inactive);
+    site.cloud().set_core_certificate(CertificateStatus::Inactive);
     let core = site.start_core().await;
     let mut operator = Operator::connect(&core).await;
     let mut plant = site.modbus().await;
@@ -573,17 +467,13 @@ async fn desired_changed_in_the_cloud_while_the_core_was_offline_converges_when_
     assert!(!*core.bridge().unwrap().connection().borrow(), "the core is offline");
 
     // Meanwhile in the cloud, the operator moves desired on.
-    site.cloud()
-        .shadows
-        .update(THING, Some("pump"), &serde_json::to_vec(&json!({"state": {"desired": {"speedRpm": 2000}}})).unwrap())
-        .unwrap();
+    site.cloud().update_shadow(THING, "pump", &json!({"state": {"desired": {"speedRpm": 2000}}}));
     assert_eq!(plant_commands(&mut plant).await.0, 2900, "nothing reaches an offline core");
 
     // Back online: the sync brings the cloud's desired down, the controller applies it, and
     // the cloud's reported becomes the device's truth.
-    site.set_core_certificate(CertificateStatus::Active);
-    let mut connection = core.bridge().unwrap().connection();
-    tokio::time::timeout(WAIT, connection.wait_for(|up| *up)).await.expect("the core reconnects").unwrap();
+    site.cloud().set_core_certificate(CertificateStatus::Active);
+    wait_connection(&core, true).await;
     wait_plant(&mut plant, "setpoint 2000", |(speed, _, _)| speed == 2000).await;
     let local = operator.wait_local("reported 2000", |d| reported(d, "/speedRpm") == 2000).await;
     let cloud = site

@@ -3,31 +3,27 @@
 //! telemetry tests. Everything on loopback, ephemeral ports, in a temporary directory.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cloud_api::endpoints::Endpoints;
 use cloud_api::ipc::model::{PubSubMessage, ReceiveMode};
 use device_sim::core::ComponentState;
-use device_sim::core::bridge::{BridgeConfig, tls_config};
 use device_sim::core::pubsub::Subscription;
-use device_sim::core::runtime::{CloudOptions, Core, CoreOptions, parse_update_config};
+use device_sim::core::runtime::Core;
 use device_sim::plant::{PlantConfig, PlantHandle, PlantParams, serve};
-use device_sim::recipe::DevicePlatform;
 use local_cloud::registry::CertificateStatus;
-use local_cloud::server::{Config, LocalCloud};
 use pump_types::{READINGS_TOPIC, Reading, SENSOR_COMPONENT};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{Value, json};
+use site_testkit::mqtt::Observer;
+use site_testkit::site::{self as testkit, wait_connection};
+use site_testkit::{WAIT, wait_until};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_modbus::client::Writer as _;
 
 const VERSION: &str = "1.0.0";
 const THING: &str = "pump-core-1";
-const WAIT: Duration = Duration::from_secs(30);
 /// The billing unit IoT Core meters messages in (payload and topic bytes).
 const UNIT: usize = 5120;
 
@@ -36,7 +32,6 @@ const CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
  {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
  {"Effect":"Allow","Action":"iot:Publish",
   "Resource":"arn:aws:iot:*:*:topic/dt/pump/${iot:Connection.Thing.ThingName}/telemetry"}]}"#;
-const APP_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}"#;
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -59,71 +54,26 @@ async fn start_plant(modbus: SocketAddr) -> PlantHandle {
     .unwrap()
 }
 
-struct Identity {
-    cert: PathBuf,
-    key: PathBuf,
-    certificate_id: String,
-}
-
-fn make_identity(cloud: &LocalCloud, dir: &Path, thing: &str, policy: &str) -> Identity {
-    let r = &cloud.registry;
-    r.create_thing(thing, None, Default::default()).unwrap();
-    let (cert, keys) = r.create_keys_and_certificate(true).unwrap();
-    r.create_policy(&format!("{thing}-policy"), policy).unwrap();
-    r.attach_policy(&format!("{thing}-policy"), &cert.arn).unwrap();
-    r.attach_thing_principal(thing, &cert.arn).unwrap();
-    let id = Identity {
-        cert: dir.join(format!("{thing}.crt")),
-        key: dir.join(format!("{thing}.key")),
-        certificate_id: cert.id.clone(),
-    };
-    std::fs::write(&id.cert, cert.pem).unwrap();
-    std::fs::write(&id.key, keys.private_key_pem).unwrap();
-    id
-}
-
-struct Cloud {
-    cloud: LocalCloud,
-    endpoints: Endpoints,
-    core_id: Identity,
-    app_id: Identity,
-}
-
 /// A temporary site: the sensor's recipe and binary, the plant, and optionally the local cloud.
 struct Site {
-    dir: tempfile::TempDir,
+    base: testkit::Site,
     plant: Option<PlantHandle>,
-    cloud: Option<Cloud>,
 }
 
 impl Site {
     async fn new(with_cloud: bool) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        let recipes = dir.path().join("recipes");
-        let artifacts = dir.path().join("artifacts").join(SENSOR_COMPONENT).join(VERSION);
-        std::fs::create_dir_all(&recipes).unwrap();
-        std::fs::create_dir_all(&artifacts).unwrap();
-        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("recipe.yaml"), recipes.join("sensor.yaml")).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_pump-sensor"), artifacts.join("pump-sensor")).unwrap();
+        let mut base = testkit::Site::new(THING);
+        base.deploy(SENSOR_COMPONENT, VERSION, &testkit::crate_recipe(env!("CARGO_MANIFEST_DIR")));
+        base.add_artifact(SENSOR_COMPONENT, VERSION, env!("CARGO_BIN_EXE_pump-sensor"));
         let plant = Some(start_plant(loopback()).await);
-        let cloud = if with_cloud {
-            let cloud = LocalCloud::start(Config::ephemeral(dir.path().join("cloud"))).await.unwrap();
-            let core_id = make_identity(&cloud, dir.path(), THING, CORE_POLICY);
-            let app_id = make_identity(&cloud, dir.path(), "operator-app", APP_POLICY);
-            let endpoints = cloud.endpoints.clone();
-            Some(Cloud { cloud, endpoints, core_id, app_id })
-        } else {
-            None
-        };
-        Site { dir, plant, cloud }
+        if with_cloud {
+            base.start_cloud(CORE_POLICY).await;
+        }
+        Site { base, plant }
     }
 
     fn plant(&self) -> &PlantHandle {
         self.plant.as_ref().expect("plant running")
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
     }
 
     /// Starts the core with the sensor, its configuration merged with `merge` (the plant's
@@ -131,36 +81,15 @@ impl Site {
     async fn start_core(&self, merge: Value) -> Core {
         let mut config = json!({"modbus": {"address": self.plant().modbus_addr().to_string()}});
         merge_json(&mut config, merge);
-        let update = parse_update_config(&json!({ SENSOR_COMPONENT: {"MERGE": config} })).unwrap();
-        let cloud = self.cloud.as_ref().map(|c| CloudOptions {
-            endpoints: c.endpoints.clone(),
-            cert_file: c.core_id.cert.clone(),
-            key_file: c.core_id.key.clone(),
-        });
-        Core::start(CoreOptions {
-            root: self.root(),
-            thing: THING.into(),
-            recipe_dir: self.dir.path().join("recipes"),
-            artifact_dir: self.dir.path().join("artifacts"),
-            merges: vec![format!("{SENSOR_COMPONENT}={VERSION}")],
-            region: "us-east-1".into(),
-            root_ca_path: None,
-            platform: DevicePlatform::current(),
-            update_config: update,
-            cloud,
-        })
-        .await
-        .unwrap()
+        self.base.start_core(&json!({ SENSOR_COMPONENT: {"MERGE": config} })).await
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.root().join("logs").join(format!("{SENSOR_COMPONENT}.log"))).unwrap_or_default()
+        self.base.log(SENSOR_COMPONENT)
     }
 
     async fn wait_running(&self, core: &Core) {
-        let wanted = [ComponentState::Running, ComponentState::Broken];
-        let state = core.wait_for_state(SENSOR_COMPONENT, &wanted, WAIT).await;
-        assert_eq!(state, Some(ComponentState::Running), "log:\n{}", self.log());
+        self.base.wait_running(core, SENSOR_COMPONENT).await;
     }
 
     fn stats(&self, core: &Core) -> Value {
@@ -169,48 +98,13 @@ impl Site {
 
     /// Waits until `stats.json` satisfies `pred` (the sensor rewrites it every stats period).
     async fn wait_stats(&self, core: &Core, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let stats = self.stats(core);
-            if pred(&stats) {
-                return stats;
-            }
-            assert!(Instant::now() < deadline, "stats never showed {what}: {stats:#}\nlog:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let explain = |stats: &Value| format!("{stats:#}\nlog:\n{}", self.log());
+        wait_until(format!("stats showing {what}"), async || self.stats(core), pred, explain).await
     }
 
     /// An MQTT client of another thing, subscribed to `filter` in the cloud.
-    async fn app(&self, filter: &str) -> mpsc::UnboundedReceiver<(String, Vec<u8>)> {
-        let c = self.cloud.as_ref().expect("cloud");
-        let bridge =
-            BridgeConfig::new(c.endpoints.clone(), c.app_id.cert.clone(), c.app_id.key.clone(), "operator-app".into());
-        let (host, port) = c.endpoints.mqtt_host_port().unwrap();
-        let mut opts = MqttOptions::new("operator-app", host, port);
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls_config(&bridge).unwrap())));
-        let (client, mut eventloop) = AsyncClient::new(opts, 16);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (suback_tx, mut suback_rx) = mpsc::unbounded_channel();
-        let filter = filter.to_owned();
-        tokio::spawn(async move {
-            while let Ok(event) = eventloop.poll().await {
-                match event {
-                    // Clean sessions: subscribe on every connection.
-                    Event::Incoming(Packet::ConnAck(_)) => {
-                        let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
-                    }
-                    Event::Incoming(Packet::Publish(p)) => {
-                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
-                    }
-                    Event::Incoming(Packet::SubAck(_)) => {
-                        let _ = suback_tx.send(());
-                    }
-                    _ => {}
-                }
-            }
-        });
-        timeout(WAIT, suback_rx.recv()).await.expect("SUBACK").unwrap();
-        rx
+    async fn app(&self, filter: &str) -> Observer {
+        self.base.cloud().observer(&[filter]).await
     }
 }
 
@@ -401,11 +295,11 @@ fn parse_batch(payload: &[u8]) -> Batch {
     Batch { bytes: payload.len(), seqs }
 }
 
-async fn next_batch(rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>) -> Batch {
-    let (topic, payload) = timeout(WAIT, rx.recv()).await.expect("telemetry in the cloud in time").unwrap();
-    assert_eq!(topic, *FILTER);
-    let batch = parse_batch(&payload);
-    assert!(batch.bytes + topic.len() <= UNIT, "{} payload bytes + topic exceed one unit", batch.bytes);
+async fn next_batch(observer: &mut Observer) -> Batch {
+    let message = observer.next("telemetry in the cloud").await;
+    assert_eq!(message.topic, *FILTER);
+    let batch = parse_batch(&message.payload);
+    assert!(batch.bytes + message.topic.len() <= UNIT, "{} payload bytes + topic exceed one unit", batch.bytes);
     batch
 }
 
@@ -433,13 +327,13 @@ async fn telemetry_reaches_the_cloud_in_order_in_batches_of_at_most_one_billing_
     assert_eq!(t["billingUnits"], t["messages"], "one unit per message: {t}");
     assert!(t["payloadBytes"].as_u64().unwrap() > 4 * 4700, "{t}");
     core.shutdown(WAIT).await;
-    site.cloud.unwrap().cloud.shutdown().await;
+    site.base.cloud.unwrap().shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_made_while_the_core_is_locked_out_all_arrive_in_order_when_it_is_let_back_in() {
     let site = Site::new(true).await;
-    let cloud = site.cloud.as_ref().unwrap();
+    let cloud = site.base.cloud();
     let mut cloud_rx = site.app(&FILTER).await;
     let core =
         site.start_core(json!({"pollPeriodMs": 50, "telemetry": {"maxDelayMs": 400}, "statsPeriodMs": 100})).await;
@@ -447,20 +341,19 @@ async fn batches_made_while_the_core_is_locked_out_all_arrive_in_order_when_it_i
     let mut received = vec![next_batch(&mut cloud_rx).await];
 
     // IoT Core locks the core out (its certificate becomes INACTIVE): the connection drops.
-    let mut connection = core.bridge().expect("bridge").connection();
-    cloud.cloud.registry.update_certificate(&cloud.core_id.certificate_id, CertificateStatus::Inactive).unwrap();
-    timeout(WAIT, connection.wait_for(|up| !*up)).await.expect("the core goes offline").unwrap();
+    cloud.set_core_certificate(CertificateStatus::Inactive);
+    wait_connection(&core, false).await;
     let offline = site.stats(&core)["telemetry"]["messages"].as_u64().unwrap();
     let stats = site
         .wait_stats(&core, "batches made offline", |s| s["telemetry"]["messages"].as_u64() >= Some(offline + 5))
         .await;
     let last_offline_seq = stats["readings"]["lastSeq"].as_u64().unwrap();
     let made = stats["telemetry"]["messages"].as_u64().unwrap();
-    assert!(!*connection.borrow(), "still offline");
+    assert!(!*core.bridge().expect("bridge").connection().borrow(), "still offline");
 
     // Let back in: everything made meanwhile arrives, in order.
-    cloud.cloud.registry.update_certificate(&cloud.core_id.certificate_id, CertificateStatus::Active).unwrap();
-    timeout(WAIT, connection.wait_for(|up| *up)).await.expect("the core reconnects").unwrap();
+    cloud.set_core_certificate(CertificateStatus::Active);
+    wait_connection(&core, true).await;
     let mut max_seq = *received[0].seqs.last().unwrap();
     while max_seq < last_offline_seq {
         let b = next_batch(&mut cloud_rx).await;
@@ -484,7 +377,7 @@ async fn batches_made_while_the_core_is_locked_out_all_arrive_in_order_when_it_i
 async fn telemetry_stored_while_the_core_has_no_cloud_is_sent_after_a_restart_with_one() {
     // First run: no cloud at all; the batches wait in the outbox in the work directory.
     let mut site = Site::new(true).await;
-    let cloud = site.cloud.take();
+    let cloud = site.base.cloud.take();
     let core =
         site.start_core(json!({"pollPeriodMs": 50, "telemetry": {"maxDelayMs": 300}, "statsPeriodMs": 100})).await;
     site.wait_running(&core).await;
@@ -498,7 +391,7 @@ async fn telemetry_stored_while_the_core_has_no_cloud_is_sent_after_a_restart_wi
     assert!(pending >= 3, "{stored:#}");
 
     // Second run, same core root, now with the cloud: the stored batches go first, in order.
-    site.cloud = cloud;
+    site.base.cloud = cloud;
     let mut cloud_rx = site.app(&FILTER).await;
     let core = site.start_core(json!({"pollPeriodMs": 50, "telemetry": {"maxDelayMs": 300}})).await;
     let mut seqs = Vec::new();

@@ -15,11 +15,11 @@ use local_cloud::ca::LocalCa;
 use local_cloud::registry::Registry;
 use local_cloud::server::{Config, LocalCloud};
 use local_cloud::store::Store;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish, QoS, SubscribeReasonCode,
-    TlsConfiguration, Transport,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rumqttc::MqttOptions;
+use rustls::pki_types::ServerName;
+// Re-exported for the test files; not every one of them uses each.
+#[allow(unused_imports)]
+pub use site_testkit::mqtt::{Client, ConnectResult};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -88,8 +88,8 @@ impl TestCloud {
 }
 
 /// A policy allowing every action on every resource.
-pub const ALLOW_ALL: &str =
-    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}"#;
+#[allow(unused_imports)]
+pub use site_testkit::ALLOW_ALL;
 
 /// A registered device identity.
 #[derive(Debug, Clone)]
@@ -132,30 +132,13 @@ fn split_host_port(s: &str) -> (String, u16) {
 /// A rustls client configuration (ring provider) trusting `ca_file` and
 /// presenting `device`'s certificate.
 pub fn client_tls_config(ca_file: &Path, device: &Device) -> Arc<rustls::ClientConfig> {
-    let ca_pem = std::fs::read(ca_file).expect("read CA file");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_slice()) {
-        roots.add(cert.expect("CA PEM")).expect("add CA");
-    }
-    let chain: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut device.cert_pem.as_bytes()).collect::<Result<_, _>>().expect("certificate PEM");
-    let key: PrivateKeyDer<'static> =
-        rustls_pemfile::private_key(&mut device.key_pem.as_bytes()).expect("key PEM").expect("a private key");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client certificate");
-    Arc::new(config)
+    site_testkit::tls::client_config(ca_file, &device.cert_pem, &device.key_pem)
 }
 
 /// rumqttc options: mTLS as `device`, keep-alive 30 s, packets up to 1 MiB
 /// each way (so the broker, not the client, enforces IoT Core's limits).
 pub fn mqtt_options(host: &str, port: u16, ca_file: &Path, client_id: &str, device: &Device) -> MqttOptions {
-    let mut opts = MqttOptions::new(client_id, host, port);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(client_tls_config(ca_file, device))));
-    opts.set_keep_alive(Duration::from_secs(30));
+    let mut opts = site_testkit::tls::mqtt_options(host, port, client_id, client_tls_config(ca_file, device));
     opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
     opts
 }
@@ -175,109 +158,6 @@ pub fn connect_packet(client_id: &str, clean_session: bool) -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
     connect.write(&mut buf).expect("encode CONNECT");
     buf.to_vec()
-}
-
-/// A rumqttc client and its event loop, driven by the test.
-pub struct Client {
-    /// Request handle.
-    pub client: AsyncClient,
-    /// Event loop; polled by the helper methods.
-    pub events: EventLoop,
-}
-
-/// What a connection attempt ended with.
-pub type ConnectResult = Result<(Client, bool), ConnectionError>;
-
-impl Client {
-    /// Connects and waits for the CONNACK; returns the session-present flag.
-    pub async fn connect(opts: MqttOptions) -> ConnectResult {
-        let (client, mut events) = AsyncClient::new(opts, 100);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let ev =
-                tokio::time::timeout_at(deadline, events.poll()).await.map_err(|_| ConnectionError::NetworkTimeout)?;
-            if let Event::Incoming(Incoming::ConnAck(ack)) = ev? {
-                return Ok((Client { client, events }, ack.session_present));
-            }
-        }
-    }
-
-    /// Polls until `pick` returns something, the connection fails, or `within` passes.
-    pub async fn wait_for<T>(
-        &mut self,
-        within: Duration,
-        mut pick: impl FnMut(&Event) -> Option<T>,
-    ) -> Result<T, String> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.poll()).await {
-                Err(_) => return Err("timed out".into()),
-                Ok(Err(e)) => return Err(format!("connection error: {e}")),
-                Ok(Ok(ev)) => {
-                    if let Some(t) = pick(&ev) {
-                        return Ok(t);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Subscribes and returns the SUBACK return codes.
-    pub async fn subscribe(&mut self, filters: &[(&str, QoS)]) -> Result<Vec<SubscribeReasonCode>, String> {
-        let filters: Vec<_> = filters.iter().map(|(f, q)| rumqttc::SubscribeFilter::new((*f).to_owned(), *q)).collect();
-        self.client.subscribe_many(filters).await.map_err(|e| e.to_string())?;
-        self.wait_for(WAIT, |ev| match ev {
-            Event::Incoming(Incoming::SubAck(ack)) => Some(ack.return_codes.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Publishes; waits for the PUBACK (QoS 1) or for the packet to be written (QoS 0).
-    pub async fn publish(
-        &mut self,
-        topic: &str,
-        qos: QoS,
-        retain: bool,
-        payload: impl Into<Vec<u8>>,
-    ) -> Result<(), String> {
-        self.client.publish(topic, qos, retain, payload.into()).await.map_err(|e| e.to_string())?;
-        self.wait_for(WAIT, |ev| match (qos, ev) {
-            (QoS::AtMostOnce, Event::Outgoing(Outgoing::Publish(_))) => Some(()),
-            (_, Event::Incoming(Incoming::PubAck(_))) => Some(()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// The next PUBLISH received within `within`.
-    pub async fn recv(&mut self, within: Duration) -> Result<Publish, String> {
-        self.wait_for(within, |ev| match ev {
-            Event::Incoming(Incoming::Publish(p)) => Some(p.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    /// Whether the broker closes the connection within `within` (polling sends
-    /// queued requests meanwhile).
-    pub async fn closed_within(&mut self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.poll()).await {
-                Err(_) => return false,
-                Ok(Err(_)) => return true,
-                Ok(Ok(Event::Incoming(Incoming::Disconnect))) => return true,
-                Ok(Ok(_)) => {}
-            }
-        }
-    }
-
-    /// Sends DISCONNECT and waits until it is written.
-    pub async fn disconnect(mut self) {
-        let _ = self.client.disconnect().await;
-        let _ = self.wait_for(WAIT, |ev| matches!(ev, Event::Outgoing(Outgoing::Disconnect)).then_some(())).await;
-    }
 }
 
 /// A broker without the rest of the local cloud, for tests that need custom

@@ -1,0 +1,57 @@
+//! Shared fixtures for the workspace's integration tests, so that each test file holds only what
+//! its own scenario needs.
+//!
+//! # Layout
+//!
+//! - [`tls`]: a rustls client configuration (ring) from a CA file and a PEM identity, and the
+//!   rumqttc options that use it.
+//! - [`mqtt`]: a [`mqtt::Client`] the test drives packet by packet, and an [`mqtt::Observer`] that
+//!   collects what arrives on its subscriptions in the background and waits on it with a deadline.
+//! - With the `site` feature: [`cloud`] (the local cloud in-process, stopped and restarted on the
+//!   same ports, with the core device and an operator registered in it) and [`site`] (a temporary
+//!   site directory, components staged from their recipes and binaries, the simulated core
+//!   started on it, its connection and local shadow waited on).
+//!
+//! Every wait has a deadline and fails the test with what it last saw; nothing sleeps and hopes.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+#[cfg(feature = "site")]
+pub mod cloud;
+pub mod mqtt;
+#[cfg(feature = "site")]
+pub mod site;
+pub mod tls;
+
+/// How long a site test waits for something that should happen (a component start, a sync,
+/// a message through the cloud) before it fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How often [`wait_until`] looks again.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// An IoT policy that allows every action on every resource (for an operator's application).
+pub const ALLOW_ALL: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}"#;
+
+/// Looks with `look` every [`POLL`] until `done` holds for what it saw, and returns that; after
+/// [`WAIT`] fails the test with `what` and `explain` of the last thing seen.
+///
+/// For state that announces no change (a file rewritten now and then, a document in a store).
+pub async fn wait_until<T>(
+    what: impl Display,
+    mut look: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+    explain: impl Fn(&T) -> String,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen = look().await;
+        if done(&seen) {
+            return seen;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never saw {what} within {WAIT:?}: {}", explain(&seen));
+        tokio::time::sleep(POLL).await;
+    }
+}
