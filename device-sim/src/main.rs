@@ -4,6 +4,10 @@
 //! deployment from their recipes and serves Greengrass IPC until SIGINT or SIGTERM, then stops
 //! them (Shutdown steps included) and exits.
 //!
+//! `device-sim deployment create|status|list` are the Greengrass CLI's local deployment
+//! commands against a running core: they read `{root}/cli_ipc_info/` and call
+//! CreateLocalDeployment, GetLocalDeploymentStatus, ListLocalDeployments over its IPC socket.
+//!
 //! Exit codes: 0 after a clean shutdown; 64 (`EX_USAGE`) for bad command-line syntax; 78
 //! (`EX_CONFIG`) when the input is at fault (recipes, artifacts, merges, unsupported flags),
 //! so a process supervisor can stop restarting; 1 for anything else.
@@ -16,6 +20,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::collections::HashMap;
 
+use cloud_api::ipc::model::{
+    CreateLocalDeploymentRequest, FailureHandlingPolicy, GetLocalDeploymentStatusRequest, ListLocalDeploymentsRequest,
+    LocalDeployment,
+};
+use cloud_api::ipc::operation as op;
+use device_sim::core::cli::{self, CliClient};
 use device_sim::core::runtime::{CloudOptions, Core, CoreError, CoreOptions, parse_update_config};
 use device_sim::recipe::ConfigurationUpdate;
 use device_sim::recipe::DevicePlatform;
@@ -46,6 +56,61 @@ enum Command {
     Plant(device_sim::plant::PlantArgs),
     /// Generates a labeled dataset of feature windows from simulated plant runs (schema: --help).
     Dataset(device_sim::dataset::DatasetArgs),
+    /// Local deployments on a running core, as the Greengrass CLI's `deployment` commands.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeploymentCommand {
+    /// Queues a local deployment (CreateLocalDeployment) and prints its id.
+    Create(CreateArgs),
+    /// Prints a local deployment's status (GetLocalDeploymentStatus).
+    Status(StatusArgs),
+    /// Lists the core's local deployments (ListLocalDeployments).
+    List(RootArg),
+}
+
+#[derive(Debug, clap::Args)]
+struct RootArg {
+    /// The running core's root directory (its `--root`).
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct CreateArgs {
+    /// The running core's root directory (its `--root`).
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// Directory of recipes to add to the core's recipe store (`--recipeDir`).
+    #[arg(long, value_name = "DIR")]
+    recipe_dir: Option<PathBuf>,
+    /// Directory of artifacts, laid out `{DIR}/{ComponentName}/{ComponentVersion}/` (`--artifactDir`).
+    #[arg(long, value_name = "DIR")]
+    artifact_dir: Option<PathBuf>,
+    /// A root component to add or change the version of; repeat for several (`--merge`).
+    #[arg(long = "merge", value_name = "NAME=VERSION")]
+    merges: Vec<String>,
+    /// A root component to remove; repeat for several (`--remove`).
+    #[arg(long = "remove", value_name = "NAME")]
+    removes: Vec<String>,
+    /// Configuration updates `{"Name": {"MERGE": {…}, "RESET": ["/pointer"]}}`, or `@FILE` (`--update-config`).
+    #[arg(long, value_name = "JSON|@FILE")]
+    update_config: Option<String>,
+    /// What to do when the deployment fails (`--failure-handling-policy`).
+    #[arg(long, value_name = "POLICY", value_parser = ["ROLLBACK", "DO_NOTHING"])]
+    failure_handling_policy: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The running core's root directory (its `--root`).
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// The deployment id `create` printed.
+    #[arg(value_name = "DEPLOYMENT_ID")]
+    id: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,7 +155,13 @@ struct CoreArgs {
 
 /// Reads `--update-config` (inline JSON or `@FILE`).
 fn read_update_config(arg: Option<&str>) -> anyhow::Result<HashMap<String, ConfigurationUpdate>> {
-    let Some(arg) = arg else { return Ok(HashMap::new()) };
+    let Some(doc) = read_update_config_doc(arg)? else { return Ok(HashMap::new()) };
+    Ok(parse_update_config(&doc).map_err(|e| ConfigFault(format!("--update-config: {e}")))?)
+}
+
+/// Reads `--update-config` as JSON (inline or `@FILE`), checked for the CLI's shape.
+fn read_update_config_doc(arg: Option<&str>) -> anyhow::Result<Option<serde_json::Value>> {
+    let Some(arg) = arg else { return Ok(None) };
     let text = match arg.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| ConfigFault(format!("cannot read the configuration update file {path}: {e}")))?,
@@ -98,7 +169,8 @@ fn read_update_config(arg: Option<&str>) -> anyhow::Result<HashMap<String, Confi
     };
     let doc: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| ConfigFault(format!("--update-config is not valid JSON: {e}")))?;
-    Ok(parse_update_config(&doc).map_err(|e| ConfigFault(format!("--update-config: {e}")))?)
+    parse_update_config(&doc).map_err(|e| ConfigFault(format!("--update-config: {e}")))?;
+    Ok(Some(doc))
 }
 
 /// Reads `--cloud`'s endpoints file.
@@ -136,6 +208,7 @@ fn main() -> ExitCode {
                 Command::Core(args) => run_core(args).await,
                 Command::Plant(args) => device_sim::plant::run(args).await,
                 Command::Dataset(args) => device_sim::dataset::run(args),
+                Command::Deployment(command) => run_deployment(command).await,
             }
         })
     });
@@ -157,6 +230,92 @@ fn is_configuration(e: &anyhow::Error) -> bool {
             || c.downcast_ref::<device_sim::dataset::DatasetError>()
                 .is_some_and(device_sim::dataset::DatasetError::is_configuration)
     })
+}
+
+/// How long a CLI call waits for the core.
+const CLI_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The CreateLocalDeployment request for `deployment create`'s flags.
+fn create_request(args: &CreateArgs) -> anyhow::Result<CreateLocalDeploymentRequest> {
+    let absolute = |p: &Option<PathBuf>| -> anyhow::Result<Option<String>> {
+        p.as_ref()
+            .map(|p| {
+                std::path::absolute(p)
+                    .map(|a| a.display().to_string())
+                    .with_context(|| format!("cannot make {} absolute", p.display()))
+            })
+            .transpose()
+    };
+    let mut add = std::collections::BTreeMap::new();
+    for m in &args.merges {
+        let (name, version) =
+            m.split_once('=').ok_or_else(|| ConfigFault(format!("--merge {m:?}: expected NAME=VERSION")))?;
+        add.insert(name.trim().to_owned(), version.trim().to_owned());
+    }
+    let configuration = read_update_config_doc(args.update_config.as_deref())?
+        .and_then(|doc| doc.as_object().cloned())
+        .map(|m| m.into_iter().collect());
+    let policy = match args.failure_handling_policy.as_deref() {
+        Some("DO_NOTHING") => Some(FailureHandlingPolicy::DoNothing),
+        Some(_) => Some(FailureHandlingPolicy::Rollback),
+        None => None,
+    };
+    Ok(CreateLocalDeploymentRequest {
+        root_component_versions_to_add: (!add.is_empty()).then_some(add),
+        root_components_to_remove: (!args.removes.is_empty()).then(|| args.removes.clone()),
+        component_to_configuration: configuration,
+        recipe_directory_path: absolute(&args.recipe_dir)?,
+        artifacts_directory_path: absolute(&args.artifact_dir)?,
+        failure_handling_policy: policy,
+        ..Default::default()
+    })
+}
+
+async fn connect_cli(root: &std::path::Path) -> anyhow::Result<CliClient> {
+    let info = cli::read_ipc_info(root)?;
+    Ok(CliClient::connect(&info, CLI_TIMEOUT).await?)
+}
+
+fn print_deployment(d: &LocalDeployment) {
+    println!("{}: {}", d.deployment_id, serde_json::to_value(d.status).unwrap_or_default().as_str().unwrap_or("?"));
+    if let Some(created) = &d.created_on {
+        println!("  Created on: {created}");
+    }
+    if let Some(details) = &d.deployment_status_details {
+        let detailed = serde_json::to_value(details.detailed_deployment_status).unwrap_or_default();
+        println!("  Detailed Status: {}", detailed.as_str().unwrap_or("?"));
+        if let Some(stack) = &details.deployment_error_stack {
+            println!("  Deployment Error Stack: {}", stack.join(", "));
+        }
+        if let Some(cause) = &details.deployment_failure_cause {
+            println!("  Failure Cause: {cause}");
+        }
+    }
+}
+
+async fn run_deployment(command: DeploymentCommand) -> anyhow::Result<()> {
+    match command {
+        DeploymentCommand::Create(args) => {
+            let request = create_request(&args)?;
+            let mut client = connect_cli(&args.root).await?;
+            let response = client.call::<op::CreateLocalDeployment>(&request).await?;
+            println!("Local deployment submitted! Deployment Id: {}", response.deployment_id);
+        }
+        DeploymentCommand::Status(args) => {
+            let mut client = connect_cli(&args.root).await?;
+            let request = GetLocalDeploymentStatusRequest { deployment_id: args.id };
+            let response = client.call::<op::GetLocalDeploymentStatus>(&request).await?;
+            print_deployment(&response.deployment);
+        }
+        DeploymentCommand::List(args) => {
+            let mut client = connect_cli(&args.root).await?;
+            let response = client.call::<op::ListLocalDeployments>(&ListLocalDeploymentsRequest {}).await?;
+            for d in &response.local_deployments {
+                print_deployment(d);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
@@ -246,6 +405,52 @@ mod tests {
         let err = run_core(core).await.unwrap_err();
         assert!(format!("{err:#}").contains("--update-config is not valid JSON"), "{err:#}");
         assert!(is_configuration(&err));
+    }
+
+    #[test]
+    fn deployment_create_flags_become_the_cli_request() {
+        let args = [
+            "deployment",
+            "create",
+            "--root",
+            "/r",
+            "--recipe-dir",
+            "/rd",
+            "--artifact-dir",
+            "/ad",
+            "--merge",
+            "A=1.1.0",
+            "--remove",
+            "B",
+            "--update-config",
+            r#"{"A": {"MERGE": {"x": 1}}}"#,
+        ];
+        let Command::Deployment(DeploymentCommand::Create(create)) = parse(&args).unwrap().command else {
+            unreachable!()
+        };
+        let request = create_request(&create).unwrap();
+        assert_eq!(request.root_component_versions_to_add.unwrap()["A"], "1.1.0");
+        assert_eq!(request.root_components_to_remove.unwrap(), ["B"]);
+        assert_eq!(request.recipe_directory_path.as_deref(), Some("/rd"));
+        assert_eq!(request.artifacts_directory_path.as_deref(), Some("/ad"));
+        assert_eq!(request.component_to_configuration.unwrap()["A"]["MERGE"]["x"], 1);
+        assert_eq!(request.failure_handling_policy, None);
+        let Command::Deployment(DeploymentCommand::Status(status)) =
+            parse(&["deployment", "status", "--root", "/r", "some-id"]).unwrap().command
+        else {
+            unreachable!()
+        };
+        assert_eq!(status.id, "some-id");
+        let bad = parse(&["deployment", "create", "--root", "/r", "--update-config", "[1]"]).unwrap();
+        let Command::Deployment(DeploymentCommand::Create(create)) = bad.command else { unreachable!() };
+        assert!(is_configuration(&create_request(&create).unwrap_err()));
+    }
+
+    #[tokio::test]
+    async fn deployment_commands_without_a_running_core_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = connect_cli(dir.path()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("is the core running"), "{err:#}");
     }
 
     #[test]

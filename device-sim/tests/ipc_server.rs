@@ -108,6 +108,7 @@ async fn core_with(settings: ServerSettings) -> Core {
         pubsub,
         shadows,
         bridge: Some(Arc::new(bridge.clone())),
+        deployments: None,
     };
     let server = IpcServer::bind(dir.path().join("ipc.socket"), services, settings).await.unwrap();
     Core { _dir: dir, server, tokens, lifecycle, bridge, config }
@@ -350,6 +351,7 @@ async fn without_a_bridge_iot_core_calls_are_service_errors() {
         pubsub: PubSub::default(),
         shadows: LocalShadows::new(None),
         bridge: None,
+        deployments: None,
     };
     let server = IpcServer::bind(dir.path().join("s"), services, ServerSettings::default()).await.unwrap();
     let a = IpcClient::connect(server.path(), tokens.issue(A)).await.unwrap();

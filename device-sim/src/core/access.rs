@@ -20,6 +20,10 @@
 //!   (so subscribing to `a/+` needs a resource that covers the string `a/+`), the shadow
 //!   topic prefix `$aws/things/{thing}/shadow[/name/{shadow}]`, the target component name
 //!   for `aws.greengrass.Cli` operations;
+//! - `aws.greengrass.Cli` operations: Greengrass CLI clients (principal `greengrass-cli#…`,
+//!   see [`crate::core::cli`]) may call them all; components need a policy. Their resource is
+//!   the target component (RestartComponent, StopComponent), the deployment id
+//!   (GetLocalDeploymentStatus) or `*` (CreateLocalDeployment, ListLocalDeployments);
 //! - recipe variables in resources (`{iot:thingName}`) are expanded before policies get
 //!   here.
 //!
@@ -40,6 +44,15 @@ pub const MQTT_PROXY: &str = "aws.greengrass.ipc.mqttproxy";
 pub const SHADOW_MANAGER: &str = "aws.greengrass.ShadowManager";
 /// The Greengrass CLI's IPC operations (RestartComponent, StopComponent, local deployments).
 pub const CLI: &str = "aws.greengrass.Cli";
+/// The principal prefix of Greengrass CLI clients (nucleus `GREENGRASS_CLI_CLIENT_ID_PREFIX`).
+pub const CLI_CLIENT_PREFIX: &str = "greengrass-cli#";
+
+/// True for a Greengrass CLI client (or the CLI service itself): the nucleus lets these call
+/// every `aws.greengrass.Cli` operation without a policy (`CLIEventStreamAgent.authorizeRequest`);
+/// any other component needs an `aws.greengrass.Cli` policy.
+pub fn is_cli_client(principal: &str) -> bool {
+    principal.starts_with(CLI_CLIENT_PREFIX) || principal == CLI
+}
 
 /// One policy of one component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,6 +315,9 @@ mod tests {
         assert!(!needs_authorization("aws.greengrass#DeferComponentUpdate"));
         assert!(needs_authorization("aws.greengrass#PublishToTopic"));
         assert!(needs_authorization("aws.greengrass#RestartComponent"));
+        assert!(needs_authorization("aws.greengrass#CreateLocalDeployment"));
+        assert!(is_cli_client("greengrass-cli#user-1000") && is_cli_client(CLI));
+        assert!(!is_cli_client("com.example.A") && !is_cli_client("greengrass-cli"));
         assert_eq!(
             denial_message("A", PUBSUB, "aws.greengrass#PublishToTopic", "t"),
             "Principal A is not authorized to perform aws.greengrass.ipc.pubsub:aws.greengrass#PublishToTopic on resource t"

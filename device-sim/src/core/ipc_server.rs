@@ -21,6 +21,7 @@
 
 use crate::core::access::{self, AccessControl};
 use crate::core::config_store::{ConfigError, ConfigStore};
+use crate::core::deployment::{self, LocalDeploymentService, RequestError};
 use crate::core::local_shadow::{LocalShadowError, LocalShadows, topic_prefix};
 use crate::core::pubsub::{PubSub, PubSubError};
 use crate::core::{ControlError, LifecycleControl, ReportedState, Tokens};
@@ -140,6 +141,8 @@ pub struct CoreServices {
     pub shadows: LocalShadows,
     /// The IoT Core bridge, when the core has one.
     pub bridge: Option<Arc<dyn IotCoreBridge>>,
+    /// Local deployments (the Greengrass CLI's operations), when the core takes them.
+    pub deployments: Option<Arc<dyn LocalDeploymentService>>,
 }
 
 /// Server limits.
@@ -422,6 +425,21 @@ impl Conn {
         }
     }
 
+    /// `aws.greengrass.Cli` operations: CLI clients may, components need a policy.
+    fn authorize_cli(&self, operation: &str, resource: &str) -> OpResult<()> {
+        if access::is_cli_client(&self.component) {
+            return Ok(());
+        }
+        self.authorize(access::CLI, operation, resource)
+    }
+
+    fn deployments(&self) -> OpResult<&Arc<dyn LocalDeploymentService>> {
+        self.services
+            .deployments
+            .as_ref()
+            .ok_or_else(|| err(ErrorCode::ServiceError, "Deployments queue not initialized"))
+    }
+
     fn authorize_shadow(&self, operation: &str, thing: &str, shadow: Option<&str>) -> OpResult<()> {
         self.authorize(access::SHADOW_MANAGER, operation, &topic_prefix(thing, shadow.unwrap_or_default()))
     }
@@ -432,7 +450,7 @@ impl Conn {
         let Some(op) = op else {
             // StopComponent.
             let req: RestartComponentRequest = parse(payload)?;
-            self.authorize(access::CLI, name, &req.component_name)?;
+            self.authorize_cli(name, &req.component_name)?;
             return match s.lifecycle.stop(&req.component_name) {
                 Ok(()) => Ok(Reply::Done(to_json(&json!({"stopStatus": "SUCCEEDED"})))),
                 Err(ControlError::NotFound(c)) => {
@@ -567,7 +585,7 @@ impl Conn {
             }
             O::RestartComponent => {
                 let req: RestartComponentRequest = parse(payload)?;
-                self.authorize(access::CLI, name, &req.component_name)?;
+                self.authorize_cli(name, &req.component_name)?;
                 match s.lifecycle.restart(&req.component_name) {
                     Ok(()) => Ok(Reply::Done(to_json(&RestartComponentResponse {
                         restart_status: RequestStatus::Succeeded,
@@ -581,6 +599,43 @@ impl Conn {
                         message: Some(m),
                     }))),
                 }
+            }
+            O::CreateLocalDeployment => {
+                let req: CreateLocalDeploymentRequest = parse(payload)?;
+                self.authorize_cli(name, "*")?;
+                let deployment_id = self.deployments()?.create(req).map_err(|e| {
+                    let code = match &e {
+                        RequestError::InvalidArguments(_) => ErrorCode::InvalidArgumentsError,
+                        RequestError::InvalidRecipeDirectory(_) => ErrorCode::InvalidRecipeDirectoryPathError,
+                        RequestError::InvalidArtifactsDirectory(_) => ErrorCode::InvalidArtifactsDirectoryPathError,
+                        RequestError::Closed => ErrorCode::ServiceError,
+                    };
+                    err(code, e.to_string())
+                })?;
+                Ok(Reply::Done(to_json(&CreateLocalDeploymentResponse { deployment_id })))
+            }
+            O::GetLocalDeploymentStatus => {
+                let req: GetLocalDeploymentStatusRequest = parse(payload)?;
+                if !deployment::is_uuid(&req.deployment_id) {
+                    return Err(err(
+                        ErrorCode::InvalidArgumentsError,
+                        "Invalid deploymentId format received. DeploymentId is a UUID",
+                    ));
+                }
+                self.authorize_cli(name, &req.deployment_id)?;
+                let deployment = self.deployments()?.status(&req.deployment_id).ok_or_else(|| {
+                    err(ErrorCode::ResourceNotFoundError, "Cannot find deployment").with_fields([
+                        ("resourceType", "LocalDeployment"),
+                        ("resourceName", req.deployment_id.as_str()),
+                    ])
+                })?;
+                Ok(Reply::Done(to_json(&GetLocalDeploymentStatusResponse { deployment })))
+            }
+            O::ListLocalDeployments => {
+                let _req: ListLocalDeploymentsRequest = parse(payload)?;
+                self.authorize_cli(name, "*")?;
+                let local_deployments = self.deployments()?.list();
+                Ok(Reply::Done(to_json(&ListLocalDeploymentsResponse { local_deployments })))
             }
         }
     }

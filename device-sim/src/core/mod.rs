@@ -4,7 +4,9 @@
 
 pub mod access;
 pub mod bridge;
+pub mod cli;
 pub mod config_store;
+pub mod deployment;
 pub mod ipc_server;
 pub mod layout;
 pub mod local_shadow;
@@ -98,7 +100,8 @@ impl Tokens {
     }
 }
 
-fn random_token() -> String {
+/// 16 random bytes as 32 lowercase hex digits.
+pub(crate) fn random_token() -> String {
     use std::fmt::Write;
     let mut bytes = [0u8; 16];
     // /dev/urandom is always there on the Linux hosts the simulated core runs on;

@@ -23,7 +23,11 @@
 //! The nucleus and the ShadowManager are built in: recipes may depend on
 //! `aws.greengrass.Nucleus` ([`GGC_VERSION`]) and `aws.greengrass.ShadowManager`
 //! ([`SHADOW_MANAGER_VERSION`]), and the ShadowManager takes its configuration from
-//! `--update-config` like any component. Not yet: deployments after start.
+//! `--update-config` like any component.
+//!
+//! While it runs, the core takes local deployments over IPC ([`super::deployment`]) from the
+//! Greengrass CLI's clients: it writes `{root}/cli_ipc_info/user-{uid}` ([`super::cli`]) as
+//! the nucleus's CLI service does.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,7 +41,9 @@ use cloud_api::endpoints::Endpoints;
 
 use super::access::AccessControl;
 use super::bridge::{BridgeConfig, BridgeSetupError, MqttBridge};
+use super::cli;
 use super::config_store::ConfigStore;
+use super::deployment::{Context as DeploymentContext, Deployed, Deployments};
 use super::ipc_server::IotCoreBridge;
 use super::ipc_server::{CoreServices, IpcServer, ServerSettings};
 use super::layout::Layout;
@@ -227,7 +233,7 @@ impl CoreError {
 /// A running simulated core. Dropping it kills every component process and closes the IPC
 /// socket; [`Core::shutdown`] stops the components properly first.
 pub struct Core {
-    supervisor: Supervisor,
+    supervisor: Arc<Supervisor>,
     server: Option<IpcServer>,
     resolution: Resolution,
     tokens: Tokens,
@@ -240,6 +246,9 @@ pub struct Core {
     bridge: Option<Arc<MqttBridge>>,
     _sync: Option<ShadowSync>,
     shadow_requests: tokio::task::JoinHandle<()>,
+    deployments: Deployments,
+    deployment_runner: tokio::task::JoinHandle<()>,
+    cli_ipc_info: PathBuf,
 }
 
 impl std::fmt::Debug for Core {
@@ -254,6 +263,8 @@ impl std::fmt::Debug for Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.shadow_requests.abort();
+        self.deployment_runner.abort();
+        let _ = std::fs::remove_file(&self.cli_ipc_info);
     }
 }
 
@@ -272,20 +283,30 @@ fn recipe_files(dir: &Path) -> Result<Vec<PathBuf>, CoreError> {
 }
 
 /// Where each loaded recipe came from: (name, version) → file.
-type RecipeOrigins = HashMap<(String, String), PathBuf>;
+pub(crate) type RecipeOrigins = HashMap<(String, String), PathBuf>;
 
 /// Loads every recipe of `dir` into a catalog; returns the warnings to pass on and each
 /// recipe's file.
-fn load_catalog(dir: &Path) -> Result<(Catalog, Vec<String>, RecipeOrigins), CoreError> {
+pub(crate) fn load_catalog(dir: &Path) -> Result<(Catalog, Vec<String>, RecipeOrigins), CoreError> {
+    let mut catalog = Catalog::new();
+    for (name, version) in [(NUCLEUS, super::supervisor::GGC_VERSION), (SHADOW_MANAGER, SHADOW_MANAGER_VERSION)] {
+        catalog.add_builtin(name, ComponentVersion::parse(version).unwrap_or_else(|_| unreachable!("valid constant")));
+    }
+    let (recipes, warnings, origin) = load_recipes(dir)?;
+    for recipe in recipes {
+        catalog.add(recipe);
+    }
+    Ok((catalog, warnings, origin))
+}
+
+/// Loads every recipe of `dir`; returns them, the warnings to pass on and each recipe's file.
+pub(crate) fn load_recipes(dir: &Path) -> Result<(Vec<crate::recipe::Recipe>, Vec<String>, RecipeOrigins), CoreError> {
     let loader = RecipeLoader::discover(None).map_err(CoreError::Schema)?;
     let mut warnings = Vec::new();
     if let Some(why) = loader.schema_warning() {
         warnings.push(format!("recipes are not checked against the GDK schema: {why}"));
     }
-    let mut catalog = Catalog::new();
-    for (name, version) in [(NUCLEUS, super::supervisor::GGC_VERSION), (SHADOW_MANAGER, SHADOW_MANAGER_VERSION)] {
-        catalog.add_builtin(name, ComponentVersion::parse(version).unwrap_or_else(|_| unreachable!("valid constant")));
-    }
+    let mut recipes = Vec::new();
     let mut origin: RecipeOrigins = HashMap::new();
     for file in recipe_files(dir)? {
         let loaded = loader.load_file(&file).map_err(CoreError::Recipe)?;
@@ -302,14 +323,18 @@ fn load_catalog(dir: &Path) -> Result<(Catalog, Vec<String>, RecipeOrigins), Cor
             });
         }
         origin.insert(key, file);
-        catalog.add(loaded.recipe);
+        recipes.push(loaded.recipe);
     }
-    Ok((catalog, warnings, origin))
+    Ok((recipes, warnings, origin))
 }
 
 /// Keeps a copy of each deployed recipe in `packages/recipes/{Name}-{Version}.recipe.{ext}`, as
 /// the nucleus keeps the recipes of what it runs.
-fn store_recipes(layout_dir: &Path, resolution: &Resolution, origins: &RecipeOrigins) -> std::io::Result<()> {
+pub(crate) fn store_recipes(
+    layout_dir: &Path,
+    resolution: &Resolution,
+    origins: &RecipeOrigins,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(layout_dir)?;
     for c in resolution.components.iter().filter(|c| !c.builtin) {
         let key = (c.name.clone(), c.version.to_string());
@@ -323,7 +348,7 @@ fn store_recipes(layout_dir: &Path, resolution: &Resolution, origins: &RecipeOri
 
 /// `accessControl` with `{iot:thingName}` expanded in policy resources (the nucleus expands
 /// this one variable there, whatever `interpolateComponentConfiguration` says).
-fn access_configuration(configuration: &Value, thing: &str) -> Value {
+pub(crate) fn access_configuration(configuration: &Value, thing: &str) -> Value {
     let mut out = configuration.clone();
     if let Some(services) = out.get_mut("accessControl").and_then(Value::as_object_mut) {
         for policy in services.values_mut().filter_map(Value::as_object_mut).flat_map(|p| p.values_mut()) {
@@ -379,6 +404,7 @@ impl Core {
 
         let config = ConfigStore::new();
         let access = AccessControl::new();
+        let mut effective_configs = HashMap::new();
         for name in options.update_config.keys() {
             if name != SHADOW_MANAGER && !specs.iter().any(|s| &s.recipe.name == name) {
                 return Err(CoreError::UpdateConfig(format!("{name} is not part of this deployment")));
@@ -395,6 +421,7 @@ impl Core {
             let effective = applied.configuration.to_value();
             access.set_component(name, &access_configuration(&effective, &options.thing));
             config.set_component(name, effective);
+            effective_configs.insert(name.clone(), applied.configuration);
         }
         let shadow_manager_config = match options.update_config.get(SHADOW_MANAGER) {
             Some(update) => Some(
@@ -415,21 +442,46 @@ impl Core {
         let source_store = config.clone();
         let configuration: ConfigurationSource =
             Arc::new(move |name: &str| source_store.get(name, &[]).unwrap_or_else(|| json!({})));
-        let supervisor = Supervisor::new(
-            SupervisorConfig {
+        let supervisor = Arc::new(
+            Supervisor::new(
+                SupervisorConfig {
+                    root: options.root.clone(),
+                    artifact_dir: options.artifact_dir.clone(),
+                    thing_name: options.thing.clone(),
+                    region: options.region.clone(),
+                    root_ca_path: options.root_ca_path.clone(),
+                    ipc_socket: socket.clone(),
+                    ggc_version: GGC_VERSION.to_owned(),
+                },
+                specs,
+                tokens.clone(),
+                configuration,
+            )
+            .map_err(CoreError::Supervisor)?,
+        );
+        let deployed = Deployed {
+            catalog,
+            origins: recipe_origins,
+            roots: options
+                .merges
+                .iter()
+                .filter_map(|m| m.split_once('='))
+                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                .collect(),
+            configs: effective_configs,
+            resolution: resolution.clone(),
+        };
+        let (deployments, deployment_runner) = Deployments::start(
+            DeploymentContext {
+                supervisor: Arc::downgrade(&supervisor),
+                config: config.clone(),
+                access: access.clone(),
+                thing: options.thing.clone(),
+                platform: options.platform.clone(),
                 root: options.root.clone(),
-                artifact_dir: options.artifact_dir.clone(),
-                thing_name: options.thing.clone(),
-                region: options.region.clone(),
-                root_ca_path: options.root_ca_path.clone(),
-                ipc_socket: socket.clone(),
-                ggc_version: GGC_VERSION.to_owned(),
             },
-            specs,
-            tokens.clone(),
-            configuration,
-        )
-        .map_err(CoreError::Supervisor)?;
+            deployed,
+        );
 
         let pubsub = PubSub::default();
         let store_path = options.root.join("work").join(SHADOW_MANAGER).join("shadows.sqlite");
@@ -479,10 +531,13 @@ impl Core {
             pubsub: pubsub.clone(),
             shadows: shadows.clone(),
             bridge: bridge.clone().map(|b| b as Arc<dyn IotCoreBridge>),
+            deployments: Some(Arc::new(deployments.clone())),
         };
         let server = IpcServer::bind(&socket, services, ServerSettings::default())
             .await
             .map_err(|source| CoreError::Bind { path: socket.clone(), source })?;
+        let cli_ipc_info = cli::write_ipc_info(&options.root, &socket, &tokens)
+            .map_err(|source| CoreError::Root { path: options.root.join(cli::IPC_INFO_DIR), source })?;
         tracing::info!(
             socket = %socket.display(),
             components = ?resolution.start_order(),
@@ -503,7 +558,20 @@ impl Core {
             bridge,
             _sync: sync,
             shadow_requests,
+            deployments,
+            deployment_runner,
+            cli_ipc_info,
         })
+    }
+
+    /// Local deployments (what CreateLocalDeployment queues).
+    pub fn deployments(&self) -> &Deployments {
+        &self.deployments
+    }
+
+    /// The Greengrass CLI's IPC info file this core wrote (`{root}/cli_ipc_info/user-{uid}`).
+    pub fn cli_ipc_info(&self) -> &Path {
+        &self.cli_ipc_info
     }
 
     /// The IoT Core bridge, when the core has a cloud connection.
@@ -544,9 +612,16 @@ impl Core {
         }
     }
 
-    /// The resolved deployment (components in start order).
+    /// The deployment resolved at start (components in start order); see
+    /// [`Core::components`] for what runs now.
     pub fn resolution(&self) -> &Resolution {
         &self.resolution
+    }
+
+    /// The components that run now, `(name, version)` in start order (changes with
+    /// deployments).
+    pub fn components(&self) -> Vec<(String, String)> {
+        self.supervisor.components().iter().map(|s| (s.name().to_owned(), s.version())).collect()
     }
 
     /// Warnings from loading the recipes (schema skipped, unknown keys, …).
@@ -601,6 +676,7 @@ impl Core {
             server.shutdown();
         }
         self.shadow_requests.abort();
+        self.deployment_runner.abort();
         tracing::info!("simulated core stopped");
         pending
     }

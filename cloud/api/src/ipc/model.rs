@@ -621,6 +621,180 @@ pub struct RestartComponentResponse {
     pub message: Option<String>,
 }
 
+// ---- local deployments (the Greengrass CLI's operations, service `aws.greengrass.Cli`) ----
+
+/// `DeploymentStatus` of a local deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentStatus {
+    /// Waiting behind another deployment.
+    Queued,
+    /// Being applied.
+    InProgress,
+    /// Applied: every component of it is running (or finished).
+    Succeeded,
+    /// Not applied (see the status details).
+    Failed,
+    /// Cancelled before it ran.
+    Canceled,
+}
+
+/// `DetailedDeploymentStatus`: how a finished local deployment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DetailedDeploymentStatus {
+    /// Applied.
+    Successful,
+    /// Failed before anything on the device changed.
+    FailedNoStateChange,
+    /// Failed; the policy was DO_NOTHING, so the device keeps what the deployment left.
+    FailedRollbackNotRequested,
+    /// Failed; the previous components were restored.
+    FailedRollbackComplete,
+    /// Refused (by a component deferring, or an invalid configuration).
+    Rejected,
+}
+
+/// `FailureHandlingPolicy` of a deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureHandlingPolicy {
+    /// Restore the components that ran before (the default).
+    #[default]
+    Rollback,
+    /// Leave the device as the failed deployment left it.
+    DoNothing,
+}
+
+/// `SystemResourceLimits` of `RunWithInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemResourceLimits {
+    /// `memory`: KB of RAM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// `cpus`: CPU cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+}
+
+/// `RunWithInfo`: the user and limits a component runs with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunWithInfo {
+    /// `posixUser`: `user[:group]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posix_user: Option<String>,
+    /// `windowsUser`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows_user: Option<String>,
+    /// `systemResourceLimits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_resource_limits: Option<SystemResourceLimits>,
+}
+
+/// `CreateLocalDeploymentRequest`: every member is optional; an empty request redeploys what
+/// the device has with the recipes it already holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateLocalDeploymentRequest {
+    /// `groupName`: the thing group the deployment stands for (the nucleus's default group
+    /// when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    /// `rootComponentVersionsToAdd`: component name → exact version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_component_versions_to_add: Option<std::collections::BTreeMap<String, String>>,
+    /// `rootComponentsToRemove`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_components_to_remove: Option<Vec<String>>,
+    /// `componentToConfiguration`: component name → `{"MERGE": {...}, "RESET": ["/pointer"]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_to_configuration: Option<std::collections::BTreeMap<String, Value>>,
+    /// `componentToRunWithInfo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_to_run_with_info: Option<std::collections::BTreeMap<String, RunWithInfo>>,
+    /// `recipeDirectoryPath`: recipes to add to the device's store (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_directory_path: Option<String>,
+    /// `artifactsDirectoryPath`: artifacts laid out `{dir}/{Name}/{Version}/` (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts_directory_path: Option<String>,
+    /// `failureHandlingPolicy` (ROLLBACK when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_handling_policy: Option<FailureHandlingPolicy>,
+}
+
+/// `CreateLocalDeploymentResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateLocalDeploymentResponse {
+    /// `deploymentId`: a UUID.
+    pub deployment_id: String,
+}
+
+/// `DeploymentStatusDetails`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentStatusDetails {
+    /// `detailedDeploymentStatus`.
+    pub detailed_deployment_status: DetailedDeploymentStatus,
+    /// `deploymentErrorStack`: error codes, most general first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_error_stack: Option<Vec<String>>,
+    /// `deploymentErrorTypes`: error categories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_error_types: Option<Vec<String>>,
+    /// `deploymentFailureCause`: what went wrong, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_failure_cause: Option<String>,
+}
+
+/// `LocalDeployment`: one local deployment and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalDeployment {
+    /// `deploymentId`.
+    pub deployment_id: String,
+    /// `status`.
+    pub status: DeploymentStatus,
+    /// `createdOn`: UTC, `dd-MM-yyyy HH:mm:ss z` as the nucleus writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_on: Option<String>,
+    /// `deploymentStatusDetails`, once the deployment has finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_status_details: Option<DeploymentStatusDetails>,
+}
+
+/// `GetLocalDeploymentStatusRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetLocalDeploymentStatusRequest {
+    /// `deploymentId` (a UUID).
+    pub deployment_id: String,
+}
+
+/// `GetLocalDeploymentStatusResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetLocalDeploymentStatusResponse {
+    /// `deployment`.
+    pub deployment: LocalDeployment,
+}
+
+/// `ListLocalDeploymentsRequest` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListLocalDeploymentsRequest {}
+
+/// `ListLocalDeploymentsResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListLocalDeploymentsResponse {
+    /// `localDeployments`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub local_deployments: Vec<LocalDeployment>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -761,5 +935,44 @@ mod tests {
         let both =
             json!({"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}, "binaryMessage": {"message": ""}}});
         assert!(serde_json::from_value::<PublishToTopicRequest>(both).is_err());
+    }
+    #[test]
+    fn local_deployment_shapes_use_the_cli_member_names() {
+        let req = CreateLocalDeploymentRequest {
+            root_component_versions_to_add: Some([("com.example.A".to_owned(), "1.1.0".to_owned())].into()),
+            root_components_to_remove: Some(vec!["com.example.B".into()]),
+            component_to_configuration: Some([("com.example.A".to_owned(), json!({"MERGE": {"x": 1}}))].into()),
+            recipe_directory_path: Some("/r".into()),
+            artifacts_directory_path: Some("/a".into()),
+            failure_handling_policy: Some(FailureHandlingPolicy::DoNothing),
+            ..Default::default()
+        };
+        assert_eq!(
+            wire(&req),
+            json!({
+                "rootComponentVersionsToAdd": {"com.example.A": "1.1.0"},
+                "rootComponentsToRemove": ["com.example.B"],
+                "componentToConfiguration": {"com.example.A": {"MERGE": {"x": 1}}},
+                "recipeDirectoryPath": "/r",
+                "artifactsDirectoryPath": "/a",
+                "failureHandlingPolicy": "DO_NOTHING"
+            })
+        );
+        let _: CreateLocalDeploymentRequest = back(json!({}));
+        let r: GetLocalDeploymentStatusResponse = back(json!({"deployment": {
+            "deploymentId": "d", "status": "FAILED", "createdOn": "01-02-2024 10:00:00 UTC",
+            "deploymentStatusDetails": {"detailedDeploymentStatus": "FAILED_ROLLBACK_COMPLETE",
+                "deploymentErrorStack": ["DEPLOYMENT_FAILURE"], "deploymentFailureCause": "boom"}}}));
+        assert_eq!(r.deployment.status, DeploymentStatus::Failed);
+        let details = r.deployment.deployment_status_details.unwrap();
+        assert_eq!(details.detailed_deployment_status, DetailedDeploymentStatus::FailedRollbackComplete);
+        assert_eq!(details.deployment_failure_cause.as_deref(), Some("boom"));
+        let l: ListLocalDeploymentsResponse =
+            back(json!({"localDeployments": [{"deploymentId": "d", "status": "IN_PROGRESS"}]}));
+        assert_eq!(l.local_deployments[0].status, DeploymentStatus::InProgress);
+        assert!(serde_json::from_value::<GetLocalDeploymentStatusRequest>(json!({})).is_err());
+        assert!(
+            serde_json::from_value::<CreateLocalDeploymentRequest>(json!({"failureHandlingPolicy": "MAYBE"})).is_err()
+        );
     }
 }

@@ -141,6 +141,12 @@ operations! {
     DeferComponentUpdate(DeferComponentUpdateRequest, DeferComponentUpdateResponse);
     /// Restarts a component.
     RestartComponent(RestartComponentRequest, RestartComponentResponse);
+    /// Queues a local deployment (Greengrass CLI `deployment create`).
+    CreateLocalDeployment(CreateLocalDeploymentRequest, CreateLocalDeploymentResponse);
+    /// Reads a local deployment's status (Greengrass CLI `deployment status`).
+    GetLocalDeploymentStatus(GetLocalDeploymentStatusRequest, GetLocalDeploymentStatusResponse);
+    /// Lists the local deployments (Greengrass CLI `deployment list`).
+    ListLocalDeployments(ListLocalDeploymentsRequest, ListLocalDeploymentsResponse);
 }
 
 impl OperationName {
@@ -177,11 +183,14 @@ mod tests {
         assert_eq!(SubscribeToConfigurationUpdate::EVENT_TYPE, "aws.greengrass#ConfigurationUpdateEvents");
         assert_eq!(SubscribeToComponentUpdates::EVENT_TYPE, "aws.greengrass#ComponentUpdatePolicyEvents");
         assert_eq!(ListNamedShadowsForThing::REQUEST_TYPE, "aws.greengrass#ListNamedShadowsForThingRequest");
+        assert_eq!(CreateLocalDeployment::REQUEST_TYPE, "aws.greengrass#CreateLocalDeploymentRequest");
+        assert_eq!(GetLocalDeploymentStatus::RESPONSE_TYPE, "aws.greengrass#GetLocalDeploymentStatusResponse");
+        assert_eq!(ListLocalDeployments::NAME, "aws.greengrass#ListLocalDeployments");
     }
 
     #[test]
     fn operation_names_round_trip_and_know_which_stream() {
-        assert_eq!(OperationName::ALL.len(), 15);
+        assert_eq!(OperationName::ALL.len(), 18);
         for op in OperationName::ALL {
             assert_eq!(OperationName::from_name(op.as_str()), Some(*op));
         }

@@ -28,6 +28,12 @@
 //! - Shutdown has 15 s by default; then the component's process groups get SIGTERM and, after a
 //!   short grace, SIGKILL.
 //!
+//! Deployments while running ([`crate::core::deployment`]) change the set of components
+//! through [`Supervisor::stage`], [`Supervisor::stop_components`],
+//! [`Supervisor::reconfigure`] and [`Supervisor::start_components`]: a component replaced
+//! by a new version gets a fresh state machine (NEW, so its Install runs again), the others
+//! keep theirs.
+//!
 //! Not done (differences from the nucleus): `RequiresPrivilege` and `runWith` (scripts run as
 //! the core's user), `Bootstrap`, a `Timeout` on `Run`, resource limits, Windows.
 
@@ -39,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::machine::{Action, Event, Launched, Machine, Proc};
 use self::shell::{ProcessTable, Script};
@@ -118,11 +124,13 @@ impl ComponentSpec {
             .collect()
     }
 
-    fn name(&self) -> &str {
+    /// The component's name.
+    pub fn name(&self) -> &str {
         &self.recipe.name
     }
 
-    fn version(&self) -> String {
+    /// The component's version.
+    pub fn version(&self) -> String {
         self.recipe.version.to_string()
     }
 }
@@ -178,15 +186,29 @@ pub enum SupervisorError {
     },
 }
 
+/// The components the supervisor runs now: their specs, start order and IPC tokens.
+#[derive(Debug, Clone, Default)]
+struct Topology {
+    specs: BTreeMap<String, ComponentSpec>,
+    order: Vec<String>,
+    svcuids: HashMap<String, String>,
+}
+
+/// What the driver task is fed.
+enum Input {
+    /// A lifecycle event for one component.
+    Event(String, Event),
+    /// A new set of components; `fresh` ones get a new state machine.
+    Reconfigure { topology: Arc<Topology>, fresh: Vec<String>, done: oneshot::Sender<()> },
+}
+
 struct Inner {
     config: SupervisorConfig,
     layout: Layout,
-    specs: BTreeMap<String, ComponentSpec>,
-    order: Vec<String>,
+    topology: RwLock<Arc<Topology>>,
     tokens: Tokens,
-    svcuids: HashMap<String, String>,
     configuration: ConfigurationSource,
-    inputs: mpsc::UnboundedSender<(String, Event)>,
+    inputs: mpsc::UnboundedSender<Input>,
     states: RwLock<HashMap<String, ComponentState>>,
     events: broadcast::Sender<StateEvent>,
     processes: ProcessTable,
@@ -230,14 +252,12 @@ impl Supervisor {
         }
         let (inputs, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
-        let states = order.iter().map(|n| (n.clone(), ComponentState::New)).collect();
+        let states: HashMap<String, ComponentState> = order.iter().map(|n| (n.clone(), ComponentState::New)).collect();
         let inner = Arc::new(Inner {
             config,
             layout,
-            specs,
-            order,
+            topology: RwLock::new(Arc::new(Topology { specs, order, svcuids })),
             tokens,
-            svcuids,
             configuration,
             inputs,
             states: RwLock::new(states),
@@ -265,7 +285,103 @@ impl Supervisor {
 
     /// Asks every component to start, in start order.
     pub fn start(&self) {
-        for name in &self.inner.order {
+        for name in &self.inner.topology().order {
+            self.inner.send(name, Event::Start);
+        }
+    }
+
+    /// The components run now, in start order.
+    pub fn components(&self) -> Vec<ComponentSpec> {
+        let topology = self.inner.topology();
+        topology.order.iter().filter_map(|n| topology.specs.get(n).cloned()).collect()
+    }
+
+    /// Each component's lifecycle with its recipe variables expanded as they would be if
+    /// `components` (in start order) were the deployment and `configuration` gave their
+    /// configuration: what a deployment compares to decide what changed.
+    pub fn expanded_lifecycles(
+        &self,
+        components: &[ComponentSpec],
+        configuration: &dyn Fn(&str) -> serde_json::Value,
+    ) -> BTreeMap<String, Lifecycle> {
+        let specs: BTreeMap<String, ComponentSpec> =
+            components.iter().map(|s| (s.name().to_owned(), s.clone())).collect();
+        components
+            .iter()
+            .map(|s| {
+                let lifecycle = expand_lifecycle(&self.inner.layout, &self.inner.config, &specs, configuration, s);
+                (s.name().to_owned(), lifecycle)
+            })
+            .collect()
+    }
+
+    /// Prepares `spec`'s work directory and stages its artifacts from
+    /// `{artifact_dir}/{Name}/{Version}/` (digests checked), before anything is stopped.
+    pub fn stage(&self, spec: &ComponentSpec, artifact_dir: &Path) -> Result<(), SupervisorError> {
+        let name = spec.name();
+        let layout = &self.inner.layout;
+        layout.prepare(name).map_err(|source| SupervisorError::Io { path: layout.work_dir(name), source })?;
+        stage_artifacts(layout, artifact_dir, name, &spec.version(), &spec.manifest.artifacts)?;
+        Ok(())
+    }
+
+    /// Stops `names` in the order given (dependents first) and waits until each is FINISHED
+    /// or BROKEN, or `timeout` passes; returns those that did not stop in time.
+    pub async fn stop_components(&self, names: &[String], timeout: Duration) -> Vec<String> {
+        let mut rx = self.subscribe();
+        for name in names {
+            self.inner.send(name, Event::Stop);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let states = self.states();
+            let pending: Vec<String> = names
+                .iter()
+                .filter(|n| {
+                    states.get(*n).is_some_and(|s| !matches!(s, ComponentState::Finished | ComponentState::Broken))
+                })
+                .cloned()
+                .collect();
+            if pending.is_empty() {
+                return pending;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                _ => return pending,
+            }
+        }
+    }
+
+    /// Makes `components` (in start order) the set the supervisor runs. Components not in
+    /// it are forgotten (their IPC tokens revoked) — stop them first; new components get a
+    /// token; components named in `fresh` (new versions) get a new state machine in NEW, so
+    /// their Install runs at the next start. Others keep their state. Nothing is started.
+    pub async fn reconfigure(&self, components: Vec<ComponentSpec>, fresh: &[String]) {
+        let old = self.inner.topology();
+        let mut topology = Topology::default();
+        for spec in components {
+            let name = spec.name().to_owned();
+            let token = match old.svcuids.get(&name) {
+                Some(t) => t.clone(),
+                None => self.inner.tokens.issue(&name),
+            };
+            topology.svcuids.insert(name.clone(), token);
+            topology.order.push(name.clone());
+            topology.specs.insert(name, spec);
+        }
+        for name in old.order.iter().filter(|n| !topology.specs.contains_key(*n)) {
+            self.inner.tokens.revoke(name);
+        }
+        let (done, wait) = oneshot::channel();
+        let input = Input::Reconfigure { topology: Arc::new(topology), fresh: fresh.to_vec(), done };
+        if self.inner.inputs.send(input).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Asks `names` to start, in the order given (dependencies first).
+    pub fn start_components(&self, names: &[String]) {
+        for name in names {
             self.inner.send(name, Event::Start);
         }
     }
@@ -278,26 +394,8 @@ impl Supervisor {
     /// Stops every component (dependents first) and waits until each is FINISHED or BROKEN, or
     /// `timeout` passes; returns the components that did not stop in time.
     pub async fn stop_all(&self, timeout: Duration) -> Vec<String> {
-        let mut rx = self.subscribe();
-        for name in self.inner.order.iter().rev() {
-            self.inner.send(name, Event::Stop);
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let pending: Vec<String> = self
-                .states()
-                .into_iter()
-                .filter(|(_, s)| !matches!(s, ComponentState::Finished | ComponentState::Broken))
-                .map(|(n, _)| n)
-                .collect();
-            if pending.is_empty() {
-                return pending;
-            }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-                _ => return pending,
-            }
-        }
+        let order: Vec<String> = self.inner.topology().order.iter().rev().cloned().collect();
+        self.stop_components(&order, timeout).await
     }
 }
 
@@ -305,7 +403,7 @@ impl Drop for Supervisor {
     fn drop(&mut self) {
         self.driver.abort();
         self.inner.processes.kill_everything();
-        for name in &self.inner.order {
+        for name in &self.inner.topology().order {
             self.inner.tokens.revoke(name);
         }
     }
@@ -314,37 +412,23 @@ impl Drop for Supervisor {
 impl Inner {
     fn send(&self, component: &str, event: Event) {
         // The driver only stops when the supervisor is dropped; then nobody is listening.
-        let _ = self.inputs.send((component.to_owned(), event));
+        let _ = self.inputs.send(Input::Event(component.to_owned(), event));
+    }
+
+    fn topology(&self) -> Arc<Topology> {
+        self.topology.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn state(&self, component: &str) -> Option<ComponentState> {
         self.states.read().unwrap_or_else(|e| e.into_inner()).get(component).copied()
     }
 
-    /// The component's lifecycle with every recipe variable expanded.
-    fn expanded_lifecycle(&self, spec: &ComponentSpec) -> Lifecycle {
-        let vars = |name: &str, version: &str| ComponentVariables {
-            locations: self.layout.locations(name, version),
-            configuration: (self.configuration)(name),
-        };
-        let dependencies = spec
-            .dependencies
-            .iter()
-            .filter_map(|(d, _)| self.specs.get(d).map(|s| (d.clone(), vars(d, &s.version()))))
-            .collect();
-        let ctx = InterpolationContext {
-            own: vars(spec.name(), &spec.version()),
-            dependencies,
-            kernel_root_path: self.layout.root().display().to_string(),
-            thing_name: self.config.thing_name.clone(),
-        };
-        spec.manifest.lifecycle.map_text(&|t| ctx.expand(t, Scope::Lifecycle))
-    }
-
     /// The step `kind` ready to run, or `None` if the recipe has none or its `Skipif` holds.
     fn script(&self, component: &str, kind: StepKind) -> Option<Script> {
-        let spec = self.specs.get(component)?;
-        let lifecycle = self.expanded_lifecycle(spec);
+        let topology = self.topology();
+        let spec = topology.specs.get(component)?;
+        let configuration = |name: &str| (self.configuration)(name);
+        let lifecycle = expand_lifecycle(&self.layout, &self.config, &topology.specs, &configuration, spec);
         let step: &Step = lifecycle.step(kind)?;
         let log = self.layout.component_log(component);
         if let Some(skip) = &step.skip_if {
@@ -355,7 +439,7 @@ impl Inner {
                 return None;
             }
         }
-        let svcuid = self.svcuids.get(component).cloned().unwrap_or_default();
+        let svcuid = topology.svcuids.get(component).cloned().unwrap_or_default();
         let socket = self.config.ipc_socket.display().to_string();
         let mut env = vec![
             ("SVCUID".to_owned(), svcuid.clone()),
@@ -387,33 +471,88 @@ impl Inner {
     }
 }
 
+/// `spec`'s lifecycle with every recipe variable expanded, its dependencies taken from
+/// `specs` and configuration from `configuration`.
+fn expand_lifecycle(
+    layout: &Layout,
+    config: &SupervisorConfig,
+    specs: &BTreeMap<String, ComponentSpec>,
+    configuration: &dyn Fn(&str) -> serde_json::Value,
+    spec: &ComponentSpec,
+) -> Lifecycle {
+    let vars = |name: &str, version: &str| ComponentVariables {
+        locations: layout.locations(name, version),
+        configuration: configuration(name),
+    };
+    let dependencies = spec
+        .dependencies
+        .iter()
+        .filter_map(|(d, _)| specs.get(d).map(|s| (d.clone(), vars(d, &s.version()))))
+        .collect();
+    let ctx = InterpolationContext {
+        own: vars(spec.name(), &spec.version()),
+        dependencies,
+        kernel_root_path: layout.root().display().to_string(),
+        thing_name: config.thing_name.clone(),
+    };
+    spec.manifest.lifecycle.map_text(&|t| ctx.expand(t, Scope::Lifecycle))
+}
+
 /// The driver: owns the machines, applies events, starts actions, settles dependencies.
-async fn drive(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(String, Event)>) {
-    let mut machines: HashMap<String, Machine> = inner.order.iter().map(|n| (n.clone(), Machine::new())).collect();
-    while let Some((name, event)) = rx.recv().await {
-        let Some(machine) = machines.get_mut(&name) else { continue };
-        let outcome = machine.handle(event, Instant::now());
-        apply(&inner, &name, outcome);
+async fn drive(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Input>) {
+    let mut machines: HashMap<String, Machine> =
+        inner.topology().order.iter().map(|n| (n.clone(), Machine::new())).collect();
+    while let Some(input) = rx.recv().await {
+        match input {
+            Input::Event(name, event) => {
+                let Some(machine) = machines.get_mut(&name) else { continue };
+                let outcome = machine.handle(event, Instant::now());
+                apply(&inner, &name, outcome);
+            }
+            Input::Reconfigure { topology, fresh, done } => {
+                machines.retain(|name, _| topology.specs.contains_key(name));
+                let mut states = inner.states.write().unwrap_or_else(|e| e.into_inner());
+                states.retain(|name, _| topology.specs.contains_key(name));
+                let mut events = Vec::new();
+                for name in &topology.order {
+                    if fresh.contains(name) || !machines.contains_key(name) {
+                        machines.insert(name.clone(), Machine::new());
+                        if let Some(old) = states.insert(name.clone(), ComponentState::New)
+                            && old != ComponentState::New
+                        {
+                            events.push(StateEvent { component: name.clone(), old, new: ComponentState::New });
+                        }
+                    }
+                }
+                drop(states);
+                *inner.topology.write().unwrap_or_else(|e| e.into_inner()) = topology;
+                for event in events {
+                    inner.log_transition(&event.component, event.old, event.new);
+                    let _ = inner.events.send(event);
+                }
+                let _ = done.send(());
+            }
+        }
         settle(&inner, &mut machines);
     }
 }
 
 /// Feeds dependency readiness into the machines until nothing changes.
 fn settle(inner: &Arc<Inner>, machines: &mut HashMap<String, Machine>) {
+    let topology = inner.topology();
     loop {
         let mut changed = false;
-        for name in &inner.order {
-            let spec = &inner.specs[name];
+        for name in &topology.order {
+            let Some(spec) = topology.specs.get(name) else { continue };
             let hard_ready = spec
                 .dependencies
                 .iter()
                 .filter(|(_, kind)| *kind == DependencyType::Hard)
                 .all(|(d, _)| machines.get(d).is_none_or(Machine::ready_for_dependents));
-            if let Some(event) = machines[name].dependency_event(hard_ready) {
-                let outcome = machines.get_mut(name).map(|m| m.handle(event, Instant::now())).unwrap_or_default();
-                changed |= !outcome.transitions.is_empty();
-                apply(inner, name, outcome);
-            }
+            let Some(event) = machines.get(name).and_then(|m| m.dependency_event(hard_ready)) else { continue };
+            let outcome = machines.get_mut(name).map(|m| m.handle(event, Instant::now())).unwrap_or_default();
+            changed |= !outcome.transitions.is_empty();
+            apply(inner, name, outcome);
         }
         if !changed {
             return;

@@ -1,0 +1,697 @@
+//! Local deployments while the core runs: the Greengrass CLI's `CreateLocalDeployment`,
+//! `GetLocalDeploymentStatus` and `ListLocalDeployments` (service `aws.greengrass.Cli`).
+//!
+//! Follows the nucleus's `CLIEventStreamAgent` (requests, ids, statuses), `DeploymentService`
+//! (one deployment at a time, in the order received) and `DeploymentConfigMerger` (what
+//! happens to the components; the pure part is [`plan`]). A deployment:
+//!
+//! 1. is QUEUED with a UUID (`deploymentId`), then IN_PROGRESS when its turn comes;
+//! 2. adds the recipes of `recipeDirectoryPath` to the core's recipe store, takes the core's
+//!    root components, removes `rootComponentsToRemove`, adds `rootComponentVersionsToAdd`,
+//!    and resolves versions and dependencies as the start does;
+//! 3. computes each component's configuration (`componentToConfiguration`'s `MERGE`/`RESET`
+//!    applied to what the component has; a new version's defaults merged in) and plans
+//!    ([`plan::plan`]) which components to stop, install again and start;
+//! 4. stages the artifacts of every component that installs again — from
+//!    `artifactsDirectoryPath/{Name}/{Version}/`, else from the core's own store — with
+//!    digests checked, **before anything is stopped**: a bad recipe, an unresolvable
+//!    version or a digest mismatch fails the deployment with nothing changed
+//!    (`FAILED_NO_STATE_CHANGE`);
+//! 5. stops what the plan stops (dependents first, Shutdown steps run), writes the new
+//!    configurations (SubscribeToConfigurationUpdate streams are notified), swaps the
+//!    component set, starts what the plan starts (dependencies first; Install runs for new
+//!    versions), and waits until each of those is RUNNING or FINISHED;
+//! 6. fails if one of them becomes BROKEN (three errors: Install failing, Run exiting
+//!    non-zero…) or does not get there within [`SETTLE_TIMEOUT`]. With the failure policy
+//!    ROLLBACK (the default) the previous components, versions and configurations are then
+//!    restored the same way (`FAILED_ROLLBACK_COMPLETE`); with DO_NOTHING they stay as the
+//!    deployment left them (`FAILED_ROLLBACK_NOT_REQUESTED`).
+//!
+//! Differences from the nucleus: no SubscribeToComponentUpdates notices or deferral
+//! (`componentUpdatePolicy` is always "skip notify"), no cancellation, `groupName` is
+//! ignored (every local deployment targets the one local group), `componentToRunWithInfo`
+//! is refused (steps run as the core's user), the ShadowManager's configuration is only
+//! taken at start, and statuses are kept in memory (not across a core restart). A component
+//! whose configuration is recomputed (new version, or a configuration update) loses values
+//! it wrote itself with UpdateConfiguration.
+
+pub mod plan;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use cloud_api::ipc::model::{
+    CreateLocalDeploymentRequest, DeploymentStatus, DeploymentStatusDetails, DetailedDeploymentStatus,
+    FailureHandlingPolicy, LocalDeployment,
+};
+
+use self::plan::{ComponentFacts, Plan};
+use super::ComponentState;
+use super::access::AccessControl;
+use super::config_store::ConfigStore;
+use super::runtime::{RecipeOrigins, access_configuration, load_recipes, parse_update_config, store_recipes};
+use super::shadow_sync::SHADOW_MANAGER;
+use super::supervisor::{ComponentSpec, Supervisor};
+use crate::recipe::{
+    Catalog, ConfigurationUpdate, DevicePlatform, EffectiveConfiguration, Resolution, RootRequirement, resolve,
+};
+
+/// How long the components a deployment starts get to reach RUNNING or FINISHED (ours: the
+/// nucleus waits without a limit).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the components a deployment stops get (Shutdown has 15 s, then a kill).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Finished deployments kept for GetLocalDeploymentStatus / ListLocalDeployments.
+const KEEP_FINISHED: usize = 100;
+
+/// Why a CreateLocalDeployment request is refused outright (answered as an IPC error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The request is malformed (`InvalidArgumentsError`).
+    #[error("{0}")]
+    InvalidArguments(String),
+    /// `recipeDirectoryPath` is not usable (`InvalidRecipeDirectoryPathError`).
+    #[error("{0}")]
+    InvalidRecipeDirectory(String),
+    /// `artifactsDirectoryPath` is not usable (`InvalidArtifactsDirectoryPathError`).
+    #[error("{0}")]
+    InvalidArtifactsDirectory(String),
+    /// The core is shutting down (`ServiceError`).
+    #[error("the deployment queue is closed: the core is shutting down")]
+    Closed,
+}
+
+/// The local deployment operations, as the IPC server serves them.
+pub trait LocalDeploymentService: Send + Sync {
+    /// CreateLocalDeployment: queues a deployment, returns its id.
+    fn create(&self, request: CreateLocalDeploymentRequest) -> Result<String, RequestError>;
+    /// GetLocalDeploymentStatus.
+    fn status(&self, deployment_id: &str) -> Option<LocalDeployment>;
+    /// ListLocalDeployments.
+    fn list(&self) -> Vec<LocalDeployment>;
+}
+
+/// A deployment as the runner takes it.
+#[derive(Debug, Clone, Default)]
+struct Request {
+    id: String,
+    recipe_dir: Option<PathBuf>,
+    artifact_dir: Option<PathBuf>,
+    add: BTreeMap<String, String>,
+    remove: Vec<String>,
+    configuration: HashMap<String, ConfigurationUpdate>,
+    policy: FailureHandlingPolicy,
+}
+
+/// What the core has deployed: the state a deployment starts from.
+#[derive(Debug, Clone)]
+pub(crate) struct Deployed {
+    /// Every recipe the core knows (the recipe store), built-ins included.
+    pub catalog: Catalog,
+    /// Where each recipe's file is.
+    pub origins: RecipeOrigins,
+    /// Root components and their versions.
+    pub roots: BTreeMap<String, String>,
+    /// Each component's configuration with its origins (defaults vs deployment).
+    pub configs: HashMap<String, EffectiveConfiguration>,
+    /// The resolved set.
+    pub resolution: Resolution,
+}
+
+/// The core's pieces a deployment works on.
+pub(crate) struct Context {
+    /// The supervisor; weak so that dropping the core kills its components at once.
+    pub supervisor: Weak<Supervisor>,
+    /// Component configuration.
+    pub config: ConfigStore,
+    /// accessControl.
+    pub access: AccessControl,
+    /// `{iot:thingName}` for policy resources.
+    pub thing: String,
+    /// The device platform (manifest selection).
+    pub platform: DevicePlatform,
+    /// The core's root.
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    id: String,
+    created_on: String,
+    status: DeploymentStatus,
+    details: Option<DeploymentStatusDetails>,
+}
+
+impl Record {
+    fn to_model(&self) -> LocalDeployment {
+        LocalDeployment {
+            deployment_id: self.id.clone(),
+            status: self.status,
+            created_on: Some(self.created_on.clone()),
+            deployment_status_details: self.details.clone(),
+        }
+    }
+}
+
+/// The deployment queue and its statuses. Cheap to clone.
+#[derive(Clone)]
+pub struct Deployments {
+    recorder: Recorder,
+    queue: mpsc::UnboundedSender<Request>,
+    store_root: PathBuf,
+}
+
+impl std::fmt::Debug for Deployments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployments").finish_non_exhaustive()
+    }
+}
+
+impl Deployments {
+    /// Starts the runner task; it ends when every handle is dropped or the supervisor is gone.
+    pub(crate) fn start(ctx: Context, deployed: Deployed) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(256);
+        let recorder = Recorder { records: Arc::default(), events };
+        let store_root = ctx.root.join("packages").join("artifacts");
+        let runner = tokio::spawn(run(recorder.clone(), ctx, deployed, rx));
+        (Self { recorder, queue, store_root }, runner)
+    }
+
+    /// Every status change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LocalDeployment> {
+        self.recorder.events.subscribe()
+    }
+
+    /// Waits until deployment `id` has finished (SUCCEEDED or FAILED), or `timeout` passes;
+    /// returns its last known status.
+    pub async fn wait_finished(&self, id: &str, timeout: Duration) -> Option<LocalDeployment> {
+        let mut rx = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let now = self.status(id);
+            if now.as_ref().is_none_or(|d| is_final(d.status)) {
+                return now;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                _ => return self.status(id),
+            }
+        }
+    }
+
+    fn validate(&self, request: CreateLocalDeploymentRequest) -> Result<Request, RequestError> {
+        if request.component_to_run_with_info.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(RequestError::InvalidArguments(
+                "componentToRunWithInfo is not supported by the simulated core: steps run as the core's user".into(),
+            ));
+        }
+        let dir = |path: Option<String>, what: &str| -> Result<Option<PathBuf>, String> {
+            match path.filter(|p| !p.is_empty()) {
+                None => Ok(None),
+                Some(p) if Path::new(&p).is_absolute() => Ok(Some(PathBuf::from(p))),
+                Some(p) => Err(format!("{what} {p:?} must be an absolute path")),
+            }
+        };
+        let recipe_dir =
+            dir(request.recipe_directory_path, "recipeDirectoryPath").map_err(RequestError::InvalidRecipeDirectory)?;
+        let artifact_dir = dir(request.artifacts_directory_path, "artifactsDirectoryPath")
+            .map_err(RequestError::InvalidArtifactsDirectory)?;
+        if let Some(a) = &artifact_dir
+            && self.store_root.starts_with(a)
+        {
+            return Err(RequestError::InvalidArtifactsDirectory(
+                "Requested artifacts directory path is parent of kernel artifacts directory path. Specify another \
+                 path to avoid recursive copy"
+                    .into(),
+            ));
+        }
+        let configuration = match request.component_to_configuration {
+            None => HashMap::new(),
+            Some(map) => {
+                let doc = Value::Object(map.into_iter().collect());
+                parse_update_config(&doc)
+                    .map_err(|e| RequestError::InvalidArguments(format!("componentToConfiguration: {e}")))?
+            }
+        };
+        let add = request.root_component_versions_to_add.unwrap_or_default();
+        for (name, version) in &add {
+            RootRequirement::parse_merge(&format!("{name}={version}"))
+                .map_err(|e| RequestError::InvalidArguments(format!("rootComponentVersionsToAdd: {e}")))?;
+        }
+        Ok(Request {
+            id: new_uuid(),
+            recipe_dir,
+            artifact_dir,
+            add,
+            remove: request.root_components_to_remove.unwrap_or_default(),
+            configuration,
+            policy: request.failure_handling_policy.unwrap_or_default(),
+        })
+    }
+}
+
+impl LocalDeploymentService for Deployments {
+    fn create(&self, request: CreateLocalDeploymentRequest) -> Result<String, RequestError> {
+        let request = self.validate(request)?;
+        let id = request.id.clone();
+        self.recorder.insert(Record {
+            id: id.clone(),
+            created_on: created_on_now(),
+            status: DeploymentStatus::Queued,
+            details: None,
+        });
+        if self.queue.send(request).is_err() {
+            let cause = "the core is shutting down";
+            self.recorder.finish(&id, failure(DetailedDeploymentStatus::FailedNoStateChange, cause, &[]));
+            return Err(RequestError::Closed);
+        }
+        tracing::info!(deployment = %id, "local deployment queued");
+        Ok(id)
+    }
+
+    fn status(&self, deployment_id: &str) -> Option<LocalDeployment> {
+        let records = self.recorder.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.iter().find(|r| r.id == deployment_id).map(Record::to_model)
+    }
+
+    fn list(&self) -> Vec<LocalDeployment> {
+        self.recorder.records.lock().unwrap_or_else(|e| e.into_inner()).iter().map(Record::to_model).collect()
+    }
+}
+
+/// True for SUCCEEDED, FAILED and CANCELED.
+pub fn is_final(status: DeploymentStatus) -> bool {
+    matches!(status, DeploymentStatus::Succeeded | DeploymentStatus::Failed | DeploymentStatus::Canceled)
+}
+
+/// True when `id` reads as a UUID (8-4-4-4-12 hex digits), as the nucleus requires of ids.
+pub fn is_uuid(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('-').collect();
+    parts.len() == 5
+        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn new_uuid() -> String {
+    // Version 4 (random) and the RFC 4122 variant, over 16 random bytes.
+    let hex = super::random_token();
+    let variant = ["8", "9", "a", "b"][usize::from(hex.as_bytes()[16] % 4)];
+    format!("{}-{}-4{}-{}{}-{}", &hex[..8], &hex[8..12], &hex[13..16], variant, &hex[17..20], &hex[20..])
+}
+
+/// Now as the nucleus writes `createdOn`: UTC, `dd-MM-yyyy HH:mm:ss z`.
+fn created_on_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let t = time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:02}-{:02}-{:04} {:02}:{:02}:{:02} UTC",
+        t.day(),
+        u8::from(t.month()),
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn failure(detail: DetailedDeploymentStatus, cause: &str, stack: &[&str]) -> DeploymentStatusDetails {
+    let mut error_stack = vec!["DEPLOYMENT_FAILURE".to_owned()];
+    error_stack.extend(stack.iter().map(|s| (*s).to_owned()));
+    DeploymentStatusDetails {
+        detailed_deployment_status: detail,
+        deployment_error_stack: Some(error_stack),
+        deployment_error_types: None,
+        deployment_failure_cause: Some(cause.to_owned()),
+    }
+}
+
+fn success() -> DeploymentStatusDetails {
+    DeploymentStatusDetails {
+        detailed_deployment_status: DetailedDeploymentStatus::Successful,
+        deployment_error_stack: None,
+        deployment_error_types: None,
+        deployment_failure_cause: None,
+    }
+}
+
+/// Writes statuses and tells subscribers.
+#[derive(Clone)]
+struct Recorder {
+    records: Arc<Mutex<Vec<Record>>>,
+    events: broadcast::Sender<LocalDeployment>,
+}
+
+impl Recorder {
+    fn insert(&self, record: Record) {
+        let model = record.to_model();
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.push(record);
+        let finished = records.iter().filter(|r| is_final(r.status)).count();
+        if finished > KEEP_FINISHED
+            && let Some(i) = records.iter().position(|r| is_final(r.status))
+        {
+            records.remove(i);
+        }
+        drop(records);
+        let _ = self.events.send(model);
+    }
+
+    fn set(&self, id: &str, status: DeploymentStatus, details: Option<DeploymentStatusDetails>) {
+        let model = {
+            let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(r) = records.iter_mut().find(|r| r.id == id) else { return };
+            r.status = status;
+            r.details = details;
+            r.to_model()
+        };
+        let _ = self.events.send(model);
+    }
+
+    fn finish(&self, id: &str, details: DeploymentStatusDetails) {
+        let status = if details.detailed_deployment_status == DetailedDeploymentStatus::Successful {
+            DeploymentStatus::Succeeded
+        } else {
+            DeploymentStatus::Failed
+        };
+        self.set(id, status, Some(details));
+    }
+}
+
+async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: mpsc::UnboundedReceiver<Request>) {
+    while let Some(request) = rx.recv().await {
+        let Some(supervisor) = ctx.supervisor.upgrade() else { return };
+        recorder.set(&request.id, DeploymentStatus::InProgress, None);
+        tracing::info!(deployment = %request.id, "local deployment in progress");
+        let details = deploy(&ctx, &supervisor, &mut deployed, &request).await;
+        match &details.deployment_failure_cause {
+            None => tracing::info!(deployment = %request.id, "local deployment succeeded"),
+            Some(cause) => tracing::warn!(deployment = %request.id, %cause, "local deployment failed"),
+        }
+        recorder.finish(&request.id, details);
+    }
+}
+
+/// What a deployment would run: specs, configurations to write, plan.
+struct Prepared {
+    deployed: Deployed,
+    specs: Vec<ComponentSpec>,
+    /// Configurations to write (components whose configuration is recomputed).
+    configs: BTreeMap<String, Value>,
+    /// Components that leave.
+    removed: Vec<String>,
+    plan: Plan,
+}
+
+/// A failure before anything changed: why, and the error code for the stack.
+type Refusal = (String, &'static str);
+
+/// Runs one deployment to its end; returns its status details.
+async fn deploy(
+    ctx: &Context,
+    supervisor: &Supervisor,
+    deployed: &mut Deployed,
+    request: &Request,
+) -> DeploymentStatusDetails {
+    let prepared = match prepare(ctx, supervisor, deployed, request) {
+        Ok(p) => p,
+        Err((cause, code)) => return failure(DetailedDeploymentStatus::FailedNoStateChange, &cause, &[code]),
+    };
+    // The recipe store keeps the new recipes whatever happens, as the nucleus's does.
+    deployed.catalog = prepared.deployed.catalog.clone();
+    deployed.origins = prepared.deployed.origins.clone();
+    let previous_specs = supervisor.components();
+    let previous_configs: BTreeMap<String, Value> = previous_specs
+        .iter()
+        .map(|s| (s.name().to_owned(), ctx.config.get(s.name(), &[]).unwrap_or_else(|| json!({}))))
+        .collect();
+    tracing::info!(changes = ?prepared.plan.changes, "deployment plan");
+    let outcome =
+        apply(ctx, supervisor, &prepared.plan, prepared.specs.clone(), &prepared.configs, &prepared.removed).await;
+    let cause = match outcome {
+        Ok(()) => {
+            let recipes = ctx.root.join("packages").join("recipes");
+            if let Err(e) = store_recipes(&recipes, &prepared.deployed.resolution, &deployed.origins) {
+                tracing::warn!("cannot keep a copy of the deployed recipes: {e}");
+            }
+            *deployed = prepared.deployed;
+            return success();
+        }
+        Err(cause) => cause,
+    };
+    let stack = ["COMPONENT_UPDATE_ERROR", "COMPONENT_BROKEN"];
+    if request.policy == FailureHandlingPolicy::DoNothing {
+        *deployed = prepared.deployed;
+        return failure(DetailedDeploymentStatus::FailedRollbackNotRequested, &cause, &stack);
+    }
+    // Roll back: the same steps towards the previous set.
+    let current = facts(supervisor, &prepared.specs, &|n| ctx.config.get(n, &[]).unwrap_or_else(|| json!({})));
+    let target = facts(supervisor, &previous_specs, &|n| previous_configs.get(n).cloned().unwrap_or_else(|| json!({})));
+    let back = plan::plan(&current, &target, &broken_components(supervisor));
+    let restore: BTreeMap<String, Value> = previous_configs
+        .iter()
+        .filter(|(n, _)| prepared.configs.contains_key(*n) || prepared.removed.contains(*n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let gone: Vec<String> =
+        prepared.specs.iter().map(|s| s.name().to_owned()).filter(|n| !previous_configs.contains_key(n)).collect();
+    match apply(ctx, supervisor, &back, previous_specs, &restore, &gone).await {
+        Ok(()) => failure(
+            DetailedDeploymentStatus::FailedRollbackComplete,
+            &format!("{cause}; the previous components were restored"),
+            &stack,
+        ),
+        Err(rollback) => failure(
+            DetailedDeploymentStatus::FailedRollbackComplete,
+            &format!("{cause}; the rollback did not complete either: {rollback}"),
+            &["COMPONENT_UPDATE_ERROR", "ROLLBACK_FAILURE"],
+        ),
+    }
+}
+
+/// Loads, resolves, configures, plans and stages; changes nothing that runs.
+fn prepare(
+    ctx: &Context,
+    supervisor: &Supervisor,
+    deployed: &Deployed,
+    request: &Request,
+) -> Result<Prepared, Refusal> {
+    let mut next = deployed.clone();
+    if let Some(dir) = &request.recipe_dir {
+        let (recipes, warnings, origins) =
+            load_recipes(dir).map_err(|e| (error_chain(&e), "COMPONENT_RECIPE_ERROR"))?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        for recipe in recipes {
+            next.catalog.add(recipe);
+        }
+        next.origins.extend(origins);
+    }
+    for name in &request.remove {
+        next.roots.remove(name);
+    }
+    next.roots.extend(request.add.iter().map(|(n, v)| (n.clone(), v.clone())));
+    let roots = next
+        .roots
+        .iter()
+        .map(|(n, v)| RootRequirement::parse_merge(&format!("{n}={v}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| (error_chain(&e), "REQUEST_ERROR"))?;
+    next.resolution =
+        resolve(&next.catalog, &roots).map_err(|e| (error_chain(&e), "NO_AVAILABLE_COMPONENT_VERSION"))?;
+    let specs = ComponentSpec::from_resolution(&next.catalog, &next.resolution, &ctx.platform)
+        .map_err(|e| (error_chain(&e), "COMPONENT_RECIPE_ERROR"))?;
+    for name in request.configuration.keys() {
+        if name == SHADOW_MANAGER {
+            let why = format!("the simulated core takes the {SHADOW_MANAGER} configuration only at start");
+            return Err((why, "REQUEST_ERROR"));
+        }
+        if !specs.iter().any(|s| s.name() == name) {
+            let why = format!("componentToConfiguration names {name}, which is not part of this deployment");
+            return Err((why, "REQUEST_ERROR"));
+        }
+    }
+
+    let current_specs = supervisor.components();
+    let running: HashMap<&str, String> = current_specs.iter().map(|s| (s.name(), s.version())).collect();
+    let mut configs = BTreeMap::new();
+    for spec in &specs {
+        let name = spec.name();
+        let update = request.configuration.get(name);
+        let same_version = running.get(name).is_some_and(|v| *v == spec.version());
+        if same_version && update.is_none() {
+            continue;
+        }
+        let previous = running.contains_key(name).then(|| deployed.configs.get(name)).flatten();
+        let update = update.cloned().unwrap_or_default();
+        let applied = EffectiveConfiguration::apply(previous, &spec.recipe.default_configuration, &update)
+            .map_err(|e| (format!("{name}: {e}"), "REQUEST_ERROR"))?;
+        for w in &applied.warnings {
+            tracing::warn!(component = %name, "{w}");
+        }
+        configs.insert(name.to_owned(), applied.configuration.to_value());
+        next.configs.insert(name.to_owned(), applied.configuration);
+    }
+    let removed: Vec<String> =
+        current_specs.iter().map(|s| s.name().to_owned()).filter(|n| !specs.iter().any(|s| s.name() == n)).collect();
+    for name in &removed {
+        next.configs.remove(name);
+    }
+
+    let store = &ctx.config;
+    let current = facts(supervisor, &current_specs, &|n| store.get(n, &[]).unwrap_or_else(|| json!({})));
+    let target = facts(supervisor, &specs, &|n| {
+        configs.get(n).cloned().or_else(|| store.get(n, &[])).unwrap_or_else(|| json!({}))
+    });
+    let plan = plan::plan(&current, &target, &broken_components(supervisor));
+
+    for spec in specs.iter().filter(|s| plan.fresh.iter().any(|f| f == s.name())) {
+        let source = artifact_source(request.artifact_dir.as_deref(), &ctx.root, spec);
+        supervisor.stage(spec, &source).map_err(|e| (error_chain(&e), "ARTIFACT_CHECKSUM_MISMATCH"))?;
+    }
+    Ok(Prepared { deployed: next, specs, configs, removed, plan })
+}
+
+/// Where a component's artifacts are staged from: the deployment's directory when it holds
+/// `{Name}/{Version}/`, else the core's own store (a version deployed before, e.g. on rollback).
+fn artifact_source(deployment_dir: Option<&Path>, root: &Path, spec: &ComponentSpec) -> PathBuf {
+    let store = root.join("packages").join("artifacts");
+    match deployment_dir {
+        Some(dir) if dir.join(spec.name()).join(spec.version()).is_dir() => dir.to_path_buf(),
+        Some(dir) if !store.join(spec.name()).join(spec.version()).is_dir() => dir.to_path_buf(),
+        _ => store,
+    }
+}
+
+fn facts(
+    supervisor: &Supervisor,
+    specs: &[ComponentSpec],
+    configuration: &dyn Fn(&str) -> Value,
+) -> Vec<ComponentFacts> {
+    let lifecycles = supervisor.expanded_lifecycles(specs, configuration);
+    specs
+        .iter()
+        .map(|s| ComponentFacts {
+            name: s.name().to_owned(),
+            version: s.version(),
+            dependencies: s.dependencies.clone(),
+            lifecycle: lifecycles.get(s.name()).cloned().unwrap_or_default(),
+            artifacts: s.manifest.artifacts.clone(),
+        })
+        .collect()
+}
+
+fn broken_components(supervisor: &Supervisor) -> BTreeSet<String> {
+    supervisor.states().into_iter().filter(|(_, s)| *s == ComponentState::Broken).map(|(n, _)| n).collect()
+}
+
+/// Carries out a plan: stop, configure, swap, start, wait. `Err` says why it did not settle.
+async fn apply(
+    ctx: &Context,
+    supervisor: &Supervisor,
+    plan: &Plan,
+    specs: Vec<ComponentSpec>,
+    configs: &BTreeMap<String, Value>,
+    removed: &[String],
+) -> Result<(), String> {
+    let pending = supervisor.stop_components(&plan.stop, STOP_TIMEOUT).await;
+    if !pending.is_empty() {
+        tracing::warn!(components = ?pending, "components did not stop in time");
+    }
+    for name in removed {
+        ctx.config.remove_component(name);
+        ctx.access.remove_component(name);
+    }
+    for (name, value) in configs {
+        ctx.access.set_component(name, &access_configuration(value, &ctx.thing));
+        ctx.config.set_component(name, value.clone());
+    }
+    let versions: HashMap<String, String> = specs.iter().map(|s| (s.name().to_owned(), s.version())).collect();
+    let mut events = supervisor.subscribe();
+    supervisor.reconfigure(specs, &plan.fresh).await;
+    supervisor.start_components(&plan.start);
+    // A restarted component is FINISHED until its Start is handled: it counts as settled only
+    // once it has been seen on its way (a state change after the stop).
+    let mut moving: BTreeSet<String> = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        loop {
+            match events.try_recv() {
+                Ok(e) => {
+                    moving.insert(e.component);
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+        let states = supervisor.states();
+        let mut waiting = Vec::new();
+        for name in &plan.start {
+            match states.get(name) {
+                Some(ComponentState::Broken) => {
+                    let version = versions.get(name).cloned().unwrap_or_default();
+                    return Err(format!(
+                        "{name} {version} is BROKEN: it errored three times (Install, Startup or Run failed; see \
+                         logs/{name}.log)"
+                    ));
+                }
+                Some(ComponentState::Running | ComponentState::Finished) if moving.contains(name) => {}
+                Some(s) => waiting.push(format!("{name} ({s:?})")),
+                None => return Err(format!("{name} is not part of the core after the update")),
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(e)) => {
+                moving.insert(e.component);
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(broadcast::error::RecvError::Closed)) => return Err("the core is shutting down".into()),
+            Err(_) => {
+                return Err(format!("not RUNNING after {}s: {}", SETTLE_TIMEOUT.as_secs(), waiting.join(", ")));
+            }
+        }
+    }
+}
+
+/// An error and its sources, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_uuids_and_only_uuids_pass_the_check() {
+        let id = new_uuid();
+        assert!(is_uuid(&id), "{id}");
+        assert_eq!(&id[14..15], "4", "version 4");
+        assert_ne!(new_uuid(), id);
+        for bad in ["", "1234", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz", "12345678-1234-1234-1234-1234567890123"] {
+            assert!(!is_uuid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn created_on_has_the_nucleus_format() {
+        let text = created_on_now();
+        let re = regex::Regex::new(r"^\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2} UTC$").unwrap();
+        assert!(re.is_match(&text), "{text}");
+    }
+}
