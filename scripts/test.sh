@@ -25,11 +25,12 @@ step "python conformance environment (target/venv)"
 scripts/python-env.sh
 VENV=target/venv
 
-step "build the local cloud and the simulated core for the conformance tests"
-cargo build -p local-cloud -p device-sim --locked
+step "build the local cloud, the simulated core and the analyzer for the Python tests"
+cargo build -p local-cloud -p device-sim -p pump-analyzer --locked
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps --locked | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 export LOCAL_CLOUD_BIN="$TARGET_DIR/debug/local-cloud"
 export DEVICE_SIM_BIN="$TARGET_DIR/debug/device-sim"
+export PUMP_ANALYZER_BIN="$TARGET_DIR/debug/pump-analyzer"
 
 # libclang where bindgen (through clang-sys) looks for it: LIBCLANG_PATH, LLVM's
 # and the system's library directories (libclang.so, libclang-N.so, libclang.so.N).
@@ -83,6 +84,7 @@ step "conformance tests with AWS's official clients (awsiotsdk, boto3, Greengras
 "$VENV/bin/python" -m pytest -q tests/conformance
 
 # A small dataset from the built device-sim, train.py end to end, the ONNX export checked
-# with onnxruntime, and launch.py's SageMaker request checked against botocore's model.
+# with onnxruntime and loaded by the analyzer's tract (`pump-analyzer verify-model`), and
+# launch.py's SageMaker request checked against botocore's model.
 step "ML pipeline: dataset, SageMaker-style training, ONNX export (cloud/training)"
 "$VENV/bin/python" -m pytest -q cloud/training/tests

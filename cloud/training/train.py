@@ -27,7 +27,8 @@ Writes to the model directory:
   scaling: trees split on thresholds, so scaling would change nothing but the rounding); outputs
   ``label`` (int64 ``[N]``, an index into the model card's classes) and ``probabilities``
   (float32 ``[N, n_classes]``). Only ONNX-ML ``TreeEnsembleClassifier`` (opset ``ai.onnx.ml``
-  3), no ZipMap, so tract-onnx runs it;
+  3), ``Sum`` and ``ArgMax``, no ZipMap, so tract-onnx runs it. A random forest is laid out as
+  several ensembles of ``trees_per_node`` trees each, summed (see ``layout_for_tract``);
 - ``model-card.json``: version, the training data's digest, hyperparameters, input and output
   schema, validation metrics;
 - ``test-vectors.json``: validation rows with onnxruntime's outputs, for parity checks of other
@@ -62,7 +63,7 @@ OUTPUT_PROBABILITIES = "probabilities"
 # tract-onnx implements TreeEnsembleClassifier from ai.onnx.ml opset 3 (not the opset-5
 # TreeEnsemble); Identity is a no-op some converters add.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-ALLOWED_OPS = {"TreeEnsembleClassifier", "Identity"}
+ALLOWED_OPS = {"TreeEnsembleClassifier", "Identity", "Sum", "ArgMax"}
 PARITY_TOLERANCE = 1e-5
 
 HYPERPARAMETERS: dict[str, tuple[type, Any, str]] = {
@@ -75,6 +76,7 @@ HYPERPARAMETERS: dict[str, tuple[type, Any, str]] = {
     "seed": (int, 1, "random seed of the estimator"),
     "model_version": (str, "0.1.0", "the model's version, recorded in the model card"),
     "test_vectors_per_class": (int, 8, "validation rows per class in test-vectors.json"),
+    "trees_per_node": (int, 2, "random_forest: trees per TreeEnsembleClassifier node (0: one node for all)"),
 }
 
 
@@ -157,6 +159,8 @@ def parse_args(argv: list[str], env: dict[str, str]) -> argparse.Namespace:
         raise InputError(f"estimator {hps['estimator']!r}: expected random_forest or gradient_boosting")
     if hps["class_weight"] not in ("balanced", "none"):
         raise InputError(f"class_weight {hps['class_weight']!r}: expected balanced or none")
+    if hps["trees_per_node"] < 0:
+        raise InputError(f"trees_per_node must be 0 (one node) or more, got {hps['trees_per_node']}")
     for name in ("n_estimators", "min_samples_leaf", "test_vectors_per_class"):
         if hps[name] < 1:
             raise InputError(f"{name} must be at least 1, got {hps[name]}")
@@ -302,7 +306,78 @@ def fit(estimator, x: np.ndarray, y: np.ndarray, hps: dict[str, Any]) -> None:
         estimator.fit(x, y)
 
 
-def export_onnx(estimator, n_features: int):
+def layout_for_tract(model, trees_per_node: int) -> None:
+    """Rewrites a summing ``TreeEnsembleClassifier`` (a random forest) in place, for tract-onnx.
+
+    tract walks an ensemble's table of leaf weights from its start for every tree it evaluates,
+    so one node with all the trees costs time in the square of the forest's size. Two rewrites,
+    neither of which changes what the model computes:
+
+    - leaf weights of 0 are dropped (a random forest's leaf lists every class, mostly with 0;
+      adding 0 changes no sum);
+    - the trees are split into nodes of ``trees_per_node`` trees; their ``probabilities`` are
+      added with ``Sum`` and ``label`` is their ``ArgMax`` (the first of equal maxima, like the
+      ensemble's own label).
+
+    Ensembles with a post transform or base values (gradient boosting) are left as they are: the
+    transform applies to the whole sum. ``trees_per_node`` 0 only drops the zero weights.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    ensembles = [n for n in graph.node if n.op_type == "TreeEnsembleClassifier"]
+    if len(ensembles) != 1:
+        return
+    node = ensembles[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    post = attrs.get("post_transform", b"NONE")
+    if (post.decode() if isinstance(post, bytes) else post) != "NONE" or attrs.get("base_values"):
+        return
+    labels = list(attrs.get("classlabels_int64s", []))
+    if labels != list(range(len(labels))):
+        return
+
+    keep = [i for i, w in enumerate(attrs["class_weights"]) if w != 0.0]
+    leaves = {k: [attrs[k][i] for i in keep] for k in ("class_treeids", "class_nodeids", "class_ids", "class_weights")}
+    trees = sorted(set(attrs["nodes_treeids"]))
+    size = trees_per_node or len(trees)
+    groups = [set(trees[i:i + size]) for i in range(0, len(trees), size)]
+    node_keys = [k for k in attrs if k.startswith("nodes_")]
+    domain = node.domain
+
+    new_nodes = []
+    partial = []
+    for g, group in enumerate(groups):
+        rows = [i for i, t in enumerate(attrs["nodes_treeids"]) if t in group]
+        weights = [i for i, t in enumerate(leaves["class_treeids"]) if t in group]
+        kwargs = {k: [attrs[k][i] for i in rows] for k in node_keys}
+        kwargs.update({k: [v[i] for i in weights] for k, v in leaves.items()})
+        # Tree ids number each node's trees from 0, as runtimes expect.
+        renumber = {t: i for i, t in enumerate(sorted(group))}
+        kwargs["nodes_treeids"] = [renumber[t] for t in kwargs["nodes_treeids"]]
+        kwargs["class_treeids"] = [renumber[t] for t in kwargs["class_treeids"]]
+        single = len(groups) == 1
+        outs = [OUTPUT_LABEL, OUTPUT_PROBABILITIES] if single else [f"label_{g}", f"probabilities_{g}"]
+        new_nodes.append(
+            helper.make_node(
+                "TreeEnsembleClassifier", [node.input[0]], outs, name=f"trees_{g}", domain=domain,
+                classlabels_int64s=labels, post_transform="NONE", **kwargs,
+            )
+        )
+        partial.append(outs[1])
+    if len(groups) > 1:
+        new_nodes.append(helper.make_node("Sum", partial, [OUTPUT_PROBABILITIES], name="sum_of_trees"))
+        new_nodes.append(
+            helper.make_node("ArgMax", [OUTPUT_PROBABILITIES], [OUTPUT_LABEL], name="label", axis=1, keepdims=0)
+        )
+    # The ensemble produced the graph's outputs directly (no ZipMap); anything after it stays.
+    index = list(graph.node).index(node)
+    rest = [n for i, n in enumerate(graph.node) if i != index]
+    del graph.node[:]
+    graph.node.extend(rest[:index] + new_nodes + rest[index:])
+
+
+def export_onnx(estimator, n_features: int, trees_per_node: int):
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -315,6 +390,7 @@ def export_onnx(estimator, n_features: int):
     outputs = [o.name for o in model.graph.output]
     if outputs != [OUTPUT_LABEL, OUTPUT_PROBABILITIES]:
         raise RuntimeError(f"unexpected ONNX outputs {outputs}")
+    layout_for_tract(model, trees_per_node)
     ops = sorted({n.op_type for n in model.graph.node})
     if not set(ops) <= ALLOWED_OPS:
         raise RuntimeError(f"the ONNX graph uses {ops}; only {sorted(ALLOWED_OPS)} are known to run in tract-onnx")
@@ -422,7 +498,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     fit(estimator, x_train, y_train, hps)
     fit_s = time.monotonic() - started
 
-    model, ops, opsets = export_onnx(estimator, x_train.shape[1])
+    model, ops, opsets = export_onnx(estimator, x_train.shape[1], hps["trees_per_node"])
     model_dir = Path(args.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     onnx_bytes = model.SerializeToString()

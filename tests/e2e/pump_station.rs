@@ -1,9 +1,10 @@
 //! End to end: the pump station's demo binary runs a shortened scenario — local cloud,
 //! provisioning through the AWS SDK, plant, simulated core with the three components from
-//! their recipes, the operator's desired change, a fault and its protective action, the
-//! resume, and a stop of the local cloud mid-run — and each step's effect is checked at the
-//! plant (Modbus registers, read by the demo as any SCADA client would) and in the cloud
-//! (shadow version and state, telemetry and anomaly events received by an MQTT client).
+//! their recipes and the model component, the analyzer running the model detector only, the
+//! operator's desired change, a fault and its protective action, the resume, and a stop of
+//! the local cloud mid-run — and each step's effect is checked at the plant (Modbus registers,
+//! read by the demo as any SCADA client would) and in the cloud (shadow version and state,
+//! telemetry and anomaly events received by an MQTT client).
 
 use std::process::Command;
 
@@ -11,7 +12,8 @@ use serde_json::Value;
 
 fn run_demo(out: &std::path::Path) -> (std::process::Output, Value) {
     let output = Command::new(env!("CARGO_BIN_EXE_pump-station"))
-        .args(["demo", "--speed-changes", "2", "--fault-cycles", "1", "--outage-seconds", "3", "--out"])
+        .args(["demo", "--speed-changes", "2", "--fault-cycles", "1", "--outage-seconds", "3", "--detector", "model"])
+        .arg("--out")
         .arg(out)
         .env("RUST_LOG", "error")
         .output()
@@ -48,6 +50,27 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     let anomalies = &topics[format!("dt/pump/{thing}/anomalies")];
     assert!(anomalies["messages"].as_u64().unwrap() >= 2, "raised and cleared: {topics:#}");
     assert_eq!(anomalies["example"]["kind"], "cavitation");
+
+    // The model detector decided the fault: the step's anomaly, and every event in the cloud.
+    assert_eq!(report["detector"], "model");
+    let events = report["anomalies"].as_array().expect("anomaly events in the report");
+    let raised = events.iter().find(|e| e["active"] == true).expect("a raised anomaly");
+    assert_eq!((&raised["kind"], &raised["detector"]), (&"cavitation".into(), &"model".into()), "{events:#?}");
+    assert!(events.iter().all(|e| e["detector"] == "model"), "only the model runs: {events:#?}");
+    assert!(steps[3]["detail"].as_str().unwrap().contains("by \"model\""), "{}", steps[3]["detail"]);
+
+    // reported.model: the shipped model, loaded and running, as the controller reports it.
+    let card: Value = serde_json::from_slice(
+        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../components/model/model-card.json")).unwrap(),
+    )
+    .unwrap();
+    let model = &report["model"];
+    assert_eq!(model["status"], "running", "{model:#}");
+    assert_eq!((&model["version"], &model["name"]), (&"1.0.0".into(), &card["name"]), "{model:#}");
+    assert_eq!(model["sha256"], card["model"]["sha256"], "{model:#}");
+    assert_eq!((&model["detector"], &model["running"]), (&"model".into(), &serde_json::json!(["model"])));
+    assert_eq!(model["error"], "");
+    assert_eq!(&report["shadow"]["state"]["reported"]["model"], model);
 
     // The shadow converged: desired and reported agree on the resumed speed, protection is off.
     let shadow = &report["shadow"];

@@ -32,6 +32,15 @@ def device_sim_bin() -> Path:
     return path
 
 
+def pump_analyzer_bin() -> Path:
+    """The analyzer (`PUMP_ANALYZER_BIN`, default `target/debug/pump-analyzer`): its
+    `verify-model` loads a model with tract and every check the component makes."""
+    path = Path(os.environ.get("PUMP_ANALYZER_BIN", REPO_ROOT / "target" / "debug" / "pump-analyzer"))
+    if not path.is_file():
+        pytest.fail(f"pump-analyzer binary not found at {path}: run `cargo build -p pump-analyzer` or set PUMP_ANALYZER_BIN")
+    return path
+
+
 def run_train(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Runs train.py in a child process, as SageMaker or a developer would."""
     return subprocess.run(

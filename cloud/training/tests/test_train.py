@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 import train
-from conftest import SMALL_HPS, run_train
+from conftest import SMALL_HPS, TIMEOUT_S, pump_analyzer_bin, run_train
 
 
 def card_of(model_dir: Path) -> dict:
@@ -34,7 +35,7 @@ def test_model_card_describes_the_model_its_data_and_its_schema(trained: Path, m
     schema = card["input"]
     assert schema["name"] == "features" and schema["dtype"] == "float32"
     assert schema["features"] == manifest["schema"]["features"]
-    assert schema["shape"] == [None, 108]
+    assert schema["shape"] == [None, len(manifest["schema"]["features"])]
     assert (schema["window_samples"], schema["poll_period_ms"]) == (20, 1000)
     assert schema["scaling"]["kind"] == "none"
     assert card["output"]["classes"] == manifest["schema"]["classes"]
@@ -47,18 +48,18 @@ def test_model_card_describes_the_model_its_data_and_its_schema(trained: Path, m
     assert counts.sum() == validation["rows"]
 
 
-def test_the_onnx_graph_is_what_tract_can_run(trained: Path):
+def test_the_onnx_graph_is_what_tract_can_run(trained: Path, manifest: dict):
     model = onnx.load(str(trained / "model.onnx"))
     onnx.checker.check_model(model)
     opsets = {o.domain: o.version for o in model.opset_import}
     assert 1 <= opsets.get("ai.onnx.ml", 0) <= 3, opsets
-    assert {n.op_type for n in model.graph.node} <= {"TreeEnsembleClassifier", "Identity"}
+    assert {n.op_type for n in model.graph.node} <= {"TreeEnsembleClassifier", "Identity", "Sum", "ArgMax"}
     assert "ZipMap" not in {n.op_type for n in model.graph.node}
     (inp,) = model.graph.input
     assert inp.name == "features"
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     dims = inp.type.tensor_type.shape.dim
-    assert len(dims) == 2 and dims[1].dim_value == 108
+    assert len(dims) == 2 and dims[1].dim_value == len(manifest["schema"]["features"])
     outputs = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     assert outputs == {"label": onnx.TensorProto.INT64, "probabilities": onnx.TensorProto.FLOAT}
 
@@ -76,7 +77,7 @@ def test_onnxruntime_reproduces_the_test_vectors(trained: Path, dataset: Path, m
     assert len(rows) >= 5 * len(present) // 2
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     x = np.asarray([v["input"] for v in rows], dtype=np.float32)
-    assert x.shape[1] == 108
+    assert x.shape[1] == len(manifest["schema"]["features"])
     label, probabilities = session.run(["label", "probabilities"], {"features": x})
     assert label.tolist() == [v["label"] for v in rows]
     expected = np.asarray([v["probabilities"] for v in rows], dtype=np.float64)
@@ -88,6 +89,66 @@ def test_onnxruntime_reproduces_the_test_vectors(trained: Path, dataset: Path, m
     text = (dataset / path).read_text().splitlines()[int(line) - 1]
     values = [float(v) for v in text.split(",")[3:]]
     assert np.asarray(values, dtype=np.float32).tolist() == first["input"]
+
+
+def ensembles(model) -> list:
+    return [n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"]
+
+
+def test_the_forest_is_laid_out_for_tract_and_computes_what_one_ensemble_does(
+    dataset: Path, trained: Path, tmp_path: Path
+):
+    split = onnx.load(str(trained / "model.onnx"))
+    # 20 trees, 2 per node (the default), then their sum and its argmax.
+    assert len(ensembles(split)) == 10
+    assert [n.op_type for n in split.graph.node][-2:] == ["Sum", "ArgMax"]
+    for node in ensembles(split):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert sorted(set(attrs["nodes_treeids"])) == [0, 1], "tree ids count from 0 in every node"
+        assert all(w != 0.0 for w in attrs["class_weights"]), "zero leaf weights are dropped"
+
+    done = run_train(
+        [
+            "--train", str(dataset / "train"),
+            "--validation", str(dataset / "validation"),
+            "--model-dir", str(tmp_path),
+            *SMALL_HPS,
+            "--trees-per-node", "0",
+        ]
+    )
+    assert done.returncode == 0, done.stderr
+    whole = onnx.load(str(tmp_path / "model.onnx"))
+    assert [n.op_type for n in whole.graph.node] == ["TreeEnsembleClassifier"]
+
+    x = train.read_channel("validation", dataset / "validation").x.astype(np.float32)
+    outputs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            ["label", "probabilities"], {"features": x}
+        )
+        for m in (split, whole)
+    ]
+    (split_label, split_p), (whole_label, whole_p) = outputs
+    assert np.max(np.abs(split_p - whole_p)) <= 1e-6
+    assert split_label.tolist() == whole_label.tolist()
+
+
+def test_tract_loads_the_trained_model_and_reproduces_its_test_vectors(trained: Path):
+    """The edge's own check: `pump-analyzer verify-model` loads the model with tract, with every
+    check the component makes, and compares tract's outputs with onnxruntime's test vectors."""
+    done = subprocess.run(
+        [str(pump_analyzer_bin()), "verify-model", str(trained), "--runs", "50"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    vectors = json.loads((trained / "test-vectors.json").read_text())["vectors"]
+    assert report["sha256"] == card_of(trained)["model"]["sha256"]
+    assert report["parity"]["vectors"] == len(vectors)
+    assert report["parity"]["mismatches"] == []
+    assert report["parity"]["max_abs_diff"] <= 1e-5
 
 
 def test_the_same_data_and_seed_give_the_same_model(dataset: Path, trained: Path, tmp_path: Path):
@@ -161,7 +222,8 @@ def test_bad_input_is_refused_with_a_clear_error(case: str, dataset: Path, tmp_p
     elif case == "short_row":
         lines[2] = ",".join(lines[2].split(",")[:-1])
         train_csv.write_text("\n".join(lines) + "\n")
-        want = "train/train.csv:3: 110 fields, the header has 111"
+        width = len(lines[0].split(","))
+        want = f"train/train.csv:3: {width - 1} fields, the header has {width}"
     elif case == "wrong_header":
         lines[0] = lines[0].replace("run_id", "run", 1)
         train_csv.write_text("\n".join(lines) + "\n")

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use pump_map::Measurement;
-use pump_types::{AnomalyEvent, AnomalyKind, PAYLOAD_VERSION, PayloadError, Reading};
+use pump_types::{AnomalyEvent, AnomalyKind, ModelInfo, ModelStatus, PAYLOAD_VERSION, PayloadError, Reading};
 
 use crate::config::{Config, ConfigError, DetectorChoice};
 use crate::detector::{ALL_KINDS, Detector, Evidence, Finding, kind_name};
 use crate::features::Window;
 use crate::hysteresis::{Observation, Track, Transition};
+use crate::model::{Model, ModelDetector, ModelError};
 use crate::rules::RulesDetector;
 
 /// A reading more than this far behind the previous one, or ahead of it, starts a fresh window:
@@ -87,6 +88,12 @@ pub struct Analyzer {
     window: Window,
     slots: Vec<Slot>,
     counters: Counters,
+    /// The model offered last that passed its checks.
+    model: Option<Model>,
+    /// Why the model offered last was refused (cleared when one is accepted).
+    refusal: Option<String>,
+    /// Why the configured model detector does not run (the rules run instead).
+    degraded: Option<String>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -100,20 +107,36 @@ impl std::fmt::Debug for Analyzer {
     }
 }
 
-/// The detectors `config` asks for. The model detector (issue 5) is added here.
-fn detectors(config: &Config) -> Result<Vec<Box<dyn Detector>>, ConfigError> {
-    match config.detector {
-        DetectorChoice::Rules => Ok(vec![Box::new(RulesDetector::new(config.rules.clone()))]),
-        DetectorChoice::Model => Err(ConfigError::Unavailable("model".into())),
-        DetectorChoice::Both => Err(ConfigError::Unavailable("both".into())),
+/// The detectors `config` asks for, given the model that is loaded (if any), and why the model
+/// is not among them when the configuration asks for it. Without a usable model the rules run:
+/// a pump is never left unwatched.
+fn detectors(config: &Config, model: Option<&Model>) -> (Vec<Box<dyn Detector>>, Option<String>) {
+    let rules = || -> Box<dyn Detector> { Box::new(RulesDetector::new(config.rules.clone())) };
+    if config.detector == DetectorChoice::Rules {
+        return (vec![rules()], None);
+    }
+    let usable = match model {
+        None => Err("no model is loaded".to_owned()),
+        Some(m) => m.check_window(config.window_samples).map(|()| m).map_err(|e| e.to_string()),
+    };
+    match (config.detector, usable) {
+        (DetectorChoice::Both, Ok(m)) => {
+            (vec![rules(), Box::new(ModelDetector::new(m.clone(), config.model.clone()))], None)
+        }
+        (_, Ok(m)) => (vec![Box::new(ModelDetector::new(m.clone(), config.model.clone()))], None),
+        (_, Err(why)) => (vec![rules()], Some(why)),
     }
 }
 
 impl Analyzer {
-    /// An analyzer with the detectors `config` chooses.
+    /// An analyzer with the detectors `config` chooses. No model is loaded yet
+    /// ([`Analyzer::offer_model`]): with `detector: model` the rules run until one is.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::with_detectors(config.clone(), detectors(&config)?))
+        let (detectors, degraded) = detectors(&config, None);
+        let mut analyzer = Self::with_detectors(config, detectors);
+        analyzer.degraded = degraded;
+        Ok(analyzer)
     }
 
     /// An analyzer with the given detectors (tests, and detectors built elsewhere).
@@ -123,6 +146,9 @@ impl Analyzer {
             slots: detectors.into_iter().map(Slot::new).collect(),
             counters: Counters::default(),
             config,
+            model: None,
+            refusal: None,
+            degraded: None,
         }
     }
 
@@ -146,7 +172,66 @@ impl Analyzer {
     /// On error nothing changes.
     pub fn reconfigure(&mut self, config: Config, now_ms: u64) -> Result<Vec<AnomalyEvent>, ConfigError> {
         config.validate()?;
-        let new = detectors(&config)?;
+        let events = self.rebuild(&config, now_ms);
+        self.window.resize(config.window_samples);
+        self.config = config;
+        Ok(events)
+    }
+
+    /// Offers a model that was loaded (or refused) from the model component. A checked model
+    /// replaces the previous one (a model detector that runs keeps its raised anomalies: the new
+    /// version continues its hysteresis); a refused one changes no detector and is reported in
+    /// [`Analyzer::model_status`] until a model is accepted.
+    pub fn offer_model(&mut self, offered: Result<Model, ModelError>, now_ms: u64) -> Vec<AnomalyEvent> {
+        match offered {
+            Ok(model) => {
+                self.model = Some(model);
+                self.refusal = None;
+                let config = self.config.clone();
+                self.rebuild(&config, now_ms)
+            }
+            Err(e) => {
+                self.refusal = Some(match &self.model {
+                    Some(kept) => format!("model refused, keeping version {}: {e}", kept.version()),
+                    None => format!("model refused: {e}"),
+                });
+                Vec::new()
+            }
+        }
+    }
+
+    /// The loaded model (running or standing by), if any.
+    pub fn model(&self) -> Option<&Model> {
+        self.model.as_ref()
+    }
+
+    /// What runs and what became of the model, as published on [`pump_types::MODEL_TOPIC`].
+    pub fn model_status(&self, now_ms: u64) -> ModelStatus {
+        let error = match (&self.refusal, &self.degraded) {
+            (Some(r), Some(d)) if !r.contains(d.as_str()) => Some(format!("{r}; rules run instead: {d}")),
+            (Some(r), _) => Some(r.clone()),
+            (None, Some(d)) => Some(format!("rules run instead of the model: {d}")),
+            (None, None) => None,
+        };
+        ModelStatus {
+            v: PAYLOAD_VERSION,
+            ts: now_ms,
+            detector: self.config.detector.as_str().to_owned(),
+            running: self.slots.iter().map(|s| s.detector.name().to_owned()).collect(),
+            model: self.model.as_ref().map(|m| ModelInfo {
+                name: m.card().name.clone(),
+                version: m.version().to_owned(),
+                sha256: m.sha256().to_owned(),
+            }),
+            error,
+        }
+    }
+
+    /// Replaces the detectors with those `config` and the loaded model call for; returns the
+    /// clearing events of the detectors that go.
+    fn rebuild(&mut self, config: &Config, now_ms: u64) -> Vec<AnomalyEvent> {
+        let (new, degraded) = detectors(config, self.model.as_ref());
+        self.degraded = degraded;
         let mut events = Vec::new();
         let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
         for detector in new {
@@ -162,13 +247,12 @@ impl Analyzer {
         }
         for slot in old {
             for (_, active) in slot.active {
-                events.push(clear_event(&active, now_ms, 0, "the detector was removed by a configuration change"));
+                let reason = format!("the {} detector stopped running", active.event.detector);
+                events.push(clear_event(&active, now_ms, 0, &reason));
                 self.counters.cleared += 1;
             }
         }
-        self.window.resize(config.window_samples);
-        self.config = config;
-        Ok(events)
+        events
     }
 
     /// Parses a payload from `pump/readings` and assesses it.

@@ -21,9 +21,6 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: &'static str,
     },
-    /// A detector this build does not have.
-    #[error("detector `{0}` is not available in this version (only `rules` is)")]
-    Unavailable(String),
 }
 
 /// Which detectors run.
@@ -32,10 +29,22 @@ pub enum ConfigError {
 pub enum DetectorChoice {
     /// The rule-based detector ([`crate::rules::RulesDetector`]).
     Rules,
-    /// The ML model (not in this version).
+    /// The trained model ([`crate::model::ModelDetector`]); the rules run instead while no model
+    /// is loaded.
     Model,
     /// Both, each with its own events.
     Both,
+}
+
+impl DetectorChoice {
+    /// The name as configured (`rules`, `model`, `both`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorChoice::Rules => "rules",
+            DetectorChoice::Model => "model",
+            DetectorChoice::Both => "both",
+        }
+    }
 }
 
 /// The analyzer's configuration (recipe keys in camelCase).
@@ -52,6 +61,8 @@ pub struct Config {
     pub clear_after: u32,
     /// The rule-based detector's thresholds.
     pub rules: RulesConfig,
+    /// The model detector's thresholds.
+    pub model: ModelConfig,
     /// Part of every component's configuration; read by the nucleus, not by the analyzer.
     #[serde(rename = "accessControl", skip_serializing_if = "Option::is_none")]
     pub access_control: Option<Value>,
@@ -65,6 +76,7 @@ impl Default for Config {
             raise_after: 3,
             clear_after: 10,
             rules: RulesConfig::default(),
+            model: ModelConfig::default(),
             access_control: None,
         }
     }
@@ -134,6 +146,42 @@ impl Default for RulesConfig {
     }
 }
 
+/// The model detector's thresholds: how a class probability becomes evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A fault class with a probability at or above this is evidence to raise it (0..1].
+    pub raise_score: f64,
+    /// A raised fault class with a probability at or above this stays raised (0..raiseScore].
+    pub sustain_score: f64,
+    /// Below this speed (anywhere in the window) the model is not run, rpm: it was trained on a
+    /// running pump only.
+    pub min_running_rpm: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { raise_score: 0.5, sustain_score: 0.3, min_running_rpm: 300.0 }
+    }
+}
+
+impl ModelConfig {
+    /// `0 < sustainScore <= raiseScore <= 1`, `minRunningRpm >= 0`, all finite.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, value: f64, why| Err(ConfigError::Value { key, value: value.to_string(), why });
+        if !(self.raise_score.is_finite() && self.raise_score > 0.0 && self.raise_score <= 1.0) {
+            return bad("/model/raiseScore", self.raise_score, "must be > 0 and <= 1");
+        }
+        if !(self.sustain_score.is_finite() && self.sustain_score > 0.0 && self.sustain_score <= self.raise_score) {
+            return bad("/model/sustainScore", self.sustain_score, "must be > 0 and <= raiseScore");
+        }
+        if !(self.min_running_rpm.is_finite() && self.min_running_rpm >= 0.0) {
+            return bad("/model/minRunningRpm", self.min_running_rpm, "must be a finite number >= 0");
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Parses and validates the component's configuration (the whole object GetConfiguration
     /// returns; keys left out take their defaults).
@@ -155,7 +203,8 @@ impl Config {
         if !(1..=1000).contains(&self.clear_after) {
             return bad("/clearAfter", self.clear_after.to_string(), "must be 1..=1000");
         }
-        self.rules.validate()
+        self.rules.validate()?;
+        self.model.validate()
     }
 }
 
@@ -269,7 +318,7 @@ mod tests {
         assert_eq!(parsed, Config::default());
         // Every knob is spelled out in the recipe, not left to the built-in default.
         let built_in = serde_json::to_value(Config::default()).unwrap();
-        for (section, want) in [("", &built_in), ("rules", &built_in["rules"])] {
+        for (section, want) in [("", &built_in), ("rules", &built_in["rules"]), ("model", &built_in["model"])] {
             let got = if section.is_empty() { &defaults } else { &defaults[section] };
             for key in want.as_object().unwrap().keys() {
                 assert!(got.get(key).is_some(), "the recipe's DefaultConfiguration lacks {section}/{key}");
@@ -291,6 +340,10 @@ mod tests {
             (json!({"rules": {"motorTempProjectedClearC": 101.0}}), "/rules/motorTempProjectedClearC"),
             (json!({"rules": {"stuckSamples": 1}}), "/rules/stuckSamples"),
             (json!({"rules": {"minRunningRpm": -1}}), "/rules/minRunningRpm"),
+            (json!({"model": {"raiseScore": 0}}), "/model/raiseScore"),
+            (json!({"model": {"raiseScore": 1.5}}), "/model/raiseScore"),
+            (json!({"model": {"sustainScore": 0.9}}), "/model/sustainScore"),
+            (json!({"model": {"minRunningRpm": -1}}), "/model/minRunningRpm"),
         ];
         for (doc, key) in cases {
             let err = Config::from_value(&doc).unwrap_err();
@@ -307,6 +360,7 @@ mod tests {
             json!({"windowSamples": "thirty"}),
             json!({"detector": "magic"}),
             json!({"rules": 5}),
+            json!({"model": {"raise": 0.5}}),
             json!([1, 2]),
         ];
         for doc in cases {

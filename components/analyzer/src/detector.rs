@@ -1,11 +1,11 @@
-//! The `Detector` trait: what every detector (the rules now, an ONNX model later) answers for
+//! The `Detector` trait: what every detector (the rules, the ONNX model) answers for
 //! each reading, and nothing about when an event is raised: [`crate::hysteresis`] decides that,
 //! the same way for every detector.
 //!
-//! A model-based detector plugs in behind the same trait: it reads [`Features::vector`] (the
-//! fixed feature order of [`Features::names`]), scales it as it was trained, runs the model, and
-//! turns its per-class scores into [`Finding`]s (e.g. `Raise` above one score, `Sustain` above a
-//! lower one).
+//! The model detector ([`crate::model::ModelDetector`]) plugs in behind the same trait: it reads
+//! [`Features::vector`] (the fixed feature order of [`Features::names`]), runs the model, and
+//! turns its per-class probabilities into [`Finding`]s (`Raise` above one score, `Sustain` above
+//! a lower one).
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,15 @@
 //! The I/O shell: reads the configuration over IPC, follows `pump/readings`, feeds the pure
 //! [`Analyzer`], publishes its events on local `pump/anomalies` at once and to IoT Core
 //! (`dt/pump/{thing}/anomalies`, QoS 1) through a durable outbox, so an event raised while the
-//! core is offline is sent when it is back.
+//! core is offline is sent when it is back. It loads the model component's files at start,
+//! follows the model component's `current` link to load a new model version while it runs
+//! ([`crate::watch`]), and publishes what runs on local `pump/model` on every change and every
+//! [`STATUS_EVERY`].
+//!
+//! A refused or missing model does not stop the component and is not reported as ERRORED: to
+//! the nucleus ERRORED means "restart me" (three make it BROKEN), and a restart cannot repair a
+//! model file. The component stays RUNNING with the rules and says why on `pump/model`, which
+//! the controller reports as the shadow's `reported.model`.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,14 +21,21 @@ use kit::ipc::model::{
 };
 use kit::ipc::{IpcClient, NextStep};
 use kit::outbox::{DrainConfig, DrainError, Outbox, OutboxConfig, PublishError};
-use pump_types::{ANOMALIES_TOPIC, AnomalyEvent, READINGS_TOPIC, anomalies_topic};
+use pump_types::{ANOMALIES_TOPIC, AnomalyEvent, MODEL_TOPIC, READINGS_TOPIC, anomalies_topic};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::analyzer::{Analyzer, Ignored};
 use crate::config::{Config, ConfigError};
+use crate::model::{Model, ModelError};
+use crate::watch::{ModelWatch, fingerprint};
 
 /// How often the counters are logged.
 const STATS_EVERY: Duration = Duration::from_secs(60);
+/// How often the model status is published even when nothing changed, so a subscriber that
+/// started later (the controller after a restart) learns it.
+pub const STATUS_EVERY: Duration = Duration::from_secs(30);
+/// How often the model directory is checked for a new version: a `canonicalize` and two `stat`s.
+pub const MODEL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The pause after IoT Core refused an anomaly for good (e.g. not authorized) before trying the
 /// same entry again: the entry is kept, because anomalies must not be lost, and a redeployment
 /// with the right access fixes the cause.
@@ -33,6 +48,8 @@ pub struct Options {
     pub thing: String,
     /// The outbox's SQLite file.
     pub outbox: PathBuf,
+    /// The model component's directory: its `current` link, followed to each new version.
+    pub model_dir: Option<PathBuf>,
 }
 
 /// Why the component stopped.
@@ -64,6 +81,46 @@ async fn read_config(ipc: &IpcClient) -> Result<Config, Stop> {
         .await
         .context("GetConfiguration")?;
     Ok(Config::from_value(&response.value)?)
+}
+
+/// Checks the model directory every [`MODEL_CHECK_EVERY`] and sends what a changed one loads (on
+/// a blocking thread: tract's load takes milliseconds that the readings must not wait for).
+async fn watch_model(mut watch: ModelWatch, loaded: tokio::sync::mpsc::Sender<Result<Model, ModelError>>) {
+    let mut check = tokio::time::interval(MODEL_CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        check.tick().await;
+        let Some(changed) = watch.poll() else { continue };
+        tracing::info!("model directory {} now holds {}", watch.path().display(), changed.dir.display());
+        let Ok(result) = tokio::task::spawn_blocking(move || load_model(&changed.dir)).await else { continue };
+        if loaded.send(result).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Loads the model component's files; the outcome is logged and offered to the analyzer.
+fn load_model(dir: &std::path::Path) -> Result<Model, ModelError> {
+    let started = std::time::Instant::now();
+    let loaded = Model::load(dir);
+    match &loaded {
+        Ok(m) => tracing::info!(
+            name = %m.card().name, version = %m.version(), sha256 = %m.sha256(),
+            ms = started.elapsed().as_millis() as u64, "model loaded from {}", dir.display()
+        ),
+        Err(e) => tracing::error!("model in {} refused: {e}", dir.display()),
+    }
+    loaded
+}
+
+/// Publishes what runs on local `pump/model`. Failures are logged: the status is repeated.
+async fn publish_status(ipc: &IpcClient, analyzer: &Analyzer) {
+    let status = analyzer.model_status(now_ms());
+    let Ok(body) = serde_json::to_value(&status) else { return };
+    let request = PublishToTopicRequest { topic: MODEL_TOPIC.into(), publish_message: PubSubMessage::json(body) };
+    if let Err(e) = ipc.publish_to_topic(&request).await {
+        tracing::warn!("publishing on {MODEL_TOPIC} failed: {e}");
+    }
 }
 
 /// Publishes events on local pub/sub and queues them for IoT Core.
@@ -134,6 +191,32 @@ pub async fn run(options: Options) -> Result<(), Stop> {
     let config = read_config(&ipc).await?;
     let mut analyzer = Analyzer::new(config)?;
     tracing::info!(config = ?analyzer.config(), thing = %options.thing, "configured");
+    // New model versions arrive on this channel; without a model directory none ever does (the
+    // sender is kept so the channel stays open).
+    let (model_tx, mut models) = tokio::sync::mpsc::channel(1);
+    let mut model_watch = None;
+    let mut _keep_open = None;
+    match &options.model_dir {
+        Some(dir) => {
+            let seen = fingerprint(dir);
+            match &seen {
+                // Loaded from the resolved directory: card and model of one version. Nothing is
+                // raised before the first reading, so there are no events to publish.
+                Some(f) => drop(analyzer.offer_model(load_model(&f.dir), now_ms())),
+                None => tracing::warn!("no model installed at {} yet; watching for one", dir.display()),
+            }
+            model_watch = Some(tokio::spawn(watch_model(ModelWatch::new(dir.clone(), seen), model_tx)));
+        }
+        None => {
+            tracing::info!("no --model-dir: the model detector cannot run");
+            _keep_open = Some(model_tx);
+        }
+    }
+    let status = analyzer.model_status(now_ms());
+    match &status.error {
+        Some(e) => tracing::error!(running = ?status.running, "detectors: {e}"),
+        None => tracing::info!(running = ?status.running, "detectors"),
+    }
 
     let outbox = Outbox::open(&options.outbox, OutboxConfig::default())
         .with_context(|| format!("opening the outbox {}", options.outbox.display()))?;
@@ -156,11 +239,13 @@ pub async fn run(options: Options) -> Result<(), Stop> {
         .await
         .context("subscribing to configuration updates")?;
     ipc.update_state(&UpdateStateRequest { state: ReportedLifecycleState::Running }).await.context("UpdateState")?;
+    publish_status(&ipc, &analyzer).await;
     tracing::info!("running: reading {READINGS_TOPIC}, publishing {ANOMALIES_TOPIC} and {}", publisher.cloud_topic);
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut stats = tokio::time::interval(STATS_EVERY);
+    let mut status_tick = tokio::time::interval_at(tokio::time::Instant::now() + STATUS_EVERY, STATUS_EVERY);
     let result = loop {
         tokio::select! {
             event = readings.next_event() => {
@@ -192,6 +277,7 @@ pub async fn run(options: Options) -> Result<(), Stop> {
                         Ok(config) => match analyzer.reconfigure(config, now_ms()) {
                             Ok(events) => {
                                 tracing::info!(config = ?analyzer.config(), "reconfigured");
+                                publish_status(&ipc, &analyzer).await;
                                 if let Err(e) = publisher.publish(events).await {
                                     break Err(e.into());
                                 }
@@ -204,6 +290,19 @@ pub async fn run(options: Options) -> Result<(), Stop> {
                     None => break Err(anyhow::anyhow!("the configuration subscription ended").into()),
                 }
             }
+            Some(offered) = models.recv() => {
+                let events = analyzer.offer_model(offered, now_ms());
+                let status = analyzer.model_status(now_ms());
+                match &status.error {
+                    Some(e) => tracing::error!(running = ?status.running, "detectors: {e}"),
+                    None => tracing::info!(running = ?status.running, model = ?status.model, "detectors: new model"),
+                }
+                publish_status(&ipc, &analyzer).await;
+                if let Err(e) = publisher.publish(events).await {
+                    break Err(e.into());
+                }
+            }
+            _ = status_tick.tick() => publish_status(&ipc, &analyzer).await,
             _ = stats.tick() => {
                 let c = analyzer.counters();
                 tracing::info!(
@@ -217,5 +316,8 @@ pub async fn run(options: Options) -> Result<(), Stop> {
         }
     };
     drain.abort();
+    if let Some(watch) = model_watch {
+        watch.abort();
+    }
     result
 }

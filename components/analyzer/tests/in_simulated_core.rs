@@ -24,6 +24,7 @@ use site_testkit::site::{self as testkit, Site};
 use tokio::sync::mpsc;
 
 const NAME: &str = "com.example.pump.Analyzer";
+const MODEL: &str = "com.example.pump.Model";
 const FEEDER: &str = "com.example.pump.TestFeeder";
 const THING: &str = "core-1";
 
@@ -63,10 +64,30 @@ impl Plant {
     }
 }
 
-/// The analyzer from its recipe and binary, and the test's feeder; with `cloud`, the local
-/// cloud with the core registered.
+/// The model component's directory: its recipe and its committed artifacts.
+fn model_component() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../model")
+}
+
+/// Deploys the model component from its own recipe and artifacts.
+fn deploy_model(site: &mut Site) {
+    let dir = model_component();
+    site.deploy(MODEL, "1.0.0", &std::fs::read_to_string(dir.join("recipe.yaml")).unwrap());
+    for file in ["model.onnx", "model-card.json"] {
+        site.add_artifact(MODEL, "1.0.0", dir.join(file));
+    }
+}
+
+/// The analyzer from its recipe and binary, the model component it depends on, and the test's
+/// feeder; with `cloud`, the local cloud with the core registered.
 async fn new_site(cloud: bool) -> Site {
     let mut site = Site::new(THING);
+    deploy_model(&mut site);
+    new_site_with(site, cloud).await
+}
+
+/// [`new_site`] with the model component already staged (or not) in `site`.
+async fn new_site_with(mut site: Site, cloud: bool) -> Site {
     site.deploy(NAME, "1.0.0", &testkit::crate_recipe(env!("CARGO_MANIFEST_DIR")));
     // The test's own component: publishes readings, reads anomalies. It runs nothing; the test
     // speaks for it with a token issued by the core.
@@ -259,4 +280,107 @@ async fn anomaly_events_reach_iot_core_on_the_things_topic() {
     let outbox = Outbox::open(outbox_path(&site.core_root()), OutboxConfig::default()).unwrap();
     assert!(outbox.is_empty(), "{:?}", outbox.peek(10));
     site.cloud.unwrap().shutdown().await;
+}
+
+// ---- the model component ----
+
+/// The analyzer's log once it runs: which detectors it runs, and nothing failed to publish on
+/// `pump/model` (the recipe's access control allows it).
+async fn detectors_log(site: &Site) -> String {
+    let log = site.wait_log(NAME, "running: reading pump/readings").await;
+    assert!(!log.contains("publishing on pump/model failed"), "{log}");
+    without_colours(&log)
+}
+
+/// `log` without the ANSI colour sequences the analyzer's log lines carry.
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ending with a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_core_stages_the_model_component_and_the_model_detector_raises_bearing_wear() {
+    let site = new_site(false).await;
+    let core = site.start_core(&json!({ NAME: {"MERGE": {"detector": "model"}} })).await;
+    let log = detectors_log(&site).await;
+    // The dependency was resolved, its artifacts staged, and its Install pointed the link the
+    // analyzer's Run line names (`{com.example.pump.Model:work:path}/current`) at them.
+    let staged = site.core_root().join("packages/artifacts").join(MODEL).join("1.0.0");
+    assert_eq!(
+        std::fs::read(staged.join("model.onnx")).unwrap(),
+        std::fs::read(model_component().join("model.onnx")).unwrap()
+    );
+    let link = core.layout().work_dir(MODEL).join("current");
+    assert_eq!(
+        std::fs::canonicalize(&link).unwrap(),
+        std::fs::canonicalize(&staged).unwrap(),
+        "the model's Install made the link"
+    );
+    assert!(log.contains(&format!("model loaded from {}", staged.display())), "{log}");
+    assert!(log.contains("version=1.0.0"), "{log}");
+    assert!(log.contains(r#"running=["model"]"#), "{log}");
+
+    let mut feeder = Feeder::connect(&core).await;
+    let mut plant = Plant::new(21);
+    for _ in 0..120 {
+        feeder.publish_reading(&plant.next_reading()).await;
+    }
+    assert!(feeder.anomalies.try_recv().is_err(), "a healthy pump raised something");
+    plant.model.inject(Fault::new(FaultKind::BearingWear, 1.0, None).unwrap());
+    let (raised, n) = feeder.feed_until_event(&mut plant, 120).await;
+    assert_eq!(
+        (raised.detector.as_str(), raised.kind, raised.active),
+        ("model", AnomalyKind::BearingWear, true),
+        "{raised:?}"
+    );
+    assert!(raised.reason.contains("pump-fault-classifier 1.0.0"), "after {n} readings: {raised:?}");
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_model_that_does_not_match_its_card_is_refused_and_the_rules_keep_running() {
+    // A model component whose recipe digests are right (the core stages it) but whose ONNX file
+    // is truncated: only the model card's SHA-256 can tell.
+    let mut site = Site::new(THING);
+    let dir = model_component();
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let truncated = site.path().join("model.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let digest = |b: &[u8]| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(b))
+    };
+    let recipe = std::fs::read_to_string(dir.join("recipe.yaml"))
+        .unwrap()
+        .replace(&digest(&bytes), &digest(&bytes[..bytes.len() / 3]));
+    site.deploy(MODEL, "1.0.0", &recipe);
+    site.add_artifact(MODEL, "1.0.0", &truncated);
+    site.add_artifact(MODEL, "1.0.0", dir.join("model-card.json"));
+    let site = new_site_with(site, false).await;
+    let core = site.start_core(&json!({ NAME: {"MERGE": {"detector": "model"}} })).await;
+    let log = detectors_log(&site).await;
+    assert!(log.contains("refused") && log.contains("does not match the model card"), "{log}");
+    assert!(log.contains(r#"running=["rules"]"#), "{log}");
+    site.wait_running(&core, NAME).await;
+
+    // The pump is still watched: the rules raise and clear as always.
+    let mut feeder = Feeder::connect(&core).await;
+    let mut plant = Plant::new(11);
+    fault_round_trip(&mut feeder, &mut plant).await;
+    assert_eq!(core.states().get(NAME).copied(), Some(ComponentState::Running));
+    core.shutdown(WAIT).await;
 }

@@ -17,11 +17,12 @@ use kit::ipc::model::{
     SubscribeToTopicRequest, UpdateThingShadowRequest,
 };
 use kit::shadow::{Action, Event, Problem, Refusal, Rejection, Section, ShadowSync, SyncConfig};
-use pump_types::{ANOMALIES_TOPIC, AnomalyEvent, Mode, SHADOW_NAME};
+use pump_types::{ANOMALIES_TOPIC, AnomalyEvent, MODEL_TOPIC, Mode, SHADOW_NAME};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::model::ModelReport;
 use crate::plant::{PlantError, PlantLink, PlantState};
 use crate::protection::{Outcome, Protection};
 use crate::settings::{self, Settings};
@@ -61,6 +62,8 @@ pub struct Controller {
     plant_down: bool,
     settings: Settings,
     protection: Protection,
+    /// `reported.model`: the analyzer's latest model status.
+    model: ModelReport,
     sync: ShadowSync,
     stats: Stats,
     stats_path: PathBuf,
@@ -100,8 +103,11 @@ impl Controller {
             limits: config.default_limits,
         };
         let protection = Protection::new(now_ms());
+        // Until the analyzer speaks, the model is `unknown`: a `model` left by an earlier run
+        // may no longer be true.
+        let model = ModelReport::new(now_ms());
         let sync_config = SyncConfig::new(TOKEN_PREFIX).context("shadow sync configuration")?;
-        let sync = ShadowSync::new(sync_config, device_state(&settings, &plant_state, &protection));
+        let sync = ShadowSync::new(sync_config, device_state(&settings, &plant_state, &protection, &model));
         Ok(Some(Controller {
             ipc,
             thing,
@@ -111,6 +117,7 @@ impl Controller {
             plant_down: false,
             settings,
             protection,
+            model,
             sync,
             stats: Stats::default(),
             stats_path,
@@ -119,7 +126,7 @@ impl Controller {
     }
 
     fn device_state(&self) -> Section {
-        device_state(&self.settings, &self.plant_state, &self.protection)
+        device_state(&self.settings, &self.plant_state, &self.protection, &self.model)
     }
 
     fn shadow_topic(&self, suffix: &str) -> String {
@@ -143,6 +150,7 @@ impl Controller {
         let mut deltas = subscribe(self.shadow_topic("update/delta")).await?;
         let mut documents = subscribe(self.shadow_topic("update/documents")).await?;
         let mut anomalies = subscribe(ANOMALIES_TOPIC.to_owned()).await?;
+        let mut model_statuses = subscribe(MODEL_TOPIC.to_owned()).await?;
         let mut config_updates = self
             .ipc
             .subscribe_to_configuration_update(&SubscribeToConfigurationUpdateRequest {
@@ -183,6 +191,12 @@ impl Controller {
                     match message {
                         Ok(m) => self.on_anomaly(&m, received).await?,
                         Err(e) => bail!("the anomalies subscription failed: {e}"),
+                    }
+                }
+                message = model_statuses.next_event() => {
+                    match message.context("the model status subscription ended")? {
+                        Ok(m) => self.on_model_status(&m).await?,
+                        Err(e) => bail!("the model status subscription failed: {e}"),
                     }
                 }
                 update = config_updates.next_event() => {
@@ -404,12 +418,11 @@ impl Controller {
         let outcome = if event.active {
             self.protection.raise(policy, self.settings.mode, event.kind, &event.id, &event.reason, now)
         } else {
-            if let Some(raised) = self.protection.alarm_id(event.kind)
-                && raised != event.id
-            {
-                tracing::info!("clear of {:?} {} for the anomaly raised as {raised}", event.kind, event.id);
+            let raised = self.protection.alarm_ids(event.kind);
+            if !raised.is_empty() && !raised.contains(&event.id.as_str()) {
+                tracing::info!("clear of {:?} {} for the anomaly raised as {raised:?}", event.kind, event.id);
             }
-            match self.protection.clear(policy, event.kind, now) {
+            match self.protection.clear(policy, event.kind, &event.id, now) {
                 Some(outcome) => outcome,
                 None => {
                     self.stats.count("unknownClears");
@@ -431,6 +444,26 @@ impl Controller {
             events.push(Event::Reconcile);
         }
         self.run_engine(events, Origin::Other).await
+    }
+
+    /// A model status from the analyzer: reported when it says something new.
+    async fn on_model_status(&mut self, message: &PubSubMessage) -> anyhow::Result<()> {
+        let status = match crate::model::parse_status(&message_bytes(message)) {
+            Ok(status) => status,
+            Err(e) => {
+                self.stats.count("malformedModelStatuses");
+                tracing::warn!("ignored a model status: {e}");
+                return Ok(());
+            }
+        };
+        self.stats.count("modelStatuses");
+        if !self.model.update(&status) {
+            return Ok(());
+        }
+        self.stats.count("modelChanges");
+        let version = status.model.as_ref().map_or("", |m| m.version.as_str());
+        tracing::info!(status = self.model.state().as_str(), version, running = ?status.running, error = ?status.error, "model status changed");
+        self.run_engine(vec![Event::LocalChange { state: self.device_state() }], Origin::Other).await
     }
 
     /// Reads the plant: reports outside changes, and after an outage writes the commands again
@@ -502,14 +535,15 @@ impl Controller {
 }
 
 /// What `reported` must say: the settings in effect, the plant's commands as read back,
-/// protection and alarms.
-fn device_state(settings: &Settings, plant: &PlantState, protection: &Protection) -> Section {
+/// protection, alarms and the analyzer's model.
+fn device_state(settings: &Settings, plant: &PlantState, protection: &Protection, model: &ModelReport) -> Section {
     let mut state = settings.to_section();
     state.insert("speedRpm".into(), plant.speed_rpm.into());
     state.insert("running".into(), plant.run.into());
     state.insert("bypassOpen".into(), plant.bypass_open.into());
     state.insert("protection".into(), protection.report());
     state.insert("alarms".into(), protection.alarms_report());
+    state.insert("model".into(), model.report());
     state
 }
 

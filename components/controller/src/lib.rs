@@ -7,6 +7,7 @@
 //! - [`settings`]: desired values validated into the settings in effect, and the plant
 //!   commands they call for (pure);
 //! - [`protection`]: the protective-action policy (pure, time passed in);
+//! - [`model`]: the analyzer's model status as `reported.model` (pure);
 //! - [`plant`]: the Modbus TCP link to the pump;
 //! - [`stats`]: latency figures and counters in `stats.json`;
 //! - [`controller`]: the shell that feeds `kit::shadow::ShadowSync` and the policy, and
@@ -17,6 +18,7 @@
 
 mod config;
 mod controller;
+mod model;
 mod plant;
 mod protection;
 mod settings;

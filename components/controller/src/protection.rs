@@ -7,9 +7,10 @@
 //! when the last anomaly with an action clears (`onClear: restore`), or — with `onClear: hold`,
 //! the default — when the operator changes a desired value afterwards; leaving `auto` mode
 //! ends it at once (`manual` is the operator taking over, `off` stops the pump anyway). In
-//! `manual` and `off` anomalies are only reported, in `reported.alarms`.
+//! `manual` and `off` anomalies are only reported, in `reported.alarms`. A kind raised by two
+//! detectors (the analyzer's `detector: both`) clears when both have cleared it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pump_types::{AnomalyKind, Mode, ProtectiveAction};
 use serde_json::{Value, json};
@@ -96,10 +97,13 @@ impl FromIterator<ProtectiveAction> for Actions {
     }
 }
 
-/// A raised anomaly.
+/// A raised anomaly kind.
 #[derive(Debug, Clone, PartialEq)]
 struct Alarm {
-    id: String,
+    /// The ids of the anomaly events raising it: one per detector that sees it (the analyzer's
+    /// `both` runs the rules and the model, each raising its own).
+    ids: BTreeSet<String>,
+    /// The cause of the latest raise.
     reason: String,
 }
 
@@ -201,7 +205,9 @@ impl Protection {
         now_ms: u64,
     ) -> Outcome {
         let cause = format!("{}: {reason}", kind_name(kind));
-        self.alarms.insert(kind, Alarm { id: id.to_owned(), reason: cause.clone() });
+        let alarm = self.alarms.entry(kind).or_insert_with(|| Alarm { ids: BTreeSet::new(), reason: String::new() });
+        alarm.ids.insert(id.to_owned());
+        alarm.reason.clone_from(&cause);
         let Some(action) = config.action(kind) else { return Outcome::default() };
         if mode != Mode::Auto {
             return Outcome::default();
@@ -222,10 +228,16 @@ impl Protection {
         Outcome { actions_changed: self.actions() != before, released: false }
     }
 
-    /// An anomaly was cleared (by kind: the analyzer raises one anomaly per kind at a time).
-    /// Returns `None` when no anomaly of that kind was raised.
-    pub fn clear(&mut self, config: &PolicyConfig, kind: AnomalyKind, now_ms: u64) -> Option<Outcome> {
-        self.alarms.remove(&kind)?;
+    /// The anomaly `id` of `kind` was cleared. The kind stays raised while another anomaly of
+    /// that kind (another detector's) is raised; a clear whose id was never raised clears the
+    /// kind (each detector raises one anomaly per kind at a time). Returns `None` when no
+    /// anomaly of that kind was raised.
+    pub fn clear(&mut self, config: &PolicyConfig, kind: AnomalyKind, id: &str, now_ms: u64) -> Option<Outcome> {
+        let alarm = self.alarms.get_mut(&kind)?;
+        if alarm.ids.remove(id) && !alarm.ids.is_empty() {
+            return Some(Outcome::default());
+        }
+        self.alarms.remove(&kind);
         let Phase::Active { episode } = &self.phase else { return Some(Outcome::default()) };
         if self.alarms.keys().any(|k| config.action(*k).is_some() && episode.causes.contains_key(k)) {
             return Some(Outcome::default());
@@ -239,9 +251,9 @@ impl Protection {
         })
     }
 
-    /// The id of the raised anomaly of `kind`, if any.
-    pub fn alarm_id(&self, kind: AnomalyKind) -> Option<&str> {
-        self.alarms.get(&kind).map(|a| a.id.as_str())
+    /// The ids of the raised anomalies of `kind` (empty when it is not raised).
+    pub fn alarm_ids(&self, kind: AnomalyKind) -> Vec<&str> {
+        self.alarms.get(&kind).map(|a| a.ids.iter().map(String::as_str).collect()).unwrap_or_default()
     }
 
     /// The mode in effect changed: leaving `auto` ends the episode; entering it starts one
@@ -365,7 +377,7 @@ mod tests {
         let cfg = config(OnClear::Hold);
         let mut p = Protection::new(0);
         p.raise(&cfg, Mode::Auto, Cavitation, "a-1", "suction low", 2_000);
-        assert_eq!(p.clear(&cfg, Cavitation, 5_000), Some(NOTHING));
+        assert_eq!(p.clear(&cfg, Cavitation, "a-1", 5_000), Some(NOTHING));
         assert!(p.is_holding());
         assert_eq!(p.actions(), acts(&[ReduceSpeed]));
         assert_eq!(p.report()["active"], true);
@@ -384,9 +396,9 @@ mod tests {
         p.raise(&cfg, Mode::Auto, Cavitation, "a-1", "suction low", 2_000);
         assert_eq!(p.raise(&cfg, Mode::Auto, Overheating, "a-2", "motor hot", 2_000), CHANGED);
         assert_eq!(p.actions(), acts(&[ReduceSpeed, Stop]));
-        assert_eq!(p.clear(&cfg, Cavitation, 4_000), Some(NOTHING), "overheating still raised");
+        assert_eq!(p.clear(&cfg, Cavitation, "a-1", 4_000), Some(NOTHING), "overheating still raised");
         assert_eq!(p.actions(), acts(&[ReduceSpeed, Stop]), "actions never shrink within an episode");
-        assert_eq!(p.clear(&cfg, Overheating, 6_000), Some(RELEASED));
+        assert_eq!(p.clear(&cfg, Overheating, "a-2", 6_000), Some(RELEASED));
         assert!(p.actions().is_empty());
         assert_eq!(p.report(), json!({"active": false, "reason": "cavitation, overheating cleared", "since": 6_000}));
     }
@@ -397,18 +409,35 @@ mod tests {
         let mut p = Protection::new(0);
         p.raise(&cfg, Mode::Auto, StuckSensor, "s", "flow frozen", 2_000);
         p.raise(&cfg, Mode::Auto, Cavitation, "c", "suction low", 2_000);
-        assert_eq!(p.clear(&cfg, Cavitation, 10), Some(RELEASED));
+        assert_eq!(p.clear(&cfg, Cavitation, "c", 10), Some(RELEASED));
         assert_eq!(p.alarms_report(), json!(["stuck_sensor"]));
+    }
+
+    #[test]
+    fn a_kind_raised_by_two_detectors_stays_raised_until_both_clear() {
+        let cfg = config(OnClear::Restore);
+        let mut p = Protection::new(0);
+        assert_eq!(p.raise(&cfg, Mode::Auto, Cavitation, "rules-1", "suction low", 2_000), CHANGED);
+        assert_eq!(p.raise(&cfg, Mode::Auto, Cavitation, "model-1", "classifier 0.9", 2_100), NOTHING);
+        assert_eq!(p.alarm_ids(Cavitation), vec!["model-1", "rules-1"]);
+        assert_eq!(p.clear(&cfg, Cavitation, "rules-1", 3_000), Some(NOTHING), "the model still sees it");
+        assert_eq!(p.alarms_report(), json!(["cavitation"]));
+        assert_eq!(p.actions(), acts(&[ReduceSpeed]));
+        assert_eq!(p.clear(&cfg, Cavitation, "model-1", 4_000), Some(RELEASED));
+        assert_eq!(p.alarms_report(), json!([]));
+        // A clear naming an id never raised clears the kind, as one detector's would.
+        p.raise(&cfg, Mode::Auto, Cavitation, "rules-2", "suction low", 5_000);
+        assert_eq!(p.clear(&cfg, Cavitation, "other", 6_000), Some(RELEASED));
     }
 
     #[test]
     fn clearing_an_unknown_anomaly_changes_nothing() {
         let cfg = config(OnClear::Restore);
         let mut p = Protection::new(0);
-        assert_eq!(p.clear(&cfg, Cavitation, 10), None);
+        assert_eq!(p.clear(&cfg, Cavitation, "x", 10), None);
         p.raise(&cfg, Mode::Auto, Cavitation, "c", "r", 2_000);
-        assert_eq!(p.alarm_id(Cavitation), Some("c"));
-        assert_eq!(p.clear(&cfg, BearingWear, 10), None);
+        assert_eq!(p.alarm_ids(Cavitation), vec!["c"]);
+        assert_eq!(p.clear(&cfg, BearingWear, "x", 10), None);
         assert_eq!(p.actions(), acts(&[ReduceSpeed]));
     }
 
@@ -417,7 +446,7 @@ mod tests {
         let cfg = config(OnClear::Hold);
         let mut p = Protection::new(0);
         p.raise(&cfg, Mode::Auto, Cavitation, "c", "r", 2_000);
-        p.clear(&cfg, Cavitation, 10);
+        p.clear(&cfg, Cavitation, "c", 10);
         assert_eq!(p.raise(&cfg, Mode::Auto, Overheating, "o", "hot", 2_000), CHANGED);
         assert!(!p.is_holding());
         assert_eq!(p.actions(), acts(&[ReduceSpeed, Stop]));

@@ -3,8 +3,9 @@
 //! cloud and ShadowManager sync, and reconnecting after an offline start.
 //!
 //! An "operator" component (a process that only sleeps; the test speaks IPC with its token)
-//! writes desired values to the local shadow, publishes anomaly events and watches the local
-//! shadow's `update/documents`, as an operator's component would.
+//! writes desired values to the local shadow, publishes anomaly events (and, standing in for
+//! the analyzer, model statuses) and watches the local shadow's `update/documents`, as an
+//! operator's component would.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,7 +66,11 @@ impl Site {
                 }},
                 "aws.greengrass.ipc.pubsub": {"com.example.Operator:pubsub:1": {
                     "operations": ["aws.greengrass#PublishToTopic", "aws.greengrass#SubscribeToTopic"],
-                    "resources": ["pump/anomalies", "$aws/things/{iot:thingName}/shadow/name/pump/update/documents"]
+                    "resources": [
+                        "pump/anomalies",
+                        "pump/model",
+                        "$aws/things/{iot:thingName}/shadow/name/pump/update/documents"
+                    ]
                 }}
             }),
         );
@@ -213,6 +218,12 @@ impl Operator {
         self.ipc.publish_to_topic(&request).await.unwrap();
     }
 
+    /// Publishes `body` on `pump/model`, as the analyzer does.
+    async fn publish_model_status(&self, body: PubSubMessage) {
+        let request = PublishToTopicRequest { topic: "pump/model".into(), publish_message: body };
+        self.ipc.publish_to_topic(&request).await.unwrap();
+    }
+
     /// Waits for a local `update/documents` message whose current document satisfies `pred`.
     async fn wait_local(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + WAIT;
@@ -309,6 +320,68 @@ async fn a_malformed_anomaly_or_shadow_message_is_counted_and_the_controller_car
     operator.set_desired(json!({"speedRpm": 2100})).await;
     wait_plant(&mut plant, "setpoint 2100", |(speed, _, _)| speed == 2100).await;
     operator.wait_local("reported 2100", |d| reported(d, "/speedRpm") == 2100).await;
+    assert_eq!(core.states().get(CONTROLLER), Some(&ComponentState::Running));
+    core.shutdown(WAIT).await;
+}
+
+/// A `pump_types::ModelStatus` as the analyzer publishes it.
+fn model_status(ts: u64, running: &[&str], version: Option<&str>, error: Option<&str>) -> Value {
+    let model = version.map(|v| {
+        json!({"name": "pump-fault-classifier", "version": v,
+               "sha256": "592a00b6c4e234f43ae3d0190490c8957ca51ae4fb421ef05c778f7b64589316"})
+    });
+    json!({"v": 1, "ts": ts, "detector": "model", "running": running, "model": model, "error": error})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_analyzers_model_status_is_reported_when_it_changes_and_bad_statuses_are_ignored() {
+    let site = Site::new(false).await;
+    let core = site.start_core().await;
+    let mut operator = Operator::connect(&core).await;
+    // Before the analyzer has said anything, the controller does not claim a model.
+    let doc = operator.ready().await;
+    assert_eq!(reported(&doc, "/model/status"), "unknown", "{doc:#}");
+    assert_eq!(reported(&doc, "/model/version"), "");
+
+    operator.publish_model_status(PubSubMessage::json(model_status(1_000, &["model"], Some("1.0.0"), None))).await;
+    let running = operator.wait_local("the model running", |d| reported(d, "/model/status") == "running").await;
+    assert_eq!(
+        reported(&running, "/model"),
+        json!({"status": "running", "detector": "model", "running": ["model"], "name": "pump-fault-classifier",
+               "version": "1.0.0", "sha256": "592a00b6c4e234f43ae3d0190490c8957ca51ae4fb421ef05c778f7b64589316",
+               "error": "", "since": 1_000})
+    );
+
+    // Bad statuses are logged, counted and ignored: the report stays.
+    for body in [
+        b"not json".to_vec(),
+        br#"{"v":2,"detector":"model"}"#.to_vec(),
+        serde_json::to_vec(
+            &json!({"v": 1, "ts": 2, "detector": "oracle", "running": [], "model": null, "error": null}),
+        )
+        .unwrap(),
+    ] {
+        operator.publish_model_status(PubSubMessage::binary(body)).await;
+    }
+    site.wait_stats(&core, "three malformed model statuses", |s| s["counters"]["malformedModelStatuses"] == 3).await;
+    assert!(site.log().contains("ignored a model status"), "{}", site.log());
+
+    // The periodic repeat (a newer ts, nothing else new) changes nothing; the next change is
+    // the next shadow version.
+    operator.publish_model_status(PubSubMessage::json(model_status(31_000, &["model"], Some("1.0.0"), None))).await;
+    let refused = "model refused: the model card model-card.json is invalid";
+    operator.publish_model_status(PubSubMessage::json(model_status(45_000, &["rules"], None, Some(refused)))).await;
+    let doc = operator.wait_local("the model error", |d| reported(d, "/model/status") == "error").await;
+    assert_eq!(doc["version"].as_u64(), running["version"].as_u64().map(|v| v + 1), "one update: {doc:#}");
+    assert_eq!(reported(&doc, "/model/error"), refused);
+    assert_eq!(reported(&doc, "/model/running"), json!(["rules"]));
+    assert_eq!(reported(&doc, "/model/version"), "", "no model passed its checks");
+    assert_eq!(reported(&doc, "/model/since"), 45_000);
+    let local = operator.get().await.unwrap();
+    assert_eq!(local["state"]["reported"]["model"], doc["state"]["reported"]["model"]);
+
+    let stats = site.wait_stats(&core, "three model statuses", |s| s["counters"]["modelStatuses"] == 3).await;
+    assert_eq!(stats["counters"]["modelChanges"], 2, "{stats:#}");
     assert_eq!(core.states().get(CONTROLLER), Some(&ComponentState::Running));
     core.shutdown(WAIT).await;
 }

@@ -10,7 +10,8 @@
 //! slopes are per second of the sensor's clock whatever the poll period.
 //!
 //! [`Features::vector`] lays every statistic out in one fixed order ([`Features::names`]) for a
-//! model that takes a feature vector.
+//! model that takes a feature vector: the per-measurement statistics, then the summaries over all
+//! measurements ([`Features::SUMMARY_NAMES`]).
 
 use std::collections::VecDeque;
 
@@ -87,21 +88,50 @@ pub struct Features {
 }
 
 impl Features {
+    /// The names of the summaries over all measurements, in the order [`Features::vector`] appends
+    /// them after the per-measurement statistics.
+    pub const SUMMARY_NAMES: [&'static str; 1] = ["all.unchanged_max"];
+
     /// The statistics of `m`.
     pub fn get(&self, m: Measurement) -> &Stats {
         &self.stats[m as usize]
     }
 
-    /// Every statistic as one vector, in [`Features::names`] order: measurement by measurement
-    /// ([`Measurement::ALL`] order), each with the [`Stats::NAMES`] in order. The order is a
-    /// contract with trained models: append, never reorder.
-    pub fn vector(&self) -> Vec<f64> {
-        self.stats.iter().flat_map(Stats::values).collect()
+    /// The longest run of unchanged readings ([`Stats::unchanged`]) among the measurements whose
+    /// latest value is neither 0 nor at an end of its transmitter's range (a clipped or idle
+    /// transmitter legitimately repeats those); 0 when none qualifies.
+    ///
+    /// Every measurement is noisy while the pump runs, so a long run of one value means a frozen
+    /// transmitter, whichever it is: one number a model can learn from any stuck measurement,
+    /// where the twelve counters each need their own examples.
+    pub fn unchanged_max(&self) -> u64 {
+        Measurement::ALL
+            .iter()
+            .map(|m| (m.spec(), self.get(*m)))
+            .filter(|(spec, s)| s.last != 0.0 && s.last > spec.min && s.last < spec.max)
+            .map(|(_, s)| s.unchanged)
+            .max()
+            .unwrap_or(0)
     }
 
-    /// The names of [`Features::vector`]'s entries, `"{measurement}.{stat}"`.
+    /// Every statistic as one vector, in [`Features::names`] order: measurement by measurement
+    /// ([`Measurement::ALL`] order), each with the [`Stats::NAMES`] in order, then the summaries
+    /// ([`Features::SUMMARY_NAMES`]). The order is a contract with trained models: append, never
+    /// reorder.
+    pub fn vector(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.stats.iter().flat_map(Stats::values).collect();
+        v.push(self.unchanged_max() as f64);
+        v
+    }
+
+    /// The names of [`Features::vector`]'s entries: `"{measurement}.{stat}"`, then the
+    /// [`Features::SUMMARY_NAMES`].
     pub fn names() -> Vec<String> {
-        Measurement::ALL.iter().flat_map(|m| Stats::NAMES.iter().map(move |s| format!("{}.{s}", m.name()))).collect()
+        Measurement::ALL
+            .iter()
+            .flat_map(|m| Stats::NAMES.iter().map(move |s| format!("{}.{s}", m.name())))
+            .chain(Self::SUMMARY_NAMES.iter().map(|s| (*s).to_owned()))
+            .collect()
     }
 }
 
@@ -378,13 +408,52 @@ mod tests {
         let f = w.features();
         let names = Features::names();
         let vector = f.vector();
-        assert_eq!(names.len(), 12 * Stats::NAMES.len());
+        assert_eq!(names.len(), 12 * Stats::NAMES.len() + Features::SUMMARY_NAMES.len());
         assert_eq!(vector.len(), names.len());
         assert_eq!(names[0], "speed_rpm.mean");
         let i = names.iter().position(|n| n == "motor_temp_c.mean").unwrap();
         assert!(close(vector[i], 2.0));
         let j = names.iter().position(|n| n == "motor_temp_c.slope").unwrap();
         assert!(close(vector[j], 2.0));
-        assert_eq!(names.last().map(String::as_str), Some("vibration_mm_s.unchanged"));
+        // The per-measurement block keeps its place; the summaries follow it.
+        assert_eq!(names[12 * Stats::NAMES.len() - 1], "vibration_mm_s.unchanged");
+        assert_eq!(names.last().map(String::as_str), Some("all.unchanged_max"));
+    }
+
+    /// A reading where every measurement is mid-range and differs from the previous reading's,
+    /// with `edit` applied.
+    fn moving(seq: u64, edit: impl FnOnce(&mut Measurements)) -> Reading {
+        let mut m = Measurements::default();
+        for meas in Measurement::ALL {
+            let spec = meas.spec();
+            m.set(*meas, spec.min + (spec.max - spec.min) * (0.3 + 0.01 * (seq % 7) as f64));
+        }
+        edit(&mut m);
+        Reading { v: 1, seq, ts: seq * 1000, m, running: true, bypass_open: false }
+    }
+
+    #[test]
+    fn unchanged_max_is_the_longest_frozen_measurement_in_range() {
+        type Edit = fn(&mut Measurements);
+        let cases: [(&str, Edit, u64); 4] = [
+            ("every measurement moving", |_| {}, 1),
+            ("flow frozen mid-range", |m| m.set(Measurement::FlowM3h, 41.3), 6),
+            ("a value frozen at 0 is left out", |m| m.set(Measurement::FlowM3h, 0.0), 1),
+            (
+                "a value frozen at the range's end is left out",
+                |m| m.set(Measurement::VibrationMmS, Measurement::VibrationMmS.spec().max),
+                1,
+            ),
+        ];
+        for (name, edit, want) in cases {
+            let mut w = Window::new(4);
+            for seq in 1..=6 {
+                w.push(&moving(seq, edit));
+            }
+            let f = w.features();
+            assert_eq!(f.unchanged_max(), want, "{name}");
+            assert_eq!(f.vector().last().copied(), Some(want as f64), "{name}: the vector's last entry");
+        }
+        assert_eq!(Window::new(4).features().unchanged_max(), 0, "an empty window");
     }
 }

@@ -26,6 +26,9 @@ pub const MODEL_COMPONENT: &str = "com.example.pump.Model";
 pub const READINGS_TOPIC: &str = "pump/readings";
 /// Local pub/sub: anomaly events, from the analyzer.
 pub const ANOMALIES_TOPIC: &str = "pump/anomalies";
+/// Local pub/sub: which detectors the analyzer runs and what became of the model
+/// ([`ModelStatus`]), from the analyzer, for the controller to report as `reported.model`.
+pub const MODEL_TOPIC: &str = "pump/model";
 /// The named shadow of the core thing that the controller owns.
 pub const SHADOW_NAME: &str = "pump";
 
@@ -118,6 +121,38 @@ pub struct AnomalyEvent {
     pub features: BTreeMap<String, f64>,
 }
 
+/// What the analyzer runs and which model it has, on [`MODEL_TOPIC`]: published when it
+/// changes and again every 30 s (local pub/sub keeps no last message for a late subscriber).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStatus {
+    /// [`PAYLOAD_VERSION`].
+    pub v: u8,
+    /// When it was published, milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The configured choice: `rules`, `model` or `both`.
+    pub detector: String,
+    /// The detectors that run now (`rules`, `model`): the rules stand in while the configured
+    /// model cannot run.
+    pub running: Vec<String>,
+    /// The model that passed its checks (running, or ready for `detector: model|both`); `null`
+    /// when none has.
+    pub model: Option<ModelInfo>,
+    /// Why the configured model does not run, or why the model offered last was refused; `null`
+    /// when all is as configured.
+    pub error: Option<String>,
+}
+
+/// A loaded model, as its card names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The card's `name`.
+    pub name: String,
+    /// The card's `version`.
+    pub version: String,
+    /// The ONNX file's SHA-256 (hex), checked against the card.
+    pub sha256: String,
+}
+
 /// The controller's operating mode (`desired.mode` / `reported.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -175,6 +210,21 @@ mod tests {
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["kind"], "cavitation");
         assert_eq!(parse::<AnomalyEvent>(&serde_json::to_vec(&v).unwrap()).unwrap(), e);
+    }
+
+    #[test]
+    fn a_model_status_round_trips_with_null_for_what_is_missing() {
+        let status = ModelStatus {
+            v: 1,
+            ts: 5,
+            detector: "model".into(),
+            running: vec!["rules".into()],
+            model: None,
+            error: Some("model refused: digest".into()),
+        };
+        let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(v["model"], serde_json::Value::Null);
+        assert_eq!(parse::<ModelStatus>(&serde_json::to_vec(&v).unwrap()).unwrap(), status);
     }
 
     #[test]

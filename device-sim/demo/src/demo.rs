@@ -6,13 +6,16 @@
 //! Steps:
 //! 1. start: the local cloud; the core device provisioned through `aws-sdk-iot` with the shipped
 //!    least-privilege policy; the plant; the simulated core running the components from their
-//!    recipes, connected to the cloud as the device;
-//! 2. normal operation: telemetry reaches the cloud, the `pump` shadow reports the pump;
+//!    recipes (and the model component the analyzer depends on), connected to the cloud as the
+//!    device, the analyzer configured with `--detector`;
+//! 2. normal operation: telemetry reaches the cloud, the `pump` shadow reports the pump and the
+//!    analyzer's model (`reported.model`);
 //! 3. the operator sets a new desired speed through the IoT data plane → local delta → the
 //!    controller writes the setpoint at the plant → the reported state reaches the cloud;
 //! 4. a fault at the plant → the analyzer's anomaly event (locally and in the cloud) → the
 //!    controller's protective action at the plant → `protection` reported in the cloud;
-//! 5. the fault cleared → the operator resumes → the plant runs at the desired speed again.
+//! 5. the fault cleared → the operator resumes → the plant runs at the desired speed again;
+//! 6. the local cloud stops for a while: nothing is lost, the shadow converges.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +25,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::observer::{self, Observer};
-use crate::report::{Latency, Report, StepOutcome};
+use crate::report::{AnomalyRecord, Latency, Report, StepOutcome};
 use crate::site::{COMPONENTS, ModbusProbe, Site, THING};
 
 /// How long any one wait may take before its step fails.
@@ -49,6 +52,50 @@ pub struct DemoArgs {
     /// Seconds the local cloud is stopped in the connectivity-loss step (0 skips the step).
     #[arg(long, default_value_t = 10)]
     pub outage_seconds: u64,
+    /// The analyzer's detectors (its `detector` configuration, set by the deployment).
+    #[arg(long, value_enum, default_value_t = Detector::Both)]
+    pub detector: Detector,
+}
+
+/// The analyzer's `detector` configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Detector {
+    /// The rule baseline only.
+    Rules,
+    /// The ONNX model only (the rules stand in while it cannot run).
+    Model,
+    /// Both, each raising its own anomalies.
+    Both,
+}
+
+impl Detector {
+    /// As the analyzer's configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::Rules => "rules",
+            Detector::Model => "model",
+            Detector::Both => "both",
+        }
+    }
+
+    /// Whether an anomaly raised by `detector` is one this configuration runs.
+    fn raises(self, detector: &str) -> bool {
+        match self {
+            Detector::Rules => detector == "rules",
+            Detector::Model => detector == "model",
+            Detector::Both => detector == "rules" || detector == "model",
+        }
+    }
+
+    /// Whether `reported.model` says what this configuration should lead to: the model detector
+    /// running for `model` and `both`; for `rules`, any status from the analyzer but an error.
+    fn model_report_holds(self, model: &Value) -> bool {
+        let status = model["status"].as_str().unwrap_or("unknown");
+        match self {
+            Detector::Rules => !matches!(status, "unknown" | "error") && model["detector"] == "rules",
+            Detector::Model | Detector::Both => status == "running" && model["detector"] == self.as_str(),
+        }
+    }
 }
 
 /// Runs the demo; the process's exit code.
@@ -157,7 +204,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             )
             .await?;
             let plant = Site::start_plant(args.seed, 1.0).await?;
-            let update = Site::update_config(plant.modbus_addr())?;
+            let update = Site::update_config(plant.modbus_addr(), args.detector.as_str())?;
             let core = Site::start_core(&dir, &device, update).await?;
             for c in COMPONENTS {
                 let state = core
@@ -198,7 +245,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
 
     let telemetry = format!("dt/pump/{THING}/telemetry");
     let ok = steps
-        .run("2", "normal operation: telemetry reaches the cloud", || async {
+        .run("2", "normal operation: telemetry reaches the cloud, the shadow reports the pump and the model", || async {
             let mut rx = obs_ref.subscribe();
             for _ in obs_ref.count(&telemetry)..2 {
                 observer::wait_for(&mut rx, "telemetry batch", WAIT, |s| s.topic == telemetry).await?;
@@ -213,12 +260,33 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
                 bail!("{} (logs under {})", unwell.join(", "), site_ref.dir.join("core/logs").display());
             }
             wait_cloud_shadow(site_ref, "the pump reported", |d| speed_reported(d).is_some()).await?;
+            // The analyzer says what it runs on `pump/model` at start, on each change and
+            // periodically; the controller reports it. A model that could not load yet (the
+            // analyzer may start before the model's Install made its link) shows as an error
+            // until the analyzer picks it up.
+            let detector = args.detector;
+            let wanted = format!("reported.model for detector {}", detector.as_str());
+            let doc = match wait_cloud_shadow(site_ref, &wanted, |d| detector.model_report_holds(&model_reported(d)))
+                .await
+            {
+                Ok(doc) => doc,
+                Err(e) => {
+                    let last = site_ref.cloud_shadow().await.ok().flatten().map(|d| model_reported(&d));
+                    bail!("{e:#}; last reported.model: {}", last.unwrap_or(Value::Null));
+                }
+            };
+            let model = model_reported(&doc);
             let state = probe.read().await?;
             Ok(format!(
-                "{} telemetry batches in the cloud; components RUNNING; the pump shadow reports; the plant runs at {:.0} rpm, {:.1} m3/h",
+                "{} telemetry batches in the cloud; components RUNNING; the pump shadow reports; the plant runs at {:.0} rpm, {:.1} m3/h; detector {}: model {} {} {}, running {}",
                 obs_ref.count(&telemetry),
                 state.m.speed_rpm,
-                state.m.flow_m3h
+                state.m.flow_m3h,
+                detector.as_str(),
+                model["name"].as_str().unwrap_or(""),
+                model["version"].as_str().unwrap_or(""),
+                model["status"].as_str().unwrap_or(""),
+                model["running"]
             ))
         })
         .await;
@@ -290,6 +358,14 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
                         m.topic == anomalies && m.doc["active"] == true && m.doc["kind"] == "cavitation"
                     })
                     .await?;
+                    let raised_by = event.doc["detector"].as_str().unwrap_or_default();
+                    if !args.detector.raises(raised_by) {
+                        bail!(
+                            "the anomaly was raised by the {raised_by:?} detector, not by detector {}: {}",
+                            args.detector.as_str(),
+                            event.doc
+                        );
+                    }
                     if let Some(ts) = event.doc["ts"].as_u64() {
                         anomaly_samples.push(acted_ms.saturating_sub(ts) as f64);
                     }
@@ -343,6 +419,26 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     finish(steps.report, &args, site, obs).await
 }
 
+/// The ids of the anomalies raised and not cleared among `events` (anomaly events in arrival
+/// order).
+fn open_anomalies(events: &[Value]) -> std::collections::BTreeSet<String> {
+    let mut open = std::collections::BTreeSet::new();
+    for event in events {
+        let Some(id) = event["id"].as_str() else { continue };
+        if event["active"] == true {
+            open.insert(id.to_owned());
+        } else {
+            open.remove(id);
+        }
+    }
+    open
+}
+
+/// `state.reported.model` of a shadow document (`null` when absent).
+fn model_reported(doc: &Value) -> Value {
+    doc.pointer("/state/reported/model").cloned().unwrap_or(Value::Null)
+}
+
 fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -357,10 +453,16 @@ async fn clear_and_resume(
 ) -> anyhow::Result<crate::site::PlantState> {
     let mut rx = obs.subscribe();
     site.plant_control("DELETE", "/faults", None).await?;
-    observer::wait_for(&mut rx, "the anomaly's clearing event in the cloud", WAIT, |m| {
-        m.topic == anomalies && m.doc["active"] == false
-    })
-    .await?;
+    // Every anomaly raised must clear: with `--detector both` the rules and the model each
+    // raised their own, and the controller holds the protection until both have cleared.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !open_anomalies(&obs.messages(anomalies)).is_empty() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        observer::wait_for(&mut rx, "the anomaly's clearing event in the cloud", left, |m| {
+            m.topic == anomalies && m.doc["active"] == false
+        })
+        .await?;
+    }
     site.set_desired(json!({"speedRpm": speed as i64, "mode": "auto"})).await?;
     let state = probe
         .wait_for(&format!("running at setpoint {speed}"), WAIT, |s| (s.setpoint_rpm - speed).abs() < 0.5 && s.run)
@@ -458,14 +560,18 @@ async fn finish(
     obs: Option<Observer>,
 ) -> anyhow::Result<Report> {
     report.passed = !report.steps.is_empty() && report.steps.iter().all(|s| s.passed);
+    report.detector = args.detector.as_str().to_owned();
     if let Some(o) = &obs {
         report.topics = o.figures();
+        report.anomalies =
+            o.messages(&format!("dt/pump/{THING}/anomalies")).iter().map(AnomalyRecord::from_event).collect();
     }
     if let Some(site) = &site {
         if let Ok(Some(doc)) = site.cloud_shadow().await {
             let state = doc.get("state").cloned().unwrap_or(Value::Null);
             let sized = json!({"desired": state.get("desired"), "reported": state.get("reported")});
             report.shadow_state_bytes = serde_json::to_vec(&sized).map(|v| v.len()).unwrap_or(0);
+            report.model = model_reported(&doc);
             report.shadow = doc;
         }
         if let Some(core) = &site.core {
@@ -510,4 +616,31 @@ fn print_how_to_reach(site: &Site) {
     );
     println!("  plant control: http://{}/state, POST /faults", site.plant().control_addr());
     println!("  core: {}", site.dir.join("core").display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anomaly_stays_open_until_its_own_clearing_event() {
+        let event = |id: &str, active: bool| json!({"id": id, "active": active, "detector": "rules"});
+        let events = [event("rules-1", true), event("model-1", true), event("rules-1", false)];
+        assert_eq!(open_anomalies(&events).into_iter().collect::<Vec<_>>(), vec!["model-1"]);
+        let all = [events.to_vec(), vec![event("model-1", false), json!("not an event")]].concat();
+        assert!(open_anomalies(&all).is_empty());
+    }
+
+    #[test]
+    fn the_detector_option_decides_which_detector_may_raise_and_what_model_report_holds() {
+        let model = |status: &str, detector: &str| json!({"status": status, "detector": detector});
+        assert!(Detector::Model.raises("model") && !Detector::Model.raises("rules"));
+        assert!(Detector::Both.raises("rules") && Detector::Both.raises("model"));
+        assert!(Detector::Rules.raises("rules") && !Detector::Rules.raises("model"));
+        assert!(Detector::Model.model_report_holds(&model("running", "model")));
+        assert!(!Detector::Model.model_report_holds(&model("error", "model")), "rules standing in");
+        assert!(!Detector::Both.model_report_holds(&model("running", "model")), "another configuration");
+        assert!(Detector::Rules.model_report_holds(&model("standby", "rules")));
+        assert!(!Detector::Rules.model_report_holds(&model("unknown", "")));
+    }
 }

@@ -25,6 +25,41 @@ pub struct StepOutcome {
     pub detail: String,
 }
 
+/// One anomaly event as the cloud received it: which detector raised (or cleared) what.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnomalyRecord {
+    /// The event's `id` (the clearing event repeats it).
+    pub id: String,
+    /// `true` raised, `false` cleared.
+    pub active: bool,
+    /// The anomaly kind.
+    pub kind: String,
+    /// The detector that decided it: `rules` or `model`.
+    pub detector: String,
+    /// 0..1.
+    pub severity: f64,
+    /// The detector's reason.
+    pub reason: String,
+    /// When it was decided, milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+impl AnomalyRecord {
+    /// From an event's JSON (`pump_types::AnomalyEvent`); missing fields read as empty.
+    pub fn from_event(doc: &Value) -> Self {
+        let text = |key: &str| doc[key].as_str().unwrap_or_default().to_owned();
+        AnomalyRecord {
+            id: text("id"),
+            active: doc["active"].as_bool().unwrap_or(false),
+            kind: text("kind"),
+            detector: text("detector"),
+            severity: doc["severity"].as_f64().unwrap_or(0.0),
+            reason: text("reason"),
+            ts: doc["ts"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
 /// Latency samples and their summary, milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
@@ -61,6 +96,13 @@ pub struct Report {
     pub started: String,
     /// Whether every step held.
     pub passed: bool,
+    /// The analyzer's `detector` configuration (`--detector`).
+    pub detector: String,
+    /// `reported.model` in the cloud shadow at the end: the model status and version the
+    /// controller reports from the analyzer.
+    pub model: Value,
+    /// Every anomaly event the cloud received, in order, with the detector that decided it.
+    pub anomalies: Vec<AnomalyRecord>,
     /// The steps.
     pub steps: Vec<StepOutcome>,
     /// Per IoT Core topic, what the cloud received.
@@ -117,6 +159,44 @@ impl Report {
                 st.detail.replace('|', "\\|")
             );
         }
+        let _ = writeln!(s, "\n## Detectors and model\n");
+        let m = &self.model;
+        let field = |key: &str| m[key].as_str().filter(|v| !v.is_empty()).unwrap_or("–").to_owned();
+        let _ = writeln!(
+            s,
+            "The analyzer ran with `detector: {}`. The shadow's `reported.model` at the end:\n",
+            self.detector
+        );
+        let _ = writeln!(
+            s,
+            "| status | detectors running | model | version | SHA-256 | error |\n| --- | --- | --- | --- | --- | --- |"
+        );
+        let running: Vec<&str> =
+            m["running"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            field("status"),
+            if running.is_empty() { "–".to_owned() } else { running.join(", ") },
+            field("name"),
+            field("version"),
+            field("sha256"),
+            field("error").replace('|', "\\|")
+        );
+        let _ = writeln!(s, "\nAnomaly events received by the cloud, by detector:\n");
+        let _ = writeln!(s, "| event | kind | detector | severity | reason |\n| --- | --- | --- | ---: | --- |");
+        for a in &self.anomalies {
+            let _ = writeln!(
+                s,
+                "| {} `{}` | {} | **{}** | {:.2} | {} |",
+                if a.active { "raised" } else { "cleared" },
+                a.id,
+                a.kind,
+                a.detector,
+                a.severity,
+                a.reason.replace('|', "\\|")
+            );
+        }
         let _ = writeln!(
             s,
             "\n## Messages received by the cloud\n\n| topic | messages | payload bytes min / avg / max | messages per minute | 5 KiB billing units |\n| --- | ---: | --- | ---: | ---: |"
@@ -170,6 +250,29 @@ mod tests {
         let one = Latency::from_samples(vec![7.0]);
         assert_eq!((one.p50_ms, one.p99_ms), (Some(7.0), Some(7.0)));
         assert_eq!(Latency::from_samples(vec![]).p50_ms, None);
+    }
+
+    #[test]
+    fn the_report_shows_which_detector_raised_each_anomaly_and_the_model_reported() {
+        let raised = serde_json::json!({"v": 1, "id": "a-1", "ts": 5, "reading_seq": 9, "detector": "model",
+            "kind": "cavitation", "active": true, "severity": 0.91, "reason": "pump-fault-classifier 1.0.0: p=0.91",
+            "features": {}});
+        let r = Report {
+            detector: "model".into(),
+            model: serde_json::json!({"status": "running", "detector": "model", "running": ["model"],
+                "name": "pump-fault-classifier", "version": "1.0.0", "sha256": "592a", "error": "", "since": 1}),
+            anomalies: vec![AnomalyRecord::from_event(&raised)],
+            ..Default::default()
+        };
+        assert_eq!(r.anomalies[0].detector, "model");
+        assert_eq!((r.anomalies[0].severity, r.anomalies[0].active), (0.91, true));
+        let md = r.markdown();
+        assert!(md.contains("`detector: model`"), "{md}");
+        assert!(md.contains("| running | model | pump-fault-classifier | 1.0.0 | 592a | – |"), "{md}");
+        assert!(md.contains("| raised `a-1` | cavitation | **model** | 0.91 |"), "{md}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["anomalies"][0]["detector"], "model");
+        assert_eq!(json["model"]["version"], "1.0.0");
     }
 
     #[test]

@@ -57,6 +57,31 @@ pub const COMPONENTS: &[Component] = &[
     },
 ];
 
+/// The model component `com.example.pump.Model`: data, not a program. The analyzer depends on
+/// it (SOFT), so the core resolves it from the recipes staged with the others.
+pub struct ModelComponent {
+    /// ComponentName.
+    pub name: &'static str,
+    /// ComponentVersion, as its recipe says.
+    pub version: &'static str,
+    /// The recipe, as shipped.
+    pub recipe: &'static str,
+    /// The artifacts by file name, carried in this binary so the demo runs from anywhere; the
+    /// core checks each against the recipe's `Digest`.
+    pub artifacts: &'static [(&'static str, &'static [u8])],
+}
+
+/// The model component, as shipped in `components/model`.
+pub const MODEL: ModelComponent = ModelComponent {
+    name: pump_types::MODEL_COMPONENT,
+    version: "1.0.0",
+    recipe: include_str!("../../../components/model/recipe.yaml"),
+    artifacts: &[
+        ("model.onnx", include_bytes!("../../../components/model/model.onnx")),
+        ("model-card.json", include_bytes!("../../../components/model/model-card.json")),
+    ],
+};
+
 /// Static credentials for the SDK clients.
 pub fn credentials() -> Credentials {
     Credentials::new(ACCESS_KEY, "demo-secret-key-for-the-local-cloud", None, None, "pump-station-demo")
@@ -131,7 +156,8 @@ impl Site {
         device_sim::plant::serve(config).await.context("starting the plant")
     }
 
-    /// Writes the recipes and stages this executable as every component's artifact.
+    /// Writes the recipes, stages this executable as every component's artifact, and the model
+    /// component's files as its artifacts.
     pub fn stage_components(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         let recipes = dir.join("recipes");
         let artifacts = dir.join("artifacts");
@@ -145,13 +171,21 @@ impl Site {
             let _ = std::fs::remove_file(&file);
             std::fs::copy(&me, &file).with_context(|| format!("staging {}", file.display()))?;
         }
+        std::fs::write(recipes.join(format!("{}.yaml", MODEL.name)), MODEL.recipe)?;
+        let target = artifacts.join(MODEL.name).join(MODEL.version);
+        std::fs::create_dir_all(&target)?;
+        for (name, bytes) in MODEL.artifacts {
+            let file = target.join(name);
+            std::fs::write(&file, bytes).with_context(|| format!("staging {}", file.display()))?;
+        }
         Ok((recipes, artifacts))
     }
 
     /// The deployment's configuration updates: where the plant is, the demo's shorter periods,
-    /// and the ShadowManager syncing the `pump` shadow.
+    /// the analyzer's detector, and the ShadowManager syncing the `pump` shadow.
     pub fn update_config(
         plant_modbus: SocketAddr,
+        detector: &str,
     ) -> anyhow::Result<HashMap<String, device_sim::recipe::ConfigurationUpdate>> {
         let doc = json!({
             pump_types::SENSOR_COMPONENT: {"MERGE": {
@@ -160,6 +194,7 @@ impl Site {
                 "telemetry": {"maxDelayMs": 5000},
                 "statsPeriodMs": 5000
             }},
+            pump_types::ANALYZER_COMPONENT: {"MERGE": {"detector": detector}},
             pump_types::CONTROLLER_COMPONENT: {"MERGE": {
                 "modbusAddress": plant_modbus.to_string()
             }},
@@ -182,6 +217,7 @@ impl Site {
             thing: THING.into(),
             recipe_dir: recipes,
             artifact_dir: artifacts,
+            // The model component is not a root: the analyzer's dependency brings it in.
             merges: COMPONENTS.iter().map(|c| format!("{}={VERSION}", c.name)).collect(),
             region: device.endpoints.region.clone(),
             root_ca_path: Some(device.endpoints.ca_file.clone()),
@@ -322,5 +358,30 @@ impl ModbusProbe {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use device_sim::core::layout::{Layout, stage_artifacts};
+    use device_sim::recipe::{RecipeFormat, RecipeLoader};
+
+    #[test]
+    fn the_model_component_is_staged_as_its_recipe_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let (recipes, artifacts) = Site::stage_components(dir.path()).unwrap();
+        let text = std::fs::read_to_string(recipes.join(format!("{}.yaml", MODEL.name))).unwrap();
+        let recipe = RecipeLoader::without_schema("test").load_str(&text, RecipeFormat::Yaml, None).unwrap().recipe;
+        assert_eq!((recipe.name.as_str(), recipe.version.to_string()), (MODEL.name, MODEL.version.to_owned()));
+        let manifest = recipe.select_manifest(&DevicePlatform::current()).expect("a manifest for this platform");
+        let mut names: Vec<&str> = manifest.artifacts.iter().map(|a| a.file_name()).collect();
+        names.sort_unstable();
+        let mut carried: Vec<&str> = MODEL.artifacts.iter().map(|(n, _)| *n).collect();
+        carried.sort_unstable();
+        assert_eq!(names, carried, "the demo carries exactly the recipe's artifacts");
+        // The core's own staging checks every digest against the recipe.
+        let layout = Layout::new(dir.path().join("core"));
+        stage_artifacts(&layout, &artifacts, MODEL.name, MODEL.version, &manifest.artifacts).unwrap();
     }
 }

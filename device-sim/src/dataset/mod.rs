@@ -48,9 +48,10 @@ Each CSV row is one window of the analyzer's features (pump-features), with a he
   run_id   integer: the simulated run (a run's rows are all in one split)
   t_s      seconds from the run's start to the window's newest reading
   label    normal | bearing_wear | cavitation | overheating | stuck_sensor
-  then the 108 features in Features::names() order: speed_rpm.mean, speed_rpm.std, ...,
+  then the 109 features in Features::names() order: speed_rpm.mean, speed_rpm.std, ...,
   vibration_mm_s.unchanged (12 measurements x mean, std, min, max, slope, rate, last,
-  fit_last, unchanged)
+  fit_last, unchanged), then all.unchanged_max (the longest run of unchanged readings among
+  the measurements whose latest value is neither 0 nor at a range end)
 
 Label rule: a row carries its run's fault when the window's newest reading was taken after
 the fault was injected (t_s > onset_s), and normal before that and in runs without a fault.

@@ -4,7 +4,7 @@
 use pump_map::Measurement;
 use rand::{RngExt as _, SeedableRng as _};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::DatasetOptions;
 use crate::plant::FaultKind;
@@ -41,7 +41,7 @@ const CHANGE_SHARE: (f64, f64) = (0.1, 0.9);
 const CHANGE_BYPASS_P: f64 = 0.3;
 
 /// The three datasets a model meets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Split {
     /// Fits the model.
@@ -67,7 +67,7 @@ impl Split {
 }
 
 /// The fault a run gets.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PlannedFault {
     /// What is injected.
     pub kind: FaultKind,
@@ -81,7 +81,7 @@ pub struct PlannedFault {
 }
 
 /// What the operator changes during a run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     /// A new speed setpoint (rpm).
@@ -91,7 +91,7 @@ pub enum Change {
 }
 
 /// An operating change at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PlannedChange {
     /// Simulated seconds from the run's start; a whole number of poll periods.
     pub at_s: f64,
@@ -100,7 +100,7 @@ pub struct PlannedChange {
 }
 
 /// One simulated run: a plant from its own seed under its own conditions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunPlan {
     /// 0-based, unique in the dataset.
     pub run_id: u32,

@@ -136,11 +136,99 @@ fn stale_readings_are_ignored_and_gaps_restart_the_window() {
 }
 
 #[test]
-fn the_model_detector_is_not_available_yet() {
+fn detector_model_without_a_model_runs_the_rules_and_says_why() {
     for choice in [DetectorChoice::Model, DetectorChoice::Both] {
-        let err = Analyzer::new(Config { detector: choice, ..Config::default() }).unwrap_err();
-        assert!(matches!(err, ConfigError::Unavailable(_)), "{err}");
+        let a = Analyzer::new(Config { detector: choice, ..Config::default() }).unwrap();
+        let status = a.model_status(3);
+        assert_eq!(status.detector, choice.as_str());
+        assert_eq!(status.running, ["rules"]);
+        assert_eq!(status.model, None);
+        assert!(status.error.as_deref().unwrap().contains("no model is loaded"), "{status:?}");
     }
+    let a = Analyzer::new(Config::default()).unwrap();
+    assert_eq!((a.model_status(0).running, a.model_status(0).error), (vec!["rules".to_owned()], None));
+}
+
+#[test]
+fn an_accepted_model_runs_as_configured() {
+    let model = crate::model::tests::committed();
+    let mut a = Analyzer::new(Config { detector: DetectorChoice::Both, ..Config::default() }).unwrap();
+    assert!(a.offer_model(Ok(model.clone()), 1).is_empty());
+    let status = a.model_status(2);
+    assert_eq!(status.running, ["rules", "model"]);
+    assert_eq!(status.error, None);
+    let info = status.model.unwrap();
+    assert_eq!((info.version.as_str(), info.sha256.as_str()), (model.version(), model.sha256()));
+    // `rules` keeps the model ready without running it.
+    a.reconfigure(Config::default(), 3).unwrap();
+    assert_eq!(a.model_status(4).running, ["rules"]);
+    assert!(a.model_status(4).model.is_some());
+}
+
+#[test]
+fn a_refused_model_keeps_the_model_that_runs() {
+    let model = crate::model::tests::committed();
+    let mut a = Analyzer::new(Config { detector: DetectorChoice::Model, ..Config::default() }).unwrap();
+    a.offer_model(Ok(model.clone()), 1);
+    let refused = crate::model::ModelError::Schema("input shape [N, 100]".into());
+    assert!(a.offer_model(Err(refused), 2).is_empty());
+    let status = a.model_status(3);
+    assert_eq!(status.running, ["model"]);
+    assert_eq!(status.model.unwrap().version, model.version());
+    let error = status.error.unwrap();
+    assert!(error.contains("keeping version") && error.contains("input shape [N, 100]"), "{error}");
+    // A model accepted later clears the refusal.
+    a.offer_model(Ok(model.clone()), 4);
+    assert_eq!(a.model_status(5).error, None);
+}
+
+#[test]
+fn a_refused_first_model_leaves_the_rules_running() {
+    let mut a = Analyzer::new(Config { detector: DetectorChoice::Model, ..Config::default() }).unwrap();
+    let refused = crate::model::ModelError::Digest {
+        file: "model.onnx".into(),
+        expected: "aa".into(),
+        actual: "bb".into(),
+        bytes: 3,
+    };
+    a.offer_model(Err(refused), 1);
+    let status = a.model_status(2);
+    assert_eq!(status.running, ["rules"]);
+    let error = status.error.unwrap();
+    assert!(error.contains("model refused") && error.contains("SHA-256 bb"), "{error}");
+}
+
+#[test]
+fn a_window_the_model_was_not_trained_on_runs_the_rules_instead() {
+    let mut a = Analyzer::new(Config { detector: DetectorChoice::Model, ..Config::default() }).unwrap();
+    a.offer_model(Ok(crate::model::tests::committed().clone()), 1);
+    assert_eq!(a.model_status(1).running, ["model"]);
+    let events = a.reconfigure(Config { detector: DetectorChoice::Model, window_samples: 30, ..Config::default() }, 2);
+    assert!(events.unwrap().is_empty());
+    let status = a.model_status(3);
+    assert_eq!(status.running, ["rules"]);
+    assert!(status.error.unwrap().contains("windowSamples is 30"));
+}
+
+#[test]
+fn the_model_detector_raises_bearing_wear_as_a_model_event() {
+    let mut a = Analyzer::new(Config { detector: DetectorChoice::Model, ..Config::default() }).unwrap();
+    a.offer_model(Ok(crate::model::tests::committed().clone()), 0);
+    let mut sim = crate::plant_sim::PlantSim::new(11, 2900.0);
+    let mut events = Vec::new();
+    for _ in 0..240 {
+        let r = sim.next_reading();
+        events.extend(a.handle_reading(r.ts, &r).unwrap());
+    }
+    assert!(events.is_empty(), "four healthy minutes: {events:#?}");
+    sim.inject(device_sim::plant::FaultKind::BearingWear, 1.0, None);
+    for _ in 0..120 {
+        let r = sim.next_reading();
+        events.extend(a.handle_reading(r.ts, &r).unwrap());
+    }
+    let raised = events.iter().find(|e| e.active).unwrap_or_else(|| panic!("raised within two minutes: {events:#?}"));
+    assert_eq!((raised.detector.as_str(), raised.kind), ("model", AnomalyKind::BearingWear), "{events:#?}");
+    assert!(raised.id.starts_with("model-bearing_wear-"), "{}", raised.id);
 }
 
 #[test]
