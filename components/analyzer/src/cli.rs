@@ -48,16 +48,6 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        // The nucleus writes a component's stderr to its log file: no colour codes there.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn verify_model(dir: PathBuf, runs: usize) -> ExitCode {
     match verify::verify(&dir, runs) {
         Ok(report) => {
@@ -84,7 +74,7 @@ fn verify_model(dir: PathBuf, runs: usize) -> ExitCode {
 /// Parses the command line, runs until SIGTERM, returns the exit code.
 #[tokio::main(flavor = "current_thread")]
 pub async fn main() -> ExitCode {
-    init_logging();
+    kit::logging::init();
     let args = Args::parse();
     if let Some(Command::VerifyModel { dir, runs }) = args.command {
         return verify_model(dir, runs);

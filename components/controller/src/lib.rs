@@ -24,7 +24,6 @@ mod protection;
 mod settings;
 mod stats;
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -61,11 +60,7 @@ impl From<anyhow::Error> for Failure {
 /// binary run under that name): runs until SIGTERM, returns the exit code.
 #[tokio::main(flavor = "current_thread")]
 pub async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    kit::logging::init();
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(message)) => {
