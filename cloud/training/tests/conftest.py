@@ -72,9 +72,9 @@ def manifest(dataset: Path) -> dict:
     return json.loads((dataset / "manifest.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def trained(dataset: Path, tmp_path_factory) -> Path:
-    model_dir = tmp_path_factory.mktemp("model")
+def train_small(dataset: Path, model_dir: Path, *extra: str) -> None:
+    """Trains the small model on `dataset` (with its manifest) into `model_dir`; `extra` adds
+    or overrides arguments. Fails the test when train.py fails."""
     done = run_train(
         [
             "--train", str(dataset / "train"),
@@ -82,7 +82,14 @@ def trained(dataset: Path, tmp_path_factory) -> Path:
             "--manifest", str(dataset / "manifest.json"),
             "--model-dir", str(model_dir),
             *SMALL_HPS,
+            *extra,
         ]
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="session")
+def trained(dataset: Path, tmp_path_factory) -> Path:
+    model_dir = tmp_path_factory.mktemp("model")
+    train_small(dataset, model_dir)
     return model_dir

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 import train
-from conftest import SMALL_HPS, TIMEOUT_S, pump_analyzer_bin, run_train
+from conftest import TIMEOUT_S, pump_analyzer_bin, run_train, train_small
 
 
 def card_of(model_dir: Path) -> dict:
@@ -107,16 +107,7 @@ def test_the_forest_is_laid_out_for_tract_and_computes_what_one_ensemble_does(
         assert sorted(set(attrs["nodes_treeids"])) == [0, 1], "tree ids count from 0 in every node"
         assert all(w != 0.0 for w in attrs["class_weights"]), "zero leaf weights are dropped"
 
-    done = run_train(
-        [
-            "--train", str(dataset / "train"),
-            "--validation", str(dataset / "validation"),
-            "--model-dir", str(tmp_path),
-            *SMALL_HPS,
-            "--trees-per-node", "0",
-        ]
-    )
-    assert done.returncode == 0, done.stderr
+    train_small(dataset, tmp_path, "--trees-per-node", "0")
     whole = onnx.load(str(tmp_path / "model.onnx"))
     assert [n.op_type for n in whole.graph.node] == ["TreeEnsembleClassifier"]
 
@@ -152,16 +143,7 @@ def test_tract_loads_the_trained_model_and_reproduces_its_test_vectors(trained: 
 
 
 def test_the_same_data_and_seed_give_the_same_model(dataset: Path, trained: Path, tmp_path: Path):
-    done = run_train(
-        [
-            "--train", str(dataset / "train"),
-            "--validation", str(dataset / "validation"),
-            "--manifest", str(dataset / "manifest.json"),
-            "--model-dir", str(tmp_path),
-            *SMALL_HPS,
-        ]
-    )
-    assert done.returncode == 0, done.stderr
+    train_small(dataset, tmp_path)
     for name in ("model.onnx", "model-card.json", "test-vectors.json"):
         assert (tmp_path / name).read_bytes() == (trained / name).read_bytes(), name
 

@@ -191,11 +191,9 @@ pub async fn run(options: Options) -> Result<(), Stop> {
     let config = read_config(&ipc).await?;
     let mut analyzer = Analyzer::new(config)?;
     tracing::info!(config = ?analyzer.config(), thing = %options.thing, "configured");
-    // New model versions arrive on this channel; without a model directory none ever does (the
-    // sender is kept so the channel stays open).
+    // New model versions arrive on this channel, from the watch of the model directory.
     let (model_tx, mut models) = tokio::sync::mpsc::channel(1);
     let mut model_watch = None;
-    let mut _keep_open = None;
     match &options.model_dir {
         Some(dir) => {
             let seen = fingerprint(dir);
@@ -207,10 +205,7 @@ pub async fn run(options: Options) -> Result<(), Stop> {
             }
             model_watch = Some(tokio::spawn(watch_model(ModelWatch::new(dir.clone(), seen), model_tx)));
         }
-        None => {
-            tracing::info!("no --model-dir: the model detector cannot run");
-            _keep_open = Some(model_tx);
-        }
+        None => tracing::info!("no --model-dir: the model detector cannot run"),
     }
     let status = analyzer.model_status(now_ms());
     match &status.error {
@@ -290,7 +285,8 @@ pub async fn run(options: Options) -> Result<(), Stop> {
                     None => break Err(anyhow::anyhow!("the configuration subscription ended").into()),
                 }
             }
-            Some(offered) = models.recv() => {
+            // Without a watch the channel is closed: the branch is off, not a busy loop.
+            Some(offered) = models.recv(), if model_watch.is_some() => {
                 let events = analyzer.offer_model(offered, now_ms());
                 let status = analyzer.model_status(now_ms());
                 match &status.error {

@@ -103,13 +103,16 @@ pub struct Latency {
     pub max_us: f64,
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> Latency {
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
-    Latency { runs: samples.len(), p50_us: at(0.5), p99_us: at(0.99), max_us: at(1.0) }
+impl Latency {
+    /// The nearest-rank percentiles of `samples` (the benchmarks' own, `bench_common::stats`).
+    fn of(samples: &[Duration]) -> Latency {
+        let ns = samples.iter().map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).collect();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        match bench_common::stats::latency(ns) {
+            Some(l) => Latency { runs: l.count, p50_us: us(l.p50), p99_us: us(l.p99), max_us: us(l.max) },
+            None => Latency { runs: 0, p50_us: 0.0, p99_us: 0.0, max_us: 0.0 },
+        }
+    }
 }
 
 /// What `verify-model` prints (one JSON line).
@@ -133,12 +136,6 @@ pub struct Report {
     /// The process's resident set once the model is loaded and has run (`VmRSS`), KiB: what a
     /// running analyzer holds; the peak includes the load's transient allocations.
     pub rss_kib: Option<u64>,
-}
-
-/// A `kB` field (`VmHWM`, `VmRSS`, ...) of a `/proc/{pid}/status` text, KiB.
-pub fn status_kib(status: &str, field: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.split(':').next() == Some(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Why `verify-model` failed.
@@ -178,16 +175,16 @@ pub fn verify(dir: &Path, runs: usize) -> Result<Report, VerifyError> {
         model.infer(input)?;
         samples.push(t.elapsed());
     }
-    let status = std::fs::read_to_string("/proc/self/status").ok();
+    let pid = std::process::id();
     Ok(Report {
         model: model.card().name.clone(),
         version: model.version().to_owned(),
         sha256: model.sha256().to_owned(),
         load_ms,
         parity,
-        latency: percentiles(samples),
-        peak_rss_kib: status.as_deref().and_then(|s| status_kib(s, "VmHWM")),
-        rss_kib: status.as_deref().and_then(|s| status_kib(s, "VmRSS")),
+        latency: Latency::of(&samples),
+        peak_rss_kib: bench_common::machine::hwm_kib(pid),
+        rss_kib: bench_common::machine::rss_kib(pid),
     })
 }
 
@@ -196,18 +193,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_figures_are_read_from_their_status_lines() {
-        let status = "Name:\tpump-analyzer\nVmPeak:\t  30000 kB\nVmHWM:\t   12345 kB\nVmRSS:\t   12000 kB\n";
-        assert_eq!(status_kib(status, "VmHWM"), Some(12345));
-        assert_eq!(status_kib(status, "VmRSS"), Some(12000));
-        assert_eq!(status_kib("VmRSS:\t1 kB\n", "VmHWM"), None);
-        assert_eq!(status_kib("VmHWM:\tlots kB\n", "VmHWM"), None);
-    }
-
-    #[test]
-    fn percentiles_pick_the_ranked_samples() {
-        let samples = (1..=100).map(Duration::from_micros).collect();
-        let l = percentiles(samples);
-        assert_eq!((l.runs, l.p50_us.round(), l.p99_us.round(), l.max_us.round()), (100, 51.0, 99.0, 100.0));
+    fn latency_is_the_nearest_rank_percentiles_in_microseconds() {
+        let samples: Vec<Duration> = (1..=100).rev().map(Duration::from_micros).collect();
+        let l = Latency::of(&samples);
+        assert_eq!((l.runs, l.p50_us.round(), l.p99_us.round(), l.max_us.round()), (100, 50.0, 99.0, 100.0));
+        assert_eq!(Latency::of(&[]).runs, 0);
     }
 }
