@@ -18,6 +18,12 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# One build for everything that follows: the Rust tests and the binaries the Python steps start
+# come from the same `--workspace --all-targets` selection, so features unify once and nothing
+# is compiled twice (a `-p` selection would unify other features and rebuild much of the tree).
+step "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets --locked
+
 step "cargo test"
 cargo test --workspace --locked
 
@@ -25,8 +31,6 @@ step "python conformance environment (target/venv)"
 scripts/python-env.sh
 VENV=target/venv
 
-step "build the local cloud, the simulated core and the analyzer for the Python tests"
-cargo build -p local-cloud -p device-sim -p pump-analyzer --locked
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps --locked | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 export LOCAL_CLOUD_BIN="$TARGET_DIR/debug/local-cloud"
 export DEVICE_SIM_BIN="$TARGET_DIR/debug/device-sim"

@@ -30,10 +30,6 @@ use device_sim::core::runtime::{CloudOptions, Core, CoreError, CoreOptions, pars
 use device_sim::recipe::ConfigurationUpdate;
 use device_sim::recipe::DevicePlatform;
 
-/// `EX_USAGE` from sysexits.h.
-const EX_USAGE: u8 = 64;
-/// `EX_CONFIG` from sysexits.h.
-const EX_CONFIG: u8 = 78;
 /// How long components get to stop (Shutdown has 15 s by default, then a kill grace).
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -189,47 +185,27 @@ fn read_cloud(args: &CoreArgs) -> anyhow::Result<Option<CloudOptions>> {
 struct ConfigFault(String);
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli_shell::parse_args::<Cli>() {
         Ok(cli) => cli,
-        Err(e) => {
-            let usage = e.use_stderr();
-            let _ = e.print();
-            return if usage { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    let result = tokio::runtime::Runtime::new().context("cannot start the async runtime").and_then(|rt| {
-        rt.block_on(async {
-            match cli.command {
-                Command::Core(args) => run_core(args).await,
-                Command::Plant(args) => device_sim::plant::run(args).await,
-                Command::Dataset(args) => device_sim::dataset::run(args),
-                Command::Deployment(command) => run_deployment(command).await,
-            }
-        })
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("device-sim: error: {e:#}");
-            if is_configuration(&e) { ExitCode::from(EX_CONFIG) } else { ExitCode::FAILURE }
+    cli_shell::init_logging("info");
+    let result = cli_shell::block_on(async {
+        match cli.command {
+            Command::Core(args) => run_core(args).await,
+            Command::Plant(args) => device_sim::plant::run(args).await,
+            Command::Dataset(args) => device_sim::dataset::run(args),
+            Command::Deployment(command) => run_deployment(command).await,
         }
-    }
+    });
+    cli_shell::exit_code("device-sim", result, is_configuration)
 }
 
 fn is_configuration(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<ConfigFault>().is_some()
-            || c.downcast_ref::<CoreError>().is_some_and(CoreError::is_configuration)
-            || c.downcast_ref::<device_sim::plant::ServeError>()
-                .is_some_and(device_sim::plant::ServeError::is_configuration)
-            || c.downcast_ref::<device_sim::dataset::DatasetError>()
-                .is_some_and(device_sim::dataset::DatasetError::is_configuration)
-    })
+    cli_shell::caused_by::<ConfigFault>(e, |_| true)
+        || cli_shell::caused_by(e, CoreError::is_configuration)
+        || cli_shell::caused_by(e, device_sim::plant::ServeError::is_configuration)
+        || cli_shell::caused_by(e, device_sim::dataset::DatasetError::is_configuration)
 }
 
 /// How long a CLI call waits for the core.
@@ -321,10 +297,7 @@ async fn run_deployment(command: DeploymentCommand) -> anyhow::Result<()> {
 async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
     let update_config = read_update_config(args.update_config.as_deref())?;
     let cloud = read_cloud(&args)?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("cannot install the SIGINT handler")?;
+    let stop = cli_shell::shutdown_signal()?;
 
     let core = Core::start(CoreOptions {
         root: args.root.clone(),
@@ -342,10 +315,7 @@ async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot start the simulated core in {}", args.root.display()))?;
 
     // The supervisor logs every state change; here we only wait for the signal.
-    let signal = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-    };
+    let signal = stop.await;
     tracing::info!("{signal} received; stopping components");
     let pending = core.shutdown(SHUTDOWN_TIMEOUT).await;
     if !pending.is_empty() {

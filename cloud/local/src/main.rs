@@ -39,21 +39,15 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rustls=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("local-cloud: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    let cli = match cli_shell::parse_args::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    cli_shell::init_logging("info,rustls=error");
+    let result = cli_shell::block_on(run(cli));
+    // Every failure here is the machine's (a port in use, a data directory it cannot write): 1.
+    cli_shell::exit_code("local-cloud", result, |_| false)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -62,20 +56,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config { data_dir, mqtt_addr, http_addr, region, account_id };
             let cloud = LocalCloud::start(config).await.context("starting the local cloud")?;
             tracing::info!(mqtt = %cloud.endpoints.mqtt, http = %cloud.endpoints.http, ca = %cloud.endpoints.ca_file.display(), "local cloud ready");
-            wait_for_signal().await?;
-            tracing::info!("stopping");
+            let signal = cli_shell::shutdown_signal()?.await;
+            tracing::info!("{signal} received; stopping");
             cloud.shutdown().await;
             Ok(())
         }
     }
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }

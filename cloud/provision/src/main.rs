@@ -12,11 +12,6 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use provision::{ClientOptions, CoreDeviceSpec, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, PolicySource, ProvisionError};
 
-/// `EX_USAGE` from sysexits.h.
-const EX_USAGE: u8 = 64;
-/// `EX_CONFIG` from sysexits.h.
-const EX_CONFIG: u8 = 78;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "provision",
@@ -96,37 +91,23 @@ struct DeprovisionArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match cli_shell::parse_args::<Cli>() {
         Ok(cli) => cli,
-        Err(e) => {
-            let usage = e.use_stderr();
-            let _ = e.print();
-            return if usage { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
-        }
+        Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let result = tokio::runtime::Runtime::new().context("cannot start the async runtime").and_then(|rt| {
-        rt.block_on(async {
-            match cli.command {
-                Command::Core(args) => run_core(args).await,
-                Command::Deprovision(args) => run_deprovision(args).await,
-            }
-        })
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("provision: error: {e:#}");
-            let local = e.chain().any(|c| c.downcast_ref::<ProvisionError>().is_some_and(|p| p.is_configuration()));
-            if let Some(p) = e.chain().find_map(|c| c.downcast_ref::<ProvisionError>()) {
-                eprintln!("provision: next step: {:?}", p.next_step());
-            }
-            if local { ExitCode::from(EX_CONFIG) } else { ExitCode::FAILURE }
+    cli_shell::init_logging("warn");
+    let result = cli_shell::block_on(async {
+        match cli.command {
+            Command::Core(args) => run_core(args).await,
+            Command::Deprovision(args) => run_deprovision(args).await,
         }
+    });
+    if let Err(e) = &result
+        && let Some(p) = e.chain().find_map(|c| c.downcast_ref::<ProvisionError>())
+    {
+        eprintln!("provision: next step: {:?}", p.next_step());
     }
+    cli_shell::exit_code("provision", result, |e| cli_shell::caused_by(e, ProvisionError::is_configuration))
 }
 
 fn client_options(target: &Target) -> ClientOptions {

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::TestCloud;
+use common::{Provisioning as _, TestCloud};
 
 /// Runs the binary with AWS settings from the environment only; shared config files and
 /// instance metadata are switched off so nothing but loopback is ever asked.

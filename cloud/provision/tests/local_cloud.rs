@@ -6,7 +6,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Identity, Mqtt, TestCloud, observer};
+use common::{Identity, Mqtt, Provisioning as _, TestCloud, observer};
 use provision::output::Record;
 use provision::{Change, ProvisionError, deprovision, provision_core_device};
 use rumqttc::{ConnectReturnCode, ConnectionError};

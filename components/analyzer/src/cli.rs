@@ -8,9 +8,6 @@ use crate::service::{self, Options, Stop};
 use crate::verify::{self, VerifyError};
 use clap::{Parser, Subcommand};
 
-/// Exit code for a configuration error (sysexits `EX_CONFIG`), distinct from other failures.
-const EXIT_CONFIG: u8 = 78;
-
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -74,14 +71,17 @@ fn verify_model(dir: PathBuf, runs: usize) -> ExitCode {
 /// Parses the command line, runs until SIGTERM, returns the exit code.
 #[tokio::main(flavor = "current_thread")]
 pub async fn main() -> ExitCode {
-    kit::logging::init();
-    let args = Args::parse();
+    let args = match cli_shell::parse_args::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    cli_shell::init_logging("info");
     if let Some(Command::VerifyModel { dir, runs }) = args.command {
         return verify_model(dir, runs);
     }
     // clap requires both without a subcommand.
     let (Some(outbox), Some(thing)) = (args.outbox, args.thing) else {
-        return ExitCode::from(2);
+        return ExitCode::from(cli_shell::EX_USAGE);
     };
     match service::run(Options { thing, outbox, model_dir: args.model_dir }).await {
         Ok(()) => {
@@ -90,7 +90,7 @@ pub async fn main() -> ExitCode {
         }
         Err(Stop::Config(e)) => {
             tracing::error!("pump-analyzer: {e}");
-            ExitCode::from(EXIT_CONFIG)
+            ExitCode::from(cli_shell::EX_CONFIG)
         }
         Err(Stop::Other(e)) => {
             tracing::error!("pump-analyzer: {e:#}");

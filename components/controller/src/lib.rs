@@ -31,10 +31,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use kit::ipc::IpcClient;
 use kit::ipc::model::GetConfigurationRequest;
-use tokio::signal::unix::{SignalKind, signal};
-
-/// Exit code for a configuration error (EX_CONFIG).
-const EXIT_CONFIG: u8 = 78;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -60,12 +56,16 @@ impl From<anyhow::Error> for Failure {
 /// binary run under that name): runs until SIGTERM, returns the exit code.
 #[tokio::main(flavor = "current_thread")]
 pub async fn main() -> ExitCode {
-    kit::logging::init();
-    match run(Args::parse()).await {
+    let args = match cli_shell::parse_args::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    cli_shell::init_logging("info");
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(message)) => {
             eprintln!("pump-controller: configuration error: {message}");
-            ExitCode::from(EXIT_CONFIG)
+            ExitCode::from(cli_shell::EX_CONFIG)
         }
         Err(Failure::Runtime(e)) => {
             eprintln!("pump-controller: {e:#}");
@@ -85,22 +85,13 @@ async fn run(args: Args) -> Result<(), Failure> {
     let config = config::Config::from_json(&value).map_err(|e| Failure::Config(e.to_string()))?;
     tracing::info!(?config, thing, "starting");
 
-    let mut shutdown = Box::pin(shutdown_signal()?);
+    let signal = cli_shell::shutdown_signal()?;
+    let mut shutdown = Box::pin(async move {
+        signal.await;
+    });
     let Some(controller) = controller::Controller::start(ipc, thing, config, args.stats, &mut shutdown).await? else {
         return Ok(());
     };
     controller.run(shutdown).await?;
     Ok(())
-}
-
-/// Resolves on SIGTERM (the nucleus stopping the component) or SIGINT.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
 }

@@ -8,10 +8,8 @@
 //!   Core's 5 KiB metering unit, with deadband, heartbeat and counters.
 //! - [`outbox`]: a durable outbox on SQLite: append, peek, ack, a bound with drop-oldest, and
 //!   an async `drain` that publishes in order and acks after each success.
-//! - [`logging`]: the components' logger (stderr, `RUST_LOG`, no colour codes in log files).
 
 pub mod batch;
 pub mod ipc;
-pub mod logging;
 pub mod outbox;
 pub mod shadow;

@@ -25,9 +25,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Exit code of a configuration error (`EX_CONFIG` of sysexits.h).
-const EXIT_CONFIG: u8 = 78;
-
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(name = "pump-sensor", about = "Polls the pump over Modbus TCP; publishes readings and batched telemetry.")]
@@ -40,8 +37,11 @@ struct Args {
 /// The component's entry point (the `pump-sensor` binary, or the `pump-station` multi-call binary
 /// run under that name): parses the command line, runs until SIGTERM, returns the exit code.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
-    kit::logging::init();
+    let args = match cli_shell::parse_args::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    cli_shell::init_logging("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -55,7 +55,7 @@ pub fn main() -> ExitCode {
             tracing::error!("{e}");
             eprintln!("pump-sensor: error: {e}");
             match e {
-                app::Failure::Config(_) => ExitCode::from(EXIT_CONFIG),
+                app::Failure::Config(_) => ExitCode::from(cli_shell::EX_CONFIG),
                 app::Failure::Runtime(_) => ExitCode::FAILURE,
             }
         }

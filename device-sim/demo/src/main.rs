@@ -53,7 +53,10 @@ fn main() -> ExitCode {
     if let Some((_, component)) = COMPONENTS.iter().find(|(n, _)| *n == name) {
         return component();
     }
-    let cli = Cli::parse();
+    let cli = match cli_shell::parse_args::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match cli.command {
         Command::Demo(args) => demo::main(args),
     }

@@ -1,17 +1,163 @@
-//! The local cloud in-process, as a site test sees it: on ephemeral loopback ports, with the core
-//! device and an operator's application registered, stopped and restarted on the same ports and
-//! data directory, and its shadows read, written and waited on.
+//! The local cloud in-process, as an integration test sees it, on ephemeral loopback ports:
+//!
+//! - [`TestCloud`]: a bare cloud in a temporary directory, with things registered straight in its
+//!   registry and mTLS MQTT clients authenticated as them (the local cloud's and provisioning's
+//!   own tests);
+//! - [`Cloud`] (feature `site`): the core device and an operator's application registered, stopped
+//!   and restarted on the same ports and data directory, and its shadows read, written and waited
+//!   on (the site tests).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use cloud_api::endpoints::Endpoints;
+#[cfg(feature = "site")]
 use device_sim::core::runtime::CloudOptions;
+#[cfg(feature = "site")]
 use local_cloud::registry::CertificateStatus;
+use local_cloud::registry::Registry;
 use local_cloud::server::{Config, LocalCloud};
+use rumqttc::MqttOptions;
+use rustls::pki_types::ServerName;
+#[cfg(feature = "site")]
 use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
+#[cfg(feature = "site")]
 use crate::mqtt::Observer;
-use crate::{ALLOW_ALL, tls, wait_until};
+#[cfg(feature = "site")]
+use crate::wait_until;
+use crate::{ALLOW_ALL, tls};
+
+/// A thing registered in the local cloud's registry, with its ACTIVE certificate and key in PEM.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// Thing name.
+    pub thing: String,
+    /// Certificate id.
+    pub certificate_id: String,
+    /// Certificate ARN.
+    pub certificate_arn: String,
+    /// Certificate PEM.
+    pub cert_pem: String,
+    /// Private key PEM.
+    pub key_pem: String,
+}
+
+/// Creates `thing`, an ACTIVE certificate with a fresh key, and a policy named `{thing}-policy`
+/// with `policy_document` attached to the certificate; attaches the certificate to the thing.
+pub fn register_pem(registry: &Registry, thing: &str, policy_document: &str) -> Registered {
+    registry.create_thing(thing, None, Default::default()).expect("create the thing");
+    let (cert, keys) = registry.create_keys_and_certificate(true).expect("create keys and a certificate");
+    let policy = format!("{thing}-policy");
+    registry.create_policy(&policy, policy_document).expect("create the policy");
+    registry.attach_policy(&policy, &cert.arn).expect("attach the policy");
+    registry.attach_thing_principal(thing, &cert.arn).expect("attach the certificate to the thing");
+    Registered {
+        thing: thing.to_owned(),
+        certificate_id: cert.id,
+        certificate_arn: cert.arn,
+        cert_pem: cert.pem,
+        key_pem: keys.private_key_pem,
+    }
+}
+
+/// A running local cloud in its own temporary data directory (deleted on drop).
+pub struct TestCloud {
+    /// The cloud.
+    pub cloud: LocalCloud,
+    /// Its data directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCloud {
+    /// Starts a local cloud on ephemeral loopback ports.
+    pub async fn start() -> TestCloud {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.expect("the local cloud starts");
+        TestCloud { cloud, dir }
+    }
+
+    /// Stops it, and fails the test if it does not stop within 10 s.
+    pub async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(10), self.cloud.shutdown()).await.expect("a clean shutdown");
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.cloud.registry
+    }
+
+    /// Where it listens, and the CA file clients trust.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.cloud.endpoints
+    }
+
+    /// `host` and `port` of the MQTT listener.
+    pub fn mqtt_addr(&self) -> (String, u16) {
+        self.cloud.endpoints.mqtt_host_port().expect("the MQTT endpoint")
+    }
+
+    /// The CA file clients trust.
+    pub fn ca_file(&self) -> &Path {
+        &self.cloud.endpoints.ca_file
+    }
+
+    /// A full ARN for a resource such as `topic/a/b` or `client/x`.
+    pub fn arn(&self, resource: &str) -> String {
+        format!("arn:aws:iot:{}:{}:{resource}", self.cloud.endpoints.region, self.cloud.endpoints.account_id)
+    }
+
+    /// A thing with an ACTIVE certificate that has `policy_document` attached.
+    pub fn device(&self, thing: &str, policy_document: &str) -> Registered {
+        register_pem(self.registry(), thing, policy_document)
+    }
+
+    /// A thing whose certificate may do anything.
+    pub fn allow_all_device(&self, thing: &str) -> Registered {
+        self.device(thing, ALLOW_ALL)
+    }
+
+    /// rumqttc options for `client_id` authenticating as `device` (see [`mqtt_options`]).
+    pub fn options(&self, client_id: &str, device: &Registered) -> MqttOptions {
+        let (host, port) = self.mqtt_addr();
+        mqtt_options(&host, port, self.ca_file(), client_id, device)
+    }
+
+    /// A raw TLS connection authenticated as `device` (for hand-made packets).
+    pub async fn raw_tls(&self, device: &Registered) -> std::io::Result<TlsStream<TcpStream>> {
+        let (host, port) = self.mqtt_addr();
+        raw_tls(&host, port, self.ca_file(), device).await
+    }
+}
+
+/// A rustls client configuration (ring) trusting `ca_file` and presenting `device`'s certificate.
+pub fn client_tls_config(ca_file: &Path, device: &Registered) -> Arc<rustls::ClientConfig> {
+    tls::client_config(ca_file, &device.cert_pem, &device.key_pem)
+}
+
+/// rumqttc options: mTLS as `device`, keep-alive 30 s, packets up to 1 MiB each way (so the
+/// broker, not the client, enforces IoT Core's limits).
+pub fn mqtt_options(host: &str, port: u16, ca_file: &Path, client_id: &str, device: &Registered) -> MqttOptions {
+    let mut opts = tls::mqtt_options(host, port, client_id, client_tls_config(ca_file, device));
+    opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    opts
+}
+
+/// A raw TLS stream to the broker at `host:port`, authenticated as `device`.
+pub async fn raw_tls(
+    host: &str,
+    port: u16,
+    ca_file: &Path,
+    device: &Registered,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect((host, port)).await?;
+    let name = ServerName::try_from(host.to_owned()).map_err(std::io::Error::other)?;
+    TlsConnector::from(client_tls_config(ca_file, device)).connect(name, tcp).await
+}
 
 /// The operator application's thing name and MQTT client id.
 pub const OPERATOR: &str = "operator-app";
@@ -30,6 +176,7 @@ pub struct Identity {
 }
 
 /// The local cloud with the core device and an operator's application registered in it.
+#[cfg(feature = "site")]
 pub struct Cloud {
     data_dir: PathBuf,
     endpoints: Endpoints,
@@ -40,6 +187,7 @@ pub struct Cloud {
     pub operator: Identity,
 }
 
+#[cfg(feature = "site")]
 impl Cloud {
     /// Starts a local cloud with its data in `dir/cloud` on ephemeral loopback ports, and
     /// registers the core device (`core_thing`, `core_policy`) and the operator; their
@@ -136,20 +284,14 @@ impl Cloud {
 /// Registers `thing` with an ACTIVE certificate that has `policy` (named `{thing}-policy`)
 /// attached, and writes its certificate and key to `dir/{thing}.crt` and `dir/{thing}.key`.
 pub fn register(cloud: &LocalCloud, dir: &Path, thing: &str, policy: &str) -> Identity {
-    let r = &cloud.registry;
-    r.create_thing(thing, None, Default::default()).expect("create the thing");
-    let (cert, keys) = r.create_keys_and_certificate(true).expect("create keys and a certificate");
-    let policy_name = format!("{thing}-policy");
-    r.create_policy(&policy_name, policy).expect("create the policy");
-    r.attach_policy(&policy_name, &cert.arn).expect("attach the policy");
-    r.attach_thing_principal(thing, &cert.arn).expect("attach the certificate to the thing");
+    let registered = register_pem(&cloud.registry, thing, policy);
     let id = Identity {
-        thing: thing.to_owned(),
-        certificate_id: cert.id.clone(),
+        thing: registered.thing,
+        certificate_id: registered.certificate_id,
         cert_file: dir.join(format!("{thing}.crt")),
         key_file: dir.join(format!("{thing}.key")),
     };
-    std::fs::write(&id.cert_file, cert.pem).expect("write the certificate");
-    std::fs::write(&id.key_file, keys.private_key_pem).expect("write the key");
+    std::fs::write(&id.cert_file, registered.cert_pem).expect("write the certificate");
+    std::fs::write(&id.key_file, registered.key_pem).expect("write the key");
     id
 }

@@ -7,17 +7,20 @@
 //!   rumqttc options that use it.
 //! - [`mqtt`]: a [`mqtt::Client`] the test drives packet by packet, and an [`mqtt::Observer`] that
 //!   collects what arrives on its subscriptions in the background and waits on it with a deadline.
-//! - With the `site` feature: [`cloud`] (the local cloud in-process, stopped and restarted on the
-//!   same ports, with the core device and an operator registered in it) and [`site`] (a temporary
-//!   site directory, components staged from their recipes and binaries, the simulated core
-//!   started on it, its connection and local shadow waited on).
+//! - With the `cloud` feature: [`cloud`] (the local cloud in-process on ephemeral ports: a bare
+//!   [`cloud::TestCloud`] with things registered in it and clients authenticated as them; with
+//!   `site`, a [`cloud::Cloud`] with the core device and an operator registered, stopped and
+//!   restarted on the same ports).
+//! - With the `site` feature: [`site`] (a temporary site directory, components staged from their
+//!   recipes and binaries, the simulated core started on it, its connection and local shadow
+//!   waited on).
 //!
 //! Every wait has a deadline and fails the test with what it last saw; nothing sleeps and hopes.
 
 use std::fmt::Display;
 use std::time::Duration;
 
-#[cfg(feature = "site")]
+#[cfg(feature = "cloud")]
 pub mod cloud;
 pub mod mqtt;
 #[cfg(feature = "site")]

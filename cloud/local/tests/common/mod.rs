@@ -1,11 +1,10 @@
-//! Helpers for integration tests against the local cloud: start it on
-//! ephemeral loopback ports, register devices (thing, keys and certificate,
-//! policy), and connect MQTT clients over mutual TLS with rumqttc or with a raw
-//! TLS stream. Every wait has a deadline; nothing sleeps and hopes.
+//! Helpers for integration tests against the local cloud. The cloud, registered devices and
+//! their mTLS MQTT clients come from the workspace's shared fixture (`site_testkit::cloud`);
+//! what is only the broker's (a standalone broker with custom settings, hand-made packets) is
+//! here. Every wait has a deadline; nothing sleeps and hopes.
 
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,142 +12,21 @@ use local_cloud::broker::{Broker, BrokerConfig};
 use local_cloud::bus::{Bus, ServiceHandler};
 use local_cloud::ca::LocalCa;
 use local_cloud::registry::Registry;
-use local_cloud::server::{Config, LocalCloud};
 use local_cloud::store::Store;
 use rumqttc::MqttOptions;
-use rustls::pki_types::ServerName;
 // Re-exported for the test files; not every one of them uses each.
+#[allow(unused_imports)]
+pub use site_testkit::ALLOW_ALL;
+#[allow(unused_imports)]
+pub use site_testkit::cloud::{Registered as Device, TestCloud, mqtt_options, raw_tls, register_pem as create_device};
 #[allow(unused_imports)]
 pub use site_testkit::mqtt::{Client, ConnectResult};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// Default wait for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(5);
-
-/// A running local cloud in its own temporary data directory.
-pub struct TestCloud {
-    /// The cloud.
-    pub cloud: LocalCloud,
-    /// Its data directory (deleted on drop).
-    pub dir: tempfile::TempDir,
-}
-
-impl TestCloud {
-    /// Starts a local cloud on ephemeral loopback ports.
-    pub async fn start() -> TestCloud {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.expect("local cloud starts");
-        TestCloud { cloud, dir }
-    }
-
-    /// The registry.
-    pub fn registry(&self) -> &Registry {
-        &self.cloud.registry
-    }
-
-    /// `host` and `port` of the MQTT listener.
-    pub fn mqtt_addr(&self) -> (String, u16) {
-        split_host_port(&self.cloud.endpoints.mqtt)
-    }
-
-    /// The CA file clients trust.
-    pub fn ca_file(&self) -> &Path {
-        &self.cloud.endpoints.ca_file
-    }
-
-    /// A full ARN for a resource such as `topic/a/b` or `client/x`.
-    pub fn arn(&self, resource: &str) -> String {
-        format!("arn:aws:iot:{}:{}:{resource}", self.cloud.endpoints.region, self.cloud.endpoints.account_id)
-    }
-
-    /// A thing with an ACTIVE certificate that has `policy_document` attached.
-    pub fn device(&self, thing: &str, policy_document: &str) -> Device {
-        create_device(self.registry(), thing, policy_document)
-    }
-
-    /// A thing whose certificate may do anything.
-    pub fn allow_all_device(&self, thing: &str) -> Device {
-        self.device(thing, ALLOW_ALL)
-    }
-
-    /// rumqttc options for `client_id` authenticating as `device`.
-    pub fn options(&self, client_id: &str, device: &Device) -> MqttOptions {
-        let (host, port) = self.mqtt_addr();
-        mqtt_options(&host, port, self.ca_file(), client_id, device)
-    }
-
-    /// A raw TLS connection authenticated as `device` (for hand-made packets).
-    pub async fn raw_tls(&self, device: &Device) -> std::io::Result<TlsStream<TcpStream>> {
-        let (host, port) = self.mqtt_addr();
-        raw_tls(&host, port, self.ca_file(), device).await
-    }
-}
-
-/// A policy allowing every action on every resource.
-#[allow(unused_imports)]
-pub use site_testkit::ALLOW_ALL;
-
-/// A registered device identity.
-#[derive(Debug, Clone)]
-pub struct Device {
-    /// Thing name.
-    pub thing: String,
-    /// Certificate id.
-    pub certificate_id: String,
-    /// Certificate ARN.
-    pub certificate_arn: String,
-    /// Certificate PEM.
-    pub cert_pem: String,
-    /// Private key PEM.
-    pub key_pem: String,
-}
-
-/// Creates a thing, an ACTIVE certificate with a fresh key, and a policy named
-/// `{thing}-policy` attached to the certificate; attaches the certificate to the thing.
-pub fn create_device(registry: &Registry, thing: &str, policy_document: &str) -> Device {
-    registry.create_thing(thing, None, Default::default()).expect("create thing");
-    let (cert, keys) = registry.create_keys_and_certificate(true).expect("create keys and certificate");
-    let policy = format!("{thing}-policy");
-    registry.create_policy(&policy, policy_document).expect("create policy");
-    registry.attach_policy(&policy, &cert.arn).expect("attach policy");
-    registry.attach_thing_principal(thing, &cert.arn).expect("attach thing principal");
-    Device {
-        thing: thing.to_owned(),
-        certificate_id: cert.id,
-        certificate_arn: cert.arn,
-        cert_pem: cert.pem,
-        key_pem: keys.private_key_pem,
-    }
-}
-
-fn split_host_port(s: &str) -> (String, u16) {
-    let (host, port) = s.rsplit_once(':').expect("host:port");
-    (host.trim_matches(['[', ']']).to_owned(), port.parse().expect("port"))
-}
-
-/// A rustls client configuration (ring provider) trusting `ca_file` and
-/// presenting `device`'s certificate.
-pub fn client_tls_config(ca_file: &Path, device: &Device) -> Arc<rustls::ClientConfig> {
-    site_testkit::tls::client_config(ca_file, &device.cert_pem, &device.key_pem)
-}
-
-/// rumqttc options: mTLS as `device`, keep-alive 30 s, packets up to 1 MiB
-/// each way (so the broker, not the client, enforces IoT Core's limits).
-pub fn mqtt_options(host: &str, port: u16, ca_file: &Path, client_id: &str, device: &Device) -> MqttOptions {
-    let mut opts = site_testkit::tls::mqtt_options(host, port, client_id, client_tls_config(ca_file, device));
-    opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
-    opts
-}
-
-/// A raw TLS stream to the broker, authenticated as `device`.
-pub async fn raw_tls(host: &str, port: u16, ca_file: &Path, device: &Device) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect((host, port)).await?;
-    let name = ServerName::try_from(host.to_owned()).map_err(std::io::Error::other)?;
-    TlsConnector::from(client_tls_config(ca_file, device)).connect(name, tcp).await
-}
 
 /// The bytes of an MQTT 3.1.1 CONNECT.
 pub fn connect_packet(client_id: &str, clean_session: bool) -> Vec<u8> {

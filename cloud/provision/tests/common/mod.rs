@@ -1,6 +1,6 @@
-//! Helpers for the provisioning tests: a local cloud on ephemeral loopback ports, the SDK client
-//! the library uses, and an MQTT client that authenticates with a provisioned output directory.
-//! Every wait has a deadline.
+//! Helpers for the provisioning tests: the shared test cloud (`site_testkit::cloud::TestCloud`)
+//! with the SDK client the library uses, and an MQTT client that authenticates with a provisioned
+//! output directory. Every wait has a deadline.
 
 #![allow(dead_code)]
 
@@ -9,38 +9,33 @@ use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use cloud_api::endpoints::Endpoints;
-use local_cloud::server::{Config, LocalCloud};
 use provision::{ClientOptions, CoreDeviceSpec};
 use rumqttc::{ConnectionError, Event, Incoming, MqttOptions, Publish, QoS, SubscribeReasonCode};
+pub use site_testkit::cloud::TestCloud;
 use site_testkit::mqtt::Client;
 use site_testkit::tls;
 
 /// How long something that should happen promptly may take.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// A local cloud in a temporary data directory.
-pub struct TestCloud {
-    /// The cloud.
-    pub cloud: LocalCloud,
-    /// Its data directory.
-    pub dir: tempfile::TempDir,
+/// What the provisioning tests ask of the shared test cloud (`site_testkit::cloud::TestCloud`).
+// Only this test crate implements it; the futures need not be `Send`-bounded.
+#[allow(async_fn_in_trait)]
+pub trait Provisioning {
+    /// The local cloud's MQTT port.
+    fn mqtt_port(&self) -> u16;
+    /// The `aws-sdk-iot` client the library is given: the local cloud's endpoint, any credentials.
+    async fn iot(&self) -> aws_sdk_iot::Client;
+    /// A spec for `thing` into `out`, with the local cloud's CA, MQTT port and data plane.
+    fn spec(&self, thing: &str, out: &Path) -> CoreDeviceSpec;
 }
 
-impl TestCloud {
-    /// Starts a local cloud on ephemeral loopback ports.
-    pub async fn start() -> TestCloud {
-        let dir = tempfile::tempdir().unwrap();
-        let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.expect("local cloud starts");
-        TestCloud { cloud, dir }
+impl Provisioning for TestCloud {
+    fn mqtt_port(&self) -> u16 {
+        self.mqtt_addr().1
     }
 
-    /// The local cloud's MQTT port.
-    pub fn mqtt_port(&self) -> u16 {
-        self.cloud.endpoints.mqtt_host_port().unwrap().1
-    }
-
-    /// The `aws-sdk-iot` client the library is given: the local cloud's endpoint, any credentials.
-    pub async fn iot(&self) -> aws_sdk_iot::Client {
+    async fn iot(&self) -> aws_sdk_iot::Client {
         provision::iot_client(&ClientOptions {
             endpoint_url: Some(self.cloud.endpoints.http.clone()),
             region: Some("us-east-1".into()),
@@ -49,17 +44,11 @@ impl TestCloud {
         .await
     }
 
-    /// A spec for `thing` into `out`, with the local cloud's CA, MQTT port and data plane.
-    pub fn spec(&self, thing: &str, out: &Path) -> CoreDeviceSpec {
+    fn spec(&self, thing: &str, out: &Path) -> CoreDeviceSpec {
         let mut spec = CoreDeviceSpec::new(thing, out, &self.cloud.endpoints.ca_file);
         spec.mqtt_port = self.mqtt_port();
         spec.data_plane_url = Some(self.cloud.endpoints.http.clone());
         spec
-    }
-
-    /// Stops the cloud.
-    pub async fn stop(self) {
-        tokio::time::timeout(Duration::from_secs(10), self.cloud.shutdown()).await.expect("clean shutdown");
     }
 }
 
@@ -133,11 +122,6 @@ impl Mqtt {
 /// An identity that may do anything, registered straight in the local cloud's registry, to
 /// watch what the provisioned device publishes.
 pub fn observer(cloud: &TestCloud) -> Identity {
-    let registry = &cloud.cloud.registry;
-    registry.create_thing("observer", None, Default::default()).unwrap();
-    let (cert, keys) = registry.create_keys_and_certificate(true).unwrap();
-    registry.create_policy("observer-policy", site_testkit::ALLOW_ALL).unwrap();
-    registry.attach_policy("observer-policy", &cert.arn).unwrap();
-    registry.attach_thing_principal("observer", &cert.arn).unwrap();
-    Identity { cert_pem: cert.pem, key_pem: keys.private_key_pem, endpoints: cloud.cloud.endpoints.clone() }
+    let observer = cloud.allow_all_device("observer");
+    Identity { cert_pem: observer.cert_pem, key_pem: observer.key_pem, endpoints: cloud.endpoints().clone() }
 }
