@@ -50,6 +50,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use self::machine::{Action, Event, Launched, Machine, Proc};
 use self::shell::{ProcessTable, Script};
 use super::layout::{ArtifactError, Layout, stage_artifacts};
+use super::options::CoreOptions;
 use super::{ComponentState, ControlError, LifecycleControl, ReportedState, Tokens};
 use crate::recipe::{
     Catalog, ComponentVariables, DependencyType, DevicePlatform, InterpolationContext, Lifecycle, Manifest, Recipe,
@@ -80,6 +81,21 @@ pub struct SupervisorConfig {
     pub ipc_socket: PathBuf,
     /// The nucleus version to claim (`GGC_VERSION`).
     pub ggc_version: String,
+}
+
+impl SupervisorConfig {
+    /// The settings for a core started with `options`, its IPC socket at `ipc_socket`.
+    pub fn from_options(options: &CoreOptions, ipc_socket: PathBuf) -> Self {
+        Self {
+            root: options.root.clone(),
+            artifact_dir: options.artifact_dir.clone(),
+            thing_name: options.thing.clone(),
+            region: options.region.clone(),
+            root_ca_path: options.root_ca_path.clone(),
+            ipc_socket,
+            ggc_version: GGC_VERSION.to_owned(),
+        }
+    }
 }
 
 /// A component to run: its recipe, the manifest chosen for this platform, its dependencies.
