@@ -38,7 +38,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::broadcast;
 
 use super::access::AccessControl;
@@ -55,7 +54,7 @@ use super::recipe_store::store_recipes;
 use super::services::IotCoreBridge;
 use super::shadow_manager::ShadowManager;
 use super::shadow_sync::SHADOW_MANAGER;
-use super::supervisor::{ConfigurationSource, GGC_VERSION, StateEvent, Supervisor, SupervisorConfig};
+use super::supervisor::{GGC_VERSION, StateEvent, Supervisor};
 use super::{ComponentState, Tokens};
 use crate::recipe::Resolution;
 
@@ -138,13 +137,9 @@ impl Core {
 
         let bridge = MqttBridge::from_options(&options).map_err(CoreError::Bridge)?;
         let shadow_manager = ShadowManager::start(&options, &pubsub, bridge.as_ref()).await?;
-        let source = config.clone();
-        let configuration: ConfigurationSource =
-            Arc::new(move |name: &str| source.get(name, &[]).unwrap_or_else(|| json!({})));
-        let supervisor_config = SupervisorConfig::from_options(&options, socket.clone());
-        let supervisor = Arc::new(
-            Supervisor::new(supervisor_config, specs, tokens.clone(), configuration).map_err(CoreError::Supervisor)?,
-        );
+        let supervisor = Supervisor::from_options(&options, socket.clone(), specs, tokens.clone(), &config)
+            .map_err(CoreError::Supervisor)?;
+        let supervisor = Arc::new(supervisor);
         let resolution = deployed.resolution.clone();
         let context = DeploymentContext::new(&options, &supervisor, &config, &access);
         let (deployments, deployment_runner) = Deployments::start(context, deployed);

@@ -49,6 +49,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::machine::{Action, Event, Launched, Machine, Proc};
 use self::shell::{ProcessTable, Script};
+use super::config_store::ConfigStore;
 use super::layout::{ArtifactError, Layout, stage_artifacts};
 use super::options::CoreOptions;
 use super::{ComponentState, ControlError, LifecycleControl, ReportedState, Tokens};
@@ -282,6 +283,21 @@ impl Supervisor {
         });
         let driver = tokio::spawn(drive(inner.clone(), rx));
         Ok(Self { inner, driver })
+    }
+
+    /// The supervisor of a core started with `options`, its IPC socket at `ipc_socket`: as
+    /// [`Supervisor::new`], the components reading their configuration from `config`.
+    pub fn from_options(
+        options: &CoreOptions,
+        ipc_socket: PathBuf,
+        components: Vec<ComponentSpec>,
+        tokens: Tokens,
+        config: &ConfigStore,
+    ) -> Result<Self, SupervisorError> {
+        let config = config.clone();
+        let configuration: ConfigurationSource =
+            Arc::new(move |name: &str| config.get(name, &[]).unwrap_or_else(|| serde_json::json!({})));
+        Self::new(SupervisorConfig::from_options(options, ipc_socket), components, tokens, configuration)
     }
 
     /// State changes from now on.
