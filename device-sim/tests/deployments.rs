@@ -17,8 +17,8 @@ use cloud_api::ipc::model::{
 use cloud_api::ipc::operation as op;
 use device_sim::core::ComponentState as S;
 use device_sim::core::cli;
-use device_sim::core::deployment::LocalDeploymentService;
 use device_sim::core::runtime::{Core, CoreOptions};
+use device_sim::core::services::LocalDeploymentService;
 use device_sim::recipe::DevicePlatform;
 use kit::ipc::IpcClient;
 use serde_json::json;
@@ -75,19 +75,32 @@ struct Fixture {
 impl Fixture {
     /// A core running the library 1.0.0 and both users.
     async fn start() -> Self {
+        let recipes = [
+            ("recipes/lib.yaml".to_owned(), lib_recipe("1.0.0", "true", "")),
+            ("recipes/soft.yaml".to_owned(), user_recipe(SOFT, "SOFT")),
+            ("recipes/hard.yaml".to_owned(), user_recipe(HARD, "HARD")),
+        ];
+        let fx = Self::with(&recipes, &[LIB, SOFT, HARD]).await;
+        for c in [LIB, SOFT, HARD] {
+            fx.wait_state(c, S::Running).await;
+        }
+        fx
+    }
+
+    /// A core started with `files` (path under the test directory → content) in place,
+    /// deploying `roots` at version 1.0.0 from `recipes/` and `artifacts/`.
+    async fn with(files: &[(String, String)], roots: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let recipes = dir.path().join("recipes");
-        std::fs::create_dir_all(&recipes).unwrap();
-        std::fs::create_dir_all(dir.path().join("artifacts")).unwrap();
-        std::fs::write(recipes.join("lib.yaml"), lib_recipe("1.0.0", "true", "")).unwrap();
-        std::fs::write(recipes.join("soft.yaml"), user_recipe(SOFT, "SOFT")).unwrap();
-        std::fs::write(recipes.join("hard.yaml"), user_recipe(HARD, "HARD")).unwrap();
+        for sub in ["recipes", "artifacts"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        write_files(dir.path(), files);
         let core = Core::start(CoreOptions {
             root: dir.path().join("root"),
             thing: "core".into(),
-            recipe_dir: recipes,
+            recipe_dir: dir.path().join("recipes"),
             artifact_dir: dir.path().join("artifacts"),
-            merges: vec![format!("{LIB}=1.0.0"), format!("{SOFT}=1.0.0"), format!("{HARD}=1.0.0")],
+            merges: roots.iter().map(|r| format!("{r}=1.0.0")).collect(),
             region: "us-east-1".into(),
             root_ca_path: None,
             platform: DevicePlatform::current(),
@@ -96,11 +109,7 @@ impl Fixture {
         })
         .await
         .unwrap();
-        let fx = Self { dir, core };
-        for c in [LIB, SOFT, HARD] {
-            fx.wait_state(c, S::Running).await;
-        }
-        fx
+        Self { dir, core }
     }
 
     async fn wait_state(&self, component: &str, state: S) {
@@ -135,6 +144,15 @@ impl Fixture {
 
     fn version_of(&self, component: &str) -> Option<String> {
         self.core.components().into_iter().find(|(n, _)| n == component).map(|(_, v)| v)
+    }
+}
+
+/// Writes each file (path under `dir` → content), creating its directory.
+fn write_files(dir: &Path, files: &[(String, String)]) {
+    for (path, content) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
     }
 }
 
@@ -255,6 +273,57 @@ async fn a_bad_artifact_digest_fails_the_deployment_and_changes_nothing() {
     assert!(alive(&lib_pid));
     assert_eq!(installs(&fx.work(LIB)), ["install-1.0.0"]);
     assert_eq!(fx.core.states()[LIB], S::Running);
+    fx.core.shutdown(Duration::from_secs(20)).await;
+}
+
+const PROBE: &str = "com.example.Probe";
+
+/// A recipe as AWS's local-development examples write them: the Run step calls a script of
+/// the component's artifact directory, and there is no `Artifacts` list.
+fn probe_recipe(version: &str) -> String {
+    format!(
+        r#"RecipeFormatVersion: "2020-01-25"
+ComponentName: {PROBE}
+ComponentVersion: "{version}"
+Manifests:
+  - Platform:
+      os: linux
+    Lifecycle:
+      Run: "sh {{artifacts:path}}/probe.sh {version}"
+"#
+    )
+}
+
+/// The probe's script and a data file beside it, in `artifacts/{PROBE}/{version}/`: the script
+/// writes its argument and the data file's content to `probe.out` in its work directory.
+fn probe_artifacts(version: &str) -> [(String, String); 2] {
+    let dir = format!("artifacts/{PROBE}/{version}");
+    let script = "echo \"$1 $(cat \"$(dirname \"$0\")/data/greeting.txt\")\" > probe.out\n";
+    [(format!("{dir}/probe.sh"), script.to_owned()), (format!("{dir}/data/greeting.txt"), format!("hello {version}"))]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undeclared_artifacts_are_copied_at_start_and_by_a_local_deployment() {
+    let mut files = vec![("recipes/probe.yaml".to_owned(), probe_recipe("1.0.0"))];
+    files.extend(probe_artifacts("1.0.0"));
+    let fx = Fixture::with(&files, &[PROBE]).await;
+    fx.wait_state(PROBE, S::Finished).await;
+    let out = || std::fs::read_to_string(fx.work(PROBE).join("probe.out")).unwrap();
+    assert_eq!(out(), "1.0.0 hello 1.0.0\n");
+
+    let dir = fx.new_dir("v2");
+    let mut update = vec![("recipes/probe.yaml".to_owned(), probe_recipe("2.0.0"))];
+    update.extend(probe_artifacts("2.0.0"));
+    write_files(&dir, &update);
+    let done = fx.deploy(add(&dir, &[(PROBE, "2.0.0")])).await;
+
+    assert_eq!(done.status, DeploymentStatus::Succeeded, "{done:?}");
+    assert_eq!(fx.version_of(PROBE).as_deref(), Some("2.0.0"));
+    // The deployment settles once 2.0.0 runs; FINISHED from now on is its Run's end.
+    fx.wait_state(PROBE, S::Finished).await;
+    assert_eq!(out(), "2.0.0 hello 2.0.0\n");
+    let staged = fx.dir.path().join(format!("root/packages/artifacts/{PROBE}/2.0.0/data/greeting.txt"));
+    assert_eq!(std::fs::read_to_string(staged).unwrap(), "hello 2.0.0");
     fx.core.shutdown(Duration::from_secs(20)).await;
 }
 

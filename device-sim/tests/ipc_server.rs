@@ -2,7 +2,7 @@
 
 use device_sim::core::access::{AccessControl, CLI, MQTT_PROXY, PUBSUB, SHADOW_MANAGER};
 use device_sim::core::config_store::ConfigStore;
-use device_sim::core::ipc_server::{CoreServices, FakeIotCoreBridge, IpcServer, ServerSettings};
+use device_sim::core::ipc_server::{CoreServices, IpcServer, ServerSettings};
 use device_sim::core::local_shadow::{LocalShadows, MemoryPersistence, RateLimits};
 use device_sim::core::pubsub::PubSub;
 use device_sim::core::{ComponentState, ControlError, LifecycleControl, ReportedState, Tokens};
@@ -11,7 +11,10 @@ use kit::ipc::operation::Operation;
 use kit::ipc::{ErrorCode, IpcClient, IpcError};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
+use support::fake_bridge::FakeIotCoreBridge;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod support;
 
 #[derive(Default)]
 struct FakeLifecycle {

@@ -132,8 +132,10 @@ async fn install_runs_before_run_shutdown_runs_on_stop_and_logs_hold_both() {
     assert_eq!(std::fs::read_to_string(&order).unwrap(), "install\nrun\nshutdown\n");
     assert_eq!(sup.state("com.example.Order"), Some(S::Finished));
 
-    let log = wait_file(&fx.root.join("logs/com.example.Order.log"), "[stdout] Run: run-output").await;
-    assert!(log.contains("[stderr] Run: oops"), "{log}");
+    // stdout and stderr are read by separate tasks: wait for each line, not for one then the other.
+    let log = fx.root.join("logs/com.example.Order.log");
+    wait_file(&log, "[stdout] Run: run-output").await;
+    wait_file(&log, "[stderr] Run: oops").await;
     let gg = std::fs::read_to_string(fx.root.join("logs/greengrass.log")).unwrap();
     assert!(gg.contains("com.example.Order: Starting -> Running"), "{gg}");
     assert!(gg.contains("com.example.Order: Stopping -> Finished"), "{gg}");

@@ -39,7 +39,8 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::ipc_server::{BoxFuture, BridgeError, IotCoreBridge};
+use super::options::CoreOptions;
+use super::services::{BoxFuture, BridgeError, IotCoreBridge};
 
 /// The nucleus's default spool size.
 pub const DEFAULT_SPOOL_MAX_BYTES: usize = 2_621_440;
@@ -278,6 +279,19 @@ fn mqtt_qos(q: Qos) -> QoS {
 }
 
 impl MqttBridge {
+    /// The bridge of a core started with `options`: connecting as its thing, with its
+    /// certificate and key, when it has a cloud connection (`--cloud`); `None` offline.
+    pub fn from_options(options: &CoreOptions) -> Result<Option<Arc<Self>>, BridgeSetupError> {
+        let Some(cloud) = &options.cloud else { return Ok(None) };
+        let config = BridgeConfig::new(
+            cloud.endpoints.clone(),
+            cloud.cert_file.clone(),
+            cloud.key_file.clone(),
+            options.thing.clone(),
+        );
+        Ok(Some(Arc::new(Self::start(config)?)))
+    }
+
     /// Checks the configuration and starts connecting (in the background; it never waits for
     /// the cloud). Must be called inside a tokio runtime.
     pub fn start(config: BridgeConfig) -> Result<Self, BridgeSetupError> {

@@ -21,9 +21,9 @@
 
 use crate::core::access::{self, AccessControl};
 use crate::core::config_store::{ConfigError, ConfigStore};
-use crate::core::deployment::{self, LocalDeploymentService, RequestError};
 use crate::core::local_shadow::{LocalShadowError, LocalShadows, topic_prefix};
 use crate::core::pubsub::{PubSub, PubSubError};
+use crate::core::services::{IotCoreBridge, LocalDeploymentService, RequestError, is_uuid};
 use crate::core::{ControlError, LifecycleControl, ReportedState, Tokens};
 use bytes::{Bytes, BytesMut};
 use cloud_api::ipc::error::{ErrorCode, ServiceError};
@@ -35,10 +35,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
@@ -46,83 +44,6 @@ use tokio::task::JoinHandle;
 
 /// `StopComponent`, served although `cloud_api`'s operation list does not model it.
 pub const STOP_COMPONENT: &str = "aws.greengrass#StopComponent";
-
-/// A boxed future, for the object-safe bridge trait.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Why the IoT Core bridge could not do it (answered as `ServiceError`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BridgeError(pub String);
-
-/// The core's one MQTT connection to AWS IoT Core, shared by all components'
-/// PublishToIoTCore / SubscribeToIoTCore. Implemented by the MQTT bridge.
-pub trait IotCoreBridge: Send + Sync {
-    /// Publishes a message.
-    fn publish(&self, topic: &str, qos: Qos, payload: Vec<u8>, retain: bool) -> BoxFuture<'_, Result<(), BridgeError>>;
-    /// Subscribes to a filter; messages arrive on the receiver until it is dropped.
-    fn subscribe(&self, filter: &str, qos: Qos) -> BoxFuture<'_, Result<mpsc::Receiver<MqttMessage>, BridgeError>>;
-}
-
-/// A publish the fake bridge saw: topic, QoS, payload, retain.
-pub type Published = (String, Qos, Vec<u8>, bool);
-type FakeSub = (String, mpsc::Sender<MqttMessage>);
-
-/// An in-memory bridge for tests: records publishes, delivers injected messages to
-/// matching subscriptions.
-#[derive(Default, Clone)]
-pub struct FakeIotCoreBridge {
-    published: Arc<Mutex<Vec<Published>>>,
-    subs: Arc<Mutex<Vec<FakeSub>>>,
-    notify: Arc<tokio::sync::Notify>,
-}
-
-impl std::fmt::Debug for FakeIotCoreBridge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeIotCoreBridge").finish_non_exhaustive()
-    }
-}
-
-impl FakeIotCoreBridge {
-    /// Everything published so far: topic, QoS, payload, retain.
-    pub fn published(&self) -> Vec<Published> {
-        self.published.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-    /// Delivers a message from "the cloud"; returns how many subscriptions got it.
-    pub fn inject(&self, topic: &str, payload: &[u8]) -> usize {
-        let subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
-        subs.iter()
-            .filter(|(f, _)| cloud_api::topic::matches(f, topic))
-            .filter(|(_, tx)| {
-                tx.try_send(MqttMessage { topic_name: topic.into(), payload: payload.into(), ..Default::default() })
-                    .is_ok()
-            })
-            .count()
-    }
-    /// Waits until some subscription exists (so an injected message has a receiver).
-    pub async fn wait_for_subscription(&self) {
-        loop {
-            let n = self.notify.notified();
-            if !self.subs.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
-                return;
-            }
-            n.await;
-        }
-    }
-}
-
-impl IotCoreBridge for FakeIotCoreBridge {
-    fn publish(&self, topic: &str, qos: Qos, payload: Vec<u8>, retain: bool) -> BoxFuture<'_, Result<(), BridgeError>> {
-        self.published.lock().unwrap_or_else(|e| e.into_inner()).push((topic.to_owned(), qos, payload, retain));
-        Box::pin(async { Ok(()) })
-    }
-    fn subscribe(&self, filter: &str, _qos: Qos) -> BoxFuture<'_, Result<mpsc::Receiver<MqttMessage>, BridgeError>> {
-        let (tx, rx) = mpsc::channel(256);
-        self.subs.lock().unwrap_or_else(|e| e.into_inner()).push((filter.to_owned(), tx));
-        self.notify.notify_waiters();
-        Box::pin(async { Ok(rx) })
-    }
-}
 
 /// Everything the server serves.
 #[derive(Clone)]
@@ -616,7 +537,7 @@ impl Conn {
             }
             O::GetLocalDeploymentStatus => {
                 let req: GetLocalDeploymentStatusRequest = parse(payload)?;
-                if !deployment::is_uuid(&req.deployment_id) {
+                if !is_uuid(&req.deployment_id) {
                     return Err(err(
                         ErrorCode::InvalidArgumentsError,
                         "Invalid deploymentId format received. DeploymentId is a UUID",

@@ -12,7 +12,12 @@
 //! ```
 //!
 //! Artifacts come from a local deployment's artifact directory, `{artifact-dir}/{Name}/{Version}/`
-//! (Greengrass CLI `--artifactDir`). Like the nucleus (`ArtifactDownloader`, `ComponentManager`):
+//! (Greengrass CLI `--artifactDir`). Like the nucleus's local deployments
+//! (`DeploymentService.copyRecipesAndArtifacts`), the whole directory is copied into the
+//! component store, files the recipe does not declare included (they keep their file mode), so
+//! a recipe without an `Artifacts` list can run `{artifacts:path}/script.sh`; a declared
+//! artifact is checked and placed as follows. Like the nucleus (`ArtifactDownloader`,
+//! `ComponentManager`):
 //! a `Digest` is the standard base64 (with padding) of the digest named by `Algorithm`
 //! (`SHA-256` is the only one the nucleus' Java runtime and we both support here); `Permission`
 //! sets the file mode (`Read`/`Execute` `NONE|OWNER|ALL`; the owner also gets write, as the
@@ -191,6 +196,16 @@ pub enum ArtifactError {
         /// What is wrong.
         why: String,
     },
+    /// The component's artifact directory could not be copied into the core's root.
+    #[error("artifacts of {component}: cannot copy {path}: {source}")]
+    Copy {
+        /// Component name.
+        component: String,
+        /// The file or directory that could not be read or written.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
     /// Writing to the core's root failed.
     #[error("artifact {uri} of {component}: cannot write {path}: {source}")]
     Io {
@@ -206,7 +221,9 @@ pub enum ArtifactError {
 }
 
 /// Copies a component's artifacts from `{artifact_source}/{component}/{version}/` into the
-/// layout, checks digests, sets permissions and unpacks `Unarchive: ZIP` artifacts.
+/// layout, checks digests, sets permissions and unpacks `Unarchive: ZIP` artifacts; then
+/// copies the rest of that directory (files the recipe does not declare), as the nucleus
+/// copies a local deployment's whole artifact directory.
 pub fn stage_artifacts(
     layout: &Layout,
     artifact_source: &Path,
@@ -247,6 +264,49 @@ pub fn stage_artifacts(
                 }
                 UnzipError::Io(path, source) => io_err(&path, source),
             })?;
+        }
+    }
+    let declared: Vec<&str> = artifacts.iter().map(Artifact::file_name).collect();
+    copy_undeclared(&artifact_source.join(component).join(version), &target_dir, &declared)
+        .map_err(|(path, source)| ArtifactError::Copy { component: component.to_owned(), path, source })
+}
+
+/// Copies the files and directories of `from` into `to`, except the top-level files named in
+/// `declared` (staged with their recipe's permission already). Nothing to do when `from` does
+/// not exist or is `to` itself (staging again from the core's own store). A symbolic link to a
+/// file is copied as the file; a link to a directory is not followed, so a loop cannot recurse.
+fn copy_undeclared(from: &Path, to: &Path, declared: &[&str]) -> Result<(), (PathBuf, io::Error)> {
+    if !from.is_dir() || same_dir(from, to) {
+        return Ok(());
+    }
+    copy_tree(from, to, declared)
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
+}
+
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> Result<(), (PathBuf, io::Error)> {
+    let at = |p: &Path| {
+        let p = p.to_owned();
+        move |e| (p, e)
+    };
+    fs::create_dir_all(to).map_err(at(to))?;
+    let mut entries = fs::read_dir(from).map_err(at(from))?.collect::<Result<Vec<_>, _>>().map_err(at(from))?;
+    entries.sort_by_key(fs::DirEntry::file_name);
+    for entry in entries {
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| skip.contains(&n)) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let kind = entry.file_type().map_err(at(&src))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst, &[])?;
+        } else if kind.is_file() || (kind.is_symlink() && src.is_file()) {
+            // A staged copy from an earlier start may be read-only: replace it, do not write into it.
+            let _ = fs::remove_file(&dst);
+            fs::copy(&src, &dst).map_err(at(&src))?;
         }
     }
     Ok(())
@@ -370,6 +430,45 @@ mod tests {
     fn digest_is_standard_base64_of_sha256() {
         // echo -n hello | openssl dgst -sha256 -binary | base64
         assert_eq!(sha256_digest(b"hello"), "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=");
+    }
+
+    #[test]
+    fn the_whole_artifact_directory_is_copied_and_declared_files_keep_their_permission() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("artifacts");
+        let version_dir = source.join("com.x.A").join("1.0.0");
+        fs::create_dir_all(version_dir.join("lib/deep")).unwrap();
+        fs::write(version_dir.join("probe.sh"), "echo probe\n").unwrap();
+        set_mode(&version_dir.join("probe.sh"), 0o750).unwrap();
+        fs::write(version_dir.join("lib/deep/data.txt"), "42").unwrap();
+        fs::write(version_dir.join("model.bin"), "model").unwrap();
+        let declared = Artifact {
+            uri: "s3://bucket/model.bin".into(),
+            unarchive: Unarchive::None,
+            read: ArtifactPermission::Owner,
+            execute: ArtifactPermission::None,
+            digest: Some(sha256_digest(b"model")),
+            algorithm: None,
+        };
+        let layout = Layout::new(dir.path().join("root"));
+
+        stage_artifacts(&layout, &source, "com.x.A", "1.0.0", std::slice::from_ref(&declared)).unwrap();
+
+        let staged = layout.artifacts_dir("com.x.A", "1.0.0");
+        let mode = |p: &str| fs::metadata(staged.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(fs::read_to_string(staged.join("probe.sh")).unwrap(), "echo probe\n");
+        assert_eq!(mode("probe.sh"), 0o750, "an undeclared file keeps its mode");
+        assert_eq!(fs::read_to_string(staged.join("lib/deep/data.txt")).unwrap(), "42");
+        assert_eq!(mode("model.bin"), 0o600, "a declared file gets its recipe's permission");
+        // Staging again from the store itself (a rollback) leaves it as it is.
+        let store = dir.path().join("root/packages/artifacts");
+        stage_artifacts(&layout, &store, "com.x.A", "1.0.0", std::slice::from_ref(&declared)).unwrap();
+        assert_eq!(fs::read_to_string(staged.join("lib/deep/data.txt")).unwrap(), "42");
+        // A declared artifact is still digest-checked.
+        fs::write(version_dir.join("model.bin"), "other").unwrap();
+        let err = stage_artifacts(&layout, &source, "com.x.A", "1.0.0", &[declared]).unwrap_err();
+        assert!(matches!(err, ArtifactError::DigestMismatch { .. }), "{err}");
     }
 
     #[test]

@@ -7,11 +7,16 @@ pub mod bridge;
 pub mod cli;
 pub mod config_store;
 pub mod deployment;
+pub mod error;
 pub mod ipc_server;
 pub mod layout;
 pub mod local_shadow;
+pub mod options;
 pub mod pubsub;
+pub mod recipe_store;
 pub mod runtime;
+pub mod services;
+pub mod shadow_manager;
 pub mod shadow_store;
 pub mod shadow_sync;
 pub mod supervisor;
@@ -130,5 +135,81 @@ mod tests {
         assert_eq!(tokens.component(&second).as_deref(), Some("com.example.A"));
         tokens.revoke("com.example.A");
         assert_eq!(tokens.component(&second), None);
+    }
+
+    /// The core's modules, each with the core modules it refers to (`use super::…`,
+    /// `crate::core::…` and inline paths, comments left out); a submodule folder counts as its
+    /// parent module.
+    fn core_imports() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                let module = path.file_name().unwrap().to_str().unwrap().to_owned();
+                for sub in std::fs::read_dir(&path).unwrap() {
+                    let sub = sub.unwrap().path();
+                    let nested = sub.file_stem().is_some_and(|s| s != "mod");
+                    files.push((module.clone(), nested, std::fs::read_to_string(sub).unwrap()));
+                }
+            } else if path.file_stem().is_some_and(|s| s != "mod") {
+                let module = path.file_stem().unwrap().to_str().unwrap().to_owned();
+                files.push((module, false, std::fs::read_to_string(path).unwrap()));
+            }
+        }
+        let modules: BTreeSet<String> = files.iter().map(|(m, _, _)| m.clone()).collect();
+        let path = regex::Regex::new(r"\b(crate::core|super::super|super)::(\{[^}]*\}|\w+)").unwrap();
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (module, nested, text) in &files {
+            let edges = graph.entry(module.clone()).or_default();
+            for line in text.lines() {
+                let code = line.split("//").next().unwrap_or_default();
+                for m in path.captures_iter(code) {
+                    // In a nested file, `super::x` is a sibling inside the same folder.
+                    if *nested && &m[1] == "super" {
+                        continue;
+                    }
+                    let names = m[2].trim_matches(|c| c == '{' || c == '}');
+                    for name in names.split(',').map(|n| n.trim().split("::").next().unwrap_or_default()) {
+                        if modules.contains(name) && name != module {
+                            edges.insert(name.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        graph
+    }
+
+    #[test]
+    fn core_modules_import_each_other_without_a_cycle() {
+        let graph = core_imports();
+        assert!(graph.get("runtime").is_some_and(|e| e.contains("supervisor")), "the scan sees imports: {graph:?}");
+        // Depth-first search; a module met again while still on the path closes a cycle.
+        fn visit<'a>(
+            graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+            module: &'a str,
+            path: &mut Vec<&'a str>,
+            done: &mut std::collections::BTreeSet<&'a str>,
+        ) {
+            if let Some(at) = path.iter().position(|m| *m == module) {
+                panic!("import cycle among core modules: {} -> {module}", path[at..].join(" -> "));
+            }
+            if !done.insert(module) {
+                return;
+            }
+            path.push(module);
+            for next in graph.get(module).into_iter().flatten() {
+                visit(graph, next, path, done);
+            }
+            path.pop();
+        }
+        let mut done = std::collections::BTreeSet::new();
+        for module in graph.keys() {
+            visit(&graph, module, &mut Vec::new(), &mut done);
+        }
+        let above_root: Vec<&String> = graph.iter().filter(|(_, e)| e.contains("runtime")).map(|(m, _)| m).collect();
+        assert!(above_root.is_empty(), "only the composition root may be on top: {above_root:?} import runtime");
     }
 }

@@ -53,9 +53,14 @@ use cloud_api::ipc::model::{
 use self::plan::{ComponentFacts, Plan};
 use super::ComponentState;
 use super::access::AccessControl;
+use super::access::SHADOW_MANAGER;
 use super::config_store::ConfigStore;
-use super::runtime::{RecipeOrigins, access_configuration, load_recipes, parse_update_config, store_recipes};
-use super::shadow_sync::SHADOW_MANAGER;
+use super::error::CoreError;
+use super::options::CoreOptions;
+use super::recipe_store::{
+    RecipeOrigins, access_configuration, load_catalog, load_recipes, parse_update_config, store_recipes,
+};
+use super::services::{LocalDeploymentService, RequestError};
 use super::supervisor::{ComponentSpec, Supervisor};
 use crate::recipe::{
     Catalog, ConfigurationUpdate, DevicePlatform, EffectiveConfiguration, Resolution, RootRequirement, resolve,
@@ -68,33 +73,6 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Finished deployments kept for GetLocalDeploymentStatus / ListLocalDeployments.
 const KEEP_FINISHED: usize = 100;
-
-/// Why a CreateLocalDeployment request is refused outright (answered as an IPC error).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    /// The request is malformed (`InvalidArgumentsError`).
-    #[error("{0}")]
-    InvalidArguments(String),
-    /// `recipeDirectoryPath` is not usable (`InvalidRecipeDirectoryPathError`).
-    #[error("{0}")]
-    InvalidRecipeDirectory(String),
-    /// `artifactsDirectoryPath` is not usable (`InvalidArtifactsDirectoryPathError`).
-    #[error("{0}")]
-    InvalidArtifactsDirectory(String),
-    /// The core is shutting down (`ServiceError`).
-    #[error("the deployment queue is closed: the core is shutting down")]
-    Closed,
-}
-
-/// The local deployment operations, as the IPC server serves them.
-pub trait LocalDeploymentService: Send + Sync {
-    /// CreateLocalDeployment: queues a deployment, returns its id.
-    fn create(&self, request: CreateLocalDeploymentRequest) -> Result<String, RequestError>;
-    /// GetLocalDeploymentStatus.
-    fn status(&self, deployment_id: &str) -> Option<LocalDeployment>;
-    /// ListLocalDeployments.
-    fn list(&self) -> Vec<LocalDeployment>;
-}
 
 /// A deployment as the runner takes it.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +101,67 @@ pub(crate) struct Deployed {
     pub resolution: Resolution,
 }
 
+impl Deployed {
+    /// The deployment the core starts with (`--recipe-dir`, `--merge`, `--update-config`): the
+    /// recipe directory loaded next to the `builtins` (name, version), the roots resolved, and
+    /// each component's effective configuration. Returns it with the components to run (in
+    /// start order) and the recipe warnings; changes nothing on disk.
+    pub(crate) fn initial(
+        options: &CoreOptions,
+        builtins: &[(&str, &str)],
+    ) -> Result<(Self, Vec<ComponentSpec>, Vec<String>), CoreError> {
+        if options.merges.is_empty() {
+            return Err(CoreError::NothingToRun);
+        }
+        let parsed = options.merges.iter().map(|m| RootRequirement::parse_merge(m)).collect::<Result<Vec<_>, _>>();
+        let roots = parsed.map_err(CoreError::Resolve)?;
+        let (catalog, warnings, origins) = load_catalog(&options.recipe_dir, builtins)?;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let resolution = resolve(&catalog, &roots).map_err(CoreError::Resolve)?;
+        let specs =
+            ComponentSpec::from_resolution(&catalog, &resolution, &options.platform).map_err(CoreError::Supervisor)?;
+        for name in options.update_config.keys() {
+            if name != SHADOW_MANAGER && !specs.iter().any(|s| &s.recipe.name == name) {
+                return Err(CoreError::UpdateConfig(format!("{name} is not part of this deployment")));
+            }
+        }
+        let mut configs = HashMap::new();
+        for spec in &specs {
+            let name = &spec.recipe.name;
+            let update = options.update_config.get(name).cloned().unwrap_or_default();
+            let applied = EffectiveConfiguration::apply(None, &spec.recipe.default_configuration, &update)
+                .map_err(|e| CoreError::UpdateConfig(format!("{name}: {e}")))?;
+            for w in &applied.warnings {
+                tracing::warn!(component = %name, "{w}");
+            }
+            configs.insert(name.clone(), applied.configuration);
+        }
+        let roots = options
+            .merges
+            .iter()
+            .filter_map(|m| m.split_once('='))
+            .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        Ok((Self { catalog, origins, roots, configs, resolution }, specs, warnings))
+    }
+
+    /// Writes every component's configuration and its `accessControl` (`{iot:thingName}`
+    /// expanded) as the deployment computed them.
+    pub(crate) fn write_configuration(&self, config: &ConfigStore, access: &AccessControl, thing: &str) {
+        for (name, configuration) in &self.configs {
+            write_component(config, access, thing, name, &configuration.to_value());
+        }
+    }
+}
+
+/// One component's configuration into the store, its policies into access control.
+fn write_component(config: &ConfigStore, access: &AccessControl, thing: &str, name: &str, value: &Value) {
+    access.set_component(name, &access_configuration(value, thing));
+    config.set_component(name, value.clone());
+}
+
 /// The core's pieces a deployment works on.
 pub(crate) struct Context {
     /// The supervisor; weak so that dropping the core kills its components at once.
@@ -137,6 +176,25 @@ pub(crate) struct Context {
     pub platform: DevicePlatform,
     /// The core's root.
     pub root: PathBuf,
+}
+
+impl Context {
+    /// The context of a core started with `options`, running `supervisor`'s components.
+    pub(crate) fn new(
+        options: &CoreOptions,
+        supervisor: &Arc<Supervisor>,
+        config: &ConfigStore,
+        access: &AccessControl,
+    ) -> Self {
+        Self {
+            supervisor: Arc::downgrade(supervisor),
+            config: config.clone(),
+            access: access.clone(),
+            thing: options.thing.clone(),
+            platform: options.platform.clone(),
+            root: options.root.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -288,13 +346,6 @@ impl LocalDeploymentService for Deployments {
 /// True for SUCCEEDED, FAILED and CANCELED.
 pub fn is_final(status: DeploymentStatus) -> bool {
     matches!(status, DeploymentStatus::Succeeded | DeploymentStatus::Failed | DeploymentStatus::Canceled)
-}
-
-/// True when `id` reads as a UUID (8-4-4-4-12 hex digits), as the nucleus requires of ids.
-pub fn is_uuid(id: &str) -> bool {
-    let parts: Vec<&str> = id.split('-').collect();
-    parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn new_uuid() -> String {
@@ -608,8 +659,7 @@ async fn apply(
         ctx.access.remove_component(name);
     }
     for (name, value) in configs {
-        ctx.access.set_component(name, &access_configuration(value, &ctx.thing));
-        ctx.config.set_component(name, value.clone());
+        write_component(&ctx.config, &ctx.access, &ctx.thing, name, value);
     }
     let versions: HashMap<String, String> = specs.iter().map(|s| (s.name().to_owned(), s.version())).collect();
     let mut events = supervisor.subscribe();
@@ -676,6 +726,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::services::is_uuid;
 
     #[test]
     fn ids_are_uuids_and_only_uuids_pass_the_check() {

@@ -30,8 +30,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use self::merge::{Direction, Write, plan_full_sync, update_between};
-use super::ipc_server::IotCoreBridge;
 use super::local_shadow::{ChangeKind, LocalShadowError, LocalShadows, ShadowChange, ShadowKey, topic_prefix};
+use super::services::IotCoreBridge;
 use super::shadow_store::{SqliteShadowStore, SyncRecord};
 
 /// The ShadowManager's component name, whose configuration holds `synchronize` and `strategy`.

@@ -49,7 +49,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::machine::{Action, Event, Launched, Machine, Proc};
 use self::shell::{ProcessTable, Script};
+use super::config_store::ConfigStore;
 use super::layout::{ArtifactError, Layout, stage_artifacts};
+use super::options::CoreOptions;
 use super::{ComponentState, ControlError, LifecycleControl, ReportedState, Tokens};
 use crate::recipe::{
     Catalog, ComponentVariables, DependencyType, DevicePlatform, InterpolationContext, Lifecycle, Manifest, Recipe,
@@ -80,6 +82,21 @@ pub struct SupervisorConfig {
     pub ipc_socket: PathBuf,
     /// The nucleus version to claim (`GGC_VERSION`).
     pub ggc_version: String,
+}
+
+impl SupervisorConfig {
+    /// The settings for a core started with `options`, its IPC socket at `ipc_socket`.
+    pub fn from_options(options: &CoreOptions, ipc_socket: PathBuf) -> Self {
+        Self {
+            root: options.root.clone(),
+            artifact_dir: options.artifact_dir.clone(),
+            thing_name: options.thing.clone(),
+            region: options.region.clone(),
+            root_ca_path: options.root_ca_path.clone(),
+            ipc_socket,
+            ggc_version: GGC_VERSION.to_owned(),
+        }
+    }
 }
 
 /// A component to run: its recipe, the manifest chosen for this platform, its dependencies.
@@ -266,6 +283,21 @@ impl Supervisor {
         });
         let driver = tokio::spawn(drive(inner.clone(), rx));
         Ok(Self { inner, driver })
+    }
+
+    /// The supervisor of a core started with `options`, its IPC socket at `ipc_socket`: as
+    /// [`Supervisor::new`], the components reading their configuration from `config`.
+    pub fn from_options(
+        options: &CoreOptions,
+        ipc_socket: PathBuf,
+        components: Vec<ComponentSpec>,
+        tokens: Tokens,
+        config: &ConfigStore,
+    ) -> Result<Self, SupervisorError> {
+        let config = config.clone();
+        let configuration: ConfigurationSource =
+            Arc::new(move |name: &str| config.get(name, &[]).unwrap_or_else(|| serde_json::json!({})));
+        Self::new(SupervisorConfig::from_options(options, ipc_socket), components, tokens, configuration)
     }
 
     /// State changes from now on.

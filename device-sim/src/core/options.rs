@@ -1,0 +1,59 @@
+//! What the core is asked to run (the `device-sim core` flags): the one input every service
+//! of the core builds itself from.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use cloud_api::endpoints::Endpoints;
+
+use crate::recipe::{ConfigurationUpdate, DevicePlatform};
+
+/// What to run and where (the `device-sim core` flags).
+#[derive(Debug, Clone)]
+pub struct CoreOptions {
+    /// The core's root directory (`{kernel:rootPath}`); created if missing.
+    pub root: PathBuf,
+    /// The core device's thing name (`AWS_IOT_THING_NAME`, `{iot:thingName}`).
+    pub thing: String,
+    /// Where the recipes are (`--recipe-dir`).
+    pub recipe_dir: PathBuf,
+    /// Where the artifacts are: `{artifact_dir}/{Name}/{Version}/` (`--artifact-dir`).
+    pub artifact_dir: PathBuf,
+    /// The deployment's root components, `NAME=VERSION` each (`--merge`).
+    pub merges: Vec<String>,
+    /// The AWS Region (`AWS_REGION`).
+    pub region: String,
+    /// The root CA file (`GG_ROOT_CA_PATH`).
+    pub root_ca_path: Option<PathBuf>,
+    /// The device's platform, for manifest selection.
+    pub platform: DevicePlatform,
+    /// Per-component configuration updates (`--update-config`).
+    pub update_config: HashMap<String, ConfigurationUpdate>,
+    /// The IoT Core connection (`--cloud`, `--cert`, `--key`); `None` runs offline for good.
+    pub cloud: Option<CloudOptions>,
+}
+
+/// Where the core device's IoT Core connection goes, and as whom.
+#[derive(Debug, Clone)]
+pub struct CloudOptions {
+    /// `endpoints.json`.
+    pub endpoints: Endpoints,
+    /// The core device's certificate (PEM).
+    pub cert_file: PathBuf,
+    /// The core device's private key (PEM).
+    pub key_file: PathBuf,
+}
+
+impl CoreOptions {
+    /// The options with `root`, `recipe_dir` and `artifact_dir` made absolute: recipe variables
+    /// expand to these paths and components run in their work directories, so relative paths
+    /// would point nowhere (the nucleus's root is always absolute).
+    pub fn absolute(mut self) -> Self {
+        for path in [&mut self.root, &mut self.recipe_dir, &mut self.artifact_dir] {
+            if let Ok(absolute) = std::path::absolute(&*path) {
+                *path = absolute;
+            }
+        }
+        self
+    }
+}
