@@ -111,9 +111,15 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
 }
 
 /// Parses a JSON request body; empty (or blank) means every member absent.
+///
+/// A restJson1 body is a JSON object. serde would also read a struct from a JSON array
+/// (members by position), so `["pump", null, null]` would pass as a CreateThing body; a body
+/// that does not start with `{` is refused before serde sees it.
 pub fn parse_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, AwsError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok(T::default()),
+        Some(b'{') => {}
+        Some(_) => return Err(AwsError::invalid_request("malformed request body: expected a JSON object")),
     }
     serde_json::from_slice(bytes).map_err(|e| AwsError::invalid_request(format!("malformed request body: {e}")))
 }
@@ -740,7 +746,9 @@ mod tests {
 
     #[test]
     fn malformed_or_mistyped_json_is_an_invalid_request() {
-        for body in [&b"{not json"[..], b"[]", b"{\"thingTypeName\": 5}", b"\"x\""] {
+        // A struct read from an array by position is not a restJson1 body either.
+        let by_position = br#"["pump", null, null]"#;
+        for body in [&b"{not json"[..], b"[]", b"{\"thingTypeName\": 5}", b"\"x\"", by_position, b" [\"pump\"]"] {
             let e = parse_json::<CreateThingRequest>(body).unwrap_err();
             assert_eq!(e.error_type, "InvalidRequestException", "{:?}", String::from_utf8_lossy(body));
         }
