@@ -24,6 +24,10 @@ mod protection;
 mod settings;
 mod stats;
 
+// Public for the fuzz checks (tests/fuzz-checks), which replay arbitrary plant answers through
+// `PlantState::from_answers`, the controller's only reading of Modbus data.
+pub use plant::{PlantError, PlantState};
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

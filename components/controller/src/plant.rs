@@ -29,6 +29,29 @@ impl PlantState {
     pub fn as_command(&self) -> Command {
         Command { speed_rpm: self.speed_rpm, run: self.run, bypass_open: self.bypass_open }
     }
+
+    /// The state from the plant's answers to [`PlantLink::read`]'s two requests: the holding
+    /// register(s) from the speed setpoint's address, and the coils from address 0. An answer
+    /// that does not fit the map (no register, a setpoint out of range, too few coils) is
+    /// [`PlantError::BadData`]. Pure, so the fuzz checks feed it arbitrary answers.
+    pub fn from_answers(words: &[u16], coils: &[bool]) -> Result<PlantState, PlantError> {
+        let word = *words.first().ok_or_else(|| bad_data(READ_SPEED, "no register in the answer".into()))?;
+        let speed = Setpoint::SpeedRpm.spec().decode_checked(word).map_err(|e| bad_data(READ_SPEED, e.to_string()))?;
+        let coil = |which: Coil| {
+            coils
+                .get(usize::from(which.address()))
+                .copied()
+                .ok_or_else(|| bad_data(READ_COILS, format!("{} coils in the answer", coils.len())))
+        };
+        Ok(PlantState { speed_rpm: speed.round() as u16, run: coil(Coil::Run)?, bypass_open: coil(Coil::BypassOpen)? })
+    }
+}
+
+const READ_SPEED: &str = "read speed setpoint";
+const READ_COILS: &str = "read coils";
+
+fn bad_data(what: &'static str, detail: String) -> PlantError {
+    PlantError::BadData { what, detail }
 }
 
 /// A Modbus request that failed, by what to do next.
@@ -148,25 +171,14 @@ impl PlantLink {
 
     /// Reads the speed setpoint and both coils.
     pub async fn read(&mut self) -> Result<PlantState, PlantError> {
-        const SPEED: &str = "read speed setpoint";
-        const COILS: &str = "read coils";
-        let bad = |what: &'static str, detail: String| PlantError::BadData { what, detail };
-        let Answer::Words(words) = self.request(SPEED, Op::ReadRegisters(Setpoint::SpeedRpm.address(), 1)).await?
+        let Answer::Words(words) = self.request(READ_SPEED, Op::ReadRegisters(Setpoint::SpeedRpm.address(), 1)).await?
         else {
-            return Err(bad(SPEED, "not registers".into()));
+            return Err(bad_data(READ_SPEED, "not registers".into()));
         };
-        let word = *words.first().ok_or_else(|| bad(SPEED, "no register in the answer".into()))?;
-        let speed = Setpoint::SpeedRpm.spec().decode_checked(word).map_err(|e| bad(SPEED, e.to_string()))?;
-        let Answer::Bits(coils) = self.request(COILS, Op::ReadCoils(0, Coil::ALL.len() as u16)).await? else {
-            return Err(bad(COILS, "not coils".into()));
+        let Answer::Bits(coils) = self.request(READ_COILS, Op::ReadCoils(0, Coil::ALL.len() as u16)).await? else {
+            return Err(bad_data(READ_COILS, "not coils".into()));
         };
-        let coil = |which: Coil| {
-            coils
-                .get(usize::from(which.address()))
-                .copied()
-                .ok_or_else(|| bad(COILS, format!("{} coils in the answer", coils.len())))
-        };
-        Ok(PlantState { speed_rpm: speed.round() as u16, run: coil(Coil::Run)?, bypass_open: coil(Coil::BypassOpen)? })
+        PlantState::from_answers(&words, &coils)
     }
 
     /// Writes each command that differs from `current`: the speed first (a reduction takes

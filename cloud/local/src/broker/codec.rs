@@ -2,6 +2,9 @@
 //! the codec leaves out (reserved header flags, protocol level of a CONNECT),
 //! and encoding of the packets the broker sends. PUBLISH is encoded straight
 //! from a shared message so fan-out does not allocate per subscriber.
+//!
+//! The decoding half ([`decode`], [`classify_first`]) is public for the fuzz checks
+//! (`tests/fuzz-checks`), which feed it arbitrary bytes; the encoders stay crate-private.
 
 use bytes::{BufMut, BytesMut};
 use rumqttc::mqttbytes::Error as CodecError;
@@ -10,11 +13,11 @@ use rumqttc::mqttbytes::v4::Packet;
 /// Largest remaining length the broker reads: a 128 KiB payload plus room for
 /// the topic and header. Bigger frames are refused from their fixed header,
 /// before their body is buffered.
-pub(crate) const MAX_REMAINING_LENGTH: usize = cloud_api::limits::MAX_PAYLOAD_BYTES + 1024;
+pub const MAX_REMAINING_LENGTH: usize = cloud_api::limits::MAX_PAYLOAD_BYTES + 1024;
 
 /// Outcome of trying to decode one packet from the front of a buffer.
 #[derive(Debug)]
-pub(crate) enum Decoded {
+pub enum Decoded {
     /// A packet (consumed from the buffer).
     Packet(Packet),
     /// More bytes are needed.
@@ -26,7 +29,7 @@ pub(crate) enum Decoded {
 /// Decodes the next packet. Enforces the fixed-header flag bits MQTT 3.1.1
 /// reserves (SUBSCRIBE, UNSUBSCRIBE and PUBREL carry 0b0010, other non-PUBLISH
 /// packets 0), which the codec does not check.
-pub(crate) fn decode(buf: &mut BytesMut) -> Decoded {
+pub fn decode(buf: &mut BytesMut) -> Decoded {
     let Some(&byte1) = buf.first() else { return Decoded::Incomplete };
     let flags = byte1 & 0x0F;
     let expected_flags = match byte1 >> 4 {
@@ -48,7 +51,7 @@ pub(crate) fn decode(buf: &mut BytesMut) -> Decoded {
 
 /// What the first packet of a connection announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FirstPacket {
+pub enum FirstPacket {
     /// Not enough bytes yet.
     Incomplete,
     /// A CONNECT for MQTT 3.1.1 (`MQTT`, level 4).
@@ -62,7 +65,7 @@ pub(crate) enum FirstPacket {
 /// Inspects the first packet before decoding it, so a CONNECT for a version the
 /// broker does not speak gets CONNACK "unacceptable protocol version" instead
 /// of being misparsed with 3.1.1 rules.
-pub(crate) fn classify_first(buf: &[u8]) -> FirstPacket {
+pub fn classify_first(buf: &[u8]) -> FirstPacket {
     let Some(&byte1) = buf.first() else { return FirstPacket::Incomplete };
     if byte1 != 0x10 {
         return FirstPacket::NotConnect;

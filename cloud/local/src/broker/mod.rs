@@ -81,7 +81,7 @@
 //! persistence across restarts, lifecycle events (`$aws/events/...`), Basic
 //! Ingest (`$aws/rules/...`).
 
-mod codec;
+pub mod codec;
 mod connection;
 mod queue;
 mod rules;

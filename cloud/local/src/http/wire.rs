@@ -111,11 +111,21 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
 }
 
 /// Parses a JSON request body; empty (or blank) means every member absent.
+///
+/// A restJson1 body is a JSON object, in UTF-8. serde would also read a struct from a JSON array
+/// (members by position), so `["pump", null, null]` would pass as a CreateThing body; a body
+/// that does not start with `{` is refused before serde sees it. And `serde_json::from_slice`
+/// skips the string of an unknown member without checking its UTF-8, so the text is checked
+/// first.
 pub fn parse_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, AwsError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok(T::default()),
+        Some(b'{') => {}
+        Some(_) => return Err(AwsError::invalid_request("malformed request body: expected a JSON object")),
     }
-    serde_json::from_slice(bytes).map_err(|e| AwsError::invalid_request(format!("malformed request body: {e}")))
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| AwsError::invalid_request(format!("malformed request body: not UTF-8: {e}")))?;
+    serde_json::from_str(text).map_err(|e| AwsError::invalid_request(format!("malformed request body: {e}")))
 }
 
 /// A `200 OK` JSON response.
@@ -740,7 +750,13 @@ mod tests {
 
     #[test]
     fn malformed_or_mistyped_json_is_an_invalid_request() {
-        for body in [&b"{not json"[..], b"[]", b"{\"thingTypeName\": 5}", b"\"x\""] {
+        // A struct read from an array by position is not a restJson1 body either.
+        let by_position = br#"["pump", null, null]"#;
+        // Invalid UTF-8 in a member the shape does not have.
+        let not_utf8 = b"{\"poDocument\":\"\xff\xfe\"}";
+        for body in
+            [&b"{not json"[..], b"[]", b"{\"thingTypeName\": 5}", b"\"x\"", by_position, b" [\"pump\"]", not_utf8]
+        {
             let e = parse_json::<CreateThingRequest>(body).unwrap_err();
             assert_eq!(e.error_type, "InvalidRequestException", "{:?}", String::from_utf8_lossy(body));
         }
