@@ -69,6 +69,9 @@ struct Core {
 
 const A: &str = "com.example.A";
 const B: &str = "com.example.B";
+/// The one topic B may publish to: a marker whose arrival proves that what a subscriber
+/// should not get was not queued before it.
+const MARKER_TOPIC: &str = "pump/marker";
 
 fn allow_all() -> serde_json::Value {
     json!({
@@ -92,7 +95,10 @@ async fn core_with(settings: ServerSettings) -> Core {
     let access = AccessControl::new();
     config.set_component(A, allow_all());
     access.set_component(A, &allow_all());
-    let b_config = json!({"accessControl": {PUBSUB: {"B:1": {"operations": ["aws.greengrass#SubscribeToTopic"], "resources": ["flood/t", "pump/*"]}}}});
+    let b_config = json!({"accessControl": {PUBSUB: {
+        "B:1": {"operations": ["aws.greengrass#SubscribeToTopic"], "resources": ["flood/t", "pump/*"]},
+        "B:2": {"operations": ["aws.greengrass#PublishToTopic"], "resources": [MARKER_TOPIC]}
+    }}});
     config.set_component(B, b_config.clone());
     access.set_component(B, &b_config);
     let pubsub = PubSub::new(16);
@@ -124,6 +130,15 @@ async fn core() -> Core {
 impl Core {
     async fn client(&self, component: &str) -> IpcClient {
         IpcClient::connect(self.server.path(), self.tokens.issue(component)).await.unwrap()
+    }
+}
+
+/// Polls `f` once: `Some` when it is ready without waiting.
+fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::future::Future::poll(std::pin::pin!(f), &mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
 
@@ -277,14 +292,18 @@ async fn pubsub_json_and_binary_with_receive_modes_and_access_control() {
         matches!(b_sub.next_event().await.unwrap().unwrap(), PubSubMessage::Binary(ref m) if m.message.as_bytes() == b"raw")
     );
     assert!(matches!(a_all.next_event().await.unwrap().unwrap(), PubSubMessage::Json(_)));
-    // A's own messages do not come back on its "from others" subscription: the next thing
-    // it sees is B's... B may not publish, so nothing must be queued there at all.
-    let again = a
-        .subscribe_to_topic(&SubscribeToTopicRequest { topic: "pump/readings".into(), receive_mode: None })
-        .await
-        .unwrap();
-    drop(again);
-    assert!(tokio::time::timeout(std::time::Duration::ZERO, a_others.next_event()).await.is_err());
+    // A's own messages do not come back on its "from others" subscription. The bus delivers
+    // to a subscription in publish order, so B's marker, published after A's two messages,
+    // must be the first thing that subscription sees.
+    b.publish_to_topic(&PublishToTopicRequest {
+        topic: MARKER_TOPIC.into(),
+        publish_message: PubSubMessage::json(json!("marker")),
+    })
+    .await
+    .unwrap();
+    let first = a_others.next_event().await.unwrap().unwrap();
+    assert_eq!(first.topic(), Some(MARKER_TOPIC), "A's own message came back first: {first:?}");
+    assert!(matches!(first, PubSubMessage::Json(ref j) if j.message == json!("marker")), "{first:?}");
     // Denied: B may not publish.
     let e = b
         .publish_to_topic(&PublishToTopicRequest {
@@ -434,7 +453,7 @@ async fn shadows_get_update_delete_list_and_local_topics() {
 async fn component_updates_stream_stays_open_and_defer_is_accepted() {
     let core = core().await;
     let a = core.client(A).await;
-    let _updates = a.subscribe_to_component_updates(&SubscribeToComponentUpdatesRequest {}).await.unwrap();
+    let mut updates = a.subscribe_to_component_updates(&SubscribeToComponentUpdatesRequest {}).await.unwrap();
     a.defer_component_update(&DeferComponentUpdateRequest {
         deployment_id: "d".into(),
         message: None,
@@ -444,6 +463,11 @@ async fn component_updates_stream_stays_open_and_defer_is_accepted() {
     .unwrap();
     // The connection still serves calls with the stream open.
     a.update_state(&UpdateStateRequest { state: ReportedLifecycleState::Running }).await.unwrap();
+    // One connection delivers its frames in order, and the client routes each to its stream
+    // before it answers a later call: had the server closed the stream or sent an event on it
+    // before answering UpdateState, that would be waiting in the stream now.
+    let pending = ready_now(updates.next_event());
+    assert!(pending.is_none(), "the component updates stream got {pending:?} instead of staying open");
 }
 
 #[tokio::test]
@@ -461,9 +485,22 @@ async fn malformed_bytes_close_that_connection_only() {
     let good = core.client(A).await;
     let mut raw = tokio::net::UnixStream::connect(core.server.path()).await.unwrap();
     raw.write_all(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]).await.unwrap();
+    // The server answers with one PROTOCOL_ERROR and closes.
     let mut rest = Vec::new();
-    // The server answers (PROTOCOL_ERROR) and closes: read_to_end returns.
-    raw.read_to_end(&mut rest).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), raw.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    let mut rest = bytes::BytesMut::from(&rest[..]);
+    let codec = cloud_api::ipc::frame::FrameCodec::new();
+    let frame = codec.decode(&mut rest).expect("a well-formed frame").expect("one whole frame before the close");
+    let reply = cloud_api::ipc::rpc::RpcMessage::from_message(frame).unwrap();
+    assert_eq!(reply.message_type, cloud_api::ipc::rpc::MessageType::ProtocolError, "{reply:?}");
+    assert!(reply.stream_id.is_connection(), "{reply:?}");
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("malformed frame: "), "{body}");
+    assert!(rest.is_empty(), "nothing after PROTOCOL_ERROR: {rest:?}");
     good.update_state(&UpdateStateRequest { state: ReportedLifecycleState::Running }).await.unwrap();
 }
 

@@ -57,16 +57,6 @@ def device_sim_bin() -> Path:
     )
 
 
-def core_supports(binary: Path, flag: str) -> bool:
-    """True when `device-sim core --help` lists `flag` and does not call it unsupported."""
-    out = subprocess.run([str(binary), "core", "--help"], capture_output=True, text=True, timeout=30).stdout
-    entries = re.split(r"\n(?=\s*-)", out)  # one entry per option, with its wrapped help lines
-    for entry in entries:
-        if re.match(rf"\s*(-\w, )?{re.escape(flag)}\b", entry):
-            return "not yet supported" not in entry.lower()
-    return False
-
-
 @dataclass(frozen=True)
 class Component:
     """A component to deploy: its recipe and the files of its one artifact directory."""

@@ -202,28 +202,19 @@ def connect_device(
     return connection
 
 
-def assert_connect_refused(error: BaseException) -> None:
-    """Checks that a failed `connect()` was a refusal: CONNACK "not
-    authorized", or the server closing the connection (not a time-out or a
-    TLS or socket error on our side)."""
+def assert_connect_not_authorized(error: BaseException) -> None:
+    """Checks that a failed `connect()` was the broker's refusal with CONNACK return code 5
+    (not authorized), which is how the local cloud, like IoT Core for MQTT 3.1.1, refuses a
+    certificate or client id it does not accept. awscrt reports that CONNACK either as the
+    return code itself or as AWS_ERROR_MQTT_PROTOCOL_ERROR (aws-c-mqtt's log: "invalid connect
+    return code 5, disconnecting"); a hang-up, a time-out or a TLS error is not a refusal.
+    Pair it with `connack_return_code`, which reads the code on the wire."""
     code = error.args[0] if error.args else None
     if isinstance(code, mqtt.ConnectReturnCode):
         assert code == mqtt.ConnectReturnCode.NOT_AUTHORIZED, f"CONNACK {code!r}, expected NOT_AUTHORIZED"
         return
     assert isinstance(error, AwsCrtError), f"unexpected {type(error).__name__}: {error}"
-    assert error.name in REFUSAL_ERRORS, f"{error.name}: {error.message}"
-
-
-# awscrt errors a refusal surfaces as. aws-c-mqtt turns a CONNACK with a
-# non-zero return code into AWS_ERROR_MQTT_PROTOCOL_ERROR (its log says
-# "invalid connect return code 5, disconnecting"); the others are a server that
-# closed the connection without CONNACK, as AWS IoT Core may. Use
-# `connack_return_code` for the exact code on the wire.
-REFUSAL_ERRORS = {
-    "AWS_ERROR_MQTT_PROTOCOL_ERROR",
-    "AWS_ERROR_MQTT_UNEXPECTED_HANGUP",
-    "AWS_IO_SOCKET_CLOSED",
-}
+    assert error.name == "AWS_ERROR_MQTT_PROTOCOL_ERROR", f"{error.name}: {error.message}"
 
 
 def connack_return_code(endpoints: Endpoints, device: Device, client_id: Optional[str] = None) -> Optional[int]:

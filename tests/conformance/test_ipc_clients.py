@@ -26,8 +26,6 @@ from simcore import (
     CloudLink,
     Component,
     binary_from_env,
-    core_supports,
-    device_sim_bin,
 )
 from support import EVENT_TIMEOUT_S, ConnectionEvents, Device, Mailbox, provision_device, unique_name
 
@@ -35,19 +33,14 @@ PYTHON_CLIENT = "com.example.conformance.PythonIpcClient"
 GG_SDK_CLIENT = "com.example.conformance.GgSdkClient"
 VERSION = "1.0.0"
 DEPLOYED_VALUE = "merged by the deployment"
+# What the simulated core answers PublishToIoTCore with when it has no IoT Core bridge
+# (started without `--cloud`): the modelled ServiceError, with this message.
+NO_BRIDGE_MESSAGE = "no connection to AWS IoT Core is configured on this core"
 
 
-def deployment_merge(name: str):
-    """The `--update-config` that merges `deployed` into `name`'s configuration, when the
-    core has that flag (None otherwise: the test of the merged value is then skipped)."""
-    if not core_supports(device_sim_bin(), "--update-config"):
-        return None
+def deployment_merge(name: str) -> dict:
+    """The `--update-config` that merges `deployed` into `name`'s configuration."""
     return {name: {"MERGE": {"deployed": DEPLOYED_VALUE}}}
-
-
-def skip_without_deployment_merge() -> None:
-    if not core_supports(device_sim_bin(), "--update-config"):
-        pytest.skip("device-sim core has no --update-config (deployment configuration merge) yet")
 
 
 def python_component() -> Component:
@@ -144,7 +137,6 @@ class TestPythonClient:
         }
 
     def test_get_configuration_answers_the_value_merged_by_the_deployment(self, python_report):
-        skip_without_deployment_merge()
         assert ok(python_report[0]["steps"], "GetConfiguration.deployed") == {
             "componentName": PYTHON_CLIENT,
             "value": {"deployed": DEPLOYED_VALUE},
@@ -193,12 +185,13 @@ class TestPythonClient:
             # The SDK fills the exception from the payload's `message` field.
             assert error["message"], (name, error)
 
-    def test_publish_to_iot_core_without_a_cloud_answers_a_modelled_error_or_success(self, python_report):
-        step = python_report[0]["steps"]["PublishToIoTCore"]
-        # Offline, a nucleus may spool the message (success) or refuse it; either way the SDK
-        # must understand the answer.
-        if not step["ok"]:
-            assert step["error"]["ipcError"] is True, step
+    def test_publish_to_iot_core_without_a_cloud_is_refused_with_service_error(self, python_report):
+        # A core without an IoT Core bridge has nowhere to send the message (the nucleus would
+        # spool it for a connection it has configured; this core has none): the SDK raises the
+        # modelled ServiceError with the core's message. With a bridge, the message must reach
+        # the cloud: test_publish_to_iot_core_from_both_clients_reaches_the_cloud.
+        error = failed(python_report[0]["steps"], "PublishToIoTCore")
+        assert error == {"type": "ServiceError", "ipcError": True, "message": NO_BRIDGE_MESSAGE}, error
 
 
 class TestGgSdkClient:
@@ -219,7 +212,6 @@ class TestGgSdkClient:
         assert failed(steps, "GetConfiguration.missing")["sdkError"] == "Noentry"
 
     def test_get_configuration_answers_the_value_merged_by_the_deployment(self, gg_sdk_report):
-        skip_without_deployment_merge()
         assert ok(gg_sdk_report[0]["steps"], "GetConfiguration.deployed") == DEPLOYED_VALUE
 
     def test_update_configuration_is_read_back_and_notified(self, gg_sdk_report):
@@ -256,12 +248,11 @@ class TestGgSdkClient:
         assert raw["answer"]["errorCode"] == "UnauthorizedError", raw
         assert raw["sdkResult"] == "Remote", raw
 
-    def test_publish_to_iot_core_without_a_cloud_is_answered(self, gg_sdk_report):
-        step = gg_sdk_report[0]["steps"]["PublishToIoTCore"]
-        # Offline, a nucleus may spool the message (success) or refuse it; the SDK must get an
-        # answer it understands, not a broken connection.
-        if not step["ok"]:
-            assert step["error"]["sdkError"] in {"Failure", "Retry", "Unsupported", "Remote"}, step
+    def test_publish_to_iot_core_without_a_cloud_is_refused_with_service_error(self, gg_sdk_report):
+        # The SDK's PublishToIoTCore maps every `_errorCode` but UnauthorizedError to `Failure`:
+        # the core's ServiceError (no bridge) arrives as that, not as a broken connection.
+        error = failed(gg_sdk_report[0]["steps"], "PublishToIoTCore")
+        assert error["sdkError"] == "Failure", error
 
 
 # --- IoT Core bridge -------------------------------------------------------------------
@@ -312,8 +303,6 @@ def provision(iot, endpoints, workdir, prefix: str, policy_document: str) -> Dev
 def test_publish_to_iot_core_from_both_clients_reaches_the_cloud(
     local_cloud, iot, endpoints, connect, simulated_core, tmp_path
 ):
-    if not core_supports(device_sim_bin(), "--cloud"):
-        pytest.skip("device-sim core has no IoT Core bridge yet (`core --help` lists no supported --cloud)")
     components = [python_component(), gg_sdk_component()]
     core_device = provision(iot, endpoints, tmp_path / "core", "gg-core", core_device_policy())
     thing = core_device.thing_name

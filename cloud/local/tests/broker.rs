@@ -480,17 +480,26 @@ async fn at_most_100_qos1_messages_are_unacknowledged_toward_a_subscriber() {
     assert_eq!(read_n(&mut raw, 5).await, vec![0x90, 3, 0, 1, 1]);
 
     let mut publ = connected(cloud.options("window-pub", &dev)).await;
+    // Each publish returns once PUBACKed, that is once the broker queued it for the subscriber.
     for i in 0..101u32 {
         publ.publish("w/t", QoS::AtLeastOnce, false, i.to_be_bytes()).await.unwrap();
     }
     let mut buf = bytes::BytesMut::new();
     let ids = read_publishes(&mut raw, &mut buf, 100).await;
-    // The 101st waits for an acknowledgement. (A bounded negative check.)
-    let mut more = [0u8; 64];
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), raw.read(&mut more)).await.is_err(),
-        "no 101st message yet"
-    );
+    // The 101st waits for an acknowledgement: it was queued before this PINGREQ was sent, so
+    // without the window it would come before the PINGRESP.
+    raw.write_all(&[0xc0, 0]).await.unwrap();
+    let next = loop {
+        match rumqttc::Packet::read(&mut buf, 1 << 20) {
+            Ok(packet) => break packet,
+            Err(rumqttc::Error::InsufficientBytes(_)) => {
+                let read = tokio::time::timeout(WAIT, raw.read_buf(&mut buf)).await.expect("in time").expect("read");
+                assert!(read > 0, "connection closed");
+            }
+            Err(e) => panic!("bad packet: {e}"),
+        }
+    };
+    assert!(matches!(next, rumqttc::Packet::PingResp), "no 101st message before an acknowledgement: {next:?}");
     raw.write_all(&[0x40, 2, (ids[0] >> 8) as u8, ids[0] as u8]).await.unwrap();
     let next = read_publishes(&mut raw, &mut buf, 1).await;
     assert!(!ids.contains(&next[0]), "a packet id not in flight");
@@ -503,7 +512,10 @@ async fn fast_qos1_publisher_loses_nothing_to_a_busy_subscriber() {
     let config = BrokerConfig { outgoing_queue_len: 10, ..BrokerConfig::default() };
     let broker = StandaloneBroker::start(config, Vec::new()).await;
     let dev = common::create_device(&broker.registry, "flood", ALLOW_ALL);
-    let mut sub = connected(broker.options("flood-sub", &dev)).await;
+    let mut sub_options = broker.options("flood-sub", &dev);
+    // The subscriber acknowledges each message itself, so the test knows how many it has.
+    sub_options.set_manual_acks(true);
+    let mut sub = connected(sub_options).await;
     assert_eq!(sub.subscribe(&[("flood/t", QoS::AtLeastOnce)]).await.unwrap(), vec![OK1]);
     let Client { client: publ, events: mut publ_events } = connected(broker.options("flood-pub", &dev)).await;
 
@@ -534,8 +546,10 @@ async fn fast_qos1_publisher_loses_nothing_to_a_busy_subscriber() {
     // Keep the subscriber busy (not reading) until its window and queue are
     // full: with backpressure the publisher then gets no more PUBACKs.
     let full: u32 = 100 + 10;
-    let _ = tokio::time::timeout(WAIT, acked.wait_for(|&n| n >= full)).await;
-    assert!(*acked.borrow() <= full + 1, "PUBACKs only for messages the subscriber has room for");
+    tokio::time::timeout(WAIT, acked.wait_for(|&n| n >= full))
+        .await
+        .expect("PUBACKs until the subscriber's window and queue are full")
+        .unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut next = 0u32;
@@ -544,6 +558,12 @@ async fn fast_qos1_publisher_loses_nothing_to_a_busy_subscriber() {
         let p = sub.recv(remaining).await.unwrap_or_else(|e| panic!("message {next}: {e}"));
         let got = u32::from_be_bytes(p.payload[..].try_into().expect("4-byte payload"));
         assert_eq!(got, next, "in order, none missing");
+        // The subscriber has acknowledged `next` messages, so the broker has had room for at
+        // most `next + full` (and holds one more): every further PUBACK would be a message
+        // accepted without room.
+        let pubacks = *acked.borrow();
+        assert!(pubacks <= next + full + 1, "{pubacks} PUBACKs while the subscriber had acknowledged {next}");
+        sub.client.ack(&p).await.unwrap();
         next += 1;
     }
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -6,25 +6,28 @@
 //! deployment of a new model version does not restart it: the analyzer has to notice the change
 //! itself. [`ModelWatch`] does, by polling a cheap [`Fingerprint`] of what the link names.
 //!
-//! A fingerprint is the directory the link resolves to plus the length and modification time of
-//! the card and of the model file it names. Loading is done from the resolved directory, never
+//! A fingerprint is the directory the link resolves to plus a SHA-256 of the card and of the
+//! model file it names. Length and modification time are not enough: a rewrite in place with a
+//! file of the same size within one tick of the file system's clock changes neither. The files
+//! are small (the shipped model is about 300 KB), so hashing them once per check costs well under
+//! a millisecond. Loading is done from the resolved directory, never
 //! through the link, so a model and a card always come from one version even when the link
 //! moves during the load; a load whose directory was replaced meanwhile is simply followed by
 //! another, because the fingerprint changed again.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
 
 use crate::model::CARD_FILE;
 
-/// What identifies the files a model directory holds, cheaply (no hashing: the model's checks
-/// hash it when it is loaded).
+/// What identifies the files a model directory holds: where they are and what they contain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
     /// The directory the watched path resolves to (through the `current` link).
     pub dir: PathBuf,
-    /// The files' `(name, length, modification time)`: the card, then the model file it names.
-    files: Vec<(String, u64, Option<SystemTime>)>,
+    /// The files' `(name, SHA-256 of the content)`: the card, then the model file it names.
+    files: Vec<(String, [u8; 32])>,
 }
 
 /// Takes the fingerprint of `dir`; `None` when it does not resolve (no model installed yet) or
@@ -45,9 +48,11 @@ pub fn fingerprint(dir: &Path) -> Option<Fingerprint> {
     Some(Fingerprint { dir: resolved, files })
 }
 
-fn stat(dir: &Path, name: &str) -> Option<(String, u64, Option<SystemTime>)> {
-    let meta = std::fs::metadata(dir.join(name)).ok()?;
-    Some((name.to_owned(), meta.len(), meta.modified().ok()))
+fn stat(dir: &Path, name: &str) -> Option<(String, [u8; 32])> {
+    let mut file = std::fs::File::open(dir.join(name)).ok()?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some((name.to_owned(), hasher.finalize().into()))
 }
 
 /// The watched model directory and the fingerprint of what was last loaded (or refused) from it.
@@ -141,6 +146,23 @@ mod tests {
         let mut watch = ModelWatch::new(v1.clone(), fingerprint(&v1));
         fs::write(v1.join("model.onnx"), b"a longer model").unwrap();
         assert!(watch.poll().is_some());
+    }
+
+    #[test]
+    fn a_same_size_rewrite_within_one_clock_tick_is_a_change() {
+        let root = tempfile::tempdir().unwrap();
+        let v1 = version(root.path(), "1.0.0", b"one");
+        let model = v1.join("model.onnx");
+        let before = fs::metadata(&model).unwrap();
+        let mut watch = ModelWatch::new(v1.clone(), fingerprint(&v1));
+        // Rewritten in place with as many bytes, and stamped with the old modification time, as a
+        // write within the same tick of a coarse file system clock leaves it.
+        fs::write(&model, b"two").unwrap();
+        fs::File::options().write(true).open(&model).unwrap().set_modified(before.modified().unwrap()).unwrap();
+        let after = fs::metadata(&model).unwrap();
+        assert_eq!((after.len(), after.modified().unwrap()), (before.len(), before.modified().unwrap()));
+        assert!(watch.poll().is_some(), "new content under the same size and time");
+        assert_eq!(watch.poll(), None);
     }
 
     #[test]

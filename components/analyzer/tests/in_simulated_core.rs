@@ -183,35 +183,52 @@ impl Feeder {
     }
 }
 
+/// What [`fault_round_trip`] saw: the fault raised, then cleared, then raised again.
+struct RoundTrip {
+    raised: AnomalyEvent,
+    cleared: AnomalyEvent,
+    raised_again: AnomalyEvent,
+}
+
+/// Feeds readings after a fault is injected until the first event, which must be that fault's
+/// raise. The analyzer decides and publishes in reading order, so an event about the readings
+/// before the fault would come first: a raise decided by a later reading proves there was none.
+async fn raise(feeder: &mut Feeder, plant: &mut Plant, before: &str) -> AnomalyEvent {
+    let last_healthy = plant.seq;
+    plant.model.inject(Fault::cavitation(1.0).unwrap());
+    let (raised, n) = feeder.feed_until_event(plant, 60).await;
+    assert!(n <= 60, "raised after {n} readings");
+    assert!(raised.reading_seq > last_healthy, "raised by reading {last_healthy} or earlier, {before}: {raised:?}");
+    assert_eq!((raised.kind, raised.active, raised.detector.as_str()), (AnomalyKind::Cavitation, true, "rules"));
+    assert!((0.5..=1.0).contains(&raised.severity), "{raised:?}");
+    assert!(raised.features.contains_key("suction_pressure_kpa.mean"), "{raised:?}");
+    raised
+}
+
 /// Healthy readings to fill the window, a fault, readings until it is raised, the fault
-/// cleared, readings until it is cleared. Returns (raised, cleared).
-async fn fault_round_trip(feeder: &mut Feeder, plant: &mut Plant) -> (AnomalyEvent, AnomalyEvent) {
+/// cleared, readings until it is cleared, healthy readings, the fault again until it is raised.
+async fn fault_round_trip(feeder: &mut Feeder, plant: &mut Plant) -> RoundTrip {
     for _ in 0..90 {
         feeder.publish_reading(&plant.next_reading()).await;
     }
     // Malformed input is ignored, not fatal.
     feeder.publish(PubSubMessage::binary(b"{not json".to_vec())).await;
     feeder.publish(PubSubMessage::json(serde_json::json!({"v": 1, "seq": "x"}))).await;
-    assert!(feeder.anomalies.try_recv().is_err(), "a healthy pump raised something");
-
-    plant.model.inject(Fault::cavitation(1.0).unwrap());
-    let (raised, n) = feeder.feed_until_event(plant, 60).await;
-    assert!(n <= 60, "raised after {n} readings");
-    assert_eq!((raised.kind, raised.active, raised.detector.as_str()), (AnomalyKind::Cavitation, true, "rules"));
-    assert!((0.5..=1.0).contains(&raised.severity), "{raised:?}");
-    assert!(raised.features.contains_key("suction_pressure_kpa.mean"), "{raised:?}");
+    let raised = raise(feeder, plant, "while the pump was healthy").await;
 
     plant.model.clear(FaultKind::Cavitation);
+    let cleared_from = plant.seq;
     let (cleared, n) = feeder.feed_until_event(plant, 180).await;
     assert!(n <= 180, "cleared after {n} readings");
     assert_eq!((cleared.kind, cleared.active, &cleared.id), (AnomalyKind::Cavitation, false, &raised.id));
-    // Nothing else was raised meanwhile.
+    assert!(cleared.reading_seq > cleared_from, "{cleared:?}");
+    // Nothing else is raised while the pump is healthy: the next event is the next fault's.
     for _ in 0..20 {
         feeder.publish_reading(&plant.next_reading()).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(feeder.anomalies.try_recv().is_err());
-    (raised, cleared)
+    let raised_again = raise(feeder, plant, "after it was cleared").await;
+    assert_ne!(raised_again.id, raised.id, "a new raise gets a new id");
+    RoundTrip { raised, cleared, raised_again }
 }
 
 fn outbox_path(core_root: &Path) -> PathBuf {
@@ -224,7 +241,7 @@ async fn offline_an_injected_fault_is_raised_then_cleared_locally_and_kept_for_i
     let core = start_core(&site).await;
     let mut feeder = Feeder::connect(&core).await;
     let mut plant = Plant::new(11);
-    let (raised, cleared) = fault_round_trip(&mut feeder, &mut plant).await;
+    let round_trip = fault_round_trip(&mut feeder, &mut plant).await;
 
     let work_outbox = core.layout().work_dir(NAME).join("anomalies-outbox.sqlite");
     assert_eq!(work_outbox, outbox_path(&site.core_root()));
@@ -234,11 +251,11 @@ async fn offline_an_injected_fault_is_raised_then_cleared_locally_and_kept_for_i
     assert!(log.contains("ignored a reading"), "malformed readings are logged:\n{log}");
     assert!(log.contains("pump-analyzer: stopping"), "stopped on SIGTERM:\n{log}");
 
-    // No IoT Core: both events wait in the durable outbox, in order, for the cloud.
+    // No IoT Core: every event waits in the durable outbox, in order, for the cloud.
     let outbox = Outbox::open(&work_outbox, OutboxConfig::default()).unwrap();
     let entries = outbox.peek(10).unwrap();
-    assert_eq!(entries.len(), 2, "{entries:?}");
-    for (entry, event) in entries.iter().zip([&raised, &cleared]) {
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    for (entry, event) in entries.iter().zip([&round_trip.raised, &round_trip.cleared, &round_trip.raised_again]) {
         assert_eq!(entry.topic, format!("dt/pump/{THING}/anomalies"));
         let queued: AnomalyEvent = pump_types::parse(&entry.payload).unwrap();
         assert_eq!(&queued, event);
@@ -267,9 +284,9 @@ async fn anomaly_events_reach_iot_core_on_the_things_topic() {
     let core = start_core(&site).await;
     let mut feeder = Feeder::connect(&core).await;
     let mut plant = Plant::new(5);
-    let (raised, cleared) = fault_round_trip(&mut feeder, &mut plant).await;
+    let round_trip = fault_round_trip(&mut feeder, &mut plant).await;
 
-    for want in [&raised, &cleared] {
+    for want in [&round_trip.raised, &round_trip.cleared, &round_trip.raised_again] {
         let message = in_cloud.next("the event in IoT Core").await;
         let got: AnomalyEvent = pump_types::parse(&message.payload).expect("an AnomalyEvent in the cloud");
         assert_eq!(&got, want);
@@ -341,9 +358,11 @@ async fn the_core_stages_the_model_component_and_the_model_detector_raises_beari
     for _ in 0..120 {
         feeder.publish_reading(&plant.next_reading()).await;
     }
-    assert!(feeder.anomalies.try_recv().is_err(), "a healthy pump raised something");
+    let last_healthy = plant.seq;
     plant.model.inject(Fault::new(FaultKind::BearingWear, 1.0, None).unwrap());
     let (raised, n) = feeder.feed_until_event(&mut plant, 120).await;
+    // Events come in reading order: one about a healthy reading would have come first.
+    assert!(raised.reading_seq > last_healthy, "a healthy pump raised something: {raised:?}");
     assert_eq!(
         (raised.detector.as_str(), raised.kind, raised.active),
         ("model", AnomalyKind::BearingWear, true),

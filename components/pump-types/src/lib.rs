@@ -239,6 +239,59 @@ mod tests {
         ));
     }
 
+    /// The first JSON example after the heading that starts with `## {heading}` in
+    /// `docs/payloads.md`, the document that tells integrators what goes on the wire.
+    fn documented_example(heading: &str) -> serde_json::Value {
+        let doc = include_str!("../../../docs/payloads.md");
+        let start = doc
+            .find(&format!("\n## {heading}"))
+            .unwrap_or_else(|| panic!("docs/payloads.md has no section \"{heading}\""));
+        let section = &doc[start + 1..];
+        let section = &section[..section[1..].find("\n## ").map_or(section.len(), |end| end + 1)];
+        let block = section
+            .split("```json\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .unwrap_or_else(|| panic!("no JSON example in \"{heading}\""));
+        serde_json::from_str(block).unwrap_or_else(|e| panic!("the example in \"{heading}\" is not JSON: {e}"))
+    }
+
+    /// The documented example parses as `T` and serializes back to exactly the same JSON: every
+    /// field name, type and value the document shows is the type's, and the type has no field
+    /// the document does not show.
+    fn assert_matches_the_document<T: Serialize + for<'de> Deserialize<'de>>(heading: &str) -> T {
+        let example = documented_example(heading);
+        let parsed: T = parse(&serde_json::to_vec(&example).unwrap())
+            .unwrap_or_else(|e| panic!("the example in \"{heading}\" does not parse: {e}"));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), example, "the wire form differs from \"{heading}\"");
+        parsed
+    }
+
+    #[test]
+    fn the_documented_reading_is_the_wire_form() {
+        let r: Reading = assert_matches_the_document("Local reading");
+        assert_eq!((r.seq, r.m.speed_rpm, r.running), (1, 2901.0, true));
+    }
+
+    #[test]
+    fn the_documented_anomaly_event_is_the_wire_form() {
+        let e: AnomalyEvent = assert_matches_the_document("Anomaly event");
+        assert_eq!((e.kind, e.active, e.reading_seq), (AnomalyKind::Cavitation, true, 62));
+        // The document lists every kind by its wire name.
+        let kinds =
+            [AnomalyKind::BearingWear, AnomalyKind::Cavitation, AnomalyKind::Overheating, AnomalyKind::StuckSensor];
+        let names: Vec<_> = kinds.iter().map(|k| serde_json::to_value(k).unwrap()).collect();
+        assert_eq!(names, ["bearing_wear", "cavitation", "overheating", "stuck_sensor"]);
+        let doc = include_str!("../../../docs/payloads.md");
+        assert!(doc.contains("`bearing_wear`, `cavitation`, `overheating`, `stuck_sensor`"));
+    }
+
+    #[test]
+    fn the_documented_model_status_is_the_wire_form() {
+        let status: ModelStatus = assert_matches_the_document("Local model status");
+        assert_eq!(status.model.map(|m| m.name), Some("pump-fault-classifier".to_owned()));
+    }
+
     #[test]
     fn topics_follow_the_design_conventions() {
         assert_eq!(telemetry_topic("core-1"), "dt/pump/core-1/telemetry");
