@@ -82,4 +82,47 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     // Step 6: nothing lost or reordered across the outage.
     assert!(steps[5]["detail"].as_str().unwrap().contains("without a gap"), "{}", steps[5]["detail"]);
     assert!(dir.path().join("report.md").is_file());
+
+    edge_footprint_and_cost_per_site(&report);
+}
+
+/// The report's edge footprint and cost per site: every process measured from `/proc`, each
+/// topic billed by its own rule, this design cheaper than the naive one.
+fn edge_footprint_and_cost_per_site(report: &Value) {
+    let processes = report["footprint"]["processes"].as_array().expect("a footprint in the report");
+    for name in
+        ["simulated core", "com.example.pump.Sensor", "com.example.pump.Analyzer", "com.example.pump.Controller"]
+    {
+        let p = processes.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name}: {processes:#?}"));
+        assert!(!p["pids"].as_array().unwrap().is_empty(), "{name} was never seen: {p:#}");
+        let (rss, hwm) = (p["vm_rss_kib"].as_u64().unwrap(), p["vm_hwm_kib"].as_u64().unwrap());
+        assert!(rss > 0 && hwm >= rss, "{name}: {p:#}");
+        assert!(p["cpu_seconds"].as_f64().unwrap() > 0.0, "{name}: {p:#}");
+        assert!(p["binary_stripped_bytes"].as_u64().unwrap() > 0, "{name}: {p:#}");
+    }
+    let core_pid = processes[0]["pids"][0].as_u64().unwrap();
+    assert!(
+        processes[1..].iter().all(|p| p["pids"][0].as_u64() != Some(core_pid)),
+        "components are their own processes"
+    );
+
+    let thing = "pump-station-1";
+    let topics = &report["topics"];
+    let accepted = &topics[format!("$aws/things/{thing}/shadow/name/pump/update/accepted")];
+    assert!(
+        accepted["billed"]["shadow_operations"].as_u64().unwrap() >= accepted["messages"].as_u64().unwrap(),
+        "{topics:#}"
+    );
+    let documents = &topics[format!("$aws/things/{thing}/shadow/name/pump/update/documents")];
+    assert_eq!(documents["billed"], serde_json::json!({"messages": 0, "shadow_operations": 0}), "{topics:#}");
+    let telemetry = &topics[format!("dt/pump/{thing}/telemetry")];
+    assert_eq!(telemetry["billed"]["messages"], telemetry["messages"], "one 5 KiB unit per batch");
+
+    let cost = &report["cost"];
+    assert_eq!(cost["prices"]["region"], "us-east-1");
+    assert!(cost["observed"]["readings"].as_u64().unwrap() > 0, "{cost:#}");
+    for s in cost["scenarios"].as_array().expect("scenarios") {
+        assert_eq!(s["cost"]["greengrass"], 0.16, "{s:#}");
+        assert!(s["cost"]["total"].as_f64().unwrap() < s["naive_cost"]["total"].as_f64().unwrap(), "{s:#}");
+    }
 }

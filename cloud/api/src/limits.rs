@@ -52,6 +52,12 @@ pub fn message_billing_units(payload_len: usize) -> u64 {
     payload_len.div_ceil(MESSAGE_BILLING_UNIT_BYTES).max(1) as u64
 }
 
+/// Billing units for a Device Shadow request of `len` bytes: shadow operations are metered in
+/// 1 KiB steps, and an empty request still counts as one.
+pub fn shadow_billing_units(len: usize) -> u64 {
+    len.div_ceil(SHADOW_BILLING_UNIT_BYTES).max(1) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +66,13 @@ mod tests {
     fn messages_are_metered_in_5_kib_units() {
         for (len, units) in [(0, 1), (1, 1), (5120, 1), (5121, 2), (8 * 1024, 2), (128 * 1024, 26)] {
             assert_eq!(message_billing_units(len), units, "len {len}");
+        }
+    }
+
+    #[test]
+    fn shadow_operations_are_metered_in_1_kib_units() {
+        for (len, units) in [(0, 1), (1, 1), (1024, 1), (1025, 2), (8 * 1024, 8)] {
+            assert_eq!(shadow_billing_units(len), units, "len {len}");
         }
     }
 }

@@ -79,13 +79,69 @@ pub fn hwm_kib(pid: u32) -> Option<u64> {
 
 /// CPU time (user + system) a process has used so far, in clock ticks of 10 ms.
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields after it are fixed.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    stat(pid).map(|s| s.utime + s.stime)
+}
+
+/// Clock ticks per second of `/proc/{pid}/stat`'s times (`USER_HZ`, 100 on every Linux
+/// architecture the project builds for).
+pub const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The fields of `/proc/{pid}/stat` a report uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// The parent's pid.
+    pub ppid: u32,
+    /// User CPU time, clock ticks.
+    pub utime: u64,
+    /// System CPU time, clock ticks.
+    pub stime: u64,
+}
+
+/// `/proc/{pid}/stat` of a process; `None` once it has exited.
+pub fn stat(pid: u32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parses the text of a `/proc/{pid}/stat` file.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    // The command name may contain spaces and parentheses; the fields after its last `)` are fixed.
+    let rest = text.get(text.rfind(')')? + 1..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some(Stat {
+        ppid: fields.get(1)?.parse().ok()?,
+        utime: fields.get(11)?.parse().ok()?,
+        stime: fields.get(12)?.parse().ok()?,
+    })
+}
+
+/// Every process descended from `root` (children, their children, …), from one walk of `/proc`.
+/// A process that exits during the walk is left out.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let parents: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, stat(pid)?.ppid)))
+        .collect();
+    descendants_in(root, &parents)
+}
+
+/// The descendants of `root` among `(pid, ppid)` pairs, parents before their children.
+pub fn descendants_in(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|&&(pid, ppid)| ppid == parent && pid != parent).map(|&(pid, _)| pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The arguments a process was started with (`/proc/{pid}/cmdline`); empty once it has exited.
+pub fn cmdline(pid: u32) -> Vec<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    bytes.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
 #[cfg(test)]
@@ -106,6 +162,34 @@ mod tests {
         assert!(rss > 0);
         assert!(hwm_kib(me).unwrap() >= rss);
         assert!(cpu_ticks(me).is_some());
+    }
+
+    #[test]
+    fn stat_fields_are_read_after_the_command_name_even_with_spaces_and_parentheses() {
+        let text = "4242 (pump (x) 1) S 17 4242 4242 0 -1 4194560 120 0 0 0 250 31 0 0 20 0 3 0 99 0 0";
+        assert_eq!(parse_stat(text), Some(Stat { ppid: 17, utime: 250, stime: 31 }));
+        assert_eq!(parse_stat("4242 (cut) S 17"), None);
+        assert_eq!(parse_stat("no parenthesis"), None);
+    }
+
+    #[test]
+    fn descendants_are_children_and_their_children_not_siblings() {
+        // 1 → 10 → 11 → 12; 1 → 20 (a sibling of 10); 10 → 13.
+        let parents = [(10, 1), (11, 10), (12, 11), (20, 1), (13, 10)];
+        assert_eq!(descendants_in(10, &parents), vec![11, 13, 12]);
+        assert_eq!(descendants_in(12, &parents), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_child_process_is_found_with_its_command_line() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let found = descendants(std::process::id());
+        let args = cmdline(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert_eq!(args, vec!["sleep", "30"]);
+        assert_eq!(stat(child.id()).map(|s| s.ppid), None, "reaped: gone from /proc");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::cost::{Observed, Prices, SiteCost, Units};
 use crate::observer::{self, Observer};
 use crate::report::{AnomalyRecord, Latency, Report, StepOutcome};
 use crate::site::{COMPONENTS, ModbusProbe, Site, THING};
@@ -55,7 +56,15 @@ pub struct DemoArgs {
     /// The analyzer's detectors (its `detector` configuration, set by the deployment).
     #[arg(long, value_enum, default_value_t = Detector::Both)]
     pub detector: Detector,
+    /// A directory with the components' own binaries (`pump-sensor`, `pump-analyzer`,
+    /// `pump-controller`) to stage as their artifacts; without it, this executable is staged
+    /// under each name, so the figures show its size, not the components' own.
+    #[arg(long)]
+    pub component_bins: Option<PathBuf>,
 }
+
+/// How often the footprint reads `/proc`.
+const FOOTPRINT_PERIOD: Duration = Duration::from_millis(500);
 
 /// The analyzer's `detector` configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,15 +109,20 @@ impl Detector {
 
 /// Runs the demo; the process's exit code.
 pub fn main(args: DemoArgs) -> ExitCode {
+    exit_code(&execute(args))
+}
+
+/// Runs the demo on its own async runtime; the report, whether every step held or not.
+pub fn execute(args: DemoArgs) -> anyhow::Result<Report> {
     cli_shell::init_logging("error");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pump-station: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(run(args))
+}
+
+/// The exit code for a demo's outcome, saying on stderr what failed.
+pub fn exit_code(result: &anyhow::Result<Report>) -> ExitCode {
+    match result {
         Ok(report) if report.passed => ExitCode::SUCCESS,
         Ok(report) => {
             let failed = report.steps.iter().find(|s| !s.passed).map_or("?".into(), |s| s.name.clone());
@@ -197,12 +211,20 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
                 &endpoints,
                 cert,
                 key,
-                &[format!("dt/pump/{THING}/#"), format!("$aws/things/{THING}/shadow/name/pump/update/documents")],
+                &[
+                    format!("dt/pump/{THING}/#"),
+                    format!("$aws/things/{THING}/shadow/name/pump/update/documents"),
+                    // Accepted updates: what each shadow operation was billed on.
+                    format!("{}/accepted", shadow_update_topic()),
+                ],
             )
             .await?;
             let plant = Site::start_plant(args.seed, 1.0).await?;
             let update = Site::update_config(plant.modbus_addr(), args.detector.as_str())?;
-            let core = Site::start_core(&dir, &device, update).await?;
+            let core = Site::start_core(&dir, &device, update, args.component_bins.as_deref()).await?;
+            let watched: Vec<(&str, &str)> = COMPONENTS.iter().map(|c| (c.name, c.artifact)).collect();
+            let sampler =
+                crate::footprint::Sampler::start(&watched, args.component_bins.is_some(), FOOTPRINT_PERIOD);
             for c in COMPONENTS {
                 let state = core
                     .wait_for_state(c.name, &[device_sim::core::ComponentState::Running], WAIT)
@@ -228,6 +250,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
                 device,
                 plant: Some(plant),
                 core: Some(core),
+                footprint: Some(sampler),
             });
             obs = Some(o);
             Ok(detail)
@@ -431,6 +454,11 @@ fn open_anomalies(events: &[Value]) -> std::collections::BTreeSet<String> {
     open
 }
 
+/// The topic the core reports the `pump` shadow on.
+fn shadow_update_topic() -> String {
+    format!("$aws/things/{THING}/shadow/name/{}/update", pump_types::SHADOW_NAME)
+}
+
 /// `state.reported.model` of a shadow document (`null` when absent).
 fn model_reported(doc: &Value) -> Value {
     doc.pointer("/state/reported/model").cloned().unwrap_or(Value::Null)
@@ -553,9 +581,11 @@ async fn outage(site: &mut Site, obs: &mut Observer, pause: Duration, telemetry:
 async fn finish(
     mut report: Report,
     args: &DemoArgs,
-    site: Option<Site>,
+    mut site: Option<Site>,
     obs: Option<Observer>,
 ) -> anyhow::Result<Report> {
+    // Before anything stops: the components are still running.
+    report.footprint = site.as_mut().and_then(|s| s.footprint.take()).map(crate::footprint::Sampler::finish);
     report.passed = !report.steps.is_empty() && report.steps.iter().all(|s| s.passed);
     report.detector = args.detector.as_str().to_owned();
     if let Some(o) = &obs {
@@ -565,6 +595,19 @@ async fn finish(
     }
     if let Some(site) = &site {
         if let Ok(Some(doc)) = site.cloud_shadow().await {
+            if let Some(o) = &obs {
+                let telemetry = format!("dt/pump/{THING}/telemetry");
+                let billed: Vec<(String, Units)> = report.topics.iter().map(|(t, f)| (t.clone(), f.billed)).collect();
+                let observed = Observed::from_run(
+                    o.minutes(),
+                    &billed,
+                    &telemetry,
+                    &o.messages(&telemetry),
+                    &doc,
+                    &shadow_update_topic(),
+                );
+                report.cost = Some(SiteCost::new(observed, Prices::shipped()?));
+            }
             let state = doc.get("state").cloned().unwrap_or(Value::Null);
             let sized = json!({"desired": state.get("desired"), "reported": state.get("reported")});
             report.shadow_state_bytes = serde_json::to_vec(&sized).map(|v| v.len()).unwrap_or(0);

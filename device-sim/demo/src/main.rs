@@ -4,6 +4,9 @@
 //!   process tree: the local cloud, provisioning through the AWS SDK, the plant, the simulated
 //!   core running the three components from their recipes, and the four scenario steps; it exits
 //!   0 when every step held and writes `report.json` and `report.md` (see [`demo`]).
+//! - `pump-station footprint --component-bins DIR [--benchmarks FILE]` runs the demo with the
+//!   components' own binaries and writes the "Edge footprint" section of `docs/benchmarks.md`
+//!   (see [`footprint`]).
 //! - Run under a component's binary name (`pump-sensor`, …) it *is* that component: the demo
 //!   stages this one executable as every component's artifact, so `cargo run` builds one binary
 //!   and the recipes stay the real ones.
@@ -13,8 +16,12 @@
 //! - [`observer`]: an MQTT client in the cloud that measures every message it sees.
 //! - [`site`]: starting and stopping the pieces (cloud, plant, core) and staging the components.
 //! - [`report`]: `report.json` and `report.md`.
+//! - [`footprint`]: the core's and the components' binary size, memory and CPU time, from `/proc`.
+//! - [`cost`]: what a pump site costs in AWS a month, this design against a naive one.
 
+mod cost;
 mod demo;
+mod footprint;
 mod observer;
 mod report;
 mod site;
@@ -45,6 +52,9 @@ struct Cli {
 enum Command {
     /// Runs the whole story offline and writes the evidence.
     Demo(demo::DemoArgs),
+    /// Benchmark: runs the demo with the components' own binaries and writes the edge
+    /// footprint (binary sizes, memory, CPU time) as a section of a Markdown file.
+    Footprint(footprint::FootprintArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,5 +69,6 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Demo(args) => demo::main(args),
+        Command::Footprint(args) => footprint::main(args),
     }
 }

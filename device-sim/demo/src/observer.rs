@@ -1,6 +1,7 @@
 //! A cloud-side MQTT client with its own identity (made through the AWS SDK, read-only policy)
 //! that subscribes to the pump's topics and measures every message: count, payload size,
-//! rate, 5 KiB billing units, and the last example of each topic.
+//! rate, what it bills (each topic by its own rule, [`crate::cost::units`]), and the first and
+//! last example of each topic.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Tr
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
+
+use crate::cost::Units;
 
 /// The observer's thing name.
 pub const OBSERVER: &str = "pump-station-observer";
@@ -32,8 +35,8 @@ pub struct TopicFigures {
     pub bytes_total: usize,
     /// Messages per minute over the observation.
     pub per_minute: f64,
-    /// IoT Core metering units (5 KiB each, payload and topic).
-    pub billing_units: u64,
+    /// What the topic billed the site ([`crate::cost::units`]).
+    pub billed: Units,
     /// The first payload seen (JSON when it parses).
     pub first_example: Value,
     /// The last payload seen.
@@ -46,7 +49,7 @@ struct Acc {
     min: usize,
     max: usize,
     total: usize,
-    units: u64,
+    units: Units,
     first: Value,
     example: Value,
 }
@@ -152,7 +155,7 @@ impl Observer {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let len = p.payload.len();
-                        let units = cloud_api::limits::message_billing_units(len + p.topic.len());
+                        let units = crate::cost::units(&p.topic, &p.payload);
                         let doc: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
                         {
                             let mut all = s.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,7 +167,7 @@ impl Observer {
                             a.max = a.max.max(len);
                             a.messages += 1;
                             a.total += len;
-                            a.units += units;
+                            a.units = a.units + units;
                             a.example = doc.clone();
                         }
                         let seen = Seen { topic: p.topic.clone(), doc };
@@ -217,9 +220,14 @@ impl Observer {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).get(topic).map_or(0, |a| a.messages)
     }
 
+    /// Minutes since the observer started.
+    pub fn minutes(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() / 60.0
+    }
+
     /// The figures per topic.
     pub fn figures(&self) -> BTreeMap<String, TopicFigures> {
-        let minutes = self.started.elapsed().as_secs_f64() / 60.0;
+        let minutes = self.minutes();
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -232,7 +240,7 @@ impl Observer {
                     bytes_avg: if a.messages == 0 { 0.0 } else { a.total as f64 / a.messages as f64 },
                     bytes_total: a.total,
                     per_minute: if minutes > 0.0 { a.messages as f64 / minutes } else { 0.0 },
-                    billing_units: a.units,
+                    billed: a.units,
                     first_example: a.first.clone(),
                     example: a.example.clone(),
                 };

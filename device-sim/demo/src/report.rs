@@ -8,6 +8,8 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cost::SiteCost;
+use crate::footprint::Footprint;
 use crate::observer::TopicFigures;
 
 /// One scenario step's outcome.
@@ -72,18 +74,12 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// Summarises samples.
+    /// Summarises samples with the benchmarks' nearest-rank percentiles (`bench_common::stats`).
     pub fn from_samples(mut samples_ms: Vec<f64>) -> Self {
-        let mut sorted = samples_ms.clone();
-        sorted.sort_by(f64::total_cmp);
-        let rank = |q: f64| -> Option<f64> {
-            if sorted.is_empty() {
-                return None;
-            }
-            let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-            Some(sorted[i])
-        };
-        let (p50_ms, p99_ms) = (rank(0.50), rank(0.99));
+        let ns = samples_ms.iter().map(|ms| (ms * 1e6).round().max(0.0) as u64).collect();
+        let summary = bench_common::stats::latency(ns);
+        let ms = |d: std::time::Duration| d.as_nanos() as f64 / 1e6;
+        let (p50_ms, p99_ms) = (summary.map(|l| ms(l.p50)), summary.map(|l| ms(l.p99)));
         samples_ms.iter_mut().for_each(|s| *s = (*s * 10.0).round() / 10.0);
         Latency { samples_ms, p50_ms, p99_ms }
     }
@@ -119,6 +115,10 @@ pub struct Report {
     pub anomaly_to_action: Latency,
     /// Components' own figures (`stats.json` of each, when written).
     pub component_stats: BTreeMap<String, Value>,
+    /// The core's and the components' binary sizes, memory and CPU time over the run.
+    pub footprint: Option<Footprint>,
+    /// What a pump site costs in AWS a month, this design against a naive one.
+    pub cost: Option<SiteCost>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -199,14 +199,30 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\n## Messages received by the cloud\n\n| topic | messages | payload bytes min / avg / max | messages per minute | 5 KiB billing units |\n| --- | ---: | --- | ---: | ---: |"
+            "\n## Messages received by the cloud\n\n| topic | messages | payload bytes min / avg / max | messages per minute | billed: messages (5 KiB units) | billed: shadow operations (1 KiB units) |\n| --- | ---: | --- | ---: | ---: | ---: |"
         );
         for (topic, f) in &self.topics {
             let _ = writeln!(
                 s,
-                "| `{topic}` | {} | {} / {:.0} / {} | {:.1} | {} |",
-                f.messages, f.bytes_min, f.bytes_avg, f.bytes_max, f.per_minute, f.billing_units
+                "| `{topic}` | {} | {} / {:.0} / {} | {:.1} | {} | {} |",
+                f.messages,
+                f.bytes_min,
+                f.bytes_avg,
+                f.bytes_max,
+                f.per_minute,
+                f.billed.messages,
+                f.billed.shadow_operations
             );
+        }
+        let _ = writeln!(
+            s,
+            "\nEach topic is billed by its own rule: a device topic in 5 KiB units of payload and topic; an accepted shadow update as the request's message and one shadow operation per KiB of the request; the shadow's other response topics bill the subscriber, not the site."
+        );
+        if let Some(cost) = &self.cost {
+            let _ = writeln!(s, "\n## Cost per pump site\n\n{}", cost.markdown());
+        }
+        if let Some(fp) = &self.footprint {
+            let _ = writeln!(s, "\n## Edge footprint\n\n{}", fp.markdown());
         }
         let _ = writeln!(s, "\n## Latency\n\n| path | samples | p50, ms | p99, ms |\n| --- | ---: | ---: | ---: |");
         for (name, l) in [

@@ -103,6 +103,8 @@ pub struct Site {
     pub plant: Option<PlantHandle>,
     /// The simulated core.
     pub core: Option<Core>,
+    /// Reads the core's and the components' memory and CPU time while the site runs.
+    pub footprint: Option<crate::footprint::Sampler>,
 }
 
 impl Site {
@@ -156,9 +158,9 @@ impl Site {
         device_sim::plant::serve(config).await.context("starting the plant")
     }
 
-    /// Writes the recipes, stages this executable as every component's artifact, and the model
-    /// component's files as its artifacts.
-    pub fn stage_components(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    /// Writes the recipes, stages each component's own binary from `bins` (or, without it, this
+    /// executable) as its artifact, and the model component's files as its artifacts.
+    pub fn stage_components(dir: &Path, bins: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
         let recipes = dir.join("recipes");
         let artifacts = dir.join("artifacts");
         std::fs::create_dir_all(&recipes)?;
@@ -169,7 +171,9 @@ impl Site {
             std::fs::create_dir_all(&target)?;
             let file = target.join(c.artifact);
             let _ = std::fs::remove_file(&file);
-            std::fs::copy(&me, &file).with_context(|| format!("staging {}", file.display()))?;
+            let source = bins.map_or_else(|| me.clone(), |d| d.join(c.artifact));
+            std::fs::copy(&source, &file)
+                .with_context(|| format!("staging {} as {}", source.display(), file.display()))?;
         }
         std::fs::write(recipes.join(format!("{}.yaml", MODEL.name)), MODEL.recipe)?;
         let target = artifacts.join(MODEL.name).join(MODEL.version);
@@ -205,13 +209,15 @@ impl Site {
         parse_update_config(&doc).map_err(anyhow::Error::msg)
     }
 
-    /// Starts the simulated core with the deployment and the cloud connection.
+    /// Starts the simulated core with the deployment and the cloud connection; the components
+    /// run their own binaries from `bins` when given ([`Site::stage_components`]).
     pub async fn start_core(
         dir: &Path,
         device: &ProvisionedDevice,
         update_config: HashMap<String, device_sim::recipe::ConfigurationUpdate>,
+        bins: Option<&Path>,
     ) -> anyhow::Result<Core> {
-        let (recipes, artifacts) = Self::stage_components(dir)?;
+        let (recipes, artifacts) = Self::stage_components(dir, bins)?;
         Core::start(CoreOptions {
             root: dir.join("core"),
             thing: THING.into(),
@@ -370,7 +376,7 @@ mod tests {
     #[test]
     fn the_model_component_is_staged_as_its_recipe_says() {
         let dir = tempfile::tempdir().unwrap();
-        let (recipes, artifacts) = Site::stage_components(dir.path()).unwrap();
+        let (recipes, artifacts) = Site::stage_components(dir.path(), None).unwrap();
         let text = std::fs::read_to_string(recipes.join(format!("{}.yaml", MODEL.name))).unwrap();
         let recipe = RecipeLoader::without_schema("test").load_str(&text, RecipeFormat::Yaml, None).unwrap().recipe;
         assert_eq!((recipe.name.as_str(), recipe.version.to_string()), (MODEL.name, MODEL.version.to_owned()));
