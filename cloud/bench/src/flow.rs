@@ -70,6 +70,18 @@ pub struct Stamp {
     pub sent_ns: u64,
 }
 
+/// How the broker answered a message, as the subscriber sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Delivered (for the shadow scenario: the delta the update produced).
+    Delivered,
+    /// Refused with 429 on `…/rejected`: the shadow service allows at most 10 requests in flight
+    /// per connection. Answered, so not lost, but no delta.
+    Throttled,
+    /// Refused on `…/rejected` with another code.
+    Rejected,
+}
+
 /// One scenario: who publishes where, who listens, and what the messages look like.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -83,8 +95,8 @@ pub struct Spec {
     pub topic: fn(&str) -> String,
     /// Payload for a stamp, a sequence number and the plan's payload length.
     pub encode: fn(Stamp, u64, usize) -> Bytes,
-    /// The stamp of a received message, if it is one that counts.
-    pub decode: fn(&Publish) -> Option<Stamp>,
+    /// The stamp of a received message and what it says of the request, if it is one that counts.
+    pub decode: fn(&Publish) -> Option<(Stamp, Answer)>,
 }
 
 impl Spec {
@@ -106,12 +118,13 @@ impl Spec {
     }
 
     /// The operator publishes desired state to the device's classic shadow; the
-    /// device, subscribed to `update/delta` and `update/accepted`, counts deltas.
+    /// device, subscribed to `update/delta`, `update/accepted` and `update/rejected`, counts
+    /// deltas, and the refusals (which carry the request's `clientToken`) apart from them.
     pub fn shadow() -> Spec {
         let base = format!("$aws/things/{}/shadow/update", names::SHADOW_DEVICE);
         Spec {
             subscriber: names::SHADOW_DEVICE.to_owned(),
-            filters: vec![format!("{base}/delta"), format!("{base}/accepted")],
+            filters: vec![format!("{base}/delta"), format!("{base}/accepted"), format!("{base}/rejected")],
             publishers: vec![names::OPERATOR.to_owned()],
             topic: |_| format!("$aws/things/{}/shadow/update", names::SHADOW_DEVICE),
             encode: encode_desired,
@@ -130,28 +143,44 @@ fn encode_binary(stamp: Stamp, seq: u64, len: usize) -> Bytes {
     buf.freeze()
 }
 
-fn decode_binary(p: &Publish) -> Option<Stamp> {
+fn decode_binary(p: &Publish) -> Option<(Stamp, Answer)> {
     let b = p.payload.get(..9)?;
     let mut ns = [0u8; 8];
     ns.copy_from_slice(&b[..8]);
-    Some(Stamp { phase: b[8], sent_ns: u64::from_be_bytes(ns) })
+    Some((Stamp { phase: b[8], sent_ns: u64::from_be_bytes(ns) }, Answer::Delivered))
+}
+
+/// `phase:sent_ns`, the stamp as the shadow documents carry it.
+fn stamp_text(stamp: Stamp) -> String {
+    format!("{}:{}", stamp.phase, stamp.sent_ns)
+}
+
+fn parse_stamp(text: &str) -> Option<Stamp> {
+    let (phase, ns) = text.split_once(':')?;
+    Some(Stamp { phase: phase.parse().ok()?, sent_ns: ns.parse().ok()? })
 }
 
 /// A desired-state update whose `stamp` changes every time, so every update
-/// makes a delta.
+/// makes a delta. The stamp is also its `clientToken`, which a refusal repeats.
 fn encode_desired(stamp: Stamp, seq: u64, _len: usize) -> Bytes {
-    let doc =
-        serde_json::json!({"state": {"desired": {"stamp": format!("{}:{}", stamp.phase, stamp.sent_ns), "seq": seq}}});
+    let doc = serde_json::json!({
+        "state": {"desired": {"stamp": stamp_text(stamp), "seq": seq}},
+        "clientToken": stamp_text(stamp)
+    });
     Bytes::from(doc.to_string())
 }
 
-fn decode_delta(p: &Publish) -> Option<Stamp> {
-    if !p.topic.ends_with("/update/delta") {
-        return None;
-    }
+/// A delta (delivered), or a refusal of an update on `…/rejected` (429: throttled).
+fn decode_delta(p: &Publish) -> Option<(Stamp, Answer)> {
     let v: serde_json::Value = serde_json::from_slice(&p.payload).ok()?;
-    let (phase, ns) = v["state"]["stamp"].as_str()?.split_once(':')?;
-    Some(Stamp { phase: phase.parse().ok()?, sent_ns: ns.parse().ok()? })
+    if p.topic.ends_with("/update/delta") {
+        Some((parse_stamp(v["state"]["stamp"].as_str()?)?, Answer::Delivered))
+    } else if p.topic.ends_with("/update/rejected") {
+        let answer = if v["code"].as_u64() == Some(429) { Answer::Throttled } else { Answer::Rejected };
+        Some((parse_stamp(v["clientToken"].as_str()?)?, answer))
+    } else {
+        None
+    }
 }
 
 /// One measured phase.
@@ -163,6 +192,10 @@ pub struct Phase {
     pub sent: u64,
     /// Messages the subscriber received.
     pub received: u64,
+    /// Requests refused with 429 (too many in flight): answered, not lost.
+    pub throttled: u64,
+    /// Requests refused with another code.
+    pub rejected: u64,
     /// First publish call → last delivery.
     pub elapsed: Duration,
     /// Publish call → delivery.
@@ -174,6 +207,11 @@ pub struct Phase {
 }
 
 impl Phase {
+    /// Messages neither delivered nor refused: nothing ever came back for them.
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.received + self.throttled + self.rejected)
+    }
+
     /// Deliveries per second.
     pub fn throughput(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
@@ -226,7 +264,7 @@ struct Running<'a> {
     clock: Clock,
     publishers: Vec<(String, AsyncClient)>,
     subscriber: AsyncClient,
-    deliveries: mpsc::UnboundedReceiver<(Stamp, u64)>,
+    deliveries: mpsc::UnboundedReceiver<(Stamp, Answer, u64)>,
     drivers: Vec<JoinHandle<String>>,
 }
 
@@ -276,8 +314,8 @@ impl<'a> Running<'a> {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let at = clock.now_ns();
-                        if let Some(stamp) = decode(&p)
-                            && tx.send((stamp, at)).is_err()
+                        if let Some((stamp, answer)) = decode(&p)
+                            && tx.send((stamp, answer, at)).is_err()
                         {
                             return String::new();
                         }
@@ -385,15 +423,23 @@ impl<'a> Running<'a> {
         }
 
         let mut samples = Vec::with_capacity(expected as usize);
+        let (mut throttled, mut rejected) = (0u64, 0u64);
         let mut last_ns = start_ns;
         let mut timed_out = false;
-        while (samples.len() as u64) < expected {
+        while samples.len() as u64 + throttled + rejected < expected {
             let wake = deadline.min(Instant::now() + self.plan.quiet_gap);
             match tokio::time::timeout_at(wake, self.deliveries.recv()).await {
-                Ok(Some((stamp, at))) => {
+                Ok(Some((stamp, answer, at))) => {
                     if stamp.phase == phase {
-                        samples.push(at.saturating_sub(stamp.sent_ns));
-                        last_ns = at;
+                        match answer {
+                            Answer::Delivered => {
+                                samples.push(at.saturating_sub(stamp.sent_ns));
+                                last_ns = at;
+                            }
+                            Answer::Throttled => throttled += 1,
+                            Answer::Rejected => rejected += 1,
+                        }
+                        // An answered request leaves the end-to-end window, whatever the answer.
                         if let Pacing::Window(w) = &pacing {
                             w.add_permits(1);
                         }
@@ -418,6 +464,8 @@ impl<'a> Running<'a> {
             expected,
             sent: sent.load(Ordering::Relaxed),
             received: samples.len() as u64,
+            throttled,
+            rejected,
             elapsed: Duration::from_nanos(last_ns - start_ns),
             latency: latency(samples),
             broker_cpu,
@@ -455,12 +503,45 @@ mod tests {
     }
 
     #[test]
-    fn only_deltas_count_in_the_shadow_scenario() {
+    fn only_deltas_count_as_delivered_in_the_shadow_scenario() {
         let stamp = Stamp { phase: PACED, sent_ns: 99 };
         let delta = serde_json::json!({"version": 3, "state": {"stamp": "2:99", "seq": 1}});
         let p = publish("$aws/things/d/shadow/update/delta", Bytes::from(delta.to_string()));
-        assert_eq!(decode_delta(&p), Some(stamp));
+        assert_eq!(decode_delta(&p), Some((stamp, Answer::Delivered)));
         let accepted = publish("$aws/things/d/shadow/update/accepted", encode_desired(stamp, 1, 0));
         assert_eq!(decode_delta(&accepted), None);
+    }
+
+    #[test]
+    fn a_refused_update_is_matched_by_its_client_token_and_429_is_throttled() {
+        let stamp = Stamp { phase: SATURATED, sent_ns: 1234 };
+        let request: serde_json::Value = serde_json::from_slice(&encode_desired(stamp, 7, 0)).unwrap();
+        let token = request["clientToken"].clone();
+        let refusal = |code: u64| {
+            let body = serde_json::json!({"code": code, "message": "x", "timestamp": 1, "clientToken": token});
+            publish("$aws/things/d/shadow/update/rejected", Bytes::from(body.to_string()))
+        };
+        assert_eq!(decode_delta(&refusal(429)), Some((stamp, Answer::Throttled)));
+        assert_eq!(decode_delta(&refusal(400)), Some((stamp, Answer::Rejected)));
+        let no_token = serde_json::json!({"code": 429, "message": "Too Many Requests", "timestamp": 1});
+        let p = publish("$aws/things/d/shadow/update/rejected", Bytes::from(no_token.to_string()));
+        assert_eq!(decode_delta(&p), None, "a refusal of someone else's request");
+    }
+
+    #[test]
+    fn throttled_and_rejected_requests_are_not_lost() {
+        let phase = Phase {
+            expected: 100,
+            sent: 100,
+            received: 60,
+            throttled: 30,
+            rejected: 4,
+            elapsed: Duration::from_secs(1),
+            latency: None,
+            broker_cpu: None,
+            timed_out: false,
+        };
+        assert_eq!(phase.lost(), 6);
+        assert_eq!(phase.throughput(), 60.0);
     }
 }

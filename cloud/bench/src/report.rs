@@ -106,9 +106,12 @@ type PhaseOf = fn(&FlowResult) -> &Phase;
 
 fn throughput_cell(p: &Phase) -> Option<String> {
     let mut c = thousands(p.throughput().round() as u64);
-    if p.received < p.expected {
-        let lost = (p.expected - p.received) as f64 * 100.0 / p.expected as f64;
-        let _ = write!(c, " ({lost:.0}% lost)");
+    let share = |n: u64| n as f64 * 100.0 / p.expected.max(1) as f64;
+    if p.throttled > 0 {
+        let _ = write!(c, " ({:.1}% throttled)", share(p.throttled));
+    }
+    if p.lost() > 0 {
+        let _ = write!(c, " ({:.1}% lost)", share(p.lost()));
     }
     Some(c)
 }
@@ -121,6 +124,16 @@ fn delivered_cell(p: &Phase) -> Option<String> {
     let mut s = format!("{} / {}", thousands(p.received), thousands(p.expected));
     if p.timed_out {
         s.push_str(" (deadline)");
+    }
+    Some(s)
+}
+
+/// Refusals apart from losses: a 429 is the shadow service's in-flight limit answering, and the
+/// request was never taken.
+fn refused_cell(p: &Phase) -> Option<String> {
+    let mut s = format!("{} / {}", thousands(p.throttled), thousands(p.lost()));
+    if p.rejected > 0 {
+        let _ = write!(s, " ({} refused with another code)", thousands(p.rejected));
     }
     Some(s)
 }
@@ -173,11 +186,24 @@ impl Table {
                     for (phase, p) in
                         [("saturated", &r.saturated), ("end-to-end window", &r.windowed), ("paced", &r.paced)]
                     {
-                        if p.received < p.expected {
+                        if p.throttled + p.rejected > 0 {
                             self.notes.push(format!(
-                                "{name} on {broker}, {phase}: {} of {} messages not delivered \
+                                "{name} on {broker}, {phase}: {} of {} requests refused with 429 \
+                                 (more than 10 in flight on the connection; throttled, not lost){}",
+                                thousands(p.throttled),
+                                thousands(p.expected),
+                                if p.rejected > 0 {
+                                    format!(", {} refused with another code", thousands(p.rejected))
+                                } else {
+                                    String::new()
+                                }
+                            ));
+                        }
+                        if p.lost() > 0 {
+                            self.notes.push(format!(
+                                "{name} on {broker}, {phase}: {} of {} messages lost: neither delivered nor refused \
                                  ({} publish calls completed){}",
-                                thousands(p.expected - p.received),
+                                thousands(p.lost()),
                                 thousands(p.expected),
                                 thousands(p.sent),
                                 if p.timed_out { "; phase deadline reached" } else { "" }
@@ -229,6 +255,9 @@ impl Table {
             self.goals.push((format!("{label}: p99 latency at most 2× Mosquitto's"), v));
         }
         row(self, "delivered / expected", &delivered_cell, None);
+        if !compare {
+            row(self, "throttled (429) / lost", &refused_cell, None);
+        }
         if judge_throughput {
             row(self, "broker CPU per delivered message, µs", &cpu_cell, None);
         }
@@ -426,6 +455,47 @@ mod tests {
             command_line(true, Some(Path::new("docs/benchmarks.md"))),
             "cargo run --release -p broker-bench -- --quick --out docs/benchmarks.md"
         );
+    }
+
+    fn phase(expected: u64, received: u64, throttled: u64) -> Phase {
+        Phase {
+            expected,
+            sent: expected,
+            received,
+            throttled,
+            rejected: 0,
+            elapsed: Duration::from_secs(1),
+            latency: None,
+            broker_cpu: None,
+            timed_out: false,
+        }
+    }
+
+    #[test]
+    fn shadow_requests_refused_with_429_are_shown_as_throttled_not_lost() {
+        let mut r = Results::new(Plan::quick(), "cmd".into(), Machine::describe(), "not run: missing".into());
+        r.shadow = Some(Ok(FlowResult {
+            saturated: phase(20_000, 1_408, 18_560),
+            windowed: phase(20_000, 19_009, 991),
+            window: 1_000,
+            paced: phase(1_000, 1_000, 0),
+            paced_rate: 100,
+            errors: Vec::new(),
+        }));
+        let md = r.markdown();
+        let row = |label: &str| md.lines().skip_while(|l| !l.contains(label)).nth(3).unwrap_or_default().to_owned();
+        assert_eq!(
+            row("shadow update → delta, saturated"),
+            "|  | throttled (429) / lost | 18,560 / 32 | n/a (no shadow service) |  |  |"
+        );
+        assert_eq!(
+            row("shadow update → delta, end-to-end window"),
+            "|  | throttled (429) / lost | 991 / 0 | n/a (no shadow service) |  |  |"
+        );
+        assert!(md.contains("| 1,408 (92.8% throttled) (0.2% lost) |"), "{md}");
+        assert!(md.contains("saturated: 18,560 of 20,000 requests refused with 429"), "{md}");
+        assert!(md.contains("saturated: 32 of 20,000 messages lost"), "{md}");
+        assert!(!md.contains("end-to-end window: 991 of 20,000 messages lost"), "{md}");
     }
 
     #[test]
