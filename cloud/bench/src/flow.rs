@@ -499,7 +499,7 @@ mod tests {
         let stamp = Stamp { phase: SATURATED, sent_ns: 123_456_789 };
         let payload = encode_binary(stamp, 42, 256);
         assert_eq!(payload.len(), 256);
-        assert_eq!(decode_binary(&publish("dt/bench/x/telemetry", payload)), Some(stamp));
+        assert_eq!(decode_binary(&publish("dt/bench/x/telemetry", payload)), Some((stamp, Answer::Delivered)));
     }
 
     #[test]
