@@ -32,32 +32,23 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
 
     let steps = report["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 6, "{stderr}");
-    assert!(steps.iter().all(|s| s["passed"] == true), "{report:#}");
     assert_eq!(report["passed"], true);
+    let facts = &report["facts"];
 
-    // The operator's changes reached the plant's setpoint register (timed per change).
-    assert_eq!(report["delta_to_actuation"]["samples_ms"].as_array().unwrap().len(), 2);
-    // The fault led to a protective action at the plant.
-    assert_eq!(report["fault_to_action"]["samples_ms"].as_array().unwrap().len(), 1);
-    assert!(steps[3]["detail"].as_str().unwrap().contains("setpoint 1800 rpm"), "{}", steps[3]["detail"]);
+    at_the_plant(facts, &report["shadow"]);
+    in_the_cloud(facts, &report);
 
-    // The cloud received telemetry, the anomaly raised and cleared, and shadow updates.
-    let thing = "pump-station-1";
-    let topics = &report["topics"];
-    let telemetry = &topics[format!("dt/pump/{thing}/telemetry")];
-    assert!(telemetry["messages"].as_u64().unwrap() >= 2, "{topics:#}");
-    assert!(telemetry["bytes_max"].as_u64().unwrap() <= 5120, "batches stay within one 5 KiB unit");
-    let anomalies = &topics[format!("dt/pump/{thing}/anomalies")];
-    assert!(anomalies["messages"].as_u64().unwrap() >= 2, "raised and cleared: {topics:#}");
-    assert_eq!(anomalies["example"]["kind"], "cavitation");
-
-    // The model detector decided the fault: the step's anomaly, and every event in the cloud.
+    // The model detector decided the fault: every event in the cloud came from it.
     assert_eq!(report["detector"], "model");
     let events = report["anomalies"].as_array().expect("anomaly events in the report");
     let raised = events.iter().find(|e| e["active"] == true).expect("a raised anomaly");
     assert_eq!((&raised["kind"], &raised["detector"]), (&"cavitation".into(), &"model".into()), "{events:#?}");
     assert!(events.iter().all(|e| e["detector"] == "model"), "only the model runs: {events:#?}");
-    assert!(steps[3]["detail"].as_str().unwrap().contains("by \"model\""), "{}", steps[3]["detail"]);
+    assert!(events.iter().any(|e| e["active"] == false && e["id"] == raised["id"]), "it cleared: {events:#?}");
+    // It was decided on a reading the cloud also received in telemetry.
+    let seqs: Vec<u64> = facts["telemetry_seqs"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let decided_on = raised["reading_seq"].as_u64().unwrap();
+    assert!(seqs.contains(&decided_on), "reading {decided_on} is not in the telemetry received");
 
     // reported.model: the shipped model, loaded and running, as the controller reports it.
     let card: Value = serde_json::from_slice(
@@ -71,19 +62,74 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!((&model["detector"], &model["running"]), (&"model".into(), &serde_json::json!(["model"])));
     assert_eq!(model["error"], "");
     assert_eq!(&report["shadow"]["state"]["reported"]["model"], model);
-
-    // The shadow converged: desired and reported agree on the resumed speed, protection is off.
-    let shadow = &report["shadow"];
-    let desired = shadow["state"]["desired"]["speedRpm"].as_f64().unwrap();
-    assert_eq!(shadow["state"]["reported"]["speedRpm"].as_f64(), Some(desired), "{shadow:#}");
-    assert_eq!(shadow["state"]["reported"]["protection"]["active"], false, "{shadow:#}");
-    assert!(shadow["version"].as_u64().unwrap() > 5, "{shadow:#}");
-
-    // Step 6: nothing lost or reordered across the outage.
-    assert!(steps[5]["detail"].as_str().unwrap().contains("without a gap"), "{}", steps[5]["detail"]);
     assert!(dir.path().join("report.md").is_file());
 
     edge_footprint_and_cost_per_site(&report);
+}
+
+/// The speed the controller's protective `reduce_speed` runs the pump at, from its recipe.
+fn safe_speed_rpm() -> f64 {
+    let recipe = include_str!("../../components/controller/recipe.yaml");
+    let line = recipe.lines().find_map(|l| l.trim().strip_prefix("safeSpeedRpm:")).expect("safeSpeedRpm in the recipe");
+    line.trim().parse().unwrap()
+}
+
+/// The plant's registers, read over Modbus after each action: every desired speed reached the
+/// setpoint register, the fault slowed the pump to the safe speed, the resume restored the
+/// operator's speed, and at the end the plant runs what the shadow says.
+fn at_the_plant(facts: &Value, shadow: &Value) {
+    let reads = facts["plant_reads"].as_array().expect("plant reads");
+    let after = |what: &str| reads.iter().filter(|r| r["after"] == what).collect::<Vec<_>>();
+    let rpm = |r: &Value, key: &str| r[key].as_f64().unwrap();
+    let desired = after("desired");
+    assert_eq!(desired.len(), 2, "one read per desired change: {reads:#?}");
+    for r in &desired {
+        assert_eq!(rpm(r, "setpoint_rpm"), rpm(r, "desired_rpm"), "{r}");
+        assert_eq!(r["run"], true, "{r}");
+    }
+    let (before, fault) = (after("before fault"), after("fault"));
+    assert_eq!((before.len(), fault.len()), (1, 1), "{reads:#?}");
+    assert!(rpm(before[0], "setpoint_rpm") > safe_speed_rpm(), "{reads:#?}");
+    assert_eq!(rpm(fault[0], "setpoint_rpm"), safe_speed_rpm(), "cavitation → reduce_speed: {reads:#?}");
+    let resume = after("resume");
+    assert_eq!(resume.len(), 1, "{reads:#?}");
+    assert_eq!(rpm(resume[0], "setpoint_rpm"), rpm(resume[0], "desired_rpm"), "{reads:#?}");
+    assert_eq!(resume[0]["run"], true);
+    let end = after("end");
+    assert_eq!(end.len(), 1, "{reads:#?}");
+    let desired_at_end = shadow["state"]["desired"]["speedRpm"].as_f64().unwrap();
+    assert_eq!(rpm(end[0], "setpoint_rpm"), desired_at_end, "the plant runs what the shadow asks: {shadow:#}");
+    assert_eq!(shadow["state"]["reported"]["speedRpm"].as_f64(), Some(desired_at_end), "{shadow:#}");
+    assert_eq!(shadow["state"]["reported"]["protection"]["active"], false, "{shadow:#}");
+}
+
+/// The cloud's side: every reading arrived (sequence numbers without a gap, across the
+/// outage), and every shadow update followed the one before (versions one apart) up to the
+/// version the shadow ends at.
+fn in_the_cloud(facts: &Value, report: &Value) {
+    let seqs: Vec<u64> = facts["telemetry_seqs"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let mut distinct = seqs.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(distinct.len() >= 20, "{} readings", distinct.len());
+    let gaps: Vec<_> = distinct.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+    assert!(gaps.is_empty(), "readings missing between {gaps:?}");
+    let thing = "pump-station-1";
+    let telemetry = &report["topics"][format!("dt/pump/{thing}/telemetry")];
+    assert!(telemetry["bytes_max"].as_u64().unwrap() <= 5120, "batches stay within one 5 KiB unit");
+
+    let versions: Vec<(u64, u64)> = facts["shadow_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v[0].as_u64().unwrap(), v[1].as_u64().unwrap()))
+        .collect();
+    assert!(versions.len() > 5, "{versions:?}");
+    for w in versions.windows(2) {
+        assert_eq!(w[0].1 + 1, w[1].1, "an update the cloud did not publish, or out of order: {versions:?}");
+    }
+    assert!(versions.iter().all(|(previous, current)| current == &(previous + 1)), "{versions:?}");
+    assert_eq!(report["shadow"]["version"].as_u64(), versions.last().map(|v| v.1), "the last document is the shadow");
 }
 
 /// The report's edge footprint and cost per site: every process measured from `/proc`, each
@@ -97,7 +143,13 @@ fn edge_footprint_and_cost_per_site(report: &Value) {
         assert!(!p["pids"].as_array().unwrap().is_empty(), "{name} was never seen: {p:#}");
         let (rss, hwm) = (p["vm_rss_kib"].as_u64().unwrap(), p["vm_hwm_kib"].as_u64().unwrap());
         assert!(rss > 0 && hwm >= rss, "{name}: {p:#}");
-        assert!(p["cpu_seconds"].as_f64().unwrap() > 0.0, "{name}: {p:#}");
+        // CPU time comes in clock ticks (10 ms): a quiet component may not have used one yet,
+        // the core and the sensor (polling every 250 ms) always have.
+        let cpu = p["cpu_seconds"].as_f64().unwrap();
+        assert!(cpu >= 0.0, "{name}: {p:#}");
+        if matches!(name, "simulated core" | "com.example.pump.Sensor") {
+            assert!(cpu > 0.0, "{name}: {p:#}");
+        }
         assert!(p["binary_stripped_bytes"].as_u64().unwrap() > 0, "{name}: {p:#}");
     }
     let core_pid = processes[0]["pids"][0].as_u64().unwrap();

@@ -40,6 +40,8 @@ pub const MODEL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// same entry again: the entry is kept, because anomalies must not be lost, and a redeployment
 /// with the right access fixes the cause.
 const REJECTED_PAUSE: Duration = Duration::from_secs(60);
+/// How long a stop waits for the outbox to be sent (well within the core's shutdown timeout).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// What the shell needs from the command line and the environment.
 #[derive(Debug, Clone)]
@@ -311,7 +313,7 @@ pub async fn run(options: Options) -> Result<(), Stop> {
             _ = int.recv() => break Ok(()),
         }
     };
-    drain.abort();
+    outbox.stop_drain(drain, SHUTDOWN_GRACE).await;
     if let Some(watch) = model_watch {
         watch.abort();
     }

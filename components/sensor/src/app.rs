@@ -32,6 +32,8 @@ use crate::plant::{PlantLink, PollError};
 use crate::reading::{decode, telemetry_row};
 use crate::stats::{STATS_FILE, Stats, add_counters, write_atomically};
 
+/// How long a stop waits for the outbox to be sent (well within the core's shutdown timeout).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// The outbox file's name in the work directory.
 pub const OUTBOX_FILE: &str = "telemetry-outbox.sqlite";
 /// Batches kept in memory while the outbox cannot store them (disk full, say).
@@ -505,7 +507,7 @@ pub async fn run(work_dir: &Path) -> Result<(), Failure> {
     let rest = sensor.batcher.flush();
     sensor.store(rest);
     sensor.report();
-    drain.abort();
+    sensor.outbox.stop_drain(drain, SHUTDOWN_GRACE).await;
     match outcome {
         Ok(signal) => {
             tracing::info!("{signal}: stopped; {} telemetry messages wait in the outbox", sensor.outbox.len());

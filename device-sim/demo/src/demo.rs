@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 
 use crate::cost::{Observed, Prices, SiteCost, Units};
 use crate::observer::{self, Observer};
-use crate::report::{AnomalyRecord, Latency, Report, StepOutcome};
-use crate::site::{COMPONENTS, ModbusProbe, Site, THING};
+use crate::report::{AnomalyRecord, Latency, PlantRead, Report, StepOutcome};
+use crate::site::{COMPONENTS, ModbusProbe, Site, SiteOptions, THING};
 
 /// How long any one wait may take before its step fails.
 const WAIT: Duration = Duration::from_secs(60);
@@ -173,20 +173,9 @@ fn speed_reported(doc: &Value) -> Option<f64> {
     doc.pointer("/state/reported/speedRpm").and_then(Value::as_f64)
 }
 
-/// Waits until the cloud shadow satisfies `pred` (GetThingShadow every 100 ms).
+/// Waits until the cloud shadow satisfies `pred`.
 async fn wait_cloud_shadow(site: &Site, what: &str, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(doc) = site.cloud_shadow().await?
-            && pred(&doc)
-        {
-            return Ok(doc);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("the cloud shadow never showed {what} within {WAIT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    site.wait_cloud_shadow(what, WAIT, pred).await
 }
 
 async fn run(args: DemoArgs) -> anyhow::Result<Report> {
@@ -203,56 +192,40 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let mut obs: Option<Observer> = None;
     let ok = steps
         .run("1", "start the local cloud, provision the core device, start the plant and the core", || async {
-            let (cloud, endpoints) = Site::start_cloud(&dir).await?;
-            let (iot, data) = Site::clients(&endpoints).await;
-            let device = Site::provision(&iot, &endpoints, &dir).await?;
-            let (cert, key) = observer::provision(&iot, &dir.join("observer"), THING).await?;
-            let o = Observer::start(
-                &endpoints,
-                cert,
-                key,
-                &[
-                    format!("dt/pump/{THING}/#"),
-                    format!("$aws/things/{THING}/shadow/name/pump/update/documents"),
-                    // Accepted updates: what each shadow operation was billed on.
-                    format!("{}/accepted", shadow_update_topic()),
-                ],
-            )
+            let s = site.insert(Site::start_cloud_and_device(&dir).await?);
+            // The observer listens before the core connects, so it sees every message.
+            let (cert, key) = observer::provision(&s.iot, &dir.join("observer"), THING).await?;
+            obs = Some(
+                Observer::start(
+                    &s.endpoints,
+                    cert,
+                    key,
+                    &[
+                        format!("dt/pump/{THING}/#"),
+                        format!("$aws/things/{THING}/shadow/name/pump/update/documents"),
+                        // Accepted updates: what each shadow operation was billed on.
+                        format!("{}/accepted", shadow_update_topic()),
+                    ],
+                )
+                .await?,
+            );
+            s.start_site(&SiteOptions {
+                seed: args.seed,
+                detector: args.detector.as_str(),
+                bins: args.component_bins.as_deref(),
+                footprint_period: FOOTPRINT_PERIOD,
+                wait: WAIT,
+            })
             .await?;
-            let plant = Site::start_plant(args.seed, 1.0).await?;
-            let update = Site::update_config(plant.modbus_addr(), args.detector.as_str())?;
-            let core = Site::start_core(&dir, &device, update, args.component_bins.as_deref()).await?;
-            let watched: Vec<(&str, &str)> = COMPONENTS.iter().map(|c| (c.name, c.artifact)).collect();
-            let sampler =
-                crate::footprint::Sampler::start(&watched, args.component_bins.is_some(), FOOTPRINT_PERIOD);
-            for c in COMPONENTS {
-                let state = core
-                    .wait_for_state(c.name, &[device_sim::core::ComponentState::Running], WAIT)
-                    .await;
-                if state != Some(device_sim::core::ComponentState::Running) {
-                    bail!("{} is {state:?}, not RUNNING (see {})", c.name, core.layout().root().display());
-                }
-            }
             let detail = format!(
                 "cloud MQTT {} HTTP {}; thing {THING} with policy {} ({} changes); plant Modbus {}; {} components RUNNING",
-                endpoints.mqtt,
-                endpoints.http,
-                device.record.policy_name,
-                device.changes.len(),
-                plant.modbus_addr(),
+                s.endpoints.mqtt,
+                s.endpoints.http,
+                s.device.record.policy_name,
+                s.device.changes.len(),
+                s.plant().modbus_addr(),
                 COMPONENTS.len()
             );
-            site = Some(Site {
-                dir: dir.clone(),
-                cloud: Some(cloud),
-                endpoints,
-                data,
-                device,
-                plant: Some(plant),
-                core: Some(core),
-                footprint: Some(sampler),
-            });
-            obs = Some(o);
             Ok(detail)
         })
         .await;
@@ -315,6 +288,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let mut delta_samples = Vec::new();
+    let mut plant_reads = Vec::new();
     let ok = steps
         .run("3", "the operator sets a desired speed in the cloud → actuation at the plant → reported", || async {
             let speeds = [2400.0, 2600.0, 2200.0, 2500.0, 2300.0, 2700.0, 2450.0, 2550.0];
@@ -322,10 +296,11 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             for &speed in speeds.iter().cycle().take(args.speed_changes.max(1)) {
                 let t0 = Instant::now();
                 let version = site_ref.set_desired(json!({"speedRpm": speed as i64, "mode": "auto"})).await?;
-                probe
+                let state = probe
                     .wait_for(&format!("speed setpoint {speed}"), WAIT, |s| (s.setpoint_rpm - speed).abs() < 0.5)
                     .await?;
                 delta_samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+                plant_reads.push(PlantRead::new("desired", Some(speed), &state));
                 let doc = wait_cloud_shadow(site_ref, &format!("reported speedRpm {speed}"), |d| {
                     speed_reported(d).is_some_and(|r| (r - speed).abs() < 0.5)
                 })
@@ -340,6 +315,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         })
         .await;
     steps.report.delta_to_actuation = Latency::from_samples(delta_samples);
+    steps.report.facts.plant_reads.append(&mut plant_reads);
     if !ok {
         return finish(steps.report, &args, site, obs).await;
     }
@@ -356,10 +332,12 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
                 let mut details = Vec::new();
                 for cycle in 1..=args.fault_cycles.max(1) {
                     if cycle > 1 {
-                        clear_and_resume(site_ref, obs_ref, &mut probe, &anomalies, resume_speed).await?;
+                        let state = clear_and_resume(site_ref, obs_ref, &mut probe, &anomalies, resume_speed).await?;
+                        plant_reads.push(PlantRead::new("resume", Some(resume_speed), &state));
                         resume_speed += 50.0;
                     }
                     let before = probe.read().await?;
+                    plant_reads.push(PlantRead::new("before fault", None, &before));
                     let mut rx = obs_ref.subscribe();
                     let t0 = Instant::now();
                     site_ref
@@ -374,6 +352,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
                         .await?;
                     let acted_ms = epoch_ms();
                     fault_samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    plant_reads.push(PlantRead::new("fault", None, &state));
                     let event = observer::wait_for(&mut rx, "a cavitation anomaly event in the cloud", WAIT, |m| {
                         m.topic == anomalies && m.doc["active"] == true && m.doc["kind"] == "cavitation"
                     })
@@ -409,6 +388,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         .await;
     steps.report.fault_to_action = Latency::from_samples(fault_samples);
     steps.report.anomaly_to_action = Latency::from_samples(anomaly_samples);
+    steps.report.facts.plant_reads.append(&mut plant_reads);
     if !ok {
         return finish(steps.report, &args, site, obs).await;
     }
@@ -416,12 +396,14 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let ok = steps
         .run("5", "the fault is cleared → the anomaly clears → the operator resumes → the plant follows", || async {
             let state = clear_and_resume(site_ref, obs_ref, &mut probe, &anomalies, resume_speed).await?;
+            plant_reads.push(PlantRead::new("resume", Some(resume_speed), &state));
             Ok(format!(
                 "anomaly cleared; the operator resumed at {resume_speed:.0} rpm: setpoint {:.0} rpm, run {}, bypass {}; protection inactive in the cloud",
                 state.setpoint_rpm, state.run, state.bypass_open
             ))
         })
         .await;
+    steps.report.facts.plant_reads.append(&mut plant_reads);
     if !ok || args.outage_seconds == 0 {
         return finish(steps.report, &args, site, obs).await;
     }
@@ -592,6 +574,22 @@ async fn finish(
         report.topics = o.figures();
         report.anomalies =
             o.messages(&format!("dt/pump/{THING}/anomalies")).iter().map(AnomalyRecord::from_event).collect();
+        report.facts.telemetry_seqs =
+            o.messages(&format!("dt/pump/{THING}/telemetry")).iter().flat_map(batch_seqs).collect();
+        report.facts.shadow_versions = o
+            .messages(&format!("$aws/things/{THING}/shadow/name/pump/update/documents"))
+            .iter()
+            .map(|d| {
+                let version = |pointer: &str| d.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+                [version("/previous/version"), version("/current/version")]
+            })
+            .collect();
+    }
+    if let Some(plant) = site.as_ref().and_then(|s| s.plant.as_ref())
+        && let Ok(mut probe) = ModbusProbe::connect(plant.modbus_addr()).await
+        && let Ok(state) = probe.read().await
+    {
+        report.facts.plant_reads.push(PlantRead::new("end", None, &state));
     }
     if let Some(site) = &site {
         if let Ok(Some(doc)) = site.cloud_shadow().await {
@@ -632,15 +630,7 @@ async fn finish(
             print_how_to_reach(&site);
             let _ = tokio::signal::ctrl_c().await;
         }
-        if let Some(core) = site.core.take() {
-            core.shutdown(Duration::from_secs(20)).await;
-        }
-        if let Some(plant) = site.plant.take() {
-            plant.shutdown().await;
-        }
-        if let Some(cloud) = site.cloud.take() {
-            cloud.shutdown().await;
-        }
+        site.stop().await;
     }
     drop(obs);
     Ok(report)

@@ -7,6 +7,9 @@
 //! - `pump-station footprint --component-bins DIR [--benchmarks FILE]` runs the demo with the
 //!   components' own binaries and writes the "Edge footprint" section of `docs/benchmarks.md`
 //!   (see [`footprint`]).
+//! - `pump-station latency-bench [--speed-changes N] [--anomalies N] [--benchmarks FILE]`
+//!   measures desired change → setpoint and anomaly event → protective action over hundreds of
+//!   samples on a running site (see [`latency_bench`]).
 //! - Run under a component's binary name (`pump-sensor`, …) it *is* that component: the demo
 //!   stages this one executable as every component's artifact, so `cargo run` builds one binary
 //!   and the recipes stay the real ones.
@@ -17,11 +20,13 @@
 //! - [`site`]: starting and stopping the pieces (cloud, plant, core) and staging the components.
 //! - [`report`]: `report.json` and `report.md`.
 //! - [`footprint`]: the core's and the components' binary size, memory and CPU time, from `/proc`.
+//! - [`latency_bench`]: the control loop's latencies over enough samples for a p99.
 //! - [`cost`]: what a pump site costs in AWS a month, this design against a naive one.
 
 mod cost;
 mod demo;
 mod footprint;
+mod latency_bench;
 mod observer;
 mod report;
 mod site;
@@ -55,6 +60,9 @@ enum Command {
     /// Benchmark: runs the demo with the components' own binaries and writes the edge
     /// footprint (binary sizes, memory, CPU time) as a section of a Markdown file.
     Footprint(footprint::FootprintArgs),
+    /// Benchmark: desired change → setpoint and anomaly event → protective action at the plant,
+    /// hundreds of samples each, on a running site; writes its section of a Markdown file.
+    LatencyBench(latency_bench::LatencyBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,5 +78,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo(args) => demo::main(args),
         Command::Footprint(args) => footprint::main(args),
+        Command::LatencyBench(args) => latency_bench::main(args),
     }
 }

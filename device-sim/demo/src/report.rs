@@ -44,6 +44,8 @@ pub struct AnomalyRecord {
     pub reason: String,
     /// When it was decided, milliseconds since the Unix epoch.
     pub ts: u64,
+    /// The reading that decided it (`reading_seq`).
+    pub reading_seq: u64,
 }
 
 impl AnomalyRecord {
@@ -58,6 +60,50 @@ impl AnomalyRecord {
             severity: doc["severity"].as_f64().unwrap_or(0.0),
             reason: text("reason"),
             ts: doc["ts"].as_u64().unwrap_or(0),
+            reading_seq: doc["reading_seq"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
+/// What the run observed at the plant and in the cloud, as raw facts that a reader (or a test)
+/// can check without trusting the steps' own verdicts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Facts {
+    /// The sequence number of every reading in the telemetry batches the cloud received, in
+    /// arrival order (a batch delivered again after a reconnect appears again).
+    pub telemetry_seqs: Vec<u64>,
+    /// `[previous, current]` shadow version of each `update/documents` message the cloud
+    /// published for the `pump` shadow, in order (`previous` is 0 for the first document).
+    pub shadow_versions: Vec<[u64; 2]>,
+    /// The plant's registers, read over Modbus after each action of the scenario.
+    pub plant_reads: Vec<PlantRead>,
+}
+
+/// The plant's registers after one action of the scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlantRead {
+    /// The action: `desired` (the operator's change), `before fault`, `fault` (after the
+    /// protective action), `resume`, `end`.
+    pub after: String,
+    /// The speed the operator asked for, when the action was a desired change.
+    pub desired_rpm: Option<f64>,
+    /// The speed setpoint holding register.
+    pub setpoint_rpm: f64,
+    /// The run coil.
+    pub run: bool,
+    /// The bypass coil.
+    pub bypass_open: bool,
+}
+
+impl PlantRead {
+    /// A read of `state` after `after`.
+    pub fn new(after: &str, desired_rpm: Option<f64>, state: &crate::site::PlantState) -> Self {
+        PlantRead {
+            after: after.to_owned(),
+            desired_rpm,
+            setpoint_rpm: state.setpoint_rpm,
+            run: state.run,
+            bypass_open: state.bypass_open,
         }
     }
 }
@@ -119,6 +165,8 @@ pub struct Report {
     pub footprint: Option<Footprint>,
     /// What a pump site costs in AWS a month, this design against a naive one.
     pub cost: Option<SiteCost>,
+    /// The raw facts the run observed.
+    pub facts: Facts,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -232,6 +280,26 @@ impl Report {
         ] {
             let _ = writeln!(s, "| {name} | {} | {} | {} |", l.samples_ms.len(), ms(l.p50_ms), ms(l.p99_ms));
         }
+        let _ = writeln!(
+            s,
+            "\n## The plant after each action (Modbus registers)\n\n| after | desired, rpm | speed setpoint, rpm | run | bypass open |\n| --- | ---: | ---: | --- | --- |"
+        );
+        for r in &self.facts.plant_reads {
+            let desired = r.desired_rpm.map_or("–".into(), |d| format!("{d:.0}"));
+            let _ = writeln!(s, "| {} | {desired} | {:.0} | {} | {} |", r.after, r.setpoint_rpm, r.run, r.bypass_open);
+        }
+        let seqs = &self.facts.telemetry_seqs;
+        let versions = &self.facts.shadow_versions;
+        let _ = writeln!(
+            s,
+            "\nTelemetry: {} readings received in the cloud (sequence numbers {}..={}); shadow documents: {} (versions {}..={}).",
+            seqs.len(),
+            seqs.iter().min().copied().unwrap_or(0),
+            seqs.iter().max().copied().unwrap_or(0),
+            versions.len(),
+            versions.first().map_or(0, |v| v[0]),
+            versions.last().map_or(0, |v| v[1])
+        );
         let _ = writeln!(s, "\n## The `pump` shadow at the end ({} bytes of state)\n", self.shadow_state_bytes);
         let _ = writeln!(s, "```json\n{}\n```", serde_json::to_string_pretty(&self.shadow).unwrap_or_default());
         let _ = writeln!(s, "\n## Payload examples (the first and the last message of each topic)\n");

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use aws_credential_types::Credentials;
 use cloud_api::endpoints::Endpoints;
+use device_sim::core::ComponentState;
 use device_sim::core::runtime::{CloudOptions, Core, CoreOptions, parse_update_config};
 use device_sim::plant::{PlantConfig, PlantHandle};
 use device_sim::recipe::DevicePlatform;
@@ -87,6 +88,20 @@ pub fn credentials() -> Credentials {
     Credentials::new(ACCESS_KEY, "demo-secret-key-for-the-local-cloud", None, None, "pump-station-demo")
 }
 
+/// What a site is started with.
+pub struct SiteOptions<'a> {
+    /// The plant's noise seed.
+    pub seed: u64,
+    /// The analyzer's `detector` configuration (`rules`, `model`, `both`).
+    pub detector: &'a str,
+    /// The components' own binaries to stage as their artifacts (see [`Site::stage_components`]).
+    pub bins: Option<&'a Path>,
+    /// How often the footprint sampler reads `/proc`.
+    pub footprint_period: Duration,
+    /// How long each component may take to reach RUNNING.
+    pub wait: Duration,
+}
+
 /// The running site.
 pub struct Site {
     /// Where everything is kept (`{out}/run`).
@@ -95,6 +110,8 @@ pub struct Site {
     pub cloud: Option<LocalCloud>,
     /// Where the cloud listens.
     pub endpoints: Endpoints,
+    /// IoT control plane client (the operator).
+    pub iot: aws_sdk_iot::Client,
     /// IoT data plane client (the operator).
     pub data: aws_sdk_iotdataplane::Client,
     /// What provisioning made.
@@ -108,6 +125,61 @@ pub struct Site {
 }
 
 impl Site {
+    /// Starts the local cloud in `dir` and provisions the core device through the AWS SDK; the
+    /// plant and the core start with [`Site::start_site`].
+    pub async fn start_cloud_and_device(dir: &Path) -> anyhow::Result<Site> {
+        let (cloud, endpoints) = Self::start_cloud(dir).await?;
+        let (iot, data) = Self::clients(&endpoints).await;
+        let device = Self::provision(&iot, &endpoints, dir).await?;
+        Ok(Site {
+            dir: dir.to_owned(),
+            cloud: Some(cloud),
+            endpoints,
+            iot,
+            data,
+            device,
+            plant: None,
+            core: None,
+            footprint: None,
+        })
+    }
+
+    /// Starts the plant and the simulated core, and waits until every component is RUNNING;
+    /// the footprint sampler watches the components from then on.
+    pub async fn start_site(&mut self, options: &SiteOptions<'_>) -> anyhow::Result<()> {
+        let plant = self.plant.insert(Self::start_plant(options.seed, 1.0).await?);
+        let update = Self::update_config(plant.modbus_addr(), options.detector)?;
+        let core = self.core.insert(Self::start_core(&self.dir, &self.device, update, options.bins).await?);
+        let watched: Vec<(&str, &str)> = COMPONENTS.iter().map(|c| (c.name, c.artifact)).collect();
+        self.footprint =
+            Some(crate::footprint::Sampler::start(&watched, options.bins.is_some(), options.footprint_period));
+        for c in COMPONENTS {
+            let state = core.wait_for_state(c.name, &[ComponentState::Running], options.wait).await;
+            if state != Some(ComponentState::Running) {
+                bail!("{} is {state:?}, not RUNNING (see {})", c.name, core.layout().root().display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the core (its components first), the plant and the cloud, in that order.
+    pub async fn stop(&mut self) {
+        if let Some(core) = self.core.take() {
+            core.shutdown(Duration::from_secs(20)).await;
+        }
+        if let Some(plant) = self.plant.take() {
+            plant.shutdown().await;
+        }
+        if let Some(cloud) = self.cloud.take() {
+            cloud.shutdown().await;
+        }
+    }
+
+    /// The simulated core.
+    pub fn core(&self) -> anyhow::Result<&Core> {
+        self.core.as_ref().context("the core is not running")
+    }
+
     /// Starts the local cloud in `dir/cloud` on ephemeral loopback ports.
     pub async fn start_cloud(dir: &Path) -> anyhow::Result<(LocalCloud, Endpoints)> {
         let cloud =
@@ -269,6 +341,27 @@ impl Site {
         }
     }
 
+    /// Waits until the cloud shadow satisfies `pred` (GetThingShadow every 20 ms).
+    pub async fn wait_cloud_shadow(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(doc) = self.cloud_shadow().await?
+                && pred(&doc)
+            {
+                return Ok(doc);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the cloud shadow never showed {what} within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A plain HTTP request to the plant's control API (loopback, one connection per call).
     pub async fn plant_control(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let addr = self.plant().control_addr();
@@ -307,13 +400,15 @@ pub struct PlantState {
 /// A Modbus TCP client of the plant.
 pub struct ModbusProbe {
     ctx: ModbusContext,
+    /// How often [`ModbusProbe::wait_for`] reads the plant (10 ms unless set).
+    pub poll: Duration,
 }
 
 impl ModbusProbe {
     /// Connects.
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
         let ctx = tokio_modbus::client::tcp::connect(addr).await.context("connecting to the plant over Modbus")?;
-        Ok(Self { ctx })
+        Ok(Self { ctx, poll: Duration::from_millis(10) })
     }
 
     /// Reads setpoints, coils and measurements.
@@ -346,7 +441,7 @@ impl ModbusProbe {
         })
     }
 
-    /// Polls until `pred` holds (every 10 ms), or fails after `within`.
+    /// Polls until `pred` holds (every [`ModbusProbe::poll`]), or fails after `within`.
     pub async fn wait_for(
         &mut self,
         what: &str,
@@ -362,7 +457,7 @@ impl ModbusProbe {
             if tokio::time::Instant::now() >= deadline {
                 bail!("the plant never showed {what} within {within:?} (last: {s:?})");
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(self.poll).await;
         }
     }
 }

@@ -107,6 +107,8 @@ struct Shared {
     config: OutboxConfig,
     state: Mutex<State>,
     appended: Notify,
+    /// Woken by every acknowledgement.
+    removed: Notify,
 }
 
 #[derive(Debug)]
@@ -176,7 +178,7 @@ impl Outbox {
                 other => OutboxError::Storage(other),
             })?;
         let state = State { conn, rows: rows as u64, bytes: bytes as u64 };
-        let shared = Shared { path, config, state: Mutex::new(state), appended: Notify::new() };
+        let shared = Shared { path, config, state: Mutex::new(state), appended: Notify::new(), removed: Notify::new() };
         Ok(Outbox { shared: Arc::new(shared) })
     }
 
@@ -258,6 +260,8 @@ impl Outbox {
         tx.commit()?;
         state.rows -= rows as u64;
         state.bytes -= bytes as u64;
+        drop(state);
+        self.shared.removed.notify_waiters();
         Ok(rows as u64)
     }
 
@@ -281,6 +285,30 @@ impl Outbox {
         let state = self.lock();
         let n: i64 = state.conn.query_row("SELECT value FROM counters WHERE name = 'dropped'", [], |r| r.get(0))?;
         Ok(n as u64)
+    }
+
+    /// Returns once every entry has been acknowledged (at once if none waits).
+    pub async fn wait_until_empty(&self) {
+        loop {
+            let notified = self.shared.removed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, as in `wait_for_entries`.
+            notified.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops `drain` (the task that sends this outbox) at shutdown, after it has sent what waits,
+    /// or after `grace` when it cannot (IoT Core unreachable): a clean stop leaves nothing to be
+    /// sent twice, and an unclean one keeps what was not acknowledged for the next start.
+    pub async fn stop_drain<T>(&self, drain: tokio::task::JoinHandle<T>, grace: std::time::Duration) {
+        if !drain.is_finished() {
+            let _ = tokio::time::timeout(grace, self.wait_until_empty()).await;
+        }
+        drain.abort();
     }
 
     /// Returns once the outbox holds at least one entry (at once if it already does).

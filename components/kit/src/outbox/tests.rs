@@ -305,3 +305,37 @@ async fn waiting_for_entries_wakes_on_append() {
     // With an entry waiting it returns at once.
     tokio::time::timeout(Duration::from_secs(5), outbox.wait_for_entries()).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_lets_the_drain_send_what_waits_and_an_unreachable_cloud_keeps_it() {
+    // Reachable: the drain's publish answers after 100 ms; the stop waits for it and its ack.
+    let dir = TempDir::new().unwrap();
+    let outbox = open(&dir, OutboxConfig::default());
+    fill(&outbox, 3);
+    let slow = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            outbox
+                .drain(&DrainConfig::default(), |_| async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(())
+                })
+                .await
+        })
+    };
+    outbox.stop_drain(slow, Duration::from_secs(2)).await;
+    assert!(outbox.is_empty(), "every entry was sent and acknowledged before the stop");
+
+    // Unreachable: the stop gives up after the grace and keeps every entry.
+    fill(&outbox, 2);
+    let stuck = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            outbox.drain(&DrainConfig::default(), |_| async { Err(PublishError::Retryable("offline".into())) }).await
+        })
+    };
+    let started = tokio::time::Instant::now();
+    outbox.stop_drain(stuck, Duration::from_secs(2)).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(outbox.len(), 2, "nothing acknowledged is lost");
+}

@@ -37,13 +37,6 @@ impl ProcessTable {
         self.lock().get(component).cloned().unwrap_or_default()
     }
 
-    /// Signals every process group of `component`.
-    pub(crate) fn signal(&self, component: &str, signal: rustix::process::Signal) {
-        for pgid in self.of(component) {
-            signal_group(pgid, signal);
-        }
-    }
-
     /// Kills every process group of every component (the supervisor is going away).
     pub(crate) fn kill_everything(&self) {
         for pgid in self.lock().values().flatten() {
@@ -194,15 +187,52 @@ pub(crate) fn describe(end: &StepEnd) -> String {
     }
 }
 
-/// Stops every process of `component`: SIGTERM to each group, then SIGKILL to what is left
-/// after `grace`.
+/// Stops every process of `component`: SIGTERM, then SIGKILL to each group after `grace`.
+///
+/// The SIGTERM goes to the programs the script's `sh` started, not to the `sh` itself, as the
+/// nucleus signals a component's children first: the shell would die of it at once and leave
+/// its program, still finishing its own shutdown (sending what it queued), orphaned and
+/// uncounted. The shell exits when its program has, and the component is stopped then. A
+/// script with no child process (the shell's own loop) gets the SIGTERM itself.
 pub(crate) async fn terminate_all(component: &str, table: &ProcessTable, grace: Duration) {
-    table.signal(component, rustix::process::Signal::TERM);
+    let groups = table.of(component);
+    for pgid in &groups {
+        let children: Vec<i32> = group_members(*pgid).into_iter().filter(|pid| pid != pgid).collect();
+        if children.is_empty() {
+            signal_group(*pgid, rustix::process::Signal::TERM);
+        }
+        for pid in children {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+    }
     let deadline = tokio::time::Instant::now() + grace;
     while !table.of(component).is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    table.signal(component, rustix::process::Signal::KILL);
+    // What is left of those groups (background processes, a script that went on): killed.
+    for pgid in groups {
+        signal_group(pgid, rustix::process::Signal::KILL);
+    }
+}
+
+/// The processes of group `pgid`, from `/proc/{pid}/stat` (empty where `/proc` is not there).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| stat_pgrp(&stat)) == Some(pgid)
+        })
+        .collect()
+}
+
+/// The process group in a `/proc/{pid}/stat` line: the third field after the command name in
+/// parentheses (which may itself hold spaces and parentheses).
+fn stat_pgrp(stat: &str) -> Option<i32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// `Skipif: onpath X`: an executable `X` in one of `path`'s directories.
@@ -213,4 +243,56 @@ pub(crate) fn on_path(name: &str, path: Option<&str>) -> bool {
         return is_exec(Path::new(name));
     }
     path.unwrap_or_default().split(':').filter(|d| !d.is_empty()).any(|d| is_exec(&Path::new(d).join(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_group_is_read_after_a_command_name_with_spaces_and_parentheses() {
+        assert_eq!(stat_pgrp("4242 (pump-analyzer) S 4241 4241 4241 0 -1 4194560"), Some(4241));
+        assert_eq!(stat_pgrp("77 (a) b (c)) R 1 90 90 0"), Some(90));
+        assert_eq!(stat_pgrp("77 no parentheses"), None);
+    }
+
+    #[tokio::test]
+    async fn a_stop_waits_for_the_program_the_shell_started_and_not_only_for_the_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = std::sync::Arc::new(ProcessTable::default());
+        let done = dir.path().join("done");
+        // The program takes its time over SIGTERM (it writes a file first), as a component
+        // sending its queue does; the shell would die of a SIGTERM at once.
+        let script = Script {
+            component: "c".into(),
+            step: Step {
+                kind: crate::recipe::StepKind::Run,
+                requires_privilege: false,
+                skip_if: None,
+                timeout: None,
+                setenv: Vec::new(),
+                script: format!(
+                    "python3 -c 'import signal,sys,time\ndef stop(*_):\n    time.sleep(0.3); open(\"{}\", \"w\").close(); sys.exit(0)\nsignal.signal(signal.SIGTERM, stop)\nprint(\"ready\", flush=True)\ntime.sleep(60)'",
+                    done.display()
+                ),
+            },
+            env: Vec::new(),
+            work_dir: dir.path().to_owned(),
+            log: dir.path().join("c.log"),
+        };
+        let running = spawn(&script, &table).unwrap();
+        assert!(group_members(running.pgid()).contains(&running.pgid()), "the shell leads its group");
+        // The core's wait on the shell, which takes the group out of the table when it exits.
+        let shared = std::sync::Arc::clone(&table);
+        let waiter = tokio::spawn(async move { running.wait(&shared).await });
+        // Started: the program says so once its handler is in place.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&script.log).unwrap_or_default().contains("ready") {
+            assert!(tokio::time::Instant::now() < deadline, "the program never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        terminate_all("c", &table, Duration::from_secs(10)).await;
+        assert!(done.exists(), "the stop returned before the program finished its shutdown");
+        assert_eq!(waiter.await.unwrap(), Some(0), "the shell ended with its program, not of the signal");
+    }
 }
