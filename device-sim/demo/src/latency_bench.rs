@@ -181,8 +181,9 @@ async fn measure(site: &Site, args: &LatencyBenchArgs) -> anyhow::Result<Run> {
         .subscribe(BENCH_CLIENT, ANOMALIES_TOPIC, None)
         .map_err(|e| anyhow::anyhow!("subscribing to {ANOMALIES_TOPIC}: {e}"))?;
     // The controller has reported and follows the shadow before the first sample.
-    let mut speed = SPEEDS[0];
-    operator_sets(site, &mut probe, speed).await?;
+    // One cycle through every sample: consecutive speeds always differ, so each set is a change.
+    let mut speeds = SPEEDS.iter().copied().cycle();
+    operator_sets(site, &mut probe, speeds.next().expect("speeds")).await?;
 
     let mut run = Run {
         desired: Samples {
@@ -198,9 +199,8 @@ async fn measure(site: &Site, args: &LatencyBenchArgs) -> anyhow::Result<Run> {
         analyzer_events: 0,
     };
     eprintln!("latency-bench: {} desired changes …", args.speed_changes);
-    for i in 0..args.speed_changes {
-        speed = SPEEDS[(i + 1) % SPEEDS.len()];
-        run.desired.samples_ms.push(operator_sets(site, &mut probe, speed).await?);
+    for _ in 0..args.speed_changes {
+        run.desired.samples_ms.push(operator_sets(site, &mut probe, speeds.next().expect("speeds")).await?);
     }
 
     eprintln!("latency-bench: {} anomaly events …", args.anomalies);
@@ -233,8 +233,7 @@ async fn measure(site: &Site, args: &LatencyBenchArgs) -> anyhow::Result<Run> {
             reported.pointer("/protection/reason").and_then(Value::as_str).is_some_and(|r| r.contains("holding"))
         })
         .await?;
-        speed = SPEEDS[(i + 1) % SPEEDS.len()];
-        operator_sets(site, &mut probe, speed).await?;
+        operator_sets(site, &mut probe, speeds.next().expect("speeds")).await?;
     }
     while let Ok(message) = analyzer_events.receiver.try_recv() {
         let id = match &message {

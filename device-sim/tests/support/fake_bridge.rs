@@ -44,6 +44,17 @@ impl FakeIotCoreBridge {
             })
             .count()
     }
+    /// Waits until more than `seen` messages were published; returns the one at index `seen`.
+    #[allow(dead_code, reason = "the library's unit tests use it, not every integration test binary")]
+    pub async fn published_after(&self, seen: usize) -> Published {
+        loop {
+            let n = self.notify.notified();
+            if let Some(p) = self.published.lock().unwrap_or_else(|e| e.into_inner()).get(seen) {
+                return p.clone();
+            }
+            n.await;
+        }
+    }
     /// Waits until some subscription exists (so an injected message has a receiver).
     pub async fn wait_for_subscription(&self) {
         loop {
@@ -59,6 +70,7 @@ impl FakeIotCoreBridge {
 impl IotCoreBridge for FakeIotCoreBridge {
     fn publish(&self, topic: &str, qos: Qos, payload: Vec<u8>, retain: bool) -> BoxFuture<'_, Result<(), BridgeError>> {
         self.published.lock().unwrap_or_else(|e| e.into_inner()).push((topic.to_owned(), qos, payload, retain));
+        self.notify.notify_waiters();
         Box::pin(async { Ok(()) })
     }
     fn subscribe(&self, filter: &str, _qos: Qos) -> BoxFuture<'_, Result<mpsc::Receiver<MqttMessage>, BridgeError>> {

@@ -192,6 +192,7 @@ impl ShadowSync {
             backlog: VecDeque::new(),
             own_local_versions: HashMap::new(),
             needs_full: HashSet::new(),
+            failed: HashSet::new(),
             next_token: 0,
         };
         Ok(Self { task: tokio::spawn(engine.run(local_changes)) })
@@ -211,6 +212,9 @@ struct Engine {
     own_local_versions: HashMap<ShadowKey, HashSet<u64>>,
     /// Shadows whose next step must be a full sync (offline changes, conflicts, errors).
     needs_full: HashSet<ShadowKey>,
+    /// Shadows whose last full sync failed: retried on the retry beat and at every reconnect,
+    /// not at every event.
+    failed: HashSet<ShadowKey>,
     next_token: u64,
 }
 
@@ -271,6 +275,7 @@ impl Engine {
         loop {
             if let Some(m) = self.backlog.pop_front() {
                 self.on_cloud_message(m).await;
+                self.sync_out_of_step(tick.is_none()).await;
                 continue;
             }
             tokio::select! {
@@ -297,6 +302,21 @@ impl Engine {
                 }
                 _ = retry.tick(), if tick.is_none() && !self.needs_full.is_empty() => self.sync_pending().await,
             }
+            self.sync_out_of_step(tick.is_none()).await;
+        }
+    }
+
+    /// In real time, a shadow that fell out of step (a version conflict, a cloud change that
+    /// does not follow the last one seen) is fully synced at once: waiting for the retry beat
+    /// would hold a change back for seconds. Shadows whose sync failed wait for the beat.
+    async fn sync_out_of_step(&mut self, real_time: bool) {
+        if !real_time || !self.connected() {
+            return;
+        }
+        let mut now: Vec<ShadowKey> = self.needs_full.difference(&self.failed).cloned().collect();
+        now.sort();
+        for key in now {
+            self.full_sync(&key).await;
         }
     }
 
@@ -392,15 +412,19 @@ impl Engine {
             match self.try_full_sync(key).await {
                 Ok(()) => {
                     self.needs_full.remove(key);
+                    self.failed.remove(key);
                     return;
                 }
                 Err(CloudError::Rejected(409, _)) => continue,
                 Err(e) => {
                     tracing::warn!(thing = %key.0, shadow = %key.1, error = %e, "shadow sync postponed");
+                    self.failed.insert(key.clone());
                     return;
                 }
             }
         }
+        tracing::warn!(thing = %key.0, shadow = %key.1, "shadow sync postponed: the cloud shadow kept changing");
+        self.failed.insert(key.clone());
     }
 
     async fn try_full_sync(&mut self, key: &ShadowKey) -> Result<(), CloudError> {
@@ -555,6 +579,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::services::fake_bridge::FakeIotCoreBridge;
 
     #[test]
     fn synchronize_configuration_lists_core_and_other_things_shadows() {
@@ -572,6 +597,87 @@ mod tests {
         assert_eq!(c.direction, Direction::DeviceToCloud);
         assert_eq!(c.strategy, Strategy::Periodic(Duration::from_secs(30)));
         assert_eq!(SyncConfig::from_shadow_manager(None, "core").unwrap(), SyncConfig::default());
+    }
+
+    /// Serves the sync's cloud shadow requests from `cloud` (a second shadow engine standing in
+    /// for IoT Core's Device Shadow service), as IoT Core answers them over MQTT.
+    fn serve_cloud(bridge: FakeIotCoreBridge, cloud: LocalShadows) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            for seen in 0.. {
+                let (topic, _, payload, _) = bridge.published_after(seen).await;
+                let Some((thing, shadow, op)) = crate::core::local_shadow::parse_request_topic(&topic) else {
+                    continue;
+                };
+                let body: Value = serde_json::from_slice(&payload).unwrap();
+                let result = match op {
+                    "get" => cloud.get(thing, shadow),
+                    "update" => cloud.update(thing, shadow, &payload),
+                    _ => cloud.delete(thing, shadow),
+                };
+                let (suffix, mut answer) = match result {
+                    Ok(doc) => ("accepted", doc),
+                    Err(LocalShadowError::Rejected(e)) => ("rejected", e.to_json(0)),
+                    Err(e) => panic!("the stand-in cloud failed: {e}"),
+                };
+                answer["clientToken"] = body["clientToken"].clone();
+                let prefix = topic_prefix(thing, shadow);
+                bridge.inject(&format!("{prefix}/{op}/{suffix}"), &serde_json::to_vec(&answer).unwrap());
+            }
+        })
+    }
+
+    async fn wait_local(changes: &mut broadcast::Receiver<ShadowChange>, pred: impl Fn(&Value) -> bool) {
+        loop {
+            let change = changes.recv().await.expect("local shadow changes");
+            if pred(&change.accepted) {
+                return;
+            }
+        }
+    }
+
+    /// The controller's report crosses an operator's change in flight: the report is refused
+    /// (409), and the sync reads both sides again at once, so the operator's value reaches the
+    /// device without waiting for the retry beat.
+    #[tokio::test(start_paused = true)]
+    async fn a_version_conflict_is_resolved_at_once_not_on_the_retry_beat() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteShadowStore::open(&dir.path().join("shadows.db")).unwrap());
+        let key: ShadowKey = ("core".into(), "pump".into());
+        let (local, cloud) = (LocalShadows::new(None), LocalShadows::new(None));
+        cloud.update("core", "pump", br#"{"state":{"desired":{"speed":1}}}"#).unwrap();
+        let bridge = FakeIotCoreBridge::default();
+        let _cloud = serve_cloud(bridge.clone(), cloud.clone());
+        let (_connected, connection) = watch::channel(true);
+        let mut changes = local.changes();
+        let config = SyncConfig { shadows: vec![key.clone()], ..Default::default() };
+        let _sync =
+            ShadowSync::start(config, local.clone(), store, Arc::new(bridge.clone()), connection).await.unwrap();
+        wait_local(&mut changes, |d| d.pointer("/state/desired/speed") == Some(&json!(1))).await;
+
+        // Each round: the operator changes desired, and its `update/documents` has not reached
+        // the core yet when the device reports.
+        for round in 2..5 {
+            let desired = format!(r#"{{"state":{{"desired":{{"speed":{round}}}}}}}"#);
+            cloud.update("core", "pump", desired.as_bytes()).unwrap();
+            let started = tokio::time::Instant::now();
+            let reported = format!(r#"{{"state":{{"reported":{{"speed":{}}}}}}}"#, round - 1);
+            local.update("core", "pump", reported.as_bytes()).unwrap();
+            wait_local(&mut changes, |d| d.pointer("/state/desired/speed") == Some(&json!(round))).await;
+            let waited = started.elapsed();
+            assert!(
+                waited < Duration::from_secs(1),
+                "round {round}: the conflict waited {waited:?} for the retry beat"
+            );
+            let doc = cloud.get("core", "pump").unwrap();
+            assert_eq!(
+                doc.pointer("/state/reported/speed"),
+                Some(&json!(round - 1)),
+                "the report reached the cloud: {doc}"
+            );
+        }
+        // Each round sent the report twice: refused with the old version, then in the full sync.
+        let updates = bridge.published().iter().filter(|(t, ..)| t.ends_with("/update")).count();
+        assert!(updates >= 6, "{updates} updates: not every round was a conflict");
     }
 
     #[test]
