@@ -18,7 +18,7 @@ use crate::plan::Plan;
 use crate::target::Kind;
 
 /// First line of the generated section.
-const BEGIN: &str = "<!-- broker-bench:begin (generated; re-running broker-bench --out replaces this section) -->";
+const BEGIN: &str = "<!-- broker-bench:begin (generated; re-running the command it names replaces this section) -->";
 /// Last line of the generated section.
 const END: &str = "<!-- broker-bench:end -->";
 /// Connections at which the memory goal applies.
