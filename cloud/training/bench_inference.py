@@ -158,8 +158,9 @@ def markdown(result: dict) -> str:
         "### How to read these figures",
         "",
         "- A window is one feature vector, one row: the analyzer infers once per reading of a running pump.",
-        "- `release` is the workspace's release profile (symbols stripped); `edge` adds fat LTO and one codegen "
-        "unit (root `Cargo.toml`): fewer code pages, so less resident memory, for the binary a device runs.",
+        "- `release` is the workspace's release profile (symbols stripped); `edge` adds fat LTO, one codegen "
+        "unit and `opt-level = \"z\"` (root `Cargo.toml`): a smaller binary and fewer resident pages for the "
+        "binary a device runs, for slower inference.",
         "- RSS is the `verify-model` process once the model is loaded and has run: tract, the model, the inferences; "
         "the running component adds its IPC client and outbox. The peak includes tract's transient allocations "
         "while it loads and optimizes the graph.",

@@ -24,7 +24,9 @@ impl Markers {
     pub fn new(command: &str) -> Markers {
         Markers {
             begin_tag: format!("<!-- {command}:begin"),
-            begin: format!("<!-- {command}:begin (generated; re-running the command it names replaces this section) -->"),
+            begin: format!(
+                "<!-- {command}:begin (generated; re-running the command it names replaces this section) -->"
+            ),
             end: format!("<!-- {command}:end -->"),
         }
     }

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cloud_api::endpoints::Endpoints;
-use cloud_api::ipc::model::{MqttMessage, Qos};
+use cloud_api::ipc::model::{MqttMessage, PublishProperties, Qos};
 use cloud_api::limits::{
     MAX_FILTERS_PER_SUBSCRIBE, MAX_INFLIGHT_QOS1, MAX_PAYLOAD_BYTES, MAX_SUBSCRIPTIONS_PER_CONNECTION,
 };
@@ -437,8 +437,7 @@ fn route(inner: &Inner, topic: &str, payload: &Bytes, retain: bool) {
         let msg = MqttMessage {
             topic_name: topic.to_owned(),
             payload: payload.as_ref().into(),
-            retain: Some(retain),
-            ..Default::default()
+            properties: PublishProperties { retain: Some(retain), ..Default::default() },
         };
         match s.tx.try_send(msg) {
             Ok(()) => {}

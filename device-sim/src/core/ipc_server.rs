@@ -439,7 +439,7 @@ impl Conn {
                 self.authorize(access::MQTT_PROXY, name, &req.topic_name)?;
                 let bridge = s.bridge.as_ref().ok_or_else(no_bridge)?;
                 bridge
-                    .publish(&req.topic_name, req.qos, req.payload.0, req.retain.unwrap_or(false))
+                    .publish(&req.topic_name, req.qos, req.payload.0, req.properties.retain.unwrap_or(false))
                     .await
                     .map_err(|e| err(ErrorCode::ServiceError, e.0))?;
                 Ok(Reply::Done(to_json(&PublishToIoTCoreResponse {})))

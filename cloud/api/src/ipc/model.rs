@@ -212,16 +212,11 @@ impl PubSubMessage {
     }
 }
 
-/// `MQTTMessage`: a message received from IoT Core.
+/// The members `MQTTMessage` and `PublishToIoTCoreRequest` share: `retain` and the MQTT 5
+/// properties, each omitted when absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MqttMessage {
-    /// `topicName`.
-    #[serde(default, deserialize_with = "nullable")]
-    pub topic_name: String,
-    /// `payload`, base64.
-    #[serde(default, deserialize_with = "nullable")]
-    pub payload: Blob,
+pub struct PublishProperties {
     /// `retain`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain: Option<bool>,
@@ -243,6 +238,21 @@ pub struct MqttMessage {
     /// `contentType`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
+}
+
+/// `MQTTMessage`: a message received from IoT Core.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttMessage {
+    /// `topicName`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub topic_name: String,
+    /// `payload`, base64.
+    #[serde(default, deserialize_with = "nullable")]
+    pub payload: Blob,
+    /// `retain` and the MQTT 5 properties, members of this shape on the wire.
+    #[serde(flatten)]
+    pub properties: PublishProperties,
 }
 
 // ---- UpdateState ----
@@ -386,44 +396,15 @@ pub struct PublishToIoTCoreRequest {
     /// `payload`, base64; omitted when empty.
     #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Blob::is_empty")]
     pub payload: Blob,
-    /// `retain`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retain: Option<bool>,
-    /// `userProperties`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_properties: Option<Vec<UserProperty>>,
-    /// `messageExpiryIntervalSeconds`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_expiry_interval_seconds: Option<u64>,
-    /// `correlationData`, base64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_data: Option<Blob>,
-    /// `responseTopic`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_topic: Option<String>,
-    /// `payloadFormat`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload_format: Option<PayloadFormat>,
-    /// `contentType`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
+    /// `retain` and the MQTT 5 properties, members of this shape on the wire.
+    #[serde(flatten)]
+    pub properties: PublishProperties,
 }
 
 impl PublishToIoTCoreRequest {
     /// A plain publish: topic, QoS and payload, no MQTT 5 properties.
     pub fn new(topic_name: impl Into<String>, qos: Qos, payload: impl Into<Blob>) -> Self {
-        Self {
-            topic_name: topic_name.into(),
-            qos,
-            payload: payload.into(),
-            retain: None,
-            user_properties: None,
-            message_expiry_interval_seconds: None,
-            correlation_data: None,
-            response_topic: None,
-            payload_format: None,
-            content_type: None,
-        }
+        Self { topic_name: topic_name.into(), qos, payload: payload.into(), properties: PublishProperties::default() }
     }
 }
 
@@ -923,6 +904,42 @@ mod tests {
         assert_eq!(back::<Blob>(json!("/wAB")), Blob(vec![0xff, 0, 1]));
         assert_eq!(back::<Blob>(json!("aGk")), Blob(b"hi".to_vec()), "missing padding is accepted");
         assert!(serde_json::from_value::<Blob>(json!("not base64!")).is_err());
+    }
+
+    #[test]
+    fn retain_and_mqtt5_properties_are_members_of_both_shapes() {
+        let properties = PublishProperties {
+            retain: Some(true),
+            user_properties: Some(vec![UserProperty { key: "k".into(), value: "v".into() }]),
+            message_expiry_interval_seconds: Some(60),
+            correlation_data: Some(Blob::from(b"id".to_vec())),
+            response_topic: Some("r/t".into()),
+            payload_format: Some(PayloadFormat::Utf8),
+            content_type: Some("application/json".into()),
+        };
+        let members = json!({
+            "retain": true, "userProperties": [{"key": "k", "value": "v"}],
+            "messageExpiryIntervalSeconds": 60, "correlationData": "aWQ=", "responseTopic": "r/t",
+            "payloadFormat": "1", "contentType": "application/json"
+        });
+        let mut request = PublishToIoTCoreRequest::new("a/b", Qos::AtLeastOnce, b"hi".to_vec());
+        request.properties = properties.clone();
+        let mut expected = json!({"topicName": "a/b", "qos": "1", "payload": "aGk="});
+        expected.as_object_mut().unwrap().extend(members.as_object().unwrap().clone());
+        assert_eq!(wire(&request), expected);
+        assert_eq!(back::<PublishToIoTCoreRequest>(expected.clone()), request);
+
+        let mut message = members.clone();
+        message["topicName"] = json!("a/b");
+        message["payload"] = json!("aGk=");
+        let m: MqttMessage = back(message.clone());
+        assert_eq!(m.properties, properties);
+        assert_eq!(wire(&m), message);
+        // Absent properties are left out, not written as null.
+        assert_eq!(
+            wire(&PublishToIoTCoreRequest::new("a/b", Qos::AtMostOnce, Vec::new())),
+            json!({"topicName": "a/b", "qos": "0"})
+        );
     }
 
     #[test]

@@ -13,6 +13,16 @@ use super::wire::*;
 use super::{AppState, blocking};
 use crate::registry::{Certificate, CertificateStatus, ListThingsQuery, Policy, Registry, Thing};
 
+/// Runs `f` with the registry on the blocking pool (registry calls write SQLite).
+async fn on_registry<T, F>(st: &AppState, f: F) -> Result<T, AwsError>
+where
+    F: FnOnce(&Registry) -> Result<T, AwsError> + Send + 'static,
+    T: Send + 'static,
+{
+    let reg = st.registry.clone();
+    blocking(move || f(&reg)).await
+}
+
 /// Routes of the control plane.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -59,15 +69,14 @@ async fn create_thing(
         return Err(AwsError::not_found(format!("billing group {group} does not exist (the local cloud has none)")));
     }
     let attributes = req.attribute_payload.and_then(|p| p.attributes).unwrap_or_default();
-    let reg = st.registry.clone();
-    let thing = blocking(move || Ok(reg.create_thing(&name, req.thing_type_name.as_deref(), attributes)?)).await?;
+    let thing =
+        on_registry(&st, move |reg| Ok(reg.create_thing(&name, req.thing_type_name.as_deref(), attributes)?)).await?;
     Ok(json_ok(&CreateThingResponse { thing_name: thing.name, thing_arn: thing.arn, thing_id: thing.id }))
 }
 
 async fn describe_thing(State(st): State<AppState>, Label(name): Label) -> Reply {
     check_name("thing name", &name)?;
-    let reg = st.registry.clone();
-    let t = blocking(move || Ok(reg.describe_thing(&name)?)).await?;
+    let t = on_registry(&st, move |reg| Ok(reg.describe_thing(&name)?)).await?;
     Ok(json_ok(&DescribeThingResponse {
         default_client_id: t.name.clone(),
         thing_name: t.name,
@@ -90,8 +99,7 @@ async fn list_things(State(st): State<AppState>, params: Params) -> Reply {
         next_token: params.str("nextToken").filter(|t| !t.is_empty()).map(str::to_owned),
         max_results: params.int("maxResults", 1, 250)?.map(|n| n as usize),
     };
-    let reg = st.registry.clone();
-    let (things, next_token) = blocking(move || Ok(reg.list_things(&query)?)).await?;
+    let (things, next_token) = on_registry(&st, move |reg| Ok(reg.list_things(&query)?)).await?;
     let things = things
         .into_iter()
         .map(|t: Thing| ThingAttribute {
@@ -108,8 +116,7 @@ async fn list_things(State(st): State<AppState>, params: Params) -> Reply {
 async fn delete_thing(State(st): State<AppState>, Label(name): Label, params: Params) -> Reply {
     check_name("thing name", &name)?;
     let expected = params.int("expectedVersion", i64::MIN, i64::MAX)?;
-    let reg = st.registry.clone();
-    blocking(move || Ok(reg.delete_thing(&name, expected)?)).await?;
+    on_registry(&st, move |reg| Ok(reg.delete_thing(&name, expected)?)).await?;
     Ok(empty_ok())
 }
 
@@ -127,8 +134,7 @@ async fn update_thing(
         return Err(AwsError::invalid_request("give either thingTypeName or removeThingType, not both"));
     }
     let attributes = req.attribute_payload.map(|p| (p.attributes.unwrap_or_default(), p.merge.unwrap_or(false)));
-    let reg = st.registry.clone();
-    blocking(move || {
+    on_registry(&st, move |reg| {
         Ok(reg.update_thing(&name, req.thing_type_name.as_deref(), remove_type, attributes, req.expected_version)?)
     })
     .await?;
@@ -144,8 +150,7 @@ async fn create_thing_type(
 ) -> Reply {
     check_name("thing type name", &name)?;
     let props = req.thing_type_properties.unwrap_or_default();
-    let reg = st.registry.clone();
-    let tt = blocking(move || {
+    let tt = on_registry(&st, move |reg| {
         Ok(reg.create_thing_type(
             &name,
             props.thing_type_description.as_deref(),
@@ -158,8 +163,7 @@ async fn create_thing_type(
 
 async fn describe_thing_type(State(st): State<AppState>, Label(name): Label) -> Reply {
     check_name("thing type name", &name)?;
-    let reg = st.registry.clone();
-    let tt = blocking(move || Ok(reg.describe_thing_type(&name)?)).await?;
+    let tt = on_registry(&st, move |reg| Ok(reg.describe_thing_type(&name)?)).await?;
     Ok(json_ok(&DescribeThingTypeResponse {
         thing_type_name: tt.name,
         thing_type_id: tt.id,
@@ -186,8 +190,7 @@ async fn create_thing_group(
     }
     let props = req.thing_group_properties.unwrap_or_default();
     let attributes = props.attribute_payload.and_then(|p| p.attributes).unwrap_or_default();
-    let reg = st.registry.clone();
-    let g = blocking(move || {
+    let g = on_registry(&st, move |reg| {
         Ok(reg.create_thing_group(
             &name,
             req.parent_group_name.as_deref(),
@@ -204,8 +207,7 @@ const MAX_GROUP_DEPTH: usize = 16;
 
 async fn describe_thing_group(State(st): State<AppState>, Label(name): Label) -> Reply {
     check_name("thing group name", &name)?;
-    let reg = st.registry.clone();
-    let (g, ancestors) = blocking(move || {
+    let (g, ancestors) = on_registry(&st, move |reg| {
         let g = reg.describe_thing_group(&name)?;
         let mut ancestors = Vec::new();
         let mut next = g.parent_group_name.clone();
@@ -259,8 +261,7 @@ async fn add_thing_to_thing_group(
     let thing = name_or_arn(req.thing_name, req.thing_arn, "thing", "thingName or thingArn")?;
     check_name("thing group name", &group)?;
     check_name("thing name", &thing)?;
-    let reg = st.registry.clone();
-    blocking(move || Ok(reg.add_thing_to_thing_group(&group, &thing)?)).await?;
+    on_registry(&st, move |reg| Ok(reg.add_thing_to_thing_group(&group, &thing)?)).await?;
     Ok(empty_ok())
 }
 
@@ -284,8 +285,7 @@ async fn create_policy(
 ) -> Reply {
     check_policy_name(&name)?;
     let document = req.policy_document.ok_or_else(|| AwsError::invalid_request("policyDocument is required"))?;
-    let reg = st.registry.clone();
-    let p = blocking(move || Ok(reg.create_policy(&name, &document)?)).await?;
+    let p = on_registry(&st, move |reg| Ok(reg.create_policy(&name, &document)?)).await?;
     Ok(json_ok(&CreatePolicyResponse {
         policy_name: p.name,
         policy_arn: p.arn,
@@ -296,8 +296,7 @@ async fn create_policy(
 
 async fn get_policy(State(st): State<AppState>, Label(name): Label) -> Reply {
     check_policy_name(&name)?;
-    let reg = st.registry.clone();
-    let p = blocking(move || Ok(reg.get_policy(&name)?)).await?;
+    let p = on_registry(&st, move |reg| Ok(reg.get_policy(&name)?)).await?;
     Ok(json_ok(&GetPolicyResponse {
         policy_name: p.name,
         policy_arn: p.arn,
@@ -315,8 +314,7 @@ fn policy_entries(policies: Vec<Policy>) -> Vec<PolicyEntry> {
 async fn list_policies(State(st): State<AppState>, params: Params) -> Reply {
     let descending = params.bool("isAscendingOrder")? == Some(false);
     let size = params.int("pageSize", 1, 250)?;
-    let reg = st.registry.clone();
-    let mut policies = blocking(move || Ok(reg.list_policies())).await?;
+    let mut policies = on_registry(&st, move |reg| Ok(reg.list_policies())).await?;
     if descending {
         policies.reverse();
     }
@@ -326,8 +324,7 @@ async fn list_policies(State(st): State<AppState>, params: Params) -> Reply {
 
 async fn delete_policy(State(st): State<AppState>, Label(name): Label) -> Reply {
     check_policy_name(&name)?;
-    let reg = st.registry.clone();
-    blocking(move || Ok(reg.delete_policy(&name)?)).await?;
+    on_registry(&st, move |reg| Ok(reg.delete_policy(&name)?)).await?;
     Ok(empty_ok())
 }
 
@@ -342,8 +339,7 @@ async fn attach_policy(
 ) -> Reply {
     check_policy_name(&name)?;
     let target = required_target(req)?;
-    let reg = st.registry.clone();
-    blocking(move || Ok(reg.attach_policy(&name, &target)?)).await?;
+    on_registry(&st, move |reg| Ok(reg.attach_policy(&name, &target)?)).await?;
     Ok(empty_ok())
 }
 
@@ -354,16 +350,14 @@ async fn detach_policy(
 ) -> Reply {
     check_policy_name(&name)?;
     let target = required_target(req)?;
-    let reg = st.registry.clone();
-    blocking(move || Ok(reg.detach_policy(&name, &target)?)).await?;
+    on_registry(&st, move |reg| Ok(reg.detach_policy(&name, &target)?)).await?;
     Ok(empty_ok())
 }
 
 async fn list_attached_policies(State(st): State<AppState>, Label(target): Label, params: Params) -> Reply {
     let recursive = params.bool("recursive")?.unwrap_or(false);
     let size = params.int("pageSize", 1, 250)?;
-    let reg = st.registry.clone();
-    let policies = blocking(move || attached_policies(&reg, &target, recursive)).await?;
+    let policies = on_registry(&st, move |reg| attached_policies(reg, &target, recursive)).await?;
     let (policies, next_marker) = page(policy_entries(policies), params.str("marker"), size, 250)?;
     Ok(json_ok(&ListPoliciesResponse { policies, next_marker }))
 }
@@ -395,8 +389,7 @@ fn attached_policies(reg: &Registry, target: &str, recursive: bool) -> Result<Ve
 
 async fn create_keys_and_certificate(State(st): State<AppState>, params: Params) -> Reply {
     let active = params.bool("setAsActive")?.unwrap_or(false);
-    let reg = st.registry.clone();
-    let (cert, keys) = blocking(move || Ok(reg.create_keys_and_certificate(active)?)).await?;
+    let (cert, keys) = on_registry(&st, move |reg| Ok(reg.create_keys_and_certificate(active)?)).await?;
     Ok(json_ok(&CreateKeysAndCertificateResponse {
         certificate_arn: cert.arn,
         certificate_id: cert.id,
@@ -415,8 +408,7 @@ async fn create_certificate_from_csr(
         .certificate_signing_request
         .filter(|c| !c.is_empty())
         .ok_or_else(|| AwsError::invalid_request("certificateSigningRequest is required"))?;
-    let reg = st.registry.clone();
-    let cert = blocking(move || Ok(reg.create_certificate_from_csr(&csr, active)?)).await?;
+    let cert = on_registry(&st, move |reg| Ok(reg.create_certificate_from_csr(&csr, active)?)).await?;
     Ok(json_ok(&CreateCertificateFromCsrResponse {
         certificate_arn: cert.arn,
         certificate_id: cert.id,
@@ -426,9 +418,8 @@ async fn create_certificate_from_csr(
 
 async fn describe_certificate(State(st): State<AppState>, Label(id): Label) -> Reply {
     check_certificate_id(&id)?;
-    let reg = st.registry.clone();
     let (c, owned_by): (Certificate, String) =
-        blocking(move || Ok((reg.describe_certificate(&id)?, reg.account_id().to_owned()))).await?;
+        on_registry(&st, move |reg| Ok((reg.describe_certificate(&id)?, reg.account_id().to_owned()))).await?;
     Ok(json_ok(&DescribeCertificateResponse {
         certificate_description: CertificateDescription {
             certificate_arn: c.arn,
@@ -449,8 +440,7 @@ async fn list_certificates(State(st): State<AppState>, params: Params) -> Reply 
     // The registry lists newest first, AWS's default order.
     let ascending = params.bool("isAscendingOrder")?.unwrap_or(false);
     let size = params.int("pageSize", 1, 250)?;
-    let reg = st.registry.clone();
-    let mut certs = blocking(move || Ok(reg.list_certificates())).await?;
+    let mut certs = on_registry(&st, move |reg| Ok(reg.list_certificates())).await?;
     if ascending {
         certs.reverse();
     }
@@ -473,16 +463,14 @@ async fn update_certificate(State(st): State<AppState>, Label(id): Label, params
     let raw = params.str("newStatus").ok_or_else(|| AwsError::invalid_request("newStatus is required"))?;
     let status = CertificateStatus::parse(raw)
         .ok_or_else(|| AwsError::invalid_request(format!("newStatus {raw:?} is not a certificate status")))?;
-    let reg = st.registry.clone();
-    blocking(move || Ok(reg.update_certificate(&id, status)?)).await?;
+    on_registry(&st, move |reg| Ok(reg.update_certificate(&id, status)?)).await?;
     Ok(empty_ok())
 }
 
 async fn delete_certificate(State(st): State<AppState>, Label(id): Label, params: Params) -> Reply {
     check_certificate_id(&id)?;
     let force = params.bool("forceDelete")?.unwrap_or(false);
-    let reg = st.registry.clone();
-    blocking(move || Ok(reg.delete_certificate(&id, force)?)).await?;
+    on_registry(&st, move |reg| Ok(reg.delete_certificate(&id, force)?)).await?;
     Ok(empty_ok())
 }
 
@@ -515,24 +503,21 @@ async fn attach_thing_principal(
         }
         Some(other) => return Err(AwsError::invalid_request(format!("thingPrincipalType {other:?} is not valid"))),
     }
-    let reg = st.registry.clone();
-    blocking(move || Ok(reg.attach_thing_principal(&thing, &principal)?)).await?;
+    on_registry(&st, move |reg| Ok(reg.attach_thing_principal(&thing, &principal)?)).await?;
     Ok(empty_ok())
 }
 
 async fn detach_thing_principal(State(st): State<AppState>, Label(thing): Label, headers: HeaderMap) -> Reply {
     check_name("thing name", &thing)?;
     let principal = principal_header(&headers)?;
-    let reg = st.registry.clone();
-    blocking(move || Ok(reg.detach_thing_principal(&thing, &principal)?)).await?;
+    on_registry(&st, move |reg| Ok(reg.detach_thing_principal(&thing, &principal)?)).await?;
     Ok(empty_ok())
 }
 
 async fn list_thing_principals(State(st): State<AppState>, Label(thing): Label, params: Params) -> Reply {
     check_name("thing name", &thing)?;
     let size = params.int("maxResults", 1, 250)?;
-    let reg = st.registry.clone();
-    let principals = blocking(move || Ok(reg.list_thing_principals(&thing)?)).await?;
+    let principals = on_registry(&st, move |reg| Ok(reg.list_thing_principals(&thing)?)).await?;
     let (principals, next_token) = page(principals, params.str("nextToken"), size, 50)?;
     Ok(json_ok(&ListThingPrincipalsResponse { principals, next_token }))
 }
