@@ -62,6 +62,21 @@ impl From<ObjectStoreError> for S3Error {
     }
 }
 
+/// `$shape { checksum_crc32: $from.checksum_crc32, … }` for the five checksum members that
+/// S3's object inputs, outputs and [`Checksum`] share, the rest defaulted.
+macro_rules! with_checksums {
+    ($shape:ident, $from:expr) => {
+        $shape {
+            checksum_crc32: $from.checksum_crc32,
+            checksum_crc32c: $from.checksum_crc32c,
+            checksum_sha1: $from.checksum_sha1,
+            checksum_sha256: $from.checksum_sha256,
+            checksum_crc64nvme: $from.checksum_crc64nvme,
+            ..Default::default()
+        }
+    };
+}
+
 fn timestamp(ms: u64) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
@@ -315,14 +330,7 @@ impl S3 for Backend {
         let trailers = req.trailing_headers;
         let input = req.input;
         self.objects.bucket_region(&input.bucket)?;
-        let expected = Checksum {
-            checksum_crc32: input.checksum_crc32,
-            checksum_crc32c: input.checksum_crc32c,
-            checksum_sha1: input.checksum_sha1,
-            checksum_sha256: input.checksum_sha256,
-            checksum_crc64nvme: input.checksum_crc64nvme,
-            ..Default::default()
-        };
+        let expected = with_checksums!(Checksum, input);
         let mut declared = Declared::new(input.checksum_algorithm.as_ref(), expected, input.content_md5)?;
         let temp = receive(&self.objects, input.body, &mut declared).await?;
         if let Some(length) = input.content_length
@@ -335,13 +343,8 @@ impl S3 for Backend {
         let meta = self.objects.commit_object(&input.bucket, &input.key, temp, new).await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&meta)),
-            checksum_crc32: checksums.checksum_crc32,
-            checksum_crc32c: checksums.checksum_crc32c,
-            checksum_sha1: checksums.checksum_sha1,
-            checksum_sha256: checksums.checksum_sha256,
-            checksum_crc64nvme: checksums.checksum_crc64nvme,
             size: Some(meta.size as i64),
-            ..Default::default()
+            ..with_checksums!(PutObjectOutput, checksums)
         }))
     }
 
@@ -467,14 +470,7 @@ impl S3 for Backend {
         let trailers = req.trailing_headers;
         let input = req.input;
         self.objects.check_upload(&input.bucket, &input.key, &input.upload_id)?;
-        let expected = Checksum {
-            checksum_crc32: input.checksum_crc32,
-            checksum_crc32c: input.checksum_crc32c,
-            checksum_sha1: input.checksum_sha1,
-            checksum_sha256: input.checksum_sha256,
-            checksum_crc64nvme: input.checksum_crc64nvme,
-            ..Default::default()
-        };
+        let expected = with_checksums!(Checksum, input);
         let mut declared = Declared::new(input.checksum_algorithm.as_ref(), expected, input.content_md5)?;
         let temp = receive(&self.objects, input.body, &mut declared).await?;
         let checksums = declared.verify(&temp, trailers)?;
@@ -482,12 +478,7 @@ impl S3 for Backend {
             self.objects.commit_part(&input.bucket, &input.key, &input.upload_id, input.part_number, temp).await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
-            checksum_crc32: checksums.checksum_crc32,
-            checksum_crc32c: checksums.checksum_crc32c,
-            checksum_sha1: checksums.checksum_sha1,
-            checksum_sha256: checksums.checksum_sha256,
-            checksum_crc64nvme: checksums.checksum_crc64nvme,
-            ..Default::default()
+            ..with_checksums!(UploadPartOutput, checksums)
         }))
     }
 

@@ -113,15 +113,9 @@ impl LocalS3 {
         &self.objects
     }
 
-    /// [`ObjectStore::presign_get`] signed at a given time (tests presign in the past).
-    pub fn presign_get_at(
-        &self,
-        bucket: &str,
-        key: &str,
-        signed_at: SystemTime,
-        expires: Duration,
-    ) -> Result<String, ObjectStoreError> {
-        self.presigner.presign_get_at(bucket, key, signed_at, expires)
+    /// The presigner behind [`ObjectStore::presign_get`] (it also signs at a given time).
+    pub fn presigner(&self) -> &Presigner {
+        &self.presigner
     }
 }
 

@@ -75,6 +75,15 @@ async fn start(dir: &std::path::Path) -> LocalCloud {
     LocalCloud::start(Config::ephemeral(dir)).await.expect("local cloud starts")
 }
 
+/// A started cloud (in a fresh data directory) with one bucket, and an administrator's client.
+async fn with_bucket(bucket: &str) -> (tempfile::TempDir, LocalCloud, aws_sdk_s3::Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = start(dir.path()).await;
+    let s3 = admin(&cloud);
+    s3.create_bucket().bucket(bucket).send().await.expect("CreateBucket");
+    (dir, cloud, s3)
+}
+
 #[tokio::test]
 async fn s3_buckets_and_objects_round_trip_with_the_rust_sdk() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,10 +160,7 @@ async fn buckets_named_like_iot_routes_are_s3s_when_signed_for_s3() {
 
 #[tokio::test]
 async fn listings_follow_prefix_delimiter_and_pagination() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = start(dir.path()).await;
-    let s3 = admin(&cloud);
-    s3.create_bucket().bucket("logs").send().await.unwrap();
+    let (_dir, cloud, s3) = with_bucket("logs").await;
     for key in ["a.txt", "2024/01/x", "2024/01/y", "2024/02/z", "2025/01/x", "b c+d.txt", "z"] {
         s3.put_object().bucket("logs").key(key).body(ByteStream::from_static(b"1")).send().await.unwrap();
     }
@@ -197,10 +203,7 @@ async fn listings_follow_prefix_delimiter_and_pagination() {
 
 #[tokio::test]
 async fn ranged_gets_return_206_with_content_range_and_416_when_unsatisfiable() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = start(dir.path()).await;
-    let s3 = admin(&cloud);
-    s3.create_bucket().bucket("bin").send().await.unwrap();
+    let (_dir, cloud, s3) = with_bucket("bin").await;
     let data = pattern(3 * MIB + 17, 1);
     s3.put_object().bucket("bin").key("big").body(ByteStream::from(data.clone())).send().await.expect("3 MiB put");
 
@@ -225,10 +228,7 @@ async fn ranged_gets_return_206_with_content_range_and_416_when_unsatisfiable() 
 
 #[tokio::test]
 async fn multipart_uploads_check_their_parts_and_take_the_multipart_etag() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = start(dir.path()).await;
-    let s3 = admin(&cloud);
-    s3.create_bucket().bucket("bin").send().await.unwrap();
+    let (_dir, cloud, s3) = with_bucket("bin").await;
     let parts = [pattern(5 * MIB, 1), pattern(5 * MIB, 2), pattern(MIB + 3, 3)];
 
     let upload = s3
@@ -338,10 +338,7 @@ async fn multipart_uploads_check_their_parts_and_take_the_multipart_etag() {
 
 #[tokio::test]
 async fn a_large_put_object_is_not_capped_by_the_http_body_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = start(dir.path()).await;
-    let s3 = admin(&cloud);
-    s3.create_bucket().bucket("bin").send().await.unwrap();
+    let (_dir, cloud, s3) = with_bucket("bin").await;
     let data = pattern(12 * MIB + 5, 9);
     assert!(data.len() > local_cloud::http::MAX_REQUEST_BYTES * 20);
     let put =
@@ -378,10 +375,7 @@ fn tamper_signature(url: &str) -> String {
 
 #[tokio::test]
 async fn presigned_gets_work_until_tampered_or_expired() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = start(dir.path()).await;
-    let s3 = admin(&cloud);
-    s3.create_bucket().bucket("bin").send().await.unwrap();
+    let (_dir, cloud, s3) = with_bucket("bin").await;
     for key in ["artifact.zip", "other.zip"] {
         s3.put_object().bucket("bin").key(key).body(ByteStream::from_static(b"artifact")).send().await.unwrap();
     }
@@ -396,7 +390,8 @@ async fn presigned_gets_work_until_tampered_or_expired() {
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("SignatureDoesNotMatch"));
     let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    let expired = cloud.s3.presign_get_at("bin", "artifact.zip", an_hour_ago, Duration::from_secs(60)).unwrap();
+    let expired =
+        cloud.s3.presigner().presign_get_at("bin", "artifact.zip", an_hour_ago, Duration::from_secs(60)).unwrap();
     let (status, body) = http_get(&expired).await;
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("AccessDenied"), "{}", String::from_utf8_lossy(&body));
