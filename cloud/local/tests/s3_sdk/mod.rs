@@ -58,10 +58,15 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 /// One plain HTTP GET of a URL on loopback: status and body.
 async fn http_get(url: &str) -> (u16, Vec<u8>) {
+    http_get_with(url, "").await
+}
+
+/// [`http_get`] with extra header lines (each ending in `\r\n`).
+async fn http_get_with(url: &str, headers: &str) -> (u16, Vec<u8>) {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
@@ -350,7 +355,7 @@ async fn a_large_put_object_is_not_capped_by_the_http_body_limit() {
 }
 
 #[tokio::test]
-async fn wrong_credentials_get_403() {
+async fn wrong_credentials_get_403_and_other_services_keep_their_requests() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = start(dir.path()).await;
     let pair = cloud.endpoints.credentials.clone().unwrap();
@@ -360,8 +365,19 @@ async fn wrong_credentials_get_403() {
     let unknown = s3_client(&cloud, "AKIDUNKNOWN", &pair.secret_access_key);
     let (code, status) = failed(unknown.create_bucket().bucket("bin").send().await);
     assert_eq!((code.as_str(), status), ("InvalidAccessKeyId", 403));
-    let (status, _) = http_get(&format!("{}/bin?list-type=2", cloud.endpoints.http)).await;
+    let (status, body) = http_get(&format!("{}/bin?list-type=2", cloud.endpoints.http)).await;
     assert_eq!(status, 403, "an unsigned S3 request is refused");
+    assert!(String::from_utf8_lossy(&body).contains("AccessDenied"));
+
+    // A path no IoT route has, signed for IoT, stays IoT's answer; unsigned, it is S3's.
+    let iot = "Authorization: AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/iot/aws4_request, \
+               SignedHeaders=host, Signature=00\r\n";
+    let (status, body) = http_get_with(&format!("{}/no-such-route/operation", cloud.endpoints.http), iot).await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("UnknownOperationException"));
+    let (status, body) = http_get(&format!("{}/no-such-route/operation", cloud.endpoints.http)).await;
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("AccessDenied"));
     cloud.shutdown().await;
 }
 
