@@ -355,6 +355,50 @@ async fn a_large_put_object_is_not_capped_by_the_http_body_limit() {
 }
 
 #[tokio::test]
+async fn streamed_bodies_and_declared_digests_are_checked() {
+    let (dir, cloud, s3) = with_bucket("bin").await;
+    // A body from a file goes out aws-chunked with a CRC32 trailer.
+    let data = pattern(6 * MIB + 1, 4);
+    let path = dir.path().join("upload.bin");
+    std::fs::write(&path, &data).unwrap();
+    let put = s3
+        .put_object()
+        .bucket("bin")
+        .key("streamed")
+        .body(ByteStream::from_path(&path).await.unwrap())
+        .send()
+        .await
+        .expect("streamed put");
+    assert!(put.checksum_crc32().is_some(), "the CRC32 the client declared is echoed");
+    assert_eq!(cloud.s3.head("bin", "streamed").unwrap().unwrap().size, data.len() as u64);
+    let got = s3.get_object().bucket("bin").key("streamed").send().await.unwrap();
+    assert!(body(got).await == data);
+
+    let (code, status) = failed(
+        s3.put_object()
+            .bucket("bin")
+            .key("bad")
+            .checksum_crc32("AAAAAA==")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("BadDigest", 400));
+    let (code, status) = failed(
+        s3.put_object()
+            .bucket("bin")
+            .key("bad")
+            .content_md5("1B2M2Y8AsgTpgAmY7PhCfg==")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("BadDigest", 400));
+    assert_eq!(cloud.s3.head("bin", "bad").unwrap(), None, "a refused body is not stored");
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
 async fn wrong_credentials_get_403_and_other_services_keep_their_requests() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = start(dir.path()).await;
