@@ -160,7 +160,7 @@ impl LocalCloud {
             credentials: Some(admin),
         };
         let json = serde_json::to_vec_pretty(&endpoints)?;
-        crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, false).context("writing endpoints.json")?;
+        crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, true).context("writing endpoints.json")?;
         tracing::info!(mqtt = %endpoints.mqtt, http = %endpoints.http, "listening");
         Ok(LocalCloud { endpoints, registry, shadows, bus, s3, shutdown, tasks, store })
     }

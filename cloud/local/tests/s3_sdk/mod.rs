@@ -96,6 +96,9 @@ async fn s3_buckets_and_objects_round_trip_with_the_rust_sdk() {
     let s3 = admin(&cloud);
     let on_disk = local_cloud::server::read_endpoints(dir.path()).unwrap();
     assert_eq!(on_disk.credentials, cloud.endpoints.credentials, "endpoints.json advertises the pair");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("endpoints.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "endpoints.json carries a secret");
 
     s3.create_bucket().bucket("artifacts").send().await.expect("CreateBucket");
     let again = failed(s3.create_bucket().bucket("artifacts").send().await);
