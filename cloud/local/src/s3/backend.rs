@@ -101,7 +101,7 @@ struct Declared {
 }
 
 impl Declared {
-    fn new(algorithm: Option<&ChecksumAlgorithm>, expected: Checksum, content_md5: Option<String>) -> S3Result<Self> {
+    fn new(algorithm: Option<&ChecksumAlgorithm>, expected: Checksum, content_md5: Option<String>) -> Self {
         let mut hasher = s3s::checksum::ChecksumHasher::default();
         let wanted = |present: bool, name: &str| present || algorithm.is_some_and(|a| a.as_str() == name);
         if wanted(expected.checksum_crc32.is_some(), ChecksumAlgorithm::CRC32) {
@@ -119,7 +119,7 @@ impl Declared {
         if wanted(expected.checksum_crc64nvme.is_some(), ChecksumAlgorithm::CRC64NVME) {
             hasher.crc64nvme = Some(Default::default());
         }
-        Ok(Declared { hasher, expected, content_md5 })
+        Declared { hasher, expected, content_md5 }
     }
 
     /// Compares the computed digests with the declared ones (headers, or the
@@ -331,7 +331,7 @@ impl S3 for Backend {
         let input = req.input;
         self.objects.bucket_region(&input.bucket)?;
         let expected = with_checksums!(Checksum, input);
-        let mut declared = Declared::new(input.checksum_algorithm.as_ref(), expected, input.content_md5)?;
+        let mut declared = Declared::new(input.checksum_algorithm.as_ref(), expected, input.content_md5);
         let temp = receive(&self.objects, input.body, &mut declared).await?;
         if let Some(length) = input.content_length
             && u64::try_from(length).ok() != Some(temp.size)
@@ -471,7 +471,7 @@ impl S3 for Backend {
         let input = req.input;
         self.objects.check_upload(&input.bucket, &input.key, &input.upload_id)?;
         let expected = with_checksums!(Checksum, input);
-        let mut declared = Declared::new(input.checksum_algorithm.as_ref(), expected, input.content_md5)?;
+        let mut declared = Declared::new(input.checksum_algorithm.as_ref(), expected, input.content_md5);
         let temp = receive(&self.objects, input.body, &mut declared).await?;
         let checksums = declared.verify(&temp, trailers)?;
         let part =
