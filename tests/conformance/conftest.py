@@ -24,6 +24,7 @@ from support import (
     boto_client,
     connect_device,
     provision_device,
+    s3_client,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -150,6 +151,12 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def endpoints(local_cloud) -> Endpoints:
     return local_cloud.endpoints
+
+
+@pytest.fixture(scope="session")
+def s3(endpoints):
+    """boto3 `s3` client (path-style, the administrator's key pair)."""
+    return s3_client(endpoints)
 
 
 @pytest.fixture(scope="session")

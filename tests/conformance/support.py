@@ -37,10 +37,14 @@ class Endpoints:
     ca_file: str
     region: str
     account_id: str
+    # The administrator's key pair (`credentials` in endpoints.json): S3 verifies signatures.
+    access_key_id: str = ""
+    secret_access_key: str = ""
 
     @classmethod
     def from_json(cls, doc: dict) -> "Endpoints":
         host, _, port = doc["mqtt"].rpartition(":")
+        credentials = doc.get("credentials") or {}
         return cls(
             mqtt_host=host,
             mqtt_port=int(port),
@@ -48,6 +52,8 @@ class Endpoints:
             ca_file=doc["caFile"],
             region=doc["region"],
             account_id=doc["accountId"],
+            access_key_id=credentials.get("accessKeyId", ""),
+            secret_access_key=credentials.get("secretAccessKey", ""),
         )
 
     def arn(self, resource: str) -> str:
@@ -72,6 +78,24 @@ def boto_client(endpoints: Endpoints, service: str):
         read_timeout=15,
     )
     return session.client(service, endpoint_url=endpoints.http, config=config)
+
+
+def s3_client(endpoints: Endpoints, secret_access_key: str | None = None):
+    """A boto3 `s3` client, path-style, signing with the administrator's key pair
+    from `endpoints.json` (S3 checks signatures; pass another secret to be refused)."""
+    session = boto3.session.Session(
+        aws_access_key_id=endpoints.access_key_id,
+        aws_secret_access_key=secret_access_key or endpoints.secret_access_key,
+        region_name=endpoints.region,
+    )
+    config = Config(
+        retries={"max_attempts": 1, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"},
+        signature_version="s3v4",
+    )
+    return session.client("s3", endpoint_url=endpoints.http, config=config)
 
 
 def unique_name(prefix: str) -> str:

@@ -24,6 +24,28 @@ pub struct Endpoints {
     pub region: String,
     /// Account id.
     pub account_id: String,
+    /// The administrator's SigV4 key pair, for services that verify signatures (the local
+    /// cloud's S3). Only the local cloud writes it; for real AWS the file carries none and
+    /// clients use their own AWS credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<AccessKeyPair>,
+}
+
+/// An access key id and its secret: what a client signs SigV4 requests with.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeyPair {
+    /// The access key id (`AKID…`), sent in every signed request.
+    pub access_key_id: String,
+    /// The secret access key, never sent.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for AccessKeyPair {
+    // The secret stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeyPair").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
 }
 
 impl Endpoints {
@@ -55,6 +77,7 @@ mod tests {
             ca_file: "/ca.pem".into(),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
+            credentials: None,
         }
     }
 
@@ -74,5 +97,18 @@ mod tests {
     fn file_uses_camel_case_keys() {
         let json = serde_json::to_value(with_mqtt("h:1")).unwrap();
         assert!(json.get("caFile").is_some() && json.get("accountId").is_some(), "{json}");
+        assert!(json.get("credentials").is_none(), "no key pair, no member: {json}");
+    }
+
+    #[test]
+    fn key_pair_is_written_in_camel_case_and_kept_out_of_debug() {
+        let mut e = with_mqtt("h:1");
+        e.credentials =
+            Some(AccessKeyPair { access_key_id: "AKIDLOCAL".into(), secret_access_key: "s3cr3t-value".into() });
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["credentials"]["accessKeyId"], "AKIDLOCAL");
+        assert_eq!(json["credentials"]["secretAccessKey"], "s3cr3t-value");
+        assert_eq!(serde_json::from_value::<Endpoints>(json).unwrap(), e);
+        assert!(!format!("{e:?}").contains("s3cr3t"));
     }
 }

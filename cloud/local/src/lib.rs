@@ -1,4 +1,4 @@
-//! The local cloud: AWS IoT Core in one process.
+//! The local cloud: AWS IoT Core and Amazon S3 in one process.
 //!
 //! # Layout
 //! - [`server`]: [`server::LocalCloud`], the embeddable server; starts everything
@@ -12,12 +12,16 @@
 //! - [`shadows`]: the Device Shadow service (MQTT and HTTP share it).
 //! - [`broker`]: the MQTT 3.1.1 broker over mutual TLS.
 //! - [`http`]: the AWS-compatible HTTP endpoint (control plane and data plane).
+//! - [`credentials`]: the administrator's SigV4 key pair.
+//! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
 
 pub mod broker;
 pub mod bus;
 pub mod ca;
+pub mod credentials;
 pub mod http;
 pub mod registry;
+pub mod s3;
 pub mod server;
 pub mod shadows;
 pub mod store;

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use local_cloud::credentials::AccessKeyPair;
 use local_cloud::server::{Config, LocalCloud};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "AWS IoT Core in one process: mTLS MQTT broker, registry, Device Shadow service, AWS HTTP API"
+    about = "AWS IoT Core and S3 in one process: mTLS MQTT broker, registry, Device Shadow service, S3, AWS HTTP API"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +37,13 @@ enum Command {
         /// Account id in ARNs.
         #[arg(long, default_value = "000000000000")]
         account_id: String,
+        /// The administrator's access key id (S3 verifies signatures against it); without it,
+        /// a pair is generated on the first start and kept in the data directory.
+        #[arg(long, env = "LOCAL_CLOUD_ACCESS_KEY_ID", requires = "secret_access_key")]
+        access_key_id: Option<String>,
+        /// The administrator's secret access key (with --access-key-id).
+        #[arg(long, env = "LOCAL_CLOUD_SECRET_ACCESS_KEY", requires = "access_key_id", hide_env_values = true)]
+        secret_access_key: Option<String>,
     },
 }
 
@@ -52,8 +60,11 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, mqtt_addr, http_addr, region, account_id } => {
-            let config = Config { data_dir, mqtt_addr, http_addr, region, account_id };
+        Command::Serve { data_dir, mqtt_addr, http_addr, region, account_id, access_key_id, secret_access_key } => {
+            let admin_credentials = access_key_id
+                .zip(secret_access_key)
+                .map(|(access_key_id, secret_access_key)| AccessKeyPair { access_key_id, secret_access_key });
+            let config = Config { data_dir, mqtt_addr, http_addr, region, account_id, admin_credentials };
             let cloud = LocalCloud::start(config).await.context("starting the local cloud")?;
             tracing::info!(mqtt = %cloud.endpoints.mqtt, http = %cloud.endpoints.http, ca = %cloud.endpoints.ca_file.display(), "local cloud ready");
             let signal = cli_shell::shutdown_signal()?.await;

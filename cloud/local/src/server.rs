@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Broker, BrokerConfig};
 use crate::bus::{Bus, ServiceHandler};
 use crate::ca::LocalCa;
+use crate::credentials::AccessKeyPair;
 use crate::http::AppState;
 use crate::registry::Registry;
+use crate::s3::LocalS3;
 use crate::shadows::ShadowService;
 use crate::store::Store;
 use crate::time::SharedClock;
@@ -32,6 +34,9 @@ pub struct Config {
     pub region: String,
     /// Account id reported in ARNs and `endpoints.json`.
     pub account_id: String,
+    /// The administrator's key pair, which S3 verifies signatures against; `None`:
+    /// the pair kept in the data directory (made at random on the first start).
+    pub admin_credentials: Option<AccessKeyPair>,
 }
 
 impl Config {
@@ -43,6 +48,7 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 4566)),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
+            admin_credentials: None,
         }
     }
 
@@ -67,6 +73,8 @@ pub struct LocalCloud {
     pub shadows: ShadowService,
     /// Publishing into the broker, for in-process use.
     pub bus: Bus,
+    /// S3, for in-process use (other services see it as an [`crate::s3::ObjectStore`]).
+    pub s3: LocalS3,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
@@ -102,6 +110,8 @@ impl LocalCloud {
             Registry::open(store.clone(), ca.clone(), clock.clone(), &config.region, &config.account_id)
                 .context("loading the registry")?,
         );
+        let admin = crate::credentials::load_or_create(config.admin_credentials.as_ref(), &data_dir)
+            .context("loading the administrator's key pair")?;
         let (bus, bus_rx) = Bus::channel();
         let shadows = ShadowService::new(store.clone(), bus.clone(), clock.clone());
 
@@ -121,12 +131,18 @@ impl LocalCloud {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls, shutdown.clone())));
 
-        let app = crate::http::router(AppState {
+        let http_url = format!("http://{http_addr}");
+        let s3 = LocalS3::open(store.clone(), &data_dir, &config.region, &http_url, admin.clone())
+            .context("opening S3 storage")?;
+        let state = AppState {
             registry: registry.clone(),
             shadows: shadows.clone(),
             bus: bus.clone(),
             mqtt_endpoint: mqtt_addr.to_string(),
-        });
+        };
+        // S3 first for requests signed for it; the IoT routes; unsigned leftovers to S3.
+        let iot = crate::http::router_with_fallback(state, crate::s3::route::fallback(s3.service()));
+        let app = crate::s3::route::front(iot, s3.service());
         let http_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(http_listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await;
@@ -137,15 +153,16 @@ impl LocalCloud {
 
         let endpoints = Endpoints {
             mqtt: mqtt_addr.to_string(),
-            http: format!("http://{http_addr}"),
+            http: http_url,
             ca_file: ca.ca_file(),
             region: config.region.clone(),
             account_id: config.account_id.clone(),
+            credentials: Some(admin),
         };
         let json = serde_json::to_vec_pretty(&endpoints)?;
-        crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, false).context("writing endpoints.json")?;
+        crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, true).context("writing endpoints.json")?;
         tracing::info!(mqtt = %endpoints.mqtt, http = %endpoints.http, "listening");
-        Ok(LocalCloud { endpoints, registry, shadows, bus, shutdown, tasks, store })
+        Ok(LocalCloud { endpoints, registry, shadows, bus, s3, shutdown, tasks, store })
     }
 
     /// Stops the listeners, drops connections, and flushes state.

@@ -6,6 +6,7 @@
 //! local cloud restarts on the same data directory and everything is still there.
 
 mod common;
+mod s3_sdk;
 
 use std::time::Duration;
 

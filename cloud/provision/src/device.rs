@@ -295,6 +295,7 @@ pub async fn provision_core_device(
         ca_file: root_ca,
         region: scope.region.clone(),
         account_id: scope.account_id.clone(),
+        credentials: None,
     };
     write_json(&files.endpoints, &endpoints)?;
     let record = Record {

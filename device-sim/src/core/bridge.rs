@@ -626,6 +626,7 @@ mod tests {
             ca_file: ca.clone(),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
+            credentials: None,
         };
         let config = BridgeConfig::new(endpoints, dir.path().join("c.pem"), dir.path().join("k.pem"), "t".into());
         let err = tls_config(&config).unwrap_err().0;

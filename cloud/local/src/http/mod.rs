@@ -55,12 +55,18 @@ pub struct AppState {
     pub mqtt_endpoint: String,
 }
 
-/// The router for every operation.
+/// The router for every operation; a request no route matches is an `UnknownOperationException`.
 pub fn router(state: AppState) -> axum::Router {
+    router_with_fallback(state, Router::new().fallback(unknown_operation))
+}
+
+/// [`router`] with `fallback` answering what no route matches (the local cloud
+/// passes S3 there, see [`crate::s3::route`]).
+pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
     Router::new()
         .merge(control::routes())
         .merge(data::routes())
-        .fallback(unknown_operation)
+        .fallback_service(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(middleware::from_fn(request_id))
@@ -81,7 +87,8 @@ where
     }
 }
 
-async fn unknown_operation(req: Request) -> Response {
+/// The answer to a request no route matches: 404 `UnknownOperationException`.
+pub async fn unknown_operation(req: Request) -> Response {
     AwsError::unknown_operation(req.method().as_str(), req.uri().path()).into_response()
 }
 
