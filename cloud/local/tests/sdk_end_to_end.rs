@@ -4,9 +4,13 @@
 //! state over HTTP; the device receives the delta over MQTT and reports; the
 //! HTTP GetThingShadow shows the delta gone and the version advanced. Then the
 //! local cloud restarts on the same data directory and everything is still there.
+//!
+//! The modules are other stories with AWS's SDKs in the same test binary:
+//! S3 (`s3_sdk`) and thing groups (`thing_groups_sdk`).
 
 mod common;
 mod s3_sdk;
+mod thing_groups_sdk;
 
 use std::time::Duration;
 

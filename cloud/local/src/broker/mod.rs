@@ -299,6 +299,9 @@ async fn watch_certificates(
             Ok(RegistryEvent::CertificateDeleted { certificate_id }) => {
                 broker.shared.kick_certificate(&certificate_id);
             }
+            // Group membership changes policies through groups, which are
+            // evaluated per operation: nothing to close.
+            Ok(RegistryEvent::ThingAddedToThingGroup { .. } | RegistryEvent::ThingRemovedFromThingGroup { .. }) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Events were missed: check every certificate with a live connection.
                 for id in broker.shared.live_certificates() {

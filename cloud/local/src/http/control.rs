@@ -1,5 +1,6 @@
 //! The IoT control plane (`aws-sdk-iot`, `aws iot …`): things, thing types,
-//! thing groups, policies, certificates, principals and DescribeEndpoint.
+//! policies, certificates, principals and DescribeEndpoint (thing groups are
+//! in [`super::thing_groups`]).
 //! Routes and members follow `iot.json` (service `AWSIotService`, 2015-05-28).
 
 use axum::Router;
@@ -14,7 +15,7 @@ use super::{AppState, blocking};
 use crate::registry::{Certificate, CertificateStatus, ListThingsQuery, Policy, Registry, Thing};
 
 /// Runs `f` with the registry on the blocking pool (registry calls write SQLite).
-async fn on_registry<T, F>(st: &AppState, f: F) -> Result<T, AwsError>
+pub(super) async fn on_registry<T, F>(st: &AppState, f: F) -> Result<T, AwsError>
 where
     F: FnOnce(&Registry) -> Result<T, AwsError> + Send + 'static,
     T: Send + 'static,
@@ -33,11 +34,6 @@ pub fn routes() -> Router<AppState> {
             put(attach_thing_principal).delete(detach_thing_principal).get(list_thing_principals),
         )
         .route("/thing-types/{thingTypeName}", post(create_thing_type).get(describe_thing_type))
-        // `PUT /thing-groups/addThingToThingGroup` shares the pattern; the handler tells them apart.
-        .route(
-            "/thing-groups/{thingGroupName}",
-            post(create_thing_group).get(describe_thing_group).put(thing_groups_put),
-        )
         .route("/policies", get(list_policies))
         .route("/policies/{policyName}", post(create_policy).get(get_policy).delete(delete_policy))
         .route("/target-policies/{policyName}", put(attach_policy).post(detach_policy))
@@ -52,7 +48,8 @@ pub fn routes() -> Router<AppState> {
         .route("/endpoint", get(describe_endpoint))
 }
 
-type Reply = Result<Response, AwsError>;
+/// What every handler answers.
+pub(super) type Reply = Result<Response, AwsError>;
 
 // ---- things ----
 
@@ -96,8 +93,7 @@ async fn list_things(State(st): State<AppState>, params: Params) -> Reply {
         attribute_name: params.str("attributeName").map(str::to_owned),
         attribute_value: params.str("attributeValue").map(str::to_owned),
         thing_type_name: params.str("thingTypeName").map(str::to_owned),
-        next_token: params.str("nextToken").filter(|t| !t.is_empty()).map(str::to_owned),
-        max_results: params.int("maxResults", 1, 250)?.map(|n| n as usize),
+        page: params.page()?,
     };
     let (things, next_token) = on_registry(&st, move |reg| Ok(reg.list_things(&query)?)).await?;
     let things = things
@@ -175,105 +171,6 @@ async fn describe_thing_type(State(st): State<AppState>, Label(name): Label) -> 
         },
         thing_type_metadata: ThingTypeMetadata { deprecated: tt.deprecated, creation_date: tt.creation_date },
     }))
-}
-
-// ---- thing groups ----
-
-async fn create_thing_group(
-    State(st): State<AppState>,
-    Label(name): Label,
-    JsonBody(req): JsonBody<CreateThingGroupRequest>,
-) -> Reply {
-    check_name("thing group name", &name)?;
-    if let Some(parent) = &req.parent_group_name {
-        check_name("parent group name", parent)?;
-    }
-    let props = req.thing_group_properties.unwrap_or_default();
-    let attributes = props.attribute_payload.and_then(|p| p.attributes).unwrap_or_default();
-    let g = on_registry(&st, move |reg| {
-        Ok(reg.create_thing_group(
-            &name,
-            req.parent_group_name.as_deref(),
-            props.thing_group_description.as_deref(),
-            attributes,
-        )?)
-    })
-    .await?;
-    Ok(json_ok(&CreateThingGroupResponse { thing_group_name: g.name, thing_group_arn: g.arn, thing_group_id: g.id }))
-}
-
-/// AWS allows 7 levels of thing groups; the walk up stops well after that.
-const MAX_GROUP_DEPTH: usize = 16;
-
-async fn describe_thing_group(State(st): State<AppState>, Label(name): Label) -> Reply {
-    check_name("thing group name", &name)?;
-    let (g, ancestors) = on_registry(&st, move |reg| {
-        let g = reg.describe_thing_group(&name)?;
-        let mut ancestors = Vec::new();
-        let mut next = g.parent_group_name.clone();
-        while let Some(parent) = next.take() {
-            if ancestors.len() >= MAX_GROUP_DEPTH {
-                break;
-            }
-            let p = reg.describe_thing_group(&parent)?;
-            next = p.parent_group_name.clone();
-            ancestors.push(GroupNameAndArn { group_name: p.name, group_arn: p.arn });
-        }
-        ancestors.reverse();
-        Ok((g, ancestors))
-    })
-    .await?;
-    Ok(json_ok(&DescribeThingGroupResponse {
-        thing_group_name: g.name,
-        thing_group_id: g.id,
-        thing_group_arn: g.arn,
-        version: g.version,
-        thing_group_properties: ThingGroupProperties {
-            thing_group_description: g.description,
-            attribute_payload: Some(AttributePayload { attributes: Some(g.attributes), merge: None }),
-        },
-        thing_group_metadata: ThingGroupMetadata {
-            parent_group_name: g.parent_group_name,
-            root_to_parent_thing_groups: ancestors,
-            creation_date: g.creation_date,
-        },
-    }))
-}
-
-async fn thing_groups_put(
-    st: State<AppState>,
-    Label(name): Label,
-    body: JsonBody<AddThingToThingGroupRequest>,
-) -> Reply {
-    if name == "addThingToThingGroup" {
-        add_thing_to_thing_group(st, body).await
-    } else {
-        Err(AwsError::method_not_allowed("PUT", &format!("/thing-groups/{name}")))
-    }
-}
-
-async fn add_thing_to_thing_group(
-    State(st): State<AppState>,
-    JsonBody(req): JsonBody<AddThingToThingGroupRequest>,
-) -> Reply {
-    let group =
-        name_or_arn(req.thing_group_name, req.thing_group_arn, "thinggroup", "thingGroupName or thingGroupArn")?;
-    let thing = name_or_arn(req.thing_name, req.thing_arn, "thing", "thingName or thingArn")?;
-    check_name("thing group name", &group)?;
-    check_name("thing name", &thing)?;
-    on_registry(&st, move |reg| Ok(reg.add_thing_to_thing_group(&group, &thing)?)).await?;
-    Ok(empty_ok())
-}
-
-/// The name given directly, else the one at the end of the ARN.
-fn name_or_arn(name: Option<String>, arn: Option<String>, kind: &str, what: &str) -> Result<String, AwsError> {
-    match (name, arn) {
-        (Some(n), _) => Ok(n),
-        (None, Some(arn)) => arn_resource(&arn, kind)
-            .map(str::to_owned)
-            .ok_or_else(|| AwsError::invalid_request(format!("{arn:?} is not a {kind} ARN"))),
-        (None, None) => Err(AwsError::invalid_request(format!("{what} is required"))),
-    }
 }
 
 // ---- policies ----
@@ -366,20 +263,13 @@ async fn list_attached_policies(State(st): State<AppState>, Label(target): Label
 fn attached_policies(reg: &Registry, target: &str, recursive: bool) -> Result<Vec<Policy>, AwsError> {
     let mut policies = reg.list_attached_policies(target)?;
     if let (true, Some(group)) = (recursive, arn_resource(target, "thinggroup")) {
-        let mut next = reg.describe_thing_group(group)?.parent_group_name;
-        let mut depth = 0;
-        while let Some(parent) = next.take() {
-            depth += 1;
-            if depth > MAX_GROUP_DEPTH {
-                break;
-            }
-            let p = reg.describe_thing_group(&parent)?;
-            for policy in reg.list_attached_policies(&p.arn)? {
+        // Nearest ancestor first.
+        for ancestor in reg.thing_group_ancestors(group)?.iter().rev() {
+            for policy in reg.list_attached_policies(&ancestor.arn)? {
                 if !policies.iter().any(|q| q.name == policy.name) {
                     policies.push(policy);
                 }
             }
-            next = p.parent_group_name;
         }
     }
     Ok(policies)
@@ -559,14 +449,5 @@ mod tests {
         assert_eq!(endpoint_host("localhost:1234"), "localhost");
         assert_eq!(endpoint_host("[::1]:8883"), "::1");
         assert_eq!(endpoint_host("example.com"), "example.com");
-    }
-
-    #[test]
-    fn name_or_arn_prefers_the_name_and_reads_the_arn_otherwise() {
-        let arn = Some("arn:aws:iot:us-east-1:000000000000:thing/pump-1".to_string());
-        assert_eq!(name_or_arn(Some("a".into()), arn.clone(), "thing", "x").unwrap(), "a");
-        assert_eq!(name_or_arn(None, arn.clone(), "thing", "x").unwrap(), "pump-1");
-        assert!(name_or_arn(None, arn, "thinggroup", "x").is_err());
-        assert!(name_or_arn(None, None, "thing", "x").is_err());
     }
 }

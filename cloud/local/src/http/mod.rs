@@ -8,8 +8,9 @@
 //! awslabs/aws-sdk-rust `aws-models/`.
 //!
 //! # Layout
-//! - [`control`]: the IoT control plane (things, types, groups, policies,
+//! - [`control`]: the IoT control plane (things, types, policies,
 //!   certificates, principals, DescribeEndpoint).
+//! - [`thing_groups`]: the control plane's thing-group operations.
 //! - [`data`]: the IoT data plane (shadows over HTTP, Publish).
 //! - [`error`]: AWS exceptions on the wire.
 //! - [`wire`]: request/response shapes and the extractors that read them.
@@ -23,6 +24,7 @@
 pub mod control;
 pub mod data;
 pub mod error;
+pub mod thing_groups;
 pub mod wire;
 
 use std::sync::Arc;
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> axum::Router {
 pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
     Router::new()
         .merge(control::routes())
+        .merge(thing_groups::routes())
         .merge(data::routes())
         .fallback_service(fallback)
         .method_not_allowed_fallback(method_not_allowed)

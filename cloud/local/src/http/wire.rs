@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::AwsError;
+use crate::registry::{PageRequest, ThingGroup};
 
 // ---------------------------------------------------------------------------
 // Extractors
@@ -66,6 +67,15 @@ impl Params {
             Some("false") => Ok(Some(false)),
             Some(other) => Err(AwsError::invalid_request(format!("{name} must be true or false, got {other:?}"))),
         }
+    }
+
+    /// `nextToken` and `maxResults` (1–250, the model's `RegistryMaxResults`);
+    /// an empty token means the first page.
+    pub fn page(&self) -> Result<PageRequest, AwsError> {
+        Ok(PageRequest {
+            next_token: self.str("nextToken").filter(|t| !t.is_empty()).map(str::to_owned),
+            max_results: self.int("maxResults", 1, 250)?.map(|n| n as usize),
+        })
     }
 
     /// An integer parameter within `min..=max`.
@@ -458,6 +468,12 @@ pub struct GroupNameAndArn {
     pub group_arn: String,
 }
 
+impl From<ThingGroup> for GroupNameAndArn {
+    fn from(g: ThingGroup) -> Self {
+        GroupNameAndArn { group_name: g.name, group_arn: g.arn }
+    }
+}
+
 /// `ThingGroupMetadata`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -489,7 +505,8 @@ pub struct DescribeThingGroupResponse {
     pub thing_group_metadata: ThingGroupMetadata,
 }
 
-/// `AddThingToThingGroupRequest` body: each side by name or by ARN.
+/// `AddThingToThingGroupRequest` and `RemoveThingFromThingGroupRequest` body:
+/// each side by name or by ARN (the name wins when both are given).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AddThingToThingGroupRequest {
@@ -501,8 +518,30 @@ pub struct AddThingToThingGroupRequest {
     pub thing_name: Option<String>,
     /// Thing ARN.
     pub thing_arn: Option<String>,
-    /// Dynamic groups only (the local cloud has none).
+    /// AddThingToThingGroup only; for dynamic groups, which the local cloud does not have.
     pub override_dynamic_groups: Option<bool>,
+}
+
+/// `ListThingsInThingGroupResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListThingsInThingGroupResponse {
+    /// Thing names.
+    pub things: Vec<String>,
+    /// Token for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// `ListThingGroupsResponse` and `ListThingGroupsForThingResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListThingGroupsResponse {
+    /// The groups.
+    pub thing_groups: Vec<GroupNameAndArn>,
+    /// Token for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
 }
 
 // ---------------------------------------------------------------------------

@@ -99,3 +99,18 @@ pub fn sdk_http_client() -> aws_sdk_iot::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
+
+/// The error code and HTTP status of an SDK call that must fail (any AWS SDK:
+/// they share the smithy runtime's error and response types).
+pub fn failed<O, E>(
+    result: Result<O, aws_sdk_iot::error::SdkError<E, aws_sdk_iot::config::http::HttpResponse>>,
+) -> (String, u16)
+where
+    E: aws_sdk_iot::error::ProvideErrorMetadata + std::fmt::Debug,
+    O: std::fmt::Debug,
+{
+    use aws_sdk_iot::error::ProvideErrorMetadata as _;
+    let e = result.expect_err("the call must fail");
+    let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+    (e.code().unwrap_or_default().to_string(), status)
+}

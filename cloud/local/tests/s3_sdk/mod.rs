@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -15,6 +14,8 @@ use local_cloud::s3::ObjectStore;
 use local_cloud::server::{Config, LocalCloud};
 use s3s::crypto::{Checksum as _, Md5, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::failed;
 
 const MIB: usize = 1024 * 1024;
 
@@ -35,17 +36,6 @@ fn s3_client(cloud: &LocalCloud, access_key_id: &str, secret: &str) -> aws_sdk_s
 fn admin(cloud: &LocalCloud) -> aws_sdk_s3::Client {
     let pair = cloud.endpoints.credentials.as_ref().expect("endpoints carry the administrator's key pair");
     s3_client(cloud, &pair.access_key_id, &pair.secret_access_key)
-}
-
-/// The S3 error code and HTTP status of a call that must fail.
-fn failed<O, E>(result: Result<O, SdkError<E, aws_sdk_s3::config::http::HttpResponse>>) -> (String, u16)
-where
-    E: ProvideErrorMetadata + std::fmt::Debug,
-    O: std::fmt::Debug,
-{
-    let e = result.expect_err("the call must fail");
-    let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
-    (e.code().unwrap_or_default().to_string(), status)
 }
 
 async fn body(out: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec<u8> {

@@ -1,6 +1,15 @@
 //! The registry: things, thing types, thing groups, certificates, policies and
 //! their attachments, as AWS IoT Core keeps them. State lives in memory for fast
 //! authorization and is written through to the [`Store`] on every change.
+//!
+//! # Layout
+//! - this module: things, thing types, policies, certificates, principals and
+//!   authorization, the shared state and the [`RegistryEvent`] broadcast.
+//! - [`groups`]: thing groups, their hierarchy and membership.
+
+mod groups;
+
+pub use groups::{ListThingGroupsQuery, MAX_GROUPS_PER_THING, Membership, RemovalCause};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -103,8 +112,6 @@ pub struct ThingGroup {
     pub attributes: BTreeMap<String, String>,
     /// Parent group.
     pub parent_group_name: Option<String>,
-    /// Member thing names.
-    pub things: Vec<String>,
     /// Version.
     pub version: i64,
     /// Creation date, epoch seconds.
@@ -205,7 +212,8 @@ pub struct KeyPair {
     pub private_key_pem: String,
 }
 
-/// A change other parts of the local cloud react to.
+/// A change other parts of the local cloud react to. Each is sent once, after
+/// the change is stored; a request that changes nothing sends nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryEvent {
     /// A certificate's status changed.
@@ -220,6 +228,29 @@ pub enum RegistryEvent {
         /// Certificate id.
         certificate_id: String,
     },
+    /// A thing became a direct member of a thing group (AddThingToThingGroup).
+    ThingAddedToThingGroup {
+        /// The thing, the group and the group's ancestors.
+        membership: Membership,
+    },
+    /// A thing stopped being a direct member of a thing group.
+    ThingRemovedFromThingGroup {
+        /// The thing, the group and the group's ancestors (as they were).
+        membership: Membership,
+        /// RemoveThingFromThingGroup, DeleteThing or DeleteThingGroup.
+        cause: RemovalCause,
+    },
+}
+
+/// Paging of a list operation (`nextToken`, `maxResults`). Tokens are the
+/// last key of the previous page, so a page never repeats or skips an item
+/// that was there before and after a concurrent change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Paging token from a previous page.
+    pub next_token: Option<String>,
+    /// Page size (default 50, at most 250: the model's `RegistryMaxResults`).
+    pub max_results: Option<usize>,
 }
 
 /// Filter and paging for ListThings.
@@ -231,10 +262,8 @@ pub struct ListThingsQuery {
     pub attribute_value: Option<String>,
     /// Only things of this type.
     pub thing_type_name: Option<String>,
-    /// Paging token from a previous page.
-    pub next_token: Option<String>,
-    /// Page size (default 50, at most 250).
-    pub max_results: Option<usize>,
+    /// Paging.
+    pub page: PageRequest,
 }
 
 /// A request to authorize one MQTT operation.
@@ -282,6 +311,10 @@ struct State {
     policy_targets: BTreeMap<String, BTreeSet<String>>,
     /// thing name → principal ARNs.
     thing_principals: BTreeMap<String, BTreeSet<String>>,
+    /// thing group → its member things (direct members only).
+    group_members: BTreeMap<String, BTreeSet<String>>,
+    /// thing → the groups it is a direct member of (the reverse of `group_members`).
+    thing_groups: BTreeMap<String, BTreeSet<String>>,
 }
 
 const K_THING: &str = "thing";
@@ -291,6 +324,12 @@ const K_POLICY: &str = "policy";
 const K_CERT: &str = "certificate";
 const K_POLICY_TARGET: &str = "policy_target";
 const K_THING_PRINCIPAL: &str = "thing_principal";
+/// One record per (group, thing) membership, key `group\nthing`.
+const K_GROUP_MEMBER: &str = "thing_group_member";
+
+/// How many [`RegistryEvent`]s a receiver may fall behind before it gets
+/// `RecvError::Lagged` (and must read the state again instead).
+const EVENTS_CAPACITY: usize = 4096;
 
 fn put<T: Serialize>(kind: &'static str, key: &str, value: &T) -> Op {
     Op::Put { kind, key: key.to_string(), value: serde_json::to_string(value).unwrap_or_default() }
@@ -302,6 +341,25 @@ fn del(kind: &'static str, key: &str) -> Op {
 
 fn pair_key(a: &str, b: &str) -> String {
     format!("{a}\n{b}")
+}
+
+/// Records the pair `(a, b)` in a kind whose keys are pairs (attachments, memberships).
+fn put_pair(kind: &'static str, a: &str, b: &str) -> Op {
+    Op::Put { kind, key: pair_key(a, b), value: "1".into() }
+}
+
+fn del_pair(kind: &'static str, a: &str, b: &str) -> Op {
+    del(kind, &pair_key(a, b))
+}
+
+/// The pairs stored in a kind whose keys are pairs.
+fn load_pairs(store: &Store, kind: &str) -> Result<Vec<(String, String)>, RegistryError> {
+    Ok(store
+        .all(kind)
+        .map_err(internal)?
+        .into_iter()
+        .filter_map(|(key, _)| key.split_once('\n').map(|(a, b)| (a.to_string(), b.to_string())))
+        .collect())
 }
 
 fn internal(e: impl std::fmt::Display) -> RegistryError {
@@ -380,24 +438,26 @@ impl Registry {
         }
         state.things = load(&store, K_THING)?.into_iter().collect();
         state.thing_types = load(&store, K_THING_TYPE)?.into_iter().collect();
-        state.groups = load(&store, K_GROUP)?.into_iter().collect();
+        let legacy = groups::load_groups(&mut state, load(&store, K_GROUP)?);
+        for (group, thing) in load_pairs(&store, K_GROUP_MEMBER)? {
+            state.link(&group, &thing);
+        }
         state.certificates = load(&store, K_CERT)?.into_iter().collect();
         for (name, policy) in load::<Policy>(&store, K_POLICY)? {
             let doc =
                 PolicyDocument::parse(&policy.document).map_err(|e| internal(format!("stored policy {name}: {e}")))?;
             state.policies.insert(name, (policy, Arc::new(doc)));
         }
-        for (key, _) in store.all(K_POLICY_TARGET).map_err(internal)? {
-            if let Some((target, policy)) = key.split_once('\n') {
-                state.policy_targets.entry(target.to_string()).or_default().insert(policy.to_string());
-            }
+        for (target, policy) in load_pairs(&store, K_POLICY_TARGET)? {
+            state.policy_targets.entry(target).or_default().insert(policy);
         }
-        for (key, _) in store.all(K_THING_PRINCIPAL).map_err(internal)? {
-            if let Some((thing, principal)) = key.split_once('\n') {
-                state.thing_principals.entry(thing.to_string()).or_default().insert(principal.to_string());
-            }
+        for (thing, principal) in load_pairs(&store, K_THING_PRINCIPAL)? {
+            state.thing_principals.entry(thing).or_default().insert(principal);
         }
-        let (events, _) = broadcast::channel(1024);
+        if !legacy.is_empty() {
+            store.apply(&legacy).map_err(internal)?;
+        }
+        let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         Ok(Registry {
             store,
             ca,
@@ -424,9 +484,18 @@ impl Registry {
         &self.ca
     }
 
-    /// Registry changes, for the broker to drop connections of deactivated certificates.
+    /// Registry changes: the broker drops connections of deactivated
+    /// certificates; services that follow thing groups (continuous jobs,
+    /// thing-group deployments) see members join and leave. Events arrive in
+    /// the order the changes were stored. A receiver more than 4096 events
+    /// behind gets `RecvError::Lagged` and must read the state again.
     pub fn events(&self) -> broadcast::Receiver<RegistryEvent> {
         self.events.subscribe()
+    }
+
+    /// Sends an event; having no receiver is fine.
+    fn announce(&self, event: RegistryEvent) {
+        let _ = self.events.send(event);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -502,10 +571,6 @@ impl Registry {
 
     /// ListThings: a page of things and the next token.
     pub fn list_things(&self, query: &ListThingsQuery) -> Result<(Vec<Thing>, Option<String>), RegistryError> {
-        let page = query.max_results.unwrap_or(50);
-        if page == 0 || page > 250 {
-            return Err(RegistryError::InvalidRequest("maxResults must be between 1 and 250".into()));
-        }
         let state = self.read();
         let filtered = state.things.values().filter(|t| {
             query.thing_type_name.as_ref().is_none_or(|tt| t.thing_type_name.as_ref() == Some(tt))
@@ -515,7 +580,7 @@ impl Registry {
                     _ => true,
                 }
         });
-        paginate(filtered, query.next_token.as_deref(), page, |t| t.name.clone())
+        paginate(filtered, &query.page, |t| t.name.clone())
     }
 
     /// UpdateThing. `attributes`: `(attributes, merge)`; an empty value removes the attribute when merging.
@@ -587,20 +652,15 @@ impl Registry {
                 "Cannot delete thing {name}: it has principals attached. Detach them first."
             )));
         }
+        let groups: Vec<String> = state.thing_groups.get(name).into_iter().flatten().cloned().collect();
         let mut ops = vec![del(K_THING, name)];
-        let mut groups = Vec::new();
-        for g in state.groups.values() {
-            if g.things.iter().any(|t| t == name) {
-                let mut g = g.clone();
-                g.things.retain(|t| t != name);
-                ops.push(put(K_GROUP, &g.name, &g));
-                groups.push(g);
-            }
-        }
+        ops.extend(groups.iter().map(|g| del_pair(K_GROUP_MEMBER, g, name)));
         self.persist(&ops)?;
         state.things.remove(name);
-        for g in groups {
-            state.groups.insert(g.name.clone(), g);
+        // Sent under the lock, so events keep the order of the stored changes.
+        for group in groups {
+            let membership = state.unlink(&group, name);
+            self.announce(RegistryEvent::ThingRemovedFromThingGroup { membership, cause: RemovalCause::ThingDeleted });
         }
         Ok(())
     }
@@ -646,72 +706,6 @@ impl Registry {
             .get(name)
             .cloned()
             .ok_or_else(|| RegistryError::NotFound(format!("Thing Type {name} cannot be found")))
-    }
-
-    /// CreateThingGroup.
-    pub fn create_thing_group(
-        &self,
-        name: &str,
-        parent: Option<&str>,
-        description: Option<&str>,
-        attributes: BTreeMap<String, String>,
-    ) -> Result<ThingGroup, RegistryError> {
-        check_resource_name(name, "thingGroupName")?;
-        check_attributes(&attributes)?;
-        let mut state = self.write();
-        if let Some(p) = parent
-            && !state.groups.contains_key(p)
-        {
-            return Err(RegistryError::NotFound(format!("Thing Group {p} cannot be found")));
-        }
-        if let Some(existing) = state.groups.get(name) {
-            if existing.parent_group_name.as_deref() == parent
-                && existing.description.as_deref() == description
-                && existing.attributes == attributes
-            {
-                return Ok(existing.clone());
-            }
-            return Err(RegistryError::AlreadyExists {
-                message: format!("Thing Group {name} already exists with different properties"),
-                resource_id: existing.id.clone(),
-                resource_arn: existing.arn.clone(),
-            });
-        }
-        let group = ThingGroup {
-            name: name.to_string(),
-            id: uuid::Uuid::new_v4().to_string(),
-            arn: self.arn(&format!("thinggroup/{name}")),
-            description: description.map(str::to_string),
-            attributes,
-            parent_group_name: parent.map(str::to_string),
-            things: Vec::new(),
-            version: 1,
-            creation_date: self.clock.now_secs(),
-        };
-        self.persist(&[put(K_GROUP, name, &group)])?;
-        state.groups.insert(name.to_string(), group.clone());
-        Ok(group)
-    }
-
-    /// DescribeThingGroup.
-    pub fn describe_thing_group(&self, name: &str) -> Result<ThingGroup, RegistryError> {
-        self.read().groups.get(name).cloned().ok_or_else(|| group_not_found(name))
-    }
-
-    /// AddThingToThingGroup.
-    pub fn add_thing_to_thing_group(&self, group: &str, thing: &str) -> Result<(), RegistryError> {
-        let mut state = self.write();
-        if !state.things.contains_key(thing) {
-            return Err(thing_not_found(thing));
-        }
-        let mut g = state.groups.get(group).cloned().ok_or_else(|| group_not_found(group))?;
-        if g.things.iter().any(|t| t == thing) {
-            return Ok(());
-        }
-        g.things.push(thing.to_string());
-        self.persist(&[put(K_GROUP, group, &g)])?;
-        state.groups.insert(group.to_string(), g);
-        Ok(())
     }
 
     // ---- policies ----
@@ -810,7 +804,7 @@ impl Registry {
         if state.policy_targets.get(target).is_some_and(|p| p.len() >= 10) {
             return Err(RegistryError::InvalidRequest("A target can have at most 10 policies attached".into()));
         }
-        self.persist(&[Op::Put { kind: K_POLICY_TARGET, key: pair_key(target, policy_name), value: "1".into() }])?;
+        self.persist(&[put_pair(K_POLICY_TARGET, target, policy_name)])?;
         state.policy_targets.entry(target.to_string()).or_default().insert(policy_name.to_string());
         Ok(())
     }
@@ -822,7 +816,7 @@ impl Registry {
             return Err(policy_not_found(policy_name));
         }
         self.check_target(&state, target)?;
-        self.persist(&[del(K_POLICY_TARGET, &pair_key(target, policy_name))])?;
+        self.persist(&[del_pair(K_POLICY_TARGET, target, policy_name)])?;
         if let Some(set) = state.policy_targets.get_mut(target) {
             set.remove(policy_name);
             if set.is_empty() {
@@ -949,7 +943,7 @@ impl Registry {
             )));
         }
         let mut ops = vec![del(K_CERT, id)];
-        ops.extend(policies.iter().map(|p| del(K_POLICY_TARGET, &pair_key(&cert.arn, p))));
+        ops.extend(policies.iter().map(|p| del_pair(K_POLICY_TARGET, &cert.arn, p)));
         self.persist(&ops)?;
         state.certificates.remove(id);
         state.policy_targets.remove(&cert.arn);
@@ -968,7 +962,7 @@ impl Registry {
         if state.thing_principals.get(thing).is_some_and(|p| p.contains(principal)) {
             return Ok(());
         }
-        self.persist(&[Op::Put { kind: K_THING_PRINCIPAL, key: pair_key(thing, principal), value: "1".into() }])?;
+        self.persist(&[put_pair(K_THING_PRINCIPAL, thing, principal)])?;
         state.thing_principals.entry(thing.to_string()).or_default().insert(principal.to_string());
         Ok(())
     }
@@ -993,7 +987,7 @@ impl Registry {
             return Err(thing_not_found(thing));
         }
         self.check_principal(&state, principal)?;
-        self.persist(&[del(K_THING_PRINCIPAL, &pair_key(thing, principal))])?;
+        self.persist(&[del_pair(K_THING_PRINCIPAL, thing, principal)])?;
         if let Some(set) = state.thing_principals.get_mut(thing) {
             set.remove(principal);
             if set.is_empty() {
@@ -1056,17 +1050,8 @@ impl Registry {
         let cert_arn = self.arn(&format!("cert/{certificate_id}"));
         names.extend(state.policy_targets.get(&cert_arn).into_iter().flatten());
         if let Some(thing) = thing {
-            let mut frontier: Vec<&ThingGroup> =
-                state.groups.values().filter(|g| g.things.iter().any(|t| t == thing)).collect();
-            let mut seen = BTreeSet::new();
-            while let Some(g) = frontier.pop() {
-                if !seen.insert(g.name.as_str()) {
-                    continue;
-                }
-                names.extend(state.policy_targets.get(&g.arn).into_iter().flatten());
-                if let Some(parent) = g.parent_group_name.as_ref().and_then(|p| state.groups.get(p)) {
-                    frontier.push(parent);
-                }
+            for group in state.groups_of_thing(thing) {
+                names.extend(state.policy_targets.get(&group.arn).into_iter().flatten());
             }
         }
         names.into_iter().filter_map(|n| state.policies.get(n).map(|(_, d)| d.clone())).collect()
@@ -1113,13 +1098,17 @@ fn cert_not_found(id: &str) -> RegistryError {
     RegistryError::NotFound(format!("The certificate given in the principal does not exist. (id={id})"))
 }
 
-/// One page of `items` (already sorted by key) after `token`, and the next token.
+/// One page of `items` (already sorted by key) after the request's token, and the next token.
 fn paginate<'a, T: Clone + 'a>(
     items: impl Iterator<Item = &'a T>,
-    token: Option<&str>,
-    page: usize,
+    request: &PageRequest,
     key: impl Fn(&T) -> String,
 ) -> Result<(Vec<T>, Option<String>), RegistryError> {
+    let page = request.max_results.unwrap_or(50);
+    if page == 0 || page > 250 {
+        return Err(RegistryError::InvalidRequest("maxResults must be between 1 and 250".into()));
+    }
+    let token = request.next_token.as_deref();
     let mut out = Vec::with_capacity(page);
     let mut more = false;
     for item in items {
@@ -1142,20 +1131,20 @@ fn paginate<'a, T: Clone + 'a>(
 mod tests {
     use super::*;
 
-    fn registry() -> (Registry, tempfile::TempDir) {
+    pub(super) fn registry() -> (Registry, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(LocalCa::load_or_create(&dir.path().join("ca")).unwrap());
         let store = Store::open(&dir.path().join("state.sqlite")).unwrap();
         (Registry::open(store, ca, crate::time::system(), "us-east-1", "000000000000").unwrap(), dir)
     }
 
-    fn reopen(dir: &tempfile::TempDir) -> Registry {
+    pub(super) fn reopen(dir: &tempfile::TempDir) -> Registry {
         let ca = Arc::new(LocalCa::load_or_create(&dir.path().join("ca")).unwrap());
         let store = Store::open(&dir.path().join("state.sqlite")).unwrap();
         Registry::open(store, ca, crate::time::system(), "us-east-1", "000000000000").unwrap()
     }
 
-    const THING_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+    pub(super) const THING_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
         {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:000000000000:client/${iot:Connection.Thing.ThingName}"},
         {"Effect":"Allow","Action":["iot:Publish","iot:Receive"],"Resource":"arn:aws:iot:us-east-1:000000000000:topic/dt/${iot:Connection.Thing.ThingName}/*"}]}"#;
 
@@ -1198,10 +1187,13 @@ mod tests {
             let site = if i % 2 == 0 { "north" } else { "south" };
             r.create_thing(&format!("t{i}"), None, BTreeMap::from([("site".into(), site.into())])).unwrap();
         }
-        let (page1, token) = r.list_things(&ListThingsQuery { max_results: Some(2), ..Default::default() }).unwrap();
+        let page = |next_token| ListThingsQuery {
+            page: PageRequest { next_token, max_results: Some(2) },
+            ..Default::default()
+        };
+        let (page1, token) = r.list_things(&page(None)).unwrap();
         assert_eq!(page1.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t0", "t1"]);
-        let (page2, _) =
-            r.list_things(&ListThingsQuery { max_results: Some(2), next_token: token, ..Default::default() }).unwrap();
+        let (page2, _) = r.list_things(&page(token)).unwrap();
         assert_eq!(page2.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t2", "t3"]);
         let (north, none) = r
             .list_things(&ListThingsQuery {
@@ -1333,6 +1325,6 @@ mod tests {
         r.detach_thing_principal("t", &cert.arn).unwrap();
         r.delete_thing("t", None).unwrap();
         r.delete_thing("t", None).unwrap();
-        assert!(r.describe_thing_group("g").unwrap().things.is_empty());
+        assert!(r.things_in_thing_group("g", false).unwrap().is_empty());
     }
 }
