@@ -23,7 +23,8 @@ use serde::Deserialize;
 
 use super::{
     K_GROUP, K_GROUP_MEMBER, K_POLICY_TARGET, PageRequest, Registry, RegistryError, RegistryEvent, State, ThingGroup,
-    check_attributes, check_resource_name, del, del_pair, group_not_found, paginate, put, put_pair, thing_not_found,
+    check_attributes, check_resource_name, del, del_pair, group_not_found, paginate, put, put_pair, remove_from,
+    thing_not_found,
 };
 use crate::store::Op;
 
@@ -113,15 +114,9 @@ impl State {
     }
 
     /// Forgets that membership (memory only) and describes it for the event.
-    pub(super) fn unlink(&mut self, group: &str, thing: &str) -> Membership {
-        for (map, key, value) in [(&mut self.group_members, group, thing), (&mut self.thing_groups, thing, group)] {
-            if let Some(set) = map.get_mut(key) {
-                set.remove(value);
-                if set.is_empty() {
-                    map.remove(key);
-                }
-            }
-        }
+    fn unlink(&mut self, group: &str, thing: &str) -> Membership {
+        remove_from(&mut self.group_members, group, thing);
+        remove_from(&mut self.thing_groups, thing, group);
         self.membership(group, thing)
     }
 
@@ -182,6 +177,14 @@ impl State {
 }
 
 impl Registry {
+    /// Takes `thing` out of `group` in memory, once the change is stored, and
+    /// announces it. Called under the write lock, so events keep the order of
+    /// the stored changes.
+    pub(super) fn leave(&self, state: &mut State, group: &str, thing: &str, cause: RemovalCause) {
+        let membership = state.unlink(group, thing);
+        self.announce(RegistryEvent::ThingRemovedFromThingGroup { membership, cause });
+    }
+
     /// CreateThingGroup. Idempotent when the same properties are given;
     /// otherwise `AlreadyExists`. The parent must exist.
     pub fn create_thing_group(
@@ -267,11 +270,9 @@ impl Registry {
         ops.extend(things.iter().map(|t| del_pair(K_GROUP_MEMBER, name, t)));
         ops.extend(policies.iter().map(|p| del_pair(K_POLICY_TARGET, &group.arn, p)));
         self.persist(&ops)?;
-        // The events name the ancestors, so unlink before the group is gone.
-        // Sent under the lock, so events keep the order of the stored changes.
+        // The events name the ancestors: the members leave before the group is gone.
         for thing in &things {
-            let membership = state.unlink(name, thing);
-            self.announce(RegistryEvent::ThingRemovedFromThingGroup { membership, cause: RemovalCause::GroupDeleted });
+            self.leave(&mut state, name, thing, RemovalCause::GroupDeleted);
         }
         state.groups.remove(name);
         state.policy_targets.remove(&group.arn);
@@ -321,8 +322,8 @@ impl Registry {
         }
         self.persist(&[put_pair(K_GROUP_MEMBER, group, thing)])?;
         state.link(group, thing);
-        let membership = state.membership(group, thing);
-        self.announce(RegistryEvent::ThingAddedToThingGroup { membership });
+        // Under the write lock, like `leave`.
+        self.announce(RegistryEvent::ThingAddedToThingGroup { membership: state.membership(group, thing) });
         Ok(())
     }
 
@@ -340,8 +341,7 @@ impl Registry {
             return Ok(());
         }
         self.persist(&[del_pair(K_GROUP_MEMBER, group, thing)])?;
-        let membership = state.unlink(group, thing);
-        self.announce(RegistryEvent::ThingRemovedFromThingGroup { membership, cause: RemovalCause::Removed });
+        self.leave(&mut state, group, thing, RemovalCause::Removed);
         Ok(())
     }
 

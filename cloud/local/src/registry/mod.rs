@@ -352,6 +352,16 @@ fn del_pair(kind: &'static str, a: &str, b: &str) -> Op {
     del(kind, &pair_key(a, b))
 }
 
+/// Removes `value` from the set under `key`, and the set once empty.
+fn remove_from(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, value: &str) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
 /// The pairs stored in a kind whose keys are pairs.
 fn load_pairs(store: &Store, kind: &str) -> Result<Vec<(String, String)>, RegistryError> {
     Ok(store
@@ -657,10 +667,8 @@ impl Registry {
         ops.extend(groups.iter().map(|g| del_pair(K_GROUP_MEMBER, g, name)));
         self.persist(&ops)?;
         state.things.remove(name);
-        // Sent under the lock, so events keep the order of the stored changes.
         for group in groups {
-            let membership = state.unlink(&group, name);
-            self.announce(RegistryEvent::ThingRemovedFromThingGroup { membership, cause: RemovalCause::ThingDeleted });
+            self.leave(&mut state, &group, name, RemovalCause::ThingDeleted);
         }
         Ok(())
     }
@@ -817,12 +825,7 @@ impl Registry {
         }
         self.check_target(&state, target)?;
         self.persist(&[del_pair(K_POLICY_TARGET, target, policy_name)])?;
-        if let Some(set) = state.policy_targets.get_mut(target) {
-            set.remove(policy_name);
-            if set.is_empty() {
-                state.policy_targets.remove(target);
-            }
-        }
+        remove_from(&mut state.policy_targets, target, policy_name);
         Ok(())
     }
 
@@ -988,12 +991,7 @@ impl Registry {
         }
         self.check_principal(&state, principal)?;
         self.persist(&[del_pair(K_THING_PRINCIPAL, thing, principal)])?;
-        if let Some(set) = state.thing_principals.get_mut(thing) {
-            set.remove(principal);
-            if set.is_empty() {
-                state.thing_principals.remove(thing);
-            }
-        }
+        remove_from(&mut state.thing_principals, thing, principal);
         Ok(())
     }
 

@@ -31,8 +31,12 @@ async fn start(dir: &std::path::Path) -> LocalCloud {
     LocalCloud::start(Config::ephemeral(dir)).await.expect("local cloud starts")
 }
 
-/// `fleet` → `site` → `line`, and `lab` beside `fleet`.
-async fn hierarchy(iot: &aws_sdk_iot::Client) {
+/// A started cloud (and its data directory) with the groups `fleet` → `site`
+/// → `line`, and `lab` beside `fleet`, made through the SDK.
+async fn started_with_hierarchy() -> (tempfile::TempDir, LocalCloud, aws_sdk_iot::Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = start(dir.path()).await;
+    let iot = iot(&cloud);
     for (group, parent) in [("fleet", None), ("site", Some("fleet")), ("line", Some("site")), ("lab", None)] {
         iot.create_thing_group()
             .thing_group_name(group)
@@ -41,6 +45,7 @@ async fn hierarchy(iot: &aws_sdk_iot::Client) {
             .await
             .unwrap();
     }
+    (dir, cloud, iot)
 }
 
 async fn things_in(iot: &aws_sdk_iot::Client, group: &str, recursive: bool, page_size: i32) -> (Vec<String>, usize) {
@@ -95,10 +100,7 @@ async fn thing_groups(iot: &aws_sdk_iot::Client, parent: Option<&str>, recursive
 
 #[tokio::test]
 async fn thing_group_members_are_listed_recursively_in_pages_and_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = start(dir.path()).await;
-    let iot = iot(&cloud);
-    hierarchy(&iot).await;
+    let (dir, cloud, iot) = started_with_hierarchy().await;
     let names: Vec<String> = (0..7).map(|i| format!("pump-{i:02}")).collect();
     for (i, name) in names.iter().enumerate() {
         iot.create_thing().thing_name(name).send().await.unwrap();
@@ -158,10 +160,7 @@ async fn thing_group_members_are_listed_recursively_in_pages_and_survive_a_resta
 
 #[tokio::test]
 async fn thing_group_operations_answer_the_modelled_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = start(dir.path()).await;
-    let iot = iot(&cloud);
-    hierarchy(&iot).await;
+    let (_dir, cloud, iot) = started_with_hierarchy().await;
     iot.create_thing().thing_name("t").send().await.unwrap();
     let not_found = ("ResourceNotFoundException".to_string(), 404);
     let invalid = ("InvalidRequestException".to_string(), 400);
@@ -207,10 +206,7 @@ async fn thing_group_operations_answer_the_modelled_errors() {
 
 #[tokio::test]
 async fn deleting_things_and_groups_removes_memberships_and_announces_each_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let cloud = start(dir.path()).await;
-    let iot = iot(&cloud);
-    hierarchy(&iot).await;
+    let (_dir, cloud, iot) = started_with_hierarchy().await;
     for thing in ["a", "b"] {
         iot.create_thing().thing_name(thing).send().await.unwrap();
         iot.add_thing_to_thing_group().thing_group_name("line").thing_name(thing).send().await.unwrap();
