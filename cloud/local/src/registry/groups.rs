@@ -32,9 +32,9 @@ use crate::store::Op;
 /// a maximum of 10 groups" (AWS IoT Developer Guide, static thing groups).
 pub const MAX_GROUPS_PER_THING: usize = 10;
 
-/// A guard on walks up the hierarchy. AWS limits the depth to 7 levels; the
-/// registry never builds a deeper one, the guard only stops a walk over
-/// damaged records.
+/// A guard on walks up the hierarchy. AWS limits a hierarchy's depth (a
+/// quota the registry does not enforce); parents are fixed at creation, so
+/// there are no cycles, and the guard only stops a walk over damaged records.
 const MAX_GROUP_DEPTH: usize = 16;
 
 /// A thing's direct membership of a group, as [`RegistryEvent`]s carry it.
@@ -71,8 +71,9 @@ pub struct ListThingGroupsQuery {
     /// `true` (the default when absent): every descendant of `parent_group`
     /// (every group without one); `false`: its direct children (the root
     /// groups without one). The model leaves the default open
-    /// (`RecursiveWithoutDefault`); AWS lists grandchildren for a bare
-    /// `parentGroup`.
+    /// (`RecursiveWithoutDefault`) and the developer guide's example shows
+    /// direct children; boto3 output from AWS quoted in getmoto/moto#2961
+    /// lists grandchildren for a bare `parentGroup`, which is followed here.
     pub recursive: Option<bool>,
     /// Paging.
     pub page: PageRequest,
