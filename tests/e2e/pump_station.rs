@@ -6,29 +6,83 @@
 //! read by the demo as any SCADA client would) and in the cloud (shadow version and state,
 //! telemetry and anomaly events received by an MQTT client).
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn run_demo(out: &std::path::Path) -> (std::process::Output, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_pump-station"))
+/// What the demo printed and left behind, and what its site answered while it kept running.
+struct Run {
+    output: Output,
+    report: Value,
+    /// The plant's `GET /state` while everything kept running, `None` if it never got there.
+    plant_state: Option<Value>,
+}
+
+/// Runs the shortened scenario with `--keep-running`: once the demo says everything keeps
+/// running, the plant it printed is asked for its state, then Ctrl-C (SIGINT) stops it all.
+fn run_demo(out: &std::path::Path) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pump-station"))
         .args(["demo", "--speed-changes", "2", "--fault-cycles", "1", "--outage-seconds", "3", "--detector", "model"])
+        .arg("--keep-running")
         .arg("--out")
         .arg(out)
         .env("RUST_LOG", "error")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the demo binary runs");
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = Vec::new();
+    let mut plant_state = None;
+    let mut line = String::new();
+    // Until the demo ends (a failed run does not keep running) or says how to reach the plant.
+    while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+        printed.extend_from_slice(line.as_bytes());
+        if let Some(addr) = line.trim().strip_prefix("plant control: http://").and_then(|l| l.split('/').next()) {
+            plant_state = Some(get_json(addr, "/state"));
+            let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+            assert!(status.success(), "kill -INT");
+        }
+        line.clear();
+    }
+    let status = child.wait().unwrap();
+    let output = Output { status, stdout: printed, stderr: stderr.join().unwrap() };
     let report =
         std::fs::read(out.join("report.json")).map(|b| serde_json::from_slice(&b).unwrap()).unwrap_or(Value::Null);
-    (output, report)
+    Run { output, report, plant_state }
+}
+
+/// A plain HTTP/1.1 GET on loopback; the JSON body.
+fn get_json(addr: &str, path: &str) -> Value {
+    let mut stream = std::net::TcpStream::connect(addr).expect("the plant's control port answers");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 #[test]
 fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_outage() {
     let dir = tempfile::tempdir().unwrap();
-    let (output, report) = run_demo(dir.path());
+    let Run { output, report, plant_state } = run_demo(dir.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the demo failed:\n{stderr}\nreport: {report:#}");
+    // --keep-running kept the site up after the scenario, until Ctrl-C stopped it cleanly.
+    let plant_state = plant_state.unwrap_or_else(|| {
+        panic!("the demo never said it keeps running:\n{}\n{stderr}", String::from_utf8_lossy(&output.stdout))
+    });
+    // The plant still runs the simulation, with the scenario's fault cleared.
+    assert!(plant_state["time_s"].as_f64().is_some_and(|t| t > 0.0), "{plant_state}");
+    assert_eq!(plant_state["faults"], serde_json::json!([]), "{plant_state}");
 
     let steps = report["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 6, "{stderr}");

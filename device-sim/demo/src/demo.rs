@@ -639,7 +639,13 @@ async fn finish(
 fn print_how_to_reach(site: &Site) {
     let e = &site.endpoints;
     println!("Everything keeps running; Ctrl-C stops it.");
-    println!("  local cloud: MQTT {} (CA {}), HTTP {} (any AWS credentials)", e.mqtt, e.ca_file.display(), e.http);
+    println!(
+        "  local cloud: MQTT {} (CA {}), HTTP {} (IoT: any AWS credentials; S3: the key pair in {})",
+        e.mqtt,
+        e.ca_file.display(),
+        e.http,
+        site.dir.join("cloud").join("endpoints.json").display()
+    );
     println!(
         "  set a desired speed: aws --endpoint-url {} iot-data update-thing-shadow --thing-name {THING} --shadow-name pump --cli-binary-format raw-in-base64-out --payload '{{\"state\":{{\"desired\":{{\"speedRpm\":2500}}}}}}' /dev/stdout",
         e.http
