@@ -5,8 +5,10 @@
 //! execution states" in the AWS IoT Core Developer Guide, and the
 //! `iot-jobs-data-plane` service model for field limits.
 
+pub mod model;
 pub mod topic;
 
+pub use model::{JobExecutionStatus, JobStatus, JobsErrorCode};
 pub use topic::{
     JobTarget, JobsRequest, JobsResponse, JobsTopic, JobsTopicKind, is_valid_job_id, is_valid_namespace_id,
 };
