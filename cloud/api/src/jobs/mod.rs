@@ -5,9 +5,13 @@
 //! execution states" in the AWS IoT Core Developer Guide, and the
 //! `iot-jobs-data-plane` service model for field limits.
 
+pub mod engine;
 pub mod model;
 pub mod topic;
 
+pub use engine::{
+    Answer, Execution, Job, JobSpec, JobsEngine, JobsEngineError, Notification, NotificationPayload, Reply,
+};
 pub use model::{JobExecutionStatus, JobStatus, JobsErrorCode};
 pub use topic::{
     JobTarget, JobsRequest, JobsResponse, JobsTopic, JobsTopicKind, is_valid_job_id, is_valid_namespace_id,
