@@ -13,8 +13,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-/// Most status detail entries on one execution ("Jobs limits": 10).
-pub const MAX_STATUS_DETAILS: usize = 10;
 /// Longest status detail key (`DetailsKey`).
 pub const MAX_STATUS_DETAIL_KEY_CHARS: usize = 128;
 /// Longest status detail value (`DetailsValue`).
@@ -369,19 +367,24 @@ impl Ord for JobExecutionStatus {
     }
 }
 
-/// Checks status details against the limits; the message says what is wrong.
+/// Checks status details against the data-plane model (`DetailsKey`
+/// `[a-zA-Z0-9:_-]{1,128}`, `DetailsValue` 1–1024 characters); the message
+/// says what is wrong. The model sets no limit on the number of entries.
 pub fn check_status_details(details: &StatusDetails) -> Result<(), String> {
-    if details.len() > MAX_STATUS_DETAILS {
-        return Err(format!("statusDetails has {} entries, the limit is {MAX_STATUS_DETAILS}", details.len()));
-    }
     for (key, value) in details {
         let key_ok = (1..=MAX_STATUS_DETAIL_KEY_CHARS).contains(&key.chars().count())
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-'));
         if !key_ok {
             return Err(format!("statusDetails key {key:?} must match [a-zA-Z0-9:_-]{{1,128}}"));
         }
-        if value.is_empty() || value.chars().count() > MAX_STATUS_DETAIL_VALUE_CHARS {
-            return Err(format!("statusDetails value of {key:?} must be 1 to 1024 characters"));
+        // The model's value pattern is `[^\p{C}]+`; control characters (Cc) are the part checked here.
+        if value.is_empty()
+            || value.chars().count() > MAX_STATUS_DETAIL_VALUE_CHARS
+            || value.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "statusDetails value of {key:?} must be 1 to 1024 characters without control characters"
+            ));
         }
     }
     Ok(())
@@ -494,8 +497,10 @@ mod tests {
         assert!(check_status_details(&details).unwrap_err().contains("bad key"));
         let too_long: StatusDetails = [("k".to_owned(), "v".repeat(1025))].into();
         assert!(check_status_details(&too_long).is_err());
-        let too_many: StatusDetails = (0..11).map(|i| (format!("k{i}"), "v".to_owned())).collect();
-        assert!(check_status_details(&too_many).is_err());
+        let control: StatusDetails = [("k".to_owned(), "a\nb".to_owned())].into();
+        assert!(check_status_details(&control).is_err());
+        let empty: StatusDetails = [("k".to_owned(), String::new())].into();
+        assert!(check_status_details(&empty).is_err());
         assert!(check_step_timeout(10_080, false).is_ok());
         assert!(check_step_timeout(0, false).is_err());
         assert!(check_step_timeout(-1, false).is_err());

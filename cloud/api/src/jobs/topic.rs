@@ -17,7 +17,11 @@
 //! `{jobId}` may be `$next` for DescribeJobExecution only. Name rules: thing
 //! names `[a-zA-Z0-9:_-]{1,128}` (IoT model `ThingName`), job ids
 //! `[a-zA-Z0-9_-]{1,64}` (`JobId`), namespace ids `[a-zA-Z0-9_-]{1,64}`
-//! (`NamespaceId`; the length is our assumption). Because the job id shares
+//! (`namespaceId` in the data-plane model). The namespaced per-job and notify
+//! forms are the ones the nucleus and nucleus lite use; the namespaced
+//! `get/namespace-{ns}` and `start-next/namespace-{ns}` forms are not used by
+//! either nor found in the guide's topic lists: they are accepted as the
+//! natural reading and are the least certain part of this table. Because the job id shares
 //! the level with `get`, `start-next`, `notify…`, a job whose id is one of those
 //! words cannot be addressed by the per-job topics; the parser reads the
 //! keyword.
@@ -30,7 +34,7 @@ pub const NEXT_JOB_ID: &str = "$next";
 /// Longest job id (IoT model `JobId`).
 pub const MAX_JOB_ID_BYTES: usize = 64;
 
-/// Longest namespace id (assumed the same as a job id).
+/// Longest namespace id (`namespaceId`).
 pub const MAX_NAMESPACE_ID_BYTES: usize = 64;
 
 const NAMESPACE_PREFIX: &str = "namespace-";
