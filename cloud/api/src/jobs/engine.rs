@@ -264,8 +264,9 @@ pub struct Answer<T> {
 /// A device request answered from its raw payload: what to send where.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
-    /// The `accepted` or `rejected` topic of the request.
-    pub topic: JobsTopic,
+    /// The `accepted` or `rejected` topic of the request (`{topic}/rejected`
+    /// for a topic that maps to no API).
+    pub topic: String,
     /// The body.
     pub body: Value,
     /// Notifications to publish.
@@ -296,6 +297,16 @@ fn rejected(code: JobsErrorCode, message: impl Into<String>, token: &Option<Stri
 /// The rejected body for a publish to a Jobs topic that maps to no API.
 pub fn invalid_topic(topic: &str, now_ms: i64) -> JobsRejected {
     rejected(JobsErrorCode::InvalidTopic, format!("topic {topic} maps to no Jobs API"), &None, now_ms)
+}
+
+/// The reply to a publish to a Jobs topic (see [`super::topic::is_jobs_topic`])
+/// that maps to no API: `InvalidTopic` on `{topic}/rejected`.
+pub fn invalid_topic_reply(topic: &str, now_ms: i64) -> Reply {
+    Reply {
+        topic: format!("{topic}/rejected"),
+        body: serde_json::to_value(invalid_topic(topic, now_ms)).unwrap_or(Value::Null),
+        notifications: Vec::new(),
+    }
 }
 
 impl JobsEngine {
@@ -398,6 +409,7 @@ impl JobsEngine {
             {
                 e.touch(JobExecutionStatus::Removed, now_ms);
             }
+            engine.refresh_job(job_id);
         }))
     }
 
@@ -450,6 +462,7 @@ impl JobsEngine {
         self.observing(&things, now_ms, |engine| {
             for key in &due {
                 engine.executions.get_mut(key).expect("key listed above").touch(JobExecutionStatus::TimedOut, now_ms);
+                engine.refresh_job(&key.1);
             }
         })
     }
@@ -671,7 +684,7 @@ impl JobsEngine {
                 JobsRequest::Update(job_id) => parse_body::<UpdateRequest>(payload, now_ms)
                     .and_then(|r| finish(self.update(thing, job_id, &r, now_ms))),
             },
-            _ => Err(invalid_topic(&topic.to_topic(), now_ms)),
+            _ => return invalid_topic_reply(&topic.to_topic(), now_ms),
         };
         let (response, body, notifications) = match outcome {
             Ok((body, notifications)) => (JobsResponse::Accepted, body, notifications),
@@ -680,7 +693,7 @@ impl JobsEngine {
             }
         };
         let reply_topic = topic.response_topic(response).unwrap_or_else(|| topic.clone());
-        Reply { topic: reply_topic, body, notifications }
+        Reply { topic: reply_topic.to_topic(), body, notifications }
     }
 
     fn document(&self, e: &Execution) -> &JobDocument {
@@ -1155,6 +1168,11 @@ mod tests {
         let notes = engine.tick(20 * MINUTE_MS);
         assert_eq!(notes.len(), 2);
         assert_eq!(engine.execution("t", "j").unwrap().status, JobExecutionStatus::TimedOut);
+        assert_eq!(
+            engine.job("j").unwrap().status,
+            JobStatus::Completed,
+            "a timed-out last execution completes a snapshot job"
+        );
         assert_eq!(engine.next_deadline_ms(), None);
         assert_eq!(
             code(&engine.update("t", "j", &update(JobExecutionStatus::Succeeded), 0)),
@@ -1196,10 +1214,10 @@ mod tests {
         let mut engine = engine_with(&["j1"], "t");
         let topic = |s: &str| JobsTopic::parse(s).unwrap();
         let reply = engine.handle(&topic("$aws/things/t/jobs/get"), b"", 7_000);
-        assert_eq!(reply.topic.to_topic(), "$aws/things/t/jobs/get/accepted");
+        assert_eq!(reply.topic, "$aws/things/t/jobs/get/accepted");
         assert_eq!(reply.body["queuedJobs"][0]["jobId"], "j1");
         let reply = engine.handle(&topic("$aws/things/t/jobs/get"), b"{not json", 7_000);
-        assert_eq!(reply.topic.to_topic(), "$aws/things/t/jobs/get/rejected");
+        assert_eq!(reply.topic, "$aws/things/t/jobs/get/rejected");
         assert_eq!(reply.body["code"], "InvalidJson");
         let reply =
             engine.handle(&topic("$aws/things/t/jobs/j1/update"), br#"{"clientToken":"c","status":"DONE"}"#, 7_000);
@@ -1210,11 +1228,20 @@ mod tests {
         // What the Java nucleus sends: its whole request object.
         let nucleus = br#"{"thingName":"t","jobId":"j1","status":"SUCCEEDED","statusDetails":{"detailed-deployment-status":"SUCCESSFUL"}}"#;
         let reply = engine.handle(&topic("$aws/things/t/jobs/j1/update"), nucleus, 8_000);
-        assert_eq!(reply.topic.to_topic(), "$aws/things/t/jobs/j1/update/accepted");
+        assert_eq!(reply.topic, "$aws/things/t/jobs/j1/update/accepted");
         assert_eq!(reply.body, json!({"timestamp": 8}));
         assert_eq!(reply.notifications.len(), 2);
         let reply = engine.handle(&topic("$aws/things/t/jobs/notify"), b"{}", 9_000);
-        assert_eq!(reply.body["code"], "InvalidTopic");
+        assert_eq!(
+            (reply.topic.as_str(), reply.body["code"].as_str()),
+            ("$aws/things/t/jobs/notify/rejected", Some("InvalidTopic"))
+        );
+        let reply = invalid_topic_reply("$aws/things/t/jobs/j1/delete", 9_000);
+        assert_eq!(reply.topic, "$aws/things/t/jobs/j1/delete/rejected");
+        assert_eq!(
+            reply.body,
+            json!({"code": "InvalidTopic", "message": "topic $aws/things/t/jobs/j1/delete maps to no Jobs API", "timestamp": 9})
+        );
         let reply = engine.handle(&topic("$aws/things/t/jobs/$next/get"), br#"{"clientToken":"x"}"#, 9_000);
         assert_eq!(reply.body, json!({"timestamp": 9, "clientToken": "x"}));
         assert_eq!(invalid_topic("$aws/things/t/jobs/x", 1_000).code, JobsErrorCode::InvalidTopic);

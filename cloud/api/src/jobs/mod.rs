@@ -29,6 +29,7 @@ pub mod topic;
 
 pub use engine::{
     Answer, Execution, Job, JobSpec, JobsEngine, JobsEngineError, Notification, NotificationPayload, Reply,
+    invalid_topic_reply,
 };
 pub use model::{JobExecutionStatus, JobStatus, JobsErrorCode};
 pub use topic::{
