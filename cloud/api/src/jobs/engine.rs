@@ -1278,6 +1278,8 @@ mod tests {
             let mut jobs = Vec::new();
             // What the notify-next subscribers last heard, per (thing, namespace).
             let mut heard: BTreeMap<ThingNamespace, Option<PendingKey>> = BTreeMap::new();
+            // What the notify subscribers last heard: job ids, IN_PROGRESS then QUEUED.
+            let mut listed: BTreeMap<ThingNamespace, Vec<String>> = BTreeMap::new();
             let mut now = 0i64;
             for _ in 0..300 {
                 now += rng.below(3 * MINUTE_MS as u64) as i64;
@@ -1338,9 +1340,14 @@ mod tests {
                     _ => engine.tick(now),
                 };
                 for note in &notes {
-                    if let NotificationPayload::NotifyNext(body) = &note.payload {
-                        let key = (note.topic.thing_name.clone(), note.topic.namespace.clone());
-                        heard.insert(key, body.execution.as_ref().map(|e| (e.job_id.clone(), e.execution_number)));
+                    let key = (note.topic.thing_name.clone(), note.topic.namespace.clone());
+                    match &note.payload {
+                        NotificationPayload::NotifyNext(body) => {
+                            heard.insert(key, body.execution.as_ref().map(|e| (e.job_id.clone(), e.execution_number)));
+                        }
+                        NotificationPayload::Notify(body) => {
+                            listed.insert(key, body.jobs.values().flatten().map(|s| s.job_id.clone()).collect());
+                        }
                     }
                     assert!(matches!(note.topic.kind, JobsTopicKind::Notify | JobsTopicKind::NotifyNext));
                 }
@@ -1374,6 +1381,16 @@ mod tests {
                             .map(|e| (e.job_id, e.execution_number));
                         let last = heard.get(&(thing.to_owned(), ns.map(str::to_owned))).cloned().flatten();
                         assert_eq!(last, described, "seed {seed}: notify-next disagrees with $next for {thing} {ns:?}");
+                        let pending = engine.get_pending(thing, ns, &GetPendingRequest::default(), now).result.unwrap();
+                        let ids: Vec<String> = pending
+                            .in_progress_jobs
+                            .iter()
+                            .chain(&pending.queued_jobs)
+                            .take(NOTIFY_MAX_SUMMARIES)
+                            .map(|s| s.job_id.clone())
+                            .collect();
+                        let last = listed.get(&(thing.to_owned(), ns.map(str::to_owned))).cloned().unwrap_or_default();
+                        assert_eq!(last, ids, "seed {seed}: notify disagrees with the pending list for {thing} {ns:?}");
                     }
                 }
             }
