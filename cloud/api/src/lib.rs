@@ -8,11 +8,14 @@
 //! - [`limits`]: IoT Core's documented quotas as named constants.
 //! - [`topic`]: MQTT topic names and filters under IoT Core's rules, and filter matching.
 //! - [`shadow`]: Device Shadow topics, documents, and the pure update engine.
+//! - [`jobs`]: IoT Jobs topics (default and namespaced), device API payloads, and the pure
+//!   job execution engine.
 //! - [`policy`]: IoT policy documents and their evaluation.
 //! - [`ipc`]: the Greengrass IPC wire protocol: event-stream frames, the RPC layer, operation shapes.
 
 pub mod endpoints;
 pub mod ipc;
+pub mod jobs;
 pub mod limits;
 pub mod policy;
 pub mod shadow;
