@@ -12,6 +12,7 @@
 
 mod http;
 mod ipc;
+mod jobs;
 mod modbus;
 mod mqtt;
 mod policy;
@@ -20,6 +21,7 @@ mod shadow;
 
 pub use http::http_body;
 pub use ipc::ipc_frame;
+pub use jobs::jobs_request;
 pub use modbus::modbus_response;
 pub use mqtt::mqtt_packet;
 pub use policy::iot_policy;
@@ -50,6 +52,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http_body", http_body),
     ("iot_policy", iot_policy),
     ("ipc_frame", ipc_frame),
+    ("jobs_request", jobs_request),
     ("modbus_response", modbus_response),
     ("mqtt_packet", mqtt_packet),
     ("recipe", recipe),
