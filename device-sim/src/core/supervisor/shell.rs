@@ -81,12 +81,20 @@ pub(crate) struct Running {
     child: Child,
     pgid: i32,
     component: String,
+    /// The tasks copying stdout and stderr into the log.
+    pumps: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// How long an exit waits for the output its process wrote last to reach the log (a background
+/// process that inherited the pipes can keep them open for ever).
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
 impl Running {
     /// Waits for the exit; `None` when killed by a signal.
     pub(crate) async fn wait(mut self, table: &ProcessTable) -> Option<i32> {
         let status = self.child.wait().await;
+        // What the process printed before it exited is in the log before its exit counts.
+        let _ = tokio::time::timeout(OUTPUT_DRAIN, join_all(std::mem::take(&mut self.pumps))).await;
         table.remove(&self.component, self.pgid);
         status.ok().and_then(|s| s.code())
     }
@@ -113,22 +121,34 @@ pub(crate) fn spawn(script: &Script, table: &ProcessTable) -> std::io::Result<Ru
     table.add(&script.component, pgid);
     let step = script.step.kind.key();
     append_line(&script.log, &format!("[lifecycle] {step}: started (pid {pgid})"));
+    let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
-        pump(out, script.log.clone(), format!("[stdout] {step}:"));
+        pumps.push(pump(out, script.log.clone(), format!("[stdout] {step}:")));
     }
     if let Some(err) = child.stderr.take() {
-        pump(err, script.log.clone(), format!("[stderr] {step}:"));
+        pumps.push(pump(err, script.log.clone(), format!("[stderr] {step}:")));
     }
-    Ok(Running { child, pgid, component: script.component.clone() })
+    Ok(Running { child, pgid, component: script.component.clone(), pumps })
 }
 
-fn pump(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static, log: PathBuf, tag: String) {
+/// Waits for every task (their results do not matter: a pump that failed has nothing left).
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+fn pump(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    log: PathBuf,
+    tag: String,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             append_line(&log, &format!("{tag} {line}"));
         }
-    });
+    })
 }
 
 /// How a foreground step (Install, Shutdown, Recover) ended.
@@ -249,6 +269,24 @@ pub(crate) fn on_path(name: &str, path: Option<&str>) -> bool {
 mod tests {
     use super::*;
 
+    /// Component `c`'s Run step: `script`, in `dir`, logging to `log`.
+    fn run_script(dir: &std::path::Path, log: PathBuf, script: String) -> Script {
+        Script {
+            component: "c".into(),
+            step: Step {
+                kind: crate::recipe::StepKind::Run,
+                requires_privilege: false,
+                skip_if: None,
+                timeout: None,
+                setenv: Vec::new(),
+                script,
+            },
+            env: Vec::new(),
+            work_dir: dir.to_owned(),
+            log,
+        }
+    }
+
     #[test]
     fn the_process_group_is_read_after_a_command_name_with_spaces_and_parentheses() {
         assert_eq!(stat_pgrp("4242 (pump-analyzer) S 4241 4241 4241 0 -1 4194560"), Some(4241));
@@ -263,23 +301,14 @@ mod tests {
         let done = dir.path().join("done");
         // The program takes its time over SIGTERM (it writes a file first), as a component
         // sending its queue does; the shell would die of a SIGTERM at once.
-        let script = Script {
-            component: "c".into(),
-            step: Step {
-                kind: crate::recipe::StepKind::Run,
-                requires_privilege: false,
-                skip_if: None,
-                timeout: None,
-                setenv: Vec::new(),
-                script: format!(
-                    "python3 -c 'import signal,sys,time\ndef stop(*_):\n    time.sleep(0.3); open(\"{}\", \"w\").close(); sys.exit(0)\nsignal.signal(signal.SIGTERM, stop)\nprint(\"ready\", flush=True)\ntime.sleep(60)'",
-                    done.display()
-                ),
-            },
-            env: Vec::new(),
-            work_dir: dir.path().to_owned(),
-            log: dir.path().join("c.log"),
-        };
+        let script = run_script(
+            dir.path(),
+            dir.path().join("c.log"),
+            format!(
+                "python3 -c 'import signal,sys,time\ndef stop(*_):\n    time.sleep(0.3); open(\"{}\", \"w\").close(); sys.exit(0)\nsignal.signal(signal.SIGTERM, stop)\nprint(\"ready\", flush=True)\ntime.sleep(60)'",
+                done.display()
+            ),
+        );
         let running = spawn(&script, &table).unwrap();
         assert!(group_members(running.pgid()).contains(&running.pgid()), "the shell leads its group");
         // The core's wait on the shell, which takes the group out of the table when it exits.
@@ -294,5 +323,21 @@ mod tests {
         terminate_all("c", &table, Duration::from_secs(10)).await;
         assert!(done.exists(), "the stop returned before the program finished its shutdown");
         assert_eq!(waiter.await.unwrap(), Some(0), "the shell ended with its program, not of the signal");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_a_process_prints_last_is_in_the_log_when_its_exit_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = ProcessTable::default();
+        for round in 0..20 {
+            let log = dir.path().join(format!("c{round}.log"));
+            // Many lines, so the copy into the log is still going when the shell exits.
+            let script = run_script(dir.path(), log.clone(), "seq 1 2000; echo stopping >&2; exit 3".into());
+            let code = spawn(&script, &table).unwrap().wait(&table).await;
+            assert_eq!(code, Some(3));
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(text.contains("[stdout] Run: 2000"), "round {round}: stdout's last line is missing");
+            assert!(text.contains("[stderr] Run: stopping"), "round {round}: stderr's last line is missing");
+        }
     }
 }
