@@ -47,6 +47,12 @@ import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# One S3 client set-up and one endpoints.json reader with the conformance tests, and one
+# section writer with the inference benchmark.
+sys.path[:0] = [str(REPO_ROOT / "tests" / "conformance"), str(REPO_ROOT / "cloud" / "training")]
+from bench_inference import replace_section  # noqa: E402
+from support import Endpoints, s3_client  # noqa: E402
+
 BEGIN = "<!-- s3-throughput:begin (generated; re-running the command it names replaces this section) -->"
 END = "<!-- s3-throughput:end -->"
 
@@ -79,7 +85,7 @@ class LocalCloud:
         self.data_dir = self.tmp / "data"
         self.log_path = self.tmp / "local-cloud.log"
         self.process: subprocess.Popen | None = None
-        self.endpoints: dict = {}
+        self.endpoints: Endpoints | None = None
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -87,7 +93,7 @@ class LocalCloud:
         except OSError as e:
             return f"(no log: {e})"
 
-    def start(self) -> dict:
+    def start(self) -> Endpoints:
         env = dict(os.environ, NO_COLOR="1")
         env.setdefault("RUST_LOG", "warn")
         self.data_dir.mkdir()
@@ -105,16 +111,11 @@ class LocalCloud:
             if code is not None:
                 raise BenchError(f"local-cloud exited with {code} before writing endpoints.json:\n{self.log_tail()}")
             try:
-                doc = json.loads(path.read_text())
-                creds = doc["credentials"]
-                self.endpoints = {
-                    "http": doc["http"],
-                    "region": doc["region"],
-                    "access_key_id": creds["accessKeyId"],
-                    "secret_access_key": creds["secretAccessKey"],
-                }
-                if not self.endpoints["http"].startswith("http://127.0.0.1:"):
-                    raise BenchError(f"local-cloud announced a non-loopback endpoint: {self.endpoints['http']}")
+                self.endpoints = Endpoints.from_json(json.loads(path.read_text()))
+                if not self.endpoints.access_key_id:
+                    raise BenchError(f"{path} names no key pair (`credentials`): S3 needs one")
+                if not self.endpoints.http.startswith("http://127.0.0.1:"):
+                    raise BenchError(f"local-cloud announced a non-loopback endpoint: {self.endpoints.http}")
                 return self.endpoints
             except FileNotFoundError:
                 pass
@@ -166,25 +167,6 @@ class LocalCloud:
 
 
 # ---------------------------------------------------------------- the measurements
-
-
-def s3_client(ep: dict):
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session(
-        aws_access_key_id=ep["access_key_id"],
-        aws_secret_access_key=ep["secret_access_key"],
-        region_name=ep["region"],
-    )
-    config = Config(
-        retries={"max_attempts": 1, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=60,
-        s3={"addressing_style": "path"},
-        signature_version="s3v4",
-    )
-    return session.client("s3", endpoint_url=ep["http"], config=config)
 
 
 def multipart_etag(data: bytes, part: int) -> str:
@@ -342,19 +324,6 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def replace_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + section + "\n"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def command_line(binary: Path, args) -> tuple[str, str]:
     """The command as it is run from the repository root, and a note when the binary is elsewhere."""
     note = ""
@@ -451,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     section = markdown(report)
     if args.out:
-        replace_section(args.out, section)
+        replace_section(args.out, section, BEGIN, END)
         print(f"wrote the s3-throughput section of {args.out}", file=sys.stderr)
     else:
         print(section)

@@ -176,14 +176,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def replace_section(path: Path, section: str) -> None:
+def replace_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replaces the lines from `begin` to `end` in `path` with `section` (which carries both
+    markers), or appends it; written through a temporary file and a rename."""
     text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + section + tail
     else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
+        text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + section + "\n"
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

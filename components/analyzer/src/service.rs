@@ -40,10 +40,10 @@ pub const MODEL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// same entry again: the entry is kept, because anomalies must not be lost, and a redeployment
 /// with the right access fixes the cause.
 const REJECTED_PAUSE: Duration = Duration::from_secs(60);
-/// How long a stop waits for the outbox to be sent: less than the 2 s a core gives a process
-/// between SIGTERM and SIGKILL, so the component ends on its own (its last log line written, its
-/// outbox closed) even when the cloud is unreachable.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long a stop waits for the outbox to be sent: well within the 5 s a Greengrass core gives
+/// a process between SIGTERM and SIGKILL, so the component ends on its own (its last log line
+/// written, its outbox closed) even when the cloud is unreachable.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// What the shell needs from the command line and the environment.
 #[derive(Debug, Clone)]

@@ -32,10 +32,10 @@ use crate::plant::{PlantLink, PollError};
 use crate::reading::{decode, telemetry_row};
 use crate::stats::{STATS_FILE, Stats, add_counters, write_atomically};
 
-/// How long a stop waits for the outbox to be sent: less than the 2 s a core gives a process
-/// between SIGTERM and SIGKILL, so the component ends on its own (its last log line written, its
-/// outbox closed) even when the cloud is unreachable.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long a stop waits for the outbox to be sent: well within the 5 s a Greengrass core gives
+/// a process between SIGTERM and SIGKILL, so the component ends on its own (its last log line
+/// written, its outbox closed) even when the cloud is unreachable.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// The outbox file's name in the work directory.
 pub const OUTBOX_FILE: &str = "telemetry-outbox.sqlite";
 /// Batches kept in memory while the outbox cannot store them (disk full, say).

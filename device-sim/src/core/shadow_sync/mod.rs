@@ -310,7 +310,7 @@ impl Engine {
     /// does not follow the last one seen) is fully synced at once: waiting for the retry beat
     /// would hold a change back for seconds. Shadows whose sync failed wait for the beat.
     async fn sync_out_of_step(&mut self, real_time: bool) {
-        if !real_time || !self.connected() {
+        if !real_time || self.needs_full.is_empty() || !self.connected() {
             return;
         }
         let mut now: Vec<ShadowKey> = self.needs_full.difference(&self.failed).cloned().collect();

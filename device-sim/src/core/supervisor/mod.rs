@@ -25,8 +25,8 @@
 //! - recipe variables are expanded in scripts, `Skipif` and `Setenv` with
 //!   [`InterpolationContext`], `{configuration:/…}` from a configuration source the caller
 //!   gives (the config store, or a snapshot);
-//! - Shutdown has 15 s by default; then the component's process groups get SIGTERM and, after a
-//!   short grace, SIGKILL.
+//! - Shutdown has 15 s by default; then the component's process groups get SIGTERM and, after
+//!   5 s (the nucleus's graceful shutdown timeout), SIGKILL.
 //!
 //! Deployments while running ([`crate::core::deployment`]) change the set of components
 //! through [`Supervisor::stage`], [`Supervisor::stop_components`],
@@ -62,8 +62,10 @@ use crate::recipe::{
 /// behaviour follows the nucleus source of that line).
 pub const GGC_VERSION: &str = "2.14.0";
 
-/// How long processes get between SIGTERM and SIGKILL once Shutdown is done.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long processes get between SIGTERM and SIGKILL once Shutdown is done: the nucleus's
+/// default (`Exec.gracefulShutdownTimeout`, 5 s), so a component that drains a queue on SIGTERM
+/// gets here the time it gets on a real core.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// The core-wide settings the supervisor needs.
 #[derive(Debug, Clone)]
