@@ -12,8 +12,11 @@
 //!   job execution engine.
 //! - [`policy`]: IoT policy documents and their evaluation.
 //! - [`ipc`]: the Greengrass IPC wire protocol: event-stream frames, the RPC layer, operation shapes.
+//! - [`greengrass`]: Greengrass v2 fleet contracts: deployment requests and documents, fleet
+//!   status, and the core-device view built from what cores report.
 
 pub mod endpoints;
+pub mod greengrass;
 pub mod ipc;
 pub mod jobs;
 pub mod limits;
