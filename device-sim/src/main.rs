@@ -147,6 +147,11 @@ struct CoreArgs {
     /// The core device's private key (PEM).
     #[arg(long, value_name = "PEM", requires = "cloud")]
     key: Option<PathBuf>,
+    /// How often the core reports its components' status to the cloud (fleet status, the
+    /// nucleus's `periodicUpdateIntervalSec`); it also reports on connect, on a component
+    /// error and after a deployment. 0 turns reporting off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    fleet_status_interval_secs: u64,
 }
 
 /// Reads `--update-config` (inline JSON or `@FILE`).
@@ -176,7 +181,9 @@ fn read_cloud(args: &CoreArgs) -> anyhow::Result<Option<CloudOptions>> {
         .map_err(|e| ConfigFault(format!("cannot read the endpoints file {}: {e}", path.display())))?;
     let endpoints = serde_json::from_slice(&text)
         .map_err(|e| ConfigFault(format!("{} is not an endpoints.json: {e}", path.display())))?;
-    Ok(Some(CloudOptions { endpoints, cert_file: cert.clone(), key_file: key.clone() }))
+    let fleet_status =
+        (args.fleet_status_interval_secs > 0).then(|| std::time::Duration::from_secs(args.fleet_status_interval_secs));
+    Ok(Some(CloudOptions { endpoints, cert_file: cert.clone(), key_file: key.clone(), fleet_status }))
 }
 
 /// An input fault: exit with `EX_CONFIG`.

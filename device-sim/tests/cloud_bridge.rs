@@ -272,3 +272,57 @@ async fn an_offline_start_runs_components_and_spools_until_the_cloud_lets_the_co
     site.cloud().wait_shadow(THING, "pump", "the offline report", |d| speed(d, "reported") == Some(5)).await;
     core.shutdown(WAIT).await;
 }
+
+/// The core's policy with what the fleet status service needs (as in AWS's minimal core policy).
+const REPORTING_CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+ {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+ {"Effect":"Allow","Action":"iot:Publish",
+  "Resource":"arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/greengrassv2/health/json"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_reports_fleet_status_on_launch_and_once_components_settle_and_keeps_counting_across_restarts() {
+    use cloud_api::greengrass::{CoreDevice, FleetStatus, ReportOutcome, Trigger};
+    let mut site = Site::new(THING);
+    site.deploy_idle(COMPONENT, json!({}));
+    site.start_cloud(REPORTING_CORE_POLICY).await;
+    site.fleet_status = Some(std::time::Duration::from_secs(3600));
+    let topic = "$aws/things/core-1/greengrassv2/health/json";
+    let mut cloud_app = site.cloud().observer(&[topic]).await;
+    let core = site.start_core(&json!({})).await;
+    let mut view = CoreDevice::new(THING);
+
+    let launch = cloud_app.wait_for("the launch report", |m| m.topic == topic).await;
+    let launch = FleetStatus::parse(&launch.payload).expect("a fleet status message the cloud reads");
+    assert_eq!(launch.trigger, Trigger::NucleusLaunch);
+    assert_eq!(view.apply_report(&launch, 1), ReportOutcome::Applied);
+    assert!(view.components.contains_key("aws.greengrass.Nucleus"), "{launch:?}");
+    assert!(view.components.contains_key(COMPONENT), "{launch:?}");
+
+    // Once the component runs, the core says so (all settled, no deployment in progress).
+    let running = cloud_app
+        .wait_for("the component running", |m| {
+            m.topic == topic
+                && FleetStatus::parse(&m.payload)
+                    .is_ok_and(|s| s.components.iter().any(|c| c.component_name == COMPONENT && c.status == "RUNNING"))
+        })
+        .await;
+    let running = FleetStatus::parse(&running.payload).unwrap();
+    assert!(running.sequence_number > launch.sequence_number, "{launch:?}\n{running:?}");
+    view.apply_report(&running, 2);
+    assert_eq!(view.components[COMPONENT].lifecycle_state, "RUNNING");
+    assert!(view.components[COMPONENT].is_root);
+
+    core.shutdown(WAIT).await;
+
+    // A restarted core goes on counting where it left off.
+    let core = site.start_core(&json!({})).await;
+    let relaunch = cloud_app
+        .wait_for("the second launch", |m| {
+            m.topic == topic && FleetStatus::parse(&m.payload).is_ok_and(|s| s.trigger == Trigger::NucleusLaunch)
+        })
+        .await;
+    let relaunch = FleetStatus::parse(&relaunch.payload).unwrap();
+    assert!(relaunch.sequence_number > running.sequence_number, "the sequence number survives a restart");
+    assert_eq!(view.apply_report(&relaunch, 3), ReportOutcome::Applied);
+    core.shutdown(WAIT).await;
+}

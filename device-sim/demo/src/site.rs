@@ -305,6 +305,7 @@ impl Site {
                 endpoints: device.endpoints.clone(),
                 cert_file: device.files.certificate.clone(),
                 key_file: device.files.private_key.clone(),
+                fleet_status: Some(device_sim::core::fleet_status::DEFAULT_CADENCE),
             }),
         })
         .await

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config_store;
 pub mod deployment;
 pub mod error;
+pub mod fleet_status;
 pub mod ipc_server;
 pub mod layout;
 pub mod local_shadow;

@@ -42,6 +42,11 @@ pub struct CloudOptions {
     pub cert_file: PathBuf,
     /// The core device's private key (PEM).
     pub key_file: PathBuf,
+    /// The fleet status service's cadence (the nucleus's `periodicUpdateIntervalSec`); `None`
+    /// leaves the service off. The device's IoT policy must allow `iot:Publish` on
+    /// `$aws/things/{thing}/greengrassv2/health/json`, as AWS's minimal core policy does: an
+    /// MQTT 3.1.1 client is disconnected for a publish its policy denies.
+    pub fleet_status: Option<std::time::Duration>,
 }
 
 impl CoreOptions {

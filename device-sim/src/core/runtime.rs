@@ -46,6 +46,7 @@ use super::cli;
 use super::config_store::ConfigStore;
 use super::deployment::{Context as DeploymentContext, Deployed, Deployments};
 use super::error::MAX_SOCKET_PATH;
+use super::fleet_status::{self, Reporter, Snapshot, SnapshotSource};
 use super::ipc_server::{CoreServices, IpcServer, ServerSettings};
 use super::layout::Layout;
 use super::local_shadow::LocalShadows;
@@ -89,6 +90,7 @@ pub struct Core {
     bridge: Option<Arc<MqttBridge>>,
     deployments: Deployments,
     deployment_runner: tokio::task::JoinHandle<()>,
+    fleet_status: Option<tokio::task::JoinHandle<()>>,
     cli_ipc_info: PathBuf,
 }
 
@@ -104,6 +106,9 @@ impl std::fmt::Debug for Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.deployment_runner.abort();
+        if let Some(task) = &self.fleet_status {
+            task.abort();
+        }
         let _ = std::fs::remove_file(&self.cli_ipc_info);
     }
 }
@@ -159,6 +164,26 @@ impl Core {
             .map_err(|source| CoreError::Bind { path: socket.clone(), source })?;
         let cli_ipc_info = cli::write_ipc_info(&options.root, &socket, &tokens)
             .map_err(|source| CoreError::Root { path: options.root.join(cli::IPC_INFO_DIR), source })?;
+        let cadence = options.cloud.as_ref().and_then(|c| c.fleet_status);
+        let fleet_status = bridge.as_ref().zip(cadence).map(|(bridge, cadence)| {
+            let inputs = fleet_status::Inputs {
+                connection: bridge.connection(),
+                states: supervisor.subscribe(),
+                deployments: deployments.subscribe(),
+            };
+            let platform = |key| options.platform.get(key).unwrap_or("unknown").to_owned();
+            let reporter = Reporter::new(
+                &options.thing,
+                GGC_VERSION,
+                &platform(crate::recipe::platform::OS),
+                &platform(crate::recipe::platform::ARCHITECTURE),
+                fleet_status::load_sequence(&options.root),
+            );
+            let snapshot = snapshot_source(&supervisor, &deployments);
+            let bridge = bridge.clone() as Arc<dyn IotCoreBridge>;
+            let root = options.root.clone();
+            tokio::spawn(fleet_status::run(reporter, bridge, inputs, snapshot, cadence, root))
+        });
         tracing::info!(socket = %socket.display(), components = ?resolution.start_order(), "simulated core started");
         supervisor.start();
         Ok(Self {
@@ -175,6 +200,7 @@ impl Core {
             bridge,
             deployments,
             deployment_runner,
+            fleet_status,
             cli_ipc_info,
         })
     }
@@ -295,6 +321,39 @@ impl Core {
         tracing::info!("simulated core stopped");
         pending
     }
+}
+
+/// The core's components as the fleet status service reports them: the nucleus,
+/// then every supervised component with its state, root or not.
+fn snapshot_source(supervisor: &Arc<Supervisor>, deployments: &Deployments) -> SnapshotSource {
+    let supervisor = Arc::downgrade(supervisor);
+    let deployments = deployments.clone();
+    Arc::new(move || {
+        let mut list = vec![Snapshot {
+            name: NUCLEUS.to_owned(),
+            version: GGC_VERSION.to_owned(),
+            state: ComponentState::Running,
+            is_root: false,
+            builtin: true,
+            groups: Vec::new(),
+            status_reason: None,
+        }];
+        let Some(supervisor) = supervisor.upgrade() else { return list };
+        let (states, roots) = (supervisor.states(), deployments.roots());
+        for spec in supervisor.components() {
+            let name = spec.name().to_owned();
+            list.push(Snapshot {
+                state: states.get(&name).copied().unwrap_or(ComponentState::New),
+                is_root: roots.contains(&name),
+                version: spec.version(),
+                builtin: false,
+                groups: vec![fleet_status::LOCAL_DEPLOYMENT_GROUP.to_owned()],
+                status_reason: None,
+                name,
+            });
+        }
+        list
+    })
 }
 
 #[cfg(test)]

@@ -243,6 +243,7 @@ impl Cloud {
             endpoints: self.endpoints.clone(),
             cert_file: self.core.cert_file.clone(),
             key_file: self.core.key_file.clone(),
+            fleet_status: None,
         }
     }
 

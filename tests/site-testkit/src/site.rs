@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use device_sim::core::ComponentState;
-use device_sim::core::runtime::{Core, CoreOptions, parse_update_config};
+use device_sim::core::runtime::{CloudOptions, Core, CoreOptions, parse_update_config};
 use device_sim::recipe::DevicePlatform;
 use kit::ipc::IpcClient;
 use kit::ipc::model::{GetThingShadowRequest, UpdateThingShadowRequest};
@@ -27,6 +27,9 @@ pub struct Site {
     /// The local cloud the core connects to; `None` runs the core offline. Take it out and put
     /// it back to run the core without it for a while.
     pub cloud: Option<Cloud>,
+    /// The core's fleet status cadence; `None` (the default) leaves reporting off, so a
+    /// test's core policy need not allow it.
+    pub fleet_status: Option<std::time::Duration>,
 }
 
 impl Site {
@@ -35,7 +38,7 @@ impl Site {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::create_dir_all(dir.path().join("recipes")).expect("the recipe directory");
         std::fs::create_dir_all(dir.path().join("artifacts")).expect("the artifact directory");
-        Site { dir, thing: thing.to_owned(), merges: Vec::new(), cloud: None }
+        Site { dir, thing: thing.to_owned(), merges: Vec::new(), cloud: None, fleet_status: None }
     }
 
     /// Starts the local cloud for this site and registers the core device in it with
@@ -117,7 +120,10 @@ impl Site {
             root_ca_path: None,
             platform: DevicePlatform::current(),
             update_config: parse_update_config(update_config).expect("a valid configuration update"),
-            cloud: self.cloud.as_ref().map(Cloud::core_options),
+            cloud: self
+                .cloud
+                .as_ref()
+                .map(|cloud| CloudOptions { fleet_status: self.fleet_status, ..cloud.core_options() }),
         })
         .await
         .expect("the simulated core starts")

@@ -235,10 +235,16 @@ impl Deployments {
     pub(crate) fn start(ctx: Context, deployed: Deployed) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(256);
-        let recorder = Recorder { records: Arc::default(), events };
+        let roots = Arc::new(Mutex::new(deployed.roots.keys().cloned().collect()));
+        let recorder = Recorder { records: Arc::default(), events, roots };
         let store_root = ctx.root.join("packages").join("artifacts");
         let runner = tokio::spawn(run(recorder.clone(), ctx, deployed, rx));
         (Self { recorder, queue, store_root }, runner)
+    }
+
+    /// The root components deployed now.
+    pub fn roots(&self) -> BTreeSet<String> {
+        self.recorder.roots.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Every status change from now on.
@@ -395,6 +401,8 @@ fn success() -> DeploymentStatusDetails {
 struct Recorder {
     records: Arc<Mutex<Vec<Record>>>,
     events: broadcast::Sender<LocalDeployment>,
+    /// The root components deployed now (the fleet status service reports them as roots).
+    roots: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Recorder {
@@ -443,6 +451,7 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
             None => tracing::info!(deployment = %request.id, "local deployment succeeded"),
             Some(cause) => tracing::warn!(deployment = %request.id, %cause, "local deployment failed"),
         }
+        *recorder.roots.lock().unwrap_or_else(|e| e.into_inner()) = deployed.roots.keys().cloned().collect();
         recorder.finish(&request.id, details);
     }
 }
