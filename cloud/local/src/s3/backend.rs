@@ -16,9 +16,10 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::storage::{Entry, NewObject, ObjectMeta, ObjectStoreError, Objects, TempBody};
+use super::storage::{Checksums, Entry, NewObject, ObjectMeta, ObjectStoreError, Objects, TempBody};
 
-/// Default and largest `max-keys` of ListObjectsV2 and `max-parts` of ListParts.
+/// Default and largest `max-keys` of ListObjectsV2 and `max-parts` of ListParts;
+/// also the most keys one DeleteObjects may name.
 const MAX_KEYS: i32 = 1000;
 /// The owner every bucket and object reports (there is one account).
 const OWNER_ID: &str = "local-cloud";
@@ -91,6 +92,42 @@ fn user_metadata(metadata: Option<Metadata>) -> BTreeMap<String, String> {
 
 fn metadata_out(meta: &ObjectMeta) -> Option<Metadata> {
     (!meta.metadata.is_empty()).then(|| meta.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// What a verified [`Checksum`] leaves in the object's record.
+fn kept(c: Checksum) -> Checksums {
+    Checksums {
+        crc32: c.checksum_crc32,
+        crc32c: c.checksum_crc32c,
+        sha1: c.checksum_sha1,
+        sha256: c.checksum_sha256,
+        crc64nvme: c.checksum_crc64nvme,
+    }
+}
+
+/// The stored checksums as response members.
+fn checksum_dto(c: &Checksums) -> Checksum {
+    Checksum {
+        checksum_crc32: c.crc32.clone(),
+        checksum_crc32c: c.crc32c.clone(),
+        checksum_sha1: c.sha1.clone(),
+        checksum_sha256: c.sha256.clone(),
+        checksum_crc64nvme: c.crc64nvme.clone(),
+        checksum_type: None,
+    }
+}
+
+/// The checksums GetObject/HeadObject return: only with `x-amz-checksum-mode: ENABLED`, only for
+/// a read of the whole object (a range's bytes do not match a whole-object checksum), and only
+/// what was verified at upload.
+fn checksums_out(meta: &ObjectMeta, mode: Option<&ChecksumMode>, whole: bool) -> Option<Checksum> {
+    let enabled = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    (enabled && whole && !meta.checksums.is_empty()).then(|| checksum_dto(&meta.checksums))
+}
+
+/// Checksums kept here are always of the whole body (multipart objects keep none).
+fn full_object() -> ChecksumType {
+    ChecksumType::from_static(ChecksumType::FULL_OBJECT)
 }
 
 /// The checksums a client declared for a body, to compare with what arrived.
@@ -257,6 +294,14 @@ fn check_conditions(
     Ok(())
 }
 
+/// Whether an `If-Match`-style condition holds for the object.
+fn matches_etag(meta: &ObjectMeta, cond: &ETagCondition) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => etag(meta).strong_cmp(e),
+    }
+}
+
 fn url_encode(s: String, encode: bool) -> String {
     if encode { percent_encoding::utf8_percent_encode(&s, super::presign::KEY_IN_PATH).to_string() } else { s }
 }
@@ -339,7 +384,11 @@ impl S3 for Backend {
             return Err(s3_error!(IncompleteBody, "got {} bytes of the {length} announced", temp.size));
         }
         let checksums = declared.verify(&temp, trailers)?;
-        let new = NewObject { content_type: input.content_type, metadata: user_metadata(input.metadata) };
+        let new = NewObject {
+            content_type: input.content_type,
+            metadata: user_metadata(input.metadata),
+            checksums: kept(checksums.clone()),
+        };
         let meta = self.objects.commit_object(&input.bucket, &input.key, temp, new).await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&meta)),
@@ -360,8 +409,17 @@ impl S3 for Backend {
         let remaining = usize::try_from(length).map_err(S3Error::internal_error)?;
         let body = FileBody { inner: ReaderStream::with_capacity(file.take(length), 64 * 1024), remaining };
         let head = head_output(&meta);
+        let checksums = checksums_out(&meta, input.checksum_mode.as_ref(), content_range.is_none());
+        let checksum_type = checksums.as_ref().map(|_| full_object());
+        let checksums = checksums.unwrap_or_default();
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::new(body)),
+            checksum_type,
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
             accept_ranges: head.accept_ranges,
             content_length: Some(length as i64),
             content_range,
@@ -385,6 +443,15 @@ impl S3 for Backend {
             let (_, length, content_range) = resolve_range(Some(range), meta.size)?;
             out.content_length = Some(length as i64);
             out.content_range = content_range;
+        }
+        let whole = out.content_range.is_none() && input.part_number.is_none();
+        if let Some(c) = checksums_out(&meta, input.checksum_mode.as_ref(), whole) {
+            out.checksum_crc32 = c.checksum_crc32;
+            out.checksum_crc32c = c.checksum_crc32c;
+            out.checksum_sha1 = c.checksum_sha1;
+            out.checksum_sha256 = c.checksum_sha256;
+            out.checksum_crc64nvme = c.checksum_crc64nvme;
+            out.checksum_type = Some(full_object());
         }
         Ok(S3Response::new(out))
     }
@@ -451,12 +518,149 @@ impl S3 for Backend {
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        let objects = input.delete.objects;
+        if objects.is_empty() || objects.len() > MAX_KEYS as usize {
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema \
+                 (DeleteObjects names 1 to {MAX_KEYS} keys, not {})",
+                objects.len()
+            ));
+        }
+        self.objects.bucket_region(&input.bucket)?;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for object in objects {
+            // No versioning here: only the null version exists.
+            if let Some(version) = object.version_id.as_deref().filter(|v| *v != "null") {
+                errors.push(Error {
+                    code: Some("NoSuchVersion".into()),
+                    message: Some(format!("the version {version:?} does not exist (versioning is not supported)")),
+                    key: Some(object.key),
+                    version_id: object.version_id,
+                });
+                continue;
+            }
+            match self.objects.delete_object(&input.bucket, &object.key) {
+                Ok(()) => {
+                    if !quiet {
+                        deleted.push(DeletedObject {
+                            key: Some(object.key),
+                            version_id: object.version_id,
+                            ..Default::default()
+                        });
+                    }
+                }
+                Err(e) => {
+                    let e = S3Error::from(e);
+                    errors.push(Error {
+                        code: Some(e.code().as_str().to_string()),
+                        message: e.message().map(str::to_string),
+                        key: Some(object.key),
+                        version_id: object.version_id,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!deleted.is_empty()).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let (src_bucket, src_key) = match &input.copy_source {
+            CopySource::Bucket { bucket, key, version_id } => {
+                if version_id.as_deref().is_some_and(|v| v != "null") {
+                    return Err(s3_error!(NoSuchVersion, "versioning is not supported: only the null version exists"));
+                }
+                (bucket.to_string(), key.to_string())
+            }
+            _ => return Err(s3_error!(NotImplemented, "copying from an access point or outpost ARN is not supported")),
+        };
+        let replace = match input.metadata_directive.as_ref().map(MetadataDirective::as_str) {
+            None | Some(MetadataDirective::COPY) => false,
+            Some(MetadataDirective::REPLACE) => true,
+            Some(other) => {
+                return Err(s3_error!(InvalidArgument, "Unknown metadata directive {other:?}: use COPY or REPLACE"));
+            }
+        };
+        let (source, file) = self.objects.open_object(&src_bucket, &src_key)?;
+        if let Some(cond) = input.copy_source_if_match.as_ref()
+            && !matches_etag(&source, cond)
+        {
+            return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-match did not hold"));
+        }
+        if let Some(cond) = input.copy_source_if_none_match.as_ref()
+            && matches_etag(&source, cond)
+        {
+            return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-none-match did not hold"));
+        }
+        if src_bucket == input.bucket && src_key == input.key && !replace && input.checksum_algorithm.is_none() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the \
+                 object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        self.objects.bucket_region(&input.bucket)?;
+        // The bytes are copied (not linked) and hashed again, so the new object's ETag and
+        // checksums describe what was written, as for any upload; the source's own checksums
+        // are expected of the copy.
+        let mut declared = Declared::new(input.checksum_algorithm.as_ref(), checksum_dto(&source.checksums), None);
+        let body = ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 * 1024);
+        let temp = self.objects.write_temp(body, |chunk| declared.hasher.update(chunk)).await?;
+        if temp.size != source.size {
+            return Err(S3Error::internal_error(ObjectStoreError::IncompleteBody(format!(
+                "copied {} of the source's {} bytes",
+                temp.size, source.size
+            ))));
+        }
+        let checksums = declared.verify(&temp, None).map_err(|e| {
+            tracing::error!(bucket = %src_bucket, key = %src_key, error = %e, "a stored S3 object no longer matches its checksums");
+            S3Error::with_message(S3ErrorCode::InternalError, "the source object's stored bytes do not match its checksums")
+        })?;
+        let new = if replace {
+            NewObject {
+                content_type: input.content_type,
+                metadata: user_metadata(input.metadata),
+                checksums: kept(checksums),
+            }
+        } else {
+            NewObject {
+                content_type: Some(source.content_type.clone()),
+                metadata: source.metadata.clone(),
+                checksums: kept(checksums),
+            }
+        };
+        let meta = self.objects.commit_object(&input.bucket, &input.key, temp, new).await?;
+        let c = checksum_dto(&meta.checksums);
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&meta)),
+                last_modified: Some(timestamp(meta.last_modified_ms)),
+                checksum_type: (!meta.checksums.is_empty()).then(full_object),
+                ..with_checksums!(CopyObjectResult, c)
+            }),
+            ..Default::default()
+        }))
+    }
+
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
-        let new = NewObject { content_type: input.content_type, metadata: user_metadata(input.metadata) };
+        let new = NewObject {
+            content_type: input.content_type,
+            metadata: user_metadata(input.metadata),
+            checksums: Checksums::default(),
+        };
         let upload_id = self.objects.create_upload(&input.bucket, &input.key, new)?;
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),

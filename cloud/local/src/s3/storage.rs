@@ -127,6 +127,38 @@ pub struct ObjectMeta {
     /// Number of parts for a multipart object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_count: Option<u32>,
+    /// The whole-object checksums the client declared at upload and that were
+    /// verified (records written before they were kept have none).
+    #[serde(default, skip_serializing_if = "Checksums::is_empty")]
+    pub checksums: Checksums,
+}
+
+/// Base64 checksums of a whole object, as S3's `x-amz-checksum-*` headers carry them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checksums {
+    /// CRC32 (big-endian, base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<String>,
+    /// CRC32C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    /// SHA-1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    /// SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// CRC64NVME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
+}
+
+impl Checksums {
+    /// No checksum at all.
+    pub fn is_empty(&self) -> bool {
+        self == &Checksums::default()
+    }
 }
 
 impl ObjectMeta {
@@ -194,6 +226,8 @@ pub struct NewObject {
     pub content_type: Option<String>,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Verified whole-object checksums to keep and return with `x-amz-checksum-mode: ENABLED`.
+    pub checksums: Checksums,
 }
 
 /// One entry of a listing page: an object, or a common prefix that stands for
@@ -600,6 +634,7 @@ impl Objects {
             metadata: new.metadata,
             last_modified_ms: now_ms(),
             parts_count: None,
+            checksums: new.checksums,
         };
         let this = self.clone();
         let (bucket, key) = (bucket.to_string(), key.to_string());
@@ -793,6 +828,7 @@ impl Objects {
             metadata: upload.metadata,
             last_modified_ms: now_ms(),
             parts_count: Some(chosen.len() as u32),
+            checksums: Checksums::default(),
         };
         let mut extra = self.part_deletes(upload_id)?;
         extra.push(Op::Delete { kind: UPLOADS, key: upload_id.to_string() });
@@ -934,6 +970,20 @@ mod tests {
         objects.delete_object("b", "k").unwrap();
         objects.delete_bucket("b").unwrap();
         assert!(objects.list_buckets().unwrap().is_empty());
+    }
+
+    #[test]
+    fn checksums_are_kept_in_the_record_and_older_records_without_them_still_read() {
+        let old = r#"{"size":3,"etag":"e","sha256":"s","contentType":"t","metadata":{},"lastModifiedMs":1,"file":"f"}"#;
+        let record: ObjectRecord = decode(OBJECTS, "b\nk", old).unwrap();
+        assert!(record.meta.checksums.is_empty());
+        assert_eq!(encode(&record), old, "no checksum, no field");
+        let mut record = record;
+        record.meta.checksums.crc32 = Some("NSRBwg==".into());
+        let json = encode(&record);
+        assert!(json.contains(r#""checksums":{"crc32":"NSRBwg=="}"#), "{json}");
+        let back: ObjectRecord = decode(OBJECTS, "b\nk", &json).unwrap();
+        assert_eq!(back.meta, record.meta);
     }
 
     #[test]
