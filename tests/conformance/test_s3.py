@@ -113,6 +113,11 @@ def test_upload_file_goes_multipart_and_downloads_whole(s3, tmp_path):
     parts = [data[i : i + 5 * MIB] for i in range(0, len(data), 5 * MIB)]
     joined = b"".join(hashlib.md5(p).digest() for p in parts)
     assert head["ETag"] == f'"{hashlib.md5(joined).hexdigest()}-3"'
+    # s3transfer asks for CRC32 per part; the object keeps the COMPOSITE checksum of the parts.
+    checked = s3.head_object(Bucket=bucket, Key="firmware.bin", ChecksumMode="ENABLED")
+    part_crcs = b"".join(zlib.crc32(p).to_bytes(4, "big") for p in parts)
+    composite = base64.b64encode(zlib.crc32(part_crcs).to_bytes(4, "big")).decode()
+    assert (checked["ChecksumCRC32"], checked["ChecksumType"]) == (f"{composite}-3", "COMPOSITE")
 
     target = tmp_path / "downloaded.bin"
     s3.download_file(bucket, "firmware.bin", str(target))

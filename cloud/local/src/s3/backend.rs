@@ -16,7 +16,9 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::storage::{Checksums, Entry, NewObject, ObjectMeta, ObjectStoreError, Objects, TempBody};
+use super::storage::{
+    Checksums, Entry, NewObject, ObjectMeta, ObjectStoreError, Objects, PartInfo, TempBody, UploadChecksum,
+};
 
 /// Default and largest `max-keys` of ListObjectsV2 and `max-parts` of ListParts;
 /// also the most keys one DeleteObjects may name.
@@ -125,9 +127,67 @@ fn checksums_out(meta: &ObjectMeta, mode: Option<&ChecksumMode>, whole: bool) ->
     (enabled && whole && !meta.checksums.is_empty()).then(|| checksum_dto(&meta.checksums))
 }
 
-/// Checksums kept here are always of the whole body (multipart objects keep none).
-fn full_object() -> ChecksumType {
-    ChecksumType::from_static(ChecksumType::FULL_OBJECT)
+/// COMPOSITE for a multipart object's checksum of the parts' checksums (its value ends in
+/// `-{parts}`), FULL_OBJECT for a checksum of the whole body.
+fn checksum_type_of(c: &Checksums) -> ChecksumType {
+    let values = [&c.crc32, &c.crc32c, &c.sha1, &c.sha256, &c.crc64nvme];
+    if values.iter().any(|v| v.as_deref().is_some_and(|v| v.contains('-'))) {
+        ChecksumType::from_static(ChecksumType::COMPOSITE)
+    } else {
+        ChecksumType::from_static(ChecksumType::FULL_OBJECT)
+    }
+}
+
+/// Every checksum algorithm S3 knows, as `x-amz-checksum-algorithm` names it.
+const ALGORITHMS: [&str; 5] = [
+    ChecksumAlgorithm::CRC32,
+    ChecksumAlgorithm::CRC32C,
+    ChecksumAlgorithm::SHA1,
+    ChecksumAlgorithm::SHA256,
+    ChecksumAlgorithm::CRC64NVME,
+];
+
+/// The member of `c` that holds `algorithm`'s checksum.
+fn member<'a>(c: &'a mut Checksum, algorithm: &str) -> Option<&'a mut Option<String>> {
+    match algorithm {
+        ChecksumAlgorithm::CRC32 => Some(&mut c.checksum_crc32),
+        ChecksumAlgorithm::CRC32C => Some(&mut c.checksum_crc32c),
+        ChecksumAlgorithm::SHA1 => Some(&mut c.checksum_sha1),
+        ChecksumAlgorithm::SHA256 => Some(&mut c.checksum_sha256),
+        ChecksumAlgorithm::CRC64NVME => Some(&mut c.checksum_crc64nvme),
+        _ => None,
+    }
+}
+
+/// `algorithm`'s checksum in `c`, if there is one.
+fn checksum_of(mut c: Checksum, algorithm: &str) -> Option<String> {
+    member(&mut c, algorithm).and_then(Option::take)
+}
+
+/// A [`Checksum`] with only `algorithm`'s member set.
+fn only(algorithm: &str, value: Option<String>) -> Checksum {
+    let mut c = Checksum::default();
+    if let Some(slot) = member(&mut c, algorithm) {
+        *slot = value;
+    }
+    c
+}
+
+/// The COMPOSITE checksum of a multipart object: the algorithm over the concatenated binary
+/// checksums of the parts, base64, then `-{parts}` (Amazon S3 User Guide, "Checking object
+/// integrity", multipart uploads). `None` when a part has no checksum.
+fn composite(algorithm: &str, parts: &[&PartInfo]) -> Result<Option<String>, ObjectStoreError> {
+    use base64::Engine as _;
+    let algorithm_dto = ChecksumAlgorithm::from(algorithm.to_string());
+    let mut hasher = Declared::new(Some(&algorithm_dto), Checksum::default(), None).hasher;
+    for part in parts {
+        let Some(value) = &part.checksum else { return Ok(None) };
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .map_err(|_| ObjectStoreError::InvalidArgument(format!("part {} has a malformed checksum", part.number)))?;
+        hasher.update(&raw);
+    }
+    Ok(checksum_of(hasher.finalize(), algorithm).map(|v| format!("{v}-{}", parts.len())))
 }
 
 /// The checksums a client declared for a body, to compare with what arrived.
@@ -410,7 +470,7 @@ impl S3 for Backend {
         let body = FileBody { inner: ReaderStream::with_capacity(file.take(length), 64 * 1024), remaining };
         let head = head_output(&meta);
         let checksums = checksums_out(&meta, input.checksum_mode.as_ref(), content_range.is_none());
-        let checksum_type = checksums.as_ref().map(|_| full_object());
+        let checksum_type = checksums.as_ref().map(|_| checksum_type_of(&meta.checksums));
         let checksums = checksums.unwrap_or_default();
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::new(body)),
@@ -451,7 +511,7 @@ impl S3 for Backend {
             out.checksum_sha1 = c.checksum_sha1;
             out.checksum_sha256 = c.checksum_sha256;
             out.checksum_crc64nvme = c.checksum_crc64nvme;
-            out.checksum_type = Some(full_object());
+            out.checksum_type = Some(checksum_type_of(&meta.checksums));
         }
         Ok(S3Response::new(out))
     }
@@ -612,7 +672,18 @@ impl S3 for Backend {
         // The bytes are copied (not linked) and hashed again, so the new object's ETag and
         // checksums describe what was written, as for any upload; the source's own checksums
         // are expected of the copy.
-        let mut declared = Declared::new(input.checksum_algorithm.as_ref(), checksum_dto(&source.checksums), None);
+        // A COMPOSITE checksum is not one of the body: the copy gets that algorithm's whole-body one.
+        let mut expected = checksum_dto(&source.checksums);
+        let mut algorithm = input.checksum_algorithm.clone();
+        for name in ALGORITHMS {
+            if let Some(slot) = member(&mut expected, name)
+                && slot.as_deref().is_some_and(|v| v.contains('-'))
+            {
+                *slot = None;
+                algorithm.get_or_insert_with(|| ChecksumAlgorithm::from_static(name));
+            }
+        }
+        let mut declared = Declared::new(algorithm.as_ref(), expected, None);
         let body = ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 * 1024);
         let temp = self.objects.write_temp(body, |chunk| declared.hasher.update(chunk)).await?;
         if temp.size != source.size {
@@ -644,7 +715,7 @@ impl S3 for Backend {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(etag(&meta)),
                 last_modified: Some(timestamp(meta.last_modified_ms)),
-                checksum_type: (!meta.checksums.is_empty()).then(full_object),
+                checksum_type: (!meta.checksums.is_empty()).then(|| checksum_type_of(&meta.checksums)),
                 ..with_checksums!(CopyObjectResult, c)
             }),
             ..Default::default()
@@ -661,11 +732,21 @@ impl S3 for Backend {
             metadata: user_metadata(input.metadata),
             checksums: Checksums::default(),
         };
-        let upload_id = self.objects.create_upload(&input.bucket, &input.key, new)?;
+        let full_object = input.checksum_type.as_ref().is_some_and(|t| t.as_str() == ChecksumType::FULL_OBJECT);
+        let checksum = input
+            .checksum_algorithm
+            .as_ref()
+            .map(|a| UploadChecksum { algorithm: a.as_str().to_string(), full_object });
+        let upload_id = self.objects.create_upload(&input.bucket, &input.key, new, checksum)?;
+        let checksum_type = input.checksum_algorithm.as_ref().map(|_| {
+            ChecksumType::from_static(if full_object { ChecksumType::FULL_OBJECT } else { ChecksumType::COMPOSITE })
+        });
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload_id),
+            checksum_algorithm: input.checksum_algorithm,
+            checksum_type,
             ..Default::default()
         }))
     }
@@ -673,13 +754,34 @@ impl S3 for Backend {
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let trailers = req.trailing_headers;
         let input = req.input;
-        self.objects.check_upload(&input.bucket, &input.key, &input.upload_id)?;
+        let upload = self.objects.check_upload(&input.bucket, &input.key, &input.upload_id)?;
         let expected = with_checksums!(Checksum, input);
-        let mut declared = Declared::new(input.checksum_algorithm.as_ref(), expected, input.content_md5);
+        // A part of an upload created with a checksum algorithm always gets that checksum, and no other.
+        if let Some(upload) = &upload {
+            let mut sent = expected.clone();
+            let asked = input.checksum_algorithm.as_ref().map(ChecksumAlgorithm::as_str);
+            let named = ALGORITHMS.into_iter().filter(|a| member(&mut sent, a).is_some_and(|v| v.is_some()));
+            if let Some(other) = asked.into_iter().chain(named).find(|a| *a != upload.algorithm) {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                    upload.algorithm.to_ascii_lowercase(),
+                    other.to_ascii_lowercase()
+                ));
+            }
+        }
+        let algorithm = input
+            .checksum_algorithm
+            .clone()
+            .or_else(|| upload.as_ref().map(|u| ChecksumAlgorithm::from(u.algorithm.clone())));
+        let mut declared = Declared::new(algorithm.as_ref(), expected, input.content_md5);
         let temp = receive(&self.objects, input.body, &mut declared).await?;
         let checksums = declared.verify(&temp, trailers)?;
-        let part =
-            self.objects.commit_part(&input.bucket, &input.key, &input.upload_id, input.part_number, temp).await?;
+        let part_checksum = upload.as_ref().and_then(|u| checksum_of(checksums.clone(), &u.algorithm));
+        let part = self
+            .objects
+            .commit_part(&input.bucket, &input.key, &input.upload_id, input.part_number, temp, part_checksum)
+            .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
             ..with_checksums!(UploadPartOutput, checksums)
@@ -690,6 +792,7 @@ impl S3 for Backend {
         let input = req.input;
         let max_parts = input.max_parts.unwrap_or(MAX_KEYS).clamp(0, MAX_KEYS);
         let marker = input.part_number_marker.unwrap_or(0);
+        let algorithm = self.objects.check_upload(&input.bucket, &input.key, &input.upload_id)?.map(|u| u.algorithm);
         let all = self.objects.list_parts(&input.bucket, &input.key, &input.upload_id)?;
         let mut after: Vec<_> = all.into_values().filter(|p| p.number > marker).collect();
         let truncated = after.len() > max_parts as usize;
@@ -697,12 +800,15 @@ impl S3 for Backend {
         let next = after.last().map(|p| p.number);
         let parts = after
             .into_iter()
-            .map(|p| Part {
-                part_number: Some(p.number),
-                size: Some(p.size as i64),
-                e_tag: Some(ETag::Strong(p.etag)),
-                last_modified: Some(timestamp(p.last_modified_ms)),
-                ..Default::default()
+            .map(|p| {
+                let c = only(algorithm.as_deref().unwrap_or_default(), p.checksum);
+                Part {
+                    part_number: Some(p.number),
+                    size: Some(p.size as i64),
+                    e_tag: Some(ETag::Strong(p.etag)),
+                    last_modified: Some(timestamp(p.last_modified_ms)),
+                    ..with_checksums!(Part, c)
+                }
             })
             .collect();
         Ok(S3Response::new(ListPartsOutput {
@@ -724,18 +830,40 @@ impl S3 for Backend {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
         let mut requested = Vec::new();
+        let mut listed_checksums = BTreeMap::new();
         for part in input.multipart_upload.and_then(|m| m.parts).unwrap_or_default() {
             let number = part.part_number.ok_or_else(|| s3_error!(InvalidPart, "a part has no PartNumber"))?;
+            listed_checksums.insert(number, with_checksums!(Checksum, part));
             let etag = part.e_tag.map(ETag::into_value).unwrap_or_default();
             requested.push((number, etag));
         }
-        let meta = self.objects.complete_upload(&input.bucket, &input.key, &input.upload_id, &requested).await?;
+        // A part checksum listed here must be the one verified at UploadPart; the object then
+        // gets the COMPOSITE checksum of its parts.
+        let object_checksums = |upload: Option<&UploadChecksum>, parts: &[&PartInfo]| {
+            let Some(upload) = upload else { return Ok(Checksums::default()) };
+            for part in parts {
+                let listed = listed_checksums.get(&part.number).and_then(|c| checksum_of(c.clone(), &upload.algorithm));
+                if listed.is_some() && listed != part.checksum {
+                    return Err(ObjectStoreError::InvalidPart(part.number));
+                }
+            }
+            if upload.full_object {
+                return Ok(Checksums::default());
+            }
+            Ok(kept(only(&upload.algorithm, composite(&upload.algorithm, parts)?)))
+        };
+        let meta = self
+            .objects
+            .complete_upload(&input.bucket, &input.key, &input.upload_id, &requested, object_checksums)
+            .await?;
+        let c = checksum_dto(&meta.checksums);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             location: Some(super::presign::object_path(&input.bucket, &input.key)),
             bucket: Some(input.bucket),
             key: Some(input.key),
             e_tag: Some(etag(&meta)),
-            ..Default::default()
+            checksum_type: (!meta.checksums.is_empty()).then(|| checksum_type_of(&meta.checksums)),
+            ..with_checksums!(CompleteMultipartUploadOutput, c)
         }))
     }
 

@@ -724,3 +724,92 @@ async fn declared_checksums_are_verified_kept_and_returned_in_checksum_mode() {
     assert_eq!(head.checksum_sha256(), Some(sha256.as_str()));
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn multipart_uploads_keep_part_checksums_and_a_composite_object_checksum() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType};
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (_dir, cloud, s3) = with_bucket("bin").await;
+    let parts = [pattern(5 * MIB, 7), pattern(1000, 8)];
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("bin")
+        .key("fw")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.checksum_algorithm(), Some(&ChecksumAlgorithm::Crc32));
+    assert_eq!(upload.checksum_type(), Some(&ChecksumType::Composite));
+    let id = upload.upload_id().unwrap().to_string();
+    let mut completed = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let out = s3
+            .upload_part()
+            .bucket("bin")
+            .key("fw")
+            .upload_id(&id)
+            .part_number(i as i32 + 1)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(part.clone()))
+            .send()
+            .await
+            .unwrap();
+        let crc = b64.encode(s3s::crypto::Crc32::checksum(part));
+        assert_eq!(out.checksum_crc32(), Some(crc.as_str()));
+        completed.push((i as i32 + 1, out.e_tag().unwrap().to_string(), crc));
+    }
+    let other = s3
+        .upload_part()
+        .bucket("bin")
+        .key("fw")
+        .upload_id(&id)
+        .part_number(3)
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .body(ByteStream::from_static(b"other algorithm"))
+        .send()
+        .await;
+    assert_eq!(failed(other), ("InvalidRequest".into(), 400), "a part must use the upload's algorithm");
+    let listed = s3.list_parts().bucket("bin").key("fw").upload_id(&id).send().await.unwrap();
+    let listed: Vec<_> = listed.parts().iter().map(|p| p.checksum_crc32().unwrap_or_default().to_string()).collect();
+    assert_eq!(listed, [completed[0].2.clone(), completed[1].2.clone()], "ListParts shows each part's checksum");
+
+    let list = |wrong: bool| {
+        let parts = completed.iter().map(|(n, etag, crc)| {
+            let crc = if wrong && *n == 2 { "AAAAAA==".to_string() } else { crc.clone() };
+            CompletedPart::builder().part_number(*n).e_tag(etag).checksum_crc32(crc).build()
+        });
+        CompletedMultipartUpload::builder().set_parts(Some(parts.collect())).build()
+    };
+    let complete = |wrong: bool| {
+        s3.complete_multipart_upload().bucket("bin").key("fw").upload_id(&id).multipart_upload(list(wrong)).send()
+    };
+    let (code, status) = failed(complete(true).await);
+    assert_eq!((code.as_str(), status), ("InvalidPart", 400), "a listed checksum that is not the part's");
+    let done = complete(false).await.expect("the upload is still there to complete");
+
+    let mut joined = Vec::new();
+    for (_, _, crc) in &completed {
+        joined.extend(b64.decode(crc).unwrap());
+    }
+    let composite = format!("{}-2", b64.encode(s3s::crypto::Crc32::checksum(&joined)));
+    assert_eq!(
+        (done.checksum_crc32(), done.checksum_type()),
+        (Some(composite.as_str()), Some(&ChecksumType::Composite))
+    );
+    let head = s3.head_object().bucket("bin").key("fw").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert_eq!(
+        (head.checksum_crc32(), head.checksum_type()),
+        (Some(composite.as_str()), Some(&ChecksumType::Composite))
+    );
+    let got = s3.get_object().bucket("bin").key("fw").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert!(body(got).await == parts.concat(), "the SDK reads a COMPOSITE object without a whole-body check");
+
+    // A copy of it is one part: it gets the whole body's CRC32.
+    s3.copy_object().bucket("bin").key("fw-copy").copy_source("bin/fw").send().await.unwrap();
+    let copy = s3.head_object().bucket("bin").key("fw-copy").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    let whole = b64.encode(s3s::crypto::Crc32::checksum(&parts.concat()));
+    assert_eq!((copy.checksum_crc32(), copy.checksum_type()), (Some(whole.as_str()), Some(&ChecksumType::FullObject)));
+    cloud.shutdown().await;
+}
