@@ -670,9 +670,9 @@ impl S3 for Backend {
         }
         self.objects.bucket_region(&input.bucket)?;
         // The bytes are copied (not linked) and hashed again, so the new object's ETag and
-        // checksums describe what was written, as for any upload; the source's own checksums
-        // are expected of the copy.
-        // A COMPOSITE checksum is not one of the body: the copy gets that algorithm's whole-body one.
+        // checksums describe what was written, as for any upload; the source's whole-body
+        // checksums are expected of the copy. A COMPOSITE one is not of the body: the copy gets
+        // that algorithm's whole-body checksum instead.
         let mut expected = checksum_dto(&source.checksums);
         let mut algorithm = input.checksum_algorithm.clone();
         for name in ALGORITHMS {
