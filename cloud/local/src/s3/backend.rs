@@ -661,6 +661,20 @@ impl S3 for Backend {
         {
             return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-none-match did not hold"));
         }
+        // HTTP dates have whole seconds; a date condition yields to an ETag condition given with it.
+        let modified = timestamp(source.last_modified_ms / 1000 * 1000);
+        if let Some(since) = &input.copy_source_if_unmodified_since
+            && input.copy_source_if_match.is_none()
+            && modified > *since
+        {
+            return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-unmodified-since did not hold"));
+        }
+        if let Some(since) = &input.copy_source_if_modified_since
+            && input.copy_source_if_none_match.is_none()
+            && modified <= *since
+        {
+            return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-modified-since did not hold"));
+        }
         if src_bucket == input.bucket && src_key == input.key && !replace && input.checksum_algorithm.is_none() {
             return Err(s3_error!(
                 InvalidRequest,

@@ -589,6 +589,22 @@ async fn copy_object_copies_within_and_across_buckets_keeping_or_replacing_metad
         .send()
         .await
         .expect("the source's ETag matches");
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (an_hour_ago, in_an_hour) =
+        (aws_smithy_types::DateTime::from_secs(now - 3600), aws_smithy_types::DateTime::from_secs(now + 3600));
+    let copy = || s3.copy_object().bucket("dst").key("cond").copy_source(copy_source("src", "copy 1"));
+    let (code, status) = failed(copy().copy_source_if_unmodified_since(an_hour_ago).send().await);
+    assert_eq!((code.as_str(), status), ("PreconditionFailed", 412), "changed since an hour ago");
+    let (code, status) = failed(copy().copy_source_if_modified_since(in_an_hour).send().await);
+    assert_eq!((code.as_str(), status), ("PreconditionFailed", 412), "not changed after an hour from now");
+    copy().copy_source_if_modified_since(an_hour_ago).send().await.expect("changed since an hour ago");
+    copy().copy_source_if_unmodified_since(in_an_hour).send().await.expect("not changed since");
+    copy()
+        .copy_source_if_match(&md5)
+        .copy_source_if_unmodified_since(an_hour_ago)
+        .send()
+        .await
+        .expect("a matching ETag wins over the date");
     cloud.shutdown().await;
 }
 
