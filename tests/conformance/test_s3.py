@@ -248,6 +248,12 @@ def test_checksums_are_verified_kept_and_returned_in_checksum_mode(s3):
     assert s3.head_object(Bucket=bucket, Key="default", ChecksumMode="ENABLED")["ChecksumCRC32"] == crc32
     assert s3.get_object(Bucket=bucket, Key="default", ChecksumMode="ENABLED")["Body"].read() == body
 
+    # CRC32C (botocore computes it with awscrt, which awsiotsdk brings).
+    put = s3.put_object(Bucket=bucket, Key="crc32c", Body=body, ChecksumAlgorithm="CRC32C")
+    assert put["ChecksumCRC32C"]
+    head = s3.head_object(Bucket=bucket, Key="crc32c", ChecksumMode="ENABLED")
+    assert (head["ChecksumCRC32C"], head["ChecksumType"]) == (put["ChecksumCRC32C"], "FULL_OBJECT")
+
     wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
     with pytest.raises(ClientError) as excinfo:
         s3.put_object(Bucket=bucket, Key="fw", Body=b"tampered", ChecksumSHA256=wrong)
