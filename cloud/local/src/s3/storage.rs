@@ -127,13 +127,14 @@ pub struct ObjectMeta {
     /// Number of parts for a multipart object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_count: Option<u32>,
-    /// The whole-object checksums the client declared at upload and that were
-    /// verified (records written before they were kept have none).
+    /// The checksums verified at upload, of the whole body; for a multipart object the
+    /// COMPOSITE checksum of its parts (records written before they were kept have none).
     #[serde(default, skip_serializing_if = "Checksums::is_empty")]
     pub checksums: Checksums,
 }
 
-/// Base64 checksums of a whole object, as S3's `x-amz-checksum-*` headers carry them.
+/// Base64 checksums of an object, as S3's `x-amz-checksum-*` headers carry them; a COMPOSITE
+/// one (of a multipart object's part checksums) ends in `-{parts}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Checksums {
