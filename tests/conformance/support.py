@@ -7,11 +7,14 @@ Everything here talks to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import ssl
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +104,27 @@ def s3_client(endpoints: Endpoints, secret_access_key: str | None = None):
 def unique_name(prefix: str) -> str:
     """A thing, policy or shadow name no other test uses."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def fetch_url(url: str) -> tuple[int, bytes]:
+    """GET without credentials (a presigned URL): status and body; an error status is not an exception."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def tamper_signature(url: str, marker: str = "X-Amz-Signature=") -> str:
+    """The URL with the first character of its signature (after `marker`) changed."""
+    at = url.index(marker) + len(marker)
+    return url[:at] + ("1" if url[at] == "0" else "0") + url[at + 1 :]
+
+
+def sample_bytes(size: int, seed: int) -> bytes:
+    """`size` bytes that differ per seed (for objects whose parts must differ)."""
+    block = hashlib.sha256(str(seed).encode()).digest()
+    return (block * (size // len(block) + 1))[:size]
 
 
 def thing_policy_document(endpoints: Endpoints) -> str:

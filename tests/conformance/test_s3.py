@@ -1,13 +1,14 @@
 """boto3 against the local cloud's S3 (path-style, the administrator's key pair
 from endpoints.json): objects, ranges, listings, multipart uploads through
-`upload_file`, and presigned URLs fetched with plain urllib."""
+`upload_file`, presigned URLs fetched with plain urllib, CopyObject,
+DeleteObjects and stored checksums."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
-import urllib.error
-import urllib.request
+import zlib
 
 import botocore.auth
 import botocore.compat
@@ -18,7 +19,7 @@ from botocore.exceptions import ClientError
 if botocore.compat.HAS_CRT:
     import botocore.crt.auth
 
-from support import s3_client, unique_name
+from support import fetch_url, s3_client, sample_bytes, tamper_signature, unique_name
 
 MIB = 1024 * 1024
 
@@ -32,20 +33,6 @@ def _bucket(s3) -> str:
 def _error(excinfo) -> tuple[str, int]:
     response = excinfo.value.response
     return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
-
-
-def _fetch(url: str) -> tuple[int, bytes]:
-    """GET without credentials: status and body (an error status is not an exception here)."""
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def _data(size: int, seed: int) -> bytes:
-    block = hashlib.sha256(str(seed).encode()).digest()
-    return (block * (size // len(block) + 1))[:size]
 
 
 def test_put_get_head_keep_bytes_type_metadata_and_md5_etag(s3):
@@ -78,7 +65,7 @@ def test_put_get_head_keep_bytes_type_metadata_and_md5_etag(s3):
 
 def test_range_requests_return_partial_content_or_invalid_range(s3):
     bucket = _bucket(s3)
-    data = _data(2 * MIB + 11, 1)
+    data = sample_bytes(2 * MIB + 11, 1)
     s3.put_object(Bucket=bucket, Key="blob", Body=data)
 
     first = s3.get_object(Bucket=bucket, Key="blob", Range="bytes=0-99")
@@ -115,7 +102,7 @@ def test_list_objects_v2_folds_prefixes_and_pages(s3):
 
 def test_upload_file_goes_multipart_and_downloads_whole(s3, tmp_path):
     bucket = _bucket(s3)
-    data = _data(11 * MIB + 5, 2)
+    data = sample_bytes(11 * MIB + 5, 2)
     source = tmp_path / "firmware.bin"
     source.write_bytes(data)
     config = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB, max_concurrency=2)
@@ -126,6 +113,11 @@ def test_upload_file_goes_multipart_and_downloads_whole(s3, tmp_path):
     parts = [data[i : i + 5 * MIB] for i in range(0, len(data), 5 * MIB)]
     joined = b"".join(hashlib.md5(p).digest() for p in parts)
     assert head["ETag"] == f'"{hashlib.md5(joined).hexdigest()}-3"'
+    # s3transfer asks for CRC32 per part; the object keeps the COMPOSITE checksum of the parts.
+    checked = s3.head_object(Bucket=bucket, Key="firmware.bin", ChecksumMode="ENABLED")
+    part_crcs = b"".join(zlib.crc32(p).to_bytes(4, "big") for p in parts)
+    composite = base64.b64encode(zlib.crc32(part_crcs).to_bytes(4, "big")).decode()
+    assert (checked["ChecksumCRC32"], checked["ChecksumType"]) == (f"{composite}-3", "COMPOSITE")
 
     target = tmp_path / "downloaded.bin"
     s3.download_file(bucket, "firmware.bin", str(target))
@@ -137,14 +129,11 @@ def test_presigned_url_works_until_tampered_or_expired(s3, monkeypatch):
     s3.put_object(Bucket=bucket, Key="artifact.zip", Body=b"presigned body")
     s3.put_object(Bucket=bucket, Key="other.zip", Body=b"other")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "artifact.zip"}, ExpiresIn=300)
-    assert _fetch(url) == (200, b"presigned body")
+    assert fetch_url(url) == (200, b"presigned body")
 
-    marker = "X-Amz-Signature="
-    at = url.index(marker) + len(marker)
-    tampered = url[:at] + ("1" if url[at] == "0" else "0") + url[at + 1 :]
-    status, body = _fetch(tampered)
+    status, body = fetch_url(tamper_signature(url))
     assert status == 403 and b"SignatureDoesNotMatch" in body
-    status, body = _fetch(url.replace("artifact.zip", "other.zip"))
+    status, body = fetch_url(url.replace("artifact.zip", "other.zip"))
     assert status == 403 and b"SignatureDoesNotMatch" in body
 
     # Signed an hour ago for one minute: expired, without waiting for time to pass. botocore
@@ -161,7 +150,7 @@ def test_presigned_url_works_until_tampered_or_expired(s3, monkeypatch):
     expired = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "artifact.zip"}, ExpiresIn=60)
     monkeypatch.undo()
     assert "X-Amz-Date=" + an_hour_ago.strftime("%Y%m%dT%H%M%SZ") in expired
-    status, body = _fetch(expired)
+    status, body = fetch_url(expired)
     assert status == 403 and b"AccessDenied" in body
 
 
@@ -170,3 +159,107 @@ def test_a_wrong_secret_is_refused(endpoints):
     with pytest.raises(ClientError) as excinfo:
         wrong.list_buckets()
     assert _error(excinfo) == ("SignatureDoesNotMatch", 403)
+
+
+def test_copy_object_within_and_across_buckets_keeps_or_replaces_metadata(s3):
+    source, target = _bucket(s3), _bucket(s3)
+    key = "dir/a b+c é.txt"
+    body = b"artifact v1"
+    s3.put_object(Bucket=source, Key=key, Body=body, ContentType="text/plain", Metadata={"build": "7"})
+    etag = f'"{hashlib.md5(body).hexdigest()}"'
+
+    # botocore URL-encodes CopySource, given as a dict or as a `bucket/key` string.
+    same = s3.copy_object(Bucket=source, Key="copy", CopySource={"Bucket": source, "Key": key})
+    assert same["CopyObjectResult"]["ETag"] == etag
+    got = s3.get_object(Bucket=source, Key="copy")
+    assert (got["Body"].read(), got["ContentType"], got["Metadata"]) == (body, "text/plain", {"build": "7"})
+
+    s3.copy_object(
+        Bucket=target,
+        Key="released.txt",
+        CopySource=f"{source}/{key}",
+        MetadataDirective="REPLACE",
+        ContentType="application/x-artifact",
+        Metadata={"stage": "released"},
+    )
+    got = s3.get_object(Bucket=target, Key="released.txt")
+    assert (got["Body"].read(), got["ContentType"], got["Metadata"]) == (
+        body,
+        "application/x-artifact",
+        {"stage": "released"},
+    )
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=target, Key="released.txt", CopySource={"Bucket": source, "Key": "missing"})
+    assert _error(excinfo) == ("NoSuchKey", 404)
+    assert s3.get_object(Bucket=target, Key="released.txt")["Body"].read() == body, "the target is untouched"
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=source, Key="copy", CopySource={"Bucket": source, "Key": "copy"})
+    assert _error(excinfo) == ("InvalidRequest", 400)
+
+
+def test_delete_objects_reports_each_key_honours_quiet_and_refuses_malformed_xml(s3):
+    bucket = _bucket(s3)
+    for key in ["a", "b c", "d", "keep"]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"1")
+
+    out = s3.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": "a"}, {"Key": "b c"}, {"Key": "never-there"}, {"Key": "d", "VersionId": "v7"}]},
+    )
+    assert sorted(d["Key"] for d in out["Deleted"]) == ["a", "b c", "never-there"]
+    assert [(e["Key"], e["Code"]) for e in out["Errors"]] == [("d", "NoSuchVersion")]
+    quiet = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "d"}], "Quiet": True})
+    assert "Deleted" not in quiet and "Errors" not in quiet
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["keep"]
+
+    # The body is cut short after botocore serialized it, before it is signed.
+    def truncate(request, **_):
+        request.data = b'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><Key>keep</Key>'
+        if "Content-Length" in request.headers:
+            del request.headers["Content-Length"]
+
+    s3.meta.events.register("before-sign.s3.DeleteObjects", truncate)
+    try:
+        with pytest.raises(ClientError) as excinfo:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "keep"}]})
+    finally:
+        s3.meta.events.unregister("before-sign.s3.DeleteObjects", truncate)
+    assert _error(excinfo) == ("MalformedXML", 400)
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["keep"]
+
+
+def test_checksums_are_verified_kept_and_returned_in_checksum_mode(s3):
+    bucket = _bucket(s3)
+    body = b"firmware image"
+    sha256 = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    crc32 = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+    put = s3.put_object(Bucket=bucket, Key="fw", Body=body, ChecksumSHA256=sha256)
+    assert put["ChecksumSHA256"] == sha256
+    head = s3.head_object(Bucket=bucket, Key="fw", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == sha256
+    assert "ChecksumSHA256" not in s3.head_object(Bucket=bucket, Key="fw")
+    got = s3.get_object(Bucket=bucket, Key="fw", ChecksumMode="ENABLED")
+    assert got["ChecksumSHA256"] == sha256 and got["Body"].read() == body
+
+    # botocore sends CRC32 by default; it is kept, and botocore checks it on the way back.
+    s3.put_object(Bucket=bucket, Key="default", Body=body)
+    assert s3.head_object(Bucket=bucket, Key="default", ChecksumMode="ENABLED")["ChecksumCRC32"] == crc32
+    assert s3.get_object(Bucket=bucket, Key="default", ChecksumMode="ENABLED")["Body"].read() == body
+
+    # CRC32C (botocore computes it with awscrt, which awsiotsdk brings).
+    put = s3.put_object(Bucket=bucket, Key="crc32c", Body=body, ChecksumAlgorithm="CRC32C")
+    assert put["ChecksumCRC32C"]
+    head = s3.head_object(Bucket=bucket, Key="crc32c", ChecksumMode="ENABLED")
+    assert (head["ChecksumCRC32C"], head["ChecksumType"]) == (put["ChecksumCRC32C"], "FULL_OBJECT")
+
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="fw", Body=b"tampered", ChecksumSHA256=wrong)
+    assert _error(excinfo) == ("BadDigest", 400)
+    wrong_md5 = base64.b64encode(hashlib.md5(b"x").digest()).decode()
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="fw", Body=b"tampered", ContentMD5=wrong_md5)
+    assert _error(excinfo) == ("BadDigest", 400)
+    assert s3.get_object(Bucket=bucket, Key="fw")["Body"].read() == body, "a refused body replaces nothing"

@@ -16,9 +16,12 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::storage::{Entry, NewObject, ObjectMeta, ObjectStoreError, Objects, TempBody};
+use super::storage::{
+    Checksums, Entry, NewObject, ObjectMeta, ObjectStoreError, Objects, PartInfo, TempBody, UploadChecksum,
+};
 
-/// Default and largest `max-keys` of ListObjectsV2 and `max-parts` of ListParts.
+/// Default and largest `max-keys` of ListObjectsV2 and `max-parts` of ListParts;
+/// also the most keys one DeleteObjects may name.
 const MAX_KEYS: i32 = 1000;
 /// The owner every bucket and object reports (there is one account).
 const OWNER_ID: &str = "local-cloud";
@@ -91,6 +94,100 @@ fn user_metadata(metadata: Option<Metadata>) -> BTreeMap<String, String> {
 
 fn metadata_out(meta: &ObjectMeta) -> Option<Metadata> {
     (!meta.metadata.is_empty()).then(|| meta.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// What a verified [`Checksum`] leaves in the object's record.
+fn kept(c: Checksum) -> Checksums {
+    Checksums {
+        crc32: c.checksum_crc32,
+        crc32c: c.checksum_crc32c,
+        sha1: c.checksum_sha1,
+        sha256: c.checksum_sha256,
+        crc64nvme: c.checksum_crc64nvme,
+    }
+}
+
+/// The stored checksums as response members.
+fn checksum_dto(c: &Checksums) -> Checksum {
+    Checksum {
+        checksum_crc32: c.crc32.clone(),
+        checksum_crc32c: c.crc32c.clone(),
+        checksum_sha1: c.sha1.clone(),
+        checksum_sha256: c.sha256.clone(),
+        checksum_crc64nvme: c.crc64nvme.clone(),
+        checksum_type: None,
+    }
+}
+
+/// The checksums GetObject/HeadObject return: only with `x-amz-checksum-mode: ENABLED`, only for
+/// a read of the whole object (a range's bytes do not match a whole-object checksum), and only
+/// what was verified at upload.
+fn checksums_out(meta: &ObjectMeta, mode: Option<&ChecksumMode>, whole: bool) -> Option<Checksum> {
+    let enabled = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    (enabled && whole && !meta.checksums.is_empty()).then(|| checksum_dto(&meta.checksums))
+}
+
+/// COMPOSITE for a multipart object's checksum of the parts' checksums (its value ends in
+/// `-{parts}`), FULL_OBJECT for a checksum of the whole body.
+fn checksum_type_of(c: &Checksums) -> ChecksumType {
+    let values = [&c.crc32, &c.crc32c, &c.sha1, &c.sha256, &c.crc64nvme];
+    if values.iter().any(|v| v.as_deref().is_some_and(|v| v.contains('-'))) {
+        ChecksumType::from_static(ChecksumType::COMPOSITE)
+    } else {
+        ChecksumType::from_static(ChecksumType::FULL_OBJECT)
+    }
+}
+
+/// Every checksum algorithm S3 knows, as `x-amz-checksum-algorithm` names it.
+const ALGORITHMS: [&str; 5] = [
+    ChecksumAlgorithm::CRC32,
+    ChecksumAlgorithm::CRC32C,
+    ChecksumAlgorithm::SHA1,
+    ChecksumAlgorithm::SHA256,
+    ChecksumAlgorithm::CRC64NVME,
+];
+
+/// The member of `c` that holds `algorithm`'s checksum.
+fn member<'a>(c: &'a mut Checksum, algorithm: &str) -> Option<&'a mut Option<String>> {
+    match algorithm {
+        ChecksumAlgorithm::CRC32 => Some(&mut c.checksum_crc32),
+        ChecksumAlgorithm::CRC32C => Some(&mut c.checksum_crc32c),
+        ChecksumAlgorithm::SHA1 => Some(&mut c.checksum_sha1),
+        ChecksumAlgorithm::SHA256 => Some(&mut c.checksum_sha256),
+        ChecksumAlgorithm::CRC64NVME => Some(&mut c.checksum_crc64nvme),
+        _ => None,
+    }
+}
+
+/// `algorithm`'s checksum in `c`, if there is one.
+fn checksum_of(mut c: Checksum, algorithm: &str) -> Option<String> {
+    member(&mut c, algorithm).and_then(Option::take)
+}
+
+/// A [`Checksum`] with only `algorithm`'s member set.
+fn only(algorithm: &str, value: Option<String>) -> Checksum {
+    let mut c = Checksum::default();
+    if let Some(slot) = member(&mut c, algorithm) {
+        *slot = value;
+    }
+    c
+}
+
+/// The COMPOSITE checksum of a multipart object: the algorithm over the concatenated binary
+/// checksums of the parts, base64, then `-{parts}` (Amazon S3 User Guide, "Checking object
+/// integrity", multipart uploads). `None` when a part has no checksum.
+fn composite(algorithm: &str, parts: &[&PartInfo]) -> Result<Option<String>, ObjectStoreError> {
+    use base64::Engine as _;
+    let algorithm_dto = ChecksumAlgorithm::from(algorithm.to_string());
+    let mut hasher = Declared::new(Some(&algorithm_dto), Checksum::default(), None).hasher;
+    for part in parts {
+        let Some(value) = &part.checksum else { return Ok(None) };
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .map_err(|_| ObjectStoreError::InvalidArgument(format!("part {} has a malformed checksum", part.number)))?;
+        hasher.update(&raw);
+    }
+    Ok(checksum_of(hasher.finalize(), algorithm).map(|v| format!("{v}-{}", parts.len())))
 }
 
 /// The checksums a client declared for a body, to compare with what arrived.
@@ -257,6 +354,14 @@ fn check_conditions(
     Ok(())
 }
 
+/// Whether an `If-Match`-style condition holds for the object.
+fn matches_etag(meta: &ObjectMeta, cond: &ETagCondition) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => etag(meta).strong_cmp(e),
+    }
+}
+
 fn url_encode(s: String, encode: bool) -> String {
     if encode { percent_encoding::utf8_percent_encode(&s, super::presign::KEY_IN_PATH).to_string() } else { s }
 }
@@ -339,7 +444,11 @@ impl S3 for Backend {
             return Err(s3_error!(IncompleteBody, "got {} bytes of the {length} announced", temp.size));
         }
         let checksums = declared.verify(&temp, trailers)?;
-        let new = NewObject { content_type: input.content_type, metadata: user_metadata(input.metadata) };
+        let new = NewObject {
+            content_type: input.content_type,
+            metadata: user_metadata(input.metadata),
+            checksums: kept(checksums.clone()),
+        };
         let meta = self.objects.commit_object(&input.bucket, &input.key, temp, new).await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&meta)),
@@ -360,8 +469,17 @@ impl S3 for Backend {
         let remaining = usize::try_from(length).map_err(S3Error::internal_error)?;
         let body = FileBody { inner: ReaderStream::with_capacity(file.take(length), 64 * 1024), remaining };
         let head = head_output(&meta);
+        let checksums = checksums_out(&meta, input.checksum_mode.as_ref(), content_range.is_none());
+        let checksum_type = checksums.as_ref().map(|_| checksum_type_of(&meta.checksums));
+        let checksums = checksums.unwrap_or_default();
         Ok(S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::new(body)),
+            checksum_type,
+            checksum_crc32: checksums.checksum_crc32,
+            checksum_crc32c: checksums.checksum_crc32c,
+            checksum_sha1: checksums.checksum_sha1,
+            checksum_sha256: checksums.checksum_sha256,
+            checksum_crc64nvme: checksums.checksum_crc64nvme,
             accept_ranges: head.accept_ranges,
             content_length: Some(length as i64),
             content_range,
@@ -385,6 +503,15 @@ impl S3 for Backend {
             let (_, length, content_range) = resolve_range(Some(range), meta.size)?;
             out.content_length = Some(length as i64);
             out.content_range = content_range;
+        }
+        let whole = out.content_range.is_none() && input.part_number.is_none();
+        if let Some(c) = checksums_out(&meta, input.checksum_mode.as_ref(), whole) {
+            out.checksum_crc32 = c.checksum_crc32;
+            out.checksum_crc32c = c.checksum_crc32c;
+            out.checksum_sha1 = c.checksum_sha1;
+            out.checksum_sha256 = c.checksum_sha256;
+            out.checksum_crc64nvme = c.checksum_crc64nvme;
+            out.checksum_type = Some(checksum_type_of(&meta.checksums));
         }
         Ok(S3Response::new(out))
     }
@@ -451,17 +578,189 @@ impl S3 for Backend {
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        let objects = input.delete.objects;
+        if objects.is_empty() || objects.len() > MAX_KEYS as usize {
+            return Err(s3_error!(
+                MalformedXML,
+                "The XML you provided was not well-formed or did not validate against our published schema \
+                 (DeleteObjects names 1 to {MAX_KEYS} keys, not {})",
+                objects.len()
+            ));
+        }
+        self.objects.bucket_region(&input.bucket)?;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for object in objects {
+            // No versioning here: only the null version exists.
+            if let Some(version) = object.version_id.as_deref().filter(|v| *v != "null") {
+                errors.push(Error {
+                    code: Some("NoSuchVersion".into()),
+                    message: Some(format!("the version {version:?} does not exist (versioning is not supported)")),
+                    key: Some(object.key),
+                    version_id: object.version_id,
+                });
+                continue;
+            }
+            match self.objects.delete_object(&input.bucket, &object.key) {
+                Ok(()) => {
+                    if !quiet {
+                        deleted.push(DeletedObject {
+                            key: Some(object.key),
+                            version_id: object.version_id,
+                            ..Default::default()
+                        });
+                    }
+                }
+                Err(e) => {
+                    let e = S3Error::from(e);
+                    errors.push(Error {
+                        code: Some(e.code().as_str().to_string()),
+                        message: e.message().map(str::to_string),
+                        key: Some(object.key),
+                        version_id: object.version_id,
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!deleted.is_empty()).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let (src_bucket, src_key) = match &input.copy_source {
+            CopySource::Bucket { bucket, key, version_id } => {
+                if version_id.as_deref().is_some_and(|v| v != "null") {
+                    return Err(s3_error!(NoSuchVersion, "versioning is not supported: only the null version exists"));
+                }
+                (bucket.to_string(), key.to_string())
+            }
+            _ => return Err(s3_error!(NotImplemented, "copying from an access point or outpost ARN is not supported")),
+        };
+        let replace = match input.metadata_directive.as_ref().map(MetadataDirective::as_str) {
+            None | Some(MetadataDirective::COPY) => false,
+            Some(MetadataDirective::REPLACE) => true,
+            Some(other) => {
+                return Err(s3_error!(InvalidArgument, "Unknown metadata directive {other:?}: use COPY or REPLACE"));
+            }
+        };
+        let (source, file) = self.objects.open_object(&src_bucket, &src_key)?;
+        if let Some(cond) = input.copy_source_if_match.as_ref()
+            && !matches_etag(&source, cond)
+        {
+            return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-match did not hold"));
+        }
+        if let Some(cond) = input.copy_source_if_none_match.as_ref()
+            && matches_etag(&source, cond)
+        {
+            return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-none-match did not hold"));
+        }
+        // HTTP dates have whole seconds; a date condition yields to an ETag condition given with it.
+        let modified = timestamp(source.last_modified_ms / 1000 * 1000);
+        if let Some(since) = &input.copy_source_if_unmodified_since
+            && input.copy_source_if_match.is_none()
+            && modified > *since
+        {
+            return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-unmodified-since did not hold"));
+        }
+        if let Some(since) = &input.copy_source_if_modified_since
+            && input.copy_source_if_none_match.is_none()
+            && modified <= *since
+        {
+            return Err(s3_error!(PreconditionFailed, "x-amz-copy-source-if-modified-since did not hold"));
+        }
+        if src_bucket == input.bucket && src_key == input.key && !replace && input.checksum_algorithm.is_none() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the \
+                 object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        self.objects.bucket_region(&input.bucket)?;
+        // The bytes are copied (not linked) and hashed again, so the new object's ETag and
+        // checksums describe what was written, as for any upload; the source's whole-body
+        // checksums are expected of the copy. A COMPOSITE one is not of the body: the copy gets
+        // that algorithm's whole-body checksum instead.
+        let mut expected = checksum_dto(&source.checksums);
+        let mut algorithm = input.checksum_algorithm.clone();
+        for name in ALGORITHMS {
+            if let Some(slot) = member(&mut expected, name)
+                && slot.as_deref().is_some_and(|v| v.contains('-'))
+            {
+                *slot = None;
+                algorithm.get_or_insert_with(|| ChecksumAlgorithm::from_static(name));
+            }
+        }
+        let mut declared = Declared::new(algorithm.as_ref(), expected, None);
+        let body = ReaderStream::with_capacity(tokio::fs::File::from_std(file), 64 * 1024);
+        let temp = self.objects.write_temp(body, |chunk| declared.hasher.update(chunk)).await?;
+        if temp.size != source.size {
+            return Err(S3Error::internal_error(ObjectStoreError::IncompleteBody(format!(
+                "copied {} of the source's {} bytes",
+                temp.size, source.size
+            ))));
+        }
+        let checksums = declared.verify(&temp, None).map_err(|e| {
+            tracing::error!(bucket = %src_bucket, key = %src_key, error = %e, "a stored S3 object no longer matches its checksums");
+            S3Error::with_message(S3ErrorCode::InternalError, "the source object's stored bytes do not match its checksums")
+        })?;
+        let new = if replace {
+            NewObject {
+                content_type: input.content_type,
+                metadata: user_metadata(input.metadata),
+                checksums: kept(checksums),
+            }
+        } else {
+            NewObject {
+                content_type: Some(source.content_type.clone()),
+                metadata: source.metadata.clone(),
+                checksums: kept(checksums),
+            }
+        };
+        let meta = self.objects.commit_object(&input.bucket, &input.key, temp, new).await?;
+        let c = checksum_dto(&meta.checksums);
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&meta)),
+                last_modified: Some(timestamp(meta.last_modified_ms)),
+                checksum_type: (!meta.checksums.is_empty()).then(|| checksum_type_of(&meta.checksums)),
+                ..with_checksums!(CopyObjectResult, c)
+            }),
+            ..Default::default()
+        }))
+    }
+
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
-        let new = NewObject { content_type: input.content_type, metadata: user_metadata(input.metadata) };
-        let upload_id = self.objects.create_upload(&input.bucket, &input.key, new)?;
+        let new = NewObject {
+            content_type: input.content_type,
+            metadata: user_metadata(input.metadata),
+            checksums: Checksums::default(),
+        };
+        let full_object = input.checksum_type.as_ref().is_some_and(|t| t.as_str() == ChecksumType::FULL_OBJECT);
+        let checksum = input
+            .checksum_algorithm
+            .as_ref()
+            .map(|a| UploadChecksum { algorithm: a.as_str().to_string(), full_object });
+        let upload_id = self.objects.create_upload(&input.bucket, &input.key, new, checksum)?;
+        let checksum_type = input.checksum_algorithm.as_ref().map(|_| {
+            ChecksumType::from_static(if full_object { ChecksumType::FULL_OBJECT } else { ChecksumType::COMPOSITE })
+        });
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(upload_id),
+            checksum_algorithm: input.checksum_algorithm,
+            checksum_type,
             ..Default::default()
         }))
     }
@@ -469,13 +768,34 @@ impl S3 for Backend {
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let trailers = req.trailing_headers;
         let input = req.input;
-        self.objects.check_upload(&input.bucket, &input.key, &input.upload_id)?;
+        let upload = self.objects.check_upload(&input.bucket, &input.key, &input.upload_id)?;
         let expected = with_checksums!(Checksum, input);
-        let mut declared = Declared::new(input.checksum_algorithm.as_ref(), expected, input.content_md5);
+        // A part of an upload created with a checksum algorithm always gets that checksum, and no other.
+        if let Some(upload) = &upload {
+            let mut sent = expected.clone();
+            let asked = input.checksum_algorithm.as_ref().map(ChecksumAlgorithm::as_str);
+            let named = ALGORITHMS.into_iter().filter(|a| member(&mut sent, a).is_some_and(|v| v.is_some()));
+            if let Some(other) = asked.into_iter().chain(named).find(|a| *a != upload.algorithm) {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                    upload.algorithm.to_ascii_lowercase(),
+                    other.to_ascii_lowercase()
+                ));
+            }
+        }
+        let algorithm = input
+            .checksum_algorithm
+            .clone()
+            .or_else(|| upload.as_ref().map(|u| ChecksumAlgorithm::from(u.algorithm.clone())));
+        let mut declared = Declared::new(algorithm.as_ref(), expected, input.content_md5);
         let temp = receive(&self.objects, input.body, &mut declared).await?;
         let checksums = declared.verify(&temp, trailers)?;
-        let part =
-            self.objects.commit_part(&input.bucket, &input.key, &input.upload_id, input.part_number, temp).await?;
+        let part_checksum = upload.as_ref().and_then(|u| checksum_of(checksums.clone(), &u.algorithm));
+        let part = self
+            .objects
+            .commit_part(&input.bucket, &input.key, &input.upload_id, input.part_number, temp, part_checksum)
+            .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag)),
             ..with_checksums!(UploadPartOutput, checksums)
@@ -486,6 +806,7 @@ impl S3 for Backend {
         let input = req.input;
         let max_parts = input.max_parts.unwrap_or(MAX_KEYS).clamp(0, MAX_KEYS);
         let marker = input.part_number_marker.unwrap_or(0);
+        let algorithm = self.objects.check_upload(&input.bucket, &input.key, &input.upload_id)?.map(|u| u.algorithm);
         let all = self.objects.list_parts(&input.bucket, &input.key, &input.upload_id)?;
         let mut after: Vec<_> = all.into_values().filter(|p| p.number > marker).collect();
         let truncated = after.len() > max_parts as usize;
@@ -493,12 +814,15 @@ impl S3 for Backend {
         let next = after.last().map(|p| p.number);
         let parts = after
             .into_iter()
-            .map(|p| Part {
-                part_number: Some(p.number),
-                size: Some(p.size as i64),
-                e_tag: Some(ETag::Strong(p.etag)),
-                last_modified: Some(timestamp(p.last_modified_ms)),
-                ..Default::default()
+            .map(|p| {
+                let c = only(algorithm.as_deref().unwrap_or_default(), p.checksum);
+                Part {
+                    part_number: Some(p.number),
+                    size: Some(p.size as i64),
+                    e_tag: Some(ETag::Strong(p.etag)),
+                    last_modified: Some(timestamp(p.last_modified_ms)),
+                    ..with_checksums!(Part, c)
+                }
             })
             .collect();
         Ok(S3Response::new(ListPartsOutput {
@@ -520,18 +844,40 @@ impl S3 for Backend {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
         let mut requested = Vec::new();
+        let mut listed_checksums = BTreeMap::new();
         for part in input.multipart_upload.and_then(|m| m.parts).unwrap_or_default() {
             let number = part.part_number.ok_or_else(|| s3_error!(InvalidPart, "a part has no PartNumber"))?;
+            listed_checksums.insert(number, with_checksums!(Checksum, part));
             let etag = part.e_tag.map(ETag::into_value).unwrap_or_default();
             requested.push((number, etag));
         }
-        let meta = self.objects.complete_upload(&input.bucket, &input.key, &input.upload_id, &requested).await?;
+        // A part checksum listed here must be the one verified at UploadPart; the object then
+        // gets the COMPOSITE checksum of its parts.
+        let object_checksums = |upload: Option<&UploadChecksum>, parts: &[&PartInfo]| {
+            let Some(upload) = upload else { return Ok(Checksums::default()) };
+            for part in parts {
+                let listed = listed_checksums.get(&part.number).and_then(|c| checksum_of(c.clone(), &upload.algorithm));
+                if listed.is_some() && listed != part.checksum {
+                    return Err(ObjectStoreError::InvalidPart(part.number));
+                }
+            }
+            if upload.full_object {
+                return Ok(Checksums::default());
+            }
+            Ok(kept(only(&upload.algorithm, composite(&upload.algorithm, parts)?)))
+        };
+        let meta = self
+            .objects
+            .complete_upload(&input.bucket, &input.key, &input.upload_id, &requested, object_checksums)
+            .await?;
+        let c = checksum_dto(&meta.checksums);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             location: Some(super::presign::object_path(&input.bucket, &input.key)),
             bucket: Some(input.bucket),
             key: Some(input.key),
             e_tag: Some(etag(&meta)),
-            ..Default::default()
+            checksum_type: (!meta.checksums.is_empty()).then(|| checksum_type_of(&meta.checksums)),
+            ..with_checksums!(CompleteMultipartUploadOutput, c)
         }))
     }
 

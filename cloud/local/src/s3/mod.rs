@@ -33,7 +33,7 @@ use s3s::{S3Result, s3_error};
 use crate::credentials::AccessKeyPair;
 use crate::store::Store;
 pub use presign::Presigner;
-pub use storage::{ObjectMeta, ObjectStoreError, Objects};
+pub use storage::{Checksums, ObjectMeta, ObjectStoreError, Objects};
 
 /// What other local-cloud services may ask of S3.
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {

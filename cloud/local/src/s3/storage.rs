@@ -127,6 +127,39 @@ pub struct ObjectMeta {
     /// Number of parts for a multipart object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts_count: Option<u32>,
+    /// The checksums verified at upload, of the whole body; for a multipart object the
+    /// COMPOSITE checksum of its parts (records written before they were kept have none).
+    #[serde(default, skip_serializing_if = "Checksums::is_empty")]
+    pub checksums: Checksums,
+}
+
+/// Base64 checksums of an object, as S3's `x-amz-checksum-*` headers carry them; a COMPOSITE
+/// one (of a multipart object's part checksums) ends in `-{parts}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checksums {
+    /// CRC32 (big-endian, base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<String>,
+    /// CRC32C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
+    /// SHA-1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    /// SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// CRC64NVME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
+}
+
+impl Checksums {
+    /// No checksum at all.
+    pub fn is_empty(&self) -> bool {
+        self == &Checksums::default()
+    }
 }
 
 impl ObjectMeta {
@@ -160,6 +193,21 @@ struct UploadRecord {
     created_ms: u64,
     content_type: String,
     metadata: BTreeMap<String, String>,
+    /// How the parts' checksums make the object's (records without it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checksum: Option<UploadChecksum>,
+}
+
+/// The checksum a multipart upload was created with (`x-amz-checksum-algorithm`,
+/// `x-amz-checksum-type`): every part gets one of this algorithm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadChecksum {
+    /// `CRC32`, `CRC32C`, `SHA1`, `SHA256` or `CRC64NVME`.
+    pub algorithm: String,
+    /// `FULL_OBJECT` was asked for: the object then keeps no checksum (only COMPOSITE is made here).
+    #[serde(default)]
+    pub full_object: bool,
 }
 
 /// One uploaded part of a multipart upload.
@@ -174,6 +222,9 @@ pub struct PartInfo {
     pub etag: String,
     /// When it was uploaded, milliseconds since the Unix epoch.
     pub last_modified_ms: u64,
+    /// The part's verified base64 checksum of its upload's algorithm ([`UploadChecksum`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 /// A bucket as ListBuckets shows it.
@@ -194,6 +245,8 @@ pub struct NewObject {
     pub content_type: Option<String>,
     /// User metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Verified whole-object checksums to keep and return with `x-amz-checksum-mode: ENABLED`.
+    pub checksums: Checksums,
 }
 
 /// One entry of a listing page: an object, or a common prefix that stands for
@@ -600,6 +653,7 @@ impl Objects {
             metadata: new.metadata,
             last_modified_ms: now_ms(),
             parts_count: None,
+            checksums: new.checksums,
         };
         let this = self.clone();
         let (bucket, key) = (bucket.to_string(), key.to_string());
@@ -641,7 +695,13 @@ impl Objects {
     }
 
     /// CreateMultipartUpload: a new upload id.
-    pub fn create_upload(&self, bucket: &str, key: &str, new: NewObject) -> Result<String, ObjectStoreError> {
+    pub fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        new: NewObject,
+        checksum: Option<UploadChecksum>,
+    ) -> Result<String, ObjectStoreError> {
         self.bucket(bucket)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let record = UploadRecord {
@@ -650,6 +710,7 @@ impl Objects {
             created_ms: now_ms(),
             content_type: new.content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string()),
             metadata: new.metadata,
+            checksum,
         };
         self.inner.store.put(UPLOADS, &id, &encode(&record))?;
         Ok(id)
@@ -667,9 +728,14 @@ impl Objects {
         Ok(record)
     }
 
-    /// Checks that an upload exists before its part's body is read.
-    pub fn check_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), ObjectStoreError> {
-        self.upload(bucket, key, upload_id).map(|_| ())
+    /// Checks that an upload exists before its part's body is read; its checksum, if it has one.
+    pub fn check_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<UploadChecksum>, ObjectStoreError> {
+        self.upload(bucket, key, upload_id).map(|u| u.checksum)
     }
 
     /// UploadPart: keeps a checked temporary body as part `number`, replacing an earlier upload of it.
@@ -680,13 +746,14 @@ impl Objects {
         upload_id: &str,
         number: i32,
         mut temp: TempBody,
+        checksum: Option<String>,
     ) -> Result<PartInfo, ObjectStoreError> {
         if !(1..=MAX_PART_NUMBER).contains(&number) {
             return Err(ObjectStoreError::InvalidArgument(format!(
                 "part number {number} must be an integer between 1 and {MAX_PART_NUMBER}, inclusive"
             )));
         }
-        let part = PartInfo { number, size: temp.size, etag: temp.md5.clone(), last_modified_ms: now_ms() };
+        let part = PartInfo { number, size: temp.size, etag: temp.md5.clone(), last_modified_ms: now_ms(), checksum };
         let this = self.clone();
         let (bucket, key, upload_id) = (bucket.to_string(), key.to_string(), upload_id.to_string());
         let tmp_path = temp.take_path();
@@ -750,17 +817,20 @@ impl Objects {
     }
 
     /// CompleteMultipartUpload: checks the part list ([`check_completion`]),
-    /// concatenates the parts into the object, and forgets the upload.
+    /// concatenates the parts into the object, and forgets the upload. `checksums` makes the
+    /// object's checksums from the upload's checksum and the chosen parts (it may refuse them).
     pub async fn complete_upload(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
         requested: &[(i32, String)],
+        checksums: impl FnOnce(Option<&UploadChecksum>, &[&PartInfo]) -> Result<Checksums, ObjectStoreError>,
     ) -> Result<ObjectMeta, ObjectStoreError> {
         let upload = self.upload(bucket, key, upload_id)?;
         let uploaded = self.parts(upload_id)?;
         let chosen = check_completion(requested, &uploaded)?;
+        let checksums = checksums(upload.checksum.as_ref(), &chosen)?;
         let etag = multipart_etag(chosen.iter().map(|p| p.etag.as_str()))?;
         let dir = self.parts_dir(upload_id);
 
@@ -793,6 +863,7 @@ impl Objects {
             metadata: upload.metadata,
             last_modified_ms: now_ms(),
             parts_count: Some(chosen.len() as u32),
+            checksums,
         };
         let mut extra = self.part_deletes(upload_id)?;
         extra.push(Op::Delete { kind: UPLOADS, key: upload_id.to_string() });
@@ -878,7 +949,7 @@ mod tests {
     }
 
     fn part(number: i32, size: u64, etag: &str) -> (i32, PartInfo) {
-        (number, PartInfo { number, size, etag: etag.into(), last_modified_ms: 0 })
+        (number, PartInfo { number, size, etag: etag.into(), last_modified_ms: 0, checksum: None })
     }
 
     #[test]
@@ -934,6 +1005,20 @@ mod tests {
         objects.delete_object("b", "k").unwrap();
         objects.delete_bucket("b").unwrap();
         assert!(objects.list_buckets().unwrap().is_empty());
+    }
+
+    #[test]
+    fn checksums_are_kept_in_the_record_and_older_records_without_them_still_read() {
+        let old = r#"{"size":3,"etag":"e","sha256":"s","contentType":"t","metadata":{},"lastModifiedMs":1,"file":"f"}"#;
+        let record: ObjectRecord = decode(OBJECTS, "b\nk", old).unwrap();
+        assert!(record.meta.checksums.is_empty());
+        assert_eq!(encode(&record), old, "no checksum, no field");
+        let mut record = record;
+        record.meta.checksums.crc32 = Some("NSRBwg==".into());
+        let json = encode(&record);
+        assert!(json.contains(r#""checksums":{"crc32":"NSRBwg=="}"#), "{json}");
+        let back: ObjectRecord = decode(OBJECTS, "b\nk", &json).unwrap();
+        assert_eq!(back.meta, record.meta);
     }
 
     #[test]

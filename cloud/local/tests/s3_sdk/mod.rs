@@ -480,3 +480,352 @@ async fn a_restart_keeps_buckets_objects_and_the_key_pair() {
     assert_eq!(buckets.buckets().iter().filter_map(|b| b.name()).collect::<Vec<_>>(), ["keep"]);
     cloud.shutdown().await;
 }
+
+/// `bucket/key` as `x-amz-copy-source` wants it: the key URL-encoded, slashes kept.
+fn copy_source(bucket: &str, key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+    format!("{bucket}/{}", percent_encoding::utf8_percent_encode(key, KEEP))
+}
+
+#[tokio::test]
+async fn copy_object_copies_within_and_across_buckets_keeping_or_replacing_metadata() {
+    let (_dir, cloud, s3) = with_bucket("src").await;
+    s3.create_bucket().bucket("dst").send().await.unwrap();
+    let key = "dir/a b+c é.txt";
+    s3.put_object()
+        .bucket("src")
+        .key(key)
+        .content_type("text/plain")
+        .metadata("build", "7")
+        .body(ByteStream::from_static(b"artifact v1"))
+        .send()
+        .await
+        .unwrap();
+    let md5 = format!("\"{}\"", hex::encode(Md5::checksum(b"artifact v1")));
+
+    // Same bucket, metadata copied (the default directive).
+    let out = s3.copy_object().bucket("src").key("copy 1").copy_source(copy_source("src", key)).send().await;
+    let result = out.expect("CopyObject in one bucket").copy_object_result.expect("CopyObjectResult");
+    assert_eq!(result.e_tag(), Some(md5.as_str()));
+    assert!(result.last_modified().is_some());
+    let got = s3.get_object().bucket("src").key("copy 1").send().await.unwrap();
+    assert_eq!(got.content_type(), Some("text/plain"));
+    assert_eq!(got.metadata().and_then(|m| m.get("build")).map(String::as_str), Some("7"));
+    assert_eq!(body(got).await, b"artifact v1");
+
+    // Across buckets, metadata replaced.
+    s3.copy_object()
+        .bucket("dst")
+        .key("released/a.txt")
+        .copy_source(copy_source("src", key))
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .content_type("application/x-artifact")
+        .metadata("stage", "released")
+        .send()
+        .await
+        .expect("CopyObject across buckets");
+    let got = s3.get_object().bucket("dst").key("released/a.txt").send().await.unwrap();
+    assert_eq!(got.content_type(), Some("application/x-artifact"));
+    assert_eq!(
+        got.metadata().cloned().unwrap_or_default().into_iter().collect::<Vec<_>>(),
+        [("stage".to_string(), "released".to_string())]
+    );
+    assert_eq!(body(got).await, b"artifact v1");
+    assert_eq!(
+        cloud.s3.head("dst", "released/a.txt").unwrap().unwrap().sha256,
+        hex::encode(Sha256::checksum(b"artifact v1"))
+    );
+    // The source is untouched; the copy is its own object.
+    s3.delete_object().bucket("src").key(key).send().await.unwrap();
+    assert_eq!(body(s3.get_object().bucket("dst").key("released/a.txt").send().await.unwrap()).await, b"artifact v1");
+
+    // A missing source: NoSuchKey, and the target keeps what it had.
+    let (code, status) =
+        failed(s3.copy_object().bucket("dst").key("released/a.txt").copy_source(copy_source("src", key)).send().await);
+    assert_eq!((code.as_str(), status), ("NoSuchKey", 404));
+    assert_eq!(body(s3.get_object().bucket("dst").key("released/a.txt").send().await.unwrap()).await, b"artifact v1");
+    let (code, status) =
+        failed(s3.copy_object().bucket("dst").key("x").copy_source(copy_source("nope", "k")).send().await);
+    assert_eq!((code.as_str(), status), ("NoSuchBucket", 404));
+    let (code, status) =
+        failed(s3.copy_object().bucket("nope").key("x").copy_source(copy_source("src", "copy 1")).send().await);
+    assert_eq!((code.as_str(), status), ("NoSuchBucket", 404));
+
+    // Onto itself only when something changes.
+    let (code, status) =
+        failed(s3.copy_object().bucket("src").key("copy 1").copy_source(copy_source("src", "copy 1")).send().await);
+    assert_eq!((code.as_str(), status), ("InvalidRequest", 400));
+    s3.copy_object()
+        .bucket("src")
+        .key("copy 1")
+        .copy_source(copy_source("src", "copy 1"))
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .metadata("build", "8")
+        .send()
+        .await
+        .expect("a copy onto itself that replaces the metadata");
+    let head = s3.head_object().bucket("src").key("copy 1").send().await.unwrap();
+    assert_eq!(head.metadata().and_then(|m| m.get("build")).map(String::as_str), Some("8"));
+    assert_eq!(head.content_type(), Some(local_cloud::s3::storage::DEFAULT_CONTENT_TYPE), "REPLACE drops the old type");
+    assert_eq!(body(s3.get_object().bucket("src").key("copy 1").send().await.unwrap()).await, b"artifact v1");
+
+    // Conditions on the source.
+    let (code, status) = failed(
+        s3.copy_object()
+            .bucket("dst")
+            .key("cond")
+            .copy_source(copy_source("src", "copy 1"))
+            .copy_source_if_match("\"0123\"")
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("PreconditionFailed", 412));
+    s3.copy_object()
+        .bucket("dst")
+        .key("cond")
+        .copy_source(copy_source("src", "copy 1"))
+        .copy_source_if_match(&md5)
+        .send()
+        .await
+        .expect("the source's ETag matches");
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (an_hour_ago, in_an_hour) =
+        (aws_smithy_types::DateTime::from_secs(now - 3600), aws_smithy_types::DateTime::from_secs(now + 3600));
+    let copy = || s3.copy_object().bucket("dst").key("cond").copy_source(copy_source("src", "copy 1"));
+    let (code, status) = failed(copy().copy_source_if_unmodified_since(an_hour_ago).send().await);
+    assert_eq!((code.as_str(), status), ("PreconditionFailed", 412), "changed since an hour ago");
+    let (code, status) = failed(copy().copy_source_if_modified_since(in_an_hour).send().await);
+    assert_eq!((code.as_str(), status), ("PreconditionFailed", 412), "not changed after an hour from now");
+    copy().copy_source_if_modified_since(an_hour_ago).send().await.expect("changed since an hour ago");
+    copy().copy_source_if_unmodified_since(in_an_hour).send().await.expect("not changed since");
+    copy()
+        .copy_source_if_match(&md5)
+        .copy_source_if_unmodified_since(an_hour_ago)
+        .send()
+        .await
+        .expect("a matching ETag wins over the date");
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_objects_deletes_a_batch_reports_per_key_errors_and_refuses_malformed_xml() {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let (_dir, cloud, s3) = with_bucket("bin").await;
+    for key in ["a", "b c", "d", "e", "keep"] {
+        s3.put_object().bucket("bin").key(key).body(ByteStream::from_static(b"1")).send().await.unwrap();
+    }
+    let id = |key: &str| ObjectIdentifier::builder().key(key).build().unwrap();
+    let batch = Delete::builder()
+        .objects(id("a"))
+        .objects(id("b c"))
+        .objects(id("never-there"))
+        .objects(ObjectIdentifier::builder().key("d").version_id("3HL4kqtJlcpXroDTDmJ").build().unwrap())
+        .build()
+        .unwrap();
+    let out = s3.delete_objects().bucket("bin").delete(batch).send().await.expect("DeleteObjects");
+    let mut deleted: Vec<_> = out.deleted().iter().filter_map(|d| d.key()).collect();
+    deleted.sort();
+    assert_eq!(deleted, ["a", "b c", "never-there"], "a missing key counts as deleted, as in S3");
+    let errors: Vec<_> = out.errors().iter().map(|e| (e.key(), e.code())).collect();
+    assert_eq!(errors, [(Some("d"), Some("NoSuchVersion"))], "one key's error leaves the others deleted");
+    let left = s3.list_objects_v2().bucket("bin").send().await.unwrap();
+    assert_eq!(left.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["d", "e", "keep"]);
+
+    let quiet = Delete::builder().objects(id("d")).quiet(true).build().unwrap();
+    let out = s3.delete_objects().bucket("bin").delete(quiet).send().await.expect("quiet DeleteObjects");
+    assert!(out.deleted().is_empty() && out.errors().is_empty(), "Quiet lists only errors: {out:?}");
+    assert!(cloud.s3.head("bin", "d").unwrap().is_none());
+
+    let (code, status) = failed(
+        s3.delete_objects().bucket("nope").delete(Delete::builder().objects(id("e")).build().unwrap()).send().await,
+    );
+    assert_eq!((code.as_str(), status), ("NoSuchBucket", 404));
+
+    // A body cut short after the SDK built it (and before it signs it): MalformedXML, nothing deleted.
+    let truncated = b"<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Object><Key>e</Key>";
+    let result = s3
+        .delete_objects()
+        .bucket("bin")
+        .delete(Delete::builder().objects(id("e")).objects(id("keep")).build().unwrap())
+        .customize()
+        .mutate_request(move |req| {
+            *req.body_mut() = aws_smithy_types::body::SdkBody::from(&truncated[..]);
+            req.headers_mut().insert("content-length", truncated.len().to_string());
+        })
+        .send()
+        .await;
+    let (code, status) = failed(result);
+    assert_eq!((code.as_str(), status), ("MalformedXML", 400));
+    let left = s3.list_objects_v2().bucket("bin").send().await.unwrap();
+    assert_eq!(left.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), ["e", "keep"]);
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn declared_checksums_are_verified_kept_and_returned_in_checksum_mode() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+    use base64::Engine as _;
+    let (dir, cloud, s3) = with_bucket("bin").await;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let sha256 = b64(&Sha256::checksum(b"firmware"));
+
+    s3.put_object()
+        .bucket("bin")
+        .key("fw")
+        .checksum_sha256(&sha256)
+        .body(ByteStream::from_static(b"firmware"))
+        .send()
+        .await
+        .expect("a right SHA-256");
+    let head = s3.head_object().bucket("bin").key("fw").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert_eq!(head.checksum_sha256(), Some(sha256.as_str()));
+    assert_eq!(head.checksum_type().map(|t| t.as_str()), Some("FULL_OBJECT"));
+    let plain = s3.head_object().bucket("bin").key("fw").send().await.unwrap();
+    assert_eq!(plain.checksum_sha256(), None, "only in checksum mode");
+    let got = s3.get_object().bucket("bin").key("fw").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert_eq!(got.checksum_sha256(), Some(sha256.as_str()));
+    assert_eq!(body(got).await, b"firmware");
+    let part = s3.get_object().bucket("bin").key("fw").range("bytes=0-3").checksum_mode(ChecksumMode::Enabled);
+    let part = part.send().await.unwrap();
+    assert_eq!(part.checksum_sha256(), None, "a range's bytes have no whole-object checksum");
+    assert_eq!(body(part).await, b"firm");
+
+    // The SDK's own default (CRC32) and a requested CRC32C, computed by the SDK and sent as a
+    // header or an aws-chunked trailer; the SDK checks them again on the way back.
+    let path = dir.path().join("streamed.bin");
+    let data = pattern(MIB + 3, 5);
+    std::fs::write(&path, &data).unwrap();
+    let streamed = s3
+        .put_object()
+        .bucket("bin")
+        .key("crc32c")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .body(ByteStream::from_path(&path).await.unwrap())
+        .send()
+        .await
+        .unwrap();
+    let crc32c = streamed.checksum_crc32_c().expect("echoed CRC32C").to_string();
+    let default = s3.put_object().bucket("bin").key("crc32").body(ByteStream::from_static(b"x")).send().await.unwrap();
+    let crc32 = default.checksum_crc32().expect("the SDK sends CRC32 by default").to_string();
+    let got = s3.get_object().bucket("bin").key("crc32c").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert_eq!(got.checksum_crc32_c(), Some(crc32c.as_str()));
+    assert!(body(got).await == data);
+    let got = s3.head_object().bucket("bin").key("crc32").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert_eq!(got.checksum_crc32(), Some(crc32.as_str()));
+
+    // A copy carries the checksums, computed again from the copied bytes.
+    s3.copy_object().bucket("bin").key("fw-copy").copy_source("bin/fw").send().await.unwrap();
+    let head = s3.head_object().bucket("bin").key("fw-copy").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert_eq!(head.checksum_sha256(), Some(sha256.as_str()));
+
+    // A wrong SHA-256: BadDigest, and the object under that key is still the old one.
+    let (code, status) = failed(
+        s3.put_object()
+            .bucket("bin")
+            .key("fw")
+            .checksum_sha256(b64(&Sha256::checksum(b"something else")))
+            .body(ByteStream::from_static(b"tampered"))
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("BadDigest", 400));
+    assert_eq!(body(s3.get_object().bucket("bin").key("fw").send().await.unwrap()).await, b"firmware");
+
+    // Kept across a restart.
+    cloud.shutdown().await;
+    let cloud = start(dir.path()).await;
+    let s3 = admin(&cloud);
+    let head = s3.head_object().bucket("bin").key("fw").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert_eq!(head.checksum_sha256(), Some(sha256.as_str()));
+    cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn multipart_uploads_keep_part_checksums_and_a_composite_object_checksum() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType};
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (_dir, cloud, s3) = with_bucket("bin").await;
+    let parts = [pattern(5 * MIB, 7), pattern(1000, 8)];
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("bin")
+        .key("fw")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.checksum_algorithm(), Some(&ChecksumAlgorithm::Crc32));
+    assert_eq!(upload.checksum_type(), Some(&ChecksumType::Composite));
+    let id = upload.upload_id().unwrap().to_string();
+    let mut completed = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let out = s3
+            .upload_part()
+            .bucket("bin")
+            .key("fw")
+            .upload_id(&id)
+            .part_number(i as i32 + 1)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(part.clone()))
+            .send()
+            .await
+            .unwrap();
+        let crc = b64.encode(s3s::crypto::Crc32::checksum(part));
+        assert_eq!(out.checksum_crc32(), Some(crc.as_str()));
+        completed.push((i as i32 + 1, out.e_tag().unwrap().to_string(), crc));
+    }
+    let other = s3
+        .upload_part()
+        .bucket("bin")
+        .key("fw")
+        .upload_id(&id)
+        .part_number(3)
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .body(ByteStream::from_static(b"other algorithm"))
+        .send()
+        .await;
+    assert_eq!(failed(other), ("InvalidRequest".into(), 400), "a part must use the upload's algorithm");
+    let listed = s3.list_parts().bucket("bin").key("fw").upload_id(&id).send().await.unwrap();
+    let listed: Vec<_> = listed.parts().iter().map(|p| p.checksum_crc32().unwrap_or_default().to_string()).collect();
+    assert_eq!(listed, [completed[0].2.clone(), completed[1].2.clone()], "ListParts shows each part's checksum");
+
+    let list = |wrong: bool| {
+        let parts = completed.iter().map(|(n, etag, crc)| {
+            let crc = if wrong && *n == 2 { "AAAAAA==".to_string() } else { crc.clone() };
+            CompletedPart::builder().part_number(*n).e_tag(etag).checksum_crc32(crc).build()
+        });
+        CompletedMultipartUpload::builder().set_parts(Some(parts.collect())).build()
+    };
+    let complete = |wrong: bool| {
+        s3.complete_multipart_upload().bucket("bin").key("fw").upload_id(&id).multipart_upload(list(wrong)).send()
+    };
+    let (code, status) = failed(complete(true).await);
+    assert_eq!((code.as_str(), status), ("InvalidPart", 400), "a listed checksum that is not the part's");
+    let done = complete(false).await.expect("the upload is still there to complete");
+
+    let mut joined = Vec::new();
+    for (_, _, crc) in &completed {
+        joined.extend(b64.decode(crc).unwrap());
+    }
+    let composite = format!("{}-2", b64.encode(s3s::crypto::Crc32::checksum(&joined)));
+    assert_eq!(
+        (done.checksum_crc32(), done.checksum_type()),
+        (Some(composite.as_str()), Some(&ChecksumType::Composite))
+    );
+    let head = s3.head_object().bucket("bin").key("fw").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert_eq!(
+        (head.checksum_crc32(), head.checksum_type()),
+        (Some(composite.as_str()), Some(&ChecksumType::Composite))
+    );
+    let got = s3.get_object().bucket("bin").key("fw").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    assert!(body(got).await == parts.concat(), "the SDK reads a COMPOSITE object without a whole-body check");
+
+    // A copy of it is one part: it gets the whole body's CRC32.
+    s3.copy_object().bucket("bin").key("fw-copy").copy_source("bin/fw").send().await.unwrap();
+    let copy = s3.head_object().bucket("bin").key("fw-copy").checksum_mode(ChecksumMode::Enabled).send().await.unwrap();
+    let whole = b64.encode(s3s::crypto::Crc32::checksum(&parts.concat()));
+    assert_eq!((copy.checksum_crc32(), copy.checksum_type()), (Some(whole.as_str()), Some(&ChecksumType::FullObject)));
+    cloud.shutdown().await;
+}
