@@ -44,11 +44,22 @@
 //! - **Cancel**: cancelling a job cancels its QUEUED executions, and its
 //!   IN_PROGRESS ones only with `force` (the CancelJob `force` rule); the job
 //!   becomes CANCELED and gets no new executions.
+//! - **CancelJobExecution** ends one QUEUED execution as CANCELED, an
+//!   IN_PROGRESS one only with `force`; an ended one, or an IN_PROGRESS one
+//!   without `force`, is an invalid state transition; a stale
+//!   `expectedVersion` a version conflict.
+//! - **DeleteJob** removes a job and its executions; without `force` only a
+//!   COMPLETED or CANCELED job (the DeleteJob `force` rule). Its pending executions vanish from the
+//!   things' lists, which publishes `notify` / `notify-next` as for any change.
 //! - A snapshot job whose executions are all terminal becomes COMPLETED.
+//! - **Changes**: every job and execution an operation created, changed or
+//!   deleted is recorded until [`JobsEngine::take_changes`]; the caller
+//!   persists them and reports execution status changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::model::{
@@ -65,7 +76,7 @@ pub const NOTIFY_MAX_SUMMARIES: usize = 10;
 const MINUTE_MS: i64 = 60_000;
 
 /// What the control plane gives the engine to create a job.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// The job id.
     pub job_id: String,
@@ -80,7 +91,7 @@ pub struct JobSpec {
 }
 
 /// A job as the engine keeps it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     /// What it was created with.
     pub spec: JobSpec,
@@ -88,8 +99,9 @@ pub struct Job {
     pub status: JobStatus,
 }
 
-/// One job's execution on one thing.
-#[derive(Debug, Clone, PartialEq)]
+/// One job's execution on one thing (serialisable so a caller can persist it
+/// and hand it back to [`JobsEngine::restore`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     /// The job.
     pub job_id: String,
@@ -221,6 +233,49 @@ pub enum JobsEngineError {
     /// to fail rather than leave them running.
     #[error("job {0} has IN_PROGRESS executions; cancel with force")]
     InProgressExecutions(String),
+    /// DeleteJob without `force` of a job still IN_PROGRESS.
+    #[error("job {0} is IN_PROGRESS; cancel it first or delete it with force")]
+    JobRunning(String),
+    /// Status details break their limits (the message says which).
+    #[error("invalid statusDetails: {0}")]
+    InvalidStatusDetails(String),
+    /// `expectedVersion` differs from the execution's version (read it again).
+    #[error("expectedVersion {expected} but the execution is at version {current}")]
+    VersionConflict {
+        /// What the caller expected.
+        expected: i64,
+        /// The execution's version.
+        current: i64,
+    },
+    /// The execution cannot go where asked from its status (ended, or IN_PROGRESS without `force`).
+    #[error("the execution of job {job} on thing {thing} is {status}; {hint}")]
+    InvalidStateTransition {
+        /// The job.
+        job: String,
+        /// The thing.
+        thing: String,
+        /// Its status (AWS's spelling).
+        status: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+}
+
+/// What operations changed since the last [`JobsEngine::take_changes`]: ids
+/// only; look each up to tell a change (present) from a deletion (absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Job ids.
+    pub jobs: BTreeSet<String>,
+    /// (thing, job) of executions.
+    pub executions: BTreeSet<(String, String)>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.executions.is_empty()
+    }
 }
 
 /// A message to publish through the broker.
@@ -282,6 +337,7 @@ pub struct JobsEngine {
     /// Keyed by (thing, job).
     executions: BTreeMap<(String, String), Execution>,
     next_order: u64,
+    changes: Changes,
 }
 
 fn rejected(code: JobsErrorCode, message: impl Into<String>, token: &Option<String>, now_ms: i64) -> JobsRejected {
@@ -330,6 +386,93 @@ impl JobsEngine {
         self.executions.values()
     }
 
+    /// Every job, by id.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// An engine holding what an earlier one had (as persisted from
+    /// [`Self::take_changes`]); executions of unknown jobs are dropped.
+    pub fn restore(jobs: impl IntoIterator<Item = Job>, executions: impl IntoIterator<Item = Execution>) -> Self {
+        let jobs: BTreeMap<String, Job> = jobs.into_iter().map(|j| (j.spec.job_id.clone(), j)).collect();
+        let executions: BTreeMap<(String, String), Execution> = executions
+            .into_iter()
+            .filter(|e| jobs.contains_key(&e.job_id))
+            .map(|e| ((e.thing_name.clone(), e.job_id.clone()), e))
+            .collect();
+        let next_order = executions.values().map(|e| e.order + 1).max().unwrap_or(0);
+        JobsEngine { jobs, executions, next_order, changes: Changes::default() }
+    }
+
+    /// What changed since the last call (and forgets it).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// CancelJobExecution (see the module docs); `details` replace the status details.
+    pub fn cancel_execution(
+        &mut self,
+        job_id: &str,
+        thing: &str,
+        force: bool,
+        expected_version: Option<i64>,
+        details: Option<StatusDetails>,
+        now_ms: i64,
+    ) -> Result<Vec<Notification>, JobsEngineError> {
+        let key = (thing.to_owned(), job_id.to_owned());
+        let e = self
+            .executions
+            .get(&key)
+            .ok_or_else(|| JobsEngineError::UnknownExecution { job: job_id.to_owned(), thing: thing.to_owned() })?;
+        if let Some(expected) = expected_version
+            && expected != e.version_number
+        {
+            return Err(JobsEngineError::VersionConflict { expected, current: e.version_number });
+        }
+        let hint = match e.status {
+            JobExecutionStatus::Queued => None,
+            JobExecutionStatus::InProgress if force => None,
+            JobExecutionStatus::InProgress => Some("cancel it with force"),
+            _ => Some("an ended execution cannot be cancelled"),
+        };
+        if let Some(hint) = hint {
+            return Err(JobsEngineError::InvalidStateTransition {
+                job: job_id.to_owned(),
+                thing: thing.to_owned(),
+                status: e.status.as_str(),
+                hint,
+            });
+        }
+        if let Some(details) = &details {
+            check_status_details(details).map_err(JobsEngineError::InvalidStatusDetails)?;
+        }
+        Ok(self.observing(&[thing.to_owned()], now_ms, |engine| {
+            let e = engine.executions.get_mut(&key).expect("checked above");
+            if let Some(details) = details {
+                e.status_details = details;
+            }
+            e.touch(JobExecutionStatus::Canceled, now_ms);
+            engine.refresh_job(job_id);
+        }))
+    }
+
+    /// DeleteJob (see the module docs).
+    pub fn delete_job(&mut self, job_id: &str, force: bool, now_ms: i64) -> Result<Vec<Notification>, JobsEngineError> {
+        let job = self.jobs.get(job_id).ok_or_else(|| JobsEngineError::UnknownJob(job_id.to_owned()))?;
+        let of_job: Vec<(String, String)> = self.executions.keys().filter(|(_, j)| j == job_id).cloned().collect();
+        if !force && job.status == JobStatus::InProgress {
+            return Err(JobsEngineError::JobRunning(job_id.to_owned()));
+        }
+        let things: Vec<String> = of_job.iter().map(|(t, _)| t.clone()).collect();
+        Ok(self.observing(&things, now_ms, |engine| {
+            for key in &of_job {
+                engine.executions.remove(key);
+            }
+            engine.jobs.remove(job_id);
+            engine.changes.jobs.insert(job_id.to_owned());
+        }))
+    }
+
     /// Creates a job (no executions yet; add them with [`Self::add_execution`]).
     pub fn create_job(&mut self, spec: JobSpec) -> Result<(), JobsEngineError> {
         if !is_valid_job_id(&spec.job_id) || spec.namespace.as_deref().is_some_and(|ns| !is_valid_namespace_id(ns)) {
@@ -343,6 +486,7 @@ impl JobsEngine {
         if self.jobs.contains_key(&spec.job_id) {
             return Err(JobsEngineError::JobExists(spec.job_id));
         }
+        self.changes.jobs.insert(spec.job_id.clone());
         self.jobs.insert(spec.job_id.clone(), Job { spec, status: JobStatus::InProgress });
         Ok(())
     }
@@ -435,6 +579,7 @@ impl JobsEngine {
         Ok(self.observing(&things, now_ms, |engine| {
             if let Some(job) = engine.jobs.get_mut(job_id) {
                 job.status = JobStatus::Canceled;
+                engine.changes.jobs.insert(job_id.to_owned());
             }
             for key in &of_job {
                 let e = engine.executions.get_mut(key).expect("key listed above");
@@ -738,6 +883,7 @@ impl JobsEngine {
             && all_ended
         {
             job.status = JobStatus::Completed;
+            self.changes.jobs.insert(job_id.to_owned());
         }
     }
 
@@ -775,8 +921,23 @@ impl JobsEngine {
     }
 
     /// Runs `change` and returns the notifications its effect on `things` calls for.
+    /// Records every execution of `things` whose version or number differs
+    /// after `change` (or that appeared or vanished) in [`Self::take_changes`].
     fn observing(&mut self, things: &[String], now_ms: i64, change: impl FnOnce(&mut Self)) -> Vec<Notification> {
         let things: BTreeSet<&String> = things.iter().collect();
+        let versions = |engine: &Self| -> BTreeMap<(String, String), (i64, i64)> {
+            things
+                .iter()
+                .flat_map(|t| {
+                    engine
+                        .executions
+                        .range(((*t).clone(), String::new())..)
+                        .take_while(move |((owner, _), _)| owner == *t)
+                })
+                .map(|(k, e)| (k.clone(), (e.version_number, e.execution_number)))
+                .collect()
+        };
+        let versions_before = versions(self);
         let before: BTreeMap<(String, Option<String>), Vec<PendingKey>> = things
             .iter()
             .flat_map(|t| self.namespaces_of(t).into_iter().map(move |ns| ((*t).clone(), ns)))
@@ -786,6 +947,17 @@ impl JobsEngine {
             })
             .collect();
         change(self);
+        let versions_after = versions(self);
+        for (key, version) in &versions_before {
+            if versions_after.get(key) != Some(version) {
+                self.changes.executions.insert(key.clone());
+            }
+        }
+        for key in versions_after.keys() {
+            if !versions_before.contains_key(key) {
+                self.changes.executions.insert(key.clone());
+            }
+        }
         let mut notifications = Vec::new();
         for thing in things {
             for ns in self.namespaces_of(thing) {
@@ -1129,6 +1301,70 @@ mod tests {
         );
         assert!(matches!(engine.add_execution("j1", "c", 0), Err(JobsEngineError::JobNotInProgress { .. })));
         assert_eq!(engine.cancel_job("nope", true, false, 0), Err(JobsEngineError::UnknownJob("nope".into())));
+    }
+
+    #[test]
+    fn cancel_execution_follows_status_force_and_expected_version() {
+        let mut engine = engine_with(&["j1", "j2"], "a");
+        engine.update("a", "j1", &update(JobExecutionStatus::InProgress), 3_000).result.unwrap();
+        let version = engine.execution("a", "j1").unwrap().version_number;
+        type Case<'a> = (&'a str, bool, Option<i64>, Result<JobExecutionStatus, &'a str>);
+        let cases: [Case<'_>; 4] = [
+            ("j1", false, None, Err("invalid transition")),
+            ("j1", true, Some(version + 7), Err("conflict")),
+            ("j1", true, Some(version), Ok(JobExecutionStatus::Canceled)),
+            ("j2", false, None, Ok(JobExecutionStatus::Canceled)),
+        ];
+        for (job, force, expected, want) in cases {
+            let got = engine.cancel_execution(job, "a", force, expected, None, 4_000);
+            match (want, got) {
+                (Ok(status), Ok(_)) => assert_eq!(engine.execution("a", job).unwrap().status, status),
+                (Err("invalid transition"), Err(JobsEngineError::InvalidStateTransition { .. })) => {}
+                (Err("conflict"), Err(JobsEngineError::VersionConflict { .. })) => {}
+                (want, got) => panic!("{job} force={force}: want {want:?}, got {got:?}"),
+            }
+        }
+        assert!(matches!(
+            engine.cancel_execution("j2", "a", true, None, None, 5_000),
+            Err(JobsEngineError::InvalidStateTransition { status: "CANCELED", .. })
+        ));
+        assert!(matches!(
+            engine.cancel_execution("j1", "zz", true, None, None, 5_000),
+            Err(JobsEngineError::UnknownExecution { .. })
+        ));
+    }
+
+    #[test]
+    fn delete_needs_force_while_executions_run_and_takes_them_off_the_lists() {
+        let mut engine = engine_with(&["j1"], "a");
+        engine.update("a", "j1", &update(JobExecutionStatus::InProgress), 3_000).result.unwrap();
+        assert_eq!(engine.delete_job("j1", false, 4_000), Err(JobsEngineError::JobRunning("j1".into())));
+        engine.take_changes();
+        let notes = engine.delete_job("j1", true, 4_000).unwrap();
+        assert_eq!(topics(&notes), ["$aws/things/a/jobs/notify", "$aws/things/a/jobs/notify-next"]);
+        assert!(engine.job("j1").is_none() && engine.execution("a", "j1").is_none());
+        let changes = engine.take_changes();
+        assert_eq!(changes.jobs, BTreeSet::from(["j1".to_string()]));
+        assert_eq!(changes.executions, BTreeSet::from([("a".to_string(), "j1".to_string())]));
+        assert_eq!(engine.delete_job("j1", true, 0), Err(JobsEngineError::UnknownJob("j1".into())));
+    }
+
+    #[test]
+    fn a_restored_engine_answers_as_the_original_and_queues_after_it() {
+        let mut engine = engine_with(&["j1", "j2"], "a");
+        engine.update("a", "j2", &update(JobExecutionStatus::InProgress), 3_000).result.unwrap();
+        let changes = engine.take_changes();
+        assert!(changes.jobs.contains("j1") && changes.executions.contains(&("a".into(), "j2".into())));
+        let json = serde_json::to_string(&(engine.jobs().collect::<Vec<_>>(), engine.executions().collect::<Vec<_>>()))
+            .unwrap();
+        let (jobs, executions): (Vec<Job>, Vec<Execution>) = serde_json::from_str(&json).unwrap();
+        let mut restored = JobsEngine::restore(jobs, executions);
+        let keys = |e: &JobsEngine| e.pending("a", None).iter().map(|x| x.job_id.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&restored), keys(&engine));
+        restored.create_job(spec("j3", None)).unwrap();
+        restored.add_execution("j3", "a", 9_000).unwrap();
+        assert_eq!(keys(&restored), ["j2", "j1", "j3"], "a new execution queues after the restored ones");
+        assert!(restored.take_changes().executions.contains(&("a".into(), "j3".into())));
     }
 
     #[test]

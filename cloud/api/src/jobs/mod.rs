@@ -28,7 +28,7 @@ pub mod model;
 pub mod topic;
 
 pub use engine::{
-    Answer, Execution, Job, JobSpec, JobsEngine, JobsEngineError, Notification, NotificationPayload, Reply,
+    Answer, Changes, Execution, Job, JobSpec, JobsEngine, JobsEngineError, Notification, NotificationPayload, Reply,
     invalid_topic_reply,
 };
 pub use model::{JobExecutionStatus, JobStatus, JobsErrorCode};
