@@ -8,9 +8,6 @@
 
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
-use aws_sdk_iot::config::retry::RetryConfig;
-use aws_sdk_iot::config::{BehaviorVersion, Region};
 use aws_sdk_iot::types::{
     AbortAction, AbortConfig, AbortCriteria, JobExecutionFailureType, JobExecutionStatus as SdkExecutionStatus,
     JobExecutionsRetryConfig, JobExecutionsRolloutConfig, JobStatus as SdkJobStatus, PresignedUrlConfig, RetryCriteria,
@@ -24,20 +21,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::common::{self, ALLOW_ALL, Client, Device, WAIT, failed};
+use crate::thing_groups_sdk::iot;
 
 const ARN: &str = "arn:aws:iot:us-east-1:000000000000";
-
-fn iot(cloud: &LocalCloud) -> aws_sdk_iot::Client {
-    let conf = aws_sdk_iot::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDLOCAL", "secret", None, None, "test"))
-        .endpoint_url(&cloud.endpoints.http)
-        .retry_config(RetryConfig::disabled())
-        .http_client(common::sdk_http_client())
-        .build();
-    aws_sdk_iot::Client::from_conf(conf)
-}
 
 fn thing_arn(thing: &str) -> String {
     format!("{ARN}:thing/{thing}")
