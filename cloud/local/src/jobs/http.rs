@@ -80,6 +80,16 @@ fn two_labels(
     Ok(labels)
 }
 
+/// One page of `items` as `{member: [...], nextToken}`, the token left out on the last page.
+fn page_json(member: &str, items: Vec<Value>, token: Option<&str>, size: Option<i64>) -> Result<Value, AwsError> {
+    let (items, next) = page(items, token, size, 50)?;
+    let mut body = json!({ member: items });
+    if let Some(next) = next {
+        body["nextToken"] = json!(next);
+    }
+    Ok(body)
+}
+
 fn secs(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -221,8 +231,7 @@ async fn list_jobs(State(st): State<AppState>, params: Params) -> Reply {
             .collect::<Vec<_>>())
     })
     .await?;
-    let (items, next) = page(summaries, token.as_deref(), size, 50)?;
-    Ok(json_ok(&json!({"jobs": items, "nextToken": next})))
+    Ok(json_ok(&page_json("jobs", summaries, token.as_deref(), size)?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,8 +332,7 @@ async fn list_executions_for_job(State(st): State<AppState>, Label(job_id): Labe
             .collect::<Vec<_>>())
     })
     .await?;
-    let (items, next) = page(items, token.as_deref(), size, 50)?;
-    Ok(json_ok(&json!({"executionSummaries": items, "nextToken": next})))
+    Ok(json_ok(&page_json("executionSummaries", items, token.as_deref(), size)?))
 }
 
 async fn list_executions_for_thing(State(st): State<AppState>, Label(thing): Label, params: Params) -> Reply {
@@ -345,8 +353,7 @@ async fn list_executions_for_thing(State(st): State<AppState>, Label(thing): Lab
             .collect::<Vec<_>>())
     })
     .await?;
-    let (items, next) = page(items, token.as_deref(), size, 50)?;
-    Ok(json_ok(&json!({"executionSummaries": items, "nextToken": next})))
+    Ok(json_ok(&page_json("executionSummaries", items, token.as_deref(), size)?))
 }
 
 #[derive(Debug, Default, Deserialize)]
