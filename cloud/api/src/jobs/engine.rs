@@ -52,6 +52,17 @@
 //!   COMPLETED or CANCELED job (the DeleteJob `force` rule). Its pending executions vanish from the
 //!   things' lists, which publishes `notify` / `notify-next` as for any change.
 //! - A snapshot job whose executions are all terminal becomes COMPLETED.
+//! - **Retry** (`jobExecutionsRetryConfig`): an execution that ends FAILED or
+//!   TIMED_OUT is queued again (next `executionNumber`, `retryAttempt` + 1,
+//!   version 1) while its attempts are below the criterion for that failure
+//!   (`FAILED`, `TIMED_OUT`, or `ALL`; the specific one wins) and below 10;
+//!   REJECTED is never retried.
+//! - **Abort** (`abortConfig`): after an execution ends, each criterion is
+//!   checked over the job's executed executions (SUCCEEDED, FAILED, REJECTED,
+//!   TIMED_OUT): with at least `minNumberOfExecutedThings` of them and failures
+//!   of the criterion's type (`ALL` = the three failures) at or above
+//!   `thresholdPercentage`, the job is cancelled as CancelJob without `force`
+//!   does (QUEUED executions, queued retries too, become CANCELED).
 //! - **Changes**: every job and execution an operation created, changed or
 //!   deleted is recorded until [`JobsEngine::take_changes`]; the caller
 //!   persists them and reports execution status changes.
@@ -75,8 +86,56 @@ pub const NOTIFY_MAX_SUMMARIES: usize = 10;
 
 const MINUTE_MS: i64 = 60_000;
 
+/// Which ended executions a retry or abort criterion counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureType {
+    /// FAILED.
+    Failed,
+    /// REJECTED (abort only: rejected executions are never retried).
+    Rejected,
+    /// TIMED_OUT.
+    TimedOut,
+    /// Every failure.
+    All,
+}
+
+impl FailureType {
+    fn counts(self, status: JobExecutionStatus) -> bool {
+        matches!(
+            (self, status),
+            (FailureType::Failed | FailureType::All, JobExecutionStatus::Failed)
+                | (FailureType::Rejected | FailureType::All, JobExecutionStatus::Rejected)
+                | (FailureType::TimedOut | FailureType::All, JobExecutionStatus::TimedOut)
+        )
+    }
+}
+
+/// One criterion of `jobExecutionsRetryConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryCriterion {
+    /// FAILED, TIMED_OUT or ALL.
+    pub failure_type: FailureType,
+    /// 0–10.
+    pub number_of_retries: u32,
+}
+
+/// One criterion of `abortConfig` (its action is always CANCEL).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AbortCriterion {
+    /// Which failures count.
+    pub failure_type: FailureType,
+    /// Failures among executed executions, percent, at which the job is cancelled.
+    pub threshold_percentage: f64,
+    /// Executed executions needed before the criterion applies (at least 1).
+    pub min_number_of_executed_things: u32,
+}
+
+/// Most retries of one execution, whatever the criteria say.
+pub const MAX_RETRIES: u32 = 10;
+
 /// What the control plane gives the engine to create a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// The job id.
     pub job_id: String,
@@ -88,6 +147,12 @@ pub struct JobSpec {
     pub in_progress_timeout_minutes: Option<i64>,
     /// `targetSelection` CONTINUOUS: the job stays IN_PROGRESS when all executions ended.
     pub continuous: bool,
+    /// `jobExecutionsRetryConfig.criteriaList`.
+    #[serde(default)]
+    pub retry: Vec<RetryCriterion>,
+    /// `abortConfig.criteriaList`.
+    #[serde(default)]
+    pub abort: Vec<AbortCriterion>,
 }
 
 /// A job as the engine keeps it.
@@ -125,6 +190,9 @@ pub struct Execution {
     pub step_deadline_ms: Option<i64>,
     /// In-progress timer deadline (epoch ms).
     pub in_progress_deadline_ms: Option<i64>,
+    /// How many times this execution was queued again after a failure.
+    #[serde(default)]
+    pub retry_attempt: u32,
     /// Queue order across the engine.
     order: u64,
 }
@@ -529,6 +597,7 @@ impl JobsEngine {
                     execution_number,
                     step_deadline_ms: None,
                     in_progress_deadline_ms: None,
+                    retry_attempt: 0,
                     order,
                 },
             );
@@ -604,12 +673,83 @@ impl JobsEngine {
             .map(|(k, _)| k.clone())
             .collect();
         let things: Vec<String> = due.iter().map(|(t, _)| t.clone()).collect();
-        self.observing(&things, now_ms, |engine| {
+        let mut notifications = self.observing(&things, now_ms, |engine| {
             for key in &due {
                 engine.executions.get_mut(key).expect("key listed above").touch(JobExecutionStatus::TimedOut, now_ms);
+                engine.retry_if_allowed(key, now_ms);
                 engine.refresh_job(&key.1);
             }
-        })
+        });
+        let jobs: BTreeSet<&String> = due.iter().map(|(_, j)| j).collect();
+        for job in jobs {
+            notifications.extend(self.abort_if_due(job, now_ms));
+        }
+        notifications
+    }
+
+    /// Queues an execution that just ended FAILED or TIMED_OUT again if its
+    /// job's retry criteria allow one more attempt (see the module docs).
+    fn retry_if_allowed(&mut self, key: &(String, String), now_ms: i64) {
+        let (Some(e), Some(job)) = (self.executions.get(key), self.jobs.get(&key.1)) else { return };
+        if job.status != JobStatus::InProgress || e.status == JobExecutionStatus::Rejected {
+            return;
+        }
+        let specific =
+            job.spec.retry.iter().find(|c| c.failure_type != FailureType::All && c.failure_type.counts(e.status));
+        let any = job.spec.retry.iter().find(|c| c.failure_type == FailureType::All && c.failure_type.counts(e.status));
+        let Some(allowed) = specific.or(any).map(|c| c.number_of_retries.min(MAX_RETRIES)) else { return };
+        if e.retry_attempt >= allowed {
+            return;
+        }
+        let order = self.next_order;
+        self.next_order += 1;
+        let again = Execution {
+            status: JobExecutionStatus::Queued,
+            status_details: StatusDetails::new(),
+            queued_at_ms: now_ms,
+            started_at_ms: None,
+            last_updated_at_ms: now_ms,
+            version_number: 1,
+            execution_number: e.execution_number + 1,
+            step_deadline_ms: None,
+            in_progress_deadline_ms: None,
+            retry_attempt: e.retry_attempt + 1,
+            order,
+            ..e.clone()
+        };
+        self.executions.insert(key.clone(), again);
+    }
+
+    /// Cancels `job_id` as CancelJob without `force` when one of its abort criteria is met.
+    fn abort_if_due(&mut self, job_id: &str, now_ms: i64) -> Vec<Notification> {
+        let Some(job) = self.jobs.get(job_id).filter(|j| j.status == JobStatus::InProgress) else {
+            return Vec::new();
+        };
+        let ended: Vec<JobExecutionStatus> = self
+            .executions
+            .values()
+            .filter(|e| e.job_id == job_id)
+            .map(|e| e.status)
+            .filter(|s| {
+                matches!(
+                    s,
+                    JobExecutionStatus::Succeeded
+                        | JobExecutionStatus::Failed
+                        | JobExecutionStatus::Rejected
+                        | JobExecutionStatus::TimedOut
+                )
+            })
+            .collect();
+        let executed = ended.len();
+        let due = job.spec.abort.iter().any(|c| {
+            let failures = ended.iter().filter(|s| c.failure_type.counts(**s)).count();
+            executed >= c.min_number_of_executed_things.max(1) as usize
+                && failures as f64 * 100.0 >= c.threshold_percentage * executed as f64
+        });
+        if !due {
+            return Vec::new();
+        }
+        self.cancel_job(job_id, false, false, now_ms).unwrap_or_default()
     }
 
     /// The earliest pending deadline: when the caller should call [`Self::tick`] next.
@@ -706,7 +846,7 @@ impl JobsEngine {
             || request.step_timeout_in_minutes.is_some();
         let notifications = self.observing(&[thing.to_owned()], now_ms, |engine| {
             if changes {
-                engine.apply(
+                let _ = engine.apply(
                     &key,
                     JobExecutionStatus::InProgress,
                     &request.status_details,
@@ -797,13 +937,25 @@ impl JobsEngine {
                 );
             }
         }
-        let notifications = self.observing(&[thing.to_owned()], now_ms, |engine| {
-            engine.apply(&key, request.status, &request.status_details, request.step_timeout_in_minutes, now_ms);
+        let mut set = None;
+        let mut notifications = self.observing(&[thing.to_owned()], now_ms, |engine| {
+            set = Some(engine.apply(
+                &key,
+                request.status,
+                &request.status_details,
+                request.step_timeout_in_minutes,
+                now_ms,
+            ));
         });
+        if request.status.is_terminal() {
+            notifications.extend(self.abort_if_due(job_id, now_ms));
+        }
         let e = &self.executions[&key];
+        // The state the update set, even when a retry has queued the execution again since.
+        let set = set.unwrap_or_else(|| e.state());
         Answer {
             result: Ok(UpdateAccepted {
-                execution_state: request.include_job_execution_state.unwrap_or(false).then(|| e.state()),
+                execution_state: request.include_job_execution_state.unwrap_or(false).then_some(set),
                 job_document: request.include_job_document.unwrap_or(false).then(|| self.document(e).clone()),
                 timestamp: secs(now_ms),
                 client_token: token.clone(),
@@ -852,7 +1004,7 @@ impl JobsEngine {
         details: &Option<StatusDetails>,
         step_timeout: Option<i64>,
         now_ms: i64,
-    ) {
+    ) -> JobExecutionState {
         let job_timeout = self.jobs.get(&key.1).and_then(|j| j.spec.in_progress_timeout_minutes);
         let e = self.executions.get_mut(key).expect("caller checked the execution exists");
         if let Some(details) = details {
@@ -871,7 +1023,12 @@ impl JobsEngine {
             None => {}
         }
         e.touch(status, now_ms);
+        let set = e.state();
+        if status.is_terminal() {
+            self.retry_if_allowed(key, now_ms);
+        }
         self.refresh_job(&key.1.clone());
+        set
     }
 
     fn refresh_job(&mut self, job_id: &str) {
@@ -1043,6 +1200,8 @@ mod tests {
             namespace: namespace.map(str::to_owned),
             in_progress_timeout_minutes: None,
             continuous: false,
+            retry: Vec::new(),
+            abort: Vec::new(),
         }
     }
 
@@ -1301,6 +1460,84 @@ mod tests {
         );
         assert!(matches!(engine.add_execution("j1", "c", 0), Err(JobsEngineError::JobNotInProgress { .. })));
         assert_eq!(engine.cancel_job("nope", true, false, 0), Err(JobsEngineError::UnknownJob("nope".into())));
+    }
+
+    #[test]
+    fn failed_and_timed_out_executions_are_retried_as_the_criteria_allow() {
+        let retry = |failure_type, n| RetryCriterion { failure_type, number_of_retries: n };
+        // (criteria, how each attempt ends, statuses after each end, retry attempts seen)
+        type Case = (Vec<RetryCriterion>, Vec<JobExecutionStatus>, Vec<JobExecutionStatus>);
+        use JobExecutionStatus::{Failed, Queued, Rejected, TimedOut};
+        let cases: Vec<Case> = vec![
+            (vec![retry(FailureType::Failed, 2)], vec![Failed, Failed, Failed], vec![Queued, Queued, Failed]),
+            (vec![retry(FailureType::Failed, 2)], vec![Rejected], vec![Rejected]),
+            (vec![retry(FailureType::All, 1)], vec![TimedOut, Failed], vec![Queued, Failed]),
+            (vec![retry(FailureType::All, 3), retry(FailureType::TimedOut, 0)], vec![TimedOut, Failed], vec![TimedOut]),
+            (vec![], vec![Failed], vec![Failed]),
+            (vec![retry(FailureType::Failed, 50)], vec![Failed; 11], [vec![Queued; 10], vec![Failed]].concat()),
+        ];
+        for (criteria, ends, want) in cases {
+            let mut engine = JobsEngine::new();
+            engine
+                .create_job(JobSpec {
+                    retry: criteria.clone(),
+                    in_progress_timeout_minutes: Some(1),
+                    ..spec("j", None)
+                })
+                .unwrap();
+            engine.add_execution("j", "t", 0).unwrap();
+            let mut now = 0;
+            for (end, want) in ends.iter().zip(&want) {
+                now += 1_000;
+                engine.update("t", "j", &update(JobExecutionStatus::InProgress), now).result.unwrap();
+                if *end == TimedOut {
+                    now += 2 * MINUTE_MS;
+                    engine.tick(now);
+                } else {
+                    let request = UpdateRequest { include_job_execution_state: Some(true), ..update(*end) };
+                    let answer = engine.update("t", "j", &request, now).result.unwrap();
+                    assert_eq!(answer.execution_state.map(|s| s.status), Some(*end), "the answer shows what was set");
+                }
+                assert_eq!(engine.execution("t", "j").unwrap().status, *want, "{criteria:?} after {end:?}");
+            }
+            let e = engine.execution("t", "j").unwrap();
+            assert_eq!(e.execution_number, 1 + i64::from(e.retry_attempt), "{criteria:?}");
+        }
+    }
+
+    #[test]
+    fn the_job_is_cancelled_once_failures_reach_an_abort_threshold() {
+        let abort = |failure_type, threshold_percentage, min| AbortCriterion {
+            failure_type,
+            threshold_percentage,
+            min_number_of_executed_things: min,
+        };
+        use JobExecutionStatus::{Failed, Rejected, Succeeded};
+        // (criterion, how things a and b end, whether c and d, still queued, are cancelled)
+        let cases = [
+            (abort(FailureType::Failed, 50.0, 2), [Succeeded, Failed], true),
+            (abort(FailureType::Failed, 50.1, 2), [Succeeded, Failed], false),
+            (abort(FailureType::Failed, 50.0, 3), [Succeeded, Failed], false),
+            (abort(FailureType::Rejected, 50.0, 2), [Succeeded, Failed], false),
+            (abort(FailureType::All, 100.0, 2), [Rejected, Failed], true),
+        ];
+        for (criterion, ends, cancels) in cases {
+            let mut engine = JobsEngine::new();
+            engine.create_job(JobSpec { abort: vec![criterion], ..spec("j", None) }).unwrap();
+            for thing in ["a", "b", "c", "d"] {
+                engine.add_execution("j", thing, 0).unwrap();
+            }
+            let mut notes = Vec::new();
+            for (thing, end) in ["a", "b"].into_iter().zip(ends) {
+                notes = engine.update(thing, "j", &update(end), 1_000).notifications;
+            }
+            let status = engine.execution("c", "j").unwrap().status;
+            assert_eq!(status == JobExecutionStatus::Canceled, cancels, "{criterion:?} {ends:?}");
+            assert_eq!(engine.job("j").unwrap().status == JobStatus::Canceled, cancels);
+            if cancels {
+                assert!(topics(&notes).contains(&"$aws/things/d/jobs/notify-next".to_string()), "{notes:?}");
+            }
+        }
     }
 
     #[test]

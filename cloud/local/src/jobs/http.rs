@@ -273,7 +273,7 @@ fn summary_json(e: &Execution) -> Value {
         "queuedAt": secs(e.queued_at_ms),
         "lastUpdatedAt": secs(e.last_updated_at_ms),
         "executionNumber": e.execution_number,
-        "retryAttempt": 0,
+        "retryAttempt": e.retry_attempt,
     });
     if let Some(ms) = e.started_at_ms {
         v["startedAt"] = json!(secs(ms));

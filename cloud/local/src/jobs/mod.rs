@@ -36,9 +36,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use cloud_api::jobs::engine::MAX_RETRIES;
 use cloud_api::jobs::model::StatusDetails;
 use cloud_api::jobs::{
-    Execution, Job, JobExecutionStatus, JobSpec, JobStatus, JobsEngine, JobsEngineError, Notification,
+    AbortCriterion, Execution, FailureType, Job, JobExecutionStatus, JobSpec, JobStatus, JobsEngine, JobsEngineError,
+    Notification, RetryCriterion,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -357,6 +359,8 @@ impl JobsService {
             namespace: request.namespace_id.clone(),
             in_progress_timeout_minutes: timeout,
             continuous: request.target_selection == Some(TargetSelection::Continuous),
+            retry: retry_criteria(request.job_executions_retry_config.as_ref())?,
+            abort: abort_criteria(request.abort_config.as_ref())?,
         };
         let now = self.now_ms();
         let record = JobRecord {
@@ -719,6 +723,61 @@ impl JobsService {
         }
         Ok(())
     }
+}
+
+fn criteria<T: serde::de::DeserializeOwned>(config: Option<&Value>, name: &str) -> Result<Vec<T>, JobsError> {
+    let Some(list) = config.and_then(|c| c.get("criteriaList")) else { return Ok(Vec::new()) };
+    serde_json::from_value(list.clone()).map_err(|e| JobsError::InvalidRequest(format!("{name}.criteriaList: {e}")))
+}
+
+/// `jobExecutionsRetryConfig.criteriaList`: FAILED, TIMED_OUT or ALL, 0–10 retries.
+fn retry_criteria(config: Option<&Value>) -> Result<Vec<RetryCriterion>, JobsError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Wire {
+        failure_type: FailureType,
+        number_of_retries: u32,
+    }
+    let list: Vec<Wire> = criteria(config, "jobExecutionsRetryConfig")?;
+    list.into_iter()
+        .map(|c| {
+            if c.failure_type == FailureType::Rejected || c.number_of_retries > MAX_RETRIES {
+                return Err(JobsError::InvalidRequest(
+                    "retry criteria take failureType FAILED, TIMED_OUT or ALL and numberOfRetries 0 to 10".into(),
+                ));
+            }
+            Ok(RetryCriterion { failure_type: c.failure_type, number_of_retries: c.number_of_retries })
+        })
+        .collect()
+}
+
+/// `abortConfig.criteriaList`: action CANCEL, threshold 0–100 %, at least one executed thing.
+fn abort_criteria(config: Option<&Value>) -> Result<Vec<AbortCriterion>, JobsError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Wire {
+        failure_type: FailureType,
+        action: String,
+        threshold_percentage: f64,
+        min_number_of_executed_things: u32,
+    }
+    let list: Vec<Wire> = criteria(config, "abortConfig")?;
+    list.into_iter()
+        .map(|c| {
+            if c.action != "CANCEL" || !(0.0..=100.0).contains(&c.threshold_percentage) || c.min_number_of_executed_things < 1
+            {
+                return Err(JobsError::InvalidRequest(
+                    "abort criteria take action CANCEL, thresholdPercentage 0 to 100 and minNumberOfExecutedThings of at least 1"
+                        .into(),
+                ));
+            }
+            Ok(AbortCriterion {
+                failure_type: c.failure_type,
+                threshold_percentage: c.threshold_percentage,
+                min_number_of_executed_things: c.min_number_of_executed_things,
+            })
+        })
+        .collect()
 }
 
 /// `presignedUrlConfig.expiresInSec` (60–3600, default 3600).

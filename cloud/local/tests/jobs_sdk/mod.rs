@@ -556,3 +556,76 @@ async fn jobs_and_executions_survive_a_restart() {
     device.mqtt.disconnect().await;
     cloud.shutdown().await;
 }
+
+#[tokio::test]
+async fn failed_executions_are_retried_and_failures_abort_the_job_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = start(dir.path()).await;
+    let iot = iot(&cloud);
+    let first = common::create_device(&cloud.registry, "retry-1", ALLOW_ALL);
+    common::create_device(&cloud.registry, "retry-2", ALLOW_ALL);
+    let mut device = JobsDevice::connect(&cloud, &first, &["notify-next"]).await;
+    iot.create_job()
+        .job_id("flaky")
+        .targets(thing_arn("retry-1"))
+        .document("{}")
+        .job_executions_retry_config(
+            JobExecutionsRetryConfig::builder()
+                .criteria_list(
+                    RetryCriteria::builder()
+                        .failure_type(RetryableFailureType::Failed)
+                        .number_of_retries(1)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // The first failure queues the execution again; the second is final.
+    let (outcome, body) =
+        device.request("flaky/update", json!({"status": "FAILED", "includeJobExecutionState": true}), "f1").await;
+    assert_eq!((outcome.as_str(), &body["executionState"]["status"]), ("accepted", &json!("FAILED")));
+    let retried = device.notification("notify-next", |b| b["execution"]["executionNumber"] == 2).await;
+    assert_eq!(retried["execution"]["status"], "QUEUED");
+    let listed = iot.list_job_executions_for_thing().thing_name("retry-1").send().await.unwrap();
+    let summary = listed.execution_summaries()[0].job_execution_summary().unwrap();
+    assert_eq!((summary.retry_attempt(), summary.execution_number()), (Some(1), Some(2)));
+    let (outcome, _) = device.request("flaky/update", json!({"status": "FAILED"}), "f2").await;
+    assert_eq!(outcome, "accepted");
+    assert_eq!(execution_status(&iot, "flaky", "retry-1").await.0, SdkExecutionStatus::Failed);
+
+    // One failure in two executed things (50 %) reaches the abort threshold: the queued one is cancelled.
+    iot.create_job()
+        .job_id("risky")
+        .targets(thing_arn("retry-1"))
+        .targets(thing_arn("retry-2"))
+        .document("{}")
+        .abort_config(
+            AbortConfig::builder()
+                .criteria_list(
+                    AbortCriteria::builder()
+                        .failure_type(JobExecutionFailureType::All)
+                        .action(AbortAction::Cancel)
+                        .threshold_percentage(50.0)
+                        .min_number_of_executed_things(1)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (outcome, _) = device.request("risky/update", json!({"status": "REJECTED"}), "r1").await;
+    assert_eq!(outcome, "accepted");
+    let job = iot.describe_job().job_id("risky").send().await.unwrap();
+    assert_eq!(job.job().and_then(|j| j.status()), Some(&SdkJobStatus::Canceled));
+    assert_eq!(execution_status(&iot, "risky", "retry-2").await.0, SdkExecutionStatus::Canceled);
+    device.mqtt.disconnect().await;
+    cloud.shutdown().await;
+}
