@@ -198,6 +198,25 @@ pub struct Execution {
 }
 
 impl Execution {
+    /// A new QUEUED execution at version 1.
+    fn queued(job_id: &str, thing: &str, execution_number: i64, retry_attempt: u32, order: u64, now_ms: i64) -> Self {
+        Execution {
+            job_id: job_id.to_owned(),
+            thing_name: thing.to_owned(),
+            status: JobExecutionStatus::Queued,
+            status_details: StatusDetails::new(),
+            queued_at_ms: now_ms,
+            started_at_ms: None,
+            last_updated_at_ms: now_ms,
+            version_number: 1,
+            execution_number,
+            step_deadline_ms: None,
+            in_progress_deadline_ms: None,
+            retry_attempt,
+            order,
+        }
+    }
+
     fn state(&self) -> JobExecutionState {
         JobExecutionState {
             status: self.status,
@@ -583,24 +602,7 @@ impl JobsEngine {
         let order = self.next_order;
         self.next_order += 1;
         Ok(self.observing(&[thing.to_owned()], now_ms, |engine| {
-            engine.executions.insert(
-                key,
-                Execution {
-                    job_id: job_id.to_owned(),
-                    thing_name: thing.to_owned(),
-                    status: JobExecutionStatus::Queued,
-                    status_details: StatusDetails::new(),
-                    queued_at_ms: now_ms,
-                    started_at_ms: None,
-                    last_updated_at_ms: now_ms,
-                    version_number: 1,
-                    execution_number,
-                    step_deadline_ms: None,
-                    in_progress_deadline_ms: None,
-                    retry_attempt: 0,
-                    order,
-                },
-            );
+            engine.executions.insert(key, Execution::queued(job_id, thing, execution_number, 0, order, now_ms));
         }))
     }
 
@@ -703,20 +705,7 @@ impl JobsEngine {
         }
         let order = self.next_order;
         self.next_order += 1;
-        let again = Execution {
-            status: JobExecutionStatus::Queued,
-            status_details: StatusDetails::new(),
-            queued_at_ms: now_ms,
-            started_at_ms: None,
-            last_updated_at_ms: now_ms,
-            version_number: 1,
-            execution_number: e.execution_number + 1,
-            step_deadline_ms: None,
-            in_progress_deadline_ms: None,
-            retry_attempt: e.retry_attempt + 1,
-            order,
-            ..e.clone()
-        };
+        let again = Execution::queued(&key.1, &key.0, e.execution_number + 1, e.retry_attempt + 1, order, now_ms);
         self.executions.insert(key.clone(), again);
     }
 

@@ -116,6 +116,25 @@ async fn execution_status(iot: &aws_sdk_iot::Client, job: &str, thing: &str) -> 
     (e.status().cloned().expect("status"), e.version_number())
 }
 
+/// Retry FAILED executions `n` times.
+fn retry_on_failure(n: i32) -> JobExecutionsRetryConfig {
+    let criterion =
+        RetryCriteria::builder().failure_type(RetryableFailureType::Failed).number_of_retries(n).build().unwrap();
+    JobExecutionsRetryConfig::builder().criteria_list(criterion).build().unwrap()
+}
+
+/// Cancel the job once half the executed things failed (`failure_type`), after `min` executed.
+fn abort_at_half(failure_type: JobExecutionFailureType, min: i32) -> AbortConfig {
+    let criterion = AbortCriteria::builder()
+        .failure_type(failure_type)
+        .action(AbortAction::Cancel)
+        .threshold_percentage(50.0)
+        .min_number_of_executed_things(min)
+        .build()
+        .unwrap();
+    AbortConfig::builder().criteria_list(criterion).build().unwrap()
+}
+
 async fn start(dir: &std::path::Path) -> LocalCloud {
     LocalCloud::start(Config::ephemeral(dir)).await.expect("local cloud starts")
 }
@@ -138,32 +157,8 @@ async fn every_control_plane_operation_with_a_device_working_through_a_job() {
         .description("firmware 2.0")
         .timeout_config(TimeoutConfig::builder().in_progress_timeout_in_minutes(30).build())
         .job_executions_rollout_config(JobExecutionsRolloutConfig::builder().maximum_per_minute(10).build())
-        .abort_config(
-            AbortConfig::builder()
-                .criteria_list(
-                    AbortCriteria::builder()
-                        .failure_type(JobExecutionFailureType::Failed)
-                        .action(AbortAction::Cancel)
-                        .threshold_percentage(50.0)
-                        .min_number_of_executed_things(2)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .job_executions_retry_config(
-            JobExecutionsRetryConfig::builder()
-                .criteria_list(
-                    RetryCriteria::builder()
-                        .failure_type(RetryableFailureType::Failed)
-                        .number_of_retries(2)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
+        .abort_config(abort_at_half(JobExecutionFailureType::Failed, 2))
+        .job_executions_retry_config(retry_on_failure(2))
         .send()
         .await
         .expect("CreateJob");
@@ -569,18 +564,7 @@ async fn failed_executions_are_retried_and_failures_abort_the_job_as_configured(
         .job_id("flaky")
         .targets(thing_arn("retry-1"))
         .document("{}")
-        .job_executions_retry_config(
-            JobExecutionsRetryConfig::builder()
-                .criteria_list(
-                    RetryCriteria::builder()
-                        .failure_type(RetryableFailureType::Failed)
-                        .number_of_retries(1)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
+        .job_executions_retry_config(retry_on_failure(1))
         .send()
         .await
         .unwrap();
@@ -604,20 +588,7 @@ async fn failed_executions_are_retried_and_failures_abort_the_job_as_configured(
         .targets(thing_arn("retry-1"))
         .targets(thing_arn("retry-2"))
         .document("{}")
-        .abort_config(
-            AbortConfig::builder()
-                .criteria_list(
-                    AbortCriteria::builder()
-                        .failure_type(JobExecutionFailureType::All)
-                        .action(AbortAction::Cancel)
-                        .threshold_percentage(50.0)
-                        .min_number_of_executed_things(1)
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap(),
-        )
+        .abort_config(abort_at_half(JobExecutionFailureType::All, 1))
         .send()
         .await
         .unwrap();
