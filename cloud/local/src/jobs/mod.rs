@@ -556,18 +556,26 @@ impl JobsService {
         notifications: Vec<Notification>,
         now_ms: i64,
     ) -> Result<(), JobsError> {
-        self.commit_locked(&mut state, notifications, now_ms)
+        self.commit_locked(&mut state, None, notifications, now_ms)
     }
 
-    /// [`Self::commit`] with the lock held by the caller.
+    /// [`Self::commit`] with the lock held by the caller; `answer` (a device
+    /// request's answer) is published once the change is stored, before the
+    /// notifications, so an accepted answer means a stored change. A storage
+    /// failure is returned after publishing: the running service goes on from
+    /// its memory, which already holds the change.
     pub(crate) fn commit_locked(
         &self,
         state: &mut State,
+        answer: Option<BusMessage>,
         notifications: Vec<Notification>,
         now_ms: i64,
     ) -> Result<(), JobsError> {
         let changes = state.engine.take_changes();
         if changes.is_empty() && notifications.is_empty() {
+            if let Some(answer) = answer {
+                self.inner.bus.publish(answer);
+            }
             return Ok(());
         }
         let State { engine, records } = &mut *state;
@@ -589,9 +597,12 @@ impl JobsService {
         }
         let mut all = changes.clone();
         all.jobs.extend(touched_jobs.into_iter().filter(|id| engine.job(id).is_some()));
-        if let Err(e) = store::persist(&self.inner.store, engine, records, &all) {
+        let stored = store::persist(&self.inner.store, engine, records, &all);
+        if let Err(e) = &stored {
             tracing::error!(error = %e, "persisting jobs");
-            return Err(e.into());
+        }
+        if let Some(answer) = answer {
+            self.inner.bus.publish(answer);
         }
         for notification in notifications {
             let payload = self.personalize(state, notification.payload.to_json(), None);
@@ -610,7 +621,7 @@ impl JobsService {
             }
         }
         self.inner.timers.notify_one();
-        Ok(())
+        stored.map_err(JobsError::from)
     }
 
     /// A copy of a body sent to a device with each job document's presigned-URL

@@ -2,7 +2,8 @@
 //! `$aws/things/{thing}/jobs/…` (default and `namespace-{ns}` forms) to
 //! [`JobsMqtt`], which queues it to one worker thread; the worker answers
 //! each request in arrival order on its `accepted` / `rejected` topic, to the
-//! requesting client only, and publishes the notifications it caused. A
+//! requesting client only, once the change is stored, and then publishes the
+//! notifications it caused. A
 //! publish in the Jobs namespace that maps to no API is answered with
 //! `InvalidTopic`; publishes on answer or notification topics are ignored.
 
@@ -18,7 +19,7 @@ use crate::bus::{BusMessage, Publisher, ServiceHandler};
 /// The broker's handler for the Jobs topics.
 #[derive(Debug)]
 pub struct JobsMqtt {
-    queue: std::sync::Mutex<mpsc::Sender<(String, String, Bytes)>>,
+    queue: mpsc::Sender<(String, String, Bytes)>,
 }
 
 impl JobsMqtt {
@@ -33,7 +34,7 @@ impl JobsMqtt {
                 }
             })
             .ok();
-        JobsMqtt { queue: std::sync::Mutex::new(queue) }
+        JobsMqtt { queue }
     }
 }
 
@@ -43,8 +44,7 @@ impl ServiceHandler for JobsMqtt {
     }
 
     fn handle(&self, from: &Publisher, topic: &str, payload: Bytes) {
-        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = queue.send((from.client_id.clone(), topic.to_owned(), payload));
+        let _ = self.queue.send((from.client_id.clone(), topic.to_owned(), payload));
     }
 }
 
@@ -64,8 +64,8 @@ impl JobsService {
             None => invalid_topic_reply(topic, now),
         };
         let body = self.personalize(&state, reply.body, update_job.as_deref());
-        self.inner.bus.publish(BusMessage::to_client(client_id, reply.topic, body.to_string(), 1));
-        if let Err(e) = self.commit_locked(&mut state, reply.notifications, now) {
+        let answer = BusMessage::to_client(client_id, reply.topic, body.to_string(), 1);
+        if let Err(e) = self.commit_locked(&mut state, Some(answer), reply.notifications, now) {
             tracing::error!(error = %e, "jobs: a device request was answered but not stored");
         }
     }
