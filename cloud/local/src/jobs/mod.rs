@@ -234,6 +234,8 @@ struct Inner {
     account_id: String,
     timers: Notify,
     changes: broadcast::Sender<ExecutionChange>,
+    /// Membership events from the moment the service opened, taken by [`JobsService::run`].
+    events: Mutex<Option<broadcast::Receiver<RegistryEvent>>>,
 }
 
 /// The Jobs service; cheap to clone.
@@ -270,6 +272,7 @@ impl JobsService {
         }
         let engine = JobsEngine::restore(engine_jobs, executions);
         let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+        let events = Mutex::new(Some(registry.events()));
         let region = registry.region().to_owned();
         let account_id = registry.account_id().to_owned();
         let inner = Inner {
@@ -283,14 +286,21 @@ impl JobsService {
             account_id,
             timers: Notify::new(),
             changes,
+            events,
         };
         Ok(JobsService { inner: Arc::new(inner) })
     }
 
-    /// The timer and the group-membership follower, until `stop`.
+    /// The timer and the group-membership follower, until `stop`. Call once:
+    /// membership events are followed from [`JobsService::open`] on, by the first call.
     pub async fn run(self, stop: CancellationToken) {
-        let events = self.inner.registry.events();
-        tokio::join!(self.clone().run_timers(stop.clone()), self.follow_membership(events, stop));
+        let events = internal_lock(&self.inner.events).take();
+        match events {
+            Some(events) => {
+                tokio::join!(self.clone().run_timers(stop.clone()), self.follow_membership(events, stop));
+            }
+            None => self.run_timers(stop).await,
+        }
     }
 
     /// Execution status changes, from now on (in the order they happened).
