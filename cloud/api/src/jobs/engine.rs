@@ -193,6 +193,9 @@ pub struct Execution {
     /// How many times this execution was queued again after a failure.
     #[serde(default)]
     pub retry_attempt: u32,
+    /// Cancelled while IN_PROGRESS, by CancelJob or CancelJobExecution with `force`.
+    #[serde(default)]
+    pub force_canceled: bool,
     /// Queue order across the engine.
     order: u64,
 }
@@ -213,6 +216,7 @@ impl Execution {
             step_deadline_ms: None,
             in_progress_deadline_ms: None,
             retry_attempt,
+            force_canceled: false,
             order,
         }
     }
@@ -538,6 +542,7 @@ impl JobsEngine {
             if let Some(details) = details {
                 e.status_details = details;
             }
+            e.force_canceled = e.status == JobExecutionStatus::InProgress;
             e.touch(JobExecutionStatus::Canceled, now_ms);
             engine.refresh_job(job_id);
         }))
@@ -660,6 +665,7 @@ impl JobsEngine {
                     _ => false,
                 };
                 if cancel {
+                    e.force_canceled = e.status == JobExecutionStatus::InProgress;
                     e.touch(JobExecutionStatus::Canceled, now_ms);
                 }
             }
@@ -1440,8 +1446,10 @@ mod tests {
         assert_eq!(topics(&notes), ["$aws/things/b/jobs/notify", "$aws/things/b/jobs/notify-next"]);
         assert_eq!(engine.execution("a", "j1").unwrap().status, JobExecutionStatus::InProgress);
         assert_eq!(engine.execution("b", "j1").unwrap().status, JobExecutionStatus::Canceled);
+        assert!(!engine.execution("b", "j1").unwrap().force_canceled, "a QUEUED one is not force-cancelled");
         let notes = engine.cancel_job("j1", true, true, 5_000).unwrap();
         assert_eq!(engine.execution("a", "j1").unwrap().status, JobExecutionStatus::Canceled);
+        assert!(engine.execution("a", "j1").unwrap().force_canceled);
         assert_eq!(
             notes[1].payload.to_json(),
             json!({"timestamp": 5}),

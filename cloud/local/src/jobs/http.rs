@@ -290,7 +290,7 @@ async fn describe_execution(
     check_name("thing name", &thing)?;
     check_job_id(&job_id)?;
     let number = params.int("executionNumber", 0, i64::MAX)?;
-    let (e, forced) = on_jobs(&st, move |jobs| {
+    let e = on_jobs(&st, move |jobs| {
         let e = jobs.describe_execution(&job_id, &thing)?;
         if number.is_some_and(|n| n != e.execution_number) {
             return Err(JobsError::NotFound(format!(
@@ -298,8 +298,7 @@ async fn describe_execution(
                 number.unwrap_or_default()
             )));
         }
-        let forced = jobs.describe_job(&job_id).map(|(_, r)| r.force_canceled).unwrap_or(false);
-        Ok((e, forced))
+        Ok(e)
     })
     .await?;
     let now_ms = st.jobs.now_ms();
@@ -310,7 +309,7 @@ async fn describe_execution(
     obj.insert("thingArn".into(), json!(st.jobs.thing_arn(&e.thing_name)));
     obj.insert("statusDetails".into(), json!({"detailsMap": e.status_details}));
     obj.insert("versionNumber".into(), json!(e.version_number));
-    obj.insert("forceCanceled".into(), json!(forced && e.status == JobExecutionStatus::Canceled));
+    obj.insert("forceCanceled".into(), json!(e.force_canceled));
     if let Some(deadline) = e.deadline_ms().filter(|_| !e.status.is_terminal()) {
         obj.insert("approximateSecondsBeforeTimedOut".into(), json!(((deadline - now_ms).max(0) + 999) / 1000));
     }

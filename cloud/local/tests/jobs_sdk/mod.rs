@@ -350,6 +350,8 @@ async fn a_forced_cancel_ends_an_in_progress_execution_and_the_device_can_no_lon
         ("InvalidStateTransitionException".into(), 409)
     );
     iot.cancel_job_execution().job_id("second").thing_name("valve-1").force(true).send().await.unwrap();
+    let out = iot.describe_job_execution().job_id("second").thing_name("valve-1").send().await.unwrap();
+    assert_eq!(out.execution().and_then(|e| e.force_canceled()), Some(true));
     let empty = device.notification("notify-next", |b| b.get("execution").is_none()).await;
     assert!(empty["timestamp"].is_number());
     device.mqtt.disconnect().await;
