@@ -52,6 +52,13 @@
 //!   COMPLETED or CANCELED job (the DeleteJob `force` rule). Its pending executions vanish from the
 //!   things' lists, which publishes `notify` / `notify-next` as for any change.
 //! - A snapshot job whose executions are all terminal becomes COMPLETED.
+//! - **Rollout** (`jobExecutionsRolloutConfig.maximumPerMinute`): the things a
+//!   job targets at creation ([`JobsEngine::target`]) get executions at most
+//!   that many per minute (windows of 60 s from the first); the rest wait in
+//!   the job's backlog, released by [`JobsEngine::tick`] (a window's end is a
+//!   deadline). Things joining a continuous job's group later are not
+//!   rate-limited ([`JobsEngine::add_execution`]). A snapshot job completes
+//!   only once its backlog is empty; cancelling drops the backlog.
 //! - **Retry** (`jobExecutionsRetryConfig`): an execution that ends FAILED or
 //!   TIMED_OUT is queued again (next `executionNumber`, `retryAttempt` + 1,
 //!   version 1) while its attempts are below the criterion for that failure
@@ -153,6 +160,9 @@ pub struct JobSpec {
     /// `abortConfig.criteriaList`.
     #[serde(default)]
     pub abort: Vec<AbortCriterion>,
+    /// `jobExecutionsRolloutConfig.maximumPerMinute`.
+    #[serde(default)]
+    pub max_per_minute: Option<u32>,
 }
 
 /// A job as the engine keeps it.
@@ -162,6 +172,12 @@ pub struct Job {
     pub spec: JobSpec,
     /// Its status.
     pub status: JobStatus,
+    /// Targeted things still waiting for their execution (rollout), in order.
+    #[serde(default)]
+    pub backlog: Vec<String>,
+    /// The current rollout window: when it began (epoch ms) and executions created in it.
+    #[serde(default)]
+    pub window: Option<(i64, u32)>,
 }
 
 /// One job's execution on one thing (serialisable so a caller can persist it
@@ -579,7 +595,10 @@ impl JobsEngine {
             return Err(JobsEngineError::JobExists(spec.job_id));
         }
         self.changes.jobs.insert(spec.job_id.clone());
-        self.jobs.insert(spec.job_id.clone(), Job { spec, status: JobStatus::InProgress });
+        self.jobs.insert(
+            spec.job_id.clone(),
+            Job { spec, status: JobStatus::InProgress, backlog: Vec::new(), window: None },
+        );
         Ok(())
     }
 
@@ -655,6 +674,7 @@ impl JobsEngine {
         Ok(self.observing(&things, now_ms, |engine| {
             if let Some(job) = engine.jobs.get_mut(job_id) {
                 job.status = JobStatus::Canceled;
+                job.backlog.clear();
                 engine.changes.jobs.insert(job_id.to_owned());
             }
             for key in &of_job {
@@ -691,6 +711,15 @@ impl JobsEngine {
         let jobs: BTreeSet<&String> = due.iter().map(|(_, j)| j).collect();
         for job in jobs {
             notifications.extend(self.abort_if_due(job, now_ms));
+        }
+        let waiting: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| !j.backlog.is_empty() && j.window.is_none_or(|(start, _)| start + MINUTE_MS <= now_ms))
+            .map(|j| j.spec.job_id.clone())
+            .collect();
+        for job in waiting {
+            notifications.extend(self.release(&job, now_ms));
         }
         notifications
     }
@@ -749,7 +778,60 @@ impl JobsEngine {
 
     /// The earliest pending deadline: when the caller should call [`Self::tick`] next.
     pub fn next_deadline_ms(&self) -> Option<i64> {
-        self.executions.values().filter(|e| !e.status.is_terminal()).filter_map(Execution::deadline_ms).min()
+        let timers = self.executions.values().filter(|e| !e.status.is_terminal()).filter_map(Execution::deadline_ms);
+        let windows = self
+            .jobs
+            .values()
+            .filter(|j| !j.backlog.is_empty() && j.status == JobStatus::InProgress)
+            .filter_map(|j| j.window.map(|(start, _)| start + MINUTE_MS));
+        timers.chain(windows).min()
+    }
+
+    /// The things a job targets at creation: each gets an execution now, or
+    /// later within the job's rollout rate (see the module docs). Things that
+    /// already have a pending execution of the job are skipped.
+    pub fn target(
+        &mut self,
+        job_id: &str,
+        things: impl IntoIterator<Item = String>,
+        now_ms: i64,
+    ) -> Result<Vec<Notification>, JobsEngineError> {
+        let job = self.jobs.get_mut(job_id).ok_or_else(|| JobsEngineError::UnknownJob(job_id.to_owned()))?;
+        if job.status != JobStatus::InProgress {
+            return Err(JobsEngineError::JobNotInProgress { job: job_id.to_owned(), status: job.status });
+        }
+        job.backlog.extend(things);
+        self.changes.jobs.insert(job_id.to_owned());
+        Ok(self.release(job_id, now_ms))
+    }
+
+    /// Creates the executions a job's rollout allows now from its backlog.
+    fn release(&mut self, job_id: &str, now_ms: i64) -> Vec<Notification> {
+        let Some(job) = self.jobs.get_mut(job_id).filter(|j| j.status == JobStatus::InProgress) else {
+            return Vec::new();
+        };
+        let take = match job.spec.max_per_minute {
+            None => job.backlog.len(),
+            Some(limit) => {
+                let (start, used) = match job.window {
+                    Some((start, used)) if now_ms < start + MINUTE_MS => (start, used),
+                    _ => (now_ms, 0),
+                };
+                let take = (limit.saturating_sub(used) as usize).min(job.backlog.len());
+                job.window = Some((start, used + take as u32));
+                take
+            }
+        };
+        let released: Vec<String> = job.backlog.drain(..take).collect();
+        if !released.is_empty() {
+            self.changes.jobs.insert(job_id.to_owned());
+        }
+        let mut notifications = Vec::new();
+        for thing in released {
+            // A thing already pending keeps its execution (the error says so); nothing to do.
+            notifications.extend(self.add_execution(job_id, &thing, now_ms).unwrap_or_default());
+        }
+        notifications
     }
 
     /// GetPendingJobExecutions.
@@ -1032,6 +1114,7 @@ impl JobsEngine {
         if let Some(job) = self.jobs.get_mut(job_id)
             && job.status == JobStatus::InProgress
             && !job.spec.continuous
+            && job.backlog.is_empty()
             && all_ended
         {
             job.status = JobStatus::Completed;
@@ -1197,6 +1280,7 @@ mod tests {
             continuous: false,
             retry: Vec::new(),
             abort: Vec::new(),
+            max_per_minute: None,
         }
     }
 
@@ -1457,6 +1541,37 @@ mod tests {
         );
         assert!(matches!(engine.add_execution("j1", "c", 0), Err(JobsEngineError::JobNotInProgress { .. })));
         assert_eq!(engine.cancel_job("nope", true, false, 0), Err(JobsEngineError::UnknownJob("nope".into())));
+    }
+
+    #[test]
+    fn a_rollout_rate_creates_executions_per_minute_window_and_the_rest_waits() {
+        let mut engine = JobsEngine::new();
+        engine.create_job(JobSpec { max_per_minute: Some(2), ..spec("j", None) }).unwrap();
+        let things: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        engine.target("j", things.clone(), 0).unwrap();
+        let created = |e: &JobsEngine, job: &str| things.iter().filter(|t| e.execution(t, job).is_some()).count();
+        // (time, executions created by then)
+        for (now, want) in [(0, 2), (59_999, 2), (60_000, 4), (90_000, 4), (120_000, 5)] {
+            engine.tick(now);
+            assert_eq!(created(&engine, "j"), want, "at {now} ms");
+        }
+        assert_eq!(engine.next_deadline_ms(), None, "nothing left to release");
+        for t in &things {
+            engine.update(t, "j", &update(JobExecutionStatus::Succeeded), 130_000).result.unwrap();
+        }
+        assert_eq!(engine.job("j").unwrap().status, JobStatus::Completed);
+
+        let mut engine = JobsEngine::new();
+        engine.create_job(JobSpec { max_per_minute: Some(1), ..spec("k", None) }).unwrap();
+        engine.target("k", things.clone(), 0).unwrap();
+        assert_eq!(engine.next_deadline_ms(), Some(MINUTE_MS));
+        for t in &things[..1] {
+            engine.update(t, "k", &update(JobExecutionStatus::Succeeded), 1_000).result.unwrap();
+        }
+        assert_eq!(engine.job("k").unwrap().status, JobStatus::InProgress, "not complete while things wait");
+        engine.cancel_job("k", false, false, 2_000).unwrap();
+        engine.tick(MINUTE_MS);
+        assert_eq!(created(&engine, "k"), 1, "a cancelled job releases nothing");
     }
 
     #[test]

@@ -92,13 +92,13 @@ pub struct CreateJob {
     pub presigned_url_config: Option<Value>,
     /// SNAPSHOT (default) or CONTINUOUS.
     pub target_selection: Option<TargetSelection>,
-    /// Stored and shown, not enforced.
+    /// `maximumPerMinute` enforced; `exponentialRate` stored and shown only.
     pub job_executions_rollout_config: Option<Value>,
-    /// Stored and shown, not enforced.
+    /// `criteriaList` (enforced).
     pub abort_config: Option<Value>,
     /// `{inProgressTimeoutInMinutes}` (enforced).
     pub timeout_config: Option<Value>,
-    /// Stored and shown, not enforced.
+    /// `criteriaList` (enforced).
     pub job_executions_retry_config: Option<Value>,
     /// `aws-gg-deployment` for Greengrass deployments.
     pub namespace_id: Option<String>,
@@ -371,6 +371,7 @@ impl JobsService {
             continuous: request.target_selection == Some(TargetSelection::Continuous),
             retry: retry_criteria(request.job_executions_retry_config.as_ref())?,
             abort: abort_criteria(request.abort_config.as_ref())?,
+            max_per_minute: max_per_minute(request.job_executions_rollout_config.as_ref())?,
         };
         let now = self.now_ms();
         let record = JobRecord {
@@ -392,10 +393,7 @@ impl JobsService {
         }
         state.engine.create_job(spec)?;
         state.records.insert(job_id.to_owned(), record);
-        let mut notifications = Vec::new();
-        for thing in things {
-            notifications.extend(state.engine.add_execution(job_id, &thing, now)?);
-        }
+        let notifications = state.engine.target(job_id, things, now)?;
         self.commit(state, notifications, now)?;
         Ok(arn)
     }
@@ -799,6 +797,20 @@ fn abort_criteria(config: Option<&Value>) -> Result<Vec<AbortCriterion>, JobsErr
             })
         })
         .collect()
+}
+
+/// `jobExecutionsRolloutConfig.maximumPerMinute` (at least 1). `exponentialRate` is kept, not enforced.
+fn max_per_minute(config: Option<&Value>) -> Result<Option<u32>, JobsError> {
+    match config.and_then(|c| c.get("maximumPerMinute")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            v.as_u64().filter(|n| (1..=u64::from(u32::MAX)).contains(n)).map(|n| Some(n as u32)).ok_or_else(|| {
+                JobsError::InvalidRequest(format!(
+                    "jobExecutionsRolloutConfig.maximumPerMinute must be at least 1, got {v}"
+                ))
+            })
+        }
+    }
 }
 
 /// `presignedUrlConfig.expiresInSec` (60–3600, default 3600).

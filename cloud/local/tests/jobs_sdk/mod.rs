@@ -518,6 +518,26 @@ async fn step_and_in_progress_timers_time_executions_out_on_the_cloud_clock() {
     assert!(empty["timestamp"].is_number());
     let (outcome, body) = device.request("slow/update", json!({"status": "SUCCEEDED"}), "late").await;
     assert_eq!((outcome.as_str(), &body["code"]), ("rejected", &json!("TerminalStateReached")));
+
+    // A rollout of one execution a minute: the second thing waits for the next minute.
+    common::create_device(&cloud.registry, "sensor-2", ALLOW_ALL);
+    iot.create_job()
+        .job_id("paced")
+        .targets(thing_arn("sensor-1"))
+        .targets(thing_arn("sensor-2"))
+        .document("{}")
+        .job_executions_rollout_config(JobExecutionsRolloutConfig::builder().maximum_per_minute(1).build())
+        .send()
+        .await
+        .unwrap();
+    device.notification("notify-next", next_is("paced")).await;
+    assert_eq!(
+        failed(iot.describe_job_execution().job_id("paced").thing_name("sensor-2").send().await),
+        ("ResourceNotFoundException".into(), 404)
+    );
+    clock.advance(Duration::from_secs(60));
+    cloud.jobs.run_due_timers().unwrap();
+    changed_to(&mut changes, "paced", "sensor-2", JobExecutionStatus::Queued).await;
     device.mqtt.disconnect().await;
     cloud.shutdown().await;
 }
