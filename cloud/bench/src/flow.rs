@@ -269,7 +269,7 @@ struct Running<'a> {
 }
 
 /// Connects and waits for the CONNACK.
-async fn connect(target: &Target, client_id: &str, inflight: u16) -> anyhow::Result<(AsyncClient, EventLoop)> {
+pub async fn connect(target: &Target, client_id: &str, inflight: u16) -> anyhow::Result<(AsyncClient, EventLoop)> {
     let mut opts = MqttOptions::new(client_id, target.host.clone(), target.port);
     opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(target.tls(client_id)?)));
     opts.set_keep_alive(Duration::from_secs(60));

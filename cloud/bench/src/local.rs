@@ -75,9 +75,9 @@ impl LocalCloudProcess {
     }
 }
 
-/// Starts `local-cloud serve` with a fresh data directory and provisions the
-/// benchmark's things, certificates and policies.
-pub async fn start(bin: &Path, data_dir: &Path, plan: &Plan) -> anyhow::Result<LocalCloudProcess> {
+/// A `local-cloud serve` process on ephemeral loopback ports, once it wrote
+/// `endpoints.json`: the process, its endpoints, and its CA in PEM.
+pub async fn spawn(bin: &Path, data_dir: &Path) -> anyhow::Result<(ChildGuard, Endpoints, String)> {
     std::fs::create_dir_all(data_dir)?;
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
@@ -103,28 +103,37 @@ pub async fn start(bin: &Path, data_dir: &Path, plan: &Plan) -> anyhow::Result<L
         anyhow::ensure!(Instant::now() < until, "local-cloud wrote no endpoints.json within {START_TIMEOUT:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let (host, port) = endpoints.mqtt_host_port().map_err(|e| anyhow::anyhow!("endpoints.json: {e}"))?;
     let ca_pem = std::fs::read_to_string(&endpoints.ca_file)
         .with_context(|| format!("reading {}", endpoints.ca_file.display()))?;
     eprintln!("local cloud listening on {} and {} (pid {})", endpoints.mqtt, endpoints.http, child.pid());
+    Ok((child, endpoints, ca_pem))
+}
 
+/// Starts `local-cloud serve` with a fresh data directory and provisions the
+/// benchmark's things, certificates and policies.
+pub async fn start(bin: &Path, data_dir: &Path, plan: &Plan) -> anyhow::Result<LocalCloudProcess> {
+    let (child, endpoints, ca_pem) = spawn(bin, data_dir).await?;
     let started = Instant::now();
     let (identities, idle) = provision(&endpoints, plan).await.context("provisioning over the HTTP API")?;
     eprintln!("provisioned {} things over HTTP in {:.1} s", identities.len(), started.elapsed().as_secs_f64());
-    let target = Target {
-        kind: Kind::LocalCloud,
-        name: "local cloud".into(),
-        host,
-        port,
-        ca_pem,
-        pid: child.pid(),
-        identities,
-        idle,
-    };
+    let target = target(&endpoints, ca_pem, child.pid(), identities, idle)?;
     Ok(LocalCloudProcess { target, child })
 }
 
-fn iot_client(http: &str) -> aws_sdk_iot::Client {
+/// The [`Target`] of a local cloud process `pid` announcing `endpoints`.
+pub fn target(
+    endpoints: &Endpoints,
+    ca_pem: String,
+    pid: u32,
+    identities: HashMap<String, Identity>,
+    idle: Identity,
+) -> anyhow::Result<Target> {
+    let (host, port) = endpoints.mqtt_host_port().map_err(|e| anyhow::anyhow!("endpoints.json: {e}"))?;
+    Ok(Target { kind: Kind::LocalCloud, name: "local cloud".into(), host, port, ca_pem, pid, identities, idle })
+}
+
+/// An `aws-sdk-iot` client for the local cloud at `http`.
+pub fn iot_client(http: &str) -> aws_sdk_iot::Client {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     // The SDK's default HTTPS client would bring a second crypto provider; use ring, like the rest.
     let http_client =
@@ -194,7 +203,7 @@ async fn certificate(iot: &aws_sdk_iot::Client, policy: &str) -> anyhow::Result<
 }
 
 /// A thing with its own certificate and `policy`.
-async fn thing(iot: &aws_sdk_iot::Client, name: String, policy: &str) -> anyhow::Result<(String, Identity)> {
+pub async fn thing(iot: &aws_sdk_iot::Client, name: String, policy: &str) -> anyhow::Result<(String, Identity)> {
     iot.create_thing().thing_name(&name).send().await.with_context(|| format!("CreateThing {name}"))?;
     let (arn, identity) = certificate(iot, policy).await?;
     iot.attach_thing_principal().thing_name(&name).principal(&arn).send().await.context("AttachThingPrincipal")?;

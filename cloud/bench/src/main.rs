@@ -12,10 +12,12 @@
 //! - `flow`: publishers → one subscriber, QoS 1 (1→1, fan-in, shadow deltas).
 //! - `idle`: thousands of idle mTLS connections and the broker's RSS.
 //! - `stats`, `report`: percentiles, the Markdown table and `docs/benchmarks.md`.
+//! - `jobs`: `--jobs`, CreateJob → `notify-next` at many things (local cloud only).
 
 mod child;
 mod flow;
 mod idle;
+mod jobs;
 mod local;
 mod machine;
 mod mosquitto;
@@ -45,6 +47,15 @@ struct Cli {
     /// Benchmark the local cloud only, even if Mosquitto could be found or installed.
     #[arg(long)]
     no_mosquitto: bool,
+    /// Run only the IoT Jobs benchmark: CreateJob → notify-next at `--things` subscribed things.
+    #[arg(long)]
+    jobs: bool,
+    /// Things in the Jobs benchmark's thing group.
+    #[arg(long, default_value_t = 100, requires = "jobs")]
+    things: usize,
+    /// Jobs created, one after another, in the Jobs benchmark.
+    #[arg(long, default_value_t = 20, requires = "jobs")]
+    rounds: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +86,9 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.jobs {
+        return run_jobs(cli).await;
+    }
     let plan = if cli.quick { plan::Plan::quick() } else { plan::Plan::full() };
     let command = report::command_line(cli.quick, cli.out.as_deref());
     let machine = machine::Machine::describe();
@@ -136,5 +150,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     drop(mosquitto);
     local.stop();
+    Ok(())
+}
+
+async fn run_jobs(cli: Cli) -> anyhow::Result<()> {
+    let work = tempfile::Builder::new().prefix("jobs-bench-").tempdir().context("creating a temporary directory")?;
+    let bin = local::binary(cli.local_cloud_bin.as_deref()).context("finding the local-cloud binary")?;
+    let build = if bin.components().any(|c| c.as_os_str() == "debug") { "debug build" } else { "release build" };
+    let machine = bench_common::machine::Machine::describe().summary();
+    let result = jobs::run(&bin, &work.path().join("local-cloud"), cli.things, cli.rounds).await?;
+    // The command as run: the profile this binary was built with, and its arguments.
+    let profile = if cfg!(debug_assertions) { "" } else { " --release" };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = format!("cargo run{profile} -p broker-bench -- {}", args.join(" "));
+    let markers = bench_common::section::Markers::new("broker-bench-jobs");
+    let section = format!(
+        "{}\n{}{}\n",
+        markers.begin,
+        jobs::markdown(&result, &command, &machine, build, cli.rounds),
+        markers.end
+    );
+    println!("{section}");
+    if let Some(out) = &cli.out {
+        bench_common::section::write_section(out, &section, &markers)
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
     Ok(())
 }

@@ -2,7 +2,10 @@
 //!
 //! Services (the shadow service, the HTTP `Publish` operation) publish through a
 //! [`Bus`]; the broker drains the [`BusReceiver`] and delivers each message to
-//! subscribers, checking `iot:Receive` for each. In the other direction the
+//! subscribers, checking `iot:Receive` for each. A message with a target
+//! ([`BusMessage::to`]) goes only to that client, whether it subscribed or not:
+//! the Jobs service answers requests this way, as AWS IoT does ("Reserved
+//! topics": job responses "don't pass through the message broker"). In the other direction the
 //! broker hands a client's publish on a topic a [`ServiceHandler`] owns (after
 //! `iot:Publish` was allowed) to that handler.
 
@@ -20,6 +23,26 @@ pub struct BusMessage {
     pub qos: u8,
     /// Whether the broker retains it.
     pub retain: bool,
+    /// `Some(client id)`: deliver to that client only, subscribed or not
+    /// (still subject to its `iot:Receive`); never retained. `None`: to subscribers.
+    pub to: Option<String>,
+}
+
+impl BusMessage {
+    /// A message for the subscribers of `topic`, not retained.
+    pub fn to_subscribers(topic: impl Into<String>, payload: impl Into<Bytes>, qos: u8) -> Self {
+        BusMessage { topic: topic.into(), payload: payload.into(), qos, retain: false, to: None }
+    }
+
+    /// A message for one client only (an answer to its request).
+    pub fn to_client(
+        client_id: impl Into<String>,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        qos: u8,
+    ) -> Self {
+        BusMessage { topic: topic.into(), payload: payload.into(), qos, retain: false, to: Some(client_id.into()) }
+    }
 }
 
 /// Publishing side: cheap to clone.

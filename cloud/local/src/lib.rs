@@ -14,12 +14,15 @@
 //! - [`http`]: the AWS-compatible HTTP endpoint (control plane and data plane).
 //! - [`credentials`]: the administrator's SigV4 key pair.
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
+//! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
+//!   timers, continuous jobs; an in-process interface for other services.
 
 pub mod broker;
 pub mod bus;
 pub mod ca;
 pub mod credentials;
 pub mod http;
+pub mod jobs;
 pub mod registry;
 pub mod s3;
 pub mod server;

@@ -15,6 +15,8 @@ use crate::bus::{Bus, ServiceHandler};
 use crate::ca::LocalCa;
 use crate::credentials::AccessKeyPair;
 use crate::http::AppState;
+use crate::jobs::JobsService;
+use crate::jobs::mqtt::JobsMqtt;
 use crate::registry::Registry;
 use crate::s3::LocalS3;
 use crate::shadows::ShadowService;
@@ -75,6 +77,9 @@ pub struct LocalCloud {
     pub bus: Bus,
     /// S3, for in-process use (other services see it as an [`crate::s3::ObjectStore`]).
     pub s3: LocalS3,
+    /// IoT Jobs, for in-process use (Greengrass creates deployment jobs and
+    /// follows their executions through it).
+    pub jobs: JobsService,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
@@ -126,19 +131,24 @@ impl LocalCloud {
 
         let shutdown = CancellationToken::new();
         let tls = ca.server_tls_config().context("building the MQTT TLS configuration")?;
-        let services: Vec<Arc<dyn ServiceHandler>> = vec![Arc::new(shadows.clone())];
-        let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls, shutdown.clone())));
-
         let http_url = format!("http://{http_addr}");
         let s3 = LocalS3::open(store.clone(), &data_dir, &config.region, &http_url, admin.clone())
             .context("opening S3 storage")?;
+        let jobs = JobsService::open(store.clone(), bus.clone(), clock.clone(), registry.clone(), Arc::new(s3.clone()))
+            .context("loading jobs")?;
+
+        let services: Vec<Arc<dyn ServiceHandler>> =
+            vec![Arc::new(shadows.clone()), Arc::new(JobsMqtt::new(jobs.clone()))];
+        let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls, shutdown.clone())));
+        tasks.push(tokio::spawn(jobs.clone().run(shutdown.clone())));
         let state = AppState {
             registry: registry.clone(),
             shadows: shadows.clone(),
             bus: bus.clone(),
             mqtt_endpoint: mqtt_addr.to_string(),
+            jobs: jobs.clone(),
         };
         // S3 first for requests signed for it; the IoT routes; unsigned leftovers to S3.
         let iot = crate::http::router_with_fallback(state, crate::s3::route::fallback(s3.service()));
@@ -162,7 +172,7 @@ impl LocalCloud {
         let json = serde_json::to_vec_pretty(&endpoints)?;
         crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, true).context("writing endpoints.json")?;
         tracing::info!(mqtt = %endpoints.mqtt, http = %endpoints.http, "listening");
-        Ok(LocalCloud { endpoints, registry, shadows, bus, s3, shutdown, tasks, store })
+        Ok(LocalCloud { endpoints, registry, shadows, bus, s3, jobs, shutdown, tasks, store })
     }
 
     /// Stops the listeners, drops connections, and flushes state.

@@ -185,7 +185,7 @@ impl Inner {
         }
         .to_topic();
         let payload = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
-        self.bus.publish(BusMessage { topic, payload, qos: 0, retain: false });
+        self.bus.publish(BusMessage::to_subscribers(topic, payload, 0));
     }
 
     fn get(&self, thing: &str, shadow: Option<&str>, payload: &[u8]) -> Result<Value, ShadowError> {

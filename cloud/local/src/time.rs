@@ -23,6 +23,28 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that moves only when told (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    /// A clock showing `millis` since the epoch.
+    pub fn at(millis: u64) -> Arc<Self> {
+        Arc::new(ManualClock(std::sync::atomic::AtomicU64::new(millis)))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.0.fetch_add(by.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A shared clock handle.
 pub type SharedClock = Arc<dyn Clock>;
 

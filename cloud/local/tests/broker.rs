@@ -410,6 +410,7 @@ async fn bus_messages_reach_subscribers_and_can_be_retained() {
         payload: Bytes::from_static(b"hi"),
         qos: 1,
         retain: true,
+        to: None,
     });
     assert!(sent);
     let p = sub.recv(WAIT).await.unwrap();
@@ -417,6 +418,36 @@ async fn bus_messages_reach_subscribers_and_can_be_retained() {
     let mut late = connected(broker.options("bus-late", &dev)).await;
     late.subscribe(&[("from/service", QoS::AtLeastOnce)]).await.unwrap();
     assert!(late.recv(WAIT).await.unwrap().retain);
+}
+
+#[tokio::test]
+async fn a_targeted_bus_message_reaches_only_its_client_subscribed_or_not() {
+    let broker = StandaloneBroker::start(BrokerConfig::default(), Vec::new()).await;
+    let dev = common::create_device(&broker.registry, "direct-user", ALLOW_ALL);
+    let mut asker = connected(broker.options("direct-asker", &dev)).await;
+    let mut other = connected(broker.options("direct-other", &dev)).await;
+    other.subscribe(&[("answers/#", QoS::AtLeastOnce)]).await.unwrap();
+    // The asker never subscribed, yet gets its answer; the subscriber does not.
+    assert!(broker.bus.publish(BusMessage::to_client("direct-asker", "answers/1", "for you", 1)));
+    assert!(broker.bus.publish(BusMessage::to_subscribers("answers/2", "for all", 1)));
+    let p = asker.recv(WAIT).await.unwrap();
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("answers/1", &b"for you"[..]));
+    let p = other.recv(WAIT).await.unwrap();
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("answers/2", &b"for all"[..]));
+}
+
+#[tokio::test]
+async fn a_targeted_bus_message_still_needs_iot_receive() {
+    let broker = StandaloneBroker::start(BrokerConfig::default(), Vec::new()).await;
+    let policy = r#"{"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Action":["iot:Connect","iot:Subscribe","iot:Publish"],"Resource":"*"},
+        {"Effect":"Allow","Action":"iot:Receive","Resource":"arn:aws:iot:us-east-1:000000000000:topic/allowed/*"}]}"#;
+    let dev = common::create_device(&broker.registry, "direct-limited", policy);
+    let mut asker = connected(broker.options("direct-limited", &dev)).await;
+    assert!(broker.bus.publish(BusMessage::to_client("direct-limited", "denied/1", "no", 1)));
+    assert!(broker.bus.publish(BusMessage::to_client("direct-limited", "allowed/1", "yes", 1)));
+    let p = asker.recv(WAIT).await.unwrap();
+    assert_eq!(p.topic, "allowed/1");
 }
 
 #[tokio::test]

@@ -49,6 +49,28 @@ impl Drop for Api {
     }
 }
 
+/// No S3 behind this API: the Jobs routes are tested with the whole local cloud.
+#[derive(Debug)]
+struct NoObjects;
+
+impl local_cloud::s3::ObjectStore for NoObjects {
+    fn head(
+        &self,
+        bucket: &str,
+        _: &str,
+    ) -> Result<Option<local_cloud::s3::ObjectMeta>, local_cloud::s3::ObjectStoreError> {
+        Err(local_cloud::s3::ObjectStoreError::NoSuchBucket(bucket.into()))
+    }
+
+    fn presign_get(&self, bucket: &str, _: &str, _: Duration) -> Result<String, local_cloud::s3::ObjectStoreError> {
+        Err(local_cloud::s3::ObjectStoreError::NoSuchBucket(bucket.into()))
+    }
+
+    fn get(&self, bucket: &str, _: &str) -> Result<Vec<u8>, local_cloud::s3::ObjectStoreError> {
+        Err(local_cloud::s3::ObjectStoreError::NoSuchBucket(bucket.into()))
+    }
+}
+
 async fn start_api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let clock = local_cloud::time::system();
@@ -56,8 +78,16 @@ async fn start_api() -> Api {
     let ca = Arc::new(LocalCa::load_or_create(dir.path()).unwrap());
     let registry = Arc::new(Registry::open(store.clone(), ca, clock.clone(), "us-east-1", "000000000000").unwrap());
     let (bus, rx) = Bus::channel();
+    let jobs = local_cloud::jobs::JobsService::open(
+        store.clone(),
+        bus.clone(),
+        clock.clone(),
+        registry.clone(),
+        Arc::new(NoObjects),
+    )
+    .unwrap();
     let shadows = ShadowService::new(store, bus.clone(), clock);
-    let state = AppState { registry, shadows, bus, mqtt_endpoint: MQTT_ENDPOINT.into() };
+    let state = AppState { registry, shadows, bus, mqtt_endpoint: MQTT_ENDPOINT.into(), jobs };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {

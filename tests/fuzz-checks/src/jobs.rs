@@ -85,6 +85,9 @@ fn engine_for(thing: &str, namespace: Option<&str>) -> JobsEngine {
             namespace: ns.map(str::to_owned),
             in_progress_timeout_minutes: Some(60),
             continuous: false,
+            retry: Vec::new(),
+            abort: Vec::new(),
+            max_per_minute: None,
         };
         engine.create_job(spec).expect("a valid job");
         engine.add_execution(id, thing, NOW_MS - 1000).expect("a queued execution");

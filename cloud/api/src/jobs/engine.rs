@@ -44,11 +44,40 @@
 //! - **Cancel**: cancelling a job cancels its QUEUED executions, and its
 //!   IN_PROGRESS ones only with `force` (the CancelJob `force` rule); the job
 //!   becomes CANCELED and gets no new executions.
+//! - **CancelJobExecution** ends one QUEUED execution as CANCELED, an
+//!   IN_PROGRESS one only with `force`; an ended one, or an IN_PROGRESS one
+//!   without `force`, is an invalid state transition; a stale
+//!   `expectedVersion` a version conflict.
+//! - **DeleteJob** removes a job and its executions; without `force` only a
+//!   COMPLETED or CANCELED job (the DeleteJob `force` rule). Its pending executions vanish from the
+//!   things' lists, which publishes `notify` / `notify-next` as for any change.
 //! - A snapshot job whose executions are all terminal becomes COMPLETED.
+//! - **Rollout** (`jobExecutionsRolloutConfig.maximumPerMinute`): the things a
+//!   job targets at creation ([`JobsEngine::target`]) get executions at most
+//!   that many per minute (windows of 60 s from the first); the rest wait in
+//!   the job's backlog, released by [`JobsEngine::tick`] (a window's end is a
+//!   deadline). Things joining a continuous job's group later are not
+//!   rate-limited ([`JobsEngine::add_execution`]). A snapshot job completes
+//!   only once its backlog is empty; cancelling drops the backlog.
+//! - **Retry** (`jobExecutionsRetryConfig`): an execution that ends FAILED or
+//!   TIMED_OUT is queued again (next `executionNumber`, `retryAttempt` + 1,
+//!   version 1) while its attempts are below the criterion for that failure
+//!   (`FAILED`, `TIMED_OUT`, or `ALL`; the specific one wins) and below 10;
+//!   REJECTED is never retried.
+//! - **Abort** (`abortConfig`): after an execution ends, each criterion is
+//!   checked over the job's executed executions (SUCCEEDED, FAILED, REJECTED,
+//!   TIMED_OUT): with at least `minNumberOfExecutedThings` of them and failures
+//!   of the criterion's type (`ALL` = the three failures) at or above
+//!   `thresholdPercentage`, the job is cancelled as CancelJob without `force`
+//!   does (QUEUED executions, queued retries too, become CANCELED).
+//! - **Changes**: every job and execution an operation created, changed or
+//!   deleted is recorded until [`JobsEngine::take_changes`]; the caller
+//!   persists them and reports execution status changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::model::{
@@ -64,8 +93,56 @@ pub const NOTIFY_MAX_SUMMARIES: usize = 10;
 
 const MINUTE_MS: i64 = 60_000;
 
+/// Which ended executions a retry or abort criterion counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureType {
+    /// FAILED.
+    Failed,
+    /// REJECTED (abort only: rejected executions are never retried).
+    Rejected,
+    /// TIMED_OUT.
+    TimedOut,
+    /// Every failure.
+    All,
+}
+
+impl FailureType {
+    fn counts(self, status: JobExecutionStatus) -> bool {
+        matches!(
+            (self, status),
+            (FailureType::Failed | FailureType::All, JobExecutionStatus::Failed)
+                | (FailureType::Rejected | FailureType::All, JobExecutionStatus::Rejected)
+                | (FailureType::TimedOut | FailureType::All, JobExecutionStatus::TimedOut)
+        )
+    }
+}
+
+/// One criterion of `jobExecutionsRetryConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryCriterion {
+    /// FAILED, TIMED_OUT or ALL.
+    pub failure_type: FailureType,
+    /// 0–10.
+    pub number_of_retries: u32,
+}
+
+/// One criterion of `abortConfig` (its action is always CANCEL).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AbortCriterion {
+    /// Which failures count.
+    pub failure_type: FailureType,
+    /// Failures among executed executions, percent, at which the job is cancelled.
+    pub threshold_percentage: f64,
+    /// Executed executions needed before the criterion applies (at least 1).
+    pub min_number_of_executed_things: u32,
+}
+
+/// Most retries of one execution, whatever the criteria say.
+pub const MAX_RETRIES: u32 = 10;
+
 /// What the control plane gives the engine to create a job.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// The job id.
     pub job_id: String,
@@ -77,19 +154,35 @@ pub struct JobSpec {
     pub in_progress_timeout_minutes: Option<i64>,
     /// `targetSelection` CONTINUOUS: the job stays IN_PROGRESS when all executions ended.
     pub continuous: bool,
+    /// `jobExecutionsRetryConfig.criteriaList`.
+    #[serde(default)]
+    pub retry: Vec<RetryCriterion>,
+    /// `abortConfig.criteriaList`.
+    #[serde(default)]
+    pub abort: Vec<AbortCriterion>,
+    /// `jobExecutionsRolloutConfig.maximumPerMinute`.
+    #[serde(default)]
+    pub max_per_minute: Option<u32>,
 }
 
 /// A job as the engine keeps it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     /// What it was created with.
     pub spec: JobSpec,
     /// Its status.
     pub status: JobStatus,
+    /// Targeted things still waiting for their execution (rollout), in order.
+    #[serde(default)]
+    pub backlog: Vec<String>,
+    /// The current rollout window: when it began (epoch ms) and executions created in it.
+    #[serde(default)]
+    pub window: Option<(i64, u32)>,
 }
 
-/// One job's execution on one thing.
-#[derive(Debug, Clone, PartialEq)]
+/// One job's execution on one thing (serialisable so a caller can persist it
+/// and hand it back to [`JobsEngine::restore`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     /// The job.
     pub job_id: String,
@@ -113,11 +206,37 @@ pub struct Execution {
     pub step_deadline_ms: Option<i64>,
     /// In-progress timer deadline (epoch ms).
     pub in_progress_deadline_ms: Option<i64>,
+    /// How many times this execution was queued again after a failure.
+    #[serde(default)]
+    pub retry_attempt: u32,
+    /// Cancelled while IN_PROGRESS, by CancelJob or CancelJobExecution with `force`.
+    #[serde(default)]
+    pub force_canceled: bool,
     /// Queue order across the engine.
     order: u64,
 }
 
 impl Execution {
+    /// A new QUEUED execution at version 1.
+    fn queued(job_id: &str, thing: &str, execution_number: i64, retry_attempt: u32, order: u64, now_ms: i64) -> Self {
+        Execution {
+            job_id: job_id.to_owned(),
+            thing_name: thing.to_owned(),
+            status: JobExecutionStatus::Queued,
+            status_details: StatusDetails::new(),
+            queued_at_ms: now_ms,
+            started_at_ms: None,
+            last_updated_at_ms: now_ms,
+            version_number: 1,
+            execution_number,
+            step_deadline_ms: None,
+            in_progress_deadline_ms: None,
+            retry_attempt,
+            force_canceled: false,
+            order,
+        }
+    }
+
     fn state(&self) -> JobExecutionState {
         JobExecutionState {
             status: self.status,
@@ -221,6 +340,49 @@ pub enum JobsEngineError {
     /// to fail rather than leave them running.
     #[error("job {0} has IN_PROGRESS executions; cancel with force")]
     InProgressExecutions(String),
+    /// DeleteJob without `force` of a job still IN_PROGRESS.
+    #[error("job {0} is IN_PROGRESS; cancel it first or delete it with force")]
+    JobRunning(String),
+    /// Status details break their limits (the message says which).
+    #[error("invalid statusDetails: {0}")]
+    InvalidStatusDetails(String),
+    /// `expectedVersion` differs from the execution's version (read it again).
+    #[error("expectedVersion {expected} but the execution is at version {current}")]
+    VersionConflict {
+        /// What the caller expected.
+        expected: i64,
+        /// The execution's version.
+        current: i64,
+    },
+    /// The execution cannot go where asked from its status (ended, or IN_PROGRESS without `force`).
+    #[error("the execution of job {job} on thing {thing} is {status}; {hint}")]
+    InvalidStateTransition {
+        /// The job.
+        job: String,
+        /// The thing.
+        thing: String,
+        /// Its status (AWS's spelling).
+        status: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+}
+
+/// What operations changed since the last [`JobsEngine::take_changes`]: ids
+/// only; look each up to tell a change (present) from a deletion (absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Job ids.
+    pub jobs: BTreeSet<String>,
+    /// (thing, job) of executions.
+    pub executions: BTreeSet<(String, String)>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.executions.is_empty()
+    }
 }
 
 /// A message to publish through the broker.
@@ -282,6 +444,7 @@ pub struct JobsEngine {
     /// Keyed by (thing, job).
     executions: BTreeMap<(String, String), Execution>,
     next_order: u64,
+    changes: Changes,
 }
 
 fn rejected(code: JobsErrorCode, message: impl Into<String>, token: &Option<String>, now_ms: i64) -> JobsRejected {
@@ -330,6 +493,94 @@ impl JobsEngine {
         self.executions.values()
     }
 
+    /// Every job, by id.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    /// An engine holding what an earlier one had (as persisted from
+    /// [`Self::take_changes`]); executions of unknown jobs are dropped.
+    pub fn restore(jobs: impl IntoIterator<Item = Job>, executions: impl IntoIterator<Item = Execution>) -> Self {
+        let jobs: BTreeMap<String, Job> = jobs.into_iter().map(|j| (j.spec.job_id.clone(), j)).collect();
+        let executions: BTreeMap<(String, String), Execution> = executions
+            .into_iter()
+            .filter(|e| jobs.contains_key(&e.job_id))
+            .map(|e| ((e.thing_name.clone(), e.job_id.clone()), e))
+            .collect();
+        let next_order = executions.values().map(|e| e.order + 1).max().unwrap_or(0);
+        JobsEngine { jobs, executions, next_order, changes: Changes::default() }
+    }
+
+    /// What changed since the last call (and forgets it).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// CancelJobExecution (see the module docs); `details` replace the status details.
+    pub fn cancel_execution(
+        &mut self,
+        job_id: &str,
+        thing: &str,
+        force: bool,
+        expected_version: Option<i64>,
+        details: Option<StatusDetails>,
+        now_ms: i64,
+    ) -> Result<Vec<Notification>, JobsEngineError> {
+        let key = (thing.to_owned(), job_id.to_owned());
+        let e = self
+            .executions
+            .get(&key)
+            .ok_or_else(|| JobsEngineError::UnknownExecution { job: job_id.to_owned(), thing: thing.to_owned() })?;
+        if let Some(expected) = expected_version
+            && expected != e.version_number
+        {
+            return Err(JobsEngineError::VersionConflict { expected, current: e.version_number });
+        }
+        let hint = match e.status {
+            JobExecutionStatus::Queued => None,
+            JobExecutionStatus::InProgress if force => None,
+            JobExecutionStatus::InProgress => Some("cancel it with force"),
+            _ => Some("an ended execution cannot be cancelled"),
+        };
+        if let Some(hint) = hint {
+            return Err(JobsEngineError::InvalidStateTransition {
+                job: job_id.to_owned(),
+                thing: thing.to_owned(),
+                status: e.status.as_str(),
+                hint,
+            });
+        }
+        if let Some(details) = &details {
+            check_status_details(details).map_err(JobsEngineError::InvalidStatusDetails)?;
+        }
+        Ok(self.observing(&[thing.to_owned()], now_ms, |engine| {
+            let e = engine.executions.get_mut(&key).expect("checked above");
+            if let Some(details) = details {
+                e.status_details = details;
+            }
+            e.force_canceled = e.status == JobExecutionStatus::InProgress;
+            e.touch(JobExecutionStatus::Canceled, now_ms);
+            engine.refresh_job(job_id);
+        }))
+    }
+
+    /// DeleteJob (see the module docs).
+    pub fn delete_job(&mut self, job_id: &str, force: bool, now_ms: i64) -> Result<Vec<Notification>, JobsEngineError> {
+        let job = self.jobs.get(job_id).ok_or_else(|| JobsEngineError::UnknownJob(job_id.to_owned()))?;
+        let of_job: Vec<(String, String)> = self.executions.keys().filter(|(_, j)| j == job_id).cloned().collect();
+        if !force && job.status == JobStatus::InProgress {
+            return Err(JobsEngineError::JobRunning(job_id.to_owned()));
+        }
+        let things: Vec<String> = of_job.iter().map(|(t, _)| t.clone()).collect();
+        Ok(self.observing(&things, now_ms, |engine| {
+            for key in &of_job {
+                engine.executions.remove(key);
+            }
+            engine.jobs.remove(job_id);
+            engine.changes.jobs.insert(job_id.to_owned());
+        }))
+    }
+
     /// Creates a job (no executions yet; add them with [`Self::add_execution`]).
     pub fn create_job(&mut self, spec: JobSpec) -> Result<(), JobsEngineError> {
         if !is_valid_job_id(&spec.job_id) || spec.namespace.as_deref().is_some_and(|ns| !is_valid_namespace_id(ns)) {
@@ -343,7 +594,11 @@ impl JobsEngine {
         if self.jobs.contains_key(&spec.job_id) {
             return Err(JobsEngineError::JobExists(spec.job_id));
         }
-        self.jobs.insert(spec.job_id.clone(), Job { spec, status: JobStatus::InProgress });
+        self.changes.jobs.insert(spec.job_id.clone());
+        self.jobs.insert(
+            spec.job_id.clone(),
+            Job { spec, status: JobStatus::InProgress, backlog: Vec::new(), window: None },
+        );
         Ok(())
     }
 
@@ -371,23 +626,7 @@ impl JobsEngine {
         let order = self.next_order;
         self.next_order += 1;
         Ok(self.observing(&[thing.to_owned()], now_ms, |engine| {
-            engine.executions.insert(
-                key,
-                Execution {
-                    job_id: job_id.to_owned(),
-                    thing_name: thing.to_owned(),
-                    status: JobExecutionStatus::Queued,
-                    status_details: StatusDetails::new(),
-                    queued_at_ms: now_ms,
-                    started_at_ms: None,
-                    last_updated_at_ms: now_ms,
-                    version_number: 1,
-                    execution_number,
-                    step_deadline_ms: None,
-                    in_progress_deadline_ms: None,
-                    order,
-                },
-            );
+            engine.executions.insert(key, Execution::queued(job_id, thing, execution_number, 0, order, now_ms));
         }))
     }
 
@@ -435,6 +674,8 @@ impl JobsEngine {
         Ok(self.observing(&things, now_ms, |engine| {
             if let Some(job) = engine.jobs.get_mut(job_id) {
                 job.status = JobStatus::Canceled;
+                job.backlog.clear();
+                engine.changes.jobs.insert(job_id.to_owned());
             }
             for key in &of_job {
                 let e = engine.executions.get_mut(key).expect("key listed above");
@@ -444,6 +685,7 @@ impl JobsEngine {
                     _ => false,
                 };
                 if cancel {
+                    e.force_canceled = e.status == JobExecutionStatus::InProgress;
                     e.touch(JobExecutionStatus::Canceled, now_ms);
                 }
             }
@@ -459,17 +701,137 @@ impl JobsEngine {
             .map(|(k, _)| k.clone())
             .collect();
         let things: Vec<String> = due.iter().map(|(t, _)| t.clone()).collect();
-        self.observing(&things, now_ms, |engine| {
+        let mut notifications = self.observing(&things, now_ms, |engine| {
             for key in &due {
                 engine.executions.get_mut(key).expect("key listed above").touch(JobExecutionStatus::TimedOut, now_ms);
+                engine.retry_if_allowed(key, now_ms);
                 engine.refresh_job(&key.1);
             }
-        })
+        });
+        let jobs: BTreeSet<&String> = due.iter().map(|(_, j)| j).collect();
+        for job in jobs {
+            notifications.extend(self.abort_if_due(job, now_ms));
+        }
+        let waiting: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| !j.backlog.is_empty() && j.window.is_none_or(|(start, _)| start + MINUTE_MS <= now_ms))
+            .map(|j| j.spec.job_id.clone())
+            .collect();
+        for job in waiting {
+            notifications.extend(self.release(&job, now_ms));
+        }
+        notifications
+    }
+
+    /// Queues an execution that just ended FAILED or TIMED_OUT again if its
+    /// job's retry criteria allow one more attempt (see the module docs).
+    fn retry_if_allowed(&mut self, key: &(String, String), now_ms: i64) {
+        let (Some(e), Some(job)) = (self.executions.get(key), self.jobs.get(&key.1)) else { return };
+        if job.status != JobStatus::InProgress || e.status == JobExecutionStatus::Rejected {
+            return;
+        }
+        let specific =
+            job.spec.retry.iter().find(|c| c.failure_type != FailureType::All && c.failure_type.counts(e.status));
+        let any = job.spec.retry.iter().find(|c| c.failure_type == FailureType::All && c.failure_type.counts(e.status));
+        let Some(allowed) = specific.or(any).map(|c| c.number_of_retries.min(MAX_RETRIES)) else { return };
+        if e.retry_attempt >= allowed {
+            return;
+        }
+        let order = self.next_order;
+        self.next_order += 1;
+        let again = Execution::queued(&key.1, &key.0, e.execution_number + 1, e.retry_attempt + 1, order, now_ms);
+        self.executions.insert(key.clone(), again);
+    }
+
+    /// Cancels `job_id` as CancelJob without `force` when one of its abort criteria is met.
+    fn abort_if_due(&mut self, job_id: &str, now_ms: i64) -> Vec<Notification> {
+        let Some(job) = self.jobs.get(job_id).filter(|j| j.status == JobStatus::InProgress) else {
+            return Vec::new();
+        };
+        let ended: Vec<JobExecutionStatus> = self
+            .executions
+            .values()
+            .filter(|e| e.job_id == job_id)
+            .map(|e| e.status)
+            .filter(|s| {
+                matches!(
+                    s,
+                    JobExecutionStatus::Succeeded
+                        | JobExecutionStatus::Failed
+                        | JobExecutionStatus::Rejected
+                        | JobExecutionStatus::TimedOut
+                )
+            })
+            .collect();
+        let executed = ended.len();
+        let due = job.spec.abort.iter().any(|c| {
+            let failures = ended.iter().filter(|s| c.failure_type.counts(**s)).count();
+            executed >= c.min_number_of_executed_things.max(1) as usize
+                && failures as f64 * 100.0 >= c.threshold_percentage * executed as f64
+        });
+        if !due {
+            return Vec::new();
+        }
+        self.cancel_job(job_id, false, false, now_ms).unwrap_or_default()
     }
 
     /// The earliest pending deadline: when the caller should call [`Self::tick`] next.
     pub fn next_deadline_ms(&self) -> Option<i64> {
-        self.executions.values().filter(|e| !e.status.is_terminal()).filter_map(Execution::deadline_ms).min()
+        let timers = self.executions.values().filter(|e| !e.status.is_terminal()).filter_map(Execution::deadline_ms);
+        let windows = self
+            .jobs
+            .values()
+            .filter(|j| !j.backlog.is_empty() && j.status == JobStatus::InProgress)
+            .filter_map(|j| j.window.map(|(start, _)| start + MINUTE_MS));
+        timers.chain(windows).min()
+    }
+
+    /// The things a job targets at creation: each gets an execution now, or
+    /// later within the job's rollout rate (see the module docs). Things that
+    /// already have a pending execution of the job are skipped.
+    pub fn target(
+        &mut self,
+        job_id: &str,
+        things: impl IntoIterator<Item = String>,
+        now_ms: i64,
+    ) -> Result<Vec<Notification>, JobsEngineError> {
+        let job = self.jobs.get_mut(job_id).ok_or_else(|| JobsEngineError::UnknownJob(job_id.to_owned()))?;
+        if job.status != JobStatus::InProgress {
+            return Err(JobsEngineError::JobNotInProgress { job: job_id.to_owned(), status: job.status });
+        }
+        job.backlog.extend(things);
+        self.changes.jobs.insert(job_id.to_owned());
+        Ok(self.release(job_id, now_ms))
+    }
+
+    /// Creates the executions a job's rollout allows now from its backlog.
+    fn release(&mut self, job_id: &str, now_ms: i64) -> Vec<Notification> {
+        let Some(job) = self.jobs.get_mut(job_id).filter(|j| j.status == JobStatus::InProgress) else {
+            return Vec::new();
+        };
+        let take = match job.spec.max_per_minute {
+            None => job.backlog.len(),
+            Some(limit) => {
+                let (start, used) = match job.window {
+                    Some((start, used)) if now_ms < start + MINUTE_MS => (start, used),
+                    _ => (now_ms, 0),
+                };
+                let take = (limit.saturating_sub(used) as usize).min(job.backlog.len());
+                job.window = Some((start, used + take as u32));
+                take
+            }
+        };
+        let released: Vec<String> = job.backlog.drain(..take).collect();
+        if !released.is_empty() {
+            self.changes.jobs.insert(job_id.to_owned());
+        }
+        let mut notifications = Vec::new();
+        for thing in released {
+            // A thing already pending keeps its execution (the error says so); nothing to do.
+            notifications.extend(self.add_execution(job_id, &thing, now_ms).unwrap_or_default());
+        }
+        notifications
     }
 
     /// GetPendingJobExecutions.
@@ -561,7 +923,7 @@ impl JobsEngine {
             || request.step_timeout_in_minutes.is_some();
         let notifications = self.observing(&[thing.to_owned()], now_ms, |engine| {
             if changes {
-                engine.apply(
+                let _ = engine.apply(
                     &key,
                     JobExecutionStatus::InProgress,
                     &request.status_details,
@@ -652,13 +1014,25 @@ impl JobsEngine {
                 );
             }
         }
-        let notifications = self.observing(&[thing.to_owned()], now_ms, |engine| {
-            engine.apply(&key, request.status, &request.status_details, request.step_timeout_in_minutes, now_ms);
+        let mut set = None;
+        let mut notifications = self.observing(&[thing.to_owned()], now_ms, |engine| {
+            set = Some(engine.apply(
+                &key,
+                request.status,
+                &request.status_details,
+                request.step_timeout_in_minutes,
+                now_ms,
+            ));
         });
+        if request.status.is_terminal() {
+            notifications.extend(self.abort_if_due(job_id, now_ms));
+        }
         let e = &self.executions[&key];
+        // The state the update set, even when a retry has queued the execution again since.
+        let set = set.unwrap_or_else(|| e.state());
         Answer {
             result: Ok(UpdateAccepted {
-                execution_state: request.include_job_execution_state.unwrap_or(false).then(|| e.state()),
+                execution_state: request.include_job_execution_state.unwrap_or(false).then_some(set),
                 job_document: request.include_job_document.unwrap_or(false).then(|| self.document(e).clone()),
                 timestamp: secs(now_ms),
                 client_token: token.clone(),
@@ -707,7 +1081,7 @@ impl JobsEngine {
         details: &Option<StatusDetails>,
         step_timeout: Option<i64>,
         now_ms: i64,
-    ) {
+    ) -> JobExecutionState {
         let job_timeout = self.jobs.get(&key.1).and_then(|j| j.spec.in_progress_timeout_minutes);
         let e = self.executions.get_mut(key).expect("caller checked the execution exists");
         if let Some(details) = details {
@@ -726,7 +1100,12 @@ impl JobsEngine {
             None => {}
         }
         e.touch(status, now_ms);
+        let set = e.state();
+        if status.is_terminal() {
+            self.retry_if_allowed(key, now_ms);
+        }
         self.refresh_job(&key.1.clone());
+        set
     }
 
     fn refresh_job(&mut self, job_id: &str) {
@@ -735,9 +1114,11 @@ impl JobsEngine {
         if let Some(job) = self.jobs.get_mut(job_id)
             && job.status == JobStatus::InProgress
             && !job.spec.continuous
+            && job.backlog.is_empty()
             && all_ended
         {
             job.status = JobStatus::Completed;
+            self.changes.jobs.insert(job_id.to_owned());
         }
     }
 
@@ -775,8 +1156,23 @@ impl JobsEngine {
     }
 
     /// Runs `change` and returns the notifications its effect on `things` calls for.
+    /// Records every execution of `things` whose version or number differs
+    /// after `change` (or that appeared or vanished) in [`Self::take_changes`].
     fn observing(&mut self, things: &[String], now_ms: i64, change: impl FnOnce(&mut Self)) -> Vec<Notification> {
         let things: BTreeSet<&String> = things.iter().collect();
+        let versions = |engine: &Self| -> BTreeMap<(String, String), (i64, i64)> {
+            things
+                .iter()
+                .flat_map(|t| {
+                    engine
+                        .executions
+                        .range(((*t).clone(), String::new())..)
+                        .take_while(move |((owner, _), _)| owner == *t)
+                })
+                .map(|(k, e)| (k.clone(), (e.version_number, e.execution_number)))
+                .collect()
+        };
+        let versions_before = versions(self);
         let before: BTreeMap<(String, Option<String>), Vec<PendingKey>> = things
             .iter()
             .flat_map(|t| self.namespaces_of(t).into_iter().map(move |ns| ((*t).clone(), ns)))
@@ -786,6 +1182,17 @@ impl JobsEngine {
             })
             .collect();
         change(self);
+        let versions_after = versions(self);
+        for (key, version) in &versions_before {
+            if versions_after.get(key) != Some(version) {
+                self.changes.executions.insert(key.clone());
+            }
+        }
+        for key in versions_after.keys() {
+            if !versions_before.contains_key(key) {
+                self.changes.executions.insert(key.clone());
+            }
+        }
         let mut notifications = Vec::new();
         for thing in things {
             for ns in self.namespaces_of(thing) {
@@ -871,6 +1278,9 @@ mod tests {
             namespace: namespace.map(str::to_owned),
             in_progress_timeout_minutes: None,
             continuous: false,
+            retry: Vec::new(),
+            abort: Vec::new(),
+            max_per_minute: None,
         }
     }
 
@@ -1120,8 +1530,10 @@ mod tests {
         assert_eq!(topics(&notes), ["$aws/things/b/jobs/notify", "$aws/things/b/jobs/notify-next"]);
         assert_eq!(engine.execution("a", "j1").unwrap().status, JobExecutionStatus::InProgress);
         assert_eq!(engine.execution("b", "j1").unwrap().status, JobExecutionStatus::Canceled);
+        assert!(!engine.execution("b", "j1").unwrap().force_canceled, "a QUEUED one is not force-cancelled");
         let notes = engine.cancel_job("j1", true, true, 5_000).unwrap();
         assert_eq!(engine.execution("a", "j1").unwrap().status, JobExecutionStatus::Canceled);
+        assert!(engine.execution("a", "j1").unwrap().force_canceled);
         assert_eq!(
             notes[1].payload.to_json(),
             json!({"timestamp": 5}),
@@ -1129,6 +1541,179 @@ mod tests {
         );
         assert!(matches!(engine.add_execution("j1", "c", 0), Err(JobsEngineError::JobNotInProgress { .. })));
         assert_eq!(engine.cancel_job("nope", true, false, 0), Err(JobsEngineError::UnknownJob("nope".into())));
+    }
+
+    #[test]
+    fn a_rollout_rate_creates_executions_per_minute_window_and_the_rest_waits() {
+        let mut engine = JobsEngine::new();
+        engine.create_job(JobSpec { max_per_minute: Some(2), ..spec("j", None) }).unwrap();
+        let things: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        engine.target("j", things.clone(), 0).unwrap();
+        let created = |e: &JobsEngine, job: &str| things.iter().filter(|t| e.execution(t, job).is_some()).count();
+        // (time, executions created by then)
+        for (now, want) in [(0, 2), (59_999, 2), (60_000, 4), (90_000, 4), (120_000, 5)] {
+            engine.tick(now);
+            assert_eq!(created(&engine, "j"), want, "at {now} ms");
+        }
+        assert_eq!(engine.next_deadline_ms(), None, "nothing left to release");
+        for t in &things {
+            engine.update(t, "j", &update(JobExecutionStatus::Succeeded), 130_000).result.unwrap();
+        }
+        assert_eq!(engine.job("j").unwrap().status, JobStatus::Completed);
+
+        let mut engine = JobsEngine::new();
+        engine.create_job(JobSpec { max_per_minute: Some(1), ..spec("k", None) }).unwrap();
+        engine.target("k", things.clone(), 0).unwrap();
+        assert_eq!(engine.next_deadline_ms(), Some(MINUTE_MS));
+        for t in &things[..1] {
+            engine.update(t, "k", &update(JobExecutionStatus::Succeeded), 1_000).result.unwrap();
+        }
+        assert_eq!(engine.job("k").unwrap().status, JobStatus::InProgress, "not complete while things wait");
+        engine.cancel_job("k", false, false, 2_000).unwrap();
+        engine.tick(MINUTE_MS);
+        assert_eq!(created(&engine, "k"), 1, "a cancelled job releases nothing");
+    }
+
+    #[test]
+    fn failed_and_timed_out_executions_are_retried_as_the_criteria_allow() {
+        let retry = |failure_type, n| RetryCriterion { failure_type, number_of_retries: n };
+        // (criteria, how each attempt ends, statuses after each end, retry attempts seen)
+        type Case = (Vec<RetryCriterion>, Vec<JobExecutionStatus>, Vec<JobExecutionStatus>);
+        use JobExecutionStatus::{Failed, Queued, Rejected, TimedOut};
+        let cases: Vec<Case> = vec![
+            (vec![retry(FailureType::Failed, 2)], vec![Failed, Failed, Failed], vec![Queued, Queued, Failed]),
+            (vec![retry(FailureType::Failed, 2)], vec![Rejected], vec![Rejected]),
+            (vec![retry(FailureType::All, 1)], vec![TimedOut, Failed], vec![Queued, Failed]),
+            (vec![retry(FailureType::All, 3), retry(FailureType::TimedOut, 0)], vec![TimedOut, Failed], vec![TimedOut]),
+            (vec![], vec![Failed], vec![Failed]),
+            (vec![retry(FailureType::Failed, 50)], vec![Failed; 11], [vec![Queued; 10], vec![Failed]].concat()),
+        ];
+        for (criteria, ends, want) in cases {
+            let mut engine = JobsEngine::new();
+            engine
+                .create_job(JobSpec {
+                    retry: criteria.clone(),
+                    in_progress_timeout_minutes: Some(1),
+                    ..spec("j", None)
+                })
+                .unwrap();
+            engine.add_execution("j", "t", 0).unwrap();
+            let mut now = 0;
+            for (end, want) in ends.iter().zip(&want) {
+                now += 1_000;
+                engine.update("t", "j", &update(JobExecutionStatus::InProgress), now).result.unwrap();
+                if *end == TimedOut {
+                    now += 2 * MINUTE_MS;
+                    engine.tick(now);
+                } else {
+                    let request = UpdateRequest { include_job_execution_state: Some(true), ..update(*end) };
+                    let answer = engine.update("t", "j", &request, now).result.unwrap();
+                    assert_eq!(answer.execution_state.map(|s| s.status), Some(*end), "the answer shows what was set");
+                }
+                assert_eq!(engine.execution("t", "j").unwrap().status, *want, "{criteria:?} after {end:?}");
+            }
+            let e = engine.execution("t", "j").unwrap();
+            assert_eq!(e.execution_number, 1 + i64::from(e.retry_attempt), "{criteria:?}");
+        }
+    }
+
+    #[test]
+    fn the_job_is_cancelled_once_failures_reach_an_abort_threshold() {
+        let abort = |failure_type, threshold_percentage, min| AbortCriterion {
+            failure_type,
+            threshold_percentage,
+            min_number_of_executed_things: min,
+        };
+        use JobExecutionStatus::{Failed, Rejected, Succeeded};
+        // (criterion, how things a and b end, whether c and d, still queued, are cancelled)
+        let cases = [
+            (abort(FailureType::Failed, 50.0, 2), [Succeeded, Failed], true),
+            (abort(FailureType::Failed, 50.1, 2), [Succeeded, Failed], false),
+            (abort(FailureType::Failed, 50.0, 3), [Succeeded, Failed], false),
+            (abort(FailureType::Rejected, 50.0, 2), [Succeeded, Failed], false),
+            (abort(FailureType::All, 100.0, 2), [Rejected, Failed], true),
+        ];
+        for (criterion, ends, cancels) in cases {
+            let mut engine = JobsEngine::new();
+            engine.create_job(JobSpec { abort: vec![criterion], ..spec("j", None) }).unwrap();
+            for thing in ["a", "b", "c", "d"] {
+                engine.add_execution("j", thing, 0).unwrap();
+            }
+            let mut notes = Vec::new();
+            for (thing, end) in ["a", "b"].into_iter().zip(ends) {
+                notes = engine.update(thing, "j", &update(end), 1_000).notifications;
+            }
+            let status = engine.execution("c", "j").unwrap().status;
+            assert_eq!(status == JobExecutionStatus::Canceled, cancels, "{criterion:?} {ends:?}");
+            assert_eq!(engine.job("j").unwrap().status == JobStatus::Canceled, cancels);
+            if cancels {
+                assert!(topics(&notes).contains(&"$aws/things/d/jobs/notify-next".to_string()), "{notes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cancel_execution_follows_status_force_and_expected_version() {
+        let mut engine = engine_with(&["j1", "j2"], "a");
+        engine.update("a", "j1", &update(JobExecutionStatus::InProgress), 3_000).result.unwrap();
+        let version = engine.execution("a", "j1").unwrap().version_number;
+        type Case<'a> = (&'a str, bool, Option<i64>, Result<JobExecutionStatus, &'a str>);
+        let cases: [Case<'_>; 4] = [
+            ("j1", false, None, Err("invalid transition")),
+            ("j1", true, Some(version + 7), Err("conflict")),
+            ("j1", true, Some(version), Ok(JobExecutionStatus::Canceled)),
+            ("j2", false, None, Ok(JobExecutionStatus::Canceled)),
+        ];
+        for (job, force, expected, want) in cases {
+            let got = engine.cancel_execution(job, "a", force, expected, None, 4_000);
+            match (want, got) {
+                (Ok(status), Ok(_)) => assert_eq!(engine.execution("a", job).unwrap().status, status),
+                (Err("invalid transition"), Err(JobsEngineError::InvalidStateTransition { .. })) => {}
+                (Err("conflict"), Err(JobsEngineError::VersionConflict { .. })) => {}
+                (want, got) => panic!("{job} force={force}: want {want:?}, got {got:?}"),
+            }
+        }
+        assert!(matches!(
+            engine.cancel_execution("j2", "a", true, None, None, 5_000),
+            Err(JobsEngineError::InvalidStateTransition { status: "CANCELED", .. })
+        ));
+        assert!(matches!(
+            engine.cancel_execution("j1", "zz", true, None, None, 5_000),
+            Err(JobsEngineError::UnknownExecution { .. })
+        ));
+    }
+
+    #[test]
+    fn delete_needs_force_while_executions_run_and_takes_them_off_the_lists() {
+        let mut engine = engine_with(&["j1"], "a");
+        engine.update("a", "j1", &update(JobExecutionStatus::InProgress), 3_000).result.unwrap();
+        assert_eq!(engine.delete_job("j1", false, 4_000), Err(JobsEngineError::JobRunning("j1".into())));
+        engine.take_changes();
+        let notes = engine.delete_job("j1", true, 4_000).unwrap();
+        assert_eq!(topics(&notes), ["$aws/things/a/jobs/notify", "$aws/things/a/jobs/notify-next"]);
+        assert!(engine.job("j1").is_none() && engine.execution("a", "j1").is_none());
+        let changes = engine.take_changes();
+        assert_eq!(changes.jobs, BTreeSet::from(["j1".to_string()]));
+        assert_eq!(changes.executions, BTreeSet::from([("a".to_string(), "j1".to_string())]));
+        assert_eq!(engine.delete_job("j1", true, 0), Err(JobsEngineError::UnknownJob("j1".into())));
+    }
+
+    #[test]
+    fn a_restored_engine_answers_as_the_original_and_queues_after_it() {
+        let mut engine = engine_with(&["j1", "j2"], "a");
+        engine.update("a", "j2", &update(JobExecutionStatus::InProgress), 3_000).result.unwrap();
+        let changes = engine.take_changes();
+        assert!(changes.jobs.contains("j1") && changes.executions.contains(&("a".into(), "j2".into())));
+        let json = serde_json::to_string(&(engine.jobs().collect::<Vec<_>>(), engine.executions().collect::<Vec<_>>()))
+            .unwrap();
+        let (jobs, executions): (Vec<Job>, Vec<Execution>) = serde_json::from_str(&json).unwrap();
+        let mut restored = JobsEngine::restore(jobs, executions);
+        let keys = |e: &JobsEngine| e.pending("a", None).iter().map(|x| x.job_id.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&restored), keys(&engine));
+        restored.create_job(spec("j3", None)).unwrap();
+        restored.add_execution("j3", "a", 9_000).unwrap();
+        assert_eq!(keys(&restored), ["j2", "j1", "j3"], "a new execution queues after the restored ones");
+        assert!(restored.take_changes().executions.contains(&("a".into(), "j3".into())));
     }
 
     #[test]

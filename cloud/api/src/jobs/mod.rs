@@ -28,8 +28,8 @@ pub mod model;
 pub mod topic;
 
 pub use engine::{
-    Answer, Execution, Job, JobSpec, JobsEngine, JobsEngineError, Notification, NotificationPayload, Reply,
-    invalid_topic_reply,
+    AbortCriterion, Answer, Changes, Execution, FailureType, Job, JobSpec, JobsEngine, JobsEngineError, Notification,
+    NotificationPayload, Reply, RetryCriterion, invalid_topic_reply,
 };
 pub use model::{JobExecutionStatus, JobStatus, JobsErrorCode};
 pub use topic::{

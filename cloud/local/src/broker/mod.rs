@@ -48,7 +48,8 @@
 //!   broker closes it for a revoked certificate or for shutdown.
 //! - **Services**: a PUBLISH on a topic a [`ServiceHandler`] wants is handed to
 //!   it and also delivered to subscribers; messages from the [`BusReceiver`] are
-//!   delivered (with `iot:Receive` checks) and retained if flagged.
+//!   delivered (with `iot:Receive` checks) and retained if flagged; one with a
+//!   target client goes to that client's session only, subscribed or not.
 //!
 //! # Slow subscribers
 //! At most 100 QoS 1 messages are in flight per connection (IoT Core's limit);
@@ -274,7 +275,10 @@ async fn drain_bus(shared: Arc<Shared>, mut bus: BusReceiver, stop: Cancellation
         let message = queue::Message { topic: msg.topic, payload: msg.payload, qos: msg.qos.min(1) };
         // Service messages are not held back: a subscriber with a full queue
         // misses them (counted), so one slow device cannot delay every service.
-        let blocked = shared.publish(message, msg.retain, None);
+        let blocked = match msg.to {
+            Some(client_id) => shared.deliver_to(&client_id, message).into_iter().collect(),
+            None => shared.publish(message, msg.retain, None),
+        };
         shared.give_up(blocked);
     }
 }

@@ -468,6 +468,15 @@ impl Shared {
         blocked
     }
 
+    /// Delivers `msg` to the session of `client_id` alone, whatever it
+    /// subscribed to (a direct answer); nothing if there is no such session.
+    /// `iot:Receive` is still checked when the connection writes it.
+    pub(crate) fn deliver_to(&self, client_id: &str, msg: Message) -> Option<Blocked> {
+        let session = lock(&self.sessions).get(client_id).cloned()?;
+        let qos = msg.qos;
+        self.offer(session, Delivery { msg: Arc::new(msg), qos, retain: false, dup: false })
+    }
+
     /// Hands `d` to `session`: its live connection's queue, or its offline
     /// queue. Returns the delivery if it is QoS 1 and the live queue is full.
     fn offer(&self, session: Arc<Session>, d: Delivery) -> Option<Blocked> {

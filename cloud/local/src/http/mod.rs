@@ -12,6 +12,7 @@
 //!   certificates, principals, DescribeEndpoint).
 //! - [`thing_groups`]: the control plane's thing-group operations.
 //! - [`data`]: the IoT data plane (shadows over HTTP, Publish).
+//! - Jobs' control plane lives with the Jobs service: [`crate::jobs::http`].
 //! - [`error`]: AWS exceptions on the wire.
 //! - [`wire`]: request/response shapes and the extractors that read them.
 //!
@@ -55,6 +56,8 @@ pub struct AppState {
     pub bus: Bus,
     /// MQTT endpoint `host:port` reported by DescribeEndpoint.
     pub mqtt_endpoint: String,
+    /// IoT Jobs (its routes are [`crate::jobs::http`]).
+    pub jobs: crate::jobs::JobsService,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.
@@ -69,6 +72,7 @@ pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
         .merge(control::routes())
         .merge(thing_groups::routes())
         .merge(data::routes())
+        .merge(crate::jobs::http::routes())
         .fallback_service(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))

@@ -44,6 +44,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// A URL that GETs the object without credentials for `expires` (1 s to 7 days)
     /// from now. The object need not exist yet.
     fn presign_get(&self, bucket: &str, key: &str, expires: Duration) -> Result<String, ObjectStoreError>;
+
+    /// The whole object (for small objects such as job documents: check the
+    /// size with [`ObjectStore::head`] first); [`ObjectStoreError::NoSuchKey`] when absent.
+    fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ObjectStoreError>;
 }
 
 /// The key pairs whose signatures S3 accepts.
@@ -126,5 +130,14 @@ impl ObjectStore for LocalS3 {
 
     fn presign_get(&self, bucket: &str, key: &str, expires: Duration) -> Result<String, ObjectStoreError> {
         self.presigner.presign_get_at(bucket, key, SystemTime::now(), expires)
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ObjectStoreError> {
+        use std::io::Read as _;
+        let (_, mut file) = self.objects.open_object(bucket, key)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|source| ObjectStoreError::Io { path: format!("{bucket}/{key}").into(), source })?;
+        Ok(bytes)
     }
 }

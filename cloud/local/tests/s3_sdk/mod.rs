@@ -33,7 +33,7 @@ fn s3_client(cloud: &LocalCloud, access_key_id: &str, secret: &str) -> aws_sdk_s
 }
 
 /// A client signing with the key pair the cloud advertises in `endpoints.json`.
-fn admin(cloud: &LocalCloud) -> aws_sdk_s3::Client {
+pub(crate) fn admin(cloud: &LocalCloud) -> aws_sdk_s3::Client {
     let pair = cloud.endpoints.credentials.as_ref().expect("endpoints carry the administrator's key pair");
     s3_client(cloud, &pair.access_key_id, &pair.secret_access_key)
 }
@@ -47,7 +47,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// One plain HTTP GET of a URL on loopback: status and body.
-async fn http_get(url: &str) -> (u16, Vec<u8>) {
+pub(crate) async fn http_get(url: &str) -> (u16, Vec<u8>) {
     http_get_with(url, "").await
 }
 

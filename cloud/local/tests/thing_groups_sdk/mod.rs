@@ -15,7 +15,7 @@ use crate::common::failed;
 
 const ARN_PREFIX: &str = "arn:aws:iot:us-east-1:000000000000";
 
-fn iot(cloud: &LocalCloud) -> aws_sdk_iot::Client {
+pub(crate) fn iot(cloud: &LocalCloud) -> aws_sdk_iot::Client {
     let conf = aws_sdk_iot::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
