@@ -1,4 +1,4 @@
-//! The local cloud: AWS IoT Core and Amazon S3 in one process.
+//! The local cloud: AWS IoT Core, Amazon S3 and AWS IoT Greengrass V2 (components) in one process.
 //!
 //! # Layout
 //! - [`server`]: [`server::LocalCloud`], the embeddable server; starts everything
@@ -14,11 +14,14 @@
 //! - [`http`]: the AWS-compatible HTTP endpoint (control plane and data plane).
 //! - [`credentials`]: the administrator's SigV4 key pair.
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
+//! - [`greengrass`]: Greengrass V2 components: the control plane on the same HTTP endpoint,
+//!   the data plane for cores on its own mutual-TLS listener.
 
 pub mod broker;
 pub mod bus;
 pub mod ca;
 pub mod credentials;
+pub mod greengrass;
 pub mod http;
 pub mod registry;
 pub mod s3;
