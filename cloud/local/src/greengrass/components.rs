@@ -671,6 +671,134 @@ mod tests {
         assert_eq!(platforms_of(&doc)[0].attributes["architecture"], "amd64");
     }
 
+    /// S3 as a map of (bucket, key) → SHA-256 hex; one bucket, `b`.
+    #[derive(Debug, Default)]
+    struct FakeS3(std::sync::Mutex<HashMap<(String, String), String>>);
+
+    impl ObjectStore for FakeS3 {
+        fn head(&self, bucket: &str, key: &str) -> Result<Option<crate::s3::ObjectMeta>, ObjectStoreError> {
+            if bucket != "b" {
+                return Err(ObjectStoreError::NoSuchBucket(bucket.into()));
+            }
+            let objects = self.0.lock().unwrap();
+            Ok(objects.get(&(bucket.to_string(), key.to_string())).map(|sha256| crate::s3::ObjectMeta {
+                size: 1,
+                etag: String::new(),
+                sha256: sha256.clone(),
+                content_type: String::new(),
+                metadata: BTreeMap::new(),
+                last_modified_ms: 0,
+                parts_count: None,
+            }))
+        }
+
+        fn presign_get(&self, _: &str, _: &str, _: std::time::Duration) -> Result<String, ObjectStoreError> {
+            unreachable!("not used by the store")
+        }
+    }
+
+    #[derive(Debug)]
+    struct At(std::sync::atomic::AtomicU64);
+
+    impl crate::time::Clock for At {
+        fn now_millis(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn store_with(objects: &[(&str, &str)]) -> (Components, Arc<At>) {
+        let s3 = FakeS3::default();
+        for (key, sha) in objects {
+            s3.0.lock().unwrap().insert(("b".into(), key.to_string()), sha.to_string());
+        }
+        let clock = Arc::new(At(std::sync::atomic::AtomicU64::new(1_000)));
+        let loader = RecipeLoader::without_schema("unit test: typed checks");
+        let c = Components::open(
+            Store::in_memory().unwrap(),
+            Arc::new(s3),
+            loader,
+            clock.clone(),
+            "us-east-1",
+            "000000000000",
+        )
+        .unwrap();
+        (c, clock)
+    }
+
+    fn recipe(version: &str, uri: &str) -> String {
+        format!(
+            r#"{{"RecipeFormatVersion":"2020-01-25","ComponentName":"com.example.A","ComponentVersion":"{version}",
+               "Manifests":[{{"Lifecycle":{{"Run":"true"}},"Artifacts":[{{"URI":"{uri}"}}]}}]}}"#
+        )
+    }
+
+    fn state(c: &Components, version: &str) -> ComponentState {
+        c.component_version("com.example.A", version).unwrap().record.status.component_state
+    }
+
+    #[test]
+    fn malformed_or_invalid_recipes_are_validation_errors_and_store_nothing() {
+        let (c, _) = store_with(&[]);
+        let table: &[(&str, &[u8], ValidationReason)] = &[
+            ("not UTF-8", b"\xff\xfe", ValidationReason::CannotParse),
+            ("malformed JSON", b"{\"RecipeFormatVersion\": ", ValidationReason::CannotParse),
+            ("malformed YAML", b"ComponentName: [unclosed\n", ValidationReason::CannotParse),
+            (
+                "no manifests",
+                b"RecipeFormatVersion: '2020-01-25'\nComponentName: A\nComponentVersion: 1.0.0\n",
+                ValidationReason::FieldValidationFailed,
+            ),
+            (
+                "reserved name",
+                b"RecipeFormatVersion: '2020-01-25'\nComponentName: aws.greengrass.X\nComponentVersion: 1.0.0\n",
+                ValidationReason::FieldValidationFailed,
+            ),
+        ];
+        for (why, text, want) in table {
+            match c.create(text, BTreeMap::new(), None) {
+                Err(GreengrassError::Validation { reason, .. }) => assert_eq!(reason, *want, "{why}"),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        assert!(c.list().is_empty());
+    }
+
+    #[test]
+    fn artifacts_decide_deployable_or_failed_and_versions_conflict() {
+        let sha = "ab".repeat(32);
+        let (c, _) = store_with(&[("a.zip", &sha)]);
+        c.create(recipe("1.0.0", "s3://b/a.zip").as_bytes(), BTreeMap::new(), None).unwrap();
+        assert_eq!(state(&c, "1.0.0"), ComponentState::Deployable);
+        let stored = &c.component_version("com.example.A", "1.0.0").unwrap().record;
+        assert_eq!(stored.recipe["Manifests"][0]["Artifacts"][0]["Algorithm"], "SHA-256");
+        for (version, uri) in [("1.0.1", "s3://b/missing"), ("1.0.2", "s3://nobucket/a.zip"), ("1.0.3", "s3://b")] {
+            c.create(recipe(version, uri).as_bytes(), BTreeMap::new(), None).unwrap();
+            let record = c.component_version("com.example.A", version).unwrap().record;
+            assert_eq!(record.status.component_state, ComponentState::Failed, "{uri}");
+            assert!(record.status.errors.contains_key(uri), "{uri}: {:?}", record.status.errors);
+        }
+        let again = c.create(recipe("1.0.0", "s3://b/a.zip").as_bytes(), BTreeMap::new(), None);
+        assert!(matches!(again, Err(GreengrassError::Conflict { .. })), "{again:?}");
+    }
+
+    #[test]
+    fn a_client_token_answers_the_same_request_again_for_eight_hours() {
+        let (c, clock) = store_with(&[]);
+        let text = recipe("1.0.0", "docker:hello");
+        let first = c.create(text.as_bytes(), BTreeMap::new(), Some("t-1")).unwrap();
+        assert_eq!(c.create(text.as_bytes(), BTreeMap::new(), Some("t-1")).unwrap(), first);
+        let other = recipe("2.0.0", "docker:hello");
+        assert!(matches!(
+            c.create(other.as_bytes(), BTreeMap::new(), Some("t-1")),
+            Err(GreengrassError::Conflict { .. })
+        ));
+        clock.0.store(1_000 + TOKEN_LIFETIME_MS, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            matches!(c.create(text.as_bytes(), BTreeMap::new(), Some("t-1")), Err(GreengrassError::Conflict { .. })),
+            "after 8 hours the token is forgotten and the version exists"
+        );
+    }
+
     #[test]
     fn artifact_names_are_the_uri_after_the_scheme() {
         let a = |uri: &str| StoredArtifact { uri: uri.into(), s3: None, sha256: None, size: None };
