@@ -19,7 +19,7 @@ pub struct ComponentArn {
 
 /// Why a string is not the ARN an operation expects: a `ValidationException` on the `arn` field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{arn:?} is not a component {what} ARN (arn:aws:greengrass:REGION:ACCOUNT:components:NAME{tail})")]
+#[error("{arn:?} is not a component{what} ARN (arn:aws:greengrass:REGION:ACCOUNT:components:NAME{tail})")]
 pub struct ArnError {
     arn: String,
     what: &'static str,
@@ -29,22 +29,23 @@ pub struct ArnError {
 impl ComponentArn {
     /// Parses `…:components:NAME:versions:VERSION`.
     pub fn parse_version(arn: &str) -> Result<Self, ArnError> {
-        let err = || ArnError { arn: arn.to_string(), what: "version", tail: ":versions:VERSION" };
-        let parsed = Self::parse_any(arn).ok_or_else(err)?;
-        if parsed.version.is_none() {
-            return Err(err());
-        }
-        Ok(parsed)
+        Self::parse_expecting(arn, true)
     }
 
     /// Parses `…:components:NAME` (no version).
     pub fn parse_component(arn: &str) -> Result<Self, ArnError> {
-        let err = || ArnError { arn: arn.to_string(), what: "", tail: "" };
-        let parsed = Self::parse_any(arn).ok_or_else(err)?;
-        if parsed.version.is_some() {
-            return Err(err());
+        Self::parse_expecting(arn, false)
+    }
+
+    fn parse_expecting(arn: &str, versioned: bool) -> Result<Self, ArnError> {
+        match Self::parse_any(arn) {
+            Some(parsed) if parsed.version.is_some() == versioned => Ok(parsed),
+            _ => Err(ArnError {
+                arn: arn.to_string(),
+                what: if versioned { " version" } else { "" },
+                tail: if versioned { ":versions:VERSION" } else { "" },
+            }),
         }
-        Ok(parsed)
     }
 
     fn parse_any(arn: &str) -> Option<Self> {

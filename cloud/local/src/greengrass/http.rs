@@ -247,16 +247,14 @@ async fn list_component_versions(
     Ok(ok_json(StatusCode::OK, body))
 }
 
-/// Runs a store call (SQLite) on the blocking pool; a panic becomes an `InternalServerException`.
+/// Runs a store call (SQLite) on the blocking pool ([`crate::http::blocking`]); a panic
+/// becomes an `InternalServerException`.
 pub async fn blocking<T, F>(f: F) -> Result<T, GreengrassError>
 where
     F: FnOnce() -> Result<T, GreengrassError> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(_) => Err(GreengrassError::Internal("the service failed while handling the request".into())),
-    }
+    crate::http::blocking(move || Ok(f())).await?
 }
 
 #[cfg(test)]
