@@ -139,7 +139,7 @@ impl LocalCloud {
         let gg_addr = gg_listener.local_addr()?;
 
         let shutdown = CancellationToken::new();
-        let tls = ca.server_tls_config().context("building the MQTT TLS configuration")?;
+        let tls = ca.server_tls_config().context("building the TLS configuration (MQTT, Greengrass data plane)")?;
         let services: Vec<Arc<dyn ServiceHandler>> = vec![Arc::new(shadows.clone())];
         let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
         let mut tasks = Vec::new();
@@ -159,8 +159,8 @@ impl LocalCloud {
             .context("opening the Greengrass component store")?;
         // S3 first for requests signed for it; the IoT routes; the Greengrass routes; unsigned
         // leftovers to S3.
-        let services = greengrass.control_plane().fallback_service(crate::s3::route::fallback(s3.service()));
-        let iot = crate::http::router_with_fallback(state, services);
+        let greengrass_then_s3 = greengrass.control_plane().fallback_service(crate::s3::route::fallback(s3.service()));
+        let iot = crate::http::router_with_fallback(state, greengrass_then_s3);
         let app = crate::s3::route::front(iot, s3.service());
         let http_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
