@@ -91,15 +91,20 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
+    let stop = shutdown.child_token();
+    let stop_acceptor = stop.clone();
+    // Owns the listening socket; it ends (closing the socket) at `shutdown`, and `serve` waits
+    // for it, so a restart on the same port finds the port free.
+    let acceptor_task = tokio::spawn(async move {
         loop {
             let (tcp, addr) = tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop_acceptor.cancelled() => return,
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(e) => {
-                        tracing::debug!(error = %e, "data plane: accept failed");
+                        // Out of descriptors, say: back off instead of spinning.
+                        tracing::warn!(error = %e, "data plane: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
@@ -118,7 +123,11 @@ pub async fn serve(
         }
     });
     let app = routes(service).into_make_service_with_connect_info::<Peer>();
-    axum::serve(TlsListener { accepted: rx, local }, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let served =
+        axum::serve(TlsListener { accepted: rx, local }, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    stop.cancel();
+    let _ = acceptor_task.await;
+    served
 }
 
 /// The data-plane routes.

@@ -270,10 +270,16 @@ async fn greengrass_component_versions_round_trip_with_the_rust_sdk() {
     let left = gg.list_component_versions().arn(component_arn).send().await.expect("ListComponentVersions");
     assert_eq!(left.component_versions().len(), 1);
 
-    // Everything is in the data directory: a restart keeps it.
+    // Everything is in the data directory: a restart (on the same data-plane port, which the
+    // stopped cloud must have closed) keeps it.
     let dir = _dir.path().to_path_buf();
+    let on_disk = local_cloud::server::read_endpoints(&dir).unwrap();
+    assert_eq!(on_disk.greengrass_data_plane, cloud.endpoints.greengrass_data_plane, "endpoints.json advertises it");
+    let data_plane = on_disk.greengrass_data_plane.unwrap();
     cloud.shutdown().await;
-    let cloud = LocalCloud::start(Config::ephemeral(&dir)).await.expect("restart");
+    let mut config = Config::ephemeral(&dir);
+    config.greengrass_data_plane_addr = data_plane.trim_start_matches("https://").parse().unwrap();
+    let cloud = LocalCloud::start(config).await.expect("restart on the same data-plane port");
     let described =
         control(&cloud).describe_component().arn(arn).send().await.expect("DescribeComponent after restart");
     assert_eq!(described.status().and_then(|s| s.component_state()), Some(&CloudComponentState::Deployable));
