@@ -100,7 +100,8 @@ class LocalCloud:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [str(self.binary), "serve", "--data-dir", str(self.data_dir),
-                 "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
+                 "--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+                 "--greengrass-data-plane-addr", "127.0.0.1:0"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             )
         path = self.data_dir / "endpoints.json"

@@ -2,11 +2,14 @@
 //! components from their real recipes.
 //!
 //! # Layout
-//! - [`recipe`]: recipe parsing, validation, platform selection, variables, dependency order.
+//! - [`recipe`]: recipe parsing, validation, platform selection, variables, dependency order
+//!   (the `greengrass-recipe` crate, re-exported).
 //! - [`core`]: the simulated nucleus: shared types, and its pieces in submodules.
 //! - [`dataset`]: labeled feature windows from simulated plant runs, for the analyzer's model.
 
 pub mod core;
 pub mod dataset;
 pub mod plant;
-pub mod recipe;
+/// The recipe engine, its own crate ([`greengrass_recipe`]) so the local cloud validates recipes
+/// with the same rules; re-exported so the core keeps its `crate::recipe` paths.
+pub use greengrass_recipe as recipe;

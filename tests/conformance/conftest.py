@@ -110,6 +110,8 @@ def local_cloud(tmp_path_factory) -> LocalCloud:
                 "127.0.0.1:0",
                 "--http-addr",
                 "127.0.0.1:0",
+                "--greengrass-data-plane-addr",
+                "127.0.0.1:0",
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

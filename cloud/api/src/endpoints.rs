@@ -29,6 +29,13 @@ pub struct Endpoints {
     /// clients use their own AWS credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<AccessKeyPair>,
+    /// Base URL of the Greengrass data plane for core devices (HTTPS with mutual TLS, no SigV4:
+    /// ResolveComponentCandidates, GetComponentVersionArtifact), e.g.
+    /// `https://127.0.0.1:8443` for the local cloud; real AWS:
+    /// `https://greengrass-ats.iot.{region}.amazonaws.com:8443`. Absent in files written before
+    /// the local cloud served Greengrass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greengrass_data_plane: Option<String>,
 }
 
 /// An access key id and its secret: what a client signs SigV4 requests with.
@@ -78,6 +85,7 @@ mod tests {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             credentials: None,
+            greengrass_data_plane: None,
         }
     }
 

@@ -84,6 +84,7 @@ pub async fn spawn(bin: &Path, data_dir: &Path) -> anyhow::Result<(ChildGuard, E
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--greengrass-data-plane-addr", "127.0.0.1:0"])
         // Warnings only: logging is not what is being measured.
         .env("RUST_LOG", "warn");
     let log = data_dir.join("local-cloud.log");

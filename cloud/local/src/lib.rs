@@ -1,4 +1,4 @@
-//! The local cloud: AWS IoT Core and Amazon S3 in one process.
+//! The local cloud: AWS IoT Core, Amazon S3 and AWS IoT Greengrass V2 (components) in one process.
 //!
 //! # Layout
 //! - [`server`]: [`server::LocalCloud`], the embeddable server; starts everything
@@ -16,11 +16,14 @@
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
 //! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
 //!   timers, continuous jobs; an in-process interface for other services.
+//! - [`greengrass`]: Greengrass V2 components: the control plane on the same HTTP endpoint,
+//!   the data plane for cores on its own mutual-TLS listener.
 
 pub mod broker;
 pub mod bus;
 pub mod ca;
 pub mod credentials;
+pub mod greengrass;
 pub mod http;
 pub mod jobs;
 pub mod registry;

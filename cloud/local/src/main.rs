@@ -31,6 +31,9 @@ enum Command {
         /// HTTP listener (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:4566")]
         http_addr: SocketAddr,
+        /// Greengrass data plane for cores: HTTPS with mutual TLS (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        greengrass_data_plane_addr: SocketAddr,
         /// Region in ARNs.
         #[arg(long, default_value = "us-east-1")]
         region: String,
@@ -60,11 +63,28 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data_dir, mqtt_addr, http_addr, region, account_id, access_key_id, secret_access_key } => {
+        Command::Serve {
+            data_dir,
+            mqtt_addr,
+            http_addr,
+            greengrass_data_plane_addr,
+            region,
+            account_id,
+            access_key_id,
+            secret_access_key,
+        } => {
             let admin_credentials = access_key_id
                 .zip(secret_access_key)
                 .map(|(access_key_id, secret_access_key)| AccessKeyPair { access_key_id, secret_access_key });
-            let config = Config { data_dir, mqtt_addr, http_addr, region, account_id, admin_credentials };
+            let config = Config {
+                data_dir,
+                mqtt_addr,
+                http_addr,
+                greengrass_data_plane_addr,
+                region,
+                account_id,
+                admin_credentials,
+            };
             let cloud = LocalCloud::start(config).await.context("starting the local cloud")?;
             tracing::info!(mqtt = %cloud.endpoints.mqtt, http = %cloud.endpoints.http, ca = %cloud.endpoints.ca_file.display(), "local cloud ready");
             let signal = cli_shell::shutdown_signal()?.await;

@@ -1,5 +1,6 @@
-//! The embeddable local cloud: opens the data directory, starts the broker and
-//! the HTTP endpoint, and writes `endpoints.json` once both accept connections.
+//! The embeddable local cloud: opens the data directory, starts the broker, the
+//! HTTP endpoint and the Greengrass data plane, and writes `endpoints.json` once
+//! all accept connections.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::broker::{Broker, BrokerConfig};
 use crate::bus::{Bus, ServiceHandler};
 use crate::ca::LocalCa;
 use crate::credentials::AccessKeyPair;
+use crate::greengrass::Greengrass;
 use crate::http::AppState;
 use crate::jobs::JobsService;
 use crate::jobs::mqtt::JobsMqtt;
@@ -32,6 +34,8 @@ pub struct Config {
     pub mqtt_addr: SocketAddr,
     /// HTTP listener; port 0 picks a free port.
     pub http_addr: SocketAddr,
+    /// Greengrass data plane for cores (HTTPS, mutual TLS); port 0 picks a free port.
+    pub greengrass_data_plane_addr: SocketAddr,
     /// Region reported in ARNs and `endpoints.json`.
     pub region: String,
     /// Account id reported in ARNs and `endpoints.json`.
@@ -42,23 +46,26 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: MQTT on 127.0.0.1:8883, HTTP on 127.0.0.1:4566, `us-east-1`, `000000000000`.
+    /// Defaults: MQTT on 127.0.0.1:8883, HTTP on 127.0.0.1:4566, the Greengrass data plane on
+    /// 127.0.0.1:8443 (AWS's port), `us-east-1`, `000000000000`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 8883)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 4566)),
+            greengrass_data_plane_addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             admin_credentials: None,
         }
     }
 
-    /// Both listeners on ephemeral loopback ports (for tests).
+    /// Every listener on an ephemeral loopback port (for tests).
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
         let mut c = Config::new(data_dir);
         c.mqtt_addr.set_port(0);
         c.http_addr.set_port(0);
+        c.greengrass_data_plane_addr.set_port(0);
         c
     }
 }
@@ -80,6 +87,9 @@ pub struct LocalCloud {
     /// IoT Jobs, for in-process use (Greengrass creates deployment jobs and
     /// follows their executions through it).
     pub jobs: JobsService,
+    /// Greengrass V2 (components), for in-process use; deployments reach the component store
+    /// through [`crate::greengrass::ComponentCatalog`].
+    pub greengrass: Greengrass,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
@@ -92,14 +102,14 @@ impl std::fmt::Debug for LocalCloud {
 }
 
 impl LocalCloud {
-    /// Starts everything; returns once both listeners accept connections and `endpoints.json` is written.
+    /// Starts everything; returns once every listener accepts connections and `endpoints.json` is written.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         Self::start_with_clock(config, crate::time::system()).await
     }
 
     /// [`LocalCloud::start`] with an injected clock.
     pub async fn start_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
-        for addr in [config.mqtt_addr, config.http_addr] {
+        for addr in [config.mqtt_addr, config.http_addr, config.greengrass_data_plane_addr] {
             anyhow::ensure!(
                 addr.ip().is_loopback() || addr.ip().is_unspecified(),
                 "refusing to listen on {addr}: the local cloud listens on loopback (or an explicit any-address) only"
@@ -126,11 +136,15 @@ impl LocalCloud {
         let http_listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP listener {}", config.http_addr))?;
+        let gg_listener = TcpListener::bind(config.greengrass_data_plane_addr).await.with_context(|| {
+            format!("binding the Greengrass data-plane listener {}", config.greengrass_data_plane_addr)
+        })?;
         let mqtt_addr = mqtt_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
+        let gg_addr = gg_listener.local_addr()?;
 
         let shutdown = CancellationToken::new();
-        let tls = ca.server_tls_config().context("building the MQTT TLS configuration")?;
+        let tls = ca.server_tls_config().context("building the TLS configuration (MQTT, Greengrass data plane)")?;
         let http_url = format!("http://{http_addr}");
         let s3 = LocalS3::open(store.clone(), &data_dir, &config.region, &http_url, admin.clone())
             .context("opening S3 storage")?;
@@ -150,14 +164,26 @@ impl LocalCloud {
             mqtt_endpoint: mqtt_addr.to_string(),
             jobs: jobs.clone(),
         };
-        // S3 first for requests signed for it; the IoT routes; unsigned leftovers to S3.
-        let iot = crate::http::router_with_fallback(state, crate::s3::route::fallback(s3.service()));
+        let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
+        let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())
+            .context("opening the Greengrass component store")?;
+        // S3 first for requests signed for it; the IoT routes; the Greengrass routes; unsigned
+        // leftovers to S3.
+        let greengrass_then_s3 = greengrass.control_plane().fallback_service(crate::s3::route::fallback(s3.service()));
+        let iot = crate::http::router_with_fallback(state, greengrass_then_s3);
         let app = crate::s3::route::front(iot, s3.service());
         let http_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(http_listener, app).with_graceful_shutdown(http_shutdown.cancelled_owned()).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP endpoint stopped");
+            }
+        }));
+
+        let data_plane = crate::greengrass::dataplane::serve(gg_listener, tls, greengrass.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = data_plane.await {
+                tracing::error!(error = %e, "Greengrass data plane stopped");
             }
         }));
 
@@ -168,11 +194,12 @@ impl LocalCloud {
             region: config.region.clone(),
             account_id: config.account_id.clone(),
             credentials: Some(admin),
+            greengrass_data_plane: Some(format!("https://{gg_addr}")),
         };
         let json = serde_json::to_vec_pretty(&endpoints)?;
         crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, true).context("writing endpoints.json")?;
         tracing::info!(mqtt = %endpoints.mqtt, http = %endpoints.http, "listening");
-        Ok(LocalCloud { endpoints, registry, shadows, bus, s3, jobs, shutdown, tasks, store })
+        Ok(LocalCloud { endpoints, registry, shadows, bus, s3, jobs, greengrass, shutdown, tasks, store })
     }
 
     /// Stops the listeners, drops connections, and flushes state.

@@ -6,9 +6,11 @@
 //! local cloud restarts on the same data directory and everything is still there.
 //!
 //! The modules are other stories with AWS's SDKs in the same test binary:
-//! S3 (`s3_sdk`), thing groups (`thing_groups_sdk`) and IoT Jobs (`jobs_sdk`).
+//! S3 (`s3_sdk`), thing groups (`thing_groups_sdk`), IoT Jobs (`jobs_sdk`) and Greengrass V2
+//! components with the cores' data plane (`greengrass_sdk`).
 
 mod common;
+mod greengrass_sdk;
 mod jobs_sdk;
 mod s3_sdk;
 mod thing_groups_sdk;

@@ -296,6 +296,9 @@ pub async fn provision_core_device(
         region: scope.region.clone(),
         account_id: scope.account_id.clone(),
         credentials: None,
+        // Not written yet: a core finds AWS's data plane from its region; the local cloud's is in
+        // the local cloud's own endpoints.json.
+        greengrass_data_plane: None,
     };
     write_json(&files.endpoints, &endpoints)?;
     let record = Record {

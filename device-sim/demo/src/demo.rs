@@ -502,6 +502,9 @@ async fn outage(site: &mut Site, obs: &mut Observer, pause: Duration, telemetry:
     let mut config = local_cloud::server::Config::new(site.dir.join("cloud"));
     config.mqtt_addr = site.endpoints.mqtt.parse().context("mqtt address")?;
     config.http_addr = site.endpoints.http.trim_start_matches("http://").parse().context("http address")?;
+    if let Some(gg) = &site.endpoints.greengrass_data_plane {
+        config.greengrass_data_plane_addr = gg.trim_start_matches("https://").parse().context("data-plane address")?;
+    }
     let cloud = local_cloud::server::LocalCloud::start(config).await.context("restarting the local cloud")?;
     obs.wait_subscribed(connections).await?;
     cloud.registry.update_certificate(&cert, local_cloud::registry::CertificateStatus::Active)?;

@@ -627,6 +627,7 @@ mod tests {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             credentials: None,
+            greengrass_data_plane: None,
         };
         let config = BridgeConfig::new(endpoints, dir.path().join("c.pem"), dir.path().join("k.pem"), "t".into());
         let err = tls_config(&config).unwrap_err().0;

@@ -222,6 +222,10 @@ impl Cloud {
         let mut config = Config::new(&self.data_dir);
         config.mqtt_addr = self.endpoints.mqtt.parse().expect("the MQTT address");
         config.http_addr = self.endpoints.http.trim_start_matches("http://").parse().expect("the HTTP address");
+        if let Some(gg) = &self.endpoints.greengrass_data_plane {
+            config.greengrass_data_plane_addr =
+                gg.trim_start_matches("https://").parse().expect("the data-plane address");
+        }
         self.local = Some(LocalCloud::start(config).await.expect("the local cloud restarts"));
     }
 

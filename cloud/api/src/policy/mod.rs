@@ -6,11 +6,13 @@ pub mod arn;
 pub mod audit;
 pub mod document;
 pub mod eval;
+pub mod greengrass;
 mod pattern;
 
 pub use audit::overly_permissive;
 pub use document::{Effect, PolicyDocument, PolicyError, Statement};
 pub use eval::{Action, AuthContext, Decision, evaluate, evaluate_action};
+pub use greengrass::{GreengrassAction, evaluate_greengrass};
 
 /// Whether `name` is a valid IoT policy name: `[\w+=,.@-]{1,128}` (ASCII word characters), as
 /// CreatePolicy requires.

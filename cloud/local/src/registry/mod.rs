@@ -1055,6 +1055,35 @@ impl Registry {
         names.into_iter().filter_map(|n| state.policies.get(n).map(|(_, d)| d.clone())).collect()
     }
 
+    /// Evaluates a Greengrass data-plane action for a certificate (AWS IoT Greengrass V2
+    /// Developer Guide, "AWS IoT policies for data plane operations"): the certificate must be
+    /// ACTIVE, and only the policies attached to the certificate count (thing-group policies do
+    /// not grant data-plane access, thing policy variables are not supported). `resource` is a
+    /// full ARN, or `*` for actions without a resource type.
+    pub fn authorize_greengrass(
+        &self,
+        certificate_id: &str,
+        action: cloud_api::policy::GreengrassAction,
+        resource: &str,
+    ) -> Decision {
+        let state = self.read();
+        match state.certificates.get(certificate_id) {
+            Some(c) if c.status == CertificateStatus::Active => {}
+            _ => return Decision::ImplicitDeny,
+        }
+        let docs = self.policies_in(&state, certificate_id, None);
+        let ctx = AuthContext {
+            region: self.region.clone(),
+            account_id: self.account_id.clone(),
+            certificate_id: Some(certificate_id.to_string()),
+            certificate_subject: state.certificates.get(certificate_id).map(|c| c.subject.clone()).unwrap_or_default(),
+            ..AuthContext::default()
+        };
+        drop(state);
+        let docs: Vec<PolicyDocument> = docs.iter().map(|d| (**d).clone()).collect();
+        cloud_api::policy::evaluate_greengrass(&docs, action, resource, &ctx)
+    }
+
     /// Evaluates the policies attached to the certificate (and to groups of its thing) for one operation.
     pub fn authorize(&self, req: &AuthRequest<'_>) -> Decision {
         let state = self.read();

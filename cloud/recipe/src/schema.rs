@@ -27,7 +27,7 @@ pub const SCHEMA_ENV: &str = "GDK_RECIPE_SCHEMA";
 
 /// Where the schema is looked for when neither a path nor [`SCHEMA_ENV`] names one.
 pub fn default_schema_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/gdk-recipe-schema.json")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/gdk-recipe-schema.json")
 }
 
 /// Why the schema could not be loaded. All are configuration problems: fix the path or file.

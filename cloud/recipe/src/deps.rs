@@ -320,8 +320,8 @@ fn order(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::model::{ComponentType, Dependency, Manifest};
-    use crate::recipe::platform::PlatformRequirement;
+    use crate::model::{ComponentType, Dependency, Manifest};
+    use crate::platform::PlatformRequirement;
 
     fn recipe(name: &str, version: &str, deps: &[(&str, &str, DependencyType)]) -> Recipe {
         Recipe {

@@ -229,7 +229,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::recipe::lifecycle::{SkipCheck, SkipIf, Step, StepKind};
+    use crate::lifecycle::{SkipCheck, SkipIf, Step, StepKind};
 
     fn context() -> InterpolationContext {
         let root = Path::new("/greengrass/v2");

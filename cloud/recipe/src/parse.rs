@@ -557,9 +557,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::recipe::lifecycle::StepKind;
-    use crate::recipe::platform::DevicePlatform;
-    use crate::recipe::schema::default_schema_path;
+    use crate::lifecycle::StepKind;
+    use crate::platform::DevicePlatform;
+    use crate::schema::default_schema_path;
 
     /// The GDK schema from `../shared/reference` (or `GDK_RECIPE_SCHEMA`): these tests check our
     /// behaviour against the real file, so its absence is a failure, not a skip.

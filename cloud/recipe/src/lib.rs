@@ -1,5 +1,6 @@
-//! Greengrass v2 component recipes: the recipe engine of the simulated core. Pure logic, no
-//! processes: it reads recipes, checks them, and answers what the nucleus would do with them.
+//! Greengrass v2 component recipes: the recipe engine shared by the simulated core
+//! (`device-sim`) and the local cloud's Greengrass service. Pure logic, no processes: it reads
+//! recipes, checks them, and answers what the nucleus would do with them.
 //!
 //! Follows the AWS IoT Greengrass V2 Developer Guide ("AWS IoT Greengrass component recipe
 //! reference", "Update component configurations", "Greengrass nucleus") and, where the guide
