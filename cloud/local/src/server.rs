@@ -155,7 +155,7 @@ impl LocalCloud {
             vec![Arc::new(shadows.clone()), Arc::new(JobsMqtt::new(jobs.clone()))];
         let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls, shutdown.clone())));
+        tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls.clone(), shutdown.clone())));
         tasks.push(tokio::spawn(jobs.clone().run(shutdown.clone())));
         let state = AppState {
             registry: registry.clone(),

@@ -689,10 +689,15 @@ mod tests {
                 metadata: BTreeMap::new(),
                 last_modified_ms: 0,
                 parts_count: None,
+                checksums: Default::default(),
             }))
         }
 
         fn presign_get(&self, _: &str, _: &str, _: std::time::Duration) -> Result<String, ObjectStoreError> {
+            unreachable!("not used by the store")
+        }
+
+        fn get(&self, _: &str, _: &str) -> Result<Vec<u8>, ObjectStoreError> {
             unreachable!("not used by the store")
         }
     }
