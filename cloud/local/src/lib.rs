@@ -19,6 +19,7 @@ pub mod broker;
 pub mod bus;
 pub mod ca;
 pub mod credentials;
+pub mod greengrass;
 pub mod http;
 pub mod registry;
 pub mod s3;
