@@ -672,6 +672,67 @@ impl Deployments {
     }
 }
 
+/// Something a core said, however it reached the cloud.
+#[derive(Debug, Clone)]
+pub enum CoreEvent {
+    /// A fleet status message on `topic`.
+    FleetStatus {
+        /// The topic (names the thing).
+        topic: String,
+        /// The message.
+        payload: bytes::Bytes,
+    },
+    /// A job execution changed (thing-group deployments).
+    JobExecution {
+        /// The core thing.
+        thing: String,
+        /// The job.
+        job_id: String,
+        /// The execution's status (`IN_PROGRESS`, `SUCCEEDED`, …).
+        status: String,
+        /// Its status details.
+        details: BTreeMap<String, String>,
+    },
+    /// A shadow was updated (thing deployments report through theirs).
+    Shadow(ShadowChange),
+}
+
+impl Deployments {
+    /// Applies one [`CoreEvent`]. Blocking (SQLite).
+    pub fn apply(&self, event: CoreEvent) {
+        match event {
+            CoreEvent::FleetStatus { topic, payload } => self.on_fleet_status(&topic, &payload),
+            CoreEvent::JobExecution { thing, job_id, status, details } => {
+                self.on_job_execution(&thing, &job_id, &status, &details)
+            }
+            CoreEvent::Shadow(change) => self.on_shadow_change(&change),
+        }
+    }
+}
+
+/// Takes fleet status messages off the broker (they still reach subscribers).
+#[derive(Debug, Clone)]
+pub struct FleetStatusListener {
+    events: tokio::sync::mpsc::UnboundedSender<CoreEvent>,
+}
+
+impl FleetStatusListener {
+    /// A listener that queues what it hears on `events`.
+    pub fn new(events: tokio::sync::mpsc::UnboundedSender<CoreEvent>) -> Self {
+        FleetStatusListener { events }
+    }
+}
+
+impl crate::bus::ServiceHandler for FleetStatusListener {
+    fn wants(&self, topic: &str) -> bool {
+        fleet_status::thing_of_topic(topic).is_some()
+    }
+
+    fn handle(&self, _from: &crate::bus::Publisher, topic: &str, payload: bytes::Bytes) {
+        let _ = self.events.send(CoreEvent::FleetStatus { topic: topic.to_owned(), payload });
+    }
+}
+
 fn put<T: Serialize>(kind: &'static str, key: &str, value: &T) -> Result<Op, DeploymentsError> {
     Ok(Op::Put { kind, key: key.to_owned(), value: serde_json::to_string(value).map_err(internal)? })
 }
@@ -984,6 +1045,27 @@ mod tests {
         assert_eq!(names(f.service.core_devices(Some("pumps"), None).unwrap()), vec!["core-1"]);
         assert!(f.service.core_devices(None, Some(OverallStatus::Unhealthy)).unwrap().is_empty());
         assert!(matches!(f.service.core_devices(Some("nope"), None), Err(DeploymentsError::NotFound { .. })));
+    }
+
+    #[test]
+    fn the_listener_takes_fleet_status_topics_only_and_events_apply_in_order() {
+        use crate::bus::{Publisher, ServiceHandler};
+        let f = Fixture::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let listener = FleetStatusListener::new(tx);
+        assert!(listener.wants("$aws/things/core-1/greengrassv2/health/json"));
+        assert!(!listener.wants("$aws/things/core-1/greengrass/health/json"));
+        assert!(!listener.wants("$aws/things/core-1/shadow/update"));
+        let from = Publisher { client_id: "core-1".into(), certificate_id: "c".into() };
+        for seq in [1, 2] {
+            let payload = fleet_status("core-1", seq, "CADENCE", None);
+            listener.handle(&from, "$aws/things/core-1/greengrassv2/health/json", payload.into());
+        }
+        while let Ok(event) = rx.try_recv() {
+            f.service.apply(event);
+        }
+        let core = f.service.core_device("core-1").unwrap();
+        assert_eq!(core.components.len(), 1);
     }
 
     #[test]
