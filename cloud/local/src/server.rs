@@ -16,9 +16,10 @@ use crate::bus::{Bus, ServiceHandler};
 use crate::ca::LocalCa;
 use crate::credentials::AccessKeyPair;
 use crate::greengrass::Greengrass;
+use crate::greengrass::deployments::{CoreEvent, DeploymentJobs, Deployments, DeploymentsConfig, FleetStatusListener};
 use crate::http::AppState;
-use crate::jobs::JobsService;
 use crate::jobs::mqtt::JobsMqtt;
+use crate::jobs::{CreateJob, JobsService, TargetSelection};
 use crate::registry::Registry;
 use crate::s3::LocalS3;
 use crate::shadows::ShadowService;
@@ -90,6 +91,8 @@ pub struct LocalCloud {
     /// Greengrass V2 (components), for in-process use; deployments reach the component store
     /// through [`crate::greengrass::ComponentCatalog`].
     pub greengrass: Greengrass,
+    /// Greengrass deployments and core devices, for in-process use.
+    pub deployments: Deployments,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
@@ -151,8 +154,14 @@ impl LocalCloud {
         let jobs = JobsService::open(store.clone(), bus.clone(), clock.clone(), registry.clone(), Arc::new(s3.clone()))
             .context("loading jobs")?;
 
-        let services: Vec<Arc<dyn ServiceHandler>> =
-            vec![Arc::new(shadows.clone()), Arc::new(JobsMqtt::new(jobs.clone()))];
+        // What cores report (fleet status, job executions, shadow updates) reaches the
+        // deployment service in the order it happened, through one queue.
+        let (core_events, core_events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let services: Vec<Arc<dyn ServiceHandler>> = vec![
+            Arc::new(shadows.clone()),
+            Arc::new(JobsMqtt::new(jobs.clone())),
+            Arc::new(FleetStatusListener::new(core_events.clone())),
+        ];
         let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls.clone(), shutdown.clone())));
@@ -169,7 +178,29 @@ impl LocalCloud {
             .context("opening the Greengrass component store")?;
         // S3 first for requests signed for it; the IoT routes; the Greengrass routes; unsigned
         // leftovers to S3.
-        let greengrass_then_s3 = greengrass.control_plane().fallback_service(crate::s3::route::fallback(s3.service()));
+        let deployments = Deployments::open(DeploymentsConfig {
+            store: store.clone(),
+            registry: registry.clone(),
+            shadows: shadows.clone(),
+            jobs: Arc::new(JobsForDeployments(jobs.clone())),
+            catalog: greengrass.catalog(),
+            clock: clock.clone(),
+            region: config.region.clone(),
+            account: config.account_id.clone(),
+        })
+        .context("loading Greengrass deployments")?;
+        tasks.push(tokio::spawn(follow_cores(
+            deployments.clone(),
+            core_events,
+            core_events_rx,
+            jobs.subscribe(),
+            shadows.changes(),
+            shutdown.clone(),
+        )));
+        let greengrass_then_s3 = greengrass
+            .control_plane()
+            .merge(crate::greengrass::deployments_http::routes(deployments.clone()))
+            .fallback_service(crate::s3::route::fallback(s3.service()));
         let iot = crate::http::router_with_fallback(state, greengrass_then_s3);
         let app = crate::s3::route::front(iot, s3.service());
         let http_shutdown = shutdown.clone();
@@ -199,7 +230,7 @@ impl LocalCloud {
         let json = serde_json::to_vec_pretty(&endpoints)?;
         crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, true).context("writing endpoints.json")?;
         tracing::info!(mqtt = %endpoints.mqtt, http = %endpoints.http, "listening");
-        Ok(LocalCloud { endpoints, registry, shadows, bus, s3, jobs, greengrass, shutdown, tasks, store })
+        Ok(LocalCloud { endpoints, registry, shadows, bus, s3, jobs, greengrass, deployments, shutdown, tasks, store })
     }
 
     /// Stops the listeners, drops connections, and flushes state.
@@ -219,4 +250,79 @@ pub fn read_endpoints(data_dir: &Path) -> anyhow::Result<Endpoints> {
     let path = data_dir.join("endpoints.json");
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Greengrass deployments' way into IoT Jobs: a thing-group deployment is a
+/// continuous job in the `aws-gg-deployment` namespace.
+struct JobsForDeployments(JobsService);
+
+impl DeploymentJobs for JobsForDeployments {
+    fn create_deployment_job(
+        &self,
+        job_id: &str,
+        group_arn: &str,
+        document: serde_json::Map<String, serde_json::Value>,
+        iot_job_configuration: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, String> {
+        let member = |name: &str| iot_job_configuration.get(name).cloned();
+        let request = CreateJob {
+            targets: vec![group_arn.to_owned()],
+            document: Some(serde_json::Value::Object(document).to_string()),
+            description: Some("AWS IoT Greengrass deployment".into()),
+            target_selection: Some(TargetSelection::Continuous),
+            job_executions_rollout_config: member("jobExecutionsRolloutConfig"),
+            abort_config: member("abortConfig"),
+            timeout_config: member("timeoutConfig"),
+            namespace_id: Some(cloud_api::greengrass::DEPLOYMENT_JOB_NAMESPACE.into()),
+            ..CreateJob::default()
+        };
+        self.0.create_job(job_id, request).map_err(|e| e.to_string())
+    }
+
+    fn cancel_job(&self, job_id: &str) -> Result<(), String> {
+        self.0.cancel_job(job_id, false, None, None).map_err(|e| e.to_string())
+    }
+}
+
+/// Feeds the deployment service what cores report: fleet status (queued by the
+/// broker's listener on `events`), job executions and shadow updates, applied
+/// one at a time on the blocking pool, in arrival order.
+async fn follow_cores(
+    deployments: Deployments,
+    events: tokio::sync::mpsc::UnboundedSender<CoreEvent>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<CoreEvent>,
+    mut executions: tokio::sync::broadcast::Receiver<crate::jobs::ExecutionChange>,
+    mut shadow_changes: tokio::sync::broadcast::Receiver<crate::shadows::ShadowChange>,
+    shutdown: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            change = executions.recv() => match change {
+                Ok(c) => {
+                    let _ = events.send(CoreEvent::JobExecution {
+                        thing: c.thing_name,
+                        job_id: c.job_id,
+                        status: c.status.as_str().to_owned(),
+                        details: c.status_details,
+                    });
+                }
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "Greengrass fell behind on job executions"),
+                Err(RecvError::Closed) => return,
+            },
+            change = shadow_changes.recv() => match change {
+                Ok(c) => { let _ = events.send(CoreEvent::Shadow(c)); }
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "Greengrass fell behind on shadow updates"),
+                Err(RecvError::Closed) => return,
+            },
+            event = queue.recv() => {
+                let Some(event) = event else { return };
+                let service = deployments.clone();
+                if tokio::task::spawn_blocking(move || service.apply(event)).await.is_err() {
+                    tracing::error!("applying a core's report failed");
+                }
+            }
+        }
+    }
 }

@@ -27,6 +27,21 @@ use crate::time::SharedClock;
 
 const K_SHADOW: &str = "shadow";
 
+/// How many changes a slow watcher may fall behind before it misses some.
+const CHANGE_BACKLOG: usize = 1024;
+
+/// A shadow after an accepted update, for services inside the local cloud that
+/// act on what devices report (Greengrass reads its deployment shadow).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowChange {
+    /// The thing.
+    pub thing_name: String,
+    /// The named shadow, `None` for the classic one.
+    pub shadow_name: Option<String>,
+    /// The document after the update (`update/documents`'s `current`: state, metadata, version).
+    pub current: Value,
+}
+
 /// A page of named shadows (ListNamedShadowsForThing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedShadowPage {
@@ -61,6 +76,8 @@ struct Inner {
     bus: Bus,
     clock: SharedClock,
     limits: ShadowLimits,
+    /// Accepted updates, for in-process watchers.
+    changes: tokio::sync::broadcast::Sender<ShadowChange>,
     /// Serializes read-modify-write of shadows.
     lock: Mutex<()>,
 }
@@ -94,7 +111,8 @@ impl ShadowService {
 
     /// A service with other document limits (a local ShadowManager allows up to 30 KiB).
     pub fn with_limits(store: Store, bus: Bus, clock: SharedClock, limits: ShadowLimits) -> Self {
-        let inner = Arc::new(Inner { store, bus, clock, limits, lock: Mutex::new(()) });
+        let (changes, _) = tokio::sync::broadcast::channel(CHANGE_BACKLOG);
+        let inner = Arc::new(Inner { store, bus, clock, limits, changes, lock: Mutex::new(()) });
         let (queue, rx) = mpsc::channel::<Request>();
         let worker = inner.clone();
         let in_flight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
@@ -115,6 +133,11 @@ impl ShadowService {
             })
             .ok();
         ShadowService { inner, queue, in_flight }
+    }
+
+    /// Every accepted update from now on, however it was made (MQTT or HTTP).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<ShadowChange> {
+        self.inner.changes.subscribe()
     }
 
     /// GetThingShadow: the full document.
@@ -206,6 +229,14 @@ impl Inner {
             self.publish(thing, shadow, ShadowOperation::Update, ShadowResponse::Delta, delta);
         }
         self.publish(thing, shadow, ShadowOperation::Update, ShadowResponse::Documents, &result.documents);
+        if let Some(current) = result.documents.get("current") {
+            // No watcher is fine: the send only fails when nobody listens.
+            let _ = self.changes.send(ShadowChange {
+                thing_name: thing.to_owned(),
+                shadow_name: shadow.map(str::to_owned),
+                current: current.clone(),
+            });
+        }
         Ok(result.accepted)
     }
 

@@ -6,10 +6,12 @@
 //! local cloud restarts on the same data directory and everything is still there.
 //!
 //! The modules are other stories with AWS's SDKs in the same test binary:
-//! S3 (`s3_sdk`), thing groups (`thing_groups_sdk`), IoT Jobs (`jobs_sdk`) and Greengrass V2
-//! components with the cores' data plane (`greengrass_sdk`).
+//! S3 (`s3_sdk`), thing groups (`thing_groups_sdk`), IoT Jobs (`jobs_sdk`), Greengrass V2
+//! components with the cores' data plane (`greengrass_sdk`), and Greengrass deployments with a
+//! core played over MQTT (`deployments_sdk`).
 
 mod common;
+mod deployments_sdk;
 mod greengrass_sdk;
 mod jobs_sdk;
 mod s3_sdk;

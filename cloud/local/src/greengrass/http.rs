@@ -42,11 +42,11 @@ struct CreateComponentVersionRequest {
 }
 
 /// Epoch seconds, as restJson1 writes timestamps.
-fn seconds(ms: u64) -> f64 {
+pub(super) fn seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
-fn ok_json(status: StatusCode, value: Value) -> Response {
+pub(super) fn ok_json(status: StatusCode, value: Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
@@ -168,7 +168,7 @@ async fn delete_component(State(gg): State<Greengrass>, Label(arn): Label) -> Re
 }
 
 /// `maxResults` (1–100, the model's `DefaultMaxResults`) and `nextToken` (an offset here).
-fn paging(params: &BTreeMap<String, String>) -> Result<(usize, usize), GreengrassError> {
+pub(super) fn paging(params: &BTreeMap<String, String>) -> Result<(usize, usize), GreengrassError> {
     let max = match params.get("maxResults") {
         None => 100,
         Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
@@ -184,8 +184,24 @@ fn paging(params: &BTreeMap<String, String>) -> Result<(usize, usize), Greengras
     Ok((start, max))
 }
 
+/// The answer of a list operation: one page of `items` under `member`, and `nextToken` when
+/// more follow.
+pub(super) fn page_response(
+    member: &str,
+    items: Vec<Value>,
+    params: &BTreeMap<String, String>,
+) -> Result<Response, GreengrassError> {
+    let (start, max) = paging(params)?;
+    let (items, next) = page(items, start, max);
+    let mut body = json!({ member: items });
+    if let Some(next) = next {
+        body["nextToken"] = json!(next);
+    }
+    Ok(ok_json(StatusCode::OK, body))
+}
+
 /// One page of `items` and the next token.
-fn page<T>(items: Vec<T>, start: usize, max: usize) -> (Vec<T>, Option<String>) {
+pub(super) fn page<T>(items: Vec<T>, start: usize, max: usize) -> (Vec<T>, Option<String>) {
     let end = start.saturating_add(max).min(items.len());
     let next = (end < items.len()).then(|| end.to_string());
     (items.into_iter().skip(start).take(max).collect(), next)

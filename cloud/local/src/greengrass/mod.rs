@@ -1,5 +1,5 @@
-//! AWS IoT Greengrass V2, the component part: the control plane's component operations on the
-//! shared HTTP endpoint (signed for `greengrass`, restJson1), and the data plane for core
+//! AWS IoT Greengrass V2: the control plane's component, deployment and core-device operations
+//! on the shared HTTP endpoint (signed for `greengrass`, restJson1), and the data plane for core
 //! devices on its own mutual-TLS listener.
 //!
 //! Follows the Smithy model `greengrassv2` (API 2020-11-30, service `GreengrassV2`, SigV4 name
@@ -16,16 +16,22 @@
 //!   GetComponent, ListComponents, ListComponentVersions, DeleteComponent).
 //! - [`dataplane`]: the mTLS listener and its routes (ResolveComponentCandidates,
 //!   GetComponentVersionArtifact), authorized by the certificate's `greengrass:*` policy actions.
+//! - [`deployments`]: deployments (revisions per target; thing groups through namespaced IoT
+//!   jobs, things through the `AWSManagedGreengrassV2Deployment` shadow) and core devices, built
+//!   only from what cores report (fleet status, job executions, the deployment shadow).
+//! - [`deployments_http`]: the deployment and core-device routes.
 //! - [`resolve`]: the pure version choice of ResolveComponentCandidates.
 //! - [`arn`]: component and component-version ARNs.
 //! - [`error`]: Greengrass exceptions on the wire.
 //!
-//! Not here (yet): deployments, core devices, Lambda-function components, public (AWS)
-//! components, tags operations.
+//! Not here (yet): Lambda-function components, public (AWS) components, tags operations,
+//! GetDeploymentConfiguration and ListThingGroupsForCoreDevice.
 
 pub mod arn;
 pub mod components;
 pub mod dataplane;
+pub mod deployments;
+pub mod deployments_http;
 pub mod error;
 pub mod http;
 pub mod resolve;
