@@ -1,4 +1,4 @@
-//! Building the `aws-sdk-iot` client the way the AWS CLI would: region and credentials from
+//! Building the `aws-sdk-iot`, `aws-sdk-greengrassv2` and `aws-sdk-s3` clients the way the AWS CLI would: region and credentials from
 //! `aws-config`'s default chain (environment, shared config and credentials files, web identity,
 //! ECS and EC2 instance metadata), the endpoint from `AWS_ENDPOINT_URL_IOT` / `AWS_ENDPOINT_URL`
 //! or the profile's `endpoint_url` unless overridden. One HTTP client for every target: rustls with
@@ -8,7 +8,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use aws_sdk_iot::config::SharedHttpClient;
 
-/// How to reach IoT Core's control plane.
+/// How to reach the AWS services (IoT Core's and Greengrass's control planes, S3).
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
     /// Overrides every other endpoint setting (`--endpoint-url`); `None` keeps the SDK's resolution.
@@ -26,8 +26,9 @@ pub fn http_client() -> SharedHttpClient {
     aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
-/// An IoT control-plane client configured from the default chain and `options`.
-pub async fn iot_client(options: &ClientOptions) -> aws_sdk_iot::Client {
+/// The shared SDK configuration: region, credentials and HTTP client from the default chain and
+/// `options` (the endpoint is set per service, so the override wins over environment and profile).
+async fn shared_config(options: &ClientOptions) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
     if let Some(region) = &options.region {
         loader = loader.region(Region::new(region.clone()));
@@ -35,11 +36,37 @@ pub async fn iot_client(options: &ClientOptions) -> aws_sdk_iot::Client {
     if let Some(credentials) = &options.credentials {
         loader = loader.credentials_provider(credentials.clone());
     }
-    let shared = loader.load().await;
-    // Set on the service config, the override wins over AWS_ENDPOINT_URL_IOT and profiles.
+    loader.load().await
+}
+
+/// An IoT control-plane client configured from the default chain and `options`.
+pub async fn iot_client(options: &ClientOptions) -> aws_sdk_iot::Client {
+    let shared = shared_config(options).await;
     let mut config = aws_sdk_iot::config::Builder::from(&shared);
     if let Some(url) = &options.endpoint_url {
         config = config.endpoint_url(url);
     }
     aws_sdk_iot::Client::from_conf(config.build())
+}
+
+/// A Greengrass V2 control-plane client configured from the default chain and `options`.
+pub async fn greengrass_client(options: &ClientOptions) -> aws_sdk_greengrassv2::Client {
+    let shared = shared_config(options).await;
+    let mut config = aws_sdk_greengrassv2::config::Builder::from(&shared);
+    if let Some(url) = &options.endpoint_url {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_greengrassv2::Client::from_conf(config.build())
+}
+
+/// An S3 client configured from the default chain and `options`. With an endpoint override the
+/// bucket goes in the path (`http://host/bucket/key`), which the local cloud requires and other
+/// S3-compatible endpoints accept; AWS's own endpoint keeps virtual-hosted addressing.
+pub async fn s3_client(options: &ClientOptions) -> aws_sdk_s3::Client {
+    let shared = shared_config(options).await;
+    let mut config = aws_sdk_s3::config::Builder::from(&shared);
+    if let Some(url) = &options.endpoint_url {
+        config = config.endpoint_url(url).force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(config.build())
 }

@@ -87,6 +87,51 @@ pub enum ProvisionError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An artifact a recipe names is not where the build looks for it.
+    #[error(
+        "component {component}: artifact {artifact} not found (looked at {}); build the binary first (e.g. `cargo build --release`) or fix the recipe's URI",
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    ArtifactNotFound {
+        /// `ComponentName`.
+        component: String,
+        /// The artifact's file name.
+        artifact: String,
+        /// Where it was looked for.
+        searched: Vec<PathBuf>,
+    },
+    /// The component version is already published with other content: a new version is needed.
+    #[error(
+        "component {component} {version} is already published with another {artifact} (stored digest {}, local {local}); publish it under a new version",
+        stored.as_deref().unwrap_or("none")
+    )]
+    DigestMismatch {
+        /// `ComponentName`.
+        component: String,
+        /// `ComponentVersion`.
+        version: String,
+        /// The artifact's file name.
+        artifact: String,
+        /// The digest the stored recipe names, if any.
+        stored: Option<String>,
+        /// The digest of the local file.
+        local: String,
+    },
+    /// The Greengrass service refused the component version (state FAILED).
+    #[error(
+        "component {component} {version} is FAILED in the service: {message}{}",
+        errors.iter().map(|(k, v)| format!("; {k}: {v}")).collect::<String>()
+    )]
+    ComponentFailed {
+        /// `ComponentName`.
+        component: String,
+        /// `ComponentVersion`.
+        version: String,
+        /// The status message.
+        message: String,
+        /// The service's `errors`, by artifact URI.
+        errors: std::collections::BTreeMap<String, String>,
+    },
     /// The service answered something this code cannot use (a missing member).
     #[error("{operation}: unexpected answer: {reason}")]
     Unexpected {
@@ -106,6 +151,9 @@ impl ProvisionError {
             | ProvisionError::PermissivePolicy { .. }
             | ProvisionError::File { .. }
             | ProvisionError::BadFile { .. }
+            | ProvisionError::ArtifactNotFound { .. }
+            | ProvisionError::DigestMismatch { .. }
+            | ProvisionError::ComponentFailed { .. }
             | ProvisionError::Request { .. } => NextStep::FixInput,
             ProvisionError::Aws { next, .. } => *next,
             ProvisionError::Transport { .. } => NextStep::Retry,
@@ -123,6 +171,8 @@ impl ProvisionError {
                 | ProvisionError::PermissivePolicy { .. }
                 | ProvisionError::File { .. }
                 | ProvisionError::BadFile { .. }
+                | ProvisionError::ArtifactNotFound { .. }
+                | ProvisionError::DigestMismatch { .. }
                 | ProvisionError::Request { .. }
         )
     }
@@ -145,7 +195,7 @@ impl ProvisionError {
     }
 }
 
-/// What to do about an AWS error code (IoT control-plane error shapes, `iot.json`).
+/// What to do about an AWS error code (error shapes of `iot.json`, `greengrassv2.json`, `s3.json`).
 pub fn next_step_for_code(code: &str) -> NextStep {
     match code {
         "ThrottlingException"

@@ -1,15 +1,19 @@
-//! `provision`: provisions (or removes) a pump core device in AWS IoT Core, real or local.
+//! `provision`: provisions (or removes) a pump core device in AWS IoT Core, builds and publishes
+//! Greengrass components and deploys them to a thing group, real AWS or local.
 //!
 //! Exit codes: 0 on success; 64 (`EX_USAGE`) for bad command-line syntax; 78 (`EX_CONFIG`) when
 //! the configuration is at fault (names, policy file, root CA, output directory, credentials,
 //! region); 1 when AWS or the network failed (the cause chain is printed, with the AWS error code
-//! and message).
+//! and message), or when a deployment failed on a core or did not finish in time.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+mod component_cmd;
+mod deploy_cmd;
+
 use provision::{ClientOptions, CoreDeviceSpec, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, PolicySource, ProvisionError};
 
 #[derive(Debug, Parser)]
@@ -32,6 +36,99 @@ enum Command {
     Core(CoreArgs),
     /// Remove the core device: certificates (INACTIVE, then deleted), thing, and the policy if unused.
     Deprovision(DeprovisionArgs),
+    /// Build components into the GDK layout, or publish a build to S3 and Greengrass.
+    #[command(subcommand)]
+    Component(ComponentCommand),
+    /// Deploy component versions to a thing group and follow every core to the end.
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ComponentCommand {
+    /// Write greengrass-build/recipes and greengrass-build/artifacts with each artifact's digest.
+    Build(BuildArgs),
+    /// Upload the artifacts, rewrite the recipes' URIs, CreateComponentVersion; wait until DEPLOYABLE.
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// Component directories, each with a recipe.yaml (default: components/{sensor,analyzer,controller,model}).
+    #[arg(value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Where the component binaries were built (the build itself is yours: `cargo build --release`).
+    #[arg(long, value_name = "DIR", default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Directory that receives greengrass-build/.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct PublishArgs {
+    /// The S3 bucket for the artifacts (created when absent).
+    #[arg(long, value_name = "BUCKET")]
+    bucket: String,
+    /// The build output to publish.
+    #[arg(long, value_name = "DIR", default_value = provision::component::BUILD_DIR)]
+    build_dir: PathBuf,
+    /// How long to wait for each new version to become DEPLOYABLE, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    wait_secs: u64,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+enum FailureHandling {
+    Rollback,
+    DoNothing,
+}
+
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// The target thing group.
+    #[arg(long, value_name = "GROUP")]
+    thing_group: String,
+    /// Create the thing group when it does not exist.
+    #[arg(long)]
+    create_group: bool,
+    /// A component version to deploy, NAME=VERSION (repeat).
+    #[arg(long = "component", value_name = "NAME=VERSION", required = true)]
+    components: Vec<String>,
+    /// A configuration merge for a deployed component, NAME=JSON object (repeat).
+    #[arg(long = "merge", value_name = "NAME=JSON")]
+    merges: Vec<String>,
+    /// The deployment's name (default: the group's).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Rollout: at most N cores start per minute.
+    #[arg(long, value_name = "N")]
+    rollout_max_per_minute: Option<i32>,
+    /// Abort (cancel the job) once this percentage of cores failed.
+    #[arg(long, value_name = "P")]
+    abort_failure_percent: Option<f64>,
+    /// Seconds components may take to agree to the update.
+    #[arg(long, value_name = "S")]
+    update_timeout_secs: Option<i32>,
+    /// What a core does when the deployment fails (the service's default: ROLLBACK).
+    #[arg(long, value_name = "POLICY")]
+    failure_handling: Option<FailureHandling>,
+    /// Tell components before updating them, so they may defer (the service's default).
+    #[arg(long, conflicts_with = "skip_notify")]
+    notify: bool,
+    /// Update components without asking them.
+    #[arg(long)]
+    skip_notify: bool,
+    /// Give up following after this many seconds (the deployment goes on).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    timeout: u64,
+    /// How often to ask the service for each core's status, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    poll_ms: u64,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +197,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Core(args) => run_core(args).await,
             Command::Deprovision(args) => run_deprovision(args).await,
+            Command::Component(ComponentCommand::Build(args)) => component_cmd::build(args),
+            Command::Component(ComponentCommand::Publish(args)) => component_cmd::publish(args).await,
+            Command::Deploy(args) => deploy_cmd::run(args).await,
         }
     });
     if let Err(e) = &result

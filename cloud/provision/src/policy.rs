@@ -21,6 +21,14 @@ pub const SHIPPED_POLICY: &str = include_str!("../policies/pump-core-device.json
 /// The name shown for [`SHIPPED_POLICY`] in messages.
 pub const SHIPPED_POLICY_LABEL: &str = "policies/pump-core-device.json (shipped)";
 
+/// The additions a real Greengrass nucleus needs on the same thing to receive thing-group and
+/// thing deployments and report on them: its Jobs topics in the `aws-gg-deployment` namespace,
+/// the `AWSManagedGreengrassV2Deployment` shadow, fleet status, and the data-plane actions.
+pub const GREENGRASS_DEPLOYMENTS_POLICY: &str = include_str!("../policies/greengrass-core-deployments.json");
+
+/// The name shown for [`GREENGRASS_DEPLOYMENTS_POLICY`] in messages.
+pub const GREENGRASS_DEPLOYMENTS_POLICY_LABEL: &str = "policies/greengrass-core-deployments.json (shipped)";
+
 /// IoT Core's limit on a policy document, in characters, whitespace excluded.
 pub const MAX_POLICY_CHARS: usize = 2048;
 
@@ -79,6 +87,11 @@ impl PolicySource {
     /// The policy shipped with this crate.
     pub fn shipped() -> PolicySource {
         PolicySource { label: SHIPPED_POLICY_LABEL.into(), text: SHIPPED_POLICY.into() }
+    }
+
+    /// The shipped Greengrass deployment additions ([`GREENGRASS_DEPLOYMENTS_POLICY`]).
+    pub fn greengrass_deployments() -> PolicySource {
+        PolicySource { label: GREENGRASS_DEPLOYMENTS_POLICY_LABEL.into(), text: GREENGRASS_DEPLOYMENTS_POLICY.into() }
     }
 
     /// Reads a policy file.
@@ -188,6 +201,47 @@ mod tests {
         };
         let rendered = PolicySource::shipped().render(&long, false).unwrap();
         assert!(rendered.document.len() <= MAX_POLICY_CHARS, "{}", rendered.document.len());
+    }
+
+    #[test]
+    fn greengrass_deployment_policy_passes_the_audit_and_fits_and_grants_only_its_own_thing() {
+        let long = AccountScope {
+            partition: "aws-us-gov".into(),
+            region: "ap-southeast-5".into(),
+            account_id: "123456789012".into(),
+        };
+        for scope in [scope(), long] {
+            let rendered = PolicySource::greengrass_deployments().render(&scope, false).expect("accepted");
+            assert!(rendered.findings.is_empty(), "{:?}", rendered.findings);
+            let chars = rendered.document.chars().filter(|c| !c.is_whitespace()).count();
+            assert!(chars <= MAX_POLICY_CHARS, "{chars}");
+        }
+        let rendered = PolicySource::greengrass_deployments().render(&scope(), false).unwrap();
+        let doc: Value = serde_json::from_str(&rendered.document).unwrap();
+        for statement in doc["Statement"].as_array().unwrap() {
+            let resources: Vec<&str> = match &statement["Resource"] {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                _ => vec![],
+            };
+            let actions = statement["Action"].to_string();
+            for resource in resources {
+                if actions.contains("iot:") {
+                    assert!(
+                        resource.contains("$aws/things/${iot:Connection.Thing.ThingName}/"),
+                        "{resource} is the core's own thing"
+                    );
+                    assert!(
+                        resource.contains("namespace-aws-gg-deployment")
+                            || resource.contains("/shadow/name/AWSManagedGreengrassV2Deployment/")
+                            || resource.ends_with("/greengrassv2/health/json"),
+                        "{resource} is a deployment topic"
+                    );
+                } else {
+                    assert!(actions.contains("greengrass:") && !actions.contains("greengrass:*"), "{actions}");
+                }
+            }
+        }
     }
 
     #[test]
