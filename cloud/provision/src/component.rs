@@ -29,10 +29,10 @@ pub const PUMP_COMPONENTS: [&str; 4] = ["sensor", "analyzer", "controller", "mod
 /// The GDK's output directory under the project (or `--out`).
 pub const BUILD_DIR: &str = "greengrass-build";
 
-/// Above this size an artifact goes up as a multipart upload.
+/// Above this size an artifact goes up as a multipart upload (the default).
 pub const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
 
-/// The part size of a multipart upload (S3's minimum is 5 MiB, except for the last part).
+/// The part size of a multipart upload (the default; S3's minimum is 5 MiB, except for the last part).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// What to build: component directories (each with a `recipe.yaml`), where the binaries are.
@@ -295,12 +295,23 @@ pub struct PublishOptions {
     pub wait: Duration,
     /// How often to ask DescribeComponent meanwhile.
     pub poll: Duration,
+    /// Artifacts larger than this go up as multipart uploads.
+    pub multipart_threshold: u64,
+    /// The part size of those uploads.
+    pub part_size: usize,
 }
 
 impl PublishOptions {
-    /// Publishing into `bucket`, waiting up to 5 minutes, asking every 2 s.
+    /// Publishing into `bucket`, waiting up to 5 minutes, asking every 2 s, multipart above 16 MiB
+    /// in 8 MiB parts.
     pub fn new(bucket: impl Into<String>) -> PublishOptions {
-        PublishOptions { bucket: bucket.into(), wait: Duration::from_secs(300), poll: Duration::from_secs(2) }
+        PublishOptions {
+            bucket: bucket.into(),
+            wait: Duration::from_secs(300),
+            poll: Duration::from_secs(2),
+            multipart_threshold: MULTIPART_THRESHOLD,
+            part_size: PART_SIZE,
+        }
     }
 }
 
@@ -391,7 +402,7 @@ pub async fn publish_component(
     }
     for artifact in &component.artifacts {
         let key = format!("{name}/{version}/{}", artifact.file_name);
-        upload(s3, &options.bucket, &key, artifact).await?;
+        upload(s3, options, &key, artifact).await?;
         uploaded.push(key);
     }
     let bucket = &options.bucket;
@@ -512,15 +523,16 @@ async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), Prov
 }
 
 /// Uploads one artifact: PutObject with its SHA-256 checksum (S3 verifies it), or a multipart
-/// upload above [`MULTIPART_THRESHOLD`], aborted when a part fails.
+/// upload above the threshold, aborted when a part fails.
 async fn upload(
     s3: &aws_sdk_s3::Client,
-    bucket: &str,
+    options: &PublishOptions,
     key: &str,
     artifact: &BuiltArtifact,
 ) -> Result<(), ProvisionError> {
     use aws_sdk_s3::primitives::ByteStream;
-    if artifact.size <= MULTIPART_THRESHOLD {
+    let bucket = options.bucket.as_str();
+    if artifact.size <= options.multipart_threshold {
         let body = ByteStream::from_path(&artifact.path)
             .await
             .map_err(|e| ProvisionError::File { path: artifact.path.clone(), source: std::io::Error::other(e) })?;
@@ -540,7 +552,7 @@ async fn upload(
         .upload_id()
         .map(str::to_owned)
         .ok_or_else(|| ProvisionError::unexpected("CreateMultipartUpload", "no upload id"))?;
-    let result = upload_parts(s3, bucket, key, &upload_id, &artifact.path).await;
+    let result = upload_parts(s3, bucket, key, &upload_id, &artifact.path, options.part_size).await;
     match result {
         Ok(parts) => {
             let done = aws_sdk_s3::types::CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
@@ -567,13 +579,14 @@ async fn upload_parts(
     key: &str,
     upload_id: &str,
     path: &Path,
+    part_size: usize,
 ) -> Result<Vec<aws_sdk_s3::types::CompletedPart>, ProvisionError> {
     use tokio::io::AsyncReadExt as _;
     let mut file = tokio::fs::File::open(path).await.map_err(ProvisionError::file(path))?;
     let mut parts = Vec::new();
     for number in 1.. {
-        let mut buf = Vec::with_capacity(PART_SIZE);
-        (&mut file).take(PART_SIZE as u64).read_to_end(&mut buf).await.map_err(ProvisionError::file(path))?;
+        let mut buf = Vec::with_capacity(part_size);
+        (&mut file).take(part_size as u64).read_to_end(&mut buf).await.map_err(ProvisionError::file(path))?;
         if buf.is_empty() {
             break;
         }

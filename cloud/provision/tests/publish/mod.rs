@@ -417,3 +417,32 @@ async fn deploy_refuses_unknown_versions_groups_and_malformed_merges_before_crea
     assert!(outcome.timed_out && outcome.cores.is_empty() && !outcome.succeeded());
     cloud.stop().await;
 }
+
+#[tokio::test]
+async fn a_large_artifact_goes_up_in_parts_and_keeps_its_digest() {
+    let cloud = TestCloud::start().await;
+    let c = clients(&cloud).await;
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("big");
+    std::fs::create_dir_all(&component).unwrap();
+    let recipe = r#"{"RecipeFormatVersion": "2020-01-25", "ComponentName": "com.example.Big", "ComponentVersion": "1.0.0",
+        "ComponentDescription": "a large artifact", "ComponentPublisher": "Example",
+        "Manifests": [{"Platform": {"os": "linux"}, "Artifacts": [{"URI": "s3://DOC-EXAMPLE-BUCKET/big.bin"}],
+            "Lifecycle": {"Run": "cat {artifacts:path}/big.bin"}}]}"#;
+    std::fs::write(component.join("recipe.yaml"), recipe).unwrap();
+    let content: Vec<u8> = (0..11 * 1024 * 1024 + 17).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(component.join("big.bin"), &content).unwrap();
+    let spec = BuildSpec { component_dirs: vec![component], bin_dir: dir.path().join("bin"), out: dir.path().into() };
+    build_components(&spec).unwrap();
+    let options =
+        PublishOptions { multipart_threshold: 5 * 1024 * 1024, part_size: 5 * 1024 * 1024, ..publish_options() };
+    let published = publish_build(&c.gg, &c.s3, &dir.path().join("greengrass-build"), &options).await.expect("publish");
+    assert!(matches!(published[0].outcome, PublishOutcome::Created { .. }));
+    let object = c.s3.get_object().bucket(BUCKET).key("com.example.Big/1.0.0/big.bin").send().await.unwrap();
+    assert!(object.e_tag().is_some_and(|e| e.trim_matches('"').ends_with("-3")), "three parts: {:?}", object.e_tag());
+    let body = object.body.collect().await.unwrap().into_bytes();
+    assert_eq!(sha256_b64(&body), sha256_b64(&content));
+    let recipe = stored_recipe(&c.gg, &published[0].arn).await;
+    assert_eq!(recipe["Manifests"][0]["Artifacts"][0]["Digest"], sha256_b64(&content));
+    cloud.stop().await;
+}
