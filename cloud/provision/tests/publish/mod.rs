@@ -86,21 +86,31 @@ async fn stored_recipe(gg: &aws_sdk_greengrassv2::Client, arn: &str) -> Value {
     serde_json::from_slice(got.recipe().as_ref()).unwrap()
 }
 
-/// Runs the binary with the administrator's key pair from the environment, nothing else.
+/// Runs the binary against `cloud` with the administrator's key pair from the environment.
 async fn run_binary(args: &[&str], cloud: &TestCloud, home: &Path) -> Output {
     let admin = cloud.endpoints().credentials.clone().unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_provision"));
+    let mut cmd = command(home);
     cmd.args(args)
         .args(["--endpoint-url", &cloud.endpoints().http])
-        .env_clear()
-        .env("HOME", home)
         .env("AWS_ACCESS_KEY_ID", admin.access_key_id)
-        .env("AWS_SECRET_ACCESS_KEY", admin.secret_access_key)
+        .env("AWS_SECRET_ACCESS_KEY", admin.secret_access_key);
+    output(cmd).await
+}
+
+/// The binary with nothing from this machine's AWS settings: no files, no instance metadata.
+fn command(home: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_provision"));
+    cmd.env_clear()
+        .env("HOME", home)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_CONFIG_FILE", home.join("no-config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .kill_on_drop(true);
+    cmd
+}
+
+async fn output(mut cmd: tokio::process::Command) -> Output {
     tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("the binary finishes").expect("it runs")
 }
 
@@ -117,6 +127,23 @@ async fn components_publish_to_s3_and_greengrass_once_and_changed_content_is_ref
     let root = dir.path().join("greengrass-build");
     assert!(root.join("recipes/com.example.pump.Sensor-1.0.0.yaml").is_file());
     assert!(root.join("artifacts/com.example.pump.Model/1.0.0/model.onnx").is_file());
+
+    // The binary builds the same.
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = command(home.path());
+    let (sensor, model) = (components_dir().join("sensor"), components_dir().join("model"));
+    let (bin, out) = (dir.path().join("bin"), home.path().join("out"));
+    cmd.args(["component", "build", "--bin-dir", bin.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([sensor.to_str().unwrap(), model.to_str().unwrap()]);
+    let run = output(cmd).await;
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(
+        text(&run).contains(&format!("pump-sensor  16 bytes  sha256 {}", built[0].artifacts[0].digest)),
+        "{}",
+        text(&run)
+    );
+    let recipe = "greengrass-build/recipes/com.example.pump.Sensor-1.0.0.yaml";
+    assert_eq!(std::fs::read(out.join(recipe)).unwrap(), std::fs::read(dir.path().join(recipe)).unwrap());
 
     let published = publish_build(&c.gg, &c.s3, &root, &publish_options()).await.expect("publish");
     assert_eq!(published.len(), 2);
@@ -146,7 +173,6 @@ async fn components_publish_to_s3_and_greengrass_once_and_changed_content_is_ref
     // The same build again: nothing to do.
     let again = publish_build(&c.gg, &c.s3, &root, &publish_options()).await.expect("publish again");
     assert!(again.iter().all(|p| p.outcome == PublishOutcome::AlreadyPublished), "{again:?}");
-    let home = tempfile::tempdir().unwrap();
     let out = run_binary(
         &["component", "publish", "--bucket", BUCKET, "--build-dir", root.to_str().unwrap()],
         &cloud,
@@ -444,5 +470,33 @@ async fn a_large_artifact_goes_up_in_parts_and_keeps_its_digest() {
     assert_eq!(sha256_b64(&body), sha256_b64(&content));
     let recipe = stored_recipe(&c.gg, &published[0].arn).await;
     assert_eq!(recipe["Manifests"][0]["Artifacts"][0]["Digest"], sha256_b64(&content));
+    cloud.stop().await;
+}
+
+#[tokio::test]
+async fn a_version_the_service_stores_failed_is_an_error_with_its_errors() {
+    let cloud = TestCloud::start().await;
+    let c = clients(&cloud).await;
+    // A recipe whose artifact is in no bucket, and which this build did not produce.
+    let uri = "s3://nobody-has-this-bucket/com.example.Broken/1.0.0/missing";
+    let recipe = json!({"RecipeFormatVersion": "2020-01-25", "ComponentName": "com.example.Broken",
+        "ComponentVersion": "1.0.0", "ComponentDescription": "broken", "ComponentPublisher": "Example",
+        "Manifests": [{"Platform": {"os": "linux"}, "Artifacts": [{"URI": uri}], "Lifecycle": {"Run": "true"}}]});
+    let component = provision::component::BuiltComponent {
+        name: "com.example.Broken".into(),
+        version: "1.0.0".into(),
+        recipe_path: PathBuf::from("recipes/com.example.Broken-1.0.0.yaml"),
+        recipe,
+        artifacts: vec![],
+    };
+    let err = provision::component::publish_component(&c.gg, &c.s3, &component, &publish_options()).await.unwrap_err();
+    match &err {
+        ProvisionError::ComponentFailed { component, errors, .. } => {
+            assert_eq!(component, "com.example.Broken");
+            assert!(errors.contains_key(uri), "{errors:?}");
+        }
+        other => panic!("expected ComponentFailed, got {other:?}"),
+    }
+    assert!(err.to_string().contains("FAILED") && err.to_string().contains(uri), "{err}");
     cloud.stop().await;
 }
