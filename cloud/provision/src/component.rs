@@ -364,7 +364,7 @@ pub async fn publish_component(
     options: &PublishOptions,
 ) -> Result<PublishedComponent, ProvisionError> {
     let (name, version) = (&component.name, &component.version);
-    if let Some(component_arn) = component_arn(gg, name).await? {
+    if let Some(component_arn) = component_arn(gg, name, ComponentVisibilityScope::Private).await? {
         let arn = format!("{component_arn}:versions:{version}");
         let stored = gg.get_component().arn(&arn).recipe_output_format(RecipeOutputFormat::Json).send().await;
         let stored = stored.map_err(aws("GetComponent"));
@@ -433,9 +433,14 @@ pub async fn publish_component(
     })
 }
 
-/// The ARN of the private component `name` (without version), if the account has it.
-pub async fn component_arn(gg: &aws_sdk_greengrassv2::Client, name: &str) -> Result<Option<String>, ProvisionError> {
-    let mut pages = gg.list_components().scope(ComponentVisibilityScope::Private).into_paginator().send();
+/// The ARN of the component `name` (without version) among the account's own (`Private`) or
+/// AWS's (`Public`, such as `aws.greengrass.Nucleus`), if it is there.
+pub async fn component_arn(
+    gg: &aws_sdk_greengrassv2::Client,
+    name: &str,
+    scope: ComponentVisibilityScope,
+) -> Result<Option<String>, ProvisionError> {
+    let mut pages = gg.list_components().scope(scope).into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(aws("ListComponents"))?;
         if let Some(found) = page.components().iter().find(|c| c.component_name() == Some(name)) {
@@ -452,7 +457,12 @@ pub async fn component_version_arn(
     version: &str,
 ) -> Result<String, ProvisionError> {
     let missing = || ProvisionError::InvalidInput(format!("component {name} version {version} is not published"));
-    let Some(component) = component_arn(gg, name).await? else { return Err(missing()) };
+    let mut found = component_arn(gg, name, ComponentVisibilityScope::Private).await?;
+    if found.is_none() {
+        // A deployment may name AWS's components too (the nucleus, the CLI, …).
+        found = component_arn(gg, name, ComponentVisibilityScope::Public).await?;
+    }
+    let Some(component) = found else { return Err(missing()) };
     let arn = format!("{component}:versions:{version}");
     let described = gg.describe_component().arn(&arn).send().await.map_err(aws("DescribeComponent"));
     if is_code(&described, "ResourceNotFoundException") {
