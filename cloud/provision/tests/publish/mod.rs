@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use aws_sdk_greengrassv2::types::{EffectiveDeploymentExecutionStatus, RecipeOutputFormat};
-use provision::component::{BuildSpec, PublishOptions, PublishOutcome, build_components, publish_build};
+use provision::component::{
+    BuildSpec, PUMP_COMPONENTS, PublishOptions, PublishOutcome, build_components, publish_build,
+};
 use provision::deploy::{DeploySpec, FollowOptions, create_group_deployment, follow_deployment};
 use provision::policy::{AccountScope, PolicySource};
 use provision::{ClientOptions, ProvisionError};
@@ -59,13 +61,15 @@ fn components_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../components")
 }
 
-/// Builds the shipped sensor and model recipes, with `sensor` as the sensor's binary.
+/// Builds the shipped recipes of the pump's components, with `sensor` as the sensor's binary.
 fn build(dir: &Path, sensor: &[u8]) -> Result<Vec<provision::component::BuiltComponent>, ProvisionError> {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::write(bin.join("pump-sensor"), sensor).unwrap();
+    std::fs::write(bin.join("pump-analyzer"), b"analyzer binary").unwrap();
+    std::fs::write(bin.join("pump-controller"), b"controller binary").unwrap();
     build_components(&BuildSpec {
-        component_dirs: vec![components_dir().join("sensor"), components_dir().join("model")],
+        component_dirs: PUMP_COMPONENTS.iter().map(|c| components_dir().join(c)).collect(),
         bin_dir: bin,
         out: dir.to_path_buf(),
     })
@@ -146,7 +150,7 @@ async fn components_publish_to_s3_and_greengrass_once_and_changed_content_is_ref
     assert_eq!(std::fs::read(out.join(recipe)).unwrap(), std::fs::read(dir.path().join(recipe)).unwrap());
 
     let published = publish_build(&c.gg, &c.s3, &root, &publish_options()).await.expect("publish");
-    assert_eq!(published.len(), 2);
+    assert_eq!(published.len(), 4, "the four shipped recipes are accepted: {published:?}");
     for component in &published {
         let key_of = |file: &str| format!("{}/{}/{file}", component.name, component.version);
         let built = built.iter().find(|b| b.name == component.name).unwrap();
@@ -167,7 +171,8 @@ async fn components_publish_to_s3_and_greengrass_once_and_changed_content_is_ref
         assert_eq!(artifact["Digest"], built.artifacts[0].digest.as_str());
         assert_eq!(artifact["Algorithm"], "SHA-256");
     }
-    let sensor_digest = built[0].artifacts[0].digest.clone();
+    let sensor = built.iter().find(|b| b.name == SENSOR).unwrap();
+    let sensor_digest = sensor.artifacts[0].digest.clone();
     assert_eq!(sensor_digest, sha256_b64(b"sensor binary v1"));
 
     // The same build again: nothing to do.
