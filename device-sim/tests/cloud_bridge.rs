@@ -326,3 +326,110 @@ async fn the_core_reports_fleet_status_on_launch_and_once_components_settle_and_
     assert_eq!(view.apply_report(&relaunch, 3), ReportOutcome::Applied);
     core.shutdown(WAIT).await;
 }
+
+/// The core's policy for thing-group deployments: its Jobs topics in the Greengrass namespace.
+const DEPLOYMENT_CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+ {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+ {"Effect":"Allow","Action":["iot:Publish","iot:Receive"],
+  "Resource":"arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"},
+ {"Effect":"Allow","Action":"iot:Subscribe",
+  "Resource":"arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"}]}"#;
+
+/// Feeds the listener the core's messages until `until` picks something out of its actions;
+/// publishes every action that is a publish.
+async fn follow_jobs<T>(
+    core: &mut site_testkit::mqtt::Observer,
+    listener: &mut device_sim::core::jobs_listener::Listener,
+    mut actions: Vec<device_sim::core::jobs_listener::Action>,
+    until: impl Fn(&device_sim::core::jobs_listener::Action, &device_sim::core::jobs_listener::Listener) -> Option<T>,
+) -> T {
+    use device_sim::core::jobs_listener::Action;
+    loop {
+        let mut found = None;
+        for action in &actions {
+            if let Action::Publish { topic, payload } = action {
+                core.publish(topic, payload.clone()).await;
+            }
+            if found.is_none() {
+                found = until(action, listener);
+            }
+        }
+        if let Some(found) = found {
+            return found;
+        }
+        let m = core.next("a message of the Jobs service").await;
+        actions = listener.message(&m.topic, &m.payload);
+        if actions.is_empty()
+            && let Some(found) = until(&Action::Cancel { job_id: String::new() }, listener)
+        {
+            return found;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cores_jobs_listener_takes_group_deployments_queued_before_and_after_it_connects_and_reports_them() {
+    use cloud_api::greengrass::{CreateDeploymentRequest, DetailedDeploymentStatus, JobStatusDetails};
+    use cloud_api::jobs::JobExecutionStatus;
+    use device_sim::core::jobs_listener::{Action, Listener};
+
+    let mut site = Site::new(THING);
+    site.start_cloud(DEPLOYMENT_CORE_POLICY).await;
+    let local = site.cloud().local();
+    for version in ["1.0.0", "1.1.0"] {
+        let recipe = json!({"RecipeFormatVersion": "2020-01-25", "ComponentName": "com.example.A",
+            "ComponentVersion": version, "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": "true"}}]});
+        local.greengrass.components.create(recipe.to_string().as_bytes(), Default::default(), None).unwrap();
+    }
+    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
+    let deploy = |version: &str| {
+        let request: CreateDeploymentRequest = serde_json::from_value(json!({
+            "targetArn": "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps",
+            "components": {"com.example.A": {"componentVersion": version}}
+        }))
+        .unwrap();
+        local.deployments.create(request).expect("CreateDeployment")
+    };
+    let deployed = |action: &Action, _: &Listener| match action {
+        Action::Deploy { job_id, document } => Some((job_id.clone(), document.clone())),
+        _ => None,
+    };
+
+    // Queued while the core was away: found by the $next ask on connecting.
+    let first = deploy("1.0.0");
+    let mut listener = Listener::new(THING);
+    let filters = listener.subscriptions();
+    let mut core = site.cloud().as_core(&filters.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let connected = listener.connected();
+    let (job, document) = follow_jobs(&mut core, &mut listener, connected, deployed).await;
+    assert_eq!(Some(job.as_str()), first.iot_job_id.as_deref());
+    assert_eq!(document.deployment_id, first.deployment_id);
+    assert_eq!(document.components["com.example.A"].version, "1.0.0");
+
+    // The core applies it and says so; the cloud's job execution shows it.
+    let started = listener.deployment_started(&job);
+    let ok = JobStatusDetails { detailed_status: Some(DetailedDeploymentStatus::Successful), ..Default::default() };
+    let mut actions = started;
+    actions.extend(listener.deployment_finished(&job, JobExecutionStatus::Succeeded, &ok));
+    follow_jobs(&mut core, &mut listener, actions, |_, l| (!l.awaiting_answer()).then_some(())).await;
+    let execution = local.jobs.describe_execution(&job, THING).unwrap();
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded);
+    assert_eq!(execution.status_details["detailed-deployment-status"], "SUCCESSFUL");
+
+    // A new revision while connected: announced by a notification.
+    let second = deploy("1.1.0");
+    let (job2, document2) = follow_jobs(&mut core, &mut listener, Vec::new(), deployed).await;
+    assert_eq!(Some(job2.as_str()), second.iot_job_id.as_deref());
+    assert_eq!(document2.components["com.example.A"].version, "1.1.0");
+    let failed = JobStatusDetails {
+        detailed_status: Some(DetailedDeploymentStatus::FailedRollbackComplete),
+        failure_cause: Some("com.example.A 1.1.0 broke".into()),
+        ..Default::default()
+    };
+    let actions = listener.deployment_finished(&job2, JobExecutionStatus::Failed, &failed);
+    follow_jobs(&mut core, &mut listener, actions, |_, l| (!l.awaiting_answer()).then_some(())).await;
+    let execution = local.jobs.describe_execution(&job2, THING).unwrap();
+    assert_eq!(execution.status, JobExecutionStatus::Failed);
+    assert_eq!(execution.status_details["deployment-failure-cause"], "com.example.A 1.1.0 broke");
+}

@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod error;
 pub mod fleet_status;
 pub mod ipc_server;
+pub mod jobs_listener;
 pub mod layout;
 pub mod local_shadow;
 pub mod options;

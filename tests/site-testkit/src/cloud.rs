@@ -253,14 +253,20 @@ impl Cloud {
 
     /// An MQTT client of the operator's application, subscribed to `filters`.
     pub async fn observer(&self, filters: &[&str]) -> Observer {
-        let read = |path: &Path| std::fs::read_to_string(path).expect("the operator's PEM files");
-        let tls = tls::client_config(
-            &self.endpoints.ca_file,
-            &read(&self.operator.cert_file),
-            &read(&self.operator.key_file),
-        );
+        self.client_as(&self.operator, filters).await
+    }
+
+    /// An MQTT client connected as the core device itself (its certificate, client id = its
+    /// thing), subscribed to `filters`: for tests that play the core's side of a contract.
+    pub async fn as_core(&self, filters: &[&str]) -> Observer {
+        self.client_as(&self.core, filters).await
+    }
+
+    async fn client_as(&self, identity: &Identity, filters: &[&str]) -> Observer {
+        let read = |path: &Path| std::fs::read_to_string(path).expect("the identity's PEM files");
+        let tls = tls::client_config(&self.endpoints.ca_file, &read(&identity.cert_file), &read(&identity.key_file));
         let (host, port) = self.endpoints.mqtt_host_port().expect("the MQTT endpoint");
-        Observer::connect(tls::mqtt_options(&host, port, &self.operator.thing, tls), filters).await
+        Observer::connect(tls::mqtt_options(&host, port, &identity.thing, tls), filters).await
     }
 
     /// The shadow `shadow` of `thing` in the cloud (`null` while there is none).
