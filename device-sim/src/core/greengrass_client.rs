@@ -5,7 +5,7 @@
 //!
 //! As the nucleus's `GreengrassServiceClientFactory` does, it is AWS's own SDK
 //! (`aws-sdk-greengrassv2`) with an HTTP client that presents the core device's certificate
-//! (mutual TLS) and no request signing: the data plane authorizes each call by the IoT policies
+//! (mutual TLS, the `sdk-mtls` crate) and no request signing: the data plane authorizes each call by the IoT policies
 //! of that certificate (`greengrass:ResolveComponentCandidates`,
 //! `greengrass:GetComponentVersionArtifact`). The TLS identity is the one the MQTT bridge
 //! uses ([`super::bridge::device_tls_config`]).
@@ -19,19 +19,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_greengrassv2::config::http::HttpResponse;
 use aws_sdk_greengrassv2::config::retry::RetryConfig;
 use aws_sdk_greengrassv2::config::timeout::TimeoutConfig;
 use aws_sdk_greengrassv2::config::{BehaviorVersion, Region};
+use aws_sdk_greengrassv2::error::DisplayErrorContext;
 use aws_sdk_greengrassv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_greengrassv2::types::{ComponentCandidate, ComponentPlatform};
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
-};
-use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
-use aws_smithy_runtime_api::client::result::ConnectorError;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::body::SdkBody;
 use greengrass_recipe::DevicePlatform;
+use sdk_mtls::MtlsHttpClient;
 
 use super::bridge::device_tls_config;
 use super::options::CloudOptions;
@@ -371,58 +367,11 @@ fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
         SdkError::ResponseError(r) if r.raw().status().as_u16() >= 500 || r.raw().status().as_u16() == 429 => {
             classify(cx, ErrorAnswer { status: r.raw().status().as_u16(), code: None, message: None })
         }
-        SdkError::ResponseError(_) => ClientError::BadAnswer {
-            operation,
-            reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-        },
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => ClientError::Unreachable {
-            operation,
-            reason: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-        },
-        _ => ClientError::Setup(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()),
-    }
-}
-
-/// An SDK HTTP client that presents the core device's certificate (mutual TLS): hyper's
-/// client over rustls (ring), because the SDK's own client (`aws-smithy-http-client`) takes
-/// no client identity.
-#[derive(Debug, Clone)]
-pub struct MtlsHttpClient {
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        SdkBody,
-    >,
-}
-
-impl MtlsHttpClient {
-    /// A client presenting the identity of `tls`, over HTTPS only (HTTP/1.1).
-    pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_only()
-            .enable_http1()
-            .build();
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build::<_, SdkBody>(https);
-        Self { client }
-    }
-}
-
-impl HttpConnector for MtlsHttpClient {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let client = self.client.clone();
-        HttpConnectorFuture::new(async move {
-            let request = request.try_into_http1x().map_err(|e| ConnectorError::other(e.into(), None))?;
-            let response = client.request(request).await.map_err(|e| ConnectorError::io(e.into()))?;
-            HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
-                .map_err(|e| ConnectorError::other(e.into(), None))
-        })
-    }
-}
-
-impl HttpClient for MtlsHttpClient {
-    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
-        SharedHttpConnector::new(self.clone())
+        SdkError::ResponseError(_) => ClientError::BadAnswer { operation, reason: DisplayErrorContext(&e).to_string() },
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
+            ClientError::Unreachable { operation, reason: DisplayErrorContext(&e).to_string() }
+        }
+        _ => ClientError::Setup(DisplayErrorContext(&e).to_string()),
     }
 }
 
