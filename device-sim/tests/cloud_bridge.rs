@@ -1,6 +1,9 @@
 //! The simulated core against the local cloud: the IoT Core bridge (PublishToIoTCore,
 //! SubscribeToIoTCore over the core's one MQTT connection) and shadow sync, including a cloud
-//! restart, an offline start, and offline changes on both sides reconciled by the written rules.
+//! restart, an offline start, and offline changes on both sides reconciled by the written rules;
+//! the core's fleet status and its Jobs deployment listener against the cloud's Jobs and Greengrass
+//! services; and the core's Greengrass data-plane client and artifact downloader against the
+//! cloud's ResolveComponentCandidates, GetComponentVersionArtifact and presigned S3 URLs.
 
 use cloud_api::ipc::model::{
     PubSubMessage, PublishToIoTCoreRequest, Qos, ReceiveMode, SubscribeToIoTCoreRequest, SubscribeToTopicRequest,
@@ -432,4 +435,214 @@ async fn the_cores_jobs_listener_takes_group_deployments_queued_before_and_after
     let execution = local.jobs.describe_execution(&job2, THING).unwrap();
     assert_eq!(execution.status, JobExecutionStatus::Failed);
     assert_eq!(execution.status_details["deployment-failure-cause"], "com.example.A 1.1.0 broke");
+}
+
+// ---- The Greengrass data plane: resolving a component and downloading its artifact ----
+
+const GG_BUCKET: &str = "gg-artifacts";
+const GG_COMPONENT: &str = "com.example.Hello";
+const GG_KEY: &str = "com.example.Hello/1.0.0/hello.bin";
+
+/// A core policy that allows the Greengrass data-plane actions (AWS's minimal core policy has
+/// them on `*`).
+const GREENGRASS_CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+ {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+ {"Effect":"Allow","Action":["greengrass:ResolveComponentCandidates","greengrass:GetComponentVersionArtifact"],
+  "Resource":"*"}]}"#;
+
+/// 256 KiB that are not all alike, so a resume from the wrong offset shows in the digest.
+fn gg_artifact() -> Vec<u8> {
+    (0..256 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+/// The local cloud with the core registered under `policy`, the artifact in S3 and a component
+/// version published that names it (the cloud adds its digest to the recipe).
+async fn gg_cloud(dir: &std::path::Path, policy: &str) -> site_testkit::cloud::Cloud {
+    let cloud = site_testkit::cloud::Cloud::start(dir, THING, policy).await;
+    let local = cloud.local();
+    local.s3.objects().create_bucket(GG_BUCKET, None).expect("CreateBucket");
+    local.s3.objects().put_bytes(GG_BUCKET, GG_KEY, gg_artifact().into(), Default::default()).await.expect("PutObject");
+    let recipe = format!(
+        "RecipeFormatVersion: '2020-01-25'\nComponentName: {GG_COMPONENT}\nComponentVersion: '1.0.0'\n\
+         Manifests:\n  - Platform:\n      os: linux\n    Lifecycle:\n      Run: cat {{artifacts:path}}/hello.bin\n\
+         \x20   Artifacts:\n      - URI: s3://{GG_BUCKET}/{GG_KEY}\n"
+    );
+    local.greengrass.components.create(recipe.as_bytes(), Default::default(), None).expect("CreateComponentVersion");
+    cloud
+}
+
+fn linux() -> greengrass_recipe::DevicePlatform {
+    greengrass_recipe::DevicePlatform::new("linux", "amd64")
+}
+
+fn requirements(range: &str) -> std::collections::BTreeMap<String, String> {
+    [("main".to_string(), range.to_string())].into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_resolves_a_published_component_and_downloads_its_artifact_with_the_digest_checked() {
+    use device_sim::core::artifact_download::Downloader;
+    use device_sim::core::greengrass_client::{ClientError, GreengrassClient};
+    use device_sim::core::layout::Layout;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = gg_cloud(dir.path(), GREENGRASS_CORE_POLICY).await;
+    let client = GreengrassClient::from_options(&cloud.core_options()).expect("the client is built");
+
+    let resolved = client.resolve(GG_COMPONENT, None, &requirements(">=1.0.0"), &linux()).await.expect("resolved");
+    assert_eq!((resolved.name.as_str(), resolved.version.as_str()), (GG_COMPONENT, "1.0.0"));
+    assert!(resolved.arn.ends_with(":components:com.example.Hello:versions:1.0.0"), "{}", resolved.arn);
+    let recipe: Value = serde_json::from_str(&resolved.recipe_text).expect("a JSON recipe");
+    let digest = recipe["Manifests"][0]["Artifacts"][0]["Digest"].as_str().expect("the cloud added the digest");
+
+    // What the caller gives up on, with the nucleus's reasons.
+    let e = client.resolve(GG_COMPONENT, Some("1.0.0"), &requirements("^2.0.0"), &linux()).await.unwrap_err();
+    assert!(matches!(&e, ClientError::NoUsableVersion { component, .. } if component == GG_COMPONENT), "{e:?}");
+    let windows = greengrass_recipe::DevicePlatform::new("windows", "amd64");
+    let e = client.resolve(GG_COMPONENT, None, &requirements(">=1.0.0"), &windows).await.unwrap_err();
+    assert!(matches!(e, ClientError::IncompatiblePlatform { .. }), "{e:?}");
+    assert!(!e.is_retryable());
+
+    // The artifact through its presigned URL, into the core's store.
+    let url = client.artifact_url(&resolved.arn, &format!("{GG_BUCKET}/{GG_KEY}")).await.expect("a presigned URL");
+    let layout = Layout::new(dir.path().join("root"));
+    let store = layout.artifacts_dir(GG_COMPONENT, "1.0.0");
+    std::fs::create_dir_all(&store).unwrap();
+    let target = store.join("hello.bin");
+    let downloader = Downloader::new(client.tls());
+    let done = downloader.download(&url, &target, Some(digest)).await.expect("downloaded");
+    assert_eq!((done.size, done.received, done.resumed_from, done.attempts), (256 * 1024, 256 * 1024, None, 1));
+    assert_eq!(std::fs::read(&target).unwrap(), gg_artifact());
+    let again = downloader.download(&url, &target, Some(digest)).await.expect("already there");
+    assert_eq!((again.attempts, again.received), (0, 0), "an artifact in place with its digest is kept");
+    let e = client.artifact_url(&resolved.arn, "other.bin").await.unwrap_err();
+    assert!(matches!(e, ClientError::NotFound { .. }), "{e:?}");
+
+    // A core whose policy lacks the Greengrass actions is told which one.
+    let other = site_testkit::cloud::register(cloud.local(), dir.path(), "core-2", CORE_POLICY);
+    let mut options = cloud.core_options();
+    (options.cert_file, options.key_file) = (other.cert_file, other.key_file);
+    let denied = GreengrassClient::from_options(&options).unwrap();
+    let e = denied.resolve(GG_COMPONENT, None, &requirements(">=1.0.0"), &linux()).await.unwrap_err();
+    assert!(matches!(&e, ClientError::AccessDenied { action: "greengrass:ResolveComponentCandidates", .. }), "{e:?}");
+    assert!(e.to_string().contains("greengrass:ResolveComponentCandidates"), "{e}");
+    let e = denied.artifact_url(&resolved.arn, "hello.bin").await.unwrap_err();
+    assert!(matches!(e, ClientError::AccessDenied { action: "greengrass:GetComponentVersionArtifact", .. }), "{e:?}");
+    cloud.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_artifact_download_resumes_with_range_and_a_wrong_digest_leaves_nothing_in_the_store() {
+    use device_sim::core::artifact_download::{DownloadError, Downloader, RetryPolicy, partial_path};
+    use device_sim::core::greengrass_client::GreengrassClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = gg_cloud(dir.path(), GREENGRASS_CORE_POLICY).await;
+    let client = GreengrassClient::from_options(&cloud.core_options()).unwrap();
+    let resolved = client.resolve(GG_COMPONENT, None, &requirements("*"), &linux()).await.unwrap();
+    let recipe: Value = serde_json::from_str(&resolved.recipe_text).unwrap();
+    let digest = recipe["Manifests"][0]["Artifacts"][0]["Digest"].as_str().unwrap().to_string();
+    let url = client.artifact_url(&resolved.arn, "hello.bin").await.unwrap();
+
+    // The URL served through a proxy that cuts the first answer after 100 000 bytes.
+    let upstream = cloud.endpoints().http.trim_start_matches("http://").to_string();
+    assert!(url.starts_with(&format!("http://{upstream}/")), "a presigned URL of the local S3: {url}");
+    let proxy = CuttingProxy::start(upstream.clone(), 100_000).await;
+    let proxied = url.replacen(&upstream, &proxy.addr, 1);
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let target = store.join("hello.bin");
+    let fast = RetryPolicy {
+        attempts: 3,
+        first_backoff: std::time::Duration::from_millis(10),
+        max_backoff: std::time::Duration::from_millis(50),
+        idle_timeout: std::time::Duration::from_secs(10),
+    };
+    let downloader = Downloader::new(client.tls()).with_policy(fast);
+    let done = downloader.download(&proxied, &target, Some(&digest)).await.expect("resumed and complete");
+    let ranges = proxy.ranges();
+    let from = done.resumed_from.expect("the second request resumed");
+    assert!(from > 0 && from < 100_000, "{done:?}");
+    assert_eq!(ranges, [None, Some(format!("bytes={from}-"))], "one plain request, then the rest by Range");
+    assert_eq!((done.attempts, done.size), (2, 256 * 1024));
+    assert_eq!(std::fs::read(&target).unwrap(), gg_artifact(), "the pieces make the artifact");
+    assert!(!partial_path(&target).exists());
+
+    // A digest that does not match: refused, and neither the artifact nor a partial file stays.
+    std::fs::remove_file(&target).unwrap();
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let e = downloader.download(&url, &target, Some(wrong)).await.unwrap_err();
+    match &e {
+        DownloadError::DigestMismatch { expected, actual, url_path } => {
+            assert_eq!((expected.as_str(), actual.as_str()), (wrong, digest.as_str()));
+            assert!(!url_path.contains('?'), "no presigned credentials in messages: {url_path}");
+        }
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(&store).unwrap().count(), 0, "nothing half-written in the store");
+
+    // A presigned URL that was tampered with is refused at once, not retried.
+    let at = url.find("X-Amz-Signature=").expect("a signed URL") + "X-Amz-Signature=".len();
+    let flipped = if url[at..].starts_with('0') { "1" } else { "0" };
+    let tampered = format!("{}{flipped}{}", &url[..at], &url[at + 1..]);
+    let e = downloader.download(&tampered, &target, None).await;
+    assert!(matches!(e, Err(DownloadError::Refused { status: 403, .. })), "{e:?}");
+    cloud.shutdown().await;
+}
+
+/// A one-request-per-connection HTTP proxy on loopback towards `upstream` that rewrites `Host`
+/// (presigned URLs sign it), records each request's `Range`, and closes the first connection
+/// after `cut_after` bytes of the answer.
+struct CuttingProxy {
+    addr: String,
+    ranges: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+}
+
+impl CuttingProxy {
+    async fn start(upstream: String, cut_after: u64) -> CuttingProxy {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let ranges = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = ranges.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((client, _)) = listener.accept().await {
+                let (read, mut write) = client.into_split();
+                let mut read = tokio::io::BufReader::new(read);
+                let mut head = String::new();
+                let mut range = None;
+                loop {
+                    let mut line = String::new();
+                    if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if line == "\r\n" {
+                        head.push_str("connection: close\r\n\r\n");
+                        break;
+                    } else if lower.starts_with("host:") {
+                        head.push_str(&format!("host: {upstream}\r\n"));
+                    } else if lower.starts_with("connection:") {
+                    } else {
+                        if lower.starts_with("range:") {
+                            range = Some(line[6..].trim().to_string());
+                        }
+                        head.push_str(&line);
+                    }
+                }
+                seen.lock().unwrap().push(range);
+                let mut up = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                up.write_all(head.as_bytes()).await.unwrap();
+                let limit = if std::mem::take(&mut first) { cut_after } else { u64::MAX };
+                let _ = tokio::io::copy(&mut (&mut up).take(limit), &mut write).await;
+                let _ = write.shutdown().await;
+            }
+        });
+        CuttingProxy { addr, ranges }
+    }
+
+    fn ranges(&self) -> Vec<Option<String>> {
+        self.ranges.lock().unwrap().clone()
+    }
 }

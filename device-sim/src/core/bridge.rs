@@ -239,29 +239,37 @@ fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, BridgeSetupError> {
 
 /// The TLS client configuration: the endpoints' CA, the device's certificate and key (ring).
 pub fn tls_config(config: &BridgeConfig) -> Result<Arc<rustls::ClientConfig>, BridgeSetupError> {
-    let ca = read_pem(&config.endpoints.ca_file, "root CA file")?;
+    device_tls_config(&config.endpoints.ca_file, &config.cert_file, &config.key_file)
+}
+
+/// A TLS client configuration (ring) that trusts the CAs of `ca_file` and presents the device
+/// certificate of `cert_file` with the key of `key_file`: the core's identity towards every
+/// AWS IoT endpoint (the MQTT broker, the Greengrass data plane).
+pub fn device_tls_config(
+    ca_file: &Path,
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<rustls::ClientConfig>, BridgeSetupError> {
+    let ca = read_pem(ca_file, "root CA file")?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
         let cert = cert.map_err(|e| BridgeSetupError(format!("bad PEM in the root CA file: {e}")))?;
         roots.add(cert).map_err(|e| BridgeSetupError(format!("bad certificate in the root CA file: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(BridgeSetupError(format!(
-            "no certificate in the root CA file {}",
-            config.endpoints.ca_file.display()
-        )));
+        return Err(BridgeSetupError(format!("no certificate in the root CA file {}", ca_file.display())));
     }
-    let cert = read_pem(&config.cert_file, "device certificate")?;
+    let cert = read_pem(cert_file, "device certificate")?;
     let chain = rustls_pemfile::certs(&mut cert.as_slice())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BridgeSetupError(format!("bad PEM in {}: {e}", config.cert_file.display())))?;
+        .map_err(|e| BridgeSetupError(format!("bad PEM in {}: {e}", cert_file.display())))?;
     if chain.is_empty() {
-        return Err(BridgeSetupError(format!("no certificate in {}", config.cert_file.display())));
+        return Err(BridgeSetupError(format!("no certificate in {}", cert_file.display())));
     }
-    let key = read_pem(&config.key_file, "private key")?;
+    let key = read_pem(key_file, "private key")?;
     let key = rustls_pemfile::private_key(&mut key.as_slice())
-        .map_err(|e| BridgeSetupError(format!("bad PEM in {}: {e}", config.key_file.display())))?
-        .ok_or_else(|| BridgeSetupError(format!("no private key in {}", config.key_file.display())))?;
+        .map_err(|e| BridgeSetupError(format!("bad PEM in {}: {e}", key_file.display())))?
+        .ok_or_else(|| BridgeSetupError(format!("no private key in {}", key_file.display())))?;
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| BridgeSetupError(e.to_string()))?

@@ -3,12 +3,14 @@
 //! piece lives in its own submodule.
 
 pub mod access;
+pub mod artifact_download;
 pub mod bridge;
 pub mod cli;
 pub mod config_store;
 pub mod deployment;
 pub mod error;
 pub mod fleet_status;
+pub mod greengrass_client;
 pub mod ipc_server;
 pub mod jobs_listener;
 pub mod layout;

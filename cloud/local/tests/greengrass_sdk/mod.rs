@@ -10,13 +10,6 @@ use aws_sdk_greengrassv2::config::retry::RetryConfig;
 use aws_sdk_greengrassv2::config::{BehaviorVersion, Region};
 use aws_sdk_greengrassv2::primitives::Blob;
 use aws_sdk_greengrassv2::types::{CloudComponentState, ComponentCandidate, ComponentPlatform, RecipeOutputFormat};
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
-};
-use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
-use aws_smithy_runtime_api::client::result::ConnectorError;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::body::SdkBody;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -71,62 +64,30 @@ fn iot(cloud: &LocalCloud) -> aws_sdk_iot::Client {
     aws_sdk_iot::Client::from_conf(conf)
 }
 
-/// An SDK HTTP client that presents a device certificate (mutual TLS), as the nucleus's
-/// `GreengrassServiceClientFactory` builds one. aws-smithy-http-client's TLS context has no
-/// client identity, so this is hyper's client over rustls (ring).
-#[derive(Debug, Clone)]
-struct DeviceHttpClient {
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        SdkBody,
-    >,
-}
-
-impl DeviceHttpClient {
-    fn new(ca_file: &std::path::Path, cert_pem: Option<&str>, key_pem: &str) -> Self {
-        use rustls_pki_types::pem::PemObject as _;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca_file).expect("CA file") {
-            roots.add(cert.expect("CA certificate")).expect("CA added");
+/// The TLS configuration of a core calling the data plane: the local CA as the only root, and
+/// the device's certificate and key when given (as the nucleus's
+/// `GreengrassServiceClientFactory` configures it).
+fn device_tls(ca_file: &std::path::Path, cert_pem: Option<&str>, key_pem: &str) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).expect("CA file") {
+        roots.add(cert.expect("CA certificate")).expect("CA added");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots);
+    let config = match cert_pem {
+        Some(pem) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().expect("certificate");
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("private key");
+            builder.with_client_auth_cert(chain, key).expect("client identity")
         }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots);
-        let config = match cert_pem {
-            Some(pem) => {
-                let chain: Vec<CertificateDer<'static>> =
-                    CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().expect("certificate");
-                let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("private key");
-                builder.with_client_auth_cert(chain, key).expect("client identity")
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let https =
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().build();
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build::<_, SdkBody>(https);
-        DeviceHttpClient { client }
-    }
-}
-
-impl HttpConnector for DeviceHttpClient {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let client = self.client.clone();
-        HttpConnectorFuture::new(async move {
-            let request = request.try_into_http1x().map_err(|e| ConnectorError::other(e.into(), None))?;
-            let response = client.request(request).await.map_err(|e| ConnectorError::io(e.into()))?;
-            HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
-                .map_err(|e| ConnectorError::other(e.into(), None))
-        })
-    }
-}
-
-impl HttpClient for DeviceHttpClient {
-    fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
-        SharedHttpConnector::new(self.clone())
-    }
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
 }
 
 /// The data plane as a core calls it: anonymous (no SigV4), mutual TLS with `device`.
@@ -139,7 +100,7 @@ fn data_plane(cloud: &LocalCloud, cert_pem: Option<&str>, key_pem: &str) -> aws_
         .allow_no_auth()
         .endpoint_url(url)
         .retry_config(RetryConfig::disabled())
-        .http_client(DeviceHttpClient::new(&cloud.endpoints.ca_file, cert_pem, key_pem))
+        .http_client(sdk_mtls::MtlsHttpClient::new(device_tls(&cloud.endpoints.ca_file, cert_pem, key_pem)))
         .build();
     aws_sdk_greengrassv2::Client::from_conf(conf)
 }
