@@ -338,15 +338,32 @@ const DEPLOYMENT_CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
  {"Effect":"Allow","Action":"iot:Subscribe",
   "Resource":"arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"}]}"#;
 
-/// Feeds the listener the core's messages until `until` picks something out of its actions;
-/// publishes every action that is a publish.
-async fn follow_jobs<T>(
+/// A deployment listener of the core: takes the messages of its subscriptions.
+trait DeploymentListener {
+    fn on_message(&mut self, topic: &str, payload: &[u8]) -> Vec<device_sim::core::deployment_listeners::Action>;
+}
+
+impl DeploymentListener for device_sim::core::deployment_listeners::jobs::Listener {
+    fn on_message(&mut self, topic: &str, payload: &[u8]) -> Vec<device_sim::core::deployment_listeners::Action> {
+        self.message(topic, payload)
+    }
+}
+
+impl DeploymentListener for device_sim::core::deployment_listeners::shadow::Listener {
+    fn on_message(&mut self, topic: &str, payload: &[u8]) -> Vec<device_sim::core::deployment_listeners::Action> {
+        self.message(topic, payload)
+    }
+}
+
+/// Feeds the listener the core's messages until `until` picks something out of its actions (or,
+/// with no action, out of the listener's state); publishes every action that is a publish.
+async fn follow<L: DeploymentListener, T>(
     core: &mut site_testkit::mqtt::Observer,
-    listener: &mut device_sim::core::jobs_listener::Listener,
-    mut actions: Vec<device_sim::core::jobs_listener::Action>,
-    until: impl Fn(&device_sim::core::jobs_listener::Action, &device_sim::core::jobs_listener::Listener) -> Option<T>,
+    listener: &mut L,
+    mut actions: Vec<device_sim::core::deployment_listeners::Action>,
+    until: impl Fn(Option<&device_sim::core::deployment_listeners::Action>, &L) -> Option<T>,
 ) -> T {
-    use device_sim::core::jobs_listener::Action;
+    use device_sim::core::deployment_listeners::Action;
     loop {
         let mut found = None;
         for action in &actions {
@@ -354,48 +371,56 @@ async fn follow_jobs<T>(
                 core.publish(topic, payload.clone()).await;
             }
             if found.is_none() {
-                found = until(action, listener);
+                found = until(Some(action), listener);
             }
         }
-        if let Some(found) = found {
+        if let Some(found) = found.or_else(|| until(None, listener)) {
             return found;
         }
-        let m = core.next("a message of the Jobs service").await;
-        actions = listener.message(&m.topic, &m.payload);
-        if actions.is_empty()
-            && let Some(found) = until(&Action::Cancel { job_id: String::new() }, listener)
-        {
-            return found;
-        }
+        let m = core.next("a message of the deployment services").await;
+        actions = listener.on_message(&m.topic, &m.payload);
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cores_jobs_listener_takes_group_deployments_queued_before_and_after_it_connects_and_reports_them() {
-    use cloud_api::greengrass::{CreateDeploymentRequest, DetailedDeploymentStatus, JobStatusDetails};
-    use cloud_api::jobs::JobExecutionStatus;
-    use device_sim::core::jobs_listener::{Action, Listener};
-
-    let mut site = Site::new(THING);
-    site.start_cloud(DEPLOYMENT_CORE_POLICY).await;
-    let local = site.cloud().local();
+/// Versions 1.0.0 and 1.1.0 of `com.example.A` (no artifacts) in the cloud's component store.
+fn publish_versions_of_a(local: &local_cloud::server::LocalCloud) {
     for version in ["1.0.0", "1.1.0"] {
         let recipe = json!({"RecipeFormatVersion": "2020-01-25", "ComponentName": "com.example.A",
             "ComponentVersion": version, "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": "true"}}]});
         local.greengrass.components.create(recipe.to_string().as_bytes(), Default::default(), None).unwrap();
     }
+}
+
+/// CreateDeployment of `com.example.A` at `version` to `target_arn`, in process.
+fn deploy_a(
+    local: &local_cloud::server::LocalCloud,
+    target_arn: &str,
+    version: &str,
+) -> local_cloud::greengrass::deployments::Created {
+    let request: cloud_api::greengrass::CreateDeploymentRequest = serde_json::from_value(json!({
+        "targetArn": target_arn,
+        "components": {"com.example.A": {"componentVersion": version}}
+    }))
+    .unwrap();
+    local.deployments.create(request).expect("CreateDeployment")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cores_jobs_listener_takes_group_deployments_queued_before_and_after_it_connects_and_reports_them() {
+    use cloud_api::greengrass::{DetailedDeploymentStatus, JobStatusDetails};
+    use cloud_api::jobs::JobExecutionStatus;
+    use device_sim::core::deployment_listeners::Action;
+    use device_sim::core::deployment_listeners::jobs::Listener;
+
+    let mut site = Site::new(THING);
+    site.start_cloud(DEPLOYMENT_CORE_POLICY).await;
+    let local = site.cloud().local();
+    publish_versions_of_a(local);
     local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
     local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
-    let deploy = |version: &str| {
-        let request: CreateDeploymentRequest = serde_json::from_value(json!({
-            "targetArn": "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps",
-            "components": {"com.example.A": {"componentVersion": version}}
-        }))
-        .unwrap();
-        local.deployments.create(request).expect("CreateDeployment")
-    };
-    let deployed = |action: &Action, _: &Listener| match action {
-        Action::Deploy { job_id, document } => Some((job_id.clone(), document.clone())),
+    let deploy = |version: &str| deploy_a(local, "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps", version);
+    let deployed = |action: Option<&Action>, _: &Listener| match action {
+        Some(Action::Deploy { deployment_id, document }) => Some((deployment_id.clone(), document.clone())),
         _ => None,
     };
 
@@ -405,7 +430,7 @@ async fn the_cores_jobs_listener_takes_group_deployments_queued_before_and_after
     let filters = listener.subscriptions();
     let mut core = site.cloud().as_core(&filters.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let connected = listener.connected();
-    let (job, document) = follow_jobs(&mut core, &mut listener, connected, deployed).await;
+    let (job, document) = follow(&mut core, &mut listener, connected, deployed).await;
     assert_eq!(Some(job.as_str()), first.iot_job_id.as_deref());
     assert_eq!(document.deployment_id, first.deployment_id);
     assert_eq!(document.components["com.example.A"].version, "1.0.0");
@@ -415,14 +440,14 @@ async fn the_cores_jobs_listener_takes_group_deployments_queued_before_and_after
     let ok = JobStatusDetails { detailed_status: Some(DetailedDeploymentStatus::Successful), ..Default::default() };
     let mut actions = started;
     actions.extend(listener.deployment_finished(&job, JobExecutionStatus::Succeeded, &ok));
-    follow_jobs(&mut core, &mut listener, actions, |_, l| (!l.awaiting_answer()).then_some(())).await;
+    follow(&mut core, &mut listener, actions, |_, l| (!l.awaiting_answer()).then_some(())).await;
     let execution = local.jobs.describe_execution(&job, THING).unwrap();
     assert_eq!(execution.status, JobExecutionStatus::Succeeded);
     assert_eq!(execution.status_details["detailed-deployment-status"], "SUCCESSFUL");
 
     // A new revision while connected: announced by a notification.
     let second = deploy("1.1.0");
-    let (job2, document2) = follow_jobs(&mut core, &mut listener, Vec::new(), deployed).await;
+    let (job2, document2) = follow(&mut core, &mut listener, Vec::new(), deployed).await;
     assert_eq!(Some(job2.as_str()), second.iot_job_id.as_deref());
     assert_eq!(document2.components["com.example.A"].version, "1.1.0");
     let failed = JobStatusDetails {
@@ -431,10 +456,76 @@ async fn the_cores_jobs_listener_takes_group_deployments_queued_before_and_after
         ..Default::default()
     };
     let actions = listener.deployment_finished(&job2, JobExecutionStatus::Failed, &failed);
-    follow_jobs(&mut core, &mut listener, actions, |_, l| (!l.awaiting_answer()).then_some(())).await;
+    follow(&mut core, &mut listener, actions, |_, l| (!l.awaiting_answer()).then_some(())).await;
     let execution = local.jobs.describe_execution(&job2, THING).unwrap();
     assert_eq!(execution.status, JobExecutionStatus::Failed);
     assert_eq!(execution.status_details["deployment-failure-cause"], "com.example.A 1.1.0 broke");
+}
+
+/// The core's policy for thing deployments: its deployment shadow.
+const SHADOW_DEPLOYMENT_CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+ {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+ {"Effect":"Allow","Action":["iot:Publish","iot:Receive"],
+  "Resource":"arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/shadow/name/AWSManagedGreengrassV2Deployment/*"},
+ {"Effect":"Allow","Action":"iot:Subscribe",
+  "Resource":"arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/shadow/name/AWSManagedGreengrassV2Deployment/*"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cores_shadow_listener_takes_a_thing_deployment_reports_it_and_follows_a_cancel() {
+    use cloud_api::greengrass::{DetailedDeploymentStatus, JobStatusDetails};
+    use cloud_api::jobs::JobExecutionStatus;
+    use device_sim::core::deployment_listeners::Action;
+    use device_sim::core::deployment_listeners::shadow::Listener;
+    use local_cloud::greengrass::deployments::DeploymentStatus;
+
+    let mut site = Site::new(THING);
+    site.start_cloud(SHADOW_DEPLOYMENT_CORE_POLICY).await;
+    let local = site.cloud().local();
+    publish_versions_of_a(local);
+    let thing_arn = format!("arn:aws:iot:us-east-1:000000000000:thing/{THING}");
+    let deploy = |version: &str| deploy_a(local, &thing_arn, version);
+    let deployed = |action: Option<&Action>, _: &Listener| match action {
+        Some(Action::Deploy { deployment_id, document }) => Some((deployment_id.clone(), document.clone())),
+        _ => None,
+    };
+
+    // Made while the core was away: read from the shadow on connecting.
+    let first = deploy("1.0.0");
+    let mut listener = Listener::new(THING, "2.14.0");
+    let filters = listener.subscriptions();
+    let mut core = site.cloud().as_core(&filters.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let connected = listener.connected();
+    let (arn, document) = follow(&mut core, &mut listener, connected, deployed).await;
+    assert_eq!(document.deployment_id, first.deployment_id);
+    assert_eq!(arn, document.configuration_arn);
+
+    // Reported in the shadow: the cloud's deployment completes.
+    let ok = JobStatusDetails { detailed_status: Some(DetailedDeploymentStatus::Successful), ..Default::default() };
+    for action in listener.deployment_finished(&arn, JobExecutionStatus::Succeeded, &ok) {
+        if let Action::Publish { topic, payload } = action {
+            core.publish(&topic, payload).await;
+        }
+    }
+    site_testkit::wait_until(
+        "the thing deployment COMPLETED in the cloud",
+        async || local.deployments.get(&first.deployment_id).map(|d| d.status).ok(),
+        |s| *s == Some(DeploymentStatus::Completed),
+        |s| format!("{s:?}"),
+    )
+    .await;
+
+    // A new revision while connected, then cancelled before it applies.
+    let second = deploy("1.1.0");
+    let (arn2, document2) = follow(&mut core, &mut listener, Vec::new(), deployed).await;
+    assert_eq!(document2.deployment_id, second.deployment_id);
+    assert_ne!(arn2, arn);
+    local.deployments.cancel(&second.deployment_id).expect("CancelDeployment");
+    let cancelled = follow(&mut core, &mut listener, Vec::new(), |action, _| match action {
+        Some(Action::Cancel { deployment_id }) => Some(deployment_id.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(cancelled, arn2);
 }
 
 // ---- The Greengrass data plane: resolving a component and downloading its artifact ----

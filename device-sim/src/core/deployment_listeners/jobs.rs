@@ -19,7 +19,8 @@
 //!   nucleus does).
 //!
 //! Pure: [`Listener`] takes messages and the deployment engine's events and
-//! returns [`Action`]s; the caller does the MQTT and runs the deployments.
+//! returns [`Action`]s; the caller does the MQTT and runs the deployments. The
+//! deployment id is the job id, as in the nucleus.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -30,29 +31,7 @@ use cloud_api::jobs::model::{
 use cloud_api::jobs::{JobTarget, JobsRequest, JobsResponse, JobsTopic, JobsTopicKind};
 use serde_json::{Value, json};
 
-/// What the caller must do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Publish at QoS 1.
-    Publish {
-        /// Topic.
-        topic: String,
-        /// JSON payload.
-        payload: Vec<u8>,
-    },
-    /// Start a cloud deployment whose id is the job id.
-    Deploy {
-        /// The job (and deployment) id.
-        job_id: String,
-        /// The deployment document.
-        document: Box<DeploymentDocument>,
-    },
-    /// The running cloud deployment's job was cancelled: cancel it if it has not applied yet.
-    Cancel {
-        /// The job id.
-        job_id: String,
-    },
-}
+use super::Action;
 
 /// A status update waiting to be accepted.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,7 +164,11 @@ impl Listener {
         };
         if changed.jobs.is_empty() {
             // Nothing pending any more: the job being deployed was cancelled.
-            return self.running.clone().map(|job_id| vec![Action::Cancel { job_id }]).unwrap_or_default();
+            return self
+                .running
+                .clone()
+                .map(|job_id| vec![Action::Cancel { deployment_id: job_id }])
+                .unwrap_or_default();
         }
         if changed.jobs.contains_key(&JobExecutionStatus::Queued) {
             self.unanswered_queued += 1;
@@ -221,7 +204,7 @@ impl Listener {
         match document {
             Ok(document) => {
                 self.running = Some(job_id.clone());
-                vec![Action::Deploy { job_id, document: Box::new(document) }]
+                vec![Action::Deploy { deployment_id: job_id, document: Box::new(document) }]
             }
             Err(cause) => {
                 let details = JobStatusDetails {
@@ -368,7 +351,7 @@ mod tests {
         assert_eq!(asks[0].0, topic("$next/namespace-aws-gg-deployment/get"));
         let accepted = topic("$next/namespace-aws-gg-deployment/get/accepted");
         let actions = l.message(&accepted, &execution("j1", 10, document("d1")));
-        let Action::Deploy { job_id, document: doc } = &actions[0] else { panic!("{actions:?}") };
+        let Action::Deploy { deployment_id: job_id, document: doc } = &actions[0] else { panic!("{actions:?}") };
         assert_eq!((job_id.as_str(), doc.deployment_id.as_str()), ("j1", "d1"));
         assert_eq!(l.running(), Some("j1"));
         assert!(l.message(&accepted, &execution("j1", 10, document("d1"))).is_empty(), "the same job again");
@@ -413,7 +396,7 @@ mod tests {
         let empty = json!({"jobs": {}, "timestamp": 12}).to_string();
         assert_eq!(
             l.message(&topic("notify-namespace-aws-gg-deployment"), empty.as_bytes()),
-            vec![Action::Cancel { job_id: "j1".into() }]
+            vec![Action::Cancel { deployment_id: "j1".into() }]
         );
     }
 
