@@ -245,6 +245,56 @@ mod tests {
     }
 
     #[test]
+    fn greengrass_deployment_policy_lets_a_core_follow_its_deployments_and_nothing_of_another_core() {
+        use cloud_api::policy::{Action, AuthContext, PolicyDocument, evaluate, evaluate_action};
+        let rendered = PolicySource::greengrass_deployments().render(&scope(), false).unwrap();
+        let policy = [PolicyDocument::parse(&rendered.document).unwrap()];
+        let ctx = AuthContext {
+            region: "eu-west-1".into(),
+            account_id: "111122223333".into(),
+            client_id: Some("core-1".into()),
+            thing_name: Some("core-1".into()),
+            is_attached: true,
+            ..AuthContext::default()
+        };
+        let arn = |kind: &str, rest: &str| format!("arn:aws:iot:eu-west-1:111122223333:{kind}/{rest}");
+        let jobs = "$aws/things/core-1/jobs";
+        let shadow = "$aws/things/core-1/shadow/name/AWSManagedGreengrassV2Deployment";
+        // What the simulated core's listeners subscribe to and receive (the Java nucleus's topics),
+        // and nucleus lite's notify-next.
+        for filter in [
+            format!("{jobs}/notify-namespace-aws-gg-deployment"),
+            format!("{jobs}/notify-next-namespace-aws-gg-deployment"),
+            format!("{jobs}/$next/namespace-aws-gg-deployment/get/accepted"),
+            format!("{jobs}/+/namespace-aws-gg-deployment/update/+"),
+            format!("{shadow}/update/accepted"),
+            format!("{shadow}/get/accepted"),
+        ] {
+            assert!(evaluate(&policy, Action::Subscribe, &arn("topicfilter", &filter), &ctx).is_allowed(), "{filter}");
+        }
+        for topic in [
+            format!("{jobs}/notify-namespace-aws-gg-deployment"),
+            format!("{jobs}/j-1/namespace-aws-gg-deployment/update/accepted"),
+            format!("{shadow}/update/accepted"),
+        ] {
+            assert!(evaluate(&policy, Action::Receive, &arn("topic", &topic), &ctx).is_allowed(), "{topic}");
+        }
+        for topic in [
+            format!("{jobs}/$next/namespace-aws-gg-deployment/get"),
+            format!("{jobs}/j-1/namespace-aws-gg-deployment/update"),
+            format!("{shadow}/update"),
+            "$aws/things/core-1/greengrassv2/health/json".to_owned(),
+        ] {
+            assert!(evaluate(&policy, Action::Publish, &arn("topic", &topic), &ctx).is_allowed(), "{topic}");
+        }
+        assert!(evaluate_action(&policy, "greengrass:ResolveComponentCandidates", "*", &ctx).is_allowed());
+        let other = "$aws/things/core-2/jobs/notify-namespace-aws-gg-deployment";
+        assert!(!evaluate(&policy, Action::Subscribe, &arn("topicfilter", other), &ctx).is_allowed());
+        let plain = format!("{jobs}/notify");
+        assert!(!evaluate(&policy, Action::Subscribe, &arn("topicfilter", &plain), &ctx).is_allowed());
+    }
+
+    #[test]
     fn permissive_policy_is_refused_with_its_findings_unless_allowed() {
         let source = PolicySource {
             label: "wide.json".into(),
