@@ -312,7 +312,11 @@ async fn follow_cores(
                 Err(RecvError::Closed) => return,
             },
             change = shadow_changes.recv() => match change {
-                Ok(c) => { let _ = events.send(CoreEvent::Shadow(c)); }
+                // Only a core's deployment shadow concerns Greengrass; the pump's updates pass by here.
+                Ok(c) if c.shadow_name.as_deref() == Some(cloud_api::greengrass::DEPLOYMENT_SHADOW_NAME) => {
+                    let _ = events.send(CoreEvent::Shadow(c));
+                }
+                Ok(_) => {}
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "Greengrass fell behind on shadow updates"),
                 Err(RecvError::Closed) => return,
             },

@@ -229,8 +229,10 @@ impl Inner {
             self.publish(thing, shadow, ShadowOperation::Update, ShadowResponse::Delta, delta);
         }
         self.publish(thing, shadow, ShadowOperation::Update, ShadowResponse::Documents, &result.documents);
-        if let Some(current) = result.documents.get("current") {
-            // No watcher is fine: the send only fails when nobody listens.
+        // Copied only when someone watches; the send fails only when the last watcher just left.
+        if self.changes.receiver_count() > 0
+            && let Some(current) = result.documents.get("current")
+        {
             let _ = self.changes.send(ShadowChange {
                 thing_name: thing.to_owned(),
                 shadow_name: shadow.map(str::to_owned),

@@ -156,7 +156,7 @@ impl Reporter {
                     || ComponentStatusDetails { status_codes: Vec::new(), status_reason: c.status_reason.clone() },
                 ),
                 is_root: c.is_root && !c.builtin,
-                status: state_name(c.state).to_owned(),
+                status: c.state.as_str().to_owned(),
             })
             .collect();
         let deployment = deployment.map(|mut info| {
@@ -186,20 +186,6 @@ impl Reporter {
         self.launched = true;
         self.changed.clear();
         Some(message)
-    }
-}
-
-/// The nucleus's name of a state.
-fn state_name(state: ComponentState) -> &'static str {
-    match state {
-        ComponentState::New => "NEW",
-        ComponentState::Installed => "INSTALLED",
-        ComponentState::Starting => "STARTING",
-        ComponentState::Running => "RUNNING",
-        ComponentState::Stopping => "STOPPING",
-        ComponentState::Finished => "FINISHED",
-        ComponentState::Errored => "ERRORED",
-        ComponentState::Broken => "BROKEN",
     }
 }
 

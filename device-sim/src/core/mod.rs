@@ -50,6 +50,22 @@ pub enum ComponentState {
     Broken,
 }
 
+impl ComponentState {
+    /// The nucleus's name (`RUNNING`, `BROKEN`, …), as fleet status reports it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::New => "NEW",
+            ComponentState::Installed => "INSTALLED",
+            ComponentState::Starting => "STARTING",
+            ComponentState::Running => "RUNNING",
+            ComponentState::Stopping => "STOPPING",
+            ComponentState::Finished => "FINISHED",
+            ComponentState::Errored => "ERRORED",
+            ComponentState::Broken => "BROKEN",
+        }
+    }
+}
+
 /// A state a component reports about itself over IPC (UpdateState).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReportedState {
@@ -128,6 +144,14 @@ pub(crate) fn random_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_names_are_the_serialized_names() {
+        use ComponentState::*;
+        for state in [New, Installed, Starting, Running, Stopping, Finished, Errored, Broken] {
+            assert_eq!(serde_json::to_value(state).unwrap(), serde_json::Value::String(state.as_str().into()));
+        }
+    }
 
     #[test]
     fn a_new_token_replaces_the_old_one() {

@@ -20,6 +20,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+/// `runWith` and its limits: the same shape as the IPC's `RunWithInfo` (member names are the
+/// same in the request, the document and a local deployment).
+pub use crate::ipc::model::{RunWithInfo as RunWith, SystemResourceLimits};
+
 /// The `schemaDate` the service writes into every document.
 pub const SCHEMA_DATE: &str = "2021-05-17";
 /// `requiredCapabilities` entry for documents with `systemResourceLimits`.
@@ -134,33 +138,6 @@ pub enum ComponentUpdateAction {
     NotifyComponents,
     /// Update without asking.
     SkipNotifyComponents,
-}
-
-/// `runWith` (same member names in the request and the document).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunWith {
-    /// POSIX user (and group) the component runs as.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub posix_user: Option<String>,
-    /// Memory and CPU limits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system_resource_limits: Option<SystemResourceLimits>,
-    /// Windows user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub windows_user: Option<String>,
-}
-
-/// `runWith.systemResourceLimits`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SystemResourceLimits {
-    /// Kilobytes of RAM.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<i64>,
-    /// CPU cores (fractions allowed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
 }
 
 /// `CreateDeployment`'s body (restJson1, `POST /greengrass/v2/deployments`).
@@ -423,10 +400,11 @@ impl DeploymentDocument {
                 }
             };
             if let Some(l) = spec.run_with.as_ref().and_then(|r| r.system_resource_limits.as_ref()) {
-                if l.memory.is_some_and(|m| m < 0) || l.cpus.is_some_and(|c| !(c >= 0.0 && c.is_finite())) {
+                // `memory` is unsigned by type; a negative one does not parse.
+                if l.cpus.is_some_and(|c| !(c >= 0.0 && c.is_finite())) {
                     return Err(DeploymentError::new(
                         field("runWith.systemResourceLimits"),
-                        "memory and cpus must not be negative",
+                        "cpus must be a number of cores, not negative",
                     ));
                 }
                 limits = true;
@@ -608,6 +586,25 @@ pub enum DetailedDeploymentStatus {
     Rejected,
 }
 
+impl DetailedDeploymentStatus {
+    /// AWS's spelling (`SUCCESSFUL`, `FAILED_ROLLBACK_COMPLETE`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetailedDeploymentStatus::Successful => "SUCCESSFUL",
+            DetailedDeploymentStatus::FailedNoStateChange => "FAILED_NO_STATE_CHANGE",
+            DetailedDeploymentStatus::FailedRollbackNotRequested => "FAILED_ROLLBACK_NOT_REQUESTED",
+            DetailedDeploymentStatus::FailedRollbackComplete => "FAILED_ROLLBACK_COMPLETE",
+            DetailedDeploymentStatus::FailedUnableToRollback => "FAILED_UNABLE_TO_ROLLBACK",
+            DetailedDeploymentStatus::Rejected => "REJECTED",
+        }
+    }
+
+    /// The status AWS spells `text`, if it names one.
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(text.to_owned())).ok()
+    }
+}
+
 /// Status detail keys a core sends in UpdateJobExecution for a deployment job.
 pub mod status_keys {
     /// [`super::DetailedDeploymentStatus`].
@@ -642,9 +639,7 @@ impl JobStatusDetails {
             Some(text) => serde_json::from_str::<Vec<String>>(text).unwrap_or_else(|_| vec![text.clone()]),
         };
         JobStatusDetails {
-            detailed_status: map
-                .get(status_keys::DETAILED_STATUS)
-                .and_then(|s| serde_json::from_value(Value::String(s.clone())).ok()),
+            detailed_status: map.get(status_keys::DETAILED_STATUS).and_then(|s| DetailedDeploymentStatus::parse(s)),
             failure_cause: map.get(status_keys::FAILURE_CAUSE).filter(|s| !s.is_empty()).cloned(),
             error_stack: list(status_keys::ERROR_STACK),
             error_types: list(status_keys::ERROR_TYPES),
@@ -654,8 +649,8 @@ impl JobStatusDetails {
     /// The status details map a core sends.
     pub fn to_map(&self) -> BTreeMap<String, String> {
         let mut map = BTreeMap::new();
-        if let Some(Ok(Value::String(text))) = self.detailed_status.map(serde_json::to_value) {
-            map.insert(status_keys::DETAILED_STATUS.to_owned(), text);
+        if let Some(status) = self.detailed_status {
+            map.insert(status_keys::DETAILED_STATUS.to_owned(), status.as_str().to_owned());
         }
         if let Some(cause) = &self.failure_cause {
             map.insert(status_keys::FAILURE_CAUSE.to_owned(), cause.clone());
@@ -667,6 +662,31 @@ impl JobStatusDetails {
             map.insert(status_keys::ERROR_TYPES.to_owned(), Value::from(self.error_types.clone()).to_string());
         }
         map
+    }
+}
+
+impl From<&ShadowStatusDetails> for JobStatusDetails {
+    /// The same details as a thing deployment's shadow carries them.
+    fn from(d: &ShadowStatusDetails) -> Self {
+        JobStatusDetails {
+            detailed_status: d.detailed_status.as_deref().and_then(DetailedDeploymentStatus::parse),
+            failure_cause: d.failure_cause.clone().filter(|s| !s.is_empty()),
+            error_stack: d.error_stack.clone(),
+            error_types: d.error_types.clone(),
+        }
+    }
+}
+
+impl From<&JobStatusDetails> for ShadowStatusDetails {
+    /// The details as the nucleus writes them in the deployment shadow: `failureCause` is `""`
+    /// when there is none.
+    fn from(d: &JobStatusDetails) -> Self {
+        ShadowStatusDetails {
+            detailed_status: d.detailed_status.map(|s| s.as_str().to_owned()),
+            failure_cause: Some(d.failure_cause.clone().unwrap_or_default()),
+            error_stack: d.error_stack.clone(),
+            error_types: d.error_types.clone(),
+        }
     }
 }
 
@@ -804,7 +824,7 @@ mod tests {
             ),
             (
                 json!({"targetArn": target, "components": {"a": {"componentVersion": "1.0.0",
-                    "runWith": {"systemResourceLimits": {"memory": -1}}}}}),
+                    "runWith": {"systemResourceLimits": {"cpus": -0.5}}}}}),
                 "components.a.runWith.systemResourceLimits",
             ),
             (
@@ -816,6 +836,13 @@ mod tests {
             let err = build(body.clone()).expect_err(&body.to_string());
             assert_eq!(err.field, field, "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_negative_memory_limit_does_not_parse() {
+        let body = json!({"targetArn": "arn:aws:iot:us-east-1:000000000000:thing/core-1", "components": {"a":
+            {"componentVersion": "1.0.0", "runWith": {"systemResourceLimits": {"memory": -1}}}}});
+        assert!(serde_json::from_value::<CreateDeploymentRequest>(body).is_err());
     }
 
     #[test]
@@ -858,6 +885,34 @@ mod tests {
         let read = JobStatusDetails::from_map(&odd);
         assert_eq!(read.detailed_status, None);
         assert_eq!(read.error_types, vec!["not a list"]);
+    }
+
+    #[test]
+    fn detailed_statuses_read_as_they_are_written_and_shadow_details_convert_both_ways() {
+        for s in [
+            DetailedDeploymentStatus::Successful,
+            DetailedDeploymentStatus::FailedNoStateChange,
+            DetailedDeploymentStatus::FailedRollbackNotRequested,
+            DetailedDeploymentStatus::FailedRollbackComplete,
+            DetailedDeploymentStatus::FailedUnableToRollback,
+            DetailedDeploymentStatus::Rejected,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), Value::String(s.as_str().into()));
+            assert_eq!(DetailedDeploymentStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(DetailedDeploymentStatus::parse("NEW_ONE"), None);
+        let job = JobStatusDetails {
+            detailed_status: Some(DetailedDeploymentStatus::FailedRollbackComplete),
+            failure_cause: Some("broke".into()),
+            error_stack: vec!["A".into()],
+            error_types: vec!["B".into()],
+        };
+        let shadow = ShadowStatusDetails::from(&job);
+        assert_eq!(shadow.detailed_status.as_deref(), Some("FAILED_ROLLBACK_COMPLETE"));
+        assert_eq!(JobStatusDetails::from(&shadow), job);
+        let none = ShadowStatusDetails::from(&JobStatusDetails::default());
+        assert_eq!(none.failure_cause.as_deref(), Some(""), "the nucleus writes an empty cause");
+        assert_eq!(JobStatusDetails::from(&none), JobStatusDetails::default());
     }
 
     #[test]

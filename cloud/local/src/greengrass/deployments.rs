@@ -124,7 +124,9 @@ pub struct Deployment {
     pub revision: u64,
     /// Status.
     pub status: DeploymentStatus,
-    /// Whether it is the latest for its target.
+    /// Whether it is the latest for its target: derived from the target's revision counter when
+    /// read, never stored.
+    #[serde(skip)]
     pub is_latest_for_target: bool,
     /// The job of a thing-group deployment.
     pub iot_job_id: Option<String>,
@@ -178,6 +180,11 @@ struct State {
 }
 
 impl State {
+    /// `d` as answers show it, with `is_latest_for_target` derived.
+    fn view(&self, d: &Deployment) -> Deployment {
+        Deployment { is_latest_for_target: self.revisions.get(&d.target_arn) == Some(&d.revision), ..d.clone() }
+    }
+
     fn by_job(&self, job_id: &str) -> Option<&Deployment> {
         self.deployments.values().find(|d| d.iot_job_id.as_deref() == Some(job_id))
     }
@@ -346,24 +353,19 @@ impl Deployments {
         };
 
         let mut ops = Vec::new();
-        let previous: Vec<String> = state
+        // The revision this one replaces, if it is still active.
+        let replaced = state
             .deployments
-            .values()
-            .filter(|d| d.target_arn == target_arn && d.is_latest_for_target)
-            .map(|d| d.deployment_id.clone())
-            .collect();
-        for id in previous {
-            let Some(d) = state.deployments.get_mut(&id) else { continue };
-            d.is_latest_for_target = false;
-            if d.status == DeploymentStatus::Active {
-                d.status = DeploymentStatus::Inactive;
-                if let Some(job) = &d.iot_job_id
-                    && let Err(e) = self.inner.jobs.cancel_job(job)
-                {
-                    tracing::warn!(job, error = %e, "cancelling the job of a replaced deployment");
-                }
+            .values_mut()
+            .find(|d| d.target_arn == target_arn && d.revision == revision - 1 && d.status == DeploymentStatus::Active);
+        if let Some(d) = replaced {
+            d.status = DeploymentStatus::Inactive;
+            if let Some(job) = &d.iot_job_id
+                && let Err(e) = self.inner.jobs.cancel_job(job)
+            {
+                tracing::warn!(job, error = %e, "cancelling the job of a replaced deployment");
             }
-            ops.push(put(K_DEPLOYMENT, &id, d)?);
+            ops.push(put(K_DEPLOYMENT, &d.deployment_id.clone(), d)?);
         }
         let deployment = Deployment {
             deployment_id: deployment_id.clone(),
@@ -372,7 +374,7 @@ impl Deployments {
             target: target.clone(),
             revision,
             status: DeploymentStatus::Active,
-            is_latest_for_target: true,
+            is_latest_for_target: false,
             iot_job_id: iot_job_id.clone(),
             iot_job_arn: iot_job_arn.clone(),
             components: request.components.clone(),
@@ -415,7 +417,8 @@ impl Deployments {
 
     /// GetDeployment.
     pub fn get(&self, deployment_id: &str) -> Result<Deployment, GreengrassError> {
-        self.state().deployments.get(deployment_id).cloned().ok_or_else(|| deployment_not_found(deployment_id))
+        let state = self.state();
+        state.deployments.get(deployment_id).map(|d| state.view(d)).ok_or_else(|| deployment_not_found(deployment_id))
     }
 
     /// ListDeployments, oldest first: filtered by target and parent; with
@@ -426,14 +429,14 @@ impl Deployments {
         parent_target_arn: Option<&str>,
         latest_only: bool,
     ) -> Vec<Deployment> {
-        let mut list: Vec<Deployment> = self
-            .state()
+        let state = self.state();
+        let mut list: Vec<Deployment> = state
             .deployments
             .values()
             .filter(|d| target_arn.is_none_or(|t| d.target_arn == t))
             .filter(|d| parent_target_arn.is_none_or(|p| d.parent_target_arn.as_deref() == Some(p)))
+            .map(|d| state.view(d))
             .filter(|d| !latest_only || d.is_latest_for_target)
-            .cloned()
             .collect();
         list.sort_by(|a, b| (a.creation_ms, &a.deployment_id).cmp(&(b.creation_ms, &b.deployment_id)));
         list
@@ -583,16 +586,7 @@ impl Deployments {
         let mut state = self.state();
         let Some(d) = state.by_configuration(&reported.fleet_configuration_arn_for_status) else { return };
         let (target, id, revision) = (d.target_arn.clone(), d.deployment_id.clone(), d.revision);
-        let details = JobStatusDetails {
-            detailed_status: reported
-                .status_details
-                .detailed_status
-                .as_ref()
-                .and_then(|s| serde_json::from_value(Value::String(s.clone())).ok()),
-            failure_cause: reported.status_details.failure_cause.clone().filter(|s| !s.is_empty()),
-            error_stack: reported.status_details.error_stack.clone(),
-            error_types: reported.status_details.error_types.clone(),
-        };
+        let details = JobStatusDetails::from(&reported.status_details);
         let core = state.cores.entry(thing.to_owned()).or_insert_with(|| CoreDevice::new(thing));
         if !core.record_deployment(&target, &id, revision, status, &details, now) {
             return;

@@ -167,21 +167,20 @@ async fn delete_component(State(gg): State<Greengrass>, Label(arn): Label) -> Re
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `maxResults` (1–100, the model's `DefaultMaxResults`) and `nextToken` (an offset here).
-pub(super) fn paging(params: &BTreeMap<String, String>) -> Result<(usize, usize), GreengrassError> {
+/// One page of `items`: `maxResults` 1–100 (the model's `DefaultMaxResults`), `nextToken` as the
+/// IoT operations page ([`crate::http::wire::page`], an offset).
+pub(super) fn page<T>(
+    items: Vec<T>,
+    params: &BTreeMap<String, String>,
+) -> Result<(Vec<T>, Option<String>), GreengrassError> {
     let max = match params.get("maxResults") {
         None => 100,
-        Some(raw) => raw.parse::<usize>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
+        Some(raw) => raw.parse::<i64>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
             GreengrassError::field("maxResults", format!("must be an integer from 1 to 100, not {raw:?}"))
         })?,
     };
-    let start = match params.get("nextToken").filter(|t| !t.is_empty()) {
-        None => 0,
-        Some(t) => {
-            t.parse::<usize>().map_err(|_| GreengrassError::field("nextToken", format!("invalid token {t:?}")))?
-        }
-    };
-    Ok((start, max))
+    crate::http::wire::page(items, params.get("nextToken").map(String::as_str), Some(max), 100)
+        .map_err(|e| GreengrassError::field("nextToken", e.message))
 }
 
 /// The answer of a list operation: one page of `items` under `member`, and `nextToken` when
@@ -191,8 +190,7 @@ pub(super) fn page_response(
     items: Vec<Value>,
     params: &BTreeMap<String, String>,
 ) -> Result<Response, GreengrassError> {
-    let (start, max) = paging(params)?;
-    let (items, next) = page(items, start, max);
+    let (items, next) = page(items, params)?;
     let mut body = json!({ member: items });
     if let Some(next) = next {
         body["nextToken"] = json!(next);
@@ -200,16 +198,8 @@ pub(super) fn page_response(
     Ok(ok_json(StatusCode::OK, body))
 }
 
-/// One page of `items` and the next token.
-pub(super) fn page<T>(items: Vec<T>, start: usize, max: usize) -> (Vec<T>, Option<String>) {
-    let end = start.saturating_add(max).min(items.len());
-    let next = (end < items.len()).then(|| end.to_string());
-    (items.into_iter().skip(start).take(max).collect(), next)
-}
-
 async fn list_components(State(gg): State<Greengrass>, Params(params): Params) -> Result<Response, GreengrassError> {
     let params: BTreeMap<String, String> = params.into_iter().collect();
-    let (start, max) = paging(&params)?;
     let all = match params.get("scope").map(String::as_str) {
         None | Some("PRIVATE") => gg.components.list(),
         // Public components are AWS's; this local cloud holds none.
@@ -218,7 +208,7 @@ async fn list_components(State(gg): State<Greengrass>, Params(params): Params) -
             return Err(GreengrassError::field("scope", format!("must be PRIVATE or PUBLIC, not {other:?}")));
         }
     };
-    let (items, next) = page(all, start, max);
+    let (items, next) = page(all, &params)?;
     let components: Vec<Value> = items
         .into_iter()
         .map(|(arn, name, latest)| json!({"arn": arn, "componentName": name, "latestVersion": latest_version(&latest)}))
@@ -252,8 +242,7 @@ async fn list_component_versions(
     Params(params): Params,
 ) -> Result<Response, GreengrassError> {
     let params: BTreeMap<String, String> = params.into_iter().collect();
-    let (start, max) = paging(&params)?;
-    let (items, next) = page(gg.components.list_versions(&arn)?, start, max);
+    let (items, next) = page(gg.components.list_versions(&arn)?, &params)?;
     let versions: Vec<Value> =
         items.iter().map(|r| json!({"componentName": r.name, "componentVersion": r.version, "arn": r.arn})).collect();
     let mut body = json!({"componentVersions": versions});
@@ -292,12 +281,17 @@ mod tests {
     #[test]
     fn pages_follow_max_results_and_the_token() {
         let params = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        assert_eq!(paging(&params(&[])).unwrap(), (0, 100));
-        assert_eq!(paging(&params(&[("maxResults", "2"), ("nextToken", "4")])).unwrap(), (4, 2));
-        assert!(paging(&params(&[("maxResults", "0")])).is_err());
-        assert!(paging(&params(&[("maxResults", "101")])).is_err());
-        assert!(paging(&params(&[("nextToken", "x")])).is_err());
-        assert_eq!(page(vec![1, 2, 3], 0, 2), (vec![1, 2], Some("2".into())));
-        assert_eq!(page(vec![1, 2, 3], 2, 2), (vec![3], None));
+        let hundred_and_one: Vec<u32> = (0..101).collect();
+        assert_eq!(page(hundred_and_one.clone(), &params(&[])).unwrap().0.len(), 100, "100 by default");
+        assert_eq!(page(hundred_and_one, &params(&[])).unwrap().1.as_deref(), Some("100"));
+        assert_eq!(
+            page(vec![1, 2, 3, 4, 5, 6], &params(&[("maxResults", "2"), ("nextToken", "4")])).unwrap(),
+            (vec![5, 6], None)
+        );
+        assert!(page(vec![1], &params(&[("maxResults", "0")])).is_err());
+        assert!(page(vec![1], &params(&[("maxResults", "101")])).is_err());
+        assert!(page(vec![1], &params(&[("nextToken", "x")])).is_err());
+        assert_eq!(page(vec![1, 2, 3], &params(&[("maxResults", "2")])).unwrap(), (vec![1, 2], Some("2".into())));
+        assert_eq!(page(vec![1, 2, 3], &params(&[("maxResults", "2"), ("nextToken", "2")])).unwrap(), (vec![3], None));
     }
 }

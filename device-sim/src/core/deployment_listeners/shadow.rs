@@ -18,7 +18,8 @@
 //!   errorTypes}`, `ggcVersion`; when the shadow's `reported` drifts from the
 //!   last status the core sent, it sends it again.
 
-use cloud_api::greengrass::{DEPLOYMENT_SHADOW_NAME, DeploymentDocument, JobStatusDetails};
+use cloud_api::greengrass::deployment::ShadowStatusDetails;
+use cloud_api::greengrass::{DEPLOYMENT_SHADOW_NAME, DeploymentDocument, JobStatusDetails, ShadowDeploymentReported};
 use cloud_api::jobs::JobExecutionStatus;
 use serde_json::{Value, json};
 
@@ -156,21 +157,13 @@ impl Listener {
     }
 
     fn status(&mut self, arn: &str, status: JobExecutionStatus, details: &JobStatusDetails) -> Vec<Action> {
-        let detailed = details
-            .detailed_status
-            .and_then(|s| serde_json::to_value(s).ok())
-            .and_then(|v| v.as_str().map(str::to_owned));
-        let reported = json!({
-            "fleetConfigurationArnForStatus": arn,
-            "status": status.as_str(),
-            "statusDetails": {
-                "detailedStatus": detailed,
-                "failureCause": details.failure_cause.clone().unwrap_or_default(),
-                "errorStack": details.error_stack,
-                "errorTypes": details.error_types,
-            },
-            "ggcVersion": self.ggc_version,
-        });
+        let reported = ShadowDeploymentReported {
+            fleet_configuration_arn_for_status: arn.to_owned(),
+            status: status.as_str().to_owned(),
+            status_details: ShadowStatusDetails::from(details),
+            ggc_version: Some(self.ggc_version.clone()),
+        };
+        let reported = serde_json::to_value(reported).unwrap_or_default();
         self.last_reported = Some(reported.clone());
         vec![self.report(reported)]
     }
