@@ -4,15 +4,19 @@ in, ListDeployments with its history filter, CancelDeployment and
 DeleteDeployment with the ConflictException AWS documents ("to delete an
 active deployment, you must first cancel it"), and the ResourceNotFound and
 Validation exceptions of unknown deployments, cores and targets and of a merge
-that is not a JSON object. What a core reports is covered with the Rust SDK
-and a core played over MQTT (cloud/local/tests/deployments_sdk)."""
+that is not a JSON object; and GetCoreDevice, ListCoreDevices,
+ListInstalledComponents and ListEffectiveDeployments after a core (awsiotsdk
+over MQTT) published its fleet status. The whole deployment conversation of a
+core is played with the Rust SDK (cloud/local/tests/deployments_sdk)."""
 
 import json
+import time
 
 import pytest
+from awscrt import mqtt
 from botocore.exceptions import ClientError
 
-from support import boto_client, unique_name
+from support import EVENT_TIMEOUT_S, boto_client, provision_device, unique_name
 
 
 def _error(excinfo) -> tuple[str, int]:
@@ -132,3 +136,74 @@ def test_unknown_resources_and_bad_requests_are_refused(gg, component, targets, 
         gg.list_installed_components(coreDeviceThingName="x", topologyFilter="SOME")
     assert _error(bad_filter)[1] == 400
     assert gg.list_deployments(targetArn=thing_arn)["deployments"] == []
+
+
+def _core_policy(endpoints) -> str:
+    """Connect as the thing and publish its fleet status (as AWS's minimal core policy allows)."""
+    thing = "${iot:Connection.Thing.ThingName}"
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "iot:Connect", "Resource": endpoints.arn(f"client/{thing}")},
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:Publish",
+                    "Resource": endpoints.arn(f"topic/$aws/things/{thing}/greengrassv2/health/json"),
+                },
+            ],
+        }
+    )
+
+
+def test_core_device_operations_show_what_a_core_reported(gg, iot, endpoints, component, connect, tmp_path):
+    core = provision_device(iot, endpoints, tmp_path, prefix="gg-core", policy_document=_core_policy(endpoints))
+    group = unique_name("cores")
+    iot.create_thing_group(thingGroupName=group)
+    iot.add_thing_to_thing_group(thingGroupName=group, thingName=core.thing_name)
+    created = gg.create_deployment(
+        targetArn=endpoints.arn(f"thinggroup/{group}"), components={component: {"componentVersion": "1.0.0"}}
+    )
+    status = {
+        "ggcVersion": "2.14.0",
+        "platform": "linux",
+        "architecture": "amd64",
+        "thing": core.thing_name,
+        "overallDeviceStatus": "HEALTHY",
+        "sequenceNumber": 1,
+        "timestamp": int(time.time() * 1000),
+        "messageType": "PARTIAL",
+        "trigger": "THING_GROUP_DEPLOYMENT",
+        "components": [
+            {"componentName": component, "version": "1.0.0", "status": "RUNNING", "isRoot": True, "fleetConfigArns": []}
+        ],
+        "deploymentInformation": {"status": "SUCCEEDED", "deploymentId": created["deploymentId"]},
+    }
+    connection = connect(core)
+    published, _ = connection.publish(
+        topic=f"$aws/things/{core.thing_name}/greengrassv2/health/json",
+        payload=json.dumps(status),
+        qos=mqtt.QoS.AT_LEAST_ONCE,
+    )
+    published.result(timeout=EVENT_TIMEOUT_S)
+
+    # The service applies reports in order off the broker: wait until the core shows.
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
+    while True:
+        try:
+            device = gg.get_core_device(coreDeviceThingName=core.thing_name)
+            break
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ResourceNotFoundException", e.response
+            assert time.monotonic() < deadline, "the core's report never showed"
+            time.sleep(0.02)
+    assert (device["coreVersion"], device["status"], device["platform"]) == ("2.14.0", "HEALTHY", "linux")
+    listed = gg.list_core_devices(thingGroupArn=endpoints.arn(f"thinggroup/{group}"))["coreDevices"]
+    assert [d["coreDeviceThingName"] for d in listed] == [core.thing_name]
+    installed = gg.list_installed_components(coreDeviceThingName=core.thing_name)["installedComponents"]
+    assert [(c["componentName"], c["lifecycleState"], c["lastInstallationSource"]) for c in installed] == [
+        (component, "RUNNING", created["deploymentId"])
+    ]
+    effective = gg.list_effective_deployments(coreDeviceThingName=core.thing_name)["effectiveDeployments"]
+    assert [e["deploymentId"] for e in effective] == [created["deploymentId"]], effective
+    assert effective[0]["coreDeviceExecutionStatus"] == "QUEUED", "the core reported no job status yet"
