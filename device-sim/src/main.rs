@@ -118,13 +118,14 @@ struct CoreArgs {
     #[arg(long, value_name = "NAME")]
     thing: String,
     /// Directory of component recipes (YAML or JSON), as the Greengrass CLI's `--recipeDir`.
-    #[arg(long, value_name = "DIR")]
-    recipe_dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "cloud_deployments")]
+    recipe_dir: Option<PathBuf>,
     /// Directory of artifacts, laid out `{DIR}/{ComponentName}/{ComponentVersion}/`.
-    #[arg(long, value_name = "DIR")]
-    artifact_dir: PathBuf,
-    /// A root component of the deployment; repeat for several.
-    #[arg(long = "merge", value_name = "NAME=VERSION", required = true)]
+    #[arg(long, value_name = "DIR", required_unless_present = "cloud_deployments")]
+    artifact_dir: Option<PathBuf>,
+    /// A root component of the deployment; repeat for several. A core that takes cloud
+    /// deployments may start with none and wait for its first deployment.
+    #[arg(long = "merge", value_name = "NAME=VERSION", required_unless_present = "cloud_deployments")]
     merges: Vec<String>,
     /// The AWS Region given to components (`AWS_REGION`).
     #[arg(long, default_value = "us-east-1")]
@@ -152,6 +153,12 @@ struct CoreArgs {
     /// error and after a deployment. 0 turns reporting off.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     fleet_status_interval_secs: u64,
+    /// Take deployments from the cloud: thing-group deployments (IoT jobs in the
+    /// `aws-gg-deployment` namespace) and thing deployments (the deployment shadow), with
+    /// components fetched through the Greengrass data plane. The device's IoT policy must allow
+    /// what `greengrass-core-deployments.json` allows.
+    #[arg(long, requires = "cloud")]
+    cloud_deployments: bool,
 }
 
 /// Reads `--update-config` (inline JSON or `@FILE`).
@@ -183,7 +190,13 @@ fn read_cloud(args: &CoreArgs) -> anyhow::Result<Option<CloudOptions>> {
         .map_err(|e| ConfigFault(format!("{} is not an endpoints.json: {e}", path.display())))?;
     let fleet_status =
         (args.fleet_status_interval_secs > 0).then(|| std::time::Duration::from_secs(args.fleet_status_interval_secs));
-    Ok(Some(CloudOptions { endpoints, cert_file: cert.clone(), key_file: key.clone(), fleet_status }))
+    Ok(Some(CloudOptions {
+        endpoints,
+        cert_file: cert.clone(),
+        key_file: key.clone(),
+        fleet_status,
+        cloud_deployments: args.cloud_deployments,
+    }))
 }
 
 /// An input fault: exit with `EX_CONFIG`.
@@ -309,8 +322,8 @@ async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
     let core = Core::start(CoreOptions {
         root: args.root.clone(),
         thing: args.thing,
-        recipe_dir: args.recipe_dir,
-        artifact_dir: args.artifact_dir,
+        recipe_dir: args.recipe_dir.unwrap_or_default(),
+        artifact_dir: args.artifact_dir.unwrap_or_default(),
         merges: args.merges,
         region: args.region,
         root_ca_path: args.root_ca,

@@ -737,3 +737,208 @@ impl CuttingProxy {
         self.ranges.lock().unwrap().clone()
     }
 }
+
+// ---- Cloud deployments through the core's deployment engine ----
+
+/// The core's policy for cloud deployments: the shipped `greengrass-core-deployments.json`
+/// (deployment jobs and shadow, fleet status, the Greengrass data plane) and a connection.
+fn cloud_deployments_policy() -> String {
+    let shipped = include_str!("../../cloud/provision/policies/greengrass-core-deployments.json")
+        .replace("{{partition}}", "aws")
+        .replace("{{region}}", "us-east-1")
+        .replace("{{accountId}}", "000000000000");
+    let mut policy: Value = serde_json::from_str(&shipped).expect("the shipped policy is JSON");
+    policy["Statement"].as_array_mut().unwrap().push(json!({"Effect": "Allow", "Action": "iot:Connect",
+        "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"}));
+    policy.to_string()
+}
+
+/// A site whose core takes cloud deployments, with the local cloud running.
+async fn deploying_site() -> Site {
+    let mut site = Site::new(THING);
+    site.start_cloud(&cloud_deployments_policy()).await;
+    site.cloud_deployments = true;
+    site
+}
+
+/// `com.example.Hello` at `version` in the cloud: its artifact in S3, a Run that copies it into
+/// its work directory and sleeps (or `lifecycle` instead).
+async fn publish_hello(local: &local_cloud::server::LocalCloud, version: &str, lifecycle: Option<Value>) {
+    let key = format!("{GG_COMPONENT}/{version}/hello.bin");
+    if local.s3.objects().create_bucket(GG_BUCKET, None).is_err() {
+        // Made by an earlier version.
+    }
+    local.s3.objects().put_bytes(GG_BUCKET, &key, gg_artifact().into(), Default::default()).await.expect("PutObject");
+    let lifecycle =
+        lifecycle.unwrap_or_else(|| json!({"Run": "cp {artifacts:path}/hello.bin ./copy && exec sleep 600"}));
+    let recipe = json!({"RecipeFormatVersion": "2020-01-25", "ComponentName": GG_COMPONENT, "ComponentVersion": version,
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": lifecycle,
+            "Artifacts": [{"URI": format!("s3://{GG_BUCKET}/{key}")}]}]});
+    local.greengrass.components.create(recipe.to_string().as_bytes(), Default::default(), None).expect("published");
+}
+
+/// CreateDeployment of `com.example.Hello` at `version` to `target_arn`, in process.
+fn deploy_hello(
+    local: &local_cloud::server::LocalCloud,
+    target_arn: &str,
+    version: &str,
+) -> local_cloud::greengrass::deployments::Created {
+    let request: cloud_api::greengrass::CreateDeploymentRequest = serde_json::from_value(json!({
+        "targetArn": target_arn, "components": {GG_COMPONENT: {"componentVersion": version}}
+    }))
+    .unwrap();
+    local.deployments.create(request).expect("CreateDeployment")
+}
+
+/// Waits until the job execution of `job_id` on the core is terminal; returns it.
+async fn job_outcome(local: &local_cloud::server::LocalCloud, job_id: &str) -> cloud_api::jobs::Execution {
+    site_testkit::wait_until(
+        "the deployment job to end on the core",
+        async || local.jobs.describe_execution(job_id, THING).ok(),
+        |e| e.as_ref().is_some_and(|e| e.status.is_terminal()),
+        |e| format!("{e:?}"),
+    )
+    .await
+    .expect("an execution")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thing_group_deployment_reaches_a_core_that_starts_empty_and_a_new_revision_replaces_it() {
+    use cloud_api::greengrass::{CoreDevice, FleetStatus, Trigger};
+    use cloud_api::jobs::JobExecutionStatus;
+    use device_sim::core::ComponentState;
+
+    let mut site = deploying_site().await;
+    site.fleet_status = Some(std::time::Duration::from_secs(3600));
+    let local = site.cloud().local();
+    publish_hello(local, "1.0.0", None).await;
+    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
+    let group = "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps";
+    // Made while the core is not there yet: it finds the job when it first connects.
+    let first = deploy_hello(local, group, "1.0.0");
+    let health = format!("$aws/things/{THING}/greengrassv2/health/json");
+    let mut cloud_app = site.cloud().observer(&[&health]).await;
+
+    let core = site.start_core(&json!({})).await;
+    let execution = job_outcome(local, first.iot_job_id.as_deref().unwrap()).await;
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    assert_eq!(execution.status_details["detailed-deployment-status"], "SUCCESSFUL");
+    assert_eq!(core.states().get(GG_COMPONENT), Some(&ComponentState::Running));
+    let root = site.core_root();
+    let stored = root.join("packages/artifacts").join(GG_COMPONENT).join("1.0.0/hello.bin");
+    assert_eq!(std::fs::read(&stored).unwrap(), gg_artifact(), "the artifact was downloaded whole");
+    assert_eq!(std::fs::read(root.join("work").join(GG_COMPONENT).join("copy")).unwrap(), gg_artifact());
+    assert!(root.join(format!("packages/recipes/{GG_COMPONENT}-1.0.0.recipe.json")).is_file());
+
+    // Fleet status tells the cloud which deployment brought what.
+    let configuration_arn = local.deployments.get(&first.deployment_id).unwrap().configuration_arn;
+    let report = cloud_app
+        .wait_for("the deployment's fleet status", |m| {
+            m.topic == health
+                && FleetStatus::parse(&m.payload).is_ok_and(|s| s.trigger == Trigger::ThingGroupDeployment)
+        })
+        .await;
+    let report = FleetStatus::parse(&report.payload).unwrap();
+    let info = report.deployment_information.clone().expect("deployment information");
+    assert_eq!(info.status, "SUCCEEDED");
+    assert_eq!(info.deployment_id.as_deref(), Some(first.deployment_id.as_str()));
+    assert_eq!(info.fleet_configuration_arn_for_status.as_deref(), Some(configuration_arn.as_str()));
+    let hello = report.components.iter().find(|c| c.component_name == GG_COMPONENT).expect("reported");
+    assert!(hello.is_root && hello.fleet_config_arns == [configuration_arn.clone()], "{hello:?}");
+    let mut view = CoreDevice::new(THING);
+    view.apply_report(&report, 1);
+    assert_eq!(view.components[GG_COMPONENT].lifecycle_state, "RUNNING");
+
+    // A new revision while the core runs replaces the version.
+    publish_hello(local, "1.1.0", None).await;
+    let second = deploy_hello(local, group, "1.1.0");
+    let execution = job_outcome(local, second.iot_job_id.as_deref().unwrap()).await;
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.1.0".to_owned())]);
+    core.shutdown(WAIT).await;
+}
+
+/// The thing deployment's `reported` state once it names `arn` with a terminal status.
+async fn shadow_outcome(local: &local_cloud::server::LocalCloud, arn: &str) -> Value {
+    let shadow = site_testkit::wait_until(
+        "the core to report the thing deployment",
+        async || local.shadows.get(THING, Some("AWSManagedGreengrassV2Deployment")).ok(),
+        |doc| {
+            doc.as_ref().is_some_and(|d| {
+                let reported = &d["state"]["reported"];
+                reported["fleetConfigurationArnForStatus"] == arn && reported["status"] != "IN_PROGRESS"
+            })
+        },
+        |doc| format!("{doc:?}"),
+    )
+    .await
+    .expect("a shadow");
+    shadow["state"]["reported"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thing_deployment_reaches_the_core_through_its_shadow_and_a_broken_version_rolls_back() {
+    use device_sim::core::ComponentState;
+
+    let site = deploying_site().await;
+    let local = site.cloud().local();
+    publish_hello(local, "1.0.0", None).await;
+    publish_hello(local, "2.0.0", Some(json!({"Install": "exit 3", "Run": "exec sleep 600"}))).await;
+    let thing = format!("arn:aws:iot:us-east-1:000000000000:thing/{THING}");
+    let core = site.start_core(&json!({})).await;
+
+    let first = deploy_hello(local, &thing, "1.0.0");
+    let arn = local.deployments.get(&first.deployment_id).unwrap().configuration_arn;
+    let reported = shadow_outcome(local, &arn).await;
+    assert_eq!(reported["status"], "SUCCEEDED", "{reported}");
+    assert_eq!(reported["statusDetails"]["detailedStatus"], "SUCCESSFUL");
+    assert_eq!(core.states().get(GG_COMPONENT), Some(&ComponentState::Running));
+
+    // A version that cannot run: the core goes back to what ran, and the cloud learns why.
+    let broken = deploy_hello(local, &thing, "2.0.0");
+    let arn = local.deployments.get(&broken.deployment_id).unwrap().configuration_arn;
+    let reported = shadow_outcome(local, &arn).await;
+    assert_eq!(reported["status"], "FAILED", "{reported}");
+    assert_eq!(reported["statusDetails"]["detailedStatus"], "FAILED_ROLLBACK_COMPLETE");
+    let cause = reported["statusDetails"]["failureCause"].as_str().unwrap();
+    assert!(cause.contains(GG_COMPONENT) && cause.contains("BROKEN"), "{cause}");
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.0.0".to_owned())]);
+    assert_eq!(core.states().get(GG_COMPONENT), Some(&ComponentState::Running));
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_that_does_not_match_its_digest_fails_the_deployment_before_anything_stops() {
+    use cloud_api::jobs::JobExecutionStatus;
+
+    let site = deploying_site().await;
+    let local = site.cloud().local();
+    publish_hello(local, "1.0.0", None).await;
+    publish_hello(local, "1.1.0", None).await;
+    // The object changes after the version was published with its digest.
+    let key = format!("{GG_COMPONENT}/1.1.0/hello.bin");
+    local.s3.objects().put_bytes(GG_BUCKET, &key, b"tampered".to_vec().into(), Default::default()).await.unwrap();
+    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
+    let group = "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps";
+    let core = site.start_core(&json!({})).await;
+    let first = deploy_hello(local, group, "1.0.0");
+    let execution = job_outcome(local, first.iot_job_id.as_deref().unwrap()).await;
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    let mut states = core.subscribe();
+
+    let second = deploy_hello(local, group, "1.1.0");
+    let execution = job_outcome(local, second.iot_job_id.as_deref().unwrap()).await;
+    assert_eq!(execution.status, JobExecutionStatus::Failed, "{execution:?}");
+    assert_eq!(execution.status_details["detailed-deployment-status"], "FAILED_NO_STATE_CHANGE");
+    assert!(execution.status_details["deployment-error-stack"].contains("ARTIFACT_CHECKSUM_MISMATCH"), "{execution:?}");
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.0.0".to_owned())]);
+    assert_eq!(core.states().get(GG_COMPONENT), Some(&device_sim::core::ComponentState::Running));
+    while let Ok(event) = states.try_recv() {
+        assert_ne!(event.component, GG_COMPONENT, "the running component was not touched: {event:?}");
+    }
+    let stored = site.core_root().join("packages/artifacts").join(GG_COMPONENT).join("1.1.0/hello.bin");
+    assert!(!stored.exists(), "nothing that failed its digest is left in the store");
+    core.shutdown(WAIT).await;
+}

@@ -205,7 +205,7 @@ async fn a_new_version_is_installed_and_started_while_soft_dependents_keep_runni
     assert_eq!(details.detailed_deployment_status, DetailedDeploymentStatus::Successful);
     let mut seen = Vec::new();
     while let Ok(d) = statuses.try_recv() {
-        seen.push(d.status);
+        seen.push(d.deployment.status);
     }
     assert_eq!(seen, [DeploymentStatus::Queued, DeploymentStatus::InProgress, DeploymentStatus::Succeeded]);
 
@@ -374,7 +374,7 @@ async fn deployments_run_one_at_a_time_in_the_order_received() {
 
     let mut seen = Vec::new();
     while let Ok(d) = statuses.try_recv() {
-        seen.push((if d.deployment_id == first { 1 } else { 2 }, d.status));
+        seen.push((if d.deployment.deployment_id == first { 1 } else { 2 }, d.deployment.status));
     }
     use DeploymentStatus::{InProgress, Queued, Succeeded};
     for n in [1, 2] {

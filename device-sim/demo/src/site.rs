@@ -306,6 +306,8 @@ impl Site {
                 cert_file: device.files.certificate.clone(),
                 key_file: device.files.private_key.clone(),
                 fleet_status: Some(device_sim::core::fleet_status::DEFAULT_CADENCE),
+                // The demo deploys locally; its core policy does not allow the deployment topics.
+                cloud_deployments: false,
             }),
         })
         .await

@@ -47,6 +47,10 @@ pub enum CoreError {
     /// The IoT Core bridge cannot be set up (endpoints, certificate or key).
     #[error("cannot set up the IoT Core connection")]
     Bridge(#[source] BridgeSetupError),
+    /// The Greengrass data-plane client cannot be set up (no `greengrassDataPlane` in
+    /// `endpoints.json`, unreadable certificate or key).
+    #[error("cannot set up the Greengrass data-plane client: {0}")]
+    Greengrass(String),
     /// The local shadow store cannot be opened.
     #[error("cannot open the local shadow store: {0}")]
     ShadowStore(String),
@@ -73,6 +77,7 @@ impl CoreError {
             | Self::SocketPathTooLong { .. }
             | Self::UpdateConfig(_)
             | Self::Bridge(_)
+            | Self::Greengrass(_)
             | Self::ShadowStore(_) => true,
             Self::Root { .. } | Self::Bind { .. } => false,
         }

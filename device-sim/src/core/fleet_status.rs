@@ -9,7 +9,9 @@
 //! changed while offline; a component going ERRORED, or BROKEN or every
 //! component settling while no deployment runs, sends a partial
 //! `COMPONENT_STATUS_CHANGE`; a finished deployment sends a partial with its
-//! trigger (`LOCAL_DEPLOYMENT` here) and `deploymentInformation`; a complete
+//! trigger (`LOCAL_DEPLOYMENT`, `THING_DEPLOYMENT`, `THING_GROUP_DEPLOYMENT`) and
+//! `deploymentInformation` (for a cloud deployment: its configuration ARN, deployment id and
+//! status details); a complete
 //! `CADENCE` goes out every `periodicUpdateIntervalSec` (default one day). The
 //! core is `UNHEALTHY` while a component is BROKEN. The sequence number
 //! survives restarts (`{root}/work/FleetStatusService/sequenceNumber`).
@@ -18,14 +20,16 @@
 //! publishes through the IoT Core bridge. Differences from the nucleus: no
 //! chunking (a message is split only past 128 KB, which a handful of components
 //! never reach), no `statusCodes` (the supervisor does not classify failures
-//! yet), and components carry the groups the core knows of (`LOCAL_DEPLOYMENT`
-//! for what a local deployment brought).
+//! yet). Components carry the groups that hold them: the configuration ARN of each cloud
+//! deployment, `LOCAL_DEPLOYMENT` for what a local deployment brought.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloud_api::greengrass::JobStatusDetails;
+use cloud_api::greengrass::deployment::ShadowStatusDetails;
 use cloud_api::greengrass::fleet_status::{
     self, ComponentDetails, ComponentStatusDetails, DeploymentInformation, FleetStatus, OverallStatus, Trigger,
 };
@@ -33,6 +37,7 @@ use cloud_api::ipc::model::{DeploymentStatus, LocalDeployment, Qos};
 use tokio::sync::{broadcast, watch};
 
 use super::ComponentState;
+use super::deployment::{DeploymentEvent, Origin};
 use super::services::IotCoreBridge;
 use super::supervisor::StateEvent;
 
@@ -40,8 +45,7 @@ use super::supervisor::StateEvent;
 pub const SERVICE_NAME: &str = "FleetStatusService";
 /// Default `periodicUpdateIntervalSec`.
 pub const DEFAULT_CADENCE: Duration = Duration::from_secs(86_400);
-/// The group name of what local deployments brought.
-pub const LOCAL_DEPLOYMENT_GROUP: &str = "LOCAL_DEPLOYMENT";
+pub use super::deployment::LOCAL_DEPLOYMENT_GROUP;
 
 /// A component as the core sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +200,29 @@ pub fn all_settled(snapshot: &[Snapshot]) -> bool {
         .all(|c| matches!(c.state, ComponentState::Running | ComponentState::Finished | ComponentState::Broken))
 }
 
+/// What a finished deployment reports, and with which trigger.
+pub fn deployment_information(event: &DeploymentEvent) -> (Trigger, DeploymentInformation) {
+    let mut info = local_deployment_information(&event.deployment);
+    let trigger = match &event.origin {
+        Origin::Local => return (Trigger::LocalDeployment, info),
+        Origin::ThingGroup { .. } => Trigger::ThingGroupDeployment,
+        Origin::Thing { .. } => Trigger::ThingDeployment,
+    };
+    let (Origin::ThingGroup { configuration_arn, deployment_id } | Origin::Thing { configuration_arn, deployment_id }) =
+        &event.origin
+    else {
+        unreachable!("local deployments returned above")
+    };
+    info.fleet_configuration_arn_for_status = Some(configuration_arn.clone());
+    info.deployment_id = Some(deployment_id.clone());
+    info.status_details = event
+        .deployment
+        .deployment_status_details
+        .as_ref()
+        .map(|d| ShadowStatusDetails::from(&JobStatusDetails::from(d)));
+    (trigger, info)
+}
+
 /// What a finished local deployment reports.
 pub fn local_deployment_information(deployment: &LocalDeployment) -> DeploymentInformation {
     let status = match deployment.status {
@@ -248,7 +275,7 @@ pub struct Inputs {
     /// Component state changes.
     pub states: broadcast::Receiver<StateEvent>,
     /// Local deployment status changes.
-    pub deployments: broadcast::Receiver<LocalDeployment>,
+    pub deployments: broadcast::Receiver<DeploymentEvent>,
 }
 
 /// Runs the service until the inputs close: reports through `bridge`, keeps
@@ -287,12 +314,11 @@ pub async fn run(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             deployment = inputs.deployments.recv() => match deployment {
-                Ok(d) if d.status == DeploymentStatus::InProgress => reporter.deployment_started(),
-                Ok(d) if matches!(d.status, DeploymentStatus::Succeeded | DeploymentStatus::Failed) => {
+                Ok(d) if d.deployment.status == DeploymentStatus::InProgress => reporter.deployment_started(),
+                Ok(d) if matches!(d.deployment.status, DeploymentStatus::Succeeded | DeploymentStatus::Failed) => {
                     reporter.deployment_finished();
-                    let info = local_deployment_information(&d);
-                    publish(&mut reporter, &*bridge, &topic, Trigger::LocalDeployment, &snapshot(), Some(info), &root)
-                        .await;
+                    let (trigger, info) = deployment_information(&d);
+                    publish(&mut reporter, &*bridge, &topic, trigger, &snapshot(), Some(info), &root).await;
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,

@@ -463,6 +463,7 @@ mod tests {
             cert_file: "/nonexistent/c.pem".into(),
             key_file: "/nonexistent/k.pem".into(),
             fleet_status: None,
+            cloud_deployments: true,
         };
         let e = GreengrassClient::from_options(&cloud).unwrap_err();
         assert!(matches!(&e, ClientError::Setup(m) if m.contains("greengrassDataPlane")), "{e:?}");

@@ -6,6 +6,7 @@ pub mod access;
 pub mod artifact_download;
 pub mod bridge;
 pub mod cli;
+pub mod cloud_deployments;
 pub mod config_store;
 pub mod deployment;
 pub mod deployment_listeners;

@@ -47,6 +47,12 @@ pub struct CloudOptions {
     /// `$aws/things/{thing}/greengrassv2/health/json`, as AWS's minimal core policy does: an
     /// MQTT 3.1.1 client is disconnected for a publish its policy denies.
     pub fleet_status: Option<std::time::Duration>,
+    /// Takes deployments from the cloud: thing-group deployments (IoT jobs) and thing
+    /// deployments (the deployment shadow), with components resolved and downloaded through the
+    /// Greengrass data plane (`greengrassDataPlane` in `endpoints.json`). The device's IoT
+    /// policy must allow the topics and actions of
+    /// `cloud/provision/policies/greengrass-core-deployments.json`.
+    pub cloud_deployments: bool,
 }
 
 impl CoreOptions {

@@ -97,15 +97,21 @@ pub(crate) fn load_catalog(
     dir: &Path,
     builtins: &[(&str, &str)],
 ) -> Result<(Catalog, Vec<String>, RecipeOrigins), RecipeStoreError> {
-    let mut catalog = Catalog::new();
-    for &(name, version) in builtins {
-        catalog.add_builtin(name, ComponentVersion::parse(version).unwrap_or_else(|_| unreachable!("valid constant")));
-    }
+    let (mut catalog, _, _) = load_catalog_of_builtins(builtins);
     let (recipes, warnings, origin) = load_recipes(dir)?;
     for recipe in recipes {
         catalog.add(recipe);
     }
     Ok((catalog, warnings, origin))
+}
+
+/// A catalog of only the `builtins` (name, version), in [`load_catalog`]'s shape.
+pub(crate) fn load_catalog_of_builtins(builtins: &[(&str, &str)]) -> (Catalog, Vec<String>, RecipeOrigins) {
+    let mut catalog = Catalog::new();
+    for &(name, version) in builtins {
+        catalog.add_builtin(name, ComponentVersion::parse(version).unwrap_or_else(|_| unreachable!("valid constant")));
+    }
+    (catalog, Vec::new(), HashMap::new())
 }
 
 /// Loads every recipe of `dir`; returns them, the warnings to pass on and each recipe's file.
@@ -149,7 +155,11 @@ pub(crate) fn store_recipes(
         let key = (c.name.clone(), c.version.to_string());
         if let Some(file) = origins.get(&key) {
             let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("yaml");
-            std::fs::copy(file, layout_dir.join(format!("{}-{}.recipe.{ext}", c.name, c.version)))?;
+            let copy = layout_dir.join(format!("{}-{}.recipe.{ext}", c.name, c.version));
+            // A recipe from the cloud is kept there already: copying a file onto itself empties it.
+            if *file != copy {
+                std::fs::copy(file, copy)?;
+            }
         }
     }
     Ok(())

@@ -43,10 +43,13 @@ use tokio::sync::broadcast;
 use super::access::AccessControl;
 use super::bridge::MqttBridge;
 use super::cli;
+use super::cloud_deployments;
 use super::config_store::ConfigStore;
+use super::deployment::cloud::CloudComponents;
 use super::deployment::{Context as DeploymentContext, Deployed, Deployments};
 use super::error::MAX_SOCKET_PATH;
 use super::fleet_status::{self, Reporter, Snapshot, SnapshotSource};
+use super::greengrass_client::GreengrassClient;
 use super::ipc_server::{CoreServices, IpcServer, ServerSettings};
 use super::layout::Layout;
 use super::local_shadow::LocalShadows;
@@ -91,6 +94,7 @@ pub struct Core {
     deployments: Deployments,
     deployment_runner: tokio::task::JoinHandle<()>,
     fleet_status: Option<tokio::task::JoinHandle<()>>,
+    cloud_deployments: Option<tokio::task::JoinHandle<()>>,
     cli_ipc_info: PathBuf,
 }
 
@@ -106,7 +110,7 @@ impl std::fmt::Debug for Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.deployment_runner.abort();
-        if let Some(task) = &self.fleet_status {
+        for task in [&self.fleet_status, &self.cloud_deployments].into_iter().flatten() {
             task.abort();
         }
         let _ = std::fs::remove_file(&self.cli_ipc_info);
@@ -146,7 +150,12 @@ impl Core {
             .map_err(CoreError::Supervisor)?;
         let supervisor = Arc::new(supervisor);
         let resolution = deployed.resolution.clone();
-        let context = DeploymentContext::new(&options, &supervisor, &config, &access);
+        let mut context = DeploymentContext::new(&options, &supervisor, &config, &access);
+        let cloud_deployments_on = options.cloud.as_ref().is_some_and(|c| c.cloud_deployments);
+        if let Some(cloud) = options.cloud.as_ref().filter(|c| c.cloud_deployments) {
+            let client = GreengrassClient::from_options(cloud).map_err(|e| CoreError::Greengrass(e.to_string()))?;
+            context.cloud = Some(CloudComponents::new(client));
+        }
         let (deployments, deployment_runner) = Deployments::start(context, deployed);
 
         let services = CoreServices {
@@ -184,6 +193,15 @@ impl Core {
             let root = options.root.clone();
             tokio::spawn(fleet_status::run(reporter, bridge, inputs, snapshot, cadence, root))
         });
+        let cloud_deployments = bridge.as_ref().filter(|_| cloud_deployments_on).map(|bridge| {
+            tokio::spawn(cloud_deployments::run(
+                options.thing.clone(),
+                GGC_VERSION.to_owned(),
+                bridge.clone() as Arc<dyn IotCoreBridge>,
+                bridge.connection(),
+                deployments.clone(),
+            ))
+        });
         tracing::info!(socket = %socket.display(), components = ?resolution.start_order(), "simulated core started");
         supervisor.start();
         Ok(Self {
@@ -201,6 +219,7 @@ impl Core {
             deployments,
             deployment_runner,
             fleet_status,
+            cloud_deployments,
             cli_ipc_info,
         })
     }
@@ -339,15 +358,16 @@ fn snapshot_source(supervisor: &Arc<Supervisor>, deployments: &Deployments) -> S
             status_reason: None,
         }];
         let Some(supervisor) = supervisor.upgrade() else { return list };
-        let (states, roots) = (supervisor.states(), deployments.roots());
+        let (states, membership) = (supervisor.states(), deployments.membership());
         for spec in supervisor.components() {
             let name = spec.name().to_owned();
+            let member = membership.get(&name).cloned().unwrap_or_default();
             list.push(Snapshot {
                 state: states.get(&name).copied().unwrap_or(ComponentState::New),
-                is_root: roots.contains(&name),
+                is_root: member.is_root,
                 version: spec.version(),
                 builtin: false,
-                groups: vec![fleet_status::LOCAL_DEPLOYMENT_GROUP.to_owned()],
+                groups: member.groups,
                 status_reason: None,
                 name,
             });

@@ -248,6 +248,7 @@ impl Cloud {
             cert_file: self.core.cert_file.clone(),
             key_file: self.core.key_file.clone(),
             fleet_status: None,
+            cloud_deployments: false,
         }
     }
 

@@ -30,6 +30,9 @@ pub struct Site {
     /// The core's fleet status cadence; `None` (the default) leaves reporting off, so a
     /// test's core policy need not allow it.
     pub fleet_status: Option<std::time::Duration>,
+    /// Whether the core takes deployments from the cloud (off by default, so a test's core
+    /// policy need not allow the deployment topics).
+    pub cloud_deployments: bool,
 }
 
 impl Site {
@@ -38,7 +41,14 @@ impl Site {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::create_dir_all(dir.path().join("recipes")).expect("the recipe directory");
         std::fs::create_dir_all(dir.path().join("artifacts")).expect("the artifact directory");
-        Site { dir, thing: thing.to_owned(), merges: Vec::new(), cloud: None, fleet_status: None }
+        Site {
+            dir,
+            thing: thing.to_owned(),
+            merges: Vec::new(),
+            cloud: None,
+            fleet_status: None,
+            cloud_deployments: false,
+        }
     }
 
     /// Starts the local cloud for this site and registers the core device in it with
@@ -120,10 +130,11 @@ impl Site {
             root_ca_path: None,
             platform: DevicePlatform::current(),
             update_config: parse_update_config(update_config).expect("a valid configuration update"),
-            cloud: self
-                .cloud
-                .as_ref()
-                .map(|cloud| CloudOptions { fleet_status: self.fleet_status, ..cloud.core_options() }),
+            cloud: self.cloud.as_ref().map(|cloud| CloudOptions {
+                fleet_status: self.fleet_status,
+                cloud_deployments: self.cloud_deployments,
+                ..cloud.core_options()
+            }),
         })
         .await
         .expect("the simulated core starts")

@@ -677,6 +677,19 @@ impl From<&ShadowStatusDetails> for JobStatusDetails {
     }
 }
 
+impl From<&crate::ipc::model::DeploymentStatusDetails> for JobStatusDetails {
+    /// The details of a deployment the core finished, as it sends them to the cloud.
+    fn from(d: &crate::ipc::model::DeploymentStatusDetails) -> Self {
+        let status = serde_json::to_value(d.detailed_deployment_status).ok();
+        JobStatusDetails {
+            detailed_status: status.as_ref().and_then(Value::as_str).and_then(DetailedDeploymentStatus::parse),
+            failure_cause: d.deployment_failure_cause.clone().filter(|s| !s.is_empty()),
+            error_stack: d.deployment_error_stack.clone().unwrap_or_default(),
+            error_types: d.deployment_error_types.clone().unwrap_or_default(),
+        }
+    }
+}
+
 impl From<&JobStatusDetails> for ShadowStatusDetails {
     /// The details as the nucleus writes them in the deployment shadow: `failureCause` is `""`
     /// when there is none.

@@ -27,6 +27,11 @@
 //!    restored the same way (`FAILED_ROLLBACK_COMPLETE`); with DO_NOTHING they stay as the
 //!    deployment left them (`FAILED_ROLLBACK_NOT_REQUESTED`).
 //!
+//! Cloud deployments (thing-group jobs, thing shadows; [`Origin`]) go through the same steps:
+//! each deployment sets the root components of its group, the core runs the union of the
+//! groups, and before step 2 [`cloud`] resolves what the cloud groups need with the Greengrass
+//! data plane and downloads it, digests checked.
+//!
 //! Differences from the nucleus: no SubscribeToComponentUpdates notices or deferral
 //! (`componentUpdatePolicy` is always "skip notify"), no cancellation, `groupName` is
 //! ignored (every local deployment targets the one local group), `componentToRunWithInfo`
@@ -35,6 +40,7 @@
 //! whose configuration is recomputed (new version, or a configuration update) loses values
 //! it wrote itself with UpdateConfiguration.
 
+pub mod cloud;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -45,6 +51,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use cloud_api::greengrass::DeploymentDocument;
 use cloud_api::ipc::model::{
     CreateLocalDeploymentRequest, DeploymentStatus, DeploymentStatusDetails, DetailedDeploymentStatus,
     FailureHandlingPolicy, LocalDeployment,
@@ -58,7 +65,8 @@ use super::config_store::ConfigStore;
 use super::error::CoreError;
 use super::options::CoreOptions;
 use super::recipe_store::{
-    RecipeOrigins, access_configuration, load_catalog, load_recipes, parse_update_config, store_recipes,
+    RecipeOrigins, access_configuration, load_catalog, load_catalog_of_builtins, load_recipes, parse_update_config,
+    store_recipes,
 };
 use super::services::{LocalDeploymentService, RequestError};
 use super::supervisor::{ComponentSpec, Supervisor};
@@ -74,12 +82,70 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Finished deployments kept for GetLocalDeploymentStatus / ListLocalDeployments.
 const KEEP_FINISHED: usize = 100;
 
+/// The group of what local deployments (and the core's start) bring, as the nucleus names it.
+pub const LOCAL_DEPLOYMENT_GROUP: &str = "LOCAL_DEPLOYMENT";
+
+/// Where a deployment comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The Greengrass CLI (CreateLocalDeployment).
+    #[default]
+    Local,
+    /// A thing-group deployment: an IoT job in the `aws-gg-deployment` namespace.
+    ThingGroup {
+        /// The deployment's configuration ARN (`…:configuration:thinggroup/NAME:REVISION`).
+        configuration_arn: String,
+        /// The Greengrass deployment id.
+        deployment_id: String,
+    },
+    /// A thing deployment: the `AWSManagedGreengrassV2Deployment` shadow.
+    Thing {
+        /// The deployment's configuration ARN (`…:configuration:thing/NAME:REVISION`).
+        configuration_arn: String,
+        /// The Greengrass deployment id.
+        deployment_id: String,
+    },
+}
+
+impl Origin {
+    /// The group the deployment sets the root components of: `LOCAL_DEPLOYMENT`,
+    /// `thinggroup/NAME` or `thing/NAME` (the resource of the configuration ARN, as the nucleus
+    /// names groups).
+    pub fn group(&self) -> String {
+        match self {
+            Origin::Local => LOCAL_DEPLOYMENT_GROUP.to_owned(),
+            Origin::ThingGroup { configuration_arn, .. } | Origin::Thing { configuration_arn, .. } => {
+                group_of(configuration_arn)
+            }
+        }
+    }
+
+    /// The configuration ARN of a cloud deployment.
+    pub fn configuration_arn(&self) -> Option<&str> {
+        match self {
+            Origin::Local => None,
+            Origin::ThingGroup { configuration_arn, .. } | Origin::Thing { configuration_arn, .. } => {
+                Some(configuration_arn)
+            }
+        }
+    }
+}
+
+/// `thinggroup/NAME` of `arn:aws:greengrass:REGION:ACCOUNT:configuration:thinggroup/NAME:REVISION`.
+fn group_of(configuration_arn: &str) -> String {
+    let resource = configuration_arn.split_once(":configuration:").map_or(configuration_arn, |(_, r)| r);
+    resource.rsplit_once(':').map_or(resource, |(group, _revision)| group).to_owned()
+}
+
 /// A deployment as the runner takes it.
 #[derive(Debug, Clone, Default)]
 struct Request {
     id: String,
+    origin: Origin,
     recipe_dir: Option<PathBuf>,
     artifact_dir: Option<PathBuf>,
+    /// The group's roots are replaced by `add` (cloud deployments) rather than changed.
+    replace_roots: bool,
     add: BTreeMap<String, String>,
     remove: Vec<String>,
     configuration: HashMap<String, ConfigurationUpdate>,
@@ -93,8 +159,13 @@ pub(crate) struct Deployed {
     pub catalog: Catalog,
     /// Where each recipe's file is.
     pub origins: RecipeOrigins,
-    /// Root components and their versions.
-    pub roots: BTreeMap<String, String>,
+    /// Each group's root components and their versions (`LOCAL_DEPLOYMENT`,
+    /// `thinggroup/NAME`, `thing/NAME`); the core runs their union.
+    pub groups: BTreeMap<String, BTreeMap<String, String>>,
+    /// Each cloud group's configuration ARN (what fleet status reports as `fleetConfigArns`).
+    pub group_arns: BTreeMap<String, String>,
+    /// The components the core provides itself.
+    pub builtins: BTreeSet<String>,
     /// Each component's configuration with its origins (defaults vs deployment).
     pub configs: HashMap<String, EffectiveConfiguration>,
     /// The resolved set.
@@ -110,12 +181,17 @@ impl Deployed {
         options: &CoreOptions,
         builtins: &[(&str, &str)],
     ) -> Result<(Self, Vec<ComponentSpec>, Vec<String>), CoreError> {
-        if options.merges.is_empty() {
+        if options.merges.is_empty() && options.cloud.is_none() {
             return Err(CoreError::NothingToRun);
         }
         let parsed = options.merges.iter().map(|m| RootRequirement::parse_merge(m)).collect::<Result<Vec<_>, _>>();
         let roots = parsed.map_err(CoreError::Resolve)?;
-        let (catalog, warnings, origins) = load_catalog(&options.recipe_dir, builtins)?;
+        // A core that starts empty waits for cloud deployments: no recipe directory to read.
+        let (catalog, warnings, origins) = if roots.is_empty() {
+            load_catalog_of_builtins(builtins)
+        } else {
+            load_catalog(&options.recipe_dir, builtins)?
+        };
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -138,13 +214,65 @@ impl Deployed {
             }
             configs.insert(name.clone(), applied.configuration);
         }
-        let roots = options
+        let roots: BTreeMap<String, String> = options
             .merges
             .iter()
             .filter_map(|m| m.split_once('='))
             .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
             .collect();
-        Ok((Self { catalog, origins, roots, configs, resolution }, specs, warnings))
+        let mut groups = BTreeMap::new();
+        if !roots.is_empty() {
+            groups.insert(LOCAL_DEPLOYMENT_GROUP.to_owned(), roots);
+        }
+        let builtins = builtins.iter().map(|(n, _)| (*n).to_owned()).collect();
+        let deployed = Self { catalog, origins, groups, group_arns: BTreeMap::new(), builtins, configs, resolution };
+        Ok((deployed, specs, warnings))
+    }
+
+    /// The root components of every group, each with the version its group requires; a
+    /// component two groups require at different versions is an error.
+    fn roots(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut roots: BTreeMap<String, (String, &str)> = BTreeMap::new();
+        for (group, members) in &self.groups {
+            for (name, version) in members {
+                match roots.get(name) {
+                    Some((v, other)) if v != version => {
+                        return Err(format!("{name} is required at {v} by {other} and at {version} by {group}"));
+                    }
+                    _ => {
+                        roots.insert(name.clone(), (version.clone(), group));
+                    }
+                }
+            }
+        }
+        Ok(roots.into_iter().map(|(n, (v, _))| (n, v)).collect())
+    }
+
+    /// Each deployed component's membership: root or not, and the groups (configuration ARNs
+    /// for cloud groups, `LOCAL_DEPLOYMENT`) whose roots reach it.
+    fn membership(&self) -> BTreeMap<String, Membership> {
+        let mut out: BTreeMap<String, Membership> = BTreeMap::new();
+        for (group, roots) in &self.groups {
+            let label = self.group_arns.get(group).cloned().unwrap_or_else(|| group.clone());
+            let mut queue: Vec<&str> = roots.keys().map(String::as_str).collect();
+            for name in &queue {
+                out.entry((*name).to_owned()).or_default().is_root = true;
+            }
+            let mut seen = BTreeSet::new();
+            while let Some(name) = queue.pop() {
+                if !seen.insert(name) {
+                    continue;
+                }
+                let entry = out.entry(name.to_owned()).or_default();
+                if !entry.groups.contains(&label) {
+                    entry.groups.push(label.clone());
+                }
+                if let Some(c) = self.resolution.get(name) {
+                    queue.extend(c.dependencies.iter().map(|(d, _)| d.as_str()));
+                }
+            }
+        }
+        out
     }
 
     /// Writes every component's configuration and its `accessControl` (`{iot:thingName}`
@@ -162,6 +290,24 @@ fn write_component(config: &ConfigStore, access: &AccessControl, thing: &str, na
     config.set_component(name, value.clone());
 }
 
+/// How a deployed component belongs to the deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// A root component of some group.
+    pub is_root: bool,
+    /// The groups that hold it: configuration ARNs of cloud groups, `LOCAL_DEPLOYMENT`.
+    pub groups: Vec<String>,
+}
+
+/// A deployment's status change, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentEvent {
+    /// Its status as the Greengrass CLI shows local deployments.
+    pub deployment: LocalDeployment,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
 /// The core's pieces a deployment works on.
 pub(crate) struct Context {
     /// The supervisor; weak so that dropping the core kills its components at once.
@@ -176,6 +322,8 @@ pub(crate) struct Context {
     pub platform: DevicePlatform,
     /// The core's root.
     pub root: PathBuf,
+    /// The cloud's component store, when the core has a cloud connection.
+    pub cloud: Option<cloud::CloudComponents>,
 }
 
 impl Context {
@@ -193,6 +341,7 @@ impl Context {
             thing: options.thing.clone(),
             platform: options.platform.clone(),
             root: options.root.clone(),
+            cloud: None,
         }
     }
 }
@@ -200,6 +349,7 @@ impl Context {
 #[derive(Debug, Clone)]
 struct Record {
     id: String,
+    origin: Origin,
     created_on: String,
     status: DeploymentStatus,
     details: Option<DeploymentStatusDetails>,
@@ -235,21 +385,66 @@ impl Deployments {
     pub(crate) fn start(ctx: Context, deployed: Deployed) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(256);
-        let roots = Arc::new(Mutex::new(deployed.roots.keys().cloned().collect()));
-        let recorder = Recorder { records: Arc::default(), events, roots };
+        let membership = Arc::new(Mutex::new(deployed.membership()));
+        let recorder = Recorder { records: Arc::default(), events, membership };
         let store_root = ctx.root.join("packages").join("artifacts");
         let runner = tokio::spawn(run(recorder.clone(), ctx, deployed, rx));
         (Self { recorder, queue, store_root }, runner)
     }
 
-    /// The root components deployed now.
-    pub fn roots(&self) -> BTreeSet<String> {
-        self.recorder.roots.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// How each deployed component belongs to the deployment (root or not, its groups).
+    pub fn membership(&self) -> BTreeMap<String, Membership> {
+        self.recorder.membership.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Every status change from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<LocalDeployment> {
+    /// Every status change from now on, of local and cloud deployments alike.
+    pub fn subscribe(&self) -> broadcast::Receiver<DeploymentEvent> {
         self.recorder.events.subscribe()
+    }
+
+    /// The status of deployment `id`, local or cloud.
+    pub fn record(&self, id: &str) -> Option<LocalDeployment> {
+        let records = self.recorder.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.iter().find(|r| r.id == id).map(Record::to_model)
+    }
+
+    /// Queues a cloud deployment (`origin` is not [`Origin::Local`]) under `id` (the job id, or
+    /// the configuration ARN of a thing deployment). A deployment queued or in progress under
+    /// `id` is not queued again; a finished one is (a job retried by the cloud).
+    pub fn submit_cloud(&self, id: &str, origin: Origin, document: &DeploymentDocument) -> Result<(), RequestError> {
+        if self.record(id).is_some_and(|d| !is_final(d.status)) {
+            return Ok(());
+        }
+        let request = cloud_request(id, origin, document)?;
+        self.enqueue(request)
+    }
+
+    /// Cancels deployment `id` if it has not started; true when it was cancelled.
+    pub fn cancel_queued(&self, id: &str) -> bool {
+        if self.record(id).is_some_and(|d| d.status == DeploymentStatus::Queued) {
+            self.recorder.set(id, DeploymentStatus::Canceled, None);
+            return true;
+        }
+        false
+    }
+
+    /// Records `request` as QUEUED and hands it to the runner.
+    fn enqueue(&self, request: Request) -> Result<(), RequestError> {
+        let id = request.id.clone();
+        self.recorder.insert(Record {
+            id: id.clone(),
+            origin: request.origin.clone(),
+            created_on: created_on_now(),
+            status: DeploymentStatus::Queued,
+            details: None,
+        });
+        if self.queue.send(request).is_err() {
+            let cause = "the core is shutting down";
+            self.recorder.finish(&id, failure(DetailedDeploymentStatus::FailedNoStateChange, cause, &[]));
+            return Err(RequestError::Closed);
+        }
+        tracing::info!(deployment = %id, "deployment queued");
+        Ok(())
     }
 
     /// Waits until deployment `id` has finished (SUCCEEDED or FAILED), or `timeout` passes;
@@ -258,13 +453,13 @@ impl Deployments {
         let mut rx = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let now = self.status(id);
+            let now = self.record(id);
             if now.as_ref().is_none_or(|d| is_final(d.status)) {
                 return now;
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-                _ => return self.status(id),
+                _ => return self.record(id),
             }
         }
     }
@@ -310,6 +505,8 @@ impl Deployments {
         }
         Ok(Request {
             id: new_uuid(),
+            origin: Origin::Local,
+            replace_roots: false,
             recipe_dir,
             artifact_dir,
             add,
@@ -324,29 +521,56 @@ impl LocalDeploymentService for Deployments {
     fn create(&self, request: CreateLocalDeploymentRequest) -> Result<String, RequestError> {
         let request = self.validate(request)?;
         let id = request.id.clone();
-        self.recorder.insert(Record {
-            id: id.clone(),
-            created_on: created_on_now(),
-            status: DeploymentStatus::Queued,
-            details: None,
-        });
-        if self.queue.send(request).is_err() {
-            let cause = "the core is shutting down";
-            self.recorder.finish(&id, failure(DetailedDeploymentStatus::FailedNoStateChange, cause, &[]));
-            return Err(RequestError::Closed);
-        }
-        tracing::info!(deployment = %id, "local deployment queued");
+        self.enqueue(request)?;
         Ok(id)
     }
 
     fn status(&self, deployment_id: &str) -> Option<LocalDeployment> {
         let records = self.recorder.records.lock().unwrap_or_else(|e| e.into_inner());
-        records.iter().find(|r| r.id == deployment_id).map(Record::to_model)
+        records.iter().find(|r| r.id == deployment_id && r.origin == Origin::Local).map(Record::to_model)
     }
 
     fn list(&self) -> Vec<LocalDeployment> {
-        self.recorder.records.lock().unwrap_or_else(|e| e.into_inner()).iter().map(Record::to_model).collect()
+        let records = self.recorder.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.iter().filter(|r| r.origin == Origin::Local).map(Record::to_model).collect()
     }
+}
+
+/// The request a cloud deployment document makes: the group's roots replaced by the
+/// document's components, their configuration updates, its failure handling policy.
+fn cloud_request(id: &str, origin: Origin, document: &DeploymentDocument) -> Result<Request, RequestError> {
+    let mut updates = serde_json::Map::new();
+    for (name, component) in &document.components {
+        RootRequirement::parse_merge(&format!("{name}={}", component.version))
+            .map_err(|e| RequestError::InvalidArguments(format!("components: {e}")))?;
+        if let Some(update) = &component.configuration_update {
+            let mut u = serde_json::Map::new();
+            if let Some(merge) = &update.merge {
+                u.insert("MERGE".into(), Value::Object(merge.clone()));
+            }
+            if !update.reset.is_empty() {
+                u.insert("RESET".into(), json!(update.reset));
+            }
+            updates.insert(name.clone(), Value::Object(u));
+        }
+    }
+    let configuration = parse_update_config(&Value::Object(updates))
+        .map_err(|e| RequestError::InvalidArguments(format!("configurationUpdate: {e}")))?;
+    let policy = match document.failure_handling_policy {
+        cloud_api::greengrass::deployment::FailureHandlingPolicy::Rollback => FailureHandlingPolicy::Rollback,
+        cloud_api::greengrass::deployment::FailureHandlingPolicy::DoNothing => FailureHandlingPolicy::DoNothing,
+    };
+    Ok(Request {
+        id: id.to_owned(),
+        origin,
+        recipe_dir: None,
+        artifact_dir: None,
+        replace_roots: true,
+        add: document.components.iter().map(|(n, c)| (n.clone(), c.version.clone())).collect(),
+        remove: Vec::new(),
+        configuration,
+        policy,
+    })
 }
 
 /// True for SUCCEEDED, FAILED and CANCELED.
@@ -400,15 +624,21 @@ fn success() -> DeploymentStatusDetails {
 #[derive(Clone)]
 struct Recorder {
     records: Arc<Mutex<Vec<Record>>>,
-    events: broadcast::Sender<LocalDeployment>,
-    /// The root components deployed now (the fleet status service reports them as roots).
-    roots: Arc<Mutex<BTreeSet<String>>>,
+    events: broadcast::Sender<DeploymentEvent>,
+    /// How each deployed component belongs (the fleet status service reports it).
+    membership: Arc<Mutex<BTreeMap<String, Membership>>>,
 }
 
 impl Recorder {
+    fn status(&self, id: &str) -> Option<DeploymentStatus> {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.iter().find(|r| r.id == id).map(|r| r.status)
+    }
+
     fn insert(&self, record: Record) {
-        let model = record.to_model();
+        let event = DeploymentEvent { deployment: record.to_model(), origin: record.origin.clone() };
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.retain(|r| r.id != record.id);
         records.push(record);
         let finished = records.iter().filter(|r| is_final(r.status)).count();
         if finished > KEEP_FINISHED
@@ -417,18 +647,18 @@ impl Recorder {
             records.remove(i);
         }
         drop(records);
-        let _ = self.events.send(model);
+        let _ = self.events.send(event);
     }
 
     fn set(&self, id: &str, status: DeploymentStatus, details: Option<DeploymentStatusDetails>) {
-        let model = {
+        let event = {
             let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
             let Some(r) = records.iter_mut().find(|r| r.id == id) else { return };
             r.status = status;
             r.details = details;
-            r.to_model()
+            DeploymentEvent { deployment: r.to_model(), origin: r.origin.clone() }
         };
-        let _ = self.events.send(model);
+        let _ = self.events.send(event);
     }
 
     fn finish(&self, id: &str, details: DeploymentStatusDetails) {
@@ -444,14 +674,17 @@ impl Recorder {
 async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: mpsc::UnboundedReceiver<Request>) {
     while let Some(request) = rx.recv().await {
         let Some(supervisor) = ctx.supervisor.upgrade() else { return };
+        if recorder.status(&request.id) == Some(DeploymentStatus::Canceled) {
+            continue;
+        }
         recorder.set(&request.id, DeploymentStatus::InProgress, None);
-        tracing::info!(deployment = %request.id, "local deployment in progress");
+        tracing::info!(deployment = %request.id, origin = ?request.origin, "deployment in progress");
         let details = deploy(&ctx, &supervisor, &mut deployed, &request).await;
         match &details.deployment_failure_cause {
-            None => tracing::info!(deployment = %request.id, "local deployment succeeded"),
-            Some(cause) => tracing::warn!(deployment = %request.id, %cause, "local deployment failed"),
+            None => tracing::info!(deployment = %request.id, "deployment succeeded"),
+            Some(cause) => tracing::warn!(deployment = %request.id, %cause, "deployment failed"),
         }
-        *recorder.roots.lock().unwrap_or_else(|e| e.into_inner()) = deployed.roots.keys().cloned().collect();
+        *recorder.membership.lock().unwrap_or_else(|e| e.into_inner()) = deployed.membership();
         recorder.finish(&request.id, details);
     }
 }
@@ -468,7 +701,7 @@ struct Prepared {
 }
 
 /// A failure before anything changed: why, and the error code for the stack.
-type Refusal = (String, &'static str);
+pub(crate) type Refusal = (String, &'static str);
 
 /// Runs one deployment to its end; returns its status details.
 async fn deploy(
@@ -477,7 +710,7 @@ async fn deploy(
     deployed: &mut Deployed,
     request: &Request,
 ) -> DeploymentStatusDetails {
-    let prepared = match prepare(ctx, supervisor, deployed, request) {
+    let prepared = match fetch_and_prepare(ctx, supervisor, deployed, request).await {
         Ok(p) => p,
         Err((cause, code)) => return failure(DetailedDeploymentStatus::FailedNoStateChange, &cause, &[code]),
     };
@@ -533,14 +766,81 @@ async fn deploy(
     }
 }
 
+/// The groups after `request`: its group's roots changed (local) or replaced (cloud).
+fn next_groups(deployed: &Deployed, request: &Request) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut groups = deployed.groups.clone();
+    let group = request.origin.group();
+    let roots = groups.entry(group.clone()).or_default();
+    if request.replace_roots {
+        roots.clear();
+    }
+    for name in &request.remove {
+        roots.remove(name);
+    }
+    roots.extend(request.add.iter().map(|(n, v)| (n.clone(), v.clone())));
+    if roots.is_empty() {
+        groups.remove(&group);
+    }
+    groups
+}
+
+/// For a cloud deployment, resolves and downloads what it needs ([`cloud::fetch`]); then
+/// [`prepare`]s it. Changes nothing that runs.
+async fn fetch_and_prepare(
+    ctx: &Context,
+    supervisor: &Supervisor,
+    deployed: &Deployed,
+    request: &Request,
+) -> Result<Prepared, Refusal> {
+    let groups = next_groups(deployed, request);
+    let fetched = match (&request.origin, &ctx.cloud) {
+        (Origin::Local, _) => None,
+        (_, None) => return Err(("the core has no cloud connection to fetch components".into(), "REQUEST_ERROR")),
+        (_, Some(cloud)) => {
+            let cloud_groups: BTreeSet<String> =
+                groups.keys().filter(|g| *g != LOCAL_DEPLOYMENT_GROUP).cloned().collect();
+            let running = supervisor.components().iter().map(|s| (s.name().to_owned(), s.version())).collect();
+            let layout = super::layout::Layout::new(&ctx.root);
+            let fetched =
+                cloud::fetch(cloud, &layout, &ctx.platform, &groups, &cloud_groups, &running, &deployed.builtins)
+                    .await?;
+            tracing::info!(
+                deployment = %request.id,
+                components = fetched.recipes.len(),
+                bytes = fetched.bytes_downloaded,
+                kept = fetched.artifacts_kept,
+                "components resolved and artifacts downloaded"
+            );
+            Some(fetched)
+        }
+    };
+    prepare(ctx, supervisor, deployed, request, groups, fetched)
+}
+
 /// Loads, resolves, configures, plans and stages; changes nothing that runs.
 fn prepare(
     ctx: &Context,
     supervisor: &Supervisor,
     deployed: &Deployed,
     request: &Request,
+    groups: BTreeMap<String, BTreeMap<String, String>>,
+    fetched: Option<cloud::Fetched>,
 ) -> Result<Prepared, Refusal> {
     let mut next = deployed.clone();
+    next.groups = groups;
+    if let Some(arn) = request.origin.configuration_arn() {
+        next.group_arns.insert(request.origin.group(), arn.to_owned());
+    }
+    next.group_arns.retain(|g, _| next.groups.contains_key(g));
+    // The cloud's choices are pinned, so the local resolver picks the same versions.
+    let mut pins = BTreeMap::new();
+    if let Some(fetched) = fetched {
+        for recipe in fetched.recipes {
+            pins.insert(recipe.name.clone(), recipe.version.to_string());
+            next.catalog.add(recipe);
+        }
+        next.origins.extend(fetched.origins);
+    }
     if let Some(dir) = &request.recipe_dir {
         let (recipes, warnings, origins) =
             load_recipes(dir).map_err(|e| (error_chain(&e), "COMPONENT_RECIPE_ERROR"))?;
@@ -552,12 +852,11 @@ fn prepare(
         }
         next.origins.extend(origins);
     }
-    for name in &request.remove {
-        next.roots.remove(name);
+    let mut roots = next.roots().map_err(|why| (why, "NO_AVAILABLE_COMPONENT_VERSION"))?;
+    for (name, version) in pins {
+        roots.entry(name).or_insert(version);
     }
-    next.roots.extend(request.add.iter().map(|(n, v)| (n.clone(), v.clone())));
-    let roots = next
-        .roots
+    let roots = roots
         .iter()
         .map(|(n, v)| RootRequirement::parse_merge(&format!("{n}={v}")))
         .collect::<Result<Vec<_>, _>>()
