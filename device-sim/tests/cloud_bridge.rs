@@ -942,3 +942,70 @@ async fn an_artifact_that_does_not_match_its_digest_fails_the_deployment_before_
     assert!(!stored.exists(), "nothing that failed its digest is left in the store");
     core.shutdown(WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_killed_mid_deployment_restarts_on_the_last_whole_set_and_finishes_the_deployment() {
+    use cloud_api::jobs::JobExecutionStatus;
+
+    let site = deploying_site().await;
+    let local = site.cloud().local();
+    let go = site.path().join("go");
+    let started = site.path().join("install-started");
+    publish_hello(local, "1.0.0", None).await;
+    let slow_install = format!("touch {}; while [ ! -e {} ]; do sleep 0.05; done", started.display(), go.display());
+    publish_hello(local, "1.1.0", Some(json!({"Install": slow_install, "Run": "exec sleep 600"}))).await;
+    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
+    let group = "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps";
+    let core = site.start_core(&json!({})).await;
+    let first = deploy_hello(local, group, "1.0.0");
+    assert_eq!(job_outcome(local, first.iot_job_id.as_deref().unwrap()).await.status, JobExecutionStatus::Succeeded);
+
+    // A restart brings back what the cloud deployed, with no deployment to repeat.
+    core.shutdown(WAIT).await;
+    let core = site.start_core(&json!({})).await;
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.0.0".to_owned())], "restored from what was kept");
+    site.wait_running(&core, GG_COMPONENT).await;
+
+    // Killed while the new version installs: the old one is stopped, the new one not whole.
+    let second = deploy_hello(local, group, "1.1.0");
+    let job = second.iot_job_id.clone().unwrap();
+    site_testkit::wait_until(
+        "the new version's Install to start",
+        async || started.exists(),
+        |s| *s,
+        |s| format!("{s}"),
+    )
+    .await;
+    drop(core);
+    assert_eq!(local.jobs.describe_execution(&job, THING).unwrap().status, JobExecutionStatus::InProgress);
+
+    // Back on the last whole set; the cloud hands the unfinished job over again and it completes.
+    std::fs::write(&go, b"").unwrap();
+    let core = site.start_core(&json!({})).await;
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.0.0".to_owned())], "the last whole set");
+    let execution = job_outcome(local, &job).await;
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.1.0".to_owned())]);
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_deployment_reaches_a_core_added_to_the_group_after_it_was_made() {
+    use cloud_api::jobs::JobExecutionStatus;
+
+    let site = deploying_site().await;
+    let local = site.cloud().local();
+    publish_hello(local, "1.0.0", None).await;
+    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    let made = deploy_hello(local, "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps", "1.0.0");
+    let core = site.start_core(&json!({})).await;
+    assert!(core.components().is_empty(), "not in the group yet");
+
+    // The deployment's job is continuous: joining the group brings it to the core.
+    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
+    let execution = job_outcome(local, made.iot_job_id.as_deref().unwrap()).await;
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.0.0".to_owned())]);
+    core.shutdown(WAIT).await;
+}

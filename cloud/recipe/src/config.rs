@@ -128,6 +128,43 @@ impl EffectiveConfiguration {
     pub fn to_value(&self) -> Value {
         object_value(&self.root)
     }
+
+    /// The configuration as it is kept across restarts: `{"defaults": {…}, "deployment": {…}}`,
+    /// the values that came from the recipe's defaults and those a deployment set, each as a
+    /// JSON object. [`EffectiveConfiguration::from_stored`] reads it back with the provenance.
+    pub fn to_stored(&self) -> Value {
+        serde_json::json!({
+            "defaults": object_value(&only(&self.root, Origin::Default)),
+            "deployment": object_value(&only(&self.root, Origin::Deployment)),
+        })
+    }
+
+    /// Reads what [`EffectiveConfiguration::to_stored`] wrote; `None` when it is not that shape.
+    pub fn from_stored(stored: &Value) -> Option<Self> {
+        let defaults = stored.get("defaults")?.as_object()?;
+        let deployment = stored.get("deployment")?.as_object()?;
+        let mut root = Vec::new();
+        merge_into(&mut root, defaults, Origin::Default);
+        merge_into(&mut root, deployment, Origin::Deployment);
+        Some(Self { root })
+    }
+}
+
+/// The leaves of `children` that have `origin` (objects left empty by that are dropped).
+fn only(children: &[(String, Node)], origin: Origin) -> Vec<(String, Node)> {
+    children
+        .iter()
+        .filter_map(|(k, node)| match node {
+            Node::Leaf(_, o) if *o == origin => Some((k.clone(), node.clone())),
+            Node::Leaf(..) => None,
+            Node::Object(c) => {
+                let kept = only(c, origin);
+                // An empty object holds nothing of either origin: it goes with the defaults.
+                (!kept.is_empty() || (c.is_empty() && origin == Origin::Default))
+                    .then(|| (k.clone(), Node::Object(kept)))
+            }
+        })
+        .collect()
 }
 
 /// Jackson's `JsonPointer.mayMatchElement`: a segment that reads as a list index.
@@ -207,6 +244,23 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_stored_configuration_reads_back_with_which_values_defaults_may_replace() {
+        let defaults = obj(json!({"a": 1, "nested": {"keep": "d", "set": "d"}, "empty": {}}));
+        let update = ConfigurationUpdate { reset: vec![], merge: Some(obj(json!({"nested": {"set": "x"}, "b": [1]}))) };
+        let applied = EffectiveConfiguration::apply(None, &defaults, &update).unwrap().configuration;
+        let back = EffectiveConfiguration::from_stored(&applied.to_stored()).expect("the stored shape");
+        assert_eq!(back.to_value(), applied.to_value());
+        // A new default replaces a default but not what the deployment set.
+        let newer = obj(json!({"a": 2, "nested": {"keep": "d2", "set": "d2"}, "empty": {}}));
+        let next = EffectiveConfiguration::apply(Some(&back), &newer, &ConfigurationUpdate::default()).unwrap();
+        assert_eq!(
+            next.configuration.to_value(),
+            json!({"a": 2, "nested": {"keep": "d2", "set": "x"}, "empty": {}, "b": [1]})
+        );
+        assert!(EffectiveConfiguration::from_stored(&json!({"defaults": 1})).is_none());
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

@@ -51,6 +51,9 @@ pub enum CoreError {
     /// `endpoints.json`, unreadable certificate or key).
     #[error("cannot set up the Greengrass data-plane client: {0}")]
     Greengrass(String),
+    /// What cloud deployments left before a restart cannot be read or does not resolve.
+    #[error("cannot restore the cloud deployments kept under the core's root: {0}")]
+    KeptDeployments(String),
     /// The local shadow store cannot be opened.
     #[error("cannot open the local shadow store: {0}")]
     ShadowStore(String),
@@ -78,6 +81,7 @@ impl CoreError {
             | Self::UpdateConfig(_)
             | Self::Bridge(_)
             | Self::Greengrass(_)
+            | Self::KeptDeployments(_)
             | Self::ShadowStore(_) => true,
             Self::Root { .. } | Self::Bind { .. } => false,
         }

@@ -57,9 +57,14 @@ impl Layout {
         self.root.join("packages").join("recipes")
     }
 
+    /// `packages/artifacts/`: the component store, laid out `{component}/{version}/`.
+    pub fn artifacts_root(&self) -> PathBuf {
+        self.root.join("packages").join("artifacts")
+    }
+
     /// `packages/artifacts/{component}/{version}/` (`{artifacts:path}`).
     pub fn artifacts_dir(&self, component: &str, version: &str) -> PathBuf {
-        self.root.join("packages").join("artifacts").join(component).join(version)
+        self.artifacts_root().join(component).join(version)
     }
 
     /// `packages/artifacts-unarchived/{component}/{version}/` (`{artifacts:decompressedPath}`).

@@ -42,6 +42,7 @@
 
 pub mod cloud;
 pub mod plan;
+pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -185,48 +186,97 @@ impl Deployed {
             return Err(CoreError::NothingToRun);
         }
         let parsed = options.merges.iter().map(|m| RootRequirement::parse_merge(m)).collect::<Result<Vec<_>, _>>();
-        let roots = parsed.map_err(CoreError::Resolve)?;
-        // A core that starts empty waits for cloud deployments: no recipe directory to read.
-        let (catalog, warnings, origins) = if roots.is_empty() {
-            load_catalog_of_builtins(builtins)
-        } else {
-            load_catalog(&options.recipe_dir, builtins)?
-        };
-        for w in &warnings {
-            tracing::warn!("{w}");
-        }
-        let resolution = resolve(&catalog, &roots).map_err(CoreError::Resolve)?;
-        let specs =
-            ComponentSpec::from_resolution(&catalog, &resolution, &options.platform).map_err(CoreError::Supervisor)?;
-        for name in options.update_config.keys() {
-            if name != SHADOW_MANAGER && !specs.iter().any(|s| &s.recipe.name == name) {
-                return Err(CoreError::UpdateConfig(format!("{name} is not part of this deployment")));
-            }
-        }
-        let mut configs = HashMap::new();
-        for spec in &specs {
-            let name = &spec.recipe.name;
-            let update = options.update_config.get(name).cloned().unwrap_or_default();
-            let applied = EffectiveConfiguration::apply(None, &spec.recipe.default_configuration, &update)
-                .map_err(|e| CoreError::UpdateConfig(format!("{name}: {e}")))?;
-            for w in &applied.warnings {
-                tracing::warn!(component = %name, "{w}");
-            }
-            configs.insert(name.clone(), applied.configuration);
-        }
-        let roots: BTreeMap<String, String> = options
+        parsed.map_err(CoreError::Resolve)?;
+        let local: BTreeMap<String, String> = options
             .merges
             .iter()
             .filter_map(|m| m.split_once('='))
             .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
             .collect();
-        let mut groups = BTreeMap::new();
-        if !roots.is_empty() {
-            groups.insert(LOCAL_DEPLOYMENT_GROUP.to_owned(), roots);
+        // A core that starts with no local roots waits for cloud deployments: no recipe
+        // directory to read.
+        let (mut catalog, mut warnings, mut origins) = if local.is_empty() {
+            load_catalog_of_builtins(builtins)
+        } else {
+            load_catalog(&options.recipe_dir, builtins)?
+        };
+        // What cloud deployments brought before a restart, with the recipes kept of them.
+        let kept =
+            state::load(&options.root).map_err(|e| CoreError::KeptDeployments(e.to_string()))?.unwrap_or_default();
+        if !kept.groups.is_empty() {
+            let (recipes, more, kept_origins) = load_recipes(&super::layout::Layout::new(&options.root).recipes_dir())?;
+            warnings.extend(more);
+            for recipe in recipes {
+                let key = (recipe.name.clone(), recipe.version.to_string());
+                if catalog.recipe(&recipe.name, &recipe.version).is_none() {
+                    catalog.add(recipe);
+                    if let Some(file) = kept_origins.get(&key) {
+                        origins.insert(key, file.clone());
+                    }
+                }
+            }
+        }
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let mut groups = kept.groups;
+        if !local.is_empty() {
+            groups.insert(LOCAL_DEPLOYMENT_GROUP.to_owned(), local);
         }
         let builtins = builtins.iter().map(|(n, _)| (*n).to_owned()).collect();
-        let deployed = Self { catalog, origins, groups, group_arns: BTreeMap::new(), builtins, configs, resolution };
+        let mut deployed = Self {
+            catalog,
+            origins,
+            groups,
+            group_arns: kept.group_arns,
+            builtins,
+            configs: HashMap::new(),
+            resolution: Resolution { components: Vec::new() },
+        };
+        let roots = deployed.roots().map_err(CoreError::KeptDeployments)?;
+        let roots = roots
+            .iter()
+            .map(|(n, v)| RootRequirement::parse_merge(&format!("{n}={v}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CoreError::Resolve)?;
+        deployed.resolution = resolve(&deployed.catalog, &roots).map_err(CoreError::Resolve)?;
+        let specs = ComponentSpec::from_resolution(&deployed.catalog, &deployed.resolution, &options.platform)
+            .map_err(CoreError::Supervisor)?;
+        for name in options.update_config.keys() {
+            if name != SHADOW_MANAGER && !specs.iter().any(|s| &s.recipe.name == name) {
+                return Err(CoreError::UpdateConfig(format!("{name} is not part of this deployment")));
+            }
+        }
+        for spec in &specs {
+            let name = &spec.recipe.name;
+            let update = options.update_config.get(name).cloned().unwrap_or_default();
+            let previous = kept.configurations.get(name).and_then(EffectiveConfiguration::from_stored);
+            let applied = EffectiveConfiguration::apply(previous.as_ref(), &spec.recipe.default_configuration, &update)
+                .map_err(|e| CoreError::UpdateConfig(format!("{name}: {e}")))?;
+            for w in &applied.warnings {
+                tracing::warn!(component = %name, "{w}");
+            }
+            deployed.configs.insert(name.clone(), applied.configuration);
+        }
         Ok((deployed, specs, warnings))
+    }
+
+    /// What is kept of the cloud groups across a restart ([`state`]).
+    fn kept(&self) -> state::Kept {
+        let groups: BTreeMap<_, _> = self
+            .groups
+            .iter()
+            .filter(|(g, _)| *g != LOCAL_DEPLOYMENT_GROUP)
+            .map(|(g, r)| (g.clone(), r.clone()))
+            .collect();
+        let arns: BTreeSet<&String> = groups.keys().filter_map(|g| self.group_arns.get(g)).collect();
+        let configurations = self
+            .membership()
+            .into_iter()
+            .filter(|(_, m)| m.groups.iter().any(|g| arns.contains(g)))
+            .filter_map(|(name, _)| self.configs.get(&name).map(|c| (name, c.to_stored())))
+            .collect();
+        state::Kept { group_arns: self.group_arns.clone(), groups, configurations }
     }
 
     /// The root components of every group, each with the version its group requires; a
@@ -685,6 +735,9 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
             Some(cause) => tracing::warn!(deployment = %request.id, %cause, "deployment failed"),
         }
         *recorder.membership.lock().unwrap_or_else(|e| e.into_inner()) = deployed.membership();
+        if let Err(e) = state::store(&ctx.root, &deployed.kept()) {
+            tracing::warn!("cannot keep the deployed components for a restart: {e}");
+        }
         recorder.finish(&request.id, details);
     }
 }

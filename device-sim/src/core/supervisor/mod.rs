@@ -262,7 +262,15 @@ impl Supervisor {
         for spec in components {
             let name = spec.name().to_owned();
             layout.prepare(&name).map_err(|source| SupervisorError::Io { path: layout.work_dir(&name), source })?;
-            stage_artifacts(&layout, &config.artifact_dir, &name, &spec.version(), &spec.manifest.artifacts)?;
+            // A component the cloud deployed before a restart has its artifacts in the store.
+            let version = spec.version();
+            let given = config.artifact_dir.join(&name).join(&version);
+            let source = if !given.is_dir() && layout.artifacts_dir(&name, &version).is_dir() {
+                layout.artifacts_root()
+            } else {
+                config.artifact_dir.clone()
+            };
+            stage_artifacts(&layout, &source, &name, &version, &spec.manifest.artifacts)?;
             svcuids.insert(name.clone(), tokens.issue(&name));
             order.push(name.clone());
             if specs.insert(name.clone(), spec).is_some() {
