@@ -20,6 +20,10 @@ use crate::policy::{AccountScope, PolicySource, RenderedPolicy, VersionInfo, ver
 /// scoped by `${iot:Connection.Thing.ThingName}`, not by name.
 pub const DEFAULT_POLICY_NAME: &str = "PumpCoreDevicePolicy";
 
+/// The name of the Greengrass deployments policy (`policies/greengrass-core-deployments.json`)
+/// when it is attached; one policy serves every core, scoped by policy variables.
+pub const DEFAULT_DEPLOYMENTS_POLICY_NAME: &str = "GreengrassCoreDeploymentsPolicy";
+
 /// IoT Core's MQTT over TLS port.
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
 
@@ -44,6 +48,14 @@ pub struct CoreDeviceSpec {
     pub data_plane_url: Option<String>,
     /// Issue a new certificate even when the output directory's one is still valid (rotation).
     pub rotate_certificate: bool,
+    /// Also create and attach the Greengrass deployments policy under this name
+    /// ([`crate::policy::PolicySource::greengrass_deployments`]: the deployment jobs and shadow,
+    /// fleet status, the Greengrass data plane), so the core takes cloud deployments.
+    pub deployments_policy: Option<String>,
+    /// The Greengrass data plane the core calls, for `endpoints.json`; `None`: AWS's
+    /// `https://greengrass-ats.iot.{region}.amazonaws.com:8443` when [`Self::deployments_policy`]
+    /// is set, else nothing.
+    pub greengrass_data_plane_url: Option<String>,
 }
 
 impl CoreDeviceSpec {
@@ -59,6 +71,8 @@ impl CoreDeviceSpec {
             mqtt_port: DEFAULT_MQTT_PORT,
             data_plane_url: None,
             rotate_certificate: false,
+            deployments_policy: None,
+            greengrass_data_plane_url: None,
         }
     }
 }
@@ -234,6 +248,10 @@ pub async fn provision_core_device(
         ProvisionError::InvalidInput("no region: set AWS_REGION, a profile region, or --region".into())
     })?;
     spec.policy.render(&AccountScope::provisional(&region), spec.allow_permissive_policy)?;
+    if let Some(name) = &spec.deployments_policy {
+        validate_policy_name(name)?;
+        PolicySource::greengrass_deployments().render(&AccountScope::provisional(&region), false)?;
+    }
     let files = OutputFiles::new(&spec.out_dir);
     files.create_dir()?;
     let previous = files.read_record()?;
@@ -266,6 +284,11 @@ pub async fn provision_core_device(
         None => issue_certificate(client, thing, &files, &mut changes).await?,
     };
     ensure_policy_attached(client, &spec.policy_name, &certificate_id, &certificate_arn, &mut changes).await?;
+    if let Some(name) = &spec.deployments_policy {
+        let deployments = PolicySource::greengrass_deployments().render(&scope, false)?;
+        ensure_policy(client, name, &deployments, &mut changes).await?;
+        ensure_policy_attached(client, name, &certificate_id, &certificate_arn, &mut changes).await?;
+    }
 
     let mut old: Vec<String> = principals.into_iter().filter(|p| is_certificate(p) && *p != certificate_arn).collect();
     if let Some(prev) = &previous
@@ -296,9 +319,11 @@ pub async fn provision_core_device(
         region: scope.region.clone(),
         account_id: scope.account_id.clone(),
         credentials: None,
-        // Not written yet: a core finds AWS's data plane from its region; the local cloud's is in
-        // the local cloud's own endpoints.json.
-        greengrass_data_plane: None,
+        greengrass_data_plane: spec.greengrass_data_plane_url.clone().or_else(|| {
+            spec.deployments_policy
+                .as_ref()
+                .map(|_| format!("https://greengrass-ats.iot.{}.amazonaws.com:8443", scope.region))
+        }),
     };
     write_json(&files.endpoints, &endpoints)?;
     let record = Record {

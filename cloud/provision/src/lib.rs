@@ -25,8 +25,8 @@ pub mod policy;
 
 pub use client::{ClientOptions, greengrass_client, iot_client, s3_client};
 pub use device::{
-    Change, CoreDeviceSpec, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, Deprovisioned, ProvisionedDevice, deprovision,
-    provision_core_device,
+    Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, Deprovisioned,
+    ProvisionedDevice, deprovision, provision_core_device,
 };
 pub use error::{NextStep, ProvisionError};
 pub use policy::PolicySource;

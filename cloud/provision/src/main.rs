@@ -14,7 +14,10 @@ use clap::{Args, Parser, Subcommand};
 mod component_cmd;
 mod deploy_cmd;
 
-use provision::{ClientOptions, CoreDeviceSpec, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, PolicySource, ProvisionError};
+use provision::{
+    ClientOptions, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME,
+    PolicySource, ProvisionError,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -171,6 +174,16 @@ struct CoreArgs {
     /// Issue a new certificate even if the output directory's one is still valid; the old one is retired.
     #[arg(long)]
     rotate_certificate: bool,
+    /// Also create and attach the Greengrass deployments policy (the shipped
+    /// policies/greengrass-core-deployments.json) under this name, so the core takes
+    /// deployments from the cloud.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = DEFAULT_DEPLOYMENTS_POLICY_NAME)]
+    deployments_policy: Option<String>,
+    /// The Greengrass data plane for endpoints.json (default with --deployments-policy: AWS's
+    /// https://greengrass-ats.iot.REGION.amazonaws.com:8443; the local cloud's is the
+    /// `greengrassDataPlane` entry of its own endpoints.json).
+    #[arg(long, value_name = "URL")]
+    greengrass_data_plane_url: Option<String>,
     #[command(flatten)]
     target: Target,
 }
@@ -229,6 +242,8 @@ async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
         mqtt_port: args.mqtt_port,
         data_plane_url: args.data_url.clone().or_else(|| args.target.endpoint_url.clone()),
         rotate_certificate: args.rotate_certificate,
+        deployments_policy: args.deployments_policy.clone(),
+        greengrass_data_plane_url: args.greengrass_data_plane_url.clone(),
     };
     let client = provision::iot_client(&client_options(&args.target)).await;
     let device = provision::provision_core_device(&client, &spec)

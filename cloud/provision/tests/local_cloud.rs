@@ -108,6 +108,38 @@ async fn provisioned_core_connects_as_itself_and_is_confined_to_its_own_topics()
 }
 
 #[tokio::test]
+async fn a_core_provisioned_for_deployments_gets_the_deployments_policy_and_the_greengrass_data_plane() {
+    let cloud = TestCloud::start().await;
+    let iot = cloud.iot().await;
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = cloud.spec(THING, out.path());
+    spec.deployments_policy = Some(provision::DEFAULT_DEPLOYMENTS_POLICY_NAME.into());
+    let data_plane = cloud.cloud.endpoints.greengrass_data_plane.clone().expect("the local cloud serves one");
+    spec.greengrass_data_plane_url = Some(data_plane.clone());
+    let device = provision_core_device(&iot, &spec).await.expect("provisioning");
+    let attached = iot.list_attached_policies().target(&device.record.certificate_arn).send().await.unwrap();
+    let mut names: Vec<_> = attached.policies().iter().filter_map(|p| p.policy_name()).collect();
+    names.sort();
+    assert_eq!(names, ["GreengrassCoreDeploymentsPolicy", "PumpCoreDevicePolicy"]);
+    assert_eq!(Identity::from_dir(out.path()).endpoints.greengrass_data_plane, Some(data_plane));
+
+    // The core may now listen for its deployments; other things' stay out of reach.
+    let mut mqtt = Mqtt::connect(Identity::from_dir(out.path()).options(THING)).await.expect("connects");
+    assert!(mqtt.subscribe(&format!("$aws/things/{THING}/jobs/notify-namespace-aws-gg-deployment")).await);
+    assert!(!mqtt.subscribe("$aws/things/pump-core-2/jobs/notify-namespace-aws-gg-deployment").await);
+
+    // Without a data-plane URL, AWS's for the region.
+    spec.greengrass_data_plane_url = None;
+    let again = provision_core_device(&iot, &spec).await.expect("a re-run");
+    assert_eq!(
+        again.endpoints.greengrass_data_plane.as_deref(),
+        Some("https://greengrass-ats.iot.us-east-1.amazonaws.com:8443")
+    );
+    mqtt.disconnect().await;
+    cloud.stop().await;
+}
+
+#[tokio::test]
 async fn rerun_changes_nothing_and_a_new_certificate_retires_the_old_one() {
     let cloud = TestCloud::start().await;
     let iot = cloud.iot().await;
