@@ -92,6 +92,16 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     at_the_plant(facts, &report["shadow"]);
     in_the_cloud(facts, &report);
 
+    // The components came from the cloud: one group deployment, followed to SUCCEEDED on the core.
+    let deployments = report["deployments"].as_array().expect("deployment timelines");
+    let first = &deployments[0];
+    assert_eq!(first["succeeded"], true, "{first:#}");
+    let statuses: Vec<&str> = first["events"].as_array().unwrap().iter().filter_map(|e| e["status"].as_str()).collect();
+    assert_eq!(statuses.last(), Some(&"SUCCEEDED"), "{first:#}");
+    assert!(statuses.contains(&"IN_PROGRESS"), "the core reported its progress: {statuses:?}");
+    let deployed: Vec<&str> = first["components"].as_array().unwrap().iter().filter_map(|c| c[0].as_str()).collect();
+    assert_eq!(deployed, ["com.example.pump.Sensor", "com.example.pump.Analyzer", "com.example.pump.Controller"]);
+
     // The model detector decided the fault: every event in the cloud came from it.
     assert_eq!(report["detector"], "model");
     let events = report["anomalies"].as_array().expect("anomaly events in the report");

@@ -190,8 +190,9 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
 
     let mut site: Option<Site> = None;
     let mut obs: Option<Observer> = None;
+    let mut deployments = Vec::new();
     let ok = steps
-        .run("1", "start the local cloud, provision the core device, start the plant and the core", || async {
+        .run("1", "start the local cloud, provision the core device, start the plant and the core; build, publish and deploy the components to the core's thing group", || async {
             let s = site.insert(Site::start_cloud_and_device(&dir).await?);
             // The observer listens before the core connects, so it sees every message.
             let (cert, key) = observer::provision(&s.iot, &dir.join("observer"), THING).await?;
@@ -209,7 +210,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
                 )
                 .await?,
             );
-            s.start_site(&SiteOptions {
+            let timeline = s.start_site(&SiteOptions {
                 seed: args.seed,
                 detector: args.detector.as_str(),
                 bins: args.component_bins.as_deref(),
@@ -218,17 +219,23 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             })
             .await?;
             let detail = format!(
-                "cloud MQTT {} HTTP {}; thing {THING} with policy {} ({} changes); plant Modbus {}; {} components RUNNING",
+                "cloud MQTT {} HTTP {}; thing {THING} with policies {} and {} ({} changes); plant Modbus {}; deployment {} to thing group {} converged in {} ms; {} components RUNNING",
                 s.endpoints.mqtt,
                 s.endpoints.http,
                 s.device.record.policy_name,
+                provision::DEFAULT_DEPLOYMENTS_POLICY_NAME,
                 s.device.changes.len(),
                 s.plant().modbus_addr(),
+                timeline.deployment_id,
+                crate::rollout::THING_GROUP,
+                timeline.converged_ms.unwrap_or_default(),
                 COMPONENTS.len()
             );
+            deployments.push(timeline);
             Ok(detail)
         })
         .await;
+    steps.report.deployments.append(&mut deployments);
     if !ok {
         return finish(steps.report, &args, site, obs).await;
     }

@@ -161,7 +161,7 @@ pub async fn execute(args: &LatencyBenchArgs) -> anyhow::Result<Run> {
         wait: Duration::from_secs(60),
     };
     let result = match site.start_site(&options).await {
-        Ok(()) => measure(&site, args).await,
+        Ok(_) => measure(&site, args).await,
         Err(e) => Err(e),
     };
     site.stop().await;

@@ -29,6 +29,7 @@ mod footprint;
 mod latency_bench;
 mod observer;
 mod report;
+mod rollout;
 mod site;
 
 use std::path::PathBuf;

@@ -167,6 +167,8 @@ pub struct Report {
     pub cost: Option<SiteCost>,
     /// The raw facts the run observed.
     pub facts: Facts,
+    /// Each deployment from the cloud: created, every status the core reported, converged.
+    pub deployments: Vec<crate::rollout::Timeline>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -266,6 +268,36 @@ impl Report {
             s,
             "\nEach topic is billed by its own rule: a device topic in 5 KiB units of payload and topic; an accepted shadow update as the request's message and one shadow operation per KiB of the request; the shadow's other response topics bill the subscriber, not the site."
         );
+        if !self.deployments.is_empty() {
+            let _ = writeln!(s, "\n## Deployments from the cloud\n");
+            for d in &self.deployments {
+                let versions: Vec<String> = d.components.iter().map(|(n, v)| format!("{n} {v}")).collect();
+                let converged = d.converged_ms.map_or("did not converge".to_owned(), |ms| format!("{ms} ms"));
+                let _ = writeln!(
+                    s,
+                    "**{}** — deployment `{}` (job `{}`), created {}: {}; {}; converged in {converged}.\n",
+                    d.purpose,
+                    d.deployment_id,
+                    d.iot_job_id.as_deref().unwrap_or("-"),
+                    d.created,
+                    versions.join(", "),
+                    if d.succeeded { "succeeded" } else { "failed" }
+                );
+                let _ =
+                    writeln!(s, "| after CreateDeployment, ms | core | status | reason |\n| ---: | --- | --- | --- |");
+                for e in &d.events {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {} |",
+                        e.at_ms,
+                        e.thing,
+                        e.status,
+                        e.reason.as_deref().unwrap_or("")
+                    );
+                }
+                let _ = writeln!(s);
+            }
+        }
         if let Some(cost) = &self.cost {
             let _ = writeln!(s, "\n## Cost per pump site\n\n{}", cost.markdown());
         }

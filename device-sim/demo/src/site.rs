@@ -19,6 +19,8 @@ use local_cloud::server::{Config as CloudConfig, LocalCloud};
 use provision::{ClientOptions, CoreDeviceSpec, ProvisionedDevice};
 use pump_map::{Coil, Measurement, Measurements, Setpoint};
 use serde_json::{Value, json};
+
+use crate::rollout::{self, Operator, Timeline};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_modbus::client::{Context as ModbusContext, Reader};
 
@@ -63,8 +65,6 @@ pub const COMPONENTS: &[Component] = &[
 pub struct ModelComponent {
     /// ComponentName.
     pub name: &'static str,
-    /// ComponentVersion, as its recipe says.
-    pub version: &'static str,
     /// The recipe, as shipped.
     pub recipe: &'static str,
     /// The artifacts by file name, carried in this binary so the demo runs from anywhere; the
@@ -75,7 +75,6 @@ pub struct ModelComponent {
 /// The model component, as shipped in `components/model`.
 pub const MODEL: ModelComponent = ModelComponent {
     name: pump_types::MODEL_COMPONENT,
-    version: "1.0.0",
     recipe: include_str!("../../../components/model/recipe.yaml"),
     artifacts: &[
         ("model.onnx", include_bytes!("../../../components/model/model.onnx")),
@@ -94,7 +93,8 @@ pub struct SiteOptions<'a> {
     pub seed: u64,
     /// The analyzer's `detector` configuration (`rules`, `model`, `both`).
     pub detector: &'a str,
-    /// The components' own binaries to stage as their artifacts (see [`Site::stage_components`]).
+    /// Where the components' own binaries are ([`crate::rollout::component_bins`]); `None`:
+    /// next to this executable.
     pub bins: Option<&'a Path>,
     /// How often the footprint sampler reads `/proc`.
     pub footprint_period: Duration,
@@ -144,22 +144,39 @@ impl Site {
         })
     }
 
-    /// Starts the plant and the simulated core, and waits until every component is RUNNING;
-    /// the footprint sampler watches the components from then on.
-    pub async fn start_site(&mut self, options: &SiteOptions<'_>) -> anyhow::Result<()> {
+    /// Starts the plant and the simulated core (empty: it takes cloud deployments); builds,
+    /// publishes and deploys the components to the core's thing group from the cloud
+    /// ([`crate::rollout`]), and waits until every component is RUNNING; the footprint sampler
+    /// watches the components from then on. Returns the deployment's timeline.
+    pub async fn start_site(&mut self, options: &SiteOptions<'_>) -> anyhow::Result<Timeline> {
+        let bins = rollout::component_bins(options.bins)?;
         let plant = self.plant.insert(Self::start_plant(options.seed, 1.0).await?);
-        let update = Self::update_config(plant.modbus_addr(), options.detector)?;
-        let core = self.core.insert(Self::start_core(&self.dir, &self.device, update, options.bins).await?);
+        let merges = Self::component_merges(plant.modbus_addr(), options.detector);
+        let core = self.core.insert(Self::start_core(&self.dir, &self.device).await?);
+        let operator = Operator::new(&self.endpoints).await?;
+        rollout::build(&self.dir, &bins)?;
+        rollout::publish(&operator, &self.dir).await?;
+        rollout::join_group(&operator, THING).await?;
+        let components = COMPONENTS.iter().map(|c| (c.name.to_owned(), VERSION.to_owned())).collect();
+        let purpose = "the pump station's components";
+        let timeline = rollout::deploy(&operator, purpose, components, merges, options.wait).await?;
+        if !timeline.succeeded {
+            bail!(
+                "the deployment {} did not succeed on the core: {:?} (logs under {})",
+                timeline.deployment_id,
+                timeline.last_status(THING),
+                core.layout().root().join("logs").display()
+            );
+        }
         let watched: Vec<(&str, &str)> = COMPONENTS.iter().map(|c| (c.name, c.artifact)).collect();
-        self.footprint =
-            Some(crate::footprint::Sampler::start(&watched, options.bins.is_some(), options.footprint_period));
+        self.footprint = Some(crate::footprint::Sampler::start(&watched, true, options.footprint_period));
         for c in COMPONENTS {
             let state = core.wait_for_state(c.name, &[ComponentState::Running], options.wait).await;
             if state != Some(ComponentState::Running) {
                 bail!("{} is {state:?}, not RUNNING (see {})", c.name, core.layout().root().display());
             }
         }
-        Ok(())
+        Ok(timeline)
     }
 
     /// Stops the core (its components first), the plant and the cloud, in that order.
@@ -215,6 +232,9 @@ impl Site {
         let mut spec = CoreDeviceSpec::new(THING, dir.join("device"), &endpoints.ca_file);
         spec.mqtt_port = endpoints.mqtt_host_port().map_err(anyhow::Error::msg)?.1;
         spec.data_plane_url = Some(endpoints.http.clone());
+        // The core takes its components from the cloud: the deployments policy, the data plane.
+        spec.deployments_policy = Some(provision::DEFAULT_DEPLOYMENTS_POLICY_NAME.into());
+        spec.greengrass_data_plane_url = endpoints.greengrass_data_plane.clone();
         provision::provision_core_device(iot, &spec).await.context("provisioning the core device")
     }
 
@@ -230,50 +250,30 @@ impl Site {
         device_sim::plant::serve(config).await.context("starting the plant")
     }
 
-    /// Writes the recipes, stages each component's own binary from `bins` (or, without it, this
-    /// executable) as its artifact, and the model component's files as its artifacts.
-    pub fn stage_components(dir: &Path, bins: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let recipes = dir.join("recipes");
-        let artifacts = dir.join("artifacts");
-        std::fs::create_dir_all(&recipes)?;
-        let me = std::env::current_exe().context("locating this executable")?;
-        for c in COMPONENTS {
-            std::fs::write(recipes.join(format!("{}.yaml", c.name)), c.recipe)?;
-            let target = artifacts.join(c.name).join(VERSION);
-            std::fs::create_dir_all(&target)?;
-            let file = target.join(c.artifact);
-            let _ = std::fs::remove_file(&file);
-            let source = bins.map_or_else(|| me.clone(), |d| d.join(c.artifact));
-            std::fs::copy(&source, &file)
-                .with_context(|| format!("staging {} as {}", source.display(), file.display()))?;
-        }
-        std::fs::write(recipes.join(format!("{}.yaml", MODEL.name)), MODEL.recipe)?;
-        let target = artifacts.join(MODEL.name).join(MODEL.version);
-        std::fs::create_dir_all(&target)?;
-        for (name, bytes) in MODEL.artifacts {
-            let file = target.join(name);
-            std::fs::write(&file, bytes).with_context(|| format!("staging {}", file.display()))?;
-        }
-        Ok((recipes, artifacts))
+    /// The deployment's configuration merges, component → JSON object: where the plant is, the
+    /// demo's shorter periods, the analyzer's detector.
+    pub fn component_merges(plant_modbus: SocketAddr, detector: &str) -> Vec<(String, String)> {
+        [
+            (
+                pump_types::SENSOR_COMPONENT,
+                json!({
+                    "modbus": {"address": plant_modbus.to_string()},
+                    "pollPeriodMs": 250,
+                    "telemetry": {"maxDelayMs": 5000},
+                    "statsPeriodMs": 5000
+                }),
+            ),
+            (pump_types::ANALYZER_COMPONENT, json!({"detector": detector})),
+            (pump_types::CONTROLLER_COMPONENT, json!({"modbusAddress": plant_modbus.to_string()})),
+        ]
+        .into_iter()
+        .map(|(name, merge)| (name.to_owned(), merge.to_string()))
+        .collect()
     }
 
-    /// The deployment's configuration updates: where the plant is, the demo's shorter periods,
-    /// the analyzer's detector, and the ShadowManager syncing the `pump` shadow.
-    pub fn update_config(
-        plant_modbus: SocketAddr,
-        detector: &str,
-    ) -> anyhow::Result<HashMap<String, device_sim::recipe::ConfigurationUpdate>> {
+    /// The core's own configuration at start: the ShadowManager syncing the `pump` shadow.
+    pub fn core_config() -> anyhow::Result<HashMap<String, device_sim::recipe::ConfigurationUpdate>> {
         let doc = json!({
-            pump_types::SENSOR_COMPONENT: {"MERGE": {
-                "modbus": {"address": plant_modbus.to_string()},
-                "pollPeriodMs": 250,
-                "telemetry": {"maxDelayMs": 5000},
-                "statsPeriodMs": 5000
-            }},
-            pump_types::ANALYZER_COMPONENT: {"MERGE": {"detector": detector}},
-            pump_types::CONTROLLER_COMPONENT: {"MERGE": {
-                "modbusAddress": plant_modbus.to_string()
-            }},
             "aws.greengrass.ShadowManager": {"MERGE": {"synchronize": {
                 "coreThing": {"classic": false, "namedShadows": [pump_types::SHADOW_NAME]}
             }}}
@@ -281,33 +281,25 @@ impl Site {
         parse_update_config(&doc).map_err(anyhow::Error::msg)
     }
 
-    /// Starts the simulated core with the deployment and the cloud connection; the components
-    /// run their own binaries from `bins` when given ([`Site::stage_components`]).
-    pub async fn start_core(
-        dir: &Path,
-        device: &ProvisionedDevice,
-        update_config: HashMap<String, device_sim::recipe::ConfigurationUpdate>,
-        bins: Option<&Path>,
-    ) -> anyhow::Result<Core> {
-        let (recipes, artifacts) = Self::stage_components(dir, bins)?;
+    /// Starts the simulated core with the cloud connection and nothing deployed: it takes its
+    /// components from the cloud's deployments.
+    pub async fn start_core(dir: &Path, device: &ProvisionedDevice) -> anyhow::Result<Core> {
         Core::start(CoreOptions {
             root: dir.join("core"),
             thing: THING.into(),
-            recipe_dir: recipes,
-            artifact_dir: artifacts,
-            // The model component is not a root: the analyzer's dependency brings it in.
-            merges: COMPONENTS.iter().map(|c| format!("{}={VERSION}", c.name)).collect(),
+            recipe_dir: PathBuf::new(),
+            artifact_dir: PathBuf::new(),
+            merges: Vec::new(),
             region: device.endpoints.region.clone(),
             root_ca_path: Some(device.endpoints.ca_file.clone()),
             platform: DevicePlatform::current(),
-            update_config,
+            update_config: Self::core_config()?,
             cloud: Some(CloudOptions {
                 endpoints: device.endpoints.clone(),
                 cert_file: device.files.certificate.clone(),
                 key_file: device.files.private_key.clone(),
                 fleet_status: Some(device_sim::core::fleet_status::DEFAULT_CADENCE),
-                // The demo deploys locally; its core policy does not allow the deployment topics.
-                cloud_deployments: false,
+                cloud_deployments: true,
             }),
         })
         .await
@@ -468,24 +460,39 @@ impl ModbusProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use device_sim::core::layout::{Layout, stage_artifacts};
-    use device_sim::recipe::{RecipeFormat, RecipeLoader};
 
     #[test]
-    fn the_model_component_is_staged_as_its_recipe_says() {
+    fn every_component_builds_as_its_own_artifact_with_the_digest_of_what_it_carries() {
         let dir = tempfile::tempdir().unwrap();
-        let (recipes, artifacts) = Site::stage_components(dir.path(), None).unwrap();
-        let text = std::fs::read_to_string(recipes.join(format!("{}.yaml", MODEL.name))).unwrap();
-        let recipe = RecipeLoader::without_schema("test").load_str(&text, RecipeFormat::Yaml, None).unwrap().recipe;
-        assert_eq!((recipe.name.as_str(), recipe.version.to_string()), (MODEL.name, MODEL.version.to_owned()));
-        let manifest = recipe.select_manifest(&DevicePlatform::current()).expect("a manifest for this platform");
-        let mut names: Vec<&str> = manifest.artifacts.iter().map(|a| a.file_name()).collect();
-        names.sort_unstable();
+        let bins = dir.path().join("bins");
+        std::fs::create_dir_all(&bins).unwrap();
+        for c in COMPONENTS {
+            std::fs::write(bins.join(c.artifact), c.artifact.as_bytes()).unwrap();
+        }
+        let built = rollout::build(dir.path(), &bins).unwrap();
+        let names: Vec<&str> = built.iter().map(|b| b.name.as_str()).collect();
+        let mut wanted: Vec<&str> = COMPONENTS.iter().map(|c| c.name).collect();
+        wanted.push(MODEL.name);
+        assert_eq!(names, wanted);
+        for c in COMPONENTS {
+            let b = built.iter().find(|b| b.name == c.name).unwrap();
+            assert_eq!(b.artifacts.len(), 1, "{}: its own binary only", c.name);
+            assert_eq!(std::fs::read(&b.artifacts[0].path).unwrap(), c.artifact.as_bytes());
+        }
+        let model = built.iter().find(|b| b.name == MODEL.name).unwrap();
+        let mut files: Vec<&str> = model.artifacts.iter().map(|a| a.file_name.as_str()).collect();
+        files.sort_unstable();
         let mut carried: Vec<&str> = MODEL.artifacts.iter().map(|(n, _)| *n).collect();
         carried.sort_unstable();
-        assert_eq!(names, carried, "the demo carries exactly the recipe's artifacts");
-        // The core's own staging checks every digest against the recipe.
-        let layout = Layout::new(dir.path().join("core"));
-        stage_artifacts(&layout, &artifacts, MODEL.name, MODEL.version, &manifest.artifacts).unwrap();
+        assert_eq!(files, carried, "the demo carries exactly the recipe's artifacts");
+        // Each digest is the one of the bytes the demo carries, as the core will check it.
+        for (name, bytes) in MODEL.artifacts {
+            let a = model.artifacts.iter().find(|a| a.file_name == *name).unwrap();
+            let (digest, size) = provision::component::digest_file(&a.path).unwrap();
+            assert_eq!((a.digest.as_str(), a.size, size), (digest.as_str(), bytes.len() as u64, bytes.len() as u64));
+        }
+        // Without the binaries, the demo says where it looked.
+        let e = rollout::component_bins(Some(&dir.path().join("nowhere"))).unwrap_err();
+        assert!(e.to_string().contains("pump-sensor"), "{e}");
     }
 }

@@ -1,0 +1,251 @@
+//! The components reach the core from the cloud, as a partner ships them: each component's own
+//! binary built as its own artifact (GDK's `custom` build layout, digests in the recipes),
+//! published to S3 and Greengrass (`aws-sdk-s3`, `aws-sdk-greengrassv2`), deployed to the thing
+//! group that holds the core and followed until the core reports — all through the `provision`
+//! library, the same code an operator runs against AWS. Each deployment's timeline goes into
+//! the report.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cloud_api::endpoints::Endpoints;
+use provision::ClientOptions;
+use provision::component::{BuildSpec, BuiltComponent, PublishOptions, PublishedComponent};
+use provision::deploy::{CoreStatus, DeploySpec, FollowOptions};
+use serde::Serialize;
+
+use crate::site::{COMPONENTS, MODEL};
+
+/// The bucket the components' artifacts go to.
+pub const BUCKET: &str = "pump-station-components";
+/// The thing group of the pump sites.
+pub const THING_GROUP: &str = "pump-stations";
+
+/// The operator's clients for publishing and deploying.
+pub struct Operator {
+    /// IoT control plane.
+    pub iot: aws_sdk_iot::Client,
+    /// Greengrass control plane.
+    pub gg: aws_sdk_greengrassv2::Client,
+    /// S3.
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl Operator {
+    /// The clients for `endpoints`, signing with its administrator key pair (the local cloud's S3
+    /// checks signatures; on AWS the default credential chain stands here).
+    pub async fn new(endpoints: &Endpoints) -> anyhow::Result<Self> {
+        let admin = endpoints.credentials.clone().context("endpoints.json names no administrator key pair")?;
+        let options = ClientOptions {
+            endpoint_url: Some(endpoints.http.clone()),
+            region: Some(endpoints.region.clone()),
+            credentials: Some(aws_credential_types::Credentials::new(
+                admin.access_key_id,
+                admin.secret_access_key,
+                None,
+                None,
+                "pump-station-operator",
+            )),
+        };
+        Ok(Self {
+            iot: provision::iot_client(&options).await,
+            gg: provision::greengrass_client(&options).await,
+            s3: provision::s3_client(&options).await,
+        })
+    }
+}
+
+/// The component binaries: `explicit`, else the directory of this executable. When they are not
+/// there and this runs under `cargo run`, they are built there first with the same profile, as
+/// GDK's `custom` build runs the project's own build command.
+pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match explicit {
+        Some(dir) => dir.to_owned(),
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .parent()
+            .context("this executable has no directory")?
+            .to_owned(),
+    };
+    let missing = |dir: &Path| COMPONENTS.iter().any(|c| !dir.join(c.artifact).is_file());
+    if missing(&dir)
+        && explicit.is_none()
+        && let Ok(cargo) = std::env::var("CARGO")
+    {
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+            None => "dev".to_owned(),
+        };
+        let mut command = std::process::Command::new(cargo);
+        command.args(["build", "--profile", &profile]);
+        for c in COMPONENTS {
+            command.args(["-p", c.artifact]);
+        }
+        if let Ok(manifest) = std::env::var("CARGO_MANIFEST_DIR") {
+            command.current_dir(manifest);
+        }
+        eprintln!("building the components' own binaries: {command:?}");
+        let status = command.status().context("running cargo to build the components")?;
+        if !status.success() {
+            bail!("building the components failed ({status})");
+        }
+    }
+    if missing(&dir) {
+        let names: Vec<&str> = COMPONENTS.iter().map(|c| c.artifact).collect();
+        bail!(
+            "the components' binaries ({}) are not in {}: build them (`cargo build --release -p {}`) or name their \
+             directory with --component-bins",
+            names.join(", "),
+            dir.display(),
+            names.join(" -p ")
+        );
+    }
+    Ok(dir)
+}
+
+/// Writes the shipped component sources (recipes, the model's files) under `{dir}/components`
+/// and builds them with the binaries of `bins` into `{dir}/greengrass-build`.
+pub fn build(dir: &Path, bins: &Path) -> anyhow::Result<Vec<BuiltComponent>> {
+    let sources = dir.join("components");
+    let mut component_dirs = Vec::new();
+    for c in COMPONENTS {
+        let d = sources.join(c.artifact);
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join("recipe.yaml"), c.recipe)?;
+        component_dirs.push(d);
+    }
+    let model = sources.join(MODEL.name);
+    std::fs::create_dir_all(&model)?;
+    std::fs::write(model.join("recipe.yaml"), MODEL.recipe)?;
+    for (name, bytes) in MODEL.artifacts {
+        std::fs::write(model.join(name), bytes)?;
+    }
+    component_dirs.push(model);
+    let spec = BuildSpec { component_dirs, bin_dir: bins.to_owned(), out: dir.to_owned() };
+    provision::component::build_components(&spec).context("building the components")
+}
+
+/// Publishes the build output of `dir` (artifacts to [`BUCKET`], then CreateComponentVersion).
+pub async fn publish(operator: &Operator, dir: &Path) -> anyhow::Result<Vec<PublishedComponent>> {
+    let mut options = PublishOptions::new(BUCKET);
+    options.poll = Duration::from_millis(100);
+    provision::component::publish_build(&operator.gg, &operator.s3, &dir.join("greengrass-build"), &options)
+        .await
+        .context("publishing the components")
+}
+
+/// One status a core reported, `at_ms` after CreateDeployment.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEvent {
+    /// Milliseconds after CreateDeployment.
+    pub at_ms: u64,
+    /// The core.
+    pub thing: String,
+    /// Its status (`WAITING` before it reported).
+    pub status: String,
+    /// Its reason (the failure cause), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A deployment from CreateDeployment to the last core's terminal status.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeline {
+    /// What the deployment was for.
+    pub purpose: String,
+    /// The Greengrass deployment id.
+    pub deployment_id: String,
+    /// Its IoT job.
+    pub iot_job_id: Option<String>,
+    /// The components and versions deployed.
+    pub components: Vec<(String, String)>,
+    /// When CreateDeployment was called (RFC 3339).
+    pub created: String,
+    /// Each status change.
+    pub events: Vec<TimelineEvent>,
+    /// Milliseconds from CreateDeployment to the last core's terminal status.
+    pub converged_ms: Option<u64>,
+    /// Every core succeeded.
+    pub succeeded: bool,
+}
+
+impl Timeline {
+    /// The last status of `thing`.
+    pub fn last_status(&self, thing: &str) -> Option<&TimelineEvent> {
+        self.events.iter().rev().find(|e| e.thing == thing)
+    }
+}
+
+/// Makes sure the thing group exists and holds `thing`.
+pub async fn join_group(operator: &Operator, thing: &str) -> anyhow::Result<()> {
+    let exists = operator.iot.describe_thing_group().thing_group_name(THING_GROUP).send().await.is_ok();
+    if !exists {
+        operator.iot.create_thing_group().thing_group_name(THING_GROUP).send().await.context("CreateThingGroup")?;
+    }
+    operator
+        .iot
+        .add_thing_to_thing_group()
+        .thing_group_name(THING_GROUP)
+        .thing_name(thing)
+        .send()
+        .await
+        .context("AddThingToThingGroup")?;
+    Ok(())
+}
+
+/// CreateDeployment of `components` (with configuration `merges`) to [`THING_GROUP`], followed
+/// until every core reports a terminal status or `timeout` passes.
+pub async fn deploy(
+    operator: &Operator,
+    purpose: &str,
+    components: Vec<(String, String)>,
+    merges: Vec<(String, String)>,
+    timeout: Duration,
+) -> anyhow::Result<Timeline> {
+    let spec = DeploySpec {
+        thing_group: THING_GROUP.into(),
+        components: components.clone(),
+        merges,
+        deployment_name: Some(format!("{THING_GROUP}: {purpose}")),
+        ..DeploySpec::default()
+    };
+    let created_at = time::OffsetDateTime::now_utc();
+    let t0 = Instant::now();
+    let created = provision::deploy::create_group_deployment(&operator.iot, &operator.gg, &spec)
+        .await
+        .context("CreateDeployment")?;
+    let mut events = Vec::new();
+    let mut record = |status: &CoreStatus| {
+        events.push(TimelineEvent {
+            at_ms: t0.elapsed().as_millis() as u64,
+            thing: status.thing.clone(),
+            status: status.status_text().to_owned(),
+            reason: status.reason.clone(),
+        });
+    };
+    let options = FollowOptions { timeout, poll: Duration::from_millis(100) };
+    let outcome = provision::deploy::follow_deployment(
+        &operator.gg,
+        &created.target_arn,
+        &created.deployment_id,
+        options,
+        &mut record,
+    )
+    .await
+    .context("following the deployment")?;
+    let converged_ms = (!outcome.timed_out).then(|| t0.elapsed().as_millis() as u64);
+    Ok(Timeline {
+        purpose: purpose.to_owned(),
+        deployment_id: created.deployment_id,
+        iot_job_id: created.iot_job_id,
+        components,
+        created: created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        events,
+        converged_ms,
+        succeeded: outcome.succeeded(),
+    })
+}
