@@ -309,6 +309,7 @@ impl Site {
                 // The demo deploys locally; its core policy does not allow the deployment topics.
                 cloud_deployments: false,
             }),
+            nucleus_version: CoreOptions::default_nucleus_version(),
         })
         .await
         .context("starting the simulated core")
