@@ -102,10 +102,12 @@ pub fn check_stage(alts: &Alts, alts_dir: &Path, version: &str) -> Result<(), St
 
 /// Installs the downloaded core binary `artifact` as nucleus `version`
 /// (`{root}/alts/{version}/bin/device-sim`, executable, synced) and points `new` at it, so the
-/// launcher runs it at the next restart. A version staged before and not yet run is replaced.
+/// launcher runs it at the next restart. A version staged before and not yet run is replaced
+/// (and its directory removed).
 pub fn stage(root: &Path, version: &str, artifact: &Path) -> Result<(), StageError> {
     let alts = AltsDir::new(root);
-    check_stage(&alts.observe()?, alts.path(), version)?;
+    let links = alts.observe()?;
+    check_stage(&links, alts.path(), version)?;
     let meta =
         std::fs::metadata(artifact).map_err(|source| StageError::Artifact { path: artifact.to_owned(), source })?;
     if !meta.is_file() {
@@ -114,6 +116,10 @@ pub fn stage(root: &Path, version: &str, artifact: &Path) -> Result<(), StageErr
     }
     alts.install(version, artifact)?;
     alts.point(LinkName::New, version)?;
+    // A version staged before and never run is not needed any more.
+    if let Some(replaced) = links.version(LinkName::New).filter(|v| *v != version) {
+        alts.remove_unreferenced(replaced)?;
+    }
     tracing::info!(%version, "nucleus update staged; it runs after a restart");
     Ok(())
 }
@@ -213,6 +219,11 @@ mod tests {
         std::fs::write(&artifact, "v3").unwrap();
         stage(dir.path(), "2.16.0", &artifact).unwrap();
         assert_eq!(alts.read(LinkName::New).unwrap(), Link::To("2.16.0".into()));
+        assert!(!alts.path().join("2.15.0").exists(), "the replaced version is removed");
+        assert!(alts.binary("2.14.0").exists());
+        // The same version again: installed over itself.
+        stage(dir.path(), "2.16.0", &artifact).unwrap();
+        assert_eq!(std::fs::read(alts.binary("2.16.0")).unwrap(), b"v3");
     }
 
     #[test]
