@@ -51,13 +51,27 @@ struct Launcher {
 impl Launcher {
     /// A root with version 1.0.0 of the script installed as `current`, and a launcher on it.
     fn start(health_deadline_secs: u64) -> Self {
+        Self::with_links(&[(LinkName::Current, "1.0.0")], health_deadline_secs)
+    }
+
+    /// A root whose links are `links` (each version installed), and a launcher on it.
+    fn with_links(links: &[(LinkName, &str)], health_deadline_secs: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let alts = AltsDir::new(&root);
-        alts.install("1.0.0", &script(dir.path())).unwrap();
-        alts.point(LinkName::Current, "1.0.0").unwrap();
+        for (link, version) in links {
+            alts.install(version, &script(dir.path())).unwrap();
+            alts.point(*link, version).unwrap();
+        }
         let child = launcher(&root, health_deadline_secs, &["--thing", "t"]);
         Self { root, child, _dir: dir }
+    }
+
+    /// SIGTERM to the launcher; returns its exit code once it has ended.
+    fn stop(&mut self) -> Option<i32> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        wait_exit(&mut self.child).code()
     }
 
     fn events(&self) -> Vec<String> {
@@ -157,10 +171,7 @@ fn the_launcher_updates_keeps_a_proven_version_and_rolls_back_a_crash_and_a_hang
     assert_eq!(launcher.link(LinkName::Current), Link::To("2.0.0".into()));
 
     // SIGTERM reaches the core; the launcher ends with it.
-    let pid = rustix::process::Pid::from_raw(launcher.child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let status = wait_exit(&mut launcher.child);
-    assert_eq!(status.code(), Some(0), "{}", launcher.log());
+    assert_eq!(launcher.stop(), Some(0), "{}", launcher.log());
     assert_eq!(
         launcher.events(),
         [
@@ -179,6 +190,31 @@ fn the_launcher_updates_keeps_a_proven_version_and_rolls_back_a_crash_and_a_hang
             "2.0.0 saw broken 4.0.0",
             "2.0.0 stopped",
         ]
+    );
+}
+
+/// What a launcher killed in the middle of a flip or of a probation left behind: the next
+/// launcher finishes the flip, and keeps the probation (with a deadline of its own).
+#[test]
+fn a_launcher_started_on_what_a_killed_one_left_finishes_the_flip_or_the_probation() {
+    // Killed after `old` = current, before `current` = new.
+    let flip = [(LinkName::Current, "1.0.0"), (LinkName::Old, "1.0.0"), (LinkName::New, "2.0.0")];
+    let mut launcher = Launcher::with_links(&flip, 30);
+    launcher.wait_for("2.0.0 proved");
+    assert_eq!(launcher.link(LinkName::Current), Link::To("2.0.0".into()));
+    assert_eq!(launcher.link(LinkName::New), Link::Absent);
+    assert_eq!(launcher.stop(), Some(0), "{}", launcher.log());
+    assert_eq!(launcher.events(), ["2.0.0 start", "2.0.0 proved", "2.0.0 stopped"]);
+
+    // Killed while 4.0.0 (which never proves itself) was on probation.
+    let probation = [(LinkName::Current, "4.0.0"), (LinkName::Old, "2.0.0")];
+    let mut launcher = Launcher::with_links(&probation, 1);
+    launcher.wait_for("2.0.0 saw broken 4.0.0");
+    assert_eq!(launcher.link(LinkName::Current), Link::To("2.0.0".into()));
+    assert_eq!(launcher.stop(), Some(0), "{}", launcher.log());
+    assert_eq!(
+        launcher.events(),
+        ["4.0.0 start", "4.0.0 stopped", "2.0.0 start", "2.0.0 saw broken 4.0.0", "2.0.0 stopped"]
     );
 }
 
