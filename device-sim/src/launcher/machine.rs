@@ -1,5 +1,5 @@
 //! What the launcher does about the core it runs: events in, actions out, no I/O (the shell,
-//! [`super::shell`], waits for the events and carries out the actions).
+//! [`super::run`], waits for the events and carries out the actions).
 //!
 //! Exit codes follow the nucleus (`KernelLifecycle`, the `loader` script): 100 asks for a
 //! restart, 101 for a reboot (which a simulated core cannot do: a restart), 0 is a clean stop.

@@ -8,7 +8,10 @@
 //! `activationSucceeds`, `rollbackCompletes`), the `loader` script (the flip on start, exit
 //! code 100 restarts and 101 reboots), `KernelUpdateActivator` and `KernelLifecycle` /
 //! `KernelCommandLine` with the deployment stages (`DeploymentStage`: a start with `old` set is
-//! `KERNEL_ACTIVATION`, with `broken` set `KERNEL_ROLLBACK`), and `DeploymentDirectoryManager`.
+//! `KERNEL_ACTIVATION`, with `broken` set `KERNEL_ROLLBACK`). What the nucleus keeps about the
+//! deployment itself across the restart (`DeploymentDirectoryManager`: the deployment document,
+//! its stage, the rollback snapshot) is the deployment engine's business, not the launcher's: the
+//! links alone tell a starting core which stage it is in.
 //!
 //! # Layout
 //! - [`alts`]: the links as a view, and every decision over them ([`alts::prepare`],

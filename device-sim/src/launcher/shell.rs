@@ -109,7 +109,10 @@ pub async fn run(options: LauncherOptions) -> anyhow::Result<u8> {
         };
         match action {
             Action::RollBack(cause) => roll_back(&alts, &running, &version, cause)?,
-            Action::End(code) => return Ok(code),
+            Action::End(code) => {
+                tracing::info!(code, "launcher ends");
+                return Ok(code);
+            }
             _ => {}
         }
     }
