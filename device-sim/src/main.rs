@@ -8,9 +8,14 @@
 //! commands against a running core: they read `{root}/cli_ipc_info/` and call
 //! CreateLocalDeployment, GetLocalDeploymentStatus, ListLocalDeployments over its IPC socket.
 //!
+//! `device-sim launcher --root R -- <core args>` runs the core as the nucleus's loader does:
+//! from the versions installed under `{R}/alts`, restarting it into a staged update and rolling
+//! back an update that does not prove itself ([`device_sim::launcher`]).
+//!
 //! Exit codes: 0 after a clean shutdown; 64 (`EX_USAGE`) for bad command-line syntax; 78
 //! (`EX_CONFIG`) when the input is at fault (recipes, artifacts, merges, unsupported flags),
-//! so a process supervisor can stop restarting; 1 for anything else.
+//! so a process supervisor can stop restarting; 100 when the core asks its launcher for a
+//! restart (a nucleus update); 1 for anything else. The launcher ends with its core's code.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,8 +32,10 @@ use cloud_api::ipc::model::{
 use cloud_api::ipc::operation as op;
 use device_sim::core::cli::{self, CliClient};
 use device_sim::core::runtime::{CloudOptions, Core, CoreError, CoreOptions, parse_update_config};
+use device_sim::core::supervisor::GGC_VERSION;
+use device_sim::launcher::machine::REQUEST_RESTART;
 use device_sim::recipe::ConfigurationUpdate;
-use device_sim::recipe::DevicePlatform;
+use device_sim::recipe::{ComponentVersion, DevicePlatform};
 
 /// How long components get to stop (Shutdown has 15 s by default, then a kill grace).
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,6 +62,23 @@ enum Command {
     /// Local deployments on a running core, as the Greengrass CLI's `deployment` commands.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
+    /// Runs the core from the versions installed under `{root}/alts`, as the nucleus's loader:
+    /// restarts it into a staged update and rolls back an update that does not prove itself.
+    Launcher(LauncherArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LauncherArgs {
+    /// The core's root directory; the versions live in `{DIR}/alts`, and the core gets
+    /// `--root DIR`.
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// How long a new version has to prove itself (remove `alts/old`) before it is rolled back.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    health_deadline_secs: u64,
+    /// The arguments of `device-sim core`, except `--root` and `--nucleus-version`.
+    #[arg(last = true, value_name = "CORE_ARGS")]
+    core_args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +183,14 @@ struct CoreArgs {
     /// what `greengrass-core-deployments.json` allows.
     #[arg(long, requires = "cloud")]
     cloud_deployments: bool,
+    /// The nucleus version this core claims (`GGC_VERSION`, fleet status, the built-in
+    /// `aws.greengrass.Nucleus`); the launcher passes the version it installed the core as.
+    #[arg(long, value_name = "VERSION", default_value = GGC_VERSION, value_parser = parse_version)]
+    nucleus_version: ComponentVersion,
+}
+
+fn parse_version(text: &str) -> Result<ComponentVersion, String> {
+    ComponentVersion::parse(text).map_err(|e| e.to_string())
 }
 
 /// Reads `--update-config` (inline JSON or `@FILE`).
@@ -213,12 +245,34 @@ fn main() -> ExitCode {
     let result = cli_shell::block_on(async {
         match cli.command {
             Command::Core(args) => run_core(args).await,
-            Command::Plant(args) => device_sim::plant::run(args).await,
-            Command::Dataset(args) => device_sim::dataset::run(args),
-            Command::Deployment(command) => run_deployment(command).await,
+            Command::Launcher(args) => run_launcher(args).await.map(ExitCode::from).map(Some),
+            Command::Plant(args) => device_sim::plant::run(args).await.map(|()| None),
+            Command::Dataset(args) => device_sim::dataset::run(args).map(|()| None),
+            Command::Deployment(command) => run_deployment(command).await.map(|()| None),
         }
     });
-    cli_shell::exit_code("device-sim", result, is_configuration)
+    match result {
+        Ok(Some(code)) => code,
+        other => cli_shell::exit_code("device-sim", other.map(|_| ()), is_configuration),
+    }
+}
+
+/// `device-sim launcher`: the core's arguments are checked here, the rest is the launcher's.
+async fn run_launcher(args: LauncherArgs) -> anyhow::Result<u8> {
+    for arg in &args.core_args {
+        let arg = arg.to_string_lossy();
+        if ["--root", "--nucleus-version"].iter().any(|f| arg == *f || arg.starts_with(&format!("{f}="))) {
+            return Err(ConfigFault(format!("{arg}: the launcher sets it; give --root before `--`")).into());
+        }
+    }
+    let options = device_sim::launcher::LauncherOptions {
+        root: std::path::absolute(&args.root)
+            .with_context(|| format!("cannot make {} absolute", args.root.display()))?,
+        health_deadline: Duration::from_secs(args.health_deadline_secs),
+        core_args: args.core_args,
+        initial_version: GGC_VERSION.to_owned(),
+    };
+    device_sim::launcher::run(options).await
 }
 
 fn is_configuration(e: &anyhow::Error) -> bool {
@@ -314,7 +368,8 @@ async fn run_deployment(command: DeploymentCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
+/// Runs the core until a stop signal (`None`: exit 0) or a restart request (exit 100).
+async fn run_core(args: CoreArgs) -> anyhow::Result<Option<ExitCode>> {
     let update_config = read_update_config(args.update_config.as_deref())?;
     let cloud = read_cloud(&args)?;
     let stop = cli_shell::shutdown_signal()?;
@@ -330,18 +385,27 @@ async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
         platform: DevicePlatform::current(),
         update_config,
         cloud,
+        nucleus_version: args.nucleus_version,
     })
     .await
     .with_context(|| format!("cannot start the simulated core in {}", args.root.display()))?;
 
-    // The supervisor logs every state change; here we only wait for the signal.
-    let signal = stop.await;
-    tracing::info!("{signal} received; stopping components");
+    // The supervisor logs every state change; here we only wait for the signal or a restart.
+    let exit = tokio::select! {
+        signal = stop => {
+            tracing::info!("{signal} received; stopping components");
+            None
+        }
+        () = core.restart_requested() => {
+            tracing::info!("restart requested; stopping components, then exiting with {REQUEST_RESTART}");
+            Some(ExitCode::from(REQUEST_RESTART as u8))
+        }
+    };
     let pending = core.shutdown(SHUTDOWN_TIMEOUT).await;
     if !pending.is_empty() {
         tracing::warn!(components = ?pending, "killed after {SHUTDOWN_TIMEOUT:?}");
     }
-    Ok(())
+    Ok(exit)
 }
 
 #[cfg(test)]
@@ -363,6 +427,33 @@ mod tests {
         assert_eq!(core.merges, ["A=1.0.0", "B=2.0.0"]);
         assert_eq!(core.region, "us-east-1");
         assert!(core.cloud.is_none() && core.cert.is_none() && core.key.is_none());
+    }
+
+    #[test]
+    fn the_nucleus_version_defaults_to_ggc_version_and_must_be_a_version() {
+        let Command::Core(core) = parse(BASE).unwrap().command else { unreachable!() };
+        assert_eq!(core.nucleus_version.to_string(), GGC_VERSION);
+        let mut args = BASE.to_vec();
+        args.extend(["--nucleus-version", "2.15.0"]);
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
+        assert_eq!(core.nucleus_version.to_string(), "2.15.0");
+        let mut args = BASE.to_vec();
+        args.extend(["--nucleus-version", "two"]);
+        assert!(parse(&args).unwrap_err().use_stderr());
+    }
+
+    #[tokio::test]
+    async fn launcher_flags_parse_and_the_core_args_may_not_set_what_the_launcher_sets() {
+        let args = ["launcher", "--root", "/r", "--", "--thing", "t", "--merge", "A=1.0.0"];
+        let Command::Launcher(launcher) = parse(&args).unwrap().command else { unreachable!() };
+        assert_eq!(launcher.health_deadline_secs, 120);
+        assert_eq!(launcher.core_args, ["--thing", "t", "--merge", "A=1.0.0"]);
+        for forbidden in [&["--root", "/x"][..], &["--nucleus-version=2.0.0"]] {
+            let args = ["launcher", "--root", "/r", "--"].iter().chain(forbidden).copied().collect::<Vec<_>>();
+            let Command::Launcher(launcher) = parse(&args).unwrap().command else { unreachable!() };
+            let err = run_launcher(launcher).await.unwrap_err();
+            assert!(is_configuration(&err), "{err:#}");
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ async fn a_core_started_with_relative_paths_gives_components_absolute_ones() {
         platform: DevicePlatform::current(),
         update_config: Default::default(),
         cloud: None,
+        nucleus_version: CoreOptions::default_nucleus_version(),
     })
     .await
     .unwrap();

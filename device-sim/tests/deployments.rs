@@ -23,6 +23,10 @@ use device_sim::recipe::DevicePlatform;
 use kit::ipc::IpcClient;
 use serde_json::json;
 
+/// Nucleus updates through `device-sim launcher` (its own file: a different fixture).
+#[path = "deployments/nucleus_update.rs"]
+mod nucleus_update;
+
 const DEADLINE: Duration = Duration::from_secs(60);
 
 const LIB: &str = "com.example.Lib";
@@ -106,6 +110,7 @@ impl Fixture {
             platform: DevicePlatform::current(),
             update_config: Default::default(),
             cloud: None,
+            nucleus_version: CoreOptions::default_nucleus_version(),
         })
         .await
         .unwrap();

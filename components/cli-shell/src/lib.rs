@@ -59,7 +59,7 @@ fn usage_exit_code(e: &clap::Error) -> ExitCode {
 }
 
 /// Runs `work` to completion on a multi-threaded tokio runtime.
-pub fn block_on<F: Future<Output = anyhow::Result<()>>>(work: F) -> anyhow::Result<()> {
+pub fn block_on<T, F: Future<Output = anyhow::Result<T>>>(work: F) -> anyhow::Result<T> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")?.block_on(work)
 }
 

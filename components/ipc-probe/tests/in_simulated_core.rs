@@ -48,6 +48,7 @@ impl Fixture {
             platform: DevicePlatform::new("linux", "amd64"),
             update_config: Default::default(),
             cloud: None,
+            nucleus_version: CoreOptions::default_nucleus_version(),
         })
         .await
         .unwrap()

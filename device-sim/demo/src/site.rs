@@ -301,6 +301,7 @@ impl Site {
                 fleet_status: Some(device_sim::core::fleet_status::DEFAULT_CADENCE),
                 cloud_deployments: true,
             }),
+            nucleus_version: CoreOptions::default_nucleus_version(),
         })
         .await
         .context("starting the simulated core")

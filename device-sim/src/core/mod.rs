@@ -16,6 +16,7 @@ pub mod greengrass_client;
 pub mod ipc_server;
 pub mod layout;
 pub mod local_shadow;
+pub mod nucleus_update;
 pub mod options;
 pub mod pubsub;
 pub mod recipe_store;

@@ -6,7 +6,12 @@ use std::path::PathBuf;
 
 use cloud_api::endpoints::Endpoints;
 
-use crate::recipe::{ConfigurationUpdate, DevicePlatform};
+use crate::recipe::{ComponentVersion, ConfigurationUpdate, DevicePlatform};
+
+/// The nucleus version the simulated core claims in `GGC_VERSION` unless it is told otherwise
+/// ([`CoreOptions::nucleus_version`]; a recent 2.x release; our behaviour follows the nucleus
+/// source of that line).
+pub const GGC_VERSION: &str = "2.14.0";
 
 /// What to run and where (the `device-sim core` flags).
 #[derive(Debug, Clone)]
@@ -31,6 +36,10 @@ pub struct CoreOptions {
     pub update_config: HashMap<String, ConfigurationUpdate>,
     /// The IoT Core connection (`--cloud`, `--cert`, `--key`); `None` runs offline for good.
     pub cloud: Option<CloudOptions>,
+    /// The nucleus version this core claims (`--nucleus-version`: the launcher passes the
+    /// version it installed the core as): `GGC_VERSION`, fleet status, and the built-in
+    /// `aws.greengrass.Nucleus` in dependency resolution. Usually [`GGC_VERSION`].
+    pub nucleus_version: ComponentVersion,
 }
 
 /// Where the core device's IoT Core connection goes, and as whom.
@@ -56,6 +65,11 @@ pub struct CloudOptions {
 }
 
 impl CoreOptions {
+    /// The nucleus version a core claims unless told otherwise ([`GGC_VERSION`]).
+    pub fn default_nucleus_version() -> ComponentVersion {
+        ComponentVersion::parse(GGC_VERSION).unwrap_or_else(|_| unreachable!("a valid constant"))
+    }
+
     /// The options with `root`, `recipe_dir` and `artifact_dir` made absolute: recipe variables
     /// expand to these paths and components run in their work directories, so relative paths
     /// would point nowhere (the nucleus's root is always absolute).

@@ -25,13 +25,17 @@
 //! `device-sim/README.md`).
 //!
 //! The nucleus and the ShadowManager are built in: recipes may depend on
-//! `aws.greengrass.Nucleus` ([`GGC_VERSION`]) and `aws.greengrass.ShadowManager`
+//! `aws.greengrass.Nucleus` ([`CoreOptions::nucleus_version`]) and `aws.greengrass.ShadowManager`
 //! ([`SHADOW_MANAGER_VERSION`]), and the ShadowManager takes its configuration from
 //! `--update-config` like any component.
 //!
 //! While it runs, the core takes local deployments over IPC ([`super::deployment`]) from the
 //! Greengrass CLI's clients: it writes `{root}/cli_ipc_info/user-{uid}` ([`super::cli`]) as
 //! the nucleus's CLI service does.
+//!
+//! A service that needs the core restarted (a nucleus update, [`super::nucleus_update`]) asks
+//! through [`RestartRequest`]; the `device-sim core` command waits on
+//! [`Core::restart_requested`], shuts the core down and exits with code 100 for the launcher.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,10 +59,10 @@ use super::layout::Layout;
 use super::local_shadow::LocalShadows;
 use super::pubsub::PubSub;
 use super::recipe_store::store_recipes;
-use super::services::IotCoreBridge;
+use super::services::{IotCoreBridge, RestartRequest};
 use super::shadow_manager::ShadowManager;
 use super::shadow_sync::SHADOW_MANAGER;
-use super::supervisor::{GGC_VERSION, StateEvent, Supervisor};
+use super::supervisor::{StateEvent, Supervisor};
 use super::{ComponentState, Tokens};
 use crate::recipe::Resolution;
 
@@ -75,7 +79,9 @@ pub const NUCLEUS: &str = "aws.greengrass.Nucleus";
 pub const IPC_SOCKET_FILE: &str = "ipc.socket";
 
 /// The components built into the core, which recipes may depend on: (name, version).
-const BUILTINS: [(&str, &str); 2] = [(NUCLEUS, GGC_VERSION), (SHADOW_MANAGER, SHADOW_MANAGER_VERSION)];
+fn builtins(nucleus_version: &str) -> [(&str, &str); 2] {
+    [(NUCLEUS, nucleus_version), (SHADOW_MANAGER, SHADOW_MANAGER_VERSION)]
+}
 
 /// A running simulated core. Dropping it kills every component process and closes the IPC
 /// socket; [`Core::shutdown`] stops the components properly first.
@@ -96,6 +102,8 @@ pub struct Core {
     fleet_status: Option<tokio::task::JoinHandle<()>>,
     cloud_deployments: Option<tokio::task::JoinHandle<()>>,
     cli_ipc_info: PathBuf,
+    // Nucleus update: restart requests (see `Core::restart_requested`).
+    restart: RestartRequest,
 }
 
 impl std::fmt::Debug for Core {
@@ -138,7 +146,9 @@ impl Core {
     /// The composition root: each service builds itself from the options; this wires them.
     pub async fn start(options: CoreOptions) -> Result<Self, CoreError> {
         let options = options.absolute();
-        let (deployed, specs, recipe_warnings) = Deployed::initial(&options, &BUILTINS)?;
+        let nucleus_version = options.nucleus_version.to_string();
+        let restart = RestartRequest::default();
+        let (deployed, specs, recipe_warnings) = Deployed::initial(&options, &builtins(&nucleus_version))?;
         let socket = prepare_root(&options, &deployed)?;
         let (tokens, config, access, pubsub) =
             (Tokens::default(), ConfigStore::new(), AccessControl::new(), PubSub::default());
@@ -183,12 +193,12 @@ impl Core {
             let platform = |key| options.platform.get(key).unwrap_or("unknown").to_owned();
             let reporter = Reporter::new(
                 &options.thing,
-                GGC_VERSION,
+                &nucleus_version,
                 &platform(crate::recipe::platform::OS),
                 &platform(crate::recipe::platform::ARCHITECTURE),
                 fleet_status::load_sequence(&options.root),
             );
-            let snapshot = snapshot_source(&supervisor, &deployments);
+            let snapshot = snapshot_source(&supervisor, &deployments, &nucleus_version);
             let bridge = bridge.clone() as Arc<dyn IotCoreBridge>;
             let root = options.root.clone();
             tokio::spawn(fleet_status::run(reporter, bridge, inputs, snapshot, cadence, root))
@@ -196,7 +206,7 @@ impl Core {
         let cloud_deployments = bridge.as_ref().filter(|_| cloud_deployments_on).map(|bridge| {
             tokio::spawn(cloud_deployments::run(
                 options.thing.clone(),
-                GGC_VERSION.to_owned(),
+                nucleus_version.clone(),
                 bridge.clone() as Arc<dyn IotCoreBridge>,
                 bridge.connection(),
                 deployments.clone(),
@@ -221,8 +231,24 @@ impl Core {
             fleet_status,
             cloud_deployments,
             cli_ipc_info,
+            restart,
         })
     }
+
+    // --- Nucleus update: restart requests.
+
+    /// The handle through which a service asks for the core to be restarted (exit code 100).
+    pub fn restart_request(&self) -> &RestartRequest {
+        &self.restart
+    }
+
+    /// Resolves once a restart is asked for; the caller then shuts the core down
+    /// ([`Core::shutdown`]) and exits with code 100.
+    pub fn restart_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.restart.requested()
+    }
+
+    // --- End of nucleus update.
 
     /// Local deployments (what CreateLocalDeployment queues).
     pub fn deployments(&self) -> &Deployments {
@@ -344,13 +370,14 @@ impl Core {
 
 /// The core's components as the fleet status service reports them: the nucleus,
 /// then every supervised component with its state, root or not.
-fn snapshot_source(supervisor: &Arc<Supervisor>, deployments: &Deployments) -> SnapshotSource {
+fn snapshot_source(supervisor: &Arc<Supervisor>, deployments: &Deployments, nucleus_version: &str) -> SnapshotSource {
     let supervisor = Arc::downgrade(supervisor);
     let deployments = deployments.clone();
+    let nucleus_version = nucleus_version.to_owned();
     Arc::new(move || {
         let mut list = vec![Snapshot {
             name: NUCLEUS.to_owned(),
-            version: GGC_VERSION.to_owned(),
+            version: nucleus_version.clone(),
             state: ComponentState::Running,
             is_root: false,
             builtin: true,
@@ -397,6 +424,7 @@ mod tests {
             platform: DevicePlatform::new("linux", "amd64"),
             update_config: HashMap::new(),
             cloud: None,
+            nucleus_version: CoreOptions::default_nucleus_version(),
         };
         let err = Core::start(options(vec![])).await.unwrap_err();
         assert!(matches!(err, CoreError::NothingToRun));

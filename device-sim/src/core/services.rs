@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use cloud_api::ipc::model::{CreateLocalDeploymentRequest, LocalDeployment, MqttMessage, Qos};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// A boxed future, for the object-safe bridge trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,6 +54,44 @@ pub trait LocalDeploymentService: Send + Sync {
     fn list(&self) -> Vec<LocalDeployment>;
 }
 
+/// A request to restart the core: the `device-sim core` command waits for it, stops the core
+/// properly and exits with code 100, so the launcher ([`crate::launcher`]) starts it again, into
+/// a staged nucleus update when there is one (the nucleus's `REQUEST_RESTART`). Clones share
+/// the request.
+#[derive(Debug, Clone)]
+pub struct RestartRequest {
+    requested: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl Default for RestartRequest {
+    fn default() -> Self {
+        Self { requested: std::sync::Arc::new(watch::Sender::new(false)) }
+    }
+}
+
+impl RestartRequest {
+    /// Asks for the restart; asking again changes nothing.
+    pub fn request(&self) {
+        self.requested.send_replace(true);
+    }
+
+    /// Whether a restart has been asked for.
+    pub fn is_requested(&self) -> bool {
+        *self.requested.borrow()
+    }
+
+    /// Resolves once a restart is asked for (at once if it was already); never when every
+    /// handle is dropped without asking.
+    pub fn requested(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut receiver = self.requested.subscribe();
+        async move {
+            if receiver.wait_for(|requested| *requested).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
 /// True when `id` reads as a UUID (8-4-4-4-12 hex digits), as the nucleus requires of ids.
 pub fn is_uuid(id: &str) -> bool {
     let parts: Vec<&str> = id.split('-').collect();
@@ -71,6 +109,27 @@ pub(crate) mod fake_bridge;
 mod tests {
     use super::fake_bridge::FakeIotCoreBridge;
     use super::*;
+
+    #[tokio::test]
+    async fn a_restart_request_wakes_every_waiter_once_asked_and_nobody_otherwise() {
+        let restart = RestartRequest::default();
+        let before = restart.requested();
+        let handle = restart.clone();
+        assert!(!restart.is_requested());
+        let not_yet = tokio::time::timeout(std::time::Duration::from_millis(20), restart.requested()).await;
+        assert!(not_yet.is_err(), "nothing asked yet");
+        handle.request();
+        let soon = std::time::Duration::from_secs(5);
+        tokio::time::timeout(soon, before).await.expect("a waiter from before the request is woken");
+        tokio::time::timeout(soon, restart.requested()).await.expect("a waiter from after it returns at once");
+        assert!(restart.is_requested());
+
+        let unasked = RestartRequest::default();
+        let waiter = unasked.requested();
+        drop(unasked);
+        let dropped = tokio::time::timeout(std::time::Duration::from_millis(20), waiter).await;
+        assert!(dropped.is_err(), "dropping every handle is not a request");
+    }
 
     #[tokio::test]
     async fn the_fake_bridge_records_publishes_and_delivers_to_matching_subscriptions() {

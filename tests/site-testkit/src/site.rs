@@ -135,6 +135,7 @@ impl Site {
                 cloud_deployments: self.cloud_deployments,
                 ..cloud.core_options()
             }),
+            nucleus_version: CoreOptions::default_nucleus_version(),
         })
         .await
         .expect("the simulated core starts")

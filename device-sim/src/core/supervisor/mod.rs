@@ -18,7 +18,8 @@
 //! - environment (`ShellRunner`, `DeviceConfiguration`, `Kernel`, `IPCEventStreamService`):
 //!   `SVCUID` and `AWS_CONTAINER_AUTHORIZATION_TOKEN` (both the component's IPC token),
 //!   `GG_ROOT_CA_PATH`, `AWS_IOT_THING_NAME`, `AWS_REGION` and `AWS_DEFAULT_REGION`,
-//!   `GGC_VERSION` (the nucleus version; we say [`GGC_VERSION`]),
+//!   `GGC_VERSION` (the nucleus version: [`CoreOptions::nucleus_version`], by default
+//!   [`GGC_VERSION`]),
 //!   `AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT` and the older
 //!   `AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH`, then the recipe's `Setenv` (lifecycle-wide, then
 //!   the step's), all on top of the core's own environment;
@@ -58,9 +59,7 @@ use crate::recipe::{
     Resolution, Scope, Step, StepKind,
 };
 
-/// The nucleus version the simulated core claims in `GGC_VERSION` (a recent 2.x release; our
-/// behaviour follows the nucleus source of that line).
-pub const GGC_VERSION: &str = "2.14.0";
+pub use super::options::GGC_VERSION;
 
 /// How long processes get between SIGTERM and SIGKILL once Shutdown is done: the nucleus's
 /// default (`Exec.gracefulShutdownTimeout`, 5 s), so a component that drains a queue on SIGTERM
@@ -96,7 +95,7 @@ impl SupervisorConfig {
             region: options.region.clone(),
             root_ca_path: options.root_ca_path.clone(),
             ipc_socket,
-            ggc_version: GGC_VERSION.to_owned(),
+            ggc_version: options.nucleus_version.to_string(),
         }
     }
 }
