@@ -1009,3 +1009,87 @@ async fn a_group_deployment_reaches_a_core_added_to_the_group_after_it_was_made(
     assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.0.0".to_owned())]);
     core.shutdown(WAIT).await;
 }
+
+// ---- The core updates itself: a nucleus deployment through the launcher ----
+
+/// Publishes nucleus `version` as AWS would (a public component), its core binary `binary`
+/// (here a script that runs the real core, or one that fails) as the artifact `device-sim`.
+async fn publish_nucleus(local: &local_cloud::server::LocalCloud, version: &str, binary: &str) {
+    let key = format!("nucleus/{version}/device-sim");
+    let _ = local.s3.objects().create_bucket(GG_BUCKET, None);
+    local.s3.objects().put_bytes(GG_BUCKET, &key, binary.as_bytes().to_vec().into(), Default::default()).await.unwrap();
+    let recipe = json!({"RecipeFormatVersion": "2020-01-25", "ComponentName": "aws.greengrass.Nucleus",
+        "ComponentVersion": version, "ComponentType": "aws.greengrass.nucleus",
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {},
+            "Artifacts": [{"URI": format!("s3://{GG_BUCKET}/{key}"), "Permission": {"Execute": "OWNER"}}]}]});
+    local.greengrass.components.create_public(recipe.to_string().as_bytes()).expect("published as AWS");
+}
+
+/// CreateDeployment of the nucleus at `nucleus` and Hello 1.0.0 to the group, in process.
+fn deploy_nucleus(local: &local_cloud::server::LocalCloud, group: &str, nucleus: &str) -> String {
+    let request: cloud_api::greengrass::CreateDeploymentRequest = serde_json::from_value(json!({
+        "targetArn": group, "components": {
+            "aws.greengrass.Nucleus": {"componentVersion": nucleus},
+            GG_COMPONENT: {"componentVersion": "1.0.0"}}
+    }))
+    .unwrap();
+    local.deployments.create(request).expect("CreateDeployment").iot_job_id.expect("a job")
+}
+
+/// The version `link` of the core's alts directory points at.
+fn alts_link(root: &std::path::Path, link: &str) -> Option<String> {
+    std::fs::read_link(root.join("alts").join(link)).ok().and_then(|p| p.file_name()?.to_str().map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_updates_itself_through_the_launcher_and_goes_back_when_the_new_one_does_not_come_up() {
+    use cloud_api::jobs::JobExecutionStatus;
+
+    let site = deploying_site().await;
+    let local = site.cloud().local();
+    publish_hello(local, "1.0.0", None).await;
+    // 2.15.0 is the same core under a new version; 2.16.0 cannot start.
+    let real = env!("CARGO_BIN_EXE_device-sim");
+    publish_nucleus(local, "2.15.0", &format!("#!/bin/sh\nexec {real} \"$@\"\n")).await;
+    publish_nucleus(local, "2.16.0", "#!/bin/sh\necho 'this core cannot start' >&2\nexit 1\n").await;
+    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
+    let group = "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps";
+
+    let options = site.cloud().core_options();
+    let endpoints = site.path().join("endpoints.json");
+    std::fs::write(&endpoints, serde_json::to_vec(&options.endpoints).unwrap()).unwrap();
+    let root = site.core_root();
+    let mut launcher = std::process::Command::new(real)
+        .args(["launcher", "--root", root.to_str().unwrap(), "--health-deadline-secs", "20", "--"])
+        .args(["--thing", THING, "--cloud", endpoints.to_str().unwrap()])
+        .args(["--cert", options.cert_file.to_str().unwrap(), "--key", options.key_file.to_str().unwrap()])
+        .args(["--cloud-deployments", "--fleet-status-interval-secs", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(site.path().join("launcher.log")).unwrap())
+        .spawn()
+        .expect("the launcher starts");
+
+    // The update: the core stages 2.15.0, restarts into it, and the new core finishes the job.
+    let job = deploy_nucleus(local, group, "2.15.0");
+    let execution = job_outcome(local, &job).await;
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    assert_eq!(alts_link(&root, "current").as_deref(), Some("2.15.0"));
+    assert_eq!(alts_link(&root, "old"), None, "the new core proved itself");
+    assert!(root.join("work").join(GG_COMPONENT).join("copy").is_file(), "the new core ran the component");
+
+    // A nucleus that does not come up: the launcher goes back and the job says so.
+    let job = deploy_nucleus(local, group, "2.16.0");
+    let execution = job_outcome(local, &job).await;
+    assert_eq!(execution.status, JobExecutionStatus::Failed, "{execution:?}");
+    assert_eq!(execution.status_details["detailed-deployment-status"], "FAILED_ROLLBACK_COMPLETE");
+    let cause = &execution.status_details["deployment-failure-cause"];
+    assert!(cause.contains("2.16.0") && cause.contains("2.15.0"), "{cause}");
+    assert_eq!(alts_link(&root, "current").as_deref(), Some("2.15.0"));
+    assert_eq!(alts_link(&root, "broken"), None, "the rollback was reported");
+
+    let pid = rustix::process::Pid::from_raw(launcher.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = launcher.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the launcher stops with its core");
+}

@@ -138,13 +138,28 @@ impl RecipeLoader {
 
     /// Checks an already parsed recipe document.
     pub fn load_document(&self, doc: &Value, origin: Option<&str>) -> Result<LoadedRecipe, RecipeError> {
+        self.load_checked(doc, origin, self.allow_reserved_names)
+    }
+
+    /// The same as [`RecipeLoader::load_document`] for a component AWS publishes: names under
+    /// `aws.greengrass.` are accepted whatever this loader was built with.
+    pub fn load_document_as_aws(&self, doc: &Value, origin: Option<&str>) -> Result<LoadedRecipe, RecipeError> {
+        self.load_checked(doc, origin, true)
+    }
+
+    fn load_checked(
+        &self,
+        doc: &Value,
+        origin: Option<&str>,
+        allow_reserved: bool,
+    ) -> Result<LoadedRecipe, RecipeError> {
         let label = origin.map(str::to_owned).unwrap_or_else(|| component_name_of(doc));
         let schema_faults = match &self.schema {
             Some(schema) => schema.validate(doc),
             None => Vec::new(),
         };
         let mut diag = Diagnostics::default();
-        let recipe = recipe_from_document(doc, self.allow_reserved_names, &mut diag);
+        let recipe = recipe_from_document(doc, allow_reserved, &mut diag);
         // Where the typed checks found something at or below a node the schema faults, their
         // message is the more precise one ("DependencyType must be HARD or SOFT" rather than
         // "does not match <pattern>", or "not valid under any of the schemas in oneOf"): keep

@@ -20,6 +20,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// The nucleus component's name: a deployment of another version of it updates the core.
+pub const NUCLEUS: &str = "aws.greengrass.Nucleus";
+/// The file name of the core binary among a nucleus version's artifacts.
+pub const CORE_BINARY: &str = "device-sim";
+
 use crate::launcher::alts::{Alts, Link, LinkName};
 use crate::launcher::store::{AltsDir, AltsError, is_version_name};
 use crate::recipe::ComponentVersion;

@@ -73,7 +73,7 @@ pub use super::recipe_store::parse_update_config;
 /// The ShadowManager version the simulated core claims for dependency resolution.
 pub const SHADOW_MANAGER_VERSION: &str = "2.3.9";
 /// The nucleus component's name.
-pub const NUCLEUS: &str = "aws.greengrass.Nucleus";
+pub const NUCLEUS: &str = super::nucleus_update::NUCLEUS;
 
 /// The IPC socket's file name under the core's root.
 pub const IPC_SOCKET_FILE: &str = "ipc.socket";
@@ -161,6 +161,7 @@ impl Core {
         let supervisor = Arc::new(supervisor);
         let resolution = deployed.resolution.clone();
         let mut context = DeploymentContext::new(&options, &supervisor, &config, &access);
+        context.restart = restart.clone();
         let cloud_deployments_on = options.cloud.as_ref().is_some_and(|c| c.cloud_deployments);
         if let Some(cloud) = options.cloud.as_ref().filter(|c| c.cloud_deployments) {
             let client = GreengrassClient::from_options(cloud).map_err(|e| CoreError::Greengrass(e.to_string()))?;

@@ -182,6 +182,9 @@ pub trait ComponentCatalog: Send + Sync + std::fmt::Debug {
     fn component_versions(&self, name: &str) -> Vec<ComponentVersionEntry>;
 }
 
+/// The account of public (AWS-published) component ARNs.
+pub const PUBLIC_ACCOUNT: &str = "aws";
+
 /// The component store.
 #[derive(Clone)]
 pub struct Components {
@@ -287,6 +290,25 @@ impl Components {
         tags: BTreeMap<String, String>,
         client_token: Option<&str>,
     ) -> Result<Created, GreengrassError> {
+        self.create_as(inline_recipe, tags, client_token, false)
+    }
+
+    /// Publishes a **public** component version, as AWS publishes its own (`aws.greengrass.Nucleus`
+    /// and the other `aws.greengrass.*` components): the version ARN's account is `aws`, and the
+    /// reserved name prefix is accepted. Not an AWS API (AWS publishes these itself); the local
+    /// cloud's operator uses it to stand in for AWS's catalog, e.g. to offer a new nucleus
+    /// version. Cores resolve public versions like their own account's.
+    pub fn create_public(&self, inline_recipe: &[u8]) -> Result<Created, GreengrassError> {
+        self.create_as(inline_recipe, BTreeMap::new(), None, true)
+    }
+
+    fn create_as(
+        &self,
+        inline_recipe: &[u8],
+        tags: BTreeMap<String, String>,
+        client_token: Option<&str>,
+        public: bool,
+    ) -> Result<Created, GreengrassError> {
         let text = std::str::from_utf8(inline_recipe)
             .map_err(|e| GreengrassError::cannot_parse(format!("inlineRecipe is not UTF-8 text: {e}")))?;
         let format = if text.trim_start().starts_with('{') { RecipeFormat::Json } else { RecipeFormat::Yaml };
@@ -294,6 +316,7 @@ impl Components {
             .map_err(|e| GreengrassError::cannot_parse(e.to_string()))?;
         if let Some(name) = top_level_string(&doc, "ComponentName")
             && name.to_ascii_lowercase().starts_with(RESERVED_PREFIX)
+            && !public
         {
             return Err(GreengrassError::field(
                 "ComponentName",
@@ -302,7 +325,12 @@ impl Components {
                 ),
             ));
         }
-        let recipe = self.inner.loader.load_document(&doc, Some("inlineRecipe")).map_err(|e| {
+        let loaded = if public {
+            self.inner.loader.load_document_as_aws(&doc, Some("inlineRecipe"))
+        } else {
+            self.inner.loader.load_document(&doc, Some("inlineRecipe"))
+        };
+        let recipe = loaded.map_err(|e| {
             let fields: Vec<(String, String)> = e
                 .faults()
                 .iter()
@@ -337,7 +365,8 @@ impl Components {
             }
         }
 
-        let arn = component_version_arn(&self.inner.region, &self.inner.account, &name, &version);
+        let owner = if public { PUBLIC_ACCOUNT } else { self.inner.account.as_str() };
+        let arn = component_version_arn(&self.inner.region, owner, &name, &version);
         let (artifacts, errors) = self.check_artifacts(&recipe, &mut doc)?;
         let status = if errors.is_empty() {
             ComponentStatus { component_state: ComponentState::Deployable, message: "NONE".into(), errors }
@@ -477,10 +506,12 @@ impl Components {
     }
 
     fn lookup(&self, arn: &ComponentArn, version: &str) -> Option<ComponentVersionEntry> {
-        if arn.account != self.inner.account || arn.region != self.inner.region {
+        if arn.region != self.inner.region {
             return None;
         }
+        // The version is the one of this account, or a public one (account `aws`).
         self.component_version(&arn.name, version)
+            .filter(|e| ComponentArn::parse_version(&e.record.arn).is_ok_and(|stored| stored.account == arn.account))
     }
 
     /// DeleteComponent: removes the version (the artifacts stay in S3: they are the owner's).
@@ -507,7 +538,10 @@ impl Components {
             .versions
             .iter()
             .filter_map(|(name, versions)| {
-                let latest = versions.values().next_back()?;
+                // ListComponents' default scope is PRIVATE: the account's own components.
+                let latest = versions.values().rev().find(|e| {
+                    ComponentArn::parse_version(&e.record.arn).is_ok_and(|a| a.account == self.inner.account)
+                })?;
                 Some((
                     component_arn(&self.inner.region, &self.inner.account, name),
                     name.clone(),
@@ -739,6 +773,20 @@ mod tests {
 
     fn state(c: &Components, version: &str) -> ComponentState {
         c.component_version("com.example.A", version).unwrap().record.status.component_state
+    }
+
+    #[test]
+    fn aws_publishes_public_versions_under_the_reserved_prefix_and_they_stay_out_of_the_accounts_list() {
+        let (c, _) = store_with(&[]);
+        let nucleus = br#"{"RecipeFormatVersion":"2020-01-25","ComponentName":"aws.greengrass.Nucleus",
+            "ComponentVersion":"2.15.0","ComponentType":"aws.greengrass.nucleus","Manifests":[{"Lifecycle":{}}]}"#;
+        assert!(c.create(nucleus, BTreeMap::new(), None).is_err(), "an account may not publish it");
+        let created = c.create_public(nucleus).expect("AWS may");
+        assert_eq!(created.arn, "arn:aws:greengrass:us-east-1:aws:components:aws.greengrass.Nucleus:versions:2.15.0");
+        assert_eq!(c.get(&created.arn).unwrap().record.name, "aws.greengrass.Nucleus");
+        let own = "arn:aws:greengrass:us-east-1:000000000000:components:aws.greengrass.Nucleus:versions:2.15.0";
+        assert!(c.get(own).is_err(), "not the account's own");
+        assert!(c.list().is_empty(), "ListComponents shows the account's private components only");
     }
 
     #[test]

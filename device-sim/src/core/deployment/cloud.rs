@@ -35,6 +35,7 @@ use super::Refusal;
 use crate::core::artifact_download::{DownloadError, Downloader, expected_digest};
 use crate::core::greengrass_client::{ClientError, GreengrassClient, Resolved};
 use crate::core::layout::Layout;
+use crate::core::nucleus_update::{CORE_BINARY, NUCLEUS};
 use crate::core::recipe_store::RecipeOrigins;
 use crate::recipe::{ComponentVersion, DevicePlatform, Recipe, RecipeFormat, RecipeLoader, VersionRequirement};
 
@@ -63,6 +64,8 @@ impl CloudComponents {
 /// What a cloud deployment brought to the core.
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
+    /// A new nucleus version the deployment asks for, and its downloaded core binary.
+    pub nucleus: Option<(String, PathBuf)>,
     /// The recipes the cloud chose, one per component.
     pub recipes: Vec<Recipe>,
     /// Where each is kept.
@@ -108,7 +111,9 @@ impl Requirements {
 /// Resolves and fetches what the cloud groups' roots need (see the module docs). `groups` maps
 /// each group to its roots (name → version), this deployment's group already replaced;
 /// `cloud_groups` names the groups whose components come from the cloud; `running` maps each
-/// component to the version the core runs; `builtins` are never asked for.
+/// component to the version the core runs; `builtins` are never asked for, except the nucleus
+/// when a group requires a version other than `nucleus_version` (the one running): then it is
+/// resolved and its core binary downloaded ([`Fetched::nucleus`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn fetch(
     cloud: &CloudComponents,
@@ -118,6 +123,7 @@ pub(crate) async fn fetch(
     cloud_groups: &BTreeSet<String>,
     running: &BTreeMap<String, String>,
     builtins: &BTreeSet<String>,
+    nucleus_version: &str,
 ) -> Result<Fetched, Refusal> {
     let mut requirements = Requirements::default();
     let mut queue = VecDeque::new();
@@ -130,11 +136,14 @@ pub(crate) async fn fetch(
         }
     }
     let mut chosen: BTreeMap<String, (Resolved, Recipe)> = BTreeMap::new();
-    let loader = RecipeLoader::without_schema("recipes from the cloud were checked by the cloud");
+    // The cloud checked them; public components (the nucleus) carry reserved names.
+    let loader =
+        RecipeLoader::without_schema("recipes from the cloud were checked by the cloud").allow_reserved_names(true);
     // Each answer can only change when a requirement is added: bound the walk generously.
     let mut budget = 64 + 8 * queue.len();
     while let Some(name) = queue.pop_front() {
-        if builtins.contains(&name) {
+        let nucleus_update = name == NUCLEUS && !requirements.met_by(&name, nucleus_version);
+        if builtins.contains(&name) && !nucleus_update {
             continue;
         }
         if chosen.get(&name).is_some_and(|(r, _)| requirements.met_by(&name, &r.version)) {
@@ -173,10 +182,20 @@ pub(crate) async fn fetch(
     let recipes_dir = layout.recipes_dir();
     std::fs::create_dir_all(&recipes_dir).map_err(|e| (format!("{}: {e}", recipes_dir.display()), "IO_ERROR"))?;
     for (name, (resolved, recipe)) in chosen {
+        fetch_artifacts(cloud, layout, platform, &resolved, &recipe, &mut fetched).await?;
+        if name == NUCLEUS {
+            // Not a component the core runs: the core binary it restarts into.
+            let binary = layout.artifacts_dir(&name, &resolved.version).join(CORE_BINARY);
+            if !binary.is_file() {
+                let why = format!("{name} {}: no artifact named {CORE_BINARY} (the core binary)", resolved.version);
+                return Err((why, "COMPONENT_RECIPE_ERROR"));
+            }
+            fetched.nucleus = Some((resolved.version.clone(), binary));
+            continue;
+        }
         let file = recipes_dir.join(format!("{name}-{}.recipe.json", resolved.version));
         write_durably(&file, resolved.recipe_text.as_bytes())
             .map_err(|e| (format!("{}: {e}", file.display()), "IO_ERROR"))?;
-        fetch_artifacts(cloud, layout, platform, &resolved, &recipe, &mut fetched).await?;
         fetched.origins.insert((name, resolved.version.clone()), file);
         fetched.recipes.push(recipe);
     }

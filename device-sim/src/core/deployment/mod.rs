@@ -64,12 +64,13 @@ use super::access::AccessControl;
 use super::access::SHADOW_MANAGER;
 use super::config_store::ConfigStore;
 use super::error::CoreError;
+use super::nucleus_update;
 use super::options::CoreOptions;
 use super::recipe_store::{
     RecipeOrigins, access_configuration, load_catalog, load_catalog_of_builtins, load_recipes, parse_update_config,
     store_recipes,
 };
-use super::services::{LocalDeploymentService, RequestError};
+use super::services::{LocalDeploymentService, RequestError, RestartRequest};
 use super::supervisor::{ComponentSpec, Supervisor};
 use crate::recipe::{
     Catalog, ConfigurationUpdate, DevicePlatform, EffectiveConfiguration, Resolution, RootRequirement, resolve,
@@ -374,6 +375,10 @@ pub(crate) struct Context {
     pub root: PathBuf,
     /// The cloud's component store, when the core has a cloud connection.
     pub cloud: Option<cloud::CloudComponents>,
+    /// The nucleus version this core runs as.
+    pub nucleus_version: String,
+    /// How the engine asks for the core to restart into a staged nucleus.
+    pub restart: RestartRequest,
 }
 
 impl Context {
@@ -392,6 +397,8 @@ impl Context {
             platform: options.platform.clone(),
             root: options.root.clone(),
             cloud: None,
+            nucleus_version: options.nucleus_version.to_string(),
+            restart: RestartRequest::default(),
         }
     }
 }
@@ -722,6 +729,11 @@ impl Recorder {
 }
 
 async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: mpsc::UnboundedReceiver<Request>) {
+    // Whether this core is a nucleus update on probation, or the one it was rolled back to.
+    let mut activation = nucleus_update::Activation::at_start(&ctx.root);
+    if activation != nucleus_update::Activation::Normal {
+        tracing::info!(?activation, "the core starts within a nucleus update");
+    }
     while let Some(request) = rx.recv().await {
         let Some(supervisor) = ctx.supervisor.upgrade() else { return };
         if recorder.status(&request.id) == Some(DeploymentStatus::Canceled) {
@@ -729,7 +741,45 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
         }
         recorder.set(&request.id, DeploymentStatus::InProgress, None);
         tracing::info!(deployment = %request.id, origin = ?request.origin, "deployment in progress");
-        let details = deploy(&ctx, &supervisor, &mut deployed, &request).await;
+        let wanted_nucleus = request.add.get(nucleus_update::NUCLEUS).cloned();
+        let details = match (&activation, &wanted_nucleus) {
+            // The deployment that brought a nucleus that did not come up: report it, once.
+            (nucleus_update::Activation::RolledBack { broken_version }, Some(wanted)) if wanted == broken_version => {
+                let cause = format!(
+                    "{} {broken_version} did not come up healthy (it stopped, or did not prove itself before the \
+                     launcher's deadline); the core went back to {}",
+                    nucleus_update::NUCLEUS,
+                    ctx.nucleus_version
+                );
+                if let Err(e) = nucleus_update::rollback_reported(&ctx.root) {
+                    tracing::warn!("cannot clear the rolled-back nucleus: {e}");
+                }
+                activation = nucleus_update::Activation::Normal;
+                failure(
+                    DetailedDeploymentStatus::FailedRollbackComplete,
+                    &cause,
+                    &["NUCLEUS_UPDATE", "NUCLEUS_ROLLBACK"],
+                )
+            }
+            _ => match deploy(&ctx, &supervisor, &mut deployed, &request).await {
+                Outcome::Finished(details) => details,
+                Outcome::Restarting => {
+                    // The deployment goes on in the new core: the cloud hands it over again.
+                    tracing::info!(deployment = %request.id, "restarting into the new nucleus");
+                    ctx.restart.request();
+                    return;
+                }
+            },
+        };
+        let proved = details.detailed_deployment_status == DetailedDeploymentStatus::Successful
+            && wanted_nucleus.as_deref() == Some(ctx.nucleus_version.as_str());
+        if proved && matches!(activation, nucleus_update::Activation::OnProbation { .. }) {
+            match nucleus_update::activation_succeeded(&ctx.root) {
+                Ok(()) => tracing::info!(version = %ctx.nucleus_version, "the new nucleus proved itself"),
+                Err(e) => tracing::warn!("cannot end the nucleus's probation: {e}"),
+            }
+            activation = nucleus_update::Activation::Normal;
+        }
         match &details.deployment_failure_cause {
             None => tracing::info!(deployment = %request.id, "deployment succeeded"),
             Some(cause) => tracing::warn!(deployment = %request.id, %cause, "deployment failed"),
@@ -744,6 +794,8 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
 
 /// What a deployment would run: specs, configurations to write, plan.
 struct Prepared {
+    /// A new nucleus to restart into instead of applying the plan: its version and core binary.
+    nucleus: Option<(String, PathBuf)>,
     deployed: Deployed,
     specs: Vec<ComponentSpec>,
     /// Configurations to write (components whose configuration is recomputed).
@@ -756,17 +808,45 @@ struct Prepared {
 /// A failure before anything changed: why, and the error code for the stack.
 pub(crate) type Refusal = (String, &'static str);
 
-/// Runs one deployment to its end; returns its status details.
-async fn deploy(
+/// How a deployment ended on this core.
+enum Outcome {
+    /// Done: its status details.
+    Finished(DeploymentStatusDetails),
+    /// A new nucleus is staged: the core restarts into it, which carries the deployment on.
+    Restarting,
+}
+
+/// Runs one deployment to its end.
+async fn deploy(ctx: &Context, supervisor: &Supervisor, deployed: &mut Deployed, request: &Request) -> Outcome {
+    let prepared = match fetch_and_prepare(ctx, supervisor, deployed, request).await {
+        Ok(p) => p,
+        Err((cause, code)) => {
+            return Outcome::Finished(failure(DetailedDeploymentStatus::FailedNoStateChange, &cause, &[code]));
+        }
+    };
+    if let Some((version, binary)) = &prepared.nucleus {
+        // The nucleus's bootstrap: the new core binary goes in place, the core restarts into it
+        // and applies the deployment there; nothing running changes before.
+        return match nucleus_update::stage(&ctx.root, version, binary) {
+            Ok(()) => Outcome::Restarting,
+            Err(e) => Outcome::Finished(failure(
+                DetailedDeploymentStatus::FailedNoStateChange,
+                &format!("cannot install {} {version}: {e}", nucleus_update::NUCLEUS),
+                &["NUCLEUS_UPDATE"],
+            )),
+        };
+    }
+    Outcome::Finished(apply_prepared(ctx, supervisor, deployed, request, prepared).await)
+}
+
+/// Applies a prepared deployment: stop, configure, start, and roll back on failure.
+async fn apply_prepared(
     ctx: &Context,
     supervisor: &Supervisor,
     deployed: &mut Deployed,
     request: &Request,
+    prepared: Prepared,
 ) -> DeploymentStatusDetails {
-    let prepared = match fetch_and_prepare(ctx, supervisor, deployed, request).await {
-        Ok(p) => p,
-        Err((cause, code)) => return failure(DetailedDeploymentStatus::FailedNoStateChange, &cause, &[code]),
-    };
     // The recipe store keeps the new recipes whatever happens, as the nucleus's does.
     deployed.catalog = prepared.deployed.catalog.clone();
     deployed.origins = prepared.deployed.origins.clone();
@@ -854,9 +934,17 @@ async fn fetch_and_prepare(
                 groups.keys().filter(|g| *g != LOCAL_DEPLOYMENT_GROUP).cloned().collect();
             let running = supervisor.components().iter().map(|s| (s.name().to_owned(), s.version())).collect();
             let layout = super::layout::Layout::new(&ctx.root);
-            let fetched =
-                cloud::fetch(cloud, &layout, &ctx.platform, &groups, &cloud_groups, &running, &deployed.builtins)
-                    .await?;
+            let fetched = cloud::fetch(
+                cloud,
+                &layout,
+                &ctx.platform,
+                &groups,
+                &cloud_groups,
+                &running,
+                &deployed.builtins,
+                &ctx.nucleus_version,
+            )
+            .await?;
             tracing::info!(
                 deployment = %request.id,
                 components = fetched.recipes.len(),
@@ -887,7 +975,15 @@ fn prepare(
     next.group_arns.retain(|g, _| next.groups.contains_key(g));
     // The cloud's choices are pinned, so the local resolver picks the same versions.
     let mut pins = BTreeMap::new();
+    let mut nucleus = None;
     if let Some(fetched) = fetched {
+        if let Some((version, binary)) = fetched.nucleus {
+            // The set must resolve with the new nucleus before the core restarts into it.
+            let parsed =
+                crate::recipe::ComponentVersion::parse(&version).map_err(|e| (e.to_string(), "REQUEST_ERROR"))?;
+            next.catalog.add_builtin(nucleus_update::NUCLEUS, parsed);
+            nucleus = Some((version, binary));
+        }
         for recipe in fetched.recipes {
             pins.insert(recipe.name.clone(), recipe.version.to_string());
             next.catalog.add(recipe);
@@ -966,7 +1062,7 @@ fn prepare(
         let source = artifact_source(request.artifact_dir.as_deref(), &ctx.root, spec);
         supervisor.stage(spec, &source).map_err(|e| (error_chain(&e), "ARTIFACT_CHECKSUM_MISMATCH"))?;
     }
-    Ok(Prepared { deployed: next, specs, configs, removed, plan })
+    Ok(Prepared { nucleus, deployed: next, specs, configs, removed, plan })
 }
 
 /// Where a component's artifacts are staged from: the deployment's directory when it holds
