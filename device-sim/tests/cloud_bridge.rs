@@ -884,7 +884,8 @@ async fn a_thing_deployment_reaches_the_core_through_its_shadow_and_a_broken_ver
     let site = deploying_site().await;
     let local = site.cloud().local();
     publish_hello(local, "1.0.0", None).await;
-    publish_hello(local, "2.0.0", Some(json!({"Install": "exit 3", "Run": "exec sleep 600"}))).await;
+    // Its Run exits at once: the core must not count it as running.
+    publish_hello(local, "2.0.0", Some(json!({"Run": "exit 3"}))).await;
     let thing = format!("arn:aws:iot:us-east-1:000000000000:thing/{THING}");
     let core = site.start_core(&json!({})).await;
 

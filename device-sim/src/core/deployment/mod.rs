@@ -20,7 +20,8 @@
 //! 5. stops what the plan stops (dependents first, Shutdown steps run), writes the new
 //!    configurations (SubscribeToConfigurationUpdate streams are notified), swaps the
 //!    component set, starts what the plan starts (dependencies first; Install runs for new
-//!    versions), and waits until each of those is RUNNING or FINISHED;
+//!    versions), and waits until each of those is RUNNING or FINISHED and stays so for
+//!    [`SETTLE_CHECK`] (the nucleus looks once a second, so a Run that fails at once is caught);
 //! 6. fails if one of them becomes BROKEN (three errors: Install failing, Run exiting
 //!    non-zero…) or does not get there within [`SETTLE_TIMEOUT`]. With the failure policy
 //!    ROLLBACK (the default) the previous components, versions and configurations are then
@@ -79,6 +80,9 @@ use crate::recipe::{
 /// How long the components a deployment starts get to reach RUNNING or FINISHED (ours: the
 /// nucleus waits without a limit).
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the components a deployment starts must stay RUNNING or FINISHED before it counts
+/// as applied (the nucleus looks at them once a second).
+pub const SETTLE_CHECK: Duration = Duration::from_secs(1);
 /// How long the components a deployment stops get (Shutdown has 15 s, then a kill).
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Finished deployments kept for GetLocalDeploymentStatus / ListLocalDeployments.
@@ -1126,6 +1130,8 @@ async fn apply(
     // once it has been seen on its way (a state change after the stop).
     let mut moving: BTreeSet<String> = BTreeSet::new();
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    // When everything got there, and until when it must stay there.
+    let mut confirm_until: Option<tokio::time::Instant> = None;
     loop {
         loop {
             match events.try_recv() {
@@ -1153,8 +1159,25 @@ async fn apply(
             }
         }
         if waiting.is_empty() {
-            return Ok(());
+            // The nucleus checks its started services once a second: one that fails within its
+            // first second is caught failing, not counted as running.
+            let until = *confirm_until.get_or_insert_with(|| tokio::time::Instant::now() + SETTLE_CHECK);
+            match tokio::time::timeout_at(until, events.recv()).await {
+                Ok(Ok(e)) => {
+                    if plan.start.contains(&e.component)
+                        && matches!(e.new, ComponentState::Errored | ComponentState::Broken)
+                    {
+                        confirm_until = None;
+                    }
+                    moving.insert(e.component);
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => confirm_until = None,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Err("the core is shutting down".into()),
+                Err(_) => return Ok(()),
+            }
+            continue;
         }
+        confirm_until = None;
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Ok(e)) => {
                 moving.insert(e.component);
