@@ -85,7 +85,7 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!(plant_state["faults"], serde_json::json!([]), "{plant_state}");
 
     let steps = report["steps"].as_array().expect("steps");
-    assert_eq!(steps.len(), 6, "{stderr}");
+    assert_eq!(steps.len(), 8, "{stderr}");
     assert_eq!(report["passed"], true);
     let facts = &report["facts"];
 
@@ -101,6 +101,15 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert!(statuses.contains(&"IN_PROGRESS"), "the core reported its progress: {statuses:?}");
     let deployed: Vec<&str> = first["components"].as_array().unwrap().iter().filter_map(|c| c[0].as_str()).collect();
     assert_eq!(deployed, ["com.example.pump.Sensor", "com.example.pump.Analyzer", "com.example.pump.Controller"]);
+    // Over the air: a new analyzer version succeeded; a broken one failed with its cause.
+    assert_eq!(deployments.len(), 3, "{deployments:#?}");
+    assert_eq!(deployments[1]["succeeded"], true, "{:#}", deployments[1]);
+    assert_eq!(deployments[1]["components"][1], serde_json::json!(["com.example.pump.Analyzer", "1.1.0"]));
+    let broken = &deployments[2];
+    assert_eq!(broken["succeeded"], false, "{broken:#}");
+    let last = broken["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["status"], "FAILED", "{broken:#}");
+    assert!(last["reason"].as_str().is_some_and(|r| r.contains("1.2.0") && r.contains("BROKEN")), "{last}");
 
     // The model detector decided the fault: every event in the cloud came from it.
     assert_eq!(report["detector"], "model");

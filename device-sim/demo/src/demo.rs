@@ -27,7 +27,8 @@ use serde_json::{Value, json};
 use crate::cost::{Observed, Prices, SiteCost, Units};
 use crate::observer::{self, Observer};
 use crate::report::{AnomalyRecord, Latency, PlantRead, Report, StepOutcome};
-use crate::site::{COMPONENTS, ModbusProbe, Site, SiteOptions, THING};
+use crate::rollout;
+use crate::site::{self, COMPONENTS, ModbusProbe, Site, SiteOptions, THING};
 
 /// How long any one wait may take before its step fails.
 const WAIT: Duration = Duration::from_secs(60);
@@ -185,7 +186,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
     std::fs::create_dir_all(&dir)?;
     let started = time::OffsetDateTime::now_utc();
-    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 6 } else { 5 } };
+    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 8 } else { 7 } };
     steps.report.started = started.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
 
     let mut site: Option<Site> = None;
@@ -411,6 +412,78 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         })
         .await;
     steps.report.facts.plant_reads.append(&mut plant_reads);
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
+    let ok = steps
+        .run("6", "over the air: a new analyzer version rolls out from the cloud while the pump runs; telemetry keeps flowing without a gap", || async {
+            let (operator, bins) = site_ref.rollout()?;
+            let analyzer = component(pump_types::ANALYZER_COMPONENT);
+            rollout::publish_release(operator, &site_ref.dir, analyzer, "1.1.0", |r| r, bins).await?;
+            let before = obs_ref.count(&telemetry);
+            let components = site::versions(&[(analyzer.name, "1.1.0")]);
+            let timeline = rollout::deploy(operator, "a new analyzer version while the pump runs", components, Vec::new(), WAIT).await?;
+            let (succeeded, converged) = (timeline.succeeded, timeline.converged_ms);
+            let id = timeline.deployment_id.clone();
+            deployments.push(timeline);
+            if !succeeded {
+                bail!("the deployment {id} of analyzer 1.1.0 did not succeed");
+            }
+            let core = site_ref.core()?;
+            let running = core.components();
+            if !running.contains(&(analyzer.name.to_owned(), "1.1.0".to_owned())) {
+                bail!("the core runs {running:?}, not analyzer 1.1.0");
+            }
+            // Telemetry goes on: two more batches, and not a reading missing since the start.
+            let mut rx = obs_ref.subscribe();
+            for _ in obs_ref.count(&telemetry)..before + 2 {
+                observer::wait_for(&mut rx, "telemetry batch", WAIT, |s| s.topic == telemetry).await?;
+            }
+            let seqs = telemetry_continuity(&obs_ref.messages(&telemetry)).map_err(anyhow::Error::msg)?;
+            let detector = args.detector;
+            wait_cloud_shadow(site_ref, "the new analyzer's model report", |d| detector.model_report_holds(&model_reported(d))).await?;
+            Ok(format!(
+                "deployment {id} converged in {} ms; the core runs analyzer 1.1.0; readings {}..={} reached the cloud without a gap",
+                converged.unwrap_or_default(),
+                seqs.first().copied().unwrap_or(0),
+                seqs.last().copied().unwrap_or(0)
+            ))
+        })
+        .await;
+    steps.report.deployments.append(&mut deployments);
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
+    let ok = steps
+        .run("7", "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause", || async {
+            let (operator, bins) = site_ref.rollout()?;
+            let analyzer = component(pump_types::ANALYZER_COMPONENT);
+            rollout::publish_release(operator, &site_ref.dir, analyzer, "1.2.0", |r| r.replace("--outbox", "--out-box"), bins).await?;
+            let components = site::versions(&[(analyzer.name, "1.2.0")]);
+            let timeline = rollout::deploy(operator, "a broken analyzer version", components, Vec::new(), WAIT).await?;
+            let last = timeline.last_status(THING).cloned();
+            let succeeded = timeline.succeeded;
+            deployments.push(timeline);
+            let Some(last) = last.as_ref().filter(|l| !succeeded && l.status == "FAILED") else {
+                bail!("the broken version was not reported FAILED: {last:?}");
+            };
+            let reason = last.reason.clone().unwrap_or_default();
+            if !reason.contains("BROKEN") {
+                bail!("the cloud's reason does not say what broke: {reason:?}");
+            }
+            let core = site_ref.core()?;
+            let wanted = [device_sim::core::ComponentState::Running];
+            let state = core.wait_for_state(analyzer.name, &wanted, WAIT).await;
+            let running = core.components();
+            if !running.contains(&(analyzer.name.to_owned(), "1.1.0".to_owned())) || state != Some(wanted[0]) {
+                bail!("the core did not go back to analyzer 1.1.0: {running:?}, analyzer {state:?}");
+            }
+            Ok(format!("the cloud shows FAILED: {reason}; the core runs analyzer 1.1.0 again, RUNNING"))
+        })
+        .await;
+    steps.report.deployments.append(&mut deployments);
     if !ok || args.outage_seconds == 0 {
         return finish(steps.report, &args, site, obs).await;
     }
@@ -418,7 +491,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let mut site = site;
     let mut obs = obs;
     let ok = steps
-        .run("6", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
+        .run("8", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
             let site = site.as_mut().expect("started");
             let obs = obs.as_mut().expect("started");
             outage(site, obs, Duration::from_secs(args.outage_seconds), &telemetry).await
@@ -426,6 +499,11 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         .await;
     let _ = ok;
     finish(steps.report, &args, site, obs).await
+}
+
+/// The shipped component named `name`.
+fn component(name: &str) -> &'static site::Component {
+    COMPONENTS.iter().find(|c| c.name == name).expect("a shipped component")
 }
 
 /// The ids of the anomalies raised and not cleared among `events` (anomaly events in arrival
@@ -494,6 +572,31 @@ fn batch_seqs(doc: &Value) -> Vec<u64> {
     doc["readings"].as_array().map(|rs| rs.iter().filter_map(|r| r["seq"].as_u64()).collect()).unwrap_or_default()
 }
 
+/// The readings' sequence numbers of every batch, checked: in order (each batch starts after
+/// every reading seen before it, unless it is a whole resend of readings already received: QoS 1
+/// may deliver a batch twice) and without a gap. Sorted, without duplicates.
+fn telemetry_continuity(batches: &[Value]) -> Result<Vec<u64>, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut arrived_in_order = true;
+    for b in batches {
+        let s = batch_seqs(b);
+        let resend = !s.is_empty() && s.iter().all(|q| seen.contains(q));
+        if !resend && s.first().is_some_and(|first| seen.last().is_some_and(|max| first <= max)) {
+            arrived_in_order = false;
+        }
+        seen.extend(s);
+    }
+    let seqs: Vec<u64> = seen.into_iter().collect();
+    let gaps: Vec<(u64, u64)> = seqs.windows(2).filter(|w| w[1] != w[0] + 1).map(|w| (w[0], w[1])).collect();
+    if !gaps.is_empty() {
+        return Err(format!("telemetry lost: readings missing between {gaps:?}"));
+    }
+    if !arrived_in_order {
+        return Err("telemetry arrived out of order".into());
+    }
+    Ok(seqs)
+}
+
 /// Stops the cloud for `pause`, starts it again, and checks that the telemetry produced
 /// meanwhile arrives in order without gaps and that the cloud shadow matches the local one.
 async fn outage(site: &mut Site, obs: &mut Observer, pause: Duration, telemetry: &str) -> anyhow::Result<String> {
@@ -530,28 +633,7 @@ async fn outage(site: &mut Site, obs: &mut Observer, pause: Duration, telemetry:
     })
     .await?;
     let batches = obs.messages(telemetry);
-    // In order: each batch starts after every reading seen before it, unless it is a whole
-    // resend of readings already received (QoS 1 may deliver a batch twice).
-    let mut seen = std::collections::BTreeSet::new();
-    let mut arrived_in_order = true;
-    for b in &batches {
-        let s = batch_seqs(b);
-        let resend = !s.is_empty() && s.iter().all(|q| seen.contains(q));
-        if !resend && s.first().is_some_and(|first| seen.last().is_some_and(|max| first <= max)) {
-            arrived_in_order = false;
-        }
-        seen.extend(s);
-    }
-    let mut seqs: Vec<u64> = seen.into_iter().collect();
-    seqs.sort_unstable();
-    seqs.dedup();
-    let gaps: Vec<(u64, u64)> = seqs.windows(2).filter(|w| w[1] != w[0] + 1).map(|w| (w[0], w[1])).collect();
-    if !gaps.is_empty() {
-        bail!("telemetry lost across the outage: readings missing between {gaps:?}");
-    }
-    if !arrived_in_order {
-        bail!("telemetry arrived out of order");
-    }
+    let seqs = telemetry_continuity(&batches).map_err(|e| anyhow::anyhow!("across the outage: {e}"))?;
     let core = site.core.as_ref().context("the core is not running")?;
     let local = core.shadows().get(THING, pump_types::SHADOW_NAME).map_err(|e| anyhow::anyhow!("local shadow: {e}"))?;
     let want_reported = local.pointer("/state/reported").cloned();

@@ -15,7 +15,7 @@ use provision::component::{BuildSpec, BuiltComponent, PublishOptions, PublishedC
 use provision::deploy::{CoreStatus, DeploySpec, FollowOptions};
 use serde::Serialize;
 
-use crate::site::{COMPONENTS, MODEL};
+use crate::site::{COMPONENTS, Component, MODEL};
 
 /// The bucket the components' artifacts go to.
 pub const BUCKET: &str = "pump-station-components";
@@ -125,6 +125,47 @@ pub fn build(dir: &Path, bins: &Path) -> anyhow::Result<Vec<BuiltComponent>> {
     component_dirs.push(model);
     let spec = BuildSpec { component_dirs, bin_dir: bins.to_owned(), out: dir.to_owned() };
     provision::component::build_components(&spec).context("building the components")
+}
+
+/// A new release of the shipped component `component` (one of [`COMPONENTS`]): its recipe at
+/// `version` — `ComponentVersion` and the version in its artifact URIs changed — with `edit`
+/// applied to the recipe text, built with the binaries of `bins` under `{dir}/releases/` and
+/// published.
+pub async fn publish_release(
+    operator: &Operator,
+    dir: &Path,
+    component: &Component,
+    version: &str,
+    edit: impl Fn(String) -> String,
+    bins: &Path,
+) -> anyhow::Result<PublishedComponent> {
+    let out = dir.join("releases").join(format!("{}-{version}", component.name));
+    let source = out.join("source");
+    std::fs::create_dir_all(&source)?;
+    let recipe = retag(component.recipe, crate::site::VERSION, version);
+    std::fs::write(source.join("recipe.yaml"), edit(recipe))?;
+    let spec = BuildSpec { component_dirs: vec![source], bin_dir: bins.to_owned(), out: out.clone() };
+    provision::component::build_components(&spec).context("building the release")?;
+    let mut published = publish(operator, &out).await?;
+    published.pop().context("nothing was published")
+}
+
+/// `recipe` (YAML) with its `ComponentVersion` and the `/{from}/` in its artifact URIs at `to`.
+fn retag(recipe: &str, from: &str, to: &str) -> String {
+    recipe
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("ComponentVersion:") {
+                format!("ComponentVersion: \"{to}\"")
+            } else if trimmed.starts_with("- URI:") || trimmed.starts_with("URI:") {
+                line.replace(&format!("/{from}/"), &format!("/{to}/"))
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Publishes the build output of `dir` (artifacts to [`BUCKET`], then CreateComponentVersion).

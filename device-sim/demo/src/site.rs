@@ -60,6 +60,17 @@ pub const COMPONENTS: &[Component] = &[
     },
 ];
 
+/// Every shipped component at [`VERSION`], but those of `changed` at their version.
+pub fn versions(changed: &[(&str, &str)]) -> Vec<(String, String)> {
+    COMPONENTS
+        .iter()
+        .map(|c| {
+            let version = changed.iter().find(|(n, _)| *n == c.name).map_or(VERSION, |(_, v)| v);
+            (c.name.to_owned(), version.to_owned())
+        })
+        .collect()
+}
+
 /// The model component `com.example.pump.Model`: data, not a program. The analyzer depends on
 /// it (SOFT), so the core resolves it from the recipes staged with the others.
 pub struct ModelComponent {
@@ -122,6 +133,10 @@ pub struct Site {
     pub core: Option<Core>,
     /// Reads the core's and the components' memory and CPU time while the site runs.
     pub footprint: Option<crate::footprint::Sampler>,
+    /// Where the components' own binaries are (known once the site started).
+    pub bins: Option<PathBuf>,
+    /// The operator's clients for publishing and deploying (once the site started).
+    pub operator: Option<Operator>,
 }
 
 impl Site {
@@ -141,6 +156,8 @@ impl Site {
             plant: None,
             core: None,
             footprint: None,
+            bins: None,
+            operator: None,
         })
     }
 
@@ -153,13 +170,14 @@ impl Site {
         let plant = self.plant.insert(Self::start_plant(options.seed, 1.0).await?);
         let merges = Self::component_merges(plant.modbus_addr(), options.detector);
         let core = self.core.insert(Self::start_core(&self.dir, &self.device).await?);
-        let operator = Operator::new(&self.endpoints).await?;
+        let operator = self.operator.insert(Operator::new(&self.endpoints).await?);
         rollout::build(&self.dir, &bins)?;
-        rollout::publish(&operator, &self.dir).await?;
-        rollout::join_group(&operator, THING).await?;
+        rollout::publish(operator, &self.dir).await?;
+        rollout::join_group(operator, THING).await?;
         let components = COMPONENTS.iter().map(|c| (c.name.to_owned(), VERSION.to_owned())).collect();
         let purpose = "the pump station's components";
-        let timeline = rollout::deploy(&operator, purpose, components, merges, options.wait).await?;
+        let timeline = rollout::deploy(operator, purpose, components, merges, options.wait).await?;
+        self.bins = Some(bins);
         if !timeline.succeeded {
             bail!(
                 "the deployment {} did not succeed on the core: {:?} (logs under {})",
@@ -177,6 +195,12 @@ impl Site {
             }
         }
         Ok(timeline)
+    }
+
+    /// The operator's clients and the component binaries, for a rollout.
+    pub fn rollout(&self) -> anyhow::Result<(&Operator, &Path)> {
+        let operator = self.operator.as_ref().context("the site has not started")?;
+        Ok((operator, self.bins.as_deref().context("the site has not started")?))
     }
 
     /// Stops the core (its components first), the plant and the cloud, in that order.
