@@ -423,7 +423,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.1.0", |r| r, bins).await?;
             let before = obs_ref.count(&telemetry);
             let components = site::versions(&[(analyzer.name, "1.1.0")]);
-            let timeline = rollout::deploy(operator, "a new analyzer version while the pump runs", components, Vec::new(), WAIT).await?;
+            let timeline = site_ref.deploy("a new analyzer version while the pump runs", components, WAIT).await?;
             let (succeeded, converged) = (timeline.succeeded, timeline.converged_ms);
             let id = timeline.deployment_id.clone();
             deployments.push(timeline);
@@ -462,7 +462,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.2.0", |r| r.replace("--outbox", "--out-box"), bins).await?;
             let components = site::versions(&[(analyzer.name, "1.2.0")]);
-            let timeline = rollout::deploy(operator, "a broken analyzer version", components, Vec::new(), WAIT).await?;
+            let timeline = site_ref.deploy("a broken analyzer version", components, WAIT).await?;
             let last = timeline.last_status(THING).cloned();
             let succeeded = timeline.succeeded;
             deployments.push(timeline);

@@ -273,9 +273,10 @@ impl Report {
             for d in &self.deployments {
                 let versions: Vec<String> = d.components.iter().map(|(n, v)| format!("{n} {v}")).collect();
                 let converged = d.converged_ms.map_or("did not converge".to_owned(), |ms| format!("{ms} ms"));
+                let downloaded = d.bytes_downloaded.map_or("-".to_owned(), |b| format!("{b} bytes"));
                 let _ = writeln!(
                     s,
-                    "**{}** — deployment `{}` (job `{}`), created {}: {}; {}; converged in {converged}.\n",
+                    "**{}** — deployment `{}` (job `{}`), created {}: {}; {}; converged in {converged}; downloaded by the core: {downloaded}.\n",
                     d.purpose,
                     d.deployment_id,
                     d.iot_job_id.as_deref().unwrap_or("-"),

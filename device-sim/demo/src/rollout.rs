@@ -212,6 +212,8 @@ pub struct Timeline {
     pub converged_ms: Option<u64>,
     /// Every core succeeded.
     pub succeeded: bool,
+    /// Bytes of artifacts the core downloaded for it (what it had already is not downloaded).
+    pub bytes_downloaded: Option<u64>,
 }
 
 impl Timeline {
@@ -288,5 +290,6 @@ pub async fn deploy(
         events,
         converged_ms,
         succeeded: outcome.succeeded(),
+        bytes_downloaded: None,
     })
 }

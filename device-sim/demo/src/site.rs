@@ -176,7 +176,8 @@ impl Site {
         rollout::join_group(operator, THING).await?;
         let components = COMPONENTS.iter().map(|c| (c.name.to_owned(), VERSION.to_owned())).collect();
         let purpose = "the pump station's components";
-        let timeline = rollout::deploy(operator, purpose, components, merges, options.wait).await?;
+        let mut timeline = rollout::deploy(operator, purpose, components, merges, options.wait).await?;
+        timeline.bytes_downloaded = timeline.iot_job_id.as_deref().and_then(|j| core.deployments().downloaded(j));
         self.bins = Some(bins);
         if !timeline.succeeded {
             bail!(
@@ -194,6 +195,21 @@ impl Site {
                 bail!("{} is {state:?}, not RUNNING (see {})", c.name, core.layout().root().display());
             }
         }
+        Ok(timeline)
+    }
+
+    /// Deploys `components` to the thing group from the cloud and follows it
+    /// ([`rollout::deploy`]); the timeline carries what the core downloaded.
+    pub async fn deploy(
+        &self,
+        purpose: &str,
+        components: Vec<(String, String)>,
+        wait: Duration,
+    ) -> anyhow::Result<Timeline> {
+        let (operator, _) = self.rollout()?;
+        let mut timeline = rollout::deploy(operator, purpose, components, Vec::new(), wait).await?;
+        timeline.bytes_downloaded =
+            timeline.iot_job_id.as_deref().and_then(|j| self.core.as_ref()?.deployments().downloaded(j));
         Ok(timeline)
     }
 

@@ -17,15 +17,13 @@
 //! [`judge`], [`backoff`], [`expected_digest`]); [`Downloader`] does the I/O. An artifact
 //! already in place with the right digest is not downloaded again.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use sha2::Digest as _;
 
 /// How often and how patiently a download is tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,20 +368,8 @@ fn commit(partial: &Path, target: &Path) -> Result<(), DownloadError> {
     Ok(())
 }
 
-/// The base64 SHA-256 of a file, read in pieces.
-pub fn file_digest(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
-}
+/// The base64 SHA-256 of a file, read in pieces (the recipe's `Digest`).
+pub use super::layout::file_digest;
 
 #[cfg(test)]
 mod tests {
@@ -494,7 +480,7 @@ mod tests {
     }
 
     fn digest_of(bytes: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
+        crate::core::layout::sha256_digest(bytes)
     }
 
     #[tokio::test]

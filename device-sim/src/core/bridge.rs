@@ -315,7 +315,12 @@ impl MqttBridge {
         // A rendezvous channel: a request is either inside the event loop (and its packet id
         // reported in order) or still with the sender, never stranded across a reconnect, so
         // packet ids and PUBACKs match the spool's messages.
-        let (client, eventloop) = AsyncClient::new(opts, 0);
+        let (client, mut eventloop) = AsyncClient::new(opts, 0);
+        // Small request/answer exchanges (deployment jobs, shadows) must not wait for Nagle's
+        // algorithm (rumqttc leaves it on): tens of milliseconds per exchange otherwise.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (connected, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             client,

@@ -134,6 +134,21 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
 }
 
+/// The same digest of a file, read in 64 KiB pieces (a large artifact is never in memory whole).
+pub fn file_digest(path: &Path) -> io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(hasher.finalize()))
+}
+
 /// A relative path inside an archive, checked: `None` if it is absolute or climbs out with `..`
 /// (zip-slip).
 pub fn safe_entry_path(name: &str) -> Option<PathBuf> {
@@ -247,15 +262,40 @@ pub fn stage_artifacts(
         };
         let name = artifact.file_name();
         let from = artifact_source.join(component).join(version).join(name);
+        let to = target_dir.join(name);
+        if from.is_file() && same_dir(&artifact_source.join(component).join(version), &target_dir) {
+            // Staging from the core's own store (a cloud deployment downloaded it there): the file
+            // stays where it is; its digest is checked reading it in pieces.
+            let missing = |source| ArtifactError::Missing {
+                component: component.to_owned(),
+                uri: uri.clone(),
+                path: from.clone(),
+                source,
+            };
+            let actual = file_digest(&from).map_err(missing)?;
+            check_digest_value(component, artifact, actual)?;
+            let mode = permission_mode(artifact.read, artifact.execute);
+            set_mode(&to, mode).map_err(|e| io_err(&to, e))?;
+            if artifact.unarchive == Unarchive::Zip {
+                let bytes = fs::read(&to).map_err(|e| io_err(&to, e))?;
+                let dest = layout.unarchive_target(component, version, name);
+                unzip(&bytes, &dest, mode).map_err(|why| match why {
+                    UnzipError::Bad(why) => {
+                        ArtifactError::BadArchive { component: component.to_owned(), uri: uri.clone(), why }
+                    }
+                    UnzipError::Io(path, source) => io_err(&path, source),
+                })?;
+            }
+            continue;
+        }
         let bytes = fs::read(&from).map_err(|source| ArtifactError::Missing {
             component: component.to_owned(),
             uri: uri.clone(),
             path: from.clone(),
             source,
         })?;
-        check_digest(component, artifact, &bytes)?;
+        check_digest_value(component, artifact, sha256_digest(&bytes))?;
         fs::create_dir_all(&target_dir).map_err(|e| io_err(&target_dir, e))?;
-        let to = target_dir.join(name);
         // A staged copy from an earlier start may be read-only: replace it, do not write into it.
         let _ = fs::remove_file(&to);
         fs::write(&to, &bytes).map_err(|e| io_err(&to, e))?;
@@ -317,7 +357,8 @@ fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> Result<(), (PathBuf, io::
     Ok(())
 }
 
-fn check_digest(component: &str, artifact: &Artifact, bytes: &[u8]) -> Result<(), ArtifactError> {
+/// Checks `actual` (base64 SHA-256 of the artifact's bytes) against the recipe's digest.
+fn check_digest_value(component: &str, artifact: &Artifact, actual: String) -> Result<(), ArtifactError> {
     let Some(expected) = &artifact.digest else {
         return Ok(());
     };
@@ -329,7 +370,6 @@ fn check_digest(component: &str, artifact: &Artifact, bytes: &[u8]) -> Result<()
             algorithm,
         });
     }
-    let actual = sha256_digest(bytes);
     if &actual != expected {
         return Err(ArtifactError::DigestMismatch {
             component: component.to_owned(),

@@ -383,6 +383,8 @@ pub(crate) struct Context {
     pub nucleus_version: String,
     /// How the engine asks for the core to restart into a staged nucleus.
     pub restart: RestartRequest,
+    /// Bytes of artifacts each cloud deployment downloaded, by deployment id.
+    pub downloaded: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl Context {
@@ -403,6 +405,7 @@ impl Context {
             cloud: None,
             nucleus_version: options.nucleus_version.to_string(),
             restart: RestartRequest::default(),
+            downloaded: Arc::default(),
         }
     }
 }
@@ -430,6 +433,7 @@ impl Record {
 /// The deployment queue and its statuses. Cheap to clone.
 #[derive(Clone)]
 pub struct Deployments {
+    downloaded: Arc<Mutex<BTreeMap<String, u64>>>,
     recorder: Recorder,
     queue: mpsc::UnboundedSender<Request>,
     store_root: PathBuf,
@@ -449,13 +453,20 @@ impl Deployments {
         let membership = Arc::new(Mutex::new(deployed.membership()));
         let recorder = Recorder { records: Arc::default(), events, membership };
         let store_root = ctx.root.join("packages").join("artifacts");
+        let downloaded = ctx.downloaded.clone();
         let runner = tokio::spawn(run(recorder.clone(), ctx, deployed, rx));
-        (Self { recorder, queue, store_root }, runner)
+        (Self { downloaded, recorder, queue, store_root }, runner)
     }
 
     /// How each deployed component belongs to the deployment (root or not, its groups).
     pub fn membership(&self) -> BTreeMap<String, Membership> {
         self.recorder.membership.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Bytes of artifacts cloud deployment `id` downloaded (artifacts already in the store with
+    /// their digest are not downloaded again); `None` before it fetched anything.
+    pub fn downloaded(&self, id: &str) -> Option<u64> {
+        self.downloaded.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied()
     }
 
     /// Every status change from now on, of local and cloud deployments alike.
@@ -955,6 +966,18 @@ async fn fetch_and_prepare(
                 bytes = fetched.bytes_downloaded,
                 kept = fetched.artifacts_kept,
                 "components resolved and artifacts downloaded"
+            );
+            let mut downloaded = ctx.downloaded.lock().unwrap_or_else(|e| e.into_inner());
+            *downloaded.entry(request.id.clone()).or_default() += fetched.bytes_downloaded;
+            // Kept for the last deployments only.
+            while downloaded.len() > KEEP_FINISHED {
+                let Some(first) = downloaded.keys().next().cloned() else { break };
+                downloaded.remove(&first);
+            }
+            drop(downloaded);
+            tracing::debug!(
+                deployment = %request.id,
+                "fetch recorded"
             );
             Some(fetched)
         }
