@@ -263,45 +263,33 @@ pub fn stage_artifacts(
         let name = artifact.file_name();
         let from = artifact_source.join(component).join(version).join(name);
         let to = target_dir.join(name);
-        if from.is_file() && same_dir(&artifact_source.join(component).join(version), &target_dir) {
-            // Staging from the core's own store (a cloud deployment downloaded it there): the file
-            // stays where it is; its digest is checked reading it in pieces.
-            let missing = |source| ArtifactError::Missing {
-                component: component.to_owned(),
-                uri: uri.clone(),
-                path: from.clone(),
-                source,
-            };
-            let actual = file_digest(&from).map_err(missing)?;
-            check_digest_value(component, artifact, actual)?;
-            let mode = permission_mode(artifact.read, artifact.execute);
-            set_mode(&to, mode).map_err(|e| io_err(&to, e))?;
-            if artifact.unarchive == Unarchive::Zip {
-                let bytes = fs::read(&to).map_err(|e| io_err(&to, e))?;
-                let dest = layout.unarchive_target(component, version, name);
-                unzip(&bytes, &dest, mode).map_err(|why| match why {
-                    UnzipError::Bad(why) => {
-                        ArtifactError::BadArchive { component: component.to_owned(), uri: uri.clone(), why }
-                    }
-                    UnzipError::Io(path, source) => io_err(&path, source),
-                })?;
-            }
-            continue;
-        }
-        let bytes = fs::read(&from).map_err(|source| ArtifactError::Missing {
+        let missing = |source| ArtifactError::Missing {
             component: component.to_owned(),
             uri: uri.clone(),
             path: from.clone(),
             source,
-        })?;
-        check_digest_value(component, artifact, sha256_digest(&bytes))?;
-        fs::create_dir_all(&target_dir).map_err(|e| io_err(&target_dir, e))?;
-        // A staged copy from an earlier start may be read-only: replace it, do not write into it.
-        let _ = fs::remove_file(&to);
-        fs::write(&to, &bytes).map_err(|e| io_err(&to, e))?;
+        };
+        let copied = if from.is_file() && same_dir(&artifact_source.join(component).join(version), &target_dir) {
+            // Staging from the core's own store (a cloud deployment downloaded it there): the file
+            // stays where it is; its digest is checked reading it in pieces.
+            check_digest_value(component, artifact, file_digest(&from).map_err(missing)?)?;
+            None
+        } else {
+            let bytes = fs::read(&from).map_err(missing)?;
+            check_digest_value(component, artifact, sha256_digest(&bytes))?;
+            fs::create_dir_all(&target_dir).map_err(|e| io_err(&target_dir, e))?;
+            // A staged copy from an earlier start may be read-only: replace it, do not write into it.
+            let _ = fs::remove_file(&to);
+            fs::write(&to, &bytes).map_err(|e| io_err(&to, e))?;
+            Some(bytes)
+        };
         let mode = permission_mode(artifact.read, artifact.execute);
         set_mode(&to, mode).map_err(|e| io_err(&to, e))?;
         if artifact.unarchive == Unarchive::Zip {
+            let bytes = match copied {
+                Some(bytes) => bytes,
+                None => fs::read(&to).map_err(|e| io_err(&to, e))?,
+            };
             let dest = layout.unarchive_target(component, version, name);
             unzip(&bytes, &dest, mode).map_err(|why| match why {
                 UnzipError::Bad(why) => {
