@@ -1345,6 +1345,23 @@ mod tests {
     }
 
     #[test]
+    fn cloud_deployments_take_their_update_policies_and_local_ones_the_nucleus_defaults() {
+        let document = DeploymentDocument::parse(
+            br#"{"deploymentId": "d", "configurationArn": "arn:aws:greengrass:us-east-1:1:configuration:thinggroup/g:1",
+                "creationTimestamp": 1, "components": {"com.example.A": {"version": "1.0.0"}},
+                "componentUpdatePolicy": {"timeout": 45, "action": "NOTIFY_COMPONENTS"},
+                "configurationValidationPolicy": {"timeout": 15}}"#,
+        )
+        .unwrap();
+        let request = cloud_request("d", Origin::Local, &document).unwrap();
+        assert_eq!(request.update_policy.action, ComponentUpdateAction::NotifyComponents);
+        assert_eq!(request.update_policy.timeout, 45);
+        assert_eq!(request.validation_timeout, Duration::from_secs(15));
+        assert_eq!(local_update_policy().action, ComponentUpdateAction::SkipNotifyComponents);
+        assert_eq!(LOCAL_VALIDATION_TIMEOUT, Duration::from_secs(20));
+    }
+
+    #[test]
     fn created_on_has_the_nucleus_format() {
         let text = created_on_now();
         let re = regex::Regex::new(r"^\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2} UTC$").unwrap();
