@@ -924,7 +924,7 @@ async fn deploy(
     }
     if prepared.nucleus.is_some() {
         // The core goes down into the new nucleus: no postUpdateEvent from this one.
-        post_update.map(std::mem::forget);
+        std::mem::forget(post_update);
     }
     // ---- end of the component update gate ----
     if let Some((version, binary)) = &prepared.nucleus {
