@@ -9,16 +9,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cloud_api::greengrass::deployment::{ComponentUpdateAction, ComponentUpdatePolicy};
 use cloud_api::ipc::error::ErrorCode;
 use cloud_api::ipc::model::{
-    CreateLocalDeploymentRequest, DeploymentStatus, DetailedDeploymentStatus, GetLocalDeploymentStatusRequest,
-    ListLocalDeploymentsRequest, LocalDeployment,
+    ComponentUpdatePolicyEvents, ConfigurationValidityReport, ConfigurationValidityStatus,
+    CreateLocalDeploymentRequest, DeferComponentUpdateRequest, DeploymentStatus, DetailedDeploymentStatus,
+    GetLocalDeploymentStatusRequest, ListLocalDeploymentsRequest, LocalDeployment, PostComponentUpdateEvent,
+    SendConfigurationValidityReportRequest, SubscribeToComponentUpdatesRequest,
+    SubscribeToValidateConfigurationUpdatesRequest,
 };
 use cloud_api::ipc::operation as op;
 use device_sim::core::ComponentState as S;
 use device_sim::core::cli;
 use device_sim::core::runtime::{Core, CoreOptions};
-use device_sim::core::services::LocalDeploymentService;
+use device_sim::core::services::{Deferral, LocalDeploymentService};
 use device_sim::recipe::DevicePlatform;
 use kit::ipc::IpcClient;
 use serde_json::json;
@@ -278,6 +282,130 @@ async fn a_bad_artifact_digest_fails_the_deployment_and_changes_nothing() {
     assert!(alive(&lib_pid));
     assert_eq!(installs(&fx.work(LIB)), ["install-1.0.0"]);
     assert_eq!(fx.core.states()[LIB], S::Running);
+    fx.core.shutdown(Duration::from_secs(20)).await;
+}
+
+/// An IPC client that speaks for `component` (a running component's name), as its own
+/// process would.
+async fn client_as(fx: &Fixture, component: &str) -> IpcClient {
+    IpcClient::connect(fx.core.socket_path(), fx.core.tokens().issue(component)).await.unwrap()
+}
+
+/// The next component update event, within the deadline.
+async fn next_update(sub: &mut kit::ipc::Subscription<op::SubscribeToComponentUpdates>) -> ComponentUpdatePolicyEvents {
+    tokio::time::timeout(DEADLINE, sub.next_event()).await.expect("an event in time").unwrap().unwrap()
+}
+
+fn notify(timeout_s: i64) -> ComponentUpdatePolicy {
+    ComponentUpdatePolicy { timeout: timeout_s, action: ComponentUpdateAction::NotifyComponents }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_that_notifies_is_held_while_a_component_defers() {
+    let fx = Fixture::start().await;
+    let lib = client_as(&fx, LIB).await;
+    let mut updates = lib.subscribe_to_component_updates(&SubscribeToComponentUpdatesRequest {}).await.unwrap();
+    let dir = fx.new_dir("v2");
+    std::fs::write(dir.join("recipes/lib.yaml"), lib_recipe("2.0.0", "true", "")).unwrap();
+    let id = fx
+        .core
+        .deployments()
+        .create_with_policies(add(&dir, &[(LIB, "2.0.0")]), notify(60), Duration::from_secs(20))
+        .unwrap();
+
+    let ComponentUpdatePolicyEvents::PreUpdate(pre) = next_update(&mut updates).await else {
+        panic!("preUpdateEvent first")
+    };
+    assert_eq!((pre.deployment_id.as_str(), pre.is_ggc_restarting), (id.as_str(), false));
+    let defer = |ms| DeferComponentUpdateRequest {
+        deployment_id: id.clone(),
+        message: Some("ramping".into()),
+        recheck_after_ms: Some(ms),
+    };
+    lib.defer_component_update(&defer(200)).await.unwrap();
+    // Asked again after the recheck: nothing has been touched in between.
+    let ComponentUpdatePolicyEvents::PreUpdate(_) = next_update(&mut updates).await else { panic!("a second notice") };
+    assert_eq!(fx.core.deployments().status(&id).unwrap().status, DeploymentStatus::InProgress);
+    assert_eq!(fx.version_of(LIB).as_deref(), Some("1.0.0"), "held while deferred");
+    assert_eq!(installs(&fx.work(LIB)), ["install-1.0.0"]);
+    lib.defer_component_update(&defer(0)).await.unwrap();
+
+    let done = fx.core.deployments().wait_finished(&id, DEADLINE).await.unwrap();
+    assert_eq!(done.status, DeploymentStatus::Succeeded, "{done:?}");
+    assert_eq!(fx.version_of(LIB).as_deref(), Some("2.0.0"));
+    let deferrals = fx.core.deployments().deferrals(&id).unwrap();
+    assert_eq!(
+        deferrals,
+        [Deferral { component: LIB.into(), message: Some("ramping".into()), deferred_for: Duration::from_millis(200) }]
+    );
+    assert_eq!(
+        next_update(&mut updates).await,
+        ComponentUpdatePolicyEvents::PostUpdate(PostComponentUpdateEvent { deployment_id: id.clone() })
+    );
+    fx.core.shutdown(Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_that_never_answers_holds_the_update_only_for_the_policy_timeout() {
+    let fx = Fixture::start().await;
+    let soft = client_as(&fx, SOFT).await;
+    let mut updates = soft.subscribe_to_component_updates(&SubscribeToComponentUpdatesRequest {}).await.unwrap();
+    let request = CreateLocalDeploymentRequest {
+        component_to_configuration: Some(BTreeMap::from([(HARD.to_owned(), json!({"MERGE": {"threshold": 7}}))])),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let id = fx.core.deployments().create_with_policies(request, notify(1), Duration::from_secs(20)).unwrap();
+    let ComponentUpdatePolicyEvents::PreUpdate(_) = next_update(&mut updates).await else { panic!("preUpdateEvent") };
+    // No answer.
+    let done = fx.core.deployments().wait_finished(&id, DEADLINE).await.unwrap();
+    assert_eq!(done.status, DeploymentStatus::Succeeded, "{done:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "the round waited for the timeout: {:?}", started.elapsed());
+    assert_eq!(fx.core.deployments().deferrals(&id).unwrap(), []);
+    assert_eq!(fx.core.config().get(HARD, &["threshold".into()]), Some(json!(7)));
+    fx.core.shutdown(Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configuration_its_component_rejects_fails_the_deployment_with_nothing_changed() {
+    let fx = Fixture::start().await;
+    let soft_pid = pid(&fx.work(SOFT)).await;
+    let soft = client_as(&fx, SOFT).await;
+    let mut proposals = soft
+        .subscribe_to_validate_configuration_updates(&SubscribeToValidateConfigurationUpdatesRequest {})
+        .await
+        .unwrap();
+    let request = CreateLocalDeploymentRequest {
+        component_to_configuration: Some(BTreeMap::from([(SOFT.to_owned(), json!({"MERGE": {"threshold": -4}}))])),
+        ..Default::default()
+    };
+    // A plain local deployment, as the Greengrass CLI makes it: validation applies to it too.
+    let cli = fx.cli().await;
+    let id = cli.call::<op::CreateLocalDeployment>(&request).await.unwrap().deployment_id;
+    let event = tokio::time::timeout(DEADLINE, proposals.next_event()).await.unwrap().unwrap().unwrap();
+    let event = event.validate_configuration_update_event;
+    assert_eq!((event.deployment_id.as_str(), &event.configuration["threshold"]), (id.as_str(), &json!(-4)));
+    let report = ConfigurationValidityReport {
+        status: ConfigurationValidityStatus::Rejected,
+        deployment_id: id.clone(),
+        message: Some("threshold must not be negative".into()),
+    };
+    soft.send_configuration_validity_report(&SendConfigurationValidityReportRequest {
+        configuration_validity_report: report,
+    })
+    .await
+    .unwrap();
+
+    let done = fx.core.deployments().wait_finished(&id, DEADLINE).await.unwrap();
+    assert_eq!(done.status, DeploymentStatus::Failed, "{done:?}");
+    let details = done.deployment_status_details.unwrap();
+    assert_eq!(details.detailed_deployment_status, DetailedDeploymentStatus::FailedNoStateChange);
+    let cause = details.deployment_failure_cause.unwrap();
+    assert!(cause.contains(SOFT) && cause.contains("threshold must not be negative"), "{cause}");
+    assert!(details.deployment_error_stack.unwrap().contains(&"COMPONENT_CONFIGURATION_NOT_VALID".to_owned()));
+    assert_eq!(fx.core.config().get(SOFT, &["threshold".into()]), Some(json!(5)), "the old configuration stays");
+    assert_eq!(pid(&fx.work(SOFT)).await, soft_pid, "still running as before");
+    assert!(alive(&soft_pid));
     fx.core.shutdown(Duration::from_secs(20)).await;
 }
 

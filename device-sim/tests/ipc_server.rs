@@ -5,6 +5,8 @@ use device_sim::core::config_store::ConfigStore;
 use device_sim::core::ipc_server::{CoreServices, IpcServer, ServerSettings};
 use device_sim::core::local_shadow::{LocalShadows, MemoryPersistence, RateLimits};
 use device_sim::core::pubsub::PubSub;
+use device_sim::core::services::{ComponentUpdateGate, Deferral};
+use device_sim::core::update_gate::UpdateGate;
 use device_sim::core::{ComponentState, ControlError, LifecycleControl, ReportedState, Tokens};
 use kit::ipc::model::*;
 use kit::ipc::operation::Operation;
@@ -65,6 +67,7 @@ struct Core {
     lifecycle: Arc<FakeLifecycle>,
     bridge: FakeIotCoreBridge,
     config: ConfigStore,
+    gate: UpdateGate,
 }
 
 const A: &str = "com.example.A";
@@ -92,6 +95,7 @@ async fn core_with(settings: ServerSettings) -> Core {
     let lifecycle = Arc::new(FakeLifecycle::default());
     let bridge = FakeIotCoreBridge::default();
     let config = ConfigStore::new();
+    let gate = UpdateGate::new();
     let access = AccessControl::new();
     config.set_component(A, allow_all());
     access.set_component(A, &allow_all());
@@ -118,9 +122,10 @@ async fn core_with(settings: ServerSettings) -> Core {
         shadows,
         bridge: Some(Arc::new(bridge.clone())),
         deployments: None,
+        gate: gate.clone(),
     };
     let server = IpcServer::bind(dir.path().join("ipc.socket"), services, settings).await.unwrap();
-    Core { _dir: dir, server, tokens, lifecycle, bridge, config }
+    Core { _dir: dir, server, tokens, lifecycle, bridge, config, gate }
 }
 
 async fn core() -> Core {
@@ -130,15 +135,6 @@ async fn core() -> Core {
 impl Core {
     async fn client(&self, component: &str) -> IpcClient {
         IpcClient::connect(self.server.path(), self.tokens.issue(component)).await.unwrap()
-    }
-}
-
-/// Polls `f` once: `Some` when it is ready without waiting.
-fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::future::Future::poll(std::pin::pin!(f), &mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
     }
 }
 
@@ -374,6 +370,7 @@ async fn without_a_bridge_iot_core_calls_are_service_errors() {
         shadows: LocalShadows::new(None),
         bridge: None,
         deployments: None,
+        gate: UpdateGate::new(),
     };
     let server = IpcServer::bind(dir.path().join("s"), services, ServerSettings::default()).await.unwrap();
     let a = IpcClient::connect(server.path(), tokens.issue(A)).await.unwrap();
@@ -449,25 +446,111 @@ async fn shadows_get_update_delete_list_and_local_topics() {
     assert_eq!(code(&e), ErrorCode::UnauthorizedError);
 }
 
+/// The next preUpdateEvent on a component updates stream.
+async fn pre_update_event(
+    updates: &mut kit::ipc::Subscription<kit::ipc::operation::SubscribeToComponentUpdates>,
+) -> PreComponentUpdateEvent {
+    let event = tokio::time::timeout(DEADLINE, updates.next_event()).await.expect("an event in time");
+    match event.expect("the stream is open").expect("a well-formed event") {
+        ComponentUpdatePolicyEvents::PreUpdate(e) => e,
+        other => panic!("preUpdateEvent expected, got {other:?}"),
+    }
+}
+
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[tokio::test]
-async fn component_updates_stream_stays_open_and_defer_is_accepted() {
+async fn a_component_defers_an_update_over_ipc_until_it_lets_it_go() {
+    let core = core().await;
+    let (a, b) = (core.client(A).await, core.client(B).await);
+    let mut updates = a.subscribe_to_component_updates(&SubscribeToComponentUpdatesRequest {}).await.unwrap();
+    let defer = |id: &str, ms| DeferComponentUpdateRequest {
+        deployment_id: id.into(),
+        message: Some("ramping".into()),
+        recheck_after_ms: Some(ms),
+    };
+    // Before any notice: the nucleus's errors.
+    let e = b.defer_component_update(&defer("d", 1)).await.unwrap_err();
+    assert_eq!(code(&e), ErrorCode::InvalidArgumentsError, "B never subscribed: {e}");
+    let e = a.defer_component_update(&defer("d", 1)).await.unwrap_err();
+    assert_eq!(code(&e), ErrorCode::ServiceError, "nothing is waiting for an answer: {e}");
+
+    let gate = core.gate.clone();
+    let held = tokio::spawn(async move { gate.pre_update("d", false, std::time::Duration::from_secs(600)).await });
+    let first = pre_update_event(&mut updates).await;
+    assert_eq!((first.deployment_id.as_str(), first.is_ggc_restarting), ("d", false));
+    let e = a.defer_component_update(&defer("other", 50)).await.unwrap_err();
+    assert_eq!(code(&e), ErrorCode::ServiceError, "an unknown deploymentId: {e}");
+    a.defer_component_update(&defer("d", 50)).await.unwrap();
+    // The notice comes again once the recheck has passed; the update is still held.
+    pre_update_event(&mut updates).await;
+    assert!(!held.is_finished(), "the update waits for the second answer");
+    a.defer_component_update(&defer("d", 0)).await.unwrap();
+    let deferrals = tokio::time::timeout(DEADLINE, held).await.expect("the update goes ahead").unwrap();
+    assert_eq!(
+        deferrals,
+        [Deferral {
+            component: A.into(),
+            message: Some("ramping".into()),
+            deferred_for: std::time::Duration::from_millis(50)
+        }]
+    );
+    core.gate.post_update("d");
+    let post = tokio::time::timeout(DEADLINE, updates.next_event()).await.unwrap().unwrap().unwrap();
+    assert_eq!(post, ComponentUpdatePolicyEvents::PostUpdate(PostComponentUpdateEvent { deployment_id: "d".into() }));
+}
+
+#[tokio::test]
+async fn a_component_that_closes_its_updates_stream_mid_round_is_not_waited_for() {
     let core = core().await;
     let a = core.client(A).await;
     let mut updates = a.subscribe_to_component_updates(&SubscribeToComponentUpdatesRequest {}).await.unwrap();
-    a.defer_component_update(&DeferComponentUpdateRequest {
-        deployment_id: "d".into(),
-        message: None,
-        recheck_after_ms: Some(1000),
-    })
-    .await
-    .unwrap();
-    // The connection still serves calls with the stream open.
-    a.update_state(&UpdateStateRequest { state: ReportedLifecycleState::Running }).await.unwrap();
-    // One connection delivers its frames in order, and the client routes each to its stream
-    // before it answers a later call: had the server closed the stream or sent an event on it
-    // before answering UpdateState, that would be waiting in the stream now.
-    let pending = ready_now(updates.next_event());
-    assert!(pending.is_none(), "the component updates stream got {pending:?} instead of staying open");
+    let gate = core.gate.clone();
+    let held = tokio::spawn(async move { gate.pre_update("d", true, std::time::Duration::from_secs(600)).await });
+    assert!(pre_update_event(&mut updates).await.is_ggc_restarting);
+    drop(updates);
+    let deferrals = tokio::time::timeout(DEADLINE, held).await.expect("not held for the 600 s timeout").unwrap();
+    assert!(deferrals.is_empty());
+    // A component with no subscription left may not answer.
+    let request = DeferComponentUpdateRequest { deployment_id: "d".into(), message: None, recheck_after_ms: Some(1) };
+    assert_eq!(code(&a.defer_component_update(&request).await.unwrap_err()), ErrorCode::InvalidArgumentsError);
+}
+
+#[tokio::test]
+async fn a_component_validates_its_proposed_configuration_over_ipc() {
+    let core = core().await;
+    let a = core.client(A).await;
+    let mut proposals = a
+        .subscribe_to_validate_configuration_updates(&SubscribeToValidateConfigurationUpdatesRequest {})
+        .await
+        .unwrap();
+    let report = |id: &str, status, message: &str| SendConfigurationValidityReportRequest {
+        configuration_validity_report: ConfigurationValidityReport {
+            status,
+            deployment_id: id.into(),
+            message: Some(message.into()),
+        },
+    };
+    let e = a.send_configuration_validity_report(&report("d", ConfigurationValidityStatus::Accepted, "ok")).await;
+    assert_eq!(code(&e.unwrap_err()), ErrorCode::InvalidArgumentsError, "no validation was asked for");
+
+    for (status, expected_ok) in
+        [(ConfigurationValidityStatus::Accepted, true), (ConfigurationValidityStatus::Rejected, false)]
+    {
+        let gate = core.gate.clone();
+        let configs = std::collections::BTreeMap::from([(A.to_owned(), json!({"threshold": -1}))]);
+        let validation =
+            tokio::spawn(async move { gate.validate("d", configs, std::time::Duration::from_secs(600)).await });
+        let event = tokio::time::timeout(DEADLINE, proposals.next_event()).await.unwrap().unwrap().unwrap();
+        let event = event.validate_configuration_update_event;
+        assert_eq!((event.configuration, event.deployment_id.as_str()), (json!({"threshold": -1}), "d"));
+        a.send_configuration_validity_report(&report("d", status, "threshold must be >= 0")).await.unwrap();
+        let result = tokio::time::timeout(DEADLINE, validation).await.unwrap().unwrap();
+        assert_eq!(result.is_ok(), expected_ok, "{result:?}");
+        if let Err(r) = result {
+            assert_eq!((r.component.as_str(), r.message.as_str()), (A, "threshold must be >= 0"));
+        }
+    }
 }
 
 #[tokio::test]

@@ -191,6 +191,13 @@ impl Config {
         Ok(config)
     }
 
+    /// The answer to a configuration a deployment proposes (SubscribeToValidateConfigurationUpdates):
+    /// the same parsing and checks the analyzer runs with, so what the validator accepts the
+    /// analyzer can load, and what it rejects carries the loader's reason.
+    pub fn check_proposed(proposed: &Value) -> Result<(), String> {
+        Config::from_value(proposed).map(drop).map_err(|e| e.to_string())
+    }
+
     /// Checks every value; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, value: String, why| Err(ConfigError::Value { key, value, why });
@@ -298,6 +305,32 @@ impl RulesConfig {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_proposed_configuration_is_judged_by_the_loader() {
+        let good = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(Config::check_proposed(&good), Ok(()));
+        let mut with_acl = good.clone();
+        with_acl["accessControl"] = serde_json::json!({"aws.greengrass.ipc.pubsub": {}});
+        assert_eq!(Config::check_proposed(&with_acl), Ok(()), "accessControl belongs to the nucleus");
+        let cases: [(&str, Value, &str); 5] = [
+            ("/rules/motorTauS", serde_json::json!(-1.0), "motorTauS"),
+            ("/rules/vibrationClearMmS", serde_json::json!(9.0), "must be <= vibrationHighMmS"),
+            ("/model/sustainScore", serde_json::json!(0.9), "must be > 0 and <= raiseScore"),
+            ("/detector", serde_json::json!("magic"), "unknown variant"),
+            ("/windowSamples", serde_json::json!(1), "must be 3..=3600"),
+        ];
+        for (pointer, value, expect) in cases {
+            let mut proposed = good.clone();
+            *proposed.pointer_mut(pointer).unwrap() = value.clone();
+            let why = Config::check_proposed(&proposed).unwrap_err();
+            assert!(why.contains(expect), "{pointer} = {value}: {why}");
+            assert!(Config::from_value(&proposed).is_err(), "the loader refuses it too");
+        }
+        let mut unknown = good.clone();
+        unknown["thresholdz"] = serde_json::json!(1);
+        assert!(Config::check_proposed(&unknown).unwrap_err().contains("unknown field"));
+    }
     use super::*;
     use serde_json::json;
 

@@ -16,8 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use kit::ipc::model::{
-    GetConfigurationRequest, PubSubMessage, PublishToIoTCoreRequest, PublishToTopicRequest, Qos,
-    ReportedLifecycleState, SubscribeToConfigurationUpdateRequest, SubscribeToTopicRequest, UpdateStateRequest,
+    ConfigurationValidityReport, ConfigurationValidityStatus, GetConfigurationRequest, PubSubMessage,
+    PublishToIoTCoreRequest, PublishToTopicRequest, Qos, ReportedLifecycleState,
+    SendConfigurationValidityReportRequest, SubscribeToConfigurationUpdateRequest, SubscribeToTopicRequest,
+    SubscribeToValidateConfigurationUpdatesRequest, UpdateStateRequest, ValidateConfigurationUpdateEvent,
 };
 use kit::ipc::{IpcClient, NextStep};
 use kit::outbox::{DrainConfig, DrainError, Outbox, OutboxConfig, PublishError};
@@ -189,6 +191,25 @@ async fn drain_forever(outbox: Outbox, ipc: IpcClient) {
     }
 }
 
+/// Accepts or rejects a configuration a deployment proposes, with the loader's reason.
+async fn answer_proposal(ipc: &IpcClient, event: ValidateConfigurationUpdateEvent) {
+    let verdict = Config::check_proposed(&event.configuration);
+    match &verdict {
+        Ok(()) => tracing::info!(deployment = %event.deployment_id, "proposed configuration accepted"),
+        Err(why) => tracing::warn!(deployment = %event.deployment_id, "proposed configuration rejected: {why}"),
+    }
+    let (status, message) = match verdict {
+        Ok(()) => (ConfigurationValidityStatus::Accepted, None),
+        Err(why) => (ConfigurationValidityStatus::Rejected, Some(why)),
+    };
+    let report = ConfigurationValidityReport { status, deployment_id: event.deployment_id, message };
+    let request = SendConfigurationValidityReportRequest { configuration_validity_report: report };
+    if let Err(e) = ipc.send_configuration_validity_report(&request).await {
+        // Too late: the deployment has already decided without us.
+        tracing::warn!("SendConfigurationValidityReport: {e}");
+    }
+}
+
 /// Runs the component until SIGTERM/SIGINT (`Ok`) or a failure.
 pub async fn run(options: Options) -> Result<(), Stop> {
     let ipc = IpcClient::connect_from_env().await.context("connecting to the nucleus over IPC")?;
@@ -237,6 +258,10 @@ pub async fn run(options: Options) -> Result<(), Stop> {
         })
         .await
         .context("subscribing to configuration updates")?;
+    let mut proposals = ipc
+        .subscribe_to_validate_configuration_updates(&SubscribeToValidateConfigurationUpdatesRequest {})
+        .await
+        .context("subscribing to configuration validation")?;
     ipc.update_state(&UpdateStateRequest { state: ReportedLifecycleState::Running }).await.context("UpdateState")?;
     publish_status(&ipc, &analyzer).await;
     tracing::info!("running: reading {READINGS_TOPIC}, publishing {ANOMALIES_TOPIC} and {}", publisher.cloud_topic);
@@ -287,6 +312,13 @@ pub async fn run(options: Options) -> Result<(), Stop> {
                     },
                     Some(Err(e)) => break Err(anyhow::anyhow!("the configuration subscription failed: {e}").into()),
                     None => break Err(anyhow::anyhow!("the configuration subscription ended").into()),
+                }
+            }
+            proposal = proposals.next_event() => {
+                match proposal {
+                    Some(Ok(e)) => answer_proposal(&ipc, e.validate_configuration_update_event).await,
+                    Some(Err(e)) => break Err(anyhow::anyhow!("the configuration validation subscription failed: {e}").into()),
+                    None => break Err(anyhow::anyhow!("the configuration validation subscription ended").into()),
                 }
             }
             // Without a watch the channel is closed: the branch is off, not a busy loop.

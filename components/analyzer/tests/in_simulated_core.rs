@@ -409,3 +409,38 @@ async fn a_model_that_does_not_match_its_card_is_refused_and_the_rules_keep_runn
     assert_eq!(core.states().get(NAME).copied(), Some(ComponentState::Running));
     core.shutdown(WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_with_thresholds_that_make_no_sense_is_rejected_before_it_reaches_the_analyzer() {
+    use cloud_api::ipc::model::{CreateLocalDeploymentRequest, DeploymentStatus, DetailedDeploymentStatus};
+    use device_sim::core::services::LocalDeploymentService;
+
+    let site = new_site(false).await;
+    let core = start_core(&site).await;
+    let deploy = |merge: serde_json::Value| {
+        let request = CreateLocalDeploymentRequest {
+            component_to_configuration: Some([(NAME.to_owned(), json!({ "MERGE": merge }))].into()),
+            ..Default::default()
+        };
+        core.deployments().create(request).unwrap()
+    };
+
+    // A clear level above its raise level: the analyzer's own loader refuses it.
+    let id = deploy(json!({"rules": {"vibrationClearMmS": 9.0}}));
+    let done = core.deployments().wait_finished(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, DeploymentStatus::Failed, "{done:?}");
+    let details = done.deployment_status_details.unwrap();
+    assert_eq!(details.detailed_deployment_status, DetailedDeploymentStatus::FailedNoStateChange);
+    let cause = details.deployment_failure_cause.unwrap();
+    assert!(cause.contains(NAME) && cause.contains("must be <= vibrationHighMmS"), "{cause}");
+    let kept = core.config().get(NAME, &["rules".into(), "vibrationClearMmS".into()]);
+    assert_eq!(kept, Some(json!(2.0)), "the running configuration is unchanged");
+    assert_eq!(core.states()[NAME], ComponentState::Running);
+
+    // A sensible change is accepted and applied.
+    let id = deploy(json!({"raiseAfter": 4}));
+    let done = core.deployments().wait_finished(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, DeploymentStatus::Succeeded, "{done:?}");
+    assert_eq!(core.config().get(NAME, &["raiseAfter".into()]), Some(json!(4)));
+    core.shutdown(WAIT).await;
+}

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::protection::{OnClear, PolicyConfig};
 use crate::settings::{Limits, PLANT_MAX_RPM};
+use crate::updates::UpdatePolicy;
 
 /// Below this speed the pump cannot lift its static head (about 1675 rpm, `docs/plant.md`):
 /// a "reduced" speed under it would stop the flow, so a safe speed must stay above it.
@@ -41,6 +42,9 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Limits in effect until desired sets others.
     pub default_limits: Limits,
+    /// How deployments are deferred while the pump is busy (`updateRecheckMs`,
+    /// `maxUpdateDeferralS`).
+    pub updates: UpdatePolicy,
 }
 
 /// A configuration value that cannot work: fix the deployment.
@@ -154,7 +158,12 @@ impl Config {
         if default_limits.min_rpm > default_limits.max_rpm {
             return Err(err("defaultLimits", "minRpm is above maxRpm"));
         }
+        let updates = UpdatePolicy {
+            recheck: Duration::from_millis(whole(root, "updateRecheckMs", 1, 3_600_000)?),
+            max_deferral: Duration::from_secs(whole(root, "maxUpdateDeferralS", 0, 86_400)?),
+        };
         Ok(Config {
+            updates,
             modbus_address,
             modbus_unit_id,
             modbus_timeout,
@@ -185,6 +194,8 @@ mod tests {
         assert!(config.policy.safe_speed_rpm >= MIN_SAFE_SPEED_RPM);
         assert_eq!(config.policy.actions.len(), KINDS.len(), "every kind has an action");
         assert_eq!(config.default_limits.max_rpm, PLANT_MAX_RPM);
+        assert_eq!(config.updates.recheck, Duration::from_secs(5));
+        assert_eq!(config.updates.max_deferral, Duration::from_secs(300));
     }
 
     #[test]
@@ -205,6 +216,8 @@ mod tests {
             ("safeSpeedRpm", json!("fast"), "whole number"),
             ("onClear", json!("later"), "neither"),
             ("readbackIntervalMs", json!(-5), "whole number"),
+            ("updateRecheckMs", json!(0), "outside 1..=3600000"),
+            ("maxUpdateDeferralS", json!(100_000), "outside 0..=86400"),
         ];
         for (key, value, expect) in cases {
             let mut root = recipe_defaults();

@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use kit::ipc::IpcClient;
 use kit::ipc::model::{
-    GetConfigurationRequest, GetThingShadowRequest, PubSubMessage, ReceiveMode, SubscribeToConfigurationUpdateRequest,
+    ComponentUpdatePolicyEvents, DeferComponentUpdateRequest, GetConfigurationRequest, GetThingShadowRequest,
+    PubSubMessage, ReceiveMode, SubscribeToComponentUpdatesRequest, SubscribeToConfigurationUpdateRequest,
     SubscribeToTopicRequest, UpdateThingShadowRequest,
 };
 use kit::shadow::{Action, Event, Problem, Refusal, Rejection, Section, ShadowSync, SyncConfig};
@@ -27,6 +28,7 @@ use crate::plant::{PlantError, PlantLink, PlantState};
 use crate::protection::{Outcome, Protection};
 use crate::settings::{self, Settings};
 use crate::stats::Stats;
+use crate::updates::{self, Answer, Busy, Notices};
 
 /// Client tokens of the controller's shadow requests are `controller-{n}`.
 const TOKEN_PREFIX: &str = "controller";
@@ -68,6 +70,8 @@ pub struct Controller {
     stats: Stats,
     stats_path: PathBuf,
     retry_at: Option<Instant>,
+    /// When the deployment being announced was first announced.
+    notices: Notices,
 }
 
 impl Controller {
@@ -122,6 +126,7 @@ impl Controller {
             stats: Stats::default(),
             stats_path,
             retry_at: None,
+            notices: Notices::default(),
         }))
     }
 
@@ -159,6 +164,11 @@ impl Controller {
             })
             .await
             .context("SubscribeToConfigurationUpdate")?;
+        let mut component_updates = self
+            .ipc
+            .subscribe_to_component_updates(&SubscribeToComponentUpdatesRequest {})
+            .await
+            .context("SubscribeToComponentUpdates")?;
 
         self.run_engine(vec![Event::Start], Origin::Other).await?;
         self.ipc
@@ -205,6 +215,12 @@ impl Controller {
                         Err(e) => bail!("the configuration subscription failed: {e}"),
                     }
                 }
+                event = component_updates.next_event() => {
+                    match event.context("the component updates subscription ended")? {
+                        Ok(e) => self.on_component_update(e).await?,
+                        Err(e) => bail!("the component updates subscription failed: {e}"),
+                    }
+                }
                 _ = sleep_until_opt(retry_at) => {
                     self.retry_at = None;
                     self.run_engine(vec![Event::RetryDue], Origin::Other).await?;
@@ -219,6 +235,39 @@ impl Controller {
         }
         tracing::info!("controller stopping");
         self.flush_stats();
+        Ok(())
+    }
+
+    /// Answers a deployment's notice: defer while busy, up to the configured total.
+    async fn on_component_update(&mut self, event: ComponentUpdatePolicyEvents) -> anyhow::Result<()> {
+        let pre = match event {
+            ComponentUpdatePolicyEvents::PreUpdate(pre) => pre,
+            ComponentUpdatePolicyEvents::PostUpdate(post) => {
+                self.notices.done(&post.deployment_id);
+                return Ok(());
+            }
+        };
+        let target = settings::command(&self.settings, &self.protection.actions(), self.config.policy.safe_speed_rpm);
+        let busy = Busy {
+            protective_action: !self.protection.actions().is_empty(),
+            ramping: target != self.plant_state.as_command(),
+        };
+        let deferred = self.notices.deferred(&pre.deployment_id, Instant::now());
+        let (recheck, message) = match updates::decide(&self.config.updates, busy, deferred) {
+            Answer::Defer { recheck, message } => (recheck, Some(message)),
+            Answer::Go => (Duration::ZERO, None),
+        };
+        tracing::info!(deployment = %pre.deployment_id, ?busy, ?deferred, ?recheck, "component update notice");
+        let request = DeferComponentUpdateRequest {
+            deployment_id: pre.deployment_id,
+            message,
+            recheck_after_ms: Some(u64::try_from(recheck.as_millis()).unwrap_or(u64::MAX)),
+        };
+        if let Err(e) = self.ipc.defer_component_update(&request).await {
+            // Too late (the nucleus went ahead) is not a reason to stop controlling the pump.
+            self.check_ipc()?;
+            tracing::warn!("DeferComponentUpdate: {e}");
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 //! - [`model`]: the analyzer's model status as `reported.model` (pure);
 //! - [`plant`]: the Modbus TCP link to the pump;
 //! - [`stats`]: latency figures and counters in `stats.json`;
+//! - [`updates`]: whether to defer a deployment's component update (pure, time passed in);
 //! - [`controller`]: the shell that feeds `kit::shadow::ShadowSync` and the policy, and
 //!   performs what they decide.
 //!
@@ -23,6 +24,7 @@ mod plant;
 mod protection;
 mod settings;
 mod stats;
+mod updates;
 
 // Public for the fuzz checks (tests/fuzz-checks), which replay arbitrary plant answers through
 // `PlantState::from_answers`, the controller's only reading of Modbus data.

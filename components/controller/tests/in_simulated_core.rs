@@ -558,3 +558,46 @@ async fn desired_changed_in_the_cloud_while_the_core_was_offline_converges_when_
     assert_eq!(reported(&cloud, "/running"), true, "the stale reported value was overwritten: {cloud:#}");
     core.shutdown(WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_waits_while_a_protective_action_is_in_effect_up_to_the_configured_maximum() {
+    use cloud_api::greengrass::deployment::{ComponentUpdateAction, ComponentUpdatePolicy};
+    use kit::ipc::model::{CreateLocalDeploymentRequest, DeploymentStatus};
+
+    let site = Site::new(false).await;
+    // Short knobs so the test is quick: ask again after 100 ms, at most 1 s in total.
+    let knobs = json!({CONTROLLER: {"MERGE": {"updateRecheckMs": 100, "maxUpdateDeferralS": 1}}});
+    let core = site.base.start_core(&knobs).await;
+    for name in [CONTROLLER, OPERATOR] {
+        site.base.wait_running(&core, name).await;
+    }
+    let mut operator = Operator::connect(&core).await;
+    let mut plant = site.modbus().await;
+    operator.ready().await;
+    operator.publish_anomaly("overheating", true).await;
+    wait_plant(&mut plant, "the pump stopped", |(_, run, _)| !run).await;
+    operator.wait_local("protection", |d| reported(d, "/protection/active") == true).await;
+
+    // A deployment that notifies components, as cloud deployments do by default.
+    let request = CreateLocalDeploymentRequest {
+        component_to_configuration: Some(
+            [(CONTROLLER.to_owned(), json!({"MERGE": {"readbackIntervalMs": 4000}}))].into(),
+        ),
+        ..Default::default()
+    };
+    let policy = ComponentUpdatePolicy { timeout: 60, action: ComponentUpdateAction::NotifyComponents };
+    let id = core.deployments().create_with_policies(request, policy, Duration::from_secs(20)).unwrap();
+    let done = core.deployments().wait_finished(&id, WAIT).await.unwrap();
+    assert_eq!(done.status, DeploymentStatus::Succeeded, "{done:?}");
+
+    let deferrals = core.deployments().deferrals(&id).unwrap();
+    assert_eq!(deferrals.len(), 1, "{deferrals:?}\nlog:\n{}", site.log());
+    let deferral = &deferrals[0];
+    assert_eq!(deferral.component, CONTROLLER);
+    assert!(deferral.message.as_deref().unwrap_or_default().contains("protective action"), "{deferral:?}");
+    // Deferred while protecting, then let go at the maximum although still protecting.
+    assert!((Duration::from_millis(500)..=Duration::from_secs(1)).contains(&deferral.deferred_for), "{deferral:?}");
+    assert_eq!(core.config().get(CONTROLLER, &["readbackIntervalMs".into()]), Some(json!(4000)));
+    assert_eq!(core.states().get(CONTROLLER), Some(&ComponentState::Running));
+    core.shutdown(WAIT).await;
+}

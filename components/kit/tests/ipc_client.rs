@@ -187,6 +187,20 @@ fn respond(m: &RpcMessage) -> Vec<Reply> {
         OperationName::SubscribeToTopic => {
             ok::<op::SubscribeToTopic>(s, &SubscribeToTopicResponse { topic_name: None }, false)
         }
+        OperationName::SubscribeToValidateConfigurationUpdates => ok::<op::SubscribeToValidateConfigurationUpdates>(
+            s,
+            &SubscribeToValidateConfigurationUpdatesResponse {},
+            false,
+        ),
+        OperationName::SendConfigurationValidityReport => {
+            match request::<op::SendConfigurationValidityReport>(m).configuration_validity_report.deployment_id.as_str()
+            {
+                "late" => {
+                    fail(s, ErrorCode::InvalidArgumentsError, "Validation request either timed out or was never made")
+                }
+                _ => ok::<op::SendConfigurationValidityReport>(s, &SendConfigurationValidityReportResponse {}, true),
+            }
+        }
         OperationName::RestartComponent => match request::<op::RestartComponent>(m).component_name.as_str() {
             "silent" => return vec![],
             "hangup" => return vec![Reply::Close],
@@ -575,4 +589,44 @@ async fn a_request_too_large_for_a_frame_is_refused_locally() {
     // Nothing was sent, and the next call takes stream 1.
     ipc.update_state(&UpdateStateRequest { state: ReportedLifecycleState::Running }).await.unwrap();
     assert_eq!(fake.seen_where(is_request).await.stream_id, StreamId::FIRST);
+}
+
+#[tokio::test]
+async fn a_proposed_configuration_arrives_on_its_stream_and_the_report_is_sent_with_aws_names() {
+    let mut fake = Fake::start().await;
+    let ipc = fake.client().await;
+    let mut proposals = ipc
+        .subscribe_to_validate_configuration_updates(&SubscribeToValidateConfigurationUpdatesRequest {})
+        .await
+        .unwrap();
+    let opened = fake.seen_where(is_request).await;
+    assert_eq!(opened.operation.as_deref(), Some(op::SubscribeToValidateConfigurationUpdates::NAME));
+    let event = json!({"validateConfigurationUpdateEvent": {"configuration": {"raiseAfter": 0}, "deploymentId": "d1"}});
+    fake.send(&RpcMessage::application(
+        opened.stream_id,
+        op::SubscribeToValidateConfigurationUpdates::EVENT_TYPE,
+        Bytes::from(event.to_string()),
+        false,
+    ));
+    let got = proposals.next_event().await.unwrap().unwrap().validate_configuration_update_event;
+    assert_eq!((got.configuration, got.deployment_id.as_str()), (json!({"raiseAfter": 0}), "d1"));
+
+    let report = |id: &str| SendConfigurationValidityReportRequest {
+        configuration_validity_report: ConfigurationValidityReport {
+            status: ConfigurationValidityStatus::Rejected,
+            deployment_id: id.into(),
+            message: Some("raiseAfter must be 1..=1000".into()),
+        },
+    };
+    ipc.send_configuration_validity_report(&report("d1")).await.unwrap();
+    let sent = fake
+        .seen_where(|m| is_request(m) && m.operation.as_deref() == Some(op::SendConfigurationValidityReport::NAME))
+        .await;
+    let body: serde_json::Value = serde_json::from_slice(&sent.payload).unwrap();
+    assert_eq!(
+        body,
+        json!({"configurationValidityReport": {"status": "REJECTED", "deploymentId": "d1", "message": "raiseAfter must be 1..=1000"}})
+    );
+    let err = ipc.send_configuration_validity_report(&report("late")).await.unwrap_err();
+    assert_eq!((err.code(), err.next_step()), (Some(&ErrorCode::InvalidArgumentsError), NextStep::FixInput));
 }

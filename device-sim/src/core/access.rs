@@ -30,7 +30,9 @@
 //! Operations that need no policy (the nucleus checks none): UpdateState,
 //! GetConfiguration and SubscribeToConfigurationUpdate (of any component),
 //! UpdateConfiguration (own configuration only), SubscribeToComponentUpdates,
-//! DeferComponentUpdate. See [`needs_authorization`].
+//! DeferComponentUpdate, SubscribeToValidateConfigurationUpdates and
+//! SendConfigurationValidityReport (a component answers for itself). See
+//! [`needs_authorization`].
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -95,6 +97,8 @@ pub fn needs_authorization(operation: &str) -> bool {
             | "aws.greengrass#SubscribeToConfigurationUpdate"
             | "aws.greengrass#SubscribeToComponentUpdates"
             | "aws.greengrass#DeferComponentUpdate"
+            | "aws.greengrass#SubscribeToValidateConfigurationUpdates"
+            | "aws.greengrass#SendConfigurationValidityReport"
     )
 }
 
@@ -313,6 +317,8 @@ mod tests {
         assert!(!needs_authorization("aws.greengrass#UpdateState"));
         assert!(!needs_authorization("aws.greengrass#GetConfiguration"));
         assert!(!needs_authorization("aws.greengrass#DeferComponentUpdate"));
+        assert!(!needs_authorization("aws.greengrass#SubscribeToValidateConfigurationUpdates"));
+        assert!(!needs_authorization("aws.greengrass#SendConfigurationValidityReport"));
         assert!(needs_authorization("aws.greengrass#PublishToTopic"));
         assert!(needs_authorization("aws.greengrass#RestartComponent"));
         assert!(needs_authorization("aws.greengrass#CreateLocalDeployment"));

@@ -24,6 +24,7 @@ use crate::core::config_store::{ConfigError, ConfigStore};
 use crate::core::local_shadow::{LocalShadowError, LocalShadows, topic_prefix};
 use crate::core::pubsub::{PubSub, PubSubError};
 use crate::core::services::{IotCoreBridge, LocalDeploymentService, RequestError, is_uuid};
+use crate::core::update_gate::{GateError, GateSubscription, UpdateGate};
 use crate::core::{ControlError, LifecycleControl, ReportedState, Tokens};
 use bytes::{Bytes, BytesMut};
 use cloud_api::ipc::error::{ErrorCode, ServiceError};
@@ -64,6 +65,9 @@ pub struct CoreServices {
     pub bridge: Option<Arc<dyn IotCoreBridge>>,
     /// Local deployments (the Greengrass CLI's operations), when the core takes them.
     pub deployments: Option<Arc<dyn LocalDeploymentService>>,
+    /// Component update notices and configuration validation (the deployments' side is
+    /// [`crate::core::services::ComponentUpdateGate`]).
+    pub gate: UpdateGate,
 }
 
 /// Server limits.
@@ -266,8 +270,10 @@ enum EventSource {
     Config(mpsc::Receiver<crate::core::config_store::ConfigChange>),
     Topic(mpsc::Receiver<PubSubMessage>),
     IotCore(mpsc::Receiver<MqttMessage>),
-    /// Open, silent (component updates, until deployments exist).
-    Silent,
+    /// Deployment notices (SubscribeToComponentUpdates).
+    Updates(GateSubscription<ComponentUpdatePolicyEvents>),
+    /// Proposed configurations (SubscribeToValidateConfigurationUpdates).
+    Validation(GateSubscription<ValidateConfigurationUpdateEvents>),
 }
 
 impl Conn {
@@ -498,11 +504,27 @@ impl Conn {
                 Ok(Reply::Done(to_json(&ListNamedShadowsForThingResponse { results, timestamp, next_token })))
             }
             O::SubscribeToComponentUpdates => {
-                Ok(Reply::Stream(to_json(&SubscribeToComponentUpdatesResponse {}), EventSource::Silent))
+                let _req: SubscribeToComponentUpdatesRequest = parse(payload)?;
+                let sub = s.gate.subscribe_updates(me);
+                Ok(Reply::Stream(to_json(&SubscribeToComponentUpdatesResponse {}), EventSource::Updates(sub)))
             }
             O::DeferComponentUpdate => {
-                let _req: DeferComponentUpdateRequest = parse(payload)?;
+                let req: DeferComponentUpdateRequest = parse(payload)?;
+                s.gate.defer(me, &req).map_err(gate_error)?;
                 Ok(Reply::Done(to_json(&DeferComponentUpdateResponse {})))
+            }
+            O::SubscribeToValidateConfigurationUpdates => {
+                let _req: SubscribeToValidateConfigurationUpdatesRequest = parse(payload)?;
+                let sub = s.gate.subscribe_validation(me);
+                Ok(Reply::Stream(
+                    to_json(&SubscribeToValidateConfigurationUpdatesResponse {}),
+                    EventSource::Validation(sub),
+                ))
+            }
+            O::SendConfigurationValidityReport => {
+                let req: SendConfigurationValidityReportRequest = parse(payload)?;
+                s.gate.report(me, &req.configuration_validity_report).map_err(gate_error)?;
+                Ok(Reply::Done(to_json(&SendConfigurationValidityReportResponse {})))
             }
             O::RestartComponent => {
                 let req: RestartComponentRequest = parse(payload)?;
@@ -575,6 +597,13 @@ fn config_error(e: ConfigError) -> ServiceError {
     err(code, e.to_string())
 }
 
+fn gate_error(e: GateError) -> ServiceError {
+    match e {
+        GateError::InvalidArguments(m) => err(ErrorCode::InvalidArgumentsError, m),
+        GateError::Service(m) => err(ErrorCode::ServiceError, m),
+    }
+}
+
 fn pubsub_error(e: PubSubError) -> ServiceError {
     err(ErrorCode::InvalidArgumentsError, e.to_string())
 }
@@ -606,6 +635,26 @@ impl WithFields for ServiceError {
     }
 }
 
+/// Forwards a gate subscription's events until either side closes; the subscription (and
+/// with it the component's place in the gate) goes when the task ends or is aborted.
+fn forward<E, F, Fut>(sub: GateSubscription<E>, send: F) -> JoinHandle<()>
+where
+    E: Serialize + Send + 'static,
+    F: Fn(Bytes) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    tokio::spawn(async move {
+        // The whole subscription lives in the task (not only its receiver): its guard
+        // unsubscribes when the task ends.
+        let mut sub = sub;
+        while let Some(e) = sub.events.recv().await {
+            if !send(to_json(&e)).await {
+                break;
+            }
+        }
+    })
+}
+
 fn spawn_events(
     stream: StreamId,
     event_type: &'static str,
@@ -618,7 +667,8 @@ fn spawn_events(
         async move { out.send(RpcMessage::application(stream, event_type, body, false)).await.is_ok() }
     };
     let task = match source {
-        EventSource::Silent => return None,
+        EventSource::Updates(sub) => forward(sub, send),
+        EventSource::Validation(sub) => forward(sub, send),
         EventSource::Config(mut rx) => tokio::spawn(async move {
             while let Some(c) = rx.recv().await {
                 let ev = ConfigurationUpdateEvents {

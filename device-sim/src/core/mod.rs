@@ -26,6 +26,7 @@ pub mod shadow_manager;
 pub mod shadow_store;
 pub mod shadow_sync;
 pub mod supervisor;
+pub mod update_gate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

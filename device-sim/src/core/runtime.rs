@@ -63,6 +63,7 @@ use super::services::{IotCoreBridge, RestartRequest};
 use super::shadow_manager::ShadowManager;
 use super::shadow_sync::SHADOW_MANAGER;
 use super::supervisor::{StateEvent, Supervisor};
+use super::update_gate::UpdateGate;
 use super::{ComponentState, Tokens};
 use crate::recipe::Resolution;
 
@@ -160,7 +161,8 @@ impl Core {
             .map_err(CoreError::Supervisor)?;
         let supervisor = Arc::new(supervisor);
         let resolution = deployed.resolution.clone();
-        let mut context = DeploymentContext::new(&options, &supervisor, &config, &access);
+        let gate = UpdateGate::new();
+        let mut context = DeploymentContext::new(&options, &supervisor, &config, &access, Arc::new(gate.clone()));
         context.restart = restart.clone();
         let cloud_deployments_on = options.cloud.as_ref().is_some_and(|c| c.cloud_deployments);
         if let Some(cloud) = options.cloud.as_ref().filter(|c| c.cloud_deployments) {
@@ -178,6 +180,7 @@ impl Core {
             shadows: shadow_manager.shadows().clone(),
             bridge: bridge.clone().map(|b| b as Arc<dyn IotCoreBridge>),
             deployments: Some(Arc::new(deployments.clone())),
+            gate,
         };
         let server = IpcServer::bind(&socket, services, ServerSettings::default())
             .await

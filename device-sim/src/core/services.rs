@@ -2,8 +2,10 @@
 //! service: a service implements one of them or holds an `Arc<dyn …>` of one, and only the
 //! composition root ([`super::runtime`]) knows which implementation is behind it.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use cloud_api::ipc::model::{CreateLocalDeploymentRequest, LocalDeployment, MqttMessage, Qos};
 use tokio::sync::{mpsc, watch};
@@ -90,6 +92,88 @@ impl RestartRequest {
             }
         }
     }
+}
+
+/// A component that put an update off, and for how long in total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferral {
+    /// The component that deferred.
+    pub component: String,
+    /// The `message` of its last DeferComponentUpdate.
+    pub message: Option<String>,
+    /// The sum of the `recheckAfterMs` it asked for that held the update.
+    pub deferred_for: Duration,
+}
+
+/// Why a proposed configuration was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// The component reported REJECTED.
+    Rejected,
+    /// The component did not report in time (the nucleus fails the deployment then, too),
+    /// or closed its validation stream without reporting.
+    NoReport,
+}
+
+/// Why a configuration update was refused: the component and its message. Fails the
+/// deployment with nothing changed (`FAILED_NO_STATE_CHANGE`, `COMPONENT_CONFIGURATION_NOT_VALID`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationRejected {
+    /// The component whose configuration it is.
+    pub component: String,
+    /// Its report's message, or why there was no report.
+    pub message: String,
+    /// Rejected, or no report.
+    pub kind: RejectionKind,
+}
+
+impl std::fmt::Display for ValidationRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The nucleus's wording (`DynamicComponentConfigurationValidator`).
+        match self.kind {
+            RejectionKind::Rejected => write!(
+                f,
+                "Components reported that their to-be-deployed configuration is invalid {{ name = {}, message = {} }}",
+                self.component, self.message
+            ),
+            RejectionKind::NoReport => write!(
+                f,
+                "Error while waiting for validation report for one or more components: {}: {}",
+                self.component, self.message
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ValidationRejected {}
+
+/// What a deployment asks of the components before and after it changes them: the notices of
+/// SubscribeToComponentUpdates (with DeferComponentUpdate) and the validation of
+/// SubscribeToValidateConfigurationUpdates (with SendConfigurationValidityReport).
+/// Implemented by [`super::update_gate::UpdateGate`], which documents the exact semantics.
+pub trait ComponentUpdateGate: Send + Sync {
+    /// Sends a preUpdateEvent to every component subscribed to component updates and waits as
+    /// the nucleus does: each round waits up to `timeout` for the answers; a
+    /// DeferComponentUpdate with `recheckAfterMs` > 0 puts the update off by the longest asked
+    /// for, then the notice is sent again; no answer in time, or 0, lets it go. Returns who
+    /// deferred and for how long. Dropping the future abandons the wait (the caller's cap).
+    fn pre_update(
+        &self,
+        deployment_id: &str,
+        is_ggc_restarting: bool,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Vec<Deferral>>;
+    /// Sends a postUpdateEvent to the same subscribers.
+    fn post_update(&self, deployment_id: &str);
+    /// Sends a validateConfigurationUpdateEvent to each named component that subscribed, with
+    /// its proposed configuration, and waits up to `timeout` for every report. A REJECTED
+    /// report, or a subscriber that does not report in time, fails it.
+    fn validate(
+        &self,
+        deployment_id: &str,
+        configurations: BTreeMap<String, serde_json::Value>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(), ValidationRejected>>;
 }
 
 /// True when `id` reads as a UUID (8-4-4-4-12 hex digits), as the nucleus requires of ids.

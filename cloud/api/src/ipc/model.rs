@@ -583,6 +583,74 @@ pub struct DeferComponentUpdateRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeferComponentUpdateResponse {}
 
+// ---- configuration validation ----
+
+/// `SubscribeToValidateConfigurationUpdatesRequest` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeToValidateConfigurationUpdatesRequest {}
+
+/// `SubscribeToValidateConfigurationUpdatesResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeToValidateConfigurationUpdatesResponse {}
+
+/// `ValidateConfigurationUpdateEvent`: a deployment proposes this configuration for the
+/// subscriber. AWS's model has no `componentName` member: the event goes to the component
+/// whose configuration it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidateConfigurationUpdateEvent {
+    /// `configuration`: the whole proposed configuration of the component (a JSON object).
+    #[serde(default)]
+    pub configuration: Value,
+    /// `deploymentId`: to quote in the report.
+    #[serde(default, deserialize_with = "nullable")]
+    pub deployment_id: String,
+}
+
+/// `ValidateConfigurationUpdateEvents`: the SubscribeToValidateConfigurationUpdates stream
+/// event, a union with one member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidateConfigurationUpdateEvents {
+    /// `validateConfigurationUpdateEvent`.
+    pub validate_configuration_update_event: ValidateConfigurationUpdateEvent,
+}
+
+/// `ConfigurationValidityStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConfigurationValidityStatus {
+    /// `ACCEPTED`: the component can run with it.
+    Accepted,
+    /// `REJECTED`: it cannot; the deployment fails with nothing changed.
+    Rejected,
+}
+
+/// `ConfigurationValidityReport`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationValidityReport {
+    /// `status`.
+    pub status: ConfigurationValidityStatus,
+    /// `deploymentId` of the validation event answered.
+    pub deployment_id: String,
+    /// `message`: why the configuration is not valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `SendConfigurationValidityReportRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendConfigurationValidityReportRequest {
+    /// `configurationValidityReport`.
+    pub configuration_validity_report: ConfigurationValidityReport,
+}
+
+/// `SendConfigurationValidityReportResponse` (no members).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendConfigurationValidityReportResponse {}
+
 /// `RestartComponentRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -853,6 +921,28 @@ mod tests {
             ),
             (wire(&RestartComponentRequest { component_name: "c".into() }), json!({"componentName": "c"})),
             (wire(&SubscribeToComponentUpdatesRequest {}), json!({})),
+            (wire(&SubscribeToValidateConfigurationUpdatesRequest {}), json!({})),
+            (
+                wire(&SendConfigurationValidityReportRequest {
+                    configuration_validity_report: ConfigurationValidityReport {
+                        status: ConfigurationValidityStatus::Rejected,
+                        deployment_id: "d".into(),
+                        message: Some("threshold < 0".into()),
+                    },
+                }),
+                json!({"configurationValidityReport":
+                    {"status": "REJECTED", "deploymentId": "d", "message": "threshold < 0"}}),
+            ),
+            (
+                wire(&SendConfigurationValidityReportRequest {
+                    configuration_validity_report: ConfigurationValidityReport {
+                        status: ConfigurationValidityStatus::Accepted,
+                        deployment_id: "d".into(),
+                        message: None,
+                    },
+                }),
+                json!({"configurationValidityReport": {"status": "ACCEPTED", "deploymentId": "d"}}),
+            ),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);
@@ -876,6 +966,18 @@ mod tests {
                 deployment_id: "d".into(),
                 is_ggc_restarting: true
             })
+        );
+
+        let e: ComponentUpdatePolicyEvents = back(json!({"postUpdateEvent": {"deploymentId": "d"}}));
+        assert_eq!(e, ComponentUpdatePolicyEvents::PostUpdate(PostComponentUpdateEvent { deployment_id: "d".into() }));
+
+        let e: ValidateConfigurationUpdateEvents = back(json!({"validateConfigurationUpdateEvent":
+            {"configuration": {"threshold": 3}, "deploymentId": "d"}}));
+        assert_eq!(e.validate_configuration_update_event.configuration, json!({"threshold": 3}));
+        assert_eq!(e.validate_configuration_update_event.deployment_id, "d");
+        assert_eq!(
+            wire(&e),
+            json!({"validateConfigurationUpdateEvent": {"configuration": {"threshold": 3}, "deploymentId": "d"}})
         );
 
         let e: ConfigurationUpdateEvents =
@@ -948,6 +1050,16 @@ mod tests {
         assert!(serde_json::from_value::<UpdateStateRequest>(json!({"state": "BROKEN"})).is_err());
         assert!(serde_json::from_value::<PublishToIoTCoreRequest>(json!({"topicName": "t", "qos": "2"})).is_err());
         assert!(serde_json::from_value::<GetThingShadowRequest>(json!({"shadowName": "s"})).is_err());
+        // A report needs its status and deployment; the status is one of two words.
+        let report = |r: Value| json!({"configurationValidityReport": r});
+        for bad in [
+            json!({"deploymentId": "d"}),
+            json!({"status": "ACCEPTED"}),
+            json!({"status": "MAYBE", "deploymentId": "d"}),
+        ] {
+            assert!(serde_json::from_value::<SendConfigurationValidityReportRequest>(report(bad)).is_err());
+        }
+        assert!(serde_json::from_value::<DeferComponentUpdateRequest>(json!({"recheckAfterMs": 5})).is_err());
         // A union with both members set is not a valid publishMessage.
         let both =
             json!({"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}, "binaryMessage": {"message": ""}}});

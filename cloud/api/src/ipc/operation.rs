@@ -139,6 +139,14 @@ operations! {
     );
     /// Asks the nucleus to postpone a component update.
     DeferComponentUpdate(DeferComponentUpdateRequest, DeferComponentUpdateResponse);
+    /// Streams the configurations deployments propose, for the component to validate.
+    SubscribeToValidateConfigurationUpdates(
+        SubscribeToValidateConfigurationUpdatesRequest,
+        SubscribeToValidateConfigurationUpdatesResponse,
+        stream ValidateConfigurationUpdateEvents
+    );
+    /// Answers a validation event: ACCEPTED or REJECTED.
+    SendConfigurationValidityReport(SendConfigurationValidityReportRequest, SendConfigurationValidityReportResponse);
     /// Restarts a component.
     RestartComponent(RestartComponentRequest, RestartComponentResponse);
     /// Queues a local deployment (Greengrass CLI `deployment create`).
@@ -186,16 +194,25 @@ mod tests {
         assert_eq!(CreateLocalDeployment::REQUEST_TYPE, "aws.greengrass#CreateLocalDeploymentRequest");
         assert_eq!(GetLocalDeploymentStatus::RESPONSE_TYPE, "aws.greengrass#GetLocalDeploymentStatusResponse");
         assert_eq!(ListLocalDeployments::NAME, "aws.greengrass#ListLocalDeployments");
+        assert_eq!(
+            SubscribeToValidateConfigurationUpdates::EVENT_TYPE,
+            "aws.greengrass#ValidateConfigurationUpdateEvents"
+        );
+        assert_eq!(
+            SendConfigurationValidityReport::REQUEST_TYPE,
+            "aws.greengrass#SendConfigurationValidityReportRequest"
+        );
+        assert_eq!(DeferComponentUpdate::RESPONSE_TYPE, "aws.greengrass#DeferComponentUpdateResponse");
     }
 
     #[test]
     fn operation_names_round_trip_and_know_which_stream() {
-        assert_eq!(OperationName::ALL.len(), 18);
+        assert_eq!(OperationName::ALL.len(), 20);
         for op in OperationName::ALL {
             assert_eq!(OperationName::from_name(op.as_str()), Some(*op));
         }
         let streaming: Vec<_> = OperationName::ALL.iter().filter(|o| o.is_streaming()).collect();
-        assert_eq!(streaming.len(), 4);
+        assert_eq!(streaming.len(), 5);
         assert_eq!(OperationName::from_name("aws.greengrass#StopComponent"), None);
         assert_eq!(OperationName::from_name("UpdateState"), None);
     }

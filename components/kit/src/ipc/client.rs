@@ -249,6 +249,23 @@ impl IpcClient {
         self.call::<op::DeferComponentUpdate>(request).await
     }
 
+    /// SubscribeToValidateConfigurationUpdates: streams the configurations deployments
+    /// propose for this component; answer each with [`Self::send_configuration_validity_report`].
+    pub async fn subscribe_to_validate_configuration_updates(
+        &self,
+        request: &SubscribeToValidateConfigurationUpdatesRequest,
+    ) -> Result<Subscription<op::SubscribeToValidateConfigurationUpdates>, IpcError> {
+        self.subscribe::<op::SubscribeToValidateConfigurationUpdates>(request).await
+    }
+
+    /// SendConfigurationValidityReport: accepts or rejects a proposed configuration.
+    pub async fn send_configuration_validity_report(
+        &self,
+        request: &SendConfigurationValidityReportRequest,
+    ) -> Result<SendConfigurationValidityReportResponse, IpcError> {
+        self.call::<op::SendConfigurationValidityReport>(request).await
+    }
+
     /// RestartComponent: restarts a component.
     pub async fn restart_component(
         &self,

@@ -33,8 +33,22 @@
 //! groups, and before step 2 [`cloud`] resolves what the cloud groups need with the Greengrass
 //! data plane and downloads it, digests checked.
 //!
-//! Differences from the nucleus: no SubscribeToComponentUpdates notices or deferral
-//! (`componentUpdatePolicy` is always "skip notify"), no cancellation, `groupName` is
+//! Between 4 and 5, the component update gate ([`super::update_gate`], the nucleus's
+//! `DeploymentConfigMerger` order): with the policy NOTIFY_COMPONENTS the subscribed
+//! components get preUpdateEvent (`isGgcRestarting` when the deployment brings another
+//! nucleus) and may defer ([`Deployments::deferrals`] lists who did); then the components
+//! whose configuration changes at the same version validate it
+//! (SubscribeToValidateConfigurationUpdates): a rejection, or no report in time, fails the
+//! deployment with nothing changed (`FAILED_NO_STATE_CHANGE`,
+//! `COMPONENT_CONFIGURATION_NOT_VALID`). postUpdateEvent follows once the deployment is done
+//! on this core, however it ended (not when the core restarts into a new nucleus). The
+//! notices go out even when the plan changes nothing that runs (the nucleus notifies for every
+//! deployment with NOTIFY_COMPONENTS). Cloud deployments take both policies from their
+//! document; local deployments skip the notices and give validation 20 s, as the nucleus's do
+//! ([`local_update_policy`], [`LOCAL_VALIDATION_TIMEOUT`]); other policies come through
+//! [`Deployments::create_with_policies`].
+//!
+//! Differences from the nucleus: no cancellation, `groupName` is
 //! ignored (every local deployment targets the one local group), `componentToRunWithInfo`
 //! is refused (steps run as the core's user), the ShadowManager's configuration is only
 //! taken at start, and statuses are kept in memory (not across a core restart). A component
@@ -71,11 +85,12 @@ use super::recipe_store::{
     RecipeOrigins, access_configuration, load_catalog, load_catalog_of_builtins, load_recipes, parse_update_config,
     store_recipes,
 };
-use super::services::{LocalDeploymentService, RequestError, RestartRequest};
+use super::services::{ComponentUpdateGate, Deferral, LocalDeploymentService, RequestError, RestartRequest};
 use super::supervisor::{ComponentSpec, Supervisor};
 use crate::recipe::{
     Catalog, ConfigurationUpdate, DevicePlatform, EffectiveConfiguration, Resolution, RootRequirement, resolve,
 };
+use cloud_api::greengrass::deployment::{ComponentUpdateAction, ComponentUpdatePolicy};
 
 /// How long the components a deployment starts get to reach RUNNING or FINISHED (ours: the
 /// nucleus waits without a limit).
@@ -143,6 +158,17 @@ fn group_of(configuration_arn: &str) -> String {
     resource.rsplit_once(':').map_or(resource, |(group, _revision)| group).to_owned()
 }
 
+/// How long components get to validate a local deployment's configuration (the nucleus's
+/// `DynamicComponentConfigurationValidator.DEFAULT_TIMEOUT_SECOND`, which
+/// `DeploymentDocumentConverter` gives local deployments).
+pub const LOCAL_VALIDATION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The component update policy of a local deployment: SKIP_NOTIFY_COMPONENTS, timeout 0, as
+/// the nucleus's `DeploymentDocumentConverter` sets it.
+pub fn local_update_policy() -> ComponentUpdatePolicy {
+    ComponentUpdatePolicy { timeout: 0, action: ComponentUpdateAction::SkipNotifyComponents }
+}
+
 /// A deployment as the runner takes it.
 #[derive(Debug, Clone, Default)]
 struct Request {
@@ -156,6 +182,10 @@ struct Request {
     remove: Vec<String>,
     configuration: HashMap<String, ConfigurationUpdate>,
     policy: FailureHandlingPolicy,
+    /// Notify components (who may defer) or not, and how long each round waits.
+    update_policy: ComponentUpdatePolicy,
+    /// How long components get to validate their new configuration.
+    validation_timeout: Duration,
 }
 
 /// What the core has deployed: the state a deployment starts from.
@@ -385,6 +415,8 @@ pub(crate) struct Context {
     pub restart: RestartRequest,
     /// Bytes of artifacts each cloud deployment downloaded, by deployment id.
     pub downloaded: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Component update notices and configuration validation.
+    pub gate: Arc<dyn ComponentUpdateGate>,
 }
 
 impl Context {
@@ -394,6 +426,7 @@ impl Context {
         supervisor: &Arc<Supervisor>,
         config: &ConfigStore,
         access: &AccessControl,
+        gate: Arc<dyn ComponentUpdateGate>,
     ) -> Self {
         Self {
             supervisor: Arc::downgrade(supervisor),
@@ -406,6 +439,7 @@ impl Context {
             nucleus_version: options.nucleus_version.to_string(),
             restart: RestartRequest::default(),
             downloaded: Arc::default(),
+            gate,
         }
     }
 }
@@ -417,6 +451,8 @@ struct Record {
     created_on: String,
     status: DeploymentStatus,
     details: Option<DeploymentStatusDetails>,
+    /// Components that deferred it (component update notices).
+    deferrals: Vec<Deferral>,
 }
 
 impl Record {
@@ -491,6 +527,27 @@ impl Deployments {
         self.enqueue(request)
     }
 
+    /// Queues a deployment like CreateLocalDeployment, but with these policies instead of a
+    /// local deployment's ([`local_update_policy`], [`LOCAL_VALIDATION_TIMEOUT`]).
+    pub fn create_with_policies(
+        &self,
+        request: CreateLocalDeploymentRequest,
+        update_policy: ComponentUpdatePolicy,
+        validation_timeout: Duration,
+    ) -> Result<String, RequestError> {
+        let request = Request { update_policy, validation_timeout, ..self.validate(request)? };
+        let id = request.id.clone();
+        self.enqueue(request)?;
+        Ok(id)
+    }
+
+    /// The components that deferred deployment `id`, and for how long (empty until its
+    /// notices are done).
+    pub fn deferrals(&self, id: &str) -> Option<Vec<Deferral>> {
+        let records = self.recorder.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.iter().find(|r| r.id == id).map(|r| r.deferrals.clone())
+    }
+
     /// Cancels deployment `id` if it has not started; true when it was cancelled.
     pub fn cancel_queued(&self, id: &str) -> bool {
         if self.record(id).is_some_and(|d| d.status == DeploymentStatus::Queued) {
@@ -509,6 +566,7 @@ impl Deployments {
             created_on: created_on_now(),
             status: DeploymentStatus::Queued,
             details: None,
+            deferrals: Vec::new(),
         });
         if self.queue.send(request).is_err() {
             let cause = "the core is shutting down";
@@ -585,6 +643,8 @@ impl Deployments {
             remove: request.root_components_to_remove.unwrap_or_default(),
             configuration,
             policy: request.failure_handling_policy.unwrap_or_default(),
+            update_policy: local_update_policy(),
+            validation_timeout: LOCAL_VALIDATION_TIMEOUT,
         })
     }
 }
@@ -642,6 +702,10 @@ fn cloud_request(id: &str, origin: Origin, document: &DeploymentDocument) -> Res
         remove: Vec::new(),
         configuration,
         policy,
+        update_policy: document.component_update_policy.clone(),
+        validation_timeout: Duration::from_secs(
+            u64::try_from(document.configuration_validation_policy.timeout).unwrap_or(0),
+        ),
     })
 }
 
@@ -733,6 +797,13 @@ impl Recorder {
         let _ = self.events.send(event);
     }
 
+    fn set_deferrals(&self, id: &str, deferrals: Vec<Deferral>) {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = records.iter_mut().find(|r| r.id == id) {
+            r.deferrals = deferrals;
+        }
+    }
+
     fn finish(&self, id: &str, details: DeploymentStatusDetails) {
         let status = if details.detailed_deployment_status == DetailedDeploymentStatus::Successful {
             DeploymentStatus::Succeeded
@@ -757,6 +828,7 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
         recorder.set(&request.id, DeploymentStatus::InProgress, None);
         tracing::info!(deployment = %request.id, origin = ?request.origin, "deployment in progress");
         let wanted_nucleus = request.add.get(nucleus_update::NUCLEUS).cloned();
+        let mut deferrals = Vec::new();
         let details = match (&activation, &wanted_nucleus) {
             // The deployment that brought a nucleus that did not come up: report it, once.
             (nucleus_update::Activation::RolledBack { broken_version }, Some(wanted)) if wanted == broken_version => {
@@ -776,7 +848,7 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
                     &["NUCLEUS_UPDATE", "NUCLEUS_ROLLBACK"],
                 )
             }
-            _ => match deploy(&ctx, &supervisor, &mut deployed, &request).await {
+            _ => match deploy(&ctx, &supervisor, &mut deployed, &request, &mut deferrals).await {
                 Outcome::Finished(details) => details,
                 Outcome::Restarting => {
                     // The deployment goes on in the new core: the cloud hands it over again.
@@ -786,6 +858,7 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
                 }
             },
         };
+        recorder.set_deferrals(&request.id, deferrals);
         let proved = details.detailed_deployment_status == DetailedDeploymentStatus::Successful
             && wanted_nucleus.as_deref() == Some(ctx.nucleus_version.as_str());
         if proved && matches!(activation, nucleus_update::Activation::OnProbation { .. }) {
@@ -831,14 +904,40 @@ enum Outcome {
     Restarting,
 }
 
-/// Runs one deployment to its end.
-async fn deploy(ctx: &Context, supervisor: &Supervisor, deployed: &mut Deployed, request: &Request) -> Outcome {
+/// Runs one deployment to its end; `deferrals` gets who put it off.
+async fn deploy(
+    ctx: &Context,
+    supervisor: &Supervisor,
+    deployed: &mut Deployed,
+    request: &Request,
+    deferrals: &mut Vec<Deferral>,
+) -> Outcome {
     let prepared = match fetch_and_prepare(ctx, supervisor, deployed, request).await {
         Ok(p) => p,
         Err((cause, code)) => {
             return Outcome::Finished(failure(DetailedDeploymentStatus::FailedNoStateChange, &cause, &[code]));
         }
     };
+    // ---- component update gate: notices, deferral, validation (see `update_gate`) ----
+    let post_update = match request.update_policy.action {
+        ComponentUpdateAction::NotifyComponents => {
+            let timeout = Duration::from_secs(u64::try_from(request.update_policy.timeout).unwrap_or(0));
+            let ggc_restarting = prepared.nucleus.is_some();
+            *deferrals = ctx.gate.pre_update(&request.id, ggc_restarting, timeout).await;
+            Some(PostUpdate(ctx.gate.as_ref(), &request.id))
+        }
+        ComponentUpdateAction::SkipNotifyComponents => None,
+    };
+    let proposed = configurations_to_validate(ctx, supervisor, &prepared);
+    if let Err(rejected) = ctx.gate.validate(&request.id, proposed, request.validation_timeout).await {
+        let (detail, cause) = (DetailedDeploymentStatus::FailedNoStateChange, rejected.to_string());
+        return Outcome::Finished(failure(detail, &cause, &["COMPONENT_CONFIGURATION_NOT_VALID"]));
+    }
+    if prepared.nucleus.is_some() {
+        // The core goes down into the new nucleus: no postUpdateEvent from this one.
+        std::mem::forget(post_update);
+    }
+    // ---- end of the component update gate ----
     if let Some((version, binary)) = &prepared.nucleus {
         // The nucleus's bootstrap: the new core binary goes in place, the core restarts into it
         // and applies the deployment there; nothing running changes before.
@@ -983,6 +1082,32 @@ async fn fetch_and_prepare(
         }
     };
     prepare(ctx, supervisor, deployed, request, groups, fetched)
+}
+
+/// Sends postUpdateEvent when the deployment is done, however it ends (the nucleus sends it
+/// after the update action whatever its outcome).
+struct PostUpdate<'a>(&'a dyn ComponentUpdateGate, &'a str);
+
+impl Drop for PostUpdate<'_> {
+    fn drop(&mut self) {
+        self.0.post_update(self.1);
+    }
+}
+
+/// The configurations components are asked to validate: those that change for a component
+/// that keeps its version (a new version validates nothing: it starts with its configuration,
+/// as `DynamicComponentConfigurationValidator` decides).
+fn configurations_to_validate(ctx: &Context, supervisor: &Supervisor, prepared: &Prepared) -> BTreeMap<String, Value> {
+    let running: HashMap<String, String> =
+        supervisor.components().iter().map(|s| (s.name().to_owned(), s.version())).collect();
+    let same_version =
+        |name: &str| prepared.specs.iter().any(|s| s.name() == name && running.get(name) == Some(&s.version()));
+    prepared
+        .configs
+        .iter()
+        .filter(|(name, value)| same_version(name) && ctx.config.get(name, &[]).as_ref() != Some(*value))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
 }
 
 /// Loads, resolves, configures, plans and stages; changes nothing that runs.
@@ -1240,6 +1365,23 @@ mod tests {
         for bad in ["", "1234", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz", "12345678-1234-1234-1234-1234567890123"] {
             assert!(!is_uuid(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn cloud_deployments_take_their_update_policies_and_local_ones_the_nucleus_defaults() {
+        let document = DeploymentDocument::parse(
+            br#"{"deploymentId": "d", "configurationArn": "arn:aws:greengrass:us-east-1:1:configuration:thinggroup/g:1",
+                "creationTimestamp": 1, "components": {"com.example.A": {"version": "1.0.0"}},
+                "componentUpdatePolicy": {"timeout": 45, "action": "NOTIFY_COMPONENTS"},
+                "configurationValidationPolicy": {"timeout": 15}}"#,
+        )
+        .unwrap();
+        let request = cloud_request("d", Origin::Local, &document).unwrap();
+        assert_eq!(request.update_policy.action, ComponentUpdateAction::NotifyComponents);
+        assert_eq!(request.update_policy.timeout, 45);
+        assert_eq!(request.validation_timeout, Duration::from_secs(15));
+        assert_eq!(local_update_policy().action, ComponentUpdateAction::SkipNotifyComponents);
+        assert_eq!(LOCAL_VALIDATION_TIMEOUT, Duration::from_secs(20));
     }
 
     #[test]
