@@ -38,7 +38,7 @@ use aws_sdk_greengrassv2::types::{
 };
 use aws_sdk_iot::types::JobExecutionStatus;
 use bench_common::format::mib;
-use bench_common::machine::rss_kib;
+use bench_common::machine::{hwm_kib, rss_kib};
 use bench_common::stats::percentile;
 use cloud_api::endpoints::Endpoints;
 use provision::ClientOptions;
@@ -64,8 +64,10 @@ const PAYLOAD: &str = "com.example.bench.Payload";
 /// The download-rate pair: a tiny artifact, and a large one (`--download-mib`).
 const TINY: &str = "com.example.bench.Tiny";
 const LARGE: &str = "com.example.bench.Large";
-/// Every component's version.
+/// The measured component's version; the download pair's round `i` is `1.0.{i}`.
 const VERSION: &str = "1.0.0";
+/// Tiny/large deployment pairs on the single core; the download rate is their median.
+const DOWNLOAD_ROUNDS: u32 = 3;
 /// The tiny artifact's size.
 const TINY_BYTES: u64 = 1024;
 /// How often the cloud's job executions are read.
@@ -109,6 +111,8 @@ pub struct Rss {
     pub idle: Vec<u64>,
     /// Each core's largest sample during the deployment.
     pub peak: Vec<u64>,
+    /// Each core's `VmHWM` once the deployment ended: its exact peak since it started.
+    pub hwm: Vec<u64>,
     /// The local cloud before and at its largest during the deployment.
     pub cloud: (u64, u64),
 }
@@ -145,10 +149,15 @@ pub struct Deployment {
     pub unfinished: usize,
     /// From the request to the last execution the rollout queued.
     pub last_queued: Option<Duration>,
+    /// Each succeeded core, from its execution being queued (released by the rollout) to its
+    /// SUCCEEDED, ascending.
+    pub queued_to_succeeded: Vec<Duration>,
     /// The cloud's view afterwards.
     pub view: View,
     /// Memory.
     pub rss: Rss,
+    /// The IoT job's id: the deployment's id on the core, which its log names.
+    pub job_id: String,
 }
 
 impl Deployment {
@@ -168,25 +177,58 @@ impl Deployment {
     }
 }
 
-/// The download rate, from the tiny and the large deployment on the single core.
+/// One tiny/large pair of deployments on the single core.
 #[derive(Debug, Clone)]
-pub struct Download {
+pub struct DownloadRound {
     /// The tiny artifact's deployment.
     pub tiny: Duration,
     /// The large artifact's deployment.
     pub large: Duration,
+    /// From the core's log, for the large deployment: the time from "deployment in progress"
+    /// to "components resolved and artifacts downloaded" (ResolveComponentCandidates,
+    /// GetComponentVersionArtifact, the download and its digest check), and the bytes it says it
+    /// downloaded.
+    pub in_core: Option<(Duration, u64)>,
+    /// The core's `VmHWM` after the large deployment, KiB.
+    pub large_hwm_kib: u64,
+}
+
+/// The download rate, from tiny and large deployments on the single core.
+#[derive(Debug, Clone)]
+pub struct Download {
     /// The large artifact's size.
     pub large_bytes: u64,
-    /// What the core logged as downloaded for the large deployment.
-    pub logged_bytes: Option<u64>,
+    /// Each pair.
+    pub rounds: Vec<DownloadRound>,
 }
 
 impl Download {
-    /// Extra bytes over extra time, MiB/s.
-    pub fn mib_per_s(&self) -> Option<f64> {
-        let extra = self.large.checked_sub(self.tiny)?.as_secs_f64();
-        (extra > 0.0).then(|| (self.large_bytes - TINY_BYTES) as f64 / 1024.0 / 1024.0 / extra)
+    /// Each round's extra bytes over extra time, MiB/s.
+    pub fn rates(&self) -> Vec<f64> {
+        let extra_mib = (self.large_bytes - TINY_BYTES) as f64 / 1024.0 / 1024.0;
+        self.rounds
+            .iter()
+            .filter_map(|r| r.large.checked_sub(r.tiny).map(|d| d.as_secs_f64()))
+            .filter(|&extra| extra > 0.0)
+            .map(|extra| extra_mib / extra)
+            .collect()
     }
+
+    /// Each round's bytes over the core's own download phase, MiB/s.
+    pub fn in_core_rates(&self) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .filter_map(|r| r.in_core)
+            .filter(|(d, _)| !d.is_zero())
+            .map(|(d, bytes)| bytes as f64 / 1024.0 / 1024.0 / d.as_secs_f64())
+            .collect()
+    }
+}
+
+/// The median of `values` (the lower one of an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().saturating_sub(1) / 2).copied()
 }
 
 /// Everything one run measured.
@@ -204,6 +246,8 @@ pub struct DeploymentsResult {
     pub download: Download,
     /// The fleet.
     pub fleet: Deployment,
+    /// Warnings and errors the cores and the local cloud logged, summarized.
+    pub log_notes: Vec<String>,
 }
 
 /// The SDK clients, through `provision`'s code path, signing with the local cloud's
@@ -266,10 +310,13 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<DeploymentsRe
 
     let started = Instant::now();
     let artifacts = work.join("artifacts");
-    for (name, bytes) in
-        [(PAYLOAD, options.artifact_mib * 1024 * 1024), (TINY, TINY_BYTES), (LARGE, options.download_mib * 1024 * 1024)]
-    {
-        let component = component(&artifacts, name, bytes)?;
+    let mut to_publish = vec![(PAYLOAD, VERSION.to_owned(), options.artifact_mib * 1024 * 1024)];
+    for round in 0..DOWNLOAD_ROUNDS {
+        to_publish.push((TINY, format!("1.0.{round}"), TINY_BYTES));
+        to_publish.push((LARGE, format!("1.0.{round}"), options.download_mib * 1024 * 1024));
+    }
+    for (name, version, bytes) in &to_publish {
+        let component = component(&artifacts, name, version, *bytes)?;
         let mut publish = PublishOptions::new(BUCKET);
         publish.poll = POLL;
         publish_component(&clients.gg, &clients.s3, &component, &publish)
@@ -277,7 +324,7 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<DeploymentsRe
             .with_context(|| format!("publishing {name}"))?;
     }
     let published_in = started.elapsed();
-    eprintln!("published 3 components in {:.1} s", published_in.as_secs_f64());
+    eprintln!("published {} component versions in {:.1} s", to_publish.len(), published_in.as_secs_f64());
 
     let started = Instant::now();
     let endpoints_file = data_dir.join("endpoints.json");
@@ -293,22 +340,29 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<DeploymentsRe
 
         let (fleet, single) = cores.split_at(options.cores);
         let mib = |m: u64| m * 1024 * 1024;
-        let single_run = deploy(&clients, &single_arn, PAYLOAD, mib(options.artifact_mib), None, single, cloud.pid())
-            .await
-            .context("the single-core deployment")?;
+        let single_run =
+            deploy(&clients, &single_arn, (PAYLOAD, VERSION), mib(options.artifact_mib), None, single, cloud.pid())
+                .await
+                .context("the single-core deployment")?;
         report_progress("single core", &single_run);
-        let tiny = deploy(&clients, &single_arn, TINY, TINY_BYTES, None, single, cloud.pid()).await?;
-        let large = deploy(&clients, &single_arn, LARGE, mib(options.download_mib), None, single, cloud.pid()).await?;
-        let download = Download {
-            tiny: tiny.converged().context("the tiny deployment did not succeed")?,
-            large: large.converged().context("the large deployment did not succeed")?,
-            large_bytes: mib(options.download_mib),
-            logged_bytes: last_logged_bytes(&single[0].log),
-        };
+        let mut download = Download { large_bytes: mib(options.download_mib), rounds: Vec::new() };
+        for round in 0..DOWNLOAD_ROUNDS {
+            let version = format!("1.0.{round}");
+            let tiny = deploy(&clients, &single_arn, (TINY, &version), TINY_BYTES, None, single, cloud.pid()).await?;
+            let large =
+                deploy(&clients, &single_arn, (LARGE, &version), download.large_bytes, None, single, cloud.pid())
+                    .await?;
+            download.rounds.push(DownloadRound {
+                tiny: tiny.converged().context("a tiny deployment did not succeed")?,
+                large: large.converged().context("a large deployment did not succeed")?,
+                in_core: download_phase(&single[0].log, &large.job_id),
+                large_hwm_kib: large.rss.hwm.first().copied().unwrap_or(0),
+            });
+        }
         let fleet_run = deploy(
             &clients,
             &fleet_arn,
-            PAYLOAD,
+            (PAYLOAD, VERSION),
             mib(options.artifact_mib),
             options.rollout_per_minute,
             fleet,
@@ -317,6 +371,12 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<DeploymentsRe
         .await
         .context("the fleet deployment")?;
         report_progress("fleet", &fleet_run);
+        let core_logs: Vec<PathBuf> = cores.iter().map(|c| c.log.clone()).collect();
+        let log_notes =
+            [("the cores' logs", core_logs), ("the local cloud's log", vec![data_dir.join("local-cloud.log")])]
+                .into_iter()
+                .map(|(whose, files)| log_problems(whose, &files))
+                .collect();
         anyhow::Ok(DeploymentsResult {
             provisioned_in,
             published_in,
@@ -324,6 +384,7 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<DeploymentsRe
             single: single_run,
             download,
             fleet: fleet_run,
+            log_notes,
         })
     }
     .await;
@@ -364,13 +425,16 @@ fn core_policy(region: &str, account: &str) -> anyhow::Result<String> {
 
 /// A component with one `s3://` artifact of `bytes` pseudo-random bytes (nothing compresses
 /// it) and a `Run` that sleeps, staged under `dir` for [`publish_component`].
-fn component(dir: &Path, name: &str, bytes: u64) -> anyhow::Result<BuiltComponent> {
+fn component(dir: &Path, name: &str, version: &str, bytes: u64) -> anyhow::Result<BuiltComponent> {
     let file_name = "payload.bin";
-    let folder = dir.join(name);
+    let folder = dir.join(name).join(version);
     std::fs::create_dir_all(&folder)?;
     let path = folder.join(file_name);
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
-    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ bytes;
+    // Seeded by name and version, so no two versions share an artifact.
+    let mut state = format!("{name}-{version}")
+        .bytes()
+        .fold(0x9E37_79B9_7F4A_7C15_u64 ^ bytes, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3));
     let mut left = bytes;
     let mut block = vec![0u8; 1024 * 1024];
     while left > 0 {
@@ -391,18 +455,18 @@ fn component(dir: &Path, name: &str, bytes: u64) -> anyhow::Result<BuiltComponen
     let recipe = serde_json::json!({
         "RecipeFormatVersion": "2020-01-25",
         "ComponentName": name,
-        "ComponentVersion": VERSION,
+        "ComponentVersion": version,
         "ComponentDescription": format!("broker-bench --deployments: a {bytes}-byte artifact and a Run that sleeps"),
         "ComponentPublisher": "broker-bench",
         "Manifests": [{
             "Platform": { "os": "linux" },
             "Lifecycle": { "Run": "sleep 86400" },
-            "Artifacts": [{ "URI": format!("s3://{BUCKET}/{name}/{VERSION}/{file_name}") }],
+            "Artifacts": [{ "URI": format!("s3://{BUCKET}/{name}/{version}/{file_name}") }],
         }],
     });
     Ok(BuiltComponent {
         name: name.to_owned(),
-        version: VERSION.to_owned(),
+        version: version.to_owned(),
         recipe_path: folder.join("recipe.json"),
         recipe,
         artifacts: vec![BuiltArtifact { file_name: file_name.to_owned(), path, digest, size }],
@@ -487,7 +551,7 @@ pub fn pacing_floor(cores: usize, per_minute: Option<u32>) -> Duration {
 async fn deploy(
     clients: &Clients,
     group_arn: &str,
-    component: &str,
+    (component, version): (&str, &str),
     artifact_bytes: u64,
     rollout: Option<u32>,
     cores: &[Core],
@@ -503,7 +567,7 @@ async fn deploy(
             IoTJobExecutionsRolloutConfig::builder().maximum_per_minute(per_minute as i32).build(),
         );
     }
-    let spec = ComponentDeploymentSpecification::builder().component_version(VERSION).build()?;
+    let spec = ComponentDeploymentSpecification::builder().component_version(version).build()?;
     let sent_epoch = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
     let sent = Instant::now();
     let created = clients
@@ -526,13 +590,17 @@ async fn deploy(
     let deadline = Instant::now() + pacing_floor(cores.len(), rollout) + CONVERGE_SLACK;
     let mut ended: BTreeMap<String, (JobExecutionStatus, Duration)> = BTreeMap::new();
     let mut last_queued = None;
+    let mut queued: HashMap<String, Duration> = HashMap::new();
     while ended.len() < cores.len() && Instant::now() < deadline {
         let mut pages = clients.iot.list_job_executions_for_job().job_id(&job_id).into_paginator().send();
         while let Some(page) = pages.next().await {
             for s in page.context("ListJobExecutionsForJob")?.execution_summaries() {
                 let Some(thing) = s.thing_arn().and_then(|a| a.rsplit('/').next()) else { continue };
                 let Some(e) = s.job_execution_summary() else { continue };
-                last_queued = last_queued.max(since(e.queued_at()));
+                if let Some(at) = since(e.queued_at()) {
+                    last_queued = last_queued.max(Some(at));
+                    queued.insert(thing.to_owned(), at);
+                }
                 let Some(status) = e.status() else { continue };
                 if is_terminal(status) && !ended.contains_key(thing) {
                     let at = since(e.last_updated_at()).unwrap_or_else(|| sent.elapsed());
@@ -547,10 +615,17 @@ async fn deploy(
     let peaks = sampler.stop().await;
 
     let things: Vec<&str> = cores.iter().map(|c| c.thing.as_str()).collect();
-    let view = cloud_view(&clients.gg, &things, &deployment_id, component).await?;
+    let view = cloud_view(&clients.gg, &things, &deployment_id, (component, version)).await?;
+    let hwm: Vec<u64> = pids[..cores.len()].iter().map(|&p| hwm_kib(p).unwrap_or(0)).collect();
     let mut succeeded: Vec<Duration> =
         ended.values().filter(|(s, _)| *s == JobExecutionStatus::Succeeded).map(|(_, at)| *at).collect();
     succeeded.sort_unstable();
+    let mut queued_to_succeeded: Vec<Duration> = ended
+        .iter()
+        .filter(|(_, (s, _))| *s == JobExecutionStatus::Succeeded)
+        .filter_map(|(t, (_, at))| Some(at.saturating_sub(*queued.get(t)?)))
+        .collect();
+    queued_to_succeeded.sort_unstable();
     let failed = ended
         .iter()
         .filter(|(_, (s, _))| *s != JobExecutionStatus::Succeeded)
@@ -566,8 +641,10 @@ async fn deploy(
         failed,
         unfinished: n - ended.len(),
         last_queued,
+        queued_to_succeeded,
         view,
-        rss: Rss { idle: idle[..n].to_vec(), peak: peaks[..n].to_vec(), cloud: (idle[n], peaks[n]) },
+        rss: Rss { idle: idle[..n].to_vec(), peak: peaks[..n].to_vec(), hwm, cloud: (idle[n], peaks[n]) },
+        job_id,
     })
 }
 
@@ -581,7 +658,7 @@ async fn cloud_view(
     gg: &aws_sdk_greengrassv2::Client,
     things: &[&str],
     deployment_id: &str,
-    component: &str,
+    (component, version): (&str, &str),
 ) -> anyhow::Result<View> {
     let started = Instant::now();
     let mut problems: HashMap<&str, String> = HashMap::new();
@@ -610,7 +687,7 @@ async fn cloud_view(
             let state = installed
                 .installed_components()
                 .iter()
-                .find(|c| c.component_name() == Some(component) && c.component_version() == Some(VERSION))
+                .find(|c| c.component_name() == Some(component) && c.component_version() == Some(version))
                 .and_then(|c| c.lifecycle_state().cloned());
             let deployment_ok = status == Some(EffectiveDeploymentExecutionStatus::Succeeded);
             let component_ok = state == Some(InstalledComponentLifecycleState::Running);
@@ -680,16 +757,46 @@ impl RssSampler {
     }
 }
 
-/// The `bytes` of the core's last "components resolved and artifacts downloaded" log line.
-fn last_logged_bytes(log: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(log).ok()?;
-    logged_bytes(&text)
+/// Lines at WARN or ERROR in `files`: how many, and the most frequent kinds (the text after the
+/// level up to the first field).
+fn log_problems(whose: &str, files: &[PathBuf]) -> String {
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines() {
+            let Some(at) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else { continue };
+            let rest = line[at..].trim_start();
+            let kind = rest.split(" ").take_while(|w| !w.contains('=')).collect::<Vec<_>>().join(" ");
+            *kinds.entry(kind.chars().take(160).collect()).or_default() += 1;
+        }
+    }
+    let total: usize = kinds.values().sum();
+    if total == 0 {
+        return format!("{whose}: no line at WARN or ERROR");
+    }
+    let mut common: Vec<(String, usize)> = kinds.into_iter().collect();
+    common.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let shown: Vec<String> = common.iter().take(4).map(|(k, n)| format!("{n} × `{k}`")).collect();
+    format!("{whose}: {total} lines at WARN or ERROR: {}", shown.join("; "))
 }
 
-fn logged_bytes(text: &str) -> Option<u64> {
-    let line = text.lines().rev().find(|l| l.contains("components resolved and artifacts downloaded"))?;
-    let value = line.split_whitespace().find_map(|field| field.strip_prefix("bytes="))?;
-    value.parse().ok()
+/// From the core's "deployment in progress" to its "components resolved and artifacts
+/// downloaded" for deployment `id`, by the log's time stamps, and that line's `bytes`.
+fn download_phase(log: &Path, id: &str) -> Option<(Duration, u64)> {
+    download_phase_in(&std::fs::read_to_string(log).ok()?, id)
+}
+
+fn download_phase_in(text: &str, id: &str) -> Option<(Duration, u64)> {
+    let tag = format!("deployment={id}");
+    let line = |message: &str| text.lines().find(|l| l.contains(message) && l.split_whitespace().any(|w| w == tag));
+    let stamp = |l: &str| {
+        let first = l.split_whitespace().next()?;
+        time::OffsetDateTime::parse(first, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let (start, end) = (line("deployment in progress")?, line("components resolved and artifacts downloaded")?);
+    let took = Duration::try_from(stamp(end)? - stamp(start)?).ok()?;
+    let bytes = end.split_whitespace().find_map(|field| field.strip_prefix("bytes="))?.parse().ok()?;
+    Some((took, bytes))
 }
 
 fn secs(d: Duration) -> String {
@@ -757,8 +864,23 @@ fn rows(out: &mut String, group: &str, d: &Deployment) {
             d.view.settled_after.map_or_else(|| " (not settled)".into(), |s| format!(", right {} s after", secs(s)))
         ),
     );
+    let spread = |v: &[Duration]| match (v.get(v.len().saturating_sub(1) / 2), v.last()) {
+        (Some(mid), Some(max)) => format!("{} / {}", secs(*mid), secs(*max)),
+        _ => "–".into(),
+    };
+    row(out, "each core: its execution queued → SUCCEEDED, s median / max", spread(&d.queued_to_succeeded));
+    // Bytes over wall time mean something only when the rollout did not hold cores back.
+    if let Some(last) = d.converged().filter(|_| d.cores > 1 && floor.is_zero()) {
+        let total = (d.artifact_bytes * d.cores as u64) as f64 / 1024.0 / 1024.0;
+        row(
+            out,
+            "artifact bytes to all cores ÷ time to the last SUCCEEDED, MiB/s",
+            format!("{:.1}", total / last.as_secs_f64()),
+        );
+    }
     row(out, "core RSS before the deployment, MiB median / max", median_max(&d.rss.idle));
-    row(out, "core RSS peak during it, MiB median / max", median_max(&d.rss.peak));
+    row(out, "core RSS peak during it (50 ms samples), MiB median / max", median_max(&d.rss.peak));
+    row(out, "core `VmHWM` afterwards (exact peak since start), MiB median / max", median_max(&d.rss.hwm));
     row(out, "local cloud RSS before / peak, MiB", format!("{} / {}", mib(d.rss.cloud.0), mib(d.rss.cloud.1)));
 }
 
@@ -785,16 +907,18 @@ pub fn markdown(r: &DeploymentsResult, o: &Options, command: &str, machine: &str
     );
     let _ = writeln!(
         out,
-        "- Set-up: {} fleet cores in one thing group and one more core in its own group for the single-core \
+        "- Set-up: {} fleet core{} in one thing group and one more core in its own group for the single-core \
          figures; each core its own thing, certificate and the IoT policy \
          `cloud/provision/policies/greengrass-core-deployments.json` plus `iot:Connect` for its own client id \
          (provisioned with `aws-sdk-iot` in {} s). Components published through `provision` (`aws-sdk-s3` \
          upload, CreateComponentVersion with an `s3://` artifact, DEPLOYABLE) in {} s: \
-         `{PAYLOAD}` ({} MiB artifact), `{TINY}` (1 KiB), `{LARGE}` ({} MiB), each with a `Run` that sleeps. \
+         `{PAYLOAD}` ({} MiB artifact) and {DOWNLOAD_ROUNDS} versions each of `{TINY}` (1 KiB) and `{LARGE}` \
+         ({} MiB), each with a `Run` that sleeps. \
          Each core is `device-sim core --cloud-deployments --fleet-status-interval-secs 86400`, started empty; \
          all {} were connected (the cloud had their `NUCLEUS_LAUNCH` fleet status: GetCoreDevice answers) \
          {} s after they were started.",
         o.cores,
+        if o.cores == 1 { "" } else { "s" },
         secs(r.provisioned_in),
         secs(r.published_in),
         o.artifact_mib,
@@ -807,10 +931,14 @@ pub fn markdown(r: &DeploymentsResult, o: &Options, command: &str, machine: &str
         "- Method: `aws-sdk-greengrassv2` CreateDeployment to the group (one component, \
          `iotJobConfiguration.jobExecutionsRolloutConfig.maximumPerMinute` when set); each core's time is its \
          job execution's `lastUpdatedAt` when ListJobExecutionsForJob (polled every {} ms) first shows it \
-         terminal, minus the moment just before the request was sent. Then each core's ListEffectiveDeployments \
+         terminal, minus the moment just before the request was sent; its execution's `queuedAt` shows when the \
+         rollout released it. Then each core's ListEffectiveDeployments \
          and ListInstalledComponents are read until they show the deployment SUCCEEDED and the component \
          RUNNING (at most {} s). Each core process's `VmRSS` (`/proc/PID/status`; the sleeping component is \
-         not counted) is read just before the request and every {} ms until the last execution ended. \
+         not counted) is read just before the request and every {} ms until the last execution ended, and its \
+         `VmHWM` then. The download rate: the single core deploys a tiny version, then a large one (each \
+         deployment replacing the previous, so each stops one sleeping component and starts another), \
+         {DOWNLOAD_ROUNDS} times; the large artifact's extra bytes over the extra time its deployment took. \
          The local cloud releases `maximumPerMinute` executions per 60 s window, so the pacing floor is \
          (⌈cores ÷ rate⌉ − 1) × 60 s.\n",
         POLL.as_millis(),
@@ -821,19 +949,40 @@ pub fn markdown(r: &DeploymentsResult, o: &Options, command: &str, machine: &str
     let _ = writeln!(out, "| --- | --- | ---: |");
     rows(&mut out, "single core", &r.single);
     rows(&mut out, &format!("group of {}", r.fleet.cores), &r.fleet);
-    let rate = r.download.mib_per_s().map_or_else(|| "–".into(), |v| format!("{v:.1}"));
-    let logged = r.download.logged_bytes.map_or_else(|| "–".into(), bench_common::format::thousands);
+    let d = &r.download;
+    let list = |values: Vec<String>| values.join("; ");
+    let rate = |values: Vec<f64>| {
+        let each: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
+        format!("{} ({})", median(values).map_or_else(|| "–".into(), |v| format!("{v:.0}")), each.join(", "))
+    };
     for (figure, value) in [
         (
-            format!("{LARGE} ({} MiB) vs {TINY} (1 KiB): CreateDeployment → SUCCEEDED, s", o.download_mib),
-            format!("{} vs {}", secs(r.download.large), secs(r.download.tiny)),
+            format!("{LARGE} ({} MiB) vs {TINY} (1 KiB): CreateDeployment → SUCCEEDED, s, per round", o.download_mib),
+            list(d.rounds.iter().map(|p| format!("{} vs {}", secs(p.large), secs(p.tiny))).collect()),
         ),
-        ("artifact download rate, MiB/s (extra bytes ÷ extra time)".to_owned(), rate),
-        (format!("bytes the core logged as downloaded for {LARGE}"), logged),
+        ("download rate end to end, MiB/s (extra bytes ÷ extra time): median (rounds)".to_owned(), rate(d.rates())),
+        (
+            format!("the core's resolve + download phase for {LARGE} (its log), s / bytes, per round"),
+            list(
+                d.rounds
+                    .iter()
+                    .map(|p| {
+                        p.in_core.map_or_else(
+                            || "–".into(),
+                            |(t, b)| format!("{} / {}", secs(t), bench_common::format::thousands(b)),
+                        )
+                    })
+                    .collect(),
+            ),
+        ),
+        ("download rate in the core, MiB/s (bytes ÷ that phase): median (rounds)".to_owned(), rate(d.in_core_rates())),
+        (
+            format!("core `VmHWM` after the {LARGE} deployment, MiB, per round"),
+            list(d.rounds.iter().map(|p| mib(p.large_hwm_kib)).collect()),
+        ),
     ] {
         let _ = writeln!(out, "| single core, download | {figure} | {value} |");
     }
-
     let _ = writeln!(out, "\n### Goal\n");
     let limit = GOAL + pacing_floor(r.fleet.cores, r.fleet.rollout);
     let verdict = match goal_met(&r.fleet) {
@@ -861,6 +1010,7 @@ pub fn markdown(r: &DeploymentsResult, o: &Options, command: &str, machine: &str
                 .chain(d.view.mismatches.iter().cloned())
                 .collect::<Vec<_>>()
         })
+        .chain(r.log_notes.iter().cloned())
         .collect();
     if !notes.is_empty() {
         let _ = writeln!(out, "\n### Notes from the run\n");
@@ -885,11 +1035,34 @@ mod tests {
     }
 
     #[test]
-    fn downloaded_bytes_come_from_the_core_log_line() {
-        let log = "2026-12-07T01:00:00Z  INFO device_sim::core::deployment: components resolved and artifacts \
-                   downloaded deployment=abc components=1 bytes=67108864 kept=0\n";
-        assert_eq!(logged_bytes(log), Some(67_108_864));
-        assert_eq!(logged_bytes("nothing here"), None);
+    fn the_download_phase_comes_from_the_core_log_lines_of_the_deployment() {
+        let log = "2026-12-07T01:37:22.914099Z  INFO device_sim::core::deployment: deployment in progress \
+                   deployment=abc origin=ThingGroup\n\
+                   2026-12-07T01:37:22.950000Z  INFO device_sim::core::deployment: components resolved and \
+                   artifacts downloaded deployment=other components=1 bytes=1 kept=0\n\
+                   2026-12-07T01:37:23.009371Z  INFO device_sim::core::deployment: components resolved and \
+                   artifacts downloaded deployment=abc components=1 bytes=67108864 kept=0\n";
+        assert_eq!(download_phase_in(log, "abc"), Some((Duration::from_micros(95_272), 67_108_864)));
+        assert_eq!(download_phase_in(log, "missing"), None);
+    }
+
+    #[test]
+    fn log_problems_counts_warnings_and_errors_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("core.log");
+        std::fs::write(
+            &file,
+            "2026-12-07T01:00:00Z  INFO a: fine\n\
+             2026-12-07T01:00:01Z  WARN a::b: retrying call=1\n\
+             2026-12-07T01:00:02Z  WARN a::b: retrying call=2\n\
+             2026-12-07T01:00:03Z ERROR a::c: gave up\n",
+        )
+        .unwrap();
+        assert_eq!(
+            log_problems("logs", &[file]),
+            "logs: 3 lines at WARN or ERROR: 2 × `WARN a::b: retrying`; 1 × `ERROR a::c: gave up`"
+        );
+        assert_eq!(log_problems("none", &[]), "none: no line at WARN or ERROR");
     }
 
     #[test]
@@ -910,6 +1083,7 @@ mod tests {
             failed: Vec::new(),
             unfinished: 0,
             last_queued: None,
+            queued_to_succeeded: Vec::new(),
             view: View {
                 effective_ok: cores,
                 installed_ok: if view_ok { cores } else { 0 },
@@ -917,6 +1091,7 @@ mod tests {
                 settled_after: None,
             },
             rss: Rss::default(),
+            job_id: "j".into(),
         };
         assert_eq!(goal_met(&d(50, 119, true)), Some(true), "60 s plus one 60 s window");
         assert_eq!(goal_met(&d(50, 121, true)), Some(false));

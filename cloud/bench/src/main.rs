@@ -209,8 +209,9 @@ async fn run_deployments(cli: Cli) -> anyhow::Result<()> {
     let machine = bench_common::machine::Machine::describe().summary();
     let result = deployments::run(&options, work.path()).await?;
     let body = deployments::markdown(&result, &options, &command_as_run(), &machine, build);
-    // One section per group size, so the 50-core and the 1-core runs both stay in the file.
-    write_marked(cli.out.as_deref(), &format!("broker-bench-deployments-{}", cli.cores), &body)
+    // One section per group size and rollout rate, so several runs stay in the file side by side.
+    let rollout = options.rollout_per_minute.map_or_else(|| "none".to_owned(), |r| r.to_string());
+    write_marked(cli.out.as_deref(), &format!("broker-bench-deployments-{}-rollout-{rollout}", cli.cores), &body)
 }
 
 /// The command as run: the profile this binary was built with, and its arguments.
