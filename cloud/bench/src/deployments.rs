@@ -339,13 +339,13 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<DeploymentsRe
         eprintln!("{} cores connected in {:.1} s", cores.len(), connected_in.as_secs_f64());
 
         let (fleet, single) = cores.split_at(options.cores);
-        let mib = |m: u64| m * 1024 * 1024;
+        let of_mib = |m: u64| m * 1024 * 1024;
         let single_run =
-            deploy(&clients, &single_arn, (PAYLOAD, VERSION), mib(options.artifact_mib), None, single, cloud.pid())
+            deploy(&clients, &single_arn, (PAYLOAD, VERSION), of_mib(options.artifact_mib), None, single, cloud.pid())
                 .await
                 .context("the single-core deployment")?;
         report_progress("single core", &single_run);
-        let mut download = Download { large_bytes: mib(options.download_mib), rounds: Vec::new() };
+        let mut download = Download { large_bytes: of_mib(options.download_mib), rounds: Vec::new() };
         for round in 0..DOWNLOAD_ROUNDS {
             let version = format!("1.0.{round}");
             let tiny = deploy(&clients, &single_arn, (TINY, &version), TINY_BYTES, None, single, cloud.pid()).await?;
@@ -363,7 +363,7 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<DeploymentsRe
             &clients,
             &fleet_arn,
             (PAYLOAD, VERSION),
-            mib(options.artifact_mib),
+            of_mib(options.artifact_mib),
             options.rollout_per_minute,
             fleet,
             cloud.pid(),
