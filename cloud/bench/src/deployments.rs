@@ -939,6 +939,9 @@ pub fn markdown(r: &DeploymentsResult, o: &Options, command: &str, machine: &str
          `VmHWM` then. The download rate: the single core deploys a tiny version, then a large one (each \
          deployment replacing the previous, so each stops one sleeping component and starts another), \
          {DOWNLOAD_ROUNDS} times; the large artifact's extra bytes over the extra time its deployment took. \
+         In the core: the bytes and the time between its log lines \"deployment in progress\" and \
+         \"components resolved and artifacts downloaded\" for each large deployment \
+         (ResolveComponentCandidates, GetComponentVersionArtifact, the download and its digest check). \
          The local cloud releases `maximumPerMinute` executions per 60 s window, so the pacing floor is \
          (⌈cores ÷ rate⌉ − 1) × 60 s.\n",
         POLL.as_millis(),
