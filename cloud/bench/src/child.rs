@@ -38,6 +38,16 @@ impl ChildGuard {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Sends SIGTERM and returns at once, so that many processes stop side by side; dropping
+    /// the guard then waits (and kills after the grace period).
+    pub fn ask_to_stop(&mut self) {
+        if self.exited().is_none()
+            && let Some(pid) = Pid::from_raw(self.child.id() as i32)
+        {
+            let _ = kill_process(pid, Signal::TERM);
+        }
+    }
+
     /// SIGTERM, then SIGKILL after a grace period; reaps the process.
     pub fn stop(mut self) {
         self.terminate();
@@ -47,9 +57,7 @@ impl ChildGuard {
         if self.exited().is_some() {
             return;
         }
-        if let Some(pid) = Pid::from_raw(self.child.id() as i32) {
-            let _ = kill_process(pid, Signal::TERM);
-        }
+        self.ask_to_stop();
         let until = Instant::now() + TERM_GRACE;
         while Instant::now() < until {
             if self.exited().is_some() {

@@ -17,11 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bench_common::stats::{Latency, latency};
-use futures::{StreamExt, TryStreamExt};
 use rumqttc::{Event, Packet, QoS};
 use tokio::sync::mpsc;
 
-use crate::local::{iot_client, spawn, thing};
+use crate::local::{group_of_things, iot_client, spawn};
 
 /// The thing group every job targets.
 const GROUP: &str = "bench-jobs-fleet";
@@ -29,8 +28,6 @@ const GROUP: &str = "bench-jobs-fleet";
 const POLICY: &str = "BenchJobsPolicy";
 /// Longest one round may wait for every device.
 const ROUND_DEADLINE: Duration = Duration::from_secs(30);
-/// Provisioning requests in flight at once.
-const PROVISION_CONCURRENCY: usize = 8;
 
 /// What a device saw: the job id of a notify-next (`None` for an empty one) and when.
 type Seen = (Option<String>, Instant);
@@ -68,15 +65,7 @@ pub async fn run(bin: &Path, data_dir: &Path, things: usize, rounds: usize) -> a
     );
     let started = Instant::now();
     iot.create_policy().policy_name(POLICY).policy_document(policy).send().await.context("CreatePolicy")?;
-    iot.create_thing_group().thing_group_name(GROUP).send().await.context("CreateThingGroup")?;
-    let identities: std::collections::HashMap<_, _> = futures::stream::iter(0..things)
-        .map(|i| thing(&iot, format!("bench-jobs-{i}"), POLICY))
-        .buffer_unordered(PROVISION_CONCURRENCY)
-        .try_collect()
-        .await?;
-    for name in identities.keys() {
-        iot.add_thing_to_thing_group().thing_group_name(GROUP).thing_name(name).send().await?;
-    }
+    let (_, identities) = group_of_things(&iot, GROUP, (0..things).map(|i| format!("bench-jobs-{i}")), POLICY).await?;
     let provisioned_in = started.elapsed();
     eprintln!("provisioned {things} things in {:.1} s", provisioned_in.as_secs_f64());
 

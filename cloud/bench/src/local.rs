@@ -203,6 +203,28 @@ async fn certificate(iot: &aws_sdk_iot::Client, policy: &str) -> anyhow::Result<
     Ok((arn, identity))
 }
 
+/// The thing group `group`, created, holding one new thing per name, each with its own certificate
+/// and `policy` (provisioned [`PROVISION_CONCURRENCY`] at a time): the group's ARN and each
+/// thing's identity.
+pub async fn group_of_things(
+    iot: &aws_sdk_iot::Client,
+    group: &str,
+    names: impl IntoIterator<Item = String>,
+    policy: &str,
+) -> anyhow::Result<(String, HashMap<String, Identity>)> {
+    let created = iot.create_thing_group().thing_group_name(group).send().await.context("CreateThingGroup")?;
+    let arn = created.thing_group_arn().context("CreateThingGroup: no thingGroupArn")?.to_owned();
+    let identities: HashMap<String, Identity> = futures::stream::iter(names)
+        .map(|name| thing(iot, name, policy))
+        .buffer_unordered(PROVISION_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for name in identities.keys() {
+        iot.add_thing_to_thing_group().thing_group_name(group).thing_name(name).send().await?;
+    }
+    Ok((arn, identities))
+}
+
 /// A thing with its own certificate and `policy`.
 pub async fn thing(iot: &aws_sdk_iot::Client, name: String, policy: &str) -> anyhow::Result<(String, Identity)> {
     iot.create_thing().thing_name(&name).send().await.with_context(|| format!("CreateThing {name}"))?;

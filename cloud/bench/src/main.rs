@@ -13,8 +13,11 @@
 //! - `idle`: thousands of idle mTLS connections and the broker's RSS.
 //! - `stats`, `report`: percentiles, the Markdown table and `docs/benchmarks.md`.
 //! - `jobs`: `--jobs`, CreateJob → `notify-next` at many things (local cloud only).
+//! - `deployments`: `--deployments`, Greengrass CreateDeployment → SUCCEEDED at many simulated
+//!   cores (`device-sim core` processes), their memory and artifact download rate.
 
 mod child;
+mod deployments;
 mod flow;
 mod idle;
 mod jobs;
@@ -56,6 +59,25 @@ struct Cli {
     /// Jobs created, one after another, in the Jobs benchmark.
     #[arg(long, default_value_t = 20, requires = "jobs")]
     rounds: usize,
+    /// Run only the Greengrass deployments benchmark: CreateDeployment → SUCCEEDED at `--cores`
+    /// simulated cores (`device-sim core` processes), their RSS, the artifact download rate.
+    #[arg(long, conflicts_with = "jobs")]
+    deployments: bool,
+    /// Cores in the deployments benchmark's thing group (one more core gives the single-core figures).
+    #[arg(long, default_value_t = 50, requires = "deployments")]
+    cores: usize,
+    /// The deployment's IoT job rollout rate (`maximumPerMinute`); 0 for none.
+    #[arg(long, default_value_t = 600, requires = "deployments")]
+    rollout_per_minute: u32,
+    /// Size of the deployed component's artifact, MiB.
+    #[arg(long, default_value_t = 8, requires = "deployments")]
+    artifact_mib: u64,
+    /// Size of the large artifact the download rate is measured with, MiB.
+    #[arg(long, default_value_t = 64, requires = "deployments")]
+    download_mib: u64,
+    /// The `device-sim` binary; default: next to this binary.
+    #[arg(long, requires = "deployments")]
+    device_sim_bin: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,6 +110,9 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.jobs {
         return run_jobs(cli).await;
+    }
+    if cli.deployments {
+        return run_deployments(cli).await;
     }
     let plan = if cli.quick { plan::Plan::quick() } else { plan::Plan::full() };
     let command = report::command_line(cli.quick, cli.out.as_deref());
@@ -159,19 +184,49 @@ async fn run_jobs(cli: Cli) -> anyhow::Result<()> {
     let build = if bin.components().any(|c| c.as_os_str() == "debug") { "debug build" } else { "release build" };
     let machine = bench_common::machine::Machine::describe().summary();
     let result = jobs::run(&bin, &work.path().join("local-cloud"), cli.things, cli.rounds).await?;
-    // The command as run: the profile this binary was built with, and its arguments.
+    let body = jobs::markdown(&result, &command_as_run(), &machine, build, cli.rounds);
+    write_marked(cli.out.as_deref(), "broker-bench-jobs", &body)
+}
+
+async fn run_deployments(cli: Cli) -> anyhow::Result<()> {
+    let work =
+        tempfile::Builder::new().prefix("deployments-bench-").tempdir().context("creating a temporary directory")?;
+    let local_cloud_bin = local::binary(cli.local_cloud_bin.as_deref()).context("finding the local-cloud binary")?;
+    let device_sim_bin = match cli.device_sim_bin {
+        Some(p) => p,
+        None => std::env::current_exe().context("locating this binary")?.with_file_name("device-sim"),
+    };
+    let debug = [&local_cloud_bin, &device_sim_bin].iter().all(|b| b.components().any(|c| c.as_os_str() == "debug"));
+    let build = if debug { "debug build" } else { "release build" };
+    let options = deployments::Options {
+        local_cloud_bin,
+        device_sim_bin,
+        cores: cli.cores,
+        rollout_per_minute: (cli.rollout_per_minute > 0).then_some(cli.rollout_per_minute),
+        artifact_mib: cli.artifact_mib,
+        download_mib: cli.download_mib,
+    };
+    let machine = bench_common::machine::Machine::describe().summary();
+    let result = deployments::run(&options, work.path()).await?;
+    let body = deployments::markdown(&result, &options, &command_as_run(), &machine, build);
+    // One section per group size and rollout rate, so several runs stay in the file side by side.
+    let rollout = options.rollout_per_minute.map_or_else(|| "none".to_owned(), |r| r.to_string());
+    write_marked(cli.out.as_deref(), &format!("broker-bench-deployments-{}-rollout-{rollout}", cli.cores), &body)
+}
+
+/// The command as run: the profile this binary was built with, and its arguments.
+fn command_as_run() -> String {
     let profile = if cfg!(debug_assertions) { "" } else { " --release" };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = format!("cargo run{profile} -p broker-bench -- {}", args.join(" "));
-    let markers = bench_common::section::Markers::new("broker-bench-jobs");
-    let section = format!(
-        "{}\n{}{}\n",
-        markers.begin,
-        jobs::markdown(&result, &command, &machine, build, cli.rounds),
-        markers.end
-    );
+    format!("cargo run{profile} -p broker-bench -- {}", args.join(" "))
+}
+
+/// Prints `body` between the markers of `name`, and writes it into `out` when given.
+fn write_marked(out: Option<&std::path::Path>, name: &str, body: &str) -> anyhow::Result<()> {
+    let markers = bench_common::section::Markers::new(name);
+    let section = format!("{}\n{}{}\n", markers.begin, body, markers.end);
     println!("{section}");
-    if let Some(out) = &cli.out {
+    if let Some(out) = out {
         bench_common::section::write_section(out, &section, &markers)
             .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("wrote {}", out.display());
