@@ -1,5 +1,6 @@
 //! The model component's committed artifacts (`components/model/`) run in tract: parity with
-//! onnxruntime's reference outputs, every refusal before loading, and the detector's findings.
+//! onnxruntime's reference outputs, every refusal before loading, and the detector's findings;
+//! every release beside it (`components/model/releases/`) fits the analyzer as it does.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -115,6 +116,79 @@ fn the_committed_model_maps_its_classes_to_anomaly_kinds() {
         assert!(model.classes().contains(&Some(kind)), "{kind:?}");
     }
     assert_eq!(model.card().input.features, Features::names());
+}
+
+/// The released versions shipped beside the current one: `components/model/releases/{version}/`,
+/// each a component directory of its own (`recipe.yaml`, `model.onnx`, `model-card.json`).
+fn releases() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(component_dir().join("releases"))
+        .expect("components/model/releases exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn version_of(dir: &Path) -> &str {
+    dir.file_name().and_then(|n| n.to_str()).unwrap()
+}
+
+#[test]
+fn every_release_fits_the_analyzer_exactly_as_the_committed_model() {
+    let current = committed();
+    let releases = releases();
+    assert!(!releases.is_empty(), "components/model/releases holds no release");
+    for dir in &releases {
+        let version = version_of(dir);
+        let model = Model::load(dir).unwrap_or_else(|e| panic!("release {version}: {e}"));
+        assert_eq!(model.version(), version, "the card's version names its directory");
+        let (card, want) = (model.card(), current.card());
+        assert_eq!(card.name, want.name, "release {version}");
+        assert_eq!(card.input.features, want.input.features, "release {version}: features");
+        assert_eq!(card.input.shape, want.input.shape, "release {version}: input shape");
+        assert_eq!(card.output.classes, want.output.classes, "release {version}: classes");
+        assert_eq!(model.classes(), current.classes(), "release {version}");
+        assert_eq!(card.input.poll_period_ms, want.input.poll_period_ms, "release {version}");
+        model.check_window(want.input.window_samples).unwrap();
+        // The same input gives an output of the same shape.
+        let zeros = vec![0.0; want.input.features.len()];
+        assert_eq!(model.infer(&zeros).unwrap().probabilities.len(), current.classes().len());
+    }
+}
+
+#[test]
+fn every_release_recipe_is_the_committed_recipe_with_its_version_and_digests() {
+    use base64::Engine as _;
+    use device_sim::recipe::RecipeLoader;
+
+    let read_yaml = |path: &Path| -> Value { serde_yaml_ng::from_slice(&std::fs::read(path).unwrap()).unwrap() };
+    let base = read_yaml(&component_dir().join("recipe.yaml"));
+    let base_version = base["ComponentVersion"].as_str().unwrap().to_owned();
+    let loader = RecipeLoader::discover(None).unwrap();
+    assert_eq!(loader.schema_warning(), None, "the GDK recipe schema is needed to check the releases");
+    for dir in releases() {
+        let version = version_of(&dir);
+        let path = dir.join("recipe.yaml");
+        let loaded = loader.load_file(&path).unwrap_or_else(|e| panic!("release {version}: {e}"));
+        assert_eq!(loaded.recipe.version.to_string(), version, "the recipe's version names its directory");
+
+        // Only the version, the URIs' version segment and the digests differ from the current recipe.
+        let mut want = base.clone();
+        want["ComponentVersion"] = Value::String(version.to_owned());
+        for manifest in want["Manifests"].as_array_mut().unwrap() {
+            for artifact in manifest["Artifacts"].as_array_mut().unwrap() {
+                let uri =
+                    artifact["URI"].as_str().unwrap().replace(&format!("/{base_version}/"), &format!("/{version}/"));
+                let file = dir.join(uri.rsplit('/').next().unwrap());
+                let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&bytes));
+                artifact["URI"] = Value::String(uri);
+                artifact["Digest"] = Value::String(digest);
+            }
+        }
+        assert_eq!(read_yaml(&path), want, "release {version}: recipe.yaml");
+    }
 }
 
 #[test]
