@@ -105,6 +105,12 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!(deployments.len(), 3, "{deployments:#?}");
     assert_eq!(deployments[1]["succeeded"], true, "{:#}", deployments[1]);
     assert_eq!(deployments[1]["components"][1], serde_json::json!(["com.example.pump.Analyzer", "1.1.0"]));
+    assert_eq!(
+        deployments[1]["components"][3],
+        serde_json::json!(["com.example.pump.Model", "1.1.0"]),
+        "the retrained model"
+    );
+    assert!(deployments[1]["bytesDownloaded"].as_u64().is_some_and(|b| b > 0), "{:#}", deployments[1]);
     let broken = &deployments[2];
     assert_eq!(broken["succeeded"], false, "{broken:#}");
     let last = broken["events"].as_array().unwrap().last().unwrap();
@@ -123,14 +129,16 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     let decided_on = raised["reading_seq"].as_u64().unwrap();
     assert!(seqs.contains(&decided_on), "reading {decided_on} is not in the telemetry received");
 
-    // reported.model: the shipped model, loaded and running, as the controller reports it.
+    // reported.model at the end: the retrained release the cloud rolled out, loaded and running,
+    // as the controller reports it.
     let card: Value = serde_json::from_slice(
-        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../components/model/model-card.json")).unwrap(),
+        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../components/model/releases/1.1.0/model-card.json"))
+            .unwrap(),
     )
     .unwrap();
     let model = &report["model"];
     assert_eq!(model["status"], "running", "{model:#}");
-    assert_eq!((&model["version"], &model["name"]), (&"1.0.0".into(), &card["name"]), "{model:#}");
+    assert_eq!((&model["version"], &model["name"]), (&"1.1.0".into(), &card["name"]), "{model:#}");
     assert_eq!(model["sha256"], card["model"]["sha256"], "{model:#}");
     assert_eq!((&model["detector"], &model["running"]), (&"model".into(), &serde_json::json!(["model"])));
     assert_eq!(model["error"], "");

@@ -417,13 +417,16 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let ok = steps
-        .run("6", "over the air: a new analyzer version rolls out from the cloud while the pump runs; telemetry keeps flowing without a gap", || async {
+        .run("6", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; telemetry keeps flowing without a gap", || async {
             let (operator, bins) = site_ref.rollout()?;
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.1.0", |r| r, bins).await?;
+            rollout::publish_model(operator, &site_ref.dir, &site::MODEL_1_1_0).await?;
             let before = obs_ref.count(&telemetry);
-            let components = site::versions(&[(analyzer.name, "1.1.0")]);
-            let timeline = site_ref.deploy("a new analyzer version while the pump runs", components, WAIT).await?;
+            let mut components = site::versions(&[(analyzer.name, "1.1.0")]);
+            components.push((pump_types::MODEL_COMPONENT.to_owned(), "1.1.0".to_owned()));
+            let timeline =
+                site_ref.deploy("a new analyzer version and the retrained model while the pump runs", components, WAIT).await?;
             let (succeeded, converged) = (timeline.succeeded, timeline.converged_ms);
             let id = timeline.deployment_id.clone();
             deployments.push(timeline);
@@ -442,10 +445,18 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             }
             let seqs = telemetry_continuity(&obs_ref.messages(&telemetry)).map_err(anyhow::Error::msg)?;
             let detector = args.detector;
-            wait_cloud_shadow(site_ref, "the new analyzer's model report", |d| detector.model_report_holds(&model_reported(d))).await?;
+            let wanted = "the new analyzer's report of model 1.1.0";
+            let doc = wait_cloud_shadow(site_ref, wanted, |d| {
+                let model = model_reported(d);
+                detector.model_report_holds(&model) && (detector.as_str() == "rules" || model["version"] == "1.1.0")
+            })
+            .await?;
+            let model = model_reported(&doc);
             Ok(format!(
-                "deployment {id} converged in {} ms; the core runs analyzer 1.1.0; readings {}..={} reached the cloud without a gap",
+                "deployment {id} converged in {} ms; the core runs analyzer 1.1.0 and model {} {}; readings {}..={} reached the cloud without a gap",
                 converged.unwrap_or_default(),
+                model["name"].as_str().unwrap_or(""),
+                model["version"].as_str().unwrap_or(""),
                 seqs.first().copied().unwrap_or(0),
                 seqs.last().copied().unwrap_or(0)
             ))

@@ -15,7 +15,7 @@ use provision::component::{BuildSpec, BuiltComponent, PublishOptions, PublishedC
 use provision::deploy::{CoreStatus, DeploySpec, FollowOptions};
 use serde::Serialize;
 
-use crate::site::{COMPONENTS, Component, MODEL};
+use crate::site::{COMPONENTS, Component, MODEL, ModelComponent};
 
 /// The bucket the components' artifacts go to.
 pub const BUCKET: &str = "pump-station-components";
@@ -116,15 +116,34 @@ pub fn build(dir: &Path, bins: &Path) -> anyhow::Result<Vec<BuiltComponent>> {
         std::fs::write(d.join("recipe.yaml"), c.recipe)?;
         component_dirs.push(d);
     }
-    let model = sources.join(MODEL.name);
-    std::fs::create_dir_all(&model)?;
-    std::fs::write(model.join("recipe.yaml"), MODEL.recipe)?;
-    for (name, bytes) in MODEL.artifacts {
-        std::fs::write(model.join(name), bytes)?;
-    }
-    component_dirs.push(model);
+    component_dirs.push(write_model(&sources, &MODEL)?);
     let spec = BuildSpec { component_dirs, bin_dir: bins.to_owned(), out: dir.to_owned() };
     provision::component::build_components(&spec).context("building the components")
+}
+
+/// Writes `model` as a component directory (its recipe and artifacts) under `dir`.
+fn write_model(dir: &Path, model: &ModelComponent) -> anyhow::Result<PathBuf> {
+    let out = dir.join(model.name);
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("recipe.yaml"), model.recipe)?;
+    for (name, bytes) in model.artifacts {
+        std::fs::write(out.join(name), bytes)?;
+    }
+    Ok(out)
+}
+
+/// Builds and publishes a shipped model release (its recipe names its version).
+pub async fn publish_model(
+    operator: &Operator,
+    dir: &Path,
+    model: &ModelComponent,
+) -> anyhow::Result<PublishedComponent> {
+    let out = dir.join("releases").join(model.name);
+    let source = write_model(&out.join("source"), model)?;
+    let spec = BuildSpec { component_dirs: vec![source], bin_dir: out.clone(), out: out.clone() };
+    provision::component::build_components(&spec).context("building the model release")?;
+    let mut published = publish(operator, &out).await?;
+    published.pop().context("nothing was published")
 }
 
 /// A new release of the shipped component `component` (one of [`COMPONENTS`]): its recipe at
@@ -214,6 +233,41 @@ pub struct Timeline {
     pub succeeded: bool,
     /// Bytes of artifacts the core downloaded for it (what it had already is not downloaded).
     pub bytes_downloaded: Option<u64>,
+    /// Components that put the update off (DeferComponentUpdate), and for how long in all.
+    pub deferrals: Vec<DeferralRecord>,
+}
+
+/// A component that deferred the update.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeferralRecord {
+    /// The component.
+    pub component: String,
+    /// Milliseconds it held the update.
+    pub deferred_ms: u64,
+    /// Its last message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Timeline {
+    /// Adds what the core recorded of the deployment: bytes downloaded and deferrals.
+    pub fn with_core_view(mut self, deployments: &device_sim::core::deployment::Deployments) -> Self {
+        if let Some(job) = self.iot_job_id.as_deref() {
+            self.bytes_downloaded = deployments.downloaded(job);
+            self.deferrals = deployments
+                .deferrals(job)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| DeferralRecord {
+                    component: d.component,
+                    deferred_ms: d.deferred_for.as_millis() as u64,
+                    message: d.message,
+                })
+                .collect();
+        }
+        self
+    }
 }
 
 impl Timeline {
@@ -291,5 +345,6 @@ pub async fn deploy(
         converged_ms,
         succeeded: outcome.succeeded(),
         bytes_downloaded: None,
+        deferrals: Vec::new(),
     })
 }

@@ -93,6 +93,16 @@ pub const MODEL: ModelComponent = ModelComponent {
     ],
 };
 
+/// The retrained model, version 1.1.0, as shipped in `components/model/releases/1.1.0`.
+pub const MODEL_1_1_0: ModelComponent = ModelComponent {
+    name: pump_types::MODEL_COMPONENT,
+    recipe: include_str!("../../../components/model/releases/1.1.0/recipe.yaml"),
+    artifacts: &[
+        ("model.onnx", include_bytes!("../../../components/model/releases/1.1.0/model.onnx")),
+        ("model-card.json", include_bytes!("../../../components/model/releases/1.1.0/model-card.json")),
+    ],
+};
+
 /// Static credentials for the SDK clients.
 pub fn credentials() -> Credentials {
     Credentials::new(ACCESS_KEY, "demo-secret-key-for-the-local-cloud", None, None, "pump-station-demo")
@@ -176,8 +186,9 @@ impl Site {
         rollout::join_group(operator, THING).await?;
         let components = COMPONENTS.iter().map(|c| (c.name.to_owned(), VERSION.to_owned())).collect();
         let purpose = "the pump station's components";
-        let mut timeline = rollout::deploy(operator, purpose, components, merges, options.wait).await?;
-        timeline.bytes_downloaded = timeline.iot_job_id.as_deref().and_then(|j| core.deployments().downloaded(j));
+        let timeline = rollout::deploy(operator, purpose, components, merges, options.wait)
+            .await?
+            .with_core_view(core.deployments());
         self.bins = Some(bins);
         if !timeline.succeeded {
             bail!(
@@ -207,10 +218,8 @@ impl Site {
         wait: Duration,
     ) -> anyhow::Result<Timeline> {
         let (operator, _) = self.rollout()?;
-        let mut timeline = rollout::deploy(operator, purpose, components, Vec::new(), wait).await?;
-        timeline.bytes_downloaded =
-            timeline.iot_job_id.as_deref().and_then(|j| self.core.as_ref()?.deployments().downloaded(j));
-        Ok(timeline)
+        let timeline = rollout::deploy(operator, purpose, components, Vec::new(), wait).await?;
+        Ok(timeline.with_core_view(self.core()?.deployments()))
     }
 
     /// The operator's clients and the component binaries, for a rollout.
