@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloud_api::greengrass::{DetailedDeploymentStatus, JobStatusDetails};
+use cloud_api::greengrass::{DEPLOYMENT_SHADOW_NAME, DetailedDeploymentStatus, JobStatusDetails};
 use cloud_api::ipc::model::{DeploymentStatus, Qos};
 use cloud_api::jobs::JobExecutionStatus;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -44,8 +44,10 @@ struct Listeners {
 }
 
 impl Listeners {
-    fn source_of_topic(&self, topic: &str) -> Source {
-        if self.shadow.subscriptions().iter().any(|t| t == topic) { Source::Shadow } else { Source::Jobs }
+    /// The deployment shadow's topics go to the shadow listener, the rest (Jobs) to the jobs one.
+    fn source_of_topic(topic: &str) -> Source {
+        let shadow = format!("/shadow/name/{DEPLOYMENT_SHADOW_NAME}/");
+        if topic.contains(&shadow) { Source::Shadow } else { Source::Jobs }
     }
 
     fn connected(&mut self) -> Vec<(Source, Action)> {
@@ -55,7 +57,7 @@ impl Listeners {
     }
 
     fn message(&mut self, topic: &str, payload: &[u8]) -> Vec<(Source, Action)> {
-        match self.source_of_topic(topic) {
+        match Self::source_of_topic(topic) {
             Source::Jobs => tag(Source::Jobs, self.jobs.message(topic, payload)),
             Source::Shadow => tag(Source::Shadow, self.shadow.message(topic, payload)),
         }

@@ -251,18 +251,7 @@ pub fn load_sequence(root: &Path) -> u64 {
 }
 
 fn store_sequence(root: &Path, next: u64) -> std::io::Result<()> {
-    let path = sequence_file(root);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(next.to_string().as_bytes())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(tmp, path)
+    super::layout::write_durably(&sequence_file(root), next.to_string().as_bytes())
 }
 
 /// The core's current components, as [`Snapshot`]s.

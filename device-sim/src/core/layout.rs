@@ -134,6 +134,22 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
 }
 
+/// Writes `bytes` to `path` durably: its directory made if missing, a temporary file written and
+/// synced, renamed over `path`, the directory synced. A crash leaves the old file or the new one.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
 /// The same digest of a file, read in 64 KiB pieces (a large artifact is never in memory whole).
 pub fn file_digest(path: &Path) -> io::Result<String> {
     let mut file = fs::File::open(path)?;

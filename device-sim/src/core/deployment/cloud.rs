@@ -28,13 +28,13 @@
 //! cloud answers for every artifact it stores.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Refusal;
 use crate::core::artifact_download::{DownloadError, Downloader, expected_digest};
 use crate::core::greengrass_client::{ClientError, GreengrassClient, Resolved};
-use crate::core::layout::Layout;
+use crate::core::layout::{Layout, write_durably};
 use crate::core::nucleus_update::{CORE_BINARY, NUCLEUS};
 use crate::core::recipe_store::RecipeOrigins;
 use crate::recipe::{ComponentVersion, DevicePlatform, Recipe, RecipeFormat, RecipeLoader, VersionRequirement};
@@ -180,7 +180,6 @@ pub(crate) async fn fetch(
 
     let mut fetched = Fetched::default();
     let recipes_dir = layout.recipes_dir();
-    std::fs::create_dir_all(&recipes_dir).map_err(|e| (format!("{}: {e}", recipes_dir.display()), "IO_ERROR"))?;
     for (name, (resolved, recipe)) in chosen {
         fetch_artifacts(cloud, layout, platform, &resolved, &recipe, &mut fetched).await?;
         if name == NUCLEUS {
@@ -276,18 +275,6 @@ fn download_error_code(e: &DownloadError) -> &'static str {
         DownloadError::Io { .. } => "IO_WRITE_ERROR",
         _ => "S3_GET_OBJECT_ERROR",
     }
-}
-
-/// Writes `bytes` to a temporary file, syncs it and renames it over `path`.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp: PathBuf = path.with_extension("tmp");
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

@@ -413,8 +413,6 @@ pub(crate) struct Context {
     pub nucleus_version: String,
     /// How the engine asks for the core to restart into a staged nucleus.
     pub restart: RestartRequest,
-    /// Bytes of artifacts each cloud deployment downloaded, by deployment id.
-    pub downloaded: Arc<Mutex<BTreeMap<String, u64>>>,
     /// Component update notices and configuration validation.
     pub gate: Arc<dyn ComponentUpdateGate>,
 }
@@ -438,7 +436,6 @@ impl Context {
             cloud: None,
             nucleus_version: options.nucleus_version.to_string(),
             restart: RestartRequest::default(),
-            downloaded: Arc::default(),
             gate,
         }
     }
@@ -453,6 +450,8 @@ struct Record {
     details: Option<DeploymentStatusDetails>,
     /// Components that deferred it (component update notices).
     deferrals: Vec<Deferral>,
+    /// Bytes of artifacts a cloud deployment downloaded.
+    bytes_downloaded: Option<u64>,
 }
 
 impl Record {
@@ -469,7 +468,6 @@ impl Record {
 /// The deployment queue and its statuses. Cheap to clone.
 #[derive(Clone)]
 pub struct Deployments {
-    downloaded: Arc<Mutex<BTreeMap<String, u64>>>,
     recorder: Recorder,
     queue: mpsc::UnboundedSender<Request>,
     store_root: PathBuf,
@@ -489,9 +487,8 @@ impl Deployments {
         let membership = Arc::new(Mutex::new(deployed.membership()));
         let recorder = Recorder { records: Arc::default(), events, membership };
         let store_root = ctx.root.join("packages").join("artifacts");
-        let downloaded = ctx.downloaded.clone();
         let runner = tokio::spawn(run(recorder.clone(), ctx, deployed, rx));
-        (Self { downloaded, recorder, queue, store_root }, runner)
+        (Self { recorder, queue, store_root }, runner)
     }
 
     /// How each deployed component belongs to the deployment (root or not, its groups).
@@ -502,7 +499,8 @@ impl Deployments {
     /// Bytes of artifacts cloud deployment `id` downloaded (artifacts already in the store with
     /// their digest are not downloaded again); `None` before it fetched anything.
     pub fn downloaded(&self, id: &str) -> Option<u64> {
-        self.downloaded.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied()
+        let records = self.recorder.records.lock().unwrap_or_else(|e| e.into_inner());
+        records.iter().find(|r| r.id == id).and_then(|r| r.bytes_downloaded)
     }
 
     /// Every status change from now on, of local and cloud deployments alike.
@@ -567,6 +565,7 @@ impl Deployments {
             status: DeploymentStatus::Queued,
             details: None,
             deferrals: Vec::new(),
+            bytes_downloaded: None,
         });
         if self.queue.send(request).is_err() {
             let cause = "the core is shutting down";
@@ -797,10 +796,11 @@ impl Recorder {
         let _ = self.events.send(event);
     }
 
-    fn set_deferrals(&self, id: &str, deferrals: Vec<Deferral>) {
+    fn set_observed(&self, id: &str, observed: Observed) {
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = records.iter_mut().find(|r| r.id == id) {
-            r.deferrals = deferrals;
+            r.deferrals = observed.deferrals;
+            r.bytes_downloaded = observed.bytes_downloaded;
         }
     }
 
@@ -828,7 +828,7 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
         recorder.set(&request.id, DeploymentStatus::InProgress, None);
         tracing::info!(deployment = %request.id, origin = ?request.origin, "deployment in progress");
         let wanted_nucleus = request.add.get(nucleus_update::NUCLEUS).cloned();
-        let mut deferrals = Vec::new();
+        let mut observed = Observed::default();
         let details = match (&activation, &wanted_nucleus) {
             // The deployment that brought a nucleus that did not come up: report it, once.
             (nucleus_update::Activation::RolledBack { broken_version }, Some(wanted)) if wanted == broken_version => {
@@ -848,7 +848,7 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
                     &["NUCLEUS_UPDATE", "NUCLEUS_ROLLBACK"],
                 )
             }
-            _ => match deploy(&ctx, &supervisor, &mut deployed, &request, &mut deferrals).await {
+            _ => match deploy(&ctx, &supervisor, &mut deployed, &request, &mut observed).await {
                 Outcome::Finished(details) => details,
                 Outcome::Restarting => {
                     // The deployment goes on in the new core: the cloud hands it over again.
@@ -858,7 +858,7 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
                 }
             },
         };
-        recorder.set_deferrals(&request.id, deferrals);
+        recorder.set_observed(&request.id, observed);
         let proved = details.detailed_deployment_status == DetailedDeploymentStatus::Successful
             && wanted_nucleus.as_deref() == Some(ctx.nucleus_version.as_str());
         if proved && matches!(activation, nucleus_update::Activation::OnProbation { .. }) {
@@ -882,6 +882,8 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
 
 /// What a deployment would run: specs, configurations to write, plan.
 struct Prepared {
+    /// Bytes of artifacts a cloud deployment downloaded.
+    bytes_downloaded: Option<u64>,
     /// A new nucleus to restart into instead of applying the plan: its version and core binary.
     nucleus: Option<(String, PathBuf)>,
     deployed: Deployed,
@@ -904,16 +906,28 @@ enum Outcome {
     Restarting,
 }
 
-/// Runs one deployment to its end; `deferrals` gets who put it off.
+/// What a deployment's record keeps besides its status.
+#[derive(Default)]
+struct Observed {
+    /// Who put the update off.
+    deferrals: Vec<Deferral>,
+    /// Bytes of artifacts a cloud deployment downloaded.
+    bytes_downloaded: Option<u64>,
+}
+
+/// Runs one deployment to its end; `observed` gets who put it off and what it downloaded.
 async fn deploy(
     ctx: &Context,
     supervisor: &Supervisor,
     deployed: &mut Deployed,
     request: &Request,
-    deferrals: &mut Vec<Deferral>,
+    observed: &mut Observed,
 ) -> Outcome {
     let prepared = match fetch_and_prepare(ctx, supervisor, deployed, request).await {
-        Ok(p) => p,
+        Ok(p) => {
+            observed.bytes_downloaded = p.bytes_downloaded;
+            p
+        }
         Err((cause, code)) => {
             return Outcome::Finished(failure(DetailedDeploymentStatus::FailedNoStateChange, &cause, &[code]));
         }
@@ -923,7 +937,7 @@ async fn deploy(
         ComponentUpdateAction::NotifyComponents => {
             let timeout = Duration::from_secs(u64::try_from(request.update_policy.timeout).unwrap_or(0));
             let ggc_restarting = prepared.nucleus.is_some();
-            *deferrals = ctx.gate.pre_update(&request.id, ggc_restarting, timeout).await;
+            observed.deferrals = ctx.gate.pre_update(&request.id, ggc_restarting, timeout).await;
             Some(PostUpdate(ctx.gate.as_ref(), &request.id))
         }
         ComponentUpdateAction::SkipNotifyComponents => None,
@@ -1066,18 +1080,7 @@ async fn fetch_and_prepare(
                 kept = fetched.artifacts_kept,
                 "components resolved and artifacts downloaded"
             );
-            let mut downloaded = ctx.downloaded.lock().unwrap_or_else(|e| e.into_inner());
-            *downloaded.entry(request.id.clone()).or_default() += fetched.bytes_downloaded;
-            // Kept for the last deployments only.
-            while downloaded.len() > KEEP_FINISHED {
-                let Some(first) = downloaded.keys().next().cloned() else { break };
-                downloaded.remove(&first);
-            }
-            drop(downloaded);
-            tracing::debug!(
-                deployment = %request.id,
-                "fetch recorded"
-            );
+
             Some(fetched)
         }
     };
@@ -1128,6 +1131,7 @@ fn prepare(
     // The cloud's choices are pinned, so the local resolver picks the same versions.
     let mut pins = BTreeMap::new();
     let mut nucleus = None;
+    let bytes_downloaded = fetched.as_ref().map(|f| f.bytes_downloaded);
     if let Some(fetched) = fetched {
         if let Some((version, binary)) = fetched.nucleus {
             // The set must resolve with the new nucleus before the core restarts into it.
@@ -1214,7 +1218,7 @@ fn prepare(
         let source = artifact_source(request.artifact_dir.as_deref(), &ctx.root, spec);
         supervisor.stage(spec, &source).map_err(|e| (error_chain(&e), "ARTIFACT_CHECKSUM_MISMATCH"))?;
     }
-    Ok(Prepared { nucleus, deployed: next, specs, configs, removed, plan })
+    Ok(Prepared { bytes_downloaded, nucleus, deployed: next, specs, configs, removed, plan })
 }
 
 /// Where a component's artifacts are staged from: the deployment's directory when it holds

@@ -59,18 +59,8 @@ pub fn load(root: &Path) -> Result<Option<Kept>, KeptError> {
 
 /// Keeps `kept` under `root`, durably.
 pub fn store(root: &Path, kept: &Kept) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = root.join(FILE);
-    let dir = path.parent().unwrap_or(root);
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(kept).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()
+    let bytes = serde_json::to_vec_pretty(kept).map_err(std::io::Error::other)?;
+    crate::core::layout::write_durably(&root.join(FILE), &bytes)
 }
 
 #[cfg(test)]
