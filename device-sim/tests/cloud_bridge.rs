@@ -635,10 +635,12 @@ async fn a_cut_artifact_download_resumes_with_range_and_a_wrong_digest_leaves_no
     let digest = recipe["Manifests"][0]["Artifacts"][0]["Digest"].as_str().unwrap().to_string();
     let url = client.artifact_url(&resolved.arn, "hello.bin").await.unwrap();
 
-    // The URL served through a proxy that cuts the first answer after 100 000 bytes.
+    // The URL served through a proxy that cuts the first answer after 100 000 bytes of its body.
     let upstream = cloud.endpoints().http.trim_start_matches("http://").to_string();
     assert!(url.starts_with(&format!("http://{upstream}/")), "a presigned URL of the local S3: {url}");
-    let proxy = CuttingProxy::start(upstream.clone(), 100_000).await;
+    let mut proxy = Proxy::bind().await;
+    proxy.serve(upstream.clone(), Some(upstream.clone()));
+    proxy.interrupt_next(Interrupt::Cut(100_000));
     let proxied = url.replacen(&upstream, &proxy.addr, 1);
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
@@ -653,7 +655,7 @@ async fn a_cut_artifact_download_resumes_with_range_and_a_wrong_digest_leaves_no
     let done = downloader.download(&proxied, &target, Some(&digest)).await.expect("resumed and complete");
     let ranges = proxy.ranges();
     let from = done.resumed_from.expect("the second request resumed");
-    assert!(from > 0 && from < 100_000, "{done:?}");
+    assert_eq!(from, 100_000, "the rest of what the cut answer brought: {done:?}");
     assert_eq!(ranges, [None, Some(format!("bytes={from}-"))], "one plain request, then the rest by Range");
     assert_eq!((done.attempts, done.size), (2, 256 * 1024));
     assert_eq!(std::fs::read(&target).unwrap(), gg_artifact(), "the pieces make the artifact");
@@ -681,56 +683,129 @@ async fn a_cut_artifact_download_resumes_with_range_and_a_wrong_digest_leaves_no
     cloud.shutdown().await;
 }
 
-/// A one-request-per-connection HTTP proxy on loopback towards `upstream` that rewrites `Host`
-/// (presigned URLs sign it), records each request's `Range`, and closes the first connection
-/// after `cut_after` bytes of the answer.
-struct CuttingProxy {
+/// A one-request-per-connection HTTP proxy on loopback: it records each request's `Range`, and
+/// interrupts the answer to the next request when told to ([`Interrupt`]).
+struct Proxy {
     addr: String,
     ranges: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    next: std::sync::Arc<std::sync::Mutex<Option<Interrupt>>>,
+    interrupted: std::sync::Arc<tokio::sync::Notify>,
+    listener: Option<tokio::net::TcpListener>,
 }
 
-impl CuttingProxy {
-    async fn start(upstream: String, cut_after: u64) -> CuttingProxy {
-        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+/// What happens to the next answer after its head and `n` bytes of its body.
+#[derive(Debug, Clone, Copy)]
+enum Interrupt {
+    /// The connection closes.
+    Cut(u64),
+    /// Nothing more is sent, and the connection stays open.
+    Stall(u64),
+}
+
+impl Proxy {
+    /// Listens; nothing is served until [`Proxy::serve`].
+    async fn bind() -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let ranges = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = ranges.clone();
+        Proxy {
+            addr: listener.local_addr().unwrap().to_string(),
+            ranges: Default::default(),
+            next: Default::default(),
+            interrupted: Default::default(),
+            listener: Some(listener),
+        }
+    }
+
+    /// Serves towards `upstream`; `host`: the `Host` sent upstream (for a URL rewritten to the
+    /// proxy that was signed for the upstream), else the client's passes through.
+    fn serve(&mut self, upstream: String, host: Option<String>) {
+        let listener = self.listener.take().expect("served once");
+        let (ranges, next, interrupted) = (self.ranges.clone(), self.next.clone(), self.interrupted.clone());
         tokio::spawn(async move {
-            let mut first = true;
             while let Ok((client, _)) = listener.accept().await {
-                let (read, mut write) = client.into_split();
-                let mut read = tokio::io::BufReader::new(read);
-                let mut head = String::new();
-                let mut range = None;
-                loop {
-                    let mut line = String::new();
-                    if read.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if line == "\r\n" {
-                        head.push_str("connection: close\r\n\r\n");
-                        break;
-                    } else if lower.starts_with("host:") {
-                        head.push_str(&format!("host: {upstream}\r\n"));
-                    } else if lower.starts_with("connection:") {
-                    } else {
-                        if lower.starts_with("range:") {
-                            range = Some(line[6..].trim().to_string());
-                        }
-                        head.push_str(&line);
-                    }
-                }
-                seen.lock().unwrap().push(range);
-                let mut up = tokio::net::TcpStream::connect(&upstream).await.unwrap();
-                up.write_all(head.as_bytes()).await.unwrap();
-                let limit = if std::mem::take(&mut first) { cut_after } else { u64::MAX };
-                let _ = tokio::io::copy(&mut (&mut up).take(limit), &mut write).await;
-                let _ = write.shutdown().await;
+                let interrupt = next.lock().unwrap().take();
+                let (upstream, host, ranges, interrupted) =
+                    (upstream.clone(), host.clone(), ranges.clone(), interrupted.clone());
+                tokio::spawn(async move {
+                    Self::one(client, &upstream, host.as_deref(), &ranges, interrupt, &interrupted).await;
+                });
             }
         });
-        CuttingProxy { addr, ranges }
+    }
+
+    async fn one(
+        client: tokio::net::TcpStream,
+        upstream: &str,
+        host: Option<&str>,
+        ranges: &std::sync::Mutex<Vec<Option<String>>>,
+        interrupt: Option<Interrupt>,
+        interrupted: &tokio::sync::Notify,
+    ) {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+        let (read, mut write) = client.into_split();
+        let mut read = tokio::io::BufReader::new(read);
+        let mut head = String::new();
+        let mut range = None;
+        loop {
+            let mut line = String::new();
+            if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            if line == "\r\n" {
+                head.push_str("connection: close\r\n\r\n");
+                break;
+            } else if let (true, Some(host)) = (lower.starts_with("host:"), host) {
+                head.push_str(&format!("host: {host}\r\n"));
+            } else if lower.starts_with("connection:") {
+            } else {
+                if lower.starts_with("range:") {
+                    range = Some(line[6..].trim().to_string());
+                }
+                head.push_str(&line);
+            }
+        }
+        ranges.lock().unwrap().push(range);
+        let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let mut up = tokio::io::BufReader::new(up);
+        up.get_mut().write_all(head.as_bytes()).await.unwrap();
+        let Some(interrupt) = interrupt else {
+            let _ = tokio::io::copy_buf(&mut up, &mut write).await;
+            let _ = write.shutdown().await;
+            return;
+        };
+        // The answer's head, whole; then `n` bytes of its body.
+        loop {
+            let mut line = Vec::new();
+            if up.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            write.write_all(&line).await.unwrap();
+            if line == b"\r\n" {
+                break;
+            }
+        }
+        let (Interrupt::Cut(n) | Interrupt::Stall(n)) = interrupt;
+        let _ = tokio::io::copy(&mut (&mut up).take(n), &mut write).await;
+        write.flush().await.unwrap();
+        interrupted.notify_one();
+        match interrupt {
+            Interrupt::Cut(_) => {
+                let _ = write.shutdown().await;
+            }
+            Interrupt::Stall(_) => {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Interrupts the answer to the next request.
+    fn interrupt_next(&self, interrupt: Interrupt) {
+        *self.next.lock().unwrap() = Some(interrupt);
+    }
+
+    /// Waits until an answer was interrupted.
+    async fn interrupted(&self) {
+        tokio::time::timeout(WAIT, self.interrupted.notified()).await.expect("an answer was interrupted");
     }
 
     fn ranges(&self) -> Vec<Option<String>> {
@@ -920,13 +995,7 @@ async fn an_artifact_that_does_not_match_its_digest_fails_the_deployment_before_
     // The object changes after the version was published with its digest.
     let key = format!("{GG_COMPONENT}/1.1.0/hello.bin");
     local.s3.objects().put_bytes(GG_BUCKET, &key, b"tampered".to_vec().into(), Default::default()).await.unwrap();
-    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
-    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
-    let group = "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps";
-    let core = site.start_core(&json!({})).await;
-    let first = deploy_hello(local, group, "1.0.0");
-    let execution = job_outcome(local, first.iot_job_id.as_deref().unwrap()).await;
-    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    let (group, core) = core_in_pumps_running_hello(&site).await;
     let mut states = core.subscribe();
 
     let second = deploy_hello(local, group, "1.1.0");
@@ -944,6 +1013,21 @@ async fn an_artifact_that_does_not_match_its_digest_fails_the_deployment_before_
     core.shutdown(WAIT).await;
 }
 
+/// Puts the core's thing in the group `pumps`, starts the core and deploys Hello 1.0.0 (published
+/// before) to the group; the group's ARN and the core, Hello RUNNING.
+async fn core_in_pumps_running_hello(site: &Site) -> (&'static str, Core) {
+    let local = site.cloud().local();
+    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
+    let group = "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps";
+    let core = site.start_core(&json!({})).await;
+    let first = deploy_hello(local, group, "1.0.0");
+    let execution = job_outcome(local, first.iot_job_id.as_deref().unwrap()).await;
+    assert_eq!(execution.status, cloud_api::jobs::JobExecutionStatus::Succeeded, "{execution:?}");
+    site.wait_running(&core, GG_COMPONENT).await;
+    (group, core)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_core_killed_mid_deployment_restarts_on_the_last_whole_set_and_finishes_the_deployment() {
     use cloud_api::jobs::JobExecutionStatus;
@@ -955,12 +1039,7 @@ async fn a_core_killed_mid_deployment_restarts_on_the_last_whole_set_and_finishe
     publish_hello(local, "1.0.0", None).await;
     let slow_install = format!("touch {}; while [ ! -e {} ]; do sleep 0.05; done", started.display(), go.display());
     publish_hello(local, "1.1.0", Some(json!({"Install": slow_install, "Run": "exec sleep 600"}))).await;
-    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
-    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
-    let group = "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps";
-    let core = site.start_core(&json!({})).await;
-    let first = deploy_hello(local, group, "1.0.0");
-    assert_eq!(job_outcome(local, first.iot_job_id.as_deref().unwrap()).await.status, JobExecutionStatus::Succeeded);
+    let (group, core) = core_in_pumps_running_hello(&site).await;
 
     // A restart brings back what the cloud deployed, with no deployment to repeat.
     core.shutdown(WAIT).await;
@@ -988,6 +1067,57 @@ async fn a_core_killed_mid_deployment_restarts_on_the_last_whole_set_and_finishe
     let execution = job_outcome(local, &job).await;
     assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
     assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.1.0".to_owned())]);
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_killed_mid_download_keeps_the_old_set_and_resumes_the_download_with_range_after_a_restart() {
+    use cloud_api::jobs::JobExecutionStatus;
+    use device_sim::core::artifact_download::partial_path;
+
+    // S3's presigned URLs lead through a proxy in front of the cloud's HTTP endpoint.
+    let mut proxy = Proxy::bind().await;
+    let mut site = Site::new(THING);
+    let public = format!("http://{}", proxy.addr);
+    site.start_cloud_with(&cloud_deployments_policy(), |c| c.public_http_url = Some(public)).await;
+    site.cloud_deployments = true;
+    proxy.serve(site.cloud().http_addr().to_string(), None);
+    let local = site.cloud().local();
+    publish_hello(local, "1.0.0", None).await;
+    publish_hello(local, "1.1.0", None).await;
+    let (group, core) = core_in_pumps_running_hello(&site).await;
+
+    // The next artifact's answer stalls after 100 000 bytes; the core is killed there.
+    let at = 100_000;
+    proxy.interrupt_next(Interrupt::Stall(at));
+    let job = deploy_hello(local, group, "1.1.0").iot_job_id.unwrap();
+    proxy.interrupted().await;
+    let target = site.core_root().join("packages/artifacts").join(GG_COMPONENT).join("1.1.0/hello.bin");
+    let partial = partial_path(&target);
+    site_testkit::wait_until(
+        "the stalled download's bytes in the partial file",
+        async || std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0),
+        |len| *len == at,
+        |len| format!("{len} bytes"),
+    )
+    .await;
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.0.0".to_owned())], "nothing stops for a download");
+    assert_eq!(core.states().get(GG_COMPONENT), Some(&device_sim::core::ComponentState::Running));
+    drop(core);
+    assert_eq!(local.jobs.describe_execution(&job, THING).unwrap().status, JobExecutionStatus::InProgress);
+
+    // Restarted: the old set runs, the cloud hands the job over again, and the download goes on
+    // from where it stopped.
+    let core = site.start_core(&json!({})).await;
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.0.0".to_owned())], "the last whole set");
+    let execution = job_outcome(local, &job).await;
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.1.0".to_owned())]);
+    assert_eq!(proxy.ranges().last(), Some(&Some(format!("bytes={at}-"))), "resumed with Range: {:?}", proxy.ranges());
+    let size = gg_artifact().len() as u64;
+    assert_eq!(core.deployments().downloaded(&job), Some(size - at), "only the rest was downloaded");
+    assert_eq!(std::fs::read(&target).unwrap(), gg_artifact(), "the pieces make the artifact");
+    assert!(!partial.exists());
     core.shutdown(WAIT).await;
 }
 

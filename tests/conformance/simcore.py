@@ -86,8 +86,11 @@ class SimulatedCore:
         components: list[Component],
         cloud: Optional[CloudLink] = None,
         update_config: Optional[dict] = None,
+        cloud_deployments: bool = False,
     ):
         self.thing = thing
+        # Takes thing and thing-group deployments from the cloud (`--cloud-deployments`).
+        self.cloud_deployments = cloud_deployments
         self.components = components
         self.cloud = cloud
         # The Greengrass CLI's `--update-config`: {"Name": {"MERGE": {...}, "RESET": [...]}}.
@@ -138,6 +141,8 @@ class SimulatedCore:
                 "--root-ca",
                 self.cloud.root_ca,
             ]
+            if self.cloud_deployments:
+                cmd.append("--cloud-deployments")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env["NO_COLOR"] = "1"
@@ -217,7 +222,8 @@ class SimulatedCore:
 
 @contextmanager
 def core_set() -> Iterator:
-    """Yields `start(thing, components, cloud=None, update_config=None) -> SimulatedCore`; on exit stops every
+    """Yields `start(thing, components, cloud=None, update_config=None, cloud_deployments=False) -> SimulatedCore`;
+    on exit stops every
     core it started (each must exit 0 after SIGTERM) and removes their directories."""
     started: list[SimulatedCore] = []
 
@@ -226,8 +232,9 @@ def core_set() -> Iterator:
         components: list[Component],
         cloud: Optional[CloudLink] = None,
         update_config: Optional[dict] = None,
+        cloud_deployments: bool = False,
     ) -> SimulatedCore:
-        core = SimulatedCore(thing, components, cloud, update_config)
+        core = SimulatedCore(thing, components, cloud, update_config, cloud_deployments)
         started.append(core)
         core.start()
         return core

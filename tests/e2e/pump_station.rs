@@ -1,8 +1,9 @@
 //! End to end: the pump station's demo binary runs a shortened scenario — local cloud,
 //! provisioning through the AWS SDK, plant, simulated core with the three components from
 //! their recipes and the model component, the analyzer running the model detector only, the
-//! operator's desired change, a fault and its protective action, the resume, and a stop of
-//! the local cloud mid-run — and each step's effect is checked at the plant (Modbus registers,
+//! operator's desired change, a fault and its protective action, the resume, updates over the air
+//! (one deferred by the controller, one broken and rolled back), a stop of the local cloud mid-run
+//! and the core updating itself — and each step's effect is checked at the plant (Modbus registers,
 //! read by the demo as any SCADA client would) and in the cloud (shadow version and state,
 //! telemetry and anomaly events received by an MQTT client).
 
@@ -85,7 +86,7 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!(plant_state["faults"], serde_json::json!([]), "{plant_state}");
 
     let steps = report["steps"].as_array().expect("steps");
-    assert_eq!(steps.len(), 8, "{stderr}");
+    assert_eq!(steps.len(), 9, "{stderr}");
     assert_eq!(report["passed"], true);
     let facts = &report["facts"];
 
@@ -101,8 +102,14 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert!(statuses.contains(&"IN_PROGRESS"), "the core reported its progress: {statuses:?}");
     let deployed: Vec<&str> = first["components"].as_array().unwrap().iter().filter_map(|c| c[0].as_str()).collect();
     assert_eq!(deployed, ["com.example.pump.Sensor", "com.example.pump.Analyzer", "com.example.pump.Controller"]);
-    // Over the air: a new analyzer version succeeded; a broken one failed with its cause.
-    assert_eq!(deployments.len(), 3, "{deployments:#?}");
+    // Over the air: a new analyzer version succeeded once the controller stopped deferring it;
+    // a broken one failed with its cause; the core updated itself.
+    assert_eq!(deployments.len(), 4, "{deployments:#?}");
+    let deferrals = deployments[1]["deferrals"].as_array().expect("deferrals");
+    let controller = deferrals.iter().find(|d| d["component"] == "com.example.pump.Controller");
+    let controller = controller.unwrap_or_else(|| panic!("the controller deferred: {:#}", deployments[1]));
+    assert!(controller["deferredMs"].as_u64().is_some_and(|ms| ms >= 5000), "one recheck at least: {controller}");
+    assert!(controller["message"].as_str().is_some_and(|m| m.contains("protective action")), "{controller}");
     assert_eq!(deployments[1]["succeeded"], true, "{:#}", deployments[1]);
     assert_eq!(deployments[1]["components"][1], serde_json::json!(["com.example.pump.Analyzer", "1.1.0"]));
     assert_eq!(
@@ -116,6 +123,10 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     let last = broken["events"].as_array().unwrap().last().unwrap();
     assert_eq!(last["status"], "FAILED", "{broken:#}");
     assert!(last["reason"].as_str().is_some_and(|r| r.contains("1.2.0") && r.contains("BROKEN")), "{last}");
+    let core_update = &deployments[3];
+    assert_eq!(core_update["succeeded"], true, "{core_update:#}");
+    let nucleus = core_update["components"].as_array().unwrap().iter().find(|c| c[0] == "aws.greengrass.Nucleus");
+    assert!(nucleus.is_some_and(|c| c[1] == "2.15.0"), "{core_update:#}");
 
     // The model detector decided the fault: every event in the cloud came from it.
     assert_eq!(report["detector"], "model");

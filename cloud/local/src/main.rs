@@ -47,6 +47,10 @@ enum Command {
         /// The administrator's secret access key (with --access-key-id).
         #[arg(long, env = "LOCAL_CLOUD_SECRET_ACCESS_KEY", requires = "access_key_id", hide_env_values = true)]
         secret_access_key: Option<String>,
+        /// The URL clients reach the HTTP endpoint at when it differs from --http-addr (a port
+        /// mapping or a proxy in front): written to endpoints.json and signed into presigned URLs.
+        #[arg(long, value_name = "URL")]
+        public_http_url: Option<String>,
     },
 }
 
@@ -72,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             account_id,
             access_key_id,
             secret_access_key,
+            public_http_url,
         } => {
             let admin_credentials = access_key_id
                 .zip(secret_access_key)
@@ -84,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 region,
                 account_id,
                 admin_credentials,
+                public_http_url,
             };
             let cloud = LocalCloud::start(config).await.context("starting the local cloud")?;
             tracing::info!(mqtt = %cloud.endpoints.mqtt, http = %cloud.endpoints.http, ca = %cloud.endpoints.ca_file.display(), "local cloud ready");

@@ -44,6 +44,10 @@ pub struct Config {
     /// The administrator's key pair, which S3 verifies signatures against; `None`:
     /// the pair kept in the data directory (made at random on the first start).
     pub admin_credentials: Option<AccessKeyPair>,
+    /// The URL clients reach the HTTP endpoint at, when that is not the listener's own address
+    /// (a port mapping, or a proxy in front of it): it goes into `endpoints.json` and into
+    /// presigned URLs, which sign its host. `None`: `http://{the listener's address}`.
+    pub public_http_url: Option<String>,
 }
 
 impl Config {
@@ -58,6 +62,7 @@ impl Config {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             admin_credentials: None,
+            public_http_url: None,
         }
     }
 
@@ -75,8 +80,11 @@ pub use cloud_api::endpoints::Endpoints;
 
 /// A running local cloud.
 pub struct LocalCloud {
-    /// Where it listens.
+    /// Where clients reach it.
     pub endpoints: Endpoints,
+    /// The HTTP listener's own address (what `endpoints.http` names, unless a public URL is
+    /// configured in front of it).
+    pub http_addr: SocketAddr,
     /// The registry, for in-process use.
     pub registry: Arc<Registry>,
     /// The shadow service, for in-process use.
@@ -148,7 +156,7 @@ impl LocalCloud {
 
         let shutdown = CancellationToken::new();
         let tls = ca.server_tls_config().context("building the TLS configuration (MQTT, Greengrass data plane)")?;
-        let http_url = format!("http://{http_addr}");
+        let http_url = config.public_http_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
         let s3 = LocalS3::open(store.clone(), &data_dir, &config.region, &http_url, admin.clone())
             .context("opening S3 storage")?;
         let jobs = JobsService::open(store.clone(), bus.clone(), clock.clone(), registry.clone(), Arc::new(s3.clone()))
@@ -230,7 +238,20 @@ impl LocalCloud {
         let json = serde_json::to_vec_pretty(&endpoints)?;
         crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, true).context("writing endpoints.json")?;
         tracing::info!(mqtt = %endpoints.mqtt, http = %endpoints.http, "listening");
-        Ok(LocalCloud { endpoints, registry, shadows, bus, s3, jobs, greengrass, deployments, shutdown, tasks, store })
+        Ok(LocalCloud {
+            endpoints,
+            http_addr,
+            registry,
+            shadows,
+            bus,
+            s3,
+            jobs,
+            greengrass,
+            deployments,
+            shutdown,
+            tasks,
+            store,
+        })
     }
 
     /// Stops the listeners, drops connections, and flushes state.

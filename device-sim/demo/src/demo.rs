@@ -186,7 +186,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
     std::fs::create_dir_all(&dir)?;
     let started = time::OffsetDateTime::now_utc();
-    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 8 } else { 7 } };
+    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 9 } else { 8 } };
     steps.report.started = started.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
 
     let mut site: Option<Site> = None;
@@ -417,16 +417,31 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let ok = steps
-        .run("6", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; telemetry keeps flowing without a gap", || async {
+        .run("6", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap", || async {
             let (operator, bins) = site_ref.rollout()?;
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.1.0", |r| r, bins).await?;
             rollout::publish_model(operator, &site_ref.dir, &site::MODEL_1_1_0).await?;
             let before = obs_ref.count(&telemetry);
-            let mut components = site::versions(&[(analyzer.name, "1.1.0")]);
-            components.push((pump_types::MODEL_COMPONENT.to_owned(), "1.1.0".to_owned()));
-            let timeline =
-                site_ref.deploy("a new analyzer version and the retrained model while the pump runs", components, WAIT).await?;
+            let components = release_1_1_0();
+            // A fault first: the controller protects the pump, and puts the update off until the
+            // operator has resumed after the fault cleared.
+            site_ref.plant_control("POST", "/faults", Some(json!({"kind": "cavitation", "severity": 0.8}))).await?;
+            wait_cloud_shadow(site_ref, "protection.active", |d| {
+                d.pointer("/state/reported/protection/active") == Some(&json!(true))
+            })
+            .await?;
+            let mut deferrals = site_ref.core()?.watch_update_deferrals();
+            let purpose = "a new analyzer version and the retrained model while the pump runs";
+            let (timeline, held) = tokio::join!(site_ref.deploy(purpose, components, WAIT), async {
+                let held = wait_for_deferral(&mut deferrals, pump_types::CONTROLLER_COMPONENT).await?;
+                // A new desired speed: the operator's resume is what ends a protective action.
+                let speed = resume_speed + 50.0;
+                let state = clear_and_resume(site_ref, obs_ref, &mut probe, &anomalies, speed).await?;
+                plant_reads.push(PlantRead::new("resume", Some(speed), &state));
+                anyhow::Ok(held)
+            });
+            let (timeline, held) = (timeline?, held?);
             let (succeeded, converged) = (timeline.succeeded, timeline.converged_ms);
             let id = timeline.deployment_id.clone();
             deployments.push(timeline);
@@ -453,7 +468,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             .await?;
             let model = model_reported(&doc);
             Ok(format!(
-                "deployment {id} converged in {} ms; the core runs analyzer 1.1.0 and model {} {}; readings {}..={} reached the cloud without a gap",
+                "the controller deferred deployment {id} while protection was active ({held}); once the operator resumed it converged in {} ms; the core runs analyzer 1.1.0 and model {} {}; readings {}..={} reached the cloud without a gap",
                 converged.unwrap_or_default(),
                 model["name"].as_str().unwrap_or(""),
                 model["version"].as_str().unwrap_or(""),
@@ -495,20 +510,35 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         })
         .await;
     steps.report.deployments.append(&mut deployments);
-    if !ok || args.outage_seconds == 0 {
+    if !ok {
         return finish(steps.report, &args, site, obs).await;
     }
 
     let mut site = site;
     let mut obs = obs;
-    let ok = steps
-        .run("8", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
+    if args.outage_seconds > 0 {
+        let ok = steps
+            .run("8", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
+                let site = site.as_mut().expect("started");
+                let obs = obs.as_mut().expect("started");
+                outage(site, obs, Duration::from_secs(args.outage_seconds), &telemetry).await
+            })
+            .await;
+        if !ok {
+            return finish(steps.report, &args, site, obs).await;
+        }
+    }
+
+    let next = next_minor(device_sim::core::options::GGC_VERSION);
+    let name = steps.total.to_string();
+    let _ = steps
+        .run(&name, &format!("the core updates itself: the site's core now runs under its launcher (as a Greengrass core under its loader); a new nucleus version ({next}: this core build, published as AWS publishes the nucleus) is deployed to the thing group; the core stages it, restarts into it and proves itself, and the cloud shows the new version"), || async {
             let site = site.as_mut().expect("started");
-            let obs = obs.as_mut().expect("started");
-            outage(site, obs, Duration::from_secs(args.outage_seconds), &telemetry).await
+            let obs = obs.as_ref().expect("started");
+            core_update(site, obs, &next, &telemetry, &mut deployments).await
         })
         .await;
-    let _ = ok;
+    steps.report.deployments.append(&mut deployments);
     finish(steps.report, &args, site, obs).await
 }
 
@@ -544,6 +574,152 @@ fn model_reported(doc: &Value) -> Value {
 
 fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What the thing group runs from step 6 on: analyzer and model 1.1.0, the rest 1.0.0.
+fn release_1_1_0() -> Vec<(String, String)> {
+    let mut components = site::versions(&[(pump_types::ANALYZER_COMPONENT, "1.1.0")]);
+    components.push((pump_types::MODEL_COMPONENT.to_owned(), "1.1.0".to_owned()));
+    components
+}
+
+/// `major.(minor+1).0` of a version `major.minor.patch`.
+fn next_minor(version: &str) -> String {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    format!("{major}.{}.0", minor + 1)
+}
+
+/// The core update: hands the core to its launcher, deploys nucleus `next` with the current
+/// release to the thing group, and checks the outcome where an operator sees it (the job, the
+/// core device in the cloud, its components' states, telemetry) and on the device (the
+/// launcher's links).
+async fn core_update(
+    site: &mut Site,
+    obs: &Observer,
+    next: &str,
+    telemetry: &str,
+    deployments: &mut Vec<rollout::Timeline>,
+) -> anyhow::Result<String> {
+    let handed_at = epoch_ms();
+    let mut rx = obs.subscribe();
+    site.hand_core_to_launcher().await?;
+    wait_for_telemetry_after(&mut rx, telemetry, handed_at, "telemetry from the core under its launcher").await?;
+    site.publish_nucleus(next).await?;
+    let (operator, _) = site.rollout()?;
+    let mut components = release_1_1_0();
+    components.push((device_sim::core::runtime::NUCLEUS.to_owned(), next.to_owned()));
+    let purpose = format!("the core updates itself to nucleus {next}");
+    let timeline = rollout::deploy(operator, &purpose, components, Vec::new(), WAIT).await?;
+    let (succeeded, converged, id) = (timeline.succeeded, timeline.converged_ms, timeline.deployment_id.clone());
+    let last = timeline.last_status(THING).cloned();
+    deployments.push(timeline);
+    if !succeeded {
+        bail!(
+            "the nucleus deployment {id} did not succeed: {last:?} (see {})",
+            site.dir.join("launcher.log").display()
+        );
+    }
+    let alts = site.dir.join("core").join("alts");
+    let link =
+        |name: &str| std::fs::read_link(alts.join(name)).ok().and_then(|p| Some(p.file_name()?.to_str()?.to_owned()));
+    if link("current").as_deref() != Some(next) || link("old").is_some() {
+        bail!("the launcher's links are current {:?}, old {:?}: not a proven {next}", link("current"), link("old"));
+    }
+    let updated_at = epoch_ms();
+    let core =
+        wait_core_device(operator, "the new nucleus version and every component RUNNING", |device, installed| {
+            device.core_version() == Some(next)
+                && COMPONENTS.iter().all(|c| {
+                    installed.iter().any(|i| {
+                        i.component_name() == Some(c.name)
+                            && i.lifecycle_state()
+                                == Some(&aws_sdk_greengrassv2::types::InstalledComponentLifecycleState::Running)
+                    })
+                })
+        })
+        .await?;
+    let mut rx = obs.subscribe();
+    wait_for_telemetry_after(&mut rx, telemetry, updated_at, "telemetry from the updated core").await?;
+    Ok(format!(
+        "deployment {id} converged in {} ms; the launcher runs {next} (proven, no old version kept); GetCoreDevice: coreVersion {}, status {}; the components RUNNING again and telemetry flowing",
+        converged.unwrap_or_default(),
+        core.core_version().unwrap_or_default(),
+        core.status().map(|s| s.as_str()).unwrap_or_default()
+    ))
+}
+
+/// Waits for a telemetry batch whose last reading was taken after `after_ms`.
+async fn wait_for_telemetry_after(
+    rx: &mut tokio::sync::broadcast::Receiver<observer::Seen>,
+    telemetry: &str,
+    after_ms: u64,
+    what: &str,
+) -> anyhow::Result<()> {
+    observer::wait_for(rx, what, WAIT, |m| {
+        m.topic == telemetry
+            && m.doc["readings"]
+                .as_array()
+                .and_then(|r| r.last())
+                .and_then(|r| r["ts"].as_u64())
+                .is_some_and(|ts| ts > after_ms)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Polls the cloud's view of the core device (GetCoreDevice, ListInstalledComponents) until
+/// `holds`, as an operator's console refreshes; the last GetCoreDevice answer.
+async fn wait_core_device(
+    operator: &rollout::Operator,
+    what: &str,
+    holds: impl Fn(
+        &aws_sdk_greengrassv2::operation::get_core_device::GetCoreDeviceOutput,
+        &[aws_sdk_greengrassv2::types::InstalledComponent],
+    ) -> bool,
+) -> anyhow::Result<aws_sdk_greengrassv2::operation::get_core_device::GetCoreDeviceOutput> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        let device =
+            operator.gg.get_core_device().core_device_thing_name(THING).send().await.context("GetCoreDevice")?;
+        let installed = operator
+            .gg
+            .list_installed_components()
+            .core_device_thing_name(THING)
+            .send()
+            .await
+            .context("ListInstalledComponents")?;
+        if holds(&device, installed.installed_components()) {
+            return Ok(device);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the cloud did not show {what} within {WAIT:?}: {device:?}");
+        }
+    }
+}
+
+/// Waits until `component` puts a deployment off (DeferComponentUpdate); its message.
+async fn wait_for_deferral(
+    deferrals: &mut tokio::sync::broadcast::Receiver<device_sim::core::update_gate::UpdateDeferred>,
+    component: &str,
+) -> anyhow::Result<String> {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            match deferrals.recv().await {
+                Ok(round) => {
+                    if let Some(d) = round.deferrals.into_iter().find(|d| d.component == component) {
+                        return Ok(d.message.unwrap_or_default());
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => bail!("the core stopped"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| bail!("{component} did not defer the update within {WAIT:?}"))
 }
 
 /// Clears the faults, waits for the anomaly to clear, and resumes at `speed` as the operator.
@@ -633,16 +809,7 @@ async fn outage(site: &mut Site, obs: &mut Observer, pause: Duration, telemetry:
     // Telemetry produced during the outage is spooled by the core; wait until a batch made after
     // the return arrives, then check the sequence numbers of everything received.
     let mut rx = obs.subscribe();
-    let resumed_at = epoch_ms();
-    observer::wait_for(&mut rx, "telemetry after the outage", WAIT, |m| {
-        m.topic == telemetry
-            && m.doc["readings"]
-                .as_array()
-                .and_then(|r| r.last())
-                .and_then(|r| r["ts"].as_u64())
-                .is_some_and(|ts| ts > resumed_at)
-    })
-    .await?;
+    wait_for_telemetry_after(&mut rx, telemetry, epoch_ms(), "telemetry after the outage").await?;
     let batches = obs.messages(telemetry);
     let seqs = telemetry_continuity(&batches).map_err(|e| anyhow::anyhow!("across the outage: {e}"))?;
     let core = site.core.as_ref().context("the core is not running")?;
@@ -715,9 +882,11 @@ async fn finish(
             report.model = model_reported(&doc);
             report.shadow = doc;
         }
-        if let Some(core) = &site.core {
+        {
+            // The core's root, whether it runs in this process or under its launcher.
+            let layout = device_sim::core::layout::Layout::new(site.dir.join("core"));
             for c in COMPONENTS {
-                let path = core.layout().work_dir(c.name).join("stats.json");
+                let path = layout.work_dir(c.name).join("stats.json");
                 if let Ok(bytes) = std::fs::read(&path)
                     && let Ok(v) = serde_json::from_slice(&bytes)
                 {

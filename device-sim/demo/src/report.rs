@@ -273,7 +273,7 @@ impl Report {
             for d in &self.deployments {
                 let versions: Vec<String> = d.components.iter().map(|(n, v)| format!("{n} {v}")).collect();
                 let converged = d.converged_ms.map_or("did not converge".to_owned(), |ms| format!("{ms} ms"));
-                let downloaded = d.bytes_downloaded.map_or("-".to_owned(), |b| format!("{b} bytes"));
+                let downloaded = d.bytes_downloaded.map_or("not observed".to_owned(), |b| format!("{b} bytes"));
                 let _ = writeln!(
                     s,
                     "**{}** — deployment `{}` (job `{}`), created {}: {}; {}; converged in {converged}; downloaded by the core: {downloaded}.\n",
@@ -284,6 +284,15 @@ impl Report {
                     versions.join(", "),
                     if d.succeeded { "succeeded" } else { "failed" }
                 );
+                for deferral in &d.deferrals {
+                    let _ = writeln!(
+                        s,
+                        "Deferred by {} for {} ms in all: \"{}\".\n",
+                        deferral.component,
+                        deferral.deferred_ms,
+                        deferral.message.as_deref().unwrap_or("")
+                    );
+                }
                 let _ =
                     writeln!(s, "| after CreateDeployment, ms | core | status | reason |\n| ---: | --- | --- | --- |");
                 for e in &d.events {

@@ -16,6 +16,7 @@ use provision::deploy::{CoreStatus, DeploySpec, FollowOptions};
 use serde::Serialize;
 
 use crate::site::{COMPONENTS, Component, MODEL, ModelComponent};
+use device_sim::core::nucleus_update::CORE_BINARY;
 
 /// The bucket the components' artifacts go to.
 pub const BUCKET: &str = "pump-station-components";
@@ -56,7 +57,7 @@ impl Operator {
     }
 }
 
-/// The component binaries: `explicit`, else the directory of this executable. When they are not
+/// The component binaries (and the core's, which a nucleus update ships): `explicit`, else the directory of this executable. When they are not
 /// there and this runs under `cargo run`, they are built there first with the same profile, as
 /// GDK's `custom` build runs the project's own build command.
 pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -68,7 +69,9 @@ pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
             .context("this executable has no directory")?
             .to_owned(),
     };
-    let missing = |dir: &Path| COMPONENTS.iter().any(|c| !dir.join(c.artifact).is_file());
+    // The components, and the core binary a nucleus update ships.
+    let wanted: Vec<&str> = COMPONENTS.iter().map(|c| c.artifact).chain([CORE_BINARY]).collect();
+    let missing = |dir: &Path| wanted.iter().any(|name| !dir.join(name).is_file());
     if missing(&dir)
         && explicit.is_none()
         && let Ok(cargo) = std::env::var("CARGO")
@@ -80,8 +83,8 @@ pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         };
         let mut command = std::process::Command::new(cargo);
         command.args(["build", "--profile", &profile]);
-        for c in COMPONENTS {
-            command.args(["-p", c.artifact]);
+        for name in &wanted {
+            command.args(["-p", name]);
         }
         if let Ok(manifest) = std::env::var("CARGO_MANIFEST_DIR") {
             command.current_dir(manifest);
@@ -93,13 +96,12 @@ pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         }
     }
     if missing(&dir) {
-        let names: Vec<&str> = COMPONENTS.iter().map(|c| c.artifact).collect();
         bail!(
-            "the components' binaries ({}) are not in {}: build them (`cargo build --release -p {}`) or name their \
-             directory with --component-bins",
-            names.join(", "),
+            "the components' and the core's binaries ({}) are not in {}: build them (`cargo build --release -p {}`) \
+             or name their directory with --component-bins",
+            wanted.join(", "),
             dir.display(),
-            names.join(" -p ")
+            wanted.join(" -p ")
         );
     }
     Ok(dir)

@@ -28,6 +28,8 @@ use tokio_modbus::client::{Context as ModbusContext, Reader};
 pub const THING: &str = "pump-station-1";
 /// The version every component is deployed at.
 pub const VERSION: &str = "1.0.0";
+/// Where the nucleus's artifacts live, as AWS keeps its own components' artifacts.
+const NUCLEUS_BUCKET: &str = "greengrass-nucleus-artifacts";
 /// Any credentials: the local cloud accepts every SigV4 signature (its README says so).
 const ACCESS_KEY: &str = "AKIADEMOLOCALCLOUD00";
 
@@ -147,6 +149,9 @@ pub struct Site {
     pub bins: Option<PathBuf>,
     /// The operator's clients for publishing and deploying (once the site started).
     pub operator: Option<Operator>,
+    /// The core running as its own process under `device-sim launcher`, once the site's core was
+    /// handed over to it ([`Site::hand_core_to_launcher`]); `core` is then `None`.
+    pub launched: Option<tokio::process::Child>,
 }
 
 impl Site {
@@ -168,6 +173,7 @@ impl Site {
             footprint: None,
             bins: None,
             operator: None,
+            launched: None,
         })
     }
 
@@ -232,6 +238,15 @@ impl Site {
     pub async fn stop(&mut self) {
         if let Some(core) = self.core.take() {
             core.shutdown(Duration::from_secs(20)).await;
+        }
+        if let Some(mut launcher) = self.launched.take() {
+            // SIGTERM: the launcher stops its core, which stops the components.
+            if let Some(pid) = launcher.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            if tokio::time::timeout(Duration::from_secs(30), launcher.wait()).await.is_err() {
+                let _ = launcher.kill().await;
+            }
         }
         if let Some(plant) = self.plant.take() {
             plant.shutdown().await;
@@ -322,12 +337,83 @@ impl Site {
 
     /// The core's own configuration at start: the ShadowManager syncing the `pump` shadow.
     pub fn core_config() -> anyhow::Result<HashMap<String, device_sim::recipe::ConfigurationUpdate>> {
-        let doc = json!({
+        parse_update_config(&Self::core_config_doc()).map_err(anyhow::Error::msg)
+    }
+
+    /// [`Site::core_config`] as the Greengrass CLI's `--update-config` JSON.
+    fn core_config_doc() -> Value {
+        json!({
             "aws.greengrass.ShadowManager": {"MERGE": {"synchronize": {
                 "coreThing": {"classic": false, "namedShadows": [pump_types::SHADOW_NAME]}
             }}}
-        });
-        parse_update_config(&doc).map_err(anyhow::Error::msg)
+        })
+    }
+
+    /// Hands the site's core over to `device-sim launcher`, as a Greengrass core runs under its
+    /// loader: the in-process core stops (its components first), and the launcher starts the
+    /// core binary of `bins` on the same root, identity and configuration; the core comes back
+    /// on what the cloud deployed (kept under its root). Returns once the launcher runs; the
+    /// caller waits for the components.
+    pub async fn hand_core_to_launcher(&mut self) -> anyhow::Result<()> {
+        let bins = self.bins.clone().context("the site has not started")?;
+        let binary = bins.join(device_sim::core::nucleus_update::CORE_BINARY);
+        if !binary.is_file() {
+            bail!("the core binary {} is missing: build it (`cargo build -p device-sim`)", binary.display());
+        }
+        if let Some(core) = self.core.take() {
+            core.shutdown(Duration::from_secs(20)).await;
+        }
+        let endpoints = self.dir.join("core-endpoints.json");
+        std::fs::write(&endpoints, serde_json::to_vec_pretty(&self.device.endpoints)?)
+            .with_context(|| format!("writing {}", endpoints.display()))?;
+        let root = self.dir.join("core");
+        let log = std::fs::File::create(self.dir.join("launcher.log")).context("creating launcher.log")?;
+        let child = tokio::process::Command::new(&binary)
+            .arg("launcher")
+            .arg("--root")
+            .arg(&root)
+            .args(["--health-deadline-secs", "60", "--"])
+            .args(["--thing", THING, "--region", &self.device.endpoints.region])
+            .arg("--cloud")
+            .arg(&endpoints)
+            .arg("--cert")
+            .arg(&self.device.files.certificate)
+            .arg("--key")
+            .arg(&self.device.files.private_key)
+            .arg("--root-ca")
+            .arg(&self.device.endpoints.ca_file)
+            .arg("--update-config")
+            .arg(Self::core_config_doc().to_string())
+            .arg("--cloud-deployments")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} launcher", binary.display()))?;
+        self.launched = Some(child);
+        Ok(())
+    }
+
+    /// Publishes nucleus `version` as AWS publishes its own components (account `aws`): its
+    /// artifact is the core binary of `bins` under the name the launcher installs.
+    pub async fn publish_nucleus(&self, version: &str) -> anyhow::Result<()> {
+        let cloud = self.cloud.as_ref().context("the cloud is not running")?;
+        let bins = self.bins.as_deref().context("the site has not started")?;
+        let binary = std::fs::read(bins.join(device_sim::core::nucleus_update::CORE_BINARY))
+            .context("reading the core binary")?;
+        let key = format!("aws.greengrass.Nucleus/{version}/{}", device_sim::core::nucleus_update::CORE_BINARY);
+        let objects = cloud.s3.objects();
+        if objects.bucket_region(NUCLEUS_BUCKET).is_err() {
+            objects.create_bucket(NUCLEUS_BUCKET, None).context("creating the nucleus bucket")?;
+        }
+        objects.put_bytes(NUCLEUS_BUCKET, &key, binary.into(), Default::default()).await.context("uploading")?;
+        let recipe = json!({"RecipeFormatVersion": "2020-01-25", "ComponentName": device_sim::core::runtime::NUCLEUS,
+            "ComponentVersion": version, "ComponentType": "aws.greengrass.nucleus",
+            "ComponentDescription": "The Greengrass nucleus (the simulated core).", "ComponentPublisher": "AWS",
+            "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {},
+                "Artifacts": [{"URI": format!("s3://{NUCLEUS_BUCKET}/{key}"), "Permission": {"Execute": "OWNER"}}]}]});
+        cloud.greengrass.components.create_public(recipe.to_string().as_bytes()).context("publishing the nucleus")?;
+        Ok(())
     }
 
     /// Starts the simulated core with the cloud connection and nothing deployed: it takes its

@@ -99,6 +99,7 @@ pub struct Core {
     recipe_warnings: Vec<String>,
     bridge: Option<Arc<MqttBridge>>,
     deployments: Deployments,
+    update_deferrals: UpdateGate,
     deployment_runner: tokio::task::JoinHandle<()>,
     fleet_status: Option<tokio::task::JoinHandle<()>>,
     cloud_deployments: Option<tokio::task::JoinHandle<()>>,
@@ -180,7 +181,7 @@ impl Core {
             shadows: shadow_manager.shadows().clone(),
             bridge: bridge.clone().map(|b| b as Arc<dyn IotCoreBridge>),
             deployments: Some(Arc::new(deployments.clone())),
-            gate,
+            gate: gate.clone(),
         };
         let server = IpcServer::bind(&socket, services, ServerSettings::default())
             .await
@@ -231,6 +232,7 @@ impl Core {
             recipe_warnings,
             bridge,
             deployments,
+            update_deferrals: gate,
             deployment_runner,
             fleet_status,
             cloud_deployments,
@@ -257,6 +259,12 @@ impl Core {
     /// Local deployments (what CreateLocalDeployment queues).
     pub fn deployments(&self) -> &Deployments {
         &self.deployments
+    }
+
+    /// Each round of component update notices that puts a deployment off (a component's
+    /// DeferComponentUpdate), as it happens.
+    pub fn watch_update_deferrals(&self) -> tokio::sync::broadcast::Receiver<super::update_gate::UpdateDeferred> {
+        self.update_deferrals.watch_deferrals()
     }
 
     /// The Greengrass CLI's IPC info file this core wrote (`{root}/cli_ipc_info/user-{uid}`).

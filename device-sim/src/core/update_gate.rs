@@ -66,7 +66,7 @@ use cloud_api::ipc::model::{
     ValidateConfigurationUpdateEvents,
 };
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::services::{BoxFuture, ComponentUpdateGate, Deferral, RejectionKind, ValidationRejected};
@@ -301,9 +301,32 @@ impl State {
 
 /// The gate: subscriptions from the IPC server, notices and validations for deployments.
 /// Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct UpdateGate {
     state: Arc<Mutex<State>>,
+    /// Each round that put an update off, as it happens.
+    deferred: broadcast::Sender<UpdateDeferred>,
+}
+
+impl Default for UpdateGate {
+    fn default() -> Self {
+        Self { state: Arc::default(), deferred: broadcast::channel(DEFERRED_QUEUE).0 }
+    }
+}
+
+/// How many deferral rounds a slow watcher may fall behind before it misses some.
+const DEFERRED_QUEUE: usize = 64;
+
+/// A round of notices that put an update off: who asked for time, and how long the core waits
+/// before it notifies again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateDeferred {
+    /// The deployment put off.
+    pub deployment_id: String,
+    /// Each component that asked for time in this round, with its message.
+    pub deferrals: Vec<Deferral>,
+    /// The wait before the next notice (the longest `recheckAfterMs` asked for).
+    pub recheck: Duration,
 }
 
 impl std::fmt::Debug for UpdateGate {
@@ -397,6 +420,12 @@ impl UpdateGate {
 
     fn guard(&self, id: u64, component: &str, kind: Kind, active: bool) -> Unsubscribe {
         Unsubscribe { state: Arc::downgrade(&self.state), id, component: component.to_owned(), kind, active }
+    }
+
+    /// Every round that puts an update off, from now on (what an operator's view shows while
+    /// a deployment waits).
+    pub fn watch_deferrals(&self) -> broadcast::Receiver<UpdateDeferred> {
+        self.deferred.subscribe()
     }
 
     /// SubscribeToComponentUpdates from `component`.
@@ -497,6 +526,15 @@ impl UpdateGate {
             };
             add_deferrals(&mut totals, &round);
             let Some(recheck) = recheck else { break };
+            let deferrals = round
+                .deferrals()
+                .map(|(component, (asked, message))| Deferral {
+                    component: component.clone(),
+                    message: message.clone(),
+                    deferred_for: *asked,
+                })
+                .collect();
+            let _ = self.deferred.send(UpdateDeferred { deployment_id: deployment_id.clone(), deferrals, recheck });
             tracing::info!(deployment = %deployment_id, recheck_ms = recheck.as_millis() as u64, "update deferred");
             tokio::time::sleep(recheck).await;
         }
@@ -698,6 +736,7 @@ mod tests {
     async fn pre_update_is_held_while_a_component_defers_and_sent_again_after_the_recheck() {
         let gate = UpdateGate::new();
         let mut a = gate.subscribe_updates("a");
+        let mut watch = gate.watch_deferrals();
         let t0 = Instant::now();
         let task = tokio::spawn({
             let gate = gate.clone();
@@ -711,6 +750,10 @@ mod tests {
             Err(GateError::Service("Time limit to respond to PreComponentUpdateEvent exceeded".into())),
             "one answer per round"
         );
+        let deferred = watch.recv().await.unwrap();
+        assert_eq!(Instant::now(), t0, "a deferral is seen as the round ends, before the recheck");
+        let asked = Deferral { component: "a".into(), message: Some("ramping".into()), deferred_for: 5 * S };
+        assert_eq!(deferred, UpdateDeferred { deployment_id: "d1".into(), deferrals: vec![asked], recheck: 5 * S });
         next_pre(&mut a).await;
         assert_eq!(Instant::now() - t0, 5 * S, "the notice comes again after the recheck");
         gate.defer("a", &defer_req(Some(0))).unwrap();
@@ -720,6 +763,7 @@ mod tests {
             [Deferral { component: "a".into(), message: Some("ramping".into()), deferred_for: 5 * S }]
         );
         assert!(gate.defer("a", &defer_req(Some(0))).is_err(), "nothing is waiting any more");
+        assert!(watch.try_recv().is_err(), "the round that let the update go is no deferral");
         gate.post_update("d1");
         assert_eq!(
             a.events.recv().await,

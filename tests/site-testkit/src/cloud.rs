@@ -180,6 +180,9 @@ pub struct Identity {
 pub struct Cloud {
     data_dir: PathBuf,
     endpoints: Endpoints,
+    /// The HTTP listener's own address (behind a public URL, when one is configured).
+    http_addr: std::net::SocketAddr,
+    public_http_url: Option<String>,
     local: Option<LocalCloud>,
     /// The core device: thing `core_thing` with the core's policy.
     pub core: Identity,
@@ -193,12 +196,27 @@ impl Cloud {
     /// registers the core device (`core_thing`, `core_policy`) and the operator; their
     /// certificates and keys go to `dir`.
     pub async fn start(dir: &Path, core_thing: &str, core_policy: &str) -> Cloud {
+        Self::start_with(dir, core_thing, core_policy, |_| {}).await
+    }
+
+    /// The same, with `configure` changing the configuration first (a public HTTP URL: a proxy
+    /// in front of the HTTP endpoint).
+    pub async fn start_with(
+        dir: &Path,
+        core_thing: &str,
+        core_policy: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> Cloud {
         let data_dir = dir.join("cloud");
-        let local = LocalCloud::start(Config::ephemeral(&data_dir)).await.expect("the local cloud starts");
+        let mut config = Config::ephemeral(&data_dir);
+        configure(&mut config);
+        let public_http_url = config.public_http_url.clone();
+        let local = LocalCloud::start(config).await.expect("the local cloud starts");
         let endpoints = local.endpoints.clone();
         let core = register(&local, dir, core_thing, core_policy);
         let operator = register(&local, dir, OPERATOR, ALLOW_ALL);
-        Cloud { data_dir, endpoints, local: Some(local), core, operator }
+        let http_addr = local.http_addr;
+        Cloud { data_dir, endpoints, local: Some(local), core, operator, http_addr, public_http_url }
     }
 
     /// The running cloud; fails the test while it is stopped.
@@ -211,6 +229,11 @@ impl Cloud {
         &self.endpoints
     }
 
+    /// The HTTP listener's own address (what a proxy in front of it connects to).
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.http_addr
+    }
+
     /// Stops it (connections close; the data directory stays).
     pub async fn stop(&mut self) {
         self.local.take().expect("the local cloud is running").shutdown().await;
@@ -221,7 +244,8 @@ impl Cloud {
         assert!(self.local.is_none(), "the local cloud is already running");
         let mut config = Config::new(&self.data_dir);
         config.mqtt_addr = self.endpoints.mqtt.parse().expect("the MQTT address");
-        config.http_addr = self.endpoints.http.trim_start_matches("http://").parse().expect("the HTTP address");
+        config.http_addr = self.http_addr;
+        config.public_http_url = self.public_http_url.clone();
         if let Some(gg) = &self.endpoints.greengrass_data_plane {
             config.greengrass_data_plane_addr =
                 gg.trim_start_matches("https://").parse().expect("the data-plane address");

@@ -58,6 +58,16 @@ impl Site {
         self.cloud = Some(Cloud::start(self.dir.path(), &self.thing, core_policy).await);
     }
 
+    /// The same, with `configure` changing the local cloud's configuration first.
+    pub async fn start_cloud_with(
+        &mut self,
+        core_policy: &str,
+        configure: impl FnOnce(&mut local_cloud::server::Config),
+    ) {
+        assert!(self.cloud.is_none(), "the site has a cloud already");
+        self.cloud = Some(Cloud::start_with(self.dir.path(), &self.thing, core_policy, configure).await);
+    }
+
     /// The site's directory.
     pub fn path(&self) -> &Path {
         self.dir.path()

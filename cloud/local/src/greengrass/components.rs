@@ -532,21 +532,19 @@ impl Components {
         Ok(())
     }
 
-    /// ListComponents: one summary per component, by name: (component ARN, name, its latest version).
-    pub fn list(&self) -> Vec<(String, String, ComponentVersionRecord)> {
+    /// ListComponents: one summary per component, by name: (component ARN, name, its latest
+    /// version), of the account's own components (scope PRIVATE, the default) or AWS's (PUBLIC).
+    pub fn list(&self, public: bool) -> Vec<(String, String, ComponentVersionRecord)> {
+        let owner = if public { PUBLIC_ACCOUNT } else { self.inner.account.as_str() };
         self.read()
             .versions
             .iter()
             .filter_map(|(name, versions)| {
-                // ListComponents' default scope is PRIVATE: the account's own components.
-                let latest = versions.values().rev().find(|e| {
-                    ComponentArn::parse_version(&e.record.arn).is_ok_and(|a| a.account == self.inner.account)
-                })?;
-                Some((
-                    component_arn(&self.inner.region, &self.inner.account, name),
-                    name.clone(),
-                    latest.record.clone(),
-                ))
+                let latest = versions
+                    .values()
+                    .rev()
+                    .find(|e| ComponentArn::parse_version(&e.record.arn).is_ok_and(|a| a.account == owner))?;
+                Some((component_arn(&self.inner.region, owner, name), name.clone(), latest.record.clone()))
             })
             .collect()
     }
@@ -554,8 +552,11 @@ impl Components {
     /// ListComponentVersions: the versions of the component an ARN names, highest first.
     pub fn list_versions(&self, arn: &str) -> Result<Vec<ComponentVersionRecord>, GreengrassError> {
         let parsed = ComponentArn::parse_component(arn).map_err(|e| GreengrassError::field("arn", e.to_string()))?;
-        let versions = if parsed.account == self.inner.account && parsed.region == self.inner.region {
-            self.component_versions(&parsed.name)
+        let owned = |e: &ComponentVersionEntry| {
+            ComponentArn::parse_version(&e.record.arn).is_ok_and(|stored| stored.account == parsed.account)
+        };
+        let versions = if parsed.region == self.inner.region {
+            self.component_versions(&parsed.name).into_iter().filter(owned).collect()
         } else {
             Vec::new()
         };
@@ -776,7 +777,7 @@ mod tests {
     }
 
     #[test]
-    fn aws_publishes_public_versions_under_the_reserved_prefix_and_they_stay_out_of_the_accounts_list() {
+    fn aws_publishes_public_versions_under_the_reserved_prefix_listed_in_scope_public_only() {
         let (c, _) = store_with(&[]);
         let nucleus = br#"{"RecipeFormatVersion":"2020-01-25","ComponentName":"aws.greengrass.Nucleus",
             "ComponentVersion":"2.15.0","ComponentType":"aws.greengrass.nucleus","Manifests":[{"Lifecycle":{}}]}"#;
@@ -786,7 +787,18 @@ mod tests {
         assert_eq!(c.get(&created.arn).unwrap().record.name, "aws.greengrass.Nucleus");
         let own = "arn:aws:greengrass:us-east-1:000000000000:components:aws.greengrass.Nucleus:versions:2.15.0";
         assert!(c.get(own).is_err(), "not the account's own");
-        assert!(c.list().is_empty(), "ListComponents shows the account's private components only");
+        assert!(c.list(false).is_empty(), "ListComponents shows the account's private components only");
+        let public = c.list(true);
+        let names: Vec<(&str, &str)> = public.iter().map(|(arn, name, _)| (arn.as_str(), name.as_str())).collect();
+        assert_eq!(
+            names,
+            [("arn:aws:greengrass:us-east-1:aws:components:aws.greengrass.Nucleus", "aws.greengrass.Nucleus")],
+            "scope PUBLIC shows AWS's"
+        );
+        let versions = c.list_versions("arn:aws:greengrass:us-east-1:aws:components:aws.greengrass.Nucleus").unwrap();
+        assert_eq!(versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(), ["2.15.0"]);
+        let own = "arn:aws:greengrass:us-east-1:000000000000:components:aws.greengrass.Nucleus";
+        assert!(c.list_versions(own).is_err(), "not under the account's own ARN");
     }
 
     #[test]
@@ -813,7 +825,7 @@ mod tests {
                 other => panic!("{why}: {other:?}"),
             }
         }
-        assert!(c.list().is_empty());
+        assert!(c.list(false).is_empty());
     }
 
     #[test]

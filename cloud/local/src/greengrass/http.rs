@@ -201,9 +201,9 @@ pub(super) fn page_response(
 async fn list_components(State(gg): State<Greengrass>, Params(params): Params) -> Result<Response, GreengrassError> {
     let params: BTreeMap<String, String> = params.into_iter().collect();
     let all = match params.get("scope").map(String::as_str) {
-        None | Some("PRIVATE") => gg.components.list(),
-        // Public components are AWS's; this local cloud holds none.
-        Some("PUBLIC") => Vec::new(),
+        None | Some("PRIVATE") => gg.components.list(false),
+        // AWS's own components (account `aws`), such as the nucleus versions it publishes.
+        Some("PUBLIC") => gg.components.list(true),
         Some(other) => {
             return Err(GreengrassError::field("scope", format!("must be PRIVATE or PUBLIC, not {other:?}")));
         }

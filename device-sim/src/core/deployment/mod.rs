@@ -141,6 +141,14 @@ impl Origin {
         }
     }
 
+    /// The Greengrass deployment id of a cloud deployment (CreateDeployment's `deploymentId`).
+    pub fn greengrass_deployment_id(&self) -> Option<&str> {
+        match self {
+            Origin::Local => None,
+            Origin::ThingGroup { deployment_id, .. } | Origin::Thing { deployment_id, .. } => Some(deployment_id),
+        }
+    }
+
     /// The configuration ARN of a cloud deployment.
     pub fn configuration_arn(&self) -> Option<&str> {
         match self {
@@ -933,12 +941,15 @@ async fn deploy(
         }
     };
     // ---- component update gate: notices, deferral, validation (see `update_gate`) ----
+    // As the nucleus: the notices name the Greengrass deployment (`DeploymentDocument`'s id), the
+    // validation the deployment as the core took it (job id, configuration ARN, local id).
+    let notice_id = request.origin.greengrass_deployment_id().unwrap_or(&request.id);
     let post_update = match request.update_policy.action {
         ComponentUpdateAction::NotifyComponents => {
             let timeout = Duration::from_secs(u64::try_from(request.update_policy.timeout).unwrap_or(0));
             let ggc_restarting = prepared.nucleus.is_some();
-            observed.deferrals = ctx.gate.pre_update(&request.id, ggc_restarting, timeout).await;
-            Some(PostUpdate(ctx.gate.as_ref(), &request.id))
+            observed.deferrals = ctx.gate.pre_update(notice_id, ggc_restarting, timeout).await;
+            Some(PostUpdate(ctx.gate.as_ref(), notice_id))
         }
         ComponentUpdateAction::SkipNotifyComponents => None,
     };
