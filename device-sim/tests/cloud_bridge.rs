@@ -1173,6 +1173,59 @@ fn alts_link(root: &std::path::Path, link: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_core_on_probation_carries_its_update_on_without_notifying_components_again() {
+    use cloud_api::ipc::model::{
+        ComponentUpdatePolicyEvents, DeferComponentUpdateRequest, SubscribeToComponentUpdatesRequest,
+    };
+    use cloud_api::jobs::JobExecutionStatus;
+    use device_sim::launcher::alts::LinkName;
+    use device_sim::launcher::store::AltsDir;
+
+    // The launcher has just started this core's version as `current`, the previous one kept as
+    // `old`: the core is on probation, and the deployment that brought it is handed over again.
+    let site = deploying_site().await;
+    let local = site.cloud().local();
+    let running = device_sim::core::runtime::CoreOptions::default_nucleus_version().to_string();
+    let alts = AltsDir::new(&site.core_root());
+    let binary = site.path().join("core-binary");
+    std::fs::write(&binary, "#!/bin/sh\n").unwrap();
+    for (link, version) in [(LinkName::Current, running.as_str()), (LinkName::Old, "2.13.0")] {
+        alts.install(version, &binary).unwrap();
+        alts.point(link, version).unwrap();
+    }
+    publish_hello(local, "1.0.0", None).await;
+    publish_nucleus(local, &running, "#!/bin/sh\n").await;
+    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    local.registry.add_thing_to_thing_group("pumps", THING).unwrap();
+    let core = site.start_core(&json!({})).await;
+
+    // A component that would hold any update for ten minutes.
+    let client = ipc(&core).await;
+    let mut updates = client.subscribe_to_component_updates(&SubscribeToComponentUpdatesRequest {}).await.unwrap();
+    let notices = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = notices.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(ComponentUpdatePolicyEvents::PreUpdate(pre))) = updates.next_event().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let hold = DeferComponentUpdateRequest {
+                deployment_id: pre.deployment_id,
+                message: Some("busy".into()),
+                recheck_after_ms: Some(600_000),
+            };
+            let _ = client.defer_component_update(&hold).await;
+        }
+    });
+
+    let job = deploy_nucleus(local, "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps", &running);
+    let execution = job_outcome(local, &job).await;
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    assert_eq!(notices.load(std::sync::atomic::Ordering::SeqCst), 0, "the core that staged it notified already");
+    assert_eq!(core.components(), [(GG_COMPONENT.to_owned(), "1.0.0".to_owned())]);
+    assert_eq!(alts_link(&site.core_root(), "old"), None, "the new core proved itself");
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_core_updates_itself_through_the_launcher_and_goes_back_when_the_new_one_does_not_come_up() {
     use cloud_api::jobs::JobExecutionStatus;
 

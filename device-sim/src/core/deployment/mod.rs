@@ -856,7 +856,7 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
                     &["NUCLEUS_UPDATE", "NUCLEUS_ROLLBACK"],
                 )
             }
-            _ => match deploy(&ctx, &supervisor, &mut deployed, &request, &mut observed).await {
+            _ => match deploy(&ctx, &supervisor, &mut deployed, &request, &activation, &mut observed).await {
                 Outcome::Finished(details) => details,
                 Outcome::Restarting => {
                     // The deployment goes on in the new core: the cloud hands it over again.
@@ -929,6 +929,7 @@ async fn deploy(
     supervisor: &Supervisor,
     deployed: &mut Deployed,
     request: &Request,
+    activation: &nucleus_update::Activation,
     observed: &mut Observed,
 ) -> Outcome {
     let prepared = match fetch_and_prepare(ctx, supervisor, deployed, request).await {
@@ -941,6 +942,15 @@ async fn deploy(
         }
     };
     // ---- component update gate: notices, deferral, validation (see `update_gate`) ----
+    // The deployment that brought this core, carried on by it on probation, went through the gate
+    // in the core before (the nucleus's KERNEL_ACTIVATION stage notifies and validates nothing).
+    let wanted_nucleus = request.add.get(nucleus_update::NUCLEUS);
+    if matches!(activation, nucleus_update::Activation::OnProbation { .. })
+        && wanted_nucleus == Some(&ctx.nucleus_version)
+    {
+        tracing::info!(deployment = %request.id, "carrying on the nucleus update: no notices, no validation");
+        return Outcome::Finished(apply_prepared(ctx, supervisor, deployed, request, prepared).await);
+    }
     // As the nucleus: the notices name the Greengrass deployment (`DeploymentDocument`'s id), the
     // validation the deployment as the core took it (job id, configuration ARN, local id).
     let notice_id = request.origin.greengrass_deployment_id().unwrap_or(&request.id);
