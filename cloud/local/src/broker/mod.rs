@@ -272,12 +272,12 @@ async fn drain_bus(shared: Arc<Shared>, mut bus: BusReceiver, stop: Cancellation
                 None => return,
             },
         };
-        let message = queue::Message { topic: msg.topic, payload: msg.payload, qos: msg.qos.min(1) };
+        let message = queue::Message::new(msg.topic, msg.payload, msg.qos.min(1), msg.retain);
         // Service messages are not held back: a subscriber with a full queue
         // misses them (counted), so one slow device cannot delay every service.
         let blocked = match msg.to {
             Some(client_id) => shared.deliver_to(&client_id, message).into_iter().collect(),
-            None => shared.publish(message, msg.retain, None),
+            None => shared.publish(message, None),
         };
         shared.give_up(blocked);
     }
