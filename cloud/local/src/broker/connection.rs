@@ -953,15 +953,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             if !allowed {
                 continue;
             }
+            if d.msg.expired(now) {
+                // MQTT 5 §3.3.2.3.3: a message past its expiry is not sent, whatever the subscriber speaks.
+                continue;
+            }
             match self.protocol {
                 Protocol::V4 => {
                     let pkid = if d.qos == 1 { self.inflight.insert(d.clone()) } else { 0 };
                     codec::put_publish(&mut self.outbuf, &d.msg.topic, &d.msg.payload, d.qos, pkid, d.retain, d.dup);
                 }
                 Protocol::V5 => {
-                    if d.msg.expired(now) {
-                        continue;
-                    }
                     let mut publish = publish5(&d, now);
                     if self.client_max_packet.is_some_and(|max| publish.size() > max) {
                         // MQTT 5 §3.1.2.11.4: a packet the client cannot take is discarded.

@@ -185,6 +185,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_message_expires_when_its_interval_has_run_out() {
+        let now = Instant::now();
+        let plain = Message::new("t", "x", 1, false);
+        assert!(!plain.expired(now + std::time::Duration::from_secs(1_000_000)), "no interval: never");
+        let props = MessageProps { expires_at: Some(now + std::time::Duration::from_secs(10)), ..Default::default() };
+        let timed = Message { props: Some(Arc::new(props)), ..plain };
+        assert!(!timed.expired(now));
+        assert!(timed.expired(now + std::time::Duration::from_secs(10)));
+    }
+
+    #[test]
     fn inflight_window_holds_at_most_its_limit_with_unique_nonzero_ids() {
         let mut w = Inflight::new(100);
         let mut ids = Vec::new();
