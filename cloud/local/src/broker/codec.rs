@@ -99,7 +99,11 @@ pub fn decode5(buf: &mut BytesMut) -> Decoded5 {
         }
     }
     let max = u32::try_from(MAX_REMAINING_LENGTH).unwrap_or(u32::MAX);
+    let before = buf.len();
     match Packet5::read(buf, Some(max)) {
+        // The codec also says "insufficient bytes" for a field cut short inside a
+        // whole frame (a property length, say), after taking the frame: that is malformed.
+        Err(Error5::InsufficientBytes(_)) if buf.len() != before => Decoded5::Invalid("malformed packet"),
         Ok(Packet5::Publish(p)) if std::str::from_utf8(&p.topic).is_err() => Decoded5::Invalid("string is not UTF-8"),
         Ok(p) => Decoded5::Packet(Box::new(p)),
         Err(Error5::InsufficientBytes(_)) => Decoded5::Incomplete,

@@ -332,6 +332,7 @@ impl Handshake<'_> {
             protocol,
             aliases: Vec::new(),
             client_max_packet: connect.max_packet_size.map(|m| m as usize),
+            expiry_was_zero: expiry == 0,
             shared: self.shared,
             registry: self.registry,
             ctl: self.ctl,
@@ -644,6 +645,8 @@ struct Connection<'a, S> {
     aliases: Vec<Option<String>>,
     /// MQTT 5 Maximum Packet Size of the client: larger PUBLISHes are not sent to it.
     client_max_packet: Option<usize>,
+    /// The CONNECT asked for no session expiry (a DISCONNECT may then not ask for one).
+    expiry_was_zero: bool,
     shared: &'a Arc<Shared>,
     registry: &'a Arc<Registry>,
     ctl: &'a Arc<ConnCtl>,
@@ -766,6 +769,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             };
             if let Inbound::Disconnect { with_will, session_expiry } = packet {
                 if let Some(secs) = session_expiry {
+                    if secs > 0 && self.expiry_was_zero {
+                        // MQTT 5 §3.14.2.2.2: a Protocol Error; the session still ends.
+                        return Err(Exit::Violation(Violation::Protocol("session expiry set on DISCONNECT after 0")));
+                    }
                     let secs = u64::from(secs).min(self.shared.config.session_expiry_secs);
                     self.shared.set_expiry(&self.attached.session, Duration::from_secs(secs));
                 }
