@@ -421,3 +421,27 @@ async fn connect_for_a_version_above_5_gets_0x84() {
     .await;
     assert_eq!(ack.code, ConnectReturnCode::UnsupportedProtocolVersion);
 }
+
+#[tokio::test]
+async fn disconnect_with_will_publishes_the_will_and_a_plain_one_does_not() {
+    let cloud = TestCloud::start().await;
+    let dev = cloud.allow_all_device("v5-will");
+    let (mut watcher, _) = Client5::connect(options5(&cloud, "will-watcher", &dev)).await.unwrap();
+    watcher.subscribe(vec![filter("wills/+")]).await;
+    for (client_id, reason) in [("will-plain", 0x00u8), ("will-sent", 0x04)] {
+        let mut raw = cloud.raw_tls(&dev).await.unwrap();
+        let mut out = BytesMut::new();
+        let connect = v5::Connect { keep_alive: 60, client_id: client_id.into(), clean_start: true, properties: None };
+        let will = v5::LastWill::new(format!("wills/{client_id}"), "gone", QoS::AtLeastOnce, false, None);
+        Packet::Connect(connect, Some(will), None).write(&mut out, None).unwrap();
+        out.extend_from_slice(&[0xE0, 0x01, reason]); // DISCONNECT: reason code, no properties
+        raw.write_all(&out).await.unwrap();
+        let mut buf = BytesMut::new();
+        read_until(&mut raw, &mut buf, |p| matches!(p, Packet::ConnAck(_)).then_some(())).await;
+        // The broker publishes a will before it lets the connection go.
+        assert!(super::peer_closes(&mut raw, WAIT).await);
+    }
+    // Had the plain DISCONNECT published its will, it would have come first.
+    let got = watcher.recv().await;
+    assert_eq!((&got.topic[..], &got.payload[..]), (&b"wills/will-sent"[..], &b"gone"[..]));
+}
