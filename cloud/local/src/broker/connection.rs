@@ -33,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::codec::{self, Decoded, Decoded5, FirstPacket};
 use super::queue::{Delivery, Inflight, Message, MessageProps};
-use super::rules::{self, ConnectRefusal, FilterOutcome, Violation};
+use super::rules::{self, ConnectRefusal, Violation};
 use super::state::{self, Attached, ConnCtl, KickReason, Shared};
 use crate::bus::Publisher;
 use crate::registry::{AuthRequest, CertificateStatus, Registry};
@@ -901,7 +901,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         self.backlog.push_back(Delivery { msg, qos, retain: true, dup: false });
                     }
                 }
-                debug_assert!(plan.outcomes.iter().all(|o| !matches!(o, FilterOutcome::Granted(q) if *q > 1)));
             }
             Inbound::Unsubscribe { pkid, filters } => {
                 if filters.is_empty() {
