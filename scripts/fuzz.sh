@@ -41,6 +41,7 @@ options() {
         http_body) echo "-dict=fuzz/dicts/http_body.dict -max_len=8192" ;;
         ipc_frame) echo "-dict=fuzz/dicts/ipc_frame.dict -max_len=8192" ;;
         mqtt_packet) echo "-max_len=8192" ;;
+        mqtt5_packet) echo "-max_len=8192" ;;
         jobs_request) echo "-dict=fuzz/dicts/jobs.dict -max_len=4096" ;;
         modbus_response) echo "-max_len=1024" ;;
         *) echo "" ;;

@@ -3,6 +3,8 @@
 //! QoS, sessions, retained messages and last will.
 
 mod common;
+#[path = "broker/mqtt5.rs"]
+mod mqtt5;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -279,12 +281,12 @@ async fn invalid_utf8_topic_closes_the_connection() {
 }
 
 #[tokio::test]
-async fn mqtt5_connect_gets_unacceptable_protocol_version() {
+async fn mqtt31_connect_gets_unacceptable_protocol_version() {
     let cloud = TestCloud::start().await;
-    let dev = cloud.allow_all_device("v5");
+    let dev = cloud.allow_all_device("v31");
     let mut raw = cloud.raw_tls(&dev).await.unwrap();
-    let mut connect = connect_packet("v5", true);
-    connect[8] = 5; // protocol level
+    let mut connect = connect_packet("v31", true);
+    connect[8] = 3; // protocol level
     raw.write_all(&connect).await.unwrap();
     assert_eq!(read_n(&mut raw, 4).await, vec![0x20, 2, 0, 1]);
     assert!(peer_closes(&mut raw, WAIT).await);

@@ -15,6 +15,7 @@ mod ipc;
 mod jobs;
 mod modbus;
 mod mqtt;
+mod mqtt5;
 mod policy;
 mod recipe;
 mod shadow;
@@ -24,6 +25,7 @@ pub use ipc::ipc_frame;
 pub use jobs::jobs_request;
 pub use modbus::modbus_response;
 pub use mqtt::mqtt_packet;
+pub use mqtt5::mqtt5_packet;
 pub use policy::iot_policy;
 pub use recipe::recipe;
 pub use shadow::shadow_document;
@@ -54,6 +56,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("ipc_frame", ipc_frame),
     ("jobs_request", jobs_request),
     ("modbus_response", modbus_response),
+    ("mqtt5_packet", mqtt5_packet),
     ("mqtt_packet", mqtt_packet),
     ("recipe", recipe),
     ("shadow_document", shadow_document),

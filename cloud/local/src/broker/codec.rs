@@ -1,7 +1,9 @@
-//! MQTT 3.1.1 framing around `rumqttc::mqttbytes::v4`: decoding with the checks
-//! the codec leaves out (reserved header flags, protocol level of a CONNECT),
-//! and encoding of the packets the broker sends. PUBLISH is encoded straight
-//! from a shared message so fan-out does not allocate per subscriber.
+//! MQTT framing for both protocol versions the broker speaks: 3.1.1 around
+//! `rumqttc::mqttbytes::v4` and 5 around `rumqttc::v5::mqttbytes::v5`. Decoding
+//! adds the checks the codecs leave out (reserved header flags, protocol level
+//! of a CONNECT, UTF-8 topics in MQTT 5, the empty DISCONNECT of MQTT 5);
+//! encoding covers the packets the broker sends. A 3.1.1 PUBLISH is encoded
+//! straight from a shared message so fan-out does not allocate per subscriber.
 //!
 //! The decoding half ([`decode`], [`classify_first`]) is public for the fuzz checks
 //! (`tests/fuzz-checks`), which feed it arbitrary bytes; the encoders stay crate-private.
@@ -9,6 +11,10 @@
 use bytes::{BufMut, BytesMut};
 use rumqttc::mqttbytes::Error as CodecError;
 use rumqttc::mqttbytes::v4::Packet;
+use rumqttc::v5::mqttbytes::Error as Error5;
+use rumqttc::v5::mqttbytes::v5::{
+    self as v5, ConnAck as ConnAck5, ConnAckProperties, ConnectReturnCode as Code5, Packet as Packet5,
+};
 
 /// Largest remaining length the broker reads: a 128 KiB payload plus room for
 /// the topic and header. Bigger frames are refused from their fixed header,
@@ -26,18 +32,21 @@ pub enum Decoded {
     Invalid(&'static str),
 }
 
-/// Decodes the next packet. Enforces the fixed-header flag bits MQTT 3.1.1
-/// reserves (SUBSCRIBE, UNSUBSCRIBE and PUBREL carry 0b0010, other non-PUBLISH
-/// packets 0), which the codec does not check.
+/// The fixed-header flag bits both versions reserve (SUBSCRIBE, UNSUBSCRIBE and
+/// PUBREL carry 0b0010, other non-PUBLISH packets 0), which the codecs do not check.
+fn reserved_flags_ok(byte1: u8) -> bool {
+    let expected = match byte1 >> 4 {
+        3 => return true,
+        6 | 8 | 10 => 0b0010,
+        _ => 0,
+    };
+    byte1 & 0x0F == expected
+}
+
+/// Decodes the next MQTT 3.1.1 packet, enforcing the reserved fixed-header flags.
 pub fn decode(buf: &mut BytesMut) -> Decoded {
     let Some(&byte1) = buf.first() else { return Decoded::Incomplete };
-    let flags = byte1 & 0x0F;
-    let expected_flags = match byte1 >> 4 {
-        3 => None,
-        6 | 8 | 10 => Some(0b0010),
-        _ => Some(0),
-    };
-    if expected_flags.is_some_and(|f| f != flags) {
+    if !reserved_flags_ok(byte1) {
         return Decoded::Invalid("reserved flags in fixed header");
     }
     match Packet::read(buf, MAX_REMAINING_LENGTH) {
@@ -49,6 +58,61 @@ pub fn decode(buf: &mut BytesMut) -> Decoded {
     }
 }
 
+/// Outcome of trying to decode one MQTT 5 packet from the front of a buffer.
+#[derive(Debug)]
+pub enum Decoded5 {
+    /// A packet (consumed from the buffer); boxed, as MQTT 5 packets are large.
+    Packet(Box<Packet5>),
+    /// More bytes are needed.
+    Incomplete,
+    /// Too large for the broker's Maximum Packet Size (DISCONNECT 0x95).
+    TooLarge,
+    /// Malformed (DISCONNECT 0x81).
+    Invalid(&'static str),
+}
+
+/// Decodes the next MQTT 5 packet. Besides the reserved flags it refuses a
+/// PUBLISH topic that is not UTF-8 (the codec keeps it as bytes) and accepts the
+/// short DISCONNECTs the codec refuses: no reason code (0x00), or a reason code
+/// without a property length (MQTT 5 §3.14.2.2.1).
+pub fn decode5(buf: &mut BytesMut) -> Decoded5 {
+    let Some(&byte1) = buf.first() else { return Decoded5::Incomplete };
+    if !reserved_flags_ok(byte1) {
+        return Decoded5::Invalid("reserved flags in fixed header");
+    }
+    if byte1 == 0xE0 {
+        match (buf.get(1), buf.get(2)) {
+            (Some(0), _) => {
+                let _ = buf.split_to(2);
+                let normal = v5::DisconnectReasonCode::NormalDisconnection;
+                return Decoded5::Packet(Box::new(Packet5::Disconnect(v5::Disconnect::new(normal))));
+            }
+            (Some(1), Some(&code)) => {
+                let _ = buf.split_to(3);
+                return match v5::DisconnectReasonCode::try_from(code) {
+                    Ok(reason) => Decoded5::Packet(Box::new(Packet5::Disconnect(v5::Disconnect::new(reason)))),
+                    Err(_) => Decoded5::Invalid("unknown DISCONNECT reason code"),
+                };
+            }
+            (Some(1), None) => return Decoded5::Incomplete,
+            _ => {}
+        }
+    }
+    let max = u32::try_from(MAX_REMAINING_LENGTH).unwrap_or(u32::MAX);
+    let before = buf.len();
+    match Packet5::read(buf, Some(max)) {
+        // The codec also says "insufficient bytes" for a field cut short inside a
+        // whole frame (a property length, say), after taking the frame: that is malformed.
+        Err(Error5::InsufficientBytes(_)) if buf.len() != before => Decoded5::Invalid("malformed packet"),
+        Ok(Packet5::Publish(p)) if std::str::from_utf8(&p.topic).is_err() => Decoded5::Invalid("string is not UTF-8"),
+        Ok(p) => Decoded5::Packet(Box::new(p)),
+        Err(Error5::InsufficientBytes(_)) => Decoded5::Incomplete,
+        Err(Error5::PayloadSizeLimitExceeded { .. }) => Decoded5::TooLarge,
+        Err(Error5::TopicNotUtf8 | Error5::PayloadNotUtf8(_)) => Decoded5::Invalid("string is not UTF-8"),
+        Err(_) => Decoded5::Invalid("malformed packet"),
+    }
+}
+
 /// What the first packet of a connection announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstPacket {
@@ -56,15 +120,19 @@ pub enum FirstPacket {
     Incomplete,
     /// A CONNECT for MQTT 3.1.1 (`MQTT`, level 4).
     Mqtt311,
-    /// A CONNECT for another protocol version (MQTT 3.1 `MQIsdp`, MQTT 5, …).
+    /// A CONNECT for MQTT 5 (`MQTT`, level 5).
+    Mqtt5,
+    /// A CONNECT for MQTT 3.1 (`MQIsdp`) or an older level: answered in 3.1.1's format.
     OtherVersion,
+    /// A CONNECT for a level above 5: answered in MQTT 5's format (0x84).
+    NewerVersion,
     /// Not a CONNECT, or unreadable.
     NotConnect,
 }
 
-/// Inspects the first packet before decoding it, so a CONNECT for a version the
-/// broker does not speak gets CONNACK "unacceptable protocol version" instead
-/// of being misparsed with 3.1.1 rules.
+/// Inspects the first packet before decoding it, so each CONNECT is decoded by
+/// its version's codec and one for a version the broker does not speak gets
+/// CONNACK "unacceptable protocol version" (3.1.1) or 0x84 (MQTT 5).
 pub fn classify_first(buf: &[u8]) -> FirstPacket {
     let Some(&byte1) = buf.first() else { return FirstPacket::Incomplete };
     if byte1 != 0x10 {
@@ -92,6 +160,8 @@ pub fn classify_first(buf: &[u8]) -> FirstPacket {
     let (name, level) = (&rest[..name_len], rest[name_len]);
     match (name, level) {
         (b"MQTT", 4) => FirstPacket::Mqtt311,
+        (b"MQTT", 5) => FirstPacket::Mqtt5,
+        (b"MQTT", l) if l > 5 => FirstPacket::NewerVersion,
         (b"MQTT", _) | (b"MQIsdp", _) => FirstPacket::OtherVersion,
         _ => FirstPacket::NotConnect,
     }
@@ -163,6 +233,156 @@ pub(crate) fn put_unsuback(out: &mut BytesMut, pkid: u16) {
 /// Appends a PINGRESP.
 pub(crate) fn put_pingresp(out: &mut BytesMut) {
     out.put_slice(&[0xD0, 0x00]);
+}
+
+// ---- MQTT 5 encoders ----
+
+/// Appends an MQTT 5 CONNACK with a reason code and properties.
+pub(crate) fn put_connack5(out: &mut BytesMut, session_present: bool, code: u8, properties: Option<ConnAckProperties>) {
+    let code = match code {
+        0x00 => Code5::Success,
+        0x81 => Code5::MalformedPacket,
+        0x82 => Code5::ProtocolError,
+        0x84 => Code5::UnsupportedProtocolVersion,
+        0x85 => Code5::ClientIdentifierNotValid,
+        0x87 => Code5::NotAuthorized,
+        0x88 => Code5::ServerUnavailable,
+        0x8C => Code5::BadAuthenticationMethod,
+        0x90 => Code5::TopicNameInvalid,
+        0x95 => Code5::PacketTooLarge,
+        0x9A => Code5::RetainNotSupported,
+        0x9B => Code5::QoSNotSupported,
+        _ => Code5::UnspecifiedError,
+    };
+    let ack = ConnAck5 { session_present, code, properties };
+    // Writing into a growable buffer does not fail.
+    let _ = ack.write(out);
+}
+
+/// Appends an MQTT 5 PUBLISH with its properties (none for a bare message).
+pub(crate) fn put_publish5(out: &mut BytesMut, publish: &v5::Publish) {
+    let _ = publish.write(out);
+}
+
+/// Appends an MQTT 5 PUBACK; success without properties takes the short form.
+pub(crate) fn put_puback5(out: &mut BytesMut, pkid: u16, reason: u8) {
+    if reason == 0 {
+        out.put_slice(&[0x40, 0x02]);
+        out.put_u16(pkid);
+    } else {
+        out.put_slice(&[0x40, 0x03]);
+        out.put_u16(pkid);
+        out.put_u8(reason);
+    }
+}
+
+/// Appends an MQTT 5 SUBACK or UNSUBACK (no properties) with one reason code per filter.
+pub(crate) fn put_ack_with_codes5(out: &mut BytesMut, first_byte: u8, pkid: u16, codes: &[u8]) {
+    out.put_u8(first_byte);
+    put_remaining_length(out, 3 + codes.len());
+    out.put_u16(pkid);
+    out.put_u8(0);
+    out.put_slice(codes);
+}
+
+/// Appends an MQTT 5 DISCONNECT with a reason code and an empty property list
+/// (spelled out: some clients, rumqttc among them, cannot read the shorter form).
+pub(crate) fn put_disconnect5(out: &mut BytesMut, reason: u8) {
+    out.put_slice(&[0xE0, 0x02, reason, 0x00]);
+}
+
+#[cfg(test)]
+mod tests5 {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{Filter, Publish, PublishProperties, RetainForwardRule, Subscribe};
+
+    use super::*;
+
+    fn encoded5(p: &Packet5) -> BytesMut {
+        let mut b = BytesMut::new();
+        p.write(&mut b, None).unwrap();
+        b
+    }
+
+    #[test]
+    fn mqtt5_publish_properties_and_subscription_options_decode() {
+        let props = PublishProperties {
+            user_properties: vec![("a".into(), "b".into())],
+            response_topic: Some("r".into()),
+            topic_alias: Some(3),
+            ..Default::default()
+        };
+        let mut p = Publish::new("t/1", QoS::AtLeastOnce, "x", Some(props.clone()));
+        p.pkid = 9;
+        let mut b = encoded5(&Packet5::Publish(p));
+        let Decoded5::Packet(packet) = decode5(&mut b) else { panic!("not decoded") };
+        let Packet5::Publish(got) = *packet else { panic!("not a publish") };
+        assert_eq!((got.pkid, got.properties), (9, Some(props)));
+        let mut f = Filter::new("a/#", QoS::AtLeastOnce);
+        (f.nolocal, f.preserve_retain, f.retain_forward_rule) = (true, true, RetainForwardRule::Never);
+        let mut s = Subscribe::new(f.clone(), None);
+        s.pkid = 2;
+        let mut b = encoded5(&Packet5::Subscribe(s));
+        let Decoded5::Packet(packet) = decode5(&mut b) else { panic!("not decoded") };
+        let Packet5::Subscribe(got) = *packet else { panic!("not a subscribe") };
+        assert_eq!(got.filters, vec![f]);
+    }
+
+    #[test]
+    fn mqtt5_short_disconnects_are_read_and_bad_input_is_refused() {
+        for (bytes, expected) in [
+            (&[0xE0, 0x00][..], Some(v5::DisconnectReasonCode::NormalDisconnection)),
+            (&[0xE0, 0x01, 0x04][..], Some(v5::DisconnectReasonCode::DisconnectWithWillMessage)),
+            (&[0xE0, 0x02, 0x8E, 0x00][..], Some(v5::DisconnectReasonCode::SessionTakenOver)),
+            (&[0xE0, 0x01, 0x03][..], None),                      // no such reason code
+            (&[0xE1, 0x00][..], None),                            // reserved flags
+            (&[0x30, 0x06, 0, 2, 0xC3, 0x28, 0, b'x'][..], None), // topic not UTF-8
+            (&[0x30, 0x05, 0, 1, b'a', 2, 0x7F][..], None),       // unknown property
+            (&[0x82, 0x06, 0, 1, 0, 0, 1, b'a'][..], None),       // filter options without the filter
+        ] {
+            let mut b = BytesMut::from(bytes);
+            match (decode5(&mut b), expected) {
+                (Decoded5::Packet(p), Some(code)) => {
+                    let Packet5::Disconnect(d) = *p else { panic!("{bytes:?}: not a DISCONNECT") };
+                    assert_eq!(d.reason_code, code);
+                }
+                (Decoded5::Invalid(_), None) => {}
+                (other, _) => panic!("{bytes:?}: {other:?}"),
+            }
+        }
+        let mut part = BytesMut::from(&[0xE0, 0x01][..]);
+        assert!(matches!(decode5(&mut part), Decoded5::Incomplete));
+    }
+
+    #[test]
+    fn mqtt5_acks_and_disconnect_read_back_with_the_reference_codec() {
+        let mut out = BytesMut::new();
+        put_puback5(&mut out, 7, 0x87);
+        put_ack_with_codes5(&mut out, 0x90, 8, &[1, 0x87, 0x8F]);
+        put_ack_with_codes5(&mut out, 0xB0, 9, &[0, 0x11]);
+        put_disconnect5(&mut out, 0x8E);
+        put_connack5(&mut out, true, 0x87, None);
+        let mut got = Vec::new();
+        while !out.is_empty() {
+            got.push(Packet5::read(&mut out, None).expect("reference codec reads it"));
+        }
+        let [
+            Packet5::PubAck(pa),
+            Packet5::SubAck(sa),
+            Packet5::UnsubAck(ua),
+            Packet5::Disconnect(d),
+            Packet5::ConnAck(ca),
+        ] = &got[..]
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!((pa.pkid, pa.reason), (7, v5::PubAckReason::NotAuthorized));
+        assert_eq!(sa.return_codes.len(), 3);
+        assert_eq!(sa.return_codes[1], v5::SubscribeReasonCode::NotAuthorized);
+        assert_eq!(ua.reasons, vec![v5::UnsubAckReason::Success, v5::UnsubAckReason::NoSubscriptionExisted]);
+        assert_eq!(d.reason_code, v5::DisconnectReasonCode::SessionTakenOver);
+        assert_eq!((ca.session_present, ca.code), (true, Code5::NotAuthorized));
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +488,10 @@ mod tests {
         assert_eq!(classify_first(&v4[..5]), FirstPacket::Incomplete);
         let mut v5 = v4.clone();
         v5[8] = 5; // protocol level byte
+        assert_eq!(classify_first(&v5), FirstPacket::Mqtt5);
+        v5[8] = 6;
+        assert_eq!(classify_first(&v5), FirstPacket::NewerVersion);
+        v5[8] = 3;
         assert_eq!(classify_first(&v5), FirstPacket::OtherVersion);
         let v31 = [0x10, 0x10, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3];
         assert_eq!(classify_first(&v31), FirstPacket::OtherVersion);

@@ -1,4 +1,4 @@
-//! The MQTT 3.1.1 broker over mutual TLS, with AWS IoT Core's behaviour:
+//! The MQTT 3.1.1 and MQTT 5 broker over mutual TLS, with AWS IoT Core's behaviour:
 //! certificate and policy checks on every CONNECT, PUBLISH, SUBSCRIBE and
 //! delivery, IoT Core's limits, QoS 0/1 only, retained messages, last will,
 //! keep-alive, persistent sessions. Follows "Device communication protocols /
@@ -14,11 +14,27 @@
 //! - `state`: sessions, subscriptions, retained messages, routing.
 //! - `topic_tree`: the subscription trie, pure.
 //! - `queue`: QoS 1 inflight window and offline queue, pure.
-//! - `codec`: framing on top of `rumqttc::mqttbytes::v4`.
+//! - `codec`: framing on top of `rumqttc::mqttbytes::v4` (3.1.1) and
+//!   `rumqttc::v5::mqttbytes::v5` (MQTT 5).
+//!
+//! # MQTT 5
+//! Both versions share one core (routing, policies, sessions, retained
+//! messages, queues); the connection turns each version's packets into one
+//! form and answers in the client's version. As IoT Core ("MQTT 5 supported
+//! features" and "MQTT 5 properties" on the Developer Guide's "MQTT" page):
+//! CONNACK announces Maximum QoS 1, Retain Available, Receive Maximum 100,
+//! Topic Alias Maximum 8, wildcard and shared subscriptions, no subscription
+//! identifiers, the Maximum Packet Size; reason codes on every acknowledgement
+//! (a denied PUBLISH gets PUBACK 0x87 instead of a closed connection, a denied
+//! filter SUBACK 0x87); PUBLISH properties passed through to MQTT 5
+//! subscribers; inbound topic aliases; shared subscriptions
+//! `$share/{group}/{filter}` (for 3.1.1 clients too); subscription options;
+//! session expiry per session, capped at [`BrokerConfig::session_expiry_secs`];
+//! a DISCONNECT with a reason before the broker closes a connection.
 //!
 //! # IoT Core behaviour implemented
 //! - **Authentication**: the client certificate must chain to the local CA (TLS)
-//!   and be registered and ACTIVE; otherwise CONNACK 5. When a certificate
+//!   and be registered and ACTIVE; otherwise CONNACK 5 (MQTT 5: 0x87). When a certificate
 //!   leaves ACTIVE or is deleted, its live connections are closed at once.
 //! - **Authorization**: `iot:Connect` on `client/{clientId}` (else CONNACK 5);
 //!   `iot:Publish` on `topic/{topic}` for each PUBLISH and for the will at
@@ -75,7 +91,8 @@
 //! [`BrokerConfig::max_queued_per_session`] messages, dropping the oldest.
 //!
 //! # Not implemented
-//! MQTT 5 (CONNECT answered with CONNACK 1), MQTT 3.1, WebSockets, ALPN on 443,
+//! MQTT 3.1 (CONNECT answered with CONNACK 1), MQTT 5's will delay, assigned
+//! client identifiers and outbound topic aliases, WebSockets, ALPN on 443,
 //! custom authorizers, QoS 2, the `iot:ConnectAttributes` policy condition,
 //! throttling (100 publishes/s, 512 KiB/s, 1 CONNECT/s per client id), the
 //! 10 msg/s pacing of stored messages after a resume, retained message
@@ -272,12 +289,12 @@ async fn drain_bus(shared: Arc<Shared>, mut bus: BusReceiver, stop: Cancellation
                 None => return,
             },
         };
-        let message = queue::Message { topic: msg.topic, payload: msg.payload, qos: msg.qos.min(1) };
+        let message = queue::Message::new(msg.topic, msg.payload, msg.qos.min(1), msg.retain);
         // Service messages are not held back: a subscriber with a full queue
         // misses them (counted), so one slow device cannot delay every service.
         let blocked = match msg.to {
             Some(client_id) => shared.deliver_to(&client_id, message).into_iter().collect(),
-            None => shared.publish(message, msg.retain, None),
+            None => shared.publish(message, None),
         };
         shared.give_up(blocked);
     }

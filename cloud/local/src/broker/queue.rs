@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -16,6 +17,41 @@ pub(crate) struct Message {
     pub(crate) payload: Bytes,
     /// QoS it was published with (0 or 1).
     pub(crate) qos: u8,
+    /// RETAIN flag it was published with (forwarded to retain-as-published subscriptions).
+    pub(crate) retain: bool,
+    /// MQTT 5 properties passed through to MQTT 5 subscribers; `None` for a
+    /// message from MQTT 3.1.1 or a service.
+    pub(crate) props: Option<Arc<MessageProps>>,
+}
+
+impl Message {
+    /// A message without MQTT 5 properties.
+    pub(crate) fn new(topic: impl Into<String>, payload: impl Into<Bytes>, qos: u8, retain: bool) -> Self {
+        Message { topic: topic.into(), payload: payload.into(), qos, retain, props: None }
+    }
+
+    /// Whether its Message Expiry Interval has run out at `now`.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.props.as_ref().and_then(|p| p.expires_at).is_some_and(|t| t <= now)
+    }
+}
+
+/// The MQTT 5 PUBLISH properties the broker forwards to subscribers unchanged
+/// (the Message Expiry Interval is forwarded as what is left of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MessageProps {
+    /// Payload Format Indicator (0 bytes, 1 UTF-8).
+    pub(crate) payload_format_indicator: Option<u8>,
+    /// When the Message Expiry Interval runs out.
+    pub(crate) expires_at: Option<Instant>,
+    /// Response Topic.
+    pub(crate) response_topic: Option<String>,
+    /// Correlation Data.
+    pub(crate) correlation_data: Option<Bytes>,
+    /// User Properties, in order.
+    pub(crate) user_properties: Vec<(String, String)>,
+    /// Content Type.
+    pub(crate) content_type: Option<String>,
 }
 
 /// One message on its way to one subscriber.
@@ -147,6 +183,17 @@ impl<T> BoundedQueue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_expires_when_its_interval_has_run_out() {
+        let now = Instant::now();
+        let plain = Message::new("t", "x", 1, false);
+        assert!(!plain.expired(now + std::time::Duration::from_secs(1_000_000)), "no interval: never");
+        let props = MessageProps { expires_at: Some(now + std::time::Duration::from_secs(10)), ..Default::default() };
+        let timed = Message { props: Some(Arc::new(props)), ..plain };
+        assert!(!timed.expired(now));
+        assert!(timed.expired(now + std::time::Duration::from_secs(10)));
+    }
 
     #[test]
     fn inflight_window_holds_at_most_its_limit_with_unique_nonzero_ids() {

@@ -43,6 +43,36 @@ pub(crate) enum Violation {
     /// A packet that is malformed or not allowed in this state.
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    /// MQTT 5: a malformed packet (DISCONNECT 0x81).
+    #[error("malformed packet: {0}")]
+    Malformed(&'static str),
+    /// MQTT 5: a packet over the Maximum Packet Size the broker announced.
+    #[error("packet larger than the maximum packet size")]
+    PacketTooLarge,
+    /// MQTT 5: a Topic Alias of 0, above the Topic Alias Maximum, or unknown.
+    #[error("invalid topic alias {0}")]
+    TopicAliasInvalid(u16),
+    /// MQTT 5: a Subscription Identifier, which IoT Core does not support.
+    #[error("subscription identifiers are not supported")]
+    SubscriptionIdentifiers,
+}
+
+impl Violation {
+    /// The reason code of the DISCONNECT an MQTT 5 client gets before the
+    /// connection is closed (MQTT 5 §3.14.2.1).
+    pub(crate) fn disconnect_reason(&self) -> u8 {
+        match self {
+            Violation::Malformed(_) => 0x81,
+            Violation::Protocol(_) => 0x82,
+            Violation::PublishDenied(_) | Violation::RetainDenied(_) => 0x87,
+            Violation::RetainOnReservedTopic(_) | Violation::InvalidTopic(_) => 0x90,
+            Violation::TopicAliasInvalid(_) => 0x94,
+            Violation::PayloadTooLarge(_) | Violation::PacketTooLarge => 0x95,
+            Violation::TooManyFiltersInSubscribe(_) | Violation::TooManySubscriptions => 0x97,
+            Violation::Qos2 => 0x9B,
+            Violation::SubscriptionIdentifiers => 0xA1,
+        }
+    }
 }
 
 /// Keep-alive IoT Core applies when the client asks for 0 (none) and the most it grants.
@@ -65,13 +95,41 @@ pub(crate) fn silence_limit(requested_secs: u16) -> Duration {
     Duration::from_millis(u64::from(granted_keep_alive(requested_secs)) * 1500)
 }
 
-/// Why a CONNECT is refused with a CONNACK return code.
+/// Why a CONNECT is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ConnectRefusal {
-    /// Return code 2: empty, too long, or reserved (`$`) client id.
+    /// Empty, too long, or reserved (`$`) client id: 3.1.1 code 2, MQTT 5 0x85.
     IdentifierRejected,
-    /// Return code 5: certificate not ACTIVE, or a policy denies it.
+    /// Certificate not ACTIVE, or a policy denies it (also the will's topic): 3.1.1 code 5, MQTT 5 0x87.
     NotAuthorized,
+    /// A will with QoS 2: MQTT 5 0x9B; 3.1.1 closes without CONNACK.
+    QosNotSupported,
+    /// A will topic that is not valid: MQTT 5 0x90; 3.1.1 closes without CONNACK.
+    TopicNameInvalid,
+    /// MQTT 5 enhanced authentication (Authentication Method), which IoT Core does not offer: 0x8C.
+    BadAuthenticationMethod,
+}
+
+impl ConnectRefusal {
+    /// CONNACK return code for MQTT 3.1.1; `None`: close without CONNACK (as IoT Core).
+    pub(crate) fn code_v4(self) -> Option<u8> {
+        match self {
+            ConnectRefusal::IdentifierRejected => Some(2),
+            ConnectRefusal::NotAuthorized => Some(5),
+            _ => None,
+        }
+    }
+
+    /// CONNACK reason code for MQTT 5.
+    pub(crate) fn code_v5(self) -> u8 {
+        match self {
+            ConnectRefusal::IdentifierRejected => 0x85,
+            ConnectRefusal::NotAuthorized => 0x87,
+            ConnectRefusal::QosNotSupported => 0x9B,
+            ConnectRefusal::TopicNameInvalid => 0x90,
+            ConnectRefusal::BadAuthenticationMethod => 0x8C,
+        }
+    }
 }
 
 /// Checks a client id: 1..=128 bytes and not starting with `$` (reserved by IoT Core).
@@ -121,25 +179,57 @@ pub(crate) fn check_publish(
     Ok(())
 }
 
-/// SUBACK return code for a refused filter.
-pub(crate) const SUBACK_FAILURE: u8 = 0x80;
+/// What became of one filter of a SUBSCRIBE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FilterOutcome {
+    /// Subscribed at this QoS.
+    Granted(u8),
+    /// Not a valid (or routable) topic filter.
+    Invalid,
+    /// `iot:Subscribe` denied.
+    Denied,
+}
 
-/// What to do with one SUBSCRIBE packet.
+impl FilterOutcome {
+    /// SUBACK return code in MQTT 3.1.1: the QoS, or 0x80 for any failure.
+    pub(crate) fn code_v4(self) -> u8 {
+        match self {
+            FilterOutcome::Granted(q) => q,
+            FilterOutcome::Invalid | FilterOutcome::Denied => 0x80,
+        }
+    }
+
+    /// SUBACK reason code in MQTT 5: the QoS, 0x8F Topic Filter invalid, 0x87 Not authorized.
+    pub(crate) fn code_v5(self) -> u8 {
+        match self {
+            FilterOutcome::Granted(q) => q,
+            FilterOutcome::Invalid => 0x8F,
+            FilterOutcome::Denied => 0x87,
+        }
+    }
+}
+
+/// The answer to a SUBSCRIBE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SubscribePlan {
-    /// One SUBACK return code per filter, in order (granted QoS or 0x80).
-    pub(crate) return_codes: Vec<u8>,
-    /// Filters to add (or whose QoS to replace), with the granted QoS.
+    /// One outcome per requested filter, in order.
+    pub(crate) outcomes: Vec<FilterOutcome>,
+    /// Filters to add with their subscription options byte (QoS in the low two
+    /// bits, MQTT 5's No Local and Retain As Published above), deduplicated
+    /// (the last one wins).
     pub(crate) accepted: Vec<(String, u8)>,
 }
 
-/// Decides a SUBSCRIBE. `already(filter)` says whether the connection holds
-/// that filter; `held` is how many it holds; `allowed(filter)` answers
-/// `iot:Subscribe` on `topicfilter/{filter}`.
-///
-/// IoT Core: more than 8 filters, any QoS 2 request, or going past 50
-/// subscriptions drops the connection; an invalid or unauthorized filter gets
-/// 0x80 while the others in the packet are still granted.
+/// Subscription options bit: No Local (MQTT 5 §3.8.3.1).
+pub(crate) const OPT_NO_LOCAL: u8 = 0b0100;
+/// Subscription options bit: Retain As Published.
+pub(crate) const OPT_RETAIN_AS_PUBLISHED: u8 = 0b1000;
+
+/// Decides a SUBSCRIBE of `(filter, options)` pairs: at most 8 filters, QoS 0/1,
+/// valid filters (shared subscriptions `$share/{group}/{filter}` included),
+/// `iot:Subscribe` per filter, and at most 50 subscriptions held. `held` is
+/// how many the session holds; `already` tells whether it holds a filter.
+/// Breaking a limit is an error (the connection is closed).
 pub(crate) fn plan_subscribe(
     filters: Vec<(String, u8)>,
     held: usize,
@@ -149,44 +239,54 @@ pub(crate) fn plan_subscribe(
     if filters.len() > limits::MAX_FILTERS_PER_SUBSCRIBE {
         return Err(Violation::TooManyFiltersInSubscribe(filters.len()));
     }
-    if filters.iter().any(|(_, q)| *q > 1) {
+    if filters.iter().any(|(_, o)| o & 0b11 > 1) {
         return Err(Violation::Qos2);
     }
-    let mut return_codes = Vec::with_capacity(filters.len());
+    if filters.iter().any(|(f, o)| o & OPT_NO_LOCAL != 0 && f.starts_with(cloud_api::topic::SHARED_SUBSCRIPTION_PREFIX))
+    {
+        // MQTT 5 §3.8.3.1: No Local on a shared subscription is a Protocol Error.
+        return Err(Violation::Protocol("No Local on a shared subscription"));
+    }
+    let mut outcomes = Vec::with_capacity(filters.len());
     let mut accepted: Vec<(String, u8)> = Vec::with_capacity(filters.len());
     let mut added = 0;
-    for (filter, qos) in filters {
-        if validate_topic_filter(&filter).is_err() || !routable(&filter) || !allowed(&filter) {
-            return_codes.push(SUBACK_FAILURE);
+    for (filter, opts) in filters {
+        if validate_topic_filter(&filter).is_err() || !routable(&filter) {
+            outcomes.push(FilterOutcome::Invalid);
             continue;
         }
-        return_codes.push(qos);
+        if !allowed(&filter) {
+            outcomes.push(FilterOutcome::Denied);
+            continue;
+        }
+        outcomes.push(FilterOutcome::Granted(opts & 0b11));
         if let Some(prev) = accepted.iter_mut().find(|(f, _)| *f == filter) {
-            prev.1 = qos;
+            prev.1 = opts;
         } else {
             if !already(&filter) {
                 added += 1;
             }
-            accepted.push((filter, qos));
+            accepted.push((filter, opts));
         }
     }
     if held + added > limits::MAX_SUBSCRIPTIONS_PER_CONNECTION {
         return Err(Violation::TooManySubscriptions);
     }
-    Ok(SubscribePlan { return_codes, accepted })
+    Ok(SubscribePlan { outcomes, accepted })
 }
 
-/// Filters the broker accepts but cannot serve: shared subscriptions
-/// (`$share/…`, not implemented) and Basic Ingest topics (`$aws/rules/…`, which
-/// IoT Core never delivers to subscribers). They get 0x80.
+/// Basic Ingest topics are only published to; nothing is routed on them.
 fn routable(filter: &str) -> bool {
-    !filter.starts_with(cloud_api::topic::SHARED_SUBSCRIPTION_PREFIX)
-        && !filter.starts_with(cloud_api::topic::BASIC_INGEST_PREFIX)
+    !filter.starts_with(cloud_api::topic::BASIC_INGEST_PREFIX)
 }
 
 /// Whether a subscription with `filter` gets the retained message of a topic on
 /// SUBSCRIBE: IoT Core sends retained messages only to filters without wildcards.
+/// A shared subscription gets none (MQTT 5 §4.8.2).
 pub(crate) fn receives_retained_on_subscribe(filter: &str) -> bool {
+    if filter.starts_with(cloud_api::topic::SHARED_SUBSCRIPTION_PREFIX) {
+        return false;
+    }
     !filter.split('/').any(|l| l == "+" || l == "#")
 }
 
@@ -268,15 +368,37 @@ mod tests {
             |flt| !flt.starts_with("secret"),
         )
         .unwrap();
-        assert_eq!(plan.return_codes, vec![1, 0x80, 0, 0x80]);
+        let v4: Vec<u8> = plan.outcomes.iter().map(|o| o.code_v4()).collect();
+        let v5: Vec<u8> = plan.outcomes.iter().map(|o| o.code_v5()).collect();
+        assert_eq!(v4, vec![1, 0x80, 0, 0x80]);
+        assert_eq!(v5, vec![1, 0x87, 0, 0x8F], "MQTT 5 tells denied and invalid apart");
         assert_eq!(plan.accepted, f(&[("a/#", 1), ("b/+", 0)]));
     }
 
     #[test]
-    fn shared_subscriptions_and_basic_ingest_filters_are_refused() {
-        let plan =
-            plan_subscribe(f(&[("$share/g/a", 1), ("$aws/rules/r/x", 0), ("a", 0)]), 0, |_| false, |_| true).unwrap();
-        assert_eq!(plan.return_codes, vec![0x80, 0x80, 0]);
+    fn shared_subscriptions_are_granted_and_basic_ingest_filters_refused() {
+        let plan = plan_subscribe(
+            f(&[("$share/g/a", 1), ("$aws/rules/r/x", 0), ("a", 0), ("$share//a", 0)]),
+            0,
+            |_| false,
+            |_| true,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.outcomes,
+            vec![FilterOutcome::Granted(1), FilterOutcome::Invalid, FilterOutcome::Granted(0), FilterOutcome::Invalid]
+        );
+    }
+
+    #[test]
+    fn subscription_options_are_kept_and_no_local_on_a_shared_subscription_is_an_error() {
+        let opts = 1 | OPT_NO_LOCAL | OPT_RETAIN_AS_PUBLISHED;
+        let plan = plan_subscribe(f(&[("a", opts)]), 0, |_| false, |_| true).unwrap();
+        assert_eq!((plan.outcomes[0], plan.accepted[0].1), (FilterOutcome::Granted(1), opts));
+        assert!(matches!(
+            plan_subscribe(f(&[("$share/g/a", OPT_NO_LOCAL)]), 0, |_| false, |_| true),
+            Err(Violation::Protocol(_))
+        ));
     }
 
     #[test]
@@ -290,12 +412,29 @@ mod tests {
         );
         // Re-subscribing to held filters does not count against the limit.
         let plan = plan_subscribe(f(&[("a", 1), ("b", 1)]), 50, |_| true, |_| true).unwrap();
-        assert_eq!(plan.return_codes, vec![1, 1]);
+        assert_eq!(plan.outcomes, vec![FilterOutcome::Granted(1); 2]);
+    }
+
+    #[test]
+    fn violations_map_to_mqtt5_disconnect_reasons() {
+        for (v, code) in [
+            (Violation::Malformed("x"), 0x81),
+            (Violation::Protocol("x"), 0x82),
+            (Violation::PublishDenied("t".into()), 0x87),
+            (Violation::TopicAliasInvalid(9), 0x94),
+            (Violation::PayloadTooLarge(1), 0x95),
+            (Violation::TooManySubscriptions, 0x97),
+            (Violation::Qos2, 0x9B),
+            (Violation::SubscriptionIdentifiers, 0xA1),
+        ] {
+            assert_eq!(v.disconnect_reason(), code, "{v}");
+        }
     }
 
     #[test]
     fn only_filters_without_wildcards_get_retained_messages() {
         assert!(receives_retained_on_subscribe("a/b"));
+        assert!(!receives_retained_on_subscribe("$share/g/a/b"));
         assert!(!receives_retained_on_subscribe("a/+"));
         assert!(!receives_retained_on_subscribe("a/#"));
         assert!(receives_retained_on_subscribe("a+/b#"));

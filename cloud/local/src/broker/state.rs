@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::BrokerConfig;
 use super::queue::{BoundedQueue, Delivery, Message};
+use super::rules::{OPT_NO_LOCAL, OPT_RETAIN_AS_PUBLISHED};
 use super::topic_tree::SubscriptionTree;
 use crate::bus::{Publisher, ServiceHandler};
 
@@ -94,13 +95,17 @@ pub(crate) struct Session {
     /// Held by the one connection attached to the session; a newcomer waits
     /// for it, so the old connection finishes handing its state back first.
     lease: Arc<tokio::sync::Mutex<()>>,
+    /// Whether a connection is attached (read by share groups without taking `inner`).
+    online: std::sync::atomic::AtomicBool,
     inner: Mutex<SessionInner>,
 }
 
 #[derive(Debug)]
 struct SessionInner {
     live: Option<Live>,
-    persistent: bool,
+    /// How long the session outlives its connection; zero: it ends with it.
+    expiry: Duration,
+    /// Filters with their subscription options byte (see [`super::rules::plan_subscribe`]).
     subs: Vec<(String, u8)>,
     queue: BoundedQueue<Delivery>,
     offline_since: Option<Instant>,
@@ -166,6 +171,16 @@ pub(crate) async fn wait_for_room(shared: Arc<Shared>, blocked: Vec<Blocked>) {
     }
 }
 
+/// The members of one shared subscription `$share/{group}/{filter}`: each
+/// message matching `filter` goes to one of them, in turn, live members first.
+#[derive(Debug)]
+struct ShareGroup {
+    /// The filter without its `$share/{group}/` prefix.
+    inner: String,
+    members: Vec<(SessionRef, u8)>,
+    next: usize,
+}
+
 /// The broker's shared state.
 pub(crate) struct Shared {
     /// Services owning reserved topics.
@@ -174,6 +189,8 @@ pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,
     sessions: Mutex<HashMap<Box<str>, Arc<Session>>>,
     subs: RwLock<SubscriptionTree<SessionRef>>,
+    /// Shared subscriptions by their full filter.
+    groups: Mutex<HashMap<String, ShareGroup>>,
     retained: RwLock<HashMap<String, Arc<Message>>>,
     by_certificate: Mutex<HashMap<Arc<str>, Vec<Arc<ConnCtl>>>>,
     next_conn_id: AtomicU64,
@@ -197,6 +214,7 @@ impl Shared {
             config,
             sessions: Mutex::new(HashMap::new()),
             subs: RwLock::new(SubscriptionTree::new()),
+            groups: Mutex::new(HashMap::new()),
             retained: RwLock::new(HashMap::new()),
             by_certificate: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
@@ -257,9 +275,10 @@ impl Shared {
         let s = Arc::new(Session {
             client_id: client_id.into(),
             lease: Arc::new(tokio::sync::Mutex::new(())),
+            online: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(SessionInner {
                 live: None,
-                persistent: false,
+                expiry: Duration::ZERO,
                 subs: Vec::new(),
                 queue: BoundedQueue::new(self.config.max_queued_per_session),
                 offline_since: None,
@@ -273,12 +292,16 @@ impl Shared {
     /// Attaches a connection that passed CONNECT to the session of its client
     /// id: closes any connection holding it (IoT Core drops the older one),
     /// waits for it to hand the session back, then resumes the session
-    /// (`clean == false` and not expired) or starts a fresh one.
+    /// (`clean_start == false` and not expired) or starts a fresh one that
+    /// outlives the connection by `expiry` (zero: not at all). MQTT 3.1.1's
+    /// clean session is clean start with no expiry; its persistent session is
+    /// no clean start with the broker's session expiry.
     /// `None` if the previous connection did not let go in time.
     pub(crate) async fn attach(
         &self,
         client_id: &str,
-        clean: bool,
+        clean_start: bool,
+        expiry: Duration,
         conn: Arc<ConnCtl>,
         tx: mpsc::Sender<Delivery>,
     ) -> Option<Attached> {
@@ -295,17 +318,16 @@ impl Shared {
                 // Expired and swept while we waited: start over with a new session.
                 continue;
             }
-            let expired = inner
-                .offline_since
-                .is_some_and(|t| t.elapsed() >= Duration::from_secs(self.config.session_expiry_secs));
-            let session_present = !clean && inner.persistent && !expired;
+            let expired = inner.offline_since.is_some_and(|t| t.elapsed() >= inner.expiry);
+            let session_present = !clean_start && !inner.expiry.is_zero() && !expired;
             if !session_present {
                 self.drop_subscriptions(&session, &mut inner);
                 inner.queue.clear();
             }
-            inner.persistent = !clean;
+            inner.expiry = expiry;
             inner.offline_since = None;
             inner.live = Some(Live { conn, tx });
+            session.online.store(true, Ordering::Release);
             let backlog = if session_present { inner.queue.take() } else { VecDeque::new() };
             drop(inner);
             return Some(Attached { session, lease, session_present, backlog });
@@ -319,8 +341,28 @@ impl Shared {
         let key = SessionRef(session.clone());
         let mut subs = write(&self.subs);
         for (filter, _) in inner.subs.drain(..) {
-            subs.remove(&filter, &key);
+            self.remove_filter(&mut subs, &filter, &key);
         }
+    }
+
+    /// Removes one subscription of `key` from the tree or from its share group.
+    fn remove_filter(&self, subs: &mut SubscriptionTree<SessionRef>, filter: &str, key: &SessionRef) {
+        if cloud_api::topic::split_shared_subscription(filter).is_some() {
+            let mut groups = lock(&self.groups);
+            if let Some(g) = groups.get_mut(filter) {
+                g.members.retain(|(k, _)| k != key);
+                if g.members.is_empty() {
+                    groups.remove(filter);
+                }
+            }
+        } else {
+            subs.remove(filter, key);
+        }
+    }
+
+    /// Changes how long a session outlives its connection (MQTT 5 DISCONNECT).
+    pub(crate) fn set_expiry(&self, session: &Session, expiry: Duration) {
+        lock(&session.inner).expiry = expiry;
     }
 
     /// Detaches the connection holding `attached`'s lease. A persistent session
@@ -331,7 +373,8 @@ impl Shared {
         let Attached { session, lease, .. } = attached;
         let mut inner = lock(&session.inner);
         inner.live = None;
-        if inner.persistent {
+        session.online.store(false, Ordering::Release);
+        if !inner.expiry.is_zero() {
             let older = leftovers();
             inner.queue.prepend(older.into_iter().filter(|d| d.qos == 1));
             inner.offline_since = Some(Instant::now());
@@ -351,13 +394,13 @@ impl Shared {
 
     /// Deletes persistent sessions offline for longer than the session expiry; returns how many.
     pub(crate) fn sweep_expired(&self, now: Instant) -> usize {
-        let expiry = Duration::from_secs(self.config.session_expiry_secs);
         let mut sessions = lock(&self.sessions);
         let mut expired = Vec::new();
         for (id, s) in sessions.iter() {
             // A session whose lease is taken is (being) attached: not expired.
             let Ok(_lease) = s.lease.try_lock() else { continue };
             let mut inner = lock(&s.inner);
+            let expiry = inner.expiry;
             if inner.live.is_none() && inner.offline_since.is_some_and(|t| now.saturating_duration_since(t) >= expiry) {
                 self.drop_subscriptions(s, &mut inner);
                 inner.queue.clear();
@@ -384,29 +427,48 @@ impl Shared {
         lock(&session.inner).subs.iter().map(|(f, _)| f.clone()).collect()
     }
 
-    /// Adds or replaces subscriptions of a session.
+    /// Adds or replaces subscriptions of a session: `(filter, options)` with the
+    /// QoS in the options' low two bits; a `$share/{group}/{filter}` joins its group.
     pub(crate) fn subscribe(&self, session: &Arc<Session>, accepted: &[(String, u8)]) {
         let key = SessionRef(session.clone());
         let mut inner = lock(&session.inner);
         let mut subs = write(&self.subs);
-        for (filter, qos) in accepted {
-            subs.insert(filter, key.clone(), *qos);
+        for (filter, opts) in accepted {
+            if let Some((_, inner_filter)) = cloud_api::topic::split_shared_subscription(filter) {
+                let mut groups = lock(&self.groups);
+                let g = groups.entry(filter.clone()).or_insert_with(|| ShareGroup {
+                    inner: inner_filter.to_owned(),
+                    members: Vec::new(),
+                    next: 0,
+                });
+                match g.members.iter_mut().find(|(k, _)| *k == key) {
+                    Some(m) => m.1 = *opts,
+                    None => g.members.push((key.clone(), *opts)),
+                }
+            } else {
+                subs.insert(filter, key.clone(), *opts);
+            }
             match inner.subs.iter_mut().find(|(f, _)| f == filter) {
-                Some(entry) => entry.1 = *qos,
-                None => inner.subs.push((filter.clone(), *qos)),
+                Some(entry) => entry.1 = *opts,
+                None => inner.subs.push((filter.clone(), *opts)),
             }
         }
     }
 
-    /// Removes subscriptions of a session (unknown filters are ignored).
-    pub(crate) fn unsubscribe(&self, session: &Arc<Session>, filters: &[String]) {
+    /// Removes subscriptions of a session; returns, per filter, whether it was held.
+    pub(crate) fn unsubscribe(&self, session: &Arc<Session>, filters: &[String]) -> Vec<bool> {
         let key = SessionRef(session.clone());
         let mut inner = lock(&session.inner);
         let mut subs = write(&self.subs);
-        for filter in filters {
-            subs.remove(filter, &key);
-            inner.subs.retain(|(f, _)| f != filter);
-        }
+        filters
+            .iter()
+            .map(|filter| {
+                self.remove_filter(&mut subs, filter, &key);
+                let before = inner.subs.len();
+                inner.subs.retain(|(f, _)| f != filter);
+                inner.subs.len() != before
+            })
+            .collect()
     }
 
     // ---- messages ----
@@ -417,17 +479,17 @@ impl Shared {
     }
 
     /// Publishes a message: hands it to the service owning the topic (if it
-    /// came from a client), updates the retained store, and routes it to
-    /// subscribers. Authorization of the publisher is the caller's job.
+    /// came from a client), updates the retained store (if `msg.retain`), and
+    /// routes it to subscribers. Authorization of the publisher is the caller's job.
     /// Returns the QoS 1 deliveries that found a subscriber's queue full (see [`Shared::route`]).
-    pub(crate) fn publish(&self, msg: Message, retain: bool, from: Option<&Publisher>) -> Vec<Blocked> {
+    pub(crate) fn publish(&self, msg: Message, from: Option<&Publisher>) -> Vec<Blocked> {
         if let Some(from) = from
             && let Some(service) = self.services.iter().find(|s| s.wants(&msg.topic))
         {
             service.handle(from, &msg.topic, msg.payload.clone());
         }
         let msg = Arc::new(msg);
-        if retain {
+        if msg.retain {
             let mut retained = write(&self.retained);
             if msg.payload.is_empty() {
                 // An empty retained message clears the topic's retained message; it is still delivered.
@@ -438,11 +500,13 @@ impl Shared {
                     topic: msg.topic.clone(),
                     payload: bytes::Bytes::copy_from_slice(&msg.payload),
                     qos: msg.qos,
+                    retain: true,
+                    props: msg.props.clone(),
                 };
                 retained.insert(msg.topic.clone(), Arc::new(stored));
             }
         }
-        self.route(msg)
+        self.route(msg, from.map(|p| p.client_id.as_str()))
     }
 
     /// Delivers `msg` to every session with a matching subscription, once per
@@ -451,21 +515,57 @@ impl Shared {
     /// When a live session's queue is full, a QoS 0 delivery is dropped
     /// (counted), and a QoS 1 delivery is returned: the caller waits for room
     /// with [`wait_for_room`] (backpressure) or gives up with [`Shared::give_up`].
-    pub(crate) fn route(&self, msg: Arc<Message>) -> Vec<Blocked> {
+    ///
+    /// Subscription options: a No Local subscription of the publishing client
+    /// (`origin`) does not match; Retain As Published keeps the RETAIN flag.
+    /// Each matching shared subscription group gets the message once, for one
+    /// member in turn (live members first).
+    pub(crate) fn route(&self, msg: Arc<Message>, origin: Option<&str>) -> Vec<Blocked> {
         let mut targets: Vec<(Arc<Session>, u8)> = Vec::new();
-        read(&self.subs).for_each_match(&msg.topic, |k, q| targets.push((k.0.clone(), q)));
+        read(&self.subs).for_each_match(&msg.topic, |k, opts| {
+            if opts & OPT_NO_LOCAL == 0 || origin != Some(&*k.0.client_id) {
+                targets.push((k.0.clone(), opts));
+            }
+        });
         if targets.len() > 1 {
-            targets.sort_by_key(|(s, q)| (Arc::as_ptr(s), std::cmp::Reverse(*q)));
-            targets.dedup_by(|b, a| Arc::ptr_eq(&a.0, &b.0));
+            // One delivery per session: the best QoS, RETAIN kept if any subscription asks for it.
+            targets.sort_by_key(|(s, opts)| (Arc::as_ptr(s), std::cmp::Reverse(*opts & 0b11)));
+            targets.dedup_by(|b, a| {
+                let same = Arc::ptr_eq(&a.0, &b.0);
+                if same {
+                    a.1 |= b.1 & OPT_RETAIN_AS_PUBLISHED;
+                }
+                same
+            });
         }
+        self.pick_shared(&msg.topic, &mut targets);
         let mut blocked = Vec::new();
-        for (session, sub_qos) in targets {
-            let d = Delivery { msg: msg.clone(), qos: sub_qos.min(msg.qos), retain: false, dup: false };
+        for (session, opts) in targets {
+            let retain = msg.retain && opts & OPT_RETAIN_AS_PUBLISHED != 0;
+            let d = Delivery { msg: msg.clone(), qos: (opts & 0b11).min(msg.qos), retain, dup: false };
             if let Some(b) = self.offer(session, d) {
                 blocked.push(b);
             }
         }
         blocked
+    }
+
+    /// Adds one member of each share group whose filter matches `topic`.
+    fn pick_shared(&self, topic: &str, targets: &mut Vec<(Arc<Session>, u8)>) {
+        let mut groups = lock(&self.groups);
+        for g in groups.values_mut() {
+            if g.members.is_empty() || !cloud_api::topic::matches(&g.inner, topic) {
+                continue;
+            }
+            let n = g.members.len();
+            // Not `inner`: routing must not take a session's lock under `groups`.
+            let live = |i: usize| g.members[i].0.0.online.load(Ordering::Acquire);
+            let start = g.next % n;
+            let pick = (0..n).map(|i| (start + i) % n).find(|&i| live(i)).unwrap_or(start);
+            g.next = pick + 1;
+            let (key, opts) = &g.members[pick];
+            targets.push((key.0.clone(), *opts));
+        }
     }
 
     /// Delivers `msg` to the session of `client_id` alone, whatever it
@@ -496,13 +596,13 @@ impl Shared {
                 }
                 Err(mpsc::error::TrySendError::Closed(d)) => {
                     // The connection is ending; its own leftovers are put back ahead of this.
-                    if inner.persistent && d.qos == 1 {
+                    if !inner.expiry.is_zero() && d.qos == 1 {
                         inner.queue.push(d);
                     }
                     None
                 }
             },
-            None if inner.persistent && d.qos == 1 => {
+            None if !inner.expiry.is_zero() && d.qos == 1 => {
                 inner.queue.push(d);
                 None
             }
@@ -540,13 +640,17 @@ mod tests {
     }
 
     fn msg(topic: &str, qos: u8) -> Message {
-        Message { topic: topic.into(), payload: bytes::Bytes::from_static(b"x"), qos }
+        Message::new(topic, bytes::Bytes::from_static(b"x"), qos, false)
+    }
+
+    fn expiry_for(s: &Shared, clean: bool) -> Duration {
+        if clean { Duration::ZERO } else { Duration::from_secs(s.config.session_expiry_secs) }
     }
 
     async fn connect(s: &Shared, id: &str, clean: bool) -> (Attached, mpsc::Receiver<Delivery>, Arc<ConnCtl>) {
         let (tx, rx) = mpsc::channel(8);
         let ctl = s.new_conn(&CancellationToken::new());
-        let a = s.attach(id, clean, ctl.clone(), tx).await.expect("attached");
+        let a = s.attach(id, clean, expiry_for(s, clean), ctl.clone(), tx).await.expect("attached");
         (a, rx, ctl)
     }
 
@@ -555,11 +659,11 @@ mod tests {
         let s = shared(10);
         let (a, mut rx, _) = connect(&s, "a", true).await;
         s.subscribe(&a.session, &[("t/+".into(), 0), ("t/#".into(), 1), ("t/x".into(), 1)]);
-        s.publish(msg("t/x", 1), false, None);
+        s.publish(msg("t/x", 1), None);
         let d = rx.try_recv().unwrap();
         assert_eq!((d.qos, d.msg.topic.as_str()), (1, "t/x"));
         assert!(rx.try_recv().is_err());
-        s.publish(msg("t/x", 0), false, None);
+        s.publish(msg("t/x", 0), None);
         assert_eq!(rx.try_recv().unwrap().qos, 0);
     }
 
@@ -567,12 +671,13 @@ mod tests {
     async fn a_full_queue_drops_qos0_and_holds_qos1_until_there_is_room() {
         let s = Arc::new(shared(10));
         let (tx, mut rx) = mpsc::channel(1);
-        let a = s.attach("full", true, s.new_conn(&CancellationToken::new()), tx).await.expect("attached");
+        let a =
+            s.attach("full", true, Duration::ZERO, s.new_conn(&CancellationToken::new()), tx).await.expect("attached");
         s.subscribe(&a.session, &[("t".into(), 1)]);
-        assert!(s.publish(msg("t", 1), false, None).is_empty(), "room for one");
-        assert!(s.publish(msg("t", 0), false, None).is_empty());
+        assert!(s.publish(msg("t", 1), None).is_empty(), "room for one");
+        assert!(s.publish(msg("t", 0), None).is_empty());
         assert_eq!(s.dropped_for_slow_subscribers(), 1, "QoS 0 dropped when full");
-        let blocked = s.publish(msg("t", 1), false, None);
+        let blocked = s.publish(msg("t", 1), None);
         assert_eq!(blocked.len(), 1, "QoS 1 held back, not dropped");
         let waiting = tokio::spawn(wait_for_room(s.clone(), blocked));
         assert_eq!(rx.recv().await.unwrap().qos, 1);
@@ -589,9 +694,9 @@ mod tests {
         s.subscribe(&a.session, &[("t".into(), 1)]);
         s.detach(a, Vec::new);
         for i in 0..3u8 {
-            s.publish(Message { topic: "t".into(), payload: vec![i].into(), qos: 1 }, false, None);
+            s.publish(Message::new("t", vec![i], 1, false), None);
         }
-        s.publish(msg("t", 0), false, None); // QoS 0 is not kept for offline sessions
+        s.publish(msg("t", 0), None); // QoS 0 is not kept for offline sessions
         assert_eq!(s.queued("p"), 2);
         let (a, _rx, _) = connect(&s, "p", false).await;
         assert!(a.session_present);
@@ -606,7 +711,7 @@ mod tests {
         let (a, _rx, _) = connect(&s, "c", false).await;
         s.subscribe(&a.session, &[("t".into(), 1)]);
         s.detach(a, Vec::new);
-        s.publish(msg("t", 1), false, None);
+        s.publish(msg("t", 1), None);
         let (a, _rx, _) = connect(&s, "c", true).await;
         assert!(!a.session_present);
         assert!(a.backlog.is_empty());
@@ -622,7 +727,7 @@ mod tests {
         s.subscribe(&a.session, &[("t".into(), 1)]);
         let unacked = Delivery { msg: Arc::new(msg("t", 1)), qos: 1, retain: false, dup: true };
         s.detach(a, || vec![unacked.clone()]);
-        s.publish(msg("t", 1), false, None);
+        s.publish(msg("t", 1), None);
         let (a, _rx, _) = connect(&s, "u", false).await;
         assert_eq!(a.backlog.len(), 2);
         assert!(a.backlog[0].dup && !a.backlog[1].dup);
@@ -637,7 +742,7 @@ mod tests {
         let second = tokio::spawn(async move {
             let (tx, _rx) = mpsc::channel(8);
             let ctl = s2.new_conn(&CancellationToken::new());
-            s2.attach("dup", true, ctl, tx).await.map(|a| a.session_present)
+            s2.attach("dup", true, Duration::ZERO, ctl, tx).await.map(|a| a.session_present)
         });
         ctl1.token.cancelled().await;
         assert_eq!(ctl1.reason(), KickReason::TakenOver);
@@ -648,10 +753,63 @@ mod tests {
     #[tokio::test]
     async fn retained_messages_are_replaced_and_cleared_by_empty_payloads() {
         let s = shared(10);
-        s.publish(msg("r", 1), true, None);
+        s.publish(Message { retain: true, ..msg("r", 1) }, None);
         assert_eq!(s.retained("r").unwrap().qos, 1);
-        s.publish(Message { topic: "r".into(), payload: bytes::Bytes::new(), qos: 0 }, true, None);
+        s.publish(Message::new("r", bytes::Bytes::new(), 0, true), None);
         assert!(s.retained("r").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_share_group_gets_each_message_once_live_members_in_turn() {
+        let s = shared(10);
+        let (a, mut rx_a, _) = connect(&s, "sa", true).await;
+        let (b, mut rx_b, _) = connect(&s, "sb", true).await;
+        let (c, _rx_c, _) = connect(&s, "sc", false).await;
+        for x in [&a, &b, &c] {
+            s.subscribe(&x.session, &[("$share/g/t/+".into(), 1)]);
+        }
+        s.detach(c, Vec::new); // offline: skipped while others are live
+        for _ in 0..4 {
+            s.publish(msg("t/x", 1), None);
+        }
+        let (mut na, mut nb) = (0, 0);
+        while rx_a.try_recv().is_ok() {
+            na += 1;
+        }
+        while rx_b.try_recv().is_ok() {
+            nb += 1;
+        }
+        assert_eq!((na, nb), (2, 2));
+        assert_eq!(s.queued("sc"), 0);
+        s.unsubscribe(&a.session, &["$share/g/t/+".into()]);
+        s.unsubscribe(&b.session, &["$share/g/t/+".into()]);
+        s.publish(msg("t/x", 1), None);
+        assert_eq!(s.queued("sc"), 1, "the last member gets it even offline");
+    }
+
+    #[tokio::test]
+    async fn no_local_and_retain_as_published_options_apply_per_subscription() {
+        use crate::bus::Publisher;
+        let s = shared(10);
+        let (a, mut rx, _) = connect(&s, "me", true).await;
+        s.subscribe(&a.session, &[("mine".into(), 1 | OPT_NO_LOCAL), ("rap".into(), 1 | OPT_RETAIN_AS_PUBLISHED)]);
+        let me = Publisher { client_id: "me".into(), certificate_id: "c".into() };
+        s.publish(msg("mine", 1), Some(&me));
+        assert!(rx.try_recv().is_err(), "no local: own message not delivered");
+        s.publish(msg("mine", 1), None);
+        assert!(rx.try_recv().is_ok(), "others' messages are");
+        s.publish(Message { retain: true, ..msg("rap", 1) }, None);
+        assert!(rx.try_recv().unwrap().retain, "retain as published");
+    }
+
+    #[tokio::test]
+    async fn session_expiry_is_per_session() {
+        let s = shared(10);
+        let (tx, _rx) = mpsc::channel(8);
+        let a =
+            s.attach("short", false, Duration::from_secs(5), s.new_conn(&CancellationToken::new()), tx).await.unwrap();
+        s.detach(a, Vec::new);
+        assert_eq!(s.sweep_expired(Instant::now() + Duration::from_secs(6)), 1);
     }
 
     #[tokio::test]
