@@ -811,6 +811,9 @@ mod tests {
         );
     }
 
+    /// Parameters a table case gives.
+    type Given = &'static [(&'static str, &'static str)];
+
     fn eval_one(expr: Value, given: &[(&str, &str)]) -> Result<Value, TemplateError> {
         let body = json!({
             "Parameters": {"A": {"Type": "String", "Default": "a,b,c"}, "N": {"Type": "Number", "Default": "2"}},
@@ -831,7 +834,7 @@ mod tests {
     #[test]
     fn each_intrinsic_function_evaluates_as_documented() {
         let s = |x: &str| Ok(Value::String(x.to_string()));
-        let cases: Vec<(Value, &[(&str, &str)], Result<Value, TemplateError>)> = vec![
+        let cases: Vec<(Value, Given, Result<Value, TemplateError>)> = vec![
             (json!({"Ref": "A"}), &[], s("a,b,c")),
             (json!({"Ref": "A"}), &[("A", "given")], s("given")),
             (json!({"Ref": "AWS::IoT::Certificate::Id"}), &[], s("c0ffee")),
@@ -857,7 +860,7 @@ mod tests {
 
     #[test]
     fn bad_expressions_and_parameters_get_clear_errors() {
-        let cases: Vec<(Value, &[(&str, &str)], &str)> = vec![
+        let cases: Vec<(Value, Given, &str)> = vec![
             (json!({"Ref": "Nope"}), &[], "neither a parameter"),
             (json!({"Fn::Select": [9, ["a"]]}), &[], "out of range"),
             (json!({"Fn::Join": ["-"]}), &[], "takes 2 arguments"),
