@@ -278,6 +278,11 @@ impl ProvisioningService {
                 "type {template_type} is not FLEET_PROVISIONING or JITP"
             )));
         }
+        if template_type != "FLEET_PROVISIONING" && req.pre_provisioning_hook.is_some() {
+            return Err(ProvisioningError::InvalidRequest(
+                "a pre-provisioning hook is supported only for templates of type FLEET_PROVISIONING".into(),
+            ));
+        }
         let mut state = self.lock();
         if let Some(t) = state.templates.get(&req.template_name) {
             return Err(ProvisioningError::AlreadyExists {
@@ -337,6 +342,11 @@ impl ProvisioningService {
         if req.remove_pre_provisioning_hook == Some(true) {
             t.hook = None;
         } else if let Some(h) = req.pre_provisioning_hook {
+            if t.template_type != "FLEET_PROVISIONING" {
+                return Err(ProvisioningError::InvalidRequest(
+                    "a pre-provisioning hook is supported only for templates of type FLEET_PROVISIONING".into(),
+                ));
+            }
             t.hook = Some(h);
         }
         t.last_modified_date = self.now_secs();

@@ -323,9 +323,11 @@ impl Template {
                             r.logical_id
                         )));
                     }
+                    // AWS's own examples write "Active": the status is read case-insensitively.
                     let status = prop("Status")?
                         .map(|v| string_of(&v, "Status"))
                         .transpose()?
+                        .map(|s| s.to_ascii_uppercase())
                         .unwrap_or_else(|| "ACTIVE".into());
                     if status != "ACTIVE" && status != "INACTIVE" {
                         return Err(invalid(format!(
@@ -463,8 +465,21 @@ fn parse_resource(logical_id: &str, r: &Value, conditions: &Map<String, Value>) 
                 }
             }
         }
+        // A certificate's `Status` setting (bulk registration and JITP templates carry it): a
+        // fleet-provisioned certificate is always new, so there is nothing to override.
+        Some(Value::Object(o)) if kind == Kind::Certificate => {
+            for (field, v) in o {
+                let s = v.as_str().ok_or_else(|| invalid(format!("OverrideSettings {field} must be a string")))?;
+                if field != "Status" {
+                    return Err(invalid(format!("OverrideSettings: unknown certificate property {field}")));
+                }
+                Override::parse(s, field)?;
+            }
+        }
         Some(_) => {
-            return Err(invalid(format!("resource {logical_id}: OverrideSettings is an object, on a thing only")));
+            return Err(invalid(format!(
+                "resource {logical_id}: OverrideSettings is an object, on a thing or a certificate only"
+            )));
         }
     }
     Ok(Resource { logical_id: logical_id.to_string(), kind, condition, properties, overrides })
@@ -781,17 +796,22 @@ mod tests {
     }"#;
 
     #[test]
-    fn guide_example_refuses_a_status_in_the_wrong_case() {
-        // AWS's statuses are upper case; the guide's "Active" is refused with a clear message.
-        let tpl = Template::parse(GUIDE_EXAMPLE).unwrap();
-        let err = tpl
+    fn certificate_status_is_read_case_insensitively_and_checked() {
+        // AWS's own example writes "Active"; anything but ACTIVE or INACTIVE is refused.
+        let plan = Template::parse(GUIDE_EXAMPLE)
+            .unwrap()
+            .evaluate(&params(&[("ThingName", "x"), ("SerialNumber", "42"), ("DeviceLocation", "Seattle")]), &cert())
+            .unwrap();
+        assert_eq!(plan.certificate.unwrap().status, "ACTIVE");
+        let err = Template::parse(&GUIDE_EXAMPLE.replace("\"Active\"", "\"Revoked\""))
+            .unwrap()
             .evaluate(&params(&[("ThingName", "x"), ("SerialNumber", "42"), ("DeviceLocation", "Seattle")]), &cert());
         assert!(matches!(err, Err(TemplateError::Invalid(m)) if m.contains("ACTIVE or INACTIVE")));
     }
 
     #[test]
     fn guide_example_evaluates_to_thing_certificate_policy_and_configuration() {
-        let tpl = Template::parse(&GUIDE_EXAMPLE.replace("\"Active\"", "\"ACTIVE\"")).unwrap();
+        let tpl = Template::parse(GUIDE_EXAMPLE).unwrap();
         let plan = tpl
             .evaluate(&params(&[("ThingName", "x"), ("SerialNumber", "42"), ("DeviceLocation", "Seattle")]), &cert())
             .unwrap();
@@ -951,6 +971,20 @@ mod tests {
             matches!(&plan.policies[..], [PolicySpec::Document { name, document }] if name.starts_with("p-") && document == "{}")
         );
         assert_eq!(tpl.evaluate(&params(&[("Mode", "thing")]), &cert()).unwrap().thing.unwrap().name, "t1");
+    }
+
+    #[test]
+    fn a_policy_document_may_be_an_object_as_in_the_cli_example() {
+        let tpl = Template::parse(
+            r#"{"Resources": {"policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyDocument":
+                 {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["iot:Publish"],
+                  "Resource": ["arn:aws:iot:us-east-1:123456789012:topic/foo/bar"]}]}}}}}"#,
+        )
+        .unwrap();
+        let plan = tpl.evaluate(&params(&[]), &cert()).unwrap();
+        let [PolicySpec::Document { name, document }] = &plan.policies[..] else { panic!("{:?}", plan.policies) };
+        assert!(name.starts_with("policy-") && name.len() == "policy-".len() + 16, "{name}");
+        assert_eq!(serde_json::from_str::<Value>(document).unwrap()["Statement"][0]["Action"], json!(["iot:Publish"]));
     }
 
     fn spec(o: Override) -> ThingSpec {

@@ -372,6 +372,22 @@ async fn the_template_control_plane_follows_the_model_and_survives_a_restart() {
             .await,
     );
     assert_eq!(code, "InvalidRequestException");
+    let (code, _) = common::failed(
+        iot.create_provisioning_template()
+            .template_name("Jitp")
+            .template_body(TEMPLATE_BODY)
+            .provisioning_role_arn(ROLE)
+            .r#type(aws_sdk_iot::types::TemplateType::Jitp)
+            .pre_provisioning_hook(
+                aws_sdk_iot::types::ProvisioningHook::builder()
+                    .target_arn("arn:aws:lambda:us-east-1:000000000000:function:hook")
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await,
+    );
+    assert_eq!(code, "InvalidRequestException", "a hook only on FLEET_PROVISIONING templates");
 
     let v2 = iot
         .create_provisioning_template_version()
