@@ -297,6 +297,49 @@ mod tests {
     }
 
     #[test]
+    fn a_replacement_device_reprovisions_the_existing_thing_as_override_settings_say() {
+        let (_dir, reg) = registry();
+        for g in ["old-site", "new-site"] {
+            reg.create_thing_group(g, None, None, Default::default()).unwrap();
+        }
+        let body = |groups: &str, setting: &str| {
+            format!(
+                r#"{{"Resources": {{"thing": {{"Type": "AWS::IoT::Thing",
+                     "Properties": {{"ThingName": "pump-9", "AttributePayload": {{"model": "b"}}, "ThingGroups": {groups}}},
+                     "OverrideSettings": {{"AttributePayload": "{setting}", "ThingGroups": "{setting}"}}}}}}}}"#
+            )
+        };
+        let provision = |groups: &str, setting: &str| {
+            let (cert, _) = reg.create_pending_keys_and_certificate().unwrap();
+            let facts = CertificateFacts { id: cert.id.clone(), subject: cert.subject.clone() };
+            let plan = Template::parse(&body(groups, setting)).unwrap().evaluate(&BTreeMap::new(), &facts).unwrap();
+            reg.provision(&cert.id, &plan).map(|_| cert)
+        };
+        let first = provision(r#"["old-site"]"#, "REPLACE").unwrap();
+        let serial = BTreeMap::from([("serial".to_string(), "9".to_string())]);
+        reg.update_thing("pump-9", None, false, Some((serial, true)), None).unwrap();
+        let mut events = reg.events();
+
+        let second = provision(r#"["new-site"]"#, "REPLACE").unwrap();
+        let thing = reg.describe_thing("pump-9").unwrap();
+        assert_eq!(thing.attributes, BTreeMap::from([("model".to_string(), "b".to_string())]), "REPLACE");
+        assert!(reg.things_in_thing_group("old-site", false).unwrap().is_empty());
+        assert!(reg.things_in_thing_group("new-site", false).unwrap().contains("pump-9"));
+        let principals = reg.list_thing_principals("pump-9").unwrap();
+        assert!(principals.contains(&first.arn) && principals.contains(&second.arn), "the old certificate stays");
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            seen.push(e);
+        }
+        assert!(seen.iter().any(|e| matches!(e, RegistryEvent::ThingRemovedFromThingGroup { membership, .. } if membership.thing_group_name == "old-site")));
+        assert!(seen.iter().any(|e| matches!(e, RegistryEvent::ThingAddedToThingGroup { membership } if membership.thing_group_name == "new-site")));
+
+        let err = provision(r#"["old-site"]"#, "FAIL").unwrap_err();
+        assert!(err.to_string().contains("OverrideSettings FAIL"), "{err}");
+        assert!(reg.things_in_thing_group("new-site", false).unwrap().contains("pump-9"), "a refusal changes nothing");
+    }
+
+    #[test]
     fn a_failing_register_thing_leaves_nothing_behind() {
         let (_dir, reg) = registry();
         let (cert, _) = reg.create_pending_keys_and_certificate().unwrap();
