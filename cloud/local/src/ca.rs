@@ -150,6 +150,22 @@ impl LocalCa {
         Ok((Issued { pem: cert.pem(), der: cert.der().to_vec() }, key.public_key_pem(), key.serialize_pem()))
     }
 
+    /// [`LocalCa::issue_with_new_key`] with a short life: valid until `not_after` (epoch
+    /// seconds), as a provisioning claim certificate is.
+    pub fn issue_with_new_key_until(
+        &self,
+        common_name: &str,
+        not_after: u64,
+    ) -> Result<(Issued, String, String), CaError> {
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        let mut params = device_params(dn);
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after as i64).map_err(cert_err)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(cert_err)?;
+        Ok((Issued { pem: cert.pem(), der: cert.der().to_vec() }, key.public_key_pem(), key.serialize_pem()))
+    }
+
     /// Issues a device certificate for the public key in a PEM CSR. The CSR's
     /// signature must verify; its subject is kept, its requested extensions are not.
     pub fn issue_for_csr(&self, csr_pem: &str) -> Result<Issued, CaError> {

@@ -16,6 +16,8 @@
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
 //! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
 //!   timers, continuous jobs; an in-process interface for other services.
+//! - [`provisioning`]: fleet provisioning: templates and claims over HTTP, the device
+//!   provisioning MQTT API (`$aws/certificates/…`, `$aws/provisioning-templates/…`).
 //! - [`greengrass`]: Greengrass V2 components: the control plane on the same HTTP endpoint,
 //!   the data plane for cores on its own mutual-TLS listener.
 
@@ -26,6 +28,7 @@ pub mod credentials;
 pub mod greengrass;
 pub mod http;
 pub mod jobs;
+pub mod provisioning;
 pub mod registry;
 pub mod s3;
 pub mod server;

@@ -20,6 +20,8 @@ use crate::greengrass::deployments::{CoreEvent, DeploymentJobs, Deployments, Dep
 use crate::http::AppState;
 use crate::jobs::mqtt::JobsMqtt;
 use crate::jobs::{CreateJob, JobsService, TargetSelection};
+use crate::provisioning::ProvisioningService;
+use crate::provisioning::mqtt::ProvisioningMqtt;
 use crate::registry::Registry;
 use crate::s3::LocalS3;
 use crate::shadows::ShadowService;
@@ -161,6 +163,8 @@ impl LocalCloud {
             .context("opening S3 storage")?;
         let jobs = JobsService::open(store.clone(), bus.clone(), clock.clone(), registry.clone(), Arc::new(s3.clone()))
             .context("loading jobs")?;
+        let provisioning = ProvisioningService::open(store.clone(), registry.clone(), bus.clone(), clock.clone())
+            .context("loading provisioning templates")?;
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.
@@ -168,18 +172,21 @@ impl LocalCloud {
         let services: Vec<Arc<dyn ServiceHandler>> = vec![
             Arc::new(shadows.clone()),
             Arc::new(JobsMqtt::new(jobs.clone())),
+            Arc::new(ProvisioningMqtt::new(provisioning.clone())),
             Arc::new(FleetStatusListener::new(core_events.clone())),
         ];
         let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls.clone(), shutdown.clone())));
         tasks.push(tokio::spawn(jobs.clone().run(shutdown.clone())));
+        tasks.push(tokio::spawn(provisioning.clone().run(shutdown.clone())));
         let state = AppState {
             registry: registry.clone(),
             shadows: shadows.clone(),
             bus: bus.clone(),
             mqtt_endpoint: mqtt_addr.to_string(),
             jobs: jobs.clone(),
+            provisioning: provisioning.clone(),
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())

@@ -86,8 +86,15 @@ async fn start_api() -> Api {
         Arc::new(NoObjects),
     )
     .unwrap();
+    let provisioning = local_cloud::provisioning::ProvisioningService::open(
+        store.clone(),
+        registry.clone(),
+        bus.clone(),
+        clock.clone(),
+    )
+    .unwrap();
     let shadows = ShadowService::new(store, bus.clone(), clock);
-    let state = AppState { registry, shadows, bus, mqtt_endpoint: MQTT_ENDPOINT.into(), jobs };
+    let state = AppState { registry, shadows, bus, mqtt_endpoint: MQTT_ENDPOINT.into(), jobs, provisioning };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {

@@ -8,12 +8,14 @@
 //! The modules are other stories with AWS's SDKs in the same test binary:
 //! S3 (`s3_sdk`), thing groups (`thing_groups_sdk`), IoT Jobs (`jobs_sdk`), Greengrass V2
 //! components with the cores' data plane (`greengrass_sdk`), and Greengrass deployments with a
-//! core played over MQTT (`deployments_sdk`).
+//! core played over MQTT (`deployments_sdk`), and fleet provisioning by claim over MQTT with its
+//! template control plane (`provisioning_sdk`).
 
 mod common;
 mod deployments_sdk;
 mod greengrass_sdk;
 mod jobs_sdk;
+mod provisioning_sdk;
 mod s3_sdk;
 mod thing_groups_sdk;
 

@@ -12,7 +12,8 @@
 //!   certificates, principals, DescribeEndpoint).
 //! - [`thing_groups`]: the control plane's thing-group operations.
 //! - [`data`]: the IoT data plane (shadows over HTTP, Publish).
-//! - Jobs' control plane lives with the Jobs service: [`crate::jobs::http`].
+//! - Jobs' control plane lives with the Jobs service: [`crate::jobs::http`]; fleet
+//!   provisioning's with its service: [`crate::provisioning::http`].
 //! - [`error`]: AWS exceptions on the wire.
 //! - [`wire`]: request/response shapes and the extractors that read them.
 //!
@@ -58,6 +59,8 @@ pub struct AppState {
     pub mqtt_endpoint: String,
     /// IoT Jobs (its routes are [`crate::jobs::http`]).
     pub jobs: crate::jobs::JobsService,
+    /// Fleet provisioning (its routes are [`crate::provisioning::http`]).
+    pub provisioning: crate::provisioning::ProvisioningService,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.
@@ -73,6 +76,7 @@ pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
         .merge(thing_groups::routes())
         .merge(data::routes())
         .merge(crate::jobs::http::routes())
+        .merge(crate::provisioning::http::routes())
         .fallback_service(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))

@@ -121,7 +121,7 @@ impl State {
         self.membership(group, thing)
     }
 
-    fn membership(&self, group: &str, thing: &str) -> Membership {
+    pub(super) fn membership(&self, group: &str, thing: &str) -> Membership {
         Membership {
             thing_name: thing.to_string(),
             thing_group_name: group.to_string(),
@@ -129,7 +129,7 @@ impl State {
         }
     }
 
-    fn is_member(&self, group: &str, thing: &str) -> bool {
+    pub(super) fn is_member(&self, group: &str, thing: &str) -> bool {
         self.group_members.get(group).is_some_and(|things| things.contains(thing))
     }
 

@@ -6,8 +6,11 @@
 //! - this module: things, thing types, policies, certificates, principals and
 //!   authorization, the shared state and the [`RegistryEvent`] broadcast.
 //! - [`groups`]: thing groups, their hierarchy and membership.
+//! - [`provision`]: certificates waiting for fleet provisioning, and applying an evaluated
+//!   provisioning template in one transaction.
 
 mod groups;
+mod provision;
 
 pub use groups::{ListThingGroupsQuery, MAX_GROUPS_PER_THING, Membership, RemovalCause};
 
@@ -845,6 +848,16 @@ impl Registry {
     // ---- certificates ----
 
     fn register(&self, pem: String, der: &[u8], active: bool) -> Result<Certificate, RegistryError> {
+        let status = if active { CertificateStatus::Active } else { CertificateStatus::Inactive };
+        self.register_with_status(pem, der, status)
+    }
+
+    fn register_with_status(
+        &self,
+        pem: String,
+        der: &[u8],
+        status: CertificateStatus,
+    ) -> Result<Certificate, RegistryError> {
         let info = crate::ca::cert_info(der).map_err(internal)?;
         let id = crate::ca::certificate_id(der);
         let now = self.clock.now_secs();
@@ -852,7 +865,7 @@ impl Registry {
             arn: self.arn(&format!("cert/{id}")),
             id: id.clone(),
             pem,
-            status: if active { CertificateStatus::Active } else { CertificateStatus::Inactive },
+            status,
             creation_date: now,
             last_modified_date: now,
             not_before: info.not_before,
@@ -1088,7 +1101,9 @@ impl Registry {
     pub fn authorize(&self, req: &AuthRequest<'_>) -> Decision {
         let state = self.read();
         match state.certificates.get(req.certificate_id) {
-            Some(c) if c.status == CertificateStatus::Active => {}
+            // An expired certificate (a provisioning claim after its five minutes) is refused,
+            // by the registry's clock.
+            Some(c) if c.status == CertificateStatus::Active && c.not_after >= self.clock.now_secs() => {}
             _ => return Decision::ImplicitDeny,
         }
         let ctx = self.context_in(&state, req.certificate_id, req.client_id);
