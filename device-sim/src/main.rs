@@ -30,6 +30,7 @@ use cloud_api::ipc::model::{
     LocalDeployment,
 };
 use cloud_api::ipc::operation as op;
+use device_sim::core::claim;
 use device_sim::core::cli::{self, CliClient};
 use device_sim::core::runtime::{CloudOptions, Core, CoreError, CoreOptions, parse_update_config};
 use device_sim::core::supervisor::GGC_VERSION;
@@ -138,9 +139,14 @@ struct CoreArgs {
     /// The core's root directory (`{kernel:rootPath}`); created if missing.
     #[arg(long, value_name = "DIR")]
     root: PathBuf,
-    /// The core device's thing name.
-    #[arg(long, value_name = "NAME")]
-    thing: String,
+    /// The core device's thing name (with --provision-by-claim: the one the template registers).
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "provision_by_claim",
+        conflicts_with = "provision_by_claim"
+    )]
+    thing: Option<String>,
     /// Directory of component recipes (YAML or JSON), as the Greengrass CLI's `--recipeDir`.
     #[arg(long, value_name = "DIR", required_unless_present = "cloud_deployments")]
     recipe_dir: Option<PathBuf>,
@@ -164,8 +170,15 @@ struct CoreArgs {
     update_config: Option<String>,
     /// `endpoints.json` of the IoT Core endpoint (the local cloud's, or one written by
     /// `provision` for AWS): turns on the IoT Core bridge. Needs --cert and --key.
-    #[arg(long, value_name = "ENDPOINTS_JSON", requires_all = ["cert", "key"])]
+    #[arg(long, value_name = "ENDPOINTS_JSON")]
     cloud: Option<PathBuf>,
+    /// Onboard by claim before the first start, with the `aws.greengrass.FleetProvisioningByClaim`
+    /// plugin's configuration keys (JSON or YAML: provisioningTemplate, claimCertificatePath,
+    /// claimCertificatePrivateKeyPath, templateParameters, deviceId, csrPath): the key pair is
+    /// made here, the identity kept under `{root}/identity` and used from then on. Needs --cloud;
+    /// replaces --thing, --cert and --key.
+    #[arg(long, value_name = "FILE", requires = "cloud", conflicts_with_all = ["cert", "key"])]
+    provision_by_claim: Option<PathBuf>,
     /// The core device's certificate (PEM).
     #[arg(long, value_name = "PEM", requires = "cloud")]
     cert: Option<PathBuf>,
@@ -213,22 +226,33 @@ fn read_update_config_doc(arg: Option<&str>) -> anyhow::Result<Option<serde_json
     Ok(Some(doc))
 }
 
-/// Reads `--cloud`'s endpoints file.
-fn read_cloud(args: &CoreArgs) -> anyhow::Result<Option<CloudOptions>> {
-    let (Some(path), Some(cert), Some(key)) = (&args.cloud, &args.cert, &args.key) else { return Ok(None) };
+/// The core's identity and cloud connection: `--thing` with `--cloud`, `--cert` and `--key`; or,
+/// with `--provision-by-claim`, the identity kept from an earlier onboarding, else a new one
+/// onboarded by claim now.
+async fn identity(args: &CoreArgs) -> anyhow::Result<(String, Option<CloudOptions>)> {
+    let Some(path) = &args.cloud else {
+        return Ok((args.thing.clone().unwrap_or_default(), None));
+    };
     let text = std::fs::read(path)
         .map_err(|e| ConfigFault(format!("cannot read the endpoints file {}: {e}", path.display())))?;
-    let endpoints = serde_json::from_slice(&text)
+    let endpoints: cloud_api::endpoints::Endpoints = serde_json::from_slice(&text)
         .map_err(|e| ConfigFault(format!("{} is not an endpoints.json: {e}", path.display())))?;
+    let (thing, cert_file, key_file) = match (&args.provision_by_claim, &args.thing, &args.cert, &args.key) {
+        (Some(claim), ..) => {
+            let identity = match claim::provisioned(&args.root)? {
+                Some(identity) => identity,
+                None => claim::onboard(&claim::ClaimConfig::from_file(claim)?, &endpoints, &args.root).await?,
+            };
+            (identity.thing_name, identity.cert_file, identity.key_file)
+        }
+        (None, Some(thing), Some(cert), Some(key)) => (thing.clone(), cert.clone(), key.clone()),
+        _ => return Err(ConfigFault("--cloud needs --cert and --key, or --provision-by-claim".into()).into()),
+    };
     let fleet_status =
         (args.fleet_status_interval_secs > 0).then(|| std::time::Duration::from_secs(args.fleet_status_interval_secs));
-    Ok(Some(CloudOptions {
-        endpoints,
-        cert_file: cert.clone(),
-        key_file: key.clone(),
-        fleet_status,
-        cloud_deployments: args.cloud_deployments,
-    }))
+    let cloud =
+        CloudOptions { endpoints, cert_file, key_file, fleet_status, cloud_deployments: args.cloud_deployments };
+    Ok((thing, Some(cloud)))
 }
 
 /// An input fault: exit with `EX_CONFIG`.
@@ -278,6 +302,7 @@ async fn run_launcher(args: LauncherArgs) -> anyhow::Result<u8> {
 fn is_configuration(e: &anyhow::Error) -> bool {
     cli_shell::caused_by::<ConfigFault>(e, |_| true)
         || cli_shell::caused_by(e, CoreError::is_configuration)
+        || cli_shell::caused_by(e, claim::ClaimError::is_configuration)
         || cli_shell::caused_by(e, device_sim::plant::ServeError::is_configuration)
         || cli_shell::caused_by(e, device_sim::dataset::DatasetError::is_configuration)
 }
@@ -371,12 +396,12 @@ async fn run_deployment(command: DeploymentCommand) -> anyhow::Result<()> {
 /// Runs the core until a stop signal (`None`: exit 0) or a restart request (exit 100).
 async fn run_core(args: CoreArgs) -> anyhow::Result<Option<ExitCode>> {
     let update_config = read_update_config(args.update_config.as_deref())?;
-    let cloud = read_cloud(&args)?;
+    let (thing, cloud) = identity(&args).await?;
     let stop = cli_shell::shutdown_signal()?;
 
     let core = Core::start(CoreOptions {
         root: args.root.clone(),
-        thing: args.thing,
+        thing,
         recipe_dir: args.recipe_dir.unwrap_or_default(),
         artifact_dir: args.artifact_dir.unwrap_or_default(),
         merges: args.merges,
@@ -430,6 +455,33 @@ mod tests {
     }
 
     #[test]
+    fn provisioning_by_claim_replaces_the_thing_and_the_identity_flags_and_needs_the_cloud() {
+        let claim =
+            ["core", "--root", "/r", "--cloud-deployments", "--cloud", "/e.json", "--provision-by-claim", "/c.yaml"];
+        let Command::Core(core) = parse(&claim).unwrap().command else { unreachable!() };
+        assert_eq!((core.thing, core.provision_by_claim.as_deref()), (None, Some(std::path::Path::new("/c.yaml"))));
+        assert!(parse(&claim[..5]).is_err(), "without a claim the thing is required");
+        let with_thing = [&claim[..], &["--thing", "t"]].concat();
+        assert!(parse(&with_thing).is_err(), "the template names the thing");
+        let with_cert = [&claim[..], &["--cert", "/c.pem"]].concat();
+        assert!(parse(&with_cert).is_err(), "the claim makes the identity");
+        let no_cloud = ["core", "--root", "/r", "--cloud-deployments", "--provision-by-claim", "/c.yaml"];
+        assert!(parse(&no_cloud).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cloud_without_an_identity_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoints = dir.path().join("endpoints.json");
+        std::fs::write(&endpoints, r#"{"mqtt": "127.0.0.1:1", "http": "http://127.0.0.1:1", "caFile": "/ca.pem", "region": "us-east-1", "accountId": "000000000000"}"#).unwrap();
+        let e = endpoints.to_str().unwrap();
+        let args = ["core", "--root", "/r", "--thing", "t", "--cloud-deployments", "--cloud", e];
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
+        let err = identity(&core).await.unwrap_err();
+        assert!(is_configuration(&err) && err.to_string().contains("--cert and --key"), "{err:#}");
+    }
+
+    #[test]
     fn the_nucleus_version_defaults_to_ggc_version_and_must_be_a_version() {
         let Command::Core(core) = parse(BASE).unwrap().command else { unreachable!() };
         assert_eq!(core.nucleus_version.to_string(), GGC_VERSION);
@@ -463,10 +515,9 @@ mod tests {
     }
 
     #[test]
-    fn cloud_flags_come_together() {
-        let mut args = BASE.to_vec();
-        args.extend(["--cloud", "/e.json"]);
-        assert!(parse(&args).unwrap_err().use_stderr());
+    fn the_identity_flags_need_the_cloud() {
+        // `--cloud` alone parses: its identity comes from --cert/--key or a claim, checked when
+        // it starts (`a_cloud_without_an_identity_is_a_configuration_error`).
         let mut args = BASE.to_vec();
         args.extend(["--cert", "/c.pem", "--key", "/k.pem"]);
         assert!(parse(&args).unwrap_err().use_stderr());

@@ -1141,6 +1141,119 @@ async fn a_group_deployment_reaches_a_core_added_to_the_group_after_it_was_made(
     core.shutdown(WAIT).await;
 }
 
+// ---- Onboarding by claim ----
+
+/// A fleet-provisioning template that registers `site-{SerialNumber}` in the group `pumps` with
+/// the core's deployments policy, and a claim for it: the claim's certificate and key files.
+fn claim_for_sites(
+    local: &local_cloud::server::LocalCloud,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    local.registry.create_policy("GreengrassCoreDeployments", &cloud_deployments_policy()).unwrap();
+    let body = json!({
+        "Parameters": {"SerialNumber": {"Type": "String"}},
+        "Resources": {
+            "thing": {"Type": "AWS::IoT::Thing", "Properties": {
+                "ThingName": {"Fn::Join": ["", ["site-", {"Ref": "SerialNumber"}]]}, "ThingGroups": ["pumps"]}},
+            "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {
+                "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"}},
+            "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "GreengrassCoreDeployments"}}
+        },
+        "DeviceConfiguration": {"role": "pump-station"}
+    });
+    let template: local_cloud::provisioning::CreateTemplate = serde_json::from_value(json!({
+        "templateName": "PumpSites", "templateBody": body.to_string(), "enabled": true,
+        "provisioningRoleArn": "arn:aws:iam::000000000000:role/PumpSitesProvisioning"
+    }))
+    .unwrap();
+    local.provisioning.create_template(template).unwrap();
+    let (certificate, keys, _expires) = local.provisioning.create_claim("PumpSites").unwrap();
+    let (cert, key) = (dir.join("claim.pem"), dir.join("claim.key"));
+    std::fs::write(&cert, certificate.pem).unwrap();
+    std::fs::write(&key, keys.private_key_pem).unwrap();
+    (cert, key)
+}
+
+/// `device-sim core` onboarding by claim with `claim` at `root`, taking cloud deployments.
+fn claimed_core(site: &Site, root: &std::path::Path, claim: &std::path::Path) -> std::process::Child {
+    let endpoints = site.path().join("claimed-endpoints.json");
+    std::fs::write(&endpoints, serde_json::to_vec(&site.cloud().core_options().endpoints).unwrap()).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_device-sim"))
+        .args(["core", "--root", root.to_str().unwrap(), "--cloud", endpoints.to_str().unwrap()])
+        .args(["--provision-by-claim", claim.to_str().unwrap(), "--cloud-deployments"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(site.path().join("claimed-core.log")).unwrap())
+        .spawn()
+        .expect("the core starts")
+}
+
+fn stop(mut core: std::process::Child) {
+    let pid = rustix::process::Pid::from_raw(core.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert_eq!(core.wait().unwrap().code(), Some(0), "the core stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_onboards_by_claim_once_with_a_key_made_on_the_device_and_takes_its_groups_deployments() {
+    use cloud_api::jobs::JobExecutionStatus;
+
+    let site = deploying_site().await;
+    let local = site.cloud().local();
+    local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    let (claim_cert, claim_key) = claim_for_sites(local, site.path());
+    publish_hello(local, "1.0.0", None).await;
+    publish_hello(local, "1.1.0", None).await;
+    let group = "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps";
+    let first = deploy_hello(local, group, "1.0.0").iot_job_id.unwrap();
+    let claim = site.path().join("claim.yaml");
+    std::fs::write(
+        &claim,
+        format!(
+            "provisioningTemplate: PumpSites\nclaimCertificatePath: {}\nclaimCertificatePrivateKeyPath: {}\n\
+             templateParameters:\n  SerialNumber: \"0042\"\n",
+            claim_cert.display(),
+            claim_key.display()
+        ),
+    )
+    .unwrap();
+    let root = site.path().join("claimed");
+    let certificates_before = local.registry.list_certificates().len();
+
+    // The first start onboards: a new thing in the group, whose continuous job reaches it.
+    let core = claimed_core(&site, &root, &claim);
+    let outcome = |job: String| {
+        site_testkit::wait_until(
+            "the deployment job to end on the onboarded core",
+            async move || local.jobs.describe_execution(&job, "site-0042").ok(),
+            |e| e.as_ref().is_some_and(|e| e.status.is_terminal()),
+            |e| format!("{e:?}"),
+        )
+    };
+    let execution = outcome(first.clone()).await.unwrap();
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    let identity = device_sim::core::claim::provisioned(&root).unwrap().expect("the identity is kept");
+    assert_eq!(identity.thing_name, "site-0042");
+    assert_eq!(identity.device_configuration["role"], "pump-station");
+    let principals = local.registry.list_thing_principals("site-0042").unwrap();
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    assert!(principals[0].ends_with(&identity.certificate_id));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&identity.key_file), mode(identity.key_file.parent().unwrap())), (0o600, 0o700));
+    assert!(root.join("work").join(GG_COMPONENT).join("copy").is_file(), "Hello ran");
+    stop(core);
+
+    // The next start uses what was kept: no new certificate, and the group's next deployment
+    // reaches the same thing.
+    let core = claimed_core(&site, &root, &claim);
+    let second = deploy_hello(local, group, "1.1.0").iot_job_id.unwrap();
+    let execution = outcome(second).await.unwrap();
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    assert_eq!(local.registry.list_certificates().len(), certificates_before + 1, "the claim was used once");
+    assert_eq!(device_sim::core::claim::provisioned(&root).unwrap(), Some(identity));
+    stop(core);
+}
+
 // ---- The core updates itself: a nucleus deployment through the launcher ----
 
 /// Publishes nucleus `version` as AWS would (a public component), its core binary `binary`

@@ -103,6 +103,8 @@ pub struct LocalCloud {
     pub greengrass: Greengrass,
     /// Greengrass deployments and core devices, for in-process use.
     pub deployments: Deployments,
+    /// Fleet provisioning (templates, claims), for in-process use.
+    pub provisioning: ProvisioningService,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
@@ -255,6 +257,7 @@ impl LocalCloud {
             jobs,
             greengrass,
             deployments,
+            provisioning,
             shutdown,
             tasks,
             store,

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod artifact_download;
 pub mod bridge;
+pub mod claim;
 pub mod cli;
 pub mod cloud_deployments;
 pub mod config_store;
