@@ -183,6 +183,11 @@ struct CoreArgs {
     /// what `greengrass-core-deployments.json` allows.
     #[arg(long, requires = "cloud")]
     cloud_deployments: bool,
+    /// The MQTT version of the IoT Core connection, as the nucleus's `mqtt.version`:
+    /// `mqtt5` (the default) or `mqtt3` (MQTT 3.1.1, which drops PublishToIoTCore's MQTT 5
+    /// properties).
+    #[arg(long, value_name = "mqtt5|mqtt3", default_value = "mqtt5")]
+    mqtt_version: device_sim::core::options::MqttVersion,
     /// The nucleus version this core claims (`GGC_VERSION`, fleet status, the built-in
     /// `aws.greengrass.Nucleus`); the launcher passes the version it installed the core as.
     #[arg(long, value_name = "VERSION", default_value = GGC_VERSION, value_parser = parse_version)]
@@ -228,6 +233,7 @@ fn read_cloud(args: &CoreArgs) -> anyhow::Result<Option<CloudOptions>> {
         key_file: key.clone(),
         fleet_status,
         cloud_deployments: args.cloud_deployments,
+        mqtt_version: args.mqtt_version,
     }))
 }
 
