@@ -318,6 +318,44 @@ async fn a_core_set_to_mqtt3_bridges_both_ways_and_drops_the_mqtt5_properties() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_taken_over_is_a_disconnect_reason_and_the_core_reconnects() {
+    let site = new_site().await;
+    let core = start_core(&site).await;
+    wait_connection(&core, true).await;
+    let bridge = core.bridge().expect("a bridge");
+    let mut reasons = bridge.server_disconnect();
+    assert_eq!(*reasons.borrow(), None);
+    let mut connection = bridge.connection();
+    connection.mark_unchanged();
+
+    // Another connection with the core's client id: IoT Core drops the older one with
+    // DISCONNECT 0x8E (session taken over); the core logs it and connects again.
+    let cloud = site.cloud();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let tls = site_testkit::tls::client_config(
+        &cloud.endpoints().ca_file,
+        &read(&cloud.core.cert_file),
+        &read(&cloud.core.key_file),
+    );
+    let (host, port) = cloud.endpoints().mqtt_host_port().unwrap();
+    let (_intruder, mut intruder_events) =
+        rumqttc::AsyncClient::new(site_testkit::tls::mqtt_options(&host, port, THING, tls), 4);
+    loop {
+        match tokio::time::timeout(WAIT, intruder_events.poll()).await.expect("the intruder's CONNACK") {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the intruder could not connect: {e}"),
+        }
+    }
+    tokio::time::timeout(WAIT, reasons.wait_for(|r| *r == Some(0x8E))).await.expect("DISCONNECT 0x8E").unwrap();
+    // The intruder stops; the core takes its client id back.
+    drop(intruder_events);
+    tokio::time::timeout(WAIT, connection.changed()).await.expect("the connection changes").unwrap();
+    wait_connection(&core, true).await;
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_desired_reaches_a_component_as_a_local_delta_and_reported_reaches_the_cloud_across_a_restart() {
     let mut site = new_site().await;
     let mut app = site.cloud().observer(&[&format!("{PUMP}/update/documents")]).await;

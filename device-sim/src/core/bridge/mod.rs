@@ -225,6 +225,8 @@ struct Inner {
     client: LinkClient,
     config: BridgeConfig,
     connected: watch::Sender<bool>,
+    /// The reason code of the last DISCONNECT the server sent (MQTT 5).
+    server_disconnect: watch::Sender<Option<u8>>,
     /// Bumped on every CONNACK: the sender re-makes the subscriptions once per connection.
     epoch: AtomicU64,
     /// Filters to subscribe on the current connection, before the next publish.
@@ -331,11 +333,13 @@ impl MqttBridge {
             keep_alive: config.keep_alive,
         });
         let (connected, _) = watch::channel(false);
+        let (server_disconnect, _) = watch::channel(None);
         let inner = Arc::new(Inner {
             client,
             spool: Mutex::new(Spool::new(config.spool_max_bytes)),
             config,
             connected,
+            server_disconnect,
             epoch: AtomicU64::new(0),
             new_filters: Mutex::new(Vec::new()),
             wake_sender: Notify::new(),
@@ -351,6 +355,12 @@ impl MqttBridge {
     /// Whether the connection is up now, and its changes.
     pub fn connection(&self) -> watch::Receiver<bool> {
         self.inner.connected.subscribe()
+    }
+
+    /// The reason code of the last DISCONNECT IoT Core sent (MQTT 5; e.g. 0x8E when another
+    /// connection took over the client id), and its changes.
+    pub fn server_disconnect(&self) -> watch::Receiver<Option<u8>> {
+        self.inner.server_disconnect.subscribe()
     }
 
     /// Messages queued, written-but-unacknowledged, and dropped for lack of room.
@@ -548,6 +558,7 @@ async fn run_eventloop(inner: Arc<Inner>, mut eventloop: LinkEventLoop) {
                         retry_in = ?delay,
                         "AWS IoT Core disconnected the core"
                     );
+                    inner.server_disconnect.send_replace(Some(*code));
                 } else if was_connected || text != last_error {
                     tracing::warn!(error = %text, retry_in = ?delay, "AWS IoT Core connection down");
                 }
