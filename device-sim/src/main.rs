@@ -463,6 +463,20 @@ mod tests {
     }
 
     #[test]
+    fn the_mqtt_version_defaults_to_mqtt5_as_the_nucleus_and_takes_mqtt3() {
+        use device_sim::core::options::MqttVersion;
+        let Command::Core(core) = parse(BASE).unwrap().command else { unreachable!() };
+        assert_eq!(core.mqtt_version, MqttVersion::Mqtt5);
+        let mut args = BASE.to_vec();
+        args.extend(["--mqtt-version", "mqtt3"]);
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
+        assert_eq!(core.mqtt_version, MqttVersion::Mqtt311);
+        let mut args = BASE.to_vec();
+        args.extend(["--mqtt-version", "mqtt4"]);
+        assert!(parse(&args).unwrap_err().use_stderr());
+    }
+
+    #[test]
     fn a_merge_is_required_and_usage_errors_are_not_configuration_errors() {
         let err = parse(&BASE[..BASE.len() - 2]).unwrap_err();
         assert!(err.use_stderr(), "{err}");
