@@ -196,6 +196,11 @@ struct CoreArgs {
     /// what `greengrass-core-deployments.json` allows.
     #[arg(long, requires = "cloud")]
     cloud_deployments: bool,
+    /// The MQTT version of the IoT Core connection, as the nucleus's `mqtt.version`:
+    /// `mqtt5` (the default) or `mqtt3` (MQTT 3.1.1, which drops PublishToIoTCore's MQTT 5
+    /// properties).
+    #[arg(long, value_name = "mqtt5|mqtt3", default_value = "mqtt5")]
+    mqtt_version: device_sim::core::options::MqttVersion,
     /// The nucleus version this core claims (`GGC_VERSION`, fleet status, the built-in
     /// `aws.greengrass.Nucleus`); the launcher passes the version it installed the core as.
     #[arg(long, value_name = "VERSION", default_value = GGC_VERSION, value_parser = parse_version)]
@@ -250,8 +255,14 @@ async fn identity(args: &CoreArgs) -> anyhow::Result<(String, Option<CloudOption
     };
     let fleet_status =
         (args.fleet_status_interval_secs > 0).then(|| std::time::Duration::from_secs(args.fleet_status_interval_secs));
-    let cloud =
-        CloudOptions { endpoints, cert_file, key_file, fleet_status, cloud_deployments: args.cloud_deployments };
+    let cloud = CloudOptions {
+        endpoints,
+        cert_file,
+        key_file,
+        fleet_status,
+        cloud_deployments: args.cloud_deployments,
+        mqtt_version: args.mqtt_version,
+    };
     Ok((thing, Some(cloud)))
 }
 
@@ -506,6 +517,20 @@ mod tests {
             let err = run_launcher(launcher).await.unwrap_err();
             assert!(is_configuration(&err), "{err:#}");
         }
+    }
+
+    #[test]
+    fn the_mqtt_version_defaults_to_mqtt5_as_the_nucleus_and_takes_mqtt3() {
+        use device_sim::core::options::MqttVersion;
+        let Command::Core(core) = parse(BASE).unwrap().command else { unreachable!() };
+        assert_eq!(core.mqtt_version, MqttVersion::Mqtt5);
+        let mut args = BASE.to_vec();
+        args.extend(["--mqtt-version", "mqtt3"]);
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
+        assert_eq!(core.mqtt_version, MqttVersion::Mqtt311);
+        let mut args = BASE.to_vec();
+        args.extend(["--mqtt-version", "mqtt4"]);
+        assert!(parse(&args).unwrap_err().use_stderr());
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The simulated core against the local cloud: the IoT Core bridge (PublishToIoTCore,
-//! SubscribeToIoTCore over the core's one MQTT connection) and shadow sync, including a cloud
+//! SubscribeToIoTCore over the core's one MQTT connection, MQTT 5 properties both ways, and
+//! MQTT 3.1.1 when configured so) and shadow sync, including a cloud
 //! restart, an offline start, and offline changes on both sides reconciled by the written rules;
 //! the core's fleet status and its Jobs deployment listener against the cloud's Jobs and Greengrass
 //! services; and the core's Greengrass data-plane client and artifact downloader against the
 //! cloud's ResolveComponentCandidates, GetComponentVersionArtifact and presigned S3 URLs.
 
+use cloud_api::ipc::error::ErrorCode;
 use cloud_api::ipc::model::{
-    PubSubMessage, PublishToIoTCoreRequest, Qos, ReceiveMode, SubscribeToIoTCoreRequest, SubscribeToTopicRequest,
+    PayloadFormat, PubSubMessage, PublishProperties, PublishToIoTCoreRequest, Qos, ReceiveMode,
+    SubscribeToIoTCoreRequest, SubscribeToTopicRequest, UserProperty,
 };
+use device_sim::core::options::MqttVersion;
 use device_sim::core::runtime::Core;
 use kit::ipc::IpcClient;
 use local_cloud::registry::CertificateStatus;
@@ -127,6 +131,227 @@ async fn components_publish_and_subscribe_to_iot_core_through_the_cores_connecti
         .await
         .unwrap_err();
     assert!(err.to_string().contains("invalid IoT Core topic"), "{err}");
+    core.shutdown(WAIT).await;
+}
+
+/// The operator's application as an MQTT 5 client subscribed to `filter`: its client (to
+/// publish with properties) and the PUBLISH packets it receives, properties included. Returns
+/// once the broker has acknowledged the subscription.
+async fn mqtt5_app(
+    site: &Site,
+    filter: &str,
+) -> (rumqttc::v5::AsyncClient, tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>) {
+    use rumqttc::v5::Event;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(site.cloud().operator_mqtt5_options(), 16);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    client.subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce).await.unwrap();
+    tokio::spawn(async move {
+        let mut subscribed_tx = Some(subscribed_tx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if let Some(t) = subscribed_tx.take() {
+                        let _ = t.send(ack.return_codes);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the MQTT 5 application lost its connection: {e}"),
+            }
+        }
+    });
+    let codes = tokio::time::timeout(WAIT, subscribed).await.expect("SUBACK").unwrap();
+    assert!(matches!(codes.as_slice(), [rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)]), "{codes:?}");
+    (client, rx)
+}
+
+async fn next_publish(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>,
+    topic: &str,
+) -> rumqttc::v5::mqttbytes::v5::Publish {
+    loop {
+        let p = tokio::time::timeout(WAIT, rx.recv()).await.unwrap_or_else(|_| panic!("{topic} arrives")).unwrap();
+        if p.topic == topic.as_bytes() {
+            return p;
+        }
+    }
+}
+
+fn mqtt5_members() -> PublishProperties {
+    PublishProperties {
+        retain: None,
+        user_properties: Some(vec![
+            UserProperty { key: "site".into(), value: "north".into() },
+            UserProperty { key: "site".into(), value: "south".into() },
+        ]),
+        message_expiry_interval_seconds: Some(600),
+        correlation_data: Some(b"\x00req-7".to_vec().into()),
+        response_topic: Some("cmd/core-1/reply".into()),
+        payload_format: Some(PayloadFormat::Utf8),
+        content_type: Some("application/json".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_properties_pass_between_a_component_and_the_cloud_both_ways() {
+    let site = new_site().await;
+    let (app, mut received) = mqtt5_app(&site, "dt/core-1/#").await;
+    let core = start_core(&site).await;
+    wait_connection(&core, true).await;
+    let client = ipc(&core).await;
+
+    // Component → cloud: every MQTT 5 member of PublishToIoTCore reaches the MQTT 5 subscriber.
+    let mut request = PublishToIoTCoreRequest::new("dt/core-1/props", Qos::AtLeastOnce, b"{\"n\":1}".to_vec());
+    request.properties = mqtt5_members();
+    client.publish_to_iot_core(&request).await.unwrap();
+    let got = next_publish(&mut received, "dt/core-1/props").await;
+    assert_eq!(got.payload.as_ref(), b"{\"n\":1}");
+    let p = got.properties.expect("the PUBLISH carries properties");
+    assert_eq!(p.user_properties, [("site".into(), "north".into()), ("site".into(), "south".into())]);
+    assert_eq!(p.correlation_data.as_deref(), Some(&b"\x00req-7"[..]));
+    assert_eq!(p.response_topic.as_deref(), Some("cmd/core-1/reply"));
+    assert_eq!(p.content_type.as_deref(), Some("application/json"));
+    assert_eq!(p.payload_format_indicator, Some(1));
+    // The broker forwards the remaining lifetime, never more than was set.
+    assert!(matches!(p.message_expiry_interval, Some(1..=600)), "{:?}", p.message_expiry_interval);
+
+    // A payload marked UTF-8 that is not is refused before it is spooled.
+    let mut bad = PublishToIoTCoreRequest::new("dt/core-1/props", Qos::AtLeastOnce, b"\xff\xfe".to_vec());
+    bad.properties.payload_format = Some(PayloadFormat::Utf8);
+    let err = client.publish_to_iot_core(&bad).await.unwrap_err();
+    assert!(
+        matches!(&err, kit::ipc::IpcError::Service { error, .. } if error.code == ErrorCode::InvalidArgumentsError),
+        "{err}"
+    );
+
+    // Cloud → component: the PUBLISH's properties arrive in the SubscribeToIoTCore event. The
+    // marker, published by the core after its SUBSCRIBE, proves the subscription is in place.
+    let mut sub = client
+        .subscribe_to_iot_core(&SubscribeToIoTCoreRequest { topic_name: "cmd/core-1/#".into(), qos: Qos::AtLeastOnce })
+        .await
+        .unwrap();
+    client
+        .publish_to_iot_core(&PublishToIoTCoreRequest::new("cmd/core-1/marker", Qos::AtLeastOnce, b"{}".to_vec()))
+        .await
+        .unwrap();
+    let marker = tokio::time::timeout(WAIT, sub.next_event()).await.expect("marker").unwrap().unwrap();
+    assert_eq!(marker.message.topic_name, "cmd/core-1/marker");
+    assert_eq!(marker.message.properties.user_properties, None, "a PUBLISH without properties has none");
+    let properties = rumqttc::v5::mqttbytes::v5::PublishProperties {
+        payload_format_indicator: Some(0),
+        message_expiry_interval: Some(300),
+        response_topic: Some("dt/core-1/answer".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"c-42")),
+        user_properties: vec![("trace".into(), "abc".into())],
+        content_type: Some("application/octet-stream".into()),
+        ..Default::default()
+    };
+    app.publish_with_properties(
+        "cmd/core-1/speed",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        b"\x01\x02".to_vec(),
+        properties,
+    )
+    .await
+    .unwrap();
+    let event = tokio::time::timeout(WAIT, sub.next_event()).await.expect("command").unwrap().unwrap();
+    let m = event.message;
+    assert_eq!(m.topic_name, "cmd/core-1/speed");
+    assert_eq!(m.payload.as_bytes(), b"\x01\x02");
+    assert_eq!(m.properties.user_properties, Some(vec![UserProperty { key: "trace".into(), value: "abc".into() }]));
+    assert_eq!(m.properties.correlation_data.as_ref().map(|b| b.as_bytes()), Some(&b"c-42"[..]));
+    assert_eq!(m.properties.response_topic.as_deref(), Some("dt/core-1/answer"));
+    assert_eq!(m.properties.content_type.as_deref(), Some("application/octet-stream"));
+    assert_eq!(m.properties.payload_format, Some(PayloadFormat::Bytes));
+    assert!(matches!(m.properties.message_expiry_interval_seconds, Some(1..=300)), "{:?}", m.properties);
+    assert_eq!(m.properties.retain, Some(false));
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_set_to_mqtt3_bridges_both_ways_and_drops_the_mqtt5_properties() {
+    let mut site = new_site().await;
+    site.mqtt_version = MqttVersion::Mqtt311;
+    let (app, mut received) = mqtt5_app(&site, "dt/core-1/#").await;
+    let core = start_core(&site).await;
+    wait_connection(&core, true).await;
+    let client = ipc(&core).await;
+
+    let mut request = PublishToIoTCoreRequest::new("dt/core-1/props", Qos::AtLeastOnce, b"{}".to_vec());
+    request.properties = mqtt5_members();
+    client.publish_to_iot_core(&request).await.unwrap();
+    let got = next_publish(&mut received, "dt/core-1/props").await;
+    assert_eq!(got.payload.as_ref(), b"{}");
+    let p = got.properties.unwrap_or_default();
+    assert!(p.user_properties.is_empty() && p.correlation_data.is_none() && p.content_type.is_none(), "{p:?}");
+
+    let mut sub = client
+        .subscribe_to_iot_core(&SubscribeToIoTCoreRequest { topic_name: "cmd/core-1/#".into(), qos: Qos::AtLeastOnce })
+        .await
+        .unwrap();
+    client
+        .publish_to_iot_core(&PublishToIoTCoreRequest::new("cmd/core-1/marker", Qos::AtLeastOnce, b"{}".to_vec()))
+        .await
+        .unwrap();
+    let marker = tokio::time::timeout(WAIT, sub.next_event()).await.expect("marker").unwrap().unwrap();
+    assert_eq!(marker.message.topic_name, "cmd/core-1/marker");
+    let properties = rumqttc::v5::mqttbytes::v5::PublishProperties {
+        user_properties: vec![("trace".into(), "abc".into())],
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    app.publish_with_properties("cmd/core-1/speed", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, "go", properties)
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(WAIT, sub.next_event()).await.expect("command").unwrap().unwrap();
+    assert_eq!(event.message.topic_name, "cmd/core-1/speed");
+    assert_eq!(event.message.payload.as_bytes(), b"go");
+    assert_eq!(event.message.properties, PublishProperties { retain: Some(false), ..Default::default() });
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_taken_over_is_a_disconnect_reason_and_the_core_reconnects() {
+    let site = new_site().await;
+    let core = start_core(&site).await;
+    wait_connection(&core, true).await;
+    let bridge = core.bridge().expect("a bridge");
+    let mut reasons = bridge.server_disconnect();
+    assert_eq!(*reasons.borrow(), None);
+    let mut connection = bridge.connection();
+    connection.mark_unchanged();
+
+    // Another connection with the core's client id: IoT Core drops the older one with
+    // DISCONNECT 0x8E (session taken over); the core logs it and connects again.
+    let cloud = site.cloud();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    let tls = site_testkit::tls::client_config(
+        &cloud.endpoints().ca_file,
+        &read(&cloud.core.cert_file),
+        &read(&cloud.core.key_file),
+    );
+    let (host, port) = cloud.endpoints().mqtt_host_port().unwrap();
+    let (_intruder, mut intruder_events) =
+        rumqttc::AsyncClient::new(site_testkit::tls::mqtt_options(&host, port, THING, tls), 4);
+    loop {
+        match tokio::time::timeout(WAIT, intruder_events.poll()).await.expect("the intruder's CONNACK") {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the intruder could not connect: {e}"),
+        }
+    }
+    tokio::time::timeout(WAIT, reasons.wait_for(|r| *r == Some(0x8E))).await.expect("DISCONNECT 0x8E").unwrap();
+    // The intruder stops; the core takes its client id back.
+    drop(intruder_events);
+    tokio::time::timeout(WAIT, connection.changed()).await.expect("the connection changes").unwrap();
+    wait_connection(&core, true).await;
     core.shutdown(WAIT).await;
 }
 

@@ -10,7 +10,8 @@ other, perform Greengrass IPC operations and report what they saw:
 Each report is compared with what the Greengrass nucleus answers, as the
 Greengrass developer guide ("Use interprocess communication") describes it and
 each SDK maps it: values, shadow versions, error shapes. With the IoT Core
-bridge, PublishToIoTCore from both clients must reach the local cloud.
+bridge, PublishToIoTCore from both clients must reach the local cloud, and the
+MQTT 5 members of the Python client's request must reach an MQTT 5 subscriber.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from awscrt import mqtt
+from awscrt import mqtt, mqtt5
 
 from simcore import (
     COMPONENTS_DIR,
@@ -27,6 +28,7 @@ from simcore import (
     Component,
     binary_from_env,
 )
+from test_mqtt5 import Client5
 from support import EVENT_TIMEOUT_S, ConnectionEvents, Device, Mailbox, provision_device, unique_name
 
 PYTHON_CLIENT = "com.example.conformance.PythonIpcClient"
@@ -332,3 +334,40 @@ def test_publish_to_iot_core_from_both_clients_reaches_the_cloud(
         message = received.expect(f"{name}'s message on {topic}", lambda m, t=topic: m["topic"] == t)
         assert message["payload"] == sent, message
 
+
+def test_publish_to_iot_core_mqtt5_members_from_awsiotsdk_reach_an_mqtt5_subscriber(
+    local_cloud, iot, endpoints, simulated_core, tmp_path
+):
+    core_device = provision(iot, endpoints, tmp_path / "core", "gg-core", core_device_policy())
+    thing = core_device.thing_name
+    observer = provision(iot, endpoints, tmp_path / "observer", "observer", observer_policy(endpoints, thing))
+
+    # awscrt's MQTT 5 client, subscribed before the core starts.
+    app = Client5(endpoints, observer, observer.thing_name)
+    app.start()
+    try:
+        codes = app.subscribe(f"conformance/{thing}/+")
+        assert codes == [mqtt5.SubackReasonCode.GRANTED_QOS_1], codes
+        cloud = CloudLink(
+            endpoints_json=str(local_cloud.data_dir / "endpoints.json"),
+            cert_path=core_device.cert_path,
+            key_path=core_device.key_path,
+            root_ca=endpoints.ca_file,
+        )
+        core = simulated_core(thing, [python_component()], cloud)
+        steps = core.wait_for_report(PYTHON_CLIENT)["steps"]
+        sent = json.loads(ok(steps, "PublishToIoTCore.mqtt5"))
+        topic = f"conformance/{thing}/python-mqtt5"
+        packet = app.received.expect(f"the MQTT 5 publish on {topic}", lambda p: p.topic == topic)
+        assert json.loads(packet.payload) == sent
+        users = [(u.name, u.value) for u in packet.user_properties or []]
+        assert users == [("client", "python"), ("nonce", sent["nonce"])], users
+        assert packet.correlation_data_bytes == f"corr-{sent['nonce']}".encode()
+        assert packet.response_topic == f"conformance/{thing}/python-reply"
+        assert packet.content_type == "application/json"
+        assert packet.payload_format_indicator == mqtt5.PayloadFormatIndicator.AWS_MQTT5_PFI_UTF8
+        assert 0 < packet.message_expiry_interval_sec <= 120, packet.message_expiry_interval_sec
+        # The core refuses a payload marked UTF-8 that is not; awsiotsdk raises the answer.
+        failed(steps, "PublishToIoTCore.mqtt5.notUtf8")
+    finally:
+        app.stop()

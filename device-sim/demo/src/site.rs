@@ -435,6 +435,7 @@ impl Site {
                 key_file: device.files.private_key.clone(),
                 fleet_status: Some(device_sim::core::fleet_status::DEFAULT_CADENCE),
                 cloud_deployments: true,
+                mqtt_version: Default::default(),
             }),
             nucleus_version: CoreOptions::default_nucleus_version(),
         })

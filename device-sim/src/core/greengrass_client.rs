@@ -464,6 +464,7 @@ mod tests {
             key_file: "/nonexistent/k.pem".into(),
             fleet_status: None,
             cloud_deployments: true,
+            mqtt_version: Default::default(),
         };
         let e = GreengrassClient::from_options(&cloud).unwrap_err();
         assert!(matches!(&e, ClientError::Setup(m) if m.contains("greengrassDataPlane")), "{e:?}");

@@ -444,8 +444,12 @@ impl Conn {
                 let req: PublishToIoTCoreRequest = parse(payload)?;
                 self.authorize(access::MQTT_PROXY, name, &req.topic_name)?;
                 let bridge = s.bridge.as_ref().ok_or_else(no_bridge)?;
+                // The MQTT 5 members are checked whatever the bridge's MQTT version, so a
+                // component's request is answered the same either way.
+                crate::core::services::check_mqtt5_members(&req.properties, &req.payload.0)
+                    .map_err(|e| err(ErrorCode::InvalidArgumentsError, e))?;
                 bridge
-                    .publish(&req.topic_name, req.qos, req.payload.0, req.properties.retain.unwrap_or(false))
+                    .publish_message(&req.topic_name, req.qos, req.payload.0, &req.properties)
                     .await
                     .map_err(|e| err(ErrorCode::ServiceError, e.0))?;
                 Ok(Reply::Done(to_json(&PublishToIoTCoreResponse {})))

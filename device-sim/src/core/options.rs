@@ -62,6 +62,9 @@ pub struct CloudOptions {
     /// policy must allow the topics and actions of
     /// `cloud/provision/policies/greengrass-core-deployments.json`.
     pub cloud_deployments: bool,
+    /// The MQTT version of the IoT Core connection (the nucleus's `mqtt.version`: MQTT 5
+    /// unless told otherwise).
+    pub mqtt_version: MqttVersion,
 }
 
 impl CoreOptions {
@@ -80,5 +83,35 @@ impl CoreOptions {
             }
         }
         self
+    }
+}
+
+/// Which MQTT version the bridge speaks: the nucleus's `mqtt.version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttVersion {
+    /// `mqtt5` (the default).
+    #[default]
+    Mqtt5,
+    /// `mqtt3`: MQTT 3.1.1; the MQTT 5 properties of PublishToIoTCore are dropped.
+    Mqtt311,
+}
+
+impl std::str::FromStr for MqttVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "mqtt5" | "5" => Ok(Self::Mqtt5),
+            "mqtt3" | "mqtt311" | "3.1.1" | "3" => Ok(Self::Mqtt311),
+            other => Err(format!("unknown MQTT version {other:?} (expected \"mqtt5\" or \"mqtt3\")")),
+        }
+    }
+}
+
+impl std::fmt::Display for MqttVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Mqtt5 => "mqtt5",
+            Self::Mqtt311 => "mqtt3",
+        })
     }
 }

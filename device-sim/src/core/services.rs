@@ -7,7 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use cloud_api::ipc::model::{CreateLocalDeploymentRequest, LocalDeployment, MqttMessage, Qos};
+use cloud_api::ipc::model::{
+    CreateLocalDeploymentRequest, LocalDeployment, MqttMessage, PayloadFormat, PublishProperties, Qos, UserProperty,
+};
 use tokio::sync::{mpsc, watch};
 
 /// A boxed future, for the object-safe bridge trait.
@@ -24,8 +26,75 @@ pub struct BridgeError(pub String);
 pub trait IotCoreBridge: Send + Sync {
     /// Publishes a message.
     fn publish(&self, topic: &str, qos: Qos, payload: Vec<u8>, retain: bool) -> BoxFuture<'_, Result<(), BridgeError>>;
+    /// Publishes a message with `retain` and the MQTT 5 properties of a PublishToIoTCore
+    /// request. A bridge that cannot carry the properties (MQTT 3.1.1) drops them, as this
+    /// default does.
+    fn publish_message(
+        &self,
+        topic: &str,
+        qos: Qos,
+        payload: Vec<u8>,
+        properties: &PublishProperties,
+    ) -> BoxFuture<'_, Result<(), BridgeError>> {
+        self.publish(topic, qos, payload, properties.retain.unwrap_or(false))
+    }
     /// Subscribes to a filter; messages arrive on the receiver until it is dropped.
     fn subscribe(&self, filter: &str, qos: Qos) -> BoxFuture<'_, Result<mpsc::Receiver<MqttMessage>, BridgeError>>;
+}
+
+/// The most bytes of user properties (keys and values) one message may carry: IoT Core's
+/// MQTT 5 limit on user properties.
+pub const MAX_USER_PROPERTIES_BYTES: usize = 8 * 1024;
+/// An MQTT string or binary field is at most this long (two-byte length prefix).
+const MAX_MQTT_FIELD_BYTES: usize = u16::MAX as usize;
+
+fn check_mqtt_string(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > MAX_MQTT_FIELD_BYTES {
+        return Err(format!("{what} is {} bytes, over MQTT's {MAX_MQTT_FIELD_BYTES}", s.len()));
+    }
+    if s.contains('\0') {
+        return Err(format!("{what} contains the null character, which MQTT strings may not"));
+    }
+    Ok(())
+}
+
+/// Checks the MQTT 5 members of a PublishToIoTCore request (with its `payload`) before
+/// anything is spooled, whatever the bridge's MQTT version: a message the broker would refuse
+/// as malformed must never reach the spool, or it would be sent again after every reconnect.
+/// `Err` is the reason for an `InvalidArgumentsError`.
+pub fn check_mqtt5_members(props: &PublishProperties, payload: &[u8]) -> Result<(), String> {
+    if props.payload_format == Some(PayloadFormat::Utf8) && std::str::from_utf8(payload).is_err() {
+        return Err("payloadFormat is UTF-8 but the payload is not valid UTF-8".into());
+    }
+    if let Some(secs) = props.message_expiry_interval_seconds
+        && u32::try_from(secs).is_err()
+    {
+        return Err(format!("messageExpiryIntervalSeconds {secs} is over MQTT's maximum of {}", u32::MAX));
+    }
+    if let Some(topic) = &props.response_topic {
+        cloud_api::topic::validate_topic_name(topic)
+            .map_err(|e| format!("responseTopic {topic:?} is not a valid topic name: {e}"))?;
+    }
+    if let Some(data) = &props.correlation_data
+        && data.0.len() > MAX_MQTT_FIELD_BYTES
+    {
+        return Err(format!("correlationData is {} bytes, over MQTT's {MAX_MQTT_FIELD_BYTES}", data.0.len()));
+    }
+    if let Some(content_type) = &props.content_type {
+        check_mqtt_string("contentType", content_type)?;
+    }
+    let mut total = 0usize;
+    for UserProperty { key, value } in props.user_properties.iter().flatten() {
+        check_mqtt_string("a user property key", key)?;
+        check_mqtt_string("a user property value", value)?;
+        total += key.len() + value.len();
+    }
+    if total > MAX_USER_PROPERTIES_BYTES {
+        return Err(format!(
+            "userProperties total {total} bytes, over IoT Core's {MAX_USER_PROPERTIES_BYTES}-byte limit"
+        ));
+    }
+    Ok(())
 }
 
 /// Why a CreateLocalDeployment request is refused outright (answered as an IPC error).

@@ -273,6 +273,7 @@ impl Cloud {
             key_file: self.core.key_file.clone(),
             fleet_status: None,
             cloud_deployments: false,
+            mqtt_version: Default::default(),
         }
     }
 
@@ -285,6 +286,19 @@ impl Cloud {
     /// thing), subscribed to `filters`: for tests that play the core's side of a contract.
     pub async fn as_core(&self, filters: &[&str]) -> Observer {
         self.client_as(&self.core, filters).await
+    }
+
+    /// rumqttc MQTT 5 options for the operator's application (mTLS with its certificate, client
+    /// id [`OPERATOR`]), for tests that look at MQTT 5 properties.
+    pub fn operator_mqtt5_options(&self) -> rumqttc::v5::MqttOptions {
+        let read = |path: &Path| std::fs::read_to_string(path).expect("the identity's PEM files");
+        let identity = &self.operator;
+        let tls = tls::client_config(&self.endpoints.ca_file, &read(&identity.cert_file), &read(&identity.key_file));
+        let (host, port) = self.endpoints.mqtt_host_port().expect("the MQTT endpoint");
+        let mut opts = rumqttc::v5::MqttOptions::new(identity.thing.clone(), host, port);
+        opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls)));
+        opts.set_keep_alive(std::time::Duration::from_secs(30));
+        opts
     }
 
     async fn client_as(&self, identity: &Identity, filters: &[&str]) -> Observer {

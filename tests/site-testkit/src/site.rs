@@ -33,6 +33,8 @@ pub struct Site {
     /// Whether the core takes deployments from the cloud (off by default, so a test's core
     /// policy need not allow the deployment topics).
     pub cloud_deployments: bool,
+    /// The MQTT version of the core's IoT Core connection (MQTT 5 by default, as the nucleus).
+    pub mqtt_version: device_sim::core::options::MqttVersion,
 }
 
 impl Site {
@@ -48,6 +50,7 @@ impl Site {
             cloud: None,
             fleet_status: None,
             cloud_deployments: false,
+            mqtt_version: Default::default(),
         }
     }
 
@@ -143,6 +146,7 @@ impl Site {
             cloud: self.cloud.as_ref().map(|cloud| CloudOptions {
                 fleet_status: self.fleet_status,
                 cloud_deployments: self.cloud_deployments,
+                mqtt_version: self.mqtt_version,
                 ..cloud.core_options()
             }),
             nucleus_version: CoreOptions::default_nucleus_version(),

@@ -235,6 +235,35 @@ def run_steps(ipc: GreengrassCoreIPCClientV2, args: argparse.Namespace, report: 
             topic_name=args.iot_topic, qos=model.QOS.AT_LEAST_ONCE, payload=iot_payload.encode()
         ), iot_payload),
     )
+    # The same with the MQTT 5 members of PublishToIoTCoreRequest (awsiotsdk >= 1.15): the
+    # core's MQTT 5 bridge puts them into the PUBLISH.
+    report.step(
+        "PublishToIoTCore.mqtt5",
+        lambda: then(ipc.publish_to_iot_core(
+            topic_name=f"{args.iot_topic}-mqtt5",
+            qos=model.QOS.AT_LEAST_ONCE,
+            payload=iot_payload.encode(),
+            user_properties=[
+                model.UserProperty(key="client", value="python"),
+                model.UserProperty(key="nonce", value=nonce),
+            ],
+            message_expiry_interval_seconds=120,
+            correlation_data=f"corr-{nonce}".encode(),
+            response_topic=f"{args.iot_topic}-reply",
+            payload_format=model.PayloadFormat.UTF8,
+            content_type="application/json",
+        ), iot_payload),
+    )
+    # A payload that says UTF-8 and is not: refused before anything is sent.
+    report.step(
+        "PublishToIoTCore.mqtt5.notUtf8",
+        lambda: then(ipc.publish_to_iot_core(
+            topic_name=f"{args.iot_topic}-mqtt5",
+            qos=model.QOS.AT_LEAST_ONCE,
+            payload=b"\xff\xfe",
+            payload_format=model.PayloadFormat.UTF8,
+        ), None),
+    )
 
     # Denied by accessControl: the SDK raises the error shape named by the answer.
     report.step(

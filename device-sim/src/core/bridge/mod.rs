@@ -1,6 +1,7 @@
 //! The IoT Core bridge: the core device's one MQTT connection to AWS IoT Core (mutual TLS,
-//! MQTT 3.1.1, client id = thing name), shared by every component's PublishToIoTCore and
-//! SubscribeToIoTCore and by shadow sync — as the nucleus's `MqttClient` does.
+//! MQTT 5 by default or MQTT 3.1.1 — the nucleus's `mqtt.version` —, client id = thing name),
+//! shared by every component's PublishToIoTCore and SubscribeToIoTCore and by shadow sync — as
+//! the nucleus's `MqttClient` does. The protocol difference lives in [`link`].
 //!
 //! Behaviour, after the nucleus (developer guide: "Greengrass nucleus" configuration `mqtt`
 //! and `mqtt.spooler`):
@@ -19,6 +20,12 @@
 //!   [`cloud_api::limits::MAX_SUBSCRIPTIONS_PER_CONNECTION`] distinct filters. A subscription
 //!   ends when its receiver is dropped; the last one for a filter unsubscribes it.
 //! - Topics are checked against IoT Core's rules before anything is queued.
+//! - **MQTT 5 properties.** With MQTT 5 a PublishToIoTCore's user properties, message expiry,
+//!   correlation data, response topic, payload format and content type go into the PUBLISH
+//!   (and are spooled with it); a received PUBLISH's properties reach the SubscribeToIoTCore
+//!   events. With MQTT 3.1.1 they are dropped.
+//! - **Server DISCONNECT** (MQTT 5): its reason code is logged (e.g. 0x8E session taken over,
+//!   0x87 not authorized) and the bridge reconnects with its usual backoff.
 //!
 //! The same code talks to the local cloud and, unchanged, to a real `…-ats.iot.…` endpoint:
 //! both come from an `endpoints.json` ([`cloud_api::endpoints::Endpoints`]).
@@ -35,12 +42,15 @@ use cloud_api::ipc::model::{MqttMessage, PublishProperties, Qos};
 use cloud_api::limits::{
     MAX_FILTERS_PER_SUBSCRIBE, MAX_INFLIGHT_QOS1, MAX_PAYLOAD_BYTES, MAX_SUBSCRIPTIONS_PER_CONNECTION,
 };
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use self::link::{LinkClient, LinkEvent, LinkEventLoop, LinkOptions, OutProperties};
 use super::options::CoreOptions;
+pub use super::options::MqttVersion;
 use super::services::{BoxFuture, BridgeError, IotCoreBridge};
+
+pub mod link;
 
 /// The nucleus's default spool size.
 pub const DEFAULT_SPOOL_MAX_BYTES: usize = 2_621_440;
@@ -66,6 +76,8 @@ pub struct BridgeConfig {
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
     pub reconnect_max: Duration,
+    /// MQTT version (the nucleus's `mqtt.version`).
+    pub mqtt_version: MqttVersion,
 }
 
 impl BridgeConfig {
@@ -81,6 +93,7 @@ impl BridgeConfig {
             keep_alive: Duration::from_secs(60),
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
+            mqtt_version: MqttVersion::default(),
         }
     }
 }
@@ -103,6 +116,8 @@ pub struct Spooled {
     pub payload: Bytes,
     /// Retain flag.
     pub retain: bool,
+    /// MQTT 5 properties, if any.
+    pub properties: Option<Box<OutProperties>>,
 }
 
 /// The spool: FIFO with a byte bound, and the QoS 1 messages written but not yet
@@ -129,7 +144,14 @@ impl Spool {
 
     /// Adds a message at the back, dropping the oldest queued messages to make room. Returns
     /// how many were dropped; a message larger than the whole spool is refused (`Err`).
-    pub fn push(&mut self, topic: String, qos: Qos, payload: Bytes, retain: bool) -> Result<u64, usize> {
+    pub fn push(
+        &mut self,
+        topic: String,
+        qos: Qos,
+        payload: Bytes,
+        retain: bool,
+        properties: Option<OutProperties>,
+    ) -> Result<u64, usize> {
         if payload.len() > self.max_bytes {
             return Err(self.max_bytes);
         }
@@ -142,7 +164,8 @@ impl Spool {
         self.dropped += dropped;
         self.next_seq += 1;
         self.bytes += payload.len();
-        self.queue.push_back(Spooled { seq: self.next_seq, topic, qos, payload, retain });
+        let properties = properties.map(Box::new);
+        self.queue.push_back(Spooled { seq: self.next_seq, topic, qos, payload, retain, properties });
         Ok(dropped)
     }
 
@@ -199,13 +222,15 @@ struct Sub {
 }
 
 struct Inner {
-    client: AsyncClient,
+    client: LinkClient,
     config: BridgeConfig,
     connected: watch::Sender<bool>,
+    /// The reason code of the last DISCONNECT the server sent (MQTT 5).
+    server_disconnect: watch::Sender<Option<u8>>,
     /// Bumped on every CONNACK: the sender re-makes the subscriptions once per connection.
     epoch: AtomicU64,
     /// Filters to subscribe on the current connection, before the next publish.
-    new_filters: Mutex<Vec<(String, QoS)>>,
+    new_filters: Mutex<Vec<(String, Qos)>>,
     spool: Mutex<Spool>,
     wake_sender: Notify,
     subs: Mutex<Vec<Sub>>,
@@ -279,24 +304,18 @@ pub fn device_tls_config(
     Ok(Arc::new(tls))
 }
 
-fn mqtt_qos(q: Qos) -> QoS {
-    match q {
-        Qos::AtMostOnce => QoS::AtMostOnce,
-        Qos::AtLeastOnce => QoS::AtLeastOnce,
-    }
-}
-
 impl MqttBridge {
     /// The bridge of a core started with `options`: connecting as its thing, with its
     /// certificate and key, when it has a cloud connection (`--cloud`); `None` offline.
     pub fn from_options(options: &CoreOptions) -> Result<Option<Arc<Self>>, BridgeSetupError> {
         let Some(cloud) = &options.cloud else { return Ok(None) };
-        let config = BridgeConfig::new(
+        let mut config = BridgeConfig::new(
             cloud.endpoints.clone(),
             cloud.cert_file.clone(),
             cloud.key_file.clone(),
             options.thing.clone(),
         );
+        config.mqtt_version = cloud.mqtt_version;
         Ok(Some(Arc::new(Self::start(config)?)))
     }
 
@@ -305,28 +324,22 @@ impl MqttBridge {
     pub fn start(config: BridgeConfig) -> Result<Self, BridgeSetupError> {
         let tls = tls_config(&config)?;
         let (host, port) = config.endpoints.mqtt_host_port().map_err(BridgeSetupError)?;
-        let mut opts = MqttOptions::new(config.client_id.clone(), host, port);
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-        opts.set_keep_alive(config.keep_alive);
-        opts.set_clean_session(true);
-        opts.set_inflight(MAX_INFLIGHT_QOS1 as u16);
-        // Leave the size limits to IoT Core (it refuses what is too big, we log it).
-        opts.set_max_packet_size(MAX_PAYLOAD_BYTES + 1024, MAX_PAYLOAD_BYTES + 1024);
-        // A rendezvous channel: a request is either inside the event loop (and its packet id
-        // reported in order) or still with the sender, never stranded across a reconnect, so
-        // packet ids and PUBACKs match the spool's messages.
-        let (client, mut eventloop) = AsyncClient::new(opts, 0);
-        // Small request/answer exchanges (deployment jobs, shadows) must not wait for Nagle's
-        // algorithm (rumqttc leaves it on): tens of milliseconds per exchange otherwise.
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        eventloop.set_network_options(network);
+        let (client, eventloop) = link::connect(LinkOptions {
+            version: config.mqtt_version,
+            client_id: config.client_id.clone(),
+            host,
+            port,
+            tls,
+            keep_alive: config.keep_alive,
+        });
         let (connected, _) = watch::channel(false);
+        let (server_disconnect, _) = watch::channel(None);
         let inner = Arc::new(Inner {
             client,
             spool: Mutex::new(Spool::new(config.spool_max_bytes)),
             config,
             connected,
+            server_disconnect,
             epoch: AtomicU64::new(0),
             new_filters: Mutex::new(Vec::new()),
             wake_sender: Notify::new(),
@@ -344,13 +357,25 @@ impl MqttBridge {
         self.inner.connected.subscribe()
     }
 
+    /// The reason code of the last DISCONNECT IoT Core sent (MQTT 5; e.g. 0x8E when another
+    /// connection took over the client id), and its changes.
+    pub fn server_disconnect(&self) -> watch::Receiver<Option<u8>> {
+        self.inner.server_disconnect.subscribe()
+    }
+
     /// Messages queued, written-but-unacknowledged, and dropped for lack of room.
     pub fn spool_stats(&self) -> (usize, usize, u64) {
         let s = lock(&self.inner.spool);
         (s.queued(), s.unacked(), s.dropped)
     }
 
-    fn publish_now(&self, topic: &str, qos: Qos, payload: Vec<u8>, retain: bool) -> Result<(), BridgeError> {
+    fn publish_now(
+        &self,
+        topic: &str,
+        qos: Qos,
+        payload: Vec<u8>,
+        properties: &PublishProperties,
+    ) -> Result<(), BridgeError> {
         cloud_api::topic::validate_topic_name(topic)
             .map_err(|e| BridgeError(format!("invalid IoT Core topic {topic:?}: {e}")))?;
         if payload.len() > MAX_PAYLOAD_BYTES {
@@ -362,8 +387,13 @@ impl MqttBridge {
         if qos == Qos::AtMostOnce && !*self.inner.connected.borrow() && !self.inner.config.keep_qos0_when_offline {
             return Err(BridgeError("not connected to AWS IoT Core; QoS 0 messages are not spooled offline".into()));
         }
+        let retain = properties.retain.unwrap_or(false);
+        let properties = match self.inner.config.mqtt_version {
+            MqttVersion::Mqtt5 => link::to_mqtt5(properties, &payload).map_err(BridgeError)?,
+            MqttVersion::Mqtt311 => None,
+        };
         let dropped = lock(&self.inner.spool)
-            .push(topic.to_owned(), qos, Bytes::from(payload), retain)
+            .push(topic.to_owned(), qos, Bytes::from(payload), retain, properties)
             .map_err(|max| BridgeError(format!("message larger than the whole {max}-byte spool")))?;
         if dropped > 0 {
             tracing::warn!(dropped, "MQTT spool full: dropped the oldest messages");
@@ -393,7 +423,7 @@ impl MqttBridge {
             // The sender writes the SUBSCRIBE before any later publish, so a component that
             // subscribes to a response topic and then publishes its request sees the response.
             // Offline, the next connect subscribes it with the others.
-            lock(&self.inner.new_filters).push((filter.to_owned(), mqtt_qos(qos)));
+            lock(&self.inner.new_filters).push((filter.to_owned(), qos));
             self.inner.wake_sender.notify_one();
         }
         Ok(rx)
@@ -402,7 +432,18 @@ impl MqttBridge {
 
 impl IotCoreBridge for MqttBridge {
     fn publish(&self, topic: &str, qos: Qos, payload: Vec<u8>, retain: bool) -> BoxFuture<'_, Result<(), BridgeError>> {
-        let r = self.publish_now(topic, qos, payload, retain);
+        let properties = PublishProperties { retain: Some(retain), ..Default::default() };
+        let r = self.publish_now(topic, qos, payload, &properties);
+        Box::pin(async move { r })
+    }
+    fn publish_message(
+        &self,
+        topic: &str,
+        qos: Qos,
+        payload: Vec<u8>,
+        properties: &PublishProperties,
+    ) -> BoxFuture<'_, Result<(), BridgeError>> {
+        let r = self.publish_now(topic, qos, payload, properties);
         Box::pin(async move { r })
     }
     fn subscribe(&self, filter: &str, qos: Qos) -> BoxFuture<'_, Result<mpsc::Receiver<MqttMessage>, BridgeError>> {
@@ -416,15 +457,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Re-makes every subscription after a connect.
-async fn resubscribe(inner: &Inner) -> Result<(), rumqttc::ClientError> {
-    let filters: Vec<(String, QoS)> = {
+async fn resubscribe(inner: &Inner) -> Result<(), link::LinkClosed> {
+    let filters: Vec<(String, Qos)> = {
         let mut subs = lock(&inner.subs);
         subs.retain(|s| !s.tx.is_closed());
-        let mut seen: HashMap<String, QoS> = HashMap::new();
+        let mut seen: HashMap<String, Qos> = HashMap::new();
         for s in subs.iter() {
-            let q = mqtt_qos(s.qos);
+            let q = s.qos;
             let e = seen.entry(s.filter.clone()).or_insert(q);
-            if q == QoS::AtLeastOnce {
+            if q == Qos::AtLeastOnce {
                 *e = q;
             }
         }
@@ -432,14 +473,15 @@ async fn resubscribe(inner: &Inner) -> Result<(), rumqttc::ClientError> {
     };
     lock(&inner.new_filters).clear();
     for chunk in filters.chunks(MAX_FILTERS_PER_SUBSCRIBE) {
-        let batch = chunk.iter().map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), *q));
-        inner.client.subscribe_many(batch).await?;
+        inner.client.subscribe_many(chunk).await?;
     }
     Ok(())
 }
 
 /// Routes a message from IoT Core to every matching subscription.
-fn route(inner: &Inner, topic: &str, payload: &Bytes, retain: bool) {
+fn route(inner: &Inner, m: &link::Incoming) {
+    let (topic, payload) = (m.topic.as_str(), &m.payload);
+    let properties = link::from_mqtt5(m.retain, m.properties.as_ref());
     inner.received.fetch_add(1, Ordering::Relaxed);
     let mut subs = lock(&inner.subs);
     let mut gone = Vec::new();
@@ -450,7 +492,7 @@ fn route(inner: &Inner, topic: &str, payload: &Bytes, retain: bool) {
         let msg = MqttMessage {
             topic_name: topic.to_owned(),
             payload: payload.as_ref().into(),
-            properties: PublishProperties { retain: Some(retain), ..Default::default() },
+            properties: properties.clone(),
         };
         match s.tx.try_send(msg) {
             Ok(()) => {}
@@ -473,41 +515,54 @@ fn route(inner: &Inner, topic: &str, payload: &Bytes, retain: bool) {
     }
 }
 
-async fn run_eventloop(inner: Arc<Inner>, mut eventloop: EventLoop) {
+async fn run_eventloop(inner: Arc<Inner>, mut eventloop: LinkEventLoop) {
     let mut delay = inner.config.reconnect_min;
     let mut last_error = String::new();
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(endpoint = %inner.config.endpoints.mqtt, "connected to AWS IoT Core");
+            Ok(LinkEvent::Connected) => {
+                tracing::info!(
+                    endpoint = %inner.config.endpoints.mqtt,
+                    mqtt = %inner.config.mqtt_version,
+                    "connected to AWS IoT Core"
+                );
                 delay = inner.config.reconnect_min;
                 last_error.clear();
                 inner.epoch.fetch_add(1, Ordering::SeqCst);
                 inner.connected.send_replace(true);
                 inner.wake_sender.notify_one();
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => route(&inner, &p.topic, &p.payload, p.retain),
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                lock(&inner.spool).acked(ack.pkid);
+            Ok(LinkEvent::Message(m)) => route(&inner, &m),
+            Ok(LinkEvent::PubAck(pkid)) => {
+                lock(&inner.spool).acked(pkid);
                 inner.wake_sender.notify_one();
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                let refused =
-                    ack.return_codes.iter().filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)).count();
+            Ok(LinkEvent::SubAck { refused }) => {
                 if refused > 0 {
                     tracing::warn!(refused, "IoT Core refused subscriptions (check the core device's IoT policy)");
                 }
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => lock(&inner.spool).assigned(pkid),
-            Ok(_) => {}
+            Ok(LinkEvent::PublishWritten(pkid)) => lock(&inner.spool).assigned(pkid),
+            Ok(LinkEvent::Other) => {}
             Err(e) => {
                 let was_connected = inner.connected.send_replace(false);
                 lock(&inner.spool).requeue_unacked();
-                let text = e.to_string();
-                if was_connected || text != last_error {
+                let text = e.text;
+                if let Some((code, name)) = &e.disconnect {
+                    // The server said why (MQTT 5 DISCONNECT): always worth a line, e.g. 0x8E
+                    // when another connection took over the client id, 0x87 when the policy
+                    // refused something. Reconnect with the usual backoff either way.
+                    tracing::warn!(
+                        reason_code = format_args!("0x{code:02X}"),
+                        reason = %name,
+                        retry_in = ?delay,
+                        "AWS IoT Core disconnected the core"
+                    );
+                    inner.server_disconnect.send_replace(Some(*code));
+                } else if was_connected || text != last_error {
                     tracing::warn!(error = %text, retry_in = ?delay, "AWS IoT Core connection down");
-                    last_error = text;
                 }
+                last_error = text;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(inner.config.reconnect_max);
             }
@@ -536,11 +591,10 @@ async fn run_sender(inner: Arc<Inner>) {
             subscribed_epoch = epoch;
             continue;
         }
-        let fresh: Vec<(String, QoS)> = std::mem::take(&mut *lock(&inner.new_filters));
+        let fresh: Vec<(String, Qos)> = std::mem::take(&mut *lock(&inner.new_filters));
         if !fresh.is_empty() {
             for chunk in fresh.chunks(MAX_FILTERS_PER_SUBSCRIBE) {
-                let batch = chunk.iter().map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), *q));
-                if inner.client.subscribe_many(batch).await.is_err() {
+                if inner.client.subscribe_many(chunk).await.is_err() {
                     return;
                 }
             }
@@ -549,8 +603,10 @@ async fn run_sender(inner: Arc<Inner>) {
         let next = lock(&inner.spool).next_to_send();
         match next {
             Some(m) => {
-                let sent =
-                    inner.client.publish_bytes(m.topic.clone(), mqtt_qos(m.qos), m.retain, m.payload.clone()).await;
+                let sent = inner
+                    .client
+                    .publish(m.topic.clone(), m.qos, m.retain, m.payload.clone(), m.properties.as_deref().cloned())
+                    .await;
                 if sent.is_err() {
                     return;
                 }
@@ -570,7 +626,7 @@ mod tests {
     use super::*;
 
     fn push(s: &mut Spool, topic: &str, qos: Qos, len: usize) -> u64 {
-        s.push(topic.into(), qos, Bytes::from(vec![b'x'; len]), false).unwrap()
+        s.push(topic.into(), qos, Bytes::from(vec![b'x'; len]), false, None).unwrap()
     }
 
     fn topics(s: &mut Spool) -> Vec<String> {
@@ -585,7 +641,7 @@ mod tests {
         assert_eq!(push(&mut s, "c", Qos::AtLeastOnce, 4), 1);
         assert_eq!(s.dropped, 1);
         assert_eq!(topics(&mut s), ["b", "c"]);
-        assert!(s.push("big".into(), Qos::AtLeastOnce, Bytes::from(vec![0; 11]), false).is_err());
+        assert!(s.push("big".into(), Qos::AtLeastOnce, Bytes::from(vec![0; 11]), false, None).is_err());
     }
 
     #[test]
