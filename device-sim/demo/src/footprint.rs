@@ -462,6 +462,13 @@ mod tests {
         std::fs::copy("/bin/sleep", &sleeper).unwrap();
         let mut child = std::process::Command::new(&sleeper).arg("30").spawn().unwrap();
         let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        // The kernel lets the parent go on during exec before the new image's arguments are in
+        // place: until then /proc/PID/cmdline reads empty.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while [child.id(), other.id()].iter().any(|&pid| machine::cmdline(pid).is_empty()) {
+            assert!(std::time::Instant::now() < deadline, "the children never showed their arguments");
+            tokio::task::yield_now().await;
+        }
         let sampler =
             Sampler::start(&[("sensor", "pump-sensor"), ("gone", "pump-nothing")], true, Duration::from_secs(3600));
         let fp = sampler.finish();
