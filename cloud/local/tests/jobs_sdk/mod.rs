@@ -654,8 +654,8 @@ async fn job_events_are_published_only_once_enabled_and_the_setting_survives_a_r
     let iot_client = iot(&cloud);
     let before = iot_client.describe_event_configurations().send().await.expect("DescribeEventConfigurations");
     let configs = before.event_configurations().expect("every type listed");
-    assert_eq!(configs.get(&EventType::Job).and_then(|c| c.enabled()), Some(false), "off by default");
-    assert_eq!(configs.get(&EventType::JobExecution).and_then(|c| c.enabled()), Some(false));
+    assert_eq!(configs.get(&EventType::Job).map(|c| c.enabled()), Some(false), "off by default");
+    assert_eq!(configs.get(&EventType::JobExecution).map(|c| c.enabled()), Some(false));
 
     let valve = common::create_device(&cloud.registry, "valve-1", ALLOW_ALL);
     let watcher = common::create_device(&cloud.registry, "events-watcher", ALLOW_ALL);
@@ -678,7 +678,7 @@ async fn job_events_are_published_only_once_enabled_and_the_setting_survives_a_r
         .await
         .expect("UpdateEventConfigurations");
     let after = iot_client.describe_event_configurations().send().await.unwrap();
-    assert_eq!(after.event_configurations().and_then(|c| c.get(&EventType::Job)).and_then(|c| c.enabled()), Some(true));
+    assert_eq!(after.event_configurations().and_then(|c| c.get(&EventType::Job)).map(|c| c.enabled()), Some(true));
     assert!(after.creation_date().is_some() && after.last_modified_date().is_some());
 
     // Enabled: the execution's end and the job's completion are published. Events
@@ -717,6 +717,6 @@ async fn job_events_are_published_only_once_enabled_and_the_setting_survives_a_r
     let cloud = start(dir.path()).await;
     let kept = iot(&cloud).describe_event_configurations().send().await.unwrap();
     let configs = kept.event_configurations().unwrap();
-    assert_eq!(configs.get(&EventType::JobExecution).and_then(|c| c.enabled()), Some(true), "persisted");
+    assert_eq!(configs.get(&EventType::JobExecution).map(|c| c.enabled()), Some(true), "persisted");
     cloud.shutdown().await;
 }
