@@ -433,7 +433,7 @@ impl JobsService {
     pub fn delete_job(&self, job_id: &str, force: bool) -> Result<(), JobsError> {
         let now = self.now_ms();
         let mut state = self.lock();
-        let fact = self.job_fact(&state, job_id);
+        let fact = self.job_fact(&state, job_id).filter(|_| self.inner.event_settings.enabled("JOB"));
         let notifications = state.engine.delete_job(job_id, force, now)?;
         state.records.remove(job_id);
         let committed = self.commit(state, notifications, now);
@@ -476,12 +476,10 @@ impl JobsService {
         })
     }
 
-    /// Publishes a job event if `JOB` events are enabled.
+    /// Publishes a job event (the caller checked that `JOB` events are enabled).
     fn publish_job_event(&self, op: JobOperation, fact: &JobFact) {
-        if self.inner.event_settings.enabled("JOB") {
-            let e = events::job_event(op, fact, &uuid::Uuid::new_v4().to_string(), self.now_ms() as u64 / 1000);
-            self.inner.bus.publish(BusMessage::to_subscribers(e.topic, e.payload, 1));
-        }
+        let e = events::job_event(op, fact, &uuid::Uuid::new_v4().to_string(), self.now_ms() as u64 / 1000);
+        self.inner.bus.publish(BusMessage::to_subscribers(e.topic, e.payload, 1));
     }
 
     /// CancelJobExecution.
@@ -630,6 +628,10 @@ impl JobsService {
         notifications: Vec<Notification>,
         now_ms: i64,
     ) -> Result<(), JobsError> {
+        // Read before anything is published: a change is evented as configured when it
+        // happened, not when a caller that saw the answer changed the configuration.
+        let job_events = self.inner.event_settings.enabled("JOB");
+        let execution_events = self.inner.event_settings.enabled("JOB_EXECUTION");
         let changes = state.engine.take_changes();
         if changes.is_empty() && notifications.is_empty() {
             if let Some(answer) = answer {
@@ -674,7 +676,6 @@ impl JobsService {
             let payload = self.personalize(state, notification.payload.to_json(), None);
             self.inner.bus.publish(BusMessage::to_subscribers(notification.topic.to_topic(), payload.to_string(), 1));
         }
-        let execution_events = self.inner.event_settings.enabled("JOB_EXECUTION");
         for (thing, job) in &changes.executions {
             if let Some(e) = state.engine.execution(thing, job) {
                 if execution_events {
@@ -701,7 +702,7 @@ impl JobsService {
             }
         }
         for (op, id) in ended {
-            if let Some(fact) = self.job_fact(state, &id) {
+            if job_events && let Some(fact) = self.job_fact(state, &id) {
                 self.publish_job_event(op, &fact);
             }
         }
