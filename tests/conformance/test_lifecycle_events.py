@@ -1,7 +1,7 @@
 """Lifecycle events ("Lifecycle events" in the AWS IoT Core Developer Guide)
 seen through AWS's own clients: an awsiotsdk MQTT 3.1.1 observer subscribed to
-`$aws/events/#` watches another awsiotsdk connection come, subscribe,
-unsubscribe and go; boto3 `iot` switches job events on with
+`$aws/events/#` watches another awsiotsdk connection (MQTT 3.1.1, then the
+MQTT 5 client) come, subscribe, unsubscribe and go; boto3 `iot` switches job events on with
 update_event_configurations and reads them back with
 describe_event_configurations.
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from awscrt import mqtt
+from awscrt import mqtt, mqtt5
 
 from support import ConnectionEvents, Mailbox, connect_device, provision_device, unique_name
 
@@ -78,3 +78,26 @@ def test_event_configurations_are_updated_and_described_with_boto3(iot):
 
     iot.update_event_configurations(eventConfigurations={"JOB_EXECUTION": {"Enabled": False}})
     assert iot.describe_event_configurations()["eventConfigurations"]["JOB_EXECUTION"] == {"Enabled": False}
+
+
+def test_an_mqtt5_client_gets_the_same_events(iot, endpoints, tmp_path, connect):
+    from test_mqtt5 import Client5  # awsiotsdk's MQTT 5 client, as the MQTT 5 suite drives it
+
+    events = _observer(iot, endpoints, tmp_path, connect)
+    device = provision_device(iot, endpoints, tmp_path / "dev5", prefix="ev-dev5", policy_document=ALLOW_ALL)
+    client_id = unique_name("ev-client5")
+    client = Client5(endpoints, device, client_id)
+    try:
+        client.start()
+        client.subscribe("ev5/topic")
+    finally:
+        # stop() alone closes the socket without DISCONNECT (that is CONNECTION_LOST).
+        client.client.stop(mqtt5.DisconnectPacket())
+        assert client.stopped.wait(10), "client did not stop"
+
+    _, connected = events.expect("connected", _about(client_id, "connected"))
+    _, subscribed = events.expect("subscribed", _about(client_id, "subscribed"))
+    assert subscribed["topics"] == ["ev5/topic"]
+    _, disconnected = events.expect("disconnected", _about(client_id, "disconnected"))
+    assert disconnected["disconnectReason"] == "CLIENT_INITIATED_DISCONNECT"
+    assert disconnected["versionNumber"] == connected["versionNumber"]
