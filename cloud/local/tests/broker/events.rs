@@ -122,3 +122,28 @@ async fn event_topics_need_subscribe_and_receive_permission() {
     assert_eq!(next_event(&mut obs, "ev-perm").await.0, "connected");
     assert!(w.recv(std::time::Duration::from_millis(300)).await.is_err(), "no iot:Receive, no event");
 }
+
+/// Takes 45 s: IoT Core's shortest keep-alive is 30 s and the broker waits 1.5 × that.
+#[tokio::test]
+async fn a_silent_client_ends_with_mqtt_keep_alive_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cloud = TestCloud::start().await;
+    let mut obs = observer(&cloud, "ev-ka-observer").await;
+    let dev = cloud.allow_all_device("ev-silent");
+    let mut raw = cloud.raw_tls(&dev).await.unwrap();
+    raw.write_all(&super::common::connect_packet("ev-silent", true)).await.unwrap();
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(WAIT, raw.read_exact(&mut connack)).await.expect("CONNACK in time").unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    assert_eq!(next_event(&mut obs, "ev-silent").await.0, "connected");
+    // Nothing more is sent on `raw`: after 45 s of silence the broker gives up.
+    let off = loop {
+        let p = obs.recv(std::time::Duration::from_secs(60)).await.expect("the disconnect event");
+        if p.topic == "$aws/events/presence/disconnected/ev-silent" {
+            break serde_json::from_slice::<Value>(&p.payload).unwrap();
+        }
+    };
+    assert_eq!(off["disconnectReason"], "MQTT_KEEP_ALIVE_TIMEOUT");
+    assert_eq!(off["clientInitiatedDisconnect"], false);
+    drop(raw);
+}
