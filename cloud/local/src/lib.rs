@@ -12,6 +12,8 @@
 //! - [`shadows`]: the Device Shadow service (MQTT and HTTP share it).
 //! - [`broker`]: the MQTT 3.1.1 broker over mutual TLS.
 //! - [`http`]: the AWS-compatible HTTP endpoint (control plane and data plane).
+//! - [`events`]: AWS IoT's event messages (lifecycle, subscription, jobs), pure, and the
+//!   event configurations.
 //! - [`credentials`]: the administrator's SigV4 key pair.
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
 //! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
@@ -25,6 +27,7 @@ pub mod broker;
 pub mod bus;
 pub mod ca;
 pub mod credentials;
+pub mod events;
 pub mod greengrass;
 pub mod http;
 pub mod jobs;

@@ -163,8 +163,18 @@ impl LocalCloud {
         let http_url = config.public_http_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
         let s3 = LocalS3::open(store.clone(), &data_dir, &config.region, &http_url, admin.clone())
             .context("opening S3 storage")?;
-        let jobs = JobsService::open(store.clone(), bus.clone(), clock.clone(), registry.clone(), Arc::new(s3.clone()))
-            .context("loading jobs")?;
+        let events = Arc::new(
+            crate::events::EventSettings::open(store.clone(), clock.clone()).context("loading event configurations")?,
+        );
+        let jobs = JobsService::open(
+            store.clone(),
+            bus.clone(),
+            clock.clone(),
+            registry.clone(),
+            Arc::new(s3.clone()),
+            events.clone(),
+        )
+        .context("loading jobs")?;
         let provisioning = ProvisioningService::open(store.clone(), registry.clone(), bus.clone(), clock.clone())
             .context("loading provisioning templates")?;
 
@@ -189,6 +199,7 @@ impl LocalCloud {
             mqtt_endpoint: mqtt_addr.to_string(),
             jobs: jobs.clone(),
             provisioning: provisioning.clone(),
+            events,
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())

@@ -1,8 +1,11 @@
 //! The MQTT broker against a real rumqttc client (and hand-made packets) over
 //! mutual TLS on loopback: IoT Core's authentication, authorization, limits,
-//! QoS, sessions, retained messages and last will.
+//! QoS, sessions, retained messages and last will. MQTT 5 is in `mqtt5`,
+//! lifecycle events in `events`.
 
 mod common;
+#[path = "broker/events.rs"]
+mod events;
 #[path = "broker/mqtt5.rs"]
 mod mqtt5;
 

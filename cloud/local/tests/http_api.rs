@@ -78,12 +78,14 @@ async fn start_api() -> Api {
     let ca = Arc::new(LocalCa::load_or_create(dir.path()).unwrap());
     let registry = Arc::new(Registry::open(store.clone(), ca, clock.clone(), "us-east-1", "000000000000").unwrap());
     let (bus, rx) = Bus::channel();
+    let events = Arc::new(local_cloud::events::EventSettings::open(store.clone(), clock.clone()).unwrap());
     let jobs = local_cloud::jobs::JobsService::open(
         store.clone(),
         bus.clone(),
         clock.clone(),
         registry.clone(),
         Arc::new(NoObjects),
+        events.clone(),
     )
     .unwrap();
     let provisioning = local_cloud::provisioning::ProvisioningService::open(
@@ -94,7 +96,7 @@ async fn start_api() -> Api {
     )
     .unwrap();
     let shadows = ShadowService::new(store, bus.clone(), clock);
-    let state = AppState { registry, shadows, bus, mqtt_endpoint: MQTT_ENDPOINT.into(), jobs, provisioning };
+    let state = AppState { registry, shadows, bus, mqtt_endpoint: MQTT_ENDPOINT.into(), jobs, provisioning, events };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {

@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ use super::queue::{Delivery, Inflight, Message, MessageProps};
 use super::rules::{self, ConnectRefusal, Violation};
 use super::state::{self, Attached, ConnCtl, KickReason, Shared};
 use crate::bus::Publisher;
+use crate::events::{self, DisconnectReason, Presence};
 use crate::registry::{AuthRequest, CertificateStatus, Registry};
 
 /// CONNACK return codes (MQTT 3.1.1 §3.2.2.3).
@@ -105,6 +107,21 @@ impl Exit {
     /// Not when the broker closes it because the certificate was revoked or it is stopping.
     fn publishes_will(&self) -> bool {
         !matches!(self, Exit::Graceful | Exit::Kicked(KickReason::CertificateRevoked | KickReason::Shutdown))
+    }
+
+    /// The `disconnectReason` of the lifecycle event ("Lifecycle events").
+    fn lifecycle_reason(&self) -> DisconnectReason {
+        match self {
+            Exit::Graceful | Exit::GracefulWithWill => DisconnectReason::ClientInitiatedDisconnect,
+            Exit::Lost | Exit::WriteStalled => DisconnectReason::ConnectionLost,
+            Exit::KeepAliveTimeout => DisconnectReason::MqttKeepAliveTimeout,
+            // MQTT 3.1.1 has no negative PUBACK: a denied publish closes the connection.
+            Exit::Violation(Violation::PublishDenied(_) | Violation::RetainDenied(_)) => DisconnectReason::AuthError,
+            Exit::Violation(_) => DisconnectReason::ClientError,
+            Exit::Kicked(KickReason::TakenOver) => DisconnectReason::DuplicateClientId,
+            Exit::Kicked(KickReason::CertificateRevoked) => DisconnectReason::AuthError,
+            Exit::Kicked(KickReason::Shutdown | KickReason::None) => DisconnectReason::ServerInitiatedDisconnect,
+        }
     }
 
     /// The reason code of the DISCONNECT an MQTT 5 client gets, if the broker
@@ -214,6 +231,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     registry: Arc<Registry>,
     tcp: TcpStream,
+    peer: SocketAddr,
     tls: TlsAcceptor,
     ctl: Arc<ConnCtl>,
 ) {
@@ -238,7 +256,7 @@ pub(crate) async fn run(
     };
     let certificate_id: Arc<str> = crate::ca::certificate_id(der).into();
     shared.register_certificate(&certificate_id, &ctl);
-    let conn = Handshake { shared: &shared, registry: &registry, certificate_id: &certificate_id, ctl: &ctl };
+    let conn = Handshake { shared: &shared, registry: &registry, certificate_id: &certificate_id, ctl: &ctl, peer };
     conn.run(stream, deadline).await;
     shared.unregister_certificate(&certificate_id, ctl.id);
 }
@@ -248,6 +266,7 @@ struct Handshake<'a> {
     registry: &'a Arc<Registry>,
     certificate_id: &'a Arc<str>,
     ctl: &'a Arc<ConnCtl>,
+    peer: SocketAddr,
 }
 
 impl Handshake<'_> {
@@ -310,6 +329,14 @@ impl Handshake<'_> {
             return;
         };
         tracing::debug!(%client_id, ?protocol, session_present = attached.session_present, "connected");
+        let presence = Presence {
+            client_id: client_id.clone(),
+            session_identifier: uuid::Uuid::new_v4().to_string(),
+            principal_identifier: self.certificate_id.to_string(),
+            ip_address: self.peer.ip().to_string(),
+            version_number: self.shared.next_presence_version(),
+        };
+        self.shared.publish_event(events::connected(&presence, events::now_millis()));
 
         let mut outbuf = BytesMut::with_capacity(256);
         let granted_keep_alive = rules::granted_keep_alive(connect.keep_alive);
@@ -348,6 +375,7 @@ impl Handshake<'_> {
             receive_cache: AuthCache::default(),
             resource: String::new(),
             blocked: None,
+            presence,
         };
         let exit = conn.serve(rules::silence_limit(connect.keep_alive)).await;
         let exit = match exit {
@@ -377,6 +405,9 @@ impl Handshake<'_> {
                 tokio::spawn(state::wait_for_room(self.shared.clone(), blocked));
             }
         }
+        // Before the session is given up, so the next connection's `connected` comes after it.
+        let event = events::disconnected(&conn.presence, exit.lifecycle_reason(), events::now_millis());
+        self.shared.publish_event(event);
         conn.finish();
     }
 
@@ -667,6 +698,8 @@ struct Connection<'a, S> {
     /// have room, with the packet id to acknowledge once it has (QoS 1).
     /// Meanwhile nothing more is read from this client.
     blocked: Option<(Waiting, Option<u16>)>,
+    /// This connection, as its lifecycle and subscription events describe it.
+    presence: Presence,
 }
 
 /// Completes when the blocked PUBLISH is fully routed; never if there is none.
@@ -875,6 +908,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     |f| authorize(registry, publisher, Action::Subscribe, rules::resource(res, "topicfilter/", f)),
                 )?;
                 self.shared.subscribe(&self.attached.session, &plan.accepted);
+                let granted: Vec<String> = plan.accepted.iter().map(|(f, _)| f.clone()).collect();
+                self.shared.publish_event(events::subscription(&self.presence, true, &granted, events::now_millis()));
                 match self.protocol {
                     Protocol::V4 => {
                         let codes: Vec<u8> = plan.outcomes.iter().map(|o| o.code_v4()).collect();
@@ -907,6 +942,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     return Err(Violation::Protocol("UNSUBSCRIBE without topic filters"));
                 }
                 let held = self.shared.unsubscribe(&self.attached.session, &filters);
+                self.shared.publish_event(events::subscription(&self.presence, false, &filters, events::now_millis()));
                 match self.protocol {
                     Protocol::V4 => codec::put_unsuback(&mut self.outbuf, pkid),
                     Protocol::V5 => {
@@ -1035,4 +1071,35 @@ fn authorize(registry: &Registry, publisher: &Publisher, action: Action, resourc
     let req =
         AuthRequest { certificate_id: &publisher.certificate_id, client_id: &publisher.client_id, action, resource };
     registry.authorize(&req).is_allowed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_way_a_connection_ends_maps_to_an_aws_disconnect_reason() {
+        use DisconnectReason as R;
+        let table = [
+            (Exit::Graceful, R::ClientInitiatedDisconnect),
+            (Exit::GracefulWithWill, R::ClientInitiatedDisconnect),
+            (Exit::Lost, R::ConnectionLost),
+            (Exit::WriteStalled, R::ConnectionLost),
+            (Exit::KeepAliveTimeout, R::MqttKeepAliveTimeout),
+            (Exit::Violation(Violation::PublishDenied("t".into())), R::AuthError),
+            (Exit::Violation(Violation::RetainDenied("t".into())), R::AuthError),
+            (Exit::Violation(Violation::Qos2), R::ClientError),
+            (Exit::Violation(Violation::PayloadTooLarge(1)), R::ClientError),
+            (Exit::Violation(Violation::Protocol("x")), R::ClientError),
+            (Exit::Violation(Violation::Malformed("x")), R::ClientError),
+            (Exit::Violation(Violation::PacketTooLarge), R::ClientError),
+            (Exit::Kicked(KickReason::TakenOver), R::DuplicateClientId),
+            (Exit::Kicked(KickReason::CertificateRevoked), R::AuthError),
+            (Exit::Kicked(KickReason::Shutdown), R::ServerInitiatedDisconnect),
+            (Exit::Kicked(KickReason::None), R::ServerInitiatedDisconnect),
+        ];
+        for (exit, want) in table {
+            assert_eq!(exit.lifecycle_reason(), want, "{exit:?}");
+        }
+    }
 }

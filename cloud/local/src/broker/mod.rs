@@ -96,8 +96,13 @@
 //! custom authorizers, QoS 2, the `iot:ConnectAttributes` policy condition,
 //! throttling (100 publishes/s, 512 KiB/s, 1 CONNECT/s per client id), the
 //! 10 msg/s pacing of stored messages after a resume, retained message
-//! persistence across restarts, lifecycle events (`$aws/events/...`), Basic
-//! Ingest (`$aws/rules/...`).
+//! persistence across restarts, Basic Ingest (`$aws/rules/...`).
+//!
+//! # Lifecycle events
+//! Presence (`$aws/events/presence/connected|disconnected/{clientId}`) and
+//! subscription events (`$aws/events/subscriptions/subscribed|unsubscribed/{clientId}`)
+//! are built by [`crate::events`] and published by the connection as the
+//! service: no publish authorization, `iot:Receive` checked per subscriber.
 
 pub mod codec;
 mod connection;
@@ -237,13 +242,13 @@ impl Broker {
                 r = listener.accept() => r,
             };
             match accepted {
-                Ok((tcp, _peer)) => {
+                Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let ctl = self.shared.new_conn(&shutdown);
                     let guard = TaskGuard::new(&tasks);
                     let (shared, registry, acceptor) = (self.shared.clone(), self.registry.clone(), acceptor.clone());
                     tokio::spawn(async move {
-                        connection::run(shared, registry, tcp, acceptor, ctl).await;
+                        connection::run(shared, registry, tcp, peer, acceptor, ctl).await;
                         drop(guard);
                     });
                 }

@@ -195,6 +195,10 @@ pub(crate) struct Shared {
     by_certificate: Mutex<HashMap<Arc<str>, Vec<Arc<ConnCtl>>>>,
     next_conn_id: AtomicU64,
     dropped_slow: AtomicU64,
+    /// Lifecycle `versionNumber`s: one counter for every client id (AWS only
+    /// promises an increase per client id, gaps allowed), started from the
+    /// clock so numbers keep increasing across restarts.
+    presence_version: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -219,6 +223,22 @@ impl Shared {
             by_certificate: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
             dropped_slow: AtomicU64::new(0),
+            presence_version: AtomicU64::new(crate::events::now_millis()),
+        }
+    }
+
+    /// The `versionNumber` of a new connection's lifecycle events.
+    pub(crate) fn next_presence_version(&self) -> u64 {
+        self.presence_version.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Publishes an event message as the service (no publisher, no publish
+    /// authorization; subscribers still need `iot:Receive`), like a message from
+    /// the bus: a subscriber with a full queue misses it.
+    pub(crate) fn publish_event(&self, event: Option<crate::events::Event>) {
+        if let Some(e) = event {
+            let blocked = self.publish(Message::new(e.topic, e.payload, 1, false), None);
+            self.give_up(blocked);
         }
     }
 

@@ -46,6 +46,7 @@ pub fn routes() -> Router<AppState> {
             get(describe_certificate).put(update_certificate).delete(delete_certificate),
         )
         .route("/endpoint", get(describe_endpoint))
+        .route("/event-configurations", get(describe_event_configurations).patch(update_event_configurations))
 }
 
 /// What every handler answers.
@@ -450,4 +451,56 @@ mod tests {
         assert_eq!(endpoint_host("[::1]:8883"), "::1");
         assert_eq!(endpoint_host("example.com"), "example.com");
     }
+}
+
+// ---- event configurations ----
+
+/// `Configuration` of the model: `{"Enabled": bool}`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct EventConfiguration {
+    #[serde(rename = "Enabled", default)]
+    enabled: bool,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateEventConfigurationsRequest {
+    #[serde(default)]
+    event_configurations: std::collections::BTreeMap<String, EventConfiguration>,
+}
+
+async fn update_event_configurations(
+    State(st): State<AppState>,
+    JsonBody(req): JsonBody<UpdateEventConfigurationsRequest>,
+) -> Reply {
+    let changes = req.event_configurations.into_iter().map(|(k, v)| (k, v.enabled)).collect();
+    let events = st.events.clone();
+    blocking(move || {
+        events.update(&changes).map_err(|e| match e {
+            crate::events::EventConfigError::UnknownType(_) => AwsError::invalid_request(e.to_string()),
+            crate::events::EventConfigError::Store(e) => AwsError::internal(e.to_string()),
+        })
+    })
+    .await?;
+    Ok(empty_ok())
+}
+
+async fn describe_event_configurations(State(st): State<AppState>) -> Reply {
+    let current = st.events.describe();
+    let configurations: serde_json::Map<String, serde_json::Value> = crate::events::EVENT_TYPES
+        .iter()
+        .map(|t| {
+            let enabled = current.enabled.get(*t).copied().unwrap_or(false);
+            ((*t).to_owned(), serde_json::json!({ "Enabled": enabled }))
+        })
+        .collect();
+    let mut body = serde_json::json!({ "eventConfigurations": configurations });
+    // restJson1 timestamps: epoch seconds; absent until the first update.
+    if current.creation_date_ms > 0
+        && let Some(obj) = body.as_object_mut()
+    {
+        obj.insert("creationDate".into(), serde_json::json!(current.creation_date_ms as f64 / 1000.0));
+        obj.insert("lastModifiedDate".into(), serde_json::json!(current.last_modified_date_ms as f64 / 1000.0));
+    }
+    Ok(json_ok(&body))
 }

@@ -61,6 +61,8 @@ pub struct AppState {
     pub jobs: crate::jobs::JobsService,
     /// Fleet provisioning (its routes are [`crate::provisioning::http`]).
     pub provisioning: crate::provisioning::ProvisioningService,
+    /// Event configurations (UpdateEventConfigurations, DescribeEventConfigurations).
+    pub events: Arc<crate::events::EventSettings>,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.

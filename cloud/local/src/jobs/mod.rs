@@ -48,6 +48,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusMessage};
+use crate::events::{self, EventSettings, JobFact, JobOperation};
 use crate::registry::{Registry, RegistryEvent};
 use crate::s3::ObjectStore;
 use crate::store::Store;
@@ -234,6 +235,8 @@ struct Inner {
     account_id: String,
     timers: Notify,
     changes: broadcast::Sender<ExecutionChange>,
+    /// Whether job and job-execution events are published (UpdateEventConfigurations).
+    event_settings: Arc<EventSettings>,
     /// Membership events from the moment the service opened, taken by [`JobsService::run`].
     events: Mutex<Option<broadcast::Receiver<RegistryEvent>>>,
 }
@@ -262,6 +265,7 @@ impl JobsService {
         clock: SharedClock,
         registry: Arc<Registry>,
         objects: Arc<dyn ObjectStore>,
+        event_settings: Arc<EventSettings>,
     ) -> Result<Self, JobsError> {
         let (jobs, executions) = store::load(&store)?;
         let mut records = BTreeMap::new();
@@ -286,6 +290,7 @@ impl JobsService {
             account_id,
             timers: Notify::new(),
             changes,
+            event_settings,
             events,
         };
         Ok(JobsService { inner: Arc::new(inner) })
@@ -428,9 +433,53 @@ impl JobsService {
     pub fn delete_job(&self, job_id: &str, force: bool) -> Result<(), JobsError> {
         let now = self.now_ms();
         let mut state = self.lock();
+        let fact = self.job_fact(&state, job_id).filter(|_| self.inner.event_settings.enabled("JOB"));
         let notifications = state.engine.delete_job(job_id, force, now)?;
         state.records.remove(job_id);
-        self.commit(state, notifications, now)
+        let committed = self.commit(state, notifications, now);
+        if let Some(fact) = fact {
+            self.publish_job_event(JobOperation::Deleted, &fact);
+        }
+        committed
+    }
+
+    /// A job as its events describe it.
+    fn job_fact(&self, state: &State, job_id: &str) -> Option<JobFact> {
+        let (job, record) = (state.engine.job(job_id)?, state.records.get(job_id)?);
+        let mut counts: BTreeMap<JobExecutionStatus, u64> = BTreeMap::new();
+        for e in state.engine.executions().filter(|e| e.job_id == job_id) {
+            *counts.entry(e.status).or_default() += 1;
+        }
+        let n = |s| counts.get(&s).copied().unwrap_or(0);
+        Some(JobFact {
+            job_id: job_id.to_owned(),
+            target_selection: match record.target_selection() {
+                TargetSelection::Snapshot => "SNAPSHOT",
+                TargetSelection::Continuous => "CONTINUOUS",
+            },
+            targets: record.request.targets.clone(),
+            description: record.request.description.clone(),
+            created_at_ms: record.created_at_ms,
+            last_updated_at_ms: record.last_updated_at_ms,
+            completed_at_ms: record.completed_at_ms,
+            comment: record.comment.clone(),
+            process_details: (job.status == JobStatus::Completed).then(|| {
+                serde_json::json!({
+                    "numberOfCanceledThings": n(JobExecutionStatus::Canceled),
+                    "numberOfRejectedThings": n(JobExecutionStatus::Rejected),
+                    "numberOfFailedThings": n(JobExecutionStatus::Failed),
+                    "numberOfRemovedThings": n(JobExecutionStatus::Removed),
+                    "numberOfSucceededThings": n(JobExecutionStatus::Succeeded),
+                    "numberOfTimedOutThings": n(JobExecutionStatus::TimedOut),
+                })
+            }),
+        })
+    }
+
+    /// Publishes a job event (the caller checked that `JOB` events are enabled).
+    fn publish_job_event(&self, op: JobOperation, fact: &JobFact) {
+        let e = events::job_event(op, fact, &uuid::Uuid::new_v4().to_string(), self.now_ms() as u64 / 1000);
+        self.inner.bus.publish(BusMessage::to_subscribers(e.topic, e.payload, 1));
     }
 
     /// CancelJobExecution.
@@ -579,6 +628,10 @@ impl JobsService {
         notifications: Vec<Notification>,
         now_ms: i64,
     ) -> Result<(), JobsError> {
+        // Read before anything is published: a change is evented as configured when it
+        // happened, not when a caller that saw the answer changed the configuration.
+        let job_events = self.inner.event_settings.enabled("JOB");
+        let execution_events = self.inner.event_settings.enabled("JOB_EXECUTION");
         let changes = state.engine.take_changes();
         if changes.is_empty() && notifications.is_empty() {
             if let Some(answer) = answer {
@@ -587,12 +640,19 @@ impl JobsService {
             return Ok(());
         }
         let State { engine, records } = &mut *state;
+        let mut ended = Vec::new();
         for id in &changes.jobs {
             if let (Some(job), Some(record)) = (engine.job(id), records.get_mut(id)) {
                 record.last_updated_at_ms = now_ms;
                 if matches!(job.status, JobStatus::Completed | JobStatus::Canceled) && record.completed_at_ms.is_none()
                 {
                     record.completed_at_ms = Some(now_ms);
+                    let op = if job.status == JobStatus::Completed {
+                        JobOperation::Completed
+                    } else {
+                        JobOperation::Canceled
+                    };
+                    ended.push((op, id.clone()));
                 }
             }
         }
@@ -618,6 +678,19 @@ impl JobsService {
         }
         for (thing, job) in &changes.executions {
             if let Some(e) = state.engine.execution(thing, job) {
+                if execution_events {
+                    let event = events::job_execution_event(
+                        &e.job_id,
+                        &self.thing_arn(&e.thing_name),
+                        e.status,
+                        &e.status_details,
+                        &uuid::Uuid::new_v4().to_string(),
+                        now_ms as u64 / 1000,
+                    );
+                    if let Some(event) = event {
+                        self.inner.bus.publish(BusMessage::to_subscribers(event.topic, event.payload, 1));
+                    }
+                }
                 let _ = self.inner.changes.send(ExecutionChange {
                     job_id: e.job_id.clone(),
                     thing_name: e.thing_name.clone(),
@@ -626,6 +699,11 @@ impl JobsService {
                     version_number: e.version_number,
                     execution_number: e.execution_number,
                 });
+            }
+        }
+        for (op, id) in ended {
+            if job_events && let Some(fact) = self.job_fact(state, &id) {
+                self.publish_job_event(op, &fact);
             }
         }
         self.inner.timers.notify_one();

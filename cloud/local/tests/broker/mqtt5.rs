@@ -445,3 +445,42 @@ async fn disconnect_with_will_publishes_the_will_and_a_plain_one_does_not() {
     let got = watcher.recv().await;
     assert_eq!((&got.topic[..], &got.payload[..]), (&b"wills/will-sent"[..], &b"gone"[..]));
 }
+
+#[tokio::test]
+async fn mqtt5_clients_get_the_same_lifecycle_events() {
+    let cloud = TestCloud::start().await;
+    let mut obs = super::events::observer(&cloud, "ev5-observer").await;
+    let dev = cloud.allow_all_device("ev5");
+    let mut versions = Vec::new();
+    for _ in 0..2 {
+        let (mut c, _) = Client5::connect(options5(&cloud, "ev5", &dev)).await.expect("connects");
+        c.subscribe(vec![filter("x/y")]).await;
+        c.client.unsubscribe("x/y").await.unwrap();
+        c.wait_for(WAIT, |ev| matches!(ev, Event::Incoming(Packet::UnsubAck(_))).then_some(())).await.unwrap();
+        c.client.disconnect().await.unwrap();
+        c.wait_for(WAIT, |ev| matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)).then_some(()))
+            .await
+            .unwrap();
+
+        let mut kinds = Vec::new();
+        let mut version = None;
+        for _ in 0..4 {
+            let (kind, v) = super::events::next_event(&mut obs, "ev5").await;
+            if kind == "disconnected" {
+                assert_eq!(v["disconnectReason"], "CLIENT_INITIATED_DISCONNECT");
+                assert_eq!(v["clientInitiatedDisconnect"], true);
+                assert_eq!(v["versionNumber"].as_u64(), version, "same version as connected");
+            }
+            if kind == "connected" {
+                version = v["versionNumber"].as_u64();
+            }
+            if kind.ends_with("subscribed") {
+                assert_eq!(v["topics"], serde_json::json!(["x/y"]));
+            }
+            kinds.push(kind);
+        }
+        assert_eq!(kinds, ["connected", "subscribed", "unsubscribed", "disconnected"]);
+        versions.push(version.expect("a version"));
+    }
+    assert!(versions[1] > versions[0], "{versions:?}");
+}

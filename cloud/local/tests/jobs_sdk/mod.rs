@@ -622,3 +622,101 @@ async fn failed_executions_are_retried_and_failures_abort_the_job_as_configured(
     device.mqtt.disconnect().await;
     cloud.shutdown().await;
 }
+
+/// The next `$aws/events/job…` message the observer gets: topic and body.
+async fn next_job_event(observer: &mut Client) -> (String, Value) {
+    observer
+        .wait_for(WAIT, |ev| match ev {
+            Event::Incoming(Incoming::Publish(p)) if p.topic.starts_with("$aws/events/job") => {
+                Some((p.topic.clone(), serde_json::from_slice(&p.payload).unwrap()))
+            }
+            _ => None,
+        })
+        .await
+        .expect("a job event")
+}
+
+/// Runs `job` on the device to SUCCEEDED.
+async fn succeed(device: &mut JobsDevice, job: &str) {
+    let (outcome, body) = device.request("start-next", json!({}), &format!("{job}-s")).await;
+    assert_eq!((outcome.as_str(), &body["execution"]["jobId"]), ("accepted", &json!(job)));
+    let (outcome, _) = device
+        .request(&format!("{job}/update"), json!({"status": "SUCCEEDED", "statusDetails": {"r": "ok"}}), job)
+        .await;
+    assert_eq!(outcome, "accepted");
+}
+
+#[tokio::test]
+async fn job_events_are_published_only_once_enabled_and_the_setting_survives_a_restart() {
+    use aws_sdk_iot::types::{Configuration, EventType};
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = start(dir.path()).await;
+    let iot_client = iot(&cloud);
+    let before = iot_client.describe_event_configurations().send().await.expect("DescribeEventConfigurations");
+    let configs = before.event_configurations().expect("every type listed");
+    assert_eq!(configs.get(&EventType::Job).map(|c| c.enabled()), Some(false), "off by default");
+    assert_eq!(configs.get(&EventType::JobExecution).map(|c| c.enabled()), Some(false));
+
+    let valve = common::create_device(&cloud.registry, "valve-1", ALLOW_ALL);
+    let watcher = common::create_device(&cloud.registry, "events-watcher", ALLOW_ALL);
+    let (host, port) = cloud.endpoints.mqtt.rsplit_once(':').unwrap();
+    let opts = common::mqtt_options(host, port.parse().unwrap(), &cloud.endpoints.ca_file, "events-watcher", &watcher);
+    let (mut observer, _) = Client::connect(opts).await.expect("observer connects");
+    observer.subscribe(&[("$aws/events/#", QoS::AtLeastOnce)]).await.unwrap();
+    let mut device = JobsDevice::connect(&cloud, &valve, &[]).await;
+
+    // Disabled: a job runs to completion without events.
+    iot_client.create_job().job_id("quiet").targets(thing_arn("valve-1")).document("{}").send().await.unwrap();
+    succeed(&mut device, "quiet").await;
+
+    let on = Configuration::builder().enabled(true).build();
+    iot_client
+        .update_event_configurations()
+        .event_configurations(EventType::Job, on.clone())
+        .event_configurations(EventType::JobExecution, on)
+        .send()
+        .await
+        .expect("UpdateEventConfigurations");
+    let after = iot_client.describe_event_configurations().send().await.unwrap();
+    assert_eq!(after.event_configurations().and_then(|c| c.get(&EventType::Job)).map(|c| c.enabled()), Some(true));
+    assert!(after.creation_date().is_some() && after.last_modified_date().is_some());
+
+    // Enabled: the execution's end and the job's completion are published. Events
+    // reach the observer in the order they were published, so an event of the
+    // quiet job would have come first.
+    iot_client.create_job().job_id("loud").targets(thing_arn("valve-1")).document("{}").send().await.unwrap();
+    succeed(&mut device, "loud").await;
+    let (topic, execution) = next_job_event(&mut observer).await;
+    assert_eq!(topic, "$aws/events/jobExecution/loud/succeeded", "{execution}");
+    assert_eq!(execution["eventType"], "JOB_EXECUTION");
+    assert_eq!(execution["status"], "SUCCEEDED");
+    assert_eq!(execution["thingArn"], thing_arn("valve-1"));
+    assert_eq!(execution["statusDetails"], json!({"r": "ok"}));
+    let (topic, job) = next_job_event(&mut observer).await;
+    assert_eq!(topic, "$aws/events/job/loud/completed", "{job}");
+    assert_eq!(job["status"], "COMPLETED");
+    assert_eq!(job["targets"], json!([thing_arn("valve-1")]));
+    assert_eq!(job["jobProcessDetails"]["numberOfSucceededThings"], 1);
+
+    iot_client.delete_job().job_id("loud").send().await.expect("DeleteJob");
+    let (topic, deleted) = next_job_event(&mut observer).await;
+    assert_eq!((topic.as_str(), &deleted["status"]), ("$aws/events/job/loud/deleted", &json!("DELETED")));
+
+    let (code, status) = failed(
+        iot_client
+            .update_event_configurations()
+            .event_configurations(EventType::from("NOT_A_TYPE"), Configuration::builder().enabled(true).build())
+            .send()
+            .await,
+    );
+    assert_eq!((code.as_str(), status), ("InvalidRequestException", 400));
+
+    device.mqtt.disconnect().await;
+    observer.disconnect().await;
+    cloud.shutdown().await;
+    let cloud = start(dir.path()).await;
+    let kept = iot(&cloud).describe_event_configurations().send().await.unwrap();
+    let configs = kept.event_configurations().unwrap();
+    assert_eq!(configs.get(&EventType::JobExecution).map(|c| c.enabled()), Some(true), "persisted");
+    cloud.shutdown().await;
+}
