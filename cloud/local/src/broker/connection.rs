@@ -289,6 +289,13 @@ impl Handshake<'_> {
             },
             _ = self.ctl.token.cancelled() => return,
         };
+        let mut connect = connect;
+        // MQTT 5 lets a client leave its id empty: IoT Core then assigns one and returns it in
+        // CONNACK's Assigned Client Identifier (MQTT 5 §3.1.3.1); the policy is checked on it.
+        let assigned = (connect.protocol == Protocol::V5 && connect.client_id.is_empty()).then(|| {
+            connect.client_id = format!("assigned-{}", uuid::Uuid::new_v4().simple());
+            connect.client_id.clone()
+        });
         let client_id = connect.client_id.clone();
         let protocol = connect.protocol;
         if let Err(refusal) = self.check_connect(&connect) {
@@ -346,6 +353,7 @@ impl Handshake<'_> {
                 let props = connack_properties(
                     lowered_expiry.map(|e| u32::try_from(e).unwrap_or(u32::MAX)),
                     (granted_keep_alive != connect.keep_alive).then_some(granted_keep_alive),
+                    assigned,
                 );
                 codec::put_connack5(&mut outbuf, attached.session_present, reason::SUCCESS, Some(props));
             }
@@ -485,14 +493,18 @@ async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, inbuf: &mut BytesMut
 }
 
 /// The CONNACK properties IoT Core announces to MQTT 5 clients.
-fn connack_properties(session_expiry: Option<u32>, server_keep_alive: Option<u16>) -> ConnAckProperties {
+fn connack_properties(
+    session_expiry: Option<u32>,
+    server_keep_alive: Option<u16>,
+    assigned_client_identifier: Option<String>,
+) -> ConnAckProperties {
     ConnAckProperties {
         session_expiry_interval: session_expiry,
         receive_max: Some(cloud_api::limits::MAX_INFLIGHT_QOS1 as u16),
         max_qos: Some(1),
         retain_available: Some(1),
         max_packet_size: Some(MAX_PACKET_SIZE),
-        assigned_client_identifier: None,
+        assigned_client_identifier,
         topic_alias_max: Some(TOPIC_ALIAS_MAXIMUM),
         reason_string: None,
         user_properties: Vec::new(),

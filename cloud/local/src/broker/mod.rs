@@ -91,8 +91,8 @@
 //! [`BrokerConfig::max_queued_per_session`] messages, dropping the oldest.
 //!
 //! # Not implemented
-//! MQTT 3.1 (CONNECT answered with CONNACK 1), MQTT 5's will delay, assigned
-//! client identifiers and outbound topic aliases, WebSockets, ALPN on 443,
+//! MQTT 3.1 (CONNECT answered with CONNACK 1), MQTT 5's will delay and
+//! outbound topic aliases, WebSockets, ALPN on 443,
 //! custom authorizers, QoS 2, the `iot:ConnectAttributes` policy condition,
 //! throttling (100 publishes/s, 512 KiB/s, 1 CONNECT/s per client id), the
 //! 10 msg/s pacing of stored messages after a resume, retained message

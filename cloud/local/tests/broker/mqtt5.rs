@@ -155,6 +155,32 @@ async fn mqtt5_connack_announces_iot_core_limits_and_features() {
 }
 
 #[tokio::test]
+async fn an_empty_mqtt5_client_id_gets_an_assigned_one_that_the_policy_is_checked_on() {
+    let cloud = TestCloud::start().await;
+    let dev = cloud.allow_all_device("v5-assigned");
+    let (mut c, ack) = Client5::connect(options5(&cloud, "", &dev)).await.unwrap();
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    let assigned = ack.properties.and_then(|p| p.assigned_client_identifier).expect("an assigned client id");
+    assert!(!assigned.is_empty() && !assigned.starts_with('$'), "{assigned}");
+    // The connection works under that id.
+    assert_eq!(c.subscribe(vec![filter("v5/assigned")]).await, [SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    assert_eq!(c.publish_acked("v5/assigned", "hi", None).await, PubAckReason::Success);
+    assert_eq!(c.recv().await.payload.as_ref(), b"hi");
+    let (_again, ack) = Client5::connect(options5(&cloud, "", &dev)).await.unwrap();
+    let other = ack.properties.and_then(|p| p.assigned_client_identifier).unwrap();
+    assert_ne!(other, assigned, "each connection gets its own");
+
+    // A policy that allows only named clients refuses an assigned one.
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"iot:Connect","Resource":"{}"}}]}}"#,
+        cloud.arn("client/named-*")
+    );
+    let named = cloud.device("v5-named-only", &policy);
+    let refused = Client5::connect(options5(&cloud, "", &named)).await.err().unwrap();
+    assert_eq!(refused, "connection error: refused NotAuthorized");
+}
+
+#[tokio::test]
 async fn mqtt5_connect_refusals_carry_reason_codes() {
     let cloud = TestCloud::start().await;
     let policy = format!(
