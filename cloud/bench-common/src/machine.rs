@@ -67,6 +67,14 @@ pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
     field(&status, key).and_then(|v| kib(&v))
 }
 
+/// `VmRSS` and `VmHWM` of a process from one read of `/proc/{pid}/status`, KiB (two reads may
+/// see the resident set change in between, and the peak then look lower than the current).
+pub fn rss_and_hwm_kib(pid: u32) -> (Option<u64>, Option<u64>) {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return (None, None) };
+    let get = |key| field(&status, key).and_then(|v| kib(&v));
+    (get("VmRSS"), get("VmHWM"))
+}
+
 /// Resident set size of a process (`VmRSS`), KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
@@ -161,8 +169,7 @@ mod tests {
         assert!(rss_kib(me).unwrap() > 0 && hwm_kib(me).unwrap() > 0);
         // One read of /proc: two reads may see the resident set shrink in between (other test
         // threads free memory), and the kernel's counters are approximate across reads.
-        let text = std::fs::read_to_string(format!("/proc/{me}/status")).unwrap();
-        let (rss, hwm) = (field(&text, "VmRSS").and_then(|v| kib(&v)), field(&text, "VmHWM").and_then(|v| kib(&v)));
+        let (rss, hwm) = rss_and_hwm_kib(me);
         assert!(hwm.unwrap() >= rss.unwrap(), "{rss:?} {hwm:?}");
         assert!(cpu_ticks(me).is_some());
     }

@@ -127,11 +127,8 @@ fn summarize(pids: &[(u32, PidFigures)]) -> (Option<u64>, Option<u64>, u64) {
 }
 
 fn read(pid: u32) -> Option<PidFigures> {
-    Some(PidFigures {
-        rss_kib: machine::rss_kib(pid),
-        hwm_kib: machine::hwm_kib(pid),
-        cpu_ticks: machine::cpu_ticks(pid)?,
-    })
+    let (rss_kib, hwm_kib) = machine::rss_and_hwm_kib(pid);
+    Some(PidFigures { rss_kib, hwm_kib, cpu_ticks: machine::cpu_ticks(pid)? })
 }
 
 #[derive(Debug, Default)]
