@@ -850,21 +850,27 @@ async fn run(recorder: Recorder, ctx: Context, mut deployed: Deployed, mut rx: m
                     tracing::warn!("cannot clear the rolled-back nucleus: {e}");
                 }
                 activation = nucleus_update::Activation::Normal;
-                failure(
+                Outcome::Finished(failure(
                     DetailedDeploymentStatus::FailedRollbackComplete,
                     &cause,
                     &["NUCLEUS_UPDATE", "NUCLEUS_ROLLBACK"],
-                )
+                ))
             }
-            _ => match deploy(&ctx, &supervisor, &mut deployed, &request, &activation, &mut observed).await {
-                Outcome::Finished(details) => details,
-                Outcome::Restarting => {
-                    // The deployment goes on in the new core: the cloud hands it over again.
-                    tracing::info!(deployment = %request.id, "restarting into the new nucleus");
-                    ctx.restart.request();
-                    return;
-                }
-            },
+            _ => {
+                // The deployment that brought this core, carried on by it on probation.
+                let carrying_on = matches!(activation, nucleus_update::Activation::OnProbation { .. })
+                    && wanted_nucleus.as_deref() == Some(ctx.nucleus_version.as_str());
+                deploy(&ctx, &supervisor, &mut deployed, &request, carrying_on, &mut observed).await
+            }
+        };
+        let details = match details {
+            Outcome::Finished(details) => details,
+            Outcome::Restarting => {
+                // The deployment goes on in the new core: the cloud hands it over again.
+                tracing::info!(deployment = %request.id, "restarting into the new nucleus");
+                ctx.restart.request();
+                return;
+            }
         };
         recorder.set_observed(&request.id, observed);
         let proved = details.detailed_deployment_status == DetailedDeploymentStatus::Successful
@@ -929,7 +935,7 @@ async fn deploy(
     supervisor: &Supervisor,
     deployed: &mut Deployed,
     request: &Request,
-    activation: &nucleus_update::Activation,
+    carrying_on: bool,
     observed: &mut Observed,
 ) -> Outcome {
     let prepared = match fetch_and_prepare(ctx, supervisor, deployed, request).await {
@@ -944,10 +950,7 @@ async fn deploy(
     // ---- component update gate: notices, deferral, validation (see `update_gate`) ----
     // The deployment that brought this core, carried on by it on probation, went through the gate
     // in the core before (the nucleus's KERNEL_ACTIVATION stage notifies and validates nothing).
-    let wanted_nucleus = request.add.get(nucleus_update::NUCLEUS);
-    if matches!(activation, nucleus_update::Activation::OnProbation { .. })
-        && wanted_nucleus == Some(&ctx.nucleus_version)
-    {
+    if carrying_on {
         tracing::info!(deployment = %request.id, "carrying on the nucleus update: no notices, no validation");
         return Outcome::Finished(apply_prepared(ctx, supervisor, deployed, request, prepared).await);
     }
