@@ -40,9 +40,11 @@ class Endpoints:
     ca_file: str
     region: str
     account_id: str
-    # The administrator's key pair (`credentials` in endpoints.json): S3 verifies signatures.
+    # The administrator's key pair (`credentials` in endpoints.json): every HTTP API verifies signatures.
     access_key_id: str = ""
     secret_access_key: str = ""
+    # The AWS IoT credentials provider's base URL (mutual TLS).
+    credentials_provider: str = ""
 
     @classmethod
     def from_json(cls, doc: dict) -> "Endpoints":
@@ -57,6 +59,7 @@ class Endpoints:
             account_id=doc["accountId"],
             access_key_id=credentials.get("accessKeyId", ""),
             secret_access_key=credentials.get("secretAccessKey", ""),
+            credentials_provider=doc.get("credentialsProvider", ""),
         )
 
     def arn(self, resource: str) -> str:
@@ -64,15 +67,23 @@ class Endpoints:
         return f"arn:aws:iot:{self.region}:{self.account_id}:{resource}"
 
 
-def boto_client(endpoints: Endpoints, service: str):
-    """A boto3 client for `iot` or `iot-data` pointed at the local cloud.
+def boto_client(
+    endpoints: Endpoints,
+    service: str,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    session_token: str | None = None,
+):
+    """A boto3 client for `iot`, `iot-data`, `greengrassv2`, `iam`, ... pointed at the local cloud.
 
-    Any credentials work (the local cloud does not verify SigV4). Retries are
-    off so a failing call reports its first error rather than a retried one.
+    It signs with the administrator's key pair from `endpoints.json` (the local cloud
+    verifies every SigV4 signature), or with the key given. Retries are off so a failing
+    call reports its first error rather than a retried one.
     """
     session = boto3.session.Session(
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
+        aws_access_key_id=access_key_id or endpoints.access_key_id,
+        aws_secret_access_key=secret_access_key or endpoints.secret_access_key,
+        aws_session_token=session_token,
         region_name=endpoints.region,
     )
     config = Config(
@@ -85,7 +96,7 @@ def boto_client(endpoints: Endpoints, service: str):
 
 def s3_client(endpoints: Endpoints, secret_access_key: str | None = None):
     """A boto3 `s3` client, path-style, signing with the administrator's key pair
-    from `endpoints.json` (S3 checks signatures; pass another secret to be refused)."""
+    from `endpoints.json` (pass another secret to be refused)."""
     session = boto3.session.Session(
         aws_access_key_id=endpoints.access_key_id,
         aws_secret_access_key=secret_access_key or endpoints.secret_access_key,

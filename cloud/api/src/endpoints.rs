@@ -36,6 +36,13 @@ pub struct Endpoints {
     /// the local cloud served Greengrass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub greengrass_data_plane: Option<String>,
+    /// Base URL of the AWS IoT credentials provider (HTTPS with mutual TLS:
+    /// `GET /role-aliases/{alias}/credentials`), e.g. `https://127.0.0.1:8443` for the local
+    /// cloud (the Greengrass data plane's listener); real AWS:
+    /// `https://{prefix}.credentials.iot.{region}.amazonaws.com` (DescribeEndpoint
+    /// `iot:CredentialProvider`). Absent in files written before the local cloud served it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_provider: Option<String>,
 }
 
 /// An access key id and its secret: what a client signs SigV4 requests with.
@@ -86,6 +93,7 @@ mod tests {
             account_id: "000000000000".into(),
             credentials: None,
             greengrass_data_plane: None,
+            credentials_provider: None,
         }
     }
 

@@ -52,7 +52,7 @@ pub struct JobsResult {
 /// Runs the benchmark against the `local-cloud` binary `bin`.
 pub async fn run(bin: &Path, data_dir: &Path, things: usize, rounds: usize) -> anyhow::Result<JobsResult> {
     let (child, endpoints, ca_pem) = spawn(bin, data_dir).await?;
-    let iot = iot_client(&endpoints.http);
+    let iot = iot_client(&endpoints);
     let arn = |resource: &str| format!("arn:aws:iot:{}:{}:{resource}", endpoints.region, endpoints.account_id);
     let policy = format!(
         r#"{{"Version":"2012-10-17","Statement":[

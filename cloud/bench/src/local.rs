@@ -133,8 +133,14 @@ pub fn target(
     Ok(Target { kind: Kind::LocalCloud, name: "local cloud".into(), host, port, ca_pem, pid, identities, idle })
 }
 
-/// An `aws-sdk-iot` client for the local cloud at `http`.
-pub fn iot_client(http: &str) -> aws_sdk_iot::Client {
+/// An `aws-sdk-iot` client for the local cloud of `endpoints`, signing with its administrator's
+/// key pair (the local cloud verifies every signature).
+pub fn iot_client(endpoints: &cloud_api::endpoints::Endpoints) -> aws_sdk_iot::Client {
+    let (id, secret) = endpoints
+        .credentials
+        .as_ref()
+        .map(|p| (p.access_key_id.clone(), p.secret_access_key.clone()))
+        .unwrap_or_default();
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     // The SDK's default HTTPS client would bring a second crypto provider; use ring, like the rest.
     let http_client =
@@ -142,8 +148,8 @@ pub fn iot_client(http: &str) -> aws_sdk_iot::Client {
     let config = aws_sdk_iot::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDBENCH", "secret", None, None, "broker-bench"))
-        .endpoint_url(http)
+        .credentials_provider(Credentials::new(id, secret, None, None, "broker-bench"))
+        .endpoint_url(&endpoints.http)
         .http_client(http_client)
         .build();
     aws_sdk_iot::Client::from_conf(config)
@@ -234,7 +240,7 @@ pub async fn thing(iot: &aws_sdk_iot::Client, name: String, policy: &str) -> any
 }
 
 async fn provision(e: &Endpoints, plan: &Plan) -> anyhow::Result<(HashMap<String, Identity>, Identity)> {
-    let iot = iot_client(&e.http);
+    let iot = iot_client(e);
     for (name, document) in policies(&e.region, &e.account_id) {
         iot.create_policy()
             .policy_name(name)

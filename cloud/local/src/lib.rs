@@ -1,4 +1,5 @@
-//! The local cloud: AWS IoT Core, Amazon S3 and AWS IoT Greengrass V2 (components) in one process.
+//! The local cloud: AWS IoT Core, Amazon S3, AWS IoT Greengrass V2 and IAM (the subsets the
+//! solution uses) in one process.
 //!
 //! # Layout
 //! - [`server`]: [`server::LocalCloud`], the embeddable server; starts everything
@@ -10,11 +11,16 @@
 //! - [`bus`]: the channel services publish MQTT messages through, and the hook
 //!   the broker calls for topics a service owns.
 //! - [`shadows`]: the Device Shadow service (MQTT and HTTP share it).
-//! - [`broker`]: the MQTT 3.1.1 broker over mutual TLS.
+//! - [`broker`]: the MQTT 3.1.1 and 5 broker over mutual TLS.
 //! - [`http`]: the AWS-compatible HTTP endpoint (control plane and data plane).
 //! - [`events`]: AWS IoT's event messages (lifecycle, subscription, jobs), pure, and the
 //!   event configurations.
 //! - [`credentials`]: the administrator's SigV4 key pair.
+//! - [`iam`]: IAM roles and inline policies, temporary credentials, and SigV4 verification and
+//!   authorization of every HTTP request other than S3's.
+//! - [`iot_credentials`]: the AWS IoT credentials provider: role aliases, and certificates
+//!   traded for temporary credentials.
+//! - [`mtls`]: the mutual-TLS HTTPS listener (Greengrass data plane, credentials provider).
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
 //! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
 //!   timers, continuous jobs; an in-process interface for other services.
@@ -30,7 +36,10 @@ pub mod credentials;
 pub mod events;
 pub mod greengrass;
 pub mod http;
+pub mod iam;
+pub mod iot_credentials;
 pub mod jobs;
+pub mod mtls;
 pub mod provisioning;
 pub mod registry;
 pub mod s3;

@@ -40,7 +40,7 @@ enum Command {
         /// Account id in ARNs.
         #[arg(long, default_value = "000000000000")]
         account_id: String,
-        /// The administrator's access key id (S3 verifies signatures against it); without it,
+        /// The administrator's access key id (every HTTP API verifies signatures against it); without it,
         /// a pair is generated on the first start and kept in the data directory.
         #[arg(long, env = "LOCAL_CLOUD_ACCESS_KEY_ID", requires = "secret_access_key")]
         access_key_id: Option<String>,

@@ -43,7 +43,7 @@ pub struct Config {
     pub region: String,
     /// Account id reported in ARNs and `endpoints.json`.
     pub account_id: String,
-    /// The administrator's key pair, which S3 verifies signatures against; `None`:
+    /// The administrator's key pair, which every HTTP API verifies signatures against; `None`:
     /// the pair kept in the data directory (made at random on the first start).
     pub admin_credentials: Option<AccessKeyPair>,
     /// The URL clients reach the HTTP endpoint at, when that is not the listener's own address
@@ -105,6 +105,10 @@ pub struct LocalCloud {
     pub deployments: Deployments,
     /// Fleet provisioning (templates, claims), for in-process use.
     pub provisioning: ProvisioningService,
+    /// IAM (roles, temporary credentials), for in-process use.
+    pub iam: crate::iam::Iam,
+    /// The credentials provider (role aliases), for in-process use.
+    pub iot_credentials: crate::iot_credentials::IotCredentials,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
@@ -161,7 +165,8 @@ impl LocalCloud {
         let shutdown = CancellationToken::new();
         let tls = ca.server_tls_config().context("building the TLS configuration (MQTT, Greengrass data plane)")?;
         let http_url = config.public_http_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-        let s3 = LocalS3::open(store.clone(), &data_dir, &config.region, &http_url, admin.clone())
+        let iam = crate::iam::Iam::new(store.clone(), clock.clone(), admin.clone(), &config.region, &config.account_id);
+        let s3 = LocalS3::open(store.clone(), &data_dir, &config.region, &http_url, admin.clone(), iam.clone())
             .context("opening S3 storage")?;
         let events = Arc::new(
             crate::events::EventSettings::open(store.clone(), clock.clone()).context("loading event configurations")?,
@@ -177,6 +182,8 @@ impl LocalCloud {
         .context("loading jobs")?;
         let provisioning = ProvisioningService::open(store.clone(), registry.clone(), bus.clone(), clock.clone())
             .context("loading provisioning templates")?;
+        let iot_credentials =
+            crate::iot_credentials::IotCredentials::new(store.clone(), clock.clone(), iam.clone(), registry.clone());
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.
@@ -200,6 +207,9 @@ impl LocalCloud {
             jobs: jobs.clone(),
             provisioning: provisioning.clone(),
             events,
+            iot_credentials: iot_credentials.clone(),
+            credentials_endpoint: gg_addr.to_string(),
+            iam: iam.clone(),
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())
@@ -228,6 +238,7 @@ impl LocalCloud {
         let greengrass_then_s3 = greengrass
             .control_plane()
             .merge(crate::greengrass::deployments_http::routes(deployments.clone()))
+            .route_layer(axum::middleware::from_fn_with_state(iam.clone(), crate::iam::auth::authorize))
             .fallback_service(crate::s3::route::fallback(s3.service()));
         let iot = crate::http::router_with_fallback(state, greengrass_then_s3);
         let app = crate::s3::route::front(iot, s3.service());
@@ -239,7 +250,11 @@ impl LocalCloud {
             }
         }));
 
-        let data_plane = crate::greengrass::dataplane::serve(gg_listener, tls, greengrass.clone(), shutdown.clone());
+        // The Greengrass data plane and the credentials provider: both called with a device
+        // certificate (on AWS two endpoints, here one mutual-TLS listener).
+        let device_routes = crate::greengrass::dataplane::routes(greengrass.clone())
+            .merge(crate::iot_credentials::http::provider_routes(iot_credentials.clone()));
+        let data_plane = crate::mtls::serve(gg_listener, tls, device_routes, shutdown.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = data_plane.await {
                 tracing::error!(error = %e, "Greengrass data plane stopped");
@@ -254,6 +269,7 @@ impl LocalCloud {
             account_id: config.account_id.clone(),
             credentials: Some(admin),
             greengrass_data_plane: Some(format!("https://{gg_addr}")),
+            credentials_provider: Some(format!("https://{gg_addr}")),
         };
         let json = serde_json::to_vec_pretty(&endpoints)?;
         crate::ca::write_atomic(&data_dir.join("endpoints.json"), &json, true).context("writing endpoints.json")?;
@@ -269,6 +285,8 @@ impl LocalCloud {
             greengrass,
             deployments,
             provisioning,
+            iam,
+            iot_credentials,
             shutdown,
             tasks,
             store,

@@ -95,8 +95,24 @@ async fn start_api() -> Api {
         clock.clone(),
     )
     .unwrap();
+    let admin =
+        local_cloud::credentials::AccessKeyPair { access_key_id: ADMIN.0.into(), secret_access_key: ADMIN.1.into() };
+    let iam = local_cloud::iam::Iam::new(store.clone(), clock.clone(), admin, "us-east-1", "000000000000");
+    let iot_credentials =
+        local_cloud::iot_credentials::IotCredentials::new(store.clone(), clock.clone(), iam.clone(), registry.clone());
     let shadows = ShadowService::new(store, bus.clone(), clock);
-    let state = AppState { registry, shadows, bus, mqtt_endpoint: MQTT_ENDPOINT.into(), jobs, provisioning, events };
+    let state = AppState {
+        registry,
+        shadows,
+        bus,
+        mqtt_endpoint: MQTT_ENDPOINT.into(),
+        jobs,
+        provisioning,
+        events,
+        iot_credentials,
+        credentials_endpoint: "127.0.0.1:8443".into(),
+        iam,
+    };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
@@ -105,11 +121,14 @@ async fn start_api() -> Api {
     Api { url, bus: rx, server, _dir: dir }
 }
 
+/// The administrator's key pair of the API under test: every request must be signed with it.
+const ADMIN: (&str, &str) = ("AKID", "SECRET");
+
 fn iot(url: &str) -> aws_sdk_iot::Client {
     let conf = aws_sdk_iot::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+        .credentials_provider(Credentials::new(ADMIN.0, ADMIN.1, None, None, "test"))
         .endpoint_url(url)
         .http_client(common::sdk_http_client())
         .retry_config(RetryConfig::disabled())
@@ -121,7 +140,7 @@ fn data(url: &str) -> aws_sdk_iotdataplane::Client {
     let conf = aws_sdk_iotdataplane::Config::builder()
         .behavior_version(aws_sdk_iotdataplane::config::BehaviorVersion::latest())
         .region(aws_sdk_iotdataplane::config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+        .credentials_provider(Credentials::new(ADMIN.0, ADMIN.1, None, None, "test"))
         .endpoint_url(url)
         .http_client(common::sdk_http_client())
         .retry_config(aws_sdk_iotdataplane::config::retry::RetryConfig::disabled())
@@ -154,13 +173,37 @@ impl RawResponse {
     }
 }
 
+/// SigV4 headers for a request, signed for `iot` with the administrator's pair (as an SDK would).
+fn sign(addr: &str, method: &str, path: &str, body: &[u8]) -> String {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = Credentials::new(ADMIN.0, ADMIN.1, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("iot")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let uri = format!("http://{addr}{path}");
+    let headers = [("host", addr), ("content-type", "application/json")];
+    let request = SignableRequest::new(method, &uri, headers.into_iter(), SignableBody::Bytes(body)).unwrap();
+    let (instructions, _) = sign(request, &params).unwrap().into_parts();
+    instructions.headers().map(|(k, v)| format!("{k}: {v}\r\n")).collect()
+}
+
 async fn raw(url: &str, method: &str, path: &str, body: &[u8]) -> RawResponse {
     let addr = url.trim_start_matches("http://");
+    raw_with(addr, method, path, body, &sign(addr, method, path, body)).await
+}
+
+/// A raw exchange with the given authentication headers (each ending in CRLF).
+async fn raw_with(addr: &str, method: &str, path: &str, body: &[u8], auth: &str) -> RawResponse {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/iot/aws4_request, \
-         SignedHeaders=host, Signature=00\r\nConnection: close\r\n\r\n",
+         {auth}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -911,7 +954,12 @@ async fn raw_publish_takes_a_topic_with_unencoded_slashes() {
 #[tokio::test]
 async fn local_cloud_serves_the_http_api() {
     let dir = tempfile::tempdir().unwrap();
-    let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.unwrap();
+    let mut config = Config::ephemeral(dir.path());
+    config.admin_credentials = Some(local_cloud::credentials::AccessKeyPair {
+        access_key_id: ADMIN.0.into(),
+        secret_access_key: ADMIN.1.into(),
+    });
+    let cloud = LocalCloud::start(config).await.unwrap();
     let http = cloud.endpoints.http.clone();
     assert!(http.starts_with("http://127.0.0.1:"), "{http}");
     let iot = iot(&http);
@@ -920,5 +968,58 @@ async fn local_cloud_serves_the_http_api() {
     let endpoint = iot.describe_endpoint().endpoint_type("iot:Data-ATS").send().await.unwrap();
     let mqtt_host = cloud.endpoints.mqtt.rsplit_once(':').unwrap().0;
     assert_eq!(endpoint.endpoint_address(), Some(mqtt_host));
+    let provider = iot.describe_endpoint().endpoint_type("iot:CredentialProvider").send().await.unwrap();
+    let provider_url = cloud.endpoints.credentials_provider.clone().unwrap();
+    assert_eq!(
+        provider.endpoint_address(),
+        Some(provider_url.trim_start_matches("https://").rsplit_once(':').unwrap().0)
+    );
     cloud.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_not_signed_by_a_known_key_get_awss_authentication_errors() {
+    let api = start_api().await;
+    let with = |id: &str, secret: &str| {
+        let conf = aws_sdk_iot::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(id, secret, None, None, "test"))
+            .endpoint_url(&api.url)
+            .http_client(common::sdk_http_client())
+            .retry_config(RetryConfig::disabled())
+            .build();
+        aws_sdk_iot::Client::from_conf(conf)
+    };
+    let (code, status) = common::failed(with(ADMIN.0, "not-the-secret").list_things().send().await);
+    assert_eq!((code.as_str(), status), ("InvalidSignatureException", 403));
+    let (code, status) = common::failed(with("AKIDNOBODY", ADMIN.1).list_things().send().await);
+    assert_eq!((code.as_str(), status), ("UnrecognizedClientException", 403));
+    // Temporary-looking credentials that were never issued.
+    let (code, status) = common::failed(
+        aws_sdk_iot::Client::from_conf(
+            with(ADMIN.0, ADMIN.1)
+                .config()
+                .to_builder()
+                .credentials_provider(Credentials::new("ASIANEVERISSUED", "s", Some("token".into()), None, "t"))
+                .build(),
+        )
+        .list_things()
+        .send()
+        .await,
+    );
+    assert_eq!((code.as_str(), status), ("UnrecognizedClientException", 403));
+
+    let addr = api.url.trim_start_matches("http://");
+    let r = raw_with(addr, "GET", "/things", b"", "").await;
+    assert_eq!((r.status, r.header("x-amzn-ErrorType")), (403, Some("MissingAuthenticationTokenException")));
+    // A signature over other content: the body changed after signing.
+    let headers = sign(addr, "POST", "/things/pump-1", b"{}");
+    let r = raw_with(addr, "POST", "/things/pump-1", b"{\"attributePayload\":{}}", &headers).await;
+    assert_eq!((r.status, r.header("x-amzn-ErrorType")), (403, Some("InvalidSignatureException")));
+    assert!(r.json()["message"].as_str().unwrap().contains("does not match"), "{:?}", r.json());
+    // A header that is not SigV4 at all.
+    let bad = "Authorization: AWS4-HMAC-SHA256 Credential=AKID/2024/us-east-1/iot/aws4_request, SignedHeaders=host, Signature=00\r\n";
+    let r = raw_with(addr, "GET", "/things", b"", bad).await;
+    assert_eq!((r.status, r.header("x-amzn-ErrorType")), (403, Some("IncompleteSignatureException")));
 }

@@ -14,6 +14,7 @@
 mod common;
 mod deployments_sdk;
 mod greengrass_sdk;
+mod iam_sdk;
 mod jobs_sdk;
 mod provisioning_sdk;
 mod s3_sdk;
@@ -21,7 +22,6 @@ mod thing_groups_sdk;
 
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
 use aws_sdk_iot::config::{BehaviorVersion, Region};
 use aws_smithy_types::Blob;
 use common::{Client, Device, WAIT};
@@ -46,9 +46,10 @@ const THING_POLICY: &str = r#"{
   ]
 }"#;
 
-fn sdk_config(http: &str) -> (aws_sdk_iot::Client, aws_sdk_iotdataplane::Client) {
+fn sdk_config(endpoints: &local_cloud::server::Endpoints) -> (aws_sdk_iot::Client, aws_sdk_iotdataplane::Client) {
     let http_client = common::sdk_http_client();
-    let creds = Credentials::new("AKIDLOCAL", "secret", None, None, "test");
+    let http = &endpoints.http;
+    let creds = common::admin(endpoints);
     let iot = aws_sdk_iot::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -101,7 +102,7 @@ async fn shadow_over_http(data: &aws_sdk_iotdataplane::Client) -> Value {
 async fn sdk_provisioned_device_follows_desired_state_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.unwrap();
-    let (iot, data) = sdk_config(&cloud.endpoints.http);
+    let (iot, data) = sdk_config(&cloud.endpoints);
 
     let endpoint = iot.describe_endpoint().endpoint_type("iot:Data-ATS").send().await.expect("DescribeEndpoint");
     assert!(endpoint.endpoint_address().is_some_and(|a| !a.is_empty()));
@@ -177,7 +178,7 @@ async fn sdk_provisioned_device_follows_desired_state_and_survives_a_restart() {
 
     // Restart on the same data directory: registry, certificate and shadow are still there.
     let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.unwrap();
-    let (iot, data) = sdk_config(&cloud.endpoints.http);
+    let (iot, data) = sdk_config(&cloud.endpoints);
     let thing = iot.describe_thing().thing_name(THING).send().await.expect("thing survives");
     assert_eq!(thing.thing_name(), Some(THING));
     assert_eq!(shadow_over_http(&data).await["version"].as_u64(), Some(version + 1));

@@ -324,6 +324,7 @@ pub async fn provision_core_device(
                 .as_ref()
                 .map(|_| format!("https://greengrass-ats.iot.{}.amazonaws.com:8443", scope.region))
         }),
+        credentials_provider: None,
     };
     write_json(&files.endpoints, &endpoints)?;
     let record = Record {

@@ -10,13 +10,16 @@ use common::{Provisioning as _, TestCloud};
 
 /// Runs the binary with AWS settings from the environment only; shared config files and
 /// instance metadata are switched off so nothing but loopback is ever asked.
-async fn provision(args: &[&str], home: &Path) -> Output {
+/// The key pair of tests whose endpoint is never reached.
+const UNUSED_KEYS: (&str, &str) = ("AKIDLOCAL", "local-secret");
+
+async fn provision(args: &[&str], home: &Path, keys: (&str, &str)) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_provision"));
     cmd.args(args)
         .env_clear()
         .env("HOME", home)
-        .env("AWS_ACCESS_KEY_ID", "AKIDLOCAL")
-        .env("AWS_SECRET_ACCESS_KEY", "local-secret")
+        .env("AWS_ACCESS_KEY_ID", keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", keys.1)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_CONFIG_FILE", home.join("no-config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
@@ -45,18 +48,20 @@ async fn binary_provisions_reruns_idempotently_and_deprovisions() {
     );
     let core = ["core", "--thing", "pump-core-1", "--out", out, "--root-ca", &ca, "--mqtt-port", &port];
     let args: Vec<&str> = core.iter().copied().chain(["--endpoint-url", http.as_str()]).collect();
-    let first = provision(&args, home.path()).await;
+    let admin = cloud.cloud.endpoints.credentials.clone().expect("the administrator's key pair");
+    let keys = (admin.access_key_id.as_str(), admin.secret_access_key.as_str());
+    let first = provision(&args, home.path(), keys).await;
     assert!(first.status.success(), "{}", text(&first));
     assert!(text(&first).contains("created certificate"), "{}", text(&first));
     let endpoints: cloud_api::endpoints::Endpoints =
         serde_json::from_slice(&std::fs::read(out_dir.join("endpoints.json")).unwrap()).unwrap();
     assert_eq!(endpoints.http, http, "the data plane defaults to --endpoint-url");
 
-    let again = provision(&args, home.path()).await;
+    let again = provision(&args, home.path(), keys).await;
     assert!(again.status.success(), "{}", text(&again));
     assert!(text(&again).contains("nothing changed"), "{}", text(&again));
 
-    let down = provision(&["deprovision", "--thing", "pump-core-1", "--endpoint-url", &http], home.path()).await;
+    let down = provision(&["deprovision", "--thing", "pump-core-1", "--endpoint-url", &http], home.path(), keys).await;
     assert!(down.status.success(), "{}", text(&down));
     assert!(text(&down).contains("deleted thing pump-core-1"), "{}", text(&down));
     cloud.stop().await;
@@ -77,6 +82,7 @@ async fn binary_exit_codes_tell_configuration_faults_from_unreachable_endpoints(
     let bad_name = provision(
         &["core", "--thing", "bad/name", "--out", out, "--root-ca", ca, "--endpoint-url", &endpoint],
         home.path(),
+        UNUSED_KEYS,
     )
     .await;
     assert_eq!(bad_name.status.code(), Some(78), "{}", text(&bad_name));
@@ -85,18 +91,21 @@ async fn binary_exit_codes_tell_configuration_faults_from_unreachable_endpoints(
     let policy = home.path().join("policy.json");
     std::fs::write(&policy, "{ not json").unwrap();
     let args = ["core", "--thing", "t1", "--out", out, "--root-ca", ca, "--endpoint-url", &endpoint, "--policy-file"];
-    let bad_policy = provision(&[&args[..], &[policy.to_str().unwrap()]].concat(), home.path()).await;
+    let bad_policy = provision(&[&args[..], &[policy.to_str().unwrap()]].concat(), home.path(), UNUSED_KEYS).await;
     assert_eq!(bad_policy.status.code(), Some(78), "{}", text(&bad_policy));
     assert!(text(&bad_policy).contains("not JSON"), "{}", text(&bad_policy));
 
     let missing = home.path().join("missing.json");
-    let unreadable = provision(&[&args[..], &[missing.to_str().unwrap()]].concat(), home.path()).await;
+    let unreadable = provision(&[&args[..], &[missing.to_str().unwrap()]].concat(), home.path(), UNUSED_KEYS).await;
     assert_eq!(unreadable.status.code(), Some(78), "{}", text(&unreadable));
     assert!(text(&unreadable).contains("cannot read"), "{}", text(&unreadable));
 
-    let unreachable =
-        provision(&["core", "--thing", "t1", "--out", out, "--root-ca", ca, "--endpoint-url", &endpoint], home.path())
-            .await;
+    let unreachable = provision(
+        &["core", "--thing", "t1", "--out", out, "--root-ca", ca, "--endpoint-url", &endpoint],
+        home.path(),
+        UNUSED_KEYS,
+    )
+    .await;
     assert_eq!(unreachable.status.code(), Some(1), "{}", text(&unreachable));
     assert!(text(&unreachable).contains("could not be reached"), "{}", text(&unreachable));
     assert!(text(&unreachable).contains("Retry"), "{}", text(&unreachable));
@@ -114,6 +123,6 @@ async fn binary_exit_codes_tell_configuration_faults_from_unreachable_endpoints(
     assert_eq!(no_credentials.status.code(), Some(78), "{}", text(&no_credentials));
     assert!(text(&no_credentials).contains("no credentials"), "{}", text(&no_credentials));
 
-    let usage = provision(&["core", "--out", out], home.path()).await;
+    let usage = provision(&["core", "--out", out], home.path(), UNUSED_KEYS).await;
     assert_eq!(usage.status.code(), Some(64), "{}", text(&usage));
 }

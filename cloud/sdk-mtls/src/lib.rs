@@ -44,6 +44,40 @@ impl MtlsHttpClient {
             .build::<_, SdkBody>(https);
         Self { client }
     }
+
+    /// A plain `GET` of `url` with `headers` (outside the SDK: the AWS IoT credentials
+    /// provider has no SDK operation): the status and the whole body, at most `limit` bytes.
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)], limit: usize) -> Result<(u16, Vec<u8>), GetError> {
+        use http_body_util::BodyExt as _;
+        let mut request = http::Request::get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(SdkBody::empty()).map_err(|e| GetError::Request(e.to_string()))?;
+        let response = self.client.request(request).await.map_err(|e| GetError::Connect(format!("{e:?}")))?;
+        let status = response.status().as_u16();
+        let body = http_body_util::Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| GetError::Body(e.to_string()))?
+            .to_bytes()
+            .to_vec();
+        Ok((status, body))
+    }
+}
+
+/// Why [`MtlsHttpClient::get`] got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// The URL or a header is malformed: fix the input.
+    #[error("bad request: {0}")]
+    Request(String),
+    /// No connection, or the TLS handshake failed (a wrong or revoked certificate, say): retry or fix the identity.
+    #[error("cannot reach the server: {0}")]
+    Connect(String),
+    /// The body broke off or was larger than allowed.
+    #[error("reading the answer: {0}")]
+    Body(String),
 }
 
 impl HttpConnector for MtlsHttpClient {

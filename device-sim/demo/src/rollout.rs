@@ -34,20 +34,13 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// The clients for `endpoints`, signing with its administrator key pair (the local cloud's S3
+    /// The clients for `endpoints`, signing with its administrator key pair (the local cloud
     /// checks signatures; on AWS the default credential chain stands here).
     pub async fn new(endpoints: &Endpoints) -> anyhow::Result<Self> {
-        let admin = endpoints.credentials.clone().context("endpoints.json names no administrator key pair")?;
         let options = ClientOptions {
             endpoint_url: Some(endpoints.http.clone()),
             region: Some(endpoints.region.clone()),
-            credentials: Some(aws_credential_types::Credentials::new(
-                admin.access_key_id,
-                admin.secret_access_key,
-                None,
-                None,
-                "pump-station-operator",
-            )),
+            credentials: Some(crate::site::credentials(endpoints)?),
         };
         Ok(Self {
             iot: provision::iot_client(&options).await,

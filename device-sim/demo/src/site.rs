@@ -30,8 +30,6 @@ pub const THING: &str = "pump-station-1";
 pub const VERSION: &str = "1.0.0";
 /// Where the nucleus's artifacts live, as AWS keeps its own components' artifacts.
 const NUCLEUS_BUCKET: &str = "greengrass-nucleus-artifacts";
-/// Any credentials: the local cloud accepts every SigV4 signature (its README says so).
-const ACCESS_KEY: &str = "AKIADEMOLOCALCLOUD00";
 
 /// A component of the deployment: its name, its artifact's file name, its recipe.
 pub struct Component {
@@ -105,9 +103,12 @@ pub const MODEL_1_1_0: ModelComponent = ModelComponent {
     ],
 };
 
-/// Static credentials for the SDK clients.
-pub fn credentials() -> Credentials {
-    Credentials::new(ACCESS_KEY, "demo-secret-key-for-the-local-cloud", None, None, "pump-station-demo")
+/// The administrator's key pair the local cloud writes into `endpoints.json`: every HTTP API
+/// of the local cloud verifies SigV4 signatures against it (on AWS the default credential
+/// chain stands here).
+pub fn credentials(endpoints: &Endpoints) -> anyhow::Result<Credentials> {
+    let pair = endpoints.credentials.as_ref().context("endpoints.json names no administrator key pair")?;
+    Ok(Credentials::new(&pair.access_key_id, &pair.secret_access_key, None, None, "pump-station-demo"))
 }
 
 /// What a site is started with.
@@ -159,7 +160,7 @@ impl Site {
     /// plant and the core start with [`Site::start_site`].
     pub async fn start_cloud_and_device(dir: &Path) -> anyhow::Result<Site> {
         let (cloud, endpoints) = Self::start_cloud(dir).await?;
-        let (iot, data) = Self::clients(&endpoints).await;
+        let (iot, data) = Self::clients(&endpoints).await?;
         let device = Self::provision(&iot, &endpoints, dir).await?;
         Ok(Site {
             dir: dir.to_owned(),
@@ -270,21 +271,21 @@ impl Site {
     }
 
     /// The SDK clients for `endpoints`, through the same code path that targets real AWS.
-    pub async fn clients(endpoints: &Endpoints) -> (aws_sdk_iot::Client, aws_sdk_iotdataplane::Client) {
+    pub async fn clients(endpoints: &Endpoints) -> anyhow::Result<(aws_sdk_iot::Client, aws_sdk_iotdataplane::Client)> {
         let options = ClientOptions {
             endpoint_url: Some(endpoints.http.clone()),
             region: Some(endpoints.region.clone()),
-            credentials: Some(credentials()),
+            credentials: Some(credentials(endpoints)?),
         };
         let iot = provision::iot_client(&options).await;
         let config = aws_sdk_iotdataplane::Config::builder()
             .behavior_version(aws_sdk_iotdataplane::config::BehaviorVersion::latest())
             .region(aws_sdk_iotdataplane::config::Region::new(endpoints.region.clone()))
-            .credentials_provider(credentials())
+            .credentials_provider(credentials(endpoints)?)
             .endpoint_url(endpoints.http.clone())
             .http_client(provision::client::http_client())
             .build();
-        (iot, aws_sdk_iotdataplane::Client::from_conf(config))
+        Ok((iot, aws_sdk_iotdataplane::Client::from_conf(config)))
     }
 
     /// Provisions the core device (thing, certificate from a local key, the shipped policy).

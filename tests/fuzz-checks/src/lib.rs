@@ -19,6 +19,7 @@ mod mqtt5;
 mod policy;
 mod recipe;
 mod shadow;
+mod sigv4;
 
 pub use http::http_body;
 pub use ipc::ipc_frame;
@@ -29,6 +30,7 @@ pub use mqtt5::mqtt5_packet;
 pub use policy::iot_policy;
 pub use recipe::recipe;
 pub use shadow::shadow_document;
+pub use sigv4::sigv4_request;
 
 /// What a parser did with one input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("mqtt_packet", mqtt_packet),
     ("recipe", recipe),
     ("shadow_document", shadow_document),
+    ("sigv4_request", sigv4_request),
 ];
 
 /// Splits `data` at its first NUL byte: the part before it and, if there is one, the part after.

@@ -116,6 +116,7 @@ fn contexts() -> [AuthContext; 2] {
         is_attached: true,
         certificate_id: Some("ab".repeat(32)),
         certificate_subject: [("CommonName".to_owned(), "pump-1".to_owned())].into(),
+        credentials_iot: None,
     };
     let stranger = AuthContext {
         client_id: Some("stranger".into()),

@@ -116,6 +116,23 @@ pub struct AuthContext {
     pub certificate_id: Option<String>,
     /// Subject attributes of the certificate, by name (`CommonName`, `Organization`, …).
     pub certificate_subject: BTreeMap<String, String>,
+    /// For a role policy evaluated for credentials the AWS IoT credentials provider issued:
+    /// what the `credentials-iot:` variables stand for. `None` everywhere else (they then
+    /// match nothing, as in an IoT policy).
+    pub credentials_iot: Option<CredentialsIot>,
+}
+
+/// The `credentials-iot:` policy variables of temporary credentials issued by the AWS IoT
+/// credentials provider ("Authorizing direct calls to AWS services using AWS IoT Core
+/// credential provider": thing variables only when the request named the thing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialsIot {
+    /// `credentials-iot:ThingName`: the `x-amzn-iot-thingname` of the request, if any.
+    pub thing_name: Option<String>,
+    /// `credentials-iot:ThingTypeName`: that thing's type, if it has one.
+    pub thing_type_name: Option<String>,
+    /// `credentials-iot:AwsCertificateId`: the certificate the credentials were issued to.
+    pub certificate_id: String,
 }
 
 /// The outcome of an evaluation.
@@ -248,6 +265,9 @@ impl AuthContext {
             Variable::CertificateSubject { attribute, index: 0 } | Variable::CertificateSubjectList(attribute) => {
                 self.certificate_attribute(attribute)
             }
+            Variable::CredentialsThingName => self.credentials_iot.as_ref()?.thing_name.as_deref(),
+            Variable::CredentialsThingTypeName => self.credentials_iot.as_ref()?.thing_type_name.as_deref(),
+            Variable::CredentialsCertificateId => Some(self.credentials_iot.as_ref()?.certificate_id.as_str()),
             Variable::CertificateSubject { .. } | Variable::Unknown(_) => None,
         }
     }
@@ -723,5 +743,35 @@ mod tests {
         assert_eq!(Action::Receive.resource_type(), "topic");
         assert_eq!(Action::DeleteThingShadow.resource_type(), "thing");
         assert_eq!(Action::AssumeRoleWithCertificate.resource_type(), "rolealias");
+    }
+    #[test]
+    fn role_policy_variables_resolve_only_for_credentials_provider_sessions() {
+        let policy = doc(r#"{"Effect":"Allow","Action":"s3:PutObject",
+                "Resource":"arn:aws:s3:::pump-data/anomalies/${credentials-iot:ThingName}/*"},
+               {"Effect":"Deny","Action":"s3:PutObject","Resource":"*",
+                "Condition":{"StringEquals":{"credentials-iot:AwsCertificateId":"revoked"}}}"#);
+        let session = |thing: Option<&str>, certificate: &str| AuthContext {
+            credentials_iot: Some(CredentialsIot {
+                thing_name: thing.map(str::to_owned),
+                thing_type_name: None,
+                certificate_id: certificate.into(),
+            }),
+            ..AuthContext::default()
+        };
+        let put = |ctx: &AuthContext, key: &str| {
+            evaluate_action(
+                std::slice::from_ref(&policy),
+                "s3:PutObject",
+                &format!("arn:aws:s3:::pump-data/{key}"),
+                ctx,
+            )
+        };
+        let site = session(Some("site-1"), "c1");
+        assert_eq!(put(&site, "anomalies/site-1/w.json"), Decision::Allow);
+        assert_eq!(put(&site, "anomalies/site-2/w.json"), Decision::ImplicitDeny, "another thing's prefix");
+        assert_eq!(put(&session(None, "c1"), "anomalies/site-1/w.json"), Decision::ImplicitDeny, "no thing named");
+        assert_eq!(put(&session(Some("site-1"), "revoked"), "anomalies/site-1/w.json"), Decision::ExplicitDeny);
+        // An IoT connection (no credentials-provider session) never fills them.
+        assert_eq!(put(&thing("site-1"), "anomalies/site-1/w.json"), Decision::ImplicitDeny);
     }
 }

@@ -11,7 +11,7 @@ mod pattern;
 
 pub use audit::overly_permissive;
 pub use document::{Effect, PolicyDocument, PolicyError, Statement};
-pub use eval::{Action, AuthContext, Decision, evaluate, evaluate_action};
+pub use eval::{Action, AuthContext, CredentialsIot, Decision, evaluate, evaluate_action};
 pub use greengrass::{GreengrassAction, evaluate_greengrass};
 
 /// Whether `name` is a valid IoT policy name: `[\w+=,.@-]{1,128}` (ASCII word characters), as

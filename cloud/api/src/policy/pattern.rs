@@ -25,6 +25,13 @@ pub(crate) enum Variable {
     },
     /// `iot:Certificate.Subject.{attr}.List`: every value, for `ForAllValues`/`ForAnyValue`.
     CertificateSubjectList(String),
+    /// `credentials-iot:ThingName`: the thing named in a credentials-provider request
+    /// (role policies of credentials issued by the AWS IoT credentials provider).
+    CredentialsThingName,
+    /// `credentials-iot:ThingTypeName`: that thing's type.
+    CredentialsThingTypeName,
+    /// `credentials-iot:AwsCertificateId`: the certificate the credentials were issued to.
+    CredentialsCertificateId,
     /// Anything else (`aws:SourceIp`, `iot:Certificate.Issuer.*`, typos): never resolves here.
     Unknown(String),
 }
@@ -47,6 +54,15 @@ impl Variable {
         }
         if eq("iot:Connection.Thing.IsAttached") {
             return Variable::IsAttached;
+        }
+        if eq("credentials-iot:ThingName") {
+            return Variable::CredentialsThingName;
+        }
+        if eq("credentials-iot:ThingTypeName") {
+            return Variable::CredentialsThingTypeName;
+        }
+        if eq("credentials-iot:AwsCertificateId") {
+            return Variable::CredentialsCertificateId;
         }
         if let Some(rest) = strip_prefix_ci(name, THING_ATTRIBUTES)
             && let Some(attribute) = rest.strip_suffix(']')

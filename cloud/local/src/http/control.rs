@@ -421,7 +421,10 @@ async fn describe_endpoint(State(st): State<AppState>, params: Params) -> Reply 
         None | Some("iot:Data-ATS") | Some("iot:Data") => {
             Ok(json_ok(&DescribeEndpointResponse { endpoint_address: endpoint_host(&st.mqtt_endpoint).to_owned() }))
         }
-        Some(t @ ("iot:CredentialProvider" | "iot:Jobs")) => {
+        Some("iot:CredentialProvider") => Ok(json_ok(&DescribeEndpointResponse {
+            endpoint_address: endpoint_host(&st.credentials_endpoint).to_owned(),
+        })),
+        Some(t @ "iot:Jobs") => {
             Err(AwsError::invalid_request(format!("endpoint type {t} is not served by the local cloud")))
         }
         Some(other) => Err(AwsError::invalid_request(format!("endpoint type {other:?} is not valid"))),

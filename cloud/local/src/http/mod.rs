@@ -1,6 +1,7 @@
 //! The AWS-compatible HTTP endpoint: the IoT control plane (restJson1, as
 //! `aws-sdk-iot` speaks it) and the IoT data plane (`aws-sdk-iotdataplane`) on
-//! one listener. SigV4 headers are accepted without checking the signature.
+//! one listener. Every request is authenticated and authorized by [`crate::iam::auth`]
+//! (SigV4, then the caller's IAM policy for the matched route).
 //!
 //! The protocol is AWS restJson1; every route, method, label, query and
 //! header binding, member name and status code comes from the service models
@@ -63,6 +64,12 @@ pub struct AppState {
     pub provisioning: crate::provisioning::ProvisioningService,
     /// Event configurations (UpdateEventConfigurations, DescribeEventConfigurations).
     pub events: Arc<crate::events::EventSettings>,
+    /// Role aliases (their routes are [`crate::iot_credentials::http`]).
+    pub iot_credentials: crate::iot_credentials::IotCredentials,
+    /// The credentials provider's `host:port`, reported by DescribeEndpoint.
+    pub credentials_endpoint: String,
+    /// IAM: authorizes each matched route.
+    pub iam: crate::iam::Iam,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.
@@ -71,7 +78,10 @@ pub fn router(state: AppState) -> axum::Router {
 }
 
 /// [`router`] with `fallback` answering what no route matches (the local cloud
-/// passes S3 there, see [`crate::s3::route`]).
+/// passes S3 there, see [`crate::s3::route`]). Every route is authorized
+/// ([`crate::iam::auth::authorize`]) after every request, the fallback's too, is
+/// authenticated ([`crate::iam::auth::authenticate`]); a router in `fallback` authorizes its
+/// own routes with the same layer.
 pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
     Router::new()
         .merge(control::routes())
@@ -79,9 +89,12 @@ pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
         .merge(data::routes())
         .merge(crate::jobs::http::routes())
         .merge(crate::provisioning::http::routes())
+        .merge(crate::iot_credentials::http::routes())
+        .route_layer(middleware::from_fn_with_state(state.iam.clone(), crate::iam::auth::authorize))
         .fallback_service(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn_with_state(state.iam.clone(), crate::iam::auth::authenticate))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

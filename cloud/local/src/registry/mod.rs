@@ -1050,6 +1050,7 @@ impl Registry {
             is_attached: thing.is_some(),
             certificate_id: Some(certificate_id.to_string()),
             certificate_subject: state.certificates.get(certificate_id).map(|c| c.subject.clone()).unwrap_or_default(),
+            credentials_iot: None,
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! s3s speaks the wire protocol (restXml, Amazon S3 API Reference 2006-03-01):
 //! it routes operations, parses and writes the XML and headers, verifies SigV4
-//! (header and presigned), SigV2 and aws-chunked bodies against the key pairs
-//! [`KeyRing`] knows, and turns errors into S3's XML. This module supplies the
+//! (header and presigned), SigV2 and aws-chunked bodies against the secrets
+//! IAM knows ([`access`]: the administrator's and live temporary credentials'), and
+//! turns errors into S3's XML. This module supplies the
 //! rest: the operations ([`backend`]), where they keep their state
 //! ([`storage`]), presigned URLs ([`presign`]), and which requests on the shared
 //! port are S3's ([`route`]).
@@ -16,19 +17,18 @@
 //! - [`backend`]: `impl s3s::S3`.
 //! - [`presign`]: presigned GET URLs (SigV4 query parameters, `aws-sigv4`).
 //! - [`route`]: picking S3 requests out by their signature.
+//! - [`access`]: the session token and the caller's IAM policy, for every request.
 
+pub mod access;
 pub mod backend;
 pub mod presign;
 pub mod route;
 pub mod storage;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use s3s::auth::{S3Auth, SecretKey};
 use s3s::service::{S3Service, S3ServiceBuilder};
-use s3s::{S3Result, s3_error};
 
 use crate::credentials::AccessKeyPair;
 use crate::store::Store;
@@ -50,32 +50,6 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ObjectStoreError>;
 }
 
-/// The key pairs whose signatures S3 accepts.
-#[derive(Clone)]
-pub struct KeyRing {
-    pairs: Arc<Vec<AccessKeyPair>>,
-}
-
-impl KeyRing {
-    /// Accepts exactly these pairs.
-    pub fn new(pairs: Vec<AccessKeyPair>) -> Self {
-        KeyRing { pairs: Arc::new(pairs) }
-    }
-}
-
-#[async_trait::async_trait]
-impl S3Auth for KeyRing {
-    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.pairs.iter().find(|p| p.access_key_id == access_key) {
-            Some(pair) => Ok(SecretKey::from(pair.secret_access_key.as_str())),
-            None => Err(s3_error!(
-                InvalidAccessKeyId,
-                "The AWS access key Id you provided does not exist in our records (use the pair in endpoints.json)"
-            )),
-        }
-    }
-}
-
 /// The local cloud's S3: storage, the s3s service, and the presigner.
 #[derive(Clone)]
 pub struct LocalS3 {
@@ -91,18 +65,21 @@ impl std::fmt::Debug for LocalS3 {
 }
 
 impl LocalS3 {
-    /// Opens the storage under `data_dir/s3` and builds the service that accepts
-    /// `admin`'s signatures; presigned URLs point at `endpoint` (`http://host:port`).
+    /// Opens the storage under `data_dir/s3` and builds the service that accepts the
+    /// signatures `iam` knows and allows what the caller's policy allows; presigned URLs are
+    /// signed with `admin`'s pair and point at `endpoint` (`http://host:port`).
     pub fn open(
         store: Store,
         data_dir: &Path,
         region: &str,
         endpoint: &str,
         admin: AccessKeyPair,
+        iam: crate::iam::Iam,
     ) -> Result<Self, ObjectStoreError> {
         let objects = Objects::open(store, &data_dir.join("s3"), region)?;
         let mut builder = S3ServiceBuilder::new(backend::Backend::new(objects.clone()));
-        builder.set_auth(KeyRing::new(vec![admin.clone()]));
+        builder.set_auth(access::IamKeys(iam.clone()));
+        builder.set_access(access::IamAccess(iam));
         let presigner = Presigner::new(endpoint, region, admin);
         Ok(LocalS3 { objects, service: builder.build(), presigner })
     }

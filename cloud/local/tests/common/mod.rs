@@ -93,6 +93,13 @@ impl Drop for StandaloneBroker {
     }
 }
 
+/// The administrator's key pair the local cloud advertises in `endpoints.json`, as SDK
+/// credentials: every HTTP API verifies signatures against it.
+pub fn admin(endpoints: &local_cloud::server::Endpoints) -> aws_credential_types::Credentials {
+    let pair = endpoints.credentials.as_ref().expect("endpoints carry the administrator's key pair");
+    aws_credential_types::Credentials::new(&pair.access_key_id, &pair.secret_access_key, None, None, "test")
+}
+
 /// The HTTP client the AWS SDKs use in tests: rustls with ring, the workspace's
 /// one crypto provider (the SDKs' default client would bring aws-lc).
 pub fn sdk_http_client() -> aws_sdk_iot::config::SharedHttpClient {

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
 use aws_sdk_greengrassv2::config::retry::RetryConfig;
 use aws_sdk_greengrassv2::config::{BehaviorVersion, Region};
 use aws_sdk_greengrassv2::primitives::Blob;
@@ -43,7 +42,7 @@ fn greengrass(cloud: &LocalCloud) -> aws_sdk_greengrassv2::Client {
     let conf = aws_sdk_greengrassv2::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDLOCAL", "secret", None, None, "test"))
+        .credentials_provider(crate::common::admin(&cloud.endpoints))
         .endpoint_url(&cloud.endpoints.http)
         .retry_config(RetryConfig::disabled())
         .http_client(common::sdk_http_client())

@@ -24,8 +24,7 @@ const KEY: &str = "com.example.Hello/1.0.0/hello.sh";
 const ARTIFACT: &[u8] = b"#!/bin/sh\necho hello from the local cloud\n";
 
 fn credentials(cloud: &LocalCloud) -> Credentials {
-    let pair = cloud.endpoints.credentials.as_ref().expect("endpoints carry the administrator's key pair");
-    Credentials::new(&pair.access_key_id, &pair.secret_access_key, None, None, "test")
+    crate::common::admin(&cloud.endpoints)
 }
 
 /// The control plane: SigV4-signed for `greengrass` on the shared HTTP endpoint.

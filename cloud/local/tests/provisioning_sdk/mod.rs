@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
 use aws_sdk_iot::config::{BehaviorVersion, Region};
 use local_cloud::server::{Config, LocalCloud};
 use local_cloud::time::ManualClock;
@@ -64,13 +63,13 @@ const TEMPLATE_BODY: &str = r#"{
   "DeviceConfiguration": {"telemetryTopic": {"Fn::Sub": "dt/pump/pump-${SerialNumber}/telemetry"}}
 }"#;
 
-fn iot(http: &str) -> aws_sdk_iot::Client {
+fn iot(endpoints: &local_cloud::server::Endpoints) -> aws_sdk_iot::Client {
     aws_sdk_iot::Client::from_conf(
         aws_sdk_iot::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("AKIDLOCAL", "secret", None, None, "test"))
-            .endpoint_url(http)
+            .credentials_provider(crate::common::admin(endpoints))
+            .endpoint_url(&endpoints.http)
             .http_client(common::sdk_http_client())
             .build(),
     )
@@ -89,7 +88,7 @@ impl Fixture {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         let clock = ManualClock::at(now);
         let cloud = LocalCloud::start_with_clock(Config::ephemeral(dir.path()), clock.clone()).await.unwrap();
-        let iot = iot(&cloud.endpoints.http);
+        let iot = iot(&cloud.endpoints);
         Fixture { cloud, clock, iot, _dir: dir }
     }
 
@@ -353,7 +352,7 @@ async fn an_ownership_token_expires_after_an_hour_and_its_certificate_is_deleted
 async fn the_template_control_plane_follows_the_model_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.unwrap();
-    let iot = iot(&cloud.endpoints.http);
+    let iot = iot(&cloud.endpoints);
     let create = || {
         iot.create_provisioning_template()
             .template_name(TEMPLATE)
@@ -430,7 +429,7 @@ async fn the_template_control_plane_follows_the_model_and_survives_a_restart() {
     cloud.shutdown().await;
 
     let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.unwrap();
-    let iot = self::iot(&cloud.endpoints.http);
+    let iot = self::iot(&cloud.endpoints);
     let t = iot.describe_provisioning_template().template_name(TEMPLATE).send().await.unwrap();
     assert_eq!(
         (t.enabled(), t.default_version_id(), t.description()),

@@ -392,12 +392,13 @@ async fn wrong_credentials_get_403_and_other_services_keep_their_requests() {
     assert_eq!(status, 403, "an unsigned S3 request is refused");
     assert!(String::from_utf8_lossy(&body).contains("AccessDenied"));
 
-    // A path no IoT route has, signed for IoT, stays IoT's answer; unsigned, it is S3's.
+    // A path no IoT route has, signed for IoT, stays IoT's answer (here: its signature is
+    // refused the way IoT refuses it); unsigned, it is S3's.
     let iot = "Authorization: AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/iot/aws4_request, \
                SignedHeaders=host, Signature=00\r\n";
     let (status, body) = http_get_with(&format!("{}/no-such-route/operation", cloud.endpoints.http), iot).await;
-    assert_eq!(status, 404);
-    assert!(String::from_utf8_lossy(&body).contains("UnknownOperationException"));
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("IncompleteSignatureException"));
     let (status, body) = http_get(&format!("{}/no-such-route/operation", cloud.endpoints.http)).await;
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("AccessDenied"));

@@ -4,7 +4,6 @@
 //! operation's errors with the model's status codes, deletion cascades, the
 //! registry's membership events, and a restart.
 
-use aws_credential_types::Credentials;
 use aws_sdk_iot::config::retry::RetryConfig;
 use aws_sdk_iot::config::{BehaviorVersion, Region};
 use aws_sdk_iot::error::ProvideErrorMetadata;
@@ -19,7 +18,7 @@ pub(crate) fn iot(cloud: &LocalCloud) -> aws_sdk_iot::Client {
     let conf = aws_sdk_iot::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDLOCAL", "secret", None, None, "test"))
+        .credentials_provider(crate::common::admin(&cloud.endpoints))
         .endpoint_url(&cloud.endpoints.http)
         .retry_config(RetryConfig::disabled())
         .http_client(crate::common::sdk_http_client())

@@ -24,7 +24,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub trait Provisioning {
     /// The local cloud's MQTT port.
     fn mqtt_port(&self) -> u16;
-    /// The `aws-sdk-iot` client the library is given: the local cloud's endpoint, any credentials.
+    /// The `aws-sdk-iot` client the library is given: the local cloud's endpoint and its
+    /// administrator's key pair.
     async fn iot(&self) -> aws_sdk_iot::Client;
     /// A spec for `thing` into `out`, with the local cloud's CA, MQTT port and data plane.
     fn spec(&self, thing: &str, out: &Path) -> CoreDeviceSpec;
@@ -39,7 +40,7 @@ impl Provisioning for TestCloud {
         provision::iot_client(&ClientOptions {
             endpoint_url: Some(self.cloud.endpoints.http.clone()),
             region: Some("us-east-1".into()),
-            credentials: Some(Credentials::new("AKIDLOCAL", "local-secret", None, None, "test")),
+            credentials: Some(admin_credentials(&self.cloud.endpoints)),
         })
         .await
     }
@@ -124,4 +125,10 @@ impl Mqtt {
 pub fn observer(cloud: &TestCloud) -> Identity {
     let observer = cloud.allow_all_device("observer");
     Identity { cert_pem: observer.cert_pem, key_pem: observer.key_pem, endpoints: cloud.endpoints().clone() }
+}
+
+/// The administrator's key pair of a local cloud (from its `endpoints.json`), as SDK credentials.
+pub fn admin_credentials(endpoints: &cloud_api::endpoints::Endpoints) -> Credentials {
+    let pair = endpoints.credentials.as_ref().expect("the local cloud advertises its administrator's key pair");
+    Credentials::new(&pair.access_key_id, &pair.secret_access_key, None, None, "test")
 }

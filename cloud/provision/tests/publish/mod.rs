@@ -32,7 +32,7 @@ const NS: &str = "namespace-aws-gg-deployment";
 /// How long a played core or a followed deployment may take here.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The administrator's key pair: S3 verifies signatures, the IoT and Greengrass routes accept it.
+/// The administrator's key pair: every HTTP API of the local cloud verifies signatures against it.
 fn options(cloud: &TestCloud) -> ClientOptions {
     let admin = cloud.endpoints().credentials.clone().expect("the local cloud's administrator key pair");
     ClientOptions {

@@ -697,6 +697,7 @@ mod tests {
             account_id: "000000000000".into(),
             credentials: None,
             greengrass_data_plane: None,
+            credentials_provider: None,
         };
         let config = BridgeConfig::new(endpoints, dir.path().join("c.pem"), dir.path().join("k.pem"), "t".into());
         let err = tls_config(&config).unwrap_err().0;
