@@ -1,7 +1,8 @@
 //! Publishers → one subscriber over QoS 1: the 1→1 and fan-in scenarios, and
 //! shadow updates with delta delivery (an operator publishes desired state, the
 //! device receives `…/update/delta`). The same rumqttc client code runs
-//! against every broker.
+//! against every broker, and the same flow runs with MQTT 3.1.1 clients, MQTT 5
+//! clients or a mix of both ([`crate::client`]).
 //!
 //! Each run has three phases over the same connections:
 //! 1. warm-up (not reported): TLS sessions, caches and allocators settle;
@@ -23,22 +24,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::{BufMut, Bytes, BytesMut};
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode,
-    TlsConfiguration, Transport,
-};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::client::{Client, Incoming, Message, Protocol, connect};
 use crate::plan::{FlowPlan, Plan};
 use crate::stats::{Clock, Latency, latency};
 use crate::target::{Target, names};
 
-/// Requests a client may queue ahead of its event loop; a publish call waits beyond that.
-const REQUEST_CHANNEL: usize = 10;
-/// Longest connecting all clients of a scenario may take.
-const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 /// Fewer CPU ticks than this (10 ms each) in a phase are not reported.
 const MIN_CPU_TICKS: u64 = 20;
 /// Warm-up phase id in the payload.
@@ -85,32 +79,58 @@ pub enum Answer {
 /// One scenario: who publishes where, who listens, and what the messages look like.
 #[derive(Debug, Clone)]
 pub struct Spec {
-    /// Subscriber client id.
-    pub subscriber: String,
+    /// Subscriber client id and the MQTT version it speaks.
+    pub subscriber: (String, Protocol),
     /// Its subscriptions (QoS 1).
     pub filters: Vec<String>,
-    /// Publisher client ids.
-    pub publishers: Vec<String>,
+    /// Publisher client ids and the MQTT version each speaks.
+    pub publishers: Vec<(String, Protocol)>,
     /// Topic for a publisher client id.
     pub topic: fn(&str) -> String,
     /// Payload for a stamp, a sequence number and the plan's payload length.
     pub encode: fn(Stamp, u64, usize) -> Bytes,
     /// The stamp of a received message and what it says of the request, if it is one that counts.
-    pub decode: fn(&Publish) -> Option<(Stamp, Answer)>,
+    pub decode: fn(&Message) -> Option<(Stamp, Answer)>,
+}
+
+/// Which MQTT version each client of a telemetry scenario speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clients {
+    /// Every client speaks this version.
+    All(Protocol),
+    /// The subscriber speaks MQTT 5; publishers alternate MQTT 3.1.1 and MQTT 5, starting with 3.1.1.
+    Mixed,
+}
+
+impl Clients {
+    fn subscriber(self) -> Protocol {
+        match self {
+            Clients::All(p) => p,
+            Clients::Mixed => Protocol::V5,
+        }
+    }
+
+    fn publisher(self, i: usize) -> Protocol {
+        match self {
+            Clients::All(p) => p,
+            Clients::Mixed if i.is_multiple_of(2) => Protocol::V311,
+            Clients::Mixed => Protocol::V5,
+        }
+    }
 }
 
 impl Spec {
     /// 1 publisher → 1 subscriber on telemetry topics.
-    pub fn one_to_one() -> Spec {
-        Spec::fan_in(1)
+    pub fn one_to_one(clients: Clients) -> Spec {
+        Spec::fan_in(1, clients)
     }
 
     /// `publishers` publishers → 1 subscriber subscribed to `dt/bench/+/telemetry`.
-    pub fn fan_in(publishers: usize) -> Spec {
+    pub fn fan_in(publishers: usize, clients: Clients) -> Spec {
         Spec {
-            subscriber: names::SUBSCRIBER.to_owned(),
+            subscriber: (names::SUBSCRIBER.to_owned(), clients.subscriber()),
             filters: vec![names::TELEMETRY_FILTER.to_owned()],
-            publishers: (0..publishers).map(names::publisher).collect(),
+            publishers: (0..publishers).map(|i| (names::publisher(i), clients.publisher(i))).collect(),
             topic: names::telemetry_topic,
             encode: encode_binary,
             decode: decode_binary,
@@ -123,9 +143,9 @@ impl Spec {
     pub fn shadow() -> Spec {
         let base = format!("$aws/things/{}/shadow/update", names::SHADOW_DEVICE);
         Spec {
-            subscriber: names::SHADOW_DEVICE.to_owned(),
+            subscriber: (names::SHADOW_DEVICE.to_owned(), Protocol::V311),
             filters: vec![format!("{base}/delta"), format!("{base}/accepted"), format!("{base}/rejected")],
-            publishers: vec![names::OPERATOR.to_owned()],
+            publishers: vec![(names::OPERATOR.to_owned(), Protocol::V311)],
             topic: |_| format!("$aws/things/{}/shadow/update", names::SHADOW_DEVICE),
             encode: encode_desired,
             decode: decode_delta,
@@ -143,7 +163,7 @@ fn encode_binary(stamp: Stamp, seq: u64, len: usize) -> Bytes {
     buf.freeze()
 }
 
-fn decode_binary(p: &Publish) -> Option<(Stamp, Answer)> {
+fn decode_binary(p: &Message) -> Option<(Stamp, Answer)> {
     let b = p.payload.get(..9)?;
     let mut ns = [0u8; 8];
     ns.copy_from_slice(&b[..8]);
@@ -171,7 +191,7 @@ fn encode_desired(stamp: Stamp, seq: u64, _len: usize) -> Bytes {
 }
 
 /// A delta (delivered), or a refusal of an update on `…/rejected` (429: throttled).
-fn decode_delta(p: &Publish) -> Option<(Stamp, Answer)> {
+fn decode_delta(p: &Message) -> Option<(Stamp, Answer)> {
     let v: serde_json::Value = serde_json::from_slice(&p.payload).ok()?;
     if p.topic.ends_with("/update/delta") {
         Some((parse_stamp(v["state"]["stamp"].as_str()?)?, Answer::Delivered))
@@ -262,57 +282,25 @@ struct Running<'a> {
     spec: &'a Spec,
     plan: &'a Plan,
     clock: Clock,
-    publishers: Vec<(String, AsyncClient)>,
-    subscriber: AsyncClient,
+    publishers: Vec<(String, Client)>,
+    subscriber: Client,
     deliveries: mpsc::UnboundedReceiver<(Stamp, Answer, u64)>,
     drivers: Vec<JoinHandle<String>>,
 }
 
-/// Connects and waits for the CONNACK.
-pub async fn connect(target: &Target, client_id: &str, inflight: u16) -> anyhow::Result<(AsyncClient, EventLoop)> {
-    let mut opts = MqttOptions::new(client_id, target.host.clone(), target.port);
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(target.tls(client_id)?)));
-    opts.set_keep_alive(Duration::from_secs(60));
-    opts.set_inflight(inflight);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    opts.set_clean_session(true);
-    let (client, mut events) = AsyncClient::new(opts, REQUEST_CHANNEL);
-    let deadline = Instant::now() + CONNECT_DEADLINE;
-    loop {
-        match tokio::time::timeout_at(deadline, events.poll()).await {
-            Err(_) => anyhow::bail!("{client_id}: no CONNACK within {CONNECT_DEADLINE:?}"),
-            Ok(Err(e)) => anyhow::bail!("{client_id}: connecting: {e}"),
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok((client, events)),
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
 impl<'a> Running<'a> {
     async fn start(target: &'a Target, spec: &'a Spec, plan: &'a Plan, clock: Clock) -> anyhow::Result<Running<'a>> {
-        let (subscriber, mut events) = connect(target, &spec.subscriber, plan.inflight).await?;
-        let filters = spec.filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-        subscriber.subscribe_many(filters).await.context("subscribing")?;
-        let deadline = Instant::now() + CONNECT_DEADLINE;
-        let codes = loop {
-            match tokio::time::timeout_at(deadline, events.poll()).await {
-                Err(_) => anyhow::bail!("no SUBACK within {CONNECT_DEADLINE:?}"),
-                Ok(Err(e)) => anyhow::bail!("subscribing: {e}"),
-                Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => break ack.return_codes,
-                Ok(Ok(_)) => {}
-            }
-        };
-        anyhow::ensure!(
-            codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))),
-            "subscription refused: {codes:?} for {:?}",
-            spec.filters
-        );
+        let (id, protocol) = &spec.subscriber;
+        let (subscriber, mut events) = connect(target, id, *protocol, plan.inflight).await?;
+        subscriber.subscribe(&spec.filters).await.map_err(anyhow::Error::msg).context("subscribing")?;
+        let granted = events.wait_for("SUBACK", |e| if let Incoming::SubAck(r) = e { Some(r) } else { None }).await?;
+        granted.map_err(|codes| anyhow::anyhow!("subscription refused: {codes} for {:?}", spec.filters))?;
         let (tx, deliveries) = mpsc::unbounded_channel();
         let decode = spec.decode;
         let mut drivers = vec![tokio::spawn(async move {
             loop {
                 match events.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                    Ok(Incoming::Publish(p)) => {
                         let at = clock.now_ns();
                         if let Some((stamp, answer)) = decode(&p)
                             && tx.send((stamp, answer, at)).is_err()
@@ -326,9 +314,9 @@ impl<'a> Running<'a> {
             }
         })];
 
-        let connecting = spec.publishers.iter().map(|id| connect(target, id, plan.inflight));
+        let connecting = spec.publishers.iter().map(|(id, protocol)| connect(target, id, *protocol, plan.inflight));
         let mut publishers = Vec::new();
-        for (id, connected) in spec.publishers.iter().zip(futures::future::join_all(connecting).await) {
+        for ((id, _), connected) in spec.publishers.iter().zip(futures::future::join_all(connecting).await) {
             let (client, mut events) = connected?;
             let id_for_driver = id.clone();
             drivers.push(tokio::spawn(async move {
@@ -414,7 +402,7 @@ impl<'a> Running<'a> {
                     }
                     let stamp = Stamp { phase, sent_ns: clock.now_ns() };
                     let payload = encode(stamp, seq, payload_len);
-                    if client.publish_bytes(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+                    if client.publish(topic.clone(), payload).await.is_err() {
                         return;
                     }
                     sent.fetch_add(1, Ordering::Relaxed);
@@ -476,9 +464,9 @@ impl<'a> Running<'a> {
     /// DISCONNECTs everyone, then drops the connections.
     async fn stop(self) {
         for (_, client) in &self.publishers {
-            let _ = client.try_disconnect();
+            client.try_disconnect();
         }
-        let _ = self.subscriber.try_disconnect();
+        self.subscriber.try_disconnect();
         tokio::time::sleep(Duration::from_millis(300)).await;
         for d in &self.drivers {
             d.abort();
@@ -490,8 +478,18 @@ impl<'a> Running<'a> {
 mod tests {
     use super::*;
 
-    fn publish(topic: &str, payload: Bytes) -> Publish {
-        Publish::from_bytes(topic, QoS::AtLeastOnce, payload)
+    fn publish(topic: &str, payload: Bytes) -> Message {
+        Message { topic: topic.to_owned(), payload }
+    }
+
+    #[test]
+    fn a_mixed_fan_in_alternates_publisher_versions_and_subscribes_with_mqtt5() {
+        let spec = Spec::fan_in(4, Clients::Mixed);
+        assert_eq!(spec.subscriber.1, Protocol::V5);
+        let versions: Vec<Protocol> = spec.publishers.iter().map(|(_, p)| *p).collect();
+        assert_eq!(versions, [Protocol::V311, Protocol::V5, Protocol::V311, Protocol::V5]);
+        let all5 = Spec::one_to_one(Clients::All(Protocol::V5));
+        assert_eq!((all5.subscriber.1, all5.publishers[0].1), (Protocol::V5, Protocol::V5));
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bench_common::stats::{Latency, latency};
-use rumqttc::{Event, Packet, QoS};
 use tokio::sync::mpsc;
 
+use crate::client::{Incoming, Protocol, connect};
 use crate::local::{group_of_things, iot_client, spawn};
 
 /// The thing group every job targets.
@@ -74,20 +74,14 @@ pub async fn run(bin: &Path, data_dir: &Path, things: usize, rounds: usize) -> a
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Seen>();
     let mut clients = Vec::new();
     for name in target.identities.keys() {
-        let (client, mut events) = crate::flow::connect(&target, name, 10).await?;
-        client.subscribe(format!("$aws/things/{name}/jobs/notify-next"), QoS::AtLeastOnce).await?;
-        loop {
-            match tokio::time::timeout(ROUND_DEADLINE, events.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => anyhow::bail!("{name}: subscribing: {e}"),
-                Err(_) => anyhow::bail!("{name}: no SUBACK"),
-            }
-        }
+        let (client, mut events) = connect(&target, name, Protocol::V311, 10).await?;
+        client.subscribe(&[format!("$aws/things/{name}/jobs/notify-next")]).await.map_err(anyhow::Error::msg)?;
+        let granted = events.wait_for("SUBACK", |e| if let Incoming::SubAck(r) = e { Some(r) } else { None }).await;
+        granted.with_context(|| format!("{name}: subscribing"))?.map_err(anyhow::Error::msg)?;
         let tx = seen_tx.clone();
         tokio::spawn(async move {
             while let Ok(event) = events.poll().await {
-                if let Event::Incoming(Packet::Publish(p)) = event {
+                if let Incoming::Publish(p) = event {
                     let at = Instant::now();
                     let body: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
                     let job = body["execution"]["jobId"].as_str().map(str::to_owned);
@@ -126,7 +120,7 @@ pub async fn run(bin: &Path, data_dir: &Path, things: usize, rounds: usize) -> a
     }
     result.all = latency(samples);
     for client in clients {
-        let _ = client.disconnect().await;
+        client.try_disconnect();
     }
     child.stop();
     Ok(result)

@@ -9,7 +9,8 @@
 //! - `pki`: certificates for Mosquitto and TLS client configurations.
 //! - `target`: a broker under test and the identities clients use with it.
 //! - `mosquitto`, `local`: start and provision each broker.
-//! - `flow`: publishers → one subscriber, QoS 1 (1→1, fan-in, shadow deltas).
+//! - `client`: one MQTT client over MQTT 3.1.1 or MQTT 5 (rumqttc's `v4` and `v5` clients).
+//! - `flow`: publishers → one subscriber, QoS 1 (1→1, fan-in, shadow deltas), with either version.
 //! - `idle`: thousands of idle mTLS connections and the broker's RSS.
 //! - `stats`, `report`: percentiles, the Markdown table and `docs/benchmarks.md`.
 //! - `jobs`: `--jobs`, CreateJob → `notify-next` at many things (local cloud only).
@@ -17,6 +18,7 @@
 //!   cores (`device-sim core` processes), their memory and artifact download rate.
 
 mod child;
+mod client;
 mod deployments;
 mod flow;
 mod idle;
@@ -153,16 +155,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("== idle connections: {}", t.name);
         results.idle.push((t.kind, idle::run(t, &plan).await));
     }
-    for t in &targets {
-        eprintln!("== 1 -> 1: {}", t.name);
-        results
-            .one_to_one
-            .push((t.kind, flow::run(t, &flow::Spec::one_to_one(), &plan, &plan.one_to_one, clock).await));
-    }
-    for t in &targets {
-        eprintln!("== {} -> 1: {}", plan.fan_in_publishers, t.name);
-        let spec = flow::Spec::fan_in(plan.fan_in_publishers);
-        results.fan_in.push((t.kind, flow::run(t, &spec, &plan, &plan.fan_in, clock).await));
+    for (name, spec, flow_plan) in telemetry_scenarios(&plan) {
+        let mut by_broker = Vec::new();
+        for t in &targets {
+            eprintln!("== {name}: {}", t.name);
+            by_broker.push((t.kind, flow::run(t, &spec, &plan, flow_plan, clock).await));
+        }
+        results.flows.push((name, by_broker));
     }
     eprintln!("== shadow updates: {}", local.target.name);
     results.shadow = Some(flow::run(&local.target, &flow::Spec::shadow(), &plan, &plan.shadow, clock).await);
@@ -176,6 +175,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     drop(mosquitto);
     local.stop();
     Ok(())
+}
+
+/// The publishers → subscriber scenarios on telemetry topics, each with MQTT 3.1.1 clients and
+/// with MQTT 5 clients, and the fan-in with both versions at once: name, clients, counts.
+fn telemetry_scenarios(plan: &plan::Plan) -> Vec<(String, flow::Spec, &plan::FlowPlan)> {
+    use client::Protocol::{V5, V311};
+    use flow::Clients::{All, Mixed};
+    let n = plan.fan_in_publishers;
+    let mut scenarios = Vec::new();
+    for protocol in [V311, V5] {
+        scenarios.push((format!("1→1 {protocol}"), flow::Spec::one_to_one(All(protocol)), &plan.one_to_one));
+    }
+    for protocol in [V311, V5] {
+        scenarios.push((format!("{n}→1 {protocol}"), flow::Spec::fan_in(n, All(protocol)), &plan.fan_in));
+    }
+    scenarios.push((
+        format!("{n}→1 mixed ({} × 3.1.1 + {} × 5 → 5)", n.div_ceil(2), n / 2),
+        flow::Spec::fan_in(n, Mixed),
+        &plan.fan_in,
+    ));
+    scenarios
 }
 
 async fn run_jobs(cli: Cli) -> anyhow::Result<()> {
