@@ -27,7 +27,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Tr
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::key_store::{DeviceKey, KeyRef, KeyStore, KeyStoreError};
+use super::key_store::{DeviceKey, KeyStore, KeyStoreError};
 
 /// How long each exchange with the provisioning API may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -269,11 +269,9 @@ pub async fn onboard(
             (key_file, csr)
         }
         None => {
-            // A token key of that label is left from an onboarding that never finished (its
-            // record is written last); a key file is simply replaced.
-            if let KeyStore::Token(_) = keys {
-                keys.delete(&KeyRef::Token { label: KEY_LABEL.into() })?;
-            }
+            // A key of that name is left from an onboarding that never finished (the record is
+            // written last, so no identity uses it).
+            keys.delete(&keys.named(KEY_LABEL))?;
             let key = keys.generate(KEY_LABEL)?;
             (key.key_ref().to_path(), key.csr(&client_id)?)
         }
@@ -378,6 +376,7 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::key_store::KeyRef;
 
     #[test]
     fn the_plugins_keys_parse_from_json_and_yaml_and_a_missing_one_is_named() {

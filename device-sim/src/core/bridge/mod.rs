@@ -295,9 +295,11 @@ pub fn device_tls_config(
     }
     let signing_key = key.signing_key().map_err(|e| BridgeSetupError(e.to_string()))?;
     let identity = rustls::sign::CertifiedKey::new(chain, signing_key);
-    identity
-        .keys_match()
-        .map_err(|e| BridgeSetupError(format!("the certificate and key do not make a TLS identity: {e}")))?;
+    // As rustls's own loading does: a key that cannot tell its public key is not refused.
+    match identity.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => return Err(BridgeSetupError(format!("the certificate and key do not make a TLS identity: {e}"))),
+    }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| BridgeSetupError(e.to_string()))?
@@ -711,5 +713,21 @@ mod tests {
         std::fs::remove_file(&ca).unwrap();
         let err = tls_config(&config).unwrap_err().0;
         assert!(err.contains("cannot read the root CA file"), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_for_another_key_is_refused_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = crate::core::key_store::KeyStore::files(dir.path().join("keys"));
+        let (mine, other) = (keys.generate("mine").unwrap(), keys.generate("other").unwrap());
+        let pem = |key: &DeviceKey| std::fs::read_to_string(key.key_ref().to_path()).unwrap();
+        let signer = rcgen::KeyPair::from_pem(&pem(&mine)).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["core".to_owned()]).unwrap().self_signed(&signer).unwrap();
+        let (ca, cert_file) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"));
+        std::fs::write(&ca, cert.pem()).unwrap();
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        device_tls_config(&ca, &cert_file, &mine).unwrap();
+        let err = device_tls_config(&ca, &cert_file, &other).unwrap_err().0;
+        assert!(err.contains("the certificate and key do not make a TLS identity"), "{err}");
     }
 }

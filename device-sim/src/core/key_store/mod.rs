@@ -118,8 +118,8 @@ pub enum KeyStoreError {
     /// No private key has this label: fix the key's `object=`, or onboard again.
     #[error("no private key labelled {0:?} in the token")]
     NoSuchKey(String),
-    /// A key with this label exists already: pick another label, or delete it first.
-    #[error("a private key labelled {0:?} is in the token already")]
+    /// A key of this name exists already: pick another name, or delete it first.
+    #[error("the private key {0:?} exists already")]
     KeyExists(String),
     /// The key names a token but no PKCS#11 provider is configured.
     #[error("{0} is a key in a PKCS#11 token, but no PKCS#11 provider is configured (--pkcs11)")]
@@ -265,13 +265,24 @@ impl KeyStore {
         Ok(KeyStore::Token(Arc::new(Token::open(config)?)))
     }
 
-    /// A new EC P-256 key named `label`: `{dir}/{label}.key`, or a token key labelled `label`.
-    /// A key file of that name is replaced; a token key of that label is an error
-    /// ([`KeyStoreError::KeyExists`]): delete it first.
+    /// The key a [`KeyStore::generate`] of `label` makes: `{dir}/{label}.key`, or the token key
+    /// labelled `label`.
+    pub fn named(&self, label: &str) -> KeyRef {
+        match self {
+            KeyStore::Files(dir) => KeyRef::File(key_file(dir, label)),
+            KeyStore::Token(_) => KeyRef::Token { label: label.to_owned() },
+        }
+    }
+
+    /// A new EC P-256 key named `label` ([`KeyStore::named`]). A key of that name is never
+    /// replaced ([`KeyStoreError::KeyExists`]): delete it first.
     pub fn generate(&self, label: &str) -> Result<DeviceKey, KeyStoreError> {
         match self {
             KeyStore::Files(dir) => {
-                let path = dir.join(format!("{label}.key"));
+                let path = key_file(dir, label);
+                if path.exists() {
+                    return Err(KeyStoreError::KeyExists(path.display().to_string()));
+                }
                 let file_error = |cause: String| KeyStoreError::File { path: path.clone(), cause };
                 let key = rcgen::KeyPair::generate().map_err(|e| file_error(format!("cannot make a key: {e}")))?;
                 write_private(&path, key.serialize_pem().as_bytes()).map_err(|e| file_error(e.to_string()))?;
@@ -641,6 +652,11 @@ impl rustls::sign::Signer for TlsSigner {
     }
 }
 
+/// The file of the key named `label` in `dir`.
+fn key_file(dir: &Path, label: &str) -> PathBuf {
+    dir.join(format!("{label}.key"))
+}
+
 /// Writes a private key: its directory made 0700, the file created 0600, synced, renamed into
 /// place.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -774,6 +790,8 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&path), mode(path.parent().unwrap())), (0o600, 0o700));
         assert!(!path.with_extension("tmp").exists(), "no temporary file is left");
+        let again = store.generate("core").unwrap_err();
+        assert!(matches!(again, KeyStoreError::KeyExists(_)), "a key is never replaced: {again:?}");
         let point = checked_csr(&key.csr("site-7").unwrap(), "site-7");
         assert!(verifies(&point, b"hello", &tls_sign(&key, b"hello")));
         assert_eq!(store.key(&key.key_ref()).unwrap().key_ref(), key.key_ref());
