@@ -3,10 +3,12 @@
 # conformance tests that drive the local cloud and the simulated core with AWS's
 # own clients (boto3 and awsiotsdk in Python, the Rust Greengrass component SDK),
 # and the ML training pipeline (cloud/training).
-# Needs: the Rust toolchain (rustup), a C compiler, python3 (3.11+) with venv, and
-# libclang (Debian/Ubuntu: libclang-dev) for the component SDK's bindgen step.
+# Needs: the Rust toolchain (rustup), a C compiler, python3 (3.11+) with venv,
+# libclang (Debian/Ubuntu: libclang-dev) for the component SDK's bindgen step, and
+# SoftHSM2 (Debian/Ubuntu: softhsm2), the PKCS#11 token of the key-storage tests.
 # Installs the Python packages it needs into target/venv (from PyPI) the first
-# time, and libclang-dev with apt-get when it is missing and this runs as root.
+# time, and libclang-dev and softhsm2 with apt-get when they are missing and this
+# runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,44 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # is compiled twice (a `-p` selection would unify other features and rebuild much of the tree).
 step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets --locked
+
+# Installs a Debian package with apt-get, refreshing the package lists only when the install
+# fails without it; true when it ran (as root, with apt-get), false when it could not.
+apt_install() {
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 1
+    export DEBIAN_FRONTEND=noninteractive
+    echo "installing $1 with apt-get"
+    if ! apt-get install -y -qq "$1" >/dev/null 2>&1; then
+        apt-get update -qq
+        apt-get install -y -qq "$1" >/dev/null
+    fi
+}
+
+# SoftHSM2: its tool and its PKCS#11 library where Debian, Ubuntu and Fedora put it (the same
+# list as device-sim's key_store::softhsm).
+have_softhsm() {
+    local f
+    command -v softhsm2-util >/dev/null || return 1
+    for f in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*-linux-gnu/softhsm/libsofthsm2.so /usr/lib64/pkcs11/libsofthsm2.so; do
+        [ -e "$f" ] && return 0
+    done
+    return 1
+}
+
+step "SoftHSM2 for the PKCS#11 key-storage tests"
+if have_softhsm; then
+    echo "SoftHSM2 found"
+elif apt_install softhsm2; then
+    have_softhsm || { echo "softhsm2 is installed but softhsm2-util or libsofthsm2.so was not found" >&2; exit 1; }
+else
+    cat >&2 <<'MSG'
+error: SoftHSM2 is missing. The tests of the core's PKCS#11 key storage keep its
+private key in a SoftHSM2 token. Install it and run this command again:
+  Debian/Ubuntu:  sudo apt-get install softhsm2
+  Fedora/RHEL:    sudo dnf install softhsm
+MSG
+    exit 1
+fi
 
 step "cargo test"
 cargo test --workspace --locked
@@ -52,14 +92,7 @@ have_libclang() {
 step "libclang for AWS's Greengrass component SDK (bindgen)"
 if have_libclang; then
     echo "libclang found"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    echo "installing libclang-dev with apt-get"
-    # Refresh the package lists only when the install fails without it.
-    if ! apt-get install -y -qq libclang-dev >/dev/null 2>&1; then
-        apt-get update -qq
-        apt-get install -y -qq libclang-dev >/dev/null
-    fi
+elif apt_install libclang-dev; then
     have_libclang || { echo "libclang-dev is installed but libclang was not found; set LIBCLANG_PATH to the directory of libclang.so" >&2; exit 1; }
 else
     cat >&2 <<'MSG'

@@ -32,6 +32,7 @@ use cloud_api::ipc::model::{
 use cloud_api::ipc::operation as op;
 use device_sim::core::claim;
 use device_sim::core::cli::{self, CliClient};
+use device_sim::core::key_store::{KeyRef, KeyStore, KeyStoreError, Pkcs11Config};
 use device_sim::core::runtime::{CloudOptions, Core, CoreError, CoreOptions, parse_update_config};
 use device_sim::core::supervisor::GGC_VERSION;
 use device_sim::launcher::machine::REQUEST_RESTART;
@@ -55,7 +56,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs a simulated Greengrass core with the components of a local deployment.
-    Core(CoreArgs),
+    Core(Box<CoreArgs>),
     /// Serves the simulated pump plant over Modbus TCP, with an HTTP control interface for faults.
     Plant(device_sim::plant::PlantArgs),
     /// Generates a labeled dataset of feature windows from simulated plant runs (schema: --help).
@@ -182,9 +183,16 @@ struct CoreArgs {
     /// The core device's certificate (PEM).
     #[arg(long, value_name = "PEM", requires = "cloud")]
     cert: Option<PathBuf>,
-    /// The core device's private key (PEM).
-    #[arg(long, value_name = "PEM", requires = "cloud")]
+    /// The core device's private key, as the nucleus's `privateKeyPath`: a PEM file, or with
+    /// --pkcs11 a key in the token, `pkcs11:object=LABEL;type=private` (RFC 7512).
+    #[arg(long, value_name = "PEM|URI", requires = "cloud")]
     key: Option<PathBuf>,
+    /// Keep the core's private key in a PKCS#11 token, with the
+    /// `aws.greengrass.crypto.Pkcs11Provider` component's configuration keys (JSON or YAML:
+    /// name, library, slot, userPin). With --provision-by-claim the key is generated in the
+    /// token; with --key it names the token's key.
+    #[arg(long, value_name = "FILE", requires = "cloud")]
+    pkcs11: Option<PathBuf>,
     /// How often the core reports its components' status to the cloud (fleet status, the
     /// nucleus's `periodicUpdateIntervalSec`); it also reports on connect, on a component
     /// error and after a deployment. 0 turns reporting off.
@@ -242,23 +250,28 @@ async fn identity(args: &CoreArgs) -> anyhow::Result<(String, Option<CloudOption
         .map_err(|e| ConfigFault(format!("cannot read the endpoints file {}: {e}", path.display())))?;
     let endpoints: cloud_api::endpoints::Endpoints = serde_json::from_slice(&text)
         .map_err(|e| ConfigFault(format!("{} is not an endpoints.json: {e}", path.display())))?;
+    let keys = match &args.pkcs11 {
+        Some(path) => KeyStore::open(&Pkcs11Config::from_file(path)?)?,
+        None => KeyStore::files(claim::identity_dir(&args.root)),
+    };
     let (thing, cert_file, key_file) = match (&args.provision_by_claim, &args.thing, &args.cert, &args.key) {
         (Some(claim), ..) => {
             let identity = match claim::provisioned(&args.root)? {
                 Some(identity) => identity,
-                None => claim::onboard(&claim::ClaimConfig::from_file(claim)?, &endpoints, &args.root).await?,
+                None => claim::onboard(&claim::ClaimConfig::from_file(claim)?, &endpoints, &args.root, &keys).await?,
             };
             (identity.thing_name, identity.cert_file, identity.key_file)
         }
         (None, Some(thing), Some(cert), Some(key)) => (thing.clone(), cert.clone(), key.clone()),
         _ => return Err(ConfigFault("--cloud needs --cert and --key, or --provision-by-claim".into()).into()),
     };
+    let key = keys.key(&KeyRef::from_path(&key_file)?)?;
     let fleet_status =
         (args.fleet_status_interval_secs > 0).then(|| std::time::Duration::from_secs(args.fleet_status_interval_secs));
     let cloud = CloudOptions {
         endpoints,
         cert_file,
-        key_file,
+        key,
         fleet_status,
         cloud_deployments: args.cloud_deployments,
         mqtt_version: args.mqtt_version,
@@ -279,7 +292,7 @@ fn main() -> ExitCode {
     cli_shell::init_logging("info");
     let result = cli_shell::block_on(async {
         match cli.command {
-            Command::Core(args) => run_core(args).await,
+            Command::Core(args) => run_core(*args).await,
             Command::Launcher(args) => run_launcher(args).await.map(ExitCode::from).map(Some),
             Command::Plant(args) => device_sim::plant::run(args).await.map(|()| None),
             Command::Dataset(args) => device_sim::dataset::run(args).map(|()| None),
@@ -314,6 +327,7 @@ fn is_configuration(e: &anyhow::Error) -> bool {
     cli_shell::caused_by::<ConfigFault>(e, |_| true)
         || cli_shell::caused_by(e, CoreError::is_configuration)
         || cli_shell::caused_by(e, claim::ClaimError::is_configuration)
+        || cli_shell::caused_by(e, KeyStoreError::is_configuration)
         || cli_shell::caused_by(e, device_sim::plant::ServeError::is_configuration)
         || cli_shell::caused_by(e, device_sim::dataset::DatasetError::is_configuration)
 }
@@ -549,17 +563,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_token_key_without_a_provider_and_an_unreadable_provider_file_are_configuration_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoints = dir.path().join("endpoints.json");
+        let json = r#"{"mqtt": "127.0.0.1:1", "http": "http://127.0.0.1:1", "caFile": "/nonexistent/ca.pem",
+            "region": "us-east-1", "accountId": "000000000000"}"#;
+        std::fs::write(&endpoints, json).unwrap();
+        let mut args = BASE.to_vec();
+        args.extend([
+            "--cloud",
+            endpoints.to_str().unwrap(),
+            "--cert",
+            "/c.pem",
+            "--key",
+            "pkcs11:object=k;type=private",
+        ]);
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
+        let err = run_core(*core).await.unwrap_err();
+        assert!(format!("{err:#}").contains("no PKCS#11 provider is configured (--pkcs11)"), "{err:#}");
+        assert!(is_configuration(&err));
+        args.extend(["--pkcs11", "/nonexistent/pkcs11.yaml"]);
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
+        let err = run_core(*core).await.unwrap_err();
+        assert!(format!("{err:#}").contains("cannot read /nonexistent/pkcs11.yaml"), "{err:#}");
+        assert!(is_configuration(&err));
+    }
+
+    #[tokio::test]
     async fn unreadable_endpoints_and_bad_update_config_are_configuration_errors() {
         let mut args = BASE.to_vec();
         args.extend(["--cloud", "/nonexistent/e.json", "--cert", "/c.pem", "--key", "/k.pem"]);
         let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
-        let err = run_core(core).await.unwrap_err();
+        let err = run_core(*core).await.unwrap_err();
         assert!(format!("{err:#}").contains("cannot read the endpoints file"), "{err:#}");
         assert!(is_configuration(&err));
         let mut args = BASE.to_vec();
         args.extend(["--update-config", "{not json"]);
         let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
-        let err = run_core(core).await.unwrap_err();
+        let err = run_core(*core).await.unwrap_err();
         assert!(format!("{err:#}").contains("--update-config is not valid JSON"), "{err:#}");
         assert!(is_configuration(&err));
     }

@@ -11,6 +11,8 @@ use cloud_api::ipc::model::{
     PayloadFormat, PubSubMessage, PublishProperties, PublishToIoTCoreRequest, Qos, ReceiveMode,
     SubscribeToIoTCoreRequest, SubscribeToTopicRequest, UserProperty,
 };
+use device_sim::core::key_store::DeviceKey;
+use device_sim::core::key_store::softhsm::SoftToken;
 use device_sim::core::options::MqttVersion;
 use device_sim::core::runtime::Core;
 use kit::ipc::IpcClient;
@@ -837,7 +839,7 @@ async fn a_core_resolves_a_published_component_and_downloads_its_artifact_with_t
     // A core whose policy lacks the Greengrass actions is told which one.
     let other = site_testkit::cloud::register(cloud.local(), dir.path(), "core-2", CORE_POLICY);
     let mut options = cloud.core_options();
-    (options.cert_file, options.key_file) = (other.cert_file, other.key_file);
+    (options.cert_file, options.key) = (other.cert_file, DeviceKey::File(other.key_file));
     let denied = GreengrassClient::from_options(&options).unwrap();
     let e = denied.resolve(GG_COMPONENT, None, &requirements(">=1.0.0"), &linux()).await.unwrap_err();
     assert!(matches!(&e, ClientError::AccessDenied { action: "greengrass:ResolveComponentCandidates", .. }), "{e:?}");
@@ -1399,17 +1401,29 @@ fn claim_for_sites(
     (cert, key)
 }
 
-/// `device-sim core` onboarding by claim with `claim` at `root`, taking cloud deployments.
-fn claimed_core(site: &Site, root: &std::path::Path, claim: &std::path::Path) -> std::process::Child {
+/// `device-sim core` onboarding by claim with `claim` at `root`, taking cloud deployments; with
+/// `token`, its key is kept in that SoftHSM2 token (`--pkcs11`).
+fn claimed_core(
+    site: &Site,
+    root: &std::path::Path,
+    claim: &std::path::Path,
+    token: Option<&SoftToken>,
+) -> std::process::Child {
     let endpoints = site.path().join("claimed-endpoints.json");
     std::fs::write(&endpoints, serde_json::to_vec(&site.cloud().core_options().endpoints).unwrap()).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_device-sim"))
-        .args(["core", "--root", root.to_str().unwrap(), "--cloud", endpoints.to_str().unwrap()])
-        .args(["--provision-by-claim", claim.to_str().unwrap(), "--cloud-deployments"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(site.path().join("claimed-core.log")).unwrap())
-        .spawn()
-        .expect("the core starts")
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_device-sim"));
+    command.args(["core", "--root", root.to_str().unwrap(), "--cloud", endpoints.to_str().unwrap()]).args([
+        "--provision-by-claim",
+        claim.to_str().unwrap(),
+        "--cloud-deployments",
+    ]);
+    if let Some(token) = token {
+        let config = site.path().join("pkcs11.json");
+        token.write_config(&config).unwrap();
+        command.arg("--pkcs11").arg(&config).env("SOFTHSM2_CONF", &token.conf);
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(site.path().join("claimed-core.log")).unwrap();
+    command.stdout(std::process::Stdio::null()).stderr(log).spawn().expect("the core starts")
 }
 
 fn stop(mut core: std::process::Child) {
@@ -1418,11 +1432,12 @@ fn stop(mut core: std::process::Child) {
     assert_eq!(core.wait().unwrap().code(), Some(0), "the core stops cleanly");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_core_onboards_by_claim_once_with_a_key_made_on_the_device_and_takes_its_groups_deployments() {
+/// A site whose core onboards by claim (its key in `token`, else in a file) and takes its
+/// group's deployment; then starts again with the identity it kept and takes the next one.
+/// Returns the identity.
+async fn onboard_by_claim_and_deploy(site: &Site, token: Option<&SoftToken>) -> device_sim::core::claim::Identity {
     use cloud_api::jobs::JobExecutionStatus;
 
-    let site = deploying_site().await;
     let local = site.cloud().local();
     local.registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
     let (claim_cert, claim_key) = claim_for_sites(local, site.path());
@@ -1445,7 +1460,7 @@ async fn a_core_onboards_by_claim_once_with_a_key_made_on_the_device_and_takes_i
     let certificates_before = local.registry.list_certificates().len();
 
     // The first start onboards: a new thing in the group, whose continuous job reaches it.
-    let core = claimed_core(&site, &root, &claim);
+    let core = claimed_core(site, &root, &claim, token);
     let outcome = |job: String| {
         site_testkit::wait_until(
             "the deployment job to end on the onboarded core",
@@ -1462,21 +1477,41 @@ async fn a_core_onboards_by_claim_once_with_a_key_made_on_the_device_and_takes_i
     let principals = local.registry.list_thing_principals("site-0042").unwrap();
     assert_eq!(principals.len(), 1, "{principals:?}");
     assert!(principals[0].ends_with(&identity.certificate_id));
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!((mode(&identity.key_file), mode(identity.key_file.parent().unwrap())), (0o600, 0o700));
     assert!(root.join("work").join(GG_COMPONENT).join("copy").is_file(), "Hello ran");
     stop(core);
 
     // The next start uses what was kept: no new certificate, and the group's next deployment
     // reaches the same thing.
-    let core = claimed_core(&site, &root, &claim);
+    let core = claimed_core(site, &root, &claim, token);
     let second = deploy_hello(local, group, "1.1.0").iot_job_id.unwrap();
     let execution = outcome(second).await.unwrap();
     assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
     assert_eq!(local.registry.list_certificates().len(), certificates_before + 1, "the claim was used once");
-    assert_eq!(device_sim::core::claim::provisioned(&root).unwrap(), Some(identity));
+    assert_eq!(device_sim::core::claim::provisioned(&root).unwrap().as_ref(), Some(&identity));
     stop(core);
+    identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_onboards_by_claim_once_with_a_key_made_on_the_device_and_takes_its_groups_deployments() {
+    let site = deploying_site().await;
+    let identity = onboard_by_claim_and_deploy(&site, None).await;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&identity.key_file), mode(identity.key_file.parent().unwrap())), (0o600, 0o700));
+}
+
+/// The whole life above with the key in a PKCS#11 token: the CSR, the MQTT connection and the
+/// Greengrass data plane's mTLS are all signed in the token, and no key file is ever written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_with_its_key_in_a_pkcs11_token_onboards_by_claim_and_works_over_mtls() {
+    let site = deploying_site().await;
+    let token = SoftToken::new(&site.path().join("softhsm"), "core").unwrap_or_else(|e| panic!("{e}"));
+    let identity = onboard_by_claim_and_deploy(&site, Some(&token)).await;
+    assert_eq!(identity.key_file.to_str(), Some("pkcs11:object=privKey;type=private"));
+    let identity_dir = device_sim::core::claim::identity_dir(&site.path().join("claimed"));
+    let files: Vec<_> = std::fs::read_dir(identity_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!files.iter().any(|f| f.to_string_lossy().ends_with(".key")), "no key file: {files:?}");
 }
 
 // ---- The core updates itself: a nucleus deployment through the launcher ----
@@ -1579,13 +1614,14 @@ async fn the_core_updates_itself_through_the_launcher_and_goes_back_when_the_new
     let group = "arn:aws:iot:us-east-1:000000000000:thinggroup/pumps";
 
     let options = site.cloud().core_options();
+    let key = options.key.key_ref().to_path();
     let endpoints = site.path().join("endpoints.json");
     std::fs::write(&endpoints, serde_json::to_vec(&options.endpoints).unwrap()).unwrap();
     let root = site.core_root();
     let mut launcher = std::process::Command::new(real)
         .args(["launcher", "--root", root.to_str().unwrap(), "--health-deadline-secs", "20", "--"])
         .args(["--thing", THING, "--cloud", endpoints.to_str().unwrap()])
-        .args(["--cert", options.cert_file.to_str().unwrap(), "--key", options.key_file.to_str().unwrap()])
+        .args(["--cert", options.cert_file.to_str().unwrap(), "--key", key.to_str().unwrap()])
         .args(["--cloud-deployments", "--fleet-status-interval-secs", "0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(site.path().join("launcher.log")).unwrap())

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cloud_api::endpoints::Endpoints;
 use device_sim::core::bridge::{BridgeConfig, tls_config};
+use device_sim::core::key_store::DeviceKey;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde::Serialize;
 use serde_json::Value;
@@ -126,7 +127,7 @@ impl Observer {
         key: std::path::PathBuf,
         filters: &[String],
     ) -> anyhow::Result<Self> {
-        let config = BridgeConfig::new(endpoints.clone(), cert, key, OBSERVER.into());
+        let config = BridgeConfig::new(endpoints.clone(), cert, DeviceKey::File(key), OBSERVER.into());
         let (host, port) = endpoints.mqtt_host_port().map_err(anyhow::Error::msg)?;
         let mut opts = MqttOptions::new(OBSERVER, host, port);
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls_config(&config)?)));

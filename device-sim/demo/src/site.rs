@@ -433,7 +433,7 @@ impl Site {
             cloud: Some(CloudOptions {
                 endpoints: device.endpoints.clone(),
                 cert_file: device.files.certificate.clone(),
-                key_file: device.files.private_key.clone(),
+                key: device_sim::core::key_store::DeviceKey::File(device.files.private_key.clone()),
                 fleet_status: Some(device_sim::core::fleet_status::DEFAULT_CADENCE),
                 cloud_deployments: true,
                 mqtt_version: Default::default(),

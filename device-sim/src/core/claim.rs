@@ -11,7 +11,8 @@
 //!
 //! One deliberate difference from the plugin: without `csrPath` the plugin lets AWS make the key
 //! pair (CreateKeysAndCertificate); here the key pair and the CSR are always made on the device,
-//! so the private key never travels. With `csrPath` the given CSR is sent and its key is expected
+//! in its key store ([`super::key_store`]: a 0600 file, or a PKCS#11 token it never leaves), so
+//! the private key never travels. With `csrPath` the given CSR is sent and its key is expected
 //! at `claimedPrivateKeyPath` (default `{rootPath}/privKey.key`), made by whoever made the CSR.
 //!
 //! Layout: the request/answer shapes and the checks are pure functions with tests next to them;
@@ -26,6 +27,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Tr
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::key_store::{DeviceKey, KeyStore, KeyStoreError};
+
 /// How long each exchange with the provisioning API may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -34,6 +37,9 @@ const IDENTITY_DIR: &str = "identity";
 const IDENTITY_FILE: &str = "identity.json";
 const CERT_FILE: &str = "thingCert.crt";
 const KEY_FILE: &str = "privKey.key";
+/// The core key's name in the key store: `privKey.key` in the identity directory, or the token
+/// key labelled `privKey`.
+const KEY_LABEL: &str = "privKey";
 
 /// The plugin's configuration (its keys, camelCase, as in the nucleus's configuration file).
 /// The endpoints (MQTT, root CA, region) come from the core's `endpoints.json`.
@@ -82,6 +88,9 @@ pub enum ClaimError {
     /// No answer, a lost connection, an answer that cannot be read: retry later.
     #[error("onboarding by claim: {0}")]
     Transient(String),
+    /// The key could not be made or used (a file or a PKCS#11 token).
+    #[error("the device key: {0}")]
+    Key(#[from] KeyStoreError),
     /// The identity could not be written: fix the disk or the permissions.
     #[error("cannot keep the identity in {path}: {source}")]
     Io {
@@ -95,7 +104,11 @@ pub enum ClaimError {
 impl ClaimError {
     /// True when retrying cannot help.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, ClaimError::Config(_) | ClaimError::Rejected { .. })
+        match self {
+            ClaimError::Config(_) | ClaimError::Rejected { .. } => true,
+            ClaimError::Key(e) => e.is_configuration(),
+            ClaimError::Transient(_) | ClaimError::Io { .. } => false,
+        }
     }
 }
 
@@ -109,7 +122,8 @@ pub struct Identity {
     pub certificate_id: String,
     /// Its certificate (PEM).
     pub cert_file: PathBuf,
-    /// Its private key (PEM, 0600).
+    /// Its private key, as the nucleus's `privateKeyPath`: a PEM file (0600), or
+    /// `pkcs11:object=privKey;type=private` for a key in the token.
     pub key_file: PathBuf,
     /// The template's `DeviceConfiguration`.
     #[serde(default)]
@@ -133,6 +147,12 @@ impl ClaimConfig {
         }
         Ok(config)
     }
+}
+
+/// The directory of the identity under `root` (0700): the record, the certificate and, without a
+/// token, the key.
+pub fn identity_dir(root: &Path) -> PathBuf {
+    root.join(IDENTITY_DIR)
 }
 
 /// The identity kept under `root`, if the core was onboarded before.
@@ -221,21 +241,16 @@ fn provision_topic(template: &str) -> String {
     format!("$aws/provisioning-templates/{template}/provision/json")
 }
 
-/// A new key pair (ECDSA P-256) and a CSR for it: (key PEM, CSR PEM).
-pub fn new_key_and_csr(common_name: &str) -> Result<(String, String), ClaimError> {
-    let fail = |e: rcgen::Error| ClaimError::Config(format!("cannot make a key and CSR: {e}"));
-    let key = rcgen::KeyPair::generate().map_err(fail)?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
-    let csr = params.serialize_request(&key).map_err(fail)?.pem().map_err(fail)?;
-    Ok((key.serialize_pem(), csr))
-}
-
-/// Onboards the core at `root`: the claim, a certificate for a key made here, the thing from the
-/// template; the identity is written under `{root}/identity` (key 0600 in a 0700 directory, the
-/// record last) and returned.
-pub async fn onboard(config: &ClaimConfig, endpoints: &Endpoints, root: &Path) -> Result<Identity, ClaimError> {
-    let dir = root.join(IDENTITY_DIR);
+/// Onboards the core at `root`: the claim, a certificate for a key made here in `keys`, the thing
+/// from the template; the identity is written under `{root}/identity` (0700; the record last)
+/// and returned.
+pub async fn onboard(
+    config: &ClaimConfig,
+    endpoints: &Endpoints,
+    root: &Path,
+    keys: &KeyStore,
+) -> Result<Identity, ClaimError> {
+    let dir = identity_dir(root);
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| ClaimError::Io { path, source }
@@ -254,19 +269,17 @@ pub async fn onboard(config: &ClaimConfig, endpoints: &Endpoints, root: &Path) -
             (key_file, csr)
         }
         None => {
-            let (key, csr) = new_key_and_csr(&client_id)?;
-            let key_file = dir.join(KEY_FILE);
-            write_private(&key_file, key.as_bytes()).map_err(io(&key_file))?;
-            (key_file, csr)
+            // A key of that name is left from an onboarding that never finished (the record is
+            // written last, so no identity uses it).
+            keys.delete(&keys.named(KEY_LABEL))?;
+            let key = keys.generate(KEY_LABEL)?;
+            (key.key_ref().to_path(), key.csr(&client_id)?)
         }
     };
 
-    let tls = super::bridge::device_tls_config(
-        &endpoints.ca_file,
-        &config.claim_certificate_path,
-        &config.claim_certificate_private_key_path,
-    )
-    .map_err(|e| ClaimError::Config(format!("the claim certificate: {e}")))?;
+    let claim_key = DeviceKey::File(config.claim_certificate_private_key_path.clone());
+    let tls = super::bridge::device_tls_config(&endpoints.ca_file, &config.claim_certificate_path, &claim_key)
+        .map_err(|e| ClaimError::Config(format!("the claim certificate: {e}")))?;
     let (host, port) = endpoints.mqtt_host_port().map_err(ClaimError::Config)?;
     let mut options = MqttOptions::new(client_id.clone(), host, port);
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
@@ -360,20 +373,10 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Writes a private key: created 0600, synced, renamed into place.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::key_store::KeyRef;
 
     #[test]
     fn the_plugins_keys_parse_from_json_and_yaml_and_a_missing_one_is_named() {
@@ -432,8 +435,12 @@ mod tests {
 
     #[test]
     fn the_key_is_made_here_and_the_csr_names_the_device() {
-        let (key, csr) = new_key_and_csr("site-7").unwrap();
-        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyStore::files(identity_dir(dir.path())).generate(KEY_LABEL).unwrap();
+        assert_eq!(key.key_ref(), KeyRef::File(identity_dir(dir.path()).join(KEY_FILE)));
+        let pem = std::fs::read_to_string(identity_dir(dir.path()).join(KEY_FILE)).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{pem}");
+        let csr = key.csr("site-7").unwrap();
         assert!(csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"), "{csr}");
         let der = rustls_pemfile::csr(&mut csr.as_bytes()).unwrap().unwrap();
         use x509_parser::prelude::FromDer as _;

@@ -250,7 +250,7 @@ impl GreengrassClient {
         let endpoint = cloud.endpoints.greengrass_data_plane.clone().ok_or_else(|| {
             ClientError::Setup("endpoints.json names no Greengrass data plane (greengrassDataPlane)".into())
         })?;
-        let tls = device_tls_config(&cloud.endpoints.ca_file, &cloud.cert_file, &cloud.key_file)
+        let tls = device_tls_config(&cloud.endpoints.ca_file, &cloud.cert_file, &cloud.key)
             .map_err(|e| ClientError::Setup(e.to_string()))?;
         Ok(Self::new(&endpoint, &cloud.endpoints.region, tls))
     }
@@ -461,7 +461,7 @@ mod tests {
         let cloud = CloudOptions {
             endpoints,
             cert_file: "/nonexistent/c.pem".into(),
-            key_file: "/nonexistent/k.pem".into(),
+            key: crate::core::key_store::DeviceKey::File("/nonexistent/k.pem".into()),
             fleet_status: None,
             cloud_deployments: true,
             mqtt_version: Default::default(),

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fleet_status;
 pub mod greengrass_client;
 pub mod ipc_server;
+pub mod key_store;
 pub mod layout;
 pub mod local_shadow;
 pub mod nucleus_update;

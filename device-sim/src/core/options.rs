@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use cloud_api::endpoints::Endpoints;
 
+use super::key_store::DeviceKey;
+
 use crate::recipe::{ComponentVersion, ConfigurationUpdate, DevicePlatform};
 
 /// The nucleus version the simulated core claims in `GGC_VERSION` unless it is told otherwise
@@ -49,8 +51,9 @@ pub struct CloudOptions {
     pub endpoints: Endpoints,
     /// The core device's certificate (PEM).
     pub cert_file: PathBuf,
-    /// The core device's private key (PEM).
-    pub key_file: PathBuf,
+    /// The core device's private key: a PEM file, or a key in a PKCS#11 token
+    /// ([`super::key_store`]).
+    pub key: DeviceKey,
     /// The fleet status service's cadence (the nucleus's `periodicUpdateIntervalSec`); `None`
     /// leaves the service off. The device's IoT policy must allow `iot:Publish` on
     /// `$aws/things/{thing}/greengrassv2/health/json`, as AWS's minimal core policy does: an

@@ -270,7 +270,7 @@ impl Cloud {
         CloudOptions {
             endpoints: self.endpoints.clone(),
             cert_file: self.core.cert_file.clone(),
-            key_file: self.core.key_file.clone(),
+            key: device_sim::core::key_store::DeviceKey::File(self.core.key_file.clone()),
             fleet_status: None,
             cloud_deployments: false,
             mqtt_version: Default::default(),

@@ -46,6 +46,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use self::link::{LinkClient, LinkEvent, LinkEventLoop, LinkOptions, OutProperties};
+use super::key_store::DeviceKey;
 use super::options::CoreOptions;
 pub use super::options::MqttVersion;
 use super::services::{BoxFuture, BridgeError, IotCoreBridge};
@@ -62,8 +63,8 @@ pub struct BridgeConfig {
     pub endpoints: Endpoints,
     /// The core device's certificate (PEM).
     pub cert_file: PathBuf,
-    /// The core device's private key (PEM).
-    pub key_file: PathBuf,
+    /// The core device's private key (a file or a token key).
+    pub key: DeviceKey,
     /// MQTT client id (the thing name).
     pub client_id: String,
     /// Spool size in payload bytes.
@@ -82,11 +83,11 @@ pub struct BridgeConfig {
 
 impl BridgeConfig {
     /// The nucleus's defaults for the given endpoints and identity.
-    pub fn new(endpoints: Endpoints, cert_file: PathBuf, key_file: PathBuf, client_id: String) -> Self {
+    pub fn new(endpoints: Endpoints, cert_file: PathBuf, key: DeviceKey, client_id: String) -> Self {
         Self {
             endpoints,
             cert_file,
-            key_file,
+            key,
             client_id,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             keep_qos0_when_offline: false,
@@ -264,16 +265,17 @@ fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, BridgeSetupError> {
 
 /// The TLS client configuration: the endpoints' CA, the device's certificate and key (ring).
 pub fn tls_config(config: &BridgeConfig) -> Result<Arc<rustls::ClientConfig>, BridgeSetupError> {
-    device_tls_config(&config.endpoints.ca_file, &config.cert_file, &config.key_file)
+    device_tls_config(&config.endpoints.ca_file, &config.cert_file, &config.key)
 }
 
 /// A TLS client configuration (ring) that trusts the CAs of `ca_file` and presents the device
-/// certificate of `cert_file` with the key of `key_file`: the core's identity towards every
-/// AWS IoT endpoint (the MQTT broker, the Greengrass data plane).
+/// certificate of `cert_file` with `key`: the core's identity towards every AWS IoT endpoint
+/// (the MQTT broker, the Greengrass data plane). A key in a PKCS#11 token signs the handshake
+/// in the token ([`super::key_store`]); ring stays the only crypto provider.
 pub fn device_tls_config(
     ca_file: &Path,
     cert_file: &Path,
-    key_file: &Path,
+    key: &DeviceKey,
 ) -> Result<Arc<rustls::ClientConfig>, BridgeSetupError> {
     let ca = read_pem(ca_file, "root CA file")?;
     let mut roots = rustls::RootCertStore::empty();
@@ -291,16 +293,18 @@ pub fn device_tls_config(
     if chain.is_empty() {
         return Err(BridgeSetupError(format!("no certificate in {}", cert_file.display())));
     }
-    let key = read_pem(key_file, "private key")?;
-    let key = rustls_pemfile::private_key(&mut key.as_slice())
-        .map_err(|e| BridgeSetupError(format!("bad PEM in {}: {e}", key_file.display())))?
-        .ok_or_else(|| BridgeSetupError(format!("no private key in {}", key_file.display())))?;
+    let signing_key = key.signing_key().map_err(|e| BridgeSetupError(e.to_string()))?;
+    let identity = rustls::sign::CertifiedKey::new(chain, signing_key);
+    // As rustls's own loading does: a key that cannot tell its public key is not refused.
+    match identity.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(e) => return Err(BridgeSetupError(format!("the certificate and key do not make a TLS identity: {e}"))),
+    }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| BridgeSetupError(e.to_string()))?
         .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| BridgeSetupError(format!("the certificate and key do not make a TLS identity: {e}")))?;
+        .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(identity)));
     Ok(Arc::new(tls))
 }
 
@@ -312,7 +316,7 @@ impl MqttBridge {
         let mut config = BridgeConfig::new(
             cloud.endpoints.clone(),
             cloud.cert_file.clone(),
-            cloud.key_file.clone(),
+            cloud.key.clone(),
             options.thing.clone(),
         );
         config.mqtt_version = cloud.mqtt_version;
@@ -699,11 +703,32 @@ mod tests {
             greengrass_data_plane: None,
             credentials_provider: None,
         };
-        let config = BridgeConfig::new(endpoints, dir.path().join("c.pem"), dir.path().join("k.pem"), "t".into());
+        let config = BridgeConfig::new(
+            endpoints,
+            dir.path().join("c.pem"),
+            DeviceKey::File(dir.path().join("k.pem")),
+            "t".into(),
+        );
         let err = tls_config(&config).unwrap_err().0;
         assert!(err.contains("no certificate in the root CA file"), "{err}");
         std::fs::remove_file(&ca).unwrap();
         let err = tls_config(&config).unwrap_err().0;
         assert!(err.contains("cannot read the root CA file"), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_for_another_key_is_refused_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = crate::core::key_store::KeyStore::files(dir.path().join("keys"));
+        let (mine, other) = (keys.generate("mine").unwrap(), keys.generate("other").unwrap());
+        let pem = |key: &DeviceKey| std::fs::read_to_string(key.key_ref().to_path()).unwrap();
+        let signer = rcgen::KeyPair::from_pem(&pem(&mine)).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["core".to_owned()]).unwrap().self_signed(&signer).unwrap();
+        let (ca, cert_file) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"));
+        std::fs::write(&ca, cert.pem()).unwrap();
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        device_tls_config(&ca, &cert_file, &mine).unwrap();
+        let err = device_tls_config(&ca, &cert_file, &other).unwrap_err().0;
+        assert!(err.contains("the certificate and key do not make a TLS identity"), "{err}");
     }
 }
