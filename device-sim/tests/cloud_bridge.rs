@@ -1651,3 +1651,139 @@ async fn the_core_updates_itself_through_the_launcher_and_goes_back_when_the_new
     let status = launcher.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the launcher stops with its core");
 }
+
+// --- The token exchange service.
+
+const TES_ALIAS: &str = "CoreTokenExchangeRoleAlias";
+
+/// A recipe whose Run writes the two credential variables it got into `tes.env` in its work
+/// directory, then sleeps; with `tes` it depends on the token exchange service.
+fn env_writer_recipe(component: &str, tes: bool) -> String {
+    let mut recipe = json!({
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": component,
+        "ComponentVersion": "1.0.0",
+        "Manifests": [{"Lifecycle": {"Run":
+            "printf 'uri=%s\\ntoken=%s\\n' \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\" \"$AWS_CONTAINER_AUTHORIZATION_TOKEN\" > tes.env && exec sleep 600"
+        }}]
+    });
+    if tes {
+        recipe["ComponentDependencies"] = json!({"aws.greengrass.TokenExchangeService": {
+            "VersionRequirement": ">=2.0.0 <3.0.0", "DependencyType": "HARD"
+        }});
+    }
+    recipe.to_string()
+}
+
+/// `name=value` lines of the `tes.env` that `component` wrote.
+async fn tes_env(site: &Site, core: &Core, component: &str) -> std::collections::HashMap<String, String> {
+    site.wait_running(core, component).await;
+    let file = site.core_root().join("work").join(component).join("tes.env");
+    let text = site_testkit::wait_until(
+        format!("{} written", file.display()),
+        async || std::fs::read_to_string(&file).unwrap_or_default(),
+        |t| t.lines().count() == 2,
+        |t| format!("{t:?}"),
+    )
+    .await;
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// One HTTP/1.1 request to a loopback `http://` URL: the status and the body.
+async fn http_request(url: &str, method: &str, authorization: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_exchange_service_vends_cached_role_credentials_to_components_that_depend_on_it() {
+    let mut site = Site::new(THING);
+    site.deploy("com.example.WithTes", "1.0.0", &env_writer_recipe("com.example.WithTes", true));
+    site.deploy("com.example.WithoutTes", "1.0.0", &env_writer_recipe("com.example.WithoutTes", false));
+    // The core's policy allows it to assume the role through its alias, and nothing else matters here.
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+        {"Effect": "Allow", "Action": "iot:AssumeRoleWithCertificate", "Resource": format!("arn:aws:iot:*:*:rolealias/{TES_ALIAS}")}
+    ]});
+    site.start_cloud(&policy.to_string()).await;
+    let local = site.cloud().local();
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"credentials.iot.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let role = local.iam.create_role("CoreTokenExchangeRole", None, trust, None, None).unwrap();
+    local
+        .iam
+        .put_role_policy(
+            "CoreTokenExchangeRole",
+            "uploads",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::uploads/${credentials-iot:ThingName}/*"}]}"#,
+        )
+        .unwrap();
+    local.iot_credentials.create(TES_ALIAS, &role.arn, None).unwrap();
+
+    let core = site.start_core(&json!({"aws.greengrass.Nucleus": {"MERGE": {"iotRoleAlias": TES_ALIAS}}})).await;
+    let with = tes_env(&site, &core, "com.example.WithTes").await;
+    let without = tes_env(&site, &core, "com.example.WithoutTes").await;
+    assert_eq!(with["uri"], core.token_exchange().uri());
+    assert!(with["uri"].starts_with("http://127.0.0.1:") && with["uri"].ends_with("/2016-11-01/credentialprovider/"));
+    assert!(!with["token"].is_empty());
+    assert_eq!(without["uri"], "", "only dependents get the URL");
+
+    // A component's token gets the role's credentials, in the SDKs' container format.
+    let (status, body) = http_request(&with["uri"], "GET", Some(&with["token"])).await;
+    assert_eq!(status, 200, "{body}");
+    let creds: Value = serde_json::from_str(&body).unwrap();
+    for field in ["AccessKeyId", "SecretAccessKey", "Token", "Expiration"] {
+        assert!(creds[field].as_str().is_some_and(|s| !s.is_empty()), "{field} in {creds}");
+    }
+    let session = local.iam.principal(creds["AccessKeyId"].as_str().unwrap(), creds["Token"].as_str());
+    assert!(session.is_ok(), "the cloud knows the session: {session:?}");
+    // Cached: the same credentials again, without asking the provider.
+    let (status, again) = http_request(&with["uri"], "GET", Some(&without["token"])).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(serde_json::from_str::<Value>(&again).unwrap()["AccessKeyId"], creds["AccessKeyId"]);
+    assert_eq!(core.token_exchange().provider_requests(), 1);
+
+    // No token or a wrong one, another method, another path: refused as the nucleus refuses them.
+    assert_eq!(http_request(&with["uri"], "GET", None).await.0, 403);
+    assert_eq!(http_request(&with["uri"], "GET", Some("not-a-token")).await.0, 403);
+    assert_eq!(http_request(&with["uri"], "POST", Some(&with["token"])).await.0, 405);
+    let elsewhere = with["uri"].replace("/2016-11-01/credentialprovider/", "/latest/meta-data/");
+    assert_eq!(http_request(&elsewhere, "GET", Some(&with["token"])).await.0, 400);
+    assert_eq!(core.token_exchange().provider_requests(), 1);
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_exchange_service_passes_on_a_refusal_and_keeps_it_instead_of_asking_again() {
+    let mut site = Site::new(THING);
+    site.deploy("com.example.WithTes", "1.0.0", &env_writer_recipe("com.example.WithTes", true));
+    // The core may connect but not assume any role.
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"}
+    ]});
+    site.start_cloud(&policy.to_string()).await;
+    let local = site.cloud().local();
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"credentials.iot.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let role = local.iam.create_role("CoreTokenExchangeRole", None, trust, None, None).unwrap();
+    local.iot_credentials.create(TES_ALIAS, &role.arn, None).unwrap();
+
+    let core = site.start_core(&json!({"aws.greengrass.Nucleus": {"MERGE": {"iotRoleAlias": TES_ALIAS}}})).await;
+    let env = tes_env(&site, &core, "com.example.WithTes").await;
+    let (status, body) = http_request(&env["uri"], "GET", Some(&env["token"])).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("TES responded with status code: 403"), "{body}");
+    let (status, _) = http_request(&env["uri"], "GET", Some(&env["token"])).await;
+    assert_eq!(status, 403);
+    assert_eq!(core.token_exchange().provider_requests(), 1, "a 4xx is kept for two minutes");
+    core.shutdown(WAIT).await;
+}

@@ -46,6 +46,7 @@ impl Fixture {
             root_ca_path: Some(self.root.join("rootCA.pem")),
             ipc_socket: self.root.join("ipc.socket"),
             ggc_version: device_sim::core::supervisor::GGC_VERSION.into(),
+            credentials_uri: None,
         }
     }
 

@@ -47,6 +47,9 @@ pub enum CoreError {
     /// The IoT Core bridge cannot be set up (endpoints, certificate or key).
     #[error("cannot set up the IoT Core connection")]
     Bridge(#[source] BridgeSetupError),
+    /// The token exchange service cannot start (its configuration, its port).
+    #[error("cannot start the token exchange service")]
+    TokenExchange(#[source] super::token_exchange::TesError),
     /// The Greengrass data-plane client cannot be set up (no `greengrassDataPlane` in
     /// `endpoints.json`, unreadable certificate or key).
     #[error("cannot set up the Greengrass data-plane client: {0}")]
@@ -82,8 +85,11 @@ impl CoreError {
             | Self::Bridge(_)
             | Self::Greengrass(_)
             | Self::KeptDeployments(_)
-            | Self::ShadowStore(_) => true,
-            Self::Root { .. } | Self::Bind { .. } => false,
+            | Self::ShadowStore(_)
+            | Self::TokenExchange(super::token_exchange::TesError::Config(_)) => true,
+            Self::Root { .. }
+            | Self::Bind { .. }
+            | Self::TokenExchange(super::token_exchange::TesError::Bind { .. }) => false,
         }
     }
 }

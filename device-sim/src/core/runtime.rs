@@ -24,10 +24,12 @@
 //! and [`Core::start`] wires them; nothing below imports it (see the module map in
 //! `device-sim/README.md`).
 //!
-//! The nucleus and the ShadowManager are built in: recipes may depend on
-//! `aws.greengrass.Nucleus` ([`CoreOptions::nucleus_version`]) and `aws.greengrass.ShadowManager`
-//! ([`SHADOW_MANAGER_VERSION`]), and the ShadowManager takes its configuration from
-//! `--update-config` like any component.
+//! The nucleus, the ShadowManager and the token exchange service are built in: recipes may
+//! depend on `aws.greengrass.Nucleus` ([`CoreOptions::nucleus_version`]),
+//! `aws.greengrass.ShadowManager` ([`SHADOW_MANAGER_VERSION`]) and
+//! `aws.greengrass.TokenExchangeService` ([`TES_VERSION`], [`super::token_exchange`]), and they
+//! take their configuration from `--update-config` like any component (the nucleus's
+//! `iotRoleAlias` included).
 //!
 //! While it runs, the core takes local deployments over IPC ([`super::deployment`]) from the
 //! Greengrass CLI's clients: it writes `{root}/cli_ipc_info/user-{uid}` ([`super::cli`]) as
@@ -63,6 +65,7 @@ use super::services::{IotCoreBridge, RestartRequest};
 use super::shadow_manager::ShadowManager;
 use super::shadow_sync::SHADOW_MANAGER;
 use super::supervisor::{StateEvent, Supervisor};
+use super::token_exchange::{TES_VERSION, TOKEN_EXCHANGE_SERVICE, TokenExchange};
 use super::update_gate::UpdateGate;
 use super::{ComponentState, Tokens};
 use crate::recipe::Resolution;
@@ -80,8 +83,8 @@ pub const NUCLEUS: &str = super::nucleus_update::NUCLEUS;
 pub const IPC_SOCKET_FILE: &str = "ipc.socket";
 
 /// The components built into the core, which recipes may depend on: (name, version).
-fn builtins(nucleus_version: &str) -> [(&str, &str); 2] {
-    [(NUCLEUS, nucleus_version), (SHADOW_MANAGER, SHADOW_MANAGER_VERSION)]
+fn builtins(nucleus_version: &str) -> [(&str, &str); 3] {
+    [(NUCLEUS, nucleus_version), (SHADOW_MANAGER, SHADOW_MANAGER_VERSION), (TOKEN_EXCHANGE_SERVICE, TES_VERSION)]
 }
 
 /// A running simulated core. Dropping it kills every component process and closes the IPC
@@ -98,6 +101,7 @@ pub struct Core {
     socket: PathBuf,
     recipe_warnings: Vec<String>,
     bridge: Option<Arc<MqttBridge>>,
+    token_exchange: TokenExchange,
     deployments: Deployments,
     update_deferrals: UpdateGate,
     deployment_runner: tokio::task::JoinHandle<()>,
@@ -158,8 +162,11 @@ impl Core {
 
         let bridge = MqttBridge::from_options(&options).map_err(CoreError::Bridge)?;
         let shadow_manager = ShadowManager::start(&options, &pubsub, bridge.as_ref()).await?;
-        let supervisor = Supervisor::from_options(&options, socket.clone(), specs, tokens.clone(), &config)
-            .map_err(CoreError::Supervisor)?;
+        let token_exchange = TokenExchange::start(&options, tokens.clone()).await.map_err(CoreError::TokenExchange)?;
+        let credentials_uri = Some(token_exchange.uri().to_owned());
+        let supervisor =
+            Supervisor::from_options(&options, socket.clone(), credentials_uri, specs, tokens.clone(), &config)
+                .map_err(CoreError::Supervisor)?;
         let supervisor = Arc::new(supervisor);
         let resolution = deployed.resolution.clone();
         let gate = UpdateGate::new();
@@ -231,6 +238,7 @@ impl Core {
             socket,
             recipe_warnings,
             bridge,
+            token_exchange,
             deployments,
             update_deferrals: gate,
             deployment_runner,
@@ -270,6 +278,11 @@ impl Core {
     /// The Greengrass CLI's IPC info file this core wrote (`{root}/cli_ipc_info/user-{uid}`).
     pub fn cli_ipc_info(&self) -> &Path {
         &self.cli_ipc_info
+    }
+
+    /// The token exchange service (`aws.greengrass.TokenExchangeService`).
+    pub fn token_exchange(&self) -> &TokenExchange {
+        &self.token_exchange
     }
 
     /// The IoT Core bridge, when the core has a cloud connection.

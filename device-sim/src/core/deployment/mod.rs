@@ -286,7 +286,8 @@ impl Deployed {
         let specs = ComponentSpec::from_resolution(&deployed.catalog, &deployed.resolution, &options.platform)
             .map_err(CoreError::Supervisor)?;
         for name in options.update_config.keys() {
-            if name != SHADOW_MANAGER && !specs.iter().any(|s| &s.recipe.name == name) {
+            // Built-in components (the nucleus, ShadowManager, TES) take `--update-config` too.
+            if !deployed.builtins.contains(name) && !specs.iter().any(|s| &s.recipe.name == name) {
                 return Err(CoreError::UpdateConfig(format!("{name} is not part of this deployment")));
             }
         }

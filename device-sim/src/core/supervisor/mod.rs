@@ -17,6 +17,8 @@
 //!   transitions go to `logs/greengrass.log`;
 //! - environment (`ShellRunner`, `DeviceConfiguration`, `Kernel`, `IPCEventStreamService`):
 //!   `SVCUID` and `AWS_CONTAINER_AUTHORIZATION_TOKEN` (both the component's IPC token),
+//!   `AWS_CONTAINER_CREDENTIALS_FULL_URI` for the components that depend on
+//!   `aws.greengrass.TokenExchangeService` ([`super::token_exchange`]),
 //!   `GG_ROOT_CA_PATH`, `AWS_IOT_THING_NAME`, `AWS_REGION` and `AWS_DEFAULT_REGION`,
 //!   `GGC_VERSION` (the nucleus version: [`CoreOptions::nucleus_version`], by default
 //!   [`GGC_VERSION`]),
@@ -53,6 +55,7 @@ use self::shell::{ProcessTable, Script};
 use super::config_store::ConfigStore;
 use super::layout::{ArtifactError, Layout, stage_artifacts};
 use super::options::CoreOptions;
+use super::token_exchange::{FULL_URI_ENV, TOKEN_EXCHANGE_SERVICE};
 use super::{ComponentState, ControlError, LifecycleControl, ReportedState, Tokens};
 use crate::recipe::{
     Catalog, ComponentVariables, DependencyType, DevicePlatform, InterpolationContext, Lifecycle, Manifest, Recipe,
@@ -83,11 +86,14 @@ pub struct SupervisorConfig {
     pub ipc_socket: PathBuf,
     /// The nucleus version to claim (`GGC_VERSION`).
     pub ggc_version: String,
+    /// The token exchange service's URL, given in `AWS_CONTAINER_CREDENTIALS_FULL_URI` to the
+    /// components that depend on `aws.greengrass.TokenExchangeService`.
+    pub credentials_uri: Option<String>,
 }
 
 impl SupervisorConfig {
     /// The settings for a core started with `options`, its IPC socket at `ipc_socket`.
-    pub fn from_options(options: &CoreOptions, ipc_socket: PathBuf) -> Self {
+    pub fn from_options(options: &CoreOptions, ipc_socket: PathBuf, credentials_uri: Option<String>) -> Self {
         Self {
             root: options.root.clone(),
             artifact_dir: options.artifact_dir.clone(),
@@ -96,6 +102,7 @@ impl SupervisorConfig {
             root_ca_path: options.root_ca_path.clone(),
             ipc_socket,
             ggc_version: options.nucleus_version.to_string(),
+            credentials_uri,
         }
     }
 }
@@ -299,6 +306,7 @@ impl Supervisor {
     pub fn from_options(
         options: &CoreOptions,
         ipc_socket: PathBuf,
+        credentials_uri: Option<String>,
         components: Vec<ComponentSpec>,
         tokens: Tokens,
         config: &ConfigStore,
@@ -306,7 +314,12 @@ impl Supervisor {
         let config = config.clone();
         let configuration: ConfigurationSource =
             Arc::new(move |name: &str| config.get(name, &[]).unwrap_or_else(|| serde_json::json!({})));
-        Self::new(SupervisorConfig::from_options(options, ipc_socket), components, tokens, configuration)
+        Self::new(
+            SupervisorConfig::from_options(options, ipc_socket, credentials_uri),
+            components,
+            tokens,
+            configuration,
+        )
     }
 
     /// State changes from now on.
@@ -496,6 +509,11 @@ impl Inner {
             ("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT".to_owned(), socket.clone()),
             ("AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH".to_owned(), socket),
         ];
+        if let Some(uri) = &self.config.credentials_uri
+            && spec.dependencies.iter().any(|(name, _)| name == TOKEN_EXCHANGE_SERVICE)
+        {
+            env.push((FULL_URI_ENV.to_owned(), uri.clone()));
+        }
         env.extend(lifecycle.environment(step));
         Some(Script {
             component: component.to_owned(),
