@@ -1,4 +1,4 @@
-//! Building the `aws-sdk-iot`, `aws-sdk-greengrassv2` and `aws-sdk-s3` clients the way the AWS CLI would: region and credentials from
+//! Building the `aws-sdk-iot`, `aws-sdk-greengrassv2`, `aws-sdk-iam` and `aws-sdk-s3` clients the way the AWS CLI would: region and credentials from
 //! `aws-config`'s default chain (environment, shared config and credentials files, web identity,
 //! ECS and EC2 instance metadata), the endpoint from `AWS_ENDPOINT_URL_IOT` / `AWS_ENDPOINT_URL`
 //! or the profile's `endpoint_url` unless overridden. One HTTP client for every target: rustls with
@@ -39,24 +39,33 @@ async fn shared_config(options: &ClientOptions) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// A client of the SDK crate `$sdk` from the shared configuration, with `options`' endpoint
+/// override (it wins over the environment and the profile).
+macro_rules! client {
+    ($sdk:ident, $options:expr) => {{
+        let shared = shared_config($options).await;
+        let mut config = $sdk::config::Builder::from(&shared);
+        if let Some(url) = &$options.endpoint_url {
+            config = config.endpoint_url(url);
+        }
+        $sdk::Client::from_conf(config.build())
+    }};
+}
+
 /// An IoT control-plane client configured from the default chain and `options`.
 pub async fn iot_client(options: &ClientOptions) -> aws_sdk_iot::Client {
-    let shared = shared_config(options).await;
-    let mut config = aws_sdk_iot::config::Builder::from(&shared);
-    if let Some(url) = &options.endpoint_url {
-        config = config.endpoint_url(url);
-    }
-    aws_sdk_iot::Client::from_conf(config.build())
+    client!(aws_sdk_iot, options)
 }
 
 /// A Greengrass V2 control-plane client configured from the default chain and `options`.
 pub async fn greengrass_client(options: &ClientOptions) -> aws_sdk_greengrassv2::Client {
-    let shared = shared_config(options).await;
-    let mut config = aws_sdk_greengrassv2::config::Builder::from(&shared);
-    if let Some(url) = &options.endpoint_url {
-        config = config.endpoint_url(url);
-    }
-    aws_sdk_greengrassv2::Client::from_conf(config.build())
+    client!(aws_sdk_greengrassv2, options)
+}
+
+/// An IAM client configured from the default chain and `options` (IAM is global: AWS signs it
+/// for `us-east-1` whatever the region; the local cloud serves it on its one endpoint).
+pub async fn iam_client(options: &ClientOptions) -> aws_sdk_iam::Client {
+    client!(aws_sdk_iam, options)
 }
 
 /// An S3 client configured from the default chain and `options`. With an endpoint override the

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`device`]: [`provision_core_device`] and [`deprovision`], idempotent.
 //! - [`policy`]: the shipped policy, its placeholders, validation and the overly-permissive audit.
+//! - [`audit`]: the security audit of the account (policies, certificates, role aliases), Device Defender style.
 //! - [`component`]: `build` (the GDK layout with digests) and `publish` (S3, CreateComponentVersion).
 //! - [`deploy`]: CreateDeployment to a thing group, then following each core to the end.
 //! - [`identity`]: key pair and CSR.
@@ -14,6 +15,7 @@
 //! - [`client`]: the `aws-sdk-iot`, `aws-sdk-greengrassv2` and `aws-sdk-s3` clients from the default chain, with a rustls/ring HTTP client.
 //! - [`error`]: errors sorted by what the caller does next.
 
+pub mod audit;
 pub mod client;
 pub mod component;
 pub mod deploy;
@@ -23,7 +25,7 @@ pub mod identity;
 pub mod output;
 pub mod policy;
 
-pub use client::{ClientOptions, greengrass_client, iot_client, s3_client};
+pub use client::{ClientOptions, greengrass_client, iam_client, iot_client, s3_client};
 pub use device::{
     Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, Deprovisioned,
     ProvisionedDevice, deprovision, provision_core_device,

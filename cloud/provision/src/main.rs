@@ -4,13 +4,15 @@
 //! Exit codes: 0 on success; 64 (`EX_USAGE`) for bad command-line syntax; 78 (`EX_CONFIG`) when
 //! the configuration is at fault (names, policy file, root CA, output directory, credentials,
 //! region); 1 when AWS or the network failed (the cause chain is printed, with the AWS error code
-//! and message), or when a deployment failed on a core or did not finish in time.
+//! and message), or when a deployment failed on a core or did not finish in time; 2 when `audit`
+//! found something at or above its `--fail-on` severity.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+mod audit_cmd;
 mod component_cmd;
 mod deploy_cmd;
 
@@ -44,6 +46,33 @@ enum Command {
     Component(ComponentCommand),
     /// Deploy component versions to a thing group and follow every core to the end.
     Deploy(DeployArgs),
+    /// Audit the account: overly permissive policies, expiring, shared or retired-but-attached
+    /// certificates, role aliases whose role allows more than the solution needs.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// Report format.
+    #[arg(long, value_name = "FORMAT", default_value = "json")]
+    format: ReportFormat,
+    /// Exit with 2 when a finding is at or above this severity (default: report only).
+    #[arg(long, value_name = "SEVERITY")]
+    fail_on: Option<provision::audit::Severity>,
+    /// Write the report to this file (atomically) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Report active certificates that expire within this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = provision::audit::DEFAULT_EXPIRY_DAYS)]
+    expiry_days: u32,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,8 +242,15 @@ fn main() -> ExitCode {
             Command::Component(ComponentCommand::Build(args)) => component_cmd::build(args),
             Command::Component(ComponentCommand::Publish(args)) => component_cmd::publish(args).await,
             Command::Deploy(args) => deploy_cmd::run(args).await,
+            Command::Audit(args) => audit_cmd::run(args).await,
         }
     });
+    if let Err(e) = &result
+        && let Some(failed) = e.downcast_ref::<audit_cmd::FindingsAtOrAbove>()
+    {
+        eprintln!("provision: {failed}");
+        return ExitCode::from(audit_cmd::FINDINGS_EXIT_CODE);
+    }
     if let Err(e) = &result
         && let Some(p) = e.chain().find_map(|c| c.downcast_ref::<ProvisionError>())
     {

@@ -1,6 +1,7 @@
 //! The `provision` binary as a person runs it: credentials and region from the environment (the
 //! default chain), `--endpoint-url` to the local cloud, exit codes by whose fault a failure is.
 
+mod audit;
 mod common;
 
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! The IoT control plane (`aws-sdk-iot`, `aws iot …`): things, thing types,
-//! policies, certificates, principals and DescribeEndpoint (thing groups are
+//! policies, certificates (RegisterCertificateWithoutCA included), principals in both
+//! directions and DescribeEndpoint (thing groups are
 //! in [`super::thing_groups`]).
 //! Routes and members follow `iot.json` (service `AWSIotService`, 2015-05-28).
 
@@ -45,6 +46,8 @@ pub fn routes() -> Router<AppState> {
             "/certificates/{certificateId}",
             get(describe_certificate).put(update_certificate).delete(delete_certificate),
         )
+        .route("/certificate/register-no-ca", post(register_certificate_without_ca))
+        .route("/principals/things", get(list_principal_things))
         .route("/endpoint", get(describe_endpoint))
         .route("/event-configurations", get(describe_event_configurations).patch(update_event_configurations))
 }
@@ -349,6 +352,23 @@ async fn list_certificates(State(st): State<AppState>, params: Params) -> Reply 
     Ok(json_ok(&ListCertificatesResponse { certificates, next_marker }))
 }
 
+async fn register_certificate_without_ca(
+    State(st): State<AppState>,
+    JsonBody(req): JsonBody<RegisterCertificateWithoutCaRequest>,
+) -> Reply {
+    let pem = req
+        .certificate_pem
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| AwsError::invalid_request("certificatePem is required"))?;
+    let status = match req.status.as_deref() {
+        None => CertificateStatus::Inactive,
+        Some(raw) => CertificateStatus::parse(raw)
+            .ok_or_else(|| AwsError::invalid_request(format!("status {raw:?} is not a certificate status")))?,
+    };
+    let cert = on_registry(&st, move |reg| Ok(reg.register_certificate_without_ca(&pem, status)?)).await?;
+    Ok(json_ok(&RegisterCertificateWithoutCaResponse { certificate_arn: cert.arn, certificate_id: cert.id }))
+}
+
 async fn update_certificate(State(st): State<AppState>, Label(id): Label, params: Params) -> Reply {
     check_certificate_id(&id)?;
     let raw = params.str("newStatus").ok_or_else(|| AwsError::invalid_request("newStatus is required"))?;
@@ -411,6 +431,14 @@ async fn list_thing_principals(State(st): State<AppState>, Label(thing): Label, 
     let principals = on_registry(&st, move |reg| Ok(reg.list_thing_principals(&thing)?)).await?;
     let (principals, next_token) = page(principals, params.str("nextToken"), size, 50)?;
     Ok(json_ok(&ListThingPrincipalsResponse { principals, next_token }))
+}
+
+async fn list_principal_things(State(st): State<AppState>, params: Params, headers: HeaderMap) -> Reply {
+    let principal = principal_header(&headers)?;
+    let size = params.int("maxResults", 1, 250)?;
+    let things = on_registry(&st, move |reg| Ok(reg.list_principal_things(&principal))).await?;
+    let (things, next_token) = page(things, params.str("nextToken"), size, 50)?;
+    Ok(json_ok(&ListPrincipalThingsResponse { things, next_token }))
 }
 
 // ---- endpoint ----

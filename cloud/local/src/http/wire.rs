@@ -750,6 +750,37 @@ pub struct ListThingPrincipalsResponse {
     pub next_token: Option<String>,
 }
 
+/// `ListPrincipalThingsResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPrincipalThingsResponse {
+    /// Thing names.
+    pub things: Vec<String>,
+    /// Token for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// `RegisterCertificateWithoutCARequest` body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterCertificateWithoutCaRequest {
+    /// The certificate, PEM.
+    pub certificate_pem: Option<String>,
+    /// `ACTIVE`, `INACTIVE`, … (default `INACTIVE`).
+    pub status: Option<String>,
+}
+
+/// `RegisterCertificateWithoutCAResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterCertificateWithoutCaResponse {
+    /// ARN.
+    pub certificate_arn: String,
+    /// Id.
+    pub certificate_id: String,
+}
+
 /// `DescribeEndpointResponse`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -68,6 +68,8 @@ pub const OPERATIONS: &[Operation] = &[
     op("GET", "/certificates/{certificateId}", "iot:DescribeCertificate", Iot("cert", "certificateId")),
     op("PUT", "/certificates/{certificateId}", "iot:UpdateCertificate", Iot("cert", "certificateId")),
     op("DELETE", "/certificates/{certificateId}", "iot:DeleteCertificate", Iot("cert", "certificateId")),
+    op("POST", "/certificate/register-no-ca", "iot:RegisterCertificateWithoutCA", Any),
+    op("GET", "/principals/things", "iot:ListPrincipalThings", Any),
     op("GET", "/endpoint", "iot:DescribeEndpoint", Any),
     op("GET", "/event-configurations", "iot:DescribeEventConfigurations", Any),
     op("PATCH", "/event-configurations", "iot:UpdateEventConfigurations", Any),

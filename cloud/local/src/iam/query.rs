@@ -5,7 +5,8 @@
 //! `Code` the clients raise. Policy documents travel URL-encoded in answers, as IAM sends them.
 //!
 //! Operations: CreateRole, GetRole, ListRoles, DeleteRole, PutRolePolicy, GetRolePolicy,
-//! ListRolePolicies, DeleteRolePolicy.
+//! ListRolePolicies, DeleteRolePolicy, and ListAttachedRolePolicies (always empty: there are no
+//! managed policies here).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -156,6 +157,10 @@ fn dispatch(iam: &Iam, principal: &Principal, body: &[u8]) -> Result<String, Que
             xml.push_str("</PolicyNames><IsTruncated>false</IsTruncated>");
             xml
         }
+        "ListAttachedRolePolicies" => {
+            iam.get_role(required("RoleName")?)?;
+            String::from("<AttachedPolicies></AttachedPolicies><IsTruncated>false</IsTruncated>")
+        }
         "DeleteRolePolicy" => {
             iam.delete_role_policy(required("RoleName")?, required("PolicyName")?)?;
             String::new()
@@ -258,6 +263,9 @@ mod tests {
             "{xml}"
         );
         assert!(xml.contains("<Arn>arn:aws:iam::000000000000:role/r</Arn>"), "{xml}");
+        let (status, xml) = call(&iam, "Action=ListAttachedRolePolicies&RoleName=r").await;
+        assert_eq!(status, StatusCode::OK, "{xml}");
+        assert!(xml.contains("<AttachedPolicies></AttachedPolicies><IsTruncated>false</IsTruncated>"), "{xml}");
         let (status, xml) = call(&iam, "Action=GetRole&RoleName=nope").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(xml.contains("<Code>NoSuchEntity</Code>"), "{xml}");

@@ -896,6 +896,30 @@ impl Registry {
         self.register(issued.pem, &issued.der, set_as_active)
     }
 
+    /// RegisterCertificateWithoutCA: a device certificate from any issuer (not checked against a
+    /// registered CA), stored with `status` (the model documents no default; the handler uses
+    /// `INACTIVE`, as RegisterCertificate does without `setAsActive`). A PEM that is not a
+    /// certificate is `InvalidRequest`; the same certificate twice is `AlreadyExists`.
+    pub fn register_certificate_without_ca(
+        &self,
+        pem: &str,
+        status: CertificateStatus,
+    ) -> Result<Certificate, RegistryError> {
+        let der = crate::ca::pem_to_der(pem)
+            .map_err(|e| RegistryError::InvalidRequest(format!("certificatePem is not a PEM certificate: {e}")))?;
+        crate::ca::cert_info(&der)
+            .map_err(|e| RegistryError::InvalidRequest(format!("certificatePem is not a valid certificate: {e}")))?;
+        let id = crate::ca::certificate_id(&der);
+        if self.read().certificates.contains_key(&id) {
+            return Err(RegistryError::AlreadyExists {
+                message: "The certificate is already provisioned or registered".into(),
+                resource_arn: self.arn(&format!("cert/{id}")),
+                resource_id: id,
+            });
+        }
+        self.register_with_status(pem.to_owned(), &der, status)
+    }
+
     /// DescribeCertificate.
     pub fn describe_certificate(&self, id: &str) -> Result<Certificate, RegistryError> {
         self.read().certificates.get(id).cloned().ok_or_else(|| cert_not_found(id))
@@ -1247,6 +1271,28 @@ mod tests {
             .unwrap();
         assert_eq!(north.len(), 3);
         assert_eq!(none, None);
+    }
+
+    #[test]
+    fn certificates_of_another_issuer_register_once_keep_their_validity_and_list_their_things() {
+        let (r, _d) = registry();
+        let mut params = rcgen::CertificateParams::new(vec!["elsewhere".to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 1, 2);
+        let pem = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem();
+        let cert = r.register_certificate_without_ca(&pem, CertificateStatus::Active).unwrap();
+        assert_eq!((cert.status, cert.not_after), (CertificateStatus::Active, 1_925_078_400));
+        assert_eq!(r.describe_certificate(&cert.id).unwrap().pem, pem);
+        let again = r.register_certificate_without_ca(&pem, CertificateStatus::Inactive).unwrap_err();
+        assert!(matches!(again, RegistryError::AlreadyExists { ref resource_id, .. } if resource_id == &cert.id));
+        for bad in ["", "junk", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"] {
+            let err = r.register_certificate_without_ca(bad, CertificateStatus::Active).unwrap_err();
+            assert!(matches!(err, RegistryError::InvalidRequest(_)), "{bad:?}: {err:?}");
+        }
+        for thing in ["a", "b"] {
+            r.create_thing(thing, None, BTreeMap::new()).unwrap();
+            r.attach_thing_principal(thing, &cert.arn).unwrap();
+        }
+        assert_eq!(r.list_principal_things(&cert.arn), ["a", "b"]);
     }
 
     #[test]
