@@ -1689,23 +1689,6 @@ async fn tes_env(site: &Site, core: &Core, component: &str) -> std::collections:
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
 }
 
-/// One HTTP/1.1 request to a loopback `http://` URL: the status and the body.
-async fn http_request(url: &str, method: &str, authorization: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_exchange_service_vends_cached_role_credentials_to_components_that_depend_on_it() {
     let mut site = Site::new(THING);
@@ -1739,7 +1722,7 @@ async fn the_token_exchange_service_vends_cached_role_credentials_to_components_
     assert_eq!(without["uri"], "", "only dependents get the URL");
 
     // A component's token gets the role's credentials, in the SDKs' container format.
-    let (status, body) = http_request(&with["uri"], "GET", Some(&with["token"])).await;
+    let (status, body) = site_testkit::http_request(&with["uri"], "GET", Some(&with["token"])).await;
     assert_eq!(status, 200, "{body}");
     let creds: Value = serde_json::from_str(&body).unwrap();
     for field in ["AccessKeyId", "SecretAccessKey", "Token", "Expiration"] {
@@ -1748,17 +1731,17 @@ async fn the_token_exchange_service_vends_cached_role_credentials_to_components_
     let session = local.iam.principal(creds["AccessKeyId"].as_str().unwrap(), creds["Token"].as_str());
     assert!(session.is_ok(), "the cloud knows the session: {session:?}");
     // Cached: the same credentials again, without asking the provider.
-    let (status, again) = http_request(&with["uri"], "GET", Some(&without["token"])).await;
+    let (status, again) = site_testkit::http_request(&with["uri"], "GET", Some(&without["token"])).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(serde_json::from_str::<Value>(&again).unwrap()["AccessKeyId"], creds["AccessKeyId"]);
     assert_eq!(core.token_exchange().provider_requests(), 1);
 
     // No token or a wrong one, another method, another path: refused as the nucleus refuses them.
-    assert_eq!(http_request(&with["uri"], "GET", None).await.0, 403);
-    assert_eq!(http_request(&with["uri"], "GET", Some("not-a-token")).await.0, 403);
-    assert_eq!(http_request(&with["uri"], "POST", Some(&with["token"])).await.0, 405);
+    assert_eq!(site_testkit::http_request(&with["uri"], "GET", None).await.0, 403);
+    assert_eq!(site_testkit::http_request(&with["uri"], "GET", Some("not-a-token")).await.0, 403);
+    assert_eq!(site_testkit::http_request(&with["uri"], "POST", Some(&with["token"])).await.0, 405);
     let elsewhere = with["uri"].replace("/2016-11-01/credentialprovider/", "/latest/meta-data/");
-    assert_eq!(http_request(&elsewhere, "GET", Some(&with["token"])).await.0, 400);
+    assert_eq!(site_testkit::http_request(&elsewhere, "GET", Some(&with["token"])).await.0, 400);
     assert_eq!(core.token_exchange().provider_requests(), 1);
     core.shutdown(WAIT).await;
 }
@@ -1779,10 +1762,10 @@ async fn the_token_exchange_service_passes_on_a_refusal_and_keeps_it_instead_of_
 
     let core = site.start_core(&json!({"aws.greengrass.Nucleus": {"MERGE": {"iotRoleAlias": TES_ALIAS}}})).await;
     let env = tes_env(&site, &core, "com.example.WithTes").await;
-    let (status, body) = http_request(&env["uri"], "GET", Some(&env["token"])).await;
+    let (status, body) = site_testkit::http_request(&env["uri"], "GET", Some(&env["token"])).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("TES responded with status code: 403"), "{body}");
-    let (status, _) = http_request(&env["uri"], "GET", Some(&env["token"])).await;
+    let (status, _) = site_testkit::http_request(&env["uri"], "GET", Some(&env["token"])).await;
     assert_eq!(status, 403);
     assert_eq!(core.token_exchange().provider_requests(), 1, "a 4xx is kept for two minutes");
     core.shutdown(WAIT).await;

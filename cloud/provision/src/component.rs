@@ -507,10 +507,10 @@ async fn wait_deployable(
     }
 }
 
-/// Creates `bucket` unless it exists (in the client's region).
-async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), ProvisionError> {
+/// Creates `bucket` unless it exists (in the client's region); whether it was created.
+pub(crate) async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<bool, ProvisionError> {
     match s3.head_bucket().bucket(bucket).send().await {
-        Ok(_) => return Ok(()),
+        Ok(_) => return Ok(false),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
         Err(e) => return Err(aws("HeadBucket")(e)),
     }
@@ -526,8 +526,8 @@ async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), Prov
         );
     }
     match create.send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(false),
         Err(e) => Err(aws("CreateBucket")(e)),
     }
 }

@@ -383,7 +383,7 @@ fn check_root_ca(path: &Path) -> Result<PathBuf, ProvisionError> {
     std::fs::canonicalize(path).map_err(ProvisionError::file(path))
 }
 
-fn is_certificate(principal: &str) -> bool {
+pub(crate) fn is_certificate(principal: &str) -> bool {
     principal.starts_with("arn:") && principal.contains(":cert/")
 }
 
@@ -405,7 +405,7 @@ async fn ensure_thing(client: &Client, thing: &str, changes: &mut Vec<Change>) -
 }
 
 /// Makes the policy say `policy`; returns its default version id.
-async fn ensure_policy(
+pub(crate) async fn ensure_policy(
     client: &Client,
     name: &str,
     policy: &RenderedPolicy,
@@ -465,7 +465,7 @@ async fn ensure_policy(
     Ok(version)
 }
 
-async fn list_thing_principals(client: &Client, thing: &str) -> Result<Vec<String>, ProvisionError> {
+pub(crate) async fn list_thing_principals(client: &Client, thing: &str) -> Result<Vec<String>, ProvisionError> {
     let mut principals = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -565,7 +565,7 @@ async fn issue_certificate(
     Ok((id, arn))
 }
 
-async fn ensure_policy_attached(
+pub(crate) async fn ensure_policy_attached(
     client: &Client,
     policy: &str,
     certificate_id: &str,

@@ -10,6 +10,7 @@
 //! - [`audit`]: the security audit of the account (policies, certificates, role aliases), Device Defender style.
 //! - [`component`]: `build` (the GDK layout with digests) and `publish` (S3, CreateComponentVersion).
 //! - [`deploy`]: CreateDeployment to a thing group, then following each core to the end.
+//! - [`token_exchange`]: the core's token exchange role (scoped to its own S3 prefix), role alias and alias policy.
 //! - [`identity`]: key pair and CSR.
 //! - [`output`]: the output directory, written atomically.
 //! - [`client`]: the `aws-sdk-iot`, `aws-sdk-greengrassv2` and `aws-sdk-s3` clients from the default chain, with a rustls/ring HTTP client.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod identity;
 pub mod output;
 pub mod policy;
+pub mod token_exchange;
 
 pub use client::{ClientOptions, greengrass_client, iam_client, iot_client, s3_client};
 pub use device::{

@@ -46,6 +46,10 @@ enum Command {
     Component(ComponentCommand),
     /// Deploy component versions to a thing group and follow every core to the end.
     Deploy(DeployArgs),
+    /// Set up the core's token exchange role: an IAM role allowing only s3:PutObject under the
+    /// thing's own prefix of the anomaly-windows bucket, its role alias, and the IoT policy that
+    /// lets the thing's certificates assume it.
+    TokenExchange(TokenExchangeArgs),
     /// Audit the account: overly permissive policies, expiring, shared or retired-but-attached
     /// certificates, role aliases whose role allows more than the solution needs.
     Audit(AuditArgs),
@@ -218,6 +222,27 @@ struct CoreArgs {
 }
 
 #[derive(Debug, Args)]
+struct TokenExchangeArgs {
+    /// The core device's thing (provisioned already).
+    #[arg(long, value_name = "NAME")]
+    thing: String,
+    /// The IAM role.
+    #[arg(long, value_name = "NAME", default_value = "PumpCoreTokenExchangeRole")]
+    role: String,
+    /// The role alias (the nucleus's `iotRoleAlias`).
+    #[arg(long, value_name = "NAME", default_value = "PumpCoreTokenExchangeRoleAlias")]
+    role_alias: String,
+    /// The IoT policy allowing the alias (default: the alias's name followed by `Policy`).
+    #[arg(long, value_name = "NAME")]
+    policy_name: Option<String>,
+    /// The bucket analyzers upload anomaly windows to (created when absent).
+    #[arg(long, value_name = "BUCKET")]
+    bucket: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
 struct DeprovisionArgs {
     /// Thing name.
     #[arg(long, value_name = "NAME")]
@@ -243,6 +268,7 @@ fn main() -> ExitCode {
             Command::Component(ComponentCommand::Publish(args)) => component_cmd::publish(args).await,
             Command::Deploy(args) => deploy_cmd::run(args).await,
             Command::Audit(args) => audit_cmd::run(args).await,
+            Command::TokenExchange(args) => run_token_exchange(args).await,
         }
     });
     if let Err(e) = &result
@@ -300,6 +326,38 @@ async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
     println!("policy       {} (version {})", device.record.policy_name, device.record.policy_version_id);
     println!("mqtt         {}", device.endpoints.mqtt);
     println!("files        {}", device.files.dir.display());
+    Ok(())
+}
+
+async fn run_token_exchange(args: TokenExchangeArgs) -> anyhow::Result<()> {
+    let options = client_options(&args.target);
+    let spec = provision::token_exchange::TokenExchangeSpec {
+        thing_name: args.thing.clone(),
+        role_name: args.role,
+        policy_name: args.policy_name.unwrap_or_else(|| format!("{}Policy", args.role_alias)),
+        role_alias: args.role_alias,
+        bucket: args.bucket,
+    };
+    let (iot, iam, s3) = (
+        provision::iot_client(&options).await,
+        provision::iam_client(&options).await,
+        provision::s3_client(&options).await,
+    );
+    let setup = provision::token_exchange::provision_token_exchange(&iot, &iam, &s3, &spec)
+        .await
+        .with_context(|| format!("setting up the token exchange role of {}", args.thing))?;
+    if setup.changes.is_empty() {
+        println!("the token exchange role of {} is already set up; nothing changed", args.thing);
+    }
+    for change in &setup.changes {
+        println!("- {change}");
+    }
+    println!("role         {}", setup.role_arn);
+    println!("role alias   {}", setup.role_alias_arn);
+    println!(
+        "core         --update-config '{{\"aws.greengrass.Nucleus\": {{\"MERGE\": {{\"iotRoleAlias\": \"{}\"}}}}}}'",
+        spec.role_alias
+    );
     Ok(())
 }
 

@@ -7,6 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
+use serde_json::Value;
+
 use common::{Provisioning as _, TestCloud};
 
 /// Runs the binary with AWS settings from the environment only; shared config files and
@@ -126,4 +128,66 @@ async fn binary_exit_codes_tell_configuration_faults_from_unreachable_endpoints(
 
     let usage = provision(&["core", "--out", out], home.path(), UNUSED_KEYS).await;
     assert_eq!(usage.status.code(), Some(64), "{}", text(&usage));
+}
+
+#[tokio::test]
+async fn binary_sets_up_the_token_exchange_role_and_the_cores_certificate_gets_only_its_prefix() {
+    let cloud = TestCloud::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let out_dir = home.path().join("pump-core-1");
+    let (out, ca, http) = (
+        out_dir.to_str().unwrap(),
+        cloud.cloud.endpoints.ca_file.to_str().unwrap().to_owned(),
+        cloud.cloud.endpoints.http.clone(),
+    );
+    let admin = cloud.cloud.endpoints.credentials.clone().expect("the administrator's key pair");
+    let keys = (admin.access_key_id.as_str(), admin.secret_access_key.as_str());
+    let core = provision(
+        &["core", "--thing", "pump-core-1", "--out", out, "--root-ca", &ca, "--endpoint-url", &http],
+        home.path(),
+        keys,
+    )
+    .await;
+    assert!(core.status.success(), "{}", text(&core));
+
+    let tes = ["token-exchange", "--thing", "pump-core-1", "--bucket", "pump-anomaly-windows", "--endpoint-url", &http];
+    let first = provision(&tes, home.path(), keys).await;
+    assert!(first.status.success(), "{}", text(&first));
+    for change in [
+        "bucket pump-anomaly-windows created",
+        "role PumpCoreTokenExchangeRole created",
+        "role alias PumpCoreTokenExchangeRoleAlias created",
+    ] {
+        assert!(text(&first).contains(change), "{change}: {}", text(&first));
+    }
+    assert!(text(&first).contains(r#""iotRoleAlias": "PumpCoreTokenExchangeRoleAlias""#), "{}", text(&first));
+    let again = provision(&tes, home.path(), keys).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("nothing changed"), "{}", text(&again));
+
+    // The core's certificate may now assume the role through the alias, and the session may put
+    // objects under the core's own prefix only.
+    let record: Value = serde_json::from_slice(&std::fs::read(out_dir.join("provisioned.json")).unwrap()).unwrap();
+    let certificate_id = record["certificateId"].as_str().unwrap();
+    let session = cloud
+        .cloud
+        .iot_credentials
+        .issue("PumpCoreTokenExchangeRoleAlias", certificate_id, Some("pump-core-1"))
+        .expect("the credentials provider issues credentials to the core's certificate");
+    let local_cloud::iam::Principal::Role(role) =
+        cloud.cloud.iam.principal(&session.access_key_id, Some(&session.session_token)).unwrap()
+    else {
+        panic!("a role session")
+    };
+    use cloud_api::policy::Decision::{Allow, ImplicitDeny};
+    let decide = |action: &str, resource: &str| role.decide(action, resource);
+    assert_eq!(decide("s3:PutObject", "arn:aws:s3:::pump-anomaly-windows/pump-core-1/anomalies/x.json"), Allow);
+    assert_eq!(decide("s3:PutObject", "arn:aws:s3:::pump-anomaly-windows/pump-core-2/anomalies/x.json"), ImplicitDeny);
+    assert_eq!(decide("s3:GetObject", "arn:aws:s3:::pump-anomaly-windows/pump-core-1/anomalies/x.json"), ImplicitDeny);
+    assert_eq!(decide("iot:Publish", "*"), ImplicitDeny);
+
+    // And the account audit finds nothing to complain about above low.
+    let audit = provision(&["audit", "--fail-on", "medium", "--endpoint-url", &http], home.path(), keys).await;
+    assert!(audit.status.success(), "{}", text(&audit));
+    cloud.stop().await;
 }

@@ -5,12 +5,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::upload::UploadConfig;
+
 /// A configuration the analyzer cannot run with: the deployment must change it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Not the expected shape (unknown key, wrong type).
     #[error("invalid analyzer configuration: {0}")]
     Shape(String),
+    /// Anomaly window uploads that cannot work.
+    #[error("invalid analyzer configuration: {0}")]
+    Upload(String),
     /// A value outside what makes sense.
     #[error("invalid analyzer configuration: {key} = {value}: {why}")]
     Value {
@@ -63,6 +68,8 @@ pub struct Config {
     pub rules: RulesConfig,
     /// The model detector's thresholds.
     pub model: ModelConfig,
+    /// Where the readings around each anomaly go ([`crate::upload`]); off by default.
+    pub anomaly_upload: UploadConfig,
     /// Part of every component's configuration; read by the nucleus, not by the analyzer.
     #[serde(rename = "accessControl", skip_serializing_if = "Option::is_none")]
     pub access_control: Option<Value>,
@@ -77,6 +84,7 @@ impl Default for Config {
             clear_after: 10,
             rules: RulesConfig::default(),
             model: ModelConfig::default(),
+            anomaly_upload: UploadConfig::default(),
             access_control: None,
         }
     }
@@ -211,6 +219,7 @@ impl Config {
             return bad("/clearAfter", self.clear_after.to_string(), "must be 1..=1000");
         }
         self.rules.validate()?;
+        self.anomaly_upload.check().map_err(ConfigError::Upload)?;
         self.model.validate()
     }
 }

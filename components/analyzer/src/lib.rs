@@ -13,7 +13,9 @@
 //!   passed in).
 //! - [`config`]: the component's configuration schema and its validation.
 //! - [`service`]: the I/O shell: Greengrass IPC, local pub/sub, the durable outbox to IoT Core,
-//!   loading the model component.
+//!   loading the model component, and the S3 uploads of anomaly windows.
+//! - [`upload`]: the readings around each raised anomaly, recorded as one S3 object under the
+//!   thing's prefix (pure: configuration, recorder, object key).
 //! - [`verify`]: `pump-analyzer verify-model`: a model directory's checks, parity with its
 //!   reference outputs, load time and inference latency.
 
@@ -26,6 +28,7 @@ pub mod hysteresis;
 pub mod model;
 pub mod rules;
 pub mod service;
+pub mod upload;
 pub mod verify;
 pub mod watch;
 

@@ -4,7 +4,9 @@
 //! core is offline is sent when it is back. It loads the model component's files at start,
 //! follows the model component's `current` link to load a new model version while it runs
 //! ([`crate::watch`]), and publishes what runs on local `pump/model` on every change and every
-//! [`STATUS_EVERY`].
+//! [`STATUS_EVERY`]. With `anomalyUpload.bucket` set it records the readings around each raise
+//! ([`crate::upload`]) and puts them in S3 through a second durable outbox
+//! ([`WINDOWS_OUTBOX`]), with the token exchange service's credentials.
 //!
 //! A refused or missing model does not stop the component and is not reported as ERRORED: to
 //! the nucleus ERRORED means "restart me" (three make it BROKEN), and a restart cannot repair a
@@ -22,13 +24,14 @@ use kit::ipc::model::{
     SubscribeToValidateConfigurationUpdatesRequest, UpdateStateRequest, ValidateConfigurationUpdateEvent,
 };
 use kit::ipc::{IpcClient, NextStep};
-use kit::outbox::{DrainConfig, DrainError, Outbox, OutboxConfig, PublishError};
-use pump_types::{ANOMALIES_TOPIC, AnomalyEvent, MODEL_TOPIC, READINGS_TOPIC, anomalies_topic};
+use kit::outbox::{DrainConfig, DrainError, Entry, Outbox, OutboxConfig, PublishError};
+use pump_types::{ANOMALIES_TOPIC, AnomalyEvent, MODEL_TOPIC, READINGS_TOPIC, Reading, anomalies_topic};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::analyzer::{Analyzer, Ignored};
 use crate::config::{Config, ConfigError};
 use crate::model::{Model, ModelError};
+use crate::upload::{AnomalyWindow, Recorder, UploadConfig};
 use crate::watch::{ModelWatch, fingerprint};
 
 /// How often the counters are logged.
@@ -46,6 +49,8 @@ const REJECTED_PAUSE: Duration = Duration::from_secs(60);
 /// a process between SIGTERM and SIGKILL, so the component ends on its own (its last log line
 /// written, its outbox closed) even when the cloud is unreachable.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// The anomaly windows' outbox, next to the anomalies' (`--outbox`).
+pub const WINDOWS_OUTBOX: &str = "anomaly-windows-outbox.sqlite";
 
 /// What the shell needs from the command line and the environment.
 #[derive(Debug, Clone)]
@@ -159,35 +164,145 @@ impl Publisher {
     }
 }
 
-/// Sends the outbox to IoT Core, forever, in order.
-async fn drain_forever(outbox: Outbox, ipc: IpcClient) {
+/// Sends an outbox's entries with `send`, forever, in order; `what` names them in the log.
+async fn drain_forever<F, Fut>(outbox: Outbox, what: &'static str, mut send: F)
+where
+    F: FnMut(Entry) -> Fut,
+    Fut: std::future::Future<Output = Result<(), PublishError>>,
+{
     loop {
         outbox.wait_for_entries().await;
-        let sent = outbox
-            .drain(&DrainConfig::default(), |entry| {
-                let ipc = ipc.clone();
-                async move {
-                    let request = PublishToIoTCoreRequest::new(entry.topic, Qos::AtLeastOnce, entry.payload);
-                    ipc.publish_to_iot_core(&request).await.map(|_| ()).map_err(|e| match e.next_step() {
-                        NextStep::Retry => PublishError::Retryable(e.to_string()),
-                        _ => PublishError::Permanent(e.to_string()),
-                    })
-                }
-            })
-            .await;
-        match sent {
-            Ok(report) => tracing::debug!(sent = report.sent, retries = report.retries, "outbox drained"),
+        match outbox.drain(&DrainConfig::default(), &mut send).await {
+            Ok(report) => tracing::debug!(sent = report.sent, retries = report.retries, "{what} outbox drained"),
             Err(DrainError::Rejected { seq, topic, reason }) => {
-                tracing::error!(
-                    "IoT Core refused anomaly {seq} on {topic}: {reason}; kept, retrying in {REJECTED_PAUSE:?}"
-                );
+                tracing::error!("{what} {seq} ({topic}) refused: {reason}; kept, retrying in {REJECTED_PAUSE:?}");
                 tokio::time::sleep(REJECTED_PAUSE).await;
             }
             Err(DrainError::Outbox(e)) => {
-                tracing::warn!("outbox: {e}; retrying");
+                tracing::warn!("{what} outbox: {e}; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Publishes an outbox entry to IoT Core (QoS 1) through the core.
+async fn publish_to_iot_core(ipc: IpcClient, entry: Entry) -> Result<(), PublishError> {
+    let request = PublishToIoTCoreRequest::new(entry.topic, Qos::AtLeastOnce, entry.payload);
+    ipc.publish_to_iot_core(&request).await.map(|_| ()).map_err(|e| match e.next_step() {
+        NextStep::Retry => PublishError::Retryable(e.to_string()),
+        _ => PublishError::Permanent(e.to_string()),
+    })
+}
+
+/// The HTTP client of the analyzer's AWS calls: rustls with ring (the SDK's default would bring
+/// aws-lc), plain HTTP for the loopback token exchange service.
+pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
+/// An S3 client with the token exchange service's credentials: `aws-config`'s container
+/// provider (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_CONTAINER_AUTHORIZATION_TOKEN`, set by
+/// the core for components that depend on `aws.greengrass.TokenExchangeService`) and the
+/// core's Region (`AWS_REGION`); nothing else of the default chains, so no instance metadata
+/// is ever asked.
+fn s3_client(config: &UploadConfig) -> aws_sdk_s3::Client {
+    let http = http_client();
+    let provider_config = aws_config::provider_config::ProviderConfig::without_region().with_http_client(http.clone());
+    let credentials = aws_config::ecs::EcsCredentialsProvider::builder().configure(&provider_config).build();
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+    let mut builder = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .credentials_provider(credentials)
+        .http_client(http);
+    if !config.endpoint_url.is_empty() {
+        builder = builder.endpoint_url(&config.endpoint_url).force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// Puts an anomaly window (`topic` = `{bucket}/{key}`). A 4xx other than a throttle is for
+/// good (the role does not allow it, the bucket is missing) until the setup changes.
+async fn put_window(s3: aws_sdk_s3::Client, entry: Entry) -> Result<(), PublishError> {
+    let Some((bucket, key)) = entry.topic.split_once('/') else {
+        return Err(PublishError::Permanent(format!("{:?} is not bucket/key", entry.topic)));
+    };
+    let sent = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(entry.payload.into())
+        .send()
+        .await;
+    sent.map(drop).map_err(|e| {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let why = format!("PutObject s3://{bucket}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e));
+        match status {
+            Some(408 | 429) => PublishError::Retryable(why),
+            Some(400..=499) => PublishError::Permanent(why),
+            _ => PublishError::Retryable(why),
+        }
+    })
+}
+
+/// The readings around each raise, recorded and queued for S3 ([`crate::upload`]).
+struct Uploads {
+    recorder: Recorder,
+    outbox: Outbox,
+    bucket: String,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+impl Uploads {
+    /// Opens the windows' outbox next to the anomalies' and starts sending it.
+    fn start(options: &Options, config: &Config) -> anyhow::Result<Self> {
+        let upload = &config.anomaly_upload;
+        let path = options.outbox.with_file_name(WINDOWS_OUTBOX);
+        let outbox = Outbox::open(&path, OutboxConfig::default())
+            .with_context(|| format!("opening the anomaly windows outbox {}", path.display()))?;
+        let s3 = s3_client(upload);
+        let drain =
+            tokio::spawn(drain_forever(outbox.clone(), "anomaly window", move |entry| put_window(s3.clone(), entry)));
+        tracing::info!(bucket = %upload.bucket, waiting = outbox.len(), "uploading anomaly windows to S3 under {}/anomalies/", options.thing);
+        Ok(Uploads {
+            recorder: Recorder::new(&options.thing, config.window_samples, upload.after_samples),
+            outbox,
+            bucket: upload.bucket.clone(),
+            drain,
+        })
+    }
+
+    /// Durable before it is sent.
+    fn queue(&self, windows: Vec<AnomalyWindow>) -> anyhow::Result<()> {
+        for w in windows {
+            tracing::info!(key = %w.key, bytes = w.body.len(), "anomaly window recorded");
+            self.outbox
+                .append(&format!("{}/{}", self.bucket, w.key), &w.body)
+                .with_context(|| format!("queueing the anomaly window {}", w.key))?;
+        }
+        Ok(())
+    }
+
+    /// A reading the analyzer took, and the events it gave.
+    fn record(&mut self, payload: &[u8], events: &[AnomalyEvent]) -> anyhow::Result<()> {
+        if let Ok(reading) = serde_json::from_slice::<Reading>(payload) {
+            let done = self.recorder.reading(&reading);
+            self.queue(done)?;
+        }
+        let done = self.recorder.events(events);
+        self.queue(done)
+    }
+
+    /// At a stop: the open windows as they stand, then a short wait for the outbox.
+    async fn stop(mut self) {
+        let open = self.recorder.flush();
+        if let Err(e) = self.queue(open) {
+            tracing::error!("{e:#}");
+        }
+        self.outbox.stop_drain(self.drain, SHUTDOWN_GRACE).await;
     }
 }
 
@@ -245,7 +360,15 @@ pub async fn run(options: Options) -> Result<(), Stop> {
     }
     let publisher =
         Publisher { ipc: ipc.clone(), outbox: outbox.clone(), cloud_topic: anomalies_topic(&options.thing) };
-    let drain = tokio::spawn(drain_forever(outbox.clone(), ipc.clone()));
+    let drain_ipc = ipc.clone();
+    let drain = tokio::spawn(drain_forever(outbox.clone(), "anomaly", move |entry| {
+        publish_to_iot_core(drain_ipc.clone(), entry)
+    }));
+    let upload_at_start = analyzer.config().anomaly_upload.clone();
+    let mut uploads = match upload_at_start.enabled() {
+        true => Some(Uploads::start(&options, analyzer.config())?),
+        false => None,
+    };
 
     let mut readings = ipc
         .subscribe_to_topic(&SubscribeToTopicRequest { topic: READINGS_TOPIC.into(), receive_mode: None })
@@ -278,8 +401,14 @@ pub async fn run(options: Options) -> Result<(), Stop> {
                     Some(Err(e)) => break Err(anyhow::anyhow!("the {READINGS_TOPIC} subscription failed: {e}").into()),
                     None => break Err(anyhow::anyhow!("the {READINGS_TOPIC} subscription ended").into()),
                 };
-                match analyzer.handle_payload(now_ms(), &message_bytes(&message)) {
+                let payload = message_bytes(&message);
+                match analyzer.handle_payload(now_ms(), &payload) {
                     Ok(events) => {
+                        if let Some(uploads) = uploads.as_mut()
+                            && let Err(e) = uploads.record(&payload, &events)
+                        {
+                            break Err(e.into());
+                        }
                         if let Err(e) = publisher.publish(events).await {
                             break Err(e.into());
                         }
@@ -300,6 +429,12 @@ pub async fn run(options: Options) -> Result<(), Stop> {
                         Ok(config) if &config == analyzer.config() => {}
                         Ok(config) => match analyzer.reconfigure(config, now_ms()) {
                             Ok(events) => {
+                                if let Some(uploads) = uploads.as_mut() {
+                                    uploads.recorder.resize(analyzer.config().window_samples);
+                                }
+                                if analyzer.config().anomaly_upload != upload_at_start {
+                                    tracing::warn!("anomalyUpload changed: it takes effect when the analyzer restarts");
+                                }
                                 tracing::info!(config = ?analyzer.config(), "reconfigured");
                                 publish_status(&ipc, &analyzer).await;
                                 if let Err(e) = publisher.publish(events).await {
@@ -348,6 +483,9 @@ pub async fn run(options: Options) -> Result<(), Stop> {
         }
     };
     outbox.stop_drain(drain, SHUTDOWN_GRACE).await;
+    if let Some(uploads) = uploads {
+        uploads.stop().await;
+    }
     if let Some(watch) = model_watch {
         watch.abort();
     }

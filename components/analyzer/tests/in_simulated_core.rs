@@ -29,10 +29,15 @@ const FEEDER: &str = "com.example.pump.TestFeeder";
 const THING: &str = "core-1";
 
 /// The core device's IoT policy as the analyzer's README asks for it (connect as itself,
-/// publish its anomalies).
+/// publish its anomalies, assume the token exchange role through its alias).
 const CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
  {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
- {"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:*:*:topic/dt/pump/${iot:Connection.Thing.ThingName}/anomalies"}]}"#;
+ {"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:*:*:topic/dt/pump/${iot:Connection.Thing.ThingName}/anomalies"},
+ {"Effect":"Allow","Action":"iot:AssumeRoleWithCertificate","Resource":"arn:aws:iot:*:*:rolealias/CoreTokenExchangeRoleAlias"}]}"#;
+/// The token exchange role's alias.
+const ROLE_ALIAS: &str = "CoreTokenExchangeRoleAlias";
+/// Where anomaly windows go.
+const WINDOWS_BUCKET: &str = "pump-anomaly-windows";
 
 /// Readings as the sensor publishes them: the plant model polled once a (simulated) second.
 struct Plant {
@@ -443,4 +448,113 @@ async fn a_deployment_with_thresholds_that_make_no_sense_is_rejected_before_it_r
     assert_eq!(done.status, DeploymentStatus::Succeeded, "{done:?}");
     assert_eq!(core.config().get(NAME, &["raiseAfter".into()]), Some(json!(4)));
     core.shutdown(WAIT).await;
+}
+
+// ---- anomaly windows to S3 with the token exchange service's credentials ----
+
+/// The token exchange role as the project provisions it: `s3:PutObject` under the thing's own
+/// prefix of the windows bucket, nothing else; its alias; the bucket and another one.
+fn token_exchange_role(local: &local_cloud::server::LocalCloud) {
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"credentials.iot.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let role = local.iam.create_role("CoreTokenExchangeRole", None, trust, None, None).unwrap();
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:PutObject",
+        "Resource": format!("arn:aws:s3:::{WINDOWS_BUCKET}/${{credentials-iot:ThingName}}/*")}]});
+    local.iam.put_role_policy("CoreTokenExchangeRole", "anomaly-windows", &policy.to_string()).unwrap();
+    local.iot_credentials.create(ROLE_ALIAS, &role.arn, None).unwrap();
+    for bucket in [WINDOWS_BUCKET, "other-bucket"] {
+        local.s3.objects().create_bucket(bucket, None).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_window_around_an_anomaly_lands_in_s3_with_credentials_scoped_to_the_things_prefix() {
+    let site = new_site(true).await;
+    let local = site.cloud().local();
+    token_exchange_role(local);
+    let after = 5;
+    let core = site
+        .start_core(&json!({
+            "aws.greengrass.Nucleus": {"MERGE": {"iotRoleAlias": ROLE_ALIAS}},
+            NAME: {"MERGE": {"anomalyUpload": {
+                "bucket": WINDOWS_BUCKET, "endpointUrl": site.cloud().endpoints().http, "afterSamples": after
+            }}}
+        }))
+        .await;
+    site.wait_log(NAME, "running: reading pump/readings").await;
+    let mut feeder = Feeder::connect(&core).await;
+    let mut plant = Plant::new(5);
+    for _ in 0..90 {
+        feeder.publish_reading(&plant.next_reading()).await;
+    }
+    let raised = raise(&mut feeder, &mut plant, "while the pump was healthy").await;
+    for _ in 0..after {
+        feeder.publish_reading(&plant.next_reading()).await;
+    }
+
+    // The window: the analyzer's 60 readings up to the raise and the 5 after it, under the
+    // thing's prefix.
+    let key = pump_analyzer::upload::object_key(THING, &raised);
+    assert!(key.starts_with("core-1/anomalies/"), "{key}");
+    site_testkit::wait_until(
+        format!("s3://{WINDOWS_BUCKET}/{key}"),
+        async || local.s3.objects().head(WINDOWS_BUCKET, &key).unwrap(),
+        Option::is_some,
+        |_| site.log(NAME),
+    )
+    .await;
+    let (_, mut file) = local.s3.objects().open_object(WINDOWS_BUCKET, &key).unwrap();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut body).unwrap();
+    let doc: pump_analyzer::upload::WindowDocument = serde_json::from_slice(&body).unwrap();
+    assert_eq!((doc.thing.as_str(), &doc.event), (THING, &raised));
+    assert_eq!((doc.before_samples, doc.readings.len()), (60, 60 + after));
+    assert_eq!(doc.readings[59].seq, raised.reading_seq, "the raising reading ends the part before");
+    assert!(doc.readings.windows(2).all(|w| w[1].seq == w[0].seq + 1), "consecutive readings");
+
+    // The credentials the analyzer used (the core fetched them once and keeps them) are
+    // refused anywhere but under the thing's prefix of that bucket.
+    let uri = core.token_exchange().uri().to_owned();
+    let (status, creds) =
+        site_testkit::http_request(&uri, "GET", Some(&core.tokens().issue("com.example.Auditor"))).await;
+    assert_eq!(status, 200, "{creds}");
+    assert_eq!(core.token_exchange().provider_requests(), 1, "the analyzer's credentials, from the cache");
+    let creds: serde_json::Value = serde_json::from_str(&creds).unwrap();
+    let credentials = aws_sdk_s3::config::Credentials::new(
+        creds["AccessKeyId"].as_str().unwrap(),
+        creds["SecretAccessKey"].as_str().unwrap(),
+        creds["Token"].as_str().map(str::to_owned),
+        None,
+        "token-exchange",
+    );
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&site.cloud().endpoints().http)
+            .force_path_style(true)
+            .credentials_provider(credentials)
+            .http_client(pump_analyzer::service::http_client())
+            .build(),
+    );
+    let put = |bucket: &'static str, key: &'static str| {
+        s3.put_object().bucket(bucket).key(key).body(b"{}".to_vec().into()).send()
+    };
+    put(WINDOWS_BUCKET, "core-1/anomalies/extra.json").await.expect("its own prefix");
+    for (bucket, key) in
+        [(WINDOWS_BUCKET, "core-2/anomalies/x.json"), (WINDOWS_BUCKET, "x.json"), ("other-bucket", "core-1/x.json")]
+    {
+        let err = put(bucket, key).await.expect_err("outside its prefix");
+        assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403), "s3://{bucket}/{key}");
+    }
+    let err = s3.get_object().bucket(WINDOWS_BUCKET).key(&key).send().await.expect_err("no reads");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403));
+
+    let pending = core.shutdown(WAIT).await;
+    assert!(pending.is_empty(), "not stopped: {pending:?}");
+    let windows = Outbox::open(
+        site.core_root().join("work").join(NAME).join(pump_analyzer::service::WINDOWS_OUTBOX),
+        OutboxConfig::default(),
+    )
+    .unwrap();
+    assert!(windows.is_empty(), "every window was sent: {:?}", windows.peek(10));
 }
