@@ -139,6 +139,19 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     let seqs: Vec<u64> = facts["telemetry_seqs"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     let decided_on = raised["reading_seq"].as_u64().unwrap();
     assert!(seqs.contains(&decided_on), "reading {decided_on} is not in the telemetry received");
+    // The readings around it reached S3 under the core's own prefix, with scoped credentials.
+    let windows = report["anomaly_windows"].as_array().expect("anomaly windows in the report");
+    let id = raised["id"].as_str().unwrap();
+    let window = windows
+        .iter()
+        .find(|w| {
+            w["object"]
+                .as_str()
+                .is_some_and(|o| o.contains("/pump-station-1/anomalies/") && o.ends_with(&format!("/{id}.json")))
+        })
+        .unwrap_or_else(|| panic!("no window of {id}: {windows:#?}"));
+    assert_eq!((&window["before_samples"], &window["readings"]), (&60.into(), &80.into()), "{window:#}");
+    assert!(report["anomaly_to_window"]["p50_ms"].as_f64().is_some(), "{:#}", report["anomaly_to_window"]);
 
     // reported.model at the end: the retrained release the cloud rolled out, loaded and running,
     // as the controller reports it.

@@ -56,6 +56,11 @@ pub struct CoreDeviceSpec {
     /// `https://greengrass-ats.iot.{region}.amazonaws.com:8443` when [`Self::deployments_policy`]
     /// is set, else nothing.
     pub greengrass_data_plane_url: Option<String>,
+    /// The AWS IoT credentials provider for endpoints.json (`credentialsProvider`, what the
+    /// core's token exchange service asks); default: `https://` and DescribeEndpoint
+    /// `iot:CredentialProvider` (the local cloud's, with its port, is the `credentialsProvider`
+    /// entry of its own endpoints.json).
+    pub credentials_provider_url: Option<String>,
 }
 
 impl CoreDeviceSpec {
@@ -73,6 +78,7 @@ impl CoreDeviceSpec {
             rotate_certificate: false,
             deployments_policy: None,
             greengrass_data_plane_url: None,
+            credentials_provider_url: None,
         }
     }
 }
@@ -312,6 +318,22 @@ pub async fn provision_core_device(
         .ok_or_else(|| ProvisionError::unexpected("DescribeEndpoint", "no endpointAddress"))?
         .to_owned();
     let host_in_url = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let credentials_provider = match &spec.credentials_provider_url {
+        Some(url) => url.clone(),
+        None => {
+            let described = client
+                .describe_endpoint()
+                .endpoint_type("iot:CredentialProvider")
+                .send()
+                .await
+                .map_err(aws("DescribeEndpoint"))?;
+            let host = described
+                .endpoint_address()
+                .filter(|h| !h.is_empty())
+                .ok_or_else(|| ProvisionError::unexpected("DescribeEndpoint", "no endpointAddress"))?;
+            format!("https://{host}")
+        }
+    };
     let endpoints = Endpoints {
         mqtt: format!("{host_in_url}:{}", spec.mqtt_port),
         http: spec.data_plane_url.clone().unwrap_or_else(|| format!("https://{host_in_url}")),
@@ -324,7 +346,7 @@ pub async fn provision_core_device(
                 .as_ref()
                 .map(|_| format!("https://greengrass-ats.iot.{}.amazonaws.com:8443", scope.region))
         }),
-        credentials_provider: None,
+        credentials_provider: Some(credentials_provider),
     };
     write_json(&files.endpoints, &endpoints)?;
     let record = Record {

@@ -217,6 +217,11 @@ struct CoreArgs {
     /// `greengrassDataPlane` entry of its own endpoints.json).
     #[arg(long, value_name = "URL")]
     greengrass_data_plane_url: Option<String>,
+    /// The AWS IoT credentials provider for endpoints.json (default: https:// and DescribeEndpoint
+    /// iot:CredentialProvider; the local cloud's is the `credentialsProvider` entry of its own
+    /// endpoints.json).
+    #[arg(long, value_name = "URL")]
+    credentials_provider_url: Option<String>,
     #[command(flatten)]
     target: Target,
 }
@@ -306,6 +311,7 @@ async fn run_core(args: CoreArgs) -> anyhow::Result<()> {
         rotate_certificate: args.rotate_certificate,
         deployments_policy: args.deployments_policy.clone(),
         greengrass_data_plane_url: args.greengrass_data_plane_url.clone(),
+        credentials_provider_url: args.credentials_provider_url.clone(),
     };
     let client = provision::iot_client(&client_options(&args.target)).await;
     let device = provision::provision_core_device(&client, &spec)

@@ -331,6 +331,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let anomalies = format!("dt/pump/{THING}/anomalies");
     let mut fault_samples = Vec::new();
     let mut anomaly_samples = Vec::new();
+    let mut window_samples = Vec::new();
     let mut resume_speed = 2500.0;
     let ok = steps
         .run(
@@ -376,18 +377,25 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
                     if let Some(ts) = event.doc["ts"].as_u64() {
                         anomaly_samples.push(acted_ms.saturating_sub(ts) as f64);
                     }
+                    // The readings around it reach S3 with the core's scoped credentials.
+                    let raised: pump_types::AnomalyEvent =
+                        serde_json::from_value(event.doc.clone()).context("the anomaly event")?;
+                    let key = pump_analyzer::upload::object_key(THING, &raised);
+                    let stored_ms = site_ref.wait_for_window(&key, WAIT).await?;
+                    window_samples.push(stored_ms.saturating_sub(raised.ts) as f64);
                     let doc = wait_cloud_shadow(site_ref, "protection.active", |d| {
                         d.pointer("/state/reported/protection/active") == Some(&json!(true))
                     })
                     .await?;
                     details.push(format!(
-                        "cycle {cycle}: {} by {} → setpoint {:.0} rpm, run {}, bypass {}; reported protection: {}",
+                        "cycle {cycle}: {} by {} → setpoint {:.0} rpm, run {}, bypass {}; reported protection: {}; window s3://{}/{key}",
                         event.doc["kind"],
                         event.doc["detector"],
                         state.setpoint_rpm,
                         state.run,
                         state.bypass_open,
-                        doc.pointer("/state/reported/protection/reason").unwrap_or(&Value::Null)
+                        doc.pointer("/state/reported/protection/reason").unwrap_or(&Value::Null),
+                        site::ANOMALY_BUCKET
                     ));
                 }
                 Ok(details.join("; "))
@@ -396,6 +404,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         .await;
     steps.report.fault_to_action = Latency::from_samples(fault_samples);
     steps.report.anomaly_to_action = Latency::from_samples(anomaly_samples);
+    steps.report.anomaly_to_window = Latency::from_samples(window_samples);
     steps.report.facts.plant_reads.append(&mut plant_reads);
     if !ok {
         return finish(steps.report, &args, site, obs).await;
@@ -572,7 +581,7 @@ fn model_reported(doc: &Value) -> Value {
     doc.pointer("/state/reported/model").cloned().unwrap_or(Value::Null)
 }
 
-fn epoch_ms() -> u64 {
+pub(crate) fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -862,6 +871,10 @@ async fn finish(
         report.facts.plant_reads.push(PlantRead::new("end", None, &state));
     }
     if let Some(site) = &site {
+        match site.anomaly_windows().await {
+            Ok(windows) => report.anomaly_windows = windows,
+            Err(e) => eprintln!("the anomaly windows could not be listed: {e:#}"),
+        }
         if let Ok(Some(doc)) = site.cloud_shadow().await {
             if let Some(o) = &obs {
                 let telemetry = format!("dt/pump/{THING}/telemetry");

@@ -131,6 +131,19 @@ impl Latency {
     }
 }
 
+/// One anomaly window the analyzer put in S3 with its token exchange credentials.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowRecord {
+    /// `s3://bucket/key`.
+    pub object: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Readings in it, and how many came before the raise.
+    pub readings: usize,
+    /// Of which before the raise (the raising reading included).
+    pub before_samples: usize,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -169,6 +182,10 @@ pub struct Report {
     pub facts: Facts,
     /// Each deployment from the cloud: created, every status the core reported, converged.
     pub deployments: Vec<crate::rollout::Timeline>,
+    /// The anomaly windows in S3 at the end, under the core's own prefix.
+    pub anomaly_windows: Vec<WindowRecord>,
+    /// The analyzer decided the anomaly (the event's `ts`) → its window is in S3.
+    pub anomaly_to_window: Latency,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -246,6 +263,15 @@ impl Report {
                 a.severity,
                 a.reason.replace('|', "\\|")
             );
+        }
+        let _ = writeln!(
+            s,
+            "\n## Anomaly windows in S3 (scoped credentials)\n\nThe analyzer put the readings around each raised anomaly in S3 with credentials from the core's token exchange service (role alias → a role allowing only `s3:PutObject` under the thing's own prefix). Raise → object stored: p50 {} ms, p99 {} ms.\n\n| object | bytes | readings | before the raise |\n| --- | ---: | ---: | ---: |",
+            ms(self.anomaly_to_window.p50_ms),
+            ms(self.anomaly_to_window.p99_ms)
+        );
+        for w in &self.anomaly_windows {
+            let _ = writeln!(s, "| `{}` | {} | {} | {} |", w.object, w.bytes, w.readings, w.before_samples);
         }
         let _ = writeln!(
             s,

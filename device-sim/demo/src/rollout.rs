@@ -31,6 +31,8 @@ pub struct Operator {
     pub gg: aws_sdk_greengrassv2::Client,
     /// S3.
     pub s3: aws_sdk_s3::Client,
+    /// IAM (the token exchange role).
+    pub iam: aws_sdk_iam::Client,
 }
 
 impl Operator {
@@ -46,6 +48,7 @@ impl Operator {
             iot: provision::iot_client(&options).await,
             gg: provision::greengrass_client(&options).await,
             s3: provision::s3_client(&options).await,
+            iam: provision::iam_client(&options).await,
         })
     }
 }

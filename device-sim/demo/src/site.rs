@@ -30,6 +30,12 @@ pub const THING: &str = "pump-station-1";
 pub const VERSION: &str = "1.0.0";
 /// Where the nucleus's artifacts live, as AWS keeps its own components' artifacts.
 const NUCLEUS_BUCKET: &str = "greengrass-nucleus-artifacts";
+/// Where the analyzer uploads the readings around each anomaly (its thing's prefix only).
+pub const ANOMALY_BUCKET: &str = "pump-anomaly-windows";
+/// The core's token exchange role alias (`iotRoleAlias`).
+pub const ROLE_ALIAS: &str = "PumpCoreTokenExchangeRoleAlias";
+/// Readings after a raise that complete its window (the sensor polls every 250 ms here).
+pub const ANOMALY_AFTER_SAMPLES: usize = 20;
 
 /// A component of the deployment: its name, its artifact's file name, its recipe.
 pub struct Component {
@@ -185,9 +191,10 @@ impl Site {
     pub async fn start_site(&mut self, options: &SiteOptions<'_>) -> anyhow::Result<Timeline> {
         let bins = rollout::component_bins(options.bins)?;
         let plant = self.plant.insert(Self::start_plant(options.seed, 1.0).await?);
-        let merges = Self::component_merges(plant.modbus_addr(), options.detector);
-        let core = self.core.insert(Self::start_core(&self.dir, &self.device).await?);
+        let merges = Self::component_merges(plant.modbus_addr(), options.detector, &self.endpoints.http);
         let operator = self.operator.insert(Operator::new(&self.endpoints).await?);
+        Self::token_exchange(operator).await?;
+        let core = self.core.insert(Self::start_core(&self.dir, &self.device).await?);
         rollout::build(&self.dir, &bins)?;
         rollout::publish(operator, &self.dir).await?;
         rollout::join_group(operator, THING).await?;
@@ -300,7 +307,68 @@ impl Site {
         // The core takes its components from the cloud: the deployments policy, the data plane.
         spec.deployments_policy = Some(provision::DEFAULT_DEPLOYMENTS_POLICY_NAME.into());
         spec.greengrass_data_plane_url = endpoints.greengrass_data_plane.clone();
+        // The core's token exchange service asks the credentials provider.
+        spec.credentials_provider_url = endpoints.credentials_provider.clone();
         provision::provision_core_device(iot, &spec).await.context("provisioning the core device")
+    }
+
+    /// The core's token exchange role ([`provision::token_exchange`]): `s3:PutObject` under the
+    /// thing's prefix of [`ANOMALY_BUCKET`] only, its alias [`ROLE_ALIAS`] (the core's
+    /// `iotRoleAlias`), the alias's IoT policy on the core's certificate, and the bucket.
+    pub async fn token_exchange(operator: &Operator) -> anyhow::Result<()> {
+        let spec = provision::token_exchange::TokenExchangeSpec {
+            thing_name: THING.into(),
+            role_name: "PumpCoreTokenExchangeRole".into(),
+            role_alias: ROLE_ALIAS.into(),
+            policy_name: format!("{ROLE_ALIAS}Policy"),
+            bucket: ANOMALY_BUCKET.into(),
+        };
+        provision::token_exchange::provision_token_exchange(&operator.iot, &operator.iam, &operator.s3, &spec)
+            .await
+            .context("setting up the core's token exchange role")?;
+        Ok(())
+    }
+
+    /// Waits until the analyzer's window `key` is in [`ANOMALY_BUCKET`]; returns when it was
+    /// seen there (milliseconds since the Unix epoch).
+    pub async fn wait_for_window(&self, key: &str, wait: Duration) -> anyhow::Result<u64> {
+        let (operator, _) = self.rollout()?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match operator.s3.head_object().bucket(ANOMALY_BUCKET).key(key).send().await {
+                Ok(_) => return Ok(crate::demo::epoch_ms()),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
+                Err(e) => {
+                    bail!("HeadObject s3://{ANOMALY_BUCKET}/{key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e))
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the anomaly window s3://{ANOMALY_BUCKET}/{key} did not arrive within {wait:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The anomaly windows under the core's prefix of [`ANOMALY_BUCKET`], read back.
+    pub async fn anomaly_windows(&self) -> anyhow::Result<Vec<crate::report::WindowRecord>> {
+        let (operator, _) = self.rollout()?;
+        let prefix = format!("{THING}/anomalies/");
+        let listed = operator.s3.list_objects_v2().bucket(ANOMALY_BUCKET).prefix(&prefix).send().await?;
+        let mut windows = Vec::new();
+        for object in listed.contents() {
+            let key = object.key().unwrap_or_default();
+            let got = operator.s3.get_object().bucket(ANOMALY_BUCKET).key(key).send().await?;
+            let body = got.body.collect().await?.into_bytes();
+            let doc: pump_analyzer::upload::WindowDocument =
+                serde_json::from_slice(&body).with_context(|| format!("s3://{ANOMALY_BUCKET}/{key}"))?;
+            windows.push(crate::report::WindowRecord {
+                object: format!("s3://{ANOMALY_BUCKET}/{key}"),
+                bytes: body.len() as u64,
+                readings: doc.readings.len(),
+                before_samples: doc.before_samples,
+            });
+        }
+        Ok(windows)
     }
 
     /// Starts the plant on ephemeral ports.
@@ -316,8 +384,8 @@ impl Site {
     }
 
     /// The deployment's configuration merges, component → JSON object: where the plant is, the
-    /// demo's shorter periods, the analyzer's detector.
-    pub fn component_merges(plant_modbus: SocketAddr, detector: &str) -> Vec<(String, String)> {
+    /// demo's shorter periods, the analyzer's detector and where it uploads anomaly windows.
+    pub fn component_merges(plant_modbus: SocketAddr, detector: &str, s3_endpoint: &str) -> Vec<(String, String)> {
         [
             (
                 pump_types::SENSOR_COMPONENT,
@@ -328,7 +396,15 @@ impl Site {
                     "statsPeriodMs": 5000
                 }),
             ),
-            (pump_types::ANALYZER_COMPONENT, json!({"detector": detector})),
+            (
+                pump_types::ANALYZER_COMPONENT,
+                json!({
+                    "detector": detector,
+                    "anomalyUpload": {
+                        "bucket": ANOMALY_BUCKET, "endpointUrl": s3_endpoint, "afterSamples": ANOMALY_AFTER_SAMPLES
+                    }
+                }),
+            ),
             (pump_types::CONTROLLER_COMPONENT, json!({"modbusAddress": plant_modbus.to_string()})),
         ]
         .into_iter()
@@ -336,7 +412,8 @@ impl Site {
         .collect()
     }
 
-    /// The core's own configuration at start: the ShadowManager syncing the `pump` shadow.
+    /// The core's own configuration at start: the ShadowManager syncing the `pump` shadow, the
+    /// token exchange role alias.
     pub fn core_config() -> anyhow::Result<HashMap<String, device_sim::recipe::ConfigurationUpdate>> {
         parse_update_config(&Self::core_config_doc()).map_err(anyhow::Error::msg)
     }
@@ -344,6 +421,7 @@ impl Site {
     /// [`Site::core_config`] as the Greengrass CLI's `--update-config` JSON.
     fn core_config_doc() -> Value {
         json!({
+            "aws.greengrass.Nucleus": {"MERGE": {"iotRoleAlias": ROLE_ALIAS}},
             "aws.greengrass.ShadowManager": {"MERGE": {"synchronize": {
                 "coreThing": {"classic": false, "namedShadows": [pump_types::SHADOW_NAME]}
             }}}

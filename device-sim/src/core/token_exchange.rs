@@ -23,9 +23,10 @@
 //!   that does not parse) for 300 s — the nucleus's defaults. A request that waits more than
 //!   30 s gets 504.
 //!
-//! One difference from the nucleus: without `iotRoleAlias` the nucleus's TES goes ERRORED (and
-//! its hard dependents never start); here it runs and answers 500 with the reason, so a site
-//! without a cloud still runs its components.
+//! One difference from the nucleus: without `iotRoleAlias` (or without a cloud connection or a
+//! `credentialsProvider` in `endpoints.json`) the nucleus's TES goes ERRORED and its hard
+//! dependents never start; here it runs and answers 500 with the reason, so a site without a
+//! cloud still runs its components.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -290,9 +291,10 @@ impl TokenExchange {
         let settings = TesSettings::from_options(options).map_err(TesError::Config)?;
         let (provider, unavailable) = match &settings.role_alias {
             None => (None, Some("iotRoleAlias parameter is either empty or not configured for TES".to_owned())),
-            Some(alias) => match Provider::from_options(options, alias).map_err(TesError::Config)? {
-                Some(p) => (Some(p), None),
-                None => (None, Some("the core has no cloud connection (--cloud)".to_owned())),
+            Some(alias) => match Provider::from_options(options, alias) {
+                Ok(Some(p)) => (Some(p), None),
+                Ok(None) => (None, Some("the core has no cloud connection (--cloud)".to_owned())),
+                Err(why) => (None, Some(why)),
             },
         };
         if let Some(why) = &unavailable {
