@@ -13,6 +13,14 @@
 //!    counted and the detection delay (which depends on the fault's physics, not on the
 //!    software) is left out; the demo measures fault → action separately.
 //!
+//! 3. **Credentials from the token exchange service**: a component's `GET` of
+//!    `AWS_CONTAINER_CREDENTIALS_FULL_URI` with its token, as the SDKs' container credentials
+//!    providers send it, answered from the core's cache (what every component's SDK call costs
+//!    after the first).
+//! 4. **The core's fetch from the credentials provider**: `GET /role-aliases/{alias}/credentials`
+//!    over mutual TLS with the core's certificate (a new connection each time), as the token
+//!    exchange service fetches when its cache runs out.
+//!
 //! Each sample waits for the previous one to finish (setpoint written, reported, protection
 //! released by the operator), so samples never overlap. The plant is polled every millisecond,
 //! which bounds each sample's resolution.
@@ -38,6 +46,8 @@ const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(1);
 /// The speeds the operator alternates between (each differs from the one before).
 const SPEEDS: [f64; 4] = [2400.0, 2600.0, 2300.0, 2500.0];
+/// The identity the credential samples use on the core (a component's token of its own).
+const CREDENTIALS_CLIENT: &str = "com.example.pump.LatencyBenchCredentials";
 /// The anomaly events' id prefix; an event without it came from the analyzer.
 const EVENT_PREFIX: &str = "latency-bench-";
 
@@ -45,6 +55,10 @@ const EVENT_PREFIX: &str = "latency-bench-";
 pub const DESIRED_GOAL_P99_MS: f64 = 20.0;
 /// See [`DESIRED_GOAL_P99_MS`].
 pub const ANOMALY_GOAL_P99_MS: f64 = 50.0;
+/// See [`DESIRED_GOAL_P99_MS`]: a cached answer on loopback.
+pub const CREDENTIALS_GOAL_P99_MS: f64 = 5.0;
+/// See [`DESIRED_GOAL_P99_MS`]: a TLS handshake and a new session in the local cloud.
+pub const PROVIDER_GOAL_P99_MS: f64 = 100.0;
 
 /// `pump-station latency-bench` flags.
 #[derive(Debug, clap::Args)]
@@ -56,6 +70,12 @@ pub struct LatencyBenchArgs {
     /// operator's resume.
     #[arg(long, default_value_t = 200)]
     pub anomalies: usize,
+    /// Credential requests to the core's token exchange service (cached answers).
+    #[arg(long, default_value_t = 200)]
+    pub credential_fetches: usize,
+    /// Requests from the core's identity to the credentials provider (each a new session).
+    #[arg(long, default_value_t = 50)]
+    pub provider_fetches: usize,
     /// The plant's noise seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -105,6 +125,10 @@ pub struct Run {
     pub desired: Samples,
     /// Anomaly event → protective action at the plant.
     pub anomaly: Samples,
+    /// A component's credential request to the token exchange service (cached).
+    pub credentials: Samples,
+    /// The core's credential request to the credentials provider.
+    pub provider: Samples,
     /// Anomaly events the analyzer itself raised during the run (none are expected: no fault
     /// is injected); each would have interfered with a sample.
     pub analyzer_events: usize,
@@ -196,8 +220,23 @@ async fn measure(site: &Site, args: &LatencyBenchArgs) -> anyhow::Result<Run> {
             goal_p99_ms: ANOMALY_GOAL_P99_MS,
             samples_ms: Vec::new(),
         },
+        credentials: Samples {
+            path: "credentials: a component's GET of the token exchange service (cached) → AWS credentials".into(),
+            goal_p99_ms: CREDENTIALS_GOAL_P99_MS,
+            samples_ms: Vec::new(),
+        },
+        provider: Samples {
+            path: "credentials: the core's GET of the credentials provider over mTLS (new connection, new session)"
+                .into(),
+            goal_p99_ms: PROVIDER_GOAL_P99_MS,
+            samples_ms: Vec::new(),
+        },
         analyzer_events: 0,
     };
+    eprintln!("latency-bench: {} credential requests …", args.credential_fetches);
+    run.credentials.samples_ms = credential_samples(site, args.credential_fetches).await?;
+    eprintln!("latency-bench: {} credentials provider requests …", args.provider_fetches);
+    run.provider.samples_ms = provider_samples(site, args.provider_fetches).await?;
     eprintln!("latency-bench: {} desired changes …", args.speed_changes);
     for _ in 0..args.speed_changes {
         run.desired.samples_ms.push(operator_sets(site, &mut probe, speeds.next().expect("speeds")).await?);
@@ -245,6 +284,56 @@ async fn measure(site: &Site, args: &LatencyBenchArgs) -> anyhow::Result<Run> {
         }
     }
     Ok(run)
+}
+
+/// `n` credential requests as a component's SDK sends them (its token in `Authorization`), each
+/// checked to carry credentials; ms each.
+async fn credential_samples(site: &Site, n: usize) -> anyhow::Result<Vec<f64>> {
+    let core = site.core()?;
+    let uri = core.token_exchange().uri().to_owned();
+    let rest = uri.strip_prefix("http://").context("the token exchange service's URL")?;
+    let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let token = core.tokens().issue(CREDENTIALS_CLIENT);
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let (status, body) = crate::site::http_request(addr, "GET", path, &[("Authorization", &token)], "").await?;
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        let creds: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if status != 200 || creds["AccessKeyId"].as_str().is_none_or(str::is_empty) {
+            bail!("the token exchange service answered {status}: {body}");
+        }
+        samples.push(elapsed);
+    }
+    Ok(samples)
+}
+
+/// `n` requests to the credentials provider with the core's certificate, each on a new TLS
+/// connection, each checked to carry credentials; ms each.
+async fn provider_samples(site: &Site, n: usize) -> anyhow::Result<Vec<f64>> {
+    let device = &site.device;
+    let base = device
+        .endpoints
+        .credentials_provider
+        .clone()
+        .context("the device's endpoints.json names no credentials provider")?;
+    let url = format!("{}/role-aliases/{}/credentials", base.trim_end_matches('/'), crate::site::ROLE_ALIAS);
+    let key = device_sim::core::key_store::DeviceKey::File(device.files.private_key.clone());
+    let tls = device_sim::core::bridge::device_tls_config(&device.endpoints.ca_file, &device.files.certificate, &key)?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        // A new client each time: a new connection and handshake, as after the cache runs out.
+        let client = sdk_mtls::MtlsHttpClient::new(tls.clone());
+        let started = Instant::now();
+        let (status, body) = client.get(&url, &[("x-amzn-iot-thingname", THING)], 64 * 1024).await?;
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        let creds: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status != 200 || creds.pointer("/credentials/accessKeyId").and_then(Value::as_str).is_none() {
+            bail!("the credentials provider answered {status}: {}", String::from_utf8_lossy(&body));
+        }
+        samples.push(elapsed);
+    }
+    Ok(samples)
 }
 
 /// The operator sets `speed` (auto mode) and the plant follows: the time until the setpoint
@@ -323,7 +412,7 @@ pub fn markers() -> bench_common::section::Markers {
 pub fn section(run: &Run, command: &str, date: &str, machine: &str) -> String {
     let m = markers();
     let mut rows = String::new();
-    for s in [&run.desired, &run.anomaly] {
+    for s in [&run.desired, &run.anomaly, &run.credentials, &run.provider] {
         let (p50, p99, max) = s.summary().map_or(("–".into(), "–".into(), "–".into()), |(a, b, c)| {
             (format!("{a:.1}"), format!("{b:.1}"), format!("{c:.1}"))
         });
@@ -336,7 +425,7 @@ pub fn section(run: &Run, command: &str, date: &str, machine: &str) -> String {
         ));
     }
     format!(
-        "{}\n## Control-loop latency: desired change and anomaly event to the plant\n\n\
+        "{}\n## Control-loop and credential latency: desired change and anomaly event to the plant, AWS credentials to a component\n\n\
          - Command: `{command}`\n\
          - Date: {date}\n\
          - Machine: {machine}. The machine is shared: other processes may have been running.\n\
@@ -346,6 +435,7 @@ pub fn section(run: &Run, command: &str, date: &str, machine: &str) -> String {
          ### How to read these figures\n\n\
          - Desired change: from the operator's `UpdateThingShadow` call (IoT data plane over HTTP) until the plant's speed setpoint register, read over Modbus TCP, holds the new speed. It includes the HTTP call, the cloud's `update/delta` over MQTT, the core's bridge and ShadowManager, the controller's IPC delta subscription and its Modbus write.\n\
          - Anomaly event: from the `PublishToTopic` call on `pump/anomalies` over the core's IPC socket (as the analyzer publishes) until the setpoint drops to the safe speed. The detection delay before an event (a fault's physics over the analyzer's window) is not in it; the demo's report gives fault → action for a real fault.\n\
+         - Credentials: a component's request to the core's token exchange service with its token, answered from the core's cache (the first request of the run fills it and is the max; the SDKs cache too, so a component asks about once per credential lifetime); and the core's own request to the AWS IoT credentials provider with its certificate on a new mutual-TLS connection, which the local cloud answers with a new role session — what the token exchange service pays when its cache runs out (five minutes before expiry).\n\
          - The plant is read every 1 ms: a sample is at most about 1 ms (one Modbus round trip) late. Nearest-rank percentiles.\n\
          {}\n",
         m.begin, run.analyzer_events, m.end
@@ -374,11 +464,15 @@ mod tests {
         let run = Run {
             desired: Samples { path: "desired".into(), goal_p99_ms: 20.0, samples_ms: vec![3.0, 4.0] },
             anomaly: Samples { path: "anomaly".into(), goal_p99_ms: 50.0, samples_ms: vec![60.0] },
+            credentials: Samples { path: "credentials".into(), goal_p99_ms: 5.0, samples_ms: vec![0.5] },
+            provider: Samples { path: "provider".into(), goal_p99_ms: 100.0, samples_ms: vec![] },
             analyzer_events: 0,
         };
         let text = section(&run, "cargo run -- latency-bench", "today", "a machine");
         assert!(text.contains("| desired | 2 | 3.0 | 4.0 | 4.0 | under 20: met |"), "{text}");
         assert!(text.contains("| anomaly | 1 | 60.0 | 60.0 | 60.0 | under 50: **not met** |"), "{text}");
+        assert!(text.contains("| credentials | 1 | 0.5 | 0.5 | 0.5 | under 5: met |"), "{text}");
+        assert!(text.contains("| provider | 0 | – | – | – | under 100: **not met** |"), "{text}");
         let m = markers();
         assert!(text.starts_with(&m.begin) && text.trim_end().ends_with(&m.end));
     }

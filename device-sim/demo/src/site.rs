@@ -575,24 +575,41 @@ impl Site {
 
     /// A plain HTTP request to the plant's control API (loopback, one connection per call).
     pub async fn plant_control(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let addr = self.plant().control_addr();
-        let mut stream = tokio::net::TcpStream::connect(addr).await.context("connecting to the plant's control API")?;
+        let addr = self.plant().control_addr().to_string();
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head.split_whitespace().nth(1).unwrap_or("?");
-        if !status.starts_with('2') {
+        let (status, payload) = http_request(&addr, method, path, &[("Content-Type", "application/json")], &body)
+            .await
+            .context("calling the plant's control API")?;
+        if !(200..300).contains(&status) {
             bail!("plant control {method} {path}: HTTP {status}: {payload}");
         }
-        Ok(serde_json::from_str(payload).unwrap_or(Value::Null))
+        Ok(serde_json::from_str(&payload).unwrap_or(Value::Null))
     }
+}
+
+/// One plain HTTP/1.1 request to a loopback service (`addr` = `host:port`): the status and the
+/// body. For the plant's control API and the core's token exchange service, which speak plain
+/// HTTP on loopback.
+pub async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    let headers: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status line")?;
+    Ok((status, payload.to_owned()))
 }
 
 /// What the plant does now, read over Modbus like any SCADA client would.
