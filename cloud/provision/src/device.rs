@@ -86,6 +86,8 @@ impl CoreDeviceSpec {
 /// One change made in the cloud (or, for [`Change::PolicyKept`], deliberately not made).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
+    /// UpdateCertificate REVOKED (device replacement).
+    CertificateRevoked(String),
     /// CreateThing.
     ThingCreated(String),
     /// CreatePolicy; the version id.
@@ -177,6 +179,7 @@ impl fmt::Display for Change {
                 write!(f, "left certificate {certificate} INACTIVE, not deleted: {reason}")
             }
             Change::ThingDeleted(t) => write!(f, "deleted thing {t}"),
+            Change::CertificateRevoked(c) => write!(f, "revoked certificate {c}"),
             Change::PolicyDeleted(p) => write!(f, "deleted policy {p}"),
             Change::PolicyKept { name, reason } => write!(f, "kept policy {name}: {reason}"),
         }
@@ -390,6 +393,38 @@ pub async fn deprovision(client: &Client, thing: &str, policy_name: &str) -> Res
     }
     delete_policy_if_unused(client, policy_name, &mut out.changes).await?;
     Ok(out)
+}
+
+/// Replaces a failed device and keeps its place: every certificate of `thing` is REVOKED (the old
+/// hardware may be in anyone's hands), its policies detached and detached from the thing; the
+/// thing stays — its name, attributes, thing groups (so their deployments), shadows and job
+/// history — for the replacement to onboard under the same name (by claim, through a template
+/// whose thing name it resolves to, or with `provision core`). Returns the changes; a thing
+/// without certificates changes nothing.
+pub async fn replace_device(client: &Client, thing: &str) -> Result<Vec<Change>, ProvisionError> {
+    validate_thing_name(thing)?;
+    client.describe_thing().thing_name(thing).send().await.map_err(aws("DescribeThing"))?;
+    let mut changes = Vec::new();
+    for principal in list_thing_principals(client, thing).await?.into_iter().filter(|p| is_certificate(p)) {
+        let id = certificate_id(&principal).to_owned();
+        let revoked = client
+            .update_certificate()
+            .certificate_id(&id)
+            .new_status(CertificateStatus::Revoked)
+            .send()
+            .await
+            .map_err(aws("UpdateCertificate"));
+        if !is_code(&revoked, "ResourceNotFoundException") {
+            revoked?;
+            changes.push(Change::CertificateRevoked(id.clone()));
+        }
+        for policy in list_attached_policies(client, &principal).await? {
+            client.detach_policy().policy_name(&policy).target(&principal).send().await.map_err(aws("DetachPolicy"))?;
+            changes.push(Change::PolicyDetached { policy, certificate: id.clone() });
+        }
+        detach_from_thing(client, thing, &principal, &mut changes).await?;
+    }
+    Ok(changes)
 }
 
 /// The root CA as an absolute path, after checking it holds at least one PEM certificate.

@@ -30,7 +30,7 @@ pub mod token_exchange;
 pub use client::{ClientOptions, greengrass_client, iam_client, iot_client, s3_client};
 pub use device::{
     Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, Deprovisioned,
-    ProvisionedDevice, deprovision, provision_core_device,
+    ProvisionedDevice, deprovision, provision_core_device, replace_device,
 };
 pub use error::{NextStep, ProvisionError};
 pub use policy::PolicySource;

@@ -41,6 +41,9 @@ enum Command {
     Core(CoreArgs),
     /// Remove the core device: certificates (INACTIVE, then deleted), thing, and the policy if unused.
     Deprovision(DeprovisionArgs),
+    /// Replace a failed core device: revoke and detach its certificates, keep the thing (groups,
+    /// shadows, jobs) for the replacement to onboard under the same name.
+    Replace(ReplaceArgs),
     /// Build components into the GDK layout, or publish a build to S3 and Greengrass.
     #[command(subcommand)]
     Component(ComponentCommand),
@@ -248,6 +251,15 @@ struct TokenExchangeArgs {
 }
 
 #[derive(Debug, Args)]
+struct ReplaceArgs {
+    /// The failed device's thing name.
+    #[arg(long, value_name = "NAME")]
+    thing: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
 struct DeprovisionArgs {
     /// Thing name.
     #[arg(long, value_name = "NAME")]
@@ -269,6 +281,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Core(args) => run_core(args).await,
             Command::Deprovision(args) => run_deprovision(args).await,
+            Command::Replace(args) => run_replace(args).await,
             Command::Component(ComponentCommand::Build(args)) => component_cmd::build(args),
             Command::Component(ComponentCommand::Publish(args)) => component_cmd::publish(args).await,
             Command::Deploy(args) => deploy_cmd::run(args).await,
@@ -364,6 +377,21 @@ async fn run_token_exchange(args: TokenExchangeArgs) -> anyhow::Result<()> {
         "core         --update-config '{{\"aws.greengrass.Nucleus\": {{\"MERGE\": {{\"iotRoleAlias\": \"{}\"}}}}}}'",
         spec.role_alias
     );
+    Ok(())
+}
+
+async fn run_replace(args: ReplaceArgs) -> anyhow::Result<()> {
+    let client = provision::iot_client(&client_options(&args.target)).await;
+    let changes = provision::replace_device(&client, &args.thing)
+        .await
+        .with_context(|| format!("replacing core device {}", args.thing))?;
+    if changes.is_empty() {
+        println!("thing {} has no certificate: nothing to revoke", args.thing);
+    }
+    for change in &changes {
+        println!("- {change}");
+    }
+    println!("thing {} kept (groups, shadows, jobs): onboard the replacement under this name", args.thing);
     Ok(())
 }
 

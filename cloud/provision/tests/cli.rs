@@ -130,25 +130,38 @@ async fn binary_exit_codes_tell_configuration_faults_from_unreachable_endpoints(
     assert_eq!(usage.status.code(), Some(64), "{}", text(&usage));
 }
 
+/// `pump-core-1` provisioned by the binary into `home/pump-core-1` against `cloud`: the cloud's
+/// HTTP endpoint, its administrator key pair, and the output directory.
+async fn provisioned_core(
+    cloud: &TestCloud,
+    home: &Path,
+) -> (String, cloud_api::endpoints::AccessKeyPair, std::path::PathBuf) {
+    let out_dir = home.join("pump-core-1");
+    let (ca, http) = (cloud.cloud.endpoints.ca_file.to_str().unwrap().to_owned(), cloud.cloud.endpoints.http.clone());
+    let admin = cloud.cloud.endpoints.credentials.clone().expect("the administrator's key pair");
+    let keys = (admin.access_key_id.as_str(), admin.secret_access_key.as_str());
+    let args = [
+        "core",
+        "--thing",
+        "pump-core-1",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--root-ca",
+        &ca,
+        "--endpoint-url",
+        &http,
+    ];
+    let core = provision(&args, home, keys).await;
+    assert!(core.status.success(), "{}", text(&core));
+    (http, admin, out_dir)
+}
+
 #[tokio::test]
 async fn binary_sets_up_the_token_exchange_role_and_the_cores_certificate_gets_only_its_prefix() {
     let cloud = TestCloud::start().await;
     let home = tempfile::tempdir().unwrap();
-    let out_dir = home.path().join("pump-core-1");
-    let (out, ca, http) = (
-        out_dir.to_str().unwrap(),
-        cloud.cloud.endpoints.ca_file.to_str().unwrap().to_owned(),
-        cloud.cloud.endpoints.http.clone(),
-    );
-    let admin = cloud.cloud.endpoints.credentials.clone().expect("the administrator's key pair");
+    let (http, admin, out_dir) = provisioned_core(&cloud, home.path()).await;
     let keys = (admin.access_key_id.as_str(), admin.secret_access_key.as_str());
-    let core = provision(
-        &["core", "--thing", "pump-core-1", "--out", out, "--root-ca", &ca, "--endpoint-url", &http],
-        home.path(),
-        keys,
-    )
-    .await;
-    assert!(core.status.success(), "{}", text(&core));
 
     let tes = ["token-exchange", "--thing", "pump-core-1", "--bucket", "pump-anomaly-windows", "--endpoint-url", &http];
     let first = provision(&tes, home.path(), keys).await;
@@ -189,5 +202,37 @@ async fn binary_sets_up_the_token_exchange_role_and_the_cores_certificate_gets_o
     // And the account audit finds nothing to complain about above low.
     let audit = provision(&["audit", "--fail-on", "medium", "--endpoint-url", &http], home.path(), keys).await;
     assert!(audit.status.success(), "{}", text(&audit));
+    cloud.stop().await;
+}
+
+#[tokio::test]
+async fn binary_replaces_a_failed_device_revoking_its_certificate_and_keeping_its_thing() {
+    let cloud = TestCloud::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let (http, admin, out_dir) = provisioned_core(&cloud, home.path()).await;
+    let keys = (admin.access_key_id.as_str(), admin.secret_access_key.as_str());
+    let record: Value = serde_json::from_slice(&std::fs::read(out_dir.join("provisioned.json")).unwrap()).unwrap();
+    let certificate_id = record["certificateId"].as_str().unwrap();
+    let registry = &cloud.cloud.registry;
+    registry.create_thing_group("pumps", None, None, Default::default()).unwrap();
+    registry.add_thing_to_thing_group("pumps", "pump-core-1").unwrap();
+
+    let replaced = provision(&["replace", "--thing", "pump-core-1", "--endpoint-url", &http], home.path(), keys).await;
+    assert!(replaced.status.success(), "{}", text(&replaced));
+    assert!(text(&replaced).contains(&format!("revoked certificate {certificate_id}")), "{}", text(&replaced));
+    // The certificate can never connect again and belongs to nothing; the thing keeps its place.
+    let cert = registry.describe_certificate(certificate_id).unwrap();
+    assert_eq!(cert.status, local_cloud::registry::CertificateStatus::Revoked);
+    assert_eq!(registry.list_thing_principals("pump-core-1").unwrap(), Vec::<String>::new());
+    let (groups, _) = registry.list_thing_groups_for_thing("pump-core-1", &Default::default()).unwrap();
+    assert!(groups.iter().any(|g| g.name == "pumps"), "{groups:?}");
+
+    // Again: nothing left to revoke. An unknown thing is the operator's mistake (exit 1, AWS's code).
+    let again = provision(&["replace", "--thing", "pump-core-1", "--endpoint-url", &http], home.path(), keys).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("nothing to revoke"), "{}", text(&again));
+    let unknown = provision(&["replace", "--thing", "no-such-core", "--endpoint-url", &http], home.path(), keys).await;
+    assert!(!unknown.status.success(), "{}", text(&unknown));
+    assert!(text(&unknown).contains("ResourceNotFoundException"), "{}", text(&unknown));
     cloud.stop().await;
 }
