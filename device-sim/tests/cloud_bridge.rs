@@ -1514,6 +1514,57 @@ async fn a_core_with_its_key_in_a_pkcs11_token_onboards_by_claim_and_works_over_
     assert!(!files.iter().any(|f| f.to_string_lossy().ends_with(".key")), "no key file: {files:?}");
 }
 
+/// A core's disk dies (its root is wiped). The operator replaces the device through the AWS SDK:
+/// `provision::replace_device` revokes its certificate and keeps the thing, and
+/// `revise_group_deployments` makes a new revision of its group's deployment. A new device
+/// onboards with the same claim and serial number, so under the same thing, and converges to the
+/// group's deployment. Lost: only what lived on the old disk (its logs, its kept deployment
+/// state); the thing, its group, its deployments and the cloud's records stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_whose_disk_died_is_replaced_under_its_thing_and_converges_to_its_groups_deployment() {
+    use cloud_api::jobs::JobExecutionStatus;
+
+    let site = deploying_site().await;
+    let old = onboard_by_claim_and_deploy(&site, None).await;
+    let local = site.cloud().local();
+    let root = site.path().join("claimed");
+    assert!(root.join("work").join(GG_COMPONENT).join("copy").is_file());
+    std::fs::remove_dir_all(&root).unwrap();
+
+    let options = provision::ClientOptions::for_local_cloud(&site.cloud().core_options().endpoints).unwrap();
+    let (iot, gg) = (provision::iot_client(&options).await, provision::greengrass_client(&options).await);
+    let changes = provision::replace_device(&iot, "site-0042").await.unwrap();
+    assert!(
+        changes.iter().any(|c| c.to_string() == format!("revoked certificate {}", old.certificate_id)),
+        "{changes:?}"
+    );
+    assert_eq!(local.registry.describe_certificate(&old.certificate_id).unwrap().status, CertificateStatus::Revoked);
+    let revised = provision::deploy::revise_group_deployments(&iot, &gg, "site-0042").await.unwrap();
+    assert_eq!(revised.len(), 1, "the group's one deployment: {revised:?}");
+    let job = revised[0].iot_job_id.clone().expect("the revision's job");
+
+    // The replacement: the same claim and serial, a fresh disk.
+    let claim = site.path().join("claim.yaml");
+    let core = claimed_core(&site, &root, &claim, None);
+    let execution = site_testkit::wait_until(
+        "the revised deployment to end on the replacement",
+        async || local.jobs.describe_execution(&job, "site-0042").ok(),
+        |e| e.as_ref().is_some_and(|e| e.status.is_terminal()),
+        |e| format!("{e:?}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(execution.status, JobExecutionStatus::Succeeded, "{execution:?}");
+    let new = device_sim::core::claim::provisioned(&root).unwrap().expect("the replacement's identity");
+    assert_eq!(new.thing_name, "site-0042", "the same thing");
+    assert_ne!(new.certificate_id, old.certificate_id, "a new certificate, made from a key on the new device");
+    let principals = local.registry.list_thing_principals("site-0042").unwrap();
+    assert_eq!(principals.len(), 1, "only the replacement's certificate: {principals:?}");
+    assert!(principals[0].ends_with(&new.certificate_id));
+    assert!(root.join("work").join(GG_COMPONENT).join("copy").is_file(), "the group's component runs again");
+    stop(core);
+}
+
 // ---- The core updates itself: a nucleus deployment through the launcher ----
 
 /// Publishes nucleus `version` as AWS would (a public component), its core binary `binary`

@@ -20,6 +20,31 @@ pub struct ClientOptions {
     pub credentials: Option<Credentials>,
 }
 
+impl ClientOptions {
+    /// The options for the local cloud an `endpoints.json` describes: its HTTP endpoint, its
+    /// Region and the administrator's key pair it wrote there (it verifies every signature).
+    pub fn for_local_cloud(
+        endpoints: &cloud_api::endpoints::Endpoints,
+    ) -> Result<ClientOptions, crate::ProvisionError> {
+        Ok(ClientOptions {
+            endpoint_url: Some(endpoints.http.clone()),
+            region: Some(endpoints.region.clone()),
+            credentials: Some(local_cloud_credentials(endpoints)?),
+        })
+    }
+}
+
+/// The administrator's key pair of the local cloud an `endpoints.json` describes, as SDK
+/// credentials.
+pub fn local_cloud_credentials(
+    endpoints: &cloud_api::endpoints::Endpoints,
+) -> Result<Credentials, crate::ProvisionError> {
+    let pair = endpoints.credentials.as_ref().ok_or_else(|| {
+        crate::ProvisionError::InvalidInput("endpoints.json names no administrator key pair (credentials)".into())
+    })?;
+    Ok(Credentials::new(&pair.access_key_id, &pair.secret_access_key, None, None, "local-cloud-administrator"))
+}
+
 /// The HTTPS client the SDK uses: rustls with ring.
 pub fn http_client() -> SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};

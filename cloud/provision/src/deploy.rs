@@ -167,6 +167,69 @@ pub async fn create_group_deployment(
     Ok(CreatedDeployment { deployment_id, iot_job_id: created.iot_job_id().map(str::to_owned), target_arn })
 }
 
+/// A new revision of the latest active Greengrass deployment of every thing group `thing`
+/// belongs to, with the same components, configuration and policies: how a replacement device
+/// under a reused thing gets its groups' deployments (the executions of the earlier revisions'
+/// jobs already ended for that thing, so they will not run again); the groups' other cores get
+/// what they have and finish at once. Returns the new deployments.
+pub async fn revise_group_deployments(
+    iot: &aws_sdk_iot::Client,
+    gg: &aws_sdk_greengrassv2::Client,
+    thing: &str,
+) -> Result<Vec<CreatedDeployment>, ProvisionError> {
+    use aws_sdk_greengrassv2::types::{DeploymentHistoryFilter, DeploymentStatus};
+    let mut groups = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = iot
+            .list_thing_groups_for_thing()
+            .thing_name(thing)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(aws("ListThingGroupsForThing"))?;
+        groups.extend(page.thing_groups().iter().filter_map(|g| g.group_arn().map(str::to_owned)));
+        match page.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+    let mut created = Vec::new();
+    for target_arn in groups {
+        let listed = gg
+            .list_deployments()
+            .target_arn(&target_arn)
+            .history_filter(DeploymentHistoryFilter::LatestOnly)
+            .send()
+            .await
+            .map_err(aws("ListDeployments"))?;
+        for latest in listed.deployments().iter().filter(|d| d.deployment_status() == Some(&DeploymentStatus::Active)) {
+            let id = latest.deployment_id().unwrap_or_default();
+            let got = gg.get_deployment().deployment_id(id).send().await.map_err(aws("GetDeployment"))?;
+            let revised = gg
+                .create_deployment()
+                .target_arn(&target_arn)
+                .set_deployment_name(got.deployment_name)
+                .set_components(got.components)
+                .set_deployment_policies(got.deployment_policies)
+                .set_iot_job_configuration(got.iot_job_configuration)
+                .send()
+                .await
+                .map_err(aws("CreateDeployment"))?;
+            let deployment_id = revised
+                .deployment_id()
+                .map(str::to_owned)
+                .ok_or_else(|| ProvisionError::unexpected("CreateDeployment", "no deploymentId"))?;
+            created.push(CreatedDeployment {
+                deployment_id,
+                iot_job_id: revised.iot_job_id().map(str::to_owned),
+                target_arn: target_arn.clone(),
+            });
+        }
+    }
+    Ok(created)
+}
+
 /// The thing group's ARN; created first when asked to and absent.
 async fn thing_group_arn(iot: &aws_sdk_iot::Client, group: &str, create: bool) -> Result<String, ProvisionError> {
     let described = iot.describe_thing_group().thing_group_name(group).send().await.map_err(aws("DescribeThingGroup"));

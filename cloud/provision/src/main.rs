@@ -255,6 +255,10 @@ struct ReplaceArgs {
     /// The failed device's thing name.
     #[arg(long, value_name = "NAME")]
     thing: String,
+    /// Also revise the latest Greengrass deployment of each of the thing's groups, so the
+    /// replacement gets them (their earlier jobs already ended for this thing).
+    #[arg(long)]
+    redeploy: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -390,6 +394,15 @@ async fn run_replace(args: ReplaceArgs) -> anyhow::Result<()> {
     }
     for change in &changes {
         println!("- {change}");
+    }
+    if args.redeploy {
+        let gg = provision::greengrass_client(&client_options(&args.target)).await;
+        let revised = provision::deploy::revise_group_deployments(&client, &gg, &args.thing)
+            .await
+            .with_context(|| format!("revising the group deployments of {}", args.thing))?;
+        for d in &revised {
+            println!("- revised the deployment of {}: {}", d.target_arn, d.deployment_id);
+        }
     }
     println!("thing {} kept (groups, shadows, jobs): onboard the replacement under this name", args.thing);
     Ok(())

@@ -113,8 +113,7 @@ pub const MODEL_1_1_0: ModelComponent = ModelComponent {
 /// of the local cloud verifies SigV4 signatures against it (on AWS the default credential
 /// chain stands here).
 pub fn credentials(endpoints: &Endpoints) -> anyhow::Result<Credentials> {
-    let pair = endpoints.credentials.as_ref().context("endpoints.json names no administrator key pair")?;
-    Ok(Credentials::new(&pair.access_key_id, &pair.secret_access_key, None, None, "pump-station-demo"))
+    Ok(provision::client::local_cloud_credentials(endpoints)?)
 }
 
 /// What a site is started with.

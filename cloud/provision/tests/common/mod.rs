@@ -129,6 +129,6 @@ pub fn observer(cloud: &TestCloud) -> Identity {
 
 /// The administrator's key pair of a local cloud (from its `endpoints.json`), as SDK credentials.
 pub fn admin_credentials(endpoints: &cloud_api::endpoints::Endpoints) -> Credentials {
-    let pair = endpoints.credentials.as_ref().expect("the local cloud advertises its administrator's key pair");
-    Credentials::new(&pair.access_key_id, &pair.secret_access_key, None, None, "test")
+    provision::client::local_cloud_credentials(endpoints)
+        .expect("the local cloud advertises its administrator's key pair")
 }
