@@ -43,6 +43,11 @@ const CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
 /// The local cloud with the core registered, and a component that only sleeps: the test speaks
 /// IPC with its token.
 async fn new_site() -> Site {
+    new_site_with(CORE_POLICY).await
+}
+
+/// The same, with `core_policy` as the core device's IoT policy.
+async fn new_site_with(core_policy: &str) -> Site {
     let mut site = Site::new(THING);
     site.deploy_idle(
         COMPONENT,
@@ -61,7 +66,7 @@ async fn new_site() -> Site {
             }}
         }),
     );
-    site.start_cloud(CORE_POLICY).await;
+    site.start_cloud(core_policy).await;
     site
 }
 

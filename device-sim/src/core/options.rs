@@ -68,6 +68,32 @@ pub struct CloudOptions {
     /// The MQTT version of the IoT Core connection (the nucleus's `mqtt.version`: MQTT 5
     /// unless told otherwise).
     pub mqtt_version: MqttVersion,
+    /// Rotates the core's certificate on rotation jobs, making new keys in this key store
+    /// ([`super::rotation`]); `None` leaves rotation off. The device's IoT policy must allow
+    /// the topics listed in the README's "Certificate rotation".
+    pub certificate_rotation: Option<RotationOptions>,
+}
+
+/// How the core rotates its certificate ([`super::rotation`]).
+#[derive(Debug, Clone)]
+pub struct RotationOptions {
+    /// The core's key store: new keys are made there.
+    pub keys: super::key_store::KeyStore,
+    /// How long a new certificate has to prove itself on the connection.
+    pub proof_deadline: std::time::Duration,
+    /// How long the cloud has to attach a new certificate to the thing and its policies.
+    pub attach_timeout: std::time::Duration,
+}
+
+impl RotationOptions {
+    /// New keys in `keys`; 60 s for the proof, 5 minutes for the attach.
+    pub fn new(keys: super::key_store::KeyStore) -> Self {
+        Self {
+            keys,
+            proof_deadline: std::time::Duration::from_secs(60),
+            attach_timeout: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 impl CoreOptions {

@@ -1,15 +1,25 @@
 //! Certificate rotation's core side: the bridge moves its one connection to another
-//! certificate and key, and back, while a component's subscription keeps working.
+//! certificate and key, and back, while a component's subscription keeps working; and whole
+//! rotations driven by a rotation job, with the cloud's part played as the operator's
+//! cloud-side step does it.
 
 use cloud_api::ipc::model::{Qos, SubscribeToIoTCoreRequest};
+use cloud_api::jobs::JobExecutionStatus;
 use device_sim::core::bridge::BridgeIdentity;
 use device_sim::core::key_store::DeviceKey;
+use device_sim::core::options::RotationOptions;
+use device_sim::core::rotation::service::{ROTATE_OPERATION, attached_topic};
+use device_sim::core::runtime::Core;
+use kit::ipc::Subscription;
+use kit::ipc::operation::SubscribeToIoTCore;
+use local_cloud::jobs::{CreateJob, ExecutionChange};
 use local_cloud::registry::CertificateStatus;
+use local_cloud::server::LocalCloud;
 use serde_json::json;
 use site_testkit::WAIT;
 use site_testkit::site::wait_connection;
 
-use super::{THING, bytes, ipc, new_site, start_core};
+use super::{THING, bytes, ipc, new_site, new_site_with, start_core};
 
 /// A certificate with a fresh key issued by the cloud, written next to the site's files;
 /// attached to the core's thing and policy when `attached`.
@@ -26,12 +36,27 @@ fn new_certificate(site: &site_testkit::site::Site, name: &str, attached: bool) 
     (cert.id, BridgeIdentity { cert_file, key: DeviceKey::File(key_file) })
 }
 
+/// The core connected, the component's subscription to its commands, and the cloud application.
+async fn connected_component(
+    site: &site_testkit::site::Site,
+) -> (Core, Subscription<SubscribeToIoTCore>, site_testkit::mqtt::Observer) {
+    let core = start_core(site).await;
+    wait_connection(&core, true).await;
+    let client = ipc(&core).await;
+    let sub = client
+        .subscribe_to_iot_core(&SubscribeToIoTCoreRequest { topic_name: "cmd/core-1/#".into(), qos: Qos::AtLeastOnce })
+        .await
+        .unwrap();
+    let app = site.cloud().observer(&["dt/core-1/#"]).await;
+    (core, sub, app)
+}
+
 /// A command from the cloud reaches the component: its subscription is live on the connection
 /// the core has now. Sent again every half second until it arrives, as a reconnect (and the
 /// subscriptions re-made after it) may be under way.
 async fn command_reaches(
     app: &site_testkit::mqtt::Observer,
-    sub: &mut kit::ipc::Subscription<kit::ipc::operation::SubscribeToIoTCore>,
+    sub: &mut Subscription<SubscribeToIoTCore>,
     n: u64,
     what: &str,
 ) {
@@ -53,16 +78,9 @@ async fn command_reaches(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_core_moves_its_connection_to_a_new_certificate_and_back_without_restarting_components() {
     let site = new_site().await;
-    let core = start_core(&site).await;
-    wait_connection(&core, true).await;
+    let (core, mut sub, app) = connected_component(&site).await;
     let bridge = core.bridge().expect("a bridge");
     let first = bridge.identity();
-    let client = ipc(&core).await;
-    let mut sub = client
-        .subscribe_to_iot_core(&SubscribeToIoTCoreRequest { topic_name: "cmd/core-1/#".into(), qos: Qos::AtLeastOnce })
-        .await
-        .unwrap();
-    let app = site.cloud().observer(&["dt/core-1/#"]).await;
     let mut n = 0;
     let mut command_arrives = async |what: &str| {
         n += 1;
@@ -101,5 +119,157 @@ async fn the_core_moves_its_connection_to_a_new_certificate_and_back_without_res
     let err = bridge.switch_identity(bad).await.unwrap_err();
     assert!(err.0.contains("do not make a TLS identity"), "{err}");
     assert_eq!(bridge.identity().cert_file, second.cert_file);
+    core.shutdown(WAIT).await;
+}
+
+/// The core's policy with what a rotation needs besides: its Jobs topics, CreateCertificateFromCsr,
+/// its classic shadow's `get` (the proof) and the cloud's attach notice (under `cmd/{thing}/`).
+const ROTATION_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+ {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+ {"Effect":"Allow","Action":["iot:Publish","iot:Receive"],"Resource":[
+   "arn:aws:iot:*:*:topic/dt/${iot:Connection.Thing.ThingName}/*",
+   "arn:aws:iot:*:*:topic/cmd/${iot:Connection.Thing.ThingName}/*",
+   "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/shadow/name/pump/*",
+   "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/shadow/get*",
+   "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*",
+   "arn:aws:iot:*:*:topic/$aws/certificates/create-from-csr/json*"]},
+ {"Effect":"Allow","Action":"iot:Subscribe","Resource":[
+   "arn:aws:iot:*:*:topicfilter/cmd/${iot:Connection.Thing.ThingName}/*",
+   "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/shadow/name/pump/*",
+   "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/shadow/get/*",
+   "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*",
+   "arn:aws:iot:*:*:topicfilter/$aws/certificates/create-from-csr/json/*"]}]}"#;
+
+/// A site whose core rotates its certificate (keys as files), with `proof` to prove a new one.
+async fn rotating_site(proof: std::time::Duration) -> site_testkit::site::Site {
+    let mut site = new_site_with(ROTATION_POLICY).await;
+    let mut options = RotationOptions::new(site.key_files());
+    options.proof_deadline = proof;
+    options.attach_timeout = WAIT;
+    site.certificate_rotation = Some(options);
+    site
+}
+
+/// Creates a rotation job for the core.
+fn rotation_job(local: &LocalCloud, job_id: &str) {
+    let document = json!({ "operation": ROTATE_OPERATION }).to_string();
+    let request =
+        CreateJob { targets: vec![local.jobs.thing_arn(THING)], document: Some(document), ..Default::default() };
+    local.jobs.create_job(job_id, request).expect("CreateJob");
+}
+
+/// The cloud's part of a rotation, as the operator's cloud-side step does it with its rights —
+/// here through the local cloud's registry, driven by the job execution the core updates
+/// (`changes`, taken before the job was made): on `newCertificateId` it activates the new
+/// certificate, attaches it to the thing and (when `authorize`) to the old one's policies, and
+/// tells the core; when the job ends it retires the old certificate (SUCCEEDED) or the new one
+/// (any other end). Returns the ended execution.
+async fn cloud_step(
+    local: &LocalCloud,
+    app: &site_testkit::mqtt::Observer,
+    mut changes: tokio::sync::broadcast::Receiver<ExecutionChange>,
+    job_id: &str,
+    authorize: bool,
+) -> ExecutionChange {
+    let registry = &local.registry;
+    let old = registry.list_thing_principals(THING).unwrap();
+    assert_eq!(old.len(), 1, "one certificate before the rotation: {old:?}");
+    let old = old[0].clone();
+    let retire = |arn: &str| {
+        let id = arn.rsplit('/').next().unwrap();
+        registry.update_certificate(id, CertificateStatus::Inactive).unwrap();
+        let _ = registry.detach_thing_principal(THING, arn);
+        for policy in registry.list_attached_policies(arn).unwrap() {
+            registry.detach_policy(&policy.name, arn).unwrap();
+        }
+        registry.delete_certificate(id, false).unwrap();
+    };
+    let mut new: Option<String> = None;
+    loop {
+        let change = tokio::time::timeout(WAIT, changes.recv()).await.expect("a job change").expect("the jobs service");
+        if change.job_id != job_id {
+            continue;
+        }
+        if let (None, Some(id)) = (&new, change.status_details.get("newCertificateId")) {
+            let arn = registry.describe_certificate(id).unwrap().arn;
+            registry.update_certificate(id, CertificateStatus::Active).unwrap();
+            if authorize {
+                for policy in registry.list_attached_policies(&old).unwrap() {
+                    registry.attach_policy(&policy.name, &arn).unwrap();
+                }
+            }
+            registry.attach_thing_principal(THING, &arn).unwrap();
+            app.publish(&attached_topic(THING), bytes(&json!({"certificateId": id, "attached": true}))).await;
+            new = Some(arn);
+        }
+        if change.status.is_terminal() {
+            match (change.status, &new) {
+                (JobExecutionStatus::Succeeded, _) => retire(&old),
+                (_, Some(new)) => retire(new),
+                _ => {}
+            }
+            return change;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_job_moves_the_core_to_a_new_certificate_made_on_the_device_and_the_old_one_is_deleted() {
+    let site = rotating_site(WAIT).await;
+    let (core, mut sub, app) = connected_component(&site).await;
+    command_reaches(&app, &mut sub, 1, "before the rotation").await;
+    let local = site.cloud().local();
+    let old = site.cloud().core.certificate_id.clone();
+
+    let started = std::time::Instant::now();
+    let changes = local.jobs.subscribe();
+    rotation_job(local, "rotate-1");
+    let ended = cloud_step(local, &app, changes, "rotate-1", true).await;
+    assert_eq!(ended.status, JobExecutionStatus::Succeeded, "{:?}", ended.status_details);
+    eprintln!("rotation took {:?}", started.elapsed());
+
+    // Exactly one certificate, the new one, made for a key the core made; the old one is gone.
+    let principals = local.registry.list_thing_principals(THING).unwrap();
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    assert!(local.registry.describe_certificate(&old).is_err(), "the old certificate is deleted");
+    let new_id = ended.status_details["newCertificateId"].clone();
+    assert!(principals[0].ends_with(&new_id));
+    let identity = core.bridge().unwrap().identity();
+    assert!(identity.cert_file.starts_with(site.core_root()), "{identity:?}");
+    assert!(identity.key.key_ref().to_path().ends_with("rotated-rotate-1.key"));
+    // The component never restarted and still gets commands, over the new certificate.
+    command_reaches(&app, &mut sub, 2, "after the rotation").await;
+
+    // A restart comes back on the new certificate (the old one no longer exists).
+    core.shutdown(WAIT).await;
+    let core = start_core(&site).await;
+    wait_connection(&core, true).await;
+    assert_eq!(core.bridge().unwrap().identity().cert_file, identity.cert_file);
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_certificate_the_policy_does_not_allow_is_rolled_back_and_the_job_fails_with_the_reason() {
+    let site = rotating_site(std::time::Duration::from_secs(3)).await;
+    let core = start_core(&site).await;
+    wait_connection(&core, true).await;
+    let first = core.bridge().unwrap().identity();
+    let app = site.cloud().observer(&["dt/core-1/#"]).await;
+    let local = site.cloud().local();
+
+    let changes = local.jobs.subscribe();
+    rotation_job(local, "rotate-2");
+    let ended = cloud_step(local, &app, changes, "rotate-2", false).await;
+    assert_eq!(ended.status, JobExecutionStatus::Failed);
+    let reason = &ended.status_details["reason"];
+    assert!(reason.contains("did not connect"), "{reason}");
+
+    // Back on the old certificate, the only one the thing has; the new key is gone.
+    wait_connection(&core, true).await;
+    assert_eq!(core.bridge().unwrap().identity().cert_file, first.cert_file);
+    let principals = local.registry.list_thing_principals(THING).unwrap();
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    assert!(principals[0].ends_with(&site.cloud().core.certificate_id));
+    assert!(!site.core_root().join("identity/rotated-rotate-2.key").exists());
     core.shutdown(WAIT).await;
 }

@@ -9,7 +9,9 @@
 //! Layout: [`machine`] is the pure state machine (events in, the record to persist and the steps
 //! to take out); [`record`] keeps its record durably under the core's root, written before every
 //! step that has an effect in the cloud or on disk, so a core killed at any step resumes or
-//! rolls back at its next start ([`machine::on_start`]).
+//! rolls back at its next start ([`machine::on_start`]); [`service`] is the thin shell that takes
+//! rotation jobs and does the steps over the core's one connection.
 
 pub mod machine;
 pub mod record;
+pub mod service;
