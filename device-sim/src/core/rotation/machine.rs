@@ -130,6 +130,9 @@ pub enum Event {
         trigger: Trigger,
         /// The identity in use.
         current: Certificate,
+        /// Where the key store puts the key of [`key_label`] (recorded before it is made, so a
+        /// kill while it is being made still deletes it).
+        new_key: PathBuf,
     },
     /// CreateCertificateFromCsr answered with the new certificate (its file written).
     CertificateIssued(Certificate),
@@ -294,12 +297,12 @@ pub fn on(record: Record, event: Event) -> (Record, Vec<Step>) {
     let mut record = record;
     let Some(rotation) = record.rotation.as_mut() else {
         return match event {
-            Event::Requested { trigger, current } => {
+            Event::Requested { trigger, current, new_key } => {
                 let label = key_label(&trigger);
                 let rotation = Rotation {
                     old: current,
                     previous: record.current.clone(),
-                    stage: Stage::KeyMade { new_key: PathBuf::new() },
+                    stage: Stage::KeyMade { new_key },
                     trigger,
                 };
                 let steps = vec![progress(&rotation, "keyMade", None), Step::GenerateKey { label }];
@@ -477,8 +480,9 @@ mod tests {
 
     #[test]
     fn a_request_makes_a_key_under_a_label_of_its_own_and_reports_in_progress() {
-        let (r, steps) = on(Record::default(), Event::Requested { trigger: job(), current: cert("old") });
-        assert!(matches!(stage(&r), Stage::KeyMade { .. }));
+        let (r, steps) =
+            on(Record::default(), Event::Requested { trigger: job(), current: cert("old"), new_key: key() });
+        assert_eq!(stage(&r), &Stage::KeyMade { new_key: key() }, "the key is named before it is made");
         assert_eq!(r.rotation.as_ref().unwrap().old, cert("old"));
         assert!(matches!(&steps[0], Step::Report { status: JobStatus::InProgress, .. }));
         assert_eq!(steps[1], Step::GenerateKey { label: "rotated-rot-1".into() });
@@ -490,7 +494,7 @@ mod tests {
     #[test]
     fn a_second_request_while_one_is_under_way_changes_nothing() {
         let r = at(Stage::CertIssued { new: new_cert() });
-        let (after, steps) = on(r.clone(), Event::Requested { trigger: job(), current: cert("x") });
+        let (after, steps) = on(r.clone(), Event::Requested { trigger: job(), current: cert("x"), new_key: key() });
         assert_eq!((after, steps), (r, vec![]));
     }
 

@@ -132,6 +132,11 @@ pub async fn run(settings: Settings, bridge: Arc<MqttBridge>, record: Record, st
     let mut shell = Shell { settings, bridge, record, inbox, notices: VecDeque::new(), last_report: None };
     shell.execute(steps).await;
     let mut connection = shell.bridge.connection();
+    // Connected already: ask now (the bridge writes the SUBSCRIBEs above before this publish),
+    // or a job queued before the subscriptions reached IoT Core would wait for a reconnect.
+    if *connection.borrow_and_update() {
+        shell.ask_next().await;
+    }
     loop {
         tokio::select! {
             changed = connection.changed() => {
@@ -147,7 +152,9 @@ pub async fn run(settings: Settings, bridge: Arc<MqttBridge>, record: Record, st
                 let Some(job_id) = rotation_job(&m.topic_name, m.payload.as_bytes()) else { continue };
                 let Some(current) = shell.current_certificate() else { continue };
                 let trigger = Trigger::Job { job_id };
-                shell.feed(Event::Requested { trigger, current }).await;
+                let keys = &shell.settings.options.keys;
+                let new_key = keys.named(&machine::key_label(&trigger)).to_path();
+                shell.feed(Event::Requested { trigger, current, new_key }).await;
                 if shell.record.rotation.is_none() {
                     shell.ask_next().await;
                 }
@@ -185,14 +192,17 @@ impl Shell {
         })
     }
 
-    fn store(&self, record: &Record) -> bool {
-        match record::store(&self.settings.root, record) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "certificate rotation cannot write its record; stopping here");
-                false
-            }
+    async fn store(&self, record: &Record) -> bool {
+        if let Err(e) = record::store(&self.settings.root, record) {
+            tracing::error!(error = %e, "certificate rotation cannot write its record; stopping here");
+            return false;
         }
+        if let Some(freeze) = &self.settings.options.freeze
+            && freeze.wrote()
+        {
+            std::future::pending::<()>().await;
+        }
+        true
     }
 
     /// Feeds an event to the machine, writes its record, then takes its steps.
@@ -203,7 +213,7 @@ impl Shell {
 
     async fn adopt(&mut self, record: Record, steps: Vec<Step>) {
         if record != self.record {
-            if !self.store(&record) {
+            if !self.store(&record).await {
                 return;
             }
             self.record = record;
@@ -224,7 +234,7 @@ impl Shell {
             };
             let stage_changed = stage(&record) != stage(&self.record);
             if record != self.record {
-                if !self.store(&record) {
+                if !self.store(&record).await {
                     return;
                 }
                 self.record = record;
