@@ -329,3 +329,38 @@ async fn a_core_killed_after_each_write_of_a_rotation_comes_back_with_exactly_on
         core.shutdown(WAIT).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_rotate_command_does_the_clouds_part_through_the_aws_sdk() {
+    let site = rotating_site(WAIT).await;
+    let core = start_core(&site).await;
+    wait_connection(&core, true).await;
+    let endpoints = site.cloud().endpoints();
+    let pair = endpoints.credentials.as_ref().expect("the administrator's key pair");
+    let options = provision::ClientOptions {
+        endpoint_url: Some(endpoints.http.clone()),
+        region: Some(endpoints.region.clone()),
+        credentials: Some(aws_credential_types::Credentials::new(
+            &pair.access_key_id,
+            &pair.secret_access_key,
+            None,
+            None,
+            "test",
+        )),
+    };
+    let (iot, data) = (provision::iot_client(&options).await, provision::iot_data_client(&options).await);
+    let poll = std::time::Duration::from_millis(50);
+    let outcome = provision::rotate::rotate(&iot, &data, THING, "rotate-sdk", poll, WAIT).await.expect("rotate");
+    assert_eq!(outcome.status, "SUCCEEDED", "{:?}", outcome.details);
+    assert!(!outcome.timed_out);
+
+    let registry = &site.cloud().local().registry;
+    assert!(registry.describe_certificate(&site.cloud().core.certificate_id).is_err(), "the old one is deleted");
+    let principals = registry.list_thing_principals(THING).unwrap();
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    assert!(principals[0].ends_with(&outcome.certificate_id));
+    wait_connection(&core, true).await;
+    let in_use = std::fs::read_to_string(core.bridge().unwrap().identity().cert_file).unwrap();
+    assert_eq!(registry.describe_certificate(&outcome.certificate_id).unwrap().pem.trim(), in_use.trim());
+    core.shutdown(WAIT).await;
+}
