@@ -150,6 +150,13 @@ async fn rotating_site(proof: std::time::Duration) -> site_testkit::site::Site {
     site
 }
 
+/// The core started and connected, and the cloud application.
+async fn connected_core(site: &site_testkit::site::Site) -> (Core, site_testkit::mqtt::Observer) {
+    let core = start_core(site).await;
+    wait_connection(&core, true).await;
+    (core, site.cloud().observer(&["dt/core-1/#"]).await)
+}
+
 /// Creates a rotation job for the core.
 fn rotation_job(local: &LocalCloud, job_id: &str) {
     let document = json!({ "operation": ROTATE_OPERATION }).to_string();
@@ -255,10 +262,8 @@ async fn a_rotation_job_moves_the_core_to_a_new_certificate_made_on_the_device_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_certificate_the_policy_does_not_allow_is_rolled_back_and_the_job_fails_with_the_reason() {
     let site = rotating_site(std::time::Duration::from_secs(3)).await;
-    let core = start_core(&site).await;
-    wait_connection(&core, true).await;
+    let (core, app) = connected_core(&site).await;
     let first = core.bridge().unwrap().identity();
-    let app = site.cloud().observer(&["dt/core-1/#"]).await;
     let local = site.cloud().local();
 
     let changes = local.jobs.subscribe();
@@ -292,9 +297,7 @@ async fn a_core_killed_after_each_write_of_a_rotation_comes_back_with_exactly_on
         if let Some(options) = site.certificate_rotation.as_mut() {
             options.freeze = Some(freeze.clone());
         }
-        let core = start_core(&site).await;
-        wait_connection(&core, true).await;
-        let app = site.cloud().observer(&["dt/core-1/#"]).await;
+        let (core, app) = connected_core(&site).await;
         let local = site.cloud().local();
         let changes = local.jobs.subscribe();
         let job = format!("kill-{writes}");
@@ -362,5 +365,47 @@ async fn the_operators_rotate_command_does_the_clouds_part_through_the_aws_sdk()
     wait_connection(&core, true).await;
     let in_use = std::fs::read_to_string(core.bridge().unwrap().identity().cert_file).unwrap();
     assert_eq!(registry.describe_certificate(&outcome.certificate_id).unwrap().pem.trim(), in_use.trim());
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_after_the_core_committed_takes_the_core_back_to_the_old_certificate_the_cloud_kept() {
+    let mut site = rotating_site(std::time::Duration::from_secs(2)).await;
+    let freeze = FreezePoint::after_writes(COMMIT_WRITE);
+    if let Some(options) = site.certificate_rotation.as_mut() {
+        options.freeze = Some(freeze.clone());
+    }
+    let (core, app) = connected_core(&site).await;
+    let first = core.bridge().unwrap().identity();
+    let local = site.cloud().local();
+    let changes = local.jobs.subscribe();
+    rotation_job(local, "cancel-1");
+    // The commit is on disk and its SUCCEEDED report not sent when the operator cancels the job
+    // and the core goes down; the cloud retires the new certificate. At its next start the core
+    // cannot get in with the new certificate, reports over the old one, hears the job has ended,
+    // and goes back to the old certificate.
+    let cancelled_and_restarted = async {
+        tokio::time::timeout(WAIT, freeze.frozen.notified()).await.expect("the rotation commits");
+        local.jobs.cancel_job("cancel-1", true, None, Some("changed our mind".into())).expect("CancelJob");
+        core.shutdown(WAIT).await;
+        start_core(&site).await
+    };
+    let (ended, core) = tokio::join!(cloud_step(local, &app, changes, "cancel-1", true), cancelled_and_restarted);
+    assert_eq!(ended.status, JobExecutionStatus::Canceled);
+    let bridge = core.bridge().unwrap();
+    let back = site_testkit::wait_until(
+        "the core to be back on its old certificate",
+        async || (bridge.identity().cert_file, *bridge.connection().borrow()),
+        |(cert, up)| *up && *cert == first.cert_file,
+        |seen| format!("{seen:?}"),
+    )
+    .await;
+    assert!(back.1);
+    let principals = local.registry.list_thing_principals(THING).unwrap();
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    assert!(principals[0].ends_with(&site.cloud().core.certificate_id));
+    let active = local.registry.list_certificates().into_iter().filter(|c| c.status == CertificateStatus::Active);
+    assert_eq!(active.count(), 2, "the core's and the operator's only");
+    assert!(!site.core_root().join("identity/rotated-cancel-1.key").exists(), "the new key is deleted");
     core.shutdown(WAIT).await;
 }

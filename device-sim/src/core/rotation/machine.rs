@@ -340,11 +340,16 @@ pub fn on(record: Record, event: Event) -> (Record, Vec<Step>) {
         }
         (Stage::Committed { .. } | Stage::RollingBack { .. }, Event::Failed(_)) => (record, Vec::new()),
         (_, Event::Failed(reason)) => roll_back(record, reason, true),
-        (Stage::Committed { .. }, Event::ReportAccepted) => {
+        (Stage::Committed { new }, Event::ReportAccepted) => {
+            // The report may have gone over the old certificate (the new one not reachable after
+            // a restart): the cloud now retires the old one, so the bridge must be on the new.
             let old = rotation.old.key_file.clone();
-            let owned = is_rotation_key(&old);
+            let mut steps = vec![Step::Switch(new)];
+            if is_rotation_key(&old) {
+                steps.push(Step::DeleteKey(old));
+            }
             record.rotation = None;
-            (record, if owned { vec![Step::DeleteKey(old)] } else { Vec::new() })
+            (record, steps)
         }
         (Stage::RollingBack { .. }, Event::ReportAccepted) => {
             record.rotation = None;
@@ -530,11 +535,14 @@ mod tests {
     fn an_accepted_commit_ends_the_rotation_and_deletes_only_a_key_the_rotation_made() {
         let (r, steps) = on(at(Stage::Committed { new: new_cert() }), Event::ReportAccepted);
         assert_eq!(r.rotation, None);
-        assert!(steps.is_empty(), "the operator's --key stays: {steps:?}");
+        assert_eq!(steps, [Step::Switch(new_cert())], "on the new certificate; the operator's --key stays");
         let mut earlier = at(Stage::Committed { new: new_cert() });
         earlier.rotation.as_mut().unwrap().old.key_file = "pkcs11:object=rotated-rot-0;type=private".into();
         let (_, steps) = on(earlier, Event::ReportAccepted);
-        assert_eq!(steps, [Step::DeleteKey("pkcs11:object=rotated-rot-0;type=private".into())]);
+        assert_eq!(
+            steps,
+            [Step::Switch(new_cert()), Step::DeleteKey("pkcs11:object=rotated-rot-0;type=private".into())]
+        );
     }
 
     #[test]

@@ -258,6 +258,7 @@ impl Shell {
             }
             Step::RequestCertificate { key } => Outcome::Event(self.request_certificate(&key).await),
             Step::AwaitAttach { certificate_id } => Outcome::Event(self.await_attach(&certificate_id).await),
+            Step::Switch(cert) if self.bridge.identity().cert_file == cert.cert_file => Outcome::Done,
             Step::Switch(cert) => {
                 let key = KeyRef::from_path(&cert.key_file).and_then(|k| self.settings.options.keys.key(&k));
                 let result = match key {
@@ -275,6 +276,7 @@ impl Shell {
             }
             Step::Prove => Outcome::Event(self.prove().await),
             Step::Report { job_id, status, details } => {
+                self.reach_cloud().await;
                 let event = self.report(&job_id, status, &details).await;
                 self.last_report = Some(Step::Report { job_id, status, details });
                 Outcome::Event(event)
@@ -411,6 +413,29 @@ impl Shell {
             None => {
                 Event::Failed(format!("the shadow get on the new certificate was not answered within {deadline:?}"))
             }
+        }
+    }
+
+    /// After a commit, the new certificate may not get in (the cloud retired it because the
+    /// job ended while the core was down): then the report goes over the old certificate, which
+    /// the cloud keeps until it sees SUCCEEDED. The machine moves the bridge to where the
+    /// answer says it belongs.
+    async fn reach_cloud(&mut self) {
+        let Some(rotation) = &self.record.rotation else { return };
+        if !matches!(rotation.stage, Stage::Committed { .. }) {
+            return;
+        }
+        let old = rotation.old.clone();
+        let deadline = self.settings.options.proof_deadline;
+        let mut connection = self.bridge.connection();
+        let up = tokio::time::timeout(deadline, connection.wait_for(|up| *up)).await.is_ok_and(|r| r.is_ok());
+        if up || self.bridge.identity().cert_file == old.cert_file {
+            return;
+        }
+        tracing::warn!("the committed certificate does not connect; reporting over the previous one");
+        let key = KeyRef::from_path(&old.key_file).and_then(|k| self.settings.options.keys.key(&k));
+        if let Ok(key) = key {
+            let _ = self.bridge.switch_identity(BridgeIdentity { cert_file: old.cert_file, key }).await;
         }
     }
 
