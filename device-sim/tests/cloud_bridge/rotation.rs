@@ -409,3 +409,28 @@ async fn a_job_cancelled_after_the_core_committed_takes_the_core_back_to_the_old
     assert!(!site.core_root().join("identity/rotated-cancel-1.key").exists(), "the new key is deleted");
     core.shutdown(WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_commit_report_is_sent_again_and_the_old_certificate_is_retired_only_after_it_is_taken() {
+    let site = rotating_site(WAIT).await;
+    let (core, app) = connected_core(&site).await;
+    let local = site.cloud().local();
+    // IoT Core throttles the core's first two SUCCEEDED reports (AWS's rotator left the new
+    // certificate active and the job unfinished here, its #68).
+    local.jobs.throttle_updates(JobExecutionStatus::Succeeded, 2);
+    let changes = local.jobs.subscribe();
+    rotation_job(local, "throttled-1");
+    let ended = cloud_step(local, &app, changes, "throttled-1", true).await;
+    assert_eq!(ended.status, JobExecutionStatus::Succeeded, "{:?}", ended.status_details);
+    assert_eq!(local.jobs.throttles_left(), 0, "both reports were throttled first");
+
+    let principals = local.registry.list_thing_principals(THING).unwrap();
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    assert!(principals[0].ends_with(&ended.status_details["newCertificateId"]));
+    assert!(local.registry.describe_certificate(&site.cloud().core.certificate_id).is_err());
+    wait_connection(&core, true).await;
+    let in_use = std::fs::read_to_string(core.bridge().unwrap().identity().cert_file).unwrap();
+    let attached = local.registry.list_certificates().into_iter().find(|c| c.arn == principals[0]).unwrap();
+    assert_eq!(attached.pem.trim(), in_use.trim());
+    core.shutdown(WAIT).await;
+}
