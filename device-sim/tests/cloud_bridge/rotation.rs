@@ -7,6 +7,7 @@ use cloud_api::ipc::model::{Qos, SubscribeToIoTCoreRequest};
 use cloud_api::jobs::JobExecutionStatus;
 use device_sim::core::bridge::BridgeIdentity;
 use device_sim::core::key_store::DeviceKey;
+use device_sim::core::key_store::softhsm::SoftToken;
 use device_sim::core::options::{FreezePoint, RotationOptions};
 use device_sim::core::rotation::service::{ROTATE_OPERATION, attached_topic};
 use device_sim::core::runtime::Core;
@@ -433,4 +434,59 @@ async fn a_throttled_commit_report_is_sent_again_and_the_old_certificate_is_reti
     let attached = local.registry.list_certificates().into_iter().find(|c| c.arn == principals[0]).unwrap();
     assert_eq!(attached.pem.trim(), in_use.trim());
     core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_process_with_a_pkcs11_token_rotates_to_a_key_made_in_the_token() {
+    let site = rotating_site(WAIT).await;
+    let token = SoftToken::new(&site.path().join("softhsm"), "core").unwrap_or_else(|e| panic!("{e}"));
+    let (config, endpoints) = (site.path().join("pkcs11.json"), site.path().join("endpoints.json"));
+    token.write_config(&config).unwrap();
+    let cloud = site.cloud();
+    std::fs::write(&endpoints, serde_json::to_vec(cloud.endpoints()).unwrap()).unwrap();
+    let root = site.path().join("process-core");
+    let log = std::fs::File::create(site.path().join("process-core.log")).unwrap();
+    let mut core = std::process::Command::new(env!("CARGO_BIN_EXE_device-sim"))
+        .args(["core", "--thing", THING, "--root"])
+        .arg(&root)
+        .arg("--cloud")
+        .arg(&endpoints)
+        .arg("--cert")
+        .arg(&cloud.core.cert_file)
+        .arg("--key")
+        .arg(&cloud.core.key_file)
+        .arg("--pkcs11")
+        .arg(&config)
+        .arg("--certificate-rotation")
+        .arg("--recipe-dir")
+        .arg(site.path().join("recipes"))
+        .arg("--artifact-dir")
+        .arg(site.path().join("artifacts"))
+        .args(["--merge", &format!("{}=1.0.0", super::COMPONENT)])
+        .env("SOFTHSM2_CONF", &token.conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the core starts");
+    let app = cloud.observer(&["dt/core-1/#"]).await;
+    let local = cloud.local();
+    let changes = local.jobs.subscribe();
+    rotation_job(local, "token-1");
+    let log_file = site.path().join("process-core.log");
+    let ended = cloud_step(local, &app, changes, "token-1", true).await;
+    let _ = core.kill();
+    let _ = core.wait();
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert_eq!(ended.status, JobExecutionStatus::Succeeded, "{:?}\n{log}", ended.status_details);
+    // The new key is in the token (no key file); the record names it, and the thing has only the
+    // certificate issued for it.
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(device_sim::core::claim::identity_dir(&root).join("rotation.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["current"]["keyFile"], "pkcs11:object=rotated-token-1;type=private", "{record}");
+    assert!(!device_sim::core::claim::identity_dir(&root).join("rotated-token-1.key").exists());
+    let principals = local.registry.list_thing_principals(THING).unwrap();
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    assert!(principals[0].ends_with(&ended.status_details["newCertificateId"]));
 }
