@@ -440,34 +440,13 @@ async fn a_throttled_commit_report_is_sent_again_and_the_old_certificate_is_reti
 async fn a_core_process_with_a_pkcs11_token_rotates_to_a_key_made_in_the_token() {
     let site = rotating_site(WAIT).await;
     let token = SoftToken::new(&site.path().join("softhsm"), "core").unwrap_or_else(|e| panic!("{e}"));
-    let (config, endpoints) = (site.path().join("pkcs11.json"), site.path().join("endpoints.json"));
+    let config = site.path().join("pkcs11.json");
     token.write_config(&config).unwrap();
     let cloud = site.cloud();
-    std::fs::write(&endpoints, serde_json::to_vec(cloud.endpoints()).unwrap()).unwrap();
     let root = site.path().join("process-core");
-    let log = std::fs::File::create(site.path().join("process-core.log")).unwrap();
-    let mut core = std::process::Command::new(env!("CARGO_BIN_EXE_device-sim"))
-        .args(["core", "--thing", THING, "--root"])
-        .arg(&root)
-        .arg("--cloud")
-        .arg(&endpoints)
-        .arg("--cert")
-        .arg(&cloud.core.cert_file)
-        .arg("--key")
-        .arg(&cloud.core.key_file)
-        .arg("--pkcs11")
-        .arg(&config)
-        .arg("--certificate-rotation")
-        .arg("--recipe-dir")
-        .arg(site.path().join("recipes"))
-        .arg("--artifact-dir")
-        .arg(site.path().join("artifacts"))
-        .args(["--merge", &format!("{}=1.0.0", super::COMPONENT)])
-        .env("SOFTHSM2_CONF", &token.conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("the core starts");
+    let mut command = core_command(&site, &root, None);
+    command.arg("--pkcs11").arg(&config).env("SOFTHSM2_CONF", &token.conf);
+    let mut core = spawn(command, &site.path().join("process-core.log"));
     let app = cloud.observer(&["dt/core-1/#"]).await;
     let local = cloud.local();
     let changes = local.jobs.subscribe();
@@ -489,4 +468,108 @@ async fn a_core_process_with_a_pkcs11_token_rotates_to_a_key_made_in_the_token()
     let principals = local.registry.list_thing_principals(THING).unwrap();
     assert_eq!(principals.len(), 1, "{principals:?}");
     assert!(principals[0].ends_with(&ended.status_details["newCertificateId"]));
+}
+
+/// A `device-sim core` process on `root` that rotates on jobs (keys as files), logging to `log`;
+/// with `freeze`, its rotation hangs after that many record writes.
+fn core_process(
+    site: &site_testkit::site::Site,
+    root: &std::path::Path,
+    log: &std::path::Path,
+    freeze: Option<usize>,
+) -> std::process::Child {
+    spawn(core_command(site, root, freeze), log)
+}
+
+/// Starts `command` with its standard error appended to `log`.
+fn spawn(mut command: std::process::Command, log: &std::path::Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    command.stdout(std::process::Stdio::null()).stderr(log).spawn().expect("the core starts")
+}
+
+/// The command line of [`core_process`].
+fn core_command(
+    site: &site_testkit::site::Site,
+    root: &std::path::Path,
+    freeze: Option<usize>,
+) -> std::process::Command {
+    let cloud = site.cloud();
+    let endpoints = site.path().join("endpoints.json");
+    std::fs::write(&endpoints, serde_json::to_vec(cloud.endpoints()).unwrap()).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_device-sim"));
+    command
+        .args(["core", "--thing", THING, "--root"])
+        .arg(root)
+        .arg("--cloud")
+        .arg(&endpoints)
+        .arg("--cert")
+        .arg(&cloud.core.cert_file)
+        .arg("--key")
+        .arg(&cloud.core.key_file)
+        .arg("--certificate-rotation")
+        .arg("--recipe-dir")
+        .arg(site.path().join("recipes"))
+        .arg("--artifact-dir")
+        .arg(site.path().join("artifacts"))
+        .args(["--merge", &format!("{}=1.0.0", super::COMPONENT)]);
+    if let Some(n) = freeze {
+        command.args(["--rotation-freeze-after-writes", &n.to_string()]);
+    }
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_process_sigkilled_after_each_write_of_a_rotation_comes_back_with_exactly_one_working_certificate() {
+    for writes in 1..=ROTATION_WRITES {
+        let site = rotating_site(WAIT).await;
+        let (root, log) = (site.path().join("process-core"), site.path().join("process-core.log"));
+        let mut core = core_process(&site, &root, &log, Some(writes));
+        let app = site.cloud().observer(&["dt/core-1/#"]).await;
+        let local = site.cloud().local();
+        let changes = local.jobs.subscribe();
+        let job = format!("sigkill-{writes}");
+        rotation_job(local, &job);
+        let killed_and_restarted = async {
+            site_testkit::wait_until(
+                format!("the rotation to freeze after write {writes}"),
+                async || std::fs::read_to_string(&log).unwrap_or_default(),
+                |text| text.contains("frozen after a record write"),
+                |text| text.clone(),
+            )
+            .await;
+            core.kill().expect("SIGKILL");
+            core.wait().unwrap();
+            core_process(&site, &root, &log, None)
+        };
+        let (ended, mut core) = tokio::join!(cloud_step(local, &app, changes, &job, true), killed_and_restarted);
+        let expected = if writes < COMMIT_WRITE { JobExecutionStatus::Failed } else { JobExecutionStatus::Succeeded };
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(ended.status, expected, "killed after write {writes}: {:?}\n{text}", ended.status_details);
+
+        // The thing has one certificate, the one the core's record says it uses, and no other
+        // certificate is active but the operator's; the core is connected with it (IoT Core
+        // lists the connection of its client id).
+        let registry = &local.registry;
+        let principals = registry.list_thing_principals(THING).unwrap();
+        assert_eq!(principals.len(), 1, "killed after write {writes}: {principals:?}");
+        // The core writes the end of the rotation once it hears its last report was taken.
+        let record_file = device_sim::core::claim::identity_dir(&root).join("rotation.json");
+        let record = site_testkit::wait_until(
+            format!("the core to end the rotation killed after write {writes}"),
+            async || serde_json::from_slice::<serde_json::Value>(&std::fs::read(&record_file).unwrap()).unwrap(),
+            |record| record["rotation"].is_null(),
+            |record| record.to_string(),
+        )
+        .await;
+        let in_use = match record["current"]["certFile"].as_str() {
+            Some(file) => std::fs::read_to_string(file).unwrap(),
+            None => std::fs::read_to_string(&site.cloud().core.cert_file).unwrap(),
+        };
+        let attached = registry.list_certificates().into_iter().find(|c| c.arn == principals[0]).unwrap();
+        assert_eq!(attached.pem.trim(), in_use.trim(), "killed after write {writes}: {record}");
+        let active = registry.list_certificates().into_iter().filter(|c| c.status == CertificateStatus::Active);
+        assert_eq!(active.count(), 2, "killed after write {writes}: the core's and the operator's only");
+        let _ = core.kill();
+        let _ = core.wait();
+    }
 }

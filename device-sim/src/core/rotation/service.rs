@@ -130,6 +130,10 @@ pub async fn run(settings: Settings, bridge: Arc<MqttBridge>, record: Record, st
     }
     drop(tx);
     let mut shell = Shell { settings, bridge, record, inbox, notices: VecDeque::new(), last_report: None };
+    // What the start decided (a rollback begun) is written before its steps, as every change is.
+    if !steps.is_empty() && !shell.store(&shell.record.clone()).await {
+        return;
+    }
     shell.execute(steps).await;
     let mut connection = shell.bridge.connection();
     // Connected already: ask now (the bridge writes the SUBSCRIBEs above before this publish),
@@ -200,6 +204,7 @@ impl Shell {
         if let Some(freeze) = &self.settings.options.freeze
             && freeze.wrote()
         {
+            tracing::warn!("certificate rotation frozen after a record write (fault injection)");
             std::future::pending::<()>().await;
         }
         true
