@@ -33,6 +33,7 @@ use cloud_api::ipc::operation as op;
 use device_sim::core::claim;
 use device_sim::core::cli::{self, CliClient};
 use device_sim::core::key_store::{KeyRef, KeyStore, KeyStoreError, Pkcs11Config};
+use device_sim::core::options::{FreezePoint, RotationOptions};
 use device_sim::core::runtime::{CloudOptions, Core, CoreError, CoreOptions, parse_update_config};
 use device_sim::core::supervisor::GGC_VERSION;
 use device_sim::launcher::machine::REQUEST_RESTART;
@@ -204,6 +205,13 @@ struct CoreArgs {
     /// what `greengrass-core-deployments.json` allows.
     #[arg(long, requires = "cloud")]
     cloud_deployments: bool,
+    /// Rotate the core's certificate on rotation jobs (`{"operation": "ROTATE_CERTIFICATE"}`),
+    /// with new keys made in the core's key store (`--pkcs11`, else `{root}/identity`).
+    #[arg(long, requires = "cloud")]
+    certificate_rotation: bool,
+    /// Fault injection for the kill test: the rotation hangs right after its N-th record write.
+    #[arg(long, hide = true, value_name = "N", requires = "certificate_rotation")]
+    rotation_freeze_after_writes: Option<usize>,
     /// The MQTT version of the IoT Core connection, as the nucleus's `mqtt.version`:
     /// `mqtt5` (the default) or `mqtt3` (MQTT 3.1.1, which drops PublishToIoTCore's MQTT 5
     /// properties).
@@ -275,6 +283,10 @@ async fn identity(args: &CoreArgs) -> anyhow::Result<(String, Option<CloudOption
         fleet_status,
         cloud_deployments: args.cloud_deployments,
         mqtt_version: args.mqtt_version,
+        certificate_rotation: args.certificate_rotation.then(|| RotationOptions {
+            freeze: args.rotation_freeze_after_writes.map(FreezePoint::after_writes),
+            ..RotationOptions::new(keys.clone())
+        }),
     };
     Ok((thing, Some(cloud)))
 }

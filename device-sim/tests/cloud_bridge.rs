@@ -4,7 +4,8 @@
 //! restart, an offline start, and offline changes on both sides reconciled by the written rules;
 //! the core's fleet status and its Jobs deployment listener against the cloud's Jobs and Greengrass
 //! services; and the core's Greengrass data-plane client and artifact downloader against the
-//! cloud's ResolveComponentCandidates, GetComponentVersionArtifact and presigned S3 URLs.
+//! cloud's ResolveComponentCandidates, GetComponentVersionArtifact and presigned S3 URLs; and
+//! (`rotation`) the bridge moving its one connection to a new certificate and back.
 
 use cloud_api::ipc::error::ErrorCode;
 use cloud_api::ipc::model::{
@@ -20,6 +21,9 @@ use local_cloud::registry::CertificateStatus;
 use serde_json::{Value, json};
 use site_testkit::WAIT;
 use site_testkit::site::{self, Site, wait_connection};
+
+#[path = "cloud_bridge/rotation.rs"]
+mod rotation;
 
 const THING: &str = "core-1";
 const COMPONENT: &str = "com.example.Sleeper";
@@ -39,6 +43,11 @@ const CORE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
 /// The local cloud with the core registered, and a component that only sleeps: the test speaks
 /// IPC with its token.
 async fn new_site() -> Site {
+    new_site_with(CORE_POLICY).await
+}
+
+/// The same, with `core_policy` as the core device's IoT policy.
+async fn new_site_with(core_policy: &str) -> Site {
     let mut site = Site::new(THING);
     site.deploy_idle(
         COMPONENT,
@@ -57,7 +66,7 @@ async fn new_site() -> Site {
             }}
         }),
     );
-    site.start_cloud(CORE_POLICY).await;
+    site.start_cloud(core_policy).await;
     site
 }
 

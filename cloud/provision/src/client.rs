@@ -82,6 +82,16 @@ pub async fn iot_client(options: &ClientOptions) -> aws_sdk_iot::Client {
     client!(aws_sdk_iot, options)
 }
 
+/// An IoT data-plane client (Publish) configured from the default chain and `options`.
+pub async fn iot_data_client(options: &ClientOptions) -> aws_sdk_iotdataplane::Client {
+    let shared = shared_config(options).await;
+    let mut config = aws_sdk_iotdataplane::config::Builder::from(&shared);
+    if let Some(url) = &options.endpoint_url {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_iotdataplane::Client::from_conf(config.build())
+}
+
 /// A Greengrass V2 control-plane client configured from the default chain and `options`.
 pub async fn greengrass_client(options: &ClientOptions) -> aws_sdk_greengrassv2::Client {
     client!(aws_sdk_greengrassv2, options)

@@ -11,6 +11,7 @@
 //! - [`component`]: `build` (the GDK layout with digests) and `publish` (S3, CreateComponentVersion).
 //! - [`deploy`]: CreateDeployment to a thing group, then following each core to the end.
 //! - [`token_exchange`]: the core's token exchange role (scoped to its own S3 prefix), role alias and alias policy.
+//! - [`rotate`]: the cloud's part of a certificate rotation (the job, attach, retire).
 //! - [`identity`]: key pair and CSR.
 //! - [`output`]: the output directory, written atomically.
 //! - [`client`]: the `aws-sdk-iot`, `aws-sdk-greengrassv2` and `aws-sdk-s3` clients from the default chain, with a rustls/ring HTTP client.
@@ -25,9 +26,10 @@ pub mod error;
 pub mod identity;
 pub mod output;
 pub mod policy;
+pub mod rotate;
 pub mod token_exchange;
 
-pub use client::{ClientOptions, greengrass_client, iam_client, iot_client, s3_client};
+pub use client::{ClientOptions, greengrass_client, iam_client, iot_client, iot_data_client, s3_client};
 pub use device::{
     Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, Deprovisioned,
     ProvisionedDevice, deprovision, provision_core_device, replace_device,

@@ -56,6 +56,8 @@ enum Command {
     /// Audit the account: overly permissive policies, expiring, shared or retired-but-attached
     /// certificates, role aliases whose role allows more than the solution needs.
     Audit(AuditArgs),
+    /// Rotate a core's certificate: create the rotation job and do the cloud's part as the core reports.
+    Rotate(RotateArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,6 +80,24 @@ struct AuditArgs {
     /// Report active certificates that expire within this many days.
     #[arg(long, value_name = "DAYS", default_value_t = provision::audit::DEFAULT_EXPIRY_DAYS)]
     expiry_days: u32,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
+struct RotateArgs {
+    /// The core's thing (it must have exactly one certificate).
+    #[arg(long, value_name = "NAME")]
+    thing: String,
+    /// The job's id (default: rotate-{thing}-{unix seconds}).
+    #[arg(long, value_name = "ID")]
+    job_id: Option<String>,
+    /// Give up following after this many seconds (the job stays as it is).
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    timeout: u64,
+    /// Ask DescribeJobExecution this often, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    poll_ms: u64,
     #[command(flatten)]
     target: Target,
 }
@@ -291,6 +311,7 @@ fn main() -> ExitCode {
             Command::Deploy(args) => deploy_cmd::run(args).await,
             Command::Audit(args) => audit_cmd::run(args).await,
             Command::TokenExchange(args) => run_token_exchange(args).await,
+            Command::Rotate(args) => run_rotate(args).await,
         }
     });
     if let Err(e) = &result
@@ -309,6 +330,35 @@ fn main() -> ExitCode {
 
 fn client_options(target: &Target) -> ClientOptions {
     ClientOptions { endpoint_url: target.endpoint_url.clone(), region: target.region.clone(), credentials: None }
+}
+
+async fn run_rotate(args: RotateArgs) -> anyhow::Result<()> {
+    let options = client_options(&args.target);
+    let iot = provision::iot_client(&options).await;
+    // The data plane is the account's own endpoint on AWS; an endpoint override serves both.
+    let mut data_options = options.clone();
+    if data_options.endpoint_url.is_none() {
+        let endpoint =
+            iot.describe_endpoint().endpoint_type("iot:Data-ATS").send().await.context("DescribeEndpoint")?;
+        data_options.endpoint_url = endpoint.endpoint_address.map(|a| format!("https://{a}"));
+    }
+    let data = provision::iot_data_client(&data_options).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let job_id = args.job_id.clone().unwrap_or_else(|| format!("rotate-{}-{now}", args.thing));
+    let poll = std::time::Duration::from_millis(args.poll_ms);
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let outcome = provision::rotate::rotate(&iot, &data, &args.thing, &job_id, poll, timeout)
+        .await
+        .with_context(|| format!("rotating the certificate of {}", args.thing))?;
+    println!("job {}: {} (certificate {})", outcome.job_id, outcome.status, outcome.certificate_id);
+    match (outcome.timed_out, outcome.status.as_str()) {
+        (true, _) => anyhow::bail!("the core did not finish the rotation within {}s", args.timeout),
+        (false, "SUCCEEDED") => Ok(()),
+        (false, status) => anyhow::bail!(
+            "the rotation ended {status}: {}",
+            outcome.details.get("reason").map_or("no reason given", String::as_str)
+        ),
+    }
 }
 
 async fn run_core(args: CoreArgs) -> anyhow::Result<()> {

@@ -514,6 +514,7 @@ impl Site {
                 fleet_status: Some(device_sim::core::fleet_status::DEFAULT_CADENCE),
                 cloud_deployments: true,
                 mqtt_version: Default::default(),
+                certificate_rotation: None,
             }),
             nucleus_version: CoreOptions::default_nucleus_version(),
         })

@@ -465,6 +465,7 @@ mod tests {
             fleet_status: None,
             cloud_deployments: true,
             mqtt_version: Default::default(),
+            certificate_rotation: None,
         };
         let e = GreengrassClient::from_options(&cloud).unwrap_err();
         assert!(matches!(&e, ClientError::Setup(m) if m.contains("greengrassDataPlane")), "{e:?}");

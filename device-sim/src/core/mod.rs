@@ -22,6 +22,7 @@ pub mod nucleus_update;
 pub mod options;
 pub mod pubsub;
 pub mod recipe_store;
+pub mod rotation;
 pub mod runtime;
 pub mod services;
 pub mod shadow_manager;

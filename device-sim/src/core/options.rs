@@ -68,6 +68,63 @@ pub struct CloudOptions {
     /// The MQTT version of the IoT Core connection (the nucleus's `mqtt.version`: MQTT 5
     /// unless told otherwise).
     pub mqtt_version: MqttVersion,
+    /// Rotates the core's certificate on rotation jobs, making new keys in this key store
+    /// ([`super::rotation`]); `None` leaves rotation off. The device's IoT policy must allow
+    /// the topics listed in the README's "Certificate rotation".
+    pub certificate_rotation: Option<RotationOptions>,
+}
+
+/// How the core rotates its certificate ([`super::rotation`]).
+#[derive(Debug, Clone)]
+pub struct RotationOptions {
+    /// The core's key store: new keys are made there.
+    pub keys: super::key_store::KeyStore,
+    /// How long a new certificate has to prove itself on the connection.
+    pub proof_deadline: std::time::Duration,
+    /// How long the cloud has to attach a new certificate to the thing and its policies.
+    pub attach_timeout: std::time::Duration,
+    /// Fault injection for the kill test: the rotation stops dead right after a record write.
+    pub freeze: Option<std::sync::Arc<FreezePoint>>,
+}
+
+/// Where the kill test stops a rotation: right after the `n`-th record write (counted across
+/// every core that shares it), once; the rotation then hangs as a killed process would, and
+/// [`FreezePoint::frozen`] is told.
+#[derive(Debug)]
+pub struct FreezePoint {
+    writes_left: std::sync::atomic::AtomicUsize,
+    /// Notified when the rotation froze.
+    pub frozen: tokio::sync::Notify,
+}
+
+impl FreezePoint {
+    /// Freezes after the `n`-th write (`n` ≥ 1).
+    pub fn after_writes(n: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self { writes_left: n.into(), frozen: tokio::sync::Notify::new() })
+    }
+
+    /// A record was written: whether to freeze now (then [`Self::frozen`] has been told).
+    pub fn wrote(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let before = self.writes_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if before == Ok(1) {
+            self.frozen.notify_one();
+            return true;
+        }
+        false
+    }
+}
+
+impl RotationOptions {
+    /// New keys in `keys`; 60 s for the proof, 5 minutes for the attach.
+    pub fn new(keys: super::key_store::KeyStore) -> Self {
+        Self {
+            keys,
+            proof_deadline: std::time::Duration::from_secs(60),
+            attach_timeout: std::time::Duration::from_secs(300),
+            freeze: None,
+        }
+    }
 }
 
 impl CoreOptions {

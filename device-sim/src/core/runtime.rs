@@ -61,6 +61,7 @@ use super::layout::Layout;
 use super::local_shadow::LocalShadows;
 use super::pubsub::PubSub;
 use super::recipe_store::store_recipes;
+use super::rotation;
 use super::services::{IotCoreBridge, RestartRequest};
 use super::shadow_manager::ShadowManager;
 use super::shadow_sync::SHADOW_MANAGER;
@@ -107,6 +108,7 @@ pub struct Core {
     deployment_runner: tokio::task::JoinHandle<()>,
     fleet_status: Option<tokio::task::JoinHandle<()>>,
     cloud_deployments: Option<tokio::task::JoinHandle<()>>,
+    certificate_rotation: Option<tokio::task::JoinHandle<()>>,
     cli_ipc_info: PathBuf,
     // Nucleus update: restart requests (see `Core::restart_requested`).
     restart: RestartRequest,
@@ -124,7 +126,7 @@ impl std::fmt::Debug for Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.deployment_runner.abort();
-        for task in [&self.fleet_status, &self.cloud_deployments].into_iter().flatten() {
+        for task in [&self.fleet_status, &self.cloud_deployments, &self.certificate_rotation].into_iter().flatten() {
             task.abort();
         }
         let _ = std::fs::remove_file(&self.cli_ipc_info);
@@ -151,7 +153,9 @@ impl Core {
     ///
     /// The composition root: each service builds itself from the options; this wires them.
     pub async fn start(options: CoreOptions) -> Result<Self, CoreError> {
-        let options = options.absolute();
+        let mut options = options.absolute();
+        // A committed certificate rotation replaced the identity the core was started with.
+        let rotation = rotation::service::from_options(&mut options).map_err(CoreError::Bridge)?;
         let nucleus_version = options.nucleus_version.to_string();
         let restart = RestartRequest::default();
         let (deployed, specs, recipe_warnings) = Deployed::initial(&options, &builtins(&nucleus_version))?;
@@ -215,6 +219,9 @@ impl Core {
             let root = options.root.clone();
             tokio::spawn(fleet_status::run(reporter, bridge, inputs, snapshot, cadence, root))
         });
+        let certificate_rotation = bridge.as_ref().zip(rotation).map(|(bridge, (settings, record, steps))| {
+            tokio::spawn(rotation::service::run(settings, bridge.clone(), record, steps))
+        });
         let cloud_deployments = bridge.as_ref().filter(|_| cloud_deployments_on).map(|bridge| {
             tokio::spawn(cloud_deployments::run(
                 options.thing.clone(),
@@ -244,6 +251,7 @@ impl Core {
             deployment_runner,
             fleet_status,
             cloud_deployments,
+            certificate_rotation,
             cli_ipc_info,
             restart,
         })

@@ -274,6 +274,7 @@ impl Cloud {
             fleet_status: None,
             cloud_deployments: false,
             mqtt_version: Default::default(),
+            certificate_rotation: None,
         }
     }
 

@@ -35,6 +35,9 @@ pub struct Site {
     pub cloud_deployments: bool,
     /// The MQTT version of the core's IoT Core connection (MQTT 5 by default, as the nucleus).
     pub mqtt_version: device_sim::core::options::MqttVersion,
+    /// How the core rotates its certificate on rotation jobs (off by default, so a test's core
+    /// policy need not allow the topics); [`Site::key_files`] is its key store of files.
+    pub certificate_rotation: Option<device_sim::core::options::RotationOptions>,
 }
 
 impl Site {
@@ -51,6 +54,7 @@ impl Site {
             fleet_status: None,
             cloud_deployments: false,
             mqtt_version: Default::default(),
+            certificate_rotation: None,
         }
     }
 
@@ -130,6 +134,11 @@ impl Site {
         std::fs::copy(file, dir.join(name)).unwrap_or_else(|e| panic!("cannot copy {}: {e}", file.display()));
     }
 
+    /// The core's key store of files (its identity directory).
+    pub fn key_files(&self) -> device_sim::core::key_store::KeyStore {
+        device_sim::core::key_store::KeyStore::files(device_sim::core::claim::identity_dir(&self.core_root()))
+    }
+
     /// Starts the simulated core with the deployed components, `update_config` (the CLI's
     /// `--update-config` document; `{}` for none) and, if the site has one, the cloud.
     pub async fn start_core(&self, update_config: &Value) -> Core {
@@ -147,6 +156,7 @@ impl Site {
                 fleet_status: self.fleet_status,
                 cloud_deployments: self.cloud_deployments,
                 mqtt_version: self.mqtt_version,
+                certificate_rotation: self.certificate_rotation.clone(),
                 ..cloud.core_options()
             }),
             nucleus_version: CoreOptions::default_nucleus_version(),

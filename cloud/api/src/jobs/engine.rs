@@ -472,6 +472,17 @@ pub fn invalid_topic_reply(topic: &str, now_ms: i64) -> Reply {
     }
 }
 
+/// The reply IoT Core gives a device that exceeds the Jobs API's rate: `RequestThrottled` on
+/// `{topic}/rejected`, nothing changed.
+pub fn throttled_reply(topic: &str, now_ms: i64) -> Reply {
+    let body = rejected(JobsErrorCode::RequestThrottled, "Rate exceeded", &None, now_ms);
+    Reply {
+        topic: format!("{topic}/rejected"),
+        body: serde_json::to_value(body).unwrap_or(Value::Null),
+        notifications: Vec::new(),
+    }
+}
+
 impl JobsEngine {
     /// An empty engine.
     pub fn new() -> Self {
@@ -1830,6 +1841,10 @@ mod tests {
         let reply = engine.handle(&topic("$aws/things/t/jobs/$next/get"), br#"{"clientToken":"x"}"#, 9_000);
         assert_eq!(reply.body, json!({"timestamp": 9, "clientToken": "x"}));
         assert_eq!(invalid_topic("$aws/things/t/jobs/x", 1_000).code, JobsErrorCode::InvalidTopic);
+        let reply = throttled_reply("$aws/things/t/jobs/j1/update", 9_000);
+        assert_eq!(reply.topic, "$aws/things/t/jobs/j1/update/rejected");
+        assert_eq!(reply.body, json!({"code": "RequestThrottled", "message": "Rate exceeded", "timestamp": 9}));
+        assert!(reply.notifications.is_empty());
     }
 
     type ThingNamespace = (String, Option<String>);

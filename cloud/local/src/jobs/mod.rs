@@ -239,6 +239,9 @@ struct Inner {
     event_settings: Arc<EventSettings>,
     /// Membership events from the moment the service opened, taken by [`JobsService::run`].
     events: Mutex<Option<broadcast::Receiver<RegistryEvent>>>,
+    /// Fault injection ([`JobsService::throttle_updates`]): how many more device updates to
+    /// this status are answered `RequestThrottled`.
+    throttle: Mutex<Option<(JobExecutionStatus, u32)>>,
 }
 
 /// The Jobs service; cheap to clone.
@@ -292,8 +295,36 @@ impl JobsService {
             changes,
             event_settings,
             events,
+            throttle: Mutex::new(None),
         };
         Ok(JobsService { inner: Arc::new(inner) })
+    }
+
+    /// Fault injection for tests (in-process only, no HTTP route): the next `count`
+    /// UpdateJobExecution requests over MQTT that set `status` are answered `RequestThrottled`
+    /// on their `rejected` topic and change nothing, as IoT Core answers a device over the Jobs
+    /// API's rate.
+    pub fn throttle_updates(&self, status: JobExecutionStatus, count: u32) {
+        *internal_lock(&self.inner.throttle) = Some((status, count));
+    }
+
+    /// How many more updates [`JobsService::throttle_updates`] will throttle.
+    pub fn throttles_left(&self) -> u32 {
+        internal_lock(&self.inner.throttle).map_or(0, |(_, left)| left)
+    }
+
+    /// Whether this update is to be throttled (and counts it).
+    fn throttled(&self, payload: &[u8]) -> bool {
+        let mut throttle = internal_lock(&self.inner.throttle);
+        let Some((status, left)) = throttle.as_mut() else { return false };
+        let asked = serde_json::from_slice::<Value>(payload)
+            .ok()
+            .and_then(|v| serde_json::from_value::<JobExecutionStatus>(v.get("status")?.clone()).ok());
+        if *left == 0 || asked != Some(*status) {
+            return false;
+        }
+        *left -= 1;
+        true
     }
 
     /// The timer and the group-membership follower, until `stop`. Call once:

@@ -10,6 +10,7 @@
 use std::sync::mpsc;
 
 use bytes::Bytes;
+use cloud_api::jobs::engine::throttled_reply;
 use cloud_api::jobs::topic::is_jobs_topic;
 use cloud_api::jobs::{JobsRequest, JobsTopic, JobsTopicKind, invalid_topic_reply};
 
@@ -59,6 +60,7 @@ impl JobsService {
         };
         let mut state = self.lock();
         let reply = match &parsed {
+            Some(_) if update_job.is_some() && self.throttled(payload) => throttled_reply(topic, now),
             Some(t) if t.is_request() => state.engine.handle(t, payload, now),
             Some(_) => return,
             None => invalid_topic_reply(topic, now),

@@ -240,6 +240,22 @@ impl LinkClient {
 }
 
 impl LinkEventLoop {
+    /// Drops the connection now and makes the next [`Self::poll`] connect with `tls` (another
+    /// device certificate and key). Requests not yet written stay with the caller's spool.
+    pub fn reconnect_with(&mut self, tls: Arc<rustls::ClientConfig>) {
+        let transport = Transport::tls_with_config(TlsConfiguration::Rustls(tls));
+        match self {
+            Self::V4(e) => {
+                e.mqtt_options.set_transport(transport);
+                e.clean();
+            }
+            Self::V5(e) => {
+                e.options.set_transport(transport);
+                e.clean();
+            }
+        }
+    }
+
     /// Drives the connection to its next event (connecting first when it is down).
     pub async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
         match self {

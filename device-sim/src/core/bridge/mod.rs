@@ -26,6 +26,12 @@
 //!   events. With MQTT 3.1.1 they are dropped.
 //! - **Server DISCONNECT** (MQTT 5): its reason code is logged (e.g. 0x8E session taken over,
 //!   0x87 not authorized) and the bridge reconnects with its usual backoff.
+//! - **Identity switch** ([`MqttBridge::switch_identity`]): certificate rotation moves the one
+//!   connection to a new certificate and key (and back, to roll back) without restarting
+//!   anything above it: the old connection is dropped, the next connect presents the new
+//!   identity, subscriptions are re-made and the spool keeps what was not acknowledged — the
+//!   same path as any reconnect. A new identity that IoT Core refuses shows as a connection that
+//!   does not come up; deciding what to do about it is the caller's (the rotation's deadline).
 //!
 //! The same code talks to the local cloud and, unchanged, to a real `…-ats.iot.…` endpoint:
 //! both come from an `endpoints.json` ([`cloud_api::endpoints::Endpoints`]).
@@ -42,7 +48,7 @@ use cloud_api::ipc::model::{MqttMessage, PublishProperties, Qos};
 use cloud_api::limits::{
     MAX_FILTERS_PER_SUBSCRIBE, MAX_INFLIGHT_QOS1, MAX_PAYLOAD_BYTES, MAX_SUBSCRIPTIONS_PER_CONNECTION,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use self::link::{LinkClient, LinkEvent, LinkEventLoop, LinkOptions, OutProperties};
@@ -222,12 +228,28 @@ struct Sub {
     tx: mpsc::Sender<MqttMessage>,
 }
 
+/// The certificate and key the bridge presents.
+#[derive(Debug, Clone)]
+pub struct BridgeIdentity {
+    /// The device certificate (PEM file).
+    pub cert_file: PathBuf,
+    /// Its private key (a file or a token key).
+    pub key: DeviceKey,
+}
+
+/// A request to the event loop: reconnect with this TLS configuration, then answer.
+type SwitchRequest = (Arc<rustls::ClientConfig>, oneshot::Sender<()>);
+
 struct Inner {
     client: LinkClient,
     config: BridgeConfig,
+    /// What the next connect presents (starts as the configuration's).
+    identity: Mutex<BridgeIdentity>,
     connected: watch::Sender<bool>,
     /// The reason code of the last DISCONNECT the server sent (MQTT 5).
     server_disconnect: watch::Sender<Option<u8>>,
+    /// Why the last attempt to connect failed; `None` once connected.
+    connect_error: watch::Sender<Option<String>>,
     /// Bumped on every CONNACK: the sender re-makes the subscriptions once per connection.
     epoch: AtomicU64,
     /// Filters to subscribe on the current connection, before the next publish.
@@ -242,6 +264,9 @@ struct Inner {
 /// The running bridge. Dropping it stops the connection.
 pub struct MqttBridge {
     inner: Arc<Inner>,
+    switch: mpsc::Sender<SwitchRequest>,
+    /// One identity switch at a time.
+    switching: tokio::sync::Mutex<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -338,12 +363,16 @@ impl MqttBridge {
         });
         let (connected, _) = watch::channel(false);
         let (server_disconnect, _) = watch::channel(None);
+        let (connect_error, _) = watch::channel(None);
+        let identity = BridgeIdentity { cert_file: config.cert_file.clone(), key: config.key.clone() };
         let inner = Arc::new(Inner {
             client,
+            identity: Mutex::new(identity),
             spool: Mutex::new(Spool::new(config.spool_max_bytes)),
             config,
             connected,
             server_disconnect,
+            connect_error,
             epoch: AtomicU64::new(0),
             new_filters: Mutex::new(Vec::new()),
             wake_sender: Notify::new(),
@@ -351,9 +380,33 @@ impl MqttBridge {
             received: AtomicU64::new(0),
             undelivered: AtomicU64::new(0),
         });
-        let tasks =
-            vec![tokio::spawn(run_eventloop(inner.clone(), eventloop)), tokio::spawn(run_sender(inner.clone()))];
-        Ok(Self { inner, tasks })
+        let (switch, switches) = mpsc::channel(1);
+        let tasks = vec![
+            tokio::spawn(run_eventloop(inner.clone(), eventloop, switches)),
+            tokio::spawn(run_sender(inner.clone())),
+        ];
+        Ok(Self { inner, switch, switching: tokio::sync::Mutex::new(()), tasks })
+    }
+
+    /// The certificate and key the connection presents (after a switch, the new ones).
+    pub fn identity(&self) -> BridgeIdentity {
+        lock(&self.inner.identity).clone()
+    }
+
+    /// Moves the connection to another certificate and key: checks that they make a TLS
+    /// identity (else `Err`, nothing changed), drops the current connection and returns; the
+    /// bridge connects again at once presenting the new identity, re-makes its subscriptions and
+    /// sends what its spool holds. Components see only a reconnect. Whether IoT Core lets the
+    /// new identity in shows in [`Self::connection`]; switching back is another call.
+    pub async fn switch_identity(&self, identity: BridgeIdentity) -> Result<(), BridgeSetupError> {
+        let _one = self.switching.lock().await;
+        let tls = device_tls_config(&self.inner.config.endpoints.ca_file, &identity.cert_file, &identity.key)?;
+        let (done, switched) = oneshot::channel();
+        let gone = || BridgeSetupError("the bridge has stopped".into());
+        self.switch.send((tls, done)).await.map_err(|_| gone())?;
+        switched.await.map_err(|_| gone())?;
+        *lock(&self.inner.identity) = identity;
+        Ok(())
     }
 
     /// Whether the connection is up now, and its changes.
@@ -365,6 +418,12 @@ impl MqttBridge {
     /// connection took over the client id), and its changes.
     pub fn server_disconnect(&self) -> watch::Receiver<Option<u8>> {
         self.inner.server_disconnect.subscribe()
+    }
+
+    /// Why the last attempt to connect failed (e.g. the TLS handshake or CONNECT refused),
+    /// `None` once connected, and its changes.
+    pub fn connect_error(&self) -> watch::Receiver<Option<String>> {
+        self.inner.connect_error.subscribe()
     }
 
     /// Messages queued, written-but-unacknowledged, and dropped for lack of room.
@@ -519,11 +578,26 @@ fn route(inner: &Inner, m: &link::Incoming) {
     }
 }
 
-async fn run_eventloop(inner: Arc<Inner>, mut eventloop: LinkEventLoop) {
+async fn run_eventloop(inner: Arc<Inner>, mut eventloop: LinkEventLoop, mut switches: mpsc::Receiver<SwitchRequest>) {
     let mut delay = inner.config.reconnect_min;
     let mut last_error = String::new();
     loop {
-        match eventloop.poll().await {
+        let polled = tokio::select! {
+            polled = eventloop.poll() => polled,
+            Some((tls, done)) = switches.recv() => {
+                // A poll cut short loses at most a request the spool still tracks (QoS 1 written
+                // but unassigned goes back with the others just below).
+                eventloop.reconnect_with(tls);
+                inner.connected.send_replace(false);
+                lock(&inner.spool).requeue_unacked();
+                delay = inner.config.reconnect_min;
+                last_error.clear();
+                tracing::info!("reconnecting to AWS IoT Core with another device certificate");
+                let _ = done.send(());
+                continue;
+            }
+        };
+        match polled {
             Ok(LinkEvent::Connected) => {
                 tracing::info!(
                     endpoint = %inner.config.endpoints.mqtt,
@@ -534,6 +608,7 @@ async fn run_eventloop(inner: Arc<Inner>, mut eventloop: LinkEventLoop) {
                 last_error.clear();
                 inner.epoch.fetch_add(1, Ordering::SeqCst);
                 inner.connected.send_replace(true);
+                inner.connect_error.send_replace(None);
                 inner.wake_sender.notify_one();
             }
             Ok(LinkEvent::Message(m)) => route(&inner, &m),
@@ -552,6 +627,9 @@ async fn run_eventloop(inner: Arc<Inner>, mut eventloop: LinkEventLoop) {
                 let was_connected = inner.connected.send_replace(false);
                 lock(&inner.spool).requeue_unacked();
                 let text = e.text;
+                if !was_connected {
+                    inner.connect_error.send_replace(Some(text.clone()));
+                }
                 if let Some((code, name)) = &e.disconnect {
                     // The server said why (MQTT 5 DISCONNECT): always worth a line, e.g. 0x8E
                     // when another connection took over the client id, 0x87 when the policy
