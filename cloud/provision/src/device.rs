@@ -444,7 +444,7 @@ pub(crate) fn is_certificate(principal: &str) -> bool {
     principal.starts_with("arn:") && principal.contains(":cert/")
 }
 
-fn certificate_id(arn: &str) -> &str {
+pub(crate) fn certificate_id(arn: &str) -> &str {
     arn.rsplit_once(":cert/").map_or(arn, |(_, id)| id)
 }
 
@@ -541,7 +541,7 @@ pub(crate) async fn list_thing_principals(client: &Client, thing: &str) -> Resul
     }
 }
 
-async fn list_attached_policies(client: &Client, target: &str) -> Result<Vec<String>, ProvisionError> {
+pub(crate) async fn list_attached_policies(client: &Client, target: &str) -> Result<Vec<String>, ProvisionError> {
     let mut names = Vec::new();
     let mut marker: Option<String> = None;
     loop {
@@ -659,7 +659,7 @@ async fn detach_from_thing(
 
 /// Detaches the certificate's policies and the thing, sets it INACTIVE, deletes it. A certificate
 /// that is already gone is skipped.
-async fn retire_certificate(
+pub(crate) async fn retire_certificate(
     client: &Client,
     thing: &str,
     arn: &str,

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use aws_sdk_iot::types::{CertificateStatus, JobExecutionStatus};
 
+use crate::device::{certificate_id, list_attached_policies, list_thing_principals, retire_certificate};
 use crate::error::{ProvisionError, aws};
 
 /// The job document the core takes as a rotation.
@@ -90,11 +91,11 @@ pub async fn rotate(
     poll: Duration,
     timeout: Duration,
 ) -> Result<RotationOutcome, ProvisionError> {
-    let principals = iot.list_thing_principals().thing_name(thing).send().await.map_err(aws("ListThingPrincipals"))?;
-    let [old_arn] = principals.principals() else {
+    let principals = list_thing_principals(iot, thing).await?;
+    let [old_arn] = principals.as_slice() else {
         return Err(ProvisionError::InvalidInput(format!(
             "{thing} has {} certificates; a rotation needs exactly one",
-            principals.principals().len()
+            principals.len()
         )));
     };
     let old_arn = old_arn.clone();
@@ -169,10 +170,6 @@ pub async fn rotate(
     }
 }
 
-fn certificate_id(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
-}
-
 /// Activates the new certificate, gives it the old one's policies and the thing, tells the device.
 async fn attach(
     iot: &aws_sdk_iot::Client,
@@ -196,9 +193,7 @@ async fn attach(
         .send()
         .await
         .map_err(aws("UpdateCertificate"))?;
-    let policies = iot.list_attached_policies().target(old_arn).send().await.map_err(aws("ListAttachedPolicies"))?;
-    for policy in policies.policies() {
-        let Some(name) = policy.policy_name() else { continue };
+    for name in list_attached_policies(iot, old_arn).await? {
         iot.attach_policy().policy_name(name).target(&new_arn).send().await.map_err(aws("AttachPolicy"))?;
     }
     iot.attach_thing_principal()
@@ -218,23 +213,9 @@ async fn attach(
     Ok(())
 }
 
-/// Deactivates, detaches and deletes a certificate.
+/// Detaches, deactivates and deletes a certificate ([`retire_certificate`], as `deprovision` does).
 async fn retire(iot: &aws_sdk_iot::Client, thing: &str, arn: &str) -> Result<(), ProvisionError> {
-    let id = certificate_id(arn);
-    iot.update_certificate()
-        .certificate_id(id)
-        .new_status(CertificateStatus::Inactive)
-        .send()
-        .await
-        .map_err(aws("UpdateCertificate"))?;
-    iot.detach_thing_principal().thing_name(thing).principal(arn).send().await.map_err(aws("DetachThingPrincipal"))?;
-    let policies = iot.list_attached_policies().target(arn).send().await.map_err(aws("ListAttachedPolicies"))?;
-    for policy in policies.policies() {
-        let Some(name) = policy.policy_name() else { continue };
-        iot.detach_policy().policy_name(name).target(arn).send().await.map_err(aws("DetachPolicy"))?;
-    }
-    iot.delete_certificate().certificate_id(id).send().await.map_err(aws("DeleteCertificate"))?;
-    Ok(())
+    retire_certificate(iot, thing, arn, &mut Vec::new()).await
 }
 
 #[cfg(test)]

@@ -15,9 +15,12 @@
 
 use serde_json::json;
 
-use crate::device::{ensure_policy, ensure_policy_attached, is_certificate, list_thing_principals};
+use crate::audit::decode_policy_document;
+use crate::device::{
+    ensure_policy, ensure_policy_attached, is_certificate, list_thing_principals, validate_policy_name,
+};
 use crate::error::{ProvisionError, aws, is_code};
-use crate::policy::{AccountScope, PolicySource};
+use crate::policy::{AccountScope, PolicySource, RenderedPolicy};
 
 /// The inline policy's name on the role.
 pub const ROLE_POLICY_NAME: &str = "AnomalyWindowUploads";
@@ -93,7 +96,7 @@ fn check_name(what: &str, name: &str, max: usize, extra: &str) -> Result<(), Pro
 pub fn validate(spec: &TokenExchangeSpec) -> Result<(), ProvisionError> {
     check_name("role name", &spec.role_name, 64, "+=,.@_-")?;
     check_name("role alias", &spec.role_alias, 128, "=,@-")?;
-    check_name("policy name", &spec.policy_name, 128, "+=,.@-_")?;
+    validate_policy_name(&spec.policy_name)?;
     let bucket_ok = (3..=63).contains(&spec.bucket.len())
         && spec.bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
     if !bucket_ok {
@@ -138,7 +141,7 @@ pub async fn provision_token_exchange(
     }
     .ok_or_else(|| ProvisionError::unexpected("GetRole", "no role in the answer"))?;
 
-    let wanted = role_policy(&scope.partition, &spec.bucket);
+    let wanted = RenderedPolicy { document: role_policy(&scope.partition, &spec.bucket), findings: Vec::new() };
     let current = iam
         .get_role_policy()
         .role_name(&spec.role_name)
@@ -147,7 +150,7 @@ pub async fn provision_token_exchange(
         .await
         .map_err(aws("GetRolePolicy"));
     let same = match &current {
-        Ok(out) => same_json(&url_decoded(out.policy_document()), &wanted),
+        Ok(out) => wanted.same_as(&decode_policy_document(out.policy_document())),
         Err(_) if is_code(&current, "NoSuchEntity") => false,
         Err(_) => return Err(current.err().unwrap_or_else(|| ProvisionError::unexpected("GetRolePolicy", "?"))),
     };
@@ -155,7 +158,7 @@ pub async fn provision_token_exchange(
         iam.put_role_policy()
             .role_name(&spec.role_name)
             .policy_name(ROLE_POLICY_NAME)
-            .policy_document(&wanted)
+            .policy_document(&wanted.document)
             .send()
             .await
             .map_err(aws("PutRolePolicy"))?;
@@ -212,21 +215,6 @@ pub async fn provision_token_exchange(
     }
     changes.extend(device_changes.iter().map(ToString::to_string));
     Ok(TokenExchangeSetup { role_arn, role_alias_arn, changes })
-}
-
-/// IAM returns policy documents URL-encoded.
-fn url_decoded(document: &str) -> String {
-    form_urlencoded::parse(format!("d={document}").as_bytes())
-        .find(|(k, _)| k == "d")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
-fn same_json(a: &str, b: &str) -> bool {
-    match (serde_json::from_str::<serde_json::Value>(a), serde_json::from_str::<serde_json::Value>(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 #[cfg(test)]
@@ -292,13 +280,5 @@ mod tests {
         ] {
             assert!(matches!(validate(&bad), Err(ProvisionError::InvalidInput(_))), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn iam_documents_are_compared_after_url_decoding() {
-        let wanted = role_policy("aws", "b");
-        let encoded: String = form_urlencoded::byte_serialize(wanted.as_bytes()).collect();
-        assert!(same_json(&url_decoded(&encoded), &wanted));
-        assert!(!same_json(&url_decoded(&encoded), &role_policy("aws", "c")));
     }
 }

@@ -257,13 +257,16 @@ impl Analyzer {
 
     /// Parses a payload from `pump/readings` and assesses it.
     pub fn handle_payload(&mut self, now_ms: u64, payload: &[u8]) -> Result<Vec<AnomalyEvent>, Ignored> {
-        match pump_types::parse::<Reading>(payload) {
-            Ok(reading) => self.handle_reading(now_ms, &reading),
-            Err(e) => {
-                self.counters.malformed += 1;
-                Err(e.into())
-            }
-        }
+        let reading = self.parse_payload(payload)?;
+        self.handle_reading(now_ms, &reading)
+    }
+
+    /// A `pump/readings` payload as a reading; a malformed one is counted and refused.
+    pub fn parse_payload(&mut self, payload: &[u8]) -> Result<Reading, Ignored> {
+        pump_types::parse::<Reading>(payload).map_err(|e| {
+            self.counters.malformed += 1;
+            e.into()
+        })
     }
 
     /// Assesses one reading; returns the events to publish, in order.

@@ -287,11 +287,9 @@ impl Uploads {
     }
 
     /// A reading the analyzer took, and the events it gave.
-    fn record(&mut self, payload: &[u8], events: &[AnomalyEvent]) -> anyhow::Result<()> {
-        if let Ok(reading) = serde_json::from_slice::<Reading>(payload) {
-            let done = self.recorder.reading(&reading);
-            self.queue(done)?;
-        }
+    fn record(&mut self, reading: &Reading, events: &[AnomalyEvent]) -> anyhow::Result<()> {
+        let done = self.recorder.reading(reading);
+        self.queue(done)?;
         let done = self.recorder.events(events);
         self.queue(done)
     }
@@ -401,11 +399,14 @@ pub async fn run(options: Options) -> Result<(), Stop> {
                     Some(Err(e)) => break Err(anyhow::anyhow!("the {READINGS_TOPIC} subscription failed: {e}").into()),
                     None => break Err(anyhow::anyhow!("the {READINGS_TOPIC} subscription ended").into()),
                 };
-                let payload = message_bytes(&message);
-                match analyzer.handle_payload(now_ms(), &payload) {
-                    Ok(events) => {
+                // Parsed once: the analyzer assesses the reading, the uploads record it.
+                let assessed = analyzer
+                    .parse_payload(&message_bytes(&message))
+                    .and_then(|reading| Ok((analyzer.handle_reading(now_ms(), &reading)?, reading)));
+                match assessed {
+                    Ok((events, reading)) => {
                         if let Some(uploads) = uploads.as_mut()
-                            && let Err(e) = uploads.record(&payload, &events)
+                            && let Err(e) = uploads.record(&reading, &events)
                         {
                             break Err(e.into());
                         }

@@ -258,9 +258,8 @@ pub enum TesError {
 
 struct Shared {
     tokens: Tokens,
-    /// Why no credentials can be had (no role alias, no provider), when that is so.
-    unavailable: Option<String>,
-    provider: Option<Provider>,
+    /// Where credentials come from, or why none can be had (no role alias, no provider).
+    provider: Result<Provider, String>,
     cache: Mutex<Option<Cached>>,
     fetches: std::sync::atomic::AtomicU64,
 }
@@ -289,15 +288,12 @@ impl TokenExchange {
     /// Binds the service's port and starts serving (inside a tokio runtime).
     pub async fn start(options: &CoreOptions, tokens: Tokens) -> Result<Self, TesError> {
         let settings = TesSettings::from_options(options).map_err(TesError::Config)?;
-        let (provider, unavailable) = match &settings.role_alias {
-            None => (None, Some("iotRoleAlias parameter is either empty or not configured for TES".to_owned())),
-            Some(alias) => match Provider::from_options(options, alias) {
-                Ok(Some(p)) => (Some(p), None),
-                Ok(None) => (None, Some("the core has no cloud connection (--cloud)".to_owned())),
-                Err(why) => (None, Some(why)),
-            },
+        let provider = match &settings.role_alias {
+            None => Err("iotRoleAlias parameter is either empty or not configured for TES".to_owned()),
+            Some(alias) => Provider::from_options(options, alias)
+                .and_then(|p| p.ok_or_else(|| "the core has no cloud connection (--cloud)".to_owned())),
         };
-        if let Some(why) = &unavailable {
+        if let Err(why) = &provider {
             tracing::info!(reason = %why, "token exchange service: components that ask get 500");
         }
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
@@ -306,7 +302,6 @@ impl TokenExchange {
         let addr = listener.local_addr().map_err(|source| TesError::Bind { port: settings.port, source })?;
         let shared = Arc::new(Shared {
             tokens,
-            unavailable,
             provider,
             cache: Mutex::new(None),
             fetches: std::sync::atomic::AtomicU64::new(0),
@@ -358,10 +353,11 @@ async fn handle(
     let Some(component) = shared.tokens.component(token) else {
         return plain(StatusCode::FORBIDDEN, "the authorization token is not a component's");
     };
-    if let Some(why) = &shared.unavailable {
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, why.clone());
-    }
-    match tokio::time::timeout(REQUEST_TIMEOUT, credentials(&shared)).await {
+    let provider = match &shared.provider {
+        Ok(provider) => provider,
+        Err(why) => return plain(StatusCode::INTERNAL_SERVER_ERROR, why.clone()),
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, credentials(&shared, provider)).await {
         Ok(answer) => {
             tracing::debug!(%component, status = answer.status, "credentials requested");
             let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -374,14 +370,11 @@ async fn handle(
 
 /// The cached answer, or a new one from the provider (one fetch at a time: the lock is held
 /// across it, so concurrent requests wait and then read what it cached).
-async fn credentials(shared: &Shared) -> Answer {
+async fn credentials(shared: &Shared, provider: &Provider) -> Answer {
     let mut cache = shared.cache.lock().await;
     if let Some(cached) = cache.as_ref().filter(|c| c.fresh(SystemTime::now())) {
         return cached.answer.clone();
     }
-    let Some(provider) = &shared.provider else {
-        return Answer { status: 500, body: b"no credentials provider".to_vec() };
-    };
     shared.fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let reply = provider.fetch().await;
     let fresh = translate(reply.as_ref().map(|(s, b)| (*s, b.as_slice())).map_err(Clone::clone), SystemTime::now());

@@ -128,7 +128,7 @@ async fn read_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<RoleS
 }
 
 /// IAM returns policy documents URL-encoded (RFC 3986); the SDK hands them over as they came.
-fn decode_policy_document(document: &str) -> String {
+pub(crate) fn decode_policy_document(document: &str) -> String {
     if document.trim_start().starts_with('{') {
         return document.to_owned();
     }
