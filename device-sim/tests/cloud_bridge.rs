@@ -1716,6 +1716,18 @@ async fn the_core_updates_itself_through_the_launcher_and_goes_back_when_the_new
 
 const TES_ALIAS: &str = "CoreTokenExchangeRoleAlias";
 
+/// The core's token exchange role (trusting the credentials provider) and its alias
+/// [`TES_ALIAS`]; with `uploads`, the role may put objects under its thing's prefix of `uploads`.
+fn tes_role_alias(local: &local_cloud::server::LocalCloud, uploads: bool) {
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"credentials.iot.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let role = local.iam.create_role("CoreTokenExchangeRole", None, trust, None, None).unwrap();
+    if uploads {
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::uploads/${credentials-iot:ThingName}/*"}]}"#;
+        local.iam.put_role_policy("CoreTokenExchangeRole", "uploads", policy).unwrap();
+    }
+    local.iot_credentials.create(TES_ALIAS, &role.arn, None).unwrap();
+}
+
 /// A recipe whose Run writes the two credential variables it got into `tes.env` in its work
 /// directory, then sleeps; with `tes` it depends on the token exchange service.
 fn env_writer_recipe(component: &str, tes: bool) -> String {
@@ -1761,17 +1773,7 @@ async fn the_token_exchange_service_vends_cached_role_credentials_to_components_
     ]});
     site.start_cloud(&policy.to_string()).await;
     let local = site.cloud().local();
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"credentials.iot.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-    let role = local.iam.create_role("CoreTokenExchangeRole", None, trust, None, None).unwrap();
-    local
-        .iam
-        .put_role_policy(
-            "CoreTokenExchangeRole",
-            "uploads",
-            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::uploads/${credentials-iot:ThingName}/*"}]}"#,
-        )
-        .unwrap();
-    local.iot_credentials.create(TES_ALIAS, &role.arn, None).unwrap();
+    tes_role_alias(local, true);
 
     let core = site.start_core(&json!({"aws.greengrass.Nucleus": {"MERGE": {"iotRoleAlias": TES_ALIAS}}})).await;
     let with = tes_env(&site, &core, "com.example.WithTes").await;
@@ -1816,9 +1818,7 @@ async fn the_token_exchange_service_passes_on_a_refusal_and_keeps_it_instead_of_
     ]});
     site.start_cloud(&policy.to_string()).await;
     let local = site.cloud().local();
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"credentials.iot.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-    let role = local.iam.create_role("CoreTokenExchangeRole", None, trust, None, None).unwrap();
-    local.iot_credentials.create(TES_ALIAS, &role.arn, None).unwrap();
+    tes_role_alias(local, false);
 
     let core = site.start_core(&json!({"aws.greengrass.Nucleus": {"MERGE": {"iotRoleAlias": TES_ALIAS}}})).await;
     let env = tes_env(&site, &core, "com.example.WithTes").await;

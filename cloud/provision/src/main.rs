@@ -85,11 +85,21 @@ struct AuditArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["thing", "expiring_within"])))]
 struct RotateArgs {
-    /// The core's thing (it must have exactly one certificate).
+    /// The core's thing (it must have exactly one certificate, unless a rotation job of it is
+    /// unfinished: that one is followed instead).
     #[arg(long, value_name = "NAME")]
-    thing: String,
-    /// The job's id (default: rotate-{thing}-{unix seconds}).
+    thing: Option<String>,
+    /// Rotate every thing whose active certificate expires within this many days (Device
+    /// Defender's expiring-certificate check): one job per thing, unfinished ones resumed.
+    #[arg(long, value_name = "DAYS", conflicts_with = "job_id")]
+    expiring_within: Option<u32>,
+    /// With --expiring-within: how many rotations are followed at once.
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "expiring_within")]
+    concurrency: usize,
+    /// The job's id (default: rotate-{thing}-{unix seconds}; with --expiring-within,
+    /// rotate-{unix seconds}-{thing}).
     #[arg(long, value_name = "ID")]
     job_id: Option<String>,
     /// Give up following after this many seconds (the job stays as it is).
@@ -344,19 +354,79 @@ async fn run_rotate(args: RotateArgs) -> anyhow::Result<()> {
     }
     let data = provision::iot_data_client(&data_options).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let job_id = args.job_id.clone().unwrap_or_else(|| format!("rotate-{}-{now}", args.thing));
     let poll = std::time::Duration::from_millis(args.poll_ms);
     let timeout = std::time::Duration::from_secs(args.timeout);
-    let outcome = provision::rotate::rotate(&iot, &data, &args.thing, &job_id, poll, timeout)
+    let Some(thing) = &args.thing else {
+        let days = args.expiring_within.unwrap_or_default();
+        let prefix = format!("rotate-{now}");
+        let results = provision::rotate::rotate_expiring(&iot, &data, days, &prefix, args.concurrency, poll, timeout)
+            .await
+            .context("rotating the certificates that expire soon")?;
+        return report_sweep(days, &results, args.timeout);
+    };
+    let job_id = args.job_id.clone().unwrap_or_else(|| format!("rotate-{thing}-{now}"));
+    let outcome = provision::rotate::rotate(&iot, &data, thing, &job_id, poll, timeout)
         .await
-        .with_context(|| format!("rotating the certificate of {}", args.thing))?;
-    println!("job {}: {} (certificate {})", outcome.job_id, outcome.status, outcome.certificate_id);
+        .with_context(|| format!("rotating the certificate of {thing}"))?;
+    let resumed = if outcome.resumed { " (resumed)" } else { "" };
+    println!("job {}{resumed}: {} (certificate {})", outcome.job_id, outcome.status, outcome.certificate_id);
+    rotation_result(&outcome, args.timeout)
+}
+
+/// `Ok` for a rotation that SUCCEEDED, else why not.
+fn rotation_result(outcome: &provision::rotate::RotationOutcome, timeout: u64) -> anyhow::Result<()> {
     match (outcome.timed_out, outcome.status.as_str()) {
-        (true, _) => anyhow::bail!("the core did not finish the rotation within {}s", args.timeout),
+        (true, _) => anyhow::bail!("the core did not finish the rotation within {timeout}s"),
         (false, "SUCCEEDED") => Ok(()),
         (false, status) => anyhow::bail!(
             "the rotation ended {status}: {}",
             outcome.details.get("reason").map_or("no reason given", String::as_str)
+        ),
+    }
+}
+
+/// One line per thing the sweep found; `Err` if any was not rotated.
+fn report_sweep(days: u32, results: &[provision::rotate::SweepResult], timeout: u64) -> anyhow::Result<()> {
+    use provision::rotate::Expiry;
+    if results.is_empty() {
+        println!("no active certificate expires within {days} days");
+        return Ok(());
+    }
+    let mut failed = 0;
+    for result in results {
+        match (&result.expiry, &result.rotation) {
+            (Expiry::Replace { thing, certificate_id, reason }, _) => {
+                failed += 1;
+                println!("{thing}: certificate {certificate_id}: {reason}; replace the device (provision replace)");
+            }
+            (Expiry::Rotate { thing, .. }, Some(Ok(outcome))) => {
+                let resumed = if outcome.resumed { " (resumed)" } else { "" };
+                match rotation_result(outcome, timeout) {
+                    Ok(()) => println!(
+                        "{thing}: job {}{resumed}: SUCCEEDED (certificate {})",
+                        outcome.job_id, outcome.certificate_id
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{thing}: job {}{resumed}: {e:#}", outcome.job_id);
+                    }
+                }
+            }
+            (Expiry::Rotate { thing, .. }, Some(Err(e))) => {
+                failed += 1;
+                println!("{thing}: {e}");
+            }
+            (Expiry::Rotate { thing, .. }, None) => {
+                failed += 1;
+                println!("{thing}: not rotated");
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        n => anyhow::bail!(
+            "{n} of {} things whose certificate expires within {days} days were not rotated",
+            results.len()
         ),
     }
 }

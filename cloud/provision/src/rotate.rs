@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use aws_sdk_iot::types::{CertificateStatus, JobExecutionStatus};
 
+use crate::audit::CertificateSnapshot;
 use crate::device::{certificate_id, list_attached_policies, list_thing_principals, retire_certificate};
 use crate::error::{ProvisionError, aws};
 
@@ -79,10 +80,14 @@ pub struct RotationOutcome {
     pub certificate_id: String,
     /// Whether the deadline passed first (the job is then left as it is).
     pub timed_out: bool,
+    /// Whether an unfinished rotation job was followed instead of a new one created.
+    pub resumed: bool,
 }
 
-/// Rotates the certificate of `thing`: creates job `job_id` and follows it (every `poll`, for at
-/// most `timeout`). The thing must have exactly one certificate (as AWS's rotator requires).
+/// Rotates the certificate of `thing`: follows its unfinished rotation job if it has one (an
+/// earlier run that stopped following — the step is resumable), else creates job `job_id` and
+/// follows it (every `poll`, for at most `timeout`). A new rotation needs the thing to have
+/// exactly one certificate (as AWS's rotator requires).
 pub async fn rotate(
     iot: &aws_sdk_iot::Client,
     data: &aws_sdk_iotdataplane::Client,
@@ -92,13 +97,25 @@ pub async fn rotate(
     timeout: Duration,
 ) -> Result<RotationOutcome, ProvisionError> {
     let principals = list_thing_principals(iot, thing).await?;
+    if let Some((job_id, new_id)) = unfinished_rotation(iot, thing).await? {
+        // The old certificate is the one that is not the new one the device reported.
+        let old: Vec<_> = principals.iter().filter(|arn| Some(certificate_id(arn)) != new_id.as_deref()).collect();
+        let [old_arn] = old.as_slice() else {
+            return Err(ProvisionError::InvalidInput(format!(
+                "{thing} has rotation job {job_id} under way and {} other certificates; expected one",
+                old.len()
+            )));
+        };
+        let mut outcome = follow(iot, data, thing, &job_id, old_arn, poll, timeout).await?;
+        outcome.resumed = true;
+        return Ok(outcome);
+    }
     let [old_arn] = principals.as_slice() else {
         return Err(ProvisionError::InvalidInput(format!(
             "{thing} has {} certificates; a rotation needs exactly one",
             principals.len()
         )));
     };
-    let old_arn = old_arn.clone();
     let thing_arn = iot
         .describe_thing()
         .thing_name(thing)
@@ -115,6 +132,68 @@ pub async fn rotate(
         .send()
         .await
         .map_err(aws("CreateJob"))?;
+    follow(iot, data, thing, job_id, old_arn, poll, timeout).await
+}
+
+/// Whether a job document asks for a rotation (`{"operation": "ROTATE_CERTIFICATE"}`).
+pub fn is_rotation_document(document: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(document)
+        .is_ok_and(|d| d.get("operation").and_then(|o| o.as_str()) == Some("ROTATE_CERTIFICATE"))
+}
+
+/// The thing's rotation job still QUEUED or IN_PROGRESS, if any, with the new certificate its
+/// device reported (ListJobExecutionsForThing, GetJobDocument, DescribeJobExecution).
+async fn unfinished_rotation(
+    iot: &aws_sdk_iot::Client,
+    thing: &str,
+) -> Result<Option<(String, Option<String>)>, ProvisionError> {
+    for status in [JobExecutionStatus::InProgress, JobExecutionStatus::Queued] {
+        let mut token: Option<String> = None;
+        loop {
+            let page = iot
+                .list_job_executions_for_thing()
+                .thing_name(thing)
+                .status(status.clone())
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(aws("ListJobExecutionsForThing"))?;
+            for job_id in page.execution_summaries().iter().filter_map(|s| s.job_id()) {
+                let document = iot.get_job_document().job_id(job_id).send().await.map_err(aws("GetJobDocument"))?;
+                if !document.document().is_some_and(is_rotation_document) {
+                    continue;
+                }
+                let execution = iot
+                    .describe_job_execution()
+                    .job_id(job_id)
+                    .thing_name(thing)
+                    .send()
+                    .await
+                    .map_err(aws("DescribeJobExecution"))?;
+                let new_id =
+                    execution.execution.and_then(|e| e.status_details?.details_map?.remove("newCertificateId"));
+                return Ok(Some((job_id.to_owned(), new_id)));
+            }
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Follows rotation job `job_id` of `thing`, whose certificate before it was `old_arn`.
+async fn follow(
+    iot: &aws_sdk_iot::Client,
+    data: &aws_sdk_iotdataplane::Client,
+    thing: &str,
+    job_id: &str,
+    old_arn: &str,
+    poll: Duration,
+    timeout: Duration,
+) -> Result<RotationOutcome, ProvisionError> {
+    let old_arn = old_arn.to_owned();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut attached: Option<String> = None;
     loop {
@@ -135,6 +214,7 @@ pub async fn rotate(
             details: details.clone(),
             certificate_id: certificate_id(certificate_arn).to_owned(),
             timed_out,
+            resumed: false,
         };
         match next_action(&status, &details, attached.as_deref()) {
             CloudAction::Wait => {}
@@ -168,6 +248,103 @@ pub async fn rotate(
         }
         tokio::time::sleep(poll).await;
     }
+}
+
+/// Why a thing is or is not rotated by [`rotate_expiring`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    /// Its active certificate expires within the threshold: rotate it.
+    Rotate {
+        /// The thing.
+        thing: String,
+        /// The certificate that expires.
+        certificate_id: String,
+        /// When, epoch seconds.
+        not_after: i64,
+    },
+    /// Its certificate has expired (or cannot be read): it cannot connect to rotate, so it needs
+    /// replacing (`provision replace`), not a rotation job.
+    Replace {
+        /// The thing.
+        thing: String,
+        /// The certificate.
+        certificate_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The things whose ACTIVE certificate expires within `days` of `now` (Device Defender's
+/// DEVICE_CERTIFICATE_EXPIRING_CHECK, from the same reading as `provision audit`), one entry per
+/// thing, sorted by thing. A certificate attached to several things is left alone (the audit
+/// reports it as shared); one attached to none has no device to rotate it.
+pub fn expiring(certificates: &[CertificateSnapshot], now: i64, days: u32) -> Vec<Expiry> {
+    let mut found: Vec<Expiry> = Vec::new();
+    for cert in certificates.iter().filter(|c| c.status == "ACTIVE") {
+        let [thing] = cert.things.as_slice() else { continue };
+        let (thing, certificate_id) = (thing.clone(), cert.id.clone());
+        let entry = match crate::audit::checks::not_after(cert) {
+            Err(reason) => {
+                Expiry::Replace { thing, certificate_id, reason: format!("its expiry cannot be read: {reason}") }
+            }
+            Ok(end) if end <= now => Expiry::Replace { thing, certificate_id, reason: "it has expired".into() },
+            Ok(end) if end - now <= i64::from(days) * 86_400 => {
+                Expiry::Rotate { thing, certificate_id, not_after: end }
+            }
+            Ok(_) => continue,
+        };
+        found.push(entry);
+    }
+    let thing = |e: &Expiry| match e {
+        Expiry::Rotate { thing, .. } | Expiry::Replace { thing, .. } => thing.clone(),
+    };
+    found.sort_by_key(thing);
+    found.dedup_by_key(|e| thing(e));
+    found
+}
+
+/// How the expiry sweep went for one thing.
+#[derive(Debug)]
+pub struct SweepResult {
+    /// What the sweep found.
+    pub expiry: Expiry,
+    /// The rotation's outcome (`None` for a thing that needs replacing).
+    pub rotation: Option<Result<RotationOutcome, ProvisionError>>,
+}
+
+/// Rotates every thing whose active certificate expires within `days` ([`expiring`]): one
+/// rotation job per thing, `job_prefix-{thing}`, at most `concurrency` followed at a time, each
+/// resumed if an earlier sweep left it unfinished ([`rotate`]).
+pub async fn rotate_expiring(
+    iot: &aws_sdk_iot::Client,
+    data: &aws_sdk_iotdataplane::Client,
+    days: u32,
+    job_prefix: &str,
+    concurrency: usize,
+    poll: Duration,
+    timeout: Duration,
+) -> Result<Vec<SweepResult>, ProvisionError> {
+    let certificates = crate::audit::read_certificates(iot).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let found = expiring(&certificates, now, days);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut running = tokio::task::JoinSet::new();
+    for (index, expiry) in found.iter().enumerate() {
+        let Expiry::Rotate { thing, .. } = expiry else { continue };
+        let (iot, data, permits) = (iot.clone(), data.clone(), permits.clone());
+        let (thing, job_id) = (thing.clone(), format!("{job_prefix}-{thing}"));
+        running.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            (index, rotate(&iot, &data, &thing, &job_id, poll, timeout).await)
+        });
+    }
+    let mut results: Vec<SweepResult> =
+        found.into_iter().map(|expiry| SweepResult { expiry, rotation: None }).collect();
+    while let Some(done) = running.join_next().await {
+        let (index, outcome) = done.map_err(|e| ProvisionError::unexpected("rotation task", e.to_string()))?;
+        results[index].rotation = Some(outcome);
+    }
+    Ok(results)
 }
 
 /// Activates the new certificate, gives it the old one's policies and the thing, tells the device.
@@ -221,6 +398,7 @@ async fn retire(iot: &aws_sdk_iot::Client, thing: &str, arn: &str) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::checks::tests::cert;
 
     fn details(id: Option<&str>) -> HashMap<String, String> {
         id.map(|id| HashMap::from([("newCertificateId".to_owned(), id.to_owned())])).unwrap_or_default()
@@ -252,5 +430,46 @@ mod tests {
             CloudAction::RetireNew("n".into())
         );
         assert_eq!(next_action(&JobExecutionStatus::Failed, &details(None), None), CloudAction::Done);
+    }
+
+    #[test]
+    fn the_sweep_rotates_active_certificates_expiring_within_the_threshold_and_sends_expired_ones_to_replacement() {
+        const NOW: i64 = 1_800_000_000;
+        const DAY: i64 = 86_400;
+        let certificates = [
+            cert("soon", "ACTIVE", NOW + 10 * DAY, &["b"]),
+            cert("later", "ACTIVE", NOW + 400 * DAY, &["c"]),
+            cert("gone", "ACTIVE", NOW - DAY, &["a"]),
+            cert("inactive", "INACTIVE", NOW + DAY, &["d"]),
+            cert("shared", "ACTIVE", NOW + DAY, &["e", "f"]),
+            cert("loose", "ACTIVE", NOW + DAY, &[]),
+            cert("edge", "ACTIVE", NOW + 30 * DAY, &["g"]),
+        ];
+        let found = expiring(&certificates, NOW, 30);
+        assert_eq!(
+            found,
+            vec![
+                Expiry::Replace { thing: "a".into(), certificate_id: "gone".into(), reason: "it has expired".into() },
+                Expiry::Rotate { thing: "b".into(), certificate_id: "soon".into(), not_after: NOW + 10 * DAY },
+                Expiry::Rotate { thing: "g".into(), certificate_id: "edge".into(), not_after: NOW + 30 * DAY },
+            ]
+        );
+        // A thing in the middle of a rotation has two active certificates: it is named once.
+        let rotating = [cert("old", "ACTIVE", NOW + DAY, &["h"]), cert("new", "ACTIVE", NOW + 2 * DAY, &["h"])];
+        assert_eq!(expiring(&rotating, NOW, 30).len(), 1);
+        // Unreadable expiry: replaced, with the reason.
+        let mut unreadable = cert("x", "ACTIVE", 0, &["i"]);
+        unreadable.not_after = None;
+        assert!(
+            matches!(&expiring(&[unreadable], NOW, 30)[..], [Expiry::Replace { reason, .. }] if reason.contains("cannot be read"))
+        );
+    }
+
+    #[test]
+    fn only_rotation_documents_are_taken_as_rotations() {
+        assert!(is_rotation_document(ROTATE_DOCUMENT));
+        assert!(is_rotation_document(r#"{"operation": "ROTATE_CERTIFICATE", "note": "x"}"#));
+        assert!(!is_rotation_document(r#"{"operation": "REBOOT"}"#));
+        assert!(!is_rotation_document("not json"));
     }
 }

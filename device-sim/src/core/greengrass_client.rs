@@ -30,6 +30,7 @@ use greengrass_recipe::DevicePlatform;
 use sdk_mtls::MtlsHttpClient;
 
 use super::bridge::device_tls_config;
+use super::identity::{self, FollowsIdentity, TlsIdentity};
 use super::options::CloudOptions;
 
 /// How long one data-plane call may take, connection included.
@@ -239,41 +240,50 @@ pub struct Resolved {
 /// The core's data-plane client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct GreengrassClient {
-    sdk: aws_sdk_greengrassv2::Client,
-    tls: Arc<rustls::ClientConfig>,
+    sdk: Arc<FollowsIdentity<aws_sdk_greengrassv2::Client>>,
 }
 
 impl GreengrassClient {
     /// The client of a core with `cloud`: its certificate and key, the CA of `endpoints.json`,
     /// and the data-plane endpoint it advertises.
     pub fn from_options(cloud: &CloudOptions) -> Result<Self, ClientError> {
+        let tls = device_tls_config(&cloud.endpoints.ca_file, &cloud.cert_file, &cloud.key)
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Self::following(cloud, identity::fixed(tls))
+    }
+
+    /// The client of a core with `cloud` that presents whatever `identity` presents now (the
+    /// bridge's, so it follows a certificate rotation).
+    pub fn following(cloud: &CloudOptions, identity: TlsIdentity) -> Result<Self, ClientError> {
         let endpoint = cloud.endpoints.greengrass_data_plane.clone().ok_or_else(|| {
             ClientError::Setup("endpoints.json names no Greengrass data plane (greengrassDataPlane)".into())
         })?;
-        let tls = device_tls_config(&cloud.endpoints.ca_file, &cloud.cert_file, &cloud.key)
-            .map_err(|e| ClientError::Setup(e.to_string()))?;
-        Ok(Self::new(&endpoint, &cloud.endpoints.region, tls))
+        Ok(Self::new(&endpoint, &cloud.endpoints.region, identity))
     }
 
     /// A client of the data plane at `endpoint` (an `https://` URL) in `region`, presenting the
     /// identity of `tls`.
-    pub fn new(endpoint: &str, region: &str, tls: Arc<rustls::ClientConfig>) -> Self {
-        let conf = aws_sdk_greengrassv2::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .allow_no_auth()
-            .endpoint_url(endpoint)
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(TimeoutConfig::builder().operation_timeout(CALL_TIMEOUT).build())
-            .http_client(MtlsHttpClient::new(tls.clone()))
-            .build();
-        Self { sdk: aws_sdk_greengrassv2::Client::from_conf(conf), tls }
+    pub fn new(endpoint: &str, region: &str, identity: TlsIdentity) -> Self {
+        let (endpoint, region) = (endpoint.to_owned(), region.to_owned());
+        let sdk = FollowsIdentity::new(identity, move |tls| {
+            let conf = aws_sdk_greengrassv2::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new(region.clone()))
+                .allow_no_auth()
+                .endpoint_url(&endpoint)
+                .retry_config(RetryConfig::disabled())
+                .timeout_config(TimeoutConfig::builder().operation_timeout(CALL_TIMEOUT).build())
+                .http_client(MtlsHttpClient::new(tls))
+                .build();
+            aws_sdk_greengrassv2::Client::from_conf(conf)
+        });
+        Self { sdk: Arc::new(sdk) }
     }
 
     /// The TLS configuration of the core's identity: the artifact downloader uses it too, so
     /// presigned URLs are checked against the same CA.
     pub fn tls(&self) -> Arc<rustls::ClientConfig> {
-        self.tls.clone()
+        self.sdk.tls()
     }
 
     /// ResolveComponentCandidates for one component, as the nucleus calls it: the device's
@@ -299,6 +309,7 @@ impl GreengrassClient {
             .build();
         let out = self
             .sdk
+            .client()
             .resolve_component_candidates()
             .platform(attributes.build())
             .component_candidates(candidate)
@@ -335,6 +346,7 @@ impl GreengrassClient {
         let cx = CallContext { operation, component: version_arn, requirements: &none, platform: &platform };
         let out = self
             .sdk
+            .client()
             .get_component_version_artifact()
             .arn(version_arn)
             .artifact_name(artifact_name)

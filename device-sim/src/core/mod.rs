@@ -14,6 +14,7 @@ pub mod deployment_listeners;
 pub mod error;
 pub mod fleet_status;
 pub mod greengrass_client;
+pub mod identity;
 pub mod ipc_server;
 pub mod key_store;
 pub mod layout;

@@ -166,7 +166,10 @@ impl Core {
 
         let bridge = MqttBridge::from_options(&options).map_err(CoreError::Bridge)?;
         let shadow_manager = ShadowManager::start(&options, &pubsub, bridge.as_ref()).await?;
-        let token_exchange = TokenExchange::start(&options, tokens.clone()).await.map_err(CoreError::TokenExchange)?;
+        // The HTTPS clients present the bridge's identity, so they follow a certificate rotation.
+        let identity = bridge.as_ref().map(|b| b.tls_identity());
+        let token_exchange =
+            TokenExchange::start(&options, tokens.clone(), identity.clone()).await.map_err(CoreError::TokenExchange)?;
         let credentials_uri = Some(token_exchange.uri().to_owned());
         let supervisor =
             Supervisor::from_options(&options, socket.clone(), credentials_uri, specs, tokens.clone(), &config)
@@ -178,7 +181,11 @@ impl Core {
         context.restart = restart.clone();
         let cloud_deployments_on = options.cloud.as_ref().is_some_and(|c| c.cloud_deployments);
         if let Some(cloud) = options.cloud.as_ref().filter(|c| c.cloud_deployments) {
-            let client = GreengrassClient::from_options(cloud).map_err(|e| CoreError::Greengrass(e.to_string()))?;
+            let client = match identity {
+                Some(identity) => GreengrassClient::following(cloud, identity),
+                None => GreengrassClient::from_options(cloud),
+            }
+            .map_err(|e| CoreError::Greengrass(e.to_string()))?;
             context.cloud = Some(CloudComponents::new(client));
         }
         let (deployments, deployment_runner) = Deployments::start(context, deployed);

@@ -42,6 +42,7 @@ use tokio::sync::Mutex;
 
 use super::Tokens;
 use super::bridge::device_tls_config;
+use super::identity::{FollowsIdentity, TlsIdentity};
 use super::options::CoreOptions;
 use crate::recipe::{ConfigurationUpdate, EffectiveConfiguration};
 
@@ -210,29 +211,41 @@ pub fn translate(reply: Result<(u16, &[u8]), String>, now: SystemTime) -> Cached
 }
 
 /// Where and as whom the core asks the credentials provider.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Provider {
-    client: MtlsHttpClient,
+    client: FollowsIdentity<MtlsHttpClient>,
     url: String,
     thing: String,
 }
 
 impl Provider {
-    /// The provider of a core's options: `None` when the core has no cloud connection.
-    pub fn from_options(options: &CoreOptions, role_alias: &str) -> Result<Option<Self>, String> {
+    /// The provider of a core's options: `None` when the core has no cloud connection. It
+    /// presents what `identity` presents now (the bridge's, so it follows a certificate
+    /// rotation), else the certificate and key of the options.
+    pub fn from_options(
+        options: &CoreOptions,
+        role_alias: &str,
+        identity: Option<TlsIdentity>,
+    ) -> Result<Option<Self>, String> {
         let Some(cloud) = &options.cloud else { return Ok(None) };
         let Some(base) = &cloud.endpoints.credentials_provider else {
             return Err("endpoints.json names no credentials provider (credentialsProvider)".into());
         };
-        let tls =
-            device_tls_config(&cloud.endpoints.ca_file, &cloud.cert_file, &cloud.key).map_err(|e| e.to_string())?;
+        let identity = match identity {
+            Some(identity) => identity,
+            None => super::identity::fixed(
+                device_tls_config(&cloud.endpoints.ca_file, &cloud.cert_file, &cloud.key).map_err(|e| e.to_string())?,
+            ),
+        };
         let base = if base.contains("://") { base.clone() } else { format!("https://{base}") };
         let url = format!("{}/role-aliases/{role_alias}/credentials", base.trim_end_matches('/'));
-        Ok(Some(Self { client: MtlsHttpClient::new(tls), url, thing: options.thing.clone() }))
+        let client = FollowsIdentity::new(identity, MtlsHttpClient::new);
+        Ok(Some(Self { client, url, thing: options.thing.clone() }))
     }
 
     async fn fetch(&self) -> Result<(u16, Vec<u8>), String> {
         self.client
+            .client()
             .get(&self.url, &[("x-amzn-iot-thingname", &self.thing)], MAX_PROVIDER_BODY)
             .await
             .map_err(|e| e.to_string())
@@ -286,11 +299,13 @@ impl std::fmt::Debug for TokenExchange {
 
 impl TokenExchange {
     /// Binds the service's port and starts serving (inside a tokio runtime).
-    pub async fn start(options: &CoreOptions, tokens: Tokens) -> Result<Self, TesError> {
+    /// With `identity` (the bridge's), the provider is asked with the certificate the core
+    /// presents now.
+    pub async fn start(options: &CoreOptions, tokens: Tokens, identity: Option<TlsIdentity>) -> Result<Self, TesError> {
         let settings = TesSettings::from_options(options).map_err(TesError::Config)?;
         let provider = match &settings.role_alias {
             None => Err("iotRoleAlias parameter is either empty or not configured for TES".to_owned()),
-            Some(alias) => Provider::from_options(options, alias)
+            Some(alias) => Provider::from_options(options, alias, identity)
                 .and_then(|p| p.ok_or_else(|| "the core has no cloud connection (--cloud)".to_owned())),
         };
         if let Err(why) = &provider {

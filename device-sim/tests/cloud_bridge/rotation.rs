@@ -20,7 +20,9 @@ use serde_json::json;
 use site_testkit::WAIT;
 use site_testkit::site::wait_connection;
 
-use super::{THING, bytes, ipc, new_site, new_site_with, start_core};
+use super::{
+    TES_ALIAS, THING, bytes, env_writer_recipe, ipc, new_site, new_site_with, start_core, tes_env, tes_role_alias,
+};
 
 /// A certificate with a fresh key issued by the cloud, written next to the site's files;
 /// attached to the core's thing and policy when `attached`.
@@ -260,6 +262,40 @@ async fn a_rotation_job_moves_the_core_to_a_new_certificate_made_on_the_device_a
     core.shutdown(WAIT).await;
 }
 
+/// After a rotation the core's HTTPS clients present the new certificate too: the old one is
+/// deleted, and a component's first credentials request (so no cached answer) still gets the
+/// token exchange role's credentials from the credentials provider over mutual TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rotation_the_credentials_provider_is_asked_with_the_new_certificate() {
+    let mut policy: serde_json::Value = serde_json::from_str(ROTATION_POLICY).unwrap();
+    policy["Statement"].as_array_mut().unwrap().push(json!({"Effect": "Allow",
+        "Action": "iot:AssumeRoleWithCertificate", "Resource": format!("arn:aws:iot:*:*:rolealias/{TES_ALIAS}")}));
+    let mut site = new_site_with(&policy.to_string()).await;
+    let mut options = RotationOptions::new(site.key_files());
+    options.attach_timeout = WAIT;
+    site.certificate_rotation = Some(options);
+    site.deploy("com.example.WithTes", "1.0.0", &env_writer_recipe("com.example.WithTes", true));
+    let local = site.cloud().local();
+    tes_role_alias(local, false);
+    let core = site.start_core(&json!({"aws.greengrass.Nucleus": {"MERGE": {"iotRoleAlias": TES_ALIAS}}})).await;
+    wait_connection(&core, true).await;
+    let app = site.cloud().observer(&["dt/core-1/#"]).await;
+    let env = tes_env(&site, &core, "com.example.WithTes").await;
+
+    let old = site.cloud().core.certificate_id.clone();
+    let changes = local.jobs.subscribe();
+    rotation_job(local, "rotate-tes");
+    let ended = cloud_step(local, &app, changes, "rotate-tes", true).await;
+    assert_eq!(ended.status, JobExecutionStatus::Succeeded, "{:?}", ended.status_details);
+    assert!(local.registry.describe_certificate(&old).is_err(), "the old certificate is deleted");
+
+    assert_eq!(core.token_exchange().provider_requests(), 0, "nothing asked before the rotation");
+    let (status, body) = site_testkit::http_request(&env["uri"], "GET", Some(&env["token"])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(core.token_exchange().provider_requests(), 1);
+    core.shutdown(WAIT).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_certificate_the_policy_does_not_allow_is_rolled_back_and_the_job_fails_with_the_reason() {
     let site = rotating_site(std::time::Duration::from_secs(3)).await;
@@ -339,9 +375,7 @@ async fn the_operators_rotate_command_does_the_clouds_part_through_the_aws_sdk()
     let site = rotating_site(WAIT).await;
     let core = start_core(&site).await;
     wait_connection(&core, true).await;
-    let endpoints = site.cloud().endpoints();
-    let options = provision::ClientOptions::for_local_cloud(endpoints).expect("the administrator's key pair");
-    let (iot, data) = (provision::iot_client(&options).await, provision::iot_data_client(&options).await);
+    let (iot, data) = operator_clients(&site).await;
     let poll = std::time::Duration::from_millis(50);
     let outcome = provision::rotate::rotate(&iot, &data, THING, "rotate-sdk", poll, WAIT).await.expect("rotate");
     assert_eq!(outcome.status, "SUCCEEDED", "{:?}", outcome.details);
@@ -355,6 +389,91 @@ async fn the_operators_rotate_command_does_the_clouds_part_through_the_aws_sdk()
     wait_connection(&core, true).await;
     let in_use = std::fs::read_to_string(core.bridge().unwrap().identity().cert_file).unwrap();
     assert_eq!(registry.describe_certificate(&outcome.certificate_id).unwrap().pem.trim(), in_use.trim());
+    core.shutdown(WAIT).await;
+}
+
+/// The operator's clients of the site's local cloud: IoT control plane and IoT data plane.
+async fn operator_clients(site: &site_testkit::site::Site) -> (aws_sdk_iot::Client, aws_sdk_iotdataplane::Client) {
+    let options =
+        provision::ClientOptions::for_local_cloud(site.cloud().endpoints()).expect("the administrator's key pair");
+    (provision::iot_client(&options).await, provision::iot_data_client(&options).await)
+}
+
+/// The expiry trigger: the sweep finds the core whose certificate (from a CA with a short life)
+/// expires in ten days, rotates it, and leaves a thing whose certificate lasts; the new
+/// certificate is not expiring, so a second sweep has nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_sweep_rotates_the_core_whose_certificate_expires_soon_and_only_that_one() {
+    let site = rotating_site(WAIT).await;
+    let registry = &site.cloud().local().registry;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (short, keys) = registry.create_keys_and_certificate_valid_until(true, now + 10 * 86_400).unwrap();
+    registry.attach_policy(&format!("{THING}-policy"), &short.arn).unwrap();
+    registry.attach_thing_principal(THING, &short.arn).unwrap();
+    let original = registry.describe_certificate(&site.cloud().core.certificate_id).unwrap();
+    registry.detach_thing_principal(THING, &original.arn).unwrap();
+    registry.update_certificate(&original.id, CertificateStatus::Inactive).unwrap();
+    registry.detach_policy(&format!("{THING}-policy"), &original.arn).unwrap();
+    registry.delete_certificate(&original.id, false).unwrap();
+    std::fs::write(&site.cloud().core.cert_file, &short.pem).unwrap();
+    std::fs::write(&site.cloud().core.key_file, &keys.private_key_pem).unwrap();
+    registry.create_thing("lasting", None, Default::default()).unwrap();
+    let (lasting, _) = registry.create_keys_and_certificate(true).unwrap();
+    registry.attach_thing_principal("lasting", &lasting.arn).unwrap();
+    let core = start_core(&site).await;
+    wait_connection(&core, true).await;
+
+    let (iot, data) = operator_clients(&site).await;
+    let poll = std::time::Duration::from_millis(50);
+    let swept = provision::rotate::rotate_expiring(&iot, &data, 30, "sweep", 4, poll, WAIT).await.expect("the sweep");
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    let provision::rotate::Expiry::Rotate { thing, certificate_id, .. } = &swept[0].expiry else { panic!("{swept:?}") };
+    assert_eq!((thing.as_str(), certificate_id.as_str()), (THING, short.id.as_str()));
+    let outcome = swept[0].rotation.as_ref().unwrap().as_ref().expect("rotated");
+    assert_eq!((outcome.status.as_str(), outcome.job_id.as_str()), ("SUCCEEDED", "sweep-core-1"), "{outcome:?}");
+    assert!(registry.describe_certificate(&short.id).is_err(), "the expiring certificate is deleted");
+    let principals = registry.list_thing_principals(THING).unwrap();
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    assert!(principals[0].ends_with(&outcome.certificate_id));
+    assert_eq!(registry.list_thing_principals("lasting").unwrap(), vec![lasting.arn.clone()], "left alone");
+
+    let again = provision::rotate::rotate_expiring(&iot, &data, 30, "sweep-2", 4, poll, WAIT).await.unwrap();
+    assert!(again.is_empty(), "nothing expires any more: {again:?}");
+    wait_connection(&core, true).await;
+    core.shutdown(WAIT).await;
+}
+
+/// The cloud step resumes: a rotation job whose follower stopped (the device has its new
+/// certificate and waits for the attach) is found by the next `rotate` of the thing, which
+/// finishes that job instead of starting another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_cloud_step_stopped_is_resumed_by_the_next_run() {
+    let site = rotating_site(WAIT).await;
+    let local = site.cloud().local();
+    let core = start_core(&site).await;
+    wait_connection(&core, true).await;
+    rotation_job(local, "rotate-orphan");
+    let reported = site_testkit::wait_until(
+        "the core to report its new certificate",
+        async || local.jobs.describe_execution("rotate-orphan", THING).ok(),
+        |e| e.as_ref().is_some_and(|e| e.status_details.contains_key("newCertificateId")),
+        |e| format!("{e:?}"),
+    )
+    .await
+    .unwrap();
+    let new_id = reported.status_details["newCertificateId"].clone();
+
+    let (iot, data) = operator_clients(&site).await;
+    let poll = std::time::Duration::from_millis(50);
+    let outcome =
+        provision::rotate::rotate(&iot, &data, THING, "rotate-new", poll, WAIT).await.expect("the resumed rotation");
+    assert!(outcome.resumed);
+    assert_eq!((outcome.job_id.as_str(), outcome.status.as_str()), ("rotate-orphan", "SUCCEEDED"), "{outcome:?}");
+    assert_eq!(outcome.certificate_id, new_id);
+    assert!(local.jobs.describe_execution("rotate-new", THING).is_err(), "no second job");
+    let principals = local.registry.list_thing_principals(THING).unwrap();
+    assert_eq!(principals.len(), 1, "{principals:?}");
+    assert!(principals[0].ends_with(&new_id));
     core.shutdown(WAIT).await;
 }
 

@@ -886,6 +886,20 @@ impl Registry {
         Ok((cert, KeyPair { public_key_pem, private_key_pem }))
     }
 
+    /// [`Self::create_keys_and_certificate`] for a certificate valid only until `not_after`
+    /// (epoch seconds), as one from a private CA with a short life is: what a certificate that
+    /// is about to expire looks like to the audit and the rotation sweep.
+    pub fn create_keys_and_certificate_valid_until(
+        &self,
+        set_as_active: bool,
+        not_after: u64,
+    ) -> Result<(Certificate, KeyPair), RegistryError> {
+        let (issued, public_key_pem, private_key_pem) =
+            self.ca.issue_with_new_key_until("AWS IoT Certificate", not_after).map_err(internal)?;
+        let cert = self.register(issued.pem, &issued.der, set_as_active)?;
+        Ok((cert, KeyPair { public_key_pem, private_key_pem }))
+    }
+
     /// CreateCertificateFromCsr: a certificate for the CSR's own public key, signed by the local CA.
     pub fn create_certificate_from_csr(
         &self,

@@ -312,7 +312,7 @@ pub fn check_certificate(cert: &CertificateSnapshot, options: &CheckOptions) -> 
 }
 
 /// The certificate's notAfter: DescribeCertificate's validity, else read from the PEM.
-fn not_after(cert: &CertificateSnapshot) -> Result<i64, String> {
+pub(crate) fn not_after(cert: &CertificateSnapshot) -> Result<i64, String> {
     if let Some(end) = cert.not_after {
         return Ok(end);
     }
@@ -461,7 +461,7 @@ fn strings(value: Option<&Value>) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const DAY: i64 = 86_400;
@@ -478,7 +478,8 @@ mod tests {
         PolicySnapshot { name: "PumpCoreDevicePolicy".into(), document: rendered.document }
     }
 
-    fn cert(id: &str, status: &str, not_after: i64, things: &[&str]) -> CertificateSnapshot {
+    /// A certificate snapshot for the checks' and the rotation sweep's tests.
+    pub(crate) fn cert(id: &str, status: &str, not_after: i64, things: &[&str]) -> CertificateSnapshot {
         CertificateSnapshot {
             id: id.into(),
             status: status.into(),

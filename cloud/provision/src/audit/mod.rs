@@ -65,7 +65,7 @@ async fn read_policies(iot: &aws_sdk_iot::Client) -> Result<Vec<PolicySnapshot>,
     Ok(policies)
 }
 
-async fn read_certificates(iot: &aws_sdk_iot::Client) -> Result<Vec<CertificateSnapshot>, ProvisionError> {
+pub(crate) async fn read_certificates(iot: &aws_sdk_iot::Client) -> Result<Vec<CertificateSnapshot>, ProvisionError> {
     let listed: Vec<_> = all!(iot.list_certificates().page_size(250), "ListCertificates")?;
     let mut certificates = Vec::with_capacity(listed.len());
     for id in listed.iter().filter_map(|c| c.certificate_id()) {

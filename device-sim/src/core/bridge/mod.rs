@@ -245,6 +245,8 @@ struct Inner {
     config: BridgeConfig,
     /// What the next connect presents (starts as the configuration's).
     identity: Mutex<BridgeIdentity>,
+    /// Its TLS configuration, which the core's HTTPS clients follow ([`crate::core::identity`]).
+    tls: watch::Sender<Arc<rustls::ClientConfig>>,
     connected: watch::Sender<bool>,
     /// The reason code of the last DISCONNECT the server sent (MQTT 5).
     server_disconnect: watch::Sender<Option<u8>>,
@@ -358,7 +360,7 @@ impl MqttBridge {
             client_id: config.client_id.clone(),
             host,
             port,
-            tls,
+            tls: tls.clone(),
             keep_alive: config.keep_alive,
         });
         let (connected, _) = watch::channel(false);
@@ -368,6 +370,7 @@ impl MqttBridge {
         let inner = Arc::new(Inner {
             client,
             identity: Mutex::new(identity),
+            tls: watch::Sender::new(tls),
             spool: Mutex::new(Spool::new(config.spool_max_bytes)),
             config,
             connected,
@@ -403,10 +406,18 @@ impl MqttBridge {
         let tls = device_tls_config(&self.inner.config.endpoints.ca_file, &identity.cert_file, &identity.key)?;
         let (done, switched) = oneshot::channel();
         let gone = || BridgeSetupError("the bridge has stopped".into());
-        self.switch.send((tls, done)).await.map_err(|_| gone())?;
+        self.switch.send((tls.clone(), done)).await.map_err(|_| gone())?;
         switched.await.map_err(|_| gone())?;
         *lock(&self.inner.identity) = identity;
+        self.inner.tls.send_replace(tls);
         Ok(())
+    }
+
+    /// The TLS configuration of the identity the connection presents, and its changes: the
+    /// core's HTTPS clients (the Greengrass data plane, the credentials provider) follow it, so
+    /// after a switch they present the same certificate.
+    pub fn tls_identity(&self) -> crate::core::identity::TlsIdentity {
+        self.inner.tls.subscribe()
     }
 
     /// Whether the connection is up now, and its changes.
