@@ -206,7 +206,9 @@ struct CoreArgs {
     #[arg(long, requires = "cloud")]
     cloud_deployments: bool,
     /// Rotate the core's certificate on rotation jobs (`{"operation": "ROTATE_CERTIFICATE"}`),
-    /// with new keys made in the core's key store (`--pkcs11`, else `{root}/identity`).
+    /// with new keys made in the core's key store (`--pkcs11`, else `{root}/identity`): the
+    /// built-in plugin component `com.example.CertificateRotator`, configured with
+    /// `--update-config` (`proofDeadlineSeconds`, `attachTimeoutSeconds`).
     #[arg(long, requires = "cloud")]
     certificate_rotation: bool,
     /// Fault injection for the kill test: the rotation hangs right after its N-th record write.

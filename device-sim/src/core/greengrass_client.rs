@@ -237,6 +237,15 @@ pub struct Resolved {
     pub recipe_text: String,
 }
 
+/// The data-plane endpoint `endpoints.json` names.
+fn data_plane(cloud: &CloudOptions) -> Result<&str, ClientError> {
+    cloud
+        .endpoints
+        .greengrass_data_plane
+        .as_deref()
+        .ok_or_else(|| ClientError::Setup("endpoints.json names no Greengrass data plane (greengrassDataPlane)".into()))
+}
+
 /// The core's data-plane client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct GreengrassClient {
@@ -247,18 +256,16 @@ impl GreengrassClient {
     /// The client of a core with `cloud`: its certificate and key, the CA of `endpoints.json`,
     /// and the data-plane endpoint it advertises.
     pub fn from_options(cloud: &CloudOptions) -> Result<Self, ClientError> {
+        let endpoint = data_plane(cloud)?;
         let tls = device_tls_config(&cloud.endpoints.ca_file, &cloud.cert_file, &cloud.key)
             .map_err(|e| ClientError::Setup(e.to_string()))?;
-        Self::following(cloud, identity::fixed(tls))
+        Ok(Self::new(endpoint, &cloud.endpoints.region, identity::fixed(tls)))
     }
 
     /// The client of a core with `cloud` that presents whatever `identity` presents now (the
     /// bridge's, so it follows a certificate rotation).
     pub fn following(cloud: &CloudOptions, identity: TlsIdentity) -> Result<Self, ClientError> {
-        let endpoint = cloud.endpoints.greengrass_data_plane.clone().ok_or_else(|| {
-            ClientError::Setup("endpoints.json names no Greengrass data plane (greengrassDataPlane)".into())
-        })?;
-        Ok(Self::new(&endpoint, &cloud.endpoints.region, identity))
+        Ok(Self::new(data_plane(cloud)?, &cloud.endpoints.region, identity))
     }
 
     /// A client of the data plane at `endpoint` (an `https://` URL) in `region`, presenting the

@@ -46,6 +46,18 @@ pub enum RecipeStoreError {
     },
 }
 
+/// The configuration a built-in component (no recipe, no defaults) gets from its
+/// `--update-config` update; `Null` without one.
+pub fn builtin_configuration(update: Option<&ConfigurationUpdate>) -> Result<Value, String> {
+    match update {
+        Some(u) => Ok(crate::recipe::EffectiveConfiguration::apply(None, &serde_json::Map::new(), u)
+            .map_err(|e| e.to_string())?
+            .configuration
+            .to_value()),
+        None => Ok(Value::Null),
+    }
+}
+
 /// Parses the Greengrass CLI's `--update-config` document:
 /// `{"ComponentName": {"MERGE": {…}, "RESET": ["/pointer", …]}, …}` (`merge`/`reset` in any case).
 pub fn parse_update_config(doc: &Value) -> Result<HashMap<String, ConfigurationUpdate>, String> {

@@ -62,6 +62,7 @@ use super::local_shadow::LocalShadows;
 use super::pubsub::PubSub;
 use super::recipe_store::store_recipes;
 use super::rotation;
+use super::rotation::plugin::{self, CERTIFICATE_ROTATOR, ROTATOR_VERSION};
 use super::services::{IotCoreBridge, RestartRequest};
 use super::shadow_manager::ShadowManager;
 use super::shadow_sync::SHADOW_MANAGER;
@@ -83,9 +84,22 @@ pub const NUCLEUS: &str = super::nucleus_update::NUCLEUS;
 /// The IPC socket's file name under the core's root.
 pub const IPC_SOCKET_FILE: &str = "ipc.socket";
 
-/// The components built into the core, which recipes may depend on: (name, version).
-fn builtins(nucleus_version: &str) -> [(&str, &str); 3] {
-    [(NUCLEUS, nucleus_version), (SHADOW_MANAGER, SHADOW_MANAGER_VERSION), (TOKEN_EXCHANGE_SERVICE, TES_VERSION)]
+/// The components built into the core, which recipes may depend on: (name, version); the
+/// plugins among them are [`plugins`].
+fn builtins<'a>(nucleus_version: &'a str, options: &CoreOptions) -> Vec<(&'a str, &'a str)> {
+    let mut all = vec![
+        (NUCLEUS, nucleus_version),
+        (SHADOW_MANAGER, SHADOW_MANAGER_VERSION),
+        (TOKEN_EXCHANGE_SERVICE, TES_VERSION),
+    ];
+    all.extend(plugins(options));
+    all
+}
+
+/// The plugin components this core runs (compiled in, present when turned on).
+fn plugins(options: &CoreOptions) -> Vec<(&'static str, &'static str)> {
+    let rotating = options.cloud.as_ref().is_some_and(|c| c.certificate_rotation.is_some());
+    rotating.then_some((CERTIFICATE_ROTATOR, ROTATOR_VERSION)).into_iter().collect()
 }
 
 /// A running simulated core. Dropping it kills every component process and closes the IPC
@@ -154,11 +168,15 @@ impl Core {
     /// The composition root: each service builds itself from the options; this wires them.
     pub async fn start(options: CoreOptions) -> Result<Self, CoreError> {
         let mut options = options.absolute();
+        if let Some(rotation) = options.cloud.as_mut().and_then(|c| c.certificate_rotation.as_mut()) {
+            plugin::configure(options.update_config.get(CERTIFICATE_ROTATOR), rotation)
+                .map_err(CoreError::UpdateConfig)?;
+        }
         // A committed certificate rotation replaced the identity the core was started with.
         let rotation = rotation::service::from_options(&mut options).map_err(CoreError::Bridge)?;
         let nucleus_version = options.nucleus_version.to_string();
         let restart = RestartRequest::default();
-        let (deployed, specs, recipe_warnings) = Deployed::initial(&options, &builtins(&nucleus_version))?;
+        let (deployed, specs, recipe_warnings) = Deployed::initial(&options, &builtins(&nucleus_version, &options))?;
         let socket = prepare_root(&options, &deployed)?;
         let (tokens, config, access, pubsub) =
             (Tokens::default(), ConfigStore::new(), AccessControl::new(), PubSub::default());
@@ -221,7 +239,7 @@ impl Core {
                 &platform(crate::recipe::platform::ARCHITECTURE),
                 fleet_status::load_sequence(&options.root),
             );
-            let snapshot = snapshot_source(&supervisor, &deployments, &nucleus_version);
+            let snapshot = snapshot_source(&supervisor, &deployments, &nucleus_version, plugins(&options));
             let bridge = bridge.clone() as Arc<dyn IotCoreBridge>;
             let root = options.root.clone();
             tokio::spawn(fleet_status::run(reporter, bridge, inputs, snapshot, cadence, root))
@@ -410,20 +428,28 @@ impl Core {
 
 /// The core's components as the fleet status service reports them: the nucleus,
 /// then every supervised component with its state, root or not.
-fn snapshot_source(supervisor: &Arc<Supervisor>, deployments: &Deployments, nucleus_version: &str) -> SnapshotSource {
+fn snapshot_source(
+    supervisor: &Arc<Supervisor>,
+    deployments: &Deployments,
+    nucleus_version: &str,
+    plugins: Vec<(&'static str, &'static str)>,
+) -> SnapshotSource {
     let supervisor = Arc::downgrade(supervisor);
     let deployments = deployments.clone();
     let nucleus_version = nucleus_version.to_owned();
     Arc::new(move || {
-        let mut list = vec![Snapshot {
-            name: NUCLEUS.to_owned(),
-            version: nucleus_version.clone(),
+        // The nucleus and its plugins run as long as the core does.
+        let builtin = |name: &str, version: &str| Snapshot {
+            name: name.to_owned(),
+            version: version.to_owned(),
             state: ComponentState::Running,
             is_root: false,
             builtin: true,
             groups: Vec::new(),
             status_reason: None,
-        }];
+        };
+        let mut list = vec![builtin(NUCLEUS, &nucleus_version)];
+        list.extend(plugins.iter().map(|(name, version)| builtin(name, version)));
         let Some(supervisor) = supervisor.upgrade() else { return list };
         let (states, membership) = (supervisor.states(), deployments.membership());
         for spec in supervisor.components() {

@@ -44,7 +44,7 @@ use super::Tokens;
 use super::bridge::device_tls_config;
 use super::identity::{FollowsIdentity, TlsIdentity};
 use super::options::CoreOptions;
-use crate::recipe::{ConfigurationUpdate, EffectiveConfiguration};
+use crate::recipe::ConfigurationUpdate;
 
 /// The service's component name.
 pub const TOKEN_EXCHANGE_SERVICE: &str = "aws.greengrass.TokenExchangeService";
@@ -85,15 +85,7 @@ impl TesSettings {
         nucleus: Option<&ConfigurationUpdate>,
         tes: Option<&ConfigurationUpdate>,
     ) -> Result<Self, String> {
-        let merged = |update: Option<&ConfigurationUpdate>| -> Result<serde_json::Value, String> {
-            match update {
-                Some(u) => Ok(EffectiveConfiguration::apply(None, &serde_json::Map::new(), u)
-                    .map_err(|e| e.to_string())?
-                    .configuration
-                    .to_value()),
-                None => Ok(serde_json::Value::Null),
-            }
-        };
+        let merged = super::recipe_store::builtin_configuration;
         let nucleus = merged(nucleus)?;
         let role_alias = match nucleus.get("iotRoleAlias") {
             None | Some(serde_json::Value::Null) => None,

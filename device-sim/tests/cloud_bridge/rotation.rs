@@ -9,6 +9,7 @@ use device_sim::core::bridge::BridgeIdentity;
 use device_sim::core::key_store::DeviceKey;
 use device_sim::core::key_store::softhsm::SoftToken;
 use device_sim::core::options::{FreezePoint, RotationOptions};
+use device_sim::core::rotation::plugin::CERTIFICATE_ROTATOR;
 use device_sim::core::rotation::service::{ROTATE_OPERATION, attached_topic};
 use device_sim::core::runtime::Core;
 use kit::ipc::Subscription;
@@ -18,7 +19,7 @@ use local_cloud::registry::CertificateStatus;
 use local_cloud::server::LocalCloud;
 use serde_json::json;
 use site_testkit::WAIT;
-use site_testkit::site::wait_connection;
+use site_testkit::site::{self, wait_connection};
 
 use super::{
     TES_ALIAS, THING, bytes, env_writer_recipe, ipc, new_site, new_site_with, start_core, tes_env, tes_role_alias,
@@ -298,8 +299,13 @@ async fn after_a_rotation_the_credentials_provider_is_asked_with_the_new_certifi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_certificate_the_policy_does_not_allow_is_rolled_back_and_the_job_fails_with_the_reason() {
-    let site = rotating_site(std::time::Duration::from_secs(3)).await;
-    let (core, app) = connected_core(&site).await;
+    // The proof deadline comes from the rotator component's configuration.
+    let site = rotating_site(WAIT).await;
+    let mut config = site::shadow_sync(&["pump"]);
+    config[CERTIFICATE_ROTATOR] = json!({"MERGE": {"proofDeadlineSeconds": 3}});
+    let core = site.start_core(&config).await;
+    wait_connection(&core, true).await;
+    let app = site.cloud().observer(&["dt/core-1/#"]).await;
     let first = core.bridge().unwrap().identity();
     let local = site.cloud().local();
 
@@ -308,7 +314,7 @@ async fn a_new_certificate_the_policy_does_not_allow_is_rolled_back_and_the_job_
     let ended = cloud_step(local, &app, changes, "rotate-2", false).await;
     assert_eq!(ended.status, JobExecutionStatus::Failed);
     let reason = &ended.status_details["reason"];
-    assert!(reason.contains("did not connect"), "{reason}");
+    assert!(reason.contains("did not connect within 3s"), "{reason}");
 
     // Back on the old certificate, the only one the thing has; the new key is gone.
     wait_connection(&core, true).await;

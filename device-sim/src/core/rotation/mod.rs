@@ -10,8 +10,10 @@
 //! to take out); [`record`] keeps its record durably under the core's root, written before every
 //! step that has an effect in the cloud or on disk, so a core killed at any step resumes or
 //! rolls back at its next start ([`machine::on_start`]); [`service`] is the thin shell that takes
-//! rotation jobs and does the steps over the core's one connection.
+//! rotation jobs and does the steps over the core's one connection; [`plugin`] is how the core
+//! presents it, the built-in plugin component `com.example.CertificateRotator`.
 
 pub mod machine;
+pub mod plugin;
 pub mod record;
 pub mod service;
