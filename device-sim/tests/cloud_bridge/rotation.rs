@@ -263,6 +263,27 @@ async fn a_rotation_job_moves_the_core_to_a_new_certificate_made_on_the_device_a
     core.shutdown(WAIT).await;
 }
 
+/// With rotation on, the core runs the rotator as a built-in component that fleet status lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rotator_is_a_component_the_cores_fleet_status_lists() {
+    use cloud_api::greengrass::FleetStatus;
+    let mut policy: serde_json::Value = serde_json::from_str(ROTATION_POLICY).unwrap();
+    let health = format!("$aws/things/{THING}/greengrassv2/health/json");
+    policy["Statement"].as_array_mut().unwrap().push(json!({"Effect": "Allow", "Action": "iot:Publish",
+        "Resource": "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/greengrassv2/health/json"}));
+    let mut site = new_site_with(&policy.to_string()).await;
+    site.certificate_rotation = Some(RotationOptions::new(site.key_files()));
+    site.fleet_status = Some(std::time::Duration::from_secs(3600));
+    let mut app = site.cloud().observer(&[health.as_str()]).await;
+    let core = start_core(&site).await;
+    let report = app.wait_for("the launch report", |m| m.topic == health).await;
+    let report = FleetStatus::parse(&report.payload).expect("fleet status");
+    let rotator = report.components.iter().find(|c| c.component_name == CERTIFICATE_ROTATOR);
+    let rotator = rotator.unwrap_or_else(|| panic!("the rotator in {report:?}"));
+    assert_eq!((rotator.version.as_str(), rotator.status.as_str()), ("1.0.0", "RUNNING"), "{rotator:?}");
+    core.shutdown(WAIT).await;
+}
+
 /// After a rotation the core's HTTPS clients present the new certificate too: the old one is
 /// deleted, and a component's first credentials request (so no cached answer) still gets the
 /// token exchange role's credentials from the credentials provider over mutual TLS.
