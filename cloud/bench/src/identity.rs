@@ -192,8 +192,20 @@ pub struct Kill {
     pub status: String,
     /// Whether the device came back connected with exactly one working certificate.
     pub working: bool,
+    /// When working: whether that certificate is the rotation's new one (else the one before).
+    pub on_new: Option<bool>,
     /// What was wrong, when not working.
     pub problem: Option<String>,
+}
+
+impl Kill {
+    /// Whether it ended as a kill at its write point should: before the commit the job FAILED
+    /// and the device works on the certificate it had; from the commit on the job SUCCEEDED and
+    /// the device works on the new one.
+    pub fn as_expected(&self) -> bool {
+        let committed = self.write >= COMMIT_WRITE;
+        self.status == if committed { "SUCCEEDED" } else { "FAILED" } && self.on_new == Some(committed)
+    }
 }
 
 /// Everything one run measured.
@@ -685,6 +697,7 @@ async fn kill_rounds(
         })
         .await?;
         let job = format!("kill-{index}-after-{write}");
+        let before = thing_certificates(&clients.iot, &thing).await?;
         let rotation = tokio::spawn({
             let clients = clients.clone();
             let (thing, job) = (thing.clone(), job.clone());
@@ -715,9 +728,9 @@ async fn kill_rounds(
         let status = if outcome.timed_out { format!("{} (timed out)", outcome.status) } else { outcome.status.clone() };
         // Working: one certificate, ACTIVE, and the core connected with it since the restart.
         let recovered_until = Instant::now() + RECOVERY_DEADLINE;
-        let problem = loop {
+        let working = loop {
             let certificates = thing_certificates(&clients.iot, &thing).await?;
-            let problem = match certificates.as_slice() {
+            let working = match certificates.as_slice() {
                 [id] => {
                     let active = clients
                         .iot
@@ -729,20 +742,20 @@ async fn kill_rounds(
                         .and_then(|d| d.certificate_description?.status)
                         .is_some_and(|s| s == aws_sdk_iot::types::CertificateStatus::Active);
                     if !active {
-                        Some(format!("its one certificate {id} is not ACTIVE"))
+                        Err(format!("its one certificate {id} is not ACTIVE"))
                     } else if !connected_with(&presence.borrow(), &thing, restarted, id) {
-                        Some(format!(
+                        Err(format!(
                             "not connected with its certificate {id} since the restart (last presence: {:?})",
                             crate::identity::presence(&presence.borrow(), &thing)
                         ))
                     } else {
-                        None
+                        Ok(id.clone())
                     }
                 }
-                other => Some(format!("{} certificates attached: {other:?}", other.len())),
+                other => Err(format!("{} certificates attached: {other:?}", other.len())),
             };
-            if problem.is_none() || Instant::now() >= recovered_until {
-                break problem;
+            if working.is_ok() || Instant::now() >= recovered_until {
+                break working;
             }
             core.check_running()?;
             tokio::time::sleep(LOOK_EVERY.max(Duration::from_millis(100))).await;
@@ -750,8 +763,9 @@ async fn kill_rounds(
         kills.push(Kill {
             write,
             status,
-            working: problem.is_none(),
-            problem: problem.map(|p| format!("{thing}, killed after write {write} ({job}): {p}")),
+            working: working.is_ok(),
+            on_new: working.as_ref().ok().map(|id| !before.contains(id)),
+            problem: working.err().map(|p| format!("{thing}, killed after write {write} ({job}): {p}")),
         });
     }
     Ok(kills)
@@ -885,19 +899,23 @@ pub fn markdown(r: &IdentityResult, o: &Options, command: &str, machine: &str, b
         "rotations not SUCCEEDED with the old certificate deleted".into(),
         format!("{} of {}", r.rotation_failures.len(), r.sequential.len() + r.concurrent.len()),
     );
-    let mut by_write: BTreeMap<usize, (usize, BTreeMap<String, usize>, usize)> = BTreeMap::new();
+    let mut by_write: BTreeMap<usize, (usize, BTreeMap<String, usize>, usize, usize)> = BTreeMap::new();
     for k in &r.kills {
         let entry = by_write.entry(k.write).or_default();
         entry.0 += 1;
         *entry.1.entry(k.status.clone()).or_default() += 1;
         entry.2 += usize::from(k.working);
+        entry.3 += usize::from(k.on_new == Some(true));
     }
-    for (write, (n, statuses, working)) in &by_write {
+    for (write, (n, statuses, working, on_new)) in &by_write {
         let ends: Vec<String> = statuses.iter().map(|(s, c)| format!("{c} {s}")).collect();
         row(
             &mut out,
-            format!("killed after write {write}{}: job ended / working afterwards", write_name(*write)),
-            format!("{} / {working} of {n}", ends.join(", ")),
+            format!(
+                "killed after write {write}{}: job ended / working afterwards (of them on the new certificate)",
+                write_name(*write)
+            ),
+            format!("{} / {working} of {n} ({on_new})", ends.join(", ")),
         );
     }
     let broken = r.kills.iter().filter(|k| !k.working).count();
@@ -918,7 +936,7 @@ pub fn markdown(r: &IdentityResult, o: &Options, command: &str, machine: &str, b
         r.kills.len(),
         r.orphaned.len()
     );
-    let expected_ok = r.kills.iter().all(|k| k.status == if k.write < COMMIT_WRITE { "FAILED" } else { "SUCCEEDED" });
+    let expected_ok = r.kills.iter().all(Kill::as_expected);
     let _ = writeln!(
         out,
         "- Kills before the commit (writes 1–{}) end FAILED on the old certificate, kills from the commit on \
@@ -1008,13 +1026,27 @@ mod tests {
 
     #[test]
     fn the_kill_goal_needs_fifty_kills_all_working_and_no_orphans() {
-        let kill = |working| Kill { write: 1, status: "FAILED".into(), working, problem: None };
+        let kill = |working| Kill { write: 1, status: "FAILED".into(), working, on_new: Some(false), problem: None };
         assert_eq!(kill_goal(&vec![kill(true); 50], 0), Some(true));
         assert_eq!(kill_goal(&vec![kill(true); 50], 1), Some(false));
         let mut one_broken = vec![kill(true); 49];
         one_broken.push(kill(false));
         assert_eq!(kill_goal(&one_broken, 0), Some(false));
         assert_eq!(kill_goal(&vec![kill(true); 10], 0), None);
+    }
+
+    #[test]
+    fn a_kill_before_the_commit_fails_on_the_old_certificate_and_from_it_succeeds_on_the_new() {
+        let kill =
+            |write, status: &str, on_new| Kill { write, status: status.into(), working: true, on_new, problem: None };
+        assert!(kill(1, "FAILED", Some(false)).as_expected());
+        assert!(kill(3, "FAILED", Some(false)).as_expected());
+        assert!(!kill(3, "FAILED", Some(true)).as_expected(), "on a certificate the failed rotation made");
+        assert!(!kill(2, "SUCCEEDED", Some(true)).as_expected());
+        assert!(kill(4, "SUCCEEDED", Some(true)).as_expected());
+        assert!(kill(5, "SUCCEEDED", Some(true)).as_expected());
+        assert!(!kill(5, "SUCCEEDED", Some(false)).as_expected(), "back on the deleted certificate");
+        assert!(!kill(4, "SUCCEEDED", None).as_expected(), "not working");
     }
 
     #[test]
