@@ -371,12 +371,7 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<DeploymentsRe
         .await
         .context("the fleet deployment")?;
         report_progress("fleet", &fleet_run);
-        let core_logs: Vec<PathBuf> = cores.iter().map(|c| c.log.clone()).collect();
-        let log_notes =
-            [("the cores' logs", core_logs), ("the local cloud's log", vec![data_dir.join("local-cloud.log")])]
-                .into_iter()
-                .map(|(whose, files)| log_problems(whose, &files))
-                .collect();
+        let log_notes = run_log_notes(cores.iter().map(|c| c.log.clone()).collect(), &data_dir);
         anyhow::Ok(DeploymentsResult {
             provisioned_in,
             published_in,
@@ -757,9 +752,17 @@ impl RssSampler {
     }
 }
 
+/// [`log_problems`] of the cores' logs and of the local cloud's (in `data_dir`).
+pub(crate) fn run_log_notes(core_logs: Vec<PathBuf>, data_dir: &Path) -> Vec<String> {
+    [("the cores' logs", core_logs), ("the local cloud's log", vec![data_dir.join("local-cloud.log")])]
+        .into_iter()
+        .map(|(whose, files)| log_problems(whose, &files))
+        .collect()
+}
+
 /// Lines at WARN or ERROR in `files`: how many, and the most frequent kinds (the text after the
 /// level up to the first field).
-pub(crate) fn log_problems(whose: &str, files: &[PathBuf]) -> String {
+fn log_problems(whose: &str, files: &[PathBuf]) -> String {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for file in files {
         let text = std::fs::read_to_string(file).unwrap_or_default();

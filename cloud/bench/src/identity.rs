@@ -42,7 +42,7 @@ use tokio::sync::watch;
 
 use crate::child::ChildGuard;
 use crate::client::{Incoming, Protocol, connect};
-use crate::deployments::{log_problems, notes_section, run_lines, secs};
+use crate::deployments::{notes_section, run_lines, run_log_notes, secs};
 use crate::local::spawn;
 
 /// The cores' IoT policy.
@@ -447,11 +447,7 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<IdentityResul
         let (orphaned, things_not_one) = final_check(&clients, &things, &claims).await?;
         let core_logs: Vec<PathBuf> =
             std::fs::read_dir(work.join("logs"))?.filter_map(|e| Some(e.ok()?.path())).collect();
-        let log_notes =
-            [("the cores' logs", core_logs), ("the local cloud's log", vec![data_dir.join("local-cloud.log")])]
-                .into_iter()
-                .map(|(whose, files)| log_problems(whose, &files))
-                .collect();
+        let log_notes = run_log_notes(core_logs, &data_dir);
         anyhow::Ok(IdentityResult {
             setup_in,
             alone: alone_onboarding,
