@@ -707,8 +707,10 @@ async fn kill_rounds(
                 break;
             }
             core.check_running()?;
+            // Before the last write the core holds the job back until it is frozen; the last write
+            // (the end) comes once the cloud took the SUCCEEDED report, so the job may be over.
             anyhow::ensure!(
-                !rotation.is_finished(),
+                !rotation.is_finished() || write == WRITE_POINTS,
                 "{thing}: the rotation {job} ended before the core froze after write {write}:\n{}",
                 tail(&core.log)
             );
@@ -840,9 +842,10 @@ pub fn markdown(r: &IdentityResult, o: &Options, command: &str, machine: &str, b
          rotations one after another on the core alone, then one on each of the {} fleet cores at the same \
          time. Kills: {} rotations, kill `i` on fleet core `i mod {}` started with the hidden \
          `--rotation-freeze-after-writes N`, N = `i mod {WRITE_POINTS} + 1` (every record write of a rotation: \
-         the request naming the key, the certificate, the switch, the commit, the end); once its log says it \
-         froze, SIGKILL, and the core is started again without the flag on the same root while `rotate` runs \
-         on. The device has a working certificate if, after `rotate` returned, within {} s: its thing has \
+         the request naming the key, the certificate, the switch, the commit, the end — written once the cloud \
+         took the SUCCEEDED report, so the cloud's part may be over by then); once its log says it froze, \
+         SIGKILL, and the core is started again without the flag on the same root while `rotate` runs on. \
+         The device has a working certificate if, after `rotate` returned, within {} s: its thing has \
          exactly one certificate, it is ACTIVE, and the broker's newest presence event for the thing's client \
          id is a connection made after the restart presenting that certificate. At the end, every ACTIVE \
          certificate of the account attached to no thing, other than the two claims, is orphaned (read as \
