@@ -48,6 +48,12 @@ impl ChildGuard {
         }
     }
 
+    /// SIGKILL at once (no grace: the benchmark kills cores on purpose); reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then SIGKILL after a grace period; reaps the process.
     pub fn stop(mut self) {
         self.terminate();

@@ -371,12 +371,7 @@ pub async fn run(options: &Options, work: &Path) -> anyhow::Result<DeploymentsRe
         .await
         .context("the fleet deployment")?;
         report_progress("fleet", &fleet_run);
-        let core_logs: Vec<PathBuf> = cores.iter().map(|c| c.log.clone()).collect();
-        let log_notes =
-            [("the cores' logs", core_logs), ("the local cloud's log", vec![data_dir.join("local-cloud.log")])]
-                .into_iter()
-                .map(|(whose, files)| log_problems(whose, &files))
-                .collect();
+        let log_notes = run_log_notes(cores.iter().map(|c| c.log.clone()).collect(), &data_dir);
         anyhow::Ok(DeploymentsResult {
             provisioned_in,
             published_in,
@@ -757,6 +752,14 @@ impl RssSampler {
     }
 }
 
+/// [`log_problems`] of the cores' logs and of the local cloud's (in `data_dir`).
+pub(crate) fn run_log_notes(core_logs: Vec<PathBuf>, data_dir: &Path) -> Vec<String> {
+    [("the cores' logs", core_logs), ("the local cloud's log", vec![data_dir.join("local-cloud.log")])]
+        .into_iter()
+        .map(|(whose, files)| log_problems(whose, &files))
+        .collect()
+}
+
 /// Lines at WARN or ERROR in `files`: how many, and the most frequent kinds (the text after the
 /// level up to the first field).
 fn log_problems(whose: &str, files: &[PathBuf]) -> String {
@@ -799,7 +802,7 @@ fn download_phase_in(text: &str, id: &str) -> Option<(Duration, u64)> {
     Some((took, bytes))
 }
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64())
 }
 
@@ -893,18 +896,7 @@ pub fn markdown(r: &DeploymentsResult, o: &Options, command: &str, machine: &str
         o.cores,
         if o.cores == 1 { "" } else { "s" }
     );
-    let _ = writeln!(out, "- Command: `{command}`");
-    let _ = writeln!(out, "- Date: {}", bench_common::format::now_utc());
-    let _ = writeln!(
-        out,
-        "- Machine: {machine}. The machine is shared: other processes may have been running, and the local \
-         cloud and every core run on its cores."
-    );
-    let _ = writeln!(
-        out,
-        "- Builds: `local-cloud serve` and `device-sim core`, {build}s, each its own process, everything on \
-         127.0.0.1 (MQTT over mTLS, HTTP, the Greengrass data plane over mTLS)."
-    );
+    run_lines(&mut out, command, machine, build, "MQTT over mTLS, HTTP, the Greengrass data plane over mTLS");
     let _ = writeln!(
         out,
         "- Set-up: {} fleet core{} in one thing group and one more core in its own group for the single-core \
@@ -1015,13 +1007,35 @@ pub fn markdown(r: &DeploymentsResult, o: &Options, command: &str, machine: &str
         })
         .chain(r.log_notes.iter().cloned())
         .collect();
+    notes_section(&mut out, &notes);
+    out
+}
+
+/// The lines every section of a run with the local cloud and `device-sim core` processes opens
+/// with: the command, the date, the machine and the builds (`over`: what the processes speak).
+pub(crate) fn run_lines(out: &mut String, command: &str, machine: &str, build: &str, over: &str) {
+    let _ = writeln!(out, "- Command: `{command}`");
+    let _ = writeln!(out, "- Date: {}", bench_common::format::now_utc());
+    let _ = writeln!(
+        out,
+        "- Machine: {machine}. The machine is shared: other processes may have been running, and the local \
+         cloud and every core run on its cores."
+    );
+    let _ = writeln!(
+        out,
+        "- Builds: `local-cloud serve` and `device-sim core`, {build}s, each its own process, everything on \
+         127.0.0.1 ({over})."
+    );
+}
+
+/// "Notes from the run", when there are any.
+pub(crate) fn notes_section(out: &mut String, notes: &[String]) {
     if !notes.is_empty() {
         let _ = writeln!(out, "\n### Notes from the run\n");
         for n in notes {
             let _ = writeln!(out, "- {n}");
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -16,11 +16,14 @@
 //! - `jobs`: `--jobs`, CreateJob → `notify-next` at many things (local cloud only).
 //! - `deployments`: `--deployments`, Greengrass CreateDeployment → SUCCEEDED at many simulated
 //!   cores (`device-sim core` processes), their memory and artifact download rate.
+//! - `identity`: `--identity`, onboarding by claim, certificate rotation, and rotations
+//!   interrupted by SIGKILL of `device-sim core` processes.
 
 mod child;
 mod client;
 mod deployments;
 mod flow;
+mod identity;
 mod idle;
 mod jobs;
 mod local;
@@ -65,9 +68,10 @@ struct Cli {
     /// simulated cores (`device-sim core` processes), their RSS, the artifact download rate.
     #[arg(long, conflicts_with = "jobs")]
     deployments: bool,
-    /// Cores in the deployments benchmark's thing group (one more core gives the single-core figures).
-    #[arg(long, default_value_t = 50, requires = "deployments")]
-    cores: usize,
+    /// Cores in the deployments benchmark's thing group (one more core gives the single-core
+    /// figures), or the cores onboarded at once in the identity benchmark. Default 50.
+    #[arg(long)]
+    cores: Option<usize>,
     /// The deployment's IoT job rollout rate (`maximumPerMinute`); 0 for none.
     #[arg(long, default_value_t = 600, requires = "deployments")]
     rollout_per_minute: u32,
@@ -77,10 +81,23 @@ struct Cli {
     /// Size of the large artifact the download rate is measured with, MiB.
     #[arg(long, default_value_t = 64, requires = "deployments")]
     download_mib: u64,
-    /// The `device-sim` binary; default: next to this binary.
-    #[arg(long, requires = "deployments")]
+    /// The `device-sim` binary (`--deployments`, `--identity`); default: next to this binary.
+    #[arg(long)]
     device_sim_bin: Option<PathBuf>,
+    /// Run only the device identity benchmark: onboarding by claim of one core and of `--cores`
+    /// at once, certificate rotations, and `--kills` rotations interrupted by SIGKILL.
+    #[arg(long, conflicts_with_all = ["jobs", "deployments"])]
+    identity: bool,
+    /// Rotations interrupted by SIGKILL of the core (one per record write in turn).
+    #[arg(long, default_value_t = 50, requires = "identity")]
+    kills: usize,
+    /// Rotations one after another on the core alone.
+    #[arg(long, default_value_t = 10, requires = "identity")]
+    rotations: usize,
 }
+
+/// Cores when `--cores` is not given.
+const DEFAULT_CORES: usize = 50;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -116,6 +133,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.deployments {
         return run_deployments(cli).await;
     }
+    if cli.identity {
+        return run_identity(cli).await;
+    }
+    anyhow::ensure!(
+        cli.cores.is_none() && cli.device_sim_bin.is_none(),
+        "--cores and --device-sim-bin go with --deployments or --identity"
+    );
     let plan = if cli.quick { plan::Plan::quick() } else { plan::Plan::full() };
     let command = report::command_line(cli.quick, cli.out.as_deref());
     let machine = machine::Machine::describe();
@@ -211,17 +235,12 @@ async fn run_jobs(cli: Cli) -> anyhow::Result<()> {
 async fn run_deployments(cli: Cli) -> anyhow::Result<()> {
     let work =
         tempfile::Builder::new().prefix("deployments-bench-").tempdir().context("creating a temporary directory")?;
-    let local_cloud_bin = local::binary(cli.local_cloud_bin.as_deref()).context("finding the local-cloud binary")?;
-    let device_sim_bin = match cli.device_sim_bin {
-        Some(p) => p,
-        None => std::env::current_exe().context("locating this binary")?.with_file_name("device-sim"),
-    };
-    let debug = [&local_cloud_bin, &device_sim_bin].iter().all(|b| b.components().any(|c| c.as_os_str() == "debug"));
-    let build = if debug { "debug build" } else { "release build" };
+    let (local_cloud_bin, device_sim_bin, build) = core_binaries(&cli)?;
+    let cores = cli.cores.unwrap_or(DEFAULT_CORES);
     let options = deployments::Options {
         local_cloud_bin,
         device_sim_bin,
-        cores: cli.cores,
+        cores,
         rollout_per_minute: (cli.rollout_per_minute > 0).then_some(cli.rollout_per_minute),
         artifact_mib: cli.artifact_mib,
         download_mib: cli.download_mib,
@@ -231,7 +250,35 @@ async fn run_deployments(cli: Cli) -> anyhow::Result<()> {
     let body = deployments::markdown(&result, &options, &command_as_run(), &machine, build);
     // One section per group size and rollout rate, so several runs stay in the file side by side.
     let rollout = options.rollout_per_minute.map_or_else(|| "none".to_owned(), |r| r.to_string());
-    write_marked(cli.out.as_deref(), &format!("broker-bench-deployments-{}-rollout-{rollout}", cli.cores), &body)
+    write_marked(cli.out.as_deref(), &format!("broker-bench-deployments-{cores}-rollout-{rollout}"), &body)
+}
+
+/// The `local-cloud` and `device-sim` binaries, and whether they are debug or release builds.
+fn core_binaries(cli: &Cli) -> anyhow::Result<(PathBuf, PathBuf, &'static str)> {
+    let local_cloud_bin = local::binary(cli.local_cloud_bin.as_deref()).context("finding the local-cloud binary")?;
+    let device_sim_bin = match &cli.device_sim_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("locating this binary")?.with_file_name("device-sim"),
+    };
+    let debug = [&local_cloud_bin, &device_sim_bin].iter().all(|b| b.components().any(|c| c.as_os_str() == "debug"));
+    Ok((local_cloud_bin, device_sim_bin, if debug { "debug build" } else { "release build" }))
+}
+
+async fn run_identity(cli: Cli) -> anyhow::Result<()> {
+    let work =
+        tempfile::Builder::new().prefix("identity-bench-").tempdir().context("creating a temporary directory")?;
+    let (local_cloud_bin, device_sim_bin, build) = core_binaries(&cli)?;
+    let options = identity::Options {
+        local_cloud_bin,
+        device_sim_bin,
+        cores: cli.cores.unwrap_or(DEFAULT_CORES),
+        kills: cli.kills,
+        rotations: cli.rotations,
+    };
+    let machine = bench_common::machine::Machine::describe().summary();
+    let result = identity::run(&options, work.path()).await?;
+    let body = identity::markdown(&result, &options, &command_as_run(), &machine, build);
+    write_marked(cli.out.as_deref(), &format!("broker-bench-identity-{}", options.cores), &body)
 }
 
 /// The command as run: the profile this binary was built with, and its arguments.
