@@ -3,7 +3,7 @@
 //! numbers and values to strings by the standard conversions of [`super::value`].
 //!
 //! Left out: the functions that call other services (`aws_lambda`, `get_dynamodb`,
-//! `get_thing_shadow`, `get_secret`, `get_registry_data`, `machinelearning_predict`, …), the
+//! `get_thing_shadow`, `get_secret`, `get_registry_data`, `machinelearning_predict`), the
 //! hashes (`md2` … `sha512`), the regular-expression functions, `parse_time` and
 //! `time_to_epoch` (Joda and JDK date patterns); naming one is a parse error.
 
@@ -14,16 +14,8 @@ use super::eval::Context;
 use super::value::{Num, Value};
 
 /// Functions that call another AWS service: named in the parse error, never evaluated here.
-pub(crate) const NEEDS_SERVICE: &[&str] = &[
-    "aws_lambda",
-    "get_dynamodb",
-    "get_thing_shadow",
-    "get_secret",
-    "get_registry_data",
-    "get_mqtt_property",
-    "get_or_default",
-    "machinelearning_predict",
-];
+pub(crate) const NEEDS_SERVICE: &[&str] =
+    &["aws_lambda", "get_dynamodb", "get_thing_shadow", "get_secret", "get_registry_data", "machinelearning_predict"];
 
 /// Every function this engine evaluates, by canonical name.
 pub const FUNCTIONS: &[&str] = &[

@@ -457,6 +457,8 @@ fn operator_type_tables() {
             "SELECT 9223372036854775807 + 1 AS big, -9223372036854775808 AS min, -(-9223372036854775808) AS neg FROM 't'",
             Json(json!({"big":9.223372036854776e18,"min":i64::MIN,"neg":9.223372036854776e18})),
         ),
+        // Int division truncates; overflow to infinity and division by zero are Undefined.
+        (p, "t", "SELECT 7 / 2 AS a, 1e308 * 10 AS b, 0.0 / 0 AS c, -7 % 3 AS d FROM 't'", Json(json!({"a":3,"d":-1}))),
         // Comparisons convert to Decimal; = compares without conversion (mismatched types are not equal).
         (
             p,
