@@ -12,15 +12,43 @@ use super::parser::{BinOp, Expr, Item, Projection, Query, Statement};
 use super::value::{Num, Value};
 use super::{EvalError, Message, Output};
 
-/// What one evaluation reads: the message, and a generator for `newuuid()` and `rand()`.
+/// The most work one evaluation may do, in steps: one per expression evaluated, plus the
+/// number of members or items of every value read from the payload. Nested queries multiply
+/// (each level runs once per element of the level above), so without a bound a short statement
+/// could run for hours; a real rule over a large array stays far below it.
+pub const MAX_EVAL_STEPS: u64 = 200_000;
+
+/// What one evaluation reads: the message, a generator for `newuuid()` and `rand()`, and the
+/// work done so far.
 pub(crate) struct Context<'a> {
     pub message: &'a Message<'a>,
     rng: Cell<u64>,
+    steps: Cell<u64>,
 }
 
 impl<'a> Context<'a> {
     pub(crate) fn new(message: &'a Message<'a>) -> Self {
-        Context { message, rng: Cell::new(message.random_seed) }
+        Context { message, rng: Cell::new(message.random_seed), steps: Cell::new(0) }
+    }
+
+    /// Counts `n` steps of work; an error once the budget is spent.
+    fn spend(&self, n: usize) -> Result<(), EvalError> {
+        let steps = self.steps.get().saturating_add(n as u64);
+        self.steps.set(steps);
+        if steps > MAX_EVAL_STEPS {
+            return Err(EvalError::TooComplex);
+        }
+        Ok(())
+    }
+
+    /// Counts a value read from the payload: one step per member or item at its top level.
+    fn read(&self, value: Value) -> Result<Value, EvalError> {
+        match &value {
+            Value::Array(items) => self.spend(items.len())?,
+            Value::Object(members) => self.spend(members.len())?,
+            _ => {}
+        }
+        Ok(value)
     }
 
     /// The topic as `topic()` sees it: without a Basic Ingest prefix `$aws/rules/{rule}/`.
@@ -159,6 +187,7 @@ fn query(q: &Query, doc: Option<&Value>, cx: &Context) -> Result<Value, EvalErro
         Value::Array(elements) => {
             let mut out = Vec::new();
             for element in &elements {
+                cx.spend(1)?;
                 let v = one(element)?;
                 if !v.is_undefined() {
                     out.push(v);
@@ -174,17 +203,18 @@ fn query(q: &Query, doc: Option<&Value>, cx: &Context) -> Result<Value, EvalErro
 /// Evaluates an expression; `doc` is the JSON document keys are read from (`None`: the payload
 /// is not JSON).
 pub(crate) fn eval(expr: &Expr, doc: Option<&Value>, cx: &Context) -> Result<Value, EvalError> {
+    cx.spend(1)?;
     Ok(match expr {
         Expr::Literal(v) => v.clone(),
         Expr::Star => match doc {
-            Some(d) => d.clone(),
+            Some(d) => cx.read(d.clone())?,
             None => return Err(EvalError::PayloadNotJson { reference: "*".to_owned() }),
         },
         Expr::Field(key) => match doc {
-            Some(d) => d.member(key),
+            Some(d) => cx.read(d.member(key))?,
             None => return Err(EvalError::PayloadNotJson { reference: key.clone() }),
         },
-        Expr::Member(base, key) => eval(base, doc, cx)?.member(key),
+        Expr::Member(base, key) => cx.read(eval(base, doc, cx)?.member(key))?,
         Expr::Not(inner) => match eval(inner, doc, cx)?.to_bool() {
             Some(b) => Value::Bool(!b),
             None => Value::Undefined,

@@ -382,7 +382,7 @@ pub(crate) fn call(name: &str, args: Vec<Value>, cx: &Context) -> Value {
     let a = args.as_slice();
     match (name, a) {
         ("abs", [x]) => match x.to_number() {
-            Some(Num::Int(i)) => int(i.checked_abs()),
+            Some(Num::Int(i)) => i.checked_abs().map(Value::Int).unwrap_or_else(|| Value::decimal((i as f64).abs())),
             Some(Num::Dec(d)) => Value::decimal(d.abs()),
             None => Value::Undefined,
         },

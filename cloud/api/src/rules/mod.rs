@@ -29,6 +29,7 @@ pub mod value;
 #[cfg(test)]
 mod tests;
 
+pub use eval::MAX_EVAL_STEPS;
 pub use parser::{Expr, Item, Projection, Statement, parse, parse_expression};
 pub use template::{Template, TemplateError, substitute};
 pub use value::Value;
@@ -63,6 +64,10 @@ pub enum EvalError {
         /// The key, or `*`, the statement reads.
         reference: String,
     },
+    /// The statement needs more than [`MAX_EVAL_STEPS`] steps on this message (nested queries
+    /// over large arrays multiply).
+    #[error("the statement needs more than {MAX_EVAL_STEPS} evaluation steps on this message")]
+    TooComplex,
     /// `SELECT *, …` on a payload that is not a JSON object.
     #[error("`*` with other items needs a JSON object payload; select `*` alone or name the keys")]
     StarWithOtherItems,

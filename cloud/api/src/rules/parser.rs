@@ -296,7 +296,7 @@ impl Parser {
     /// Whether the token `ahead` ends a SELECT item, so that a preceding `VALUE` is a key.
     fn looks_like_item_end(&self, ahead: usize) -> bool {
         match self.peek_at(ahead).kind {
-            Tok::Sym(",") | Tok::End => true,
+            Tok::Sym(",") | Tok::Sym(".") | Tok::End => true,
             Tok::Ident(s) => s.eq_ignore_ascii_case("FROM") || s.eq_ignore_ascii_case("AS"),
             _ => false,
         }

@@ -565,3 +565,29 @@ fn deep_values_and_long_strings_stay_bounded() {
     let s = parse("SELECT * FROM 't'").unwrap();
     assert_eq!(evaluate(&s, &message("t", deep.as_bytes())).unwrap(), Some(Output::Bytes(deep.clone().into_bytes())));
 }
+
+#[test]
+fn nested_queries_that_multiply_stop_at_the_step_budget() {
+    let list = format!("[{}]", (0..100).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let mut sql = "1".to_owned();
+    for _ in 0..5 {
+        sql = format!("(SELECT VALUE {sql} FROM {list})");
+    }
+    let s = parse(&format!("SELECT {sql} AS x FROM 't'")).unwrap();
+    assert_eq!(evaluate(&s, &message("t", b"{}")), Err(EvalError::TooComplex));
+    // A rule over a large array stays within it.
+    let readings: Vec<Json> = (0..5000).map(|i| json!({"n": "t", "v": i})).collect();
+    let payload = json!({ "e": readings }).to_string();
+    let s = parse("SELECT (SELECT VALUE v * 2 FROM e WHERE n = 't' AND v % 1000 = 0) AS x FROM 't'").unwrap();
+    let out = evaluate(&s, &message("t", payload.as_bytes())).unwrap().unwrap();
+    assert_eq!(out, Output::Json(json!({"x": [0, 2000, 4000, 6000, 8000]})));
+}
+
+#[test]
+fn expressions_at_the_depth_limit_evaluate() {
+    let sql = format!("SELECT VALUE {}1{} FROM 't'", "abs(".repeat(62), ")".repeat(62));
+    let s = parse(&sql).unwrap();
+    assert_eq!(evaluate(&s, &message("t", b"{}")), Ok(Some(Output::Json(json!(1)))));
+    let value_key = parse("SELECT value.x FROM 't'").unwrap();
+    assert_eq!(evaluate(&value_key, &message("t", br#"{"value":{"x":2}}"#)), Ok(Some(Output::Json(json!({"x": 2})))));
+}
