@@ -130,6 +130,7 @@ fn project(select: &Projection, doc: Option<&Value>, cx: &Context) -> Result<Val
         match item {
             Item::Star => match doc {
                 Some(Value::Object(members)) => {
+                    cx.spend(members.len())?;
                     for (k, v) in members {
                         insert(&mut out, std::slice::from_ref(k), v.clone());
                     }
