@@ -20,10 +20,7 @@ const PAYLOAD: &[u8] = br#"{"deviceid":"iot123","temp":54.98,"n":-7,"s":"5","b":
 pub fn iot_sql(data: &[u8]) -> Outcome {
     let (sql, rest) = split_nul(data);
     let (payload, template) = match rest {
-        Some(rest) => {
-            let (payload, template) = split_nul(rest);
-            (payload, template)
-        }
+        Some(rest) => split_nul(rest),
         None => (PAYLOAD, None),
     };
     let Ok(sql) = std::str::from_utf8(sql) else { return Outcome::Rejected };
