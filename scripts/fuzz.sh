@@ -37,6 +37,7 @@ options() {
     case "$1" in
         shadow_document) echo "-dict=fuzz/dicts/shadow.dict -max_len=16384" ;;
         iot_policy) echo "-dict=fuzz/dicts/iot_policy.dict -max_len=4096" ;;
+        iot_sql) echo "-dict=fuzz/dicts/iot_sql.dict -max_len=4096" ;;
         recipe) echo "-dict=fuzz/dicts/recipe.dict -max_len=8192" ;;
         http_body) echo "-dict=fuzz/dicts/http_body.dict -max_len=8192" ;;
         ipc_frame) echo "-dict=fuzz/dicts/ipc_frame.dict -max_len=8192" ;;

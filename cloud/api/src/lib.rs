@@ -11,6 +11,8 @@
 //! - [`jobs`]: IoT Jobs topics (default and namespaced), device API payloads, and the pure
 //!   job execution engine.
 //! - [`policy`]: IoT policy documents and their evaluation.
+//! - [`rules`]: AWS IoT SQL (2016-03-23): rule statements, their evaluation on a message, and
+//!   the substitution templates of rule actions.
 //! - [`ipc`]: the Greengrass IPC wire protocol: event-stream frames, the RPC layer, operation shapes.
 //! - [`greengrass`]: Greengrass v2 fleet contracts: deployment requests and documents, fleet
 //!   status, and the core-device view built from what cores report.
@@ -21,5 +23,6 @@ pub mod ipc;
 pub mod jobs;
 pub mod limits;
 pub mod policy;
+pub mod rules;
 pub mod shadow;
 pub mod topic;

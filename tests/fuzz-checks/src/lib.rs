@@ -20,6 +20,7 @@ mod policy;
 mod recipe;
 mod shadow;
 mod sigv4;
+mod sql;
 
 pub use http::http_body;
 pub use ipc::ipc_frame;
@@ -31,6 +32,7 @@ pub use policy::iot_policy;
 pub use recipe::recipe;
 pub use shadow::shadow_document;
 pub use sigv4::sigv4_request;
+pub use sql::iot_sql;
 
 /// What a parser did with one input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,7 @@ pub type Check = fn(&[u8]) -> Outcome;
 pub const TARGETS: &[(&str, Check)] = &[
     ("http_body", http_body),
     ("iot_policy", iot_policy),
+    ("iot_sql", iot_sql),
     ("ipc_frame", ipc_frame),
     ("jobs_request", jobs_request),
     ("modbus_response", modbus_response),
