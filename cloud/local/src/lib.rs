@@ -26,6 +26,7 @@
 //!   timers, continuous jobs; an in-process interface for other services.
 //! - [`provisioning`]: fleet provisioning: templates and claims over HTTP, the device
 //!   provisioning MQTT API (`$aws/certificates/…`, `$aws/provisioning-templates/…`).
+//! - [`rules`]: the rules engine's topic rules (CreateTopicRule and the rest of its control plane).
 //! - [`greengrass`]: Greengrass V2 components: the control plane on the same HTTP endpoint,
 //!   the data plane for cores on its own mutual-TLS listener.
 
@@ -42,6 +43,7 @@ pub mod jobs;
 pub mod mtls;
 pub mod provisioning;
 pub mod registry;
+pub mod rules;
 pub mod s3;
 pub mod server;
 pub mod shadows;

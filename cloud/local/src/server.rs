@@ -109,6 +109,8 @@ pub struct LocalCloud {
     pub iam: crate::iam::Iam,
     /// The credentials provider (role aliases), for in-process use.
     pub iot_credentials: crate::iot_credentials::IotCredentials,
+    /// The rules engine's topic rules, for in-process use.
+    pub rules: crate::rules::TopicRules,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
@@ -184,6 +186,7 @@ impl LocalCloud {
             .context("loading provisioning templates")?;
         let iot_credentials =
             crate::iot_credentials::IotCredentials::new(store.clone(), clock.clone(), iam.clone(), registry.clone());
+        let rules = crate::rules::TopicRules::new(store.clone(), clock.clone(), &config.region, &config.account_id);
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.
@@ -208,6 +211,7 @@ impl LocalCloud {
             provisioning: provisioning.clone(),
             events,
             iot_credentials: iot_credentials.clone(),
+            rules: rules.clone(),
             credentials_endpoint: gg_addr.to_string(),
             iam: iam.clone(),
         };
@@ -287,6 +291,7 @@ impl LocalCloud {
             provisioning,
             iam,
             iot_credentials,
+            rules,
             shutdown,
             tasks,
             store,

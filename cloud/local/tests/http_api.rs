@@ -100,6 +100,7 @@ async fn start_api() -> Api {
     let iam = local_cloud::iam::Iam::new(store.clone(), clock.clone(), admin, "us-east-1", "000000000000");
     let iot_credentials =
         local_cloud::iot_credentials::IotCredentials::new(store.clone(), clock.clone(), iam.clone(), registry.clone());
+    let rules = local_cloud::rules::TopicRules::new(store.clone(), clock.clone(), "us-east-1", "000000000000");
     let shadows = ShadowService::new(store, bus.clone(), clock);
     let state = AppState {
         registry,
@@ -110,6 +111,7 @@ async fn start_api() -> Api {
         provisioning,
         events,
         iot_credentials,
+        rules,
         credentials_endpoint: "127.0.0.1:8443".into(),
         iam,
     };
@@ -1022,4 +1024,100 @@ async fn requests_not_signed_by_a_known_key_get_awss_authentication_errors() {
     let bad = "Authorization: AWS4-HMAC-SHA256 Credential=AKID/2024/us-east-1/iot/aws4_request, SignedHeaders=host, Signature=00\r\n";
     let r = raw_with(addr, "GET", "/things", b"", bad).await;
     assert_eq!((r.status, r.header("x-amzn-ErrorType")), (403, Some("IncompleteSignatureException")));
+}
+
+#[tokio::test]
+async fn topic_rules_are_created_read_listed_replaced_toggled_and_deleted_through_the_sdk() {
+    use aws_sdk_iot::types::{Action, LambdaAction, RepublishAction, TopicRulePayload};
+    let api = start_api().await;
+    let iot = iot(&api.url);
+    let republish = Action::builder()
+        .republish(
+            RepublishAction::builder()
+                .role_arn("arn:aws:iam::000000000000:role/rules")
+                .topic("cmd/${topic(3)}/maintenance")
+                .qos(1)
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let lambda = Action::builder()
+        .lambda(
+            LambdaAction::builder()
+                .function_arn("arn:aws:lambda:us-east-1:000000000000:function:anomalies")
+                .build()
+                .unwrap(),
+        )
+        .build();
+    let payload = TopicRulePayload::builder()
+        .sql("SELECT *, topic(3) AS thing FROM 'dt/pump/+/anomalies' WHERE severity > 1")
+        .aws_iot_sql_version("2016-03-23")
+        .description("anomalies to the handler")
+        .actions(lambda)
+        .error_action(republish.clone())
+        .build()
+        .unwrap();
+    iot.create_topic_rule().rule_name("pump_anomalies").topic_rule_payload(payload.clone()).send().await.unwrap();
+
+    let got = iot.get_topic_rule().rule_name("pump_anomalies").send().await.unwrap();
+    assert_eq!(got.rule_arn(), Some("arn:aws:iot:us-east-1:000000000000:rule/pump_anomalies"));
+    let rule = got.rule().unwrap();
+    assert_eq!(rule.sql(), Some(payload.sql()));
+    assert_eq!(rule.aws_iot_sql_version(), Some("2016-03-23"));
+    assert_eq!(rule.rule_disabled(), Some(false));
+    assert!(rule.created_at().is_some());
+    assert_eq!(
+        rule.actions()[0].lambda().unwrap().function_arn(),
+        "arn:aws:lambda:us-east-1:000000000000:function:anomalies"
+    );
+    assert_eq!(rule.error_action().unwrap().republish().unwrap().qos(), Some(1));
+
+    let again = iot.create_topic_rule().rule_name("pump_anomalies").topic_rule_payload(payload.clone()).send().await;
+    assert!(again.unwrap_err().into_service_error().is_resource_already_exists_exception());
+
+    iot.disable_topic_rule().rule_name("pump_anomalies").send().await.unwrap();
+    let listed = iot.list_topic_rules().rule_disabled(true).send().await.unwrap();
+    let item = &listed.rules()[0];
+    assert_eq!(
+        (item.rule_name(), item.topic_pattern(), item.rule_disabled()),
+        (Some("pump_anomalies"), Some("dt/pump/+/anomalies"), Some(true))
+    );
+    assert!(iot.list_topic_rules().rule_disabled(false).send().await.unwrap().rules().is_empty());
+    iot.enable_topic_rule().rule_name("pump_anomalies").send().await.unwrap();
+    let by_topic = iot.list_topic_rules().topic("dt/pump/+/anomalies").send().await.unwrap();
+    assert_eq!(by_topic.rules().len(), 1);
+
+    let replaced = TopicRulePayload::builder().sql("SELECT speed FROM 'dt/pump/#'").actions(republish).build().unwrap();
+    iot.replace_topic_rule().rule_name("pump_anomalies").topic_rule_payload(replaced).send().await.unwrap();
+    let rule = iot.get_topic_rule().rule_name("pump_anomalies").send().await.unwrap().rule.unwrap();
+    assert_eq!((rule.sql(), rule.aws_iot_sql_version()), (Some("SELECT speed FROM 'dt/pump/#'"), Some("2015-10-08")));
+
+    iot.delete_topic_rule().rule_name("pump_anomalies").send().await.unwrap();
+    // IoT Core answers a rule that does not exist with UnauthorizedException.
+    let gone = iot.get_topic_rule().rule_name("pump_anomalies").send().await.unwrap_err().into_service_error();
+    assert!(gone.is_unauthorized_exception(), "{gone:?}");
+    let gone = iot.delete_topic_rule().rule_name("pump_anomalies").send().await.unwrap_err().into_service_error();
+    assert!(gone.is_unauthorized_exception(), "{gone:?}");
+}
+
+#[tokio::test]
+async fn a_topic_rule_with_bad_sql_or_an_action_the_local_cloud_does_not_run_is_refused_with_the_reason() {
+    use aws_sdk_iot::types::{Action, SqsAction, TopicRulePayload};
+    let api = start_api().await;
+    let iot = iot(&api.url);
+    let bad_sql = TopicRulePayload::builder().sql("SELECT FROM WHERE").set_actions(Some(vec![])).build().unwrap();
+    let err = iot.create_topic_rule().rule_name("r").topic_rule_payload(bad_sql).send().await.unwrap_err();
+    let err = err.into_service_error();
+    assert!(err.is_sql_parse_exception(), "{err:?}");
+    assert!(err.message().is_some_and(|m| !m.is_empty()));
+
+    let sqs = Action::builder()
+        .sqs(SqsAction::builder().role_arn("arn:aws:iam::000000000000:role/r").queue_url("q").build().unwrap())
+        .build();
+    let payload = TopicRulePayload::builder().sql("SELECT * FROM 'a'").actions(sqs).build().unwrap();
+    let err = iot.create_topic_rule().rule_name("r").topic_rule_payload(payload).send().await.unwrap_err();
+    let err = err.into_service_error();
+    assert!(err.is_invalid_request_exception(), "{err:?}");
+    assert!(err.message().unwrap().contains("does not run sqs actions"), "{err:?}");
+    assert!(iot.list_topic_rules().send().await.unwrap().rules().is_empty());
 }

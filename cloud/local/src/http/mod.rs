@@ -66,6 +66,8 @@ pub struct AppState {
     pub events: Arc<crate::events::EventSettings>,
     /// Role aliases (their routes are [`crate::iot_credentials::http`]).
     pub iot_credentials: crate::iot_credentials::IotCredentials,
+    /// Topic rules (their routes are [`crate::rules::http`]).
+    pub rules: crate::rules::TopicRules,
     /// The credentials provider's `host:port`, reported by DescribeEndpoint.
     pub credentials_endpoint: String,
     /// IAM: authorizes each matched route.
@@ -90,6 +92,7 @@ pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
         .merge(crate::jobs::http::routes())
         .merge(crate::provisioning::http::routes())
         .merge(crate::iot_credentials::http::routes())
+        .merge(crate::rules::http::routes())
         .route_layer(middleware::from_fn_with_state(state.iam.clone(), crate::iam::auth::authorize))
         .fallback_service(fallback)
         .method_not_allowed_fallback(method_not_allowed)

@@ -114,6 +114,14 @@ pub const OPERATIONS: &[Operation] = &[
     op("GET", "/things/{thingName}/jobs", "iot:ListJobExecutionsForThing", Iot("thing", "thingName")),
     op("GET", "/things/{thingName}/jobs/{jobId}", "iot:DescribeJobExecution", Iot("thing", "thingName")),
     op("PUT", "/things/{thingName}/jobs/{jobId}/cancel", "iot:CancelJobExecution", Iot("thing", "thingName")),
+    // Topic rules.
+    op("GET", "/rules", "iot:ListTopicRules", Any),
+    op("GET", "/rules/{ruleName}", "iot:GetTopicRule", Iot("rule", "ruleName")),
+    op("POST", "/rules/{ruleName}", "iot:CreateTopicRule", Iot("rule", "ruleName")),
+    op("PATCH", "/rules/{ruleName}", "iot:ReplaceTopicRule", Iot("rule", "ruleName")),
+    op("DELETE", "/rules/{ruleName}", "iot:DeleteTopicRule", Iot("rule", "ruleName")),
+    op("POST", "/rules/{ruleName}/enable", "iot:EnableTopicRule", Iot("rule", "ruleName")),
+    op("POST", "/rules/{ruleName}/disable", "iot:DisableTopicRule", Iot("rule", "ruleName")),
     // Fleet provisioning.
     op("POST", "/provisioning-templates", "iot:CreateProvisioningTemplate", Any),
     op("GET", "/provisioning-templates", "iot:ListProvisioningTemplates", Any),
