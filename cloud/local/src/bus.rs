@@ -94,4 +94,8 @@ pub trait ServiceHandler: Send + Sync {
     /// A client published a request; the broker already checked `iot:Publish`.
     /// Must not block: queue the work.
     fn handle(&self, from: &Publisher, topic: &str, payload: Bytes);
+    /// Sees every message the broker publishes to subscribers — a client's (`from`), or a
+    /// service's (`None`) — after its owning service took it: the rules engine's tap. Must not
+    /// block. Does nothing unless a service overrides it.
+    fn observe(&self, _from: Option<&Publisher>, _topic: &str, _payload: &Bytes) {}
 }

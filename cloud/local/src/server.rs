@@ -111,6 +111,8 @@ pub struct LocalCloud {
     pub iot_credentials: crate::iot_credentials::IotCredentials,
     /// The rules engine's topic rules, for in-process use.
     pub rules: crate::rules::TopicRules,
+    /// What the rules engine has done (matches, actions, failures).
+    pub rule_stats: std::sync::Arc<crate::rules::engine::RuleStats>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
@@ -187,6 +189,8 @@ impl LocalCloud {
         let iot_credentials =
             crate::iot_credentials::IotCredentials::new(store.clone(), clock.clone(), iam.clone(), registry.clone());
         let rules = crate::rules::TopicRules::new(store.clone(), clock.clone(), &config.region, &config.account_id);
+        let (rules_engine, rules_tap, rules_queue) =
+            crate::rules::engine::RulesEngine::new(rules.clone(), bus.clone(), s3.clone(), iam.clone(), clock.clone());
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.
@@ -196,12 +200,15 @@ impl LocalCloud {
             Arc::new(JobsMqtt::new(jobs.clone())),
             Arc::new(ProvisioningMqtt::new(provisioning.clone())),
             Arc::new(FleetStatusListener::new(core_events.clone())),
+            rules_tap,
         ];
         let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls.clone(), shutdown.clone())));
         tasks.push(tokio::spawn(jobs.clone().run(shutdown.clone())));
         tasks.push(tokio::spawn(provisioning.clone().run(shutdown.clone())));
+        let rule_stats = rules_engine.stats();
+        tasks.push(tokio::spawn(rules_engine.run(rules_queue, shutdown.clone())));
         let state = AppState {
             registry: registry.clone(),
             shadows: shadows.clone(),
@@ -292,6 +299,7 @@ impl LocalCloud {
             iam,
             iot_credentials,
             rules,
+            rule_stats,
             shutdown,
             tasks,
             store,

@@ -508,6 +508,9 @@ impl Shared {
         {
             service.handle(from, &msg.topic, msg.payload.clone());
         }
+        for service in &self.services {
+            service.observe(from, &msg.topic, &msg.payload);
+        }
         let msg = Arc::new(msg);
         if msg.retain {
             let mut retained = write(&self.retained);

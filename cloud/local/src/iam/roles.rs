@@ -20,6 +20,10 @@ const K_SESSION: &str = "iam_session";
 
 /// The service principal the AWS IoT credentials provider assumes roles as.
 pub const CREDENTIALS_PROVIDER_PRINCIPAL: &str = "credentials.iot.amazonaws.com";
+/// The service principal the AWS IoT rules engine assumes its actions' roles as.
+pub const RULES_ENGINE_PRINCIPAL: &str = "iot.amazonaws.com";
+/// The services that assume roles in the local cloud: a role's trust policy must name one.
+pub const SERVICE_PRINCIPALS: [&str; 2] = [CREDENTIALS_PROVIDER_PRINCIPAL, RULES_ENGINE_PRINCIPAL];
 
 /// Why an IAM operation failed; each is an IAM error code.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +172,7 @@ impl Iam {
         if !(path.starts_with('/') && path.ends_with('/')) || path.len() > 512 {
             return Err(IamError::Validation(format!("The specified value for path is invalid: {path:?}")));
         }
-        trust_allows_credentials_provider(assume_role_policy)?;
+        trust_allows_any(assume_role_policy)?;
         let max = max_session_duration.unwrap_or(3600);
         if !(3600..=43200).contains(&max) {
             return Err(IamError::Validation(format!(
@@ -271,7 +275,7 @@ impl Iam {
     /// Issues temporary credentials for `role` (which must trust the credentials provider),
     /// valid for `duration`, carrying the `credentials-iot:` values of the request.
     pub fn issue_session(&self, role: &Role, duration: Duration, vars: &CredentialsIot) -> Result<Session, IamError> {
-        trust_allows_credentials_provider(&role.assume_role_policy)?;
+        trust_allows(&role.assume_role_policy, CREDENTIALS_PROVIDER_PRINCIPAL)?;
         let session = Session {
             access_key_id: format!("ASIA{}", random_upper(16)),
             secret_access_key: random_base64(30),
@@ -286,6 +290,25 @@ impl Iam {
         let text = serde_json::to_string(&session).map_err(|e| IamError::Validation(e.to_string()))?;
         self.store.put(K_SESSION, &session.access_key_id, &text)?;
         Ok(session)
+    }
+
+    /// Whether the role `role_arn`, assumed by `service` (which its trust policy must allow),
+    /// may do `action` on `resource`: how a service acting for the account (the rules engine's
+    /// actions) is authorized. `Err` when the role does not exist or does not trust `service`.
+    pub fn service_decides(
+        &self,
+        role_arn: &str,
+        service: &str,
+        action: &str,
+        resource: &str,
+    ) -> Result<Decision, IamError> {
+        let role = self.role_by_arn(role_arn)?;
+        trust_allows(&role.assume_role_policy, service)?;
+        let policies: Vec<PolicyDocument> =
+            role.policies.values().filter_map(|d| parse_identity_policy(d).ok()).collect();
+        let context =
+            AuthContext { region: self.region.clone(), account_id: self.account.clone(), ..AuthContext::default() };
+        Ok(cloud_api::policy::evaluate_action(&policies, action, resource, &context))
     }
 
     /// The secret of an access key id: the administrator's, or a live session's.
@@ -364,10 +387,9 @@ pub fn parse_identity_policy(document: &str) -> Result<PolicyDocument, IamError>
     PolicyDocument::parse(document).map_err(|e| IamError::MalformedPolicy(e.0))
 }
 
-/// Checks that a trust policy lets the AWS IoT credentials provider assume the role: an Allow
-/// statement for `sts:AssumeRole` whose `Principal.Service` names
-/// `credentials.iot.amazonaws.com` (the only service that assumes roles here).
-pub fn trust_allows_credentials_provider(document: &str) -> Result<(), IamError> {
+/// The service principals a trust policy lets assume the role: those of its Allow statements
+/// for `sts:AssumeRole` (or `sts:*`) in `Principal.Service`.
+fn trusted_services(document: &str) -> Result<Vec<String>, IamError> {
     let malformed = |m: &str| IamError::MalformedPolicy(m.to_owned());
     let value: serde_json::Value =
         serde_json::from_str(document).map_err(|e| malformed(&format!("the trust policy is not valid JSON: {e}")))?;
@@ -385,18 +407,38 @@ pub fn trust_allows_credentials_provider(document: &str) -> Result<(), IamError>
             _ => Vec::new(),
         }
     };
-    let trusted = statements.iter().any(|s| {
-        s.get("Effect").and_then(|e| e.as_str()) == Some("Allow")
-            && strings(s.get("Action")).iter().any(|a| a.eq_ignore_ascii_case("sts:AssumeRole") || a == "sts:*")
-            && strings(s.get("Principal").and_then(|p| p.get("Service")))
-                .iter()
-                .any(|p| p == CREDENTIALS_PROVIDER_PRINCIPAL)
-    });
-    if trusted {
+    Ok(statements
+        .iter()
+        .filter(|s| {
+            s.get("Effect").and_then(|e| e.as_str()) == Some("Allow")
+                && strings(s.get("Action")).iter().any(|a| a.eq_ignore_ascii_case("sts:AssumeRole") || a == "sts:*")
+        })
+        .flat_map(|s| strings(s.get("Principal").and_then(|p| p.get("Service"))))
+        .collect())
+}
+
+/// Checks that a trust policy lets `service` (a service principal such as
+/// [`CREDENTIALS_PROVIDER_PRINCIPAL`]) assume the role.
+pub fn trust_allows(document: &str, service: &str) -> Result<(), IamError> {
+    if trusted_services(document)?.iter().any(|p| p == service) {
         Ok(())
     } else {
-        Err(malformed(&format!(
-            "the trust policy must allow sts:AssumeRole to the service principal {CREDENTIALS_PROVIDER_PRINCIPAL} (the only principal that assumes roles in the local cloud)"
+        Err(IamError::MalformedPolicy(format!(
+            "the trust policy must allow sts:AssumeRole to the service principal {service}"
+        )))
+    }
+}
+
+/// Checks that a trust policy lets one of the local cloud's services ([`SERVICE_PRINCIPALS`])
+/// assume the role: a role no service here can assume would never be used.
+pub fn trust_allows_any(document: &str) -> Result<(), IamError> {
+    let trusted = trusted_services(document)?;
+    if SERVICE_PRINCIPALS.iter().any(|s| trusted.iter().any(|p| p == s)) {
+        Ok(())
+    } else {
+        Err(IamError::MalformedPolicy(format!(
+            "the trust policy must allow sts:AssumeRole to a service principal of the local cloud ({})",
+            SERVICE_PRINCIPALS.join(", ")
         )))
     }
 }
@@ -454,6 +496,27 @@ mod tests {
         iam.delete_role_policy("Pump-Role", "put").unwrap();
         iam.delete_role("Pump-Role").unwrap();
         assert!(iam.list_roles(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_role_the_rules_engine_assumes_is_authorized_by_its_policies_and_only_for_that_service() {
+        let (iam, _) = iam();
+        let rules_trust = TRUST.replace("credentials.iot", "iot");
+        let role = iam.create_role("rules", None, &rules_trust, None, None).unwrap();
+        let allow = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Publish",
+            "Resource":"arn:aws:iot:us-east-1:000000000000:topic/cmd/*"},
+            {"Effect":"Deny","Action":"iot:Publish","Resource":"arn:aws:iot:us-east-1:000000000000:topic/cmd/secret"}]}"#;
+        iam.put_role_policy("rules", "p", allow).unwrap();
+        let topic = |t: &str| format!("arn:aws:iot:us-east-1:000000000000:topic/{t}");
+        let decide = |resource: &str| iam.service_decides(&role.arn, RULES_ENGINE_PRINCIPAL, "iot:Publish", resource);
+        assert_eq!(decide(&topic("cmd/pump-1")).unwrap(), Decision::Allow);
+        assert_eq!(decide(&topic("cmd/secret")).unwrap(), Decision::ExplicitDeny);
+        assert_eq!(decide(&topic("dt/pump-1")).unwrap(), Decision::ImplicitDeny);
+        // The credentials provider may not assume a role that trusts only the rules engine.
+        let other = iam.service_decides(&role.arn, CREDENTIALS_PROVIDER_PRINCIPAL, "iot:Publish", &topic("cmd/x"));
+        assert!(matches!(other, Err(IamError::MalformedPolicy(_))));
+        let missing = iam.service_decides("arn:aws:iam::000000000000:role/nope", RULES_ENGINE_PRINCIPAL, "a", "r");
+        assert!(matches!(missing, Err(IamError::NoSuchEntity(_))));
     }
 
     #[test]

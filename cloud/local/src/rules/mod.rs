@@ -20,7 +20,10 @@
 //! - this file: the rules and their checks;
 //! - [`http`]: the restJson1 routes.
 
+pub mod engine;
 pub mod http;
+
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -119,12 +122,14 @@ pub struct TopicRules {
     clock: SharedClock,
     region: String,
     account: String,
+    /// Every rule as last read, until a write: what the engine evaluates each message against.
+    cache: Arc<RwLock<Option<Arc<Vec<TopicRule>>>>>,
 }
 
 impl TopicRules {
     /// The rules kept in `store`, with ARNs in `region` and `account`.
     pub fn new(store: Store, clock: SharedClock, region: &str, account: &str) -> Self {
-        TopicRules { store, clock, region: region.into(), account: account.into() }
+        TopicRules { store, clock, region: region.into(), account: account.into(), cache: Arc::default() }
     }
 
     /// `arn:aws:iot:{region}:{account}:rule/{name}`.
@@ -158,6 +163,25 @@ impl TopicRules {
         Ok(all)
     }
 
+    /// Every rule (as [`Self::list`]), read from the store only after a change.
+    pub fn snapshot(&self) -> Result<Arc<Vec<TopicRule>>, RuleError> {
+        if let Some(rules) = self.cache.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(rules.clone());
+        }
+        let rules = Arc::new(self.list()?);
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(rules.clone());
+        Ok(rules)
+    }
+
+    /// The account's region and id.
+    pub fn account(&self) -> (&str, &str) {
+        (&self.region, &self.account)
+    }
+
+    fn changed(&self) {
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// ReplaceTopicRule: a new payload for an existing rule (its creation time kept).
     pub fn replace(&self, name: &str, payload: TopicRulePayload) -> Result<TopicRule, RuleError> {
         let old = self.get(name)?;
@@ -170,6 +194,7 @@ impl TopicRules {
     pub fn delete(&self, name: &str) -> Result<(), RuleError> {
         self.get(name)?;
         self.store.delete(K_RULE, name)?;
+        self.changed();
         Ok(())
     }
 
@@ -184,6 +209,7 @@ impl TopicRules {
     fn save(&self, rule: &TopicRule) -> Result<(), RuleError> {
         let text = serde_json::to_string(rule).map_err(|e| RuleError::InvalidRequest(e.to_string()))?;
         self.store.put(K_RULE, &rule.rule_name, &text)?;
+        self.changed();
         Ok(())
     }
 }

@@ -1,0 +1,381 @@
+//! The rules engine at work: every message the broker publishes (a device's over MQTT, an HTTP
+//! Publish, what the shadow service and lifecycle events publish) is offered to the enabled
+//! rules; a rule whose FROM filter matches the topic — or whose name a Basic Ingest topic
+//! `$aws/rules/{ruleName}/…` addresses — runs its SQL on the message and, when its WHERE clause
+//! holds, hands the result to each of its actions ("Rules for AWS IoT", "Basic Ingest",
+//! "Error action" in the AWS IoT Core Developer Guide).
+//!
+//! Actions run with the role they name: the role must trust `iot.amazonaws.com` and allow what
+//! the action does (`iot:Publish` on the topic for `republish`, `s3:PutObject` on the object for
+//! `s3`), else the action fails as IoT Core's does when it cannot assume the role or is denied.
+//! Parameters take substitution templates (`${topic(3)}`), evaluated on the original message.
+//! `lambda` and `dynamoDBv2` actions fail with "not found": the local cloud has no Lambda
+//! functions or DynamoDB tables yet, which is what IoT Core reports for a function or table that
+//! does not exist.
+//!
+//! When an action fails, the rule's `errorAction` (if any) runs with IoT Core's error message:
+//! `{ruleName, topic, cloudwatchTraceId, clientId, base64OriginalPayload, failures: [{failedAction,
+//! failedResource, errorMessage}]}`. A failing error action is counted and logged, not retried.
+//!
+//! Messages the engine itself republishes are not offered to the rules again: a rule cannot feed
+//! itself (on AWS they are, and a loop is the rule author's to avoid).
+//!
+//! The tap ([`RulesTap`], a [`ServiceHandler`] that only observes) queues each message without
+//! blocking the broker; one task evaluates them in arrival order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use cloud_api::policy::Decision;
+use cloud_api::rules::{Output, Statement, Template};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{TopicRule, TopicRules};
+use crate::bus::{Bus, BusMessage, Publisher, ServiceHandler};
+use crate::iam::Iam;
+use crate::iam::roles::RULES_ENGINE_PRINCIPAL;
+use crate::s3::LocalS3;
+use crate::time::SharedClock;
+
+/// A message offered to the rules.
+#[derive(Debug)]
+struct Incoming {
+    topic: String,
+    payload: Bytes,
+    client_id: Option<String>,
+    principal: Option<String>,
+    received_ms: u64,
+}
+
+/// Payload addresses of messages the engine republished and has not seen come back yet.
+type Own = Arc<Mutex<HashSet<usize>>>;
+
+/// The broker's side: queues every message for the engine.
+#[derive(Debug)]
+pub struct RulesTap {
+    tx: mpsc::UnboundedSender<Incoming>,
+    own: Own,
+    clock: SharedClock,
+}
+
+impl ServiceHandler for RulesTap {
+    fn wants(&self, _topic: &str) -> bool {
+        false
+    }
+
+    fn handle(&self, _from: &Publisher, _topic: &str, _payload: Bytes) {}
+
+    fn observe(&self, from: Option<&Publisher>, topic: &str, payload: &Bytes) {
+        if from.is_none() && lock(&self.own).remove(&(payload.as_ptr() as usize)) {
+            return;
+        }
+        let _ = self.tx.send(Incoming {
+            topic: topic.to_owned(),
+            payload: payload.clone(),
+            client_id: from.map(|p| p.client_id.clone()),
+            principal: from.map(|p| p.certificate_id.clone()),
+            received_ms: self.clock.now_millis(),
+        });
+    }
+}
+
+/// What the engine has done since it started.
+#[derive(Debug, Default)]
+pub struct RuleStats {
+    /// Messages a rule matched (its WHERE clause held).
+    pub matched: AtomicU64,
+    /// Actions that succeeded.
+    pub actions_ok: AtomicU64,
+    /// Actions that failed (each sent to the error action, if the rule has one).
+    pub actions_failed: AtomicU64,
+    /// Messages whose SQL could not be evaluated (logged; no action runs).
+    pub evaluation_errors: AtomicU64,
+    /// Error actions that failed in turn.
+    pub error_actions_failed: AtomicU64,
+}
+
+/// The engine: the rules, and what their actions reach.
+#[derive(Debug, Clone)]
+pub struct RulesEngine {
+    rules: TopicRules,
+    bus: Bus,
+    s3: LocalS3,
+    iam: Iam,
+    own: Own,
+    stats: Arc<RuleStats>,
+}
+
+/// Why one action failed, as the error action reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// `RepublishAction`, `S3Action`, `LambdaAction`, `DynamoDBv2Action`.
+    pub failed_action: &'static str,
+    /// The topic, bucket, function or table.
+    pub failed_resource: String,
+    /// What went wrong.
+    pub error_message: String,
+}
+
+impl RulesEngine {
+    /// The engine over `rules`, republishing through `bus`, writing to `s3`, authorizing with
+    /// `iam`; and the tap to give the broker (among its services).
+    pub fn new(
+        rules: TopicRules,
+        bus: Bus,
+        s3: LocalS3,
+        iam: Iam,
+        clock: SharedClock,
+    ) -> (Self, Arc<RulesTap>, RulesQueue) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let own = Own::default();
+        let tap = Arc::new(RulesTap { tx, own: own.clone(), clock });
+        (RulesEngine { rules, bus, s3, iam, own, stats: Arc::default() }, tap, RulesQueue(rx))
+    }
+
+    /// What the engine has done.
+    pub fn stats(&self) -> Arc<RuleStats> {
+        self.stats.clone()
+    }
+
+    /// Evaluates queued messages until `stop`.
+    pub async fn run(self, mut queue: RulesQueue, stop: CancellationToken) {
+        let mut statements: HashMap<String, (String, Arc<Statement>)> = HashMap::new();
+        loop {
+            let incoming = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = queue.0.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let rules = match self.rules.snapshot() {
+                Ok(rules) => rules,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rules engine: cannot read the rules");
+                    continue;
+                }
+            };
+            for rule in rules.iter().filter(|r| !r.rule_disabled) {
+                let Some(statement) = compiled(&mut statements, rule) else { continue };
+                if reaches(rule, &statement, &incoming.topic) {
+                    self.apply(rule, &statement, &incoming).await;
+                }
+            }
+        }
+    }
+
+    /// Runs one rule on one message.
+    async fn apply(&self, rule: &TopicRule, statement: &Statement, incoming: &Incoming) {
+        let (region, account) = self.rules.account();
+        let trace_id = uuid::Uuid::new_v4().to_string();
+        let message = cloud_api::rules::Message {
+            topic: &incoming.topic,
+            payload: &incoming.payload,
+            client_id: incoming.client_id.as_deref(),
+            principal: incoming.principal.as_deref(),
+            timestamp_ms: i64::try_from(incoming.received_ms).unwrap_or(i64::MAX),
+            account_id: Some(account),
+            trace_id: Some(&trace_id),
+            random_seed: rand_seed(),
+        };
+        let output = match cloud_api::rules::evaluate(statement, &message) {
+            Ok(Some(output)) => output,
+            Ok(None) => return,
+            Err(e) => {
+                self.stats.evaluation_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(rule = %rule.rule_name, topic = %incoming.topic, error = %e, "rule not evaluated");
+                return;
+            }
+        };
+        self.stats.matched.fetch_add(1, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for action in &rule.actions {
+            match self.act(action, &output, &message, region, account).await {
+                Ok(()) => {
+                    self.stats.actions_ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(failure) => {
+                    self.stats.actions_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(rule = %rule.rule_name, action = failure.failed_action, error = %failure.error_message, "rule action failed");
+                    failures.push(failure);
+                }
+            }
+        }
+        if failures.is_empty() {
+            return;
+        }
+        let Some(error_action) = &rule.error_action else { return };
+        let report = Output::Json(error_message(rule, incoming, &trace_id, &failures));
+        if let Err(failure) = self.act(error_action, &report, &message, region, account).await {
+            self.stats.error_actions_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(rule = %rule.rule_name, error = %failure.error_message, "rule error action failed");
+        }
+    }
+
+    /// Runs one action with `output` as its payload.
+    async fn act(
+        &self,
+        action: &Value,
+        output: &Output,
+        message: &cloud_api::rules::Message<'_>,
+        region: &str,
+        account: &str,
+    ) -> Result<(), Failure> {
+        let (kind, body) = action
+            .as_object()
+            .and_then(|o| o.iter().find(|(_, v)| !v.is_null()))
+            .ok_or_else(|| failure("UnknownAction", "", "the action names no kind"))?;
+        let text = |member: &str| body.get(member).and_then(Value::as_str).unwrap_or_default().to_owned();
+        match kind.as_str() {
+            "republish" => {
+                let topic = render(&text("topic"), message, "RepublishAction")?;
+                // `$$` stands for a `$` topic (a shadow or Basic Ingest topic).
+                let topic = topic.strip_prefix('$').filter(|t| t.starts_with('$')).unwrap_or(&topic).to_owned();
+                let qos = body.get("qos").and_then(Value::as_u64).unwrap_or(0).min(1) as u8;
+                let resource = format!("arn:aws:iot:{region}:{account}:topic/{topic}");
+                self.authorize(&text("roleArn"), "iot:Publish", &resource, "RepublishAction", &topic)?;
+                cloud_api::topic::validate_topic_name(&topic)
+                    .map_err(|e| failure("RepublishAction", &topic, &format!("invalid topic {topic:?}: {e}")))?;
+                let payload = Bytes::from(output.to_bytes());
+                lock(&self.own).insert(payload.as_ptr() as usize);
+                if !self.bus.publish(BusMessage::to_subscribers(topic.clone(), payload, qos)) {
+                    return Err(failure("RepublishAction", &topic, "the broker has stopped"));
+                }
+                Ok(())
+            }
+            "s3" => {
+                let bucket = render(&text("bucketName"), message, "S3Action")?;
+                let key = render(&text("key"), message, "S3Action")?;
+                let resource = format!("arn:aws:s3:::{bucket}/{key}");
+                self.authorize(&text("roleArn"), "s3:PutObject", &resource, "S3Action", &bucket)?;
+                let bytes = Bytes::from(output.to_bytes());
+                let content = crate::s3::storage::NewObject {
+                    content_type: output.as_json().map(|_| "application/json".to_owned()),
+                    ..Default::default()
+                };
+                self.s3.objects().put_bytes(&bucket, &key, bytes, content).await.map_err(|e| {
+                    failure(
+                        "S3Action",
+                        &bucket,
+                        &format!("Failed to put S3 object. {e}. Message arrived on: {}, Key: {key:?}", message.topic),
+                    )
+                })?;
+                Ok(())
+            }
+            "lambda" => {
+                let arn = text("functionArn");
+                Err(failure(
+                    "LambdaAction",
+                    &arn,
+                    &format!("Function not found: {arn} (the local cloud has no Lambda functions yet)"),
+                ))
+            }
+            "dynamoDBv2" => {
+                let table = body["putItem"]["tableName"].as_str().unwrap_or_default().to_owned();
+                Err(failure(
+                    "DynamoDBv2Action",
+                    &table,
+                    &format!(
+                        "Requested resource not found: table {table} (the local cloud has no DynamoDB tables yet)"
+                    ),
+                ))
+            }
+            other => Err(failure("UnknownAction", other, &format!("the local cloud does not run {other} actions"))),
+        }
+    }
+
+    /// The action's role may do `action` on `resource` (assumed by the rules engine).
+    fn authorize(
+        &self,
+        role_arn: &str,
+        action: &str,
+        resource: &str,
+        kind: &'static str,
+        failed_resource: &str,
+    ) -> Result<(), Failure> {
+        match self.iam.service_decides(role_arn, RULES_ENGINE_PRINCIPAL, action, resource) {
+            Ok(Decision::Allow) => Ok(()),
+            Ok(_) => Err(failure(
+                kind,
+                failed_resource,
+                &format!("The role {role_arn} is not authorized to perform {action} on {resource}"),
+            )),
+            Err(e) => Err(failure(kind, failed_resource, &format!("Unable to assume role {role_arn}: {e}"))),
+        }
+    }
+}
+
+/// The broker-facing queue, taken by [`RulesEngine::run`].
+#[derive(Debug)]
+pub struct RulesQueue(mpsc::UnboundedReceiver<Incoming>);
+
+/// The rule's statement, parsed once per SQL text.
+fn compiled(cache: &mut HashMap<String, (String, Arc<Statement>)>, rule: &TopicRule) -> Option<Arc<Statement>> {
+    if let Some((sql, statement)) = cache.get(&rule.rule_name)
+        && *sql == rule.sql
+    {
+        return Some(statement.clone());
+    }
+    match cloud_api::rules::parse(&rule.sql) {
+        Ok(statement) => {
+            let statement = Arc::new(statement);
+            cache.insert(rule.rule_name.clone(), (rule.sql.clone(), statement.clone()));
+            Some(statement)
+        }
+        Err(e) => {
+            tracing::warn!(rule = %rule.rule_name, error = %e, "stored rule does not parse");
+            None
+        }
+    }
+}
+
+/// Whether a message on `topic` reaches `rule`: a Basic Ingest topic reaches only the rule it
+/// names; any other topic, the rules whose FROM filter matches it.
+pub fn reaches(rule: &TopicRule, statement: &Statement, topic: &str) -> bool {
+    match cloud_api::topic::basic_ingest_rule(topic) {
+        Some(name) => name == rule.rule_name,
+        None => statement.matches_topic(topic),
+    }
+}
+
+/// IoT Core's error action message.
+fn error_message(rule: &TopicRule, incoming_topic: &Incoming, trace_id: &str, failures: &[Failure]) -> Value {
+    json!({
+        "ruleName": rule.rule_name,
+        "topic": incoming_topic.topic,
+        "cloudwatchTraceId": trace_id,
+        "clientId": incoming_topic.client_id.as_deref().unwrap_or("N/A"),
+        "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(&incoming_topic.payload),
+        "failures": failures.iter().map(|f| json!({
+            "failedAction": f.failed_action,
+            "failedResource": f.failed_resource,
+            "errorMessage": f.error_message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn render(template: &str, message: &cloud_api::rules::Message<'_>, kind: &'static str) -> Result<String, Failure> {
+    let parsed =
+        Template::parse(template).map_err(|e| failure(kind, template, &format!("template {template:?}: {e}")))?;
+    parsed.render(message).map_err(|e| failure(kind, template, &format!("template {template:?}: {e}")))
+}
+
+fn failure(kind: &'static str, resource: &str, message: &str) -> Failure {
+    Failure { failed_action: kind, failed_resource: resource.to_owned(), error_message: message.to_owned() }
+}
+
+fn rand_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    use ring::rand::SecureRandom as _;
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

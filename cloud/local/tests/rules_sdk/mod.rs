@@ -1,0 +1,164 @@
+//! The rules engine end to end: topic rules made with `aws-sdk-iot`, a device publishing over
+//! MQTT, and what the rules' actions do — republish with substitution templates, S3 objects,
+//! Basic Ingest, the error action with IoT Core's error message when an action fails (no bucket,
+//! a role that does not allow it, no such function), and a disabled rule staying quiet.
+
+use aws_sdk_iot::types::{Action, LambdaAction, RepublishAction, S3Action, TopicRulePayload};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use site_testkit::mqtt::Observer;
+
+use crate::common::{Client, TestCloud, admin, sdk_http_client};
+
+const ROLE_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+  "Principal":{"Service":"iot.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+/// What the rules' role may do: publish under `cmd/` and `errors/`, put objects in the landing
+/// bucket.
+const ROLE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[
+  {"Effect":"Allow","Action":"iot:Publish","Resource":["arn:aws:iot:us-east-1:000000000000:topic/cmd/*",
+    "arn:aws:iot:us-east-1:000000000000:topic/errors/*"]},
+  {"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::pump-landing/*"}]}"#;
+const BUCKET: &str = "pump-landing";
+
+fn republish(role: &str, topic: &str) -> Action {
+    Action::builder().republish(RepublishAction::builder().role_arn(role).topic(topic).qos(1).build().unwrap()).build()
+}
+
+async fn rule(iot: &aws_sdk_iot::Client, name: &str, sql: &str, actions: Vec<Action>, error: Option<Action>) {
+    let payload = TopicRulePayload::builder()
+        .sql(sql)
+        .aws_iot_sql_version("2016-03-23")
+        .set_actions(Some(actions))
+        .set_error_action(error)
+        .build()
+        .unwrap();
+    iot.create_topic_rule().rule_name(name).topic_rule_payload(payload).send().await.expect("CreateTopicRule");
+}
+
+fn json_of(m: &site_testkit::mqtt::Message) -> Value {
+    serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&m.payload)))
+}
+
+#[tokio::test]
+async fn rules_republish_write_s3_take_basic_ingest_and_report_failed_actions_to_their_error_action() {
+    let tc = TestCloud::start().await;
+    let local = &tc.cloud;
+    let role = local.iam.create_role("pump-rules", None, ROLE_TRUST, None, None).unwrap().arn;
+    local.iam.put_role_policy("pump-rules", "actions", ROLE_POLICY).unwrap();
+    let iot = aws_sdk_iot::Client::from_conf(
+        aws_sdk_iot::Config::builder()
+            .behavior_version(aws_sdk_iot::config::BehaviorVersion::latest())
+            .region(aws_sdk_iot::config::Region::new("us-east-1"))
+            .credentials_provider(admin(&local.endpoints))
+            .endpoint_url(&local.endpoints.http)
+            .http_client(sdk_http_client())
+            .build(),
+    );
+    let errors = Some(republish(&role, "errors/${topic(3)}"));
+    rule(
+        &iot,
+        "maintenance",
+        "SELECT concat('maintenance for ', topic(3)) AS reason, severity FROM 'dt/pump/+/anomalies' WHERE severity >= 2",
+        vec![republish(&role, "cmd/${topic(3)}/maintenance")],
+        None,
+    )
+    .await;
+    let s3 =
+        S3Action::builder().role_arn(&role).bucket_name(BUCKET).key("${topic(3)}/${traceid()}.json").build().unwrap();
+    rule(
+        &iot,
+        "landing",
+        "SELECT * FROM 'dt/pump/+/telemetry'",
+        vec![Action::builder().s3(s3).build()],
+        errors.clone(),
+    )
+    .await;
+    rule(&iot, "ingest", "SELECT *, clientid() AS device", vec![republish(&role, "cmd/ingest/out")], None).await;
+    rule(&iot, "denied", "SELECT * FROM 'dt/pump/+/denied'", vec![republish(&role, "forbidden/x")], errors.clone())
+        .await;
+    let lambda = LambdaAction::builder().function_arn("arn:aws:lambda:us-east-1:000000000000:function:nope").build();
+    rule(
+        &iot,
+        "handler",
+        "SELECT * FROM 'dt/pump/+/lambda'",
+        vec![Action::builder().lambda(lambda.unwrap()).build()],
+        errors,
+    )
+    .await;
+    rule(&iot, "quiet", "SELECT 'quiet' AS who FROM 'dt/pump/+/anomalies'", vec![republish(&role, "cmd/quiet")], None)
+        .await;
+    iot.disable_topic_rule().rule_name("quiet").send().await.unwrap();
+
+    let mut app = Observer::connect(tc.options("app", &tc.allow_all_device("app")), &["cmd/#", "errors/#"]).await;
+    let (mut device, _) = Client::connect(tc.options("pump-1", &tc.allow_all_device("pump-1"))).await.unwrap();
+    let qos1 = rumqttc::QoS::AtLeastOnce;
+
+    // WHERE false: nothing; then a match, republished with the template's topic.
+    device.publish("dt/pump/pump-1/anomalies", qos1, false, r#"{"severity": 1}"#).await.unwrap();
+    device.publish("dt/pump/pump-1/anomalies", qos1, false, r#"{"severity": 3}"#).await.unwrap();
+    let got = app.next("the maintenance command").await;
+    assert_eq!(got.topic, "cmd/pump-1/maintenance", "the disabled rule and the WHERE-false message sent nothing");
+    assert_eq!(json_of(&got), json!({"reason": "maintenance for pump-1", "severity": 3}));
+
+    // S3 without the bucket: the error action gets IoT Core's error message.
+    let reading = br#"{"speedRpm": 1450, "seq": 1}"#;
+    device.publish("dt/pump/pump-1/telemetry", qos1, false, reading.to_vec()).await.unwrap();
+    let error = json_of(&app.wait_for("the landing rule's error", |m| m.topic == "errors/pump-1").await);
+    assert_eq!(
+        (error["ruleName"].as_str(), error["topic"].as_str()),
+        (Some("landing"), Some("dt/pump/pump-1/telemetry"))
+    );
+    assert_eq!(error["clientId"], "pump-1");
+    let original = base64::engine::general_purpose::STANDARD.decode(error["base64OriginalPayload"].as_str().unwrap());
+    assert_eq!(original.unwrap(), reading);
+    let failure = &error["failures"][0];
+    assert_eq!(
+        (failure["failedAction"].as_str(), failure["failedResource"].as_str()),
+        (Some("S3Action"), Some(BUCKET))
+    );
+    assert!(failure["errorMessage"].as_str().unwrap().contains("does not exist"), "{failure}");
+
+    // With the bucket, the reading lands under the pump's prefix.
+    local.s3.objects().create_bucket(BUCKET, None).unwrap();
+    device.publish("dt/pump/pump-1/telemetry", qos1, false, reading.to_vec()).await.unwrap();
+    let landed = site_testkit::wait_until(
+        "the reading in S3",
+        async || {
+            let page = local.s3.objects().list(BUCKET, "pump-1/", None, None, 10).expect("ListObjectsV2");
+            page.entries
+                .into_iter()
+                .filter_map(|e| match e {
+                    local_cloud::s3::storage::Entry::Object(key, _) => Some(key),
+                    local_cloud::s3::storage::Entry::Prefix(_) => None,
+                })
+                .collect::<Vec<_>>()
+        },
+        |keys| !keys.is_empty(),
+        |keys| format!("{keys:?}"),
+    )
+    .await;
+    use local_cloud::s3::ObjectStore as _;
+    let object: Value = serde_json::from_slice(&local.s3.get(BUCKET, &landed[0]).unwrap()).unwrap();
+    assert_eq!(object, serde_json::from_slice::<Value>(reading).unwrap());
+
+    // Basic Ingest reaches its rule by name, whatever its FROM (it has none).
+    device.publish("$aws/rules/ingest/any/path", qos1, false, r#"{"level": 7}"#).await.unwrap();
+    let ingested = app.wait_for("the ingested message", |m| m.topic == "cmd/ingest/out").await;
+    assert_eq!(json_of(&ingested), json!({"level": 7, "device": "pump-1"}));
+
+    // The role does not allow the topic; there is no such function: both reported.
+    device.publish("dt/pump/pump-1/denied", qos1, false, "{}").await.unwrap();
+    let denied = json_of(&app.wait_for("the denied rule's error", |m| m.topic == "errors/pump-1").await);
+    assert_eq!(denied["ruleName"], "denied");
+    assert!(denied["failures"][0]["errorMessage"].as_str().unwrap().contains("not authorized"), "{denied}");
+    device.publish("dt/pump/pump-1/lambda", qos1, false, "{}").await.unwrap();
+    let missing = json_of(&app.wait_for("the lambda rule's error", |m| m.topic == "errors/pump-1").await);
+    assert_eq!(
+        (missing["ruleName"].as_str(), missing["failures"][0]["failedAction"].as_str()),
+        (Some("handler"), Some("LambdaAction"))
+    );
+
+    let stats = local.rule_stats.clone();
+    assert_eq!(stats.actions_failed.load(std::sync::atomic::Ordering::Relaxed), 3);
+    tc.stop().await;
+}
