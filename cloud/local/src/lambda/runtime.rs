@@ -124,12 +124,14 @@ impl Runtimes {
         })
     }
 
-    /// The function's code moved to a new directory: the old one goes once its process has
-    /// (the worker notices the new revision on the next invocation).
-    pub fn code_replaced(&self, _name: &str, old_dir: PathBuf) {
-        // The process may still run from the old directory; on Linux removing it is harmless to
-        // a process already started, and its replacement starts from the new one.
-        let _ = std::fs::remove_dir_all(old_dir);
+    /// The function's code moved to a new directory: the old one goes now when no worker runs
+    /// the function, else when the worker replaces the process running from it.
+    pub fn code_replaced(&self, name: &str, old_dir: PathBuf) {
+        let running =
+            self.workers.lock().unwrap_or_else(|e| e.into_inner()).get(name).is_some_and(|tx| !tx.is_closed());
+        if !running {
+            let _ = std::fs::remove_dir_all(old_dir);
+        }
     }
 
     /// The function was deleted: its worker ends after the invocations already queued, and its
@@ -237,7 +239,12 @@ impl Worker {
         if !self.fits(f, now_ms)
             && let Some(old) = self.current.take()
         {
+            let old_code = (old.code_revision != f.code_revision).then(|| old.code_revision.clone());
             old.stop().await;
+            // The code it ran from was replaced (UpdateFunctionCode): nothing runs from it now.
+            if let Some(revision) = old_code {
+                let _ = std::fs::remove_dir_all(self.launch.code_root.join(&f.name).join(revision));
+            }
         }
         if self.current.is_none() {
             match start(&self.launch, f).await {
