@@ -2,8 +2,9 @@
 //! `bootstrap` (a small Python runtime, `bootstrap.py`) polls the Lambda Runtime API. It answers
 //! RequestResponse invocations with its environment, publishes through the local cloud's HTTP
 //! Publish with its role's credentials (allowed on one topic, denied on another) when invoked
-//! with Event or by a topic rule's `lambda` action, reports errors, times out, crashes and comes
-//! back, and changes behaviour with UpdateFunctionCode.
+//! with Event or by a topic rule's `lambda` action (once AddPermission lets IoT Core invoke it),
+//! reports errors, times out, crashes and comes back, and changes behaviour with
+//! UpdateFunctionCode (a package in the local S3) and UpdateFunctionConfiguration.
 
 use std::io::Write as _;
 
@@ -150,11 +151,20 @@ async fn functions_run_through_the_runtime_api_with_their_role_and_the_rules_eng
     let (error, after_crash) = invoke(&lambda, json!({"action": "echo", "n": 1})).await;
     assert_eq!((error, &after_crash["event"]["n"]), (None, &json!(1)));
 
-    // New code and configuration apply to the next invocation.
+    // New code (from the local S3) and configuration apply to the next invocation.
+    let objects = local.s3.objects();
+    objects.create_bucket("pump-code", None).unwrap();
+    let v2 = bytes::Bytes::from(runtime_package("2"));
+    objects.put_bytes("pump-code", "incidents/2.zip", v2, Default::default()).await.unwrap();
+    let (code, _) = failed(
+        lambda.update_function_code().function_name(FUNCTION).s3_bucket("pump-code").s3_key("nope.zip").send().await,
+    );
+    assert_eq!(code, "InvalidParameterValueException");
     let updated = lambda
         .update_function_code()
         .function_name(FUNCTION)
-        .zip_file(Blob::new(runtime_package("2")))
+        .s3_bucket("pump-code")
+        .s3_key("incidents/2.zip")
         .send()
         .await
         .expect("UpdateFunctionCode");
@@ -173,8 +183,23 @@ async fn functions_run_through_the_runtime_api_with_their_role_and_the_rules_eng
     );
     assert_eq!(code, "InvalidParameterValueException");
 
-    // A topic rule's lambda action invokes the function once IoT Core may (AddPermission).
+    // A topic rule's lambda action: refused until the function's policy allows IoT Core
+    // (AddPermission), then the function runs with the rule's output.
     let iot = aws_sdk_iot::Client::new(&sdk);
+    let action = LambdaAction::builder().function_arn(config.function_arn().unwrap()).build().unwrap();
+    let rule = TopicRulePayload::builder()
+        .sql("SELECT *, topic(3) AS pump FROM 'dt/pump/+/incident'")
+        .set_actions(Some(vec![Action::builder().lambda(action).build()]))
+        .build()
+        .unwrap();
+    iot.create_topic_rule().rule_name("incidents").topic_rule_payload(rule).send().await.expect("CreateTopicRule");
+    let (mut device, _) = Client::connect(tc.options("pump-1", &tc.allow_all_device("pump-1"))).await.unwrap();
+    let incident = |via: &str| json!({"action": "publish", "topic": "lambda/out", "via": via}).to_string();
+    let failures = || local.rule_stats.actions_failed.load(std::sync::atomic::Ordering::Relaxed);
+    let before = failures();
+    device.publish("dt/pump/pump-1/incident", rumqttc::QoS::AtLeastOnce, false, incident("refused")).await.unwrap();
+    site_testkit::wait_until("the refused lambda action", async || failures(), |n| *n > before, |n| n.to_string())
+        .await;
     lambda
         .add_permission()
         .function_name(FUNCTION)
@@ -186,16 +211,7 @@ async fn functions_run_through_the_runtime_api_with_their_role_and_the_rules_eng
         .expect("AddPermission");
     let policy = lambda.get_policy().function_name(FUNCTION).send().await.expect("GetPolicy");
     assert!(policy.policy().unwrap().contains("iot.amazonaws.com"));
-    let action = LambdaAction::builder().function_arn(config.function_arn().unwrap()).build().unwrap();
-    let rule = TopicRulePayload::builder()
-        .sql("SELECT *, topic(3) AS pump FROM 'dt/pump/+/incident'")
-        .set_actions(Some(vec![Action::builder().lambda(action).build()]))
-        .build()
-        .unwrap();
-    iot.create_topic_rule().rule_name("incidents").topic_rule_payload(rule).send().await.expect("CreateTopicRule");
-    let (mut device, _) = Client::connect(tc.options("pump-1", &tc.allow_all_device("pump-1"))).await.unwrap();
-    let incident = json!({"action": "publish", "topic": "lambda/out", "via": "rule"}).to_string();
-    device.publish("dt/pump/pump-1/incident", rumqttc::QoS::AtLeastOnce, false, incident).await.unwrap();
+    device.publish("dt/pump/pump-1/incident", rumqttc::QoS::AtLeastOnce, false, incident("rule")).await.unwrap();
     let published: Value = serde_json::from_slice(&app.next("the rule's invocation's publish").await.payload).unwrap();
     assert_eq!((published["via"].as_str(), published["pump"].as_str()), (Some("rule"), Some("pump-1")));
 
