@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use super::runtime::Outcome;
 use super::{CodeSource, ConfigurationUpdate, InvocationType, Lambda, LambdaError, NewFunction, Permission};
 use crate::http::error::AwsError;
-use crate::http::wire::{Body, JsonBody, Label, Params, page};
+use crate::http::wire::{Body, Label, Params, page};
 
 type Reply = Result<Response, AwsError>;
 
@@ -54,6 +54,23 @@ impl From<LambdaError> for AwsError {
             LambdaError::Service(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException"),
         };
         AwsError::new(status, kind, e.to_string())
+    }
+}
+
+/// A JSON request body; a malformed one is Lambda's `InvalidRequestContentException`.
+struct Json<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Default> axum::extract::FromRequest<S> for Json<T> {
+    type Rejection = AwsError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Body(bytes) = Body::from_request(req, state).await?;
+        crate::http::wire::parse_json(&bytes).map(Json).map_err(|mut e| {
+            if e.status == StatusCode::BAD_REQUEST {
+                e.error_type = "InvalidRequestContentException";
+            }
+            e
+        })
     }
 }
 
@@ -129,7 +146,7 @@ fn required(value: Option<String>, member: &str) -> Result<String, AwsError> {
     value.ok_or_else(|| AwsError::from(LambdaError::InvalidParameter(format!("{member} is required"))))
 }
 
-async fn create(State(lambda): State<Lambda>, JsonBody(body): JsonBody<CreateInput>) -> Reply {
+async fn create(State(lambda): State<Lambda>, Json(body): Json<CreateInput>) -> Reply {
     if body.package_type.as_deref().is_some_and(|p| p != "Zip") {
         return Err(LambdaError::InvalidParameter(
             "PackageType must be Zip: the local cloud does not run container images".into(),
@@ -176,7 +193,7 @@ async fn list(State(lambda): State<Lambda>, params: Params) -> Reply {
     Ok(status_json(StatusCode::OK, &body))
 }
 
-async fn update_code(State(lambda): State<Lambda>, Label(name): Label, JsonBody(body): JsonBody<CodeInput>) -> Reply {
+async fn update_code(State(lambda): State<Lambda>, Label(name): Label, Json(body): Json<CodeInput>) -> Reply {
     let revision = body.revision_id.clone();
     let source = body.source()?;
     let f = on(&lambda, move |l| l.update_code(&name, source, revision.as_deref())).await?;
@@ -199,7 +216,7 @@ struct ConfigurationInput {
 async fn update_configuration(
     State(lambda): State<Lambda>,
     Label(name): Label,
-    JsonBody(body): JsonBody<ConfigurationInput>,
+    Json(body): Json<ConfigurationInput>,
 ) -> Reply {
     let update = ConfigurationUpdate {
         role: body.role,
@@ -280,7 +297,7 @@ async fn add_permission(
     State(lambda): State<Lambda>,
     Label(name): Label,
     params: Params,
-    JsonBody(body): JsonBody<PermissionInput>,
+    Json(body): Json<PermissionInput>,
 ) -> Reply {
     let permission = Permission {
         statement_id: required(body.statement_id, "StatementId")?,

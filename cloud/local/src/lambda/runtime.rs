@@ -518,6 +518,69 @@ async fn init_error(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// One raw HTTP/1.1 exchange: the status line and the rest of the response.
+    async fn exchange(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (String, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let text = String::from_utf8_lossy(&response).to_string();
+        let (status, rest) = text.split_once("\r\n").unwrap_or((&text, ""));
+        (status.to_owned(), rest.to_ascii_lowercase())
+    }
+
+    #[tokio::test]
+    async fn the_runtime_api_hands_out_events_and_takes_only_answers_for_them_whatever_they_hold() {
+        let (next_tx, next_rx) = mpsc::channel(1);
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let api =
+            Arc::new(Api { next: tokio::sync::Mutex::new(next_rx), current: Mutex::new(None), events: events_tx });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, api_routes(api)).await });
+
+        let (status, _) = exchange(addr, "POST", "/2018-06-01/runtime/invocation/nobody/response", b"{}").await;
+        assert!(status.contains(" 400 "), "{status}");
+        let pending = Pending {
+            request_id: "req-1".into(),
+            payload: Bytes::from_static(b"{\"speed\": 3}"),
+            deadline_ms: 1_700_000_003_000,
+            function_arn: "arn:aws:lambda:us-east-1:0:function:f".into(),
+        };
+        next_tx.send(pending).await.unwrap();
+        let (status, rest) = exchange(addr, "GET", "/2018-06-01/runtime/invocation/next", b"").await;
+        assert!(status.contains(" 200 "), "{status}");
+        assert!(rest.contains("lambda-runtime-aws-request-id: req-1"), "{rest}");
+        assert!(rest.contains("lambda-runtime-deadline-ms: 1700000003000"), "{rest}");
+        assert!(rest.contains("lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:0:function:f"), "{rest}");
+        assert!(rest.contains("lambda-runtime-trace-id: root=1-"), "{rest}");
+        assert!(rest.ends_with("{\"speed\": 3}"), "{rest}");
+
+        let (status, _) =
+            exchange(addr, "POST", "/2018-06-01/runtime/invocation/req-1/error", b"\xff\x00 garbage").await;
+        assert!(status.contains(" 202 "), "{status}");
+        match events_rx.recv().await {
+            Some(Event::Error { request_id, error }) => {
+                assert_eq!(request_id, "req-1");
+                assert_eq!(error["errorType"], "Runtime.Unknown");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Answered once: a second answer for the same event is refused.
+        let (status, _) = exchange(addr, "POST", "/2018-06-01/runtime/invocation/req-1/response", b"{}").await;
+        assert!(status.contains(" 400 "), "{status}");
+        let (status, _) = exchange(addr, "POST", "/2018-06-01/runtime/init/error", b"not json").await;
+        assert!(status.contains(" 202 "), "{status}");
+        assert!(matches!(events_rx.recv().await, Some(Event::InitError { .. })));
+        server.abort();
+    }
 
     #[test]
     fn timeouts_are_reported_with_two_decimals() {
