@@ -320,12 +320,13 @@ impl LocalCloud {
         })
     }
 
-    /// Stops the listeners, drops connections, and flushes state.
+    /// Stops the listeners, drops connections, stops function processes, and flushes state.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;
         }
+        self.lambda.stopped().await;
         if let Err(e) = self.store.checkpoint() {
             tracing::warn!(error = %e, "checkpointing state.sqlite");
         }

@@ -434,6 +434,11 @@ impl Lambda {
         }
     }
 
+    /// Waits until every function process has been stopped (after the local cloud's shutdown).
+    pub async fn stopped(&self) {
+        self.inner.runtimes.stopped().await;
+    }
+
     fn arn(&self, name: &str) -> String {
         format!("arn:aws:lambda:{}:{}:function:{name}", self.inner.iam.region(), self.inner.iam.account())
     }

@@ -88,12 +88,22 @@ pub struct Launch {
 pub struct Runtimes {
     launch: Arc<Launch>,
     workers: Arc<Mutex<HashMap<String, mpsc::Sender<Job>>>>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Runtimes {
     /// No workers yet; each starts with its function's first invocation.
     pub fn new(launch: Launch) -> Self {
-        Runtimes { launch: Arc::new(launch), workers: Arc::default() }
+        Runtimes { launch: Arc::new(launch), workers: Arc::default(), tasks: Arc::default() }
+    }
+
+    /// Waits until every worker has stopped and killed its process (after the shutdown token
+    /// was cancelled, or every function was deleted).
+    pub async fn stopped(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 
     fn worker(&self, name: &str) -> mpsc::Sender<Job> {
@@ -102,7 +112,10 @@ impl Runtimes {
             return tx.clone();
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(Worker { launch: self.launch.clone(), current: None }.run(rx));
+        let task = tokio::spawn(Worker { launch: self.launch.clone(), current: None }.run(rx));
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
         workers.insert(name.to_owned(), tx.clone());
         tx
     }

@@ -220,3 +220,32 @@ async fn functions_run_through_the_runtime_api_with_their_role_and_the_rules_eng
     assert_eq!((code.as_str(), status), ("ResourceNotFoundException", 404));
     tc.stop().await;
 }
+
+#[tokio::test]
+async fn functions_and_their_code_survive_a_restart_and_shutdown_stops_their_processes() {
+    use local_cloud::lambda::{CodeSource, InvocationType, NewFunction, runtime::Outcome};
+    use local_cloud::server::{Config, LocalCloud};
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.unwrap();
+    let role = cloud.iam.create_role("keeper", None, TRUST, None, None).unwrap().arn;
+    let new = NewFunction {
+        name: "keeper".into(),
+        runtime: Some("provided.al2".into()),
+        role,
+        code: Some(CodeSource::Zip(runtime_package("7"))),
+        ..NewFunction::default()
+    };
+    cloud.lambda.create(new).expect("CreateFunction");
+    cloud.shutdown().await;
+
+    let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.unwrap();
+    let function = cloud.lambda.get("keeper").expect("the function after a restart");
+    let event = bytes::Bytes::from_static(br#"{"action": "echo"}"#);
+    let outcome = cloud.lambda.invoke(function, InvocationType::RequestResponse, event).await.unwrap();
+    let Some(Outcome::Response(body)) = outcome else { panic!("{outcome:?}") };
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["version"], "7");
+    cloud.shutdown().await;
+    let pid = body["pid"].as_u64().unwrap();
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "shutdown stops the function's process");
+}
