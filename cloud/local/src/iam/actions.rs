@@ -271,8 +271,15 @@ impl Operation {
             Iot(kind, name) => format!("arn:aws:iot:{region}:{account}:{kind}/{}", param(name)),
             Arn(name) => param(name).to_owned(),
             Gg(kind, name) => format!("arn:aws:greengrass:{region}:{account}:{kind}:{}", param(name)),
-            Function(name) if param(name).starts_with("arn:") => param(name).to_owned(),
-            Function(name) => format!("arn:aws:lambda:{region}:{account}:function:{}", param(name)),
+            Function(name) => {
+                // The route's parameters are as sent: an ARN arrives with its colons encoded.
+                let function = percent_encoding::percent_decode_str(param(name)).decode_utf8_lossy();
+                if function.starts_with("arn:") {
+                    function.into_owned()
+                } else {
+                    format!("arn:aws:lambda:{region}:{account}:function:{function}")
+                }
+            }
         };
         (action, resource)
     }
@@ -329,6 +336,12 @@ mod tests {
         assert_eq!(
             invoke.action_and_resource(&[("FunctionName", "ingest")], "r", "a"),
             ("lambda:InvokeFunction", "arn:aws:lambda:r:a:function:ingest".to_owned())
+        );
+        assert_eq!(
+            invoke
+                .action_and_resource(&[("FunctionName", "arn%3Aaws%3Alambda%3Ar%3Aa%3Afunction%3Aingest")], "r", "a")
+                .1,
+            "arn:aws:lambda:r:a:function:ingest"
         );
         assert!(find("GET", "/nowhere").is_none());
     }
