@@ -4,7 +4,8 @@
 //! Publish with its role's credentials (allowed on one topic, denied on another) when invoked
 //! with Event or by a topic rule's `lambda` action (once AddPermission lets IoT Core invoke it),
 //! reports errors, times out, crashes and comes back, and changes behaviour with
-//! UpdateFunctionCode (a package in the local S3) and UpdateFunctionConfiguration.
+//! UpdateFunctionCode (a package in the local S3) and UpdateFunctionConfiguration; temporary
+//! credentials may invoke it only once their role's policy allows `lambda:InvokeFunction`.
 
 use std::io::Write as _;
 
@@ -225,6 +226,35 @@ async fn functions_run_through_the_runtime_api_with_their_role_and_the_rules_eng
     device.publish("dt/pump/pump-1/incident", rumqttc::QoS::AtLeastOnce, false, incident("rule")).await.unwrap();
     let published: Value = serde_json::from_slice(&app.next("the rule's invocation's publish").await.payload).unwrap();
     assert_eq!((published["via"].as_str(), published["pump"].as_str()), (Some("rule"), Some("pump-1")));
+
+    // Scoped credentials: Invoke needs lambda:InvokeFunction on the function's ARN.
+    let role_record = local.iam.get_role("pump-incidents").unwrap();
+    let session = local
+        .iam
+        .issue_service_session(&role_record, "lambda.amazonaws.com", "caller", std::time::Duration::from_secs(900))
+        .unwrap();
+    let scoped = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::config::Builder::from(&sdk)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                &session.access_key_id,
+                &session.secret_access_key,
+                Some(session.session_token.clone()),
+                None,
+                "scoped",
+            ))
+            .build(),
+    );
+    let echo = || scoped.invoke().function_name(FUNCTION).payload(Blob::new(r#"{"action": "echo"}"#)).send();
+    let (code, status) = failed(echo().await);
+    assert_eq!((code.as_str(), status), ("AccessDeniedException", 403));
+    let invoke_policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"lambda:InvokeFunction","Resource":"{}"}}]}}"#,
+        config.function_arn().unwrap()
+    );
+    local.iam.put_role_policy("pump-incidents", "invoke", &invoke_policy).unwrap();
+    assert_eq!(echo().await.expect("Invoke with scoped credentials").status_code(), 200);
+    let (code, _) = failed(scoped.list_functions().send().await);
+    assert_eq!(code, "AccessDeniedException");
 
     lambda.delete_function().function_name(FUNCTION).send().await.expect("DeleteFunction");
     let (code, status) = failed(lambda.get_function().function_name(FUNCTION).send().await);
