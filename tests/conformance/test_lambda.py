@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import zipfile
 
 import pytest
@@ -19,8 +20,10 @@ TRUST = {
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 
-# The runtime loop, with boto3 in the handler. Standard library and boto3 only.
-BOOTSTRAP = """#!/usr/bin/env python3
+# The runtime loop, with boto3 in the handler. Standard library and boto3 only; it runs with the
+# interpreter running the tests, which has boto3 (the local cloud passes its own PATH on, which
+# need not lead to it).
+BOOTSTRAP = f"#!{sys.executable}\n" + """
 import json, os, urllib.request
 import boto3
 from botocore.exceptions import ClientError
