@@ -79,7 +79,7 @@ async fn functions_run_through_the_runtime_api_with_their_role_and_the_rules_eng
             .runtime(runtime)
             .role(role)
             .handler("incidents.handler")
-            .timeout(2)
+            .timeout(30)
             .environment(Environment::builder().variables("GREETING", "hello").build())
             .code(FunctionCode::builder().zip_file(Blob::new(zip)).build())
             .send()
@@ -96,7 +96,7 @@ async fn functions_run_through_the_runtime_api_with_their_role_and_the_rules_eng
     assert!(message.contains("cannot be assumed by Lambda"), "{message}");
 
     let created = create(runtime_package("1"), &role, Runtime::Providedal2023).await.expect("CreateFunction");
-    assert_eq!(created.timeout(), Some(2));
+    assert_eq!(created.timeout(), Some(30));
     assert_eq!(created.version(), Some("$LATEST"));
     let (code, status) = failed(create(runtime_package("1"), &role, Runtime::Providedal2023).await);
     assert_eq!((code.as_str(), status), ("ResourceConflictException", 409));
@@ -153,9 +153,13 @@ async fn functions_run_through_the_runtime_api_with_their_role_and_the_rules_eng
     assert_eq!((error.as_deref(), doc["errorType"].as_str()), (Some("Unhandled"), Some("Pump.Failure")));
     let (_, again) = invoke(&lambda, json!({"action": "echo"})).await;
     assert_eq!(again["pid"], first_pid, "a handled error keeps the process");
+    // A one-second timeout for this invocation only (a loaded machine gets the default 30 s).
+    let timeout = |seconds: i32| lambda.update_function_configuration().function_name(FUNCTION).timeout(seconds).send();
+    timeout(1).await.expect("UpdateFunctionConfiguration");
     let (error, doc) = invoke(&lambda, json!({"action": "sleep", "seconds": 30})).await;
+    timeout(30).await.expect("UpdateFunctionConfiguration");
     assert_eq!(error.as_deref(), Some("Unhandled"));
-    assert!(doc["errorMessage"].as_str().unwrap().ends_with("Task timed out after 2.00 seconds"), "{doc}");
+    assert!(doc["errorMessage"].as_str().unwrap().ends_with("Task timed out after 1.00 seconds"), "{doc}");
     let (_, after_timeout) = invoke(&lambda, json!({"action": "echo"})).await;
     assert_ne!(after_timeout["pid"], first_pid, "the timed-out process was replaced");
     let (error, doc) = invoke(&lambda, json!({"action": "crash"})).await;
