@@ -20,6 +20,9 @@ const K_SESSION: &str = "iam_session";
 
 /// The service principal the AWS IoT credentials provider assumes roles as.
 pub const CREDENTIALS_PROVIDER_PRINCIPAL: &str = "credentials.iot.amazonaws.com";
+/// The service principal AWS IoT fleet provisioning assumes a template's provisioning role as.
+/// Such a role is kept, never assumed: the local cloud registers devices itself.
+pub const PROVISIONING_PRINCIPAL: &str = "iot.amazonaws.com";
 
 /// Why an IAM operation failed; each is an IAM error code.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +171,13 @@ impl Iam {
         if !(path.starts_with('/') && path.ends_with('/')) || path.len() > 512 {
             return Err(IamError::Validation(format!("The specified value for path is invalid: {path:?}")));
         }
-        trust_allows_credentials_provider(assume_role_policy)?;
+        trust_allows(assume_role_policy, CREDENTIALS_PROVIDER_PRINCIPAL)
+            .or_else(|_| trust_allows(assume_role_policy, PROVISIONING_PRINCIPAL))
+            .map_err(|_| {
+                IamError::MalformedPolicy(format!(
+                    "the trust policy must allow sts:AssumeRole to the service principal {CREDENTIALS_PROVIDER_PRINCIPAL} (a token exchange role) or {PROVISIONING_PRINCIPAL} (a provisioning role): the only principals the local cloud knows"
+                ))
+            })?;
         let max = max_session_duration.unwrap_or(3600);
         if !(3600..=43200).contains(&max) {
             return Err(IamError::Validation(format!(
@@ -368,6 +377,12 @@ pub fn parse_identity_policy(document: &str) -> Result<PolicyDocument, IamError>
 /// statement for `sts:AssumeRole` whose `Principal.Service` names
 /// `credentials.iot.amazonaws.com` (the only service that assumes roles here).
 pub fn trust_allows_credentials_provider(document: &str) -> Result<(), IamError> {
+    trust_allows(document, CREDENTIALS_PROVIDER_PRINCIPAL)
+}
+
+/// Checks that a trust policy has an Allow statement for `sts:AssumeRole` whose
+/// `Principal.Service` names `principal`.
+fn trust_allows(document: &str, principal: &str) -> Result<(), IamError> {
     let malformed = |m: &str| IamError::MalformedPolicy(m.to_owned());
     let value: serde_json::Value =
         serde_json::from_str(document).map_err(|e| malformed(&format!("the trust policy is not valid JSON: {e}")))?;
@@ -388,15 +403,13 @@ pub fn trust_allows_credentials_provider(document: &str) -> Result<(), IamError>
     let trusted = statements.iter().any(|s| {
         s.get("Effect").and_then(|e| e.as_str()) == Some("Allow")
             && strings(s.get("Action")).iter().any(|a| a.eq_ignore_ascii_case("sts:AssumeRole") || a == "sts:*")
-            && strings(s.get("Principal").and_then(|p| p.get("Service")))
-                .iter()
-                .any(|p| p == CREDENTIALS_PROVIDER_PRINCIPAL)
+            && strings(s.get("Principal").and_then(|p| p.get("Service"))).iter().any(|p| p == principal)
     });
     if trusted {
         Ok(())
     } else {
         Err(malformed(&format!(
-            "the trust policy must allow sts:AssumeRole to the service principal {CREDENTIALS_PROVIDER_PRINCIPAL} (the only principal that assumes roles in the local cloud)"
+            "the trust policy must allow sts:AssumeRole to the service principal {principal} (the only principal that assumes roles in the local cloud)"
         )))
     }
 }
@@ -443,6 +456,12 @@ mod tests {
         assert!(matches!(iam.create_role("r", None, TRUST, None, Some(60)), Err(IamError::Validation(_))));
         let lambda_trust = TRUST.replace("credentials.iot", "lambda");
         assert!(matches!(iam.create_role("r", None, &lambda_trust, None, None), Err(IamError::MalformedPolicy(_))));
+        // A fleet provisioning role is kept, but the credentials provider cannot assume it.
+        let provisioning = iam.create_role("prov", None, &TRUST.replace("credentials.iot", "iot"), None, None).unwrap();
+        let vars = CredentialsIot { thing_name: None, thing_type_name: None, certificate_id: "c".into() };
+        let refused = iam.issue_session(&provisioning, Duration::from_secs(900), &vars);
+        assert!(matches!(refused, Err(IamError::MalformedPolicy(_))), "{refused:?}");
+        iam.delete_role("prov").unwrap();
         assert!(matches!(iam.create_role("r", None, "{", None, None), Err(IamError::MalformedPolicy(_))));
         let policy =
             r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:PutObject","Resource":"*"}}"#;
