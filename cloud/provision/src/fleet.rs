@@ -146,7 +146,10 @@ pub async fn ensure_template(
         .map_err(aws("DescribeProvisioningTemplate"));
     if !is_code(&described, "ResourceNotFoundException") {
         let arn = described?.template_arn().map(str::to_owned);
-        return Ok((arn.ok_or_else(|| ProvisionError::unexpected("DescribeProvisioningTemplate", "no templateArn"))?, changes));
+        return Ok((
+            arn.ok_or_else(|| ProvisionError::unexpected("DescribeProvisioningTemplate", "no templateArn"))?,
+            changes,
+        ));
     }
     let got = iam.get_role().role_name(&spec.role_name).send().await.map_err(aws("GetRole"));
     let role_arn = if is_code(&got, "NoSuchEntity") {
@@ -189,13 +192,11 @@ pub async fn ensure_template(
 /// CreateProvisioningClaim for `template`: its certificate and key written into `dir` as
 /// `claim.pem.crt` and `claim.private.pem.key` (0600).
 pub async fn create_claim(iot: &aws_sdk_iot::Client, template: &str, dir: &Path) -> Result<ClaimFiles, ProvisionError> {
-    let out = iot
-        .create_provisioning_claim()
-        .template_name(template)
-        .send()
-        .await
-        .map_err(aws("CreateProvisioningClaim"))?;
-    let pem = out.certificate_pem().ok_or_else(|| ProvisionError::unexpected("CreateProvisioningClaim", "no certificatePem"))?;
+    let out =
+        iot.create_provisioning_claim().template_name(template).send().await.map_err(aws("CreateProvisioningClaim"))?;
+    let pem = out
+        .certificate_pem()
+        .ok_or_else(|| ProvisionError::unexpected("CreateProvisioningClaim", "no certificatePem"))?;
     let key = out
         .key_pair()
         .and_then(|k| k.private_key())
