@@ -423,7 +423,9 @@ pub async fn run(
         ("S3 data", format!("{windows_before} anomaly windows before, {windows_after} after")),
         (
             "telemetry in the cloud",
-            format!("{telemetry_before} batches received from the failed device, still in the cloud"),
+            format!(
+                "{telemetry_before} batches the cloud had received before the failure (its subscriber's count): what left the device is not lost with it"
+            ),
         ),
         ("cloud records", format!("job executions of the thing: {jobs_before} before, {jobs_after} after")),
     ];
