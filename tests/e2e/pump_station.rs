@@ -2,8 +2,9 @@
 //! provisioning through the AWS SDK, plant, simulated core with the three components from
 //! their recipes and the model component, the analyzer running the model detector only, the
 //! operator's desired change, a fault and its protective action, the resume, updates over the air
-//! (one deferred by the controller, one broken and rolled back), a stop of the local cloud mid-run
-//! and the core updating itself — and each step's effect is checked at the plant (Modbus registers,
+//! (one deferred by the controller, one broken and rolled back), a stop of the local cloud mid-run,
+//! the core updating itself, and the core device dying with its disk and a replacement onboarding
+//! by claim under the same thing name — and each step's effect is checked at the plant (Modbus registers,
 //! read by the demo as any SCADA client would) and in the cloud (shadow version and state,
 //! telemetry and anomaly events received by an MQTT client).
 
@@ -72,7 +73,7 @@ fn get_json(addr: &str, path: &str) -> Value {
 }
 
 #[test]
-fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_outage() {
+fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_outage_and_a_dead_core_device() {
     let dir = tempfile::tempdir().unwrap();
     let Run { output, report, plant_state } = run_demo(dir.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -86,7 +87,7 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!(plant_state["faults"], serde_json::json!([]), "{plant_state}");
 
     let steps = report["steps"].as_array().expect("steps");
-    assert_eq!(steps.len(), 9, "{stderr}");
+    assert_eq!(steps.len(), 10, "{stderr}");
     assert_eq!(report["passed"], true);
     let facts = &report["facts"];
 
@@ -104,7 +105,7 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!(deployed, ["com.example.pump.Sensor", "com.example.pump.Analyzer", "com.example.pump.Controller"]);
     // Over the air: a new analyzer version succeeded once the controller stopped deferring it;
     // a broken one failed with its cause; the core updated itself.
-    assert_eq!(deployments.len(), 4, "{deployments:#?}");
+    assert_eq!(deployments.len(), 5, "{deployments:#?}");
     let deferrals = deployments[1]["deferrals"].as_array().expect("deferrals");
     let controller = deferrals.iter().find(|d| d["component"] == "com.example.pump.Controller");
     let controller = controller.unwrap_or_else(|| panic!("the controller deferred: {:#}", deployments[1]));
@@ -127,6 +128,13 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!(core_update["succeeded"], true, "{core_update:#}");
     let nucleus = core_update["components"].as_array().unwrap().iter().find(|c| c[0] == "aws.greengrass.Nucleus");
     assert!(nucleus.is_some_and(|c| c[1] == "2.15.0"), "{core_update:#}");
+    // The replacement of a dead core device received the group's deployment again: the same
+    // components and nucleus version, to SUCCEEDED.
+    let revision = &deployments[4];
+    assert_eq!(revision["succeeded"], true, "{revision:#}");
+    assert_eq!(revision["components"], core_update["components"], "{revision:#}");
+    assert_ne!(revision["deploymentId"], core_update["deploymentId"], "a new revision: {revision:#}");
+    recovered_from_a_dead_core_device(&report);
 
     // The model detector decided the fault: every event in the cloud came from it.
     assert_eq!(report["detector"], "model");
@@ -170,6 +178,47 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert!(dir.path().join("report.md").is_file());
 
     edge_footprint_and_cost_per_site(&report);
+}
+
+/// The core device died with its disk: the replacement is the same thing with a new certificate
+/// (the failed one revoked), drove the plant to the desired speed the operator set while the site
+/// was dead (the setpoint register read over Modbus), and the report says what was lost (only
+/// what was on the device) and what the cloud kept.
+fn recovered_from_a_dead_core_device(report: &Value) {
+    let recovery = &report["recovery"];
+    assert_eq!(recovery["thing"], "pump-station-1", "{recovery:#}");
+    let failed: Vec<&str> =
+        recovery["failed_certificates"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let replacement = recovery["replacement_certificate"].as_str().unwrap();
+    assert!(!failed.is_empty() && !replacement.is_empty() && !failed.contains(&replacement), "{recovery:#}");
+    assert!(recovery["processes_killed"].as_u64().unwrap() >= 5, "launcher, core, components: {recovery:#}");
+    let desired = recovery["desired_speed_rpm"].as_f64().unwrap();
+    let reads = report["facts"]["plant_reads"].as_array().unwrap();
+    let recovered: Vec<&Value> = reads.iter().filter(|r| r["after"] == "recovered").collect();
+    assert_eq!(recovered.len(), 1, "{reads:#?}");
+    assert_eq!((recovered[0]["setpoint_rpm"].as_f64(), &recovered[0]["run"]), (Some(desired), &Value::Bool(true)));
+    assert_eq!(recovered[0]["desired_rpm"].as_f64(), Some(desired));
+    let (control, telemetry) =
+        (recovery["to_control_ms"].as_u64().unwrap(), recovery["to_telemetry_ms"].as_u64().unwrap());
+    assert!(control > 0 && telemetry > 0, "{recovery:#}");
+    let timeline: Vec<&str> =
+        recovery["timeline"].as_array().unwrap().iter().filter_map(|m| m["what"].as_str()).collect();
+    for moment in
+        ["power off", "disk is gone", "replaced in the cloud", "onboarded by claim", "SUCCEEDED", "pump under control"]
+    {
+        assert!(timeline.iter().any(|w| w.contains(moment)), "{moment}: {timeline:#?}");
+    }
+    let whats = |key: &str| -> Vec<String> {
+        recovery[key].as_array().unwrap().iter().map(|i| i["what"].as_str().unwrap().to_owned()).collect()
+    };
+    let lost = whats("lost");
+    for item in ["telemetry and events not yet sent", "logs", "local state", "the device's identity"] {
+        assert!(lost.iter().any(|l| l == item), "{item} lost: {lost:?}");
+    }
+    let kept = whats("kept");
+    for item in ["the thing", "its thing groups", "the `pump` shadow", "deployments", "S3 data", "cloud records"] {
+        assert!(kept.iter().any(|k| k == item), "{item} kept: {kept:?}");
+    }
 }
 
 /// The speed the controller's protective `reduce_speed` runs the pump at, from its recipe.

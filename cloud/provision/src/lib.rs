@@ -10,6 +10,7 @@
 //! - [`audit`]: the security audit of the account (policies, certificates, role aliases), Device Defender style.
 //! - [`component`]: `build` (the GDK layout with digests) and `publish` (S3, CreateComponentVersion).
 //! - [`deploy`]: CreateDeployment to a thing group, then following each core to the end.
+//! - [`fleet`]: fleet provisioning by claim, the operator's part: the provisioning role, a template that registers a core under the thing name it is given, claims.
 //! - [`token_exchange`]: the core's token exchange role (scoped to its own S3 prefix), role alias and alias policy.
 //! - [`rotate`]: the cloud's part of a certificate rotation (the job, attach, retire).
 //! - [`identity`]: key pair and CSR.
@@ -23,6 +24,7 @@ pub mod component;
 pub mod deploy;
 pub mod device;
 pub mod error;
+pub mod fleet;
 pub mod identity;
 pub mod output;
 pub mod policy;

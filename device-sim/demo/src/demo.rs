@@ -15,7 +15,13 @@
 //! 4. a fault at the plant → the analyzer's anomaly event (locally and in the cloud) → the
 //!    controller's protective action at the plant → `protection` reported in the cloud;
 //! 5. the fault cleared → the operator resumes → the plant runs at the desired speed again;
-//! 6. the local cloud stops for a while: nothing is lost, the shadow converges.
+//! 6. over the air: a new analyzer version and the retrained model, deferred by the controller
+//!    while its protection is active;
+//! 7. a broken analyzer version, rolled back, its cause shown in the cloud;
+//! 8. the local cloud stops for a while: nothing is lost, the shadow converges;
+//! 9. the core, handed to its launcher, updates itself to a new nucleus version;
+//! 10. hardware failure: the core device dies with its disk; the replacement onboards by claim
+//!     under the same thing name and the site recovers ([`crate::recovery`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +32,7 @@ use serde_json::{Value, json};
 
 use crate::cost::{Observed, Prices, SiteCost, Units};
 use crate::observer::{self, Observer};
+use crate::recovery;
 use crate::report::{AnomalyRecord, Latency, PlantRead, Report, StepOutcome};
 use crate::rollout;
 use crate::site::{self, COMPONENTS, ModbusProbe, Site, SiteOptions, THING};
@@ -186,7 +193,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
     std::fs::create_dir_all(&dir)?;
     let started = time::OffsetDateTime::now_utc();
-    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 9 } else { 8 } };
+    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 10 } else { 9 } };
     steps.report.started = started.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
 
     let mut site: Option<Site> = None;
@@ -539,8 +546,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let next = next_minor(device_sim::core::options::GGC_VERSION);
-    let name = steps.total.to_string();
-    let _ = steps
+    let name = (steps.total - 1).to_string();
+    let ok = steps
         .run(&name, &format!("the core updates itself: the site's core now runs under its launcher (as a Greengrass core under its loader); a new nucleus version ({next}: this core build, published as AWS publishes the nucleus) is deployed to the thing group; the core stages it, restarts into it and proves itself, and the cloud shows the new version"), || async {
             let site = site.as_mut().expect("started");
             let obs = obs.as_ref().expect("started");
@@ -548,6 +555,29 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         })
         .await;
     steps.report.deployments.append(&mut deployments);
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
+    let name = steps.total.to_string();
+    let mut recovered = None;
+    let _ = steps
+        .run(&name, "hardware failure: the core device dies with its disk while the pump runs; the operator replaces it (certificate revoked, thing kept, group deployment revised) and sets a new desired speed; the replacement onboards by claim under the same thing name, receives the group's deployment again and drives the pump to the shadow's desired state", || async {
+            let site = site.as_mut().expect("started");
+            let obs = obs.as_ref().expect("started");
+            let mut components = release_1_1_0();
+            components.push((device_sim::core::runtime::NUCLEUS.to_owned(), next.clone()));
+            let (detail, timeline, state, recovery) = recovery::run(site, obs, &telemetry, components, WAIT).await?;
+            deployments.push(timeline);
+            recovered = Some((state, recovery));
+            Ok(detail)
+        })
+        .await;
+    steps.report.deployments.append(&mut deployments);
+    if let Some((state, recovery)) = recovered {
+        steps.report.facts.plant_reads.push(PlantRead::new("recovered", Some(recovery.desired_speed_rpm), &state));
+        steps.report.recovery = Some(recovery);
+    }
     finish(steps.report, &args, site, obs).await
 }
 
@@ -619,7 +649,7 @@ async fn core_update(
     let mut components = release_1_1_0();
     components.push((device_sim::core::runtime::NUCLEUS.to_owned(), next.to_owned()));
     let purpose = format!("the core updates itself to nucleus {next}");
-    let timeline = rollout::deploy(operator, &purpose, components, Vec::new(), WAIT).await?;
+    let timeline = rollout::deploy(operator, &purpose, components, site.merges.clone(), WAIT).await?;
     let (succeeded, converged, id) = (timeline.succeeded, timeline.converged_ms, timeline.deployment_id.clone());
     let last = timeline.last_status(THING).cloned();
     deployments.push(timeline);

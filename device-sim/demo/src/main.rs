@@ -19,6 +19,7 @@
 //! - [`observer`]: an MQTT client in the cloud that measures every message it sees.
 //! - [`site`]: starting and stopping the pieces (cloud, plant, core) and staging the components.
 //! - [`report`]: `report.json` and `report.md`.
+//! - [`recovery`]: the core device dies with its disk; a replacement onboards by claim under its thing name.
 //! - [`footprint`]: the core's and the components' binary size, memory and CPU time, from `/proc`.
 //! - [`latency_bench`]: the control loop's latencies over enough samples for a p99.
 //! - [`cost`]: what a pump site costs in AWS a month, this design against a naive one.
@@ -28,6 +29,7 @@ mod demo;
 mod footprint;
 mod latency_bench;
 mod observer;
+mod recovery;
 mod report;
 mod rollout;
 mod site;

@@ -83,7 +83,8 @@ pub struct Facts {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlantRead {
     /// The action: `desired` (the operator's change), `before fault`, `fault` (after the
-    /// protective action), `resume`, `end`.
+    /// protective action), `resume`, `recovered` (the replacement device drove the plant to the
+    /// desired speed set while the site was dead), `end`.
     pub after: String,
     /// The speed the operator asked for, when the action was a desired change.
     pub desired_rpm: Option<f64>,
@@ -186,6 +187,8 @@ pub struct Report {
     pub anomaly_windows: Vec<WindowRecord>,
     /// The analyzer decided the anomaly (the event's `ts`) → its window is in S3.
     pub anomaly_to_window: Latency,
+    /// The recovery from a dead core device: its timeline, what was lost and what was kept.
+    pub recovery: Option<crate::recovery::Recovery>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -333,6 +336,9 @@ impl Report {
                 }
                 let _ = writeln!(s);
             }
+        }
+        if let Some(recovery) = &self.recovery {
+            let _ = writeln!(s, "\n## Recovery from a dead core device\n\n{}", recovery.markdown());
         }
         if let Some(cost) = &self.cost {
             let _ = writeln!(s, "\n## Cost per pump site\n\n{}", cost.markdown());

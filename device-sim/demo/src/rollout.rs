@@ -313,6 +313,19 @@ pub async fn deploy(
     let created = provision::deploy::create_group_deployment(&operator.iot, &operator.gg, &spec)
         .await
         .context("CreateDeployment")?;
+    follow(operator, purpose, created, components, (created_at, t0), timeout).await
+}
+
+/// Follows a deployment `created` at `at` (wall clock, and the instant its milliseconds count
+/// from) until every core of its target reports a terminal status or `timeout` passes.
+pub async fn follow(
+    operator: &Operator,
+    purpose: &str,
+    created: provision::deploy::CreatedDeployment,
+    components: Vec<(String, String)>,
+    (created_at, t0): (time::OffsetDateTime, Instant),
+    timeout: Duration,
+) -> anyhow::Result<Timeline> {
     let mut events = Vec::new();
     let mut record = |status: &CoreStatus| {
         events.push(TimelineEvent {

@@ -155,6 +155,10 @@ pub struct Site {
     pub bins: Option<PathBuf>,
     /// The operator's clients for publishing and deploying (once the site started).
     pub operator: Option<Operator>,
+    /// The site's configuration merges ([`Site::component_merges`]), carried by every deployment
+    /// to the group: a core that joins later (a replacement) gets only the latest revision, so
+    /// each one must hold the whole configuration, not only what changed.
+    pub merges: Vec<(String, String)>,
     /// The core running as its own process under `device-sim launcher`, once the site's core was
     /// handed over to it ([`Site::hand_core_to_launcher`]); `core` is then `None`.
     pub launched: Option<tokio::process::Child>,
@@ -179,6 +183,7 @@ impl Site {
             footprint: None,
             bins: None,
             operator: None,
+            merges: Vec::new(),
             launched: None,
         })
     }
@@ -199,6 +204,7 @@ impl Site {
         rollout::join_group(operator, THING).await?;
         let components = COMPONENTS.iter().map(|c| (c.name.to_owned(), VERSION.to_owned())).collect();
         let purpose = "the pump station's components";
+        self.merges = merges.clone();
         let timeline = rollout::deploy(operator, purpose, components, merges, options.wait)
             .await?
             .with_core_view(core.deployments());
@@ -222,8 +228,8 @@ impl Site {
         Ok(timeline)
     }
 
-    /// Deploys `components` to the thing group from the cloud and follows it
-    /// ([`rollout::deploy`]); the timeline carries what the core downloaded.
+    /// Deploys `components` with the site's configuration to the thing group from the cloud and
+    /// follows it ([`rollout::deploy`]); the timeline carries what the core downloaded.
     pub async fn deploy(
         &self,
         purpose: &str,
@@ -231,7 +237,7 @@ impl Site {
         wait: Duration,
     ) -> anyhow::Result<Timeline> {
         let (operator, _) = self.rollout()?;
-        let timeline = rollout::deploy(operator, purpose, components, Vec::new(), wait).await?;
+        let timeline = rollout::deploy(operator, purpose, components, self.merges.clone(), wait).await?;
         Ok(timeline.with_core_view(self.core()?.deployments()))
     }
 
@@ -441,23 +447,35 @@ impl Site {
         if let Some(core) = self.core.take() {
             core.shutdown(Duration::from_secs(20)).await;
         }
+        let identity: Vec<std::ffi::OsString> = vec![
+            "--thing".into(),
+            THING.into(),
+            "--cert".into(),
+            self.device.files.certificate.clone().into(),
+            "--key".into(),
+            self.device.files.private_key.clone().into(),
+        ];
+        self.spawn_launcher(&binary, &identity, "launcher.log")
+    }
+
+    /// Starts `binary` as `device-sim launcher` on the core's root with the site's endpoints,
+    /// root CA and configuration, the core identified by `identity` (its flags), logging to
+    /// `{dir}/{log}`.
+    fn spawn_launcher(&mut self, binary: &Path, identity: &[std::ffi::OsString], log: &str) -> anyhow::Result<()> {
         let endpoints = self.dir.join("core-endpoints.json");
         std::fs::write(&endpoints, serde_json::to_vec_pretty(&self.device.endpoints)?)
             .with_context(|| format!("writing {}", endpoints.display()))?;
         let root = self.dir.join("core");
-        let log = std::fs::File::create(self.dir.join("launcher.log")).context("creating launcher.log")?;
-        let child = tokio::process::Command::new(&binary)
+        let log = std::fs::File::create(self.dir.join(log)).with_context(|| format!("creating {log}"))?;
+        let child = tokio::process::Command::new(binary)
             .arg("launcher")
             .arg("--root")
             .arg(&root)
             .args(["--health-deadline-secs", "60", "--"])
-            .args(["--thing", THING, "--region", &self.device.endpoints.region])
+            .args(identity)
+            .args(["--region", &self.device.endpoints.region])
             .arg("--cloud")
             .arg(&endpoints)
-            .arg("--cert")
-            .arg(&self.device.files.certificate)
-            .arg("--key")
-            .arg(&self.device.files.private_key)
             .arg("--root-ca")
             .arg(&self.device.endpoints.ca_file)
             .arg("--update-config")
@@ -470,6 +488,47 @@ impl Site {
             .with_context(|| format!("starting {} launcher", binary.display()))?;
         self.launched = Some(child);
         Ok(())
+    }
+
+    /// The site's core device loses power: its launcher, the core and every component are
+    /// stopped where they stand (SIGSTOP while the process tree is collected, so nothing
+    /// restarts, then SIGKILL): no Shutdown step runs, nothing buffered is flushed. Returns how
+    /// many processes died.
+    pub async fn power_off(&mut self) -> anyhow::Result<usize> {
+        use rustix::process::{Pid, Signal, kill_process};
+        let mut launcher = self.launched.take().context("the core does not run under its launcher")?;
+        let pid = launcher.id().context("the launcher has already ended")?;
+        let signal = |pids: &[u32], signal: Signal| {
+            for p in pids {
+                if let Some(pid) = i32::try_from(*p).ok().and_then(Pid::from_raw) {
+                    let _ = kill_process(pid, signal);
+                }
+            }
+        };
+        let mut tree = vec![pid];
+        loop {
+            let mut now = vec![pid];
+            now.extend(bench_common::machine::descendants(pid));
+            signal(&now, Signal::STOP);
+            let settled = now.len() == tree.len();
+            tree = now;
+            if settled {
+                break;
+            }
+        }
+        signal(&tree, Signal::KILL);
+        launcher.wait().await.context("waiting for the killed launcher")?;
+        Ok(tree.len())
+    }
+
+    /// The replacement device starts on a new, empty disk (the core's root) from `binary`: its
+    /// launcher, and a core that onboards by claim with `claim` (the plugin's configuration file)
+    /// under the thing name the claim's template parameters give.
+    pub fn start_replacement(&mut self, claim: &Path) -> anyhow::Result<()> {
+        let bins = self.bins.clone().context("the site has not started")?;
+        let binary = bins.join(device_sim::core::nucleus_update::CORE_BINARY);
+        let identity: Vec<std::ffi::OsString> = vec!["--provision-by-claim".into(), claim.into()];
+        self.spawn_launcher(&binary, &identity, "replacement-launcher.log")
     }
 
     /// Publishes nucleus `version` as AWS publishes its own components (account `aws`): its

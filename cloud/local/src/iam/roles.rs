@@ -20,7 +20,9 @@ const K_SESSION: &str = "iam_session";
 
 /// The service principal the AWS IoT credentials provider assumes roles as.
 pub const CREDENTIALS_PROVIDER_PRINCIPAL: &str = "credentials.iot.amazonaws.com";
-/// The service principal the AWS IoT rules engine assumes its actions' roles as.
+/// The service principal of AWS IoT itself: the rules engine assumes its actions' roles as it,
+/// and fleet provisioning a template's provisioning role (kept here, never assumed: the local
+/// cloud registers devices itself).
 pub const RULES_ENGINE_PRINCIPAL: &str = "iot.amazonaws.com";
 /// The service principal Lambda assumes a function's execution role as.
 pub const LAMBDA_PRINCIPAL: &str = "lambda.amazonaws.com";
@@ -510,6 +512,12 @@ mod tests {
         assert!(matches!(iam.create_role("r", None, TRUST, None, Some(60)), Err(IamError::Validation(_))));
         let ec2_trust = TRUST.replace("credentials.iot", "ec2");
         assert!(matches!(iam.create_role("r", None, &ec2_trust, None, None), Err(IamError::MalformedPolicy(_))));
+        // A fleet provisioning role is kept, but the credentials provider cannot assume it.
+        let provisioning = iam.create_role("prov", None, &TRUST.replace("credentials.iot", "iot"), None, None).unwrap();
+        let vars = CredentialsIot { thing_name: None, thing_type_name: None, certificate_id: "c".into() };
+        let refused = iam.issue_session(&provisioning, Duration::from_secs(900), &vars);
+        assert!(matches!(refused, Err(IamError::MalformedPolicy(_))), "{refused:?}");
+        iam.delete_role("prov").unwrap();
         assert!(matches!(iam.create_role("r", None, "{", None, None), Err(IamError::MalformedPolicy(_))));
         let policy =
             r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:PutObject","Resource":"*"}}"#;

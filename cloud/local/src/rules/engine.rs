@@ -63,6 +63,7 @@ pub struct RulesTap {
     tx: mpsc::UnboundedSender<Incoming>,
     own: Own,
     clock: SharedClock,
+    rules: TopicRules,
 }
 
 impl ServiceHandler for RulesTap {
@@ -74,6 +75,10 @@ impl ServiceHandler for RulesTap {
 
     fn observe(&self, from: Option<&Publisher>, topic: &str, payload: &Bytes) {
         if from.is_none() && lock(&self.own).remove(&(payload.as_ptr() as usize)) {
+            return;
+        }
+        // Without an enabled rule nothing is queued (the rules are cached between changes).
+        if self.rules.snapshot().is_ok_and(|rules| rules.iter().all(|r| r.rule_disabled)) {
             return;
         }
         let _ = self.tx.send(Incoming {
@@ -144,7 +149,7 @@ impl RulesEngine {
     ) -> (Self, Arc<RulesTap>, RulesQueue) {
         let (tx, rx) = mpsc::unbounded_channel();
         let own = Own::default();
-        let tap = Arc::new(RulesTap { tx, own: own.clone(), clock });
+        let tap = Arc::new(RulesTap { tx, own: own.clone(), clock, rules: rules.clone() });
         (RulesEngine { rules, bus, s3, iam, functions: None, own, stats: Arc::default() }, tap, RulesQueue(rx))
     }
 
