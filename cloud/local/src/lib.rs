@@ -1,4 +1,4 @@
-//! The local cloud: AWS IoT Core, Amazon S3, AWS IoT Greengrass V2 and IAM (the subsets the
+//! The local cloud: AWS IoT Core, Amazon S3, AWS IoT Greengrass V2, AWS Lambda and IAM (the subsets the
 //! solution uses) in one process.
 //!
 //! # Layout
@@ -27,6 +27,8 @@
 //! - [`provisioning`]: fleet provisioning: templates and claims over HTTP, the device
 //!   provisioning MQTT API (`$aws/certificates/…`, `$aws/provisioning-templates/…`).
 //! - [`rules`]: the rules engine's topic rules (CreateTopicRule and the rest of its control plane).
+//! - [`lambda`]: AWS Lambda: functions on the custom runtimes, run as processes that poll the
+//!   Lambda Runtime API; the rules engine's `lambda` actions invoke them.
 //! - [`greengrass`]: Greengrass V2 components: the control plane on the same HTTP endpoint,
 //!   the data plane for cores on its own mutual-TLS listener.
 
@@ -40,6 +42,7 @@ pub mod http;
 pub mod iam;
 pub mod iot_credentials;
 pub mod jobs;
+pub mod lambda;
 pub mod mtls;
 pub mod provisioning;
 pub mod registry;

@@ -111,6 +111,8 @@ pub struct LocalCloud {
     pub iot_credentials: crate::iot_credentials::IotCredentials,
     /// The rules engine's topic rules, for in-process use.
     pub rules: crate::rules::TopicRules,
+    /// Lambda (functions, invocations), for in-process use.
+    pub lambda: crate::lambda::Lambda,
     /// What the rules engine has done (matches, actions, failures).
     pub rule_stats: std::sync::Arc<crate::rules::engine::RuleStats>,
     shutdown: CancellationToken,
@@ -189,8 +191,18 @@ impl LocalCloud {
         let iot_credentials =
             crate::iot_credentials::IotCredentials::new(store.clone(), clock.clone(), iam.clone(), registry.clone());
         let rules = crate::rules::TopicRules::new(store.clone(), clock.clone(), &config.region, &config.account_id);
+        let lambda = crate::lambda::Lambda::new(crate::lambda::LambdaConfig {
+            store: store.clone(),
+            clock: clock.clone(),
+            iam: iam.clone(),
+            objects: Arc::new(s3.clone()),
+            data_dir: data_dir.clone(),
+            http_url: http_url.clone(),
+            shutdown: shutdown.clone(),
+        });
         let (rules_engine, rules_tap, rules_queue) =
             crate::rules::engine::RulesEngine::new(rules.clone(), bus.clone(), s3.clone(), iam.clone(), clock.clone());
+        let rules_engine = rules_engine.with_functions(Arc::new(lambda.clone()));
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.
@@ -225,7 +237,7 @@ impl LocalCloud {
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())
             .context("opening the Greengrass component store")?;
-        // S3 first for requests signed for it; the IoT routes; the Greengrass routes; unsigned
+        // S3 first for requests signed for it; the IoT routes; the Greengrass and Lambda routes; unsigned
         // leftovers to S3.
         let deployments = Deployments::open(DeploymentsConfig {
             store: store.clone(),
@@ -249,6 +261,7 @@ impl LocalCloud {
         let greengrass_then_s3 = greengrass
             .control_plane()
             .merge(crate::greengrass::deployments_http::routes(deployments.clone()))
+            .merge(crate::lambda::http::routes(lambda.clone()))
             .route_layer(axum::middleware::from_fn_with_state(iam.clone(), crate::iam::auth::authorize))
             .fallback_service(crate::s3::route::fallback(s3.service()));
         let iot = crate::http::router_with_fallback(state, greengrass_then_s3);
@@ -299,6 +312,7 @@ impl LocalCloud {
             iam,
             iot_credentials,
             rules,
+            lambda,
             rule_stats,
             shutdown,
             tasks,
@@ -306,12 +320,13 @@ impl LocalCloud {
         })
     }
 
-    /// Stops the listeners, drops connections, and flushes state.
+    /// Stops the listeners, drops connections, stops function processes, and flushes state.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;
         }
+        self.lambda.stopped().await;
         if let Err(e) = self.store.checkpoint() {
             tracing::warn!(error = %e, "checkpointing state.sqlite");
         }

@@ -1,6 +1,6 @@
 //! The IAM action and resource of every HTTP operation the local cloud serves (other than S3's,
 //! which `crate::s3` maps), as the Service Authorization Reference lists them for AWS IoT,
-//! AWS IoT data plane, AWS IoT Jobs and AWS IoT Greengrass V2.
+//! AWS IoT data plane, AWS IoT Jobs, AWS IoT Greengrass V2 and AWS Lambda.
 //!
 //! Operations are found by method and matched route. A caller with temporary credentials is
 //! refused any route this table does not name: a route added without its action is closed to
@@ -21,6 +21,9 @@ pub enum Resource {
     Arn(&'static str),
     /// `arn:aws:greengrass:{region}:{account}:{kind}:{param}`.
     Greengrass(&'static str, &'static str),
+    /// `arn:aws:lambda:{region}:{account}:function:{param}`, or the parameter itself when it is
+    /// an ARN already (Lambda takes a function's name or ARN).
+    Function(&'static str),
 }
 
 /// One operation: its route, its IAM action and its resource.
@@ -40,7 +43,7 @@ const fn op(method: &'static str, route: &'static str, action: &'static str, res
     Operation { method, route, action, resource }
 }
 
-use Resource::{Any, Arn, Greengrass as Gg, Iot};
+use Resource::{Any, Arn, Function, Greengrass as Gg, Iot};
 
 /// Every operation, by route.
 pub const OPERATIONS: &[Operation] = &[
@@ -219,6 +222,33 @@ pub const OPERATIONS: &[Operation] = &[
         "greengrass:ListEffectiveDeployments",
         Gg("coreDevices", "coreDeviceThingName"),
     ),
+    // Lambda.
+    op("GET", "/2015-03-31/functions", "lambda:ListFunctions", Any),
+    op("POST", "/2015-03-31/functions", "lambda:CreateFunction", Any),
+    op("GET", "/2015-03-31/functions/{FunctionName}", "lambda:GetFunction", Function("FunctionName")),
+    op("DELETE", "/2015-03-31/functions/{FunctionName}", "lambda:DeleteFunction", Function("FunctionName")),
+    op(
+        "GET",
+        "/2015-03-31/functions/{FunctionName}/configuration",
+        "lambda:GetFunctionConfiguration",
+        Function("FunctionName"),
+    ),
+    op(
+        "PUT",
+        "/2015-03-31/functions/{FunctionName}/configuration",
+        "lambda:UpdateFunctionConfiguration",
+        Function("FunctionName"),
+    ),
+    op("PUT", "/2015-03-31/functions/{FunctionName}/code", "lambda:UpdateFunctionCode", Function("FunctionName")),
+    op("POST", "/2015-03-31/functions/{FunctionName}/invocations", "lambda:InvokeFunction", Function("FunctionName")),
+    op("GET", "/2015-03-31/functions/{FunctionName}/policy", "lambda:GetPolicy", Function("FunctionName")),
+    op("POST", "/2015-03-31/functions/{FunctionName}/policy", "lambda:AddPermission", Function("FunctionName")),
+    op(
+        "DELETE",
+        "/2015-03-31/functions/{FunctionName}/policy/{StatementId}",
+        "lambda:RemovePermission",
+        Function("FunctionName"),
+    ),
 ];
 
 /// The operation at `method` and matched `route`.
@@ -241,6 +271,15 @@ impl Operation {
             Iot(kind, name) => format!("arn:aws:iot:{region}:{account}:{kind}/{}", param(name)),
             Arn(name) => param(name).to_owned(),
             Gg(kind, name) => format!("arn:aws:greengrass:{region}:{account}:{kind}:{}", param(name)),
+            Function(name) => {
+                // The route's parameters are as sent: an ARN arrives with its colons encoded.
+                let function = percent_encoding::percent_decode_str(param(name)).decode_utf8_lossy();
+                if function.starts_with("arn:") {
+                    function.into_owned()
+                } else {
+                    format!("arn:aws:lambda:{region}:{account}:function:{function}")
+                }
+            }
         };
         (action, resource)
     }
@@ -276,7 +315,7 @@ mod tests {
                 a.route
             );
             let service = a.action.split(':').next().unwrap();
-            assert!(matches!(service, "iot" | "greengrass"), "{}", a.action);
+            assert!(matches!(service, "iot" | "greengrass" | "lambda"), "{}", a.action);
         }
         let describe = find("GET", "/things/{thingName}").unwrap();
         assert_eq!(
@@ -292,6 +331,17 @@ mod tests {
         assert_eq!(
             core.action_and_resource(&[("coreDeviceThingName", "site-1")], "r", "a").1,
             "arn:aws:greengrass:r:a:coreDevices:site-1"
+        );
+        let invoke = find("POST", "/2015-03-31/functions/{FunctionName}/invocations").unwrap();
+        assert_eq!(
+            invoke.action_and_resource(&[("FunctionName", "ingest")], "r", "a"),
+            ("lambda:InvokeFunction", "arn:aws:lambda:r:a:function:ingest".to_owned())
+        );
+        assert_eq!(
+            invoke
+                .action_and_resource(&[("FunctionName", "arn%3Aaws%3Alambda%3Ar%3Aa%3Afunction%3Aingest")], "r", "a")
+                .1,
+            "arn:aws:lambda:r:a:function:ingest"
         );
         assert!(find("GET", "/nowhere").is_none());
     }

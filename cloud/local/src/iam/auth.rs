@@ -88,14 +88,11 @@ pub async fn authenticate(State(iam): State<Iam>, req: Request, next: Next) -> R
         return fail(Failure::UnknownKey, INVALID_TOKEN.into());
     };
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, crate::http::MAX_REQUEST_BYTES).await {
+    // Lambda takes function code inline (CreateFunction, UpdateFunctionCode): its own limit.
+    let limit = if service == "lambda" { crate::lambda::MAX_REQUEST_BYTES } else { crate::http::MAX_REQUEST_BYTES };
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
-        Err(_) => {
-            return fail(
-                Failure::TooLarge,
-                format!("the request body exceeds {} bytes", crate::http::MAX_REQUEST_BYTES),
-            );
-        }
+        Err(_) => return fail(Failure::TooLarge, format!("the request body exceeds {limit} bytes")),
     };
     let signed = SignedRequest {
         method: parts.method.as_str(),

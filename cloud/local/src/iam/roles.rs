@@ -24,8 +24,10 @@ pub const CREDENTIALS_PROVIDER_PRINCIPAL: &str = "credentials.iot.amazonaws.com"
 /// and fleet provisioning a template's provisioning role (kept here, never assumed: the local
 /// cloud registers devices itself).
 pub const RULES_ENGINE_PRINCIPAL: &str = "iot.amazonaws.com";
+/// The service principal Lambda assumes a function's execution role as.
+pub const LAMBDA_PRINCIPAL: &str = "lambda.amazonaws.com";
 /// The services that assume roles in the local cloud: a role's trust policy must name one.
-pub const SERVICE_PRINCIPALS: [&str; 2] = [CREDENTIALS_PROVIDER_PRINCIPAL, RULES_ENGINE_PRINCIPAL];
+pub const SERVICE_PRINCIPALS: [&str; 3] = [CREDENTIALS_PROVIDER_PRINCIPAL, RULES_ENGINE_PRINCIPAL, LAMBDA_PRINCIPAL];
 
 /// Why an IAM operation failed; each is an IAM error code.
 #[derive(Debug, thiserror::Error)]
@@ -277,13 +279,36 @@ impl Iam {
     /// Issues temporary credentials for `role` (which must trust the credentials provider),
     /// valid for `duration`, carrying the `credentials-iot:` values of the request.
     pub fn issue_session(&self, role: &Role, duration: Duration, vars: &CredentialsIot) -> Result<Session, IamError> {
-        trust_allows(&role.assume_role_policy, CREDENTIALS_PROVIDER_PRINCIPAL)?;
+        self.issue(role, CREDENTIALS_PROVIDER_PRINCIPAL, &vars.certificate_id, duration, vars)
+    }
+
+    /// Issues temporary credentials for `role` to the service `service` (which the role must
+    /// trust), named `session_name` (Lambda names a function's session after the function).
+    pub fn issue_service_session(
+        &self,
+        role: &Role,
+        service: &str,
+        session_name: &str,
+        duration: Duration,
+    ) -> Result<Session, IamError> {
+        self.issue(role, service, session_name, duration, &CredentialsIot::default())
+    }
+
+    fn issue(
+        &self,
+        role: &Role,
+        service: &str,
+        session_name: &str,
+        duration: Duration,
+        vars: &CredentialsIot,
+    ) -> Result<Session, IamError> {
+        trust_allows(&role.assume_role_policy, service)?;
         let session = Session {
             access_key_id: format!("ASIA{}", random_upper(16)),
             secret_access_key: random_base64(30),
             session_token: random_base64(96),
             role_name: role.name.clone(),
-            session_name: vars.certificate_id.clone(),
+            session_name: session_name.to_owned(),
             expiration_ms: self.clock.now_millis() + duration.as_millis() as u64,
             thing_name: vars.thing_name.clone(),
             thing_type_name: vars.thing_type_name.clone(),
@@ -485,8 +510,8 @@ mod tests {
         assert!(matches!(iam.create_role("a b", None, TRUST, None, None), Err(IamError::Validation(_))));
         assert!(matches!(iam.create_role("r", Some("x"), TRUST, None, None), Err(IamError::Validation(_))));
         assert!(matches!(iam.create_role("r", None, TRUST, None, Some(60)), Err(IamError::Validation(_))));
-        let lambda_trust = TRUST.replace("credentials.iot", "lambda");
-        assert!(matches!(iam.create_role("r", None, &lambda_trust, None, None), Err(IamError::MalformedPolicy(_))));
+        let ec2_trust = TRUST.replace("credentials.iot", "ec2");
+        assert!(matches!(iam.create_role("r", None, &ec2_trust, None, None), Err(IamError::MalformedPolicy(_))));
         // A fleet provisioning role is kept, but the credentials provider cannot assume it.
         let provisioning = iam.create_role("prov", None, &TRUST.replace("credentials.iot", "iot"), None, None).unwrap();
         let vars = CredentialsIot { thing_name: None, thing_type_name: None, certificate_id: "c".into() };

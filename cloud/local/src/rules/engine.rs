@@ -9,9 +9,11 @@
 //! the action does (`iot:Publish` on the topic for `republish`, `s3:PutObject` on the object for
 //! `s3`), else the action fails as IoT Core's does when it cannot assume the role or is denied.
 //! Parameters take substitution templates (`${topic(3)}`), evaluated on the original message.
-//! `lambda` and `dynamoDBv2` actions fail with "not found": the local cloud has no Lambda
-//! functions or DynamoDB tables yet, which is what IoT Core reports for a function or table that
-//! does not exist.
+//! A `lambda` action invokes the function asynchronously (`Event`), as IoT Core does, through a
+//! [`FunctionSink`] (the Lambda service): it fails with "Function not found" when the function
+//! does not exist, and when the function's resource-based policy does not allow
+//! `iot.amazonaws.com` to invoke it. `dynamoDBv2` actions fail with "not found": the local cloud
+//! has no DynamoDB tables yet, which is what IoT Core reports for a table that does not exist.
 //!
 //! When an action fails, the rule's `errorAction` (if any) runs with IoT Core's error message:
 //! `{ruleName, topic, cloudwatchTraceId, clientId, base64OriginalPayload, failures: [{failedAction,
@@ -104,6 +106,14 @@ pub struct RuleStats {
     pub error_actions_failed: AtomicU64,
 }
 
+/// Where `lambda` actions go: the Lambda service, seen from the rules engine.
+pub trait FunctionSink: Send + Sync + std::fmt::Debug {
+    /// Queues an asynchronous (`Event`) invocation of `function_arn` by IoT Core with
+    /// `payload`; `Err` says why not ("Function not found: …", or IoT Core is not allowed to
+    /// invoke it).
+    fn invoke_event(&self, function_arn: &str, payload: Bytes) -> Result<(), String>;
+}
+
 /// The engine: the rules, and what their actions reach.
 #[derive(Debug, Clone)]
 pub struct RulesEngine {
@@ -111,6 +121,7 @@ pub struct RulesEngine {
     bus: Bus,
     s3: LocalS3,
     iam: Iam,
+    functions: Option<Arc<dyn FunctionSink>>,
     own: Own,
     stats: Arc<RuleStats>,
 }
@@ -139,7 +150,13 @@ impl RulesEngine {
         let (tx, rx) = mpsc::unbounded_channel();
         let own = Own::default();
         let tap = Arc::new(RulesTap { tx, own: own.clone(), clock, rules: rules.clone() });
-        (RulesEngine { rules, bus, s3, iam, own, stats: Arc::default() }, tap, RulesQueue(rx))
+        (RulesEngine { rules, bus, s3, iam, functions: None, own, stats: Arc::default() }, tap, RulesQueue(rx))
+    }
+
+    /// The engine with `lambda` actions invoking functions of `functions`.
+    pub fn with_functions(mut self, functions: Arc<dyn FunctionSink>) -> Self {
+        self.functions = Some(functions);
+        self
     }
 
     /// What the engine has done.
@@ -273,12 +290,13 @@ impl RulesEngine {
                 Ok(())
             }
             "lambda" => {
-                let arn = text("functionArn");
-                Err(failure(
-                    "LambdaAction",
-                    &arn,
-                    &format!("Function not found: {arn} (the local cloud has no Lambda functions yet)"),
-                ))
+                let arn = render(&text("functionArn"), message, "LambdaAction")?;
+                let Some(functions) = &self.functions else {
+                    return Err(failure("LambdaAction", &arn, &format!("Function not found: {arn}")));
+                };
+                functions
+                    .invoke_event(&arn, Bytes::from(output.to_bytes()))
+                    .map_err(|e| failure("LambdaAction", &arn, &e))
             }
             "dynamoDBv2" => {
                 let table = body["putItem"]["tableName"].as_str().unwrap_or_default().to_owned();

@@ -100,6 +100,18 @@ pub fn admin(endpoints: &local_cloud::server::Endpoints) -> aws_credential_types
     aws_credential_types::Credentials::new(&pair.access_key_id, &pair.secret_access_key, None, None, "test")
 }
 
+/// One configuration for every AWS SDK client of a test: `us-east-1`, the administrator's
+/// credentials, the local cloud's HTTP endpoint and [`sdk_http_client`].
+pub fn shared_sdk_config(endpoints: &local_cloud::server::Endpoints) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(admin(endpoints)))
+        .endpoint_url(&endpoints.http)
+        .http_client(sdk_http_client())
+        .build()
+}
+
 /// The HTTP client the AWS SDKs use in tests: rustls with ring, the workspace's
 /// one crypto provider (the SDKs' default client would bring aws-lc).
 pub fn sdk_http_client() -> aws_sdk_iot::config::SharedHttpClient {
