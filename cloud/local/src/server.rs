@@ -111,6 +111,8 @@ pub struct LocalCloud {
     pub iot_credentials: crate::iot_credentials::IotCredentials,
     /// The rules engine's topic rules, for in-process use.
     pub rules: crate::rules::TopicRules,
+    /// DynamoDB's tables, for in-process use.
+    pub dynamodb: crate::dynamodb::DynamoDb,
     /// What the rules engine has done (matches, actions, failures).
     pub rule_stats: std::sync::Arc<crate::rules::engine::RuleStats>,
     shutdown: CancellationToken,
@@ -189,8 +191,17 @@ impl LocalCloud {
         let iot_credentials =
             crate::iot_credentials::IotCredentials::new(store.clone(), clock.clone(), iam.clone(), registry.clone());
         let rules = crate::rules::TopicRules::new(store.clone(), clock.clone(), &config.region, &config.account_id);
-        let (rules_engine, rules_tap, rules_queue) =
-            crate::rules::engine::RulesEngine::new(rules.clone(), bus.clone(), s3.clone(), iam.clone(), clock.clone());
+        let dynamodb =
+            crate::dynamodb::DynamoDb::open(&data_dir.join("dynamodb.sqlite"), &config.region, &config.account_id)
+                .context("opening dynamodb.sqlite")?;
+        let (rules_engine, rules_tap, rules_queue) = crate::rules::engine::RulesEngine::new(
+            rules.clone(),
+            bus.clone(),
+            s3.clone(),
+            dynamodb.clone(),
+            iam.clone(),
+            clock.clone(),
+        );
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.
@@ -221,6 +232,7 @@ impl LocalCloud {
             rules: rules.clone(),
             credentials_endpoint: gg_addr.to_string(),
             iam: iam.clone(),
+            dynamodb: dynamodb.clone(),
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())
@@ -299,6 +311,7 @@ impl LocalCloud {
             iam,
             iot_credentials,
             rules,
+            dynamodb,
             rule_stats,
             shutdown,
             tasks,
