@@ -225,7 +225,13 @@ impl DynamoDb {
             Operation::Query => run(request, |r| db.query(r)),
             Operation::Scan => run(request, |r| db.scan(r)),
         }?;
-        Ok(answer.replace(ENGINE_ARN_PREFIX, &format!("arn:aws:dynamodb:{}:{}:", self.region, self.account)))
+        // Only table descriptions carry the engine's ARNs; items are the caller's data, left as stored.
+        Ok(match op {
+            Operation::CreateTable | Operation::DescribeTable | Operation::DeleteTable => {
+                answer.replace(ENGINE_ARN_PREFIX, &format!("arn:aws:dynamodb:{}:{}:", self.region, self.account))
+            }
+            _ => answer,
+        })
     }
 
     /// The names of a table's key attributes (partition key first).
@@ -315,6 +321,12 @@ mod tests {
         let described = db.call(Operation::DescribeTable, json!({"TableName": "readings"})).unwrap();
         let described: Value = serde_json::from_str(&described).unwrap();
         assert_eq!(described["Table"]["TableArn"], "arn:aws:dynamodb:us-east-1:000000000000:table/readings");
+        let text = format!("{ENGINE_ARN_PREFIX}table/readings");
+        let item = json!({"thing": {"S": "pump-1"}, "ts": {"N": "1"}, "note": {"S": text}});
+        db.call(Operation::PutItem, json!({"TableName": "readings", "Item": item})).unwrap();
+        let scanned: Value =
+            serde_json::from_str(&db.call(Operation::Scan, json!({"TableName": "readings"})).unwrap()).unwrap();
+        assert_eq!(scanned["Items"][0]["note"]["S"], text, "an item's own text is not rewritten");
     }
 
     #[test]
