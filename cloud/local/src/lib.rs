@@ -1,4 +1,4 @@
-//! The local cloud: AWS IoT Core, Amazon S3, AWS IoT Greengrass V2, AWS Lambda and IAM (the subsets the
+//! The local cloud: AWS IoT Core, Amazon S3, Amazon DynamoDB, AWS IoT Greengrass V2, AWS Lambda and IAM (the subsets the
 //! solution uses) in one process.
 //!
 //! # Layout
@@ -22,6 +22,7 @@
 //!   traded for temporary credentials.
 //! - [`mtls`]: the mutual-TLS HTTPS listener (Greengrass data plane, credentials provider).
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
+//! - [`dynamodb`]: Amazon DynamoDB on the same HTTP endpoint (AWS JSON 1.0, through dynoxide).
 //! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
 //!   timers, continuous jobs; an in-process interface for other services.
 //! - [`provisioning`]: fleet provisioning: templates and claims over HTTP, the device
@@ -36,6 +37,7 @@ pub mod broker;
 pub mod bus;
 pub mod ca;
 pub mod credentials;
+pub mod dynamodb;
 pub mod events;
 pub mod greengrass;
 pub mod http;

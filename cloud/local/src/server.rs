@@ -113,6 +113,8 @@ pub struct LocalCloud {
     pub rules: crate::rules::TopicRules,
     /// Lambda (functions, invocations), for in-process use.
     pub lambda: crate::lambda::Lambda,
+    /// DynamoDB's tables, for in-process use.
+    pub dynamodb: crate::dynamodb::DynamoDb,
     /// What the rules engine has done (matches, actions, failures).
     pub rule_stats: std::sync::Arc<crate::rules::engine::RuleStats>,
     shutdown: CancellationToken,
@@ -200,8 +202,17 @@ impl LocalCloud {
             http_url: http_url.clone(),
             shutdown: shutdown.clone(),
         });
-        let (rules_engine, rules_tap, rules_queue) =
-            crate::rules::engine::RulesEngine::new(rules.clone(), bus.clone(), s3.clone(), iam.clone(), clock.clone());
+        let dynamodb =
+            crate::dynamodb::DynamoDb::open(&data_dir.join("dynamodb.sqlite"), &config.region, &config.account_id)
+                .context("opening dynamodb.sqlite")?;
+        let (rules_engine, rules_tap, rules_queue) = crate::rules::engine::RulesEngine::new(
+            rules.clone(),
+            bus.clone(),
+            s3.clone(),
+            dynamodb.clone(),
+            iam.clone(),
+            clock.clone(),
+        );
         let rules_engine = rules_engine.with_functions(Arc::new(lambda.clone()));
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
@@ -233,6 +244,7 @@ impl LocalCloud {
             rules: rules.clone(),
             credentials_endpoint: gg_addr.to_string(),
             iam: iam.clone(),
+            dynamodb: dynamodb.clone(),
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())
@@ -313,6 +325,7 @@ impl LocalCloud {
             iot_credentials,
             rules,
             lambda,
+            dynamodb,
             rule_stats,
             shutdown,
             tasks,

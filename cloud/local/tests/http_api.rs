@@ -114,6 +114,7 @@ async fn start_api() -> Api {
         rules,
         credentials_endpoint: "127.0.0.1:8443".into(),
         iam,
+        dynamodb: local_cloud::dynamodb::DynamoDb::memory("us-east-1", "000000000000").unwrap(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

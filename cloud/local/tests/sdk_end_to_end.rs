@@ -9,11 +9,13 @@
 //! S3 (`s3_sdk`), thing groups (`thing_groups_sdk`), IoT Jobs (`jobs_sdk`), Greengrass V2
 //! components with the cores' data plane (`greengrass_sdk`), and Greengrass deployments with a
 //! core played over MQTT (`deployments_sdk`), and fleet provisioning by claim over MQTT with its
-//! template control plane (`provisioning_sdk`), and topic rules with their actions (`rules_sdk`), and Lambda functions run through the
-//! Lambda Runtime API (`lambda_sdk`).
+//! template control plane (`provisioning_sdk`), topic rules with their actions (`rules_sdk`), Lambda
+//! functions run through the Lambda Runtime API (`lambda_sdk`), and DynamoDB tables, items and the
+//! rules engine's dynamoDBv2 action (`dynamodb_sdk`).
 
 mod common;
 mod deployments_sdk;
+mod dynamodb_sdk;
 mod greengrass_sdk;
 mod iam_sdk;
 mod jobs_sdk;

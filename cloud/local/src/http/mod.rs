@@ -17,6 +17,8 @@
 //!   provisioning's with its service: [`crate::provisioning::http`].
 //! - [`error`]: AWS exceptions on the wire.
 //! - [`wire`]: request/response shapes and the extractors that read them.
+//! - DynamoDB (AWS JSON 1.0 on `POST /`) is a layer inside authentication:
+//!   [`crate::dynamodb::http`].
 //!
 //! Registry and shadow calls are synchronous and touch SQLite, so every call
 //! runs on tokio's blocking pool ([`blocking`]): a slow fsync or WAL
@@ -72,6 +74,8 @@ pub struct AppState {
     pub credentials_endpoint: String,
     /// IAM: authorizes each matched route.
     pub iam: crate::iam::Iam,
+    /// DynamoDB (its layer is [`crate::dynamodb::http`]).
+    pub dynamodb: crate::dynamodb::DynamoDb,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.
@@ -97,6 +101,7 @@ pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
         .fallback_service(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn_with_state(state.dynamodb.clone(), crate::dynamodb::http::serve))
         .layer(middleware::from_fn_with_state(state.iam.clone(), crate::iam::auth::authenticate))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

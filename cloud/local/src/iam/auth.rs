@@ -6,7 +6,8 @@
 //! signature gets `MissingAuthenticationTokenException`, an unknown key or wrong session token
 //! `UnrecognizedClientException`, a wrong signature `InvalidSignatureException`, expired
 //! temporary credentials `ExpiredTokenException`, a refused action `AccessDeniedException`, all
-//! 403. The IAM API answers in its own XML ([`super::query`]). Unsigned requests pass
+//! 403. The IAM API answers in its own XML ([`super::query`]), DynamoDB in AWS JSON 1.0 with
+//! HTTP 400 ([`crate::dynamodb`]). Unsigned requests pass
 //! authentication untouched, because S3 (behind the routes, as their fallback) serves
 //! anonymous requests its own way; a matched non-S3 route refuses them.
 
@@ -50,6 +51,22 @@ fn rest_json(failure: Failure, message: String) -> Response {
     AwsError::new(status, kind, message).into_response()
 }
 
+/// DynamoDB (AWS JSON 1.0) answers every client error with 400 and a namespaced `__type`.
+fn json_1_0(failure: Failure, message: String) -> Response {
+    let kind = match failure {
+        Failure::Incomplete => "IncompleteSignatureException",
+        Failure::UnknownKey => "UnrecognizedClientException",
+        Failure::Mismatch => "InvalidSignatureException",
+        Failure::Expired => "ExpiredTokenException",
+        Failure::TooLarge => "RequestEntityTooLarge",
+    };
+    let mut error = crate::dynamodb::DynamoError::new("com.amazon.coral.service", kind, message);
+    if failure == Failure::TooLarge {
+        error.status = StatusCode::PAYLOAD_TOO_LARGE.as_u16();
+    }
+    error.into_response()
+}
+
 fn query_protocol(failure: Failure, message: String) -> Response {
     let (status, code) = match failure {
         Failure::Incomplete => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
@@ -73,8 +90,10 @@ pub async fn authenticate(State(iam): State<Iam>, req: Request, next: Next) -> R
             return next.run(req).await;
         }
     };
-    let fail = |failure: Failure, message: String| {
-        if service == "iam" { query_protocol(failure, message) } else { rest_json(failure, message) }
+    let fail = |failure: Failure, message: String| match service.as_str() {
+        "iam" => query_protocol(failure, message),
+        "dynamodb" => json_1_0(failure, message),
+        _ => rest_json(failure, message),
     };
     let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !header.starts_with("AWS4-HMAC-SHA256") {

@@ -7,13 +7,15 @@
 //!
 //! Actions run with the role they name: the role must trust `iot.amazonaws.com` and allow what
 //! the action does (`iot:Publish` on the topic for `republish`, `s3:PutObject` on the object for
-//! `s3`), else the action fails as IoT Core's does when it cannot assume the role or is denied.
-//! Parameters take substitution templates (`${topic(3)}`), evaluated on the original message.
+//! `s3`, `dynamodb:PutItem` on the table for `dynamoDBv2`), else the action fails as IoT Core's
+//! does when it cannot assume the role or is denied. Parameters take substitution templates
+//! (`${topic(3)}`), evaluated on the original message. A `dynamoDBv2` action puts the rule's
+//! result as one item, each top-level attribute an attribute of the item ("DynamoDBv2 action");
+//! a result that is not a JSON object, or lacks the table's key attributes, fails the action.
 //! A `lambda` action invokes the function asynchronously (`Event`), as IoT Core does, through a
 //! [`FunctionSink`] (the Lambda service): it fails with "Function not found" when the function
 //! does not exist, and when the function's resource-based policy does not allow
-//! `iot.amazonaws.com` to invoke it. `dynamoDBv2` actions fail with "not found": the local cloud
-//! has no DynamoDB tables yet, which is what IoT Core reports for a table that does not exist.
+//! `iot.amazonaws.com` to invoke it.
 //!
 //! When an action fails, the rule's `errorAction` (if any) runs with IoT Core's error message:
 //! `{ruleName, topic, cloudwatchTraceId, clientId, base64OriginalPayload, failures: [{failedAction,
@@ -39,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{TopicRule, TopicRules};
 use crate::bus::{Bus, BusMessage, Publisher, ServiceHandler};
+use crate::dynamodb::DynamoDb;
 use crate::iam::Iam;
 use crate::iam::roles::RULES_ENGINE_PRINCIPAL;
 use crate::s3::LocalS3;
@@ -120,6 +123,7 @@ pub struct RulesEngine {
     rules: TopicRules,
     bus: Bus,
     s3: LocalS3,
+    dynamodb: DynamoDb,
     iam: Iam,
     functions: Option<Arc<dyn FunctionSink>>,
     own: Own,
@@ -138,19 +142,24 @@ pub struct Failure {
 }
 
 impl RulesEngine {
-    /// The engine over `rules`, republishing through `bus`, writing to `s3`, authorizing with
-    /// `iam`; and the tap to give the broker (among its services).
+    /// The engine over `rules`, republishing through `bus`, writing to `s3` and `dynamodb`,
+    /// authorizing with `iam`; and the tap to give the broker (among its services).
     pub fn new(
         rules: TopicRules,
         bus: Bus,
         s3: LocalS3,
+        dynamodb: DynamoDb,
         iam: Iam,
         clock: SharedClock,
     ) -> (Self, Arc<RulesTap>, RulesQueue) {
         let (tx, rx) = mpsc::unbounded_channel();
         let own = Own::default();
         let tap = Arc::new(RulesTap { tx, own: own.clone(), clock, rules: rules.clone() });
-        (RulesEngine { rules, bus, s3, iam, functions: None, own, stats: Arc::default() }, tap, RulesQueue(rx))
+        (
+            RulesEngine { rules, bus, s3, dynamodb, iam, functions: None, own, stats: Arc::default() },
+            tap,
+            RulesQueue(rx),
+        )
     }
 
     /// The engine with `lambda` actions invoking functions of `functions`.
@@ -299,14 +308,25 @@ impl RulesEngine {
                     .map_err(|e| failure("LambdaAction", &arn, &e))
             }
             "dynamoDBv2" => {
-                let table = body["putItem"]["tableName"].as_str().unwrap_or_default().to_owned();
-                Err(failure(
-                    "DynamoDBv2Action",
-                    &table,
-                    &format!(
-                        "Requested resource not found: table {table} (the local cloud has no DynamoDB tables yet)"
-                    ),
-                ))
+                let table =
+                    render(body["putItem"]["tableName"].as_str().unwrap_or_default(), message, "DynamoDBv2Action")?;
+                let resource = self.dynamodb.table_arn(&table);
+                self.authorize(&text("roleArn"), "dynamodb:PutItem", &resource, "DynamoDBv2Action", &table)?;
+                let Some(Value::Object(item)) = output.as_json() else {
+                    return Err(failure(
+                        "DynamoDBv2Action",
+                        &table,
+                        "the rule's result is not a JSON object: a DynamoDBv2 action writes its attributes as the item's",
+                    ));
+                };
+                let (dynamodb, item) = (self.dynamodb.clone(), item.clone());
+                let put = table.clone();
+                let written = tokio::task::spawn_blocking(move || dynamodb.put_json_item(&put, &item)).await;
+                match written {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(failure("DynamoDBv2Action", &table, &format!("PutItem on table {table}: {e}"))),
+                    Err(_) => Err(failure("DynamoDBv2Action", &table, "the DynamoDB write failed")),
+                }
             }
             other => Err(failure("UnknownAction", other, &format!("the local cloud does not run {other} actions"))),
         }

@@ -10,7 +10,7 @@ use site_testkit::mqtt::Observer;
 
 use crate::common::{Client, TestCloud, admin, sdk_http_client};
 
-const ROLE_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+pub(crate) const ROLE_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
   "Principal":{"Service":"iot.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
 /// What the rules' role may do: publish under `cmd/` and `errors/`, put objects in the landing
 /// bucket.
@@ -24,7 +24,13 @@ fn republish(role: &str, topic: &str) -> Action {
     Action::builder().republish(RepublishAction::builder().role_arn(role).topic(topic).qos(1).build().unwrap()).build()
 }
 
-async fn rule(iot: &aws_sdk_iot::Client, name: &str, sql: &str, actions: Vec<Action>, error: Option<Action>) {
+pub(crate) async fn rule(
+    iot: &aws_sdk_iot::Client,
+    name: &str,
+    sql: &str,
+    actions: Vec<Action>,
+    error: Option<Action>,
+) {
     let payload = TopicRulePayload::builder()
         .sql(sql)
         .aws_iot_sql_version("2016-03-23")
@@ -35,7 +41,20 @@ async fn rule(iot: &aws_sdk_iot::Client, name: &str, sql: &str, actions: Vec<Act
     iot.create_topic_rule().rule_name(name).topic_rule_payload(payload).send().await.expect("CreateTopicRule");
 }
 
-fn json_of(m: &site_testkit::mqtt::Message) -> Value {
+/// `aws-sdk-iot` as the administrator.
+pub(crate) fn iot_admin(local: &local_cloud::server::LocalCloud) -> aws_sdk_iot::Client {
+    aws_sdk_iot::Client::from_conf(
+        aws_sdk_iot::Config::builder()
+            .behavior_version(aws_sdk_iot::config::BehaviorVersion::latest())
+            .region(aws_sdk_iot::config::Region::new("us-east-1"))
+            .credentials_provider(admin(&local.endpoints))
+            .endpoint_url(&local.endpoints.http)
+            .http_client(sdk_http_client())
+            .build(),
+    )
+}
+
+pub(crate) fn json_of(m: &site_testkit::mqtt::Message) -> Value {
     serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&m.payload)))
 }
 
@@ -45,15 +64,7 @@ async fn rules_republish_write_s3_take_basic_ingest_and_report_failed_actions_to
     let local = &tc.cloud;
     let role = local.iam.create_role("pump-rules", None, ROLE_TRUST, None, None).unwrap().arn;
     local.iam.put_role_policy("pump-rules", "actions", ROLE_POLICY).unwrap();
-    let iot = aws_sdk_iot::Client::from_conf(
-        aws_sdk_iot::Config::builder()
-            .behavior_version(aws_sdk_iot::config::BehaviorVersion::latest())
-            .region(aws_sdk_iot::config::Region::new("us-east-1"))
-            .credentials_provider(admin(&local.endpoints))
-            .endpoint_url(&local.endpoints.http)
-            .http_client(sdk_http_client())
-            .build(),
-    );
+    let iot = iot_admin(local);
     let errors = Some(republish(&role, "errors/${topic(3)}"));
     rule(
         &iot,
