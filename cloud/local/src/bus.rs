@@ -26,12 +26,20 @@ pub struct BusMessage {
     /// `Some(client id)`: deliver to that client only, subscribed or not
     /// (still subject to its `iot:Receive`); never retained. `None`: to subscribers.
     pub to: Option<String>,
+    /// Published by the rules engine's republish action: not offered to the rules again
+    /// ([`ServiceHandler::observe`] does not see it).
+    pub from_rules: bool,
 }
 
 impl BusMessage {
     /// A message for the subscribers of `topic`, not retained.
     pub fn to_subscribers(topic: impl Into<String>, payload: impl Into<Bytes>, qos: u8) -> Self {
-        BusMessage { topic: topic.into(), payload: payload.into(), qos, retain: false, to: None }
+        BusMessage { topic: topic.into(), payload: payload.into(), qos, retain: false, to: None, from_rules: false }
+    }
+
+    /// A message the rules engine republishes for the subscribers of `topic`.
+    pub fn republished(topic: impl Into<String>, payload: impl Into<Bytes>, qos: u8) -> Self {
+        BusMessage { from_rules: true, ..Self::to_subscribers(topic, payload, qos) }
     }
 
     /// A message for one client only (an answer to its request).
@@ -41,7 +49,14 @@ impl BusMessage {
         payload: impl Into<Bytes>,
         qos: u8,
     ) -> Self {
-        BusMessage { topic: topic.into(), payload: payload.into(), qos, retain: false, to: Some(client_id.into()) }
+        BusMessage {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain: false,
+            to: Some(client_id.into()),
+            from_rules: false,
+        }
     }
 }
 

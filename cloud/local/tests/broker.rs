@@ -416,6 +416,7 @@ async fn bus_messages_reach_subscribers_and_can_be_retained() {
         qos: 1,
         retain: true,
         to: None,
+        from_rules: false,
     });
     assert!(sent);
     let p = sub.recv(WAIT).await.unwrap();

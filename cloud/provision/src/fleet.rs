@@ -151,22 +151,9 @@ pub async fn ensure_template(
             changes,
         ));
     }
-    let got = iam.get_role().role_name(&spec.role_name).send().await.map_err(aws("GetRole"));
-    let role_arn = if is_code(&got, "NoSuchEntity") {
-        let created = iam
-            .create_role()
-            .role_name(&spec.role_name)
-            .assume_role_policy_document(trust_policy())
-            .description("AWS IoT fleet provisioning: registers core devices from claims")
-            .send()
-            .await
-            .map_err(aws("CreateRole"))?;
-        changes.push(format!("role {} created", spec.role_name));
-        created.role().map(|r| r.arn().to_owned())
-    } else {
-        got?.role().map(|r| r.arn().to_owned())
-    }
-    .ok_or_else(|| ProvisionError::unexpected("GetRole", "no role in the answer"))?;
+    let description = "AWS IoT fleet provisioning: registers core devices from claims";
+    let role_arn =
+        crate::token_exchange::ensure_role(iam, &spec.role_name, &trust_policy(), description, &mut changes).await?;
     iam.put_role_policy()
         .role_name(&spec.role_name)
         .policy_name(ROLE_POLICY_NAME)

@@ -124,22 +124,8 @@ pub async fn provision_token_exchange(
         changes.push(format!("bucket {} created", spec.bucket));
     }
 
-    let got = iam.get_role().role_name(&spec.role_name).send().await.map_err(aws("GetRole"));
-    let role_arn = if is_code(&got, "NoSuchEntity") {
-        let created = iam
-            .create_role()
-            .role_name(&spec.role_name)
-            .assume_role_policy_document(trust_policy())
-            .description("Greengrass token exchange role: anomaly window uploads under the core's own prefix")
-            .send()
-            .await
-            .map_err(aws("CreateRole"))?;
-        changes.push(format!("role {} created", spec.role_name));
-        created.role().map(|r| r.arn().to_owned())
-    } else {
-        got?.role().map(|r| r.arn().to_owned())
-    }
-    .ok_or_else(|| ProvisionError::unexpected("GetRole", "no role in the answer"))?;
+    let description = "Greengrass token exchange role: anomaly window uploads under the core's own prefix";
+    let role_arn = ensure_role(iam, &spec.role_name, &trust_policy(), description, &mut changes).await?;
 
     let wanted = RenderedPolicy { document: role_policy(&scope.partition, &spec.bucket), findings: Vec::new() };
     let current = iam
@@ -215,6 +201,33 @@ pub async fn provision_token_exchange(
     }
     changes.extend(device_changes.iter().map(ToString::to_string));
     Ok(TokenExchangeSetup { role_arn, role_alias_arn, changes })
+}
+
+/// The ARN of IAM role `name`, created with `trust` and `description` if it does not exist
+/// (an existing role's trust policy is left as it is).
+pub(crate) async fn ensure_role(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    trust: &str,
+    description: &str,
+    changes: &mut Vec<String>,
+) -> Result<String, ProvisionError> {
+    let got = iam.get_role().role_name(name).send().await.map_err(aws("GetRole"));
+    if is_code(&got, "NoSuchEntity") {
+        let created = iam
+            .create_role()
+            .role_name(name)
+            .assume_role_policy_document(trust)
+            .description(description)
+            .send()
+            .await
+            .map_err(aws("CreateRole"))?;
+        changes.push(format!("role {name} created"));
+        created.role().map(|r| r.arn().to_owned())
+    } else {
+        got?.role().map(|r| r.arn().to_owned())
+    }
+    .ok_or_else(|| ProvisionError::unexpected("GetRole", "no role in the answer"))
 }
 
 #[cfg(test)]

@@ -96,7 +96,10 @@
 //! custom authorizers, QoS 2, the `iot:ConnectAttributes` policy condition,
 //! throttling (100 publishes/s, 512 KiB/s, 1 CONNECT/s per client id), the
 //! 10 msg/s pacing of stored messages after a resume, retained message
-//! persistence across restarts, Basic Ingest (`$aws/rules/...`).
+//! persistence across restarts.
+//!
+//! Basic Ingest topics (`$aws/rules/{rule}/…`) cannot be subscribed to; their messages reach
+//! only the rule they name, through the rules engine ([`crate::rules::engine`]).
 //!
 //! # Lifecycle events
 //! Presence (`$aws/events/presence/connected|disconnected/{clientId}`) and
@@ -299,7 +302,7 @@ async fn drain_bus(shared: Arc<Shared>, mut bus: BusReceiver, stop: Cancellation
         // misses them (counted), so one slow device cannot delay every service.
         let blocked = match msg.to {
             Some(client_id) => shared.deliver_to(&client_id, message).into_iter().collect(),
-            None => shared.publish(message, None),
+            None => shared.publish_observed(message, None, !msg.from_rules),
         };
         shared.give_up(blocked);
     }

@@ -503,13 +503,21 @@ impl Shared {
     /// routes it to subscribers. Authorization of the publisher is the caller's job.
     /// Returns the QoS 1 deliveries that found a subscriber's queue full (see [`Shared::route`]).
     pub(crate) fn publish(&self, msg: Message, from: Option<&Publisher>) -> Vec<Blocked> {
+        self.publish_observed(msg, from, true)
+    }
+
+    /// [`Shared::publish`]; with `observed` false, the services' [`ServiceHandler::observe`] is
+    /// not told (a message the rules engine republished).
+    pub(crate) fn publish_observed(&self, msg: Message, from: Option<&Publisher>, observed: bool) -> Vec<Blocked> {
         if let Some(from) = from
             && let Some(service) = self.services.iter().find(|s| s.wants(&msg.topic))
         {
             service.handle(from, &msg.topic, msg.payload.clone());
         }
-        for service in &self.services {
-            service.observe(from, &msg.topic, &msg.payload);
+        if observed {
+            for service in &self.services {
+                service.observe(from, &msg.topic, &msg.payload);
+            }
         }
         let msg = Arc::new(msg);
         if msg.retain {

@@ -115,7 +115,7 @@ fn deliver(st: &AppState, topic: String, payload: Bytes, qos: u8, retain: bool) 
         .map_err(|e| AwsError::invalid_request(format!("invalid topic {topic:?}: {e}")))?;
     // Subscribers see the request before the service's answer, as over MQTT.
     let wanted = st.shadows.wants(&topic);
-    let msg = BusMessage { topic: topic.clone(), payload: payload.clone(), qos, retain, to: None };
+    let msg = BusMessage { topic: topic.clone(), payload: payload.clone(), qos, retain, to: None, from_rules: false };
     if !st.bus.publish(msg) {
         return Err(AwsError::unavailable("the message broker has stopped"));
     }

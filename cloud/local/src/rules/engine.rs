@@ -27,9 +27,9 @@
 //! The tap ([`RulesTap`], a [`ServiceHandler`] that only observes) queues each message without
 //! blocking the broker; one task evaluates them in arrival order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -57,14 +57,10 @@ struct Incoming {
     received_ms: u64,
 }
 
-/// Payload addresses of messages the engine republished and has not seen come back yet.
-type Own = Arc<Mutex<HashSet<usize>>>;
-
 /// The broker's side: queues every message for the engine.
 #[derive(Debug)]
 pub struct RulesTap {
     tx: mpsc::UnboundedSender<Incoming>,
-    own: Own,
     clock: SharedClock,
     rules: TopicRules,
 }
@@ -77,9 +73,6 @@ impl ServiceHandler for RulesTap {
     fn handle(&self, _from: &Publisher, _topic: &str, _payload: Bytes) {}
 
     fn observe(&self, from: Option<&Publisher>, topic: &str, payload: &Bytes) {
-        if from.is_none() && lock(&self.own).remove(&(payload.as_ptr() as usize)) {
-            return;
-        }
         // Without an enabled rule nothing is queued (the rules are cached between changes).
         if self.rules.snapshot().is_ok_and(|rules| rules.iter().all(|r| r.rule_disabled)) {
             return;
@@ -126,7 +119,6 @@ pub struct RulesEngine {
     dynamodb: DynamoDb,
     iam: Iam,
     functions: Option<Arc<dyn FunctionSink>>,
-    own: Own,
     stats: Arc<RuleStats>,
 }
 
@@ -153,13 +145,8 @@ impl RulesEngine {
         clock: SharedClock,
     ) -> (Self, Arc<RulesTap>, RulesQueue) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let own = Own::default();
-        let tap = Arc::new(RulesTap { tx, own: own.clone(), clock, rules: rules.clone() });
-        (
-            RulesEngine { rules, bus, s3, dynamodb, iam, functions: None, own, stats: Arc::default() },
-            tap,
-            RulesQueue(rx),
-        )
+        let tap = Arc::new(RulesTap { tx, clock, rules: rules.clone() });
+        (RulesEngine { rules, bus, s3, dynamodb, iam, functions: None, stats: Arc::default() }, tap, RulesQueue(rx))
     }
 
     /// The engine with `lambda` actions invoking functions of `functions`.
@@ -273,8 +260,7 @@ impl RulesEngine {
                 cloud_api::topic::validate_topic_name(&topic)
                     .map_err(|e| failure("RepublishAction", &topic, &format!("invalid topic {topic:?}: {e}")))?;
                 let payload = Bytes::from(output.to_bytes());
-                lock(&self.own).insert(payload.as_ptr() as usize);
-                if !self.bus.publish(BusMessage::to_subscribers(topic.clone(), payload, qos)) {
+                if !self.bus.publish(BusMessage::republished(topic.clone(), payload, qos)) {
                     return Err(failure("RepublishAction", &topic, "the broker has stopped"));
                 }
                 Ok(())
@@ -417,8 +403,4 @@ fn rand_seed() -> u64 {
     use ring::rand::SecureRandom as _;
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
     u64::from_le_bytes(bytes)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -122,14 +122,17 @@ pub struct TopicRules {
     clock: SharedClock,
     region: String,
     account: String,
-    /// Every rule as last read, until a write: what the engine evaluates each message against.
+    /// Every rule, read again after each write (on the control plane's thread, so the broker's
+    /// path never reads the store): what the engine evaluates each message against.
     cache: Arc<RwLock<Option<Arc<Vec<TopicRule>>>>>,
 }
 
 impl TopicRules {
     /// The rules kept in `store`, with ARNs in `region` and `account`.
     pub fn new(store: Store, clock: SharedClock, region: &str, account: &str) -> Self {
-        TopicRules { store, clock, region: region.into(), account: account.into(), cache: Arc::default() }
+        let rules = TopicRules { store, clock, region: region.into(), account: account.into(), cache: Arc::default() };
+        rules.changed();
+        rules
     }
 
     /// `arn:aws:iot:{region}:{account}:rule/{name}`.
@@ -178,8 +181,9 @@ impl TopicRules {
         (&self.region, &self.account)
     }
 
+    /// After a write: the rules read again now (or, if that fails, on the next snapshot).
     fn changed(&self) {
-        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = self.list().ok().map(Arc::new);
     }
 
     /// ReplaceTopicRule: a new payload for an existing rule (its creation time kept).
