@@ -72,6 +72,9 @@ pub struct Controller {
     retry_at: Option<Instant>,
     /// When the deployment being announced was first announced.
     notices: Notices,
+    /// Set once the first shadow document was read and the mode the plant cannot show was
+    /// taken from it (`settings::recover_mode`).
+    mode_recovered: bool,
 }
 
 impl Controller {
@@ -127,6 +130,7 @@ impl Controller {
             stats_path,
             retry_at: None,
             notices: Notices::default(),
+            mode_recovered: false,
         }))
     }
 
@@ -308,7 +312,10 @@ impl Controller {
                         GetThingShadowRequest { thing_name: self.thing.clone(), shadow_name: Some(SHADOW_NAME.into()) };
                     let event = match self.ipc.get_thing_shadow(&request).await {
                         Ok(r) => match serde_json::from_slice::<Value>(r.payload.as_bytes()) {
-                            Ok(document) => Event::GetAccepted { client_token, document },
+                            Ok(document) => {
+                                queue.extend(self.recover_mode(&document));
+                                Event::GetAccepted { client_token, document }
+                            }
                             Err(e) => Event::GetRejected {
                                 client_token,
                                 rejection: Rejection::new(500, format!("unreadable shadow document: {e}")),
@@ -360,6 +367,25 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// On the first document read: the mode the plant cannot show (`manual` runs like `auto`,
+    /// `maintenance` is stopped like `off`) is taken from the `reported.mode` the previous run
+    /// left, when it agrees with the run coil. Without it a restart would put a pump an operator
+    /// holds in `manual` back in `auto`, where a `maintenance` refused over `manual` would then
+    /// stop it. Handed to the engine before the document, so desired is reconciled against it.
+    fn recover_mode(&mut self, document: &Value) -> Vec<Action> {
+        if std::mem::replace(&mut self.mode_recovered, true) {
+            return Vec::new();
+        }
+        let reported = document.pointer("/state/reported/mode");
+        let mode = settings::recover_mode(self.settings.mode, reported);
+        if mode == self.settings.mode {
+            return Vec::new();
+        }
+        tracing::info!(mode = settings::mode_name(mode), "mode in effect before the restart, as reported");
+        self.settings.mode = mode;
+        self.sync.handle(Event::LocalChange { state: self.device_state() })
     }
 
     /// A closed IPC connection is fatal: the nucleus restarts the component.

@@ -6,9 +6,10 @@
 //! they only grow until the episode ends, so a pump is never half released. The episode ends
 //! when the last anomaly with an action clears (`onClear: restore`), or — with `onClear: hold`,
 //! the default — when the operator changes a desired value afterwards; leaving `auto` mode
-//! ends it at once (`manual` is the operator taking over, `off` stops the pump anyway). In
-//! `manual` and `off` anomalies are only reported, in `reported.alarms`. A kind raised by two
-//! detectors (the analyzer's `detector: both`) clears when both have cleared it.
+//! ends it at once (`manual` is the operator taking over, `off` and `maintenance` stop the pump
+//! anyway). In `manual`, `off` and `maintenance` anomalies are only reported, in
+//! `reported.alarms`. A kind raised by two detectors (the analyzer's `detector: both`) clears
+//! when both have cleared it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +36,15 @@ pub struct PolicyConfig {
     pub on_clear: OnClear,
     /// The speed `reduce_speed` runs at (at most).
     pub safe_speed_rpm: u16,
+}
+
+/// Whether protective actions are taken in `mode`: only in `auto`. In `manual` an operator has
+/// the pump; in `off` and `maintenance` it is stopped already.
+pub fn acts_in(mode: Mode) -> bool {
+    match mode {
+        Mode::Auto => true,
+        Mode::Manual | Mode::Off | Mode::Maintenance => false,
+    }
 }
 
 impl PolicyConfig {
@@ -209,7 +219,7 @@ impl Protection {
         alarm.ids.insert(id.to_owned());
         alarm.reason.clone_from(&cause);
         let Some(action) = config.action(kind) else { return Outcome::default() };
-        if mode != Mode::Auto {
+        if !acts_in(mode) {
             return Outcome::default();
         }
         self.join(action, kind, cause, now_ms)
@@ -256,10 +266,10 @@ impl Protection {
         self.alarms.get(&kind).map(|a| a.ids.iter().map(String::as_str).collect()).unwrap_or_default()
     }
 
-    /// The mode in effect changed: leaving `auto` ends the episode; entering it starts one
-    /// for the anomalies already raised.
+    /// The mode in effect changed: leaving `auto` ends the episode (`protection.reason` names
+    /// the new mode); entering it starts one for the anomalies already raised.
     pub fn mode_changed(&mut self, config: &PolicyConfig, mode: Mode, now_ms: u64) -> Outcome {
-        if mode != Mode::Auto {
+        if !acts_in(mode) {
             return match self.phase {
                 Phase::Idle { .. } => Outcome::default(),
                 _ => self.release(now_ms, format!("mode {}", crate::settings::mode_name(mode))),
@@ -362,8 +372,8 @@ mod tests {
     }
 
     #[test]
-    fn in_manual_and_off_anomalies_are_only_reported() {
-        for mode in [Mode::Manual, Mode::Off] {
+    fn in_manual_off_and_maintenance_anomalies_are_only_reported() {
+        for mode in [Mode::Manual, Mode::Off, Mode::Maintenance] {
             let mut p = Protection::new(0);
             assert_eq!(p.raise(&config(OnClear::Hold), mode, Cavitation, "a", "r", 2_000), NOTHING);
             assert!(p.actions().is_empty());
@@ -467,5 +477,40 @@ mod tests {
         // Auto again with nothing raised changes nothing.
         let mut q = Protection::new(0);
         assert_eq!(q.mode_changed(&cfg, Mode::Auto, 5), NOTHING);
+    }
+
+    #[test]
+    fn maintenance_ends_the_episode_and_takes_no_action_until_auto_again() {
+        let mut cfg = config(OnClear::Hold);
+        cfg.actions.insert(Cavitation, Some(OpenBypass));
+        let mut p = Protection::new(0);
+        p.raise(&cfg, Mode::Auto, Cavitation, "c", "suction low", 2_000);
+        assert_eq!(p.actions(), acts(&[OpenBypass]));
+        assert_eq!(p.mode_changed(&cfg, Mode::Maintenance, 3_000), RELEASED);
+        assert!(p.actions().is_empty(), "the bypass is no longer asked for");
+        assert_eq!(p.report(), json!({"active": false, "reason": "mode maintenance", "since": 3_000}));
+        assert_eq!(p.alarms_report(), json!(["cavitation"]), "still reported");
+        // A new anomaly in maintenance is only reported.
+        assert_eq!(p.raise(&cfg, Mode::Maintenance, Overheating, "o", "motor hot", 4_000), NOTHING);
+        assert!(p.actions().is_empty());
+        assert_eq!(p.alarms_report(), json!(["cavitation", "overheating"]));
+        // Leaving for manual takes none either; back to auto, the raised ones act at once.
+        assert_eq!(p.mode_changed(&cfg, Mode::Manual, 5_000), NOTHING);
+        assert_eq!(p.mode_changed(&cfg, Mode::Auto, 6_000), CHANGED);
+        assert_eq!(p.actions(), acts(&[Stop, OpenBypass]));
+        // Entering maintenance from a holding episode ends it too.
+        p.clear(&cfg, Cavitation, "c", 7_000);
+        p.clear(&cfg, Overheating, "o", 7_000);
+        assert!(p.is_holding());
+        assert_eq!(p.mode_changed(&cfg, Mode::Maintenance, 8_000), RELEASED);
+        assert_eq!(p.report()["active"], false);
+    }
+
+    #[test]
+    fn only_auto_takes_protective_actions() {
+        let rows = [(Mode::Auto, true), (Mode::Manual, false), (Mode::Off, false), (Mode::Maintenance, false)];
+        for (mode, acts) in rows {
+            assert_eq!(acts_in(mode), acts, "{mode:?}");
+        }
     }
 }

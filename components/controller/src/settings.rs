@@ -5,6 +5,11 @@
 //! effect and which are refused, each with the reason the shadow's `reported.refused` shows.
 //! [`command`] turns the settings and the protective actions in force into the plant's three
 //! commands (speed setpoint, run coil, bypass coil).
+//!
+//! Mode `maintenance` holds the pump stopped with the bypass closed until an operator sets
+//! another mode. A cloud application sets it through desired, so it is refused while the mode
+//! in effect is `manual`: an operator has taken the pump over by hand, and automation does not
+//! take it from them ([`MAINTENANCE_OVER_MANUAL`]).
 
 use kit::shadow::{Refusal, Section};
 use pump_types::{Mode, ProtectiveAction};
@@ -14,6 +19,9 @@ use serde_json::{Value, json};
 
 /// The plant's highest speed setpoint (its holding register's accepted range, `pump-map`).
 pub const PLANT_MAX_RPM: u16 = 3000;
+
+/// Why `mode: maintenance` is refused while `manual` is in effect (`reported.refused.mode`).
+pub const MAINTENANCE_OVER_MANUAL: &str = "manual mode in effect: an operator has the pump by hand; leave manual first (e.g. mode off) to put it into maintenance";
 
 /// `limits {minRpm, maxRpm}`: the speeds an operator may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +35,7 @@ pub struct Limits {
 /// The settings in effect: what the pump runs when no protective action holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// `auto`, `manual` or `off`.
+    /// `auto`, `manual`, `off` or `maintenance`.
     pub mode: Mode,
     /// The operator's speed.
     pub speed_rpm: u16,
@@ -69,12 +77,13 @@ impl Settings {
     }
 }
 
-/// `auto`, `manual`, `off`.
+/// `auto`, `manual`, `off`, `maintenance`.
 pub fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Auto => "auto",
         Mode::Manual => "manual",
         Mode::Off => "off",
+        Mode::Maintenance => "maintenance",
     }
 }
 
@@ -83,8 +92,28 @@ fn parse_mode(value: &Value) -> Result<Mode, String> {
         Some("auto") => Ok(Mode::Auto),
         Some("manual") => Ok(Mode::Manual),
         Some("off") => Ok(Mode::Off),
-        Some(other) => Err(format!("unknown mode {other:?}: expected auto, manual or off")),
-        None => Err("mode must be one of auto, manual, off".into()),
+        Some("maintenance") => Ok(Mode::Maintenance),
+        Some(other) => Err(format!("unknown mode {other:?}: expected auto, manual, off or maintenance")),
+        None => Err("mode must be one of auto, manual, off, maintenance".into()),
+    }
+}
+
+/// The mode in effect at start: `from_plant` (`auto` when the run coil is on, `off` when it is
+/// off), unless the `reported.mode` left by the previous run names the mode the plant cannot
+/// tell apart from it — `manual` for a running pump, `maintenance` for a stopped one.
+pub fn recover_mode(from_plant: Mode, reported: Option<&Value>) -> Mode {
+    match (from_plant, reported.and_then(Value::as_str)) {
+        (Mode::Auto, Some("manual")) => Mode::Manual,
+        (Mode::Off, Some("maintenance")) => Mode::Maintenance,
+        _ => from_plant,
+    }
+}
+
+/// Whether the mode in effect may change to `next`; the reason when not.
+fn mode_change_allowed(current: Mode, next: Mode) -> Result<(), &'static str> {
+    match (current, next) {
+        (Mode::Manual, Mode::Maintenance) => Err(MAINTENANCE_OVER_MANUAL),
+        _ => Ok(()),
     }
 }
 
@@ -133,7 +162,8 @@ fn outside(speed: u16, limits: Limits) -> Option<String> {
 /// the action only lowers what the pump runs, not what the operator asked for).
 ///
 /// Values are checked together: the speed against the limits that will be in effect, and new
-/// limits against the speed that will be in effect.
+/// limits against the speed that will be in effect. A mode is checked against the mode in
+/// effect (`maintenance` is refused over `manual`).
 pub fn decide(current: &Settings, changes: &Section, speed_hold: Option<&str>) -> Verdict {
     let mut next = *current;
     let mut accepted = Vec::new();
@@ -146,10 +176,13 @@ pub fn decide(current: &Settings, changes: &Section, speed_hold: Option<&str>) -
     for (key, value) in changes {
         match key.as_str() {
             "mode" => match parse_mode(value) {
-                Ok(mode) => {
-                    next.mode = mode;
-                    accepted.push("mode".to_owned());
-                }
+                Ok(mode) => match mode_change_allowed(current.mode, mode) {
+                    Ok(()) => {
+                        next.mode = mode;
+                        accepted.push("mode".to_owned());
+                    }
+                    Err(reason) => refusals.push(Refusal::new("mode", value.clone(), reason)),
+                },
                 Err(reason) => refuse_all("mode", value, &reason, &mut refusals),
             },
             "speedRpm" => match parse_rpm("speedRpm", value) {
@@ -222,18 +255,26 @@ pub fn decide(current: &Settings, changes: &Section, speed_hold: Option<&str>) -
     Verdict { settings: next, accepted, refusals }
 }
 
-/// The plant commands for `settings` with `actions` in force: `stop` and mode `off` turn the
-/// run coil off; `reduce_speed` lowers the speed to `safe_speed_rpm` (never raises it);
-/// `open_bypass` opens the bypass valve.
+/// The plant commands for `settings` with `actions` in force: `stop` and modes `off` and
+/// `maintenance` turn the run coil off; `reduce_speed` lowers the speed to `safe_speed_rpm`
+/// (never raises it); `open_bypass` opens the bypass valve, except in `maintenance`.
+///
+/// The speed setpoint is written in every mode, so a speed set while the pump is stopped is the
+/// one it starts at. `maintenance` keeps the bypass closed whatever is asked: the bypass
+/// recirculates a *running* pump's flow (`docs/plant.md`), a stopped pump has none, and the
+/// valve then stays in the line-up the pump restarts in. (The policy takes no action outside
+/// `auto`, so `actions` is empty in `maintenance`; the rule is written here, where the coil is
+/// decided, so it holds whatever the policy does.)
 pub fn command(settings: &Settings, actions: &Actions, safe_speed_rpm: u16) -> Command {
     let mut speed_rpm = settings.speed_rpm;
     if actions.contains(ProtectiveAction::ReduceSpeed) {
         speed_rpm = speed_rpm.min(safe_speed_rpm);
     }
+    let stopped = matches!(settings.mode, Mode::Off | Mode::Maintenance);
     Command {
         speed_rpm,
-        run: settings.mode != Mode::Off && !actions.contains(ProtectiveAction::Stop),
-        bypass_open: actions.contains(ProtectiveAction::OpenBypass),
+        run: !stopped && !actions.contains(ProtectiveAction::Stop),
+        bypass_open: settings.mode != Mode::Maintenance && actions.contains(ProtectiveAction::OpenBypass),
     }
 }
 
@@ -291,9 +332,13 @@ mod tests {
             (
                 "unknown mode",
                 json!({"mode": "turbo"}),
-                vec![pair("mode", "unknown mode \"turbo\": expected auto, manual or off")],
+                vec![pair("mode", "unknown mode \"turbo\": expected auto, manual, off or maintenance")],
             ),
-            ("mode not text", json!({"mode": 3}), vec![pair("mode", "mode must be one of auto, manual, off")]),
+            (
+                "mode not text",
+                json!({"mode": 3}),
+                vec![pair("mode", "mode must be one of auto, manual, off, maintenance")],
+            ),
             ("unknown setting", json!({"colour": {"r": 1}}), vec![pair("colour.r", "not a setting of this pump")]),
             (
                 "unknown limit",
@@ -379,14 +424,104 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_is_refused_while_in_manual() {
+        let manual = Settings { mode: Mode::Manual, ..settings() };
+        let verdict = decide(&manual, &section(json!({"mode": "maintenance", "speedRpm": 2200})), None);
+        assert_eq!(reasons(&verdict), vec![pair("mode", MAINTENANCE_OVER_MANUAL)]);
+        assert_eq!(verdict.refusals[0].value, json!("maintenance"));
+        assert_eq!(verdict.settings.mode, Mode::Manual, "the operator keeps the pump");
+        assert_eq!(verdict.accepted, vec!["speedRpm"], "the other values of the delta still apply");
+        assert_eq!(verdict.settings.speed_rpm, 2200);
+    }
+
+    #[test]
+    fn maintenance_is_accepted_from_every_mode_but_manual_and_left_for_any_mode() {
+        type Row = (Mode, Mode, bool);
+        let rows: Vec<Row> = vec![
+            (Mode::Auto, Mode::Maintenance, true),
+            (Mode::Off, Mode::Maintenance, true),
+            (Mode::Manual, Mode::Maintenance, false),
+            // Leaving maintenance is the operator's act, in any direction.
+            (Mode::Maintenance, Mode::Auto, true),
+            (Mode::Maintenance, Mode::Manual, true),
+            (Mode::Maintenance, Mode::Off, true),
+            // Leaving manual first, then maintenance: the operator's way there.
+            (Mode::Manual, Mode::Off, true),
+            (Mode::Manual, Mode::Auto, true),
+        ];
+        for (from, to, allowed) in rows {
+            let current = Settings { mode: from, ..settings() };
+            let verdict = decide(&current, &section(json!({"mode": mode_name(to)})), None);
+            let expected = if allowed { to } else { from };
+            assert_eq!(verdict.settings.mode, expected, "{from:?} -> {to:?}");
+            assert_eq!(verdict.refusals.is_empty(), allowed, "{from:?} -> {to:?}: {:?}", verdict.refusals);
+        }
+    }
+
+    #[test]
+    fn a_restart_keeps_manual_and_maintenance_when_the_run_coil_agrees() {
+        let rows: Vec<(Mode, Option<Value>, Mode)> = vec![
+            (Mode::Auto, Some(json!("manual")), Mode::Manual),
+            (Mode::Off, Some(json!("maintenance")), Mode::Maintenance),
+            // What the plant shows wins when the report disagrees with it.
+            (Mode::Off, Some(json!("manual")), Mode::Off),
+            (Mode::Auto, Some(json!("maintenance")), Mode::Auto),
+            (Mode::Auto, Some(json!("off")), Mode::Auto),
+            (Mode::Off, Some(json!("auto")), Mode::Off),
+            // Nothing reported yet, or nothing readable.
+            (Mode::Auto, None, Mode::Auto),
+            (Mode::Auto, Some(json!(3)), Mode::Auto),
+            (Mode::Off, Some(json!("turbo")), Mode::Off),
+        ];
+        for (plant, reported, expected) in rows {
+            assert_eq!(recover_mode(plant, reported.as_ref()), expected, "{plant:?} {reported:?}");
+        }
+    }
+
+    #[test]
+    fn the_speed_and_limits_may_change_in_maintenance_and_apply_when_it_is_left() {
+        let maintenance = Settings { mode: Mode::Maintenance, ..settings() };
+        let changes = section(json!({"speedRpm": 2200, "limits": {"minRpm": 2000, "maxRpm": 2500}}));
+        let verdict = decide(&maintenance, &changes, None);
+        assert!(verdict.refusals.is_empty(), "{:?}", verdict.refusals);
+        assert_eq!(verdict.settings.speed_rpm, 2200);
+        let none = Actions::default();
+        assert_eq!(
+            command(&verdict.settings, &none, 1800),
+            Command { speed_rpm: 2200, run: false, bypass_open: false }
+        );
+        let left = decide(&verdict.settings, &section(json!({"mode": "auto"})), None).settings;
+        assert_eq!(command(&left, &none, 1800), Command { speed_rpm: 2200, run: true, bypass_open: false });
+    }
+
+    #[test]
+    fn maintenance_stops_the_pump_and_holds_it_stopped() {
+        use ProtectiveAction::*;
+        let maintenance = Settings { mode: Mode::Maintenance, ..settings() };
+        // Whatever actions are handed in, the run coil is off and the bypass closed.
+        let rows: Vec<Vec<ProtectiveAction>> =
+            vec![vec![], vec![ReduceSpeed], vec![Stop], vec![OpenBypass], vec![ReduceSpeed, Stop, OpenBypass]];
+        for actions in rows {
+            let set: Actions = actions.iter().copied().collect();
+            let command = command(&maintenance, &set, 1800);
+            assert!(!command.run, "{actions:?}");
+            assert!(!command.bypass_open, "{actions:?}");
+        }
+    }
+
+    #[test]
     fn commands_follow_mode_and_protective_actions() {
         use ProtectiveAction::*;
         let s = settings();
         let off = Settings { mode: Mode::Off, ..s };
+        let manual = Settings { mode: Mode::Manual, ..s };
+        let maintenance = Settings { mode: Mode::Maintenance, ..s };
         let slow = Settings { speed_rpm: 1750, ..s };
         let rows: Vec<(&str, Settings, Vec<ProtectiveAction>, Command)> = vec![
             ("auto, no action", s, vec![], Command { speed_rpm: 2900, run: true, bypass_open: false }),
+            ("mode manual", manual, vec![], Command { speed_rpm: 2900, run: true, bypass_open: false }),
             ("mode off", off, vec![], Command { speed_rpm: 2900, run: false, bypass_open: false }),
+            ("mode maintenance", maintenance, vec![], Command { speed_rpm: 2900, run: false, bypass_open: false }),
             ("reduce", s, vec![ReduceSpeed], Command { speed_rpm: 1800, run: true, bypass_open: false }),
             (
                 "reduce never raises",
@@ -410,5 +545,7 @@ mod tests {
             Value::Object(settings().to_section()),
             json!({"mode": "auto", "speedRpm": 2900, "limits": {"minRpm": 1700, "maxRpm": 2950}})
         );
+        let maintenance = Settings { mode: Mode::Maintenance, ..settings() };
+        assert_eq!(maintenance.to_section()["mode"], "maintenance");
     }
 }

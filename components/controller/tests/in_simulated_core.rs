@@ -283,7 +283,10 @@ async fn offline_desired_speed_is_applied_at_the_plant_and_out_of_range_values_a
     // An unknown mode too.
     operator.set_desired(json!({"mode": "turbo"})).await;
     let doc = operator.wait_local("the mode refusal", |d| !reported(d, "/refused/mode").is_null()).await;
-    assert_eq!(reported(&doc, "/refused/mode/reason"), "unknown mode \"turbo\": expected auto, manual or off");
+    assert_eq!(
+        reported(&doc, "/refused/mode/reason"),
+        "unknown mode \"turbo\": expected auto, manual, off or maintenance"
+    );
     assert_eq!(plant_commands(&mut plant).await, (2400, true, false));
 
     // Valid values again: applied, and the refusals withdrawn.
@@ -300,6 +303,66 @@ async fn offline_desired_speed_is_applied_at_the_plant_and_out_of_range_values_a
         site.wait_stats(&core, "delta latencies", |s| s["latency"]["deltaToWrite"]["count"].as_u64() >= Some(2)).await;
     assert!(stats["latency"]["deltaToWrite"]["p50Us"].as_u64().is_some(), "{stats:#}");
     assert!(stats["counters"]["refusals"].as_u64() >= Some(3), "{stats:#}");
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_holds_the_pump_stopped_and_is_refused_over_manual_even_across_a_restart() {
+    let site = Site::new(false).await;
+    let core = site.start_core().await;
+    let mut operator = Operator::connect(&core).await;
+    let mut plant = site.modbus().await;
+    operator.ready().await;
+
+    // In auto, an anomaly reduces the speed; maintenance ends the action and stops the pump.
+    operator.publish_anomaly("cavitation", true).await;
+    wait_plant(&mut plant, "the safe speed", |(speed, run, _)| speed == 1800 && run).await;
+    operator.set_desired(json!({"mode": "maintenance"})).await;
+    wait_plant(&mut plant, "stopped, bypass closed", |(_, run, bypass)| !run && !bypass).await;
+    let doc = operator.wait_local("maintenance", |d| reported(d, "/mode") == "maintenance").await;
+    assert_eq!(reported(&doc, "/running"), false, "{doc:#}");
+    assert_eq!(
+        reported(&doc, "/protection"),
+        json!({"active": false, "reason": "mode maintenance", "since": reported(&doc, "/protection/since")})
+    );
+    assert_eq!(reported(&doc, "/alarms"), json!(["cavitation"]), "anomalies are still reported");
+
+    // The speed may change in maintenance; the pump stays stopped and starts at it when left.
+    operator.set_desired(json!({"speedRpm": 2400})).await;
+    wait_plant(&mut plant, "setpoint 2400, stopped", |(speed, run, _)| speed == 2400 && !run).await;
+    operator.set_desired(json!({"mode": "manual"})).await;
+    wait_plant(&mut plant, "running at 2400 in manual", |(speed, run, _)| speed == 2400 && run).await;
+    operator.wait_local("manual", |d| reported(d, "/mode") == "manual").await;
+
+    // Over manual, maintenance is refused with the reason and the pump keeps running.
+    operator.set_desired(json!({"mode": "maintenance"})).await;
+    let doc = operator.wait_local("the refusal", |d| !reported(d, "/refused/mode").is_null()).await;
+    assert_eq!(
+        reported(&doc, "/refused/mode"),
+        json!({"value": "maintenance", "reason": "manual mode in effect: an operator has the pump by hand; leave manual first (e.g. mode off) to put it into maintenance"})
+    );
+    assert_eq!(reported(&doc, "/mode"), "manual");
+    assert_eq!(plant_commands(&mut plant).await, (2400, true, false));
+
+    // A restart (a deployment, a crash) keeps manual: the plant cannot show it, the report can.
+    core.shutdown(WAIT).await;
+    let core = site.start_core().await;
+    let mut operator = Operator::connect(&core).await;
+    operator.set_desired(json!({"speedRpm": 2500})).await;
+    wait_plant(&mut plant, "2500 after the restart", |(speed, _, _)| speed == 2500).await;
+    let doc = operator.wait_local("reported 2500", |d| reported(d, "/speedRpm") == 2500).await;
+    assert_eq!(reported(&doc, "/mode"), "manual", "{doc:#}\nlog:\n{}", site.log());
+    assert_eq!(reported(&doc, "/refused/mode/value"), "maintenance");
+    assert_eq!(plant_commands(&mut plant).await, (2500, true, false), "still the operator's");
+
+    // The operator leaves manual; then maintenance applies.
+    operator.set_desired(json!({"mode": "off"})).await;
+    operator
+        .wait_local("off, refusal withdrawn", |d| reported(d, "/mode") == "off" && reported(d, "/refused").is_null())
+        .await;
+    operator.set_desired(json!({"mode": "maintenance"})).await;
+    operator.wait_local("maintenance again", |d| reported(d, "/mode") == "maintenance").await;
+    assert_eq!(plant_commands(&mut plant).await, (2500, false, false));
     core.shutdown(WAIT).await;
 }
 

@@ -164,6 +164,10 @@ pub enum Mode {
     Manual,
     /// Pump stopped.
     Off,
+    /// Pump stopped and held stopped for maintenance until an operator sets another mode;
+    /// anomalies are reported, no protective action. A cloud application may set it (after a
+    /// fault repeats); the controller refuses it over `Manual` (`docs/shadow.md`).
+    Maintenance,
 }
 
 /// What the controller does when an anomaly is raised (its configuration chooses).
@@ -296,5 +300,15 @@ mod tests {
     fn topics_follow_the_design_conventions() {
         assert_eq!(telemetry_topic("core-1"), "dt/pump/core-1/telemetry");
         assert_eq!(anomalies_topic("core-1"), "dt/pump/core-1/anomalies");
+    }
+
+    #[test]
+    fn modes_are_spelled_as_the_shadow_spells_them() {
+        let rows =
+            [(Mode::Auto, "auto"), (Mode::Manual, "manual"), (Mode::Off, "off"), (Mode::Maintenance, "maintenance")];
+        for (mode, name) in rows {
+            assert_eq!(serde_json::to_value(mode).unwrap(), json!(name));
+            assert_eq!(serde_json::from_value::<Mode>(json!(name)).unwrap(), mode);
+        }
     }
 }
