@@ -1,4 +1,5 @@
-//! Building the `aws-sdk-iot`, `aws-sdk-greengrassv2`, `aws-sdk-iam` and `aws-sdk-s3` clients the way the AWS CLI would: region and credentials from
+//! Building the `aws-sdk-iot`, `aws-sdk-greengrassv2`, `aws-sdk-iam`, `aws-sdk-lambda`,
+//! `aws-sdk-dynamodb` and `aws-sdk-s3` clients the way the AWS CLI would: region and credentials from
 //! `aws-config`'s default chain (environment, shared config and credentials files, web identity,
 //! ECS and EC2 instance metadata), the endpoint from `AWS_ENDPOINT_URL_IOT` / `AWS_ENDPOINT_URL`
 //! or the profile's `endpoint_url` unless overridden. One HTTP client for every target: rustls with
@@ -101,6 +102,16 @@ pub async fn greengrass_client(options: &ClientOptions) -> aws_sdk_greengrassv2:
 /// for `us-east-1` whatever the region; the local cloud serves it on its one endpoint).
 pub async fn iam_client(options: &ClientOptions) -> aws_sdk_iam::Client {
     client!(aws_sdk_iam, options)
+}
+
+/// A Lambda client configured from the default chain and `options`.
+pub async fn lambda_client(options: &ClientOptions) -> aws_sdk_lambda::Client {
+    client!(aws_sdk_lambda, options)
+}
+
+/// A DynamoDB client configured from the default chain and `options`.
+pub async fn dynamodb_client(options: &ClientOptions) -> aws_sdk_dynamodb::Client {
+    client!(aws_sdk_dynamodb, options)
 }
 
 /// An S3 client configured from the default chain and `options`. With an endpoint override the

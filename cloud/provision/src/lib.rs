@@ -18,6 +18,7 @@
 //! - [`client`]: the `aws-sdk-iot`, `aws-sdk-greengrassv2` and `aws-sdk-s3` clients from the default chain, with a rustls/ring HTTP client.
 //! - [`error`]: errors sorted by what the caller does next.
 
+pub mod app;
 pub mod audit;
 pub mod client;
 pub mod component;
@@ -31,7 +32,10 @@ pub mod policy;
 pub mod rotate;
 pub mod token_exchange;
 
-pub use client::{ClientOptions, greengrass_client, iam_client, iot_client, iot_data_client, s3_client};
+pub use client::{
+    ClientOptions, dynamodb_client, greengrass_client, iam_client, iot_client, iot_data_client, lambda_client,
+    s3_client,
+};
 pub use device::{
     Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, Deprovisioned,
     ProvisionedDevice, deprovision, provision_core_device, replace_device,

@@ -58,6 +58,39 @@ enum Command {
     Audit(AuditArgs),
     /// Rotate a core's certificate: create the rotation job and do the cloud's part as the core reports.
     Rotate(RotateArgs),
+    /// Deploy the cloud side: the incidents and hourly-aggregates tables, the raw-telemetry
+    /// bucket, the anomaly handler and telemetry aggregator functions, the topic rules that invoke
+    /// them, and one least-privilege role per function and rule.
+    App(AppArgs),
+}
+
+#[derive(Debug, Args)]
+struct AppArgs {
+    /// Where the function binaries (anomaly-handler, telemetry-aggregator) were built
+    /// (`cargo build --release -p pump-functions`; for AWS, built for Amazon Linux 2023).
+    #[arg(long, value_name = "DIR", default_value = "target/release")]
+    functions_dir: PathBuf,
+    /// The landing bucket of the raw telemetry batches (created when absent).
+    #[arg(long, value_name = "BUCKET")]
+    bucket: String,
+    /// Prefix of every resource's name.
+    #[arg(long, value_name = "PREFIX", default_value = "pump")]
+    prefix: String,
+    /// Occurrences of one fault that put the pump into maintenance...
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    maintenance_repeats: u32,
+    /// ...within this many minutes.
+    #[arg(long, value_name = "MINUTES", default_value_t = 10)]
+    maintenance_window_minutes: u32,
+    /// Each function's timeout, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    function_timeout: i32,
+    /// The IoT data endpoint the anomaly handler writes shadows through (default: with an
+    /// --endpoint-url, that endpoint's own resolution; on AWS, DescribeEndpoint iot:Data-ATS).
+    #[arg(long, value_name = "URL")]
+    iot_data_endpoint: Option<String>,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -322,6 +355,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => audit_cmd::run(args).await,
             Command::TokenExchange(args) => run_token_exchange(args).await,
             Command::Rotate(args) => run_rotate(args).await,
+            Command::App(args) => run_app(args).await,
         }
     });
     if let Err(e) = &result
@@ -340,6 +374,57 @@ fn main() -> ExitCode {
 
 fn client_options(target: &Target) -> ClientOptions {
     ClientOptions { endpoint_url: target.endpoint_url.clone(), region: target.region.clone(), credentials: None }
+}
+
+async fn run_app(args: AppArgs) -> anyhow::Result<()> {
+    let options = client_options(&args.target);
+    let clients = provision::app::AppClients {
+        iot: provision::iot_client(&options).await,
+        iam: provision::iam_client(&options).await,
+        lambda: provision::lambda_client(&options).await,
+        dynamodb: provision::dynamodb_client(&options).await,
+        s3: provision::s3_client(&options).await,
+    };
+    let iot_data_endpoint = match (args.iot_data_endpoint, &options.endpoint_url) {
+        (Some(url), _) => Some(url),
+        (None, Some(_)) => None,
+        (None, None) => {
+            let endpoint = clients
+                .iot
+                .describe_endpoint()
+                .endpoint_type("iot:Data-ATS")
+                .send()
+                .await
+                .context("DescribeEndpoint")?;
+            endpoint.endpoint_address.map(|a| format!("https://{a}"))
+        }
+    };
+    let spec = provision::app::AppSpec {
+        prefix: args.prefix,
+        functions_dir: args.functions_dir,
+        bucket: args.bucket,
+        maintenance_repeats: args.maintenance_repeats,
+        maintenance_window_minutes: args.maintenance_window_minutes,
+        function_timeout_secs: args.function_timeout,
+        iot_data_endpoint,
+    };
+    let deployed = provision::app::deploy_app(&clients, &spec).await.context("deploying the cloud side")?;
+    if deployed.changes.is_empty() {
+        println!("the cloud side is already deployed; nothing changed");
+    }
+    for change in &deployed.changes {
+        println!("- {change}");
+    }
+    let names = &deployed.names;
+    println!("tables       {} {}", names.incidents_table, names.aggregates_table);
+    println!("functions    {} {}", deployed.function_arns[0], deployed.function_arns[1]);
+    println!("rules        {} {}", deployed.rule_arns[0], deployed.rule_arns[1]);
+    println!(
+        "rule errors  {} {}",
+        provision::app::error_topic(&names.anomaly_rule),
+        provision::app::error_topic(&names.telemetry_rule)
+    );
+    Ok(())
 }
 
 async fn run_rotate(args: RotateArgs) -> anyhow::Result<()> {

@@ -127,27 +127,8 @@ pub async fn provision_token_exchange(
     let description = "Greengrass token exchange role: anomaly window uploads under the core's own prefix";
     let role_arn = ensure_role(iam, &spec.role_name, &trust_policy(), description, &mut changes).await?;
 
-    let wanted = RenderedPolicy { document: role_policy(&scope.partition, &spec.bucket), findings: Vec::new() };
-    let current = iam
-        .get_role_policy()
-        .role_name(&spec.role_name)
-        .policy_name(ROLE_POLICY_NAME)
-        .send()
-        .await
-        .map_err(aws("GetRolePolicy"));
-    let same = match &current {
-        Ok(out) => wanted.same_as(&decode_policy_document(out.policy_document())),
-        Err(_) if is_code(&current, "NoSuchEntity") => false,
-        Err(_) => return Err(current.err().unwrap_or_else(|| ProvisionError::unexpected("GetRolePolicy", "?"))),
-    };
-    if !same {
-        iam.put_role_policy()
-            .role_name(&spec.role_name)
-            .policy_name(ROLE_POLICY_NAME)
-            .policy_document(&wanted.document)
-            .send()
-            .await
-            .map_err(aws("PutRolePolicy"))?;
+    let document = role_policy(&scope.partition, &spec.bucket);
+    if ensure_role_policy(iam, &spec.role_name, ROLE_POLICY_NAME, &document).await? {
         changes.push(format!(
             "role {} allows s3:PutObject on {}/${{credentials-iot:ThingName}}/*",
             spec.role_name, spec.bucket
@@ -201,6 +182,35 @@ pub async fn provision_token_exchange(
     }
     changes.extend(device_changes.iter().map(ToString::to_string));
     Ok(TokenExchangeSetup { role_arn, role_alias_arn, changes })
+}
+
+/// Puts `document` as the inline policy `policy_name` of role `role` unless it says that already;
+/// `true` when it wrote.
+pub(crate) async fn ensure_role_policy(
+    iam: &aws_sdk_iam::Client,
+    role: &str,
+    policy_name: &str,
+    document: &str,
+) -> Result<bool, ProvisionError> {
+    let wanted = RenderedPolicy { document: document.to_owned(), findings: Vec::new() };
+    let current =
+        iam.get_role_policy().role_name(role).policy_name(policy_name).send().await.map_err(aws("GetRolePolicy"));
+    let same = match &current {
+        Ok(out) => wanted.same_as(&decode_policy_document(out.policy_document())),
+        Err(_) if is_code(&current, "NoSuchEntity") => false,
+        Err(_) => return Err(current.err().unwrap_or_else(|| ProvisionError::unexpected("GetRolePolicy", "?"))),
+    };
+    if same {
+        return Ok(false);
+    }
+    iam.put_role_policy()
+        .role_name(role)
+        .policy_name(policy_name)
+        .policy_document(document)
+        .send()
+        .await
+        .map_err(aws("PutRolePolicy"))?;
+    Ok(true)
 }
 
 /// The ARN of IAM role `name`, created with `trust` and `description` if it does not exist

@@ -2,6 +2,7 @@
 //! device's own files over MQTT: the shipped policy lets the thing do its job and nothing else;
 //! re-runs are idempotent; rotation and deprovisioning leave no old certificate able to connect.
 
+mod app;
 mod common;
 mod publish;
 

@@ -4,8 +4,8 @@
 //!
 //! Left out: the functions that call other services (`aws_lambda`, `get_dynamodb`,
 //! `get_thing_shadow`, `get_secret`, `get_registry_data`, `machinelearning_predict`), the
-//! hashes (`md2` … `sha512`), the regular-expression functions, `parse_time` and
-//! `time_to_epoch` (Joda and JDK date patterns); naming one is a parse error.
+//! hashes (`md2` … `sha512`), the regular-expression functions and `time_to_epoch`; naming one is
+//! a parse error. `parse_time` writes UTC only (see [`super::time_format`]).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -55,6 +55,7 @@ pub const FUNCTIONS: &[&str] = &[
     "nanvl",
     "newuuid",
     "numbytes",
+    "parse_time",
     "power",
     "principal",
     "rand",
@@ -438,6 +439,20 @@ pub(crate) fn call(name: &str, args: Vec<Value>, cx: &Context) -> Value {
         },
         ("newuuid", []) => Value::String(cx.uuid()),
         ("numbytes", _) => text(a, |s| Value::Int(s.len() as i64)),
+        ("parse_time", [pattern, time, zone @ ..]) if zone.len() <= 1 => {
+            let zone = match zone.first().map(Value::to_sql_string) {
+                None => None,
+                Some(Some(z)) => Some(z),
+                Some(None) => return Value::Undefined,
+            };
+            match (pattern.to_sql_string(), time.to_int_floor()) {
+                (Some(pattern), Some(ms)) => super::time_format::format(&pattern, ms, zone.as_deref())
+                    .filter(|s| s.len() <= MAX_STRING_BYTES)
+                    .map(Value::String)
+                    .unwrap_or(Value::Undefined),
+                _ => Value::Undefined,
+            }
+        }
         ("power", _) => double2(a, f64::powf),
         ("principal", []) => optional(cx.message.principal),
         ("rand", []) => Value::decimal(cx.random_unit()),

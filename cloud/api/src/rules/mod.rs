@@ -24,6 +24,7 @@ pub mod functions;
 mod lexer;
 pub mod parser;
 pub mod template;
+mod time_format;
 pub mod value;
 
 #[cfg(test)]

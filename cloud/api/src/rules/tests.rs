@@ -369,6 +369,10 @@ fn substitution_templates() {
         ("${get({'a': '}'}, 'a')}", "}"),
         ("no template, $ and {} kept", "no template, $ and {} kept"),
         ("$${deviceid}$", "$iot123$"),
+        // Date partitions of stored objects, as AWS's S3 examples write them.
+        (r#"raw/${parse_time("yyyy/MM/dd", timestamp())}/${topic(2)}.json"#, "raw/2016/12/15/iot.json"),
+        (r#"${parse_time("yyyy-MM-dd'T'HH:mm:ss.SSS'Z'", timestamp(), "UTC")}"#, "2016-12-15T18:07:31.155Z"),
+        (r#"[${parse_time("yyyy", timestamp(), "Europe/Paris")}]"#, "[]"),
     ];
     for (template, want) in cases {
         assert_eq!(substitute(template, &msg).as_deref(), Ok(*want), "{template}");
