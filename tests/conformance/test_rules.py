@@ -11,7 +11,9 @@ invoked with, and the rule's error action, which republishes IoT Core's error me
 IoT Core invokes a `lambda` action's function asynchronously (Lambda's `Event` invocation): the
 action fails, and the error action runs, only when the invoke itself is refused (no such
 function, no permission for `iot.amazonaws.com`). A function that times out or crashes afterwards
-fails its invocation inside Lambda, where the function's log shows it; the rule never hears of it.
+fails its invocation inside Lambda, which reports it where it reports any failed asynchronous
+invocation (on AWS the function's log and its on-failure destination; here the local cloud's log);
+the rule never hears of it.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ def _device_policy(endpoints) -> str:
 class Site:
     """A connected device: publishes JSON at QoS 1 (waiting for PUBACK) and subscribes into mailboxes."""
 
-    def __init__(self, thing_name: str, connection: mqtt.Connection):
+    def __init__(self, thing_name: str, certificate_id: str, connection: mqtt.Connection):
         self.thing_name = thing_name
+        self.certificate_id = certificate_id
         self.connection = connection
 
     def subscribe(self, topic_filter: str) -> Mailbox:
@@ -131,18 +134,24 @@ def _role(iam, prefix: str, trusted: str, statements: list[dict]) -> str:
 
 @pytest.fixture(scope="module")
 def rules_role(iam, endpoints) -> str:
-    """The role the rules' actions name: trusts IoT, may publish under `rt…` and put items in `rt…` tables."""
+    """The role the rules' actions name: trusts IoT, may publish under `rt…` (and to shadows), put items
+    in `rt…` tables and objects in `rt…` buckets."""
     return _role(
         iam,
         "rules-role",
         IOT_PRINCIPAL,
         [
-            {"Effect": "Allow", "Action": "iot:Publish", "Resource": endpoints.arn("topic/rt*")},
+            {
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": [endpoints.arn("topic/rt*"), endpoints.arn("topic/$aws/things/*/shadow/update")],
+            },
             {
                 "Effect": "Allow",
                 "Action": "dynamodb:PutItem",
                 "Resource": f"arn:aws:dynamodb:{endpoints.region}:{endpoints.account_id}:table/rt*",
             },
+            {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::rt*"},
         ],
     )
 
@@ -166,8 +175,9 @@ def base() -> str:
 
 @pytest.fixture
 def site(iot, endpoints, tmp_path, connect) -> Site:
-    device = provision_device(iot, endpoints, tmp_path / "site", prefix="rules-dev", policy_document=_device_policy(endpoints))
-    return Site(device.thing_name, connect(device))
+    policy = _device_policy(endpoints)
+    device = provision_device(iot, endpoints, tmp_path / "site", prefix="rules-dev", policy_document=policy)
+    return Site(device.thing_name, device.certificate_id, connect(device))
 
 
 @pytest.fixture
@@ -285,7 +295,9 @@ def test_bad_sql_unknown_functions_bad_names_duplicates_are_refused(iot, rules_r
         assert _error(excinfo) == ("SqlParseException", 400), sql
     for bad_name in ("has-dash", "has space", "x" * 129):
         with pytest.raises(ClientError) as excinfo:
-            iot.create_topic_rule(ruleName=bad_name, topicRulePayload={"sql": "SELECT * FROM 'a/b'", "actions": actions})
+            iot.create_topic_rule(
+                ruleName=bad_name, topicRulePayload={"sql": "SELECT * FROM 'a/b'", "actions": actions}
+            )
         assert _error(excinfo) == ("InvalidRequestException", 400), bad_name
 
     sql = f"SELECT * FROM '{base}/x'"
@@ -308,7 +320,8 @@ def test_bad_sql_unknown_functions_bad_names_duplicates_are_refused(iot, rules_r
 def test_republish_delivers_the_selected_result_only_when_where_holds(site, rules_role, rules, base):
     rules(
         _rule_name("republish"),
-        f"SELECT temp * 2 AS doubled, topic(2) AS thing, clientid() AS client, state.mode AS mode "
+        f"SELECT temp * 2 AS doubled, topic(2) AS thing, clientid() AS client, principal() AS principal, "
+        f"state.mode AS mode "
         f"FROM '{base}/+/telemetry' WHERE temp > 50",
         [_republish(rules_role, f"{base}/out/${{topic(2)}}")],
     )
@@ -318,8 +331,70 @@ def test_republish_delivers_the_selected_result_only_when_where_holds(site, rule
     site.publish(topic, {"temp": 60, "state": {"mode": "manual"}})
     assert _only(out, "the republished reading") == (
         f"{base}/out/{site.thing_name}",
-        {"doubled": 120, "thing": site.thing_name, "client": site.thing_name, "mode": "manual"},
+        {
+            "doubled": 120,
+            "thing": site.thing_name,
+            "client": site.thing_name,
+            "principal": site.certificate_id,
+            "mode": "manual",
+        },
     )
+
+
+def test_a_binary_payload_passes_select_star_unchanged_and_fails_a_key_select_without_an_error_action(
+    site, rules_role, rules, base
+):
+    errors = _republish(rules_role, f"{base}/errors")
+    rules(_rule_name("raw"), f"SELECT * FROM '{base}/+/raw'", [_republish(rules_role, f"{base}/out/raw")])
+    rules(
+        _rule_name("keyed"),
+        f"SELECT temp FROM '{base}/+/raw'",
+        [_republish(rules_role, f"{base}/out/keyed")],
+        errorAction=errors,
+    )
+    raw, keyed, failed = (site.subscribe(f"{base}/{leaf}") for leaf in ("out/raw", "out/keyed", "errors"))
+    topic = f"{base}/{site.thing_name}/raw"
+    binary = bytes([0x00, 0x9F, 0xFF, 0x10]) + b"not json"
+    site.publish(topic, binary)
+    # "Working with binary payloads": SELECT * hands the bytes on as they are ...
+    assert _only(raw, "the binary payload") == (f"{base}/out/raw", binary)
+    # ... and a statement that reads a key of them does not run; a SQL problem is not an action's
+    # failure, so the error action stays silent too.
+    site.publish(topic, {"temp": 7})
+    assert _only(keyed, "the JSON message's result")[1] == {"temp": 7}
+    assert failed.snapshot() == []
+    assert raw.expect("the JSON message")[1] == {"temp": 7}
+
+
+def test_an_http_publish_runs_the_rules_and_dollar_dollar_republishes_to_a_shadow(
+    iot_data, site, rules_role, rules, base
+):
+    # `$$` in a republish topic stands for `$`: this rule writes the thing's classic shadow.
+    rules(
+        _rule_name("to_shadow"),
+        f"SELECT state FROM '{base}/+/report'",
+        [_republish(rules_role, "$$aws/things/${topic(2)}/shadow/update")],
+    )
+    rules(
+        _rule_name("http_client"),
+        f"SELECT clientid() AS client, state.reported.rpm AS rpm FROM '{base}/+/report'",
+        [_republish(rules_role, f"{base}/out/client")],
+    )
+    out = site.subscribe(f"{base}/out/client")
+    report = {"state": {"reported": {"rpm": 1450}}}
+    iot_data.publish(topic=f"{base}/{site.thing_name}/report", qos=1, payload=json.dumps(report).encode())
+    # clientid() of a message that did not come over MQTT is "n/a" (AWS IoT SQL reference).
+    assert _only(out, "the HTTP message's result")[1] == {"client": "n/a", "rpm": 1450}
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
+    while True:
+        try:
+            shadow = json.loads(iot_data.get_thing_shadow(thingName=site.thing_name)["payload"].read())
+            break
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ResourceNotFoundException", e
+            assert time.monotonic() < deadline, f"no shadow for {site.thing_name} within {EVENT_TIMEOUT_S:.0f} s"
+            time.sleep(0.1)
+    assert shadow["state"] == {"reported": {"rpm": 1450}}
 
 
 def test_basic_ingest_reaches_only_the_named_rule_with_the_prefix_left_out(site, rules_role, rules, base):
@@ -398,9 +473,34 @@ def test_dynamodb_v2_puts_the_rule_result_as_an_item(site, dynamodb, rules_role,
     dynamodb.delete_table(TableName=table)
 
 
+def test_s3_puts_the_rule_result_under_a_templated_key(s3, site, rules_role, rules, base):
+    bucket = f"{base}-archive"
+    s3.create_bucket(Bucket=bucket)
+    rules(
+        _rule_name("archive"),
+        f"SELECT n, topic(2) AS thing FROM '{base}/+/archive'",
+        [{"s3": {"roleArn": rules_role, "bucketName": bucket, "key": "${topic(2)}/${n}.json"}}],
+    )
+    site.publish(f"{base}/{site.thing_name}/archive", {"n": 7})
+    key = f"{site.thing_name}/7.json"
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
+    while True:
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            break
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "NoSuchKey", e
+            assert time.monotonic() < deadline, f"no object {key} in {bucket} within {EVENT_TIMEOUT_S:.0f} s"
+            time.sleep(0.1)
+    assert json.loads(body) == {"n": 7, "thing": site.thing_name}
+    s3.delete_object(Bucket=bucket, Key=key)
+    s3.delete_bucket(Bucket=bucket)
+
+
 def _error_fields(body: dict) -> dict:
     """IoT Core's error action message, its documented members checked; returns the body."""
-    assert set(body) == {"ruleName", "topic", "cloudwatchTraceId", "clientId", "base64OriginalPayload", "failures"}, body
+    members = {"ruleName", "topic", "cloudwatchTraceId", "clientId", "base64OriginalPayload", "failures"}
+    assert set(body) == members, body
     assert isinstance(body["cloudwatchTraceId"], str) and body["cloudwatchTraceId"]
     for failure in body["failures"]:
         assert set(failure) == {"failedAction", "failedResource", "errorMessage"}, failure
@@ -422,6 +522,7 @@ def test_failed_actions_send_one_error_message_per_rule_and_message(iam, endpoin
         f"SELECT * FROM '{base}/+/fail'",
         [
             {"dynamoDBv2": {"roleArn": rules_role, "putItem": {"tableName": f"{base}-missing"}}},
+            {"s3": {"roleArn": rules_role, "bucketName": f"{base}-missing", "key": "k"}},
             _republish(untrusting, f"{base}/out/untrusting"),
             _republish(powerless, f"{base}/out/powerless"),
             {"lambda": {"functionArn": missing_function}},
@@ -440,10 +541,13 @@ def test_failed_actions_send_one_error_message_per_rule_and_message(iam, endpoin
         failures = {(f["failedAction"], f["failedResource"]): f["errorMessage"] for f in body["failures"]}
         assert set(failures) == {
             ("DynamoDBv2Action", f"{base}-missing"),
+            ("S3Action", f"{base}-missing"),
             ("RepublishAction", f"{base}/out/untrusting"),
             ("RepublishAction", f"{base}/out/powerless"),
             ("LambdaAction", missing_function),
         }, body["failures"]
+        # The wording of "Error action message format"'s example.
+        assert failures[("S3Action", f"{base}-missing")].startswith("Failed to put S3 object.")
         assert "assume role" in failures[("RepublishAction", f"{base}/out/untrusting")]
         assert "not authorized" in failures[("RepublishAction", f"{base}/out/powerless")]
     assert errors.snapshot() == []
@@ -469,7 +573,8 @@ while True:
         time.sleep(20)
     import boto3
     boto3.client("iot-data").publish(topic=event["reply"], payload=json.dumps(event).encode())
-    urllib.request.urlopen(urllib.request.Request(API + "/invocation/%s/response" % request_id, data=b"{}", method="POST")).read()
+    done = urllib.request.Request(API + "/invocation/%s/response" % request_id, data=b"{}", method="POST")
+    urllib.request.urlopen(done).read()
 """
 
 
@@ -501,7 +606,9 @@ def _allow_iot(lam, endpoints, function: str, rule: str) -> None:
     )
 
 
-def test_lambda_action_needs_the_functions_permission_for_iot(lam, endpoints, site, function_role, rules_role, rules, base):
+def test_lambda_action_needs_the_functions_permission_for_iot(
+    lam, endpoints, site, function_role, rules_role, rules, base
+):
     function = f"{base}-fn"
     arn = _function(lam, function_role, function, timeout=30)
     try:
@@ -558,10 +665,11 @@ def test_a_function_that_times_out_or_crashes_does_not_reach_the_error_action(
 
         site.publish(topic, {"fn": function, "mode": "crash"})
         site.publish(topic, {"fn": function, "mode": "sleep"})
-        # Lambda ran both Event invocations, and they failed where Lambda reports them: the log.
+        # Lambda ran both Event invocations; they failed, as the local cloud's log says.
         failed = f"function={function}"
         _wait_for_log(local_cloud, "the crash", lambda line: failed in line and "Runtime.ExitError" in line)
-        _wait_for_log(local_cloud, "the time-out", lambda line: failed in line and "Task timed out after 1.00 seconds" in line)
+        timed_out = "Task timed out after 1.00 seconds"
+        _wait_for_log(local_cloud, "the time-out", lambda line: failed in line and timed_out in line)
 
         # The rule's next failure (at invoke time) is the first and only message of its error action.
         missing = site.publish(topic, {"fn": f"{base}-missing", "mode": "crash"})
