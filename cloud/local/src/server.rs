@@ -213,7 +213,8 @@ impl LocalCloud {
             iam.clone(),
             clock.clone(),
         );
-        let rules_engine = rules_engine.with_functions(Arc::new(lambda.clone()));
+        let rules_engine =
+            rules_engine.with_functions(Arc::new(lambda.clone())).with_request_service(Arc::new(shadows.clone()));
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.

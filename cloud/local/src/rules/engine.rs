@@ -21,6 +21,10 @@
 //! `{ruleName, topic, cloudwatchTraceId, clientId, base64OriginalPayload, failures: [{failedAction,
 //! failedResource, errorMessage}]}`. A failing error action is counted and logged, not retried.
 //!
+//! A `republish` to a service's request topic (`$$aws/things/{thing}/shadow/update`) reaches the
+//! service as well as the subscribers, as a device's publish does, so a rule can update a shadow
+//! (the "Republish" action's `topic`: `$$` for a reserved topic such as a shadow's).
+//!
 //! Messages the engine itself republishes are not offered to the rules again: a rule cannot feed
 //! itself (on AWS they are, and a loop is the rule author's to avoid).
 //!
@@ -46,6 +50,10 @@ use crate::iam::Iam;
 use crate::iam::roles::RULES_ENGINE_PRINCIPAL;
 use crate::s3::LocalS3;
 use crate::time::SharedClock;
+
+/// The client id a `republish` action's request reaches a service with (its in-flight requests
+/// are counted under it).
+pub const RULES_PUBLISHER_CLIENT_ID: &str = "iot-rules-engine";
 
 /// A message offered to the rules.
 #[derive(Debug)]
@@ -119,7 +127,18 @@ pub struct RulesEngine {
     dynamodb: DynamoDb,
     iam: Iam,
     functions: Option<Arc<dyn FunctionSink>>,
+    requests: RequestServices,
     stats: Arc<RuleStats>,
+}
+
+/// Services that own request topics a `republish` may address (the shadow service).
+#[derive(Clone, Default)]
+struct RequestServices(Vec<Arc<dyn ServiceHandler>>);
+
+impl std::fmt::Debug for RequestServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RequestServices({} services)", self.0.len())
+    }
 }
 
 /// Why one action failed, as the error action reports it.
@@ -146,12 +165,29 @@ impl RulesEngine {
     ) -> (Self, Arc<RulesTap>, RulesQueue) {
         let (tx, rx) = mpsc::unbounded_channel();
         let tap = Arc::new(RulesTap { tx, clock, rules: rules.clone() });
-        (RulesEngine { rules, bus, s3, dynamodb, iam, functions: None, stats: Arc::default() }, tap, RulesQueue(rx))
+        let engine = RulesEngine {
+            rules,
+            bus,
+            s3,
+            dynamodb,
+            iam,
+            functions: None,
+            requests: RequestServices::default(),
+            stats: Arc::default(),
+        };
+        (engine, tap, RulesQueue(rx))
     }
 
     /// The engine with `lambda` actions invoking functions of `functions`.
     pub fn with_functions(mut self, functions: Arc<dyn FunctionSink>) -> Self {
         self.functions = Some(functions);
+        self
+    }
+
+    /// The engine with `republish` actions also handing requests on the topics `service` owns
+    /// (its [`ServiceHandler::wants`]) to it, as the broker does with a client's publish.
+    pub fn with_request_service(mut self, service: Arc<dyn ServiceHandler>) -> Self {
+        self.requests.0.push(service);
         self
     }
 
@@ -260,8 +296,13 @@ impl RulesEngine {
                 cloud_api::topic::validate_topic_name(&topic)
                     .map_err(|e| failure("RepublishAction", &topic, &format!("invalid topic {topic:?}: {e}")))?;
                 let payload = Bytes::from(output.to_bytes());
-                if !self.bus.publish(BusMessage::republished(topic.clone(), payload, qos)) {
+                // Subscribers see the request before the service's answer, as over MQTT.
+                if !self.bus.publish(BusMessage::republished(topic.clone(), payload.clone(), qos)) {
                     return Err(failure("RepublishAction", &topic, "the broker has stopped"));
+                }
+                if let Some(service) = self.requests.0.iter().find(|s| s.wants(&topic)) {
+                    let from = Publisher { client_id: RULES_PUBLISHER_CLIENT_ID.into(), certificate_id: String::new() };
+                    service.handle(&from, &topic, payload);
                 }
                 Ok(())
             }
