@@ -1,7 +1,8 @@
 //! End to end: the pump station's demo binary runs a shortened scenario — local cloud,
 //! provisioning through the AWS SDK, plant, simulated core with the three components from
 //! their recipes and the model component, the analyzer running the model detector only, the
-//! operator's desired change, a fault and its protective action, the resume, updates over the air
+//! operator's desired change, a fault and its protective action, the resume, the cloud's reaction
+//! to a repeated fault (rule → Lambda → DynamoDB → maintenance through the shadow), updates over the air
 //! (one deferred by the controller, one broken and rolled back), a stop of the local cloud mid-run,
 //! the core updating itself, and the core device dying with its disk and a replacement onboarding
 //! by claim under the same thing name — and each step's effect is checked at the plant (Modbus registers,
@@ -87,7 +88,7 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!(plant_state["faults"], serde_json::json!([]), "{plant_state}");
 
     let steps = report["steps"].as_array().expect("steps");
-    assert_eq!(steps.len(), 10, "{stderr}");
+    assert_eq!(steps.len(), 11, "{stderr}");
     assert_eq!(report["passed"], true);
     let facts = &report["facts"];
 
@@ -134,6 +135,7 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!(revision["succeeded"], true, "{revision:#}");
     assert_eq!(revision["components"], core_update["components"], "{revision:#}");
     assert_ne!(revision["deploymentId"], core_update["deploymentId"], "a new revision: {revision:#}");
+    the_cloud_reacted_to_a_repeated_fault(&report);
     recovered_from_a_dead_core_device(&report);
 
     // The model detector decided the fault: every event in the cloud came from it.
@@ -178,6 +180,31 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert!(dir.path().join("report.md").is_file());
 
     edge_footprint_and_cost_per_site(&report);
+}
+
+/// The cloud reacted to a fault repeated three times: every anomaly event became an incident row
+/// written by the Lambda function the rule invoked, the third occurrence asked for maintenance
+/// through the shadow, and the controller stopped the pump (read over Modbus) until the operator
+/// returned it to service.
+fn the_cloud_reacted_to_a_repeated_fault(report: &Value) {
+    let reaction = &report["cloud_reaction"];
+    let incidents = reaction["incidents"].as_array().expect("incident rows");
+    let raised = incidents.iter().filter(|r| r["active"] == true && r["kind"] == "cavitation").count();
+    assert!(raised >= 3, "three raises at least: {incidents:#?}");
+    assert!(incidents.iter().all(|r| r["detector"] == "model"), "only the model runs: {incidents:#?}");
+    let asked: Vec<&Value> = incidents.iter().filter(|r| r["maintenance"].is_string()).collect();
+    assert_eq!(asked.len(), 1, "{incidents:#?}");
+    assert!(asked[0]["maintenance"].as_str().unwrap().contains("3 cavitation faults"), "{:#}", asked[0]);
+    assert!(reaction["rule_to_row"]["p50_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{reaction:#}");
+    assert!(reaction["hourly_aggregates"].as_u64().is_some_and(|n| n >= 1), "{reaction:#}");
+    assert!(reaction["raw_batches"].as_u64().is_some_and(|n| n >= 1), "{reaction:#}");
+    let reads = report["facts"]["plant_reads"].as_array().unwrap();
+    let stopped: Vec<&Value> = reads.iter().filter(|r| r["after"] == "maintenance").collect();
+    assert_eq!(stopped.len(), 1, "{reads:#?}");
+    assert_eq!(stopped[0]["run"], false, "the pump stopped for maintenance: {:#}", stopped[0]);
+    let back: Vec<&Value> = reads.iter().filter(|r| r["after"] == "back in service").collect();
+    assert_eq!(back.len(), 1, "{reads:#?}");
+    assert_eq!(back[0]["run"], true, "{:#}", back[0]);
 }
 
 /// The core device died with its disk: the replacement is the same thing with a new certificate

@@ -253,6 +253,7 @@ pub fn seen_from_item(item: &HashMap<String, AttributeValue>) -> Option<Seen> {
         ts: item.get("ts")?.as_n().ok()?.parse().ok()?,
         id: item.get("id")?.as_s().ok()?.clone(),
         active: *item.get("active")?.as_bool().ok()?,
+        maintenance: item.contains_key("maintenance"),
     })
 }
 
@@ -292,7 +293,7 @@ mod tests {
         assert_eq!(item["recordedAt"].as_n().unwrap(), "1520000000090");
         assert_eq!(
             seen_from_item(&item),
-            Some(Seen { ts: 1_520_000_000_000, id: "model-overheating-1".into(), active: false })
+            Some(Seen { ts: 1_520_000_000_000, id: "model-overheating-1".into(), active: false, maintenance: false })
         );
         assert_eq!(seen_from_item(&HashMap::new()), None);
     }

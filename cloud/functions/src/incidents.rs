@@ -89,6 +89,8 @@ pub struct Seen {
     pub id: String,
     /// Raised (`true`) or cleared.
     pub active: bool,
+    /// This event called for maintenance (the count starts again after it).
+    pub maintenance: bool,
 }
 
 /// How many times the fault became present in `[from, through]`, from the incidents of one
@@ -138,12 +140,16 @@ pub enum Decision {
 
 impl MaintenancePolicy {
     /// Decides for `event` given the incidents of its pump and kind (it included, as stored).
+    /// Occurrences count from the window's start, or from just after the last event that called
+    /// for maintenance if that is later: the pump has been seen to since.
     pub fn decide(&self, event: &RuleEvent, incidents: &[Seen]) -> Decision {
         if !event.event.active {
             return Decision::Record;
         }
         let through = event.event.ts as i64;
-        let count = occurrences(incidents, through - self.window_ms, through);
+        let last_maintenance = incidents.iter().filter(|s| s.maintenance && s.ts <= through).map(|s| s.ts + 1).max();
+        let from = (through - self.window_ms).max(last_maintenance.unwrap_or(i64::MIN));
+        let count = occurrences(incidents, from, through);
         if count < self.repeats {
             return Decision::Record;
         }
@@ -171,7 +177,7 @@ mod tests {
     use serde_json::json;
 
     fn seen(ts: i64, id: &str, active: bool) -> Seen {
-        Seen { ts, id: id.into(), active }
+        Seen { ts, id: id.into(), active, maintenance: false }
     }
 
     fn rule_event(ts: u64, active: bool) -> RuleEvent {
@@ -276,6 +282,11 @@ mod tests {
         }
         // A clearing event never asks.
         assert_eq!(policy.decide(&rule_event((base + 140_000) as u64, false), &incidents), Decision::Record);
+        // After the event that called for maintenance, the count starts again.
+        incidents[4].maintenance = true;
+        let ts = base + 180_000;
+        incidents.push(seen(ts, "x3", true));
+        assert_eq!(policy.decide(&rule_event(ts as u64, true), &incidents), Decision::Record);
         // Occurrences further apart than the window do not.
         let sparse = [seen(base, "a", true), seen(base + 1, "a", false), seen(base + 700_000, "b", true)];
         assert_eq!(policy.decide(&rule_event((base + 700_000) as u64, true), &sparse), Decision::Record);

@@ -15,12 +15,16 @@
 //! 4. a fault at the plant → the analyzer's anomaly event (locally and in the cloud) → the
 //!    controller's protective action at the plant → `protection` reported in the cloud;
 //! 5. the fault cleared → the operator resumes → the plant runs at the desired speed again;
-//! 6. over the air: a new analyzer version and the retrained model, deferred by the controller
+//! 6. the cloud reacts: the cloud side deployed (`provision app`); the same fault three times →
+//!    the rule → the Lambda anomaly handler → incident rows in DynamoDB → `desired.mode`
+//!    maintenance → the controller stops the pump → reported; the operator returns it to service
+//!    ([`crate::reaction`]);
+//! 7. over the air: a new analyzer version and the retrained model, deferred by the controller
 //!    while its protection is active;
-//! 7. a broken analyzer version, rolled back, its cause shown in the cloud;
-//! 8. the local cloud stops for a while: nothing is lost, the shadow converges;
-//! 9. the core, handed to its launcher, updates itself to a new nucleus version;
-//! 10. hardware failure: the core device dies with its disk; the replacement onboards by claim
+//! 8. a broken analyzer version, rolled back, its cause shown in the cloud;
+//! 9. the local cloud stops for a while: nothing is lost, the shadow converges;
+//! 10. the core, handed to its launcher, updates itself to a new nucleus version;
+//! 11. hardware failure: the core device dies with its disk; the replacement onboards by claim
 //!     under the same thing name and the site recovers ([`crate::recovery`]).
 
 use std::path::PathBuf;
@@ -193,7 +197,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
     std::fs::create_dir_all(&dir)?;
     let started = time::OffsetDateTime::now_utc();
-    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 10 } else { 9 } };
+    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 11 } else { 10 } };
     steps.report.started = started.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
 
     let mut site: Option<Site> = None;
@@ -432,8 +436,23 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         return finish(steps.report, &args, site, obs).await;
     }
 
+    let mut reaction = None;
     let ok = steps
-        .run("6", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap", || async {
+        .run("6", "the cloud reacts: the cloud side is deployed (tables, Lambda functions, topic rules, roles); the same fault three times → rule → Lambda → incidents in DynamoDB → desired mode maintenance → the controller stops the pump → reported; the operator returns it to service", || async {
+            let (detail, observed, mut reads) = crate::reaction::run(site_ref, obs_ref, &mut probe, resume_speed, WAIT).await?;
+            plant_reads.append(&mut reads);
+            reaction = Some(observed);
+            Ok(detail)
+        })
+        .await;
+    steps.report.cloud_reaction = reaction;
+    steps.report.facts.plant_reads.append(&mut plant_reads);
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
+    let ok = steps
+        .run("7", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap", || async {
             let (operator, bins) = site_ref.rollout()?;
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.1.0", |r| r, bins).await?;
@@ -499,7 +518,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let ok = steps
-        .run("7", "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause", || async {
+        .run("8", "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause", || async {
             let (operator, bins) = site_ref.rollout()?;
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.2.0", |r| r.replace("--outbox", "--out-box"), bins).await?;
@@ -534,7 +553,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let mut obs = obs;
     if args.outage_seconds > 0 {
         let ok = steps
-            .run("8", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
+            .run("9", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
                 let site = site.as_mut().expect("started");
                 let obs = obs.as_mut().expect("started");
                 outage(site, obs, Duration::from_secs(args.outage_seconds), &telemetry).await
@@ -762,7 +781,7 @@ async fn wait_for_deferral(
 }
 
 /// Clears the faults, waits for the anomaly to clear, and resumes at `speed` as the operator.
-async fn clear_and_resume(
+pub(crate) async fn clear_and_resume(
     site: &Site,
     obs: &Observer,
     probe: &mut ModbusProbe,

@@ -29,6 +29,7 @@ mod demo;
 mod footprint;
 mod latency_bench;
 mod observer;
+mod reaction;
 mod recovery;
 mod report;
 mod rollout;

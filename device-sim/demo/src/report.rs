@@ -189,6 +189,8 @@ pub struct Report {
     pub anomaly_to_window: Latency,
     /// The recovery from a dead core device: its timeline, what was lost and what was kept.
     pub recovery: Option<crate::recovery::Recovery>,
+    /// The cloud's reaction to repeated faults: incidents, latencies, maintenance.
+    pub cloud_reaction: Option<crate::reaction::CloudReaction>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -336,6 +338,10 @@ impl Report {
                 }
                 let _ = writeln!(s);
             }
+        }
+        if let Some(reaction) = &self.cloud_reaction {
+            let _ =
+                writeln!(s, "\n## The cloud reacts: rules, Lambda, DynamoDB, the shadow\n\n{}", reaction.markdown());
         }
         if let Some(recovery) = &self.recovery {
             let _ = writeln!(s, "\n## Recovery from a dead core device\n\n{}", recovery.markdown());

@@ -31,8 +31,12 @@ pub struct Operator {
     pub gg: aws_sdk_greengrassv2::Client,
     /// S3.
     pub s3: aws_sdk_s3::Client,
-    /// IAM (the token exchange role).
+    /// IAM (the token exchange role, the cloud side's roles).
     pub iam: aws_sdk_iam::Client,
+    /// Lambda (the cloud side's functions).
+    pub lambda: aws_sdk_lambda::Client,
+    /// DynamoDB (the cloud side's tables).
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 impl Operator {
@@ -49,11 +53,17 @@ impl Operator {
             gg: provision::greengrass_client(&options).await,
             s3: provision::s3_client(&options).await,
             iam: provision::iam_client(&options).await,
+            lambda: provision::lambda_client(&options).await,
+            dynamodb: provision::dynamodb_client(&options).await,
         })
     }
 }
 
-/// The component binaries (and the core's, which a nucleus update ships): `explicit`, else the directory of this executable. When they are not
+/// The package of the cloud side's Lambda functions.
+const FUNCTIONS_PACKAGE: &str = "pump-functions";
+
+/// The component binaries (and the core's, which a nucleus update ships, and the cloud side's
+/// Lambda functions): `explicit`, else the directory of this executable. When they are not
 /// there and this runs under `cargo run`, they are built there first with the same profile, as
 /// GDK's `custom` build runs the project's own build command.
 pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -65,9 +75,20 @@ pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
             .context("this executable has no directory")?
             .to_owned(),
     };
-    // The components, and the core binary a nucleus update ships.
-    let wanted: Vec<&str> = COMPONENTS.iter().map(|c| c.artifact).chain([CORE_BINARY]).collect();
-    let missing = |dir: &Path| wanted.iter().any(|name| !dir.join(name).is_file());
+    // The components, the core binary a nucleus update ships, and the functions of the cloud
+    // side, each with the package that builds it.
+    let wanted: Vec<(&str, &str)> = COMPONENTS
+        .iter()
+        .map(|c| (c.artifact, c.artifact))
+        .chain([
+            (CORE_BINARY, CORE_BINARY),
+            (provision::app::ANOMALY_HANDLER_BIN, FUNCTIONS_PACKAGE),
+            (provision::app::TELEMETRY_AGGREGATOR_BIN, FUNCTIONS_PACKAGE),
+        ])
+        .collect();
+    let mut packages: Vec<&str> = wanted.iter().map(|(_, package)| *package).collect();
+    packages.dedup();
+    let missing = |dir: &Path| wanted.iter().any(|(name, _)| !dir.join(name).is_file());
     if missing(&dir)
         && explicit.is_none()
         && let Ok(cargo) = std::env::var("CARGO")
@@ -79,8 +100,8 @@ pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         };
         let mut command = std::process::Command::new(cargo);
         command.args(["build", "--profile", &profile]);
-        for name in &wanted {
-            command.args(["-p", name]);
+        for package in &packages {
+            command.args(["-p", package]);
         }
         if let Ok(manifest) = std::env::var("CARGO_MANIFEST_DIR") {
             command.current_dir(manifest);
@@ -93,11 +114,11 @@ pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
     if missing(&dir) {
         bail!(
-            "the components' and the core's binaries ({}) are not in {}: build them (`cargo build --release -p {}`) \
-             or name their directory with --component-bins",
-            wanted.join(", "),
+            "the components', the core's and the functions' binaries ({}) are not in {}: build them \
+             (`cargo build --release -p {}`) or name their directory with --component-bins",
+            wanted.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", "),
             dir.display(),
-            wanted.join(" -p ")
+            packages.join(" -p ")
         );
     }
     Ok(dir)
