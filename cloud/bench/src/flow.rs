@@ -36,13 +36,13 @@ use crate::target::{Target, names};
 /// Fewer CPU ticks than this (10 ms each) in a phase are not reported.
 const MIN_CPU_TICKS: u64 = 20;
 /// Warm-up phase id in the payload.
-const WARMUP: u8 = 0;
+pub const WARMUP: u8 = 0;
 /// Saturated phase id.
-const SATURATED: u8 = 1;
+pub const SATURATED: u8 = 1;
 /// Paced phase id.
-const PACED: u8 = 2;
+pub const PACED: u8 = 2;
 /// End-to-end windowed phase id.
-const WINDOWED: u8 = 3;
+pub const WINDOWED: u8 = 3;
 
 /// How publishers are held back in a phase.
 #[derive(Debug, Clone)]
@@ -171,11 +171,11 @@ fn decode_binary(p: &Message) -> Option<(Stamp, Answer)> {
 }
 
 /// `phase:sent_ns`, the stamp as the shadow documents carry it.
-fn stamp_text(stamp: Stamp) -> String {
+pub(crate) fn stamp_text(stamp: Stamp) -> String {
     format!("{}:{}", stamp.phase, stamp.sent_ns)
 }
 
-fn parse_stamp(text: &str) -> Option<Stamp> {
+pub(crate) fn parse_stamp(text: &str) -> Option<Stamp> {
     let (phase, ns) = text.split_once(':')?;
     Some(Stamp { phase: phase.parse().ok()?, sent_ns: ns.parse().ok()? })
 }

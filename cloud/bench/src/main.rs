@@ -18,6 +18,8 @@
 //!   cores (`device-sim core` processes), their memory and artifact download rate.
 //! - `identity`: `--identity`, onboarding by claim, certificate rotation, and rotations
 //!   interrupted by SIGKILL of `device-sim core` processes.
+//! - `rules`: `--rules`, anomaly event → rule → Lambda → DynamoDB latency with the solution's
+//!   cloud side deployed, and the broker's throughput with rules off and on.
 
 mod child;
 mod client;
@@ -32,6 +34,7 @@ mod mosquitto;
 mod pki;
 mod plan;
 mod report;
+mod rules;
 mod stats;
 mod target;
 
@@ -94,6 +97,23 @@ struct Cli {
     /// Rotations one after another on the core alone.
     #[arg(long, default_value_t = 10, requires = "identity")]
     rotations: usize,
+    /// Run only the rules benchmark: anomaly event → rule → Lambda → DynamoDB latency with the
+    /// cloud side deployed by `provision::app`, and the broker's throughput with rules off and on.
+    #[arg(long, conflicts_with_all = ["jobs", "deployments", "identity"])]
+    rules: bool,
+    /// Where the function binaries `anomaly-handler` and `telemetry-aggregator` are; default: the
+    /// local-cloud binary's directory.
+    #[arg(long, requires = "rules")]
+    functions_dir: Option<PathBuf>,
+    /// Anomaly events in the paced phase of the rules benchmark.
+    #[arg(long, default_value_t = 1_000, requires = "rules")]
+    events: usize,
+    /// Their rate, events per second over all devices.
+    #[arg(long, default_value_t = 50, requires = "rules")]
+    event_rate: u32,
+    /// Devices (pump things) publishing the anomaly events, round-robin.
+    #[arg(long, default_value_t = 100, requires = "rules")]
+    devices: usize,
 }
 
 /// Cores when `--cores` is not given.
@@ -135,6 +155,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if cli.identity {
         return run_identity(cli).await;
+    }
+    if cli.rules {
+        return run_rules(cli).await;
     }
     anyhow::ensure!(
         cli.cores.is_none() && cli.device_sim_bin.is_none(),
@@ -279,6 +302,32 @@ async fn run_identity(cli: Cli) -> anyhow::Result<()> {
     let result = identity::run(&options, work.path()).await?;
     let body = identity::markdown(&result, &options, &command_as_run(), &machine, build);
     write_marked(cli.out.as_deref(), &format!("broker-bench-identity-{}", options.cores), &body)
+}
+
+async fn run_rules(cli: Cli) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        cli.cores.is_none() && cli.device_sim_bin.is_none(),
+        "--cores and --device-sim-bin go with --deployments or --identity"
+    );
+    let work = tempfile::Builder::new().prefix("rules-bench-").tempdir().context("creating a temporary directory")?;
+    let local_cloud_bin = local::binary(cli.local_cloud_bin.as_deref()).context("finding the local-cloud binary")?;
+    let functions_dir = match cli.functions_dir {
+        Some(dir) => dir,
+        None => local_cloud_bin.parent().context("the local-cloud binary has no directory")?.to_path_buf(),
+    };
+    let debug = [&local_cloud_bin, &functions_dir].iter().all(|p| p.components().any(|c| c.as_os_str() == "debug"));
+    let build = if debug { "debug build" } else { "release build" };
+    let options = rules::Options {
+        local_cloud_bin,
+        functions_dir,
+        events: cli.events,
+        event_rate: cli.event_rate,
+        devices: cli.devices,
+    };
+    let machine = bench_common::machine::Machine::describe().summary();
+    let result = rules::run(&options, work.path()).await?;
+    let body = rules::markdown(&result, &options, &command_as_run(), &machine, build);
+    write_marked(cli.out.as_deref(), "broker-bench-rules", &body)
 }
 
 /// The command as run: the profile this binary was built with, and its arguments.
