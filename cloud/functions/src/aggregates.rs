@@ -2,11 +2,12 @@
 //! into per-pump, per-hour aggregates (count, sum, minimum, maximum of every measurement).
 //!
 //! A batch's readings may fall in two hours (a batch spans up to its `maxDelayMs`); each reading
-//! goes to the hour of its own `ts` (UTC). Readings at or before the hour's `lastTs` are skipped:
-//! the core's outbox delivers in order, so such a reading is a second delivery of a batch already
-//! counted (IoT rules and Lambda's asynchronous invocations both deliver at least once).
+//! goes to the hour of its own `ts` (UTC). IoT rules and Lambda's asynchronous invocations deliver
+//! at least once and in no particular order, so each hour remembers the parts of batches it
+//! counted — a part is named by its first reading's `ts` and its number of readings — and a part
+//! seen before is not counted again, whenever it comes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -124,30 +125,32 @@ pub struct HourAggregate {
     pub running: u64,
     /// Batches that added at least one reading.
     pub batches: u64,
-    /// The first and last reading's `ts`.
+    /// The earliest and latest reading's `ts`.
     pub first_ts: Option<i64>,
-    /// See `first_ts`; readings at or before it are not counted again.
+    /// See `first_ts`.
     pub last_ts: Option<i64>,
     /// Per measurement.
     pub fields: BTreeMap<String, Stat>,
+    /// The batch parts counted (`{first ts}+{readings}`), so a second delivery is not.
+    pub parts: BTreeSet<String>,
 }
 
 /// Fields of a reading that are not measurements.
 const NOT_MEASURED: &[&str] = &["ts", "seq"];
 
 impl HourAggregate {
-    /// Folds `readings` (of this hour, in time order) in; returns how many were new.
+    /// Folds one batch's `readings` of this hour in; returns how many were counted (0 when
+    /// this part of the batch was counted before).
     pub fn absorb(&mut self, readings: &[&Map<String, Value>]) -> usize {
-        let mut added = 0;
+        let Some(first) = readings.iter().filter_map(|r| timestamp(r)).min() else { return 0 };
+        if !self.parts.insert(format!("{first}+{}", readings.len())) {
+            return 0;
+        }
         for reading in readings {
             let Some(ts) = timestamp(reading) else { continue };
-            if self.last_ts.is_some_and(|last| ts <= last) {
-                continue;
-            }
-            added += 1;
             self.readings += 1;
             self.first_ts = Some(self.first_ts.map_or(ts, |f| f.min(ts)));
-            self.last_ts = Some(ts);
+            self.last_ts = Some(self.last_ts.map_or(ts, |l| l.max(ts)));
             if reading.get("running").and_then(Value::as_bool) == Some(true) {
                 self.running += 1;
             }
@@ -164,10 +167,8 @@ impl HourAggregate {
                 }
             }
         }
-        if added > 0 {
-            self.batches += 1;
-        }
-        added
+        self.batches += 1;
+        readings.len()
     }
 }
 
@@ -224,6 +225,19 @@ mod tests {
         assert_eq!(hour.absorb(readings), 2);
         assert_eq!(hour.absorb(readings), 0);
         assert_eq!((hour.readings, hour.batches), (2, 1));
+    }
+
+    #[test]
+    fn batches_delivered_out_of_order_are_all_counted() {
+        let later = batch(json!([{"ts": T - 1_000, "flow_m3h": 3.0}, {"ts": T, "flow_m3h": 4.0}]));
+        let earlier = batch(json!([{"ts": T - 3_000, "flow_m3h": 1.0}, {"ts": T - 2_000, "flow_m3h": 2.0}]));
+        let mut hour = HourAggregate::default();
+        assert_eq!(hour.absorb(&later.by_hour()["2026-12-07T17"]), 2);
+        assert_eq!(hour.absorb(&earlier.by_hour()["2026-12-07T17"]), 2);
+        assert_eq!((hour.readings, hour.batches), (4, 2));
+        assert_eq!((hour.first_ts, hour.last_ts), (Some(T - 3_000), Some(T)));
+        assert_eq!(hour.fields["flow_m3h"].sum, 10.0);
+        assert_eq!(hour.parts.len(), 2);
     }
 
     #[test]
