@@ -65,12 +65,18 @@ struct Incoming {
     received_ms: u64,
 }
 
+/// How many messages may wait for the engine. A fleet publishing faster than the rules' actions
+/// run fills it; what does not fit is dropped and counted ([`RuleStats::dropped`]) rather than
+/// held in memory without end.
+pub const QUEUE_LIMIT: usize = 10_000;
+
 /// The broker's side: queues every message for the engine.
 #[derive(Debug)]
 pub struct RulesTap {
-    tx: mpsc::UnboundedSender<Incoming>,
+    tx: mpsc::Sender<Incoming>,
     clock: SharedClock,
     rules: TopicRules,
+    stats: Arc<RuleStats>,
 }
 
 impl ServiceHandler for RulesTap {
@@ -85,13 +91,24 @@ impl ServiceHandler for RulesTap {
         if self.rules.snapshot().is_ok_and(|rules| rules.iter().all(|r| r.rule_disabled)) {
             return;
         }
-        let _ = self.tx.send(Incoming {
+        let queued = self.tx.try_send(Incoming {
             topic: topic.to_owned(),
             payload: payload.clone(),
             client_id: from.map(|p| p.client_id.clone()),
             principal: from.map(|p| p.certificate_id.clone()),
             received_ms: self.clock.now_millis(),
         });
+        if let Err(mpsc::error::TrySendError::Full(_)) = queued {
+            // Logged at the first drop and every thousandth after, not for each message.
+            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_multiple_of(1000) {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    limit = QUEUE_LIMIT,
+                    "rules engine: queue full, messages dropped before the rules saw them"
+                );
+            }
+        }
     }
 }
 
@@ -108,6 +125,8 @@ pub struct RuleStats {
     pub evaluation_errors: AtomicU64,
     /// Error actions that failed in turn.
     pub error_actions_failed: AtomicU64,
+    /// Messages dropped because [`QUEUE_LIMIT`] messages were already waiting.
+    pub dropped: AtomicU64,
 }
 
 /// Where `lambda` actions go: the Lambda service, seen from the rules engine.
@@ -163,18 +182,11 @@ impl RulesEngine {
         iam: Iam,
         clock: SharedClock,
     ) -> (Self, Arc<RulesTap>, RulesQueue) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let tap = Arc::new(RulesTap { tx, clock, rules: rules.clone() });
-        let engine = RulesEngine {
-            rules,
-            bus,
-            s3,
-            dynamodb,
-            iam,
-            functions: None,
-            requests: RequestServices::default(),
-            stats: Arc::default(),
-        };
+        let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
+        let stats: Arc<RuleStats> = Arc::default();
+        let tap = Arc::new(RulesTap { tx, clock, rules: rules.clone(), stats: stats.clone() });
+        let engine =
+            RulesEngine { rules, bus, s3, dynamodb, iam, functions: None, requests: RequestServices::default(), stats };
         (engine, tap, RulesQueue(rx))
     }
 
@@ -382,7 +394,7 @@ impl RulesEngine {
 
 /// The broker-facing queue, taken by [`RulesEngine::run`].
 #[derive(Debug)]
-pub struct RulesQueue(mpsc::UnboundedReceiver<Incoming>);
+pub struct RulesQueue(mpsc::Receiver<Incoming>);
 
 /// The rule's statement, parsed once per SQL text.
 fn compiled(cache: &mut HashMap<String, (String, Arc<Statement>)>, rule: &TopicRule) -> Option<Arc<Statement>> {
@@ -444,4 +456,33 @@ fn rand_seed() -> u64 {
     use ring::rand::SecureRandom as _;
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn messages_beyond_the_queue_limit_are_dropped_and_counted() {
+        let rules = TopicRules::new(Store::in_memory().unwrap(), crate::time::system(), "us-east-1", "123456789012");
+        let payload = super::super::TopicRulePayload {
+            sql: "SELECT * FROM 'dt/#'".into(),
+            actions: vec![json!({"republish": {"roleArn": "arn:aws:iam::123456789012:role/r", "topic": "out"}})],
+            ..Default::default()
+        };
+        rules.create("r", payload).unwrap();
+        let (tx, mut rx) = mpsc::channel(QUEUE_LIMIT);
+        let stats: Arc<RuleStats> = Arc::default();
+        let tap = RulesTap { tx, clock: crate::time::system(), rules, stats: stats.clone() };
+        for _ in 0..QUEUE_LIMIT + 5 {
+            tap.observe(None, "dt/pump/p/telemetry", &Bytes::from_static(b"{}"));
+        }
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 5);
+        let mut queued = 0;
+        while rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, QUEUE_LIMIT);
+    }
 }
