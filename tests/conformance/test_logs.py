@@ -54,6 +54,8 @@ def test_groups_and_streams_describe_page_and_refuse_duplicates(logs, endpoints)
     assert [g["logGroupName"] for g in groups] == names
     arn = f"arn:aws:logs:{endpoints.region}:{endpoints.account_id}:log-group:{names[0]}"
     assert groups[0]["logGroupArn"] == arn and groups[0]["arn"] == f"{arn}:*"
+    named = logs.describe_log_groups(logGroupIdentifiers=[arn, names[2]])["logGroups"]
+    assert [g["logGroupName"] for g in named] == [names[0], names[2]]
 
     logs.put_retention_policy(logGroupName=names[0], retentionInDays=7)
     described = logs.describe_log_groups(logGroupNamePrefix=names[0])["logGroups"][0]
@@ -228,6 +230,10 @@ def test_filter_log_events_matches_terms_across_streams_and_pages(logs):
     assert [len(page["events"]) for page in pages] == [4, 2]
     first = logs.filter_log_events(logGroupName=group, limit=1)["events"][0]
     assert first["logStreamName"] == "core-1" and first["eventId"]
+    newest = logs.filter_log_events(logGroupName=group, startFromHead=False, limit=2)
+    assert [e["message"] for e in newest["events"]] == ["[INFO] ok", "[WARN] low pressure"]
+    older = logs.filter_log_events(logGroupName=group, limit=2, nextToken=newest["nextToken"])
+    assert [e["message"] for e in older["events"]] == ["[ERROR] pump stalled again", "[INFO] speed 1500 rpm"]
 
     with pytest.raises(ClientError) as excinfo:
         logs.filter_log_events(logGroupName=group, filterPattern='{ $.level = "error" }')

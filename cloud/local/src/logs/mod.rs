@@ -433,18 +433,27 @@ pub fn parse_stream_token(token: &str) -> Result<(Direction, Position), LogsErro
     Ok((direction, Position::decode(rest).ok_or_else(invalid)?))
 }
 
-/// A FilterLogEvents token: the position after the last event returned.
-pub fn filter_token(at: Position) -> String {
-    format!("e/{}", at.encode())
+/// A FilterLogEvents token: the direction of the reading (oldest first: `e/`, newest first:
+/// `l/`) and the position of the last event returned.
+pub fn filter_token(direction: Direction, at: Position) -> String {
+    let d = if direction == Direction::Forward { "e" } else { "l" };
+    format!("{d}/{}", at.encode())
 }
 
 /// Reads a FilterLogEvents token.
-pub fn parse_filter_token(token: &str) -> Result<Position, LogsError> {
-    token
-        .strip_prefix("e/")
-        .and_then(Position::decode)
-        .ok_or_else(|| LogsError::invalid("The specified nextToken is invalid."))
+pub fn parse_filter_token(token: &str) -> Result<(Direction, Position), LogsError> {
+    let (direction, rest) = match token.split_once('/') {
+        Some(("e", rest)) => (Direction::Forward, rest),
+        Some(("l", rest)) => (Direction::Backward, rest),
+        _ => return Err(LogsError::invalid("The specified nextToken is invalid.")),
+    };
+    let at = Position::decode(rest).ok_or_else(|| LogsError::invalid("The specified nextToken is invalid."))?;
+    Ok((direction, at))
 }
+
+/// Reading newest first (`startFromHead: false`) needs a `startTime` on or after this (1 January
+/// 2024, UTC), as on AWS.
+pub const NEWEST_FIRST_SINCE_MILLIS: i64 = 1_704_067_200_000;
 
 /// The tokens GetLogEvents answers with, given where it read from and the positions of the
 /// events it returns (oldest first): forward after the last, backward before the first; at the
@@ -505,6 +514,8 @@ pub struct DescribeLogGroups {
     pub limit: Option<i64>,
     /// Only groups of this class.
     pub log_group_class: Option<String>,
+    /// Only these groups (names or ARNs).
+    pub log_group_identifiers: Option<Vec<String>>,
 }
 
 /// A request that names one log stream (CreateLogStream, DeleteLogStream).
@@ -604,6 +615,8 @@ pub struct FilterLogEvents {
     pub next_token: Option<String>,
     /// Page size.
     pub limit: Option<i64>,
+    /// Oldest events first (the default) or newest first.
+    pub start_from_head: Option<bool>,
 }
 
 #[cfg(test)]
@@ -748,7 +761,9 @@ mod tests {
         for d in [Direction::Forward, Direction::Backward] {
             assert_eq!(parse_stream_token(&stream_token(d, at)).unwrap(), (d, at));
         }
-        assert_eq!(parse_filter_token(&filter_token(at)).unwrap(), at);
+        for d in [Direction::Forward, Direction::Backward] {
+            assert_eq!(parse_filter_token(&filter_token(d, at)).unwrap(), (d, at));
+        }
         for bad in ["x/1/2", "f/1", "f/a/b", "e/1/2"] {
             assert!(parse_stream_token(bad).is_err(), "{bad}");
         }

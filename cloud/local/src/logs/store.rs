@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 use super::filter::Pattern;
 use super::{
     CreateLogGroup, DescribeLogGroups, DescribeLogStreams, Direction, EVENT_OVERHEAD_BYTES, FilterLogEvents,
-    GetLogEvents, GroupRequest, LogsError, MAX_PAGE_BYTES, Operation, Position, PutLogEvents, PutRetentionPolicy,
-    RETENTION_DAYS, StreamRequest, answer_tokens, check_group_name, check_stream_name, describe_limit, events_limit,
-    filter_token, group_of, page, parse, parse_filter_token, parse_stream_token, sort_batch,
+    GetLogEvents, GroupRequest, LogsError, MAX_PAGE_BYTES, NEWEST_FIRST_SINCE_MILLIS, Operation, Position,
+    PutLogEvents, PutRetentionPolicy, RETENTION_DAYS, StreamRequest, answer_tokens, check_group_name,
+    check_stream_name, describe_limit, events_limit, filter_token, group_of, page, parse, parse_filter_token,
+    parse_stream_token, sort_batch,
 };
 use crate::time::SharedClock;
 
@@ -140,6 +141,18 @@ impl Logs {
                 ));
             }
         }
+        let only: Option<Vec<String>> = match &r.log_group_identifiers {
+            None => None,
+            Some(_) if r.log_group_name_prefix.is_some() || r.log_group_name_pattern.is_some() => {
+                return Err(LogsError::invalid(
+                    "logGroupIdentifiers cannot be combined with logGroupNamePrefix or logGroupNamePattern.",
+                ));
+            }
+            Some(ids) if ids.is_empty() || ids.len() > 50 => {
+                return Err(LogsError::invalid("logGroupIdentifiers must name between 1 and 50 log groups"));
+            }
+            Some(ids) => Some(ids.iter().map(|id| group_of(None, Some(id))).collect::<Result<_, _>>()?),
+        };
         let prefix = r.log_group_name_prefix.unwrap_or_default();
         let mut stmt = tx.prepare(
             "SELECT name, created, retention_days, class, stored_bytes FROM log_groups
@@ -159,10 +172,16 @@ impl Logs {
             let (name, created, retention, class, stored) = row?;
             if r.log_group_name_pattern.as_deref().is_some_and(|p| !name.contains(p))
                 || r.log_group_class.as_deref().is_some_and(|c| c != class)
+                || only.as_ref().is_some_and(|names| !names.contains(&name))
             {
                 continue;
             }
             let arn = self.group_arn(&name);
+            if r.log_group_name_pattern.is_some() {
+                // AWS answers a pattern search with these three members only.
+                groups.push(json!({"logGroupName": name, "creationTime": created, "arn": format!("{arn}:*")}));
+                continue;
+            }
             let mut group = json!({
                 "logGroupName": name, "creationTime": created, "metricFilterCount": 0,
                 "arn": format!("{arn}:*"), "logGroupArn": arn, "storedBytes": stored, "logGroupClass": class,
@@ -495,7 +514,18 @@ fn filter_events(tx: &rusqlite::Transaction<'_>, r: FilterLogEvents) -> Result<V
     if let Some(prefix) = &r.log_stream_name_prefix {
         check_stream_name("logStreamNamePrefix", prefix)?;
     }
-    let after = r.next_token.as_deref().map(parse_filter_token).transpose()?.unwrap_or(Position::HEAD);
+    let (direction, after) = match r.next_token.as_deref() {
+        Some(token) => parse_filter_token(token)?,
+        None if r.start_from_head.unwrap_or(true) => (Direction::Forward, Position::HEAD),
+        None => {
+            if r.start_time.is_some_and(|t| t < NEWEST_FIRST_SINCE_MILLIS) {
+                return Err(LogsError::invalid(
+                    "startFromHead false is supported only with a startTime on or after Jan 1, 2024 00:00:00 UTC",
+                ));
+            }
+            (Direction::Backward, Position::TAIL)
+        }
+    };
     require_group(tx, &group)?;
     let wanted = |stream: &str| match (&r.log_stream_names, &r.log_stream_name_prefix) {
         (Some(names), _) => names.iter().any(|n| n == stream),
@@ -509,11 +539,18 @@ fn filter_events(tx: &rusqlite::Transaction<'_>, r: FilterLogEvents) -> Result<V
     };
     searched.retain(|s| wanted(s));
     let (start, end) = (r.start_time.unwrap_or(i64::MIN), r.end_time.unwrap_or(i64::MAX));
-    let mut stmt = tx.prepare(
-        "SELECT id, stream, ts, ingestion, message FROM log_events
-         WHERE grp = ?1 AND ts >= ?2 AND ts <= ?3 AND (ts > ?4 OR (ts = ?4 AND id > ?5))
-         ORDER BY ts ASC, id ASC",
-    )?;
+    let mut stmt = tx.prepare(match direction {
+        Direction::Forward => {
+            "SELECT id, stream, ts, ingestion, message FROM log_events
+             WHERE grp = ?1 AND ts >= ?2 AND ts <= ?3 AND (ts > ?4 OR (ts = ?4 AND id > ?5))
+             ORDER BY ts ASC, id ASC"
+        }
+        Direction::Backward => {
+            "SELECT id, stream, ts, ingestion, message FROM log_events
+             WHERE grp = ?1 AND ts >= ?2 AND ts <= ?3 AND (ts < ?4 OR (ts = ?4 AND id < ?5))
+             ORDER BY ts DESC, id DESC"
+        }
+    })?;
     let rows = stmt.query_map(params![group, start, end, after.timestamp, after.id], read_row)?;
     let mut events = Vec::new();
     let mut bytes = 0;
@@ -530,7 +567,7 @@ fn filter_events(tx: &rusqlite::Transaction<'_>, r: FilterLogEvents) -> Result<V
         events.push(row);
     }
     let next = match events.last() {
-        Some(last) if more => Some(filter_token(last.at)),
+        Some(last) if more => Some(filter_token(direction, last.at)),
         _ => None,
     };
     let events: Vec<Value> = events
@@ -645,6 +682,12 @@ mod tests {
         let third = filter(json!({"limit": 2, "nextToken": second["nextToken"]})).unwrap();
         assert_eq!(messages(&third), ["ERROR valve"]);
         assert!(third.get("nextToken").is_none());
+        let newest = filter(json!({"limit": 3, "startFromHead": false})).unwrap();
+        assert_eq!(messages(&newest), ["ERROR valve", "WARN low", "INFO ok"], "newest first");
+        let older = filter(json!({"limit": 3, "nextToken": newest["nextToken"]})).unwrap();
+        assert_eq!(messages(&older), ["ERROR pump again", "ERROR pump stalled"], "the token keeps the direction");
+        let early = filter(json!({"startFromHead": false, "startTime": 0})).unwrap_err();
+        assert_eq!(early.kind, "InvalidParameterException");
         let json = filter(json!({"filterPattern": "{ $.level = \"error\" }"})).unwrap_err();
         assert_eq!(json.kind, "InvalidParameterException");
         let both = filter(json!({"logStreamNames": ["a"], "logStreamNamePrefix": "a"})).unwrap_err();
@@ -692,6 +735,11 @@ mod tests {
         assert_eq!(messages(&all), ["new"]);
         let groups = logs.call(Operation::DescribeLogGroups, &json!({"logGroupNamePrefix": "/g"})).unwrap();
         assert_eq!(groups["logGroups"][0]["retentionInDays"], 1);
+        let arn = "arn:aws:logs:us-east-1:000000000000:log-group:/g:*";
+        let named = logs.call(Operation::DescribeLogGroups, &json!({"logGroupIdentifiers": [arn, "/h"]})).unwrap();
+        assert_eq!(named["logGroups"].as_array().unwrap().len(), 1);
+        let found = logs.call(Operation::DescribeLogGroups, &json!({"logGroupNamePattern": "g"})).unwrap();
+        assert_eq!(found["logGroups"][0], json!({"logGroupName": "/g", "creationTime": NOW, "arn": arn}));
         assert_eq!(groups["logGroups"][0]["storedBytes"], 3);
         let answer = put(&logs, "a", &[(t - 2 * super::super::DAY_MILLIS, "late"), (t, "now")]);
         assert_eq!(answer["rejectedLogEventsInfo"], json!({"expiredLogEventEndIndex": 1}));
