@@ -23,6 +23,7 @@
 //! - [`mtls`]: the mutual-TLS HTTPS listener (Greengrass data plane, credentials provider).
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
 //! - [`dynamodb`]: Amazon DynamoDB on the same HTTP endpoint (AWS JSON 1.0, through dynoxide).
+//! - [`logs`]: Amazon CloudWatch Logs on the same HTTP endpoint (AWS JSON 1.1).
 //! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
 //!   timers, continuous jobs; an in-process interface for other services.
 //! - [`provisioning`]: fleet provisioning: templates and claims over HTTP, the device
@@ -45,6 +46,7 @@ pub mod iam;
 pub mod iot_credentials;
 pub mod jobs;
 pub mod lambda;
+pub mod logs;
 pub mod mtls;
 pub mod provisioning;
 pub mod registry;

@@ -115,6 +115,8 @@ pub struct LocalCloud {
     pub lambda: crate::lambda::Lambda,
     /// DynamoDB's tables, for in-process use.
     pub dynamodb: crate::dynamodb::DynamoDb,
+    /// CloudWatch Logs (log groups, streams, events), for in-process use.
+    pub logs: crate::logs::Logs,
     /// What the rules engine has done (matches, actions, failures).
     pub rule_stats: std::sync::Arc<crate::rules::engine::RuleStats>,
     shutdown: CancellationToken,
@@ -205,6 +207,9 @@ impl LocalCloud {
         let dynamodb =
             crate::dynamodb::DynamoDb::open(&data_dir.join("dynamodb.sqlite"), &config.region, &config.account_id)
                 .context("opening dynamodb.sqlite")?;
+        let logs =
+            crate::logs::Logs::open(&data_dir.join("logs.sqlite"), clock.clone(), &config.region, &config.account_id)
+                .context("opening logs.sqlite")?;
         let (rules_engine, rules_tap, rules_queue) = crate::rules::engine::RulesEngine::new(
             rules.clone(),
             bus.clone(),
@@ -246,6 +251,7 @@ impl LocalCloud {
             credentials_endpoint: gg_addr.to_string(),
             iam: iam.clone(),
             dynamodb: dynamodb.clone(),
+            logs: logs.clone(),
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())
@@ -327,6 +333,7 @@ impl LocalCloud {
             rules,
             lambda,
             dynamodb,
+            logs,
             rule_stats,
             shutdown,
             tasks,
@@ -343,6 +350,9 @@ impl LocalCloud {
         self.lambda.stopped().await;
         if let Err(e) = self.store.checkpoint() {
             tracing::warn!(error = %e, "checkpointing state.sqlite");
+        }
+        if let Err(e) = self.logs.checkpoint() {
+            tracing::warn!(error = %e, "checkpointing logs.sqlite");
         }
     }
 }

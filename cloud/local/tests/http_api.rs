@@ -101,6 +101,7 @@ async fn start_api() -> Api {
     let iot_credentials =
         local_cloud::iot_credentials::IotCredentials::new(store.clone(), clock.clone(), iam.clone(), registry.clone());
     let rules = local_cloud::rules::TopicRules::new(store.clone(), clock.clone(), "us-east-1", "000000000000");
+    let logs = local_cloud::logs::Logs::memory(clock.clone(), "us-east-1", "000000000000").unwrap();
     let shadows = ShadowService::new(store, bus.clone(), clock);
     let state = AppState {
         registry,
@@ -115,6 +116,7 @@ async fn start_api() -> Api {
         credentials_endpoint: "127.0.0.1:8443".into(),
         iam,
         dynamodb: local_cloud::dynamodb::DynamoDb::memory("us-east-1", "000000000000").unwrap(),
+        logs,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

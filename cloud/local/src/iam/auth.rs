@@ -7,7 +7,7 @@
 //! `UnrecognizedClientException`, a wrong signature `InvalidSignatureException`, expired
 //! temporary credentials `ExpiredTokenException`, a refused action `AccessDeniedException`, all
 //! 403. The IAM API answers in its own XML ([`super::query`]), DynamoDB in AWS JSON 1.0 with
-//! HTTP 400 ([`crate::dynamodb`]). Unsigned requests pass
+//! HTTP 400 ([`crate::dynamodb`]), CloudWatch Logs in AWS JSON 1.1 ([`crate::logs`]). Unsigned requests pass
 //! authentication untouched, because S3 (behind the routes, as their fallback) serves
 //! anonymous requests its own way; a matched non-S3 route refuses them.
 
@@ -67,6 +67,22 @@ fn json_1_0(failure: Failure, message: String) -> Response {
     error.into_response()
 }
 
+/// CloudWatch Logs (AWS JSON 1.1) answers with 400 and a bare `__type`.
+fn json_1_1(failure: Failure, message: String) -> Response {
+    let kind = match failure {
+        Failure::Incomplete => "IncompleteSignatureException",
+        Failure::UnknownKey => "UnrecognizedClientException",
+        Failure::Mismatch => "InvalidSignatureException",
+        Failure::Expired => "ExpiredTokenException",
+        Failure::TooLarge => "RequestEntityTooLargeException",
+    };
+    let mut error = crate::logs::LogsError::new(kind, message);
+    if failure == Failure::TooLarge {
+        error.status = StatusCode::PAYLOAD_TOO_LARGE.as_u16();
+    }
+    error.into_response()
+}
+
 fn query_protocol(failure: Failure, message: String) -> Response {
     let (status, code) = match failure {
         Failure::Incomplete => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
@@ -93,6 +109,7 @@ pub async fn authenticate(State(iam): State<Iam>, req: Request, next: Next) -> R
     let fail = |failure: Failure, message: String| match service.as_str() {
         "iam" => query_protocol(failure, message),
         "dynamodb" => json_1_0(failure, message),
+        "logs" => json_1_1(failure, message),
         _ => rest_json(failure, message),
     };
     let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -107,8 +124,13 @@ pub async fn authenticate(State(iam): State<Iam>, req: Request, next: Next) -> R
         return fail(Failure::UnknownKey, INVALID_TOKEN.into());
     };
     let (parts, body) = req.into_parts();
-    // Lambda takes function code inline (CreateFunction, UpdateFunctionCode): its own limit.
-    let limit = if service == "lambda" { crate::lambda::MAX_REQUEST_BYTES } else { crate::http::MAX_REQUEST_BYTES };
+    // Lambda takes function code inline (CreateFunction, UpdateFunctionCode) and CloudWatch Logs
+    // a batch of up to 1 MiB of events, JSON-escaped: their own limits.
+    let limit = match service.as_str() {
+        "lambda" => crate::lambda::MAX_REQUEST_BYTES,
+        "logs" => crate::logs::MAX_REQUEST_BYTES,
+        _ => crate::http::MAX_REQUEST_BYTES,
+    };
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
         Err(_) => return fail(Failure::TooLarge, format!("the request body exceeds {limit} bytes")),
