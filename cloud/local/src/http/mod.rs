@@ -18,7 +18,7 @@
 //! - [`error`]: AWS exceptions on the wire.
 //! - [`wire`]: request/response shapes and the extractors that read them.
 //! - DynamoDB (AWS JSON 1.0 on `POST /`) is a layer inside authentication:
-//!   [`crate::dynamodb::http`].
+//!   [`crate::dynamodb::http`]; so is CloudWatch (RPC v2 CBOR, AWS JSON 1.0): [`crate::cloudwatch::http`].
 //!
 //! Registry and shadow calls are synchronous and touch SQLite, so every call
 //! runs on tokio's blocking pool ([`blocking`]): a slow fsync or WAL
@@ -76,6 +76,8 @@ pub struct AppState {
     pub iam: crate::iam::Iam,
     /// DynamoDB (its layer is [`crate::dynamodb::http`]).
     pub dynamodb: crate::dynamodb::DynamoDb,
+    /// CloudWatch metrics and alarms (its layer is [`crate::cloudwatch::http`]).
+    pub cloudwatch: crate::cloudwatch::CloudWatch,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.
@@ -102,6 +104,7 @@ pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(middleware::from_fn_with_state(state.dynamodb.clone(), crate::dynamodb::http::serve))
+        .layer(middleware::from_fn_with_state(state.cloudwatch.clone(), crate::cloudwatch::http::serve))
         .layer(middleware::from_fn_with_state(state.iam.clone(), crate::iam::auth::authenticate))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
