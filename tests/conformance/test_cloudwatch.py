@@ -9,9 +9,12 @@ as botocore raises them."""
 
 from __future__ import annotations
 
+import copy
 import time
 from datetime import datetime, timedelta, timezone
 
+import boto3
+import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 
@@ -224,3 +227,46 @@ def test_a_wrong_secret_is_refused_in_cbor(endpoints):
     with pytest.raises(ClientError) as excinfo:
         cw.list_metrics()
     assert _error(excinfo) == ("SignatureDoesNotMatch", 403)
+
+
+def _json_client(endpoints):
+    """A boto3 `cloudwatch` client whose model offers only AWS JSON 1.0 (the model's second
+    protocol), so botocore sends `X-Amz-Target` and JSON instead of CBOR."""
+    session = botocore.session.get_session()
+    loader = session.get_component("data_loader")
+    load = loader.load_service_model
+
+    def json_only(name, type_name, api_version=None):
+        model = load(name, type_name, api_version)
+        if name == "cloudwatch" and type_name == "service-2":
+            model = copy.deepcopy(model)
+            model["metadata"]["protocol"] = "json"
+            model["metadata"]["protocols"] = ["json"]
+        return model
+
+    loader.load_service_model = json_only
+    boto = boto3.session.Session(
+        botocore_session=session,
+        aws_access_key_id=endpoints.access_key_id,
+        aws_secret_access_key=endpoints.secret_access_key,
+        region_name=endpoints.region,
+    )
+    return boto.client("cloudwatch", endpoint_url=endpoints.http)
+
+
+def test_aws_json_reaches_the_same_metrics(endpoints):
+    cw_json = _json_client(endpoints)
+    assert cw_json.meta.service_model.protocol == "json"
+    namespace = unique_name("Conformance")
+    cw_json.put_metric_data(Namespace=namespace, MetricData=[{"MetricName": "rpm", "Value": 3.0, "Unit": "Count"}])
+    now = datetime.now(timezone.utc)
+    window = {"StartTime": now - timedelta(minutes=5), "EndTime": now + timedelta(minutes=1)}
+    cbor = boto_client(endpoints, "cloudwatch")
+    for client in (cw_json, cbor):
+        points = client.get_metric_statistics(
+            Namespace=namespace, MetricName="rpm", Period=60, Statistics=["Sum"], **window
+        )["Datapoints"]
+        assert [(p["Sum"], p["Unit"]) for p in points] == [(3.0, "Count")]
+    with pytest.raises(ClientError) as excinfo:
+        cw_json.put_metric_data(Namespace="AWS/EC2", MetricData=[{"MetricName": "rpm", "Value": 1.0}])
+    assert _error(excinfo) == ("InvalidParameterValue", 400)
