@@ -586,6 +586,7 @@ impl CloudWatch {
     }
 
     /// The statistics of a metric per period, for periods starting in `[from_ms, to_ms)`.
+    #[allow(clippy::too_many_arguments)]
     fn periods(
         &self,
         namespace: &str,
