@@ -99,6 +99,8 @@ def local_cloud(tmp_path_factory) -> LocalCloud:
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
     env["NO_COLOR"] = "1"  # plain log text in failure reports
+    # CloudWatch evaluates alarms every half second, so alarm tests wait seconds, not minutes.
+    env.setdefault("LOCAL_CLOUD_ALARM_EVALUATION_INTERVAL_MS", "500")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [

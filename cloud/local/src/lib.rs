@@ -22,6 +22,8 @@
 //!   traded for temporary credentials.
 //! - [`mtls`]: the mutual-TLS HTTPS listener (Greengrass data plane, credentials provider).
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
+//! - [`cloudwatch`]: Amazon CloudWatch metrics and alarms on the same HTTP endpoint (Smithy RPC v2
+//!   CBOR and AWS JSON 1.0), and the task that evaluates the alarms.
 //! - [`dynamodb`]: Amazon DynamoDB on the same HTTP endpoint (AWS JSON 1.0, through dynoxide).
 //! - [`logs`]: Amazon CloudWatch Logs on the same HTTP endpoint (AWS JSON 1.1).
 //! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
@@ -37,6 +39,7 @@
 pub mod broker;
 pub mod bus;
 pub mod ca;
+pub mod cloudwatch;
 pub mod credentials;
 pub mod dynamodb;
 pub mod events;

@@ -51,6 +51,10 @@ enum Command {
         /// mapping or a proxy in front): written to endpoints.json and signed into presigned URLs.
         #[arg(long, value_name = "URL")]
         public_http_url: Option<String>,
+        /// How often CloudWatch evaluates its alarms, in milliseconds (AWS: every minute; tests
+        /// shorten it).
+        #[arg(long, env = "LOCAL_CLOUD_ALARM_EVALUATION_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+        alarm_evaluation_interval_ms: u64,
     },
 }
 
@@ -77,6 +81,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             access_key_id,
             secret_access_key,
             public_http_url,
+            alarm_evaluation_interval_ms,
         } => {
             let admin_credentials = access_key_id
                 .zip(secret_access_key)
@@ -90,6 +95,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 account_id,
                 admin_credentials,
                 public_http_url,
+                alarm_evaluation_interval: std::time::Duration::from_millis(alarm_evaluation_interval_ms),
             };
             let cloud = LocalCloud::start(config).await.context("starting the local cloud")?;
             tracing::info!(mqtt = %cloud.endpoints.mqtt, http = %cloud.endpoints.http, ca = %cloud.endpoints.ca_file.display(), "local cloud ready");

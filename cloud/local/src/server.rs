@@ -50,7 +50,12 @@ pub struct Config {
     /// (a port mapping, or a proxy in front of it): it goes into `endpoints.json` and into
     /// presigned URLs, which sign its host. `None`: `http://{the listener's address}`.
     pub public_http_url: Option<String>,
+    /// How often CloudWatch evaluates its alarms (AWS: every minute; shorter for tests).
+    pub alarm_evaluation_interval: std::time::Duration,
 }
+
+/// How often CloudWatch evaluates its alarms unless configured otherwise.
+pub const DEFAULT_ALARM_EVALUATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Config {
     /// Defaults: MQTT on 127.0.0.1:8883, HTTP on 127.0.0.1:4566, the Greengrass data plane on
@@ -65,6 +70,7 @@ impl Config {
             account_id: "000000000000".into(),
             admin_credentials: None,
             public_http_url: None,
+            alarm_evaluation_interval: DEFAULT_ALARM_EVALUATION_INTERVAL,
         }
     }
 
@@ -117,6 +123,8 @@ pub struct LocalCloud {
     pub dynamodb: crate::dynamodb::DynamoDb,
     /// CloudWatch Logs (log groups, streams, events), for in-process use.
     pub logs: crate::logs::Logs,
+    /// CloudWatch metrics and alarms, for in-process use.
+    pub cloudwatch: crate::cloudwatch::CloudWatch,
     /// What the rules engine has done (matches, actions, failures).
     pub rule_stats: std::sync::Arc<crate::rules::engine::RuleStats>,
     shutdown: CancellationToken,
@@ -210,6 +218,9 @@ impl LocalCloud {
         let logs =
             crate::logs::Logs::open(&data_dir.join("logs.sqlite"), clock.clone(), &config.region, &config.account_id)
                 .context("opening logs.sqlite")?;
+        let cloudwatch =
+            crate::cloudwatch::CloudWatch::open(store.clone(), clock.clone(), &config.region, &config.account_id)
+                .context("opening CloudWatch's tables")?;
         let (rules_engine, rules_tap, rules_queue) = crate::rules::engine::RulesEngine::new(
             rules.clone(),
             bus.clone(),
@@ -238,6 +249,7 @@ impl LocalCloud {
         tasks.push(tokio::spawn(provisioning.clone().run(shutdown.clone())));
         let rule_stats = rules_engine.stats();
         tasks.push(tokio::spawn(rules_engine.run(rules_queue, shutdown.clone())));
+        tasks.push(tokio::spawn(cloudwatch.clone().run(config.alarm_evaluation_interval, shutdown.clone())));
         let state = AppState {
             registry: registry.clone(),
             shadows: shadows.clone(),
@@ -252,6 +264,7 @@ impl LocalCloud {
             iam: iam.clone(),
             dynamodb: dynamodb.clone(),
             logs: logs.clone(),
+            cloudwatch: cloudwatch.clone(),
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())
@@ -334,6 +347,7 @@ impl LocalCloud {
             lambda,
             dynamodb,
             logs,
+            cloudwatch,
             rule_stats,
             shutdown,
             tasks,

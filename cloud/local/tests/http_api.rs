@@ -117,6 +117,13 @@ async fn start_api() -> Api {
         iam,
         dynamodb: local_cloud::dynamodb::DynamoDb::memory("us-east-1", "000000000000").unwrap(),
         logs,
+        cloudwatch: local_cloud::cloudwatch::CloudWatch::open(
+            local_cloud::store::Store::in_memory().unwrap(),
+            local_cloud::time::system(),
+            "us-east-1",
+            "000000000000",
+        )
+        .unwrap(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -19,7 +19,7 @@
 //! - [`wire`]: request/response shapes and the extractors that read them.
 //! - DynamoDB (AWS JSON 1.0 on `POST /`) is a layer inside authentication:
 //!   [`crate::dynamodb::http`]; CloudWatch Logs (AWS JSON 1.1, also `POST /`) likewise:
-//!   [`crate::logs::http`].
+//!   [`crate::logs::http`]; so is CloudWatch (RPC v2 CBOR, AWS JSON 1.0): [`crate::cloudwatch::http`].
 //!
 //! Registry and shadow calls are synchronous and touch SQLite, so every call
 //! runs on tokio's blocking pool ([`blocking`]): a slow fsync or WAL
@@ -79,6 +79,8 @@ pub struct AppState {
     pub dynamodb: crate::dynamodb::DynamoDb,
     /// CloudWatch Logs (its layer is [`crate::logs::http`]).
     pub logs: crate::logs::Logs,
+    /// CloudWatch metrics and alarms (its layer is [`crate::cloudwatch::http`]).
+    pub cloudwatch: crate::cloudwatch::CloudWatch,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.
@@ -106,6 +108,7 @@ pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(middleware::from_fn_with_state(state.dynamodb.clone(), crate::dynamodb::http::serve))
         .layer(middleware::from_fn_with_state(state.logs.clone(), crate::logs::http::serve))
+        .layer(middleware::from_fn_with_state(state.cloudwatch.clone(), crate::cloudwatch::http::serve))
         .layer(middleware::from_fn_with_state(state.iam.clone(), crate::iam::auth::authenticate))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

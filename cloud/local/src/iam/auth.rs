@@ -83,6 +83,18 @@ fn json_1_1(failure: Failure, message: String) -> Response {
     error.into_response()
 }
 
+/// CloudWatch answers in CBOR or AWS JSON 1.0, with the query code clients raise.
+fn monitoring(headers: &http::HeaderMap, failure: Failure, message: String) -> Response {
+    let (status, kind) = match failure {
+        Failure::Incomplete => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
+        Failure::UnknownKey => (StatusCode::FORBIDDEN, "InvalidClientTokenId"),
+        Failure::Mismatch => (StatusCode::FORBIDDEN, "SignatureDoesNotMatch"),
+        Failure::Expired => (StatusCode::FORBIDDEN, "ExpiredToken"),
+        Failure::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
+    };
+    crate::cloudwatch::http::auth_failure(headers, status, kind, message)
+}
+
 fn query_protocol(failure: Failure, message: String) -> Response {
     let (status, code) = match failure {
         Failure::Incomplete => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
@@ -106,10 +118,12 @@ pub async fn authenticate(State(iam): State<Iam>, req: Request, next: Next) -> R
             return next.run(req).await;
         }
     };
+    let request_headers = req.headers().clone();
     let fail = |failure: Failure, message: String| match service.as_str() {
         "iam" => query_protocol(failure, message),
         "dynamodb" => json_1_0(failure, message),
         "logs" => json_1_1(failure, message),
+        "monitoring" => monitoring(&request_headers, failure, message),
         _ => rest_json(failure, message),
     };
     let header = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
