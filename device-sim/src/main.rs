@@ -283,6 +283,7 @@ async fn identity(args: &CoreArgs) -> anyhow::Result<(String, Option<CloudOption
         cert_file,
         key,
         fleet_status,
+        telemetry_intervals: None,
         cloud_deployments: args.cloud_deployments,
         mqtt_version: args.mqtt_version,
         certificate_rotation: args.certificate_rotation.then(|| RotationOptions {

@@ -4,8 +4,9 @@
 //! restart, an offline start, and offline changes on both sides reconciled by the written rules;
 //! the core's fleet status and its Jobs deployment listener against the cloud's Jobs and Greengrass
 //! services; and the core's Greengrass data-plane client and artifact downloader against the
-//! cloud's ResolveComponentCandidates, GetComponentVersionArtifact and presigned S3 URLs; and
-//! (`rotation`) the bridge moving its one connection to a new certificate and back.
+//! cloud's ResolveComponentCandidates, GetComponentVersionArtifact and presigned S3 URLs;
+//! (`rotation`) the bridge moving its one connection to a new certificate and back; and
+//! (`telemetry`) the telemetry agent's metrics.
 
 use cloud_api::ipc::error::ErrorCode;
 use cloud_api::ipc::model::{
@@ -24,6 +25,8 @@ use site_testkit::site::{self, Site, wait_connection};
 
 #[path = "cloud_bridge/rotation.rs"]
 mod rotation;
+#[path = "cloud_bridge/telemetry.rs"]
+mod telemetry;
 
 const THING: &str = "core-1";
 const COMPONENT: &str = "com.example.Sleeper";

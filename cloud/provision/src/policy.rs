@@ -204,6 +204,29 @@ mod tests {
     }
 
     #[test]
+    fn shipped_policy_lets_a_core_publish_its_fleet_status_and_telemetry_and_not_another_cores() {
+        use cloud_api::policy::{Action, AuthContext, PolicyDocument, evaluate};
+        let rendered = PolicySource::shipped().render(&scope(), false).unwrap();
+        let policy = [PolicyDocument::parse(&rendered.document).unwrap()];
+        let ctx = AuthContext {
+            region: "eu-west-1".into(),
+            account_id: "111122223333".into(),
+            client_id: Some("core-1".into()),
+            thing_name: Some("core-1".into()),
+            is_attached: true,
+            ..AuthContext::default()
+        };
+        let publish = |topic: &str| {
+            let arn = format!("arn:aws:iot:eu-west-1:111122223333:topic/{topic}");
+            evaluate(&policy, Action::Publish, &arn, &ctx).is_allowed()
+        };
+        assert!(publish("$aws/things/core-1/greengrassv2/health/json"), "fleet status");
+        assert!(publish("$aws/things/core-1/greengrass/health/json"), "telemetry");
+        assert!(!publish("$aws/things/core-2/greengrass/health/json"), "another core's telemetry");
+        assert!(!publish("$aws/things/core-1/greengrass/health/other"));
+    }
+
+    #[test]
     fn greengrass_deployment_policy_passes_the_audit_and_fits_and_grants_only_its_own_thing() {
         let long = AccountScope {
             partition: "aws-us-gov".into(),

@@ -571,6 +571,7 @@ impl Site {
                 cert_file: device.files.certificate.clone(),
                 key: device_sim::core::key_store::DeviceKey::File(device.files.private_key.clone()),
                 fleet_status: Some(device_sim::core::fleet_status::DEFAULT_CADENCE),
+                telemetry_intervals: None,
                 cloud_deployments: true,
                 mqtt_version: Default::default(),
                 certificate_rotation: None,

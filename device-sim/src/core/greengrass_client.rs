@@ -482,6 +482,7 @@ mod tests {
             cert_file: "/nonexistent/c.pem".into(),
             key: crate::core::key_store::DeviceKey::File("/nonexistent/k.pem".into()),
             fleet_status: None,
+            telemetry_intervals: None,
             cloud_deployments: true,
             mqtt_version: Default::default(),
             certificate_rotation: None,

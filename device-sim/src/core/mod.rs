@@ -30,6 +30,7 @@ pub mod shadow_manager;
 pub mod shadow_store;
 pub mod shadow_sync;
 pub mod supervisor;
+pub mod telemetry;
 pub mod token_exchange;
 pub mod update_gate;
 

@@ -59,6 +59,12 @@ pub struct CloudOptions {
     /// `$aws/things/{thing}/greengrassv2/health/json`, as AWS's minimal core policy does: an
     /// MQTT 3.1.1 client is disconnected for a publish its policy denies.
     pub fleet_status: Option<std::time::Duration>,
+    /// The telemetry agent's intervals past the minimums of the nucleus configuration (as the
+    /// nucleus's test feature parameters do; [`super::telemetry`]); `None`
+    /// keeps what `aws.greengrass.Nucleus`'s `telemetry` configuration says (default: aggregate
+    /// hourly, publish daily). The device's IoT policy must allow `iot:Publish` on
+    /// `$aws/things/{thing}/greengrass/health/json`.
+    pub telemetry_intervals: Option<TelemetryIntervals>,
     /// Takes deployments from the cloud: thing-group deployments (IoT jobs) and thing
     /// deployments (the deployment shadow), with components resolved and downloaded through the
     /// Greengrass data plane (`greengrassDataPlane` in `endpoints.json`). The device's IoT
@@ -72,6 +78,17 @@ pub struct CloudOptions {
     /// ([`super::rotation`]); `None` leaves rotation off. The device's IoT policy must allow
     /// the topics listed in the README's "Certificate rotation".
     pub certificate_rotation: Option<RotationOptions>,
+}
+
+/// Telemetry intervals that bypass the configuration's minimums: what the nucleus's test feature
+/// parameters (`telemetryPeriodicAggregateMetricsIntervalSec`, `…PublishMetricsIntervalSec`) do,
+/// for tests and demos that cannot wait an hour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelemetryIntervals {
+    /// How often samples are taken and averaged.
+    pub aggregate: std::time::Duration,
+    /// How often the data points are published.
+    pub publish: std::time::Duration,
 }
 
 /// How the core rotates its certificate ([`super::rotation`]).

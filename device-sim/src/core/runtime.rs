@@ -18,7 +18,9 @@
 //!    starts the components in dependency order;
 //! 5. keeps local shadows durably (`{root}/work/aws.greengrass.ShadowManager/shadows.sqlite`)
 //!    and, with [`CoreOptions::cloud`], opens the IoT Core bridge ([`MqttBridge`]) and syncs the
-//!    shadows the ShadowManager configuration names ([`ShadowManager`]).
+//!    shadows the ShadowManager configuration names ([`ShadowManager`]); with the bridge come
+//!    the fleet status service ([`super::fleet_status`]) and the telemetry agent
+//!    ([`super::telemetry`], configured by the nucleus's `telemetry` keys).
 //!
 //! This module is the composition root: each service builds itself from the [`CoreOptions`]
 //! and [`Core::start`] wires them; nothing below imports it (see the module map in
@@ -67,6 +69,7 @@ use super::services::{IotCoreBridge, RestartRequest};
 use super::shadow_manager::ShadowManager;
 use super::shadow_sync::SHADOW_MANAGER;
 use super::supervisor::{StateEvent, Supervisor};
+use super::telemetry;
 use super::token_exchange::{TES_VERSION, TOKEN_EXCHANGE_SERVICE, TokenExchange};
 use super::update_gate::UpdateGate;
 use super::{ComponentState, Tokens};
@@ -121,6 +124,7 @@ pub struct Core {
     update_deferrals: UpdateGate,
     deployment_runner: tokio::task::JoinHandle<()>,
     fleet_status: Option<tokio::task::JoinHandle<()>>,
+    telemetry: Option<tokio::task::JoinHandle<()>>,
     cloud_deployments: Option<tokio::task::JoinHandle<()>>,
     certificate_rotation: Option<tokio::task::JoinHandle<()>>,
     cli_ipc_info: PathBuf,
@@ -140,7 +144,10 @@ impl std::fmt::Debug for Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.deployment_runner.abort();
-        for task in [&self.fleet_status, &self.cloud_deployments, &self.certificate_rotation].into_iter().flatten() {
+        for task in [&self.fleet_status, &self.telemetry, &self.cloud_deployments, &self.certificate_rotation]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         let _ = std::fs::remove_file(&self.cli_ipc_info);
@@ -174,6 +181,7 @@ impl Core {
         }
         // A committed certificate rotation replaced the identity the core was started with.
         let rotation = rotation::service::from_options(&mut options).map_err(CoreError::Bridge)?;
+        let telemetry_settings = telemetry::Settings::from_options(&options).map_err(CoreError::UpdateConfig)?;
         let nucleus_version = options.nucleus_version.to_string();
         let restart = RestartRequest::default();
         let (deployed, specs, recipe_warnings) = Deployed::initial(&options, &builtins(&nucleus_version, &options))?;
@@ -244,6 +252,16 @@ impl Core {
             let root = options.root.clone();
             tokio::spawn(fleet_status::run(reporter, bridge, inputs, snapshot, cadence, root))
         });
+        let telemetry = bridge.as_ref().filter(|_| telemetry_settings.enabled).map(|bridge| {
+            tokio::spawn(telemetry::run(
+                telemetry_settings,
+                options.thing.clone(),
+                telemetry::schema_for(&options.nucleus_version),
+                bridge.clone() as Arc<dyn IotCoreBridge>,
+                bridge.connection(),
+                snapshot_source(&supervisor, &deployments, &nucleus_version, plugins(&options)),
+            ))
+        });
         let certificate_rotation = bridge.as_ref().zip(rotation).map(|(bridge, (settings, record, steps))| {
             tokio::spawn(rotation::service::run(settings, bridge.clone(), record, steps))
         });
@@ -275,6 +293,7 @@ impl Core {
             update_deferrals: gate,
             deployment_runner,
             fleet_status,
+            telemetry,
             cloud_deployments,
             certificate_rotation,
             cli_ipc_info,
@@ -426,8 +445,8 @@ impl Core {
     }
 }
 
-/// The core's components as the fleet status service reports them: the nucleus,
-/// then every supervised component with its state, root or not.
+/// The core's components as the fleet status service reports them and the telemetry agent
+/// counts them: the nucleus, then every supervised component with its state, root or not.
 fn snapshot_source(
     supervisor: &Arc<Supervisor>,
     deployments: &Deployments,

@@ -272,6 +272,7 @@ impl Cloud {
             cert_file: self.core.cert_file.clone(),
             key: device_sim::core::key_store::DeviceKey::File(self.core.key_file.clone()),
             fleet_status: None,
+            telemetry_intervals: None,
             cloud_deployments: false,
             mqtt_version: Default::default(),
             certificate_rotation: None,

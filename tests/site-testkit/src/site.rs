@@ -30,6 +30,10 @@ pub struct Site {
     /// The core's fleet status cadence; `None` (the default) leaves reporting off, so a
     /// test's core policy need not allow it.
     pub fleet_status: Option<std::time::Duration>,
+    /// The telemetry agent's intervals, past the nucleus's minimums; `None` (the default)
+    /// keeps the nucleus configuration's (an hour, a day), so nothing is published while a
+    /// test runs.
+    pub telemetry_intervals: Option<device_sim::core::telemetry::Intervals>,
     /// Whether the core takes deployments from the cloud (off by default, so a test's core
     /// policy need not allow the deployment topics).
     pub cloud_deployments: bool,
@@ -52,6 +56,7 @@ impl Site {
             merges: Vec::new(),
             cloud: None,
             fleet_status: None,
+            telemetry_intervals: None,
             cloud_deployments: false,
             mqtt_version: Default::default(),
             certificate_rotation: None,
@@ -154,6 +159,7 @@ impl Site {
             update_config: parse_update_config(update_config).expect("a valid configuration update"),
             cloud: self.cloud.as_ref().map(|cloud| CloudOptions {
                 fleet_status: self.fleet_status,
+                telemetry_intervals: self.telemetry_intervals,
                 cloud_deployments: self.cloud_deployments,
                 mqtt_version: self.mqtt_version,
                 certificate_rotation: self.certificate_rotation.clone(),

@@ -11,6 +11,8 @@
 //!   and reported states, and the job status details a core sends.
 //! - [`fleet_status`]: the fleet status message a core publishes on
 //!   `$aws/things/{thing}/greengrassv2/health/json`.
+//! - [`telemetry`]: the telemetry agent's metrics a core publishes on
+//!   `$aws/things/{thing}/greengrass/health/json`.
 //! - [`core_device`]: a core device as the cloud knows it, built only from what
 //!   the core reported (fleet status, job executions, the deployment shadow).
 //!
@@ -18,14 +20,16 @@
 //! The `greengrassv2` service model (control-plane shapes); the open-source
 //! nucleus (`aws-greengrass-nucleus`: `DeploymentDocumentConverter`,
 //! `IotJobsHelper`, `ShadowDeploymentListener`, `FleetStatusService` and its
-//! `status/model` classes) and `aws-greengrass-component-common`
-//! (`Configuration`, the job document model), because the document and the
-//! reports are not in any public service model; the Greengrass v2 developer
-//! guide ("Check deployment status", "Deploy components to devices").
+//! `status/model` classes, `TelemetryAgent` and `MetricsAggregator`) and
+//! `aws-greengrass-component-common` (`Configuration`, the job document model),
+//! because the document and the reports are not in any public service model; the
+//! Greengrass v2 developer guide ("Check deployment status", "Deploy components to
+//! devices", "Gather system health telemetry data").
 
 pub mod core_device;
 pub mod deployment;
 pub mod fleet_status;
+pub mod telemetry;
 
 pub use core_device::{CoreDevice, EffectiveStatus, ExecutionStatus, InstalledComponent, ReportOutcome};
 pub use deployment::{
