@@ -162,7 +162,7 @@ pub async fn run(
     for cycle in 1..=REPEATS {
         if cycle > 1 {
             let state = crate::demo::clear_and_resume(site, obs, probe, &anomalies, speed(cycle)).await?;
-            reads.push(PlantRead::new("resume", Some(speed(cycle)), &state));
+            reads.push(PlantRead::new("resume before a repeat", Some(speed(cycle)), &state));
         }
         let mut rx = obs.subscribe();
         site.plant_control("POST", "/faults", Some(json!({"kind": "cavitation", "severity": 0.8}))).await?;
