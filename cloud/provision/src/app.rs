@@ -143,9 +143,9 @@ pub struct AppDeployment {
     /// The names.
     pub names: AppNames,
     /// The functions' ARNs (anomaly handler, aggregator).
-    pub function_arns: [String; 2],
+    pub function_arns: Vec<String>,
     /// The rules' ARNs (anomalies, telemetry).
-    pub rule_arns: [String; 2],
+    pub rule_arns: Vec<String>,
     /// What this run changed, one line each; empty when everything was in place.
     pub changes: Vec<String>,
 }
@@ -308,13 +308,7 @@ pub async fn deploy_app(clients: &AppClients, spec: &AppSpec) -> Result<AppDeplo
         rule_arns.push(arn);
     }
 
-    let [anomaly, aggregator]: [String; 2] = function_arns.try_into().map_err(|_| unreachable_count())?;
-    let [anomalies, telemetry]: [String; 2] = rule_arns.try_into().map_err(|_| unreachable_count())?;
-    Ok(AppDeployment { names, function_arns: [anomaly, aggregator], rule_arns: [anomalies, telemetry], changes })
-}
-
-fn unreachable_count() -> ProvisionError {
-    ProvisionError::unexpected("deploy", "two of each were deployed")
+    Ok(AppDeployment { names, function_arns, rule_arns, changes })
 }
 
 fn build_error(e: impl std::fmt::Display) -> ProvisionError {

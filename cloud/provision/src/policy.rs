@@ -203,19 +203,24 @@ mod tests {
         assert!(rendered.document.len() <= MAX_POLICY_CHARS, "{}", rendered.document.len());
     }
 
-    #[test]
-    fn shipped_policy_lets_a_core_publish_its_fleet_status_and_telemetry_and_not_another_cores() {
-        use cloud_api::policy::{Action, AuthContext, PolicyDocument, evaluate};
-        let rendered = PolicySource::shipped().render(&scope(), false).unwrap();
-        let policy = [PolicyDocument::parse(&rendered.document).unwrap()];
-        let ctx = AuthContext {
+    /// The connection of core `core-1`, attached to its thing, in [`scope`]'s account.
+    fn core_1() -> cloud_api::policy::AuthContext {
+        cloud_api::policy::AuthContext {
             region: "eu-west-1".into(),
             account_id: "111122223333".into(),
             client_id: Some("core-1".into()),
             thing_name: Some("core-1".into()),
             is_attached: true,
-            ..AuthContext::default()
-        };
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shipped_policy_lets_a_core_publish_its_fleet_status_and_telemetry_and_not_another_cores() {
+        use cloud_api::policy::{Action, PolicyDocument, evaluate};
+        let rendered = PolicySource::shipped().render(&scope(), false).unwrap();
+        let policy = [PolicyDocument::parse(&rendered.document).unwrap()];
+        let ctx = core_1();
         let publish = |topic: &str| {
             let arn = format!("arn:aws:iot:eu-west-1:111122223333:topic/{topic}");
             evaluate(&policy, Action::Publish, &arn, &ctx).is_allowed()
@@ -269,17 +274,10 @@ mod tests {
 
     #[test]
     fn greengrass_deployment_policy_lets_a_core_follow_its_deployments_and_nothing_of_another_core() {
-        use cloud_api::policy::{Action, AuthContext, PolicyDocument, evaluate, evaluate_action};
+        use cloud_api::policy::{Action, PolicyDocument, evaluate, evaluate_action};
         let rendered = PolicySource::greengrass_deployments().render(&scope(), false).unwrap();
         let policy = [PolicyDocument::parse(&rendered.document).unwrap()];
-        let ctx = AuthContext {
-            region: "eu-west-1".into(),
-            account_id: "111122223333".into(),
-            client_id: Some("core-1".into()),
-            thing_name: Some("core-1".into()),
-            is_attached: true,
-            ..AuthContext::default()
-        };
+        let ctx = core_1();
         let arn = |kind: &str, rest: &str| format!("arn:aws:iot:eu-west-1:111122223333:{kind}/{rest}");
         let jobs = "$aws/things/core-1/jobs";
         let shadow = "$aws/things/core-1/shadow/name/AWSManagedGreengrassV2Deployment";

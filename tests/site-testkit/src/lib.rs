@@ -44,17 +44,29 @@ pub const ALLOW_ALL: &str =
 /// For state that announces no change (a file rewritten now and then, a document in a store).
 pub async fn wait_until<T>(
     what: impl Display,
+    look: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+    explain: impl Fn(&T) -> String,
+) -> T {
+    wait_until_within(WAIT, what, look, done, explain).await
+}
+
+/// [`wait_until`] with its own deadline, for what may take longer than [`WAIT`] (a process the
+/// wait itself starts, such as a Lambda function's first invocation).
+pub async fn wait_until_within<T>(
+    within: Duration,
+    what: impl Display,
     mut look: impl AsyncFnMut() -> T,
     done: impl Fn(&T) -> bool,
     explain: impl Fn(&T) -> String,
 ) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let seen = look().await;
         if done(&seen) {
             return seen;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never saw {what} within {WAIT:?}: {}", explain(&seen));
+        assert!(tokio::time::Instant::now() < deadline, "never saw {what} within {within:?}: {}", explain(&seen));
         tokio::time::sleep(POLL).await;
     }
 }

@@ -109,16 +109,8 @@ impl Harness {
 }
 
 /// Polls `look` until `done` holds, failing with what was last seen after [`DEADLINE`].
-async fn eventually<T: std::fmt::Debug>(what: &str, mut look: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let seen = look().await;
-        if done(&seen) {
-            return seen;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never saw {what} within {DEADLINE:?}; last: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn eventually<T: std::fmt::Debug>(what: &str, look: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    site_testkit::wait_until_within(DEADLINE, what, look, done, |seen| format!("{seen:?}")).await
 }
 
 fn anomaly(id: &str, detector: &str, ts: i64, active: bool) -> Value {
