@@ -125,6 +125,18 @@ pub const OPERATIONS: &[Operation] = &[
     op("DELETE", "/rules/{ruleName}", "iot:DeleteTopicRule", Iot("rule", "ruleName")),
     op("POST", "/rules/{ruleName}/enable", "iot:EnableTopicRule", Iot("rule", "ruleName")),
     op("POST", "/rules/{ruleName}/disable", "iot:DisableTopicRule", Iot("rule", "ruleName")),
+    // Fleet indexing and fleet metrics (SearchIndex and GetStatistics name their index in the body).
+    op("GET", "/indexing/config", "iot:GetIndexingConfiguration", Any),
+    op("POST", "/indexing/config", "iot:UpdateIndexingConfiguration", Any),
+    op("GET", "/indices", "iot:ListIndices", Any),
+    op("POST", "/indices/search", "iot:SearchIndex", Any),
+    op("POST", "/indices/statistics", "iot:GetStatistics", Any),
+    op("GET", "/indices/{indexName}", "iot:DescribeIndex", Iot("index", "indexName")),
+    op("GET", "/fleet-metrics", "iot:ListFleetMetrics", Any),
+    op("PUT", "/fleet-metric/{metricName}", "iot:CreateFleetMetric", Iot("fleetmetric", "metricName")),
+    op("GET", "/fleet-metric/{metricName}", "iot:DescribeFleetMetric", Iot("fleetmetric", "metricName")),
+    op("PATCH", "/fleet-metric/{metricName}", "iot:UpdateFleetMetric", Iot("fleetmetric", "metricName")),
+    op("DELETE", "/fleet-metric/{metricName}", "iot:DeleteFleetMetric", Iot("fleetmetric", "metricName")),
     // Fleet provisioning.
     op("POST", "/provisioning-templates", "iot:CreateProvisioningTemplate", Any),
     op("GET", "/provisioning-templates", "iot:ListProvisioningTemplates", Any),
