@@ -6,11 +6,11 @@
 //! `PATCH` and DeleteFleetMetric `DELETE /fleet-metric/{metricName}`, ListFleetMetrics
 //! `GET /fleet-metrics`.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post, put};
+use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -22,6 +22,7 @@ use super::{
 use crate::http::AppState;
 use crate::http::error::AwsError;
 use crate::http::wire::{JsonBody, Label, Params, empty_ok, json_ok, page};
+use crate::iam::auth::Caller;
 
 type Reply = Result<Response, AwsError>;
 
@@ -123,14 +124,31 @@ struct SearchRequest {
     aggregation_field: Option<String>,
 }
 
-fn index_and_query(req: &SearchRequest) -> Result<(String, String), AwsError> {
+/// The index and query of a SearchIndex or GetStatistics request, once the caller is allowed
+/// `action` on the index (`arn:aws:iot:{region}:{account}:index/{indexName}`).
+fn index_and_query(
+    st: &AppState,
+    caller: &Caller,
+    action: &str,
+    req: &SearchRequest,
+) -> Result<(String, String), AwsError> {
     let index = req.index_name.clone().unwrap_or_else(|| THINGS_INDEX.into());
+    let arn = format!("arn:aws:iot:{}:{}:index/{index}", st.iam.region(), st.iam.account());
+    let principal = caller.0.as_ref().ok_or_else(|| {
+        AwsError::new(StatusCode::FORBIDDEN, "MissingAuthenticationTokenException", "Missing Authentication Token")
+    })?;
+    crate::iam::actions::authorize_named(principal, action, &arn)
+        .map_err(|m| AwsError::new(StatusCode::FORBIDDEN, "AccessDeniedException", m))?;
     let query = req.query_string.clone().ok_or_else(|| AwsError::invalid_request("queryString is required"))?;
     Ok((index, query))
 }
 
-async fn search(State(st): State<AppState>, JsonBody(req): JsonBody<SearchRequest>) -> Reply {
-    let (index, query) = index_and_query(&req)?;
+async fn search(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<SearchRequest>,
+) -> Reply {
+    let (index, query) = index_and_query(&st, &caller, "iot:SearchIndex", &req)?;
     if let Some(n) = req.max_results
         && !(1..=MAX_SEARCH_RESULTS).contains(&n)
     {
@@ -146,8 +164,12 @@ async fn search(State(st): State<AppState>, JsonBody(req): JsonBody<SearchReques
     Ok(json_ok(&body))
 }
 
-async fn get_statistics(State(st): State<AppState>, JsonBody(req): JsonBody<SearchRequest>) -> Reply {
-    let (index, query) = index_and_query(&req)?;
+async fn get_statistics(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<SearchRequest>,
+) -> Reply {
+    let (index, query) = index_and_query(&st, &caller, "iot:GetStatistics", &req)?;
     let field = req.aggregation_field.clone().unwrap_or_else(|| "thingName".into());
     let s = on(&st, move |m| m.index().statistics(&index, &query, &field)).await?;
     let mut stats = json!({ "count": s.count });

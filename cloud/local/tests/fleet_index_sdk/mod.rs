@@ -1,8 +1,9 @@
 //! Fleet indexing and fleet metrics driven by AWS's own `aws-sdk-iot`: indexing turned on with
 //! connectivity, a core that connects and disconnects over MQTT seen by SearchIndex, a fleet metric
 //! counting disconnected cores published to CloudWatch and an alarm on it going to ALARM when the
-//! core drops and back to OK when it reconnects, the errors, and a restart that leaves a core
-//! connected before it disconnected after it.
+//! core drops and back to OK when it reconnects, the errors, scoped credentials allowed SearchIndex
+//! on the index and refused the rest, and a restart that leaves a core connected before it
+//! disconnected after it.
 
 use std::time::Duration;
 
@@ -240,5 +241,37 @@ async fn a_core_connected_when_the_cloud_stops_is_disconnected_after_the_restart
     assert!(c.timestamp.unwrap() >= before);
     let stats = iot.get_statistics().query_string("connectivity.connected:false").send().await.unwrap();
     assert_eq!(stats.statistics().unwrap().count(), 1);
+    cloud.shutdown().await;
+}
+
+const PROVIDER_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
+  "Principal":{"Service":"credentials.iot.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+const INDEX_READER: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:SearchIndex",
+  "Resource":"arn:aws:iot:us-east-1:000000000000:index/AWS_Things"}]}"#;
+
+#[tokio::test]
+async fn scoped_credentials_search_the_index_they_are_allowed_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = start(dir.path()).await;
+    enable_indexing(&iot(&cloud)).await;
+    cloud.iam.create_role("fleet-reader", None, PROVIDER_TRUST, None, None).unwrap();
+    cloud.iam.put_role_policy("fleet-reader", "search", INDEX_READER).unwrap();
+    let role = cloud.iam.get_role("fleet-reader").unwrap();
+    let session = cloud.iam.issue_session(&role, Duration::from_secs(900), &Default::default()).unwrap();
+    let creds = aws_credential_types::Credentials::new(
+        &session.access_key_id,
+        &session.secret_access_key,
+        Some(session.session_token.clone()),
+        None,
+        "scoped",
+    );
+    let scoped = crate::iam_sdk::iot(&cloud, creds);
+    scoped.search_index().index_name("AWS_Things").query_string("*").send().await.expect("SearchIndex in scope");
+    let (code, status) = failed(scoped.search_index().index_name("AWS_ThingGroups").query_string("*").send().await);
+    assert_eq!((code.as_str(), status), ("AccessDeniedException", 403), "another index");
+    let (code, status) = failed(scoped.get_statistics().query_string("*").send().await);
+    assert_eq!((code.as_str(), status), ("AccessDeniedException", 403), "GetStatistics is not in the policy");
+    let (code, status) = failed(scoped.list_fleet_metrics().send().await);
+    assert_eq!((code.as_str(), status), ("AccessDeniedException", 403), "ListFleetMetrics is not in the policy");
     cloud.shutdown().await;
 }
