@@ -61,6 +61,10 @@ def test_indexing_configuration_round_trips_and_refuses_shadows(indexed):
     with pytest.raises(ClientError) as e:
         indexed.update_indexing_configuration(thingIndexingConfiguration={"thingIndexingMode": "REGISTRY_AND_SHADOW"})
     assert _error(e) == ("InvalidRequestException", 400)
+    with pytest.raises(ClientError) as e:
+        indexed.update_indexing_configuration(thingIndexingConfiguration={"thingIndexingMode": "EVERYTHING"})
+    assert _error(e) == ("InvalidRequestException", 400)
+    assert "EVERYTHING" in e.value.response["Error"]["Message"]
     assert indexed.get_indexing_configuration()["thingIndexingConfiguration"]["thingIndexingMode"] == "REGISTRY"
     assert "AWS_Things" in indexed.list_indices()["indexNames"]
     described = indexed.describe_index(indexName="AWS_Things")
