@@ -101,6 +101,8 @@ def local_cloud(tmp_path_factory) -> LocalCloud:
     env["NO_COLOR"] = "1"  # plain log text in failure reports
     # CloudWatch evaluates alarms every half second, so alarm tests wait seconds, not minutes.
     env.setdefault("LOCAL_CLOUD_ALARM_EVALUATION_INTERVAL_MS", "500")
+    # IoT Core writes its AWS/IoT metrics every half second (AWS: every minute), for the same reason.
+    env.setdefault("LOCAL_CLOUD_IOT_METRICS_INTERVAL_MS", "500")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [

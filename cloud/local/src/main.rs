@@ -55,6 +55,10 @@ enum Command {
         /// shorten it).
         #[arg(long, env = "LOCAL_CLOUD_ALARM_EVALUATION_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
         alarm_evaluation_interval_ms: u64,
+        /// How often IoT Core writes its AWS/IoT metrics to CloudWatch, in milliseconds (AWS:
+        /// every minute; tests shorten it).
+        #[arg(long, env = "LOCAL_CLOUD_IOT_METRICS_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+        iot_metrics_interval_ms: u64,
     },
 }
 
@@ -82,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             secret_access_key,
             public_http_url,
             alarm_evaluation_interval_ms,
+            iot_metrics_interval_ms,
         } => {
             let admin_credentials = access_key_id
                 .zip(secret_access_key)
@@ -96,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 admin_credentials,
                 public_http_url,
                 alarm_evaluation_interval: std::time::Duration::from_millis(alarm_evaluation_interval_ms),
+                iot_metrics_interval: std::time::Duration::from_millis(iot_metrics_interval_ms),
             };
             let cloud = LocalCloud::start(config).await.context("starting the local cloud")?;
             tracing::info!(mqtt = %cloud.endpoints.mqtt, http = %cloud.endpoints.http, ca = %cloud.endpoints.ca_file.display(), "local cloud ready");

@@ -52,7 +52,13 @@ pub struct Config {
     pub public_http_url: Option<String>,
     /// How often CloudWatch evaluates its alarms (AWS: every minute; shorter for tests).
     pub alarm_evaluation_interval: std::time::Duration,
+    /// How often IoT Core's `AWS/IoT` metrics are written to CloudWatch (AWS: every minute;
+    /// shorter for tests).
+    pub iot_metrics_interval: std::time::Duration,
 }
+
+/// How often IoT Core writes its `AWS/IoT` metrics unless configured otherwise (as AWS).
+pub const DEFAULT_IOT_METRICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often CloudWatch evaluates its alarms unless configured otherwise.
 pub const DEFAULT_ALARM_EVALUATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -71,6 +77,7 @@ impl Config {
             admin_credentials: None,
             public_http_url: None,
             alarm_evaluation_interval: DEFAULT_ALARM_EVALUATION_INTERVAL,
+            iot_metrics_interval: DEFAULT_IOT_METRICS_INTERVAL,
         }
     }
 
@@ -229,8 +236,12 @@ impl LocalCloud {
             iam.clone(),
             clock.clone(),
         );
-        let rules_engine =
-            rules_engine.with_functions(Arc::new(lambda.clone())).with_request_service(Arc::new(shadows.clone()));
+        let iot_metrics: Arc<crate::iot_metrics::IotMetrics> = Arc::default();
+        let rules_engine = rules_engine
+            .with_functions(Arc::new(lambda.clone()))
+            .with_request_service(Arc::new(shadows.clone()))
+            .with_cloudwatch(Arc::new(cloudwatch.clone()))
+            .with_metrics(iot_metrics.clone());
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.
@@ -242,7 +253,8 @@ impl LocalCloud {
             Arc::new(FleetStatusListener::new(core_events.clone())),
             rules_tap,
         ];
-        let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
+        let broker_config = BrokerConfig { metrics: iot_metrics.clone(), ..BrokerConfig::default() };
+        let broker = Broker::new(registry.clone(), services, bus_rx, broker_config);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls.clone(), shutdown.clone())));
         tasks.push(tokio::spawn(jobs.clone().run(shutdown.clone())));
@@ -250,6 +262,13 @@ impl LocalCloud {
         let rule_stats = rules_engine.stats();
         tasks.push(tokio::spawn(rules_engine.run(rules_queue, shutdown.clone())));
         tasks.push(tokio::spawn(cloudwatch.clone().run(config.alarm_evaluation_interval, shutdown.clone())));
+        tasks.push(tokio::spawn(crate::iot_metrics::flush_every(
+            iot_metrics.clone(),
+            Arc::new(cloudwatch.clone()),
+            clock.clone(),
+            config.iot_metrics_interval,
+            shutdown.clone(),
+        )));
         let state = AppState {
             registry: registry.clone(),
             shadows: shadows.clone(),
@@ -265,6 +284,7 @@ impl LocalCloud {
             dynamodb: dynamodb.clone(),
             logs: logs.clone(),
             cloudwatch: cloudwatch.clone(),
+            iot_metrics: iot_metrics.clone(),
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())

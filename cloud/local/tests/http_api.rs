@@ -124,6 +124,7 @@ async fn start_api() -> Api {
             "000000000000",
         )
         .unwrap(),
+        iot_metrics: Default::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

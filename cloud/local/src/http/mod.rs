@@ -81,6 +81,8 @@ pub struct AppState {
     pub logs: crate::logs::Logs,
     /// CloudWatch metrics and alarms (its layer is [`crate::cloudwatch::http`]).
     pub cloudwatch: crate::cloudwatch::CloudWatch,
+    /// Where the data plane's Publish counts its `AWS/IoT` metrics (`Protocol` `HTTP`).
+    pub iot_metrics: Arc<crate::iot_metrics::IotMetrics>,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.
