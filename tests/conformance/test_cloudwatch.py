@@ -10,7 +10,8 @@ as botocore raises them.
 AWS IoT's own metrics in `AWS/IoT` ("AWS IoT metrics and dimensions"), read back with
 GetMetricStatistics: a publish the device's policy refuses counts in `PublishIn.AuthError`, a
 certificate that fails authentication (not ACTIVE, or not issued by the CA) in
-`Connection.AuthNError`, both with dimension `Protocol` = `MQTT` (conftest shortens the flush
+`Connection.AuthNError`, both with dimension `Protocol` = `MQTT`, and the data plane's Publish in
+`PublishIn.Success` / `PublishIn.ClientError` with `Protocol` = `HTTP` (conftest shortens the flush
 interval, `LOCAL_CLOUD_IOT_METRICS_INTERVAL_MS`, from AWS's minute)."""
 
 from __future__ import annotations
@@ -295,12 +296,12 @@ def test_aws_json_reaches_the_same_metrics(endpoints):
 METRIC_DEADLINE_S = 20.0
 
 
-def _iot_sum(cw, metric: str, since: datetime) -> float:
-    """The `Sum` of an `AWS/IoT` protocol metric (`Protocol` = `MQTT`) since `since`, per second."""
+def _iot_sum(cw, metric: str, since: datetime, protocol: str = "MQTT") -> float:
+    """The `Sum` of an `AWS/IoT` protocol metric (dimension `Protocol`) since `since`, per second."""
     stats = cw.get_metric_statistics(
         Namespace="AWS/IoT",
         MetricName=metric,
-        Dimensions=[{"Name": "Protocol", "Value": "MQTT"}],
+        Dimensions=[{"Name": "Protocol", "Value": protocol}],
         StartTime=since,
         EndTime=datetime.now(timezone.utc) + timedelta(minutes=1),
         Period=1,
@@ -309,10 +310,10 @@ def _iot_sum(cw, metric: str, since: datetime) -> float:
     return sum(p["Sum"] for p in stats["Datapoints"])
 
 
-def _wait_for_iot_sum(cw, metric: str, since: datetime, at_least: float) -> float:
+def _wait_for_iot_sum(cw, metric: str, since: datetime, at_least: float, protocol: str = "MQTT") -> float:
     deadline = time.monotonic() + METRIC_DEADLINE_S
     while True:
-        total = _iot_sum(cw, metric, since)
+        total = _iot_sum(cw, metric, since, protocol)
         if total >= at_least:
             return total
         if time.monotonic() > deadline:
@@ -374,3 +375,13 @@ def test_a_certificate_that_fails_authentication_counts_in_connection_authn_erro
         except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
             pass  # refused in the handshake
     assert _wait_for_iot_sum(cw, "Connection.AuthNError", since, before + 1) >= before + 1
+
+
+def test_a_data_plane_publish_counts_with_protocol_http(endpoints, iot_data):
+    cw = boto_client(endpoints, "cloudwatch")
+    since = _since()
+    iot_data.publish(topic=unique_name("dt/http"), qos=0, payload=b"{}")
+    with pytest.raises(ClientError):
+        iot_data.publish(topic="dt/" + "/".join(["x"] * 8), qos=0, payload=b"{}")  # more than 7 slashes
+    assert _wait_for_iot_sum(cw, "PublishIn.Success", since, 1, protocol="HTTP") >= 1
+    assert _wait_for_iot_sum(cw, "PublishIn.ClientError", since, 1, protocol="HTTP") >= 1

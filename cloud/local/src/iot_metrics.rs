@@ -340,6 +340,42 @@ mod tests {
         assert!(m.take().is_empty(), "a flushed count is not written again");
     }
 
+    /// A store that passes on what it was given.
+    struct Recorded(tokio::sync::mpsc::UnboundedSender<(String, i64, Vec<Sample>)>);
+
+    impl ServiceMetricStore for Recorded {
+        fn put_service_metrics(&self, namespace: &str, timestamp_ms: i64, samples: &[Sample]) -> Result<(), String> {
+            let _ = self.0.send((namespace.to_owned(), timestamp_ms, samples.to_vec()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_are_flushed_each_interval_and_at_shutdown_never_empty() {
+        let metrics = Arc::new(IotMetrics::default());
+        let (tx, mut written) = tokio::sync::mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let every = Duration::from_millis(20);
+        let task = tokio::spawn(flush_every(
+            metrics.clone(),
+            Arc::new(Recorded(tx)),
+            crate::time::system(),
+            every,
+            stop.clone(),
+        ));
+        metrics.count(Protocol::Mqtt, BrokerMetric::ConnectSuccess);
+        let deadline = Duration::from_secs(5);
+        let (ns, ts, first) = tokio::time::timeout(deadline, written.recv()).await.unwrap().unwrap();
+        assert_eq!((ns.as_str(), first), (NAMESPACE, vec![sample("Connect.Success", &[("Protocol", "MQTT")], 1)]));
+        assert!(ts > 0);
+        metrics.rule(RuleMetric::Failure, "r", Some("S3"));
+        stop.cancel();
+        task.await.unwrap();
+        let (_, _, last) = written.recv().await.unwrap();
+        assert_eq!(last, vec![sample("Failure", &[("ActionType", "S3"), ("RuleName", "r")], 1)]);
+        assert!(written.recv().await.is_none(), "an interval with nothing counted writes nothing");
+    }
+
     #[test]
     fn action_kinds_map_to_aws_action_types() {
         let cases = [
