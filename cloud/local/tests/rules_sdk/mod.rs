@@ -261,6 +261,18 @@ async fn cloudwatch_metric_actions_put_datapoints_and_rule_outcomes_reach_aws_io
     }
     wait_for_sum(|| hour_sum(local, "AWS/IoT", "TopicMatch", &[("RuleName", "speed")]), 2.0).await;
     assert_eq!(metric("Failure", "CloudwatchMetric", "speed")(), 0.0);
+
+    // A rule that selects a key of a payload that is not JSON: ParseError, and no action runs; a
+    // Basic Ingest topic naming no rule: RuleNotFound.
+    rule(&iot, "keyed", "SELECT speedRpm FROM 'dt/pump/+/raw'", vec![cloudwatch_metric(&role, "${speedRpm}")], None)
+        .await;
+    device.publish("dt/pump/pump-1/raw", rumqttc::QoS::AtLeastOnce, false, &b"\xff\x00"[..]).await.unwrap();
+    device.publish("$aws/rules/no_such_rule/x", rumqttc::QoS::AtLeastOnce, false, "{}").await.unwrap();
+    wait_for_sum(|| hour_sum(local, "AWS/IoT", "ParseError", &[("RuleName", "keyed")]), 1.0).await;
+    wait_for_sum(|| hour_sum(local, "AWS/IoT", "RuleNotFound", &[("RuleName", "no_such_rule")]), 1.0).await;
+    let rules_executed = hour_sum(local, "AWS/IoT", "RulesExecuted", &[]);
+    assert_eq!(rules_executed, 6.0, "two readings, three rules each; the unparsable message ran none");
+    assert_eq!(metric("Failure", "CloudwatchMetric", "keyed")(), 0.0);
     tc.stop().await;
 }
 
