@@ -19,7 +19,11 @@
 //! - [`http`]: the layer on the HTTP endpoint.
 //! - here: the state (datapoints and metrics in tables of `state.sqlite`, alarms and their
 //!   history as records) and the operations, and [`CloudWatch::run`], which evaluates the alarms
-//!   every few seconds.
+//!   every few seconds; and CloudWatch as other services see it: the store IoT Core writes its
+//!   `AWS/IoT` metrics to ([`crate::iot_metrics::ServiceMetricStore`], which may write an `AWS/`
+//!   namespace, unlike PutMetricData) and the rules engine's `cloudwatchMetric` and
+//!   `cloudwatchAlarm` actions ([`crate::rules::engine::CloudWatchSink`], through the same checks
+//!   as PutMetricData and SetAlarmState).
 
 pub mod alarms;
 pub mod http;
