@@ -100,6 +100,9 @@ pub const MAX_BATCH_SPAN_MILLIS: i64 = 23 * HOUR_MILLIS;
 /// Lines older than this are skipped (CloudWatch refuses events over 14 days old).
 pub const MAX_AGE_MILLIS: i64 = 14 * 24 * HOUR_MILLIS;
 
+/// How long one CloudWatch Logs call (retries included) may take.
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
 const HOUR_MILLIS: i64 = 60 * 60 * 1000;
 const NUCLEUS_KEY: &str = "aws.greengrass.Nucleus: ";
 const KEY: &str = "aws.greengrass.LogManager: ";
@@ -627,6 +630,10 @@ pub fn client(endpoint: &str, region: &str, credentials: CoreCredentials) -> aws
         .credentials_provider(TesProvider(credentials))
         .endpoint_url(endpoint)
         .http_client(http)
+        // A cloud that hangs must not hold the loop: the batch waits for the next interval.
+        .timeout_config(
+            aws_sdk_cloudwatchlogs::config::timeout::TimeoutConfig::builder().operation_timeout(UPLOAD_TIMEOUT).build(),
+        )
         .build();
     aws_sdk_cloudwatchlogs::Client::from_conf(config)
 }
@@ -938,6 +945,39 @@ mod tests {
         let nucleus = update(json!({"logging": {"fileSizeKB": 0}}));
         let err = Settings::from_updates(None, Some(&nucleus)).unwrap_err();
         assert!(err.contains("aws.greengrass.Nucleus: logging.fileSizeKB"), "{err}");
+    }
+
+    #[test]
+    fn the_log_manager_runs_only_when_the_deployment_includes_it() {
+        use crate::recipe::RootRequirement;
+        let (catalog, _, _) = crate::core::recipe_store::load_catalog_of_builtins(&[
+            (LOG_MANAGER, LOG_MANAGER_VERSION),
+            ("aws.greengrass.ShadowManager", "2.3.9"),
+        ]);
+        let resolve = |merge: &str| {
+            let root = RootRequirement::parse_merge(merge).unwrap();
+            crate::recipe::resolve(&catalog, &[root]).unwrap()
+        };
+        let options = CoreOptions {
+            root: PathBuf::from("root"),
+            thing: "core-1".into(),
+            recipe_dir: PathBuf::from("recipes"),
+            artifact_dir: PathBuf::from("artifacts"),
+            merges: Vec::new(),
+            region: "us-east-1".into(),
+            root_ca_path: None,
+            platform: crate::recipe::DevicePlatform::new("linux", "amd64"),
+            update_config: std::collections::HashMap::from([(
+                LOG_MANAGER.to_owned(),
+                update(json!({"periodicUploadIntervalSec": 60})),
+            )]),
+            cloud: None,
+            nucleus_version: CoreOptions::default_nucleus_version(),
+        };
+        let deployed = resolve(&format!("{LOG_MANAGER}={LOG_MANAGER_VERSION}"));
+        let settings = Settings::from_options(&options, &deployed).unwrap().expect("deployed, so on");
+        assert_eq!(settings.interval, Duration::from_secs(60));
+        assert_eq!(Settings::from_options(&options, &resolve("aws.greengrass.ShadowManager=2.3.9")).unwrap(), None);
     }
 
     #[test]
