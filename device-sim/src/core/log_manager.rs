@@ -40,7 +40,7 @@
 //!   refused credential) leaves the positions where they were and is tried again at the next
 //!   interval. Only whole lines are read, so a line being written waits for its newline.
 //! - **Files.** A log's files are `{name}.log` (being written) and its rotated
-//!   `{name}_*.log`, oldest first. The core rotates: at each interval a file that reached the
+//!   `{name}_{yyyy_MM_dd_HH}_{n}.log`, oldest first. The core rotates: at each interval a file that reached the
 //!   nucleus's `logging.fileSizeKB` (default 1024) is renamed `{name}_{yyyy_MM_dd_HH}_{n}.log`.
 //!   `deleteLogFileAfterCloudUpload` deletes rotated files once uploaded whole; `diskSpaceLimit`
 //!   (`diskSpaceLimitUnit` `KB` (default), `MB`, `GB`; 1,024 multiples) deletes uploaded rotated
@@ -554,12 +554,25 @@ pub fn rotated_name(stem: &str, now: SystemTime, taken: &dyn Fn(&str) -> bool) -
         .unwrap_or_else(|| unreachable!("some index is free"))
 }
 
+/// Whether `name` is a rotated file of `stem`, as [`rotated_name`] names them
+/// (`{stem}_{yyyy_MM_dd_HH}_{n}.log`): another component whose name starts with `{stem}_` is not.
+pub fn is_rotated(name: &str, stem: &str) -> bool {
+    let Some(rest) = name.strip_prefix(stem).and_then(|r| r.strip_prefix('_')).and_then(|r| r.strip_suffix(".log"))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('_').collect();
+    let widths = [4, 2, 2, 2];
+    parts.len() == 5
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts.iter().zip(widths).all(|(p, w)| p.len() == w)
+}
+
 /// A log's files under `dir`, oldest first: the rotated `{stem}_*.log` by modification time
 /// (then name), then `{stem}.log`.
 fn log_files(dir: &Path, stem: &str) -> Vec<(PathBuf, std::fs::Metadata, bool)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let active = format!("{stem}.log");
-    let rotated_prefix = format!("{stem}_");
     let mut rotated = Vec::new();
     let mut current = None;
     for entry in entries.flatten() {
@@ -570,7 +583,7 @@ fn log_files(dir: &Path, stem: &str) -> Vec<(PathBuf, std::fs::Metadata, bool)> 
         }
         if name == active {
             current = Some((entry.path(), meta, true));
-        } else if name.starts_with(&rotated_prefix) && name.ends_with(".log") {
+        } else if is_rotated(&name, stem) {
             rotated.push((entry.path(), meta, false));
         }
     }
@@ -1136,6 +1149,15 @@ mod tests {
     fn a_rotated_file_takes_the_first_free_index_of_its_hour() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW as u64);
         assert_eq!(rotated_name("greengrass", now, &|_| false), "greengrass_2026_12_07_10_0.log");
+        assert!(is_rotated(&rotated_name("com.example.A", now, &|_| false), "com.example.A"));
+        for other in [
+            "com.example.A_B.log",
+            "com.example.A.log",
+            "com.example.A_2026_12_07_10.log",
+            "greengrass_2026_12_07_10_0.log",
+        ] {
+            assert!(!is_rotated(other, "com.example.A"), "{other}");
+        }
         let taken = |n: &str| n.ends_with("_0.log") || n.ends_with("_1.log");
         assert_eq!(rotated_name("com.example.A", now, &taken), "com.example.A_2026_12_07_10_2.log");
     }

@@ -2,7 +2,8 @@
 //! component's lines and the core's own log reach the log groups and streams AWS names, with
 //! the token exchange role's credentials; a line under `minimumLogLevel` stays home; later
 //! intervals send only new lines, and a restart neither loses nor repeats any; rotated files
-//! are deleted once uploaded; lines written while the cloud is down arrive once it is back.
+//! are deleted once uploaded, or when their log is over its disk space limit; lines written while
+//! the cloud is down arrive once it is back.
 
 use std::collections::BTreeMap;
 
@@ -220,37 +221,46 @@ async fn the_log_manager_uploads_new_lines_to_the_groups_and_streams_aws_names_o
     core.shutdown(WAIT).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotated_files_are_deleted_once_uploaded_and_lines_wait_out_a_cloud_outage() {
-    // About 3 KB of lines; the core rotates at 1 KB.
-    let run = "i=0; while [ $i -lt 60 ]; do echo \"burst line $i of the talker, padded to be long enough\"; \
-               i=$((i+1)); done; while [ ! -e go ]; do sleep 0.05; done; echo 'after the outage'; exec sleep 600";
-    let mut site = logs_site(run).await;
+/// About 4 KB of lines, then one more line once `go` is in the work directory.
+const BURST: &str = "i=0; while [ $i -lt 60 ]; do echo \"burst line $i of the talker, padded to be long enough\"; \
+                     i=$((i+1)); done; while [ ! -e go ]; do sleep 0.05; done; echo 'after the outage'; exec sleep 600";
+
+/// Starts a core whose talker prints [`BURST`], its log manager set with `talker` and the core
+/// rotating at 1 KB; waits until every burst line is uploaded once and the burst, rotated out of
+/// the file being written, is deleted.
+async fn burst_rotated_out_and_deleted(talker: Value) -> (Site, Client, Core) {
+    let site = logs_site(BURST).await;
     let client = operator_client(&site);
-    let config =
-        update_config(0.2, json!({"deleteLogFileAfterCloudUpload": true}), json!({"logging": {"fileSizeKB": 1}}));
+    let config = update_config(0.2, talker, json!({"logging": {"fileSizeKB": 1}}));
     let core = site.start_core(&config).await;
     site.wait_running(&core, TALKER).await;
     let burst = wait_events(&client, USER_GROUP, "every burst line", |e| count(e, "burst line") == 60).await;
     assert_eq!(events_by_text(&burst).values().max(), Some(&1), "no line twice");
-    let rotated = || {
-        std::fs::read_dir(site.core_root().join("logs"))
+    // The burst went into the file being written; once that file is under the rotation size
+    // and no rotated file is left, the burst was rotated out and deleted.
+    let logs = site.core_root().join("logs");
+    let active = logs.join(format!("{TALKER}.log"));
+    let look = || {
+        let rotated = std::fs::read_dir(&logs)
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{TALKER}_")))
-            .count()
+            .count();
+        (std::fs::metadata(&active).map(|m| m.len()).unwrap_or(0), rotated)
     };
-    // The burst went into the file being written; once that file is under the rotation size
-    // and no rotated file is left, the burst was rotated out and deleted.
-    let active = site.core_root().join("logs").join(format!("{TALKER}.log"));
-    let size = || std::fs::metadata(&active).map(|m| m.len()).unwrap_or(0);
     wait_until(
         "the burst rotated out and deleted",
-        async || (size(), rotated()),
+        async || look(),
         |(size, rotated)| *size < 1024 && *rotated == 0,
         |seen| format!("(active size, rotated files) {seen:?}"),
     )
     .await;
+    (site, client, core)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_files_are_deleted_once_uploaded_and_lines_wait_out_a_cloud_outage() {
+    let (mut site, _, core) = burst_rotated_out_and_deleted(json!({"deleteLogFileAfterCloudUpload": true})).await;
 
     // The cloud goes away; the line waits and arrives once it is back.
     site.cloud_mut().stop().await;
@@ -263,5 +273,12 @@ async fn rotated_files_are_deleted_once_uploaded_and_lines_wait_out_a_cloud_outa
             .await;
     assert_eq!(count(&all, "burst line"), 60, "nothing lost or repeated");
     assert!(lines_by_text(&site, true).keys().any(|l| l.contains("after the outage")));
+    core.shutdown(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_over_its_disk_space_limit_loses_its_oldest_uploaded_files() {
+    let (_site, _client, core) =
+        burst_rotated_out_and_deleted(json!({"diskSpaceLimit": 1, "diskSpaceLimitUnit": "KB"})).await;
     core.shutdown(WAIT).await;
 }
