@@ -2,8 +2,9 @@
 and streams, PutLogEvents with AWS's batch rules (chronological order, 10,000 events,
 1,048,576 bytes counted as message bytes + 26 per event, too old / too new events rejected by
 index), GetLogEvents' forward and backward tokens, FilterLogEvents' patterns, boto3's
-paginators, CloudWatch Logs' errors as botocore raises them, and a role's scoped credentials
-as a Greengrass core's log manager uses them."""
+paginators, CloudWatch Logs' errors as botocore raises them, a role's scoped credentials
+as a Greengrass core's log manager uses them, and the simulated core's log manager uploading a
+component's lines to the log group and stream AWS names."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
+from simcore import CloudLink, Component
 from support import boto_client, provision_device, unique_name
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -271,6 +273,19 @@ TRUST = {
 }
 
 
+# The permissions Greengrass's log manager documents, narrowed to Greengrass's log groups.
+LOG_MANAGER_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": "arn:aws:logs:*:*:log-group:/aws/greengrass/*",
+        }
+    ],
+}
+
+
 def _device_credentials(endpoints, device, alias: str) -> dict:
     """The credentials provider's answer for `device` (GET over mutual TLS, as a core's TES does)."""
     context = ssl.create_default_context(cafile=endpoints.ca_file)
@@ -285,18 +300,7 @@ def test_a_cores_role_writes_its_own_log_groups_only(endpoints, iot, tmp_path):
     iam = boto_client(endpoints, "iam")
     role_name, alias = unique_name("conf-logs-role"), unique_name("conf-logs-alias")
     role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]
-    # The permissions Greengrass's log manager documents, narrowed to Greengrass's log groups.
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                "Resource": "arn:aws:logs:*:*:log-group:/aws/greengrass/*",
-            }
-        ],
-    }
-    iam.put_role_policy(RoleName=role_name, PolicyName="logs", PolicyDocument=json.dumps(policy))
+    iam.put_role_policy(RoleName=role_name, PolicyName="logs", PolicyDocument=json.dumps(LOG_MANAGER_POLICY))
     iot.create_role_alias(roleAlias=alias, roleArn=role["Arn"], credentialDurationSeconds=900)
     assume = {
         "Version": "2012-10-17",
@@ -332,3 +336,74 @@ def test_a_cores_role_writes_its_own_log_groups_only(endpoints, iot, tmp_path):
     admin = boto_client(endpoints, "logs")
     assert [e["message"] for e in admin.get_log_events(logGroupName=group, logStreamName=stream)["events"]] == ["up"]
     admin.delete_log_group(logGroupName=group)
+
+
+LOG_TIMEOUT_S = 60.0
+
+
+def test_the_simulated_cores_log_manager_uploads_a_components_lines_where_aws_puts_them(
+    logs, iot, endpoints, local_cloud, simulated_core, tmp_path
+):
+    """`device-sim core` with `aws.greengrass.LogManager` deployed: the component's lines are found
+    with `filter_log_events` in `/aws/greengrass/UserComponent/{region}/{component}`, stream
+    `/{yyyy/MM/dd}/thing/{thing}`; a DEBUG line under the INFO minimum is not uploaded."""
+    iam = boto_client(endpoints, "iam")
+    role_name, alias = unique_name("conf-lm-role"), unique_name("conf-lm-alias")
+    role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]
+    iam.put_role_policy(RoleName=role_name, PolicyName="logs", PolicyDocument=json.dumps(LOG_MANAGER_POLICY))
+    iot.create_role_alias(roleAlias=alias, roleArn=role["Arn"])
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": endpoints.arn("client/${iot:Connection.Thing.ThingName}")},
+            {"Effect": "Allow", "Action": "iot:AssumeRoleWithCertificate", "Resource": endpoints.arn(f"rolealias/{alias}")},
+        ],
+    }
+    device = provision_device(iot, endpoints, tmp_path / "core", "conf-lm-core", json.dumps(policy))
+    link = CloudLink(str(local_cloud.data_dir / "endpoints.json"), device.cert_path, device.key_path, endpoints.ca_file)
+    name, marker = unique_name("com.example.conformance.LogTalker"), unique_name("marker")
+    recipe = tmp_path / "talker.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "RecipeFormatVersion": "2020-01-25",
+                "ComponentName": name,
+                "ComponentVersion": "1.0.0",
+                "ComponentDependencies": {
+                    "aws.greengrass.LogManager": {"VersionRequirement": "^2.0.0", "DependencyType": "SOFT"}
+                },
+                "Manifests": [
+                    {"Lifecycle": {"Run": f"echo 'shown {marker}'; echo '[DEBUG] hidden {marker}'; exec sleep 600"}}
+                ],
+            }
+        )
+    )
+    config = {
+        "aws.greengrass.Nucleus": {"MERGE": {"iotRoleAlias": alias}},
+        "aws.greengrass.LogManager": {
+            "MERGE": {
+                "periodicUploadIntervalSec": 0.5,
+                "logsUploaderConfiguration": {"componentLogsConfigurationMap": {name: {"minimumLogLevel": "INFO"}}},
+            }
+        },
+    }
+    core = simulated_core(device.thing_name, [Component(name, "1.0.0", recipe, ())], link, update_config=config)
+
+    group = f"/aws/greengrass/UserComponent/{endpoints.region}/{name}"
+    deadline = time.monotonic() + LOG_TIMEOUT_S
+    events: list = []
+    while not events:
+        try:
+            events = logs.filter_log_events(logGroupName=group, filterPattern=f'"shown {marker}"')["events"]
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+        if not events:
+            assert time.monotonic() < deadline, f"no upload within {LOG_TIMEOUT_S} s:\n{core.diagnostics()}"
+            time.sleep(0.2)
+    assert len(events) == 1, events
+    day = time.strftime("%Y/%m/%d", time.gmtime(events[0]["timestamp"] / 1000))
+    assert events[0]["logStreamName"] == f"/{day}/thing/{device.thing_name}"
+    assert events[0]["message"].endswith(f"shown {marker}")
+    hidden = logs.filter_log_events(logGroupName=group, filterPattern=f'"hidden {marker}"')["events"]
+    assert hidden == []

@@ -4,7 +4,10 @@
 //! - an IAM role that the AWS IoT credentials provider may assume
 //!   (`credentials.iot.amazonaws.com`), with one inline policy: `s3:PutObject` on
 //!   `arn:aws:s3:::{bucket}/${credentials-iot:ThingName}/*` — each core may add objects under its
-//!   own thing's prefix of the anomaly-windows bucket and do nothing else in AWS;
+//!   own thing's prefix of the anomaly-windows bucket — and what the Greengrass log manager
+//!   needs: `logs:CreateLogGroup` and `logs:CreateLogStream` on `/aws/greengrass/*` log groups,
+//!   `logs:PutLogEvents` only on the thing's own streams (`…:log-stream:/*/thing/${credentials-iot:ThingName}`);
+//!   nothing else in AWS;
 //! - a role alias pointing at it (credentials valid for an hour);
 //! - an IoT policy allowing `iot:AssumeRoleWithCertificate` on that alias, attached to the
 //!   thing's certificates;
@@ -63,13 +66,27 @@ pub fn trust_policy() -> String {
     .to_string()
 }
 
-/// The role's one permission: new objects under the calling thing's prefix of `bucket`.
+/// The role's permissions: new objects under the calling thing's prefix of `bucket`, and what
+/// the Greengrass log manager needs to upload the core's logs: its log groups and streams
+/// created under `/aws/greengrass/`, and events put only in the calling thing's streams
+/// (`/{yyyy/MM/dd}/thing/{thing}`).
 pub fn role_policy(partition: &str, bucket: &str) -> String {
+    let groups = format!("arn:{partition}:logs:*:*:log-group:/aws/greengrass/*");
     json!({"Version": "2012-10-17", "Statement": [{
         "Sid": "PutOwnAnomalyWindows",
         "Effect": "Allow",
         "Action": "s3:PutObject",
         "Resource": format!("arn:{partition}:s3:::{bucket}/${{credentials-iot:ThingName}}/*")
+    }, {
+        "Sid": "CreateGreengrassLogGroupsAndStreams",
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogGroup", "logs:CreateLogStream"],
+        "Resource": groups
+    }, {
+        "Sid": "PutOwnGreengrassLogEvents",
+        "Effect": "Allow",
+        "Action": "logs:PutLogEvents",
+        "Resource": format!("{groups}:log-stream:/*/thing/${{credentials-iot:ThingName}}")
     }]})
     .to_string()
 }
@@ -272,9 +289,16 @@ mod tests {
     fn the_role_allows_only_puts_under_the_things_prefix_and_only_the_credentials_provider_assumes_it() {
         let policy: serde_json::Value = serde_json::from_str(&role_policy("aws", "b")).unwrap();
         let statements = policy["Statement"].as_array().unwrap();
-        assert_eq!(statements.len(), 1);
+        assert_eq!(statements.len(), 3);
         assert_eq!(statements[0]["Action"], "s3:PutObject");
         assert_eq!(statements[0]["Resource"], "arn:aws:s3:::b/${credentials-iot:ThingName}/*");
+        assert_eq!(statements[1]["Action"], serde_json::json!(["logs:CreateLogGroup", "logs:CreateLogStream"]));
+        assert_eq!(statements[1]["Resource"], "arn:aws:logs:*:*:log-group:/aws/greengrass/*");
+        assert_eq!(statements[2]["Action"], "logs:PutLogEvents");
+        assert_eq!(
+            statements[2]["Resource"],
+            "arn:aws:logs:*:*:log-group:/aws/greengrass/*:log-stream:/*/thing/${credentials-iot:ThingName}"
+        );
         let trust: serde_json::Value = serde_json::from_str(&trust_policy()).unwrap();
         assert_eq!(trust["Statement"][0]["Principal"]["Service"], "credentials.iot.amazonaws.com");
     }

@@ -198,6 +198,14 @@ async fn binary_sets_up_the_token_exchange_role_and_the_cores_certificate_gets_o
     assert_eq!(decide("s3:PutObject", "arn:aws:s3:::pump-anomaly-windows/pump-core-2/anomalies/x.json"), ImplicitDeny);
     assert_eq!(decide("s3:GetObject", "arn:aws:s3:::pump-anomaly-windows/pump-core-1/anomalies/x.json"), ImplicitDeny);
     assert_eq!(decide("iot:Publish", "*"), ImplicitDeny);
+    // The log manager's uploads: Greengrass's log groups, events only in the core's own streams.
+    let group = "arn:aws:logs:us-east-1:000000000000:log-group:/aws/greengrass/UserComponent/us-east-1/com.example.A";
+    assert_eq!(decide("logs:CreateLogGroup", group), Allow);
+    assert_eq!(decide("logs:CreateLogStream", group), Allow);
+    assert_eq!(decide("logs:PutLogEvents", &format!("{group}:log-stream:/2026/12/07/thing/pump-core-1")), Allow);
+    assert_eq!(decide("logs:PutLogEvents", &format!("{group}:log-stream:/2026/12/07/thing/pump-core-2")), ImplicitDeny);
+    assert_eq!(decide("logs:CreateLogGroup", "arn:aws:logs:us-east-1:000000000000:log-group:/other"), ImplicitDeny);
+    assert_eq!(decide("logs:GetLogEvents", &format!("{group}:log-stream:/2026/12/07/thing/pump-core-1")), ImplicitDeny);
 
     // And the account audit finds nothing to complain about above low.
     let audit = provision(&["audit", "--fail-on", "medium", "--endpoint-url", &http], home.path(), keys).await;

@@ -19,6 +19,7 @@ pub mod ipc_server;
 pub mod key_store;
 pub mod layout;
 pub mod local_shadow;
+pub mod log_manager;
 pub mod nucleus_update;
 pub mod options;
 pub mod pubsub;

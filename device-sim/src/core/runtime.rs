@@ -26,10 +26,12 @@
 //! and [`Core::start`] wires them; nothing below imports it (see the module map in
 //! `device-sim/README.md`).
 //!
-//! The nucleus, the ShadowManager and the token exchange service are built in: recipes may
-//! depend on `aws.greengrass.Nucleus` ([`CoreOptions::nucleus_version`]),
-//! `aws.greengrass.ShadowManager` ([`SHADOW_MANAGER_VERSION`]) and
-//! `aws.greengrass.TokenExchangeService` ([`TES_VERSION`], [`super::token_exchange`]), and they
+//! The nucleus, the ShadowManager, the token exchange service and the log manager are built in:
+//! recipes may depend on `aws.greengrass.Nucleus` ([`CoreOptions::nucleus_version`]),
+//! `aws.greengrass.ShadowManager` ([`SHADOW_MANAGER_VERSION`]),
+//! `aws.greengrass.TokenExchangeService` ([`TES_VERSION`], [`super::token_exchange`]) and
+//! `aws.greengrass.LogManager` ([`LOG_MANAGER_VERSION`], [`super::log_manager`], which runs
+//! only when the deployment includes it), and they
 //! take their configuration from `--update-config` like any component (the nucleus's
 //! `iotRoleAlias` included).
 //!
@@ -61,6 +63,7 @@ use super::greengrass_client::GreengrassClient;
 use super::ipc_server::{CoreServices, IpcServer, ServerSettings};
 use super::layout::Layout;
 use super::local_shadow::LocalShadows;
+use super::log_manager::{self, LOG_MANAGER, LOG_MANAGER_VERSION};
 use super::pubsub::PubSub;
 use super::recipe_store::store_recipes;
 use super::rotation;
@@ -94,6 +97,7 @@ fn builtins<'a>(nucleus_version: &'a str, options: &CoreOptions) -> Vec<(&'a str
         (NUCLEUS, nucleus_version),
         (SHADOW_MANAGER, SHADOW_MANAGER_VERSION),
         (TOKEN_EXCHANGE_SERVICE, TES_VERSION),
+        (LOG_MANAGER, LOG_MANAGER_VERSION),
     ];
     all.extend(plugins(options));
     all
@@ -127,6 +131,7 @@ pub struct Core {
     telemetry: Option<tokio::task::JoinHandle<()>>,
     cloud_deployments: Option<tokio::task::JoinHandle<()>>,
     certificate_rotation: Option<tokio::task::JoinHandle<()>>,
+    log_manager: Option<tokio::task::JoinHandle<()>>,
     cli_ipc_info: PathBuf,
     // Nucleus update: restart requests (see `Core::restart_requested`).
     restart: RestartRequest,
@@ -144,9 +149,15 @@ impl std::fmt::Debug for Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.deployment_runner.abort();
-        for task in [&self.fleet_status, &self.telemetry, &self.cloud_deployments, &self.certificate_rotation]
-            .into_iter()
-            .flatten()
+        for task in [
+            &self.fleet_status,
+            &self.telemetry,
+            &self.cloud_deployments,
+            &self.certificate_rotation,
+            &self.log_manager,
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
@@ -197,6 +208,8 @@ impl Core {
         let token_exchange =
             TokenExchange::start(&options, tokens.clone(), identity.clone()).await.map_err(CoreError::TokenExchange)?;
         let credentials_uri = Some(token_exchange.uri().to_owned());
+        let log_manager = log_manager::start(&options, &deployed.resolution, token_exchange.core_credentials())
+            .map_err(CoreError::UpdateConfig)?;
         let supervisor =
             Supervisor::from_options(&options, socket.clone(), credentials_uri, specs, tokens.clone(), &config)
                 .map_err(CoreError::Supervisor)?;
@@ -296,6 +309,7 @@ impl Core {
             telemetry,
             cloud_deployments,
             certificate_rotation,
+            log_manager,
             cli_ipc_info,
             restart,
         })

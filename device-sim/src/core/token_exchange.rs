@@ -334,9 +334,66 @@ impl TokenExchange {
         self.addr
     }
 
+    /// The service's credentials for the core's own services ([`CoreCredentials`]).
+    pub fn core_credentials(&self) -> CoreCredentials {
+        CoreCredentials { shared: self.shared.clone() }
+    }
+
     /// How many times the service has asked the credentials provider.
     pub fn provider_requests(&self) -> u64 {
         self.shared.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The role credentials the service holds, as the core's own services take them: the nucleus's
+/// plugins (the log manager) read the service's cache in-process instead of asking over HTTP.
+/// Shares the cache, so a component's request and a plugin's make one provider request.
+#[derive(Clone)]
+pub struct CoreCredentials {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for CoreCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreCredentials").finish_non_exhaustive()
+    }
+}
+
+/// Credentials in the container format the service answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerCredentials {
+    /// `AccessKeyId`.
+    pub access_key_id: String,
+    /// `SecretAccessKey`.
+    pub secret_access_key: String,
+    /// `Token` (the session token).
+    pub token: String,
+    /// `Expiration` (RFC 3339).
+    pub expiration: String,
+}
+
+impl ContainerCredentials {
+    /// When they expire (`None` if `Expiration` does not parse).
+    pub fn expiry(&self) -> Option<SystemTime> {
+        time::OffsetDateTime::parse(&self.expiration, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(SystemTime::from)
+    }
+}
+
+impl CoreCredentials {
+    /// The role's credentials, from the cache or the provider; the service's reason when it has
+    /// none to give (no role alias, no cloud, the provider's refusal).
+    pub async fn get(&self) -> Result<ContainerCredentials, String> {
+        let provider = self.shared.provider.as_ref().map_err(Clone::clone)?;
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, credentials(&self.shared, provider))
+            .await
+            .map_err(|_| "the credentials provider did not answer in time".to_owned())?;
+        if answer.status != 200 {
+            return Err(String::from_utf8_lossy(&answer.body).into_owned());
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| format!("credentials that do not parse: {e}"))
     }
 }
 

@@ -5,7 +5,10 @@
 //!
 //! "A role alias allows more than the solution needs" is defined against
 //! [`NEEDED_ROLE_ACTIONS`]: what the pump's token exchange role grants — `s3:PutObject` on keys
-//! under the thing's own prefix, written with the `${credentials-iot:ThingName}` variable. Every
+//! under the thing's own prefix and `logs:PutLogEvents` on the thing's own log streams, written
+//! with the `${credentials-iot:ThingName}` variable — and [`LOG_GROUP_ACTIONS`]
+//! (`logs:CreateLogGroup`, `logs:CreateLogStream`), allowed on Greengrass's log groups
+//! (`…:log-group:/aws/greengrass/…`) only. Every
 //! Allow statement of every inline policy of the alias's role is read (Deny statements and
 //! conditions do not clear a finding):
 //! - `*`, a wildcard action (`s3:*`, `s3:Put*`) or `NotAction`: overly permissive (critical);
@@ -13,6 +16,7 @@
 //!   `inspector`, `inspector2`, `securityhub`, `trustedadvisor`): overly permissive (critical);
 //! - a needed action on a resource not under `${credentials-iot:ThingName}`, or with
 //!   `NotResource`: overly permissive (critical), since one device could then reach another's data;
+//!   the same for a log-group action outside Greengrass's log groups;
 //! - any other named action: access to a service the solution does not use (medium).
 
 use std::collections::BTreeSet;
@@ -21,8 +25,16 @@ use cloud_api::policy::{PolicyDocument, overly_permissive};
 use serde::Serialize;
 use serde_json::Value;
 
-/// The actions the solution's devices need from their role alias (the token exchange role).
-pub const NEEDED_ROLE_ACTIONS: &[&str] = &["s3:PutObject"];
+/// The actions the solution's devices need from their role alias (the token exchange role) on
+/// their own data only (a resource written with [`THING_NAME_VARIABLE`]).
+pub const NEEDED_ROLE_ACTIONS: &[&str] = &["s3:PutObject", "logs:PutLogEvents"];
+
+/// The actions the Greengrass log manager needs on Greengrass's log groups, which no thing owns
+/// alone: allowed only on resources under [`GREENGRASS_LOG_GROUPS`].
+pub const LOG_GROUP_ACTIONS: &[&str] = &["logs:CreateLogGroup", "logs:CreateLogStream"];
+
+/// Where the Greengrass log manager's log groups are (`…:log-group:/aws/greengrass/…`).
+pub const GREENGRASS_LOG_GROUPS: &str = ":log-group:/aws/greengrass/";
 
 /// The variable that limits a needed action to the device's own data.
 pub const THING_NAME_VARIABLE: &str = "${credentials-iot:ThingName}";
@@ -364,7 +376,12 @@ pub fn check_role_alias(alias: &RoleAliasSnapshot) -> Vec<Finding> {
             Check::IotRoleAliasAllowsAccessToUnusedServices,
             Severity::Medium,
             "ALLOWS_ACCESS_TO_UNUSED_SERVICES",
-            format!("allows {} (the solution needs only {})", list(&grants.unused), NEEDED_ROLE_ACTIONS.join(", ")),
+            format!(
+                "allows {} (the solution needs only {}, {})",
+                list(&grants.unused),
+                NEEDED_ROLE_ACTIONS.join(", "),
+                LOG_GROUP_ACTIONS.join(", ")
+            ),
         ));
     }
     if !grants.unreadable.is_empty() {
@@ -441,6 +458,10 @@ impl RoleGrants {
             self.auditing.insert(action.to_owned());
         } else if action.contains(['*', '?']) {
             self.broad.insert(format!("{action} on {}", resources.join(", ")));
+        } else if LOG_GROUP_ACTIONS.iter().any(|n| n.eq_ignore_ascii_case(action)) {
+            for resource in resources.iter().filter(|r| !(r.contains(":logs:") && r.contains(GREENGRASS_LOG_GROUPS))) {
+                self.unscoped.insert(format!("{action} on {resource}, not limited to Greengrass's log groups"));
+            }
         } else if NEEDED_ROLE_ACTIONS.iter().any(|n| n.eq_ignore_ascii_case(action)) {
             for resource in resources.iter().filter(|r| !r.contains(THING_NAME_VARIABLE)) {
                 self.unscoped.insert(format!("{action} on {resource}, not limited to {THING_NAME_VARIABLE}"));
@@ -668,6 +689,39 @@ pub(crate) mod tests {
                 )],
                 "{doc}"
             );
+        }
+    }
+
+    #[test]
+    fn log_manager_actions_pass_on_greengrass_log_groups_and_are_critical_elsewhere() {
+        let doc = |action: &str, resource: &str| {
+            format!(
+                r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"{action}","Resource":"{resource}"}}]}}"#
+            )
+        };
+        let greengrass = "arn:aws:logs:*:*:log-group:/aws/greengrass/*";
+        let own_streams = format!("{greengrass}:log-stream:/*/thing/${{credentials-iot:ThingName}}");
+        let cases = [
+            (doc("logs:CreateLogGroup", greengrass), None),
+            (doc("logs:CreateLogStream", greengrass), None),
+            (doc("logs:PutLogEvents", &own_streams), None),
+            (
+                doc("logs:CreateLogGroup", "arn:aws:logs:*:*:log-group:*"),
+                Some("ALLOWS_ACCESS_BEYOND_THE_THING_OWN_RESOURCES"),
+            ),
+            (
+                doc("logs:CreateLogStream", "arn:aws:s3:::x/aws/greengrass/*"),
+                Some("ALLOWS_ACCESS_BEYOND_THE_THING_OWN_RESOURCES"),
+            ),
+            (
+                doc("logs:PutLogEvents", &format!("{greengrass}:log-stream:*")),
+                Some("ALLOWS_ACCESS_BEYOND_THE_THING_OWN_RESOURCES"),
+            ),
+            (doc("logs:GetLogEvents", greengrass), Some("ALLOWS_ACCESS_TO_UNUSED_SERVICES")),
+        ];
+        for (document, want) in cases {
+            let found: Vec<&str> = reasons(&check_role_alias(&alias(&[&document]))).into_iter().map(|r| r.2).collect();
+            assert_eq!(found, want.into_iter().collect::<Vec<_>>(), "{document}");
         }
     }
 
