@@ -6,7 +6,8 @@
 //! services; and the core's Greengrass data-plane client and artifact downloader against the
 //! cloud's ResolveComponentCandidates, GetComponentVersionArtifact and presigned S3 URLs;
 //! (`rotation`) the bridge moving its one connection to a new certificate and back; and
-//! (`telemetry`) the telemetry agent's metrics.
+//! (`telemetry`) the telemetry agent's metrics; and (`monitoring`) the alarms the operator's
+//! `provision monitoring` sets up, raised by a broken component, a stopped core and a failing rule.
 
 use cloud_api::ipc::error::ErrorCode;
 use cloud_api::ipc::model::{
@@ -23,6 +24,8 @@ use serde_json::{Value, json};
 use site_testkit::WAIT;
 use site_testkit::site::{self, Site, wait_connection};
 
+#[path = "cloud_bridge/monitoring.rs"]
+mod monitoring;
 #[path = "cloud_bridge/rotation.rs"]
 mod rotation;
 #[path = "cloud_bridge/telemetry.rs"]
