@@ -7,9 +7,9 @@
 //! | `pump-core-disconnected` | `IoTFleetMetrics` `pump-disconnected-cores` ≥ 1 for the whole period | a fleet metric: fleet indexing with thing connectivity, counting the group's disconnected things |
 //! | `pump-core-unhealthy` | `PumpFleet` `UnhealthyCoreReports` ≥ 1 | rule `pump_core_health` on Greengrass fleet status (`$aws/things/+/greengrassv2/health/json`): 1 for an `UNHEALTHY` core (a component `BROKEN` or `ERRORED`), 0 for a `HEALTHY` one |
 //! | `pump-telemetry-gap` | `PumpFleet` `TelemetryBatches` < 1 for the whole period | rule `pump_telemetry_flow` on `dt/pump/+/telemetry`, 1 per batch |
-//! | `pump-rule-errors-{rule}` | `AWS/IoT` `Failure` of the rule ≥ 1 | IoT Core's own rule metrics |
-//! | `pump-connect-auth-failures` | `AWS/IoT` `Connect.AuthNError` ≥ N in 5 minutes | IoT Core's protocol metrics |
-//! | `pump-publish-authz-failures` | `AWS/IoT` `PublishIn.AuthZError` ≥ N in 5 minutes | IoT Core's protocol metrics |
+//! | `pump-rule-errors-{rule}-{ActionType}` | `AWS/IoT` `Failure` of the rule's actions of that type ≥ 1 | IoT Core's own rule metrics |
+//! | `pump-connect-auth-failures` | `AWS/IoT` `Connection.AuthNError` ≥ N in 5 minutes | IoT Core's authentication metrics |
+//! | `pump-publish-authz-failures` | `AWS/IoT` `PublishIn.AuthError` ≥ N in 5 minutes | IoT Core's protocol metrics |
 //! | `pump-certificate-expiring` | `PumpFleet` `CertificateDaysLeft` < D | [`publish_certificate_expiry`], run daily |
 //!
 //! The two rules run under one role allowed `cloudwatch:PutMetricData` and publishing their own
@@ -46,6 +46,8 @@ use crate::token_exchange::{ensure_role, ensure_role_policy};
 pub const NAMESPACE: &str = "PumpFleet";
 /// The namespace AWS IoT publishes fleet metrics in.
 pub const FLEET_METRICS_NAMESPACE: &str = "IoTFleetMetrics";
+/// The dimension of a fleet metric's datapoints naming the aggregation value (`count`, …).
+pub const FLEET_METRIC_DIMENSION: &str = "Aggregation Type";
 /// The namespace of AWS IoT's own metrics.
 pub const IOT_NAMESPACE: &str = "AWS/IoT";
 /// The fleet index of things.
@@ -149,15 +151,46 @@ pub fn disconnected_query(group: &str) -> String {
     format!("thingGroupNames:{group} AND connectivity.connected:false")
 }
 
-/// The alarm on a rule's action failures.
-pub fn rule_errors_alarm(prefix: &str, rule: &str) -> String {
-    format!("{prefix}-rule-errors-{rule}")
+/// The alarm on the failures of one kind of action of a rule (IoT Core counts `Failure` by rule
+/// and action type).
+pub fn rule_errors_alarm(prefix: &str, rule: &str, action_type: &str) -> String {
+    format!("{prefix}-rule-errors-{rule}-{action_type}")
 }
 
-/// The alarm on a burst of one of IoT Core's protocol errors.
+/// The alarm on a burst of one of IoT Core's authentication or authorization errors.
 pub fn auth_failures_alarm(prefix: &str, metric: &str) -> String {
-    let what = if metric.starts_with("Connect.") { "connect-auth-failures" } else { "publish-authz-failures" };
+    let what = if metric.starts_with("Connection.") { "connect-auth-failures" } else { "publish-authz-failures" };
     format!("{prefix}-{what}")
+}
+
+/// The `ActionType` dimension IoT Core counts an action under, for the actions this solution
+/// uses and a few common others; `None` for one not known here.
+pub fn action_type(action: &Action) -> Option<&'static str> {
+    let kinds = [
+        (action.republish().is_some(), "Republish"),
+        (action.lambda().is_some(), "Lambda"),
+        (action.dynamo_dbv2().is_some(), "DynamoDBv2"),
+        (action.dynamo_db().is_some(), "DynamoDB"),
+        (action.s3().is_some(), "S3"),
+        (action.cloudwatch_metric().is_some(), "CloudwatchMetric"),
+        (action.cloudwatch_alarm().is_some(), "CloudwatchAlarm"),
+        (action.cloudwatch_logs().is_some(), "CloudwatchLogs"),
+        (action.sns().is_some(), "SNS"),
+        (action.sqs().is_some(), "SQS"),
+        (action.kinesis().is_some(), "Kinesis"),
+        (action.firehose().is_some(), "Firehose"),
+        (action.http().is_some(), "HTTP"),
+    ];
+    kinds.into_iter().find_map(|(set, name)| set.then_some(name))
+}
+
+/// A rule whose failures are alarmed, with the action types it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedRule {
+    /// The rule's name.
+    pub rule: String,
+    /// Its actions' types, each once.
+    pub action_types: Vec<&'static str>,
 }
 
 /// Whole periods covering `secs`.
@@ -193,7 +226,7 @@ pub struct AlarmSpec {
 }
 
 /// Every alarm of the spec, pure.
-pub fn alarms(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
+pub fn alarms(spec: &MonitoringSpec, watched: &[WatchedRule]) -> Vec<AlarmSpec> {
     let names = spec.names();
     let p = spec.period_secs;
     let alarm = |name: &str, description: String, namespace: &str, metric: &str| AlarmSpec {
@@ -211,6 +244,7 @@ pub fn alarms(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
     };
     let mut out = vec![
         AlarmSpec {
+            dimensions: vec![(FLEET_METRIC_DIMENSION.into(), "count".into())],
             evaluation_periods: periods(spec.disconnected_secs, p),
             treat_missing_data: "missing",
             ..alarm(
@@ -265,22 +299,24 @@ pub fn alarms(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
             )
         },
     ];
-    for rule in &spec.watched_rules {
-        out.push(AlarmSpec {
-            dimensions: vec![("RuleName".into(), rule.clone())],
-            statistic: Statistic::Sum,
-            ..alarm(
-                &rule_errors_alarm(&spec.prefix, rule),
-                format!(
-                    "Rule {rule} failed an action: its error action publishes the details to {}.",
-                    error_topic(rule)
-                ),
-                IOT_NAMESPACE,
-                "Failure",
-            )
-        });
+    for WatchedRule { rule, action_types } in watched {
+        for action_type in action_types {
+            out.push(AlarmSpec {
+                dimensions: vec![("ActionType".into(), (*action_type).into()), ("RuleName".into(), rule.clone())],
+                statistic: Statistic::Sum,
+                ..alarm(
+                    &rule_errors_alarm(&spec.prefix, rule, action_type),
+                    format!(
+                        "Rule {rule} failed its {action_type} action: its error action publishes the details to {}.",
+                        error_topic(rule)
+                    ),
+                    IOT_NAMESPACE,
+                    "Failure",
+                )
+            });
+        }
     }
-    for metric in ["Connect.AuthNError", "PublishIn.AuthZError"] {
+    for metric in ["Connection.AuthNError", "PublishIn.AuthError"] {
         out.push(AlarmSpec {
             dimensions: vec![("Protocol".into(), "MQTT".into())],
             statistic: Statistic::Sum,
@@ -421,7 +457,22 @@ pub async fn deploy_monitoring(
     )?;
     ensure_rule(&clients.iot, &names.telemetry_rule, telemetry, &mut changes).await?;
 
-    let wanted = alarms(spec);
+    let mut watched = Vec::new();
+    for rule in &spec.watched_rules {
+        let got = clients.iot.get_topic_rule().rule_name(rule).send().await.map_err(aws("GetTopicRule"));
+        // IoT Core answers GetTopicRule for a missing rule with UnauthorizedException.
+        if is_code(&got, "UnauthorizedException") {
+            return Err(ProvisionError::InvalidInput(format!(
+                "rule {rule} does not exist: deploy it first (provision app), or do not watch it"
+            )));
+        }
+        let actions = got?.rule.map(|r| r.actions().to_vec()).unwrap_or_default();
+        let mut action_types: Vec<&'static str> = actions.iter().filter_map(action_type).collect();
+        action_types.sort_unstable();
+        action_types.dedup();
+        watched.push(WatchedRule { rule: rule.clone(), action_types });
+    }
+    let wanted = alarms(spec, &watched);
     let existing = clients
         .cloudwatch
         .describe_alarms()
@@ -621,25 +672,36 @@ mod tests {
         }
     }
 
+    fn watched() -> Vec<WatchedRule> {
+        vec![
+            WatchedRule { rule: "pump_anomalies".into(), action_types: vec!["Lambda"] },
+            WatchedRule { rule: "pump_telemetry".into(), action_types: vec!["Lambda", "S3"] },
+        ]
+    }
+
     fn alarm<'a>(all: &'a [AlarmSpec], name: &str) -> &'a AlarmSpec {
         all.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("no alarm {name}"))
     }
 
     #[test]
     fn a_core_disconnected_for_five_minutes_takes_five_breaching_minutes() {
-        let all = alarms(&spec());
+        let all = alarms(&spec(), &watched());
         let a = alarm(&all, "pump-core-disconnected");
         assert_eq!((a.namespace.as_str(), a.metric.as_str()), (FLEET_METRICS_NAMESPACE, "pump-disconnected-cores"));
         assert_eq!((a.period, a.evaluation_periods, a.threshold), (60, 5, 1.0));
         assert!(a.description.contains("thingGroupNames:pump-sites AND connectivity.connected:false"));
         let mut odd = spec();
         odd.disconnected_secs = 90;
-        assert_eq!(alarm(&alarms(&odd), "pump-core-disconnected").evaluation_periods, 2, "rounded up to whole periods");
+        assert_eq!(
+            alarm(&alarms(&odd, &[]), "pump-core-disconnected").evaluation_periods,
+            2,
+            "rounded up to whole periods"
+        );
     }
 
     #[test]
     fn a_telemetry_gap_is_missing_data_breaching_and_an_unhealthy_core_latches() {
-        let all = alarms(&spec());
+        let all = alarms(&spec(), &watched());
         let gap = alarm(&all, "pump-telemetry-gap");
         assert_eq!((gap.treat_missing_data, gap.evaluation_periods), ("breaching", 10));
         assert_eq!(gap.comparison, ComparisonOperator::LessThanThreshold);
@@ -649,17 +711,35 @@ mod tests {
     }
 
     #[test]
-    fn every_watched_rule_and_both_auth_errors_have_an_alarm() {
-        let all = alarms(&spec());
-        let rule = alarm(&all, "pump-rule-errors-pump_telemetry");
+    fn every_action_of_a_watched_rule_and_both_auth_errors_have_an_alarm() {
+        let all = alarms(&spec(), &watched());
+        let rule = alarm(&all, "pump-rule-errors-pump_telemetry-S3");
         assert_eq!((rule.namespace.as_str(), rule.metric.as_str()), (IOT_NAMESPACE, "Failure"));
-        assert_eq!(rule.dimensions, vec![("RuleName".to_owned(), "pump_telemetry".to_owned())]);
+        assert_eq!(
+            rule.dimensions,
+            vec![("ActionType".to_owned(), "S3".to_owned()), ("RuleName".to_owned(), "pump_telemetry".to_owned())]
+        );
+        alarm(&all, "pump-rule-errors-pump_telemetry-Lambda");
+        alarm(&all, "pump-rule-errors-pump_anomalies-Lambda");
         let connect = alarm(&all, "pump-connect-auth-failures");
-        assert_eq!((connect.metric.as_str(), connect.period, connect.threshold), ("Connect.AuthNError", 300, 20.0));
-        assert_eq!(alarm(&all, "pump-publish-authz-failures").metric, "PublishIn.AuthZError");
-        assert_eq!(all.len(), 4 + 2 + 2);
+        assert_eq!((connect.metric.as_str(), connect.period, connect.threshold), ("Connection.AuthNError", 300, 20.0));
+        assert_eq!(alarm(&all, "pump-publish-authz-failures").metric, "PublishIn.AuthError");
+        assert_eq!(all.len(), 4 + 3 + 2);
         let names: std::collections::BTreeSet<_> = all.iter().map(|a| &a.name).collect();
         assert_eq!(names.len(), all.len(), "names are distinct");
+    }
+
+    #[test]
+    fn an_actions_type_is_what_iot_core_counts_it_under() {
+        let lambda = Action::builder()
+            .lambda(aws_sdk_iot::types::LambdaAction::builder().function_arn("f").build().unwrap())
+            .build();
+        assert_eq!(action_type(&lambda), Some("Lambda"));
+        let s3 = Action::builder()
+            .s3(aws_sdk_iot::types::S3Action::builder().role_arn("r").bucket_name("b").key("k").build().unwrap())
+            .build();
+        assert_eq!(action_type(&s3), Some("S3"));
+        assert_eq!(action_type(&Action::builder().build()), None);
     }
 
     #[test]

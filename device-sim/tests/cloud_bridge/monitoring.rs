@@ -32,7 +32,7 @@ fn fast(config: &mut local_cloud::server::Config) {
     config.alarm_evaluation_interval = Duration::from_millis(200);
     // IoT Core's own metrics and the fleet metrics, flushed and computed every second.
     config.iot_metrics_interval = Duration::from_secs(1);
-    config.fleet_metric_period_scale = 60;
+    config.fleet_metric_period_divisor = 60;
 }
 
 fn spec(watched_rules: Vec<String>) -> MonitoringSpec {
@@ -191,7 +191,7 @@ async fn a_failing_rule_is_counted_and_alarmed() {
         .await
         .expect("CreateTopicRule");
     let deployed = operator.deploy(vec![rule.to_owned()]).await;
-    let alarm = provision::monitoring::rule_errors_alarm("pump", rule);
+    let alarm = provision::monitoring::rule_errors_alarm("pump", rule, "S3");
     assert!(deployed.alarms.contains(&alarm), "{:?}", deployed.alarms);
     operator.wait_alarm(&alarm, StateValue::Ok).await;
 
@@ -211,6 +211,7 @@ async fn a_failing_rule_is_counted_and_alarmed() {
         .get_metric_statistics()
         .namespace("AWS/IoT")
         .metric_name("Failure")
+        .dimensions(aws_sdk_cloudwatch::types::Dimension::builder().name("ActionType").value("S3").build())
         .dimensions(aws_sdk_cloudwatch::types::Dimension::builder().name("RuleName").value(rule).build())
         .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(0))
         .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(i64::from(u32::MAX)))
