@@ -101,6 +101,8 @@ def local_cloud(tmp_path_factory) -> LocalCloud:
     env["NO_COLOR"] = "1"  # plain log text in failure reports
     # CloudWatch evaluates alarms every half second, so alarm tests wait seconds, not minutes.
     env.setdefault("LOCAL_CLOUD_ALARM_EVALUATION_INTERVAL_MS", "500")
+    # Fleet metrics of 60 s are published every second, so a fleet-metric alarm moves in seconds.
+    env.setdefault("LOCAL_CLOUD_FLEET_METRIC_PERIOD_DIVISOR", "60")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [

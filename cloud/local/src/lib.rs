@@ -25,6 +25,8 @@
 //! - [`cloudwatch`]: Amazon CloudWatch metrics and alarms on the same HTTP endpoint (Smithy RPC v2
 //!   CBOR and AWS JSON 1.0), and the task that evaluates the alarms.
 //! - [`dynamodb`]: Amazon DynamoDB on the same HTTP endpoint (AWS JSON 1.0, through dynoxide).
+//! - [`fleet_index`]: AWS IoT fleet indexing (the `AWS_Things` index with connectivity, SearchIndex)
+//!   and fleet metrics published to CloudWatch.
 //! - [`logs`]: Amazon CloudWatch Logs on the same HTTP endpoint (AWS JSON 1.1).
 //! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
 //!   timers, continuous jobs; an in-process interface for other services.
@@ -43,6 +45,7 @@ pub mod cloudwatch;
 pub mod credentials;
 pub mod dynamodb;
 pub mod events;
+pub mod fleet_index;
 pub mod greengrass;
 pub mod http;
 pub mod iam;

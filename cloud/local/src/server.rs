@@ -52,6 +52,8 @@ pub struct Config {
     pub public_http_url: Option<String>,
     /// How often CloudWatch evaluates its alarms (AWS: every minute; shorter for tests).
     pub alarm_evaluation_interval: std::time::Duration,
+    /// Fleet metrics are published every `period / this` (1: as on AWS; larger for tests).
+    pub fleet_metric_period_divisor: u32,
 }
 
 /// How often CloudWatch evaluates its alarms unless configured otherwise.
@@ -71,6 +73,7 @@ impl Config {
             admin_credentials: None,
             public_http_url: None,
             alarm_evaluation_interval: DEFAULT_ALARM_EVALUATION_INTERVAL,
+            fleet_metric_period_divisor: 1,
         }
     }
 
@@ -125,6 +128,8 @@ pub struct LocalCloud {
     pub logs: crate::logs::Logs,
     /// CloudWatch metrics and alarms, for in-process use.
     pub cloudwatch: crate::cloudwatch::CloudWatch,
+    /// Fleet indexing and fleet metrics, for in-process use.
+    pub fleet_metrics: crate::fleet_index::metrics::FleetMetrics,
     /// What the rules engine has done (matches, actions, failures).
     pub rule_stats: std::sync::Arc<crate::rules::engine::RuleStats>,
     shutdown: CancellationToken,
@@ -221,6 +226,14 @@ impl LocalCloud {
         let cloudwatch =
             crate::cloudwatch::CloudWatch::open(store.clone(), clock.clone(), &config.region, &config.account_id)
                 .context("opening CloudWatch's tables")?;
+        let fleet_index = crate::fleet_index::FleetIndex::open(store.clone(), registry.clone(), clock.clone())
+            .context("loading the fleet index")?;
+        let fleet_metrics = crate::fleet_index::metrics::FleetMetrics::new(
+            fleet_index.clone(),
+            store.clone(),
+            &config.region,
+            &config.account_id,
+        );
         let (rules_engine, rules_tap, rules_queue) = crate::rules::engine::RulesEngine::new(
             rules.clone(),
             bus.clone(),
@@ -241,6 +254,7 @@ impl LocalCloud {
             Arc::new(ProvisioningMqtt::new(provisioning.clone())),
             Arc::new(FleetStatusListener::new(core_events.clone())),
             rules_tap,
+            Arc::new(crate::fleet_index::PresenceListener(fleet_index)),
         ];
         let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
         let mut tasks = Vec::new();
@@ -250,6 +264,11 @@ impl LocalCloud {
         let rule_stats = rules_engine.stats();
         tasks.push(tokio::spawn(rules_engine.run(rules_queue, shutdown.clone())));
         tasks.push(tokio::spawn(cloudwatch.clone().run(config.alarm_evaluation_interval, shutdown.clone())));
+        tasks.push(tokio::spawn(fleet_metrics.clone().run(
+            Arc::new(cloudwatch.clone()),
+            config.fleet_metric_period_divisor,
+            shutdown.clone(),
+        )));
         let state = AppState {
             registry: registry.clone(),
             shadows: shadows.clone(),
@@ -265,6 +284,7 @@ impl LocalCloud {
             dynamodb: dynamodb.clone(),
             logs: logs.clone(),
             cloudwatch: cloudwatch.clone(),
+            fleet_metrics: fleet_metrics.clone(),
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())
@@ -348,6 +368,7 @@ impl LocalCloud {
             dynamodb,
             logs,
             cloudwatch,
+            fleet_metrics,
             rule_stats,
             shutdown,
             tasks,

@@ -102,6 +102,10 @@ async fn start_api() -> Api {
         local_cloud::iot_credentials::IotCredentials::new(store.clone(), clock.clone(), iam.clone(), registry.clone());
     let rules = local_cloud::rules::TopicRules::new(store.clone(), clock.clone(), "us-east-1", "000000000000");
     let logs = local_cloud::logs::Logs::memory(clock.clone(), "us-east-1", "000000000000").unwrap();
+    let fleet_index =
+        local_cloud::fleet_index::FleetIndex::open(store.clone(), registry.clone(), clock.clone()).unwrap();
+    let fleet_metrics =
+        local_cloud::fleet_index::metrics::FleetMetrics::new(fleet_index, store.clone(), "us-east-1", "000000000000");
     let shadows = ShadowService::new(store, bus.clone(), clock);
     let state = AppState {
         registry,
@@ -124,6 +128,7 @@ async fn start_api() -> Api {
             "000000000000",
         )
         .unwrap(),
+        fleet_metrics,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

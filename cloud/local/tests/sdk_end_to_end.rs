@@ -11,11 +11,13 @@
 //! core played over MQTT (`deployments_sdk`), and fleet provisioning by claim over MQTT with its
 //! template control plane (`provisioning_sdk`), topic rules with their actions (`rules_sdk`), Lambda
 //! functions run through the Lambda Runtime API (`lambda_sdk`), and DynamoDB tables, items and the
-//! rules engine's dynamoDBv2 action (`dynamodb_sdk`).
+//! rules engine's dynamoDBv2 action (`dynamodb_sdk`), and fleet indexing with connectivity and a
+//! fleet metric driving a CloudWatch alarm (`fleet_index_sdk`).
 
 mod common;
 mod deployments_sdk;
 mod dynamodb_sdk;
+mod fleet_index_sdk;
 mod greengrass_sdk;
 mod iam_sdk;
 mod jobs_sdk;

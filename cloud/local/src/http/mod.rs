@@ -14,7 +14,8 @@
 //! - [`thing_groups`]: the control plane's thing-group operations.
 //! - [`data`]: the IoT data plane (shadows over HTTP, Publish).
 //! - Jobs' control plane lives with the Jobs service: [`crate::jobs::http`]; fleet
-//!   provisioning's with its service: [`crate::provisioning::http`].
+//!   provisioning's with its service: [`crate::provisioning::http`]; fleet indexing's with its
+//!   service: [`crate::fleet_index::http`].
 //! - [`error`]: AWS exceptions on the wire.
 //! - [`wire`]: request/response shapes and the extractors that read them.
 //! - DynamoDB (AWS JSON 1.0 on `POST /`) is a layer inside authentication:
@@ -81,6 +82,8 @@ pub struct AppState {
     pub logs: crate::logs::Logs,
     /// CloudWatch metrics and alarms (its layer is [`crate::cloudwatch::http`]).
     pub cloudwatch: crate::cloudwatch::CloudWatch,
+    /// Fleet indexing and fleet metrics (their routes are [`crate::fleet_index::http`]).
+    pub fleet_metrics: crate::fleet_index::metrics::FleetMetrics,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.
@@ -102,6 +105,7 @@ pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
         .merge(crate::provisioning::http::routes())
         .merge(crate::iot_credentials::http::routes())
         .merge(crate::rules::http::routes())
+        .merge(crate::fleet_index::http::routes())
         .route_layer(middleware::from_fn_with_state(state.iam.clone(), crate::iam::auth::authorize))
         .fallback_service(fallback)
         .method_not_allowed_fallback(method_not_allowed)

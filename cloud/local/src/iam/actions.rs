@@ -24,6 +24,9 @@ pub enum Resource {
     /// `arn:aws:lambda:{region}:{account}:function:{param}`, or the parameter itself when it is
     /// an ARN already (Lambda takes a function's name or ARN).
     Function(&'static str),
+    /// An IoT resource of this type named in the request's body (SearchIndex's index): the route
+    /// lets the caller through and the handler authorizes with [`authorize_named`].
+    InBody(&'static str),
 }
 
 /// One operation: its route, its IAM action and its resource.
@@ -43,7 +46,7 @@ const fn op(method: &'static str, route: &'static str, action: &'static str, res
     Operation { method, route, action, resource }
 }
 
-use Resource::{Any, Arn, Function, Greengrass as Gg, Iot};
+use Resource::{Any, Arn, Function, Greengrass as Gg, InBody, Iot};
 
 /// Every operation, by route.
 pub const OPERATIONS: &[Operation] = &[
@@ -125,6 +128,18 @@ pub const OPERATIONS: &[Operation] = &[
     op("DELETE", "/rules/{ruleName}", "iot:DeleteTopicRule", Iot("rule", "ruleName")),
     op("POST", "/rules/{ruleName}/enable", "iot:EnableTopicRule", Iot("rule", "ruleName")),
     op("POST", "/rules/{ruleName}/disable", "iot:DisableTopicRule", Iot("rule", "ruleName")),
+    // Fleet indexing and fleet metrics.
+    op("GET", "/indexing/config", "iot:GetIndexingConfiguration", Any),
+    op("POST", "/indexing/config", "iot:UpdateIndexingConfiguration", Any),
+    op("GET", "/indices", "iot:ListIndices", Any),
+    op("POST", "/indices/search", "iot:SearchIndex", InBody("index")),
+    op("POST", "/indices/statistics", "iot:GetStatistics", InBody("index")),
+    op("GET", "/indices/{indexName}", "iot:DescribeIndex", Iot("index", "indexName")),
+    op("GET", "/fleet-metrics", "iot:ListFleetMetrics", Any),
+    op("PUT", "/fleet-metric/{metricName}", "iot:CreateFleetMetric", Iot("fleetmetric", "metricName")),
+    op("GET", "/fleet-metric/{metricName}", "iot:DescribeFleetMetric", Iot("fleetmetric", "metricName")),
+    op("PATCH", "/fleet-metric/{metricName}", "iot:UpdateFleetMetric", Iot("fleetmetric", "metricName")),
+    op("DELETE", "/fleet-metric/{metricName}", "iot:DeleteFleetMetric", Iot("fleetmetric", "metricName")),
     // Fleet provisioning.
     op("POST", "/provisioning-templates", "iot:CreateProvisioningTemplate", Any),
     op("GET", "/provisioning-templates", "iot:ListProvisioningTemplates", Any),
@@ -267,7 +282,7 @@ impl Operation {
             (action, _) => action,
         };
         let resource = match self.resource {
-            Any => "*".to_owned(),
+            Any | InBody(_) => "*".to_owned(),
             Iot(kind, name) => format!("arn:aws:iot:{region}:{account}:{kind}/{}", param(name)),
             Arn(name) => param(name).to_owned(),
             Gg(kind, name) => format!("arn:aws:greengrass:{region}:{account}:{kind}:{}", param(name)),

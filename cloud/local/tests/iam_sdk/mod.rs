@@ -21,7 +21,8 @@ const TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow",
 const UPLOADS_ONLY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:PutObject",
   "Resource":"arn:aws:s3:::pump-data/anomalies/${credentials-iot:ThingName}/*"}]}"#;
 
-fn iot(cloud: &LocalCloud, creds: Credentials) -> aws_sdk_iot::Client {
+/// An `aws-sdk-iot` client of the local cloud with these credentials.
+pub(crate) fn iot(cloud: &LocalCloud, creds: Credentials) -> aws_sdk_iot::Client {
     aws_sdk_iot::Client::from_conf(
         aws_sdk_iot::Config::builder()
             .behavior_version(aws_sdk_iot::config::BehaviorVersion::latest())
