@@ -103,6 +103,8 @@ def local_cloud(tmp_path_factory) -> LocalCloud:
     env.setdefault("LOCAL_CLOUD_ALARM_EVALUATION_INTERVAL_MS", "500")
     # Fleet metrics of 60 s are published every second, so a fleet-metric alarm moves in seconds.
     env.setdefault("LOCAL_CLOUD_FLEET_METRIC_PERIOD_DIVISOR", "60")
+    # IoT Core writes its AWS/IoT metrics every half second (AWS: every minute), for the same reason.
+    env.setdefault("LOCAL_CLOUD_IOT_METRICS_INTERVAL_MS", "500")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [

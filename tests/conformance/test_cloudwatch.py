@@ -5,20 +5,39 @@ filters, and an alarm that PutMetricAlarm creates in INSUFFICIENT_DATA, that goe
 after breaching data and back to OK after good data (the local cloud evaluates alarms every
 `LOCAL_CLOUD_ALARM_EVALUATION_INTERVAL_MS`, which conftest shortens), DescribeAlarms by state,
 SetAlarmState, DescribeAlarmHistory, DeleteAlarms, and CloudWatch's query-compatible error codes
-as botocore raises them."""
+as botocore raises them.
+
+AWS IoT's own metrics in `AWS/IoT` ("AWS IoT metrics and dimensions"), read back with
+GetMetricStatistics: a publish the device's policy refuses counts in `PublishIn.AuthError`, a
+certificate that fails authentication (not ACTIVE, or not issued by the CA) in
+`Connection.AuthNError`, both with dimension `Protocol` = `MQTT`, and the data plane's Publish in
+`PublishIn.Success` / `PublishIn.ClientError` with `Protocol` = `HTTP` (conftest shortens the flush
+interval, `LOCAL_CLOUD_IOT_METRICS_INTERVAL_MS`, from AWS's minute)."""
 
 from __future__ import annotations
 
 import copy
+import socket
+import ssl
+import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
 import boto3
 import botocore.session
 import pytest
+from awscrt import mqtt
 from botocore.exceptions import ClientError
 
-from support import boto_client, unique_name
+from support import (
+    EVENT_TIMEOUT_S,
+    ConnectionEvents,
+    boto_client,
+    connack_return_code,
+    connect_device,
+    provision_device,
+    unique_name,
+)
 
 ALARM_DEADLINE_S = 40.0
 
@@ -270,3 +289,99 @@ def test_aws_json_reaches_the_same_metrics(endpoints):
     with pytest.raises(ClientError) as excinfo:
         cw_json.put_metric_data(Namespace="AWS/EC2", MetricData=[{"MetricName": "rpm", "Value": 1.0}])
     assert _error(excinfo) == ("InvalidParameterValue", 400)
+
+
+# --- AWS/IoT metrics ---------------------------------------------------------------------------
+
+METRIC_DEADLINE_S = 20.0
+
+
+def _iot_sum(cw, metric: str, since: datetime, protocol: str = "MQTT") -> float:
+    """The `Sum` of an `AWS/IoT` protocol metric (dimension `Protocol`) since `since`, per second."""
+    stats = cw.get_metric_statistics(
+        Namespace="AWS/IoT",
+        MetricName=metric,
+        Dimensions=[{"Name": "Protocol", "Value": protocol}],
+        StartTime=since,
+        EndTime=datetime.now(timezone.utc) + timedelta(minutes=1),
+        Period=1,
+        Statistics=["Sum"],
+    )
+    return sum(p["Sum"] for p in stats["Datapoints"])
+
+
+def _wait_for_iot_sum(cw, metric: str, since: datetime, at_least: float, protocol: str = "MQTT") -> float:
+    deadline = time.monotonic() + METRIC_DEADLINE_S
+    while True:
+        total = _iot_sum(cw, metric, since, protocol)
+        if total >= at_least:
+            return total
+        if time.monotonic() > deadline:
+            pytest.fail(f"AWS/IoT {metric} is {total} after {METRIC_DEADLINE_S:.0f} s, expected at least {at_least}")
+        time.sleep(0.2)
+
+
+def _since() -> datetime:
+    """Now, to the second below (datapoints are stored with the flush's time)."""
+    return datetime.fromtimestamp(int(time.time()), timezone.utc)
+
+
+def test_a_publish_the_policy_refuses_counts_in_publish_in_auth_error(endpoints, iot, tmp_path):
+    cw = boto_client(endpoints, "cloudwatch")
+    device = provision_device(iot, endpoints, tmp_path / "refused")  # may publish to its shadow only
+    since = _since()
+    events = ConnectionEvents()
+    connection = connect_device(endpoints, device, events)
+    try:
+        published, _ = connection.publish(f"dt/pump/{device.thing_name}/telemetry", b"{}", mqtt.QoS.AT_MOST_ONCE)
+        published.result(timeout=EVENT_TIMEOUT_S)
+        # MQTT 3.1.1 has no negative PUBACK: IoT Core closes the connection.
+        assert events.interrupted.wait(EVENT_TIMEOUT_S) or events.closed.wait(EVENT_TIMEOUT_S)
+    finally:
+        try:
+            connection.disconnect().result(timeout=5)
+        except Exception:  # already dropped by the broker
+            pass
+    assert _wait_for_iot_sum(cw, "PublishIn.AuthError", since, 1) >= 1
+    assert _iot_sum(cw, "Connect.Success", since) >= 1
+    listed = cw.list_metrics(Namespace="AWS/IoT", MetricName="PublishIn.AuthError")["Metrics"]
+    assert {"Name": "Protocol", "Value": "MQTT"} in listed[0]["Dimensions"]
+
+
+def test_a_certificate_that_fails_authentication_counts_in_connection_authn_error(endpoints, iot, tmp_path):
+    cw = boto_client(endpoints, "cloudwatch")
+    device = provision_device(iot, endpoints, tmp_path / "inactive")
+    iot.update_certificate(certificateId=device.certificate_id, newStatus="INACTIVE")
+    since = _since()
+    assert connack_return_code(endpoints, device) == 5
+    assert _wait_for_iot_sum(cw, "Connection.AuthNError", since, 1) >= 1
+
+    # A certificate the local CA did not issue fails the TLS handshake itself.
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(stranger / "key.pem"), "-out", str(stranger / "cert.pem"), "-days", "1", "-subj", "/CN=stranger"],
+        check=True, capture_output=True,
+    )
+    before = _iot_sum(cw, "Connection.AuthNError", since)
+    context = ssl.create_default_context(cafile=endpoints.ca_file)
+    context.load_cert_chain(str(stranger / "cert.pem"), str(stranger / "key.pem"))
+    with socket.create_connection((endpoints.mqtt_host, endpoints.mqtt_port), timeout=EVENT_TIMEOUT_S) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname=endpoints.mqtt_host) as tls:
+                tls.sendall(b"\x10\x00")  # TLS 1.3: the refusal arrives after the client's first write
+                assert tls.recv(4) == b""
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            pass  # refused in the handshake
+    assert _wait_for_iot_sum(cw, "Connection.AuthNError", since, before + 1) >= before + 1
+
+
+def test_a_data_plane_publish_counts_with_protocol_http(endpoints, iot_data):
+    cw = boto_client(endpoints, "cloudwatch")
+    since = _since()
+    iot_data.publish(topic=unique_name("dt/http"), qos=0, payload=b"{}")
+    with pytest.raises(ClientError):
+        iot_data.publish(topic="dt/" + "/".join(["x"] * 8), qos=0, payload=b"{}")  # more than 7 slashes
+    assert _wait_for_iot_sum(cw, "PublishIn.Success", since, 1, protocol="HTTP") >= 1
+    assert _wait_for_iot_sum(cw, "PublishIn.ClientError", since, 1, protocol="HTTP") >= 1

@@ -14,6 +14,10 @@ function, no permission for `iot.amazonaws.com`). A function that times out or c
 fails its invocation inside Lambda, which reports it where it reports any failed asynchronous
 invocation (on AWS the function's log and its on-failure destination; here the local cloud's log);
 the rule never hears of it.
+
+The `cloudwatchMetric` action's datapoints are read back with boto3 `cloudwatch`, a
+`cloudwatchAlarm` action sets an alarm's state, and an alarm on AWS IoT's own `Failure` metric
+(`AWS/IoT`, dimensions `RuleName` and `ActionType`) goes to ALARM when the rule's action fails.
 """
 
 from __future__ import annotations
@@ -680,3 +684,88 @@ def test_a_function_that_times_out_or_crashes_does_not_reach_the_error_action(
         ]
     finally:
         lam.delete_function(FunctionName=function)
+
+
+# --- CloudWatch actions and AWS/IoT rule metrics -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cloudwatch(endpoints):
+    return boto_client(endpoints, "cloudwatch")
+
+
+def _wait_for_alarm(cloudwatch, name: str, state: str) -> dict:
+    deadline = time.monotonic() + 30.0
+    while True:
+        alarm = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
+        if alarm["StateValue"] == state:
+            return alarm
+        if time.monotonic() > deadline:
+            pytest.fail(f"alarm {name} still {alarm['StateValue']}: {alarm['StateReason']}")
+        time.sleep(0.2)
+
+
+def test_cloudwatch_metric_and_alarm_actions_reach_cloudwatch(iam, cloudwatch, endpoints, site, rules, base):
+    role = _role(
+        iam,
+        "rules-cw",
+        IOT_PRINCIPAL,
+        [{"Effect": "Allow", "Action": ["cloudwatch:PutMetricData", "cloudwatch:SetAlarmState"], "Resource": "*"}],
+    )
+    namespace = f"Pump/{base}"
+    alarm = f"{base}-trip"
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm, MetricName="never", Namespace=namespace, Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold",
+    )
+    rules(
+        _rule_name("cw_actions"),
+        f"SELECT * FROM '{base}/+/telemetry'",
+        [
+            {"cloudwatchMetric": {"roleArn": role, "metricNamespace": namespace, "metricName": "${topic(2)}",
+                                  "metricValue": "${speedRpm}", "metricUnit": "Count/Second",
+                                  "metricTimestamp": "${ts}"}},
+            {"cloudwatchAlarm": {"roleArn": role, "alarmName": alarm, "stateValue": "ALARM",
+                                 "stateReason": "tripped at ${speedRpm} rpm"}},
+        ],
+    )
+    ts = int(time.time()) - 120
+    site.publish(f"{base}/{site.thing_name}/telemetry", {"speedRpm": 1450, "ts": ts})
+
+    tripped = _wait_for_alarm(cloudwatch, alarm, "ALARM")
+    assert tripped["StateReason"] == "tripped at 1450 rpm"
+    stats = cloudwatch.get_metric_statistics(
+        Namespace=namespace, MetricName=site.thing_name,
+        StartTime=datetime.datetime.fromtimestamp(ts - 60, datetime.timezone.utc),
+        EndTime=datetime.datetime.fromtimestamp(ts + 60, datetime.timezone.utc),
+        Period=60, Statistics=["Sum", "SampleCount"],
+    )
+    assert [(p["Sum"], p["SampleCount"], p["Unit"]) for p in stats["Datapoints"]] == [(1450.0, 1.0, "Count/Second")]
+    cloudwatch.delete_alarms(AlarmNames=[alarm])
+
+
+def test_an_alarm_on_the_failure_metric_goes_to_alarm_when_the_action_fails(
+    iam, cloudwatch, endpoints, site, rules, base
+):
+    powerless = _role(iam, "rules-cw-powerless", IOT_PRINCIPAL, [])
+    name = rules(
+        _rule_name("cw_failing"),
+        f"SELECT * FROM '{base}/+/telemetry'",
+        [{"cloudwatchMetric": {"roleArn": powerless, "metricNamespace": f"Pump/{base}", "metricName": "speed",
+                               "metricValue": "${speedRpm}", "metricUnit": "None"}}],
+    )
+    alarm = f"{base}-rule-failing"
+    dimensions = [{"Name": "RuleName", "Value": name}, {"Name": "ActionType", "Value": "CloudwatchMetric"}]
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm, Namespace="AWS/IoT", MetricName="Failure", Dimensions=dimensions, Statistic="Sum",
+        Period=10, EvaluationPeriods=1, Threshold=0.0, ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+    assert _wait_for_alarm(cloudwatch, alarm, "OK")["StateValue"] == "OK"
+
+    site.publish(f"{base}/{site.thing_name}/telemetry", {"speedRpm": 1450})
+    alarmed = _wait_for_alarm(cloudwatch, alarm, "ALARM")
+    assert alarmed["StateReason"].startswith("Threshold Crossed: 1 datapoint [1.0 ("), alarmed["StateReason"]
+    listed = cloudwatch.list_metrics(Namespace="AWS/IoT", MetricName="Failure", Dimensions=dimensions)["Metrics"]
+    assert len(listed) == 1, listed
+    cloudwatch.delete_alarms(AlarmNames=[alarm])

@@ -20,6 +20,8 @@
 //!   authorization of every HTTP request other than S3's.
 //! - [`iot_credentials`]: the AWS IoT credentials provider: role aliases, and certificates
 //!   traded for temporary credentials.
+//! - [`iot_metrics`]: AWS IoT's own CloudWatch metrics (`AWS/IoT`): the broker's and the rules
+//!   engine's counters, flushed to CloudWatch once per interval.
 //! - [`mtls`]: the mutual-TLS HTTPS listener (Greengrass data plane, credentials provider).
 //! - [`s3`]: Amazon S3 on the same HTTP endpoint (through `s3s`).
 //! - [`cloudwatch`]: Amazon CloudWatch metrics and alarms on the same HTTP endpoint (Smithy RPC v2
@@ -50,6 +52,7 @@ pub mod greengrass;
 pub mod http;
 pub mod iam;
 pub mod iot_credentials;
+pub mod iot_metrics;
 pub mod jobs;
 pub mod lambda;
 pub mod logs;

@@ -59,6 +59,10 @@ enum Command {
         /// set 60 to publish each such metric every second). 1: as on AWS.
         #[arg(long, env = "LOCAL_CLOUD_FLEET_METRIC_PERIOD_DIVISOR", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
         fleet_metric_period_divisor: u32,
+        /// How often IoT Core writes its AWS/IoT metrics to CloudWatch, in milliseconds (AWS:
+        /// every minute; tests shorten it).
+        #[arg(long, env = "LOCAL_CLOUD_IOT_METRICS_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
+        iot_metrics_interval_ms: u64,
     },
 }
 
@@ -87,6 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             public_http_url,
             alarm_evaluation_interval_ms,
             fleet_metric_period_divisor,
+            iot_metrics_interval_ms,
         } => {
             let admin_credentials = access_key_id
                 .zip(secret_access_key)
@@ -102,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 public_http_url,
                 alarm_evaluation_interval: std::time::Duration::from_millis(alarm_evaluation_interval_ms),
                 fleet_metric_period_divisor,
+                iot_metrics_interval: std::time::Duration::from_millis(iot_metrics_interval_ms),
             };
             let cloud = LocalCloud::start(config).await.context("starting the local cloud")?;
             tracing::info!(mqtt = %cloud.endpoints.mqtt, http = %cloud.endpoints.http, ca = %cloud.endpoints.ca_file.display(), "local cloud ready");

@@ -54,7 +54,13 @@ pub struct Config {
     pub alarm_evaluation_interval: std::time::Duration,
     /// Fleet metrics are published every `period / this` (1: as on AWS; larger for tests).
     pub fleet_metric_period_divisor: u32,
+    /// How often IoT Core's `AWS/IoT` metrics are written to CloudWatch (AWS: every minute;
+    /// shorter for tests).
+    pub iot_metrics_interval: std::time::Duration,
 }
+
+/// How often IoT Core writes its `AWS/IoT` metrics unless configured otherwise (as AWS).
+pub const DEFAULT_IOT_METRICS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How often CloudWatch evaluates its alarms unless configured otherwise.
 pub const DEFAULT_ALARM_EVALUATION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -74,6 +80,7 @@ impl Config {
             public_http_url: None,
             alarm_evaluation_interval: DEFAULT_ALARM_EVALUATION_INTERVAL,
             fleet_metric_period_divisor: 1,
+            iot_metrics_interval: DEFAULT_IOT_METRICS_INTERVAL,
         }
     }
 
@@ -242,8 +249,12 @@ impl LocalCloud {
             iam.clone(),
             clock.clone(),
         );
-        let rules_engine =
-            rules_engine.with_functions(Arc::new(lambda.clone())).with_request_service(Arc::new(shadows.clone()));
+        let iot_metrics: Arc<crate::iot_metrics::IotMetrics> = Arc::default();
+        let rules_engine = rules_engine
+            .with_functions(Arc::new(lambda.clone()))
+            .with_request_service(Arc::new(shadows.clone()))
+            .with_cloudwatch(Arc::new(cloudwatch.clone()))
+            .with_metrics(iot_metrics.clone());
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.
@@ -256,7 +267,8 @@ impl LocalCloud {
             rules_tap,
             Arc::new(crate::fleet_index::PresenceListener(fleet_index)),
         ];
-        let broker = Broker::new(registry.clone(), services, bus_rx, BrokerConfig::default());
+        let broker_config = BrokerConfig { metrics: iot_metrics.clone(), ..BrokerConfig::default() };
+        let broker = Broker::new(registry.clone(), services, bus_rx, broker_config);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(broker.serve(mqtt_listener, tls.clone(), shutdown.clone())));
         tasks.push(tokio::spawn(jobs.clone().run(shutdown.clone())));
@@ -267,6 +279,13 @@ impl LocalCloud {
         tasks.push(tokio::spawn(fleet_metrics.clone().run(
             Arc::new(cloudwatch.clone()),
             config.fleet_metric_period_divisor,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::iot_metrics::flush_every(
+            iot_metrics.clone(),
+            Arc::new(cloudwatch.clone()),
+            clock.clone(),
+            config.iot_metrics_interval,
             shutdown.clone(),
         )));
         let state = AppState {
@@ -285,6 +304,7 @@ impl LocalCloud {
             logs: logs.clone(),
             cloudwatch: cloudwatch.clone(),
             fleet_metrics: fleet_metrics.clone(),
+            iot_metrics: iot_metrics.clone(),
         };
         let objects: Arc<dyn crate::s3::ObjectStore> = Arc::new(s3.clone());
         let greengrass = Greengrass::open(store.clone(), objects, registry.clone(), clock.clone())

@@ -1,6 +1,6 @@
 //! The MQTT broker against a real rumqttc client (and hand-made packets) over
 //! mutual TLS on loopback: IoT Core's authentication, authorization, limits,
-//! QoS, sessions, retained messages and last will. MQTT 5 is in `mqtt5`,
+//! QoS, sessions, retained messages, last will, and the `AWS/IoT` metrics it counts. MQTT 5 is in `mqtt5`,
 //! lifecycle events in `events`.
 
 mod common;
@@ -607,4 +607,69 @@ async fn fast_qos1_publisher_loses_nothing_to_a_busy_subscriber() {
     tokio::time::timeout(remaining, pub_loop).await.expect("all PUBACKs in time").unwrap().unwrap();
     sender.await.unwrap();
     assert_eq!(broker.broker.dropped_for_slow_subscribers(), 0);
+}
+
+/// Every count the broker has made into `metrics`, by metric name, waiting until `done` holds.
+async fn broker_counts(
+    metrics: &local_cloud::iot_metrics::IotMetrics,
+    seen: &mut std::collections::BTreeMap<&'static str, u64>,
+    done: impl Fn(&std::collections::BTreeMap<&'static str, u64>) -> bool,
+) {
+    let snapshot = site_testkit::wait_until(
+        "the broker's AWS/IoT counts",
+        async || {
+            for sample in metrics.take() {
+                assert_eq!(sample.dimensions, vec![("Protocol", "MQTT".to_owned())], "{sample:?}");
+                *seen.entry(sample.name).or_default() += sample.count;
+            }
+            seen.clone()
+        },
+        |counts| done(counts),
+        |counts| format!("{counts:?}"),
+    )
+    .await;
+    *seen = snapshot;
+}
+
+#[tokio::test]
+async fn the_broker_counts_each_outcome_in_its_aws_iot_metric() {
+    let metrics: Arc<local_cloud::iot_metrics::IotMetrics> = Arc::default();
+    let config = BrokerConfig { metrics: metrics.clone(), ..BrokerConfig::default() };
+    let broker = StandaloneBroker::start(config, Vec::new()).await;
+    let policy = r#"{"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:000000000000:client/ok-*"},
+        {"Effect":"Allow","Action":["iot:Publish","iot:Subscribe"],"Resource":[
+          "arn:aws:iot:us-east-1:000000000000:topic/ok/*","arn:aws:iot:us-east-1:000000000000:topicfilter/ok/*"]}]}"#;
+    let dev = common::create_device(&broker.registry, "metered", policy);
+    let mut seen = std::collections::BTreeMap::new();
+
+    let refused = Client::connect(broker.options("not-allowed", &dev)).await;
+    assert_eq!(refused_with(refused), Some(ConnectReturnCode::NotAuthorized));
+    let mut c = connected(broker.options("ok-1", &dev)).await;
+    let codes = c.subscribe(&[("ok/a", QoS::AtLeastOnce), ("secret/a", QoS::AtLeastOnce)]).await.unwrap();
+    assert_eq!(codes, vec![OK1, SubscribeReasonCode::Failure]);
+    c.subscribe(&[("ok/b", QoS::AtLeastOnce)]).await.unwrap();
+    c.publish("ok/fine", QoS::AtLeastOnce, false, "x").await.unwrap();
+    c.client.publish("secret/x", QoS::AtLeastOnce, false, "x").await.unwrap();
+    assert!(c.closed_within(WAIT).await);
+    let want = [
+        ("Connect.AuthError", 1),
+        ("Connect.Success", 1),
+        ("PublishIn.AuthError", 1),
+        ("PublishIn.Success", 1),
+        ("Subscribe.AuthError", 1),
+        ("Subscribe.Success", 1),
+    ];
+    broker_counts(&metrics, &mut seen, |counts| want.iter().all(|(m, n)| counts.get(m) == Some(n))).await;
+    assert_eq!(seen.len(), want.len(), "nothing else counted: {seen:?}");
+
+    // A certificate that is not ACTIVE, and one another CA issued: authentication failures.
+    broker.registry.update_certificate(&dev.certificate_id, CertificateStatus::Inactive).unwrap();
+    let again = Client::connect(broker.options("ok-2", &dev)).await;
+    assert_eq!(refused_with(again), Some(ConnectReturnCode::NotAuthorized));
+    let other = StandaloneBroker::start(BrokerConfig::default(), Vec::new()).await;
+    let stranger = common::create_device(&other.registry, "stranger", ALLOW_ALL);
+    assert!(Client::connect(broker.options("ok-3", &stranger)).await.is_err());
+    broker_counts(&metrics, &mut seen, |counts| counts.get("Connection.AuthNError") == Some(&2)).await;
+    assert_eq!(seen.get("Connect.AuthError"), Some(&1), "not a policy refusal: {seen:?}");
 }

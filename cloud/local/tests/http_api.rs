@@ -129,6 +129,7 @@ async fn start_api() -> Api {
         )
         .unwrap(),
         fleet_metrics,
+        iot_metrics: Default::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -76,8 +76,15 @@ pub struct TestCloud {
 impl TestCloud {
     /// Starts a local cloud on ephemeral loopback ports.
     pub async fn start() -> TestCloud {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`TestCloud::start`] with the configuration changed by `configure` (shorter intervals).
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestCloud {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let cloud = LocalCloud::start(Config::ephemeral(dir.path())).await.expect("the local cloud starts");
+        let mut config = Config::ephemeral(dir.path());
+        configure(&mut config);
+        let cloud = LocalCloud::start(config).await.expect("the local cloud starts");
         TestCloud { cloud, dir }
     }
 

@@ -38,6 +38,7 @@ use super::rules::{self, ConnectRefusal, Violation};
 use super::state::{self, Attached, ConnCtl, KickReason, Shared};
 use crate::bus::Publisher;
 use crate::events::{self, DisconnectReason, Presence};
+use crate::iot_metrics::BrokerMetric;
 use crate::registry::{AuthRequest, CertificateStatus, Registry};
 
 /// CONNACK return codes (MQTT 3.1.1 §3.2.2.3).
@@ -226,6 +227,16 @@ fn write_connack(out: &mut BytesMut, protocol: Protocol, session_present: bool, 
     }
 }
 
+/// Every broker metric's `Protocol` dimension (the HTTP data plane counts its own).
+const MQTT: crate::iot_metrics::Protocol = crate::iot_metrics::Protocol::Mqtt;
+
+/// Whether a failed TLS handshake is the client certificate's refusal (an authentication
+/// failure), rather than a client that went away or does not speak TLS.
+fn is_certificate_refusal(e: &std::io::Error) -> bool {
+    let rustls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    matches!(rustls_error, Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented))
+}
+
 /// Runs one connection to completion. Never panics on network input.
 pub(crate) async fn run(
     shared: Arc<Shared>,
@@ -241,6 +252,9 @@ pub(crate) async fn run(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
+                if is_certificate_refusal(&e) {
+                    shared.config.metrics.count(MQTT, BrokerMetric::ConnectionAuthNError);
+                }
                 return;
             }
             Err(_) => {
@@ -276,12 +290,16 @@ impl Handshake<'_> {
             r = tokio::time::timeout_at(deadline, read_connect(&mut stream, &mut inbuf)) => match r {
                 Ok(Ok(c)) => c,
                 Ok(Err(Refused::Connack(protocol, code))) => {
+                    self.shared.config.metrics.count(MQTT, BrokerMetric::ConnectClientError);
                     let mut out = BytesMut::new();
                     write_connack(&mut out, protocol, false, code);
                     let _ = tokio::time::timeout(Duration::from_secs(1), write_out(&mut stream, &out)).await;
                     return;
                 }
-                Ok(Err(Refused::Close)) => return,
+                Ok(Err(Refused::Close)) => {
+                    self.shared.config.metrics.count(MQTT, BrokerMetric::ConnectClientError);
+                    return;
+                }
                 Err(_) => {
                     tracing::debug!("no CONNECT in time");
                     return;
@@ -299,6 +317,7 @@ impl Handshake<'_> {
         let client_id = connect.client_id.clone();
         let protocol = connect.protocol;
         if let Err(refusal) = self.check_connect(&connect) {
+            self.shared.config.metrics.count(MQTT, refusal.metric());
             let code = match protocol {
                 Protocol::V4 => refusal.code_v4(),
                 Protocol::V5 => Some(refusal.code_v5()),
@@ -345,6 +364,7 @@ impl Handshake<'_> {
         };
         self.shared.publish_event(events::connected(&presence, events::now_millis()));
 
+        self.shared.config.metrics.count(MQTT, BrokerMetric::ConnectSuccess);
         let mut outbuf = BytesMut::with_capacity(256);
         let granted_keep_alive = rules::granted_keep_alive(connect.keep_alive);
         match protocol {
@@ -426,7 +446,7 @@ impl Handshake<'_> {
             return Err(ConnectRefusal::BadAuthenticationMethod);
         }
         if self.registry.certificate_status(self.certificate_id) != Some(CertificateStatus::Active) {
-            return Err(ConnectRefusal::NotAuthorized);
+            return Err(ConnectRefusal::NotAuthenticated);
         }
         let mut res = String::with_capacity(7 + c.client_id.len());
         if !self.allowed(&c.client_id, Action::Connect, rules::resource(&mut res, "client/", &c.client_id)) {
@@ -872,6 +892,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     }
                     ok
                 });
+                let metrics = &self.shared.config.metrics;
+                match &checked {
+                    Ok(()) => metrics.count(MQTT, BrokerMetric::PublishInSuccess),
+                    Err(v) => metrics.count(MQTT, rules::publish_refusal_metric(v)),
+                }
                 match checked {
                     Ok(()) => {}
                     // MQTT 5 answers a denied publish instead of closing: PUBACK 0x87
@@ -918,7 +943,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     held.len(),
                     |f| held.iter().any(|h| h == f),
                     |f| authorize(registry, publisher, Action::Subscribe, rules::resource(res, "topicfilter/", f)),
-                )?;
+                );
+                let metrics = &self.shared.config.metrics;
+                let plan = plan.inspect_err(|_| metrics.count(MQTT, BrokerMetric::SubscribeClientError))?;
+                metrics.count(MQTT, rules::subscribe_metric(&plan.outcomes));
                 self.shared.subscribe(&self.attached.session, &plan.accepted);
                 let granted: Vec<String> = plan.accepted.iter().map(|(f, _)| f.clone()).collect();
                 self.shared.publish_event(events::subscription(&self.presence, true, &granted, events::now_millis()));
@@ -953,6 +981,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 if filters.is_empty() {
                     return Err(Violation::Protocol("UNSUBSCRIBE without topic filters"));
                 }
+                self.shared.config.metrics.count(MQTT, BrokerMetric::UnsubscribeSuccess);
                 let held = self.shared.unsubscribe(&self.attached.session, &filters);
                 self.shared.publish_event(events::subscription(&self.presence, false, &filters, events::now_millis()));
                 match self.protocol {
@@ -966,7 +995,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     }
                 }
             }
-            Inbound::PingReq => codec::put_pingresp(&mut self.outbuf),
+            Inbound::PingReq => {
+                self.shared.config.metrics.count(MQTT, BrokerMetric::PingSuccess);
+                codec::put_pingresp(&mut self.outbuf);
+            }
             Inbound::Disconnect { .. } => {} // handled by the caller
             Inbound::Qos2 => return Err(Violation::Qos2),
             Inbound::Unexpected(why) => return Err(Violation::Protocol(why)),

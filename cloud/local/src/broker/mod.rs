@@ -138,6 +138,8 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// How long a persistent session survives offline, seconds (IoT Core default: 1 hour).
     pub session_expiry_secs: u64,
+    /// Where the broker counts its `AWS/IoT` metrics (`Connect.Success`, `PublishIn.AuthError`, …).
+    pub metrics: Arc<crate::iot_metrics::IotMetrics>,
 }
 
 impl Default for BrokerConfig {
@@ -147,6 +149,7 @@ impl Default for BrokerConfig {
             outgoing_queue_len: 1000,
             connect_timeout: Duration::from_secs(10),
             session_expiry_secs: cloud_api::limits::PERSISTENT_SESSION_EXPIRY_SECS,
+            metrics: Arc::default(),
         }
     }
 }

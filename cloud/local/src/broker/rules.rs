@@ -12,6 +12,8 @@ use cloud_api::limits;
 use cloud_api::policy::Action;
 use cloud_api::topic::{TopicError, validate_topic_filter, validate_topic_name};
 
+use crate::iot_metrics::BrokerMetric;
+
 /// Why the broker closes a connection (IoT Core's lifecycle events call most of
 /// these `CLIENT_ERROR`; denied publishes are `AUTHORIZATION_FAILURE`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,8 +102,10 @@ pub(crate) fn silence_limit(requested_secs: u16) -> Duration {
 pub(crate) enum ConnectRefusal {
     /// Empty, too long, or reserved (`$`) client id: 3.1.1 code 2, MQTT 5 0x85.
     IdentifierRejected,
-    /// Certificate not ACTIVE, or a policy denies it (also the will's topic): 3.1.1 code 5, MQTT 5 0x87.
+    /// A policy denies it (also the will's topic): 3.1.1 code 5, MQTT 5 0x87.
     NotAuthorized,
+    /// The certificate is not registered or not ACTIVE: answered as [`Self::NotAuthorized`].
+    NotAuthenticated,
     /// A will with QoS 2: MQTT 5 0x9B; 3.1.1 closes without CONNACK.
     QosNotSupported,
     /// A will topic that is not valid: MQTT 5 0x90; 3.1.1 closes without CONNACK.
@@ -115,7 +119,7 @@ impl ConnectRefusal {
     pub(crate) fn code_v4(self) -> Option<u8> {
         match self {
             ConnectRefusal::IdentifierRejected => Some(2),
-            ConnectRefusal::NotAuthorized => Some(5),
+            ConnectRefusal::NotAuthorized | ConnectRefusal::NotAuthenticated => Some(5),
             _ => None,
         }
     }
@@ -124,11 +128,45 @@ impl ConnectRefusal {
     pub(crate) fn code_v5(self) -> u8 {
         match self {
             ConnectRefusal::IdentifierRejected => 0x85,
-            ConnectRefusal::NotAuthorized => 0x87,
+            ConnectRefusal::NotAuthorized | ConnectRefusal::NotAuthenticated => 0x87,
             ConnectRefusal::QosNotSupported => 0x9B,
             ConnectRefusal::TopicNameInvalid => 0x90,
             ConnectRefusal::BadAuthenticationMethod => 0x8C,
         }
+    }
+}
+
+impl ConnectRefusal {
+    /// The `AWS/IoT` metric a refused CONNECT counts in.
+    pub(crate) fn metric(self) -> BrokerMetric {
+        match self {
+            ConnectRefusal::NotAuthenticated => BrokerMetric::ConnectionAuthNError,
+            ConnectRefusal::NotAuthorized => BrokerMetric::ConnectAuthError,
+            ConnectRefusal::IdentifierRejected
+            | ConnectRefusal::QosNotSupported
+            | ConnectRefusal::TopicNameInvalid
+            | ConnectRefusal::BadAuthenticationMethod => BrokerMetric::ConnectClientError,
+        }
+    }
+}
+
+/// The `AWS/IoT` metric a refused PUBLISH counts in: denied by the policies, or against the rules.
+pub(crate) fn publish_refusal_metric(violation: &Violation) -> BrokerMetric {
+    match violation {
+        Violation::PublishDenied(_) | Violation::RetainDenied(_) => BrokerMetric::PublishInAuthError,
+        _ => BrokerMetric::PublishInClientError,
+    }
+}
+
+/// The `AWS/IoT` metric a SUBSCRIBE counts in: an error if any filter was refused (the
+/// policies' refusal first), else a success.
+pub(crate) fn subscribe_metric(outcomes: &[FilterOutcome]) -> BrokerMetric {
+    if outcomes.contains(&FilterOutcome::Denied) {
+        BrokerMetric::SubscribeAuthError
+    } else if outcomes.contains(&FilterOutcome::Invalid) {
+        BrokerMetric::SubscribeClientError
+    } else {
+        BrokerMetric::SubscribeSuccess
     }
 }
 
@@ -413,6 +451,43 @@ mod tests {
         // Re-subscribing to held filters does not count against the limit.
         let plan = plan_subscribe(f(&[("a", 1), ("b", 1)]), 50, |_| true, |_| true).unwrap();
         assert_eq!(plan.outcomes, vec![FilterOutcome::Granted(1); 2]);
+    }
+
+    #[test]
+    fn refusals_count_in_the_aws_iot_metric_of_their_cause() {
+        use BrokerMetric as M;
+        let connects = [
+            (ConnectRefusal::NotAuthenticated, M::ConnectionAuthNError),
+            (ConnectRefusal::NotAuthorized, M::ConnectAuthError),
+            (ConnectRefusal::IdentifierRejected, M::ConnectClientError),
+            (ConnectRefusal::QosNotSupported, M::ConnectClientError),
+            (ConnectRefusal::TopicNameInvalid, M::ConnectClientError),
+            (ConnectRefusal::BadAuthenticationMethod, M::ConnectClientError),
+        ];
+        for (refusal, metric) in connects {
+            assert_eq!(refusal.metric(), metric, "{refusal:?}");
+        }
+        assert_eq!(ConnectRefusal::NotAuthenticated.code_v4(), ConnectRefusal::NotAuthorized.code_v4());
+        let publishes = [
+            (Violation::PublishDenied("t".into()), M::PublishInAuthError),
+            (Violation::RetainDenied("t".into()), M::PublishInAuthError),
+            (Violation::PayloadTooLarge(200_000), M::PublishInClientError),
+            (Violation::Qos2, M::PublishInClientError),
+            (Violation::RetainOnReservedTopic("$aws/x".into()), M::PublishInClientError),
+        ];
+        for (violation, metric) in publishes {
+            assert_eq!(publish_refusal_metric(&violation), metric, "{violation:?}");
+        }
+        use FilterOutcome::{Denied, Granted, Invalid};
+        let subscribes: [(&[FilterOutcome], M); 4] = [
+            (&[Granted(0), Granted(1)], M::SubscribeSuccess),
+            (&[Granted(1), Denied], M::SubscribeAuthError),
+            (&[Invalid, Granted(0)], M::SubscribeClientError),
+            (&[Invalid, Denied], M::SubscribeAuthError),
+        ];
+        for (outcomes, metric) in subscribes {
+            assert_eq!(subscribe_metric(outcomes), metric, "{outcomes:?}");
+        }
     }
 
     #[test]

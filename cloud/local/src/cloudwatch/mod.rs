@@ -19,7 +19,11 @@
 //! - [`http`]: the layer on the HTTP endpoint.
 //! - here: the state (datapoints and metrics in tables of `state.sqlite`, alarms and their
 //!   history as records) and the operations, and [`CloudWatch::run`], which evaluates the alarms
-//!   every few seconds.
+//!   every few seconds; and CloudWatch as other services see it: the store IoT Core writes its
+//!   `AWS/IoT` metrics to ([`crate::iot_metrics::ServiceMetricStore`], which may write an `AWS/`
+//!   namespace, unlike PutMetricData) and the rules engine's `cloudwatchMetric` and
+//!   `cloudwatchAlarm` actions ([`crate::rules::engine::CloudWatchSink`], through the same checks
+//!   as PutMetricData and SetAlarmState).
 
 pub mod alarms;
 pub mod http;
@@ -563,8 +567,14 @@ impl CloudWatch {
         let now = self.now_ms();
         let checked: Vec<metrics::Checked> =
             input.metric_data.into_iter().enumerate().map(|(i, d)| d.check(i, now)).collect::<Result<_, _>>()?;
+        self.store_datums(&namespace, &checked)?;
+        Ok(Out::Map(Vec::new()))
+    }
+
+    /// Stores checked datums of `namespace` (any namespace, `AWS/` ones included).
+    fn store_datums(&self, namespace: &str, checked: &[metrics::Checked]) -> Result<(), CwError> {
         self.store.transaction(|tx| {
-            for d in &checked {
+            for d in checked {
                 let dims = serde_json::to_string(&d.dimensions).unwrap_or_default();
                 tx.execute(
                     "INSERT OR IGNORE INTO cloudwatch_metrics (namespace, name, dimensions) VALUES (?1, ?2, ?3)",
@@ -582,7 +592,7 @@ impl CloudWatch {
             }
             Ok(())
         })?;
-        Ok(Out::Map(Vec::new()))
+        Ok(())
     }
 
     /// The statistics of a metric per period, for periods starting in `[from_ms, to_ms)`.
@@ -1156,6 +1166,48 @@ impl CloudWatch {
                 }
             }
         }
+    }
+}
+
+impl crate::iot_metrics::ServiceMetricStore for CloudWatch {
+    fn put_service_metrics(
+        &self,
+        namespace: &str,
+        timestamp_ms: i64,
+        samples: &[crate::iot_metrics::Sample],
+    ) -> Result<(), String> {
+        let checked: Vec<metrics::Checked> = samples
+            .iter()
+            .map(|s| metrics::Checked {
+                metric_name: s.name.to_owned(),
+                dimensions: s
+                    .dimensions
+                    .iter()
+                    .map(|(name, value)| Dimension { name: (*name).to_owned(), value: value.clone() })
+                    .collect(),
+                timestamp_ms,
+                unit: "Count".to_owned(),
+                stats: Stats { count: 1.0, sum: s.count as f64, min: s.count as f64, max: s.count as f64 },
+            })
+            .collect();
+        self.store_datums(namespace, &checked).map_err(|e| e.to_string())
+    }
+}
+
+impl crate::rules::engine::CloudWatchSink for CloudWatch {
+    fn put_metric_datum(&self, namespace: &str, datum: Value) -> Result<(), String> {
+        let request = serde_json::json!({"Namespace": namespace, "MetricData": [datum]});
+        self.call(Operation::PutMetricData, request).map(|_| ()).map_err(|e| e.message)
+    }
+
+    fn change_alarm_state(&self, alarm_name: &str, state_value: &str, state_reason: &str) -> Result<(), String> {
+        let request =
+            serde_json::json!({"AlarmName": alarm_name, "StateValue": state_value, "StateReason": state_reason});
+        self.call(Operation::SetAlarmState, request).map(|_| ()).map_err(|e| e.message)
+    }
+
+    fn alarm_arn(&self, alarm_name: &str) -> String {
+        alarm_arn(&self.region, &self.account, alarm_name)
     }
 }
 

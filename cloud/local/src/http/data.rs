@@ -18,6 +18,7 @@ use super::error::AwsError;
 use super::wire::*;
 use super::{AppState, blocking};
 use crate::bus::{BusMessage, Publisher, ServiceHandler};
+use crate::iot_metrics::BrokerMetric;
 
 /// Client id the shadow service sees for requests that come through HTTP Publish.
 pub const HTTP_PUBLISHER_CLIENT_ID: &str = "iotdata-http-publish";
@@ -95,6 +96,17 @@ async fn list_named_shadows_for_thing(State(st): State<AppState>, Label(thing): 
 }
 
 async fn publish(State(st): State<AppState>, Label(topic): Label, params: Params, Body(payload): Body) -> Reply {
+    let metrics = st.iot_metrics.clone();
+    let published = publish_checked(st, topic, params, payload).await;
+    let metric = match &published {
+        Ok(_) => BrokerMetric::PublishInSuccess,
+        Err(_) => BrokerMetric::PublishInClientError,
+    };
+    metrics.count(crate::iot_metrics::Protocol::Http, metric);
+    published
+}
+
+async fn publish_checked(st: AppState, topic: String, params: Params, payload: Bytes) -> Reply {
     let qos = params.int("qos", 0, 1)?.unwrap_or(0) as u8;
     let retain = params.bool("retain")?.unwrap_or(false);
     if payload.len() > cloud_api::limits::MAX_PAYLOAD_BYTES {

@@ -84,6 +84,8 @@ pub struct AppState {
     pub cloudwatch: crate::cloudwatch::CloudWatch,
     /// Fleet indexing and fleet metrics (their routes are [`crate::fleet_index::http`]).
     pub fleet_metrics: crate::fleet_index::metrics::FleetMetrics,
+    /// Where the data plane's Publish counts its `AWS/IoT` metrics (`Protocol` `HTTP`).
+    pub iot_metrics: Arc<crate::iot_metrics::IotMetrics>,
 }
 
 /// The router for every operation; a request no route matches is an `UnknownOperationException`.

@@ -7,7 +7,9 @@
 //!
 //! Actions run with the role they name: the role must trust `iot.amazonaws.com` and allow what
 //! the action does (`iot:Publish` on the topic for `republish`, `s3:PutObject` on the object for
-//! `s3`, `dynamodb:PutItem` on the table for `dynamoDBv2`), else the action fails as IoT Core's
+//! `s3`, `dynamodb:PutItem` on the table for `dynamoDBv2`, `cloudwatch:PutMetricData` for
+//! `cloudwatchMetric`, `cloudwatch:SetAlarmState` on the alarm for `cloudwatchAlarm`), else the
+//! action fails as IoT Core's
 //! does when it cannot assume the role or is denied. Parameters take substitution templates
 //! (`${topic(3)}`), evaluated on the original message. A `dynamoDBv2` action puts the rule's
 //! result as one item, each top-level attribute an attribute of the item ("DynamoDBv2 action");
@@ -16,6 +18,16 @@
 //! [`FunctionSink`] (the Lambda service): it fails with "Function not found" when the function
 //! does not exist, and when the function's resource-based policy does not allow
 //! `iot.amazonaws.com` to invoke it.
+//!
+//! A `cloudwatchMetric` action ("CloudWatch metrics" rule action) puts one datum through a
+//! [`CloudWatchSink`] (CloudWatch), its namespace, name, value, unit and timestamp rendered as
+//! templates; a value or timestamp that does not read as a number fails the action, as does
+//! whatever PutMetricData refuses. A `cloudwatchAlarm` action ("CloudWatch alarms") sets an
+//! alarm's state the same way.
+//!
+//! The engine counts AWS IoT's rule metrics in [`IotMetrics`] (`TopicMatch`, `ParseError`,
+//! `RuleNotFound`, `RulesExecuted`, `Success`/`Failure` and `ErrorActionSuccess`/
+//! `ErrorActionFailure` per `RuleName` and `ActionType`; see [`crate::iot_metrics`]).
 //!
 //! When an action fails, the rule's `errorAction` (if any) runs with IoT Core's error message:
 //! `{ruleName, topic, cloudwatchTraceId, clientId, base64OriginalPayload, failures: [{failedAction,
@@ -48,6 +60,7 @@ use crate::bus::{Bus, BusMessage, Publisher, ServiceHandler};
 use crate::dynamodb::DynamoDb;
 use crate::iam::Iam;
 use crate::iam::roles::RULES_ENGINE_PRINCIPAL;
+use crate::iot_metrics::{self, IotMetrics, RuleMetric};
 use crate::s3::LocalS3;
 use crate::time::SharedClock;
 
@@ -88,7 +101,10 @@ impl ServiceHandler for RulesTap {
 
     fn observe(&self, from: Option<&Publisher>, topic: &str, payload: &Bytes) {
         // Without an enabled rule nothing is queued (the rules are cached between changes).
-        if self.rules.snapshot().is_ok_and(|rules| rules.iter().all(|r| r.rule_disabled)) {
+        // A Basic Ingest topic is queued anyway: a missing rule is counted (`RuleNotFound`).
+        if self.rules.snapshot().is_ok_and(|rules| rules.iter().all(|r| r.rule_disabled))
+            && cloud_api::topic::basic_ingest_rule(topic).is_none()
+        {
             return;
         }
         let queued = self.tx.try_send(Incoming {
@@ -137,6 +153,20 @@ pub trait FunctionSink: Send + Sync + std::fmt::Debug {
     fn invoke_event(&self, function_arn: &str, payload: Bytes) -> Result<(), String>;
 }
 
+/// Where `cloudwatchMetric` and `cloudwatchAlarm` actions go: CloudWatch, seen from the rules
+/// engine. Synchronous (the engine calls it from the blocking pool).
+pub trait CloudWatchSink: Send + Sync + std::fmt::Debug {
+    /// PutMetricData of one datum (`MetricName`, `Value`, `Unit`, `Timestamp` as on the wire) in
+    /// `namespace`, checked as PutMetricData checks it; `Err` says why not.
+    fn put_metric_datum(&self, namespace: &str, datum: Value) -> Result<(), String>;
+
+    /// SetAlarmState; `Err` says why not (no such alarm, a state that is not one).
+    fn change_alarm_state(&self, alarm_name: &str, state_value: &str, state_reason: &str) -> Result<(), String>;
+
+    /// The ARN of an alarm (what a `cloudwatchAlarm` action's role must be allowed on).
+    fn alarm_arn(&self, alarm_name: &str) -> String;
+}
+
 /// The engine: the rules, and what their actions reach.
 #[derive(Debug, Clone)]
 pub struct RulesEngine {
@@ -146,8 +176,10 @@ pub struct RulesEngine {
     dynamodb: DynamoDb,
     iam: Iam,
     functions: Option<Arc<dyn FunctionSink>>,
+    cloudwatch: Option<Arc<dyn CloudWatchSink>>,
     requests: RequestServices,
     stats: Arc<RuleStats>,
+    metrics: Arc<IotMetrics>,
 }
 
 /// Services that own request topics a `republish` may address (the shadow service).
@@ -185,14 +217,36 @@ impl RulesEngine {
         let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
         let stats: Arc<RuleStats> = Arc::default();
         let tap = Arc::new(RulesTap { tx, clock, rules: rules.clone(), stats: stats.clone() });
-        let engine =
-            RulesEngine { rules, bus, s3, dynamodb, iam, functions: None, requests: RequestServices::default(), stats };
+        let engine = RulesEngine {
+            rules,
+            bus,
+            s3,
+            dynamodb,
+            iam,
+            functions: None,
+            cloudwatch: None,
+            requests: RequestServices::default(),
+            stats,
+            metrics: Arc::default(),
+        };
         (engine, tap, RulesQueue(rx))
     }
 
     /// The engine with `lambda` actions invoking functions of `functions`.
     pub fn with_functions(mut self, functions: Arc<dyn FunctionSink>) -> Self {
         self.functions = Some(functions);
+        self
+    }
+
+    /// The engine with `cloudwatchMetric` and `cloudwatchAlarm` actions reaching `cloudwatch`.
+    pub fn with_cloudwatch(mut self, cloudwatch: Arc<dyn CloudWatchSink>) -> Self {
+        self.cloudwatch = Some(cloudwatch);
+        self
+    }
+
+    /// The engine counting AWS IoT's rule metrics (`TopicMatch`, `Success`, …) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<IotMetrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -226,9 +280,15 @@ impl RulesEngine {
                     continue;
                 }
             };
+            if let Some(name) = cloud_api::topic::basic_ingest_rule(&incoming.topic)
+                && !rules.iter().any(|r| r.rule_name == name)
+            {
+                self.metrics.rule(RuleMetric::RuleNotFound, name, None);
+            }
             for rule in rules.iter().filter(|r| !r.rule_disabled) {
                 let Some(statement) = compiled(&mut statements, rule) else { continue };
                 if reaches(rule, &statement, &incoming.topic) {
+                    self.metrics.rule(RuleMetric::TopicMatch, &rule.rule_name, None);
                     self.apply(rule, &statement, &incoming).await;
                 }
             }
@@ -254,19 +314,26 @@ impl RulesEngine {
             Ok(None) => return,
             Err(e) => {
                 self.stats.evaluation_errors.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, cloud_api::rules::EvalError::PayloadNotJson { .. }) {
+                    self.metrics.rule(RuleMetric::ParseError, &rule.rule_name, None);
+                }
                 tracing::info!(rule = %rule.rule_name, topic = %incoming.topic, error = %e, "rule not evaluated");
                 return;
             }
         };
         self.stats.matched.fetch_add(1, Ordering::Relaxed);
+        self.metrics.rule(RuleMetric::RulesExecuted, &rule.rule_name, None);
         let mut failures = Vec::new();
         for action in &rule.actions {
+            let action_type = action_kind(action).and_then(iot_metrics::action_type);
             match self.act(action, &output, &message, region, account).await {
                 Ok(()) => {
                     self.stats.actions_ok.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.rule(RuleMetric::Success, &rule.rule_name, action_type);
                 }
                 Err(failure) => {
                     self.stats.actions_failed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.rule(RuleMetric::Failure, &rule.rule_name, action_type);
                     tracing::info!(rule = %rule.rule_name, action = failure.failed_action, error = %failure.error_message, "rule action failed");
                     failures.push(failure);
                 }
@@ -277,9 +344,14 @@ impl RulesEngine {
         }
         let Some(error_action) = &rule.error_action else { return };
         let report = Output::Json(error_message(rule, incoming, &trace_id, &failures));
-        if let Err(failure) = self.act(error_action, &report, &message, region, account).await {
-            self.stats.error_actions_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(rule = %rule.rule_name, error = %failure.error_message, "rule error action failed");
+        let action_type = action_kind(error_action).and_then(iot_metrics::action_type);
+        match self.act(error_action, &report, &message, region, account).await {
+            Ok(()) => self.metrics.rule(RuleMetric::ErrorActionSuccess, &rule.rule_name, action_type),
+            Err(failure) => {
+                self.stats.error_actions_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rule(RuleMetric::ErrorActionFailure, &rule.rule_name, action_type);
+                tracing::warn!(rule = %rule.rule_name, error = %failure.error_message, "rule error action failed");
+            }
         }
     }
 
@@ -296,7 +368,7 @@ impl RulesEngine {
             .as_object()
             .and_then(|o| o.iter().find(|(_, v)| !v.is_null()))
             .ok_or_else(|| failure("UnknownAction", "", "the action names no kind"))?;
-        let text = |member: &str| body.get(member).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let text = |name: &str| member(body, name).to_owned();
         match kind.as_str() {
             "republish" => {
                 let topic = render(&text("topic"), message, "RepublishAction")?;
@@ -367,7 +439,66 @@ impl RulesEngine {
                     Err(_) => Err(failure("DynamoDBv2Action", &table, "the DynamoDB write failed")),
                 }
             }
+            "cloudwatchMetric" => self.put_metric(body, message).await,
+            "cloudwatchAlarm" => self.set_alarm(body, message).await,
             other => Err(failure("UnknownAction", other, &format!("the local cloud does not run {other} actions"))),
+        }
+    }
+
+    /// A `cloudwatchMetric` action: one datum, its members rendered on the message; the value
+    /// (and the timestamp, in epoch seconds, if given) must read as numbers.
+    async fn put_metric(&self, body: &Value, message: &cloud_api::rules::Message<'_>) -> Result<(), Failure> {
+        const KIND: &str = "CloudwatchMetricAction";
+        let rendered = |name: &str| render(member(body, name), message, KIND);
+        let namespace = rendered("metricNamespace")?;
+        let (name, value, unit) = (rendered("metricName")?, rendered("metricValue")?, rendered("metricUnit")?);
+        let timestamp = match member(body, "metricTimestamp") {
+            "" => None,
+            _ => Some(rendered("metricTimestamp")?),
+        };
+        self.authorize(member(body, "roleArn"), "cloudwatch:PutMetricData", "*", KIND, &namespace)?;
+        let not_a_number = |what: String| failure(KIND, &namespace, &what);
+        let value = metric_number(&value).ok_or_else(|| {
+            not_a_number(format!("metricValue {value:?} is not a number: a CloudWatch metric's value must be one"))
+        })?;
+        let mut datum = json!({"MetricName": name, "Value": value, "Unit": unit});
+        if let Some(t) = timestamp {
+            let seconds = metric_number(&t).ok_or_else(|| {
+                not_a_number(format!("metricTimestamp {t:?} is not a time in seconds since the Unix epoch"))
+            })?;
+            datum["Timestamp"] = json!(seconds);
+        }
+        let (what, ns) = (format!("PutMetricData in namespace {namespace}"), namespace.clone());
+        self.on_cloudwatch(KIND, &namespace, what, move |cw| cw.put_metric_datum(&ns, datum)).await
+    }
+
+    /// A `cloudwatchAlarm` action: SetAlarmState with the members rendered on the message.
+    async fn set_alarm(&self, body: &Value, message: &cloud_api::rules::Message<'_>) -> Result<(), Failure> {
+        const KIND: &str = "CloudwatchAlarmAction";
+        let rendered = |name: &str| render(member(body, name), message, KIND);
+        let (alarm, state, reason) = (rendered("alarmName")?, rendered("stateValue")?, rendered("stateReason")?);
+        let arn = self.cloudwatch.as_ref().map(|cw| cw.alarm_arn(&alarm)).unwrap_or_default();
+        self.authorize(member(body, "roleArn"), "cloudwatch:SetAlarmState", &arn, KIND, &alarm)?;
+        let (what, name) = (format!("SetAlarmState on alarm {alarm}"), alarm.clone());
+        self.on_cloudwatch(KIND, &alarm, what, move |cw| cw.change_alarm_state(&name, &state, &reason)).await
+    }
+
+    /// Runs `call` on CloudWatch on the blocking pool; a refusal fails the action, its reason
+    /// after `what`.
+    async fn on_cloudwatch(
+        &self,
+        kind: &'static str,
+        resource: &str,
+        what: String,
+        call: impl FnOnce(Arc<dyn CloudWatchSink>) -> Result<(), String> + Send + 'static,
+    ) -> Result<(), Failure> {
+        let Some(cloudwatch) = self.cloudwatch.clone() else {
+            return Err(failure(kind, resource, "CloudWatch is not available"));
+        };
+        match tokio::task::spawn_blocking(move || call(cloudwatch)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(failure(kind, resource, &format!("{what}: {e}"))),
+            Err(_) => Err(failure(kind, resource, "the CloudWatch call failed")),
         }
     }
 
@@ -425,6 +556,21 @@ pub fn reaches(rule: &TopicRule, statement: &Statement, topic: &str) -> bool {
     }
 }
 
+/// An action's text member (empty when absent).
+fn member<'a>(body: &'a Value, name: &str) -> &'a str {
+    body.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The kind an action names (`republish`, `cloudwatchMetric`, …).
+fn action_kind(action: &Value) -> Option<&str> {
+    action.as_object()?.iter().find(|(_, v)| !v.is_null()).map(|(k, _)| k.as_str())
+}
+
+/// A `cloudwatchMetric` member rendered to text, read as a finite number.
+pub fn metric_number(text: &str) -> Option<f64> {
+    text.trim().parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
 /// IoT Core's error action message.
 fn error_message(rule: &TopicRule, incoming_topic: &Incoming, trace_id: &str, failures: &[Failure]) -> Value {
     json!({
@@ -462,6 +608,23 @@ fn rand_seed() -> u64 {
 mod tests {
     use super::*;
     use crate::store::Store;
+
+    #[test]
+    fn metric_values_read_as_finite_numbers_only() {
+        let cases = [
+            ("1450", Some(1450.0)),
+            (" 21.5 ", Some(21.5)),
+            ("-3e2", Some(-300.0)),
+            ("running", None),
+            ("", None),
+            ("NaN", None),
+            ("inf", None),
+            ("12 rpm", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(metric_number(text), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn messages_beyond_the_queue_limit_are_dropped_and_counted() {

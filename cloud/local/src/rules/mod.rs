@@ -9,7 +9,8 @@
 //!   topic filter kept as the rule's `topicPattern`; `awsIotSqlVersion` one of `2015-10-08`
 //!   (the default, as on AWS), `2016-03-23` and `beta`;
 //! - the actions: at most 10, each an object with exactly one action; the actions this local cloud
-//!   runs are `republish`, `lambda`, `dynamoDBv2` and `s3`, with their required members — any
+//!   runs are `republish`, `lambda`, `dynamoDBv2`, `s3`, `cloudwatchMetric` and `cloudwatchAlarm`,
+//!   with their required members (AWS IoT Developer Guide, "AWS IoT rule actions") — any
 //!   other kind is refused with a message naming it, rather than stored and silently not run;
 //!   `errorAction` the same, one action.
 //!
@@ -38,11 +39,13 @@ pub const MAX_ACTIONS: usize = 10;
 /// The SQL versions IoT Core accepts; the first is the default.
 pub const SQL_VERSIONS: [&str; 3] = ["2015-10-08", "2016-03-23", "beta"];
 /// The actions this local cloud runs, and the members each requires.
-pub const RUNNABLE_ACTIONS: [(&str, &[&str]); 4] = [
+pub const RUNNABLE_ACTIONS: [(&str, &[&str]); 6] = [
     ("republish", &["roleArn", "topic"]),
     ("lambda", &["functionArn"]),
     ("dynamoDBv2", &["roleArn", "putItem"]),
     ("s3", &["roleArn", "bucketName", "key"]),
+    ("cloudwatchMetric", &["roleArn", "metricNamespace", "metricName", "metricValue", "metricUnit"]),
+    ("cloudwatchAlarm", &["roleArn", "alarmName", "stateReason", "stateValue"]),
 ];
 
 /// What CreateTopicRule and ReplaceTopicRule send (`TopicRulePayload`).
@@ -339,6 +342,17 @@ mod tests {
     }
 
     #[test]
+    fn cloudwatch_actions_with_their_members_are_accepted() {
+        let metric = json!({"cloudwatchMetric": {"roleArn": "r", "metricNamespace": "Pump/${topic(3)}",
+            "metricName": "SpeedRpm", "metricValue": "${speedRpm}", "metricUnit": "None", "metricTimestamp": "${ts}"}});
+        let alarm = json!({"cloudwatchAlarm": {"roleArn": "r", "alarmName": "pump-trip", "stateValue": "ALARM",
+            "stateReason": "tripped on ${topic(3)}"}});
+        for action in [metric, alarm] {
+            assert_eq!(check_action(&action), Ok(()), "{action}");
+        }
+    }
+
+    #[test]
     fn bad_names_sql_versions_and_actions_are_refused_with_the_reason() {
         let rules = rules();
         let ok_sql = "SELECT * FROM 'a/b'";
@@ -351,12 +365,20 @@ mod tests {
         assert!(
             matches!(rules.create("r", bad_version), Err(RuleError::InvalidRequest(m)) if m.contains("2016-03-23"))
         );
-        let cases: [(Value, &str); 7] = [
+        let cases: [(Value, &str); 9] = [
             (json!({"sqs": {"queueUrl": "q", "roleArn": "r"}}), "does not run sqs actions"),
             (json!({"lambda": {}}), "needs functionArn"),
             (json!({"republish": {"roleArn": "r", "topic": "t", "qos": 2}}), "qos is 0 or 1"),
             (json!({"dynamoDBv2": {"roleArn": "r", "putItem": {}}}), "putItem.tableName"),
             (json!({"s3": {"roleArn": "r", "bucketName": "b"}}), "needs key"),
+            (
+                json!({"cloudwatchMetric": {"roleArn": "r", "metricNamespace": "n", "metricName": "m", "metricValue": "1"}}),
+                "needs metricUnit",
+            ),
+            (
+                json!({"cloudwatchAlarm": {"roleArn": "r", "alarmName": "a", "stateValue": "ALARM"}}),
+                "needs stateReason",
+            ),
             (
                 json!({"lambda": {"functionArn": "f"}, "s3": {"roleArn": "r", "bucketName": "b", "key": "k"}}),
                 "exactly one",

@@ -1,9 +1,10 @@
 //! The rules engine end to end: topic rules made with `aws-sdk-iot`, a device publishing over
 //! MQTT, and what the rules' actions do — republish with substitution templates, S3 objects,
 //! Basic Ingest, the error action with IoT Core's error message when an action fails (no bucket,
-//! a role that does not allow it, no such function), and a disabled rule staying quiet.
+//! a role that does not allow it, no such function), and a disabled rule staying quiet; the
+//! `cloudwatchMetric` action's datapoints and the rule metrics IoT Core writes to `AWS/IoT`.
 
-use aws_sdk_iot::types::{Action, LambdaAction, RepublishAction, S3Action, TopicRulePayload};
+use aws_sdk_iot::types::{Action, CloudwatchMetricAction, LambdaAction, RepublishAction, S3Action, TopicRulePayload};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use site_testkit::mqtt::Observer;
@@ -172,4 +173,110 @@ async fn rules_republish_write_s3_take_basic_ingest_and_report_failed_actions_to
     let stats = local.rule_stats.clone();
     assert_eq!(stats.actions_failed.load(std::sync::atomic::Ordering::Relaxed), 3);
     tc.stop().await;
+}
+
+/// The sum of `Sum` over the last hour of a metric, read with GetMetricStatistics.
+fn hour_sum(cloud: &local_cloud::server::LocalCloud, namespace: &str, name: &str, dimensions: &[(&str, &str)]) -> f64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let dimensions: Vec<Value> = dimensions.iter().map(|(n, v)| json!({"Name": n, "Value": v})).collect();
+    let request = json!({
+        "Namespace": namespace, "MetricName": name, "Dimensions": dimensions,
+        "StartTime": now - 3600.0, "EndTime": now + 60.0, "Period": 60, "Statistics": ["Sum", "SampleCount"],
+    });
+    let answer = cloud.cloudwatch.call(local_cloud::cloudwatch::Operation::GetMetricStatistics, request).unwrap();
+    let answer = answer.to_json();
+    answer["Datapoints"].as_array().unwrap().iter().map(|d| d["Sum"].as_f64().unwrap()).sum()
+}
+
+fn cloudwatch_metric(role: &str, value: &str) -> Action {
+    let metric = CloudwatchMetricAction::builder()
+        .role_arn(role)
+        .metric_namespace("Pump/${topic(3)}")
+        .metric_name("SpeedRpm")
+        .metric_value(value)
+        .metric_unit("None")
+        .build()
+        .unwrap();
+    Action::builder().cloudwatch_metric(metric).build()
+}
+
+#[tokio::test]
+async fn cloudwatch_metric_actions_put_datapoints_and_rule_outcomes_reach_aws_iot_metrics() {
+    let tc = TestCloud::start_with(|c| c.iot_metrics_interval = std::time::Duration::from_millis(200)).await;
+    let local = &tc.cloud;
+    let role = local.iam.create_role("pump-metrics", None, ROLE_TRUST, None, None).unwrap().arn;
+    local
+        .iam
+        .put_role_policy(
+            "pump-metrics",
+            "actions",
+            r#"{"Version":"2012-10-17","Statement":[
+              {"Effect":"Allow","Action":"cloudwatch:PutMetricData","Resource":"*"},
+              {"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:us-east-1:000000000000:topic/errors/*"}]}"#,
+        )
+        .unwrap();
+    let unprivileged = local.iam.create_role("no-metrics", None, ROLE_TRUST, None, None).unwrap().arn;
+    let iot = iot_admin(local);
+    let errors = Some(republish(&role, "errors/${topic(3)}"));
+    let sql = "SELECT * FROM 'dt/pump/+/telemetry'";
+    rule(&iot, "speed", sql, vec![cloudwatch_metric(&role, "${speedRpm}")], None).await;
+    rule(&iot, "refused", sql, vec![cloudwatch_metric(&unprivileged, "${speedRpm}")], errors.clone()).await;
+    rule(&iot, "not_a_number", sql, vec![cloudwatch_metric(&role, "${status}")], errors).await;
+
+    let mut app = Observer::connect(tc.options("app", &tc.allow_all_device("app")), &["errors/#"]).await;
+    let (mut device, _) = Client::connect(tc.options("pump-1", &tc.allow_all_device("pump-1"))).await.unwrap();
+    for speed in [1450, 1470] {
+        let reading = json!({"speedRpm": speed, "status": "running"}).to_string();
+        device.publish("dt/pump/pump-1/telemetry", rumqttc::QoS::AtLeastOnce, false, reading).await.unwrap();
+    }
+
+    // The datapoints, in the namespace the template names.
+    wait_for_sum(|| hour_sum(local, "Pump/pump-1", "SpeedRpm", &[]), 2920.0).await;
+
+    // A role without cloudwatch:PutMetricData, and a value that is not a number: both reach the
+    // error action, with what went wrong.
+    let mut reasons = Vec::new();
+    for _ in 0..4 {
+        let error = json_of(&app.wait_for("an error action", |m| m.topic == "errors/pump-1").await);
+        assert_eq!(error["failures"][0]["failedAction"], "CloudwatchMetricAction", "{error}");
+        reasons.push((error["ruleName"].as_str().unwrap().to_owned(), error["failures"][0]["errorMessage"].clone()));
+    }
+    for (rule, message) in &reasons {
+        let message = message.as_str().unwrap();
+        match rule.as_str() {
+            "refused" => assert!(message.contains("not authorized to perform cloudwatch:PutMetricData"), "{message}"),
+            "not_a_number" => assert!(message.contains(r#"metricValue "running" is not a number"#), "{message}"),
+            other => panic!("{other} reported an error: {message}"),
+        }
+    }
+
+    // IoT Core's own metrics, flushed to AWS/IoT: per rule, per action type.
+    let metric = |name: &'static str, action: &'static str, rule: &'static str| {
+        move || hour_sum(local, "AWS/IoT", name, &[("ActionType", action), ("RuleName", rule)])
+    };
+    wait_for_sum(metric("Success", "CloudwatchMetric", "speed"), 2.0).await;
+    for failing in ["refused", "not_a_number"] {
+        wait_for_sum(metric("Failure", "CloudwatchMetric", failing), 2.0).await;
+        wait_for_sum(metric("ErrorActionSuccess", "Republish", failing), 2.0).await;
+    }
+    wait_for_sum(|| hour_sum(local, "AWS/IoT", "TopicMatch", &[("RuleName", "speed")]), 2.0).await;
+    assert_eq!(metric("Failure", "CloudwatchMetric", "speed")(), 0.0);
+
+    // A rule that selects a key of a payload that is not JSON: ParseError, and no action runs; a
+    // Basic Ingest topic naming no rule: RuleNotFound.
+    rule(&iot, "keyed", "SELECT speedRpm FROM 'dt/pump/+/raw'", vec![cloudwatch_metric(&role, "${speedRpm}")], None)
+        .await;
+    device.publish("dt/pump/pump-1/raw", rumqttc::QoS::AtLeastOnce, false, &b"\xff\x00"[..]).await.unwrap();
+    device.publish("$aws/rules/no_such_rule/x", rumqttc::QoS::AtLeastOnce, false, "{}").await.unwrap();
+    wait_for_sum(|| hour_sum(local, "AWS/IoT", "ParseError", &[("RuleName", "keyed")]), 1.0).await;
+    wait_for_sum(|| hour_sum(local, "AWS/IoT", "RuleNotFound", &[("RuleName", "no_such_rule")]), 1.0).await;
+    let rules_executed = hour_sum(local, "AWS/IoT", "RulesExecuted", &[]);
+    assert_eq!(rules_executed, 6.0, "two readings, three rules each; the unparsable message ran none");
+    assert_eq!(metric("Failure", "CloudwatchMetric", "keyed")(), 0.0);
+    tc.stop().await;
+}
+
+/// Waits until `sum` reads `want`.
+async fn wait_for_sum(sum: impl Fn() -> f64, want: f64) {
+    site_testkit::wait_until(format!("a sum of {want}"), async || sum(), |s| *s == want, |s| format!("{s}")).await;
 }
