@@ -6,8 +6,9 @@
 //! services; and the core's Greengrass data-plane client and artifact downloader against the
 //! cloud's ResolveComponentCandidates, GetComponentVersionArtifact and presigned S3 URLs;
 //! (`rotation`) the bridge moving its one connection to a new certificate and back; and
-//! (`telemetry`) the telemetry agent's metrics; and (`log_manager`) the log manager's uploads to
-//! CloudWatch Logs.
+//! (`telemetry`) the telemetry agent's metrics; (`log_manager`) the log manager's uploads to
+//! CloudWatch Logs; and (`monitoring`) the alarms the operator's `provision monitoring` sets up,
+//! raised by a broken component, a stopped core and a failing rule.
 
 use cloud_api::ipc::error::ErrorCode;
 use cloud_api::ipc::model::{
@@ -26,6 +27,8 @@ use site_testkit::site::{self, Site, wait_connection};
 
 #[path = "cloud_bridge/log_manager.rs"]
 mod log_manager;
+#[path = "cloud_bridge/monitoring.rs"]
+mod monitoring;
 #[path = "cloud_bridge/rotation.rs"]
 mod rotation;
 #[path = "cloud_bridge/telemetry.rs"]

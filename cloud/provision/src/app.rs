@@ -86,15 +86,7 @@ impl AppSpec {
     }
 
     fn validate(&self) -> Result<(), ProvisionError> {
-        let prefix_ok = (1..=40).contains(&self.prefix.len())
-            && self.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && self.prefix.starts_with(|c: char| c.is_ascii_alphabetic());
-        if !prefix_ok {
-            return Err(ProvisionError::InvalidInput(format!(
-                "prefix {:?}: 1 to 40 letters, digits or '-', starting with a letter",
-                self.prefix
-            )));
-        }
+        validate_prefix(&self.prefix)?;
         if self.maintenance_repeats == 0 || !(1..=1440).contains(&self.maintenance_window_minutes) {
             return Err(ProvisionError::InvalidInput(
                 "maintenance needs at least 1 repeat within 1 to 1440 minutes".into(),
@@ -104,6 +96,21 @@ impl AppSpec {
             return Err(ProvisionError::InvalidInput("a Lambda timeout is 1 to 900 seconds".into()));
         }
         Ok(())
+    }
+}
+
+/// A prefix of resource names: 1 to 40 letters, digits or `-`, starting with a letter (so that
+/// every name made from it is valid for every service, rule names with `_` for `-`).
+pub(crate) fn validate_prefix(prefix: &str) -> Result<(), ProvisionError> {
+    let ok = (1..=40).contains(&prefix.len())
+        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && prefix.starts_with(|c: char| c.is_ascii_alphabetic());
+    if ok {
+        Ok(())
+    } else {
+        Err(ProvisionError::InvalidInput(format!(
+            "prefix {prefix:?}: 1 to 40 letters, digits or '-', starting with a letter"
+        )))
     }
 }
 
@@ -285,38 +292,19 @@ pub async fn deploy_app(clients: &AppClients, spec: &AppSpec) -> Result<AppDeplo
     for (rule, sql, description, actions, role, function) in rules {
         let arn = rule_arn(rule);
         allow_rule(&clients.lambda, function, &arn, &scope.account_id, rule, &mut changes).await?;
-        let error_action = Action::builder()
-            .republish(
-                RepublishAction::builder()
-                    .role_arn(role)
-                    .topic(error_topic(rule))
-                    .qos(1)
-                    .build()
-                    .map_err(build_error)?,
-            )
-            .build();
-        let payload = TopicRulePayload::builder()
-            .sql(sql)
-            .description(description)
-            .aws_iot_sql_version("2016-03-23")
-            .rule_disabled(false)
-            .set_actions(Some(actions))
-            .error_action(error_action)
-            .build()
-            .map_err(build_error)?;
-        ensure_rule(&clients.iot, rule, payload, &mut changes).await?;
+        ensure_rule(&clients.iot, rule, rule_payload(sql, description, actions, role, rule)?, &mut changes).await?;
         rule_arns.push(arn);
     }
 
     Ok(AppDeployment { names, function_arns, rule_arns, changes })
 }
 
-fn build_error(e: impl std::fmt::Display) -> ProvisionError {
+pub(crate) fn build_error(e: impl std::fmt::Display) -> ProvisionError {
     ProvisionError::unexpected("building a request", e.to_string())
 }
 
 const LAMBDA: &str = "lambda.amazonaws.com";
-const IOT: &str = "iot.amazonaws.com";
+pub(crate) const IOT: &str = "iot.amazonaws.com";
 
 /// A role trust policy for one service principal.
 pub fn trust(service: &str) -> String {
@@ -622,8 +610,33 @@ fn lambda_action(function_arn: &str) -> Result<Action, ProvisionError> {
         .build())
 }
 
+/// An enabled rule's payload (SQL version 2016-03-23) whose error action republishes IoT Core's
+/// error message to [`error_topic`] under `role`.
+pub(crate) fn rule_payload(
+    sql: &str,
+    description: &str,
+    actions: Vec<Action>,
+    role: &str,
+    rule: &str,
+) -> Result<TopicRulePayload, ProvisionError> {
+    let error_action = Action::builder()
+        .republish(
+            RepublishAction::builder().role_arn(role).topic(error_topic(rule)).qos(1).build().map_err(build_error)?,
+        )
+        .build();
+    TopicRulePayload::builder()
+        .sql(sql)
+        .description(description)
+        .aws_iot_sql_version("2016-03-23")
+        .rule_disabled(false)
+        .set_actions(Some(actions))
+        .error_action(error_action)
+        .build()
+        .map_err(build_error)
+}
+
 /// The rule, created, replaced when it differs, enabled.
-async fn ensure_rule(
+pub(crate) async fn ensure_rule(
     iot: &aws_sdk_iot::Client,
     name: &str,
     payload: TopicRulePayload,

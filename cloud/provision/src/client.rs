@@ -114,6 +114,11 @@ pub async fn dynamodb_client(options: &ClientOptions) -> aws_sdk_dynamodb::Clien
     client!(aws_sdk_dynamodb, options)
 }
 
+/// A CloudWatch client configured from the default chain and `options`.
+pub async fn cloudwatch_client(options: &ClientOptions) -> aws_sdk_cloudwatch::Client {
+    client!(aws_sdk_cloudwatch, options)
+}
+
 /// An S3 client configured from the default chain and `options`. With an endpoint override the
 /// bucket goes in the path (`http://host/bucket/key`), which the local cloud requires and other
 /// S3-compatible endpoints accept; AWS's own endpoint keeps virtual-hosted addressing.

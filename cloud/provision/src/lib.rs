@@ -27,14 +27,15 @@ pub mod device;
 pub mod error;
 pub mod fleet;
 pub mod identity;
+pub mod monitoring;
 pub mod output;
 pub mod policy;
 pub mod rotate;
 pub mod token_exchange;
 
 pub use client::{
-    ClientOptions, dynamodb_client, greengrass_client, iam_client, iot_client, iot_data_client, lambda_client,
-    s3_client,
+    ClientOptions, cloudwatch_client, dynamodb_client, greengrass_client, iam_client, iot_client, iot_data_client,
+    lambda_client, s3_client,
 };
 pub use device::{
     Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, Deprovisioned,

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 mod audit_cmd;
 mod component_cmd;
 mod deploy_cmd;
+mod monitoring_cmd;
 
 use provision::{
     ClientOptions, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME,
@@ -62,6 +63,10 @@ enum Command {
     /// bucket, the anomaly handler and telemetry aggregator functions, the topic rules that invoke
     /// them, and one least-privilege role per function and rule.
     App(AppArgs),
+    /// Monitor the fleet from the cloud: alarms on disconnected or unhealthy cores, telemetry
+    /// gaps, rule errors, authorization failures and expiring certificates.
+    #[command(subcommand)]
+    Monitoring(monitoring_cmd::MonitoringCommand),
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +361,7 @@ fn main() -> ExitCode {
             Command::TokenExchange(args) => run_token_exchange(args).await,
             Command::Rotate(args) => run_rotate(args).await,
             Command::App(args) => run_app(args).await,
+            Command::Monitoring(command) => monitoring_cmd::run(command).await,
         }
     });
     if let Err(e) = &result
