@@ -8,6 +8,9 @@
 //! commands against a running core: they read `{root}/cli_ipc_info/` and call
 //! CreateLocalDeployment, GetLocalDeploymentStatus, ListLocalDeployments over its IPC socket.
 //!
+//! `device-sim fleet --cloud E --sites N` runs N sites on this machine, each onboarded by claim
+//! into one thing group ([`device_sim::fleet`]).
+//!
 //! `device-sim launcher --root R -- <core args>` runs the core as the nucleus's loader does:
 //! from the versions installed under `{R}/alts`, restarting it into a staged update and rolling
 //! back an update that does not prove itself ([`device_sim::launcher`]).
@@ -68,6 +71,9 @@ enum Command {
     /// Runs the core from the versions installed under `{root}/alts`, as the nucleus's loader:
     /// restarts it into a staged update and rolls back an update that does not prove itself.
     Launcher(LauncherArgs),
+    /// Runs N simulated sites (plant, core onboarded by claim into one thing group, the pump's
+    /// components from a group deployment) until Ctrl-C, or measures what each site costs.
+    Fleet(Box<device_sim::fleet::FleetArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -312,6 +318,7 @@ fn main() -> ExitCode {
             Command::Plant(args) => device_sim::plant::run(args).await.map(|()| None),
             Command::Dataset(args) => device_sim::dataset::run(args).map(|()| None),
             Command::Deployment(command) => run_deployment(command).await.map(|()| None),
+            Command::Fleet(args) => device_sim::fleet::run(*args).await.map(|()| None),
         }
     });
     match result {
@@ -345,6 +352,7 @@ fn is_configuration(e: &anyhow::Error) -> bool {
         || cli_shell::caused_by(e, KeyStoreError::is_configuration)
         || cli_shell::caused_by(e, device_sim::plant::ServeError::is_configuration)
         || cli_shell::caused_by(e, device_sim::dataset::DatasetError::is_configuration)
+        || cli_shell::caused_by(e, device_sim::fleet::FleetError::is_configuration)
 }
 
 /// How long a CLI call waits for the core.
@@ -664,6 +672,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = connect_cli(dir.path()).await.unwrap_err();
         assert!(format!("{err:#}").contains("is the core running"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn a_fleet_without_sites_or_without_its_endpoints_file_is_a_configuration_error() {
+        let cases: [(&[&str], &str); 3] = [
+            (&["--sites", "0"], "--sites 0: a fleet has 1 to"),
+            (&["--sites", "2", "--group", "no spaces"], "--group \"no spaces\""),
+            (&["--sites", "2"], "cannot read the endpoints file /nonexistent/e.json"),
+        ];
+        for (flags, wanted) in cases {
+            let args = [&["fleet", "--cloud", "/nonexistent/e.json"][..], flags].concat();
+            let Command::Fleet(fleet) = parse(&args).unwrap().command else { unreachable!() };
+            let err = device_sim::fleet::run(*fleet).await.unwrap_err();
+            assert!(is_configuration(&err) && format!("{err:#}").contains(wanted), "{flags:?}: {err:#}");
+        }
+        assert!(parse(&["fleet", "--sites", "2"]).unwrap_err().use_stderr(), "the endpoints file is required");
+        assert!(parse(&["fleet", "--cloud", "e.json", "--components", "some"]).unwrap_err().use_stderr());
     }
 
     #[test]
