@@ -205,6 +205,11 @@ struct CoreArgs {
     /// error and after a deployment. 0 turns reporting off.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     fleet_status_interval_secs: u64,
+    /// The telemetry agent's aggregation and publish intervals in seconds, past the nucleus
+    /// configuration's minimums (as the nucleus's test parameters allow): for load runs
+    /// (`device-sim fleet --telemetry-interval-secs`).
+    #[arg(long, hide = true, value_name = "AGGREGATE,PUBLISH", value_parser = parse_telemetry_intervals)]
+    telemetry_intervals: Option<device_sim::core::telemetry::Intervals>,
     /// Take deployments from the cloud: thing-group deployments (IoT jobs in the
     /// `aws-gg-deployment` namespace) and thing deployments (the deployment shadow), with
     /// components fetched through the Greengrass data plane. The device's IoT policy must allow
@@ -229,6 +234,14 @@ struct CoreArgs {
     /// `aws.greengrass.Nucleus`); the launcher passes the version it installed the core as.
     #[arg(long, value_name = "VERSION", default_value = GGC_VERSION, value_parser = parse_version)]
     nucleus_version: ComponentVersion,
+}
+
+fn parse_telemetry_intervals(text: &str) -> Result<device_sim::core::telemetry::Intervals, String> {
+    let secs = |s: &str| s.trim().parse::<u64>().ok().filter(|n| *n > 0).map(Duration::from_secs);
+    match text.split_once(',').map(|(a, p)| (secs(a), secs(p))) {
+        Some((Some(aggregate), Some(publish))) => Ok(device_sim::core::telemetry::Intervals { aggregate, publish }),
+        _ => Err(format!("{text:?}: expected AGGREGATE,PUBLISH in whole seconds above 0")),
+    }
 }
 
 fn parse_version(text: &str) -> Result<ComponentVersion, String> {
@@ -289,7 +302,7 @@ async fn identity(args: &CoreArgs) -> anyhow::Result<(String, Option<CloudOption
         cert_file,
         key,
         fleet_status,
-        telemetry_intervals: None,
+        telemetry_intervals: args.telemetry_intervals,
         cloud_deployments: args.cloud_deployments,
         mqtt_version: args.mqtt_version,
         certificate_rotation: args.certificate_rotation.then(|| RotationOptions {
@@ -672,6 +685,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = connect_cli(dir.path()).await.unwrap_err();
         assert!(format!("{err:#}").contains("is the core running"), "{err:#}");
+    }
+
+    #[test]
+    fn telemetry_intervals_take_two_whole_seconds_above_zero() {
+        let mut args = BASE.to_vec();
+        args.extend(["--telemetry-intervals", "10,60"]);
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
+        let intervals = core.telemetry_intervals.unwrap();
+        assert_eq!((intervals.aggregate.as_secs(), intervals.publish.as_secs()), (10, 60));
+        for bad in ["0,60", "10", "ten,60", "10,"] {
+            let mut args = BASE.to_vec();
+            args.extend(["--telemetry-intervals", bad]);
+            assert!(parse(&args).unwrap_err().to_string().contains("AGGREGATE,PUBLISH"), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -14,6 +14,8 @@ pub struct ProcessReading {
     pub ticks_end: u64,
     /// Resident set at the end, KiB.
     pub rss_kib: u64,
+    /// Proportional set at the end (shared pages divided among their processes), KiB.
+    pub pss_kib: u64,
 }
 
 /// A site's cost over the window: the sum over its processes.
@@ -21,6 +23,8 @@ pub struct ProcessReading {
 pub struct SiteCost {
     /// Resident memory, MiB.
     pub rss_mib: f64,
+    /// Proportional memory, MiB.
+    pub pss_mib: f64,
     /// CPU, percent of one core.
     pub cpu_percent: f64,
 }
@@ -29,10 +33,11 @@ pub struct SiteCost {
 /// `ticks_per_second`. A process whose counter went backwards (its pid reused) counts no CPU.
 pub fn site_cost(processes: &[ProcessReading], window: Duration, ticks_per_second: f64) -> SiteCost {
     let rss_kib: u64 = processes.iter().map(|p| p.rss_kib).sum();
+    let pss_kib: u64 = processes.iter().map(|p| p.pss_kib).sum();
     let ticks: u64 = processes.iter().map(|p| p.ticks_end.saturating_sub(p.ticks_start)).sum();
     let seconds = window.as_secs_f64();
     let cpu_percent = if seconds > 0.0 { ticks as f64 / ticks_per_second / seconds * 100.0 } else { 0.0 };
-    SiteCost { rss_mib: rss_kib as f64 / 1024.0, cpu_percent }
+    SiteCost { rss_mib: rss_kib as f64 / 1024.0, pss_mib: pss_kib as f64 / 1024.0, cpu_percent }
 }
 
 /// Mean, and the largest, of each figure over the sites.
@@ -44,6 +49,8 @@ pub struct FleetCost {
     pub rss_mean_mib: f64,
     /// Largest resident memory of a site, MiB.
     pub rss_max_mib: f64,
+    /// Mean proportional memory per site, MiB.
+    pub pss_mean_mib: f64,
     /// Mean CPU per site, percent of one core.
     pub cpu_mean_percent: f64,
     /// Largest CPU of a site.
@@ -61,6 +68,7 @@ pub fn fleet_cost(sites: &[SiteCost]) -> Option<FleetCost> {
         sites: sites.len(),
         rss_mean_mib: sites.iter().map(|s| s.rss_mib).sum::<f64>() / n,
         rss_max_mib: max(|s| s.rss_mib),
+        pss_mean_mib: sites.iter().map(|s| s.pss_mib).sum::<f64>() / n,
         cpu_mean_percent: sites.iter().map(|s| s.cpu_percent).sum::<f64>() / n,
         cpu_max_percent: max(|s| s.cpu_percent),
     })
@@ -111,18 +119,22 @@ mod tests {
     use super::*;
 
     fn reading(ticks_start: u64, ticks_end: u64, rss_kib: u64) -> ProcessReading {
-        ProcessReading { ticks_start, ticks_end, rss_kib }
+        ProcessReading { ticks_start, ticks_end, rss_kib, pss_kib: rss_kib / 2 }
+    }
+
+    fn cost(rss_mib: f64, cpu_percent: f64) -> SiteCost {
+        SiteCost { rss_mib, pss_mib: rss_mib / 2.0, cpu_percent }
     }
 
     #[test]
     fn a_site_costs_the_sum_of_its_processes_over_the_window() {
         let cases = [
-            (vec![], 10, SiteCost { rss_mib: 0.0, cpu_percent: 0.0 }),
-            (vec![reading(100, 150, 2048)], 10, SiteCost { rss_mib: 2.0, cpu_percent: 5.0 }),
-            (vec![reading(0, 100, 1024), reading(50, 150, 3072)], 20, SiteCost { rss_mib: 4.0, cpu_percent: 10.0 }),
+            (vec![], 10, cost(0.0, 0.0)),
+            (vec![reading(100, 150, 2048)], 10, cost(2.0, 5.0)),
+            (vec![reading(0, 100, 1024), reading(50, 150, 3072)], 20, cost(4.0, 10.0)),
             // A counter that went backwards (a reused pid) counts no CPU, its memory still counts.
-            (vec![reading(500, 10, 1024)], 10, SiteCost { rss_mib: 1.0, cpu_percent: 0.0 }),
-            (vec![reading(0, 100, 1024)], 0, SiteCost { rss_mib: 1.0, cpu_percent: 0.0 }),
+            (vec![reading(500, 10, 1024)], 10, cost(1.0, 0.0)),
+            (vec![reading(0, 100, 1024)], 0, cost(1.0, 0.0)),
         ];
         for (processes, secs, wanted) in cases {
             assert_eq!(site_cost(&processes, Duration::from_secs(secs), 100.0), wanted, "{processes:?} over {secs} s");
@@ -132,12 +144,17 @@ mod tests {
     #[test]
     fn the_fleet_cost_is_the_mean_and_the_largest_of_its_sites() {
         assert_eq!(fleet_cost(&[]), None);
-        let sites = [SiteCost { rss_mib: 10.0, cpu_percent: 1.0 }, SiteCost { rss_mib: 30.0, cpu_percent: 5.0 }];
-        let cost = fleet_cost(&sites).unwrap();
-        assert_eq!(
-            cost,
-            FleetCost { sites: 2, rss_mean_mib: 20.0, rss_max_mib: 30.0, cpu_mean_percent: 3.0, cpu_max_percent: 5.0 }
-        );
+        let sites = [cost(10.0, 1.0), cost(30.0, 5.0)];
+        let fleet = fleet_cost(&sites).unwrap();
+        let wanted = FleetCost {
+            sites: 2,
+            rss_mean_mib: 20.0,
+            rss_max_mib: 30.0,
+            pss_mean_mib: 10.0,
+            cpu_mean_percent: 3.0,
+            cpu_max_percent: 5.0,
+        };
+        assert_eq!(fleet, wanted);
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct FleetArgs {
     /// How often each core reports fleet status (the nucleus's `periodicUpdateIntervalSec`).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub fleet_status_interval_secs: u64,
+    /// Each core's telemetry agent aggregates every SECONDS/6 and publishes every SECONDS,
+    /// instead of the nucleus's hourly and daily (for load runs).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(6..))]
+    pub telemetry_interval_secs: Option<u64>,
     /// How long onboarding and the deployment may take before the fleet gives up.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub wait_secs: u64,
@@ -91,6 +95,10 @@ pub struct FleetArgs {
     /// figures and stop.
     #[arg(long, value_name = "SECONDS")]
     pub measure: Option<u64>,
+    /// With --measure, also measure this process over the same window (the local cloud's pid,
+    /// for what the fleet costs the cloud).
+    #[arg(long, value_name = "PID", requires = "measure")]
+    pub measure_pid: Option<u32>,
 }
 
 /// What the fleet's input gets wrong (a configuration error: exit `EX_CONFIG`).
@@ -252,7 +260,7 @@ async fn drive(
     }
     match args.measure {
         Some(secs) => {
-            let figures = measure_window(running, Duration::from_secs(secs)).await;
+            let figures = measure_window(running, Duration::from_secs(secs), args.measure_pid).await;
             println!("{figures}");
             Ok(())
         }
@@ -351,7 +359,13 @@ async fn start_site(
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let config = PlantConfig { modbus: loopback, control: loopback, seed: site.seed, ..PlantConfig::default() };
-    let plant = crate::plant::serve(config).await.with_context(|| format!("{}: starting the plant", site.thing))?;
+    // A bare core reads no plant: none is served for it.
+    let plant = match args.components {
+        Stack::Full => {
+            Some(crate::plant::serve(config).await.with_context(|| format!("{}: starting the plant", site.thing))?)
+        }
+        Stack::None => None,
+    };
     let claim = dir.join("claim.json");
     let claim_config = json!({
         "provisioningTemplate": prepared.template,
@@ -376,15 +390,21 @@ async fn start_site(
         .arg(&endpoints.ca_file)
         .args(["--region", &endpoints.region])
         .args(["--fleet-status-interval-secs", &args.fleet_status_interval_secs.to_string()])
-        .env(pump_types::MODBUS_ADDRESS_ENV, plant.modbus_addr().to_string())
+        .args(args.telemetry_interval_secs.map(|s| format!("--telemetry-intervals={},{s}", s / 6)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .kill_on_drop(true);
+    if let Some(plant) = &plant {
+        command.env(pump_types::MODBUS_ADDRESS_ENV, plant.modbus_addr().to_string());
+    }
     let core = command.spawn().with_context(|| format!("{}: starting its core", site.thing))?;
     let core_pid = core.id().context("the core exited at once")?;
-    let faults = tokio::spawn(inject_faults(plant.plant(), site.faults.clone(), t0));
-    Ok(RunningSite { plan: site.clone(), dir, plant: Some(plant), core, core_pid, faults })
+    let faults = match &plant {
+        Some(plant) => tokio::spawn(inject_faults(plant.plant(), site.faults.clone(), t0)),
+        None => tokio::spawn(async {}),
+    };
+    Ok(RunningSite { plan: site.clone(), dir, plant, core, core_pid, faults })
 }
 
 /// Injects each fault at its time and clears it when it has lasted.
@@ -458,7 +478,7 @@ async fn follow_campaign(
     let mut reached: BTreeMap<String, (Duration, String)> = BTreeMap::new();
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let options = FollowOptions { timeout: remaining, poll: Duration::from_millis(500) };
+        let options = FollowOptions { timeout: remaining, poll: Duration::from_millis(200) };
         let mut record = |status: &provision::deploy::CoreStatus| {
             if status.is_terminal() {
                 reached.entry(status.thing.clone()).or_insert((created.elapsed(), status.status_text().to_owned()));
@@ -492,14 +512,15 @@ fn site_pids(site: &RunningSite) -> Vec<u32> {
     pids
 }
 
-/// Reads every site's processes (and this process, which serves the plants) at the start and
-/// the end of `window`; returns the figures' lines.
-async fn measure_window(running: &[RunningSite], window: Duration) -> String {
-    use bench_common::machine::{TICKS_PER_SECOND, cpu_ticks, rss_kib};
+/// Reads every site's processes (and this process, which serves the plants, and `other`) at the
+/// start and the end of `window`; returns the figures' lines.
+async fn measure_window(running: &[RunningSite], window: Duration, other: Option<u32>) -> String {
+    use bench_common::machine::{TICKS_PER_SECOND, cpu_ticks, open_fds, pss_kib, rss_kib};
     let own = std::process::id();
     let start: Vec<Vec<(u32, u64)>> =
         running.iter().map(|s| site_pids(s).into_iter().filter_map(|p| Some((p, cpu_ticks(p)?))).collect()).collect();
     let own_start = cpu_ticks(own).unwrap_or(0);
+    let other_start = other.and_then(|pid| Some((pid, cpu_ticks(pid)?)));
     tokio::time::sleep(window).await;
     let mut processes = 0;
     let costs: Vec<measure::SiteCost> = start
@@ -512,6 +533,7 @@ async fn measure_window(running: &[RunningSite], window: Duration) -> String {
                         ticks_start: *ticks_start,
                         ticks_end: cpu_ticks(*pid)?,
                         rss_kib: rss_kib(*pid)?,
+                        pss_kib: pss_kib(*pid).unwrap_or(0),
                     })
                 })
                 .collect();
@@ -519,36 +541,49 @@ async fn measure_window(running: &[RunningSite], window: Duration) -> String {
             measure::site_cost(&readings, window, TICKS_PER_SECOND)
         })
         .collect();
-    let own_cost = measure::site_cost(
-        &[measure::ProcessReading {
-            ticks_start: own_start,
-            ticks_end: cpu_ticks(own).unwrap_or(0),
-            rss_kib: rss_kib(own).unwrap_or(0),
-        }],
-        window,
-        TICKS_PER_SECOND,
-    );
+    let alone = |pid: u32, ticks_start: u64| {
+        let reading = measure::ProcessReading {
+            ticks_start,
+            ticks_end: cpu_ticks(pid).unwrap_or(ticks_start),
+            rss_kib: rss_kib(pid).unwrap_or(0),
+            pss_kib: pss_kib(pid).unwrap_or(0),
+        };
+        measure::site_cost(&[reading], window, TICKS_PER_SECOND)
+    };
+    let own_cost = alone(own, own_start);
     let machine = bench_common::machine::Machine::describe();
     let mut out = format!("machine: {}\n", machine.summary());
     match measure::fleet_cost(&costs) {
         Some(c) => out.push_str(&format!(
-            "per site ({} sites, {} processes, core and components, over {} s): RSS mean {:.1} MiB, max {:.1} MiB; CPU mean {:.2} %, max {:.2} % of one core\n",
+            "per site ({} sites, {} processes, core and components, over {} s): RSS mean {:.1} MiB, max {:.1} MiB; PSS mean {:.1} MiB; CPU mean {:.2} %, max {:.2} % of one core\n",
             c.sites,
             processes,
             window.as_secs(),
             c.rss_mean_mib,
             c.rss_max_mib,
+            c.pss_mean_mib,
             c.cpu_mean_percent,
             c.cpu_max_percent
         )),
         None => out.push_str("no site to measure\n"),
     }
     out.push_str(&format!(
-        "the fleet process ({} plants and the orchestration): RSS {:.1} MiB, CPU {:.2} % of one core",
-        running.len(),
+        "the fleet process ({} plants and the orchestration): RSS {:.1} MiB, PSS {:.1} MiB, CPU {:.2} % of one core",
+        running.iter().filter(|s| s.plant.is_some()).count(),
         own_cost.rss_mib,
+        own_cost.pss_mib,
         own_cost.cpu_percent
     ));
+    if let Some((pid, ticks_start)) = other_start {
+        let cost = alone(pid, ticks_start);
+        out.push_str(&format!(
+            "\nprocess {pid} (--measure-pid): RSS {:.1} MiB, PSS {:.1} MiB, CPU {:.2} % of one core, {} open file descriptors",
+            cost.rss_mib,
+            cost.pss_mib,
+            cost.cpu_percent,
+            open_fds(pid).map_or("?".to_owned(), |n| n.to_string())
+        ));
+    }
     out
 }
 
