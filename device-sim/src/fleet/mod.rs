@@ -99,7 +99,16 @@ pub struct FleetArgs {
     /// for what the fleet costs the cloud).
     #[arg(long, value_name = "PID", requires = "measure")]
     pub measure_pid: Option<u32>,
+    /// Once every site is up (and measured), deploy a new component version to the group (a
+    /// recipe-only probe, `com.example.fleet.Probe`, at a version new to this run) and report
+    /// how it reached the cores: per-core time to SUCCEEDED, p50/p99, failures.
+    #[arg(long)]
+    pub deploy_campaign: bool,
 }
+
+/// The probe a deployment campaign deploys: a recipe without artifacts whose Run step only
+/// prints, so the campaign measures the deployment path, not a download.
+pub const PROBE: &str = "com.example.fleet.Probe";
 
 /// What the fleet's input gets wrong (a configuration error: exit `EX_CONFIG`).
 #[derive(Debug, thiserror::Error)]
@@ -258,12 +267,19 @@ async fn drive(
             follow_campaign(&operator, &prepared.group_arn, deployment, *created, sites.len(), deadline).await?;
         println!("deployment {}: {}", deployment.deployment_id, campaign.line());
     }
-    match args.measure {
-        Some(secs) => {
-            let figures = measure_window(running, Duration::from_secs(secs), args.measure_pid).await;
-            println!("{figures}");
-            Ok(())
-        }
+    if let Some(secs) = args.measure {
+        let figures = measure_window(running, Duration::from_secs(secs), args.measure_pid).await;
+        println!("{figures}");
+    }
+    if args.deploy_campaign {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_secs);
+        let (deployment, created, version) = deploy_probe(&operator, args, data_dir).await?;
+        let campaign =
+            follow_campaign(&operator, &prepared.group_arn, &deployment, created, sites.len(), deadline).await?;
+        println!("campaign: {PROBE} {version} to {}: {}", args.group, campaign.line());
+    }
+    match args.measure.or(args.deploy_campaign.then_some(0)) {
+        Some(_) => Ok(()),
         None => {
             println!("the fleet runs; Ctrl-C stops it");
             std::future::pending().await
@@ -309,34 +325,81 @@ async fn prepare(operator: &Operator, args: &FleetArgs, bins: &Path, data_dir: &
         Stack::Full => {
             let build_dir = data_dir.join("build");
             crate::shipped::build(&build_dir, bins)?;
-            let mut options = provision::component::PublishOptions::new(BUCKET);
-            options.poll = Duration::from_millis(200);
-            provision::component::publish_build(
-                &operator.gg,
-                &operator.s3,
-                &build_dir.join("greengrass-build"),
-                &options,
-            )
-            .await
-            .context("publishing the components")?;
-            let spec = DeploySpec {
-                thing_group: args.group.clone(),
-                components: crate::shipped::COMPONENTS
-                    .iter()
-                    .map(|c| (c.name.to_owned(), crate::shipped::VERSION.to_owned()))
-                    .collect(),
-                merges: group_merges(),
-                deployment_name: Some(format!("{}: the pump's components", args.group)),
-                ..DeploySpec::default()
-            };
-            let created = Instant::now();
-            let deployment = provision::deploy::create_group_deployment(&operator.iot, &operator.gg, &spec)
-                .await
-                .context("CreateDeployment")?;
-            Some((deployment, created))
+            publish(operator, &build_dir.join(provision::component::BUILD_DIR)).await?;
+            Some(deploy_to_group(operator, args, shipped_components(), "the pump's components").await?)
         }
     };
     Ok(Prepared { group_arn, deployment, claim_cert: claim.certificate, claim_key: claim.private_key, template })
+}
+
+/// Publishes [`PROBE`] at a version new to this run and deploys it to the group with what the
+/// group already runs; returns the deployment, when it was created and the version.
+async fn deploy_probe(
+    operator: &Operator,
+    args: &FleetArgs,
+    data_dir: &Path,
+) -> anyhow::Result<(CreatedDeployment, Instant, String)> {
+    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    // Greengrass caps each version number at 999999: the day, then the second of the day.
+    let version = format!("1.{}.{}", epoch / 86_400, epoch % 86_400);
+    let source = data_dir.join("probe").join(&version);
+    std::fs::create_dir_all(&source)?;
+    let recipe = json!({
+        "RecipeFormatVersion": "2020-01-25", "ComponentName": PROBE, "ComponentVersion": version,
+        "ComponentDescription": "The fleet's deployment campaign probe: prints its version.",
+        "ComponentPublisher": "Example",
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": format!("echo probe {version}")}}]
+    });
+    std::fs::write(source.join("recipe.yaml"), recipe.to_string())?;
+    let out = data_dir.join("probe-build").join(&version);
+    let spec = provision::component::BuildSpec { component_dirs: vec![source], bin_dir: out.clone(), out: out.clone() };
+    provision::component::build_components(&spec).context("building the probe")?;
+    publish(operator, &out.join(provision::component::BUILD_DIR)).await?;
+    let mut components = match args.components {
+        Stack::Full => shipped_components(),
+        Stack::None => Vec::new(),
+    };
+    components.push((PROBE.to_owned(), version.clone()));
+    let (deployment, created) =
+        deploy_to_group(operator, args, components, &format!("campaign {PROBE} {version}")).await?;
+    Ok((deployment, created, version))
+}
+
+/// Publishes a build output (`greengrass-build`) to [`BUCKET`] and Greengrass.
+async fn publish(operator: &Operator, build: &Path) -> anyhow::Result<()> {
+    let mut options = provision::component::PublishOptions::new(BUCKET);
+    options.poll = Duration::from_millis(200);
+    provision::component::publish_build(&operator.gg, &operator.s3, build, &options)
+        .await
+        .context("publishing the components")?;
+    Ok(())
+}
+
+/// The shipped components at their version.
+fn shipped_components() -> Vec<(String, String)> {
+    crate::shipped::COMPONENTS.iter().map(|c| (c.name.to_owned(), crate::shipped::VERSION.to_owned())).collect()
+}
+
+/// CreateDeployment of `components` to the group (with the group's configuration when the
+/// pump's components run); returns it and when it was created.
+async fn deploy_to_group(
+    operator: &Operator,
+    args: &FleetArgs,
+    components: Vec<(String, String)>,
+    purpose: &str,
+) -> anyhow::Result<(CreatedDeployment, Instant)> {
+    let spec = DeploySpec {
+        thing_group: args.group.clone(),
+        components,
+        merges: if args.components == Stack::Full { group_merges() } else { Vec::new() },
+        deployment_name: Some(format!("{}: {purpose}", args.group)),
+        ..DeploySpec::default()
+    };
+    let created = Instant::now();
+    let deployment = provision::deploy::create_group_deployment(&operator.iot, &operator.gg, &spec)
+        .await
+        .context("CreateDeployment")?;
+    Ok((deployment, created))
 }
 
 /// The group deployment's configuration, the same for every site: telemetry batches at least
