@@ -8,6 +8,9 @@
 //! commands against a running core: they read `{root}/cli_ipc_info/` and call
 //! CreateLocalDeployment, GetLocalDeploymentStatus, ListLocalDeployments over its IPC socket.
 //!
+//! `device-sim fleet --cloud E --sites N` runs N sites on this machine, each onboarded by claim
+//! into one thing group ([`device_sim::fleet`]).
+//!
 //! `device-sim launcher --root R -- <core args>` runs the core as the nucleus's loader does:
 //! from the versions installed under `{R}/alts`, restarting it into a staged update and rolling
 //! back an update that does not prove itself ([`device_sim::launcher`]).
@@ -68,6 +71,9 @@ enum Command {
     /// Runs the core from the versions installed under `{root}/alts`, as the nucleus's loader:
     /// restarts it into a staged update and rolls back an update that does not prove itself.
     Launcher(LauncherArgs),
+    /// Runs N simulated sites (plant, core onboarded by claim into one thing group, the pump's
+    /// components from a group deployment) until Ctrl-C, or measures what each site costs.
+    Fleet(Box<device_sim::fleet::FleetArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -199,6 +205,11 @@ struct CoreArgs {
     /// error and after a deployment. 0 turns reporting off.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     fleet_status_interval_secs: u64,
+    /// The telemetry agent's aggregation and publish intervals in seconds, past the nucleus
+    /// configuration's minimums (as the nucleus's test parameters allow): for load runs
+    /// (`device-sim fleet --telemetry-interval-secs`).
+    #[arg(long, hide = true, value_name = "AGGREGATE,PUBLISH", value_parser = parse_telemetry_intervals)]
+    telemetry_intervals: Option<device_sim::core::telemetry::Intervals>,
     /// Take deployments from the cloud: thing-group deployments (IoT jobs in the
     /// `aws-gg-deployment` namespace) and thing deployments (the deployment shadow), with
     /// components fetched through the Greengrass data plane. The device's IoT policy must allow
@@ -223,6 +234,14 @@ struct CoreArgs {
     /// `aws.greengrass.Nucleus`); the launcher passes the version it installed the core as.
     #[arg(long, value_name = "VERSION", default_value = GGC_VERSION, value_parser = parse_version)]
     nucleus_version: ComponentVersion,
+}
+
+fn parse_telemetry_intervals(text: &str) -> Result<device_sim::core::telemetry::Intervals, String> {
+    let secs = |s: &str| s.trim().parse::<u64>().ok().filter(|n| *n > 0).map(Duration::from_secs);
+    match text.split_once(',').map(|(a, p)| (secs(a), secs(p))) {
+        Some((Some(aggregate), Some(publish))) => Ok(device_sim::core::telemetry::Intervals { aggregate, publish }),
+        _ => Err(format!("{text:?}: expected AGGREGATE,PUBLISH in whole seconds above 0")),
+    }
 }
 
 fn parse_version(text: &str) -> Result<ComponentVersion, String> {
@@ -283,7 +302,7 @@ async fn identity(args: &CoreArgs) -> anyhow::Result<(String, Option<CloudOption
         cert_file,
         key,
         fleet_status,
-        telemetry_intervals: None,
+        telemetry_intervals: args.telemetry_intervals,
         cloud_deployments: args.cloud_deployments,
         mqtt_version: args.mqtt_version,
         certificate_rotation: args.certificate_rotation.then(|| RotationOptions {
@@ -312,6 +331,7 @@ fn main() -> ExitCode {
             Command::Plant(args) => device_sim::plant::run(args).await.map(|()| None),
             Command::Dataset(args) => device_sim::dataset::run(args).map(|()| None),
             Command::Deployment(command) => run_deployment(command).await.map(|()| None),
+            Command::Fleet(args) => device_sim::fleet::run(*args).await.map(|()| None),
         }
     });
     match result {
@@ -345,6 +365,7 @@ fn is_configuration(e: &anyhow::Error) -> bool {
         || cli_shell::caused_by(e, KeyStoreError::is_configuration)
         || cli_shell::caused_by(e, device_sim::plant::ServeError::is_configuration)
         || cli_shell::caused_by(e, device_sim::dataset::DatasetError::is_configuration)
+        || cli_shell::caused_by(e, device_sim::fleet::FleetError::is_configuration)
 }
 
 /// How long a CLI call waits for the core.
@@ -664,6 +685,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = connect_cli(dir.path()).await.unwrap_err();
         assert!(format!("{err:#}").contains("is the core running"), "{err:#}");
+    }
+
+    #[test]
+    fn telemetry_intervals_take_two_whole_seconds_above_zero() {
+        let mut args = BASE.to_vec();
+        args.extend(["--telemetry-intervals", "10,60"]);
+        let Command::Core(core) = parse(&args).unwrap().command else { unreachable!() };
+        let intervals = core.telemetry_intervals.unwrap();
+        assert_eq!((intervals.aggregate.as_secs(), intervals.publish.as_secs()), (10, 60));
+        for bad in ["0,60", "10", "ten,60", "10,"] {
+            let mut args = BASE.to_vec();
+            args.extend(["--telemetry-intervals", bad]);
+            assert!(parse(&args).unwrap_err().to_string().contains("AGGREGATE,PUBLISH"), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fleet_without_sites_or_without_its_endpoints_file_is_a_configuration_error() {
+        let cases: [(&[&str], &str); 3] = [
+            (&["--sites", "0"], "--sites 0: a fleet has 1 to"),
+            (&["--sites", "2", "--group", "no spaces"], "--group \"no spaces\""),
+            (&["--sites", "2"], "cannot read the endpoints file /nonexistent/e.json"),
+        ];
+        for (flags, wanted) in cases {
+            let args = [&["fleet", "--cloud", "/nonexistent/e.json"][..], flags].concat();
+            let Command::Fleet(fleet) = parse(&args).unwrap().command else { unreachable!() };
+            let err = device_sim::fleet::run(*fleet).await.unwrap_err();
+            assert!(is_configuration(&err) && format!("{err:#}").contains(wanted), "{flags:?}: {err:#}");
+        }
+        assert!(parse(&["fleet", "--sites", "2"]).unwrap_err().use_stderr(), "the endpoints file is required");
+        assert!(parse(&["fleet", "--cloud", "e.json", "--components", "some"]).unwrap_err().use_stderr());
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! the core's fleet status and its Jobs deployment listener against the cloud's Jobs and Greengrass
 //! services; and the core's Greengrass data-plane client and artifact downloader against the
 //! cloud's ResolveComponentCandidates, GetComponentVersionArtifact and presigned S3 URLs;
-//! (`rotation`) the bridge moving its one connection to a new certificate and back; and
+//! (`rotation`) the bridge moving its one connection to a new certificate and back;
 //! (`telemetry`) the telemetry agent's metrics; (`log_manager`) the log manager's uploads to
-//! CloudWatch Logs; and (`monitoring`) the alarms the operator's `provision monitoring` sets up,
-//! raised by a broken component, a stopped core and a failing rule.
+//! CloudWatch Logs; (`monitoring`) the alarms the operator's `provision monitoring` sets up,
+//! raised by a broken component, a stopped core and a failing rule; and (`fleet`) `device-sim
+//! fleet` onboarding sites by claim into one group.
 
 use cloud_api::ipc::error::ErrorCode;
 use cloud_api::ipc::model::{
@@ -29,6 +30,8 @@ use site_testkit::site::{self, Site, wait_connection};
 mod log_manager;
 #[path = "cloud_bridge/monitoring.rs"]
 mod monitoring;
+#[path = "cloud_bridge/fleet.rs"]
+mod fleet;
 #[path = "cloud_bridge/rotation.rs"]
 mod rotation;
 #[path = "cloud_bridge/telemetry.rs"]

@@ -80,6 +80,19 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
 }
 
+/// Proportional set size of a process (`Pss` of `/proc/{pid}/smaps_rollup`), KiB: its resident
+/// pages with each shared page divided among the processes that map it, so many processes of one
+/// binary are not each charged its whole text.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    field(&rollup, "Pss").and_then(|v| kib(&v))
+}
+
+/// How many file descriptors a process has open (entries of `/proc/{pid}/fd`).
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 /// Peak resident set size of a process so far (`VmHWM`), KiB.
 pub fn hwm_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmHWM")

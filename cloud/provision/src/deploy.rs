@@ -231,7 +231,7 @@ pub async fn revise_group_deployments(
 }
 
 /// The thing group's ARN; created first when asked to and absent.
-async fn thing_group_arn(iot: &aws_sdk_iot::Client, group: &str, create: bool) -> Result<String, ProvisionError> {
+pub async fn thing_group_arn(iot: &aws_sdk_iot::Client, group: &str, create: bool) -> Result<String, ProvisionError> {
     let described = iot.describe_thing_group().thing_group_name(group).send().await.map_err(aws("DescribeThingGroup"));
     if !is_code(&described, "ResourceNotFoundException") {
         return described?

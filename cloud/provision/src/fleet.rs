@@ -200,6 +200,29 @@ pub async fn create_claim(iot: &aws_sdk_iot::Client, template: &str, dir: &Path)
     Ok(files)
 }
 
+/// Makes sure the IoT policies the template attaches to a fleet's cores exist: the shipped core
+/// policy as `core_policy` and the Greengrass deployments policy as `deployments_policy`, both
+/// rendered for the account and Region of `account_arn` (any ARN of the account, such as the
+/// thing group's). Both are thing-scoped with policy variables, so one of each serves every
+/// core. Returns what changed.
+pub async fn ensure_core_policies(
+    iot: &aws_sdk_iot::Client,
+    account_arn: &str,
+    core_policy: &str,
+    deployments_policy: &str,
+) -> Result<Vec<crate::Change>, ProvisionError> {
+    validate_policy_name(core_policy)?;
+    validate_policy_name(deployments_policy)?;
+    let scope = crate::policy::AccountScope::from_arn(account_arn)
+        .ok_or_else(|| ProvisionError::InvalidInput(format!("{account_arn:?} is not an ARN")))?;
+    let mut changes = Vec::new();
+    let core = crate::PolicySource::shipped().render(&scope, false)?;
+    crate::device::ensure_policy(iot, core_policy, &core, &mut changes).await?;
+    let deployments = crate::PolicySource::greengrass_deployments().render(&scope, false)?;
+    crate::device::ensure_policy(iot, deployments_policy, &deployments, &mut changes).await?;
+    Ok(changes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

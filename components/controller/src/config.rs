@@ -174,6 +174,12 @@ impl Config {
     }
 }
 
+/// The configuration GetConfiguration returned with the environment layer on top: `modbusAddress`
+/// from [`pump_types::MODBUS_ADDRESS_ENV`] when the core sets it for this site.
+pub fn with_environment(value: &Value) -> Value {
+    kit::env_config::overlay_from_env(value, &[("/modbusAddress", pump_types::MODBUS_ADDRESS_ENV)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -587,7 +587,7 @@ impl Controller {
                 return Ok(());
             }
         };
-        match Config::from_json(&value) {
+        match Config::from_json(&crate::config::with_environment(&value)) {
             Ok(config) if config == self.config => {}
             Ok(config) => {
                 tracing::info!("configuration changed");

@@ -88,7 +88,8 @@ async fn run(args: Args) -> Result<(), Failure> {
     let ipc = IpcClient::connect_from_env().await.context("connecting to the nucleus over IPC")?;
     let whole = GetConfigurationRequest { component_name: None, key_path: vec![] };
     let value = ipc.get_configuration(&whole).await.context("GetConfiguration")?.value;
-    let config = config::Config::from_json(&value).map_err(|e| Failure::Config(e.to_string()))?;
+    let config =
+        config::Config::from_json(&config::with_environment(&value)).map_err(|e| Failure::Config(e.to_string()))?;
     tracing::info!(?config, thing, "starting");
 
     let signal = cli_shell::shutdown_signal()?;

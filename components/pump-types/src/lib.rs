@@ -29,6 +29,11 @@ pub const ANOMALIES_TOPIC: &str = "pump/anomalies";
 /// Local pub/sub: which detectors the analyzer runs and what became of the model
 /// ([`ModelStatus`]), from the analyzer, for the controller to report as `reported.model`.
 pub const MODEL_TOPIC: &str = "pump/model";
+/// The environment variable that gives the sensor and the controller their pump's Modbus TCP
+/// address (`host:port`) on this site, over the deployment's configuration: a thing-group
+/// deployment carries one configuration for every site, the core's environment is the site's
+/// own (`device-sim fleet` sets it per site).
+pub const MODBUS_ADDRESS_ENV: &str = "PUMP_MODBUS_ADDRESS";
 /// The named shadow of the core thing that the controller owns.
 pub const SHADOW_NAME: &str = "pump";
 

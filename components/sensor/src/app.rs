@@ -348,7 +348,7 @@ impl Sensor {
                 return Ok(());
             }
         };
-        let new = match config::parse(&value) {
+        let new = match config::parse(&config::with_environment(&value)) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("configuration update refused, keeping the running configuration: {e}");
@@ -408,7 +408,7 @@ pub async fn run(work_dir: &Path) -> Result<(), Failure> {
         .context("cannot read the configuration")
         .map_err(runtime_error)?
         .value;
-    let config = config::parse(&value).map_err(config_error)?;
+    let config = config::parse(&config::with_environment(&value)).map_err(config_error)?;
 
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("cannot create the work directory {}", work_dir.display()))

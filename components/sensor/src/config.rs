@@ -270,6 +270,12 @@ impl RawConfig {
     }
 }
 
+/// The configuration GetConfiguration returned with the environment layer on top: `/modbus/address`
+/// from [`pump_types::MODBUS_ADDRESS_ENV`] when the core sets it for this site.
+pub fn with_environment(value: &Value) -> Value {
+    kit::env_config::overlay_from_env(value, &[("/modbus/address", pump_types::MODBUS_ADDRESS_ENV)])
+}
+
 /// Reads and checks a GetConfiguration value in one step.
 pub fn parse(value: &Value) -> Result<SensorConfig, ConfigError> {
     RawConfig::from_value(value)?.check()

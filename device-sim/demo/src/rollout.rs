@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use cloud_api::endpoints::Endpoints;
 use provision::ClientOptions;
-use provision::component::{BuildSpec, BuiltComponent, PublishOptions, PublishedComponent};
+use provision::component::{BuildSpec, PublishOptions, PublishedComponent};
 use provision::deploy::{CoreStatus, DeploySpec, FollowOptions};
 use serde::Serialize;
 
-use crate::site::{COMPONENTS, Component, MODEL, ModelComponent};
+use crate::site::{COMPONENTS, Component, ModelComponent};
 use device_sim::core::nucleus_update::CORE_BINARY;
 
 /// The bucket the components' artifacts go to.
@@ -124,32 +124,8 @@ pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Writes the shipped component sources (recipes, the model's files) under `{dir}/components`
-/// and builds them with the binaries of `bins` into `{dir}/greengrass-build`.
-pub fn build(dir: &Path, bins: &Path) -> anyhow::Result<Vec<BuiltComponent>> {
-    let sources = dir.join("components");
-    let mut component_dirs = Vec::new();
-    for c in COMPONENTS {
-        let d = sources.join(c.artifact);
-        std::fs::create_dir_all(&d)?;
-        std::fs::write(d.join("recipe.yaml"), c.recipe)?;
-        component_dirs.push(d);
-    }
-    component_dirs.push(write_model(&sources, &MODEL)?);
-    let spec = BuildSpec { component_dirs, bin_dir: bins.to_owned(), out: dir.to_owned() };
-    provision::component::build_components(&spec).context("building the components")
-}
-
-/// Writes `model` as a component directory (its recipe and artifacts) under `dir`.
-fn write_model(dir: &Path, model: &ModelComponent) -> anyhow::Result<PathBuf> {
-    let out = dir.join(model.name);
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("recipe.yaml"), model.recipe)?;
-    for (name, bytes) in model.artifacts {
-        std::fs::write(out.join(name), bytes)?;
-    }
-    Ok(out)
-}
+pub use device_sim::shipped::build;
+use device_sim::shipped::write_model;
 
 /// Builds and publishes a shipped model release (its recipe names its version).
 pub async fn publish_model(

@@ -27,7 +27,7 @@ use tokio_modbus::client::{Context as ModbusContext, Reader};
 /// The core device's thing name.
 pub const THING: &str = "pump-station-1";
 /// The version every component is deployed at.
-pub const VERSION: &str = "1.0.0";
+pub use device_sim::shipped::VERSION;
 /// Where the nucleus's artifacts live, as AWS keeps its own components' artifacts.
 const NUCLEUS_BUCKET: &str = "greengrass-nucleus-artifacts";
 /// Where the analyzer uploads the readings around each anomaly (its thing's prefix only).
@@ -37,34 +37,7 @@ pub const ROLE_ALIAS: &str = "PumpCoreTokenExchangeRoleAlias";
 /// Readings after a raise that complete its window (the sensor polls every 250 ms here).
 pub const ANOMALY_AFTER_SAMPLES: usize = 20;
 
-/// A component of the deployment: its name, its artifact's file name, its recipe.
-pub struct Component {
-    /// ComponentName.
-    pub name: &'static str,
-    /// The artifact the recipe runs.
-    pub artifact: &'static str,
-    /// The recipe, as shipped.
-    pub recipe: &'static str,
-}
-
-/// The deployment, recipes as shipped in `components/`.
-pub const COMPONENTS: &[Component] = &[
-    Component {
-        name: pump_types::SENSOR_COMPONENT,
-        artifact: "pump-sensor",
-        recipe: include_str!("../../../components/sensor/recipe.yaml"),
-    },
-    Component {
-        name: pump_types::ANALYZER_COMPONENT,
-        artifact: "pump-analyzer",
-        recipe: include_str!("../../../components/analyzer/recipe.yaml"),
-    },
-    Component {
-        name: pump_types::CONTROLLER_COMPONENT,
-        artifact: "pump-controller",
-        recipe: include_str!("../../../components/controller/recipe.yaml"),
-    },
-];
+pub use device_sim::shipped::{COMPONENTS, Component, ModelComponent};
 
 /// Every shipped component at [`VERSION`], but those of `changed` at their version.
 pub fn versions(changed: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -76,28 +49,6 @@ pub fn versions(changed: &[(&str, &str)]) -> Vec<(String, String)> {
         })
         .collect()
 }
-
-/// The model component `com.example.pump.Model`: data, not a program. The analyzer depends on
-/// it (SOFT), so the core resolves it from the recipes staged with the others.
-pub struct ModelComponent {
-    /// ComponentName.
-    pub name: &'static str,
-    /// The recipe, as shipped.
-    pub recipe: &'static str,
-    /// The artifacts by file name, carried in this binary so the demo runs from anywhere; the
-    /// core checks each against the recipe's `Digest`.
-    pub artifacts: &'static [(&'static str, &'static [u8])],
-}
-
-/// The model component, as shipped in `components/model`.
-pub const MODEL: ModelComponent = ModelComponent {
-    name: pump_types::MODEL_COMPONENT,
-    recipe: include_str!("../../../components/model/recipe.yaml"),
-    artifacts: &[
-        ("model.onnx", include_bytes!("../../../components/model/model.onnx")),
-        ("model-card.json", include_bytes!("../../../components/model/model-card.json")),
-    ],
-};
 
 /// The retrained model, version 1.1.0, as shipped in `components/model/releases/1.1.0`.
 pub const MODEL_1_1_0: ModelComponent = ModelComponent {
@@ -753,6 +704,7 @@ impl ModbusProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use device_sim::shipped::MODEL;
 
     #[test]
     fn every_component_builds_as_its_own_artifact_with_the_digest_of_what_it_carries() {
