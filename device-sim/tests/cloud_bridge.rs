@@ -26,12 +26,12 @@ use serde_json::{Value, json};
 use site_testkit::WAIT;
 use site_testkit::site::{self, Site, wait_connection};
 
+#[path = "cloud_bridge/fleet.rs"]
+mod fleet;
 #[path = "cloud_bridge/log_manager.rs"]
 mod log_manager;
 #[path = "cloud_bridge/monitoring.rs"]
 mod monitoring;
-#[path = "cloud_bridge/fleet.rs"]
-mod fleet;
 #[path = "cloud_bridge/rotation.rs"]
 mod rotation;
 #[path = "cloud_bridge/telemetry.rs"]
