@@ -440,22 +440,26 @@ pub async fn deploy_monitoring(
             )
             .build())
     };
-    let health = rule_payload(
-        "SELECT topic(3) AS thing, overallDeviceStatus FROM '$aws/things/+/greengrassv2/health/json'",
-        "Greengrass fleet status to the UnhealthyCoreReports metric: 1 for an UNHEALTHY core, 0 for a HEALTHY one",
-        vec![metric_action("UnhealthyCoreReports", "${CASE overallDeviceStatus WHEN 'UNHEALTHY' THEN 1 ELSE 0 END}")?],
-        &role,
-        &names.health_rule,
-    )?;
-    ensure_rule(&clients.iot, &names.health_rule, health, &mut changes).await?;
-    let telemetry = rule_payload(
-        "SELECT topic(3) AS thing FROM 'dt/pump/+/telemetry'",
-        "Each pump telemetry batch counted in the TelemetryBatches metric",
-        vec![metric_action("TelemetryBatches", "1")?],
-        &role,
-        &names.telemetry_rule,
-    )?;
-    ensure_rule(&clients.iot, &names.telemetry_rule, telemetry, &mut changes).await?;
+    let rules = [
+        (
+            &names.health_rule,
+            "SELECT topic(3) AS thing, overallDeviceStatus FROM '$aws/things/+/greengrassv2/health/json'",
+            "Greengrass fleet status to the UnhealthyCoreReports metric: 1 for an UNHEALTHY core, 0 for a HEALTHY one",
+            "UnhealthyCoreReports",
+            "${CASE overallDeviceStatus WHEN 'UNHEALTHY' THEN 1 ELSE 0 END}",
+        ),
+        (
+            &names.telemetry_rule,
+            "SELECT topic(3) AS thing FROM 'dt/pump/+/telemetry'",
+            "Each pump telemetry batch counted in the TelemetryBatches metric",
+            "TelemetryBatches",
+            "1",
+        ),
+    ];
+    for (rule, sql, description, metric, value) in rules {
+        let payload = rule_payload(sql, description, vec![metric_action(metric, value)?], &role, rule)?;
+        ensure_rule(&clients.iot, rule, payload, &mut changes).await?;
+    }
 
     let mut watched = Vec::new();
     for rule in &spec.watched_rules {
