@@ -28,6 +28,7 @@
 //! | `TopicMatch` | `RuleName` | a message reaches a rule (its FROM filter matches, or Basic Ingest names it) |
 //! | `ParseError` | `RuleName` | the rule reads a key of a payload that is not JSON |
 //! | `RuleNotFound` | `RuleName` | a Basic Ingest topic names a rule that does not exist |
+//! | `RuleMessageThrottled` | `RuleName` | a message for the rule was dropped because the rules engine's queue was full (once per enabled rule it would have reached) |
 //! | `RulesExecuted` | none | a rule's WHERE clause held and its actions ran |
 //! | `Success`, `Failure` | `RuleName`, `ActionType` | a rule action succeeded or failed |
 //! | `ErrorActionSuccess`, `ErrorActionFailure` | `RuleName`, `ActionType` | a rule's error action succeeded or failed |
@@ -142,6 +143,8 @@ pub enum RuleMetric {
     ParseError,
     /// `RuleNotFound` (`RuleName`).
     RuleNotFound,
+    /// `RuleMessageThrottled` (`RuleName`).
+    RuleMessageThrottled,
     /// `RulesExecuted` (no dimension).
     RulesExecuted,
     /// `Success` (`RuleName`, `ActionType`).
@@ -161,6 +164,7 @@ impl RuleMetric {
             RuleMetric::TopicMatch => "TopicMatch",
             RuleMetric::ParseError => "ParseError",
             RuleMetric::RuleNotFound => "RuleNotFound",
+            RuleMetric::RuleMessageThrottled => "RuleMessageThrottled",
             RuleMetric::RulesExecuted => "RulesExecuted",
             RuleMetric::Success => "Success",
             RuleMetric::Failure => "Failure",

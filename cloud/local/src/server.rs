@@ -241,6 +241,7 @@ impl LocalCloud {
             &config.region,
             &config.account_id,
         );
+        let iot_metrics: Arc<crate::iot_metrics::IotMetrics> = Arc::default();
         let (rules_engine, rules_tap, rules_queue) = crate::rules::engine::RulesEngine::new(
             rules.clone(),
             bus.clone(),
@@ -248,13 +249,12 @@ impl LocalCloud {
             dynamodb.clone(),
             iam.clone(),
             clock.clone(),
+            iot_metrics.clone(),
         );
-        let iot_metrics: Arc<crate::iot_metrics::IotMetrics> = Arc::default();
         let rules_engine = rules_engine
             .with_functions(Arc::new(lambda.clone()))
             .with_request_service(Arc::new(shadows.clone()))
-            .with_cloudwatch(Arc::new(cloudwatch.clone()))
-            .with_metrics(iot_metrics.clone());
+            .with_cloudwatch(Arc::new(cloudwatch.clone()));
 
         // What cores report (fleet status, job executions, shadow updates) reaches the
         // deployment service in the order it happened, through one queue.

@@ -90,6 +90,7 @@ pub struct RulesTap {
     clock: SharedClock,
     rules: TopicRules,
     stats: Arc<RuleStats>,
+    metrics: Arc<IotMetrics>,
 }
 
 impl ServiceHandler for RulesTap {
@@ -117,6 +118,18 @@ impl ServiceHandler for RulesTap {
         if let Err(mpsc::error::TrySendError::Full(_)) = queued {
             // Logged at the first drop and every thousandth after, not for each message.
             let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            // Counted against each enabled rule the message would have reached, as AWS IoT
+            // counts `RuleMessageThrottled`, so an alarm can watch it.
+            let ingest = cloud_api::topic::basic_ingest_rule(topic);
+            for rule in self.rules.snapshot().iter().flat_map(|rules| rules.iter()) {
+                let reached = ingest.map_or_else(
+                    || cloud_api::topic::matches(&rule.topic_pattern, topic),
+                    |name| name == rule.rule_name,
+                );
+                if reached && !rule.rule_disabled {
+                    self.metrics.rule(RuleMetric::RuleMessageThrottled, &rule.rule_name, None);
+                }
+            }
             if dropped.is_multiple_of(1000) {
                 tracing::warn!(
                     dropped = dropped + 1,
@@ -141,7 +154,8 @@ pub struct RuleStats {
     pub evaluation_errors: AtomicU64,
     /// Error actions that failed in turn.
     pub error_actions_failed: AtomicU64,
-    /// Messages dropped because [`QUEUE_LIMIT`] messages were already waiting.
+    /// Messages dropped because [`QUEUE_LIMIT`] messages were already waiting (also counted
+    /// as `RuleMessageThrottled` in `AWS/IoT` for each rule they would have reached).
     pub dropped: AtomicU64,
 }
 
@@ -213,10 +227,12 @@ impl RulesEngine {
         dynamodb: DynamoDb,
         iam: Iam,
         clock: SharedClock,
+        metrics: Arc<IotMetrics>,
     ) -> (Self, Arc<RulesTap>, RulesQueue) {
         let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
         let stats: Arc<RuleStats> = Arc::default();
-        let tap = Arc::new(RulesTap { tx, clock, rules: rules.clone(), stats: stats.clone() });
+        let tap =
+            Arc::new(RulesTap { tx, clock, rules: rules.clone(), stats: stats.clone(), metrics: metrics.clone() });
         let engine = RulesEngine {
             rules,
             bus,
@@ -227,7 +243,7 @@ impl RulesEngine {
             cloudwatch: None,
             requests: RequestServices::default(),
             stats,
-            metrics: Arc::default(),
+            metrics,
         };
         (engine, tap, RulesQueue(rx))
     }
@@ -245,11 +261,6 @@ impl RulesEngine {
     }
 
     /// The engine counting AWS IoT's rule metrics (`TopicMatch`, `Success`, …) in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<IotMetrics>) -> Self {
-        self.metrics = metrics;
-        self
-    }
-
     /// The engine with `republish` actions also handing requests on the topics `service` owns
     /// (its [`ServiceHandler::wants`]) to it, as the broker does with a client's publish.
     pub fn with_request_service(mut self, service: Arc<dyn ServiceHandler>) -> Self {
@@ -637,11 +648,19 @@ mod tests {
         rules.create("r", payload).unwrap();
         let (tx, mut rx) = mpsc::channel(QUEUE_LIMIT);
         let stats: Arc<RuleStats> = Arc::default();
-        let tap = RulesTap { tx, clock: crate::time::system(), rules, stats: stats.clone() };
+        let metrics: Arc<IotMetrics> = Arc::default();
+        let tap = RulesTap { tx, clock: crate::time::system(), rules, stats: stats.clone(), metrics: metrics.clone() };
         for _ in 0..QUEUE_LIMIT + 5 {
             tap.observe(None, "dt/pump/p/telemetry", &Bytes::from_static(b"{}"));
         }
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 5);
+        let throttled: Vec<_> = metrics
+            .take()
+            .into_iter()
+            .filter(|s| s.name == "RuleMessageThrottled")
+            .map(|s| (s.dimensions, s.count))
+            .collect();
+        assert_eq!(throttled, vec![(vec![("RuleName", "r".to_owned())], 5)], "one per message it would have reached");
         let mut queued = 0;
         while rx.try_recv().is_ok() {
             queued += 1;
