@@ -70,14 +70,14 @@ impl AppSpec {
     /// The names of the resources, derived from the prefix.
     pub fn names(&self) -> AppNames {
         let p = &self.prefix;
-        let rule = p.replace('-', "_");
+        let [anomaly_rule, telemetry_rule] = app_rules(p);
         AppNames {
             incidents_table: format!("{p}-incidents"),
             aggregates_table: format!("{p}-telemetry-hourly"),
             anomaly_function: format!("{p}-anomaly-handler"),
             aggregator_function: format!("{p}-telemetry-aggregator"),
-            anomaly_rule: format!("{rule}_anomalies"),
-            telemetry_rule: format!("{rule}_telemetry"),
+            anomaly_rule,
+            telemetry_rule,
             anomaly_function_role: format!("{p}-anomaly-handler-role"),
             aggregator_function_role: format!("{p}-telemetry-aggregator-role"),
             anomaly_rule_role: format!("{p}-anomalies-rule-role"),
@@ -112,6 +112,16 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), ProvisionError> {
             "prefix {prefix:?}: 1 to 40 letters, digits or '-', starting with a letter"
         )))
     }
+}
+
+/// A topic rule's name from the prefix (rule names take `_`, not `-`).
+pub fn rule_name(prefix: &str, suffix: &str) -> String {
+    format!("{}_{suffix}", prefix.replace('-', "_"))
+}
+
+/// The application's two rules under `prefix`: anomalies, telemetry.
+pub fn app_rules(prefix: &str) -> [String; 2] {
+    [rule_name(prefix, "anomalies"), rule_name(prefix, "telemetry")]
 }
 
 /// The names of the deployed resources.

@@ -111,11 +111,10 @@ impl MonitoringSpec {
     /// The names of the resources.
     pub fn names(&self) -> MonitoringNames {
         let p = &self.prefix;
-        let rule = p.replace('-', "_");
         MonitoringNames {
             fleet_metric: format!("{p}-disconnected-cores"),
-            health_rule: format!("{rule}_core_health"),
-            telemetry_rule: format!("{rule}_telemetry_flow"),
+            health_rule: crate::app::rule_name(p, "core_health"),
+            telemetry_rule: crate::app::rule_name(p, "telemetry_flow"),
             rule_role: format!("{p}-monitoring-rules"),
             disconnected_alarm: format!("{p}-core-disconnected"),
             unhealthy_alarm: format!("{p}-core-unhealthy"),
@@ -412,7 +411,22 @@ pub async fn deploy_monitoring(
     ensure_connectivity_indexing(&clients.iot, &mut changes).await?;
     ensure_fleet_metric(&clients.iot, &names.fleet_metric, &disconnected_query(&spec.group), &mut changes).await?;
 
-    let rules = [names.health_rule.as_str(), names.telemetry_rule.as_str()];
+    let rules = [
+        (
+            &names.health_rule,
+            "SELECT topic(3) AS thing, overallDeviceStatus FROM '$aws/things/+/greengrassv2/health/json'",
+            "Greengrass fleet status to the UnhealthyCoreReports metric: 1 for an UNHEALTHY core, 0 for a HEALTHY one",
+            "UnhealthyCoreReports",
+            "${CASE overallDeviceStatus WHEN 'UNHEALTHY' THEN 1 ELSE 0 END}",
+        ),
+        (
+            &names.telemetry_rule,
+            "SELECT topic(3) AS thing FROM 'dt/pump/+/telemetry'",
+            "Each pump telemetry batch counted in the TelemetryBatches metric",
+            "TelemetryBatches",
+            "1",
+        ),
+    ];
     let role = ensure_role(
         &clients.iam,
         &names.rule_role,
@@ -421,8 +435,13 @@ pub async fn deploy_monitoring(
         &mut changes,
     )
     .await?;
-    if ensure_role_policy(&clients.iam, &names.rule_role, ROLE_POLICY_NAME, &monitoring_rule_policy(&scope, &rules))
-        .await?
+    if ensure_role_policy(
+        &clients.iam,
+        &names.rule_role,
+        ROLE_POLICY_NAME,
+        &monitoring_rule_policy(&scope, &rules.map(|r| r.0.as_str())),
+    )
+    .await?
     {
         changes.push(format!("role {} allows only what its rules do", names.rule_role));
     }
@@ -440,22 +459,6 @@ pub async fn deploy_monitoring(
             )
             .build())
     };
-    let rules = [
-        (
-            &names.health_rule,
-            "SELECT topic(3) AS thing, overallDeviceStatus FROM '$aws/things/+/greengrassv2/health/json'",
-            "Greengrass fleet status to the UnhealthyCoreReports metric: 1 for an UNHEALTHY core, 0 for a HEALTHY one",
-            "UnhealthyCoreReports",
-            "${CASE overallDeviceStatus WHEN 'UNHEALTHY' THEN 1 ELSE 0 END}",
-        ),
-        (
-            &names.telemetry_rule,
-            "SELECT topic(3) AS thing FROM 'dt/pump/+/telemetry'",
-            "Each pump telemetry batch counted in the TelemetryBatches metric",
-            "TelemetryBatches",
-            "1",
-        ),
-    ];
     for (rule, sql, description, metric, value) in rules {
         let payload = rule_payload(sql, description, vec![metric_action(metric, value)?], &role, rule)?;
         ensure_rule(&clients.iot, rule, payload, &mut changes).await?;

@@ -34,8 +34,9 @@ pub(crate) struct DeployArgs {
     /// No pump telemetry from the fleet for this long raises the telemetry-gap alarm.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     telemetry_gap: i32,
-    /// A rule whose action failures raise an alarm (repeatable; default: the application's rules).
-    #[arg(long = "watch-rule", value_name = "RULE", default_values_t = ["pump_anomalies".to_owned(), "pump_telemetry".to_owned()])]
+    /// A rule whose action failures raise an alarm (repeatable; default: the application's two
+    /// rules under the same prefix, as `provision app` names them).
+    #[arg(long = "watch-rule", value_name = "RULE")]
     watched_rules: Vec<String>,
     /// Authentication or authorization failures within five minutes that raise an alarm.
     #[arg(long, value_name = "N", default_value_t = 20)]
@@ -72,15 +73,19 @@ pub(crate) async fn run(command: MonitoringCommand) -> anyhow::Result<()> {
     match command {
         MonitoringCommand::Deploy(args) => {
             let spec = MonitoringSpec {
-                prefix: args.prefix,
                 group: args.group,
                 period_secs: args.period,
                 disconnected_secs: args.disconnected_after,
                 telemetry_gap_secs: args.telemetry_gap,
-                watched_rules: args.watched_rules,
+                watched_rules: if args.watched_rules.is_empty() {
+                    provision::app::app_rules(&args.prefix).to_vec()
+                } else {
+                    args.watched_rules
+                },
                 auth_failures: args.auth_failures,
                 certificate_days: args.certificate_days,
                 alarm_actions: args.alarm_actions,
+                prefix: args.prefix,
             };
             let deployed =
                 deploy_monitoring(&clients(&args.target).await, &spec).await.context("deploying the monitoring")?;
