@@ -24,6 +24,10 @@ pub const DEFAULT_POLICY_NAME: &str = "PumpCoreDevicePolicy";
 /// when it is attached; one policy serves every core, scoped by policy variables.
 pub const DEFAULT_DEPLOYMENTS_POLICY_NAME: &str = "GreengrassCoreDeploymentsPolicy";
 
+/// The name [`crate::fleet::ensure_rotation_policy`] gives the shipped certificate-rotation
+/// additions ([`crate::policy::CERTIFICATE_ROTATION_POLICY`]).
+pub const DEFAULT_ROTATION_POLICY_NAME: &str = "PumpCoreRotationPolicy";
+
 /// IoT Core's MQTT over TLS port.
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
 
@@ -520,6 +524,20 @@ pub(crate) async fn ensure_policy(
         .ok_or_else(|| ProvisionError::unexpected("CreatePolicyVersion", "no policyVersionId"))?;
     changes.push(Change::PolicyVersionCreated { name: name.into(), version: version.clone() });
     Ok(version)
+}
+
+/// The things of `group` and of its child groups (ListThingsInThingGroup, recursive, every page).
+pub(crate) async fn things_in_group(client: &Client, group: &str) -> Result<Vec<String>, ProvisionError> {
+    client
+        .list_things_in_thing_group()
+        .thing_group_name(group)
+        .recursive(true)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .map_err(aws("ListThingsInThingGroup"))
 }
 
 pub(crate) async fn list_thing_principals(client: &Client, thing: &str) -> Result<Vec<String>, ProvisionError> {

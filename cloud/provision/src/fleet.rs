@@ -223,6 +223,23 @@ pub async fn ensure_core_policies(
     Ok(changes)
 }
 
+/// Creates or updates the shipped certificate-rotation policy under `name`
+/// ([`crate::policy::CERTIFICATE_ROTATION_POLICY`], rendered for the account of `account_arn`),
+/// for a template whose cores rotate their certificates.
+pub async fn ensure_rotation_policy(
+    iot: &aws_sdk_iot::Client,
+    account_arn: &str,
+    name: &str,
+) -> Result<Vec<crate::Change>, ProvisionError> {
+    validate_policy_name(name)?;
+    let scope = crate::policy::AccountScope::from_arn(account_arn)
+        .ok_or_else(|| ProvisionError::InvalidInput(format!("{account_arn:?} is not an ARN")))?;
+    let mut changes = Vec::new();
+    let rotation = crate::PolicySource::certificate_rotation().render(&scope, false)?;
+    crate::device::ensure_policy(iot, name, &rotation, &mut changes).await?;
+    Ok(changes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

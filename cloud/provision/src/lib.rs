@@ -38,8 +38,8 @@ pub use client::{
     lambda_client, s3_client,
 };
 pub use device::{
-    Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, Deprovisioned,
-    ProvisionedDevice, deprovision, provision_core_device, replace_device,
+    Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME,
+    DEFAULT_ROTATION_POLICY_NAME, Deprovisioned, ProvisionedDevice, deprovision, provision_core_device, replace_device,
 };
 pub use error::{NextStep, ProvisionError};
 pub use policy::PolicySource;

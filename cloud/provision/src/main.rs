@@ -123,7 +123,7 @@ struct AuditArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["thing", "expiring_within"])))]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["thing", "expiring_within", "thing_group"])))]
 struct RotateArgs {
     /// The core's thing (it must have exactly one certificate, unless a rotation job of it is
     /// unfinished: that one is followed instead).
@@ -133,11 +133,16 @@ struct RotateArgs {
     /// Defender's expiring-certificate check): one job per thing, unfinished ones resumed.
     #[arg(long, value_name = "DAYS", conflicts_with = "job_id")]
     expiring_within: Option<u32>,
-    /// With --expiring-within: how many rotations are followed at once.
-    #[arg(long, value_name = "N", default_value_t = 10, requires = "expiring_within")]
+    /// Rotate every thing of this thing group with one job targeting the group (every member
+    /// must have exactly one certificate); the cloud's part runs for each core as it reports.
+    #[arg(long, value_name = "NAME")]
+    thing_group: Option<String>,
+    /// With --expiring-within or --thing-group: how many rotations (or attach and retire steps)
+    /// run at once.
+    #[arg(long, value_name = "N", default_value_t = 10)]
     concurrency: usize,
-    /// The job's id (default: rotate-{thing}-{unix seconds}; with --expiring-within,
-    /// rotate-{unix seconds}-{thing}).
+    /// The job's id (default: rotate-{thing}-{unix seconds}; with --thing-group,
+    /// rotate-{group}-{unix seconds}; with --expiring-within, rotate-{unix seconds}-{thing}).
     #[arg(long, value_name = "ID")]
     job_id: Option<String>,
     /// Give up following after this many seconds (the job stays as it is).
@@ -447,6 +452,13 @@ async fn run_rotate(args: RotateArgs) -> anyhow::Result<()> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let poll = std::time::Duration::from_millis(args.poll_ms);
     let timeout = std::time::Duration::from_secs(args.timeout);
+    if let Some(group) = &args.thing_group {
+        let job_id = args.job_id.clone().unwrap_or_else(|| format!("rotate-{group}-{now}"));
+        let rotation = provision::rotate::rotate_group(&iot, &data, group, &job_id, args.concurrency, poll, timeout)
+            .await
+            .with_context(|| format!("rotating the certificates of thing group {group}"))?;
+        return report_group(group, &rotation);
+    }
     let Some(thing) = &args.thing else {
         let days = args.expiring_within.unwrap_or_default();
         let prefix = format!("rotate-{now}");
@@ -466,13 +478,41 @@ async fn run_rotate(args: RotateArgs) -> anyhow::Result<()> {
 
 /// `Ok` for a rotation that SUCCEEDED, else why not.
 fn rotation_result(outcome: &provision::rotate::RotationOutcome, timeout: u64) -> anyhow::Result<()> {
-    match (outcome.timed_out, outcome.status.as_str()) {
-        (true, _) => anyhow::bail!("the core did not finish the rotation within {timeout}s"),
-        (false, "SUCCEEDED") => Ok(()),
-        (false, status) => anyhow::bail!(
-            "the rotation ended {status}: {}",
-            outcome.details.get("reason").map_or("no reason given", String::as_str)
-        ),
+    match outcome.problem() {
+        None => Ok(()),
+        Some(problem) if outcome.timed_out => anyhow::bail!("{problem} ({timeout}s)"),
+        Some(problem) => anyhow::bail!("{problem}"),
+    }
+}
+
+/// One line per member of a group rotation; `Err` if any was not rotated.
+fn report_group(group: &str, rotation: &provision::rotate::GroupRotation) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for member in &rotation.members {
+        let took = member.took.as_secs_f64();
+        match member.outcome.as_ref().map(|o| (o, o.problem())) {
+            Ok((outcome, None)) => {
+                println!("{}: SUCCEEDED in {took:.1} s (certificate {})", member.thing, outcome.certificate_id)
+            }
+            Ok((_, Some(problem))) => {
+                failed += 1;
+                println!("{}: {problem}", member.thing);
+            }
+            Err(e) => {
+                failed += 1;
+                println!("{}: {e}", member.thing);
+            }
+        }
+    }
+    println!(
+        "job {}: {} of {} cores of {group} rotated",
+        rotation.job_id,
+        rotation.members.len() - failed,
+        rotation.members.len()
+    );
+    match failed {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} of the {} cores of {group} were not rotated", rotation.members.len()),
     }
 }
 

@@ -8,6 +8,7 @@
 //! | `pump-core-unhealthy` | `PumpFleet` `UnhealthyCoreReports` ≥ 1 | rule `pump_core_health` on Greengrass fleet status (`$aws/things/+/greengrassv2/health/json`): 1 for an `UNHEALTHY` core (a component `BROKEN` or `ERRORED`), 0 for a `HEALTHY` one |
 //! | `pump-telemetry-gap` | `PumpFleet` `TelemetryBatches` < 1 for the whole period | rule `pump_telemetry_flow` on `dt/pump/+/telemetry`, 1 per batch |
 //! | `pump-rule-errors-{rule}-{ActionType}` | `AWS/IoT` `Failure` of the rule's actions of that type ≥ 1 | IoT Core's own rule metrics |
+//! | `pump-rule-throttled-{rule}` | `AWS/IoT` `RuleMessageThrottled` of the rule ≥ 1 | IoT Core's own rule metrics: messages the rules engine dropped instead of running the rule |
 //! | `pump-connect-auth-failures` | `AWS/IoT` `Connection.AuthNError` ≥ N in 5 minutes | IoT Core's authentication metrics |
 //! | `pump-publish-authz-failures` | `AWS/IoT` `PublishIn.AuthError` ≥ N in 5 minutes | IoT Core's protocol metrics |
 //! | `pump-certificate-expiring` | `PumpFleet` `CertificateDaysLeft` < D | [`publish_certificate_expiry`], run daily |
@@ -156,6 +157,11 @@ pub fn rule_errors_alarm(prefix: &str, rule: &str, action_type: &str) -> String 
     format!("{prefix}-rule-errors-{rule}-{action_type}")
 }
 
+/// The alarm on messages the rules engine dropped (throttled) instead of running a rule.
+pub fn rule_throttled_alarm(prefix: &str, rule: &str) -> String {
+    format!("{prefix}-rule-throttled-{rule}")
+}
+
 /// The alarm on a burst of one of IoT Core's authentication or authorization errors.
 pub fn auth_failures_alarm(prefix: &str, metric: &str) -> String {
     let what = if metric.starts_with("Connection.") { "connect-auth-failures" } else { "publish-authz-failures" };
@@ -299,6 +305,19 @@ pub fn alarms(spec: &MonitoringSpec, watched: &[WatchedRule]) -> Vec<AlarmSpec> 
         },
     ];
     for WatchedRule { rule, action_types } in watched {
+        out.push(AlarmSpec {
+            dimensions: vec![("RuleName".into(), rule.clone())],
+            statistic: Statistic::Sum,
+            ..alarm(
+                &rule_throttled_alarm(&spec.prefix, rule),
+                format!(
+                    "Messages for rule {rule} were dropped (throttled) before the rule ran: data the rule \
+                     should have delivered is lost."
+                ),
+                IOT_NAMESPACE,
+                "RuleMessageThrottled",
+            )
+        });
         for action_type in action_types {
             out.push(AlarmSpec {
                 dimensions: vec![("ActionType".into(), (*action_type).into()), ("RuleName".into(), rule.clone())],
@@ -634,17 +653,7 @@ pub async fn publish_certificate_expiry(
     clients: &MonitoringClients,
     group: &str,
 ) -> Result<Option<f64>, ProvisionError> {
-    let things: Vec<String> = clients
-        .iot
-        .list_things_in_thing_group()
-        .thing_group_name(group)
-        .recursive(true)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<Vec<_>, _>>()
-        .await
-        .map_err(aws("ListThingsInThingGroup"))?;
+    let things = crate::device::things_in_group(&clients.iot, group).await?;
     let certificates = crate::audit::read_certificates(&clients.iot).await?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let Some(days) = days_left(&certificates, &things, now) else { return Ok(None) };
@@ -731,7 +740,11 @@ mod tests {
         let connect = alarm(&all, "pump-connect-auth-failures");
         assert_eq!((connect.metric.as_str(), connect.period, connect.threshold), ("Connection.AuthNError", 300, 20.0));
         assert_eq!(alarm(&all, "pump-publish-authz-failures").metric, "PublishIn.AuthError");
-        assert_eq!(all.len(), 4 + 3 + 2);
+        let throttled = alarm(&all, "pump-rule-throttled-pump_telemetry");
+        assert_eq!((throttled.metric.as_str(), throttled.statistic.clone()), ("RuleMessageThrottled", Statistic::Sum));
+        assert_eq!(throttled.dimensions, vec![("RuleName".to_owned(), "pump_telemetry".to_owned())]);
+        alarm(&all, "pump-rule-throttled-pump_anomalies");
+        assert_eq!(all.len(), 4 + 3 + 2 + 2);
         let names: std::collections::BTreeSet<_> = all.iter().map(|a| &a.name).collect();
         assert_eq!(names.len(), all.len(), "names are distinct");
     }

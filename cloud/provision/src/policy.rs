@@ -29,6 +29,16 @@ pub const GREENGRASS_DEPLOYMENTS_POLICY: &str = include_str!("../policies/greeng
 /// The name shown for [`GREENGRASS_DEPLOYMENTS_POLICY`] in messages.
 pub const GREENGRASS_DEPLOYMENTS_POLICY_LABEL: &str = "policies/greengrass-core-deployments.json (shipped)";
 
+/// The additions a core needs on the same thing to rotate its certificate
+/// (`device-sim core --certificate-rotation`): the rotation job on its default-namespace Jobs
+/// topics, CreateCertificateFromCsr, the cloud's attach notice on `cmd/{thing}/certificate-rotation`
+/// and the classic shadow `get` that proves the new certificate. A separate policy because the
+/// deployment policy and these topics together pass IoT Core's 2,048-character limit.
+pub const CERTIFICATE_ROTATION_POLICY: &str = include_str!("../policies/pump-core-rotation.json");
+
+/// The name shown for [`CERTIFICATE_ROTATION_POLICY`] in messages.
+pub const CERTIFICATE_ROTATION_POLICY_LABEL: &str = "policies/pump-core-rotation.json (shipped)";
+
 /// IoT Core's limit on a policy document, in characters, whitespace excluded.
 pub const MAX_POLICY_CHARS: usize = 2048;
 
@@ -92,6 +102,11 @@ impl PolicySource {
     /// The shipped Greengrass deployment additions ([`GREENGRASS_DEPLOYMENTS_POLICY`]).
     pub fn greengrass_deployments() -> PolicySource {
         PolicySource { label: GREENGRASS_DEPLOYMENTS_POLICY_LABEL.into(), text: GREENGRASS_DEPLOYMENTS_POLICY.into() }
+    }
+
+    /// The shipped certificate-rotation additions ([`CERTIFICATE_ROTATION_POLICY`]).
+    pub fn certificate_rotation() -> PolicySource {
+        PolicySource { label: CERTIFICATE_ROTATION_POLICY_LABEL.into(), text: CERTIFICATE_ROTATION_POLICY.into() }
     }
 
     /// Reads a policy file.
@@ -229,6 +244,56 @@ mod tests {
         assert!(publish("$aws/things/core-1/greengrass/health/json"), "telemetry");
         assert!(!publish("$aws/things/core-2/greengrass/health/json"), "another core's telemetry");
         assert!(!publish("$aws/things/core-1/greengrass/health/other"));
+    }
+
+    #[test]
+    fn rotation_policy_passes_the_audit_and_lets_a_core_rotate_and_nothing_of_another_core() {
+        use cloud_api::policy::{Action, PolicyDocument, evaluate};
+        let rendered = PolicySource::certificate_rotation().render(&scope(), false).expect("accepted");
+        assert!(rendered.findings.is_empty(), "{:?}", rendered.findings);
+        let chars = rendered.document.chars().filter(|c| !c.is_whitespace()).count();
+        assert!(chars <= MAX_POLICY_CHARS, "{chars}");
+        let policy = [PolicyDocument::parse(&rendered.document).unwrap()];
+        let ctx = core_1();
+        let allowed = |action: Action, kind: &str, name: &str| {
+            evaluate(&policy, action, &format!("arn:aws:iot:eu-west-1:111122223333:{kind}/{name}"), &ctx).is_allowed()
+        };
+        // What the core's rotation service subscribes to and receives.
+        for filter in [
+            "$aws/things/core-1/jobs/notify-next",
+            "$aws/things/core-1/jobs/$next/get/accepted",
+            "$aws/things/core-1/jobs/+/update/accepted",
+            "$aws/things/core-1/jobs/+/update/rejected",
+            "$aws/certificates/create-from-csr/json/accepted",
+            "$aws/certificates/create-from-csr/json/rejected",
+            "$aws/things/core-1/shadow/get/accepted",
+            "$aws/things/core-1/shadow/get/rejected",
+            "cmd/core-1/certificate-rotation",
+        ] {
+            assert!(allowed(Action::Subscribe, "topicfilter", filter), "subscribe {filter}");
+            let topic = filter.replace('+', "rotate-1");
+            assert!(allowed(Action::Receive, "topic", &topic), "receive {topic}");
+        }
+        // What it publishes.
+        for topic in [
+            "$aws/things/core-1/jobs/$next/get",
+            "$aws/things/core-1/jobs/rotate-1/update",
+            "$aws/certificates/create-from-csr/json",
+            "$aws/things/core-1/shadow/get",
+        ] {
+            assert!(allowed(Action::Publish, "topic", topic), "publish {topic}");
+        }
+        // Nothing of another core, and no other way to a certificate.
+        for (action, kind, name) in [
+            (Action::Subscribe, "topicfilter", "$aws/things/core-2/jobs/notify-next"),
+            (Action::Receive, "topic", "cmd/core-2/certificate-rotation"),
+            (Action::Publish, "topic", "$aws/things/core-2/jobs/rotate-1/update"),
+            (Action::Publish, "topic", "$aws/things/core-1/shadow/update"),
+            (Action::Publish, "topic", "cmd/core-1/certificate-rotation"),
+            (Action::Publish, "topic", "$aws/certificates/create/json"),
+        ] {
+            assert!(!allowed(action, kind, name), "{name} must be refused");
+        }
     }
 
     #[test]

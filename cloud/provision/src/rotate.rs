@@ -84,6 +84,20 @@ pub struct RotationOutcome {
     pub resumed: bool,
 }
 
+impl RotationOutcome {
+    /// `None` when the device committed its new certificate (SUCCEEDED), else why not.
+    pub fn problem(&self) -> Option<String> {
+        match (self.timed_out, self.status.as_str()) {
+            (true, _) => Some("the core did not finish the rotation before the deadline".into()),
+            (false, "SUCCEEDED") => None,
+            (false, status) => Some(format!(
+                "the rotation ended {status}: {}",
+                self.details.get("reason").map_or("no reason given", String::as_str)
+            )),
+        }
+    }
+}
+
 /// Rotates the certificate of `thing`: follows its unfinished rotation job if it has one (an
 /// earlier run that stopped following — the step is resumable), else creates job `job_id` and
 /// follows it (every `poll`, for at most `timeout`). A new rotation needs the thing to have
@@ -96,20 +110,13 @@ pub async fn rotate(
     poll: Duration,
     timeout: Duration,
 ) -> Result<RotationOutcome, ProvisionError> {
-    let principals = list_thing_principals(iot, thing).await?;
     if let Some((job_id, new_id)) = unfinished_rotation(iot, thing).await? {
-        // The old certificate is the one that is not the new one the device reported.
-        let old: Vec<_> = principals.iter().filter(|arn| Some(certificate_id(arn)) != new_id.as_deref()).collect();
-        let [old_arn] = old.as_slice() else {
-            return Err(ProvisionError::InvalidInput(format!(
-                "{thing} has rotation job {job_id} under way and {} other certificates; expected one",
-                old.len()
-            )));
-        };
-        let mut outcome = follow(iot, data, thing, &job_id, old_arn, poll, timeout).await?;
+        let old_arn = old_certificate(iot, thing, new_id.as_ref()).await?;
+        let mut outcome = follow(iot, data, thing, &job_id, &old_arn, poll, timeout).await?;
         outcome.resumed = true;
         return Ok(outcome);
     }
+    let principals = list_thing_principals(iot, thing).await?;
     let [old_arn] = principals.as_slice() else {
         return Err(ProvisionError::InvalidInput(format!(
             "{thing} has {} certificates; a rotation needs exactly one",
@@ -124,15 +131,26 @@ pub async fn rotate(
         .map_err(aws("DescribeThing"))?
         .thing_arn
         .ok_or_else(|| ProvisionError::unexpected("DescribeThing", "no thingArn"))?;
+    create_rotation_job(iot, job_id, thing_arn, "certificate rotation".into()).await?;
+    follow(iot, data, thing, job_id, old_arn, poll, timeout).await
+}
+
+/// CreateJob of a rotation ([`ROTATE_DOCUMENT`]) for a thing or a thing group.
+async fn create_rotation_job(
+    iot: &aws_sdk_iot::Client,
+    job_id: &str,
+    target_arn: String,
+    description: String,
+) -> Result<(), ProvisionError> {
     iot.create_job()
         .job_id(job_id)
-        .targets(thing_arn)
+        .targets(target_arn)
         .document(ROTATE_DOCUMENT)
-        .description("certificate rotation")
+        .description(description)
         .send()
         .await
         .map_err(aws("CreateJob"))?;
-    follow(iot, data, thing, job_id, old_arn, poll, timeout).await
+    Ok(())
 }
 
 /// Whether a job document asks for a rotation (`{"operation": "ROTATE_CERTIFICATE"}`).
@@ -183,50 +201,44 @@ async fn unfinished_rotation(
     Ok(None)
 }
 
-/// Follows rotation job `job_id` of `thing`, whose certificate before it was `old_arn`.
-async fn follow(
-    iot: &aws_sdk_iot::Client,
-    data: &aws_sdk_iotdataplane::Client,
-    thing: &str,
-    job_id: &str,
-    old_arn: &str,
-    poll: Duration,
-    timeout: Duration,
-) -> Result<RotationOutcome, ProvisionError> {
-    let old_arn = old_arn.to_owned();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut attached: Option<String> = None;
-    loop {
-        let execution = iot
-            .describe_job_execution()
-            .job_id(job_id)
-            .thing_name(thing)
-            .send()
-            .await
-            .map_err(aws("DescribeJobExecution"))?
-            .execution
-            .ok_or_else(|| ProvisionError::unexpected("DescribeJobExecution", "no execution"))?;
-        let status = execution.status.clone().unwrap_or(JobExecutionStatus::Queued);
-        let details = execution.status_details.and_then(|d| d.details_map).unwrap_or_default();
-        let outcome = |certificate_arn: &str, timed_out| RotationOutcome {
-            job_id: job_id.to_owned(),
+/// One thing's rotation as the cloud follows it: the certificate it had, the new one attached.
+#[derive(Debug, Clone)]
+struct Follower {
+    thing: String,
+    job_id: String,
+    old_arn: String,
+    attached: Option<String>,
+}
+
+impl Follower {
+    /// Acts on the execution seen ([`next_action`]); returns the outcome once the rotation ended.
+    async fn step(
+        &mut self,
+        iot: &aws_sdk_iot::Client,
+        data: &aws_sdk_iotdataplane::Client,
+        status: &JobExecutionStatus,
+        details: &HashMap<String, String>,
+    ) -> Result<Option<RotationOutcome>, ProvisionError> {
+        let outcome = |certificate_arn: &str| RotationOutcome {
+            job_id: self.job_id.clone(),
             status: status.as_str().to_owned(),
             details: details.clone(),
             certificate_id: certificate_id(certificate_arn).to_owned(),
-            timed_out,
+            timed_out: false,
             resumed: false,
         };
-        match next_action(&status, &details, attached.as_deref()) {
-            CloudAction::Wait => {}
+        match next_action(status, details, self.attached.as_deref()) {
+            CloudAction::Wait => Ok(None),
             CloudAction::Attach(id) => {
-                attach(iot, data, thing, &old_arn, &id).await?;
-                attached = Some(id);
-                continue;
+                attach(iot, data, &self.thing, &self.old_arn, &id).await?;
+                self.attached = Some(id);
+                Ok(None)
             }
             CloudAction::RetireOld => {
-                retire(iot, thing, &old_arn).await?;
-                let new = attached.or_else(|| details.get("newCertificateId").cloned()).unwrap_or_default();
-                return Ok(outcome(&new, false));
+                retire(iot, &self.thing, &self.old_arn).await?;
+                let new =
+                    self.attached.clone().or_else(|| details.get("newCertificateId").cloned()).unwrap_or_default();
+                Ok(Some(outcome(&new)))
             }
             CloudAction::RetireNew(id) => {
                 let arn = iot
@@ -237,16 +249,257 @@ async fn follow(
                     .ok()
                     .and_then(|d| d.certificate_description?.certificate_arn);
                 if let Some(arn) = arn {
-                    retire(iot, thing, &arn).await?;
+                    retire(iot, &self.thing, &arn).await?;
                 }
-                return Ok(outcome(&old_arn, false));
+                Ok(Some(outcome(&self.old_arn)))
             }
-            CloudAction::Done => return Ok(outcome(&old_arn, false)),
+            CloudAction::Done => Ok(Some(outcome(&self.old_arn))),
+        }
+    }
+
+    /// The outcome when the deadline passed first (the job is left as it is).
+    fn timed_out(&self, status: &JobExecutionStatus, details: HashMap<String, String>) -> RotationOutcome {
+        RotationOutcome {
+            job_id: self.job_id.clone(),
+            status: status.as_str().to_owned(),
+            details,
+            certificate_id: certificate_id(&self.old_arn).to_owned(),
+            timed_out: true,
+            resumed: false,
+        }
+    }
+}
+
+/// The execution of `job_id` on `thing`: its status and status details (DescribeJobExecution).
+async fn execution(
+    iot: &aws_sdk_iot::Client,
+    job_id: &str,
+    thing: &str,
+) -> Result<(JobExecutionStatus, HashMap<String, String>), ProvisionError> {
+    let execution = iot
+        .describe_job_execution()
+        .job_id(job_id)
+        .thing_name(thing)
+        .send()
+        .await
+        .map_err(aws("DescribeJobExecution"))?
+        .execution
+        .ok_or_else(|| ProvisionError::unexpected("DescribeJobExecution", "no execution"))?;
+    let status = execution.status.unwrap_or(JobExecutionStatus::Queued);
+    Ok((status, execution.status_details.and_then(|d| d.details_map).unwrap_or_default()))
+}
+
+/// Follows rotation job `job_id` of `thing`, whose certificate before it was `old_arn`.
+async fn follow(
+    iot: &aws_sdk_iot::Client,
+    data: &aws_sdk_iotdataplane::Client,
+    thing: &str,
+    job_id: &str,
+    old_arn: &str,
+    poll: Duration,
+    timeout: Duration,
+) -> Result<RotationOutcome, ProvisionError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut follower =
+        Follower { thing: thing.to_owned(), job_id: job_id.to_owned(), old_arn: old_arn.to_owned(), attached: None };
+    loop {
+        let (status, details) = execution(iot, job_id, thing).await?;
+        let attached_before = follower.attached.clone();
+        if let Some(outcome) = follower.step(iot, data, &status, &details).await? {
+            return Ok(outcome);
+        }
+        if follower.attached != attached_before {
+            continue;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Ok(outcome(&old_arn, true));
+            return Ok(follower.timed_out(&status, details));
         }
         tokio::time::sleep(poll).await;
+    }
+}
+
+/// One thing's part of a group rotation ([`rotate_group`]).
+#[derive(Debug)]
+pub struct MemberRotation {
+    /// The thing.
+    pub thing: String,
+    /// From the job's creation to the end of the cloud's part for this thing (the old
+    /// certificate retired, or the failure handled).
+    pub took: Duration,
+    /// How it ended.
+    pub outcome: Result<RotationOutcome, ProvisionError>,
+}
+
+/// A thing-group rotation: one job, many executions.
+#[derive(Debug)]
+pub struct GroupRotation {
+    /// The job.
+    pub job_id: String,
+    /// Every execution the job had, in the order they ended (unfinished ones last, timed out).
+    pub members: Vec<MemberRotation>,
+}
+
+/// The thing names of `group` (recursively) whose certificate count is not one, with the count.
+async fn members_without_one_certificate(
+    iot: &aws_sdk_iot::Client,
+    group: &str,
+) -> Result<(usize, Vec<(String, usize)>), ProvisionError> {
+    let things = crate::device::things_in_group(iot, group).await?;
+    let mut odd = Vec::new();
+    for thing in &things {
+        let n = list_thing_principals(iot, thing).await?.len();
+        if n != 1 {
+            odd.push((thing.clone(), n));
+        }
+    }
+    Ok((things.len(), odd))
+}
+
+/// Rotates the certificate of every thing in `group` with ONE job targeting the group (as an
+/// operator rolls a campaign out to a fleet): every member must have exactly one certificate
+/// (refused before anything is created, naming those that do not). The cloud's part runs for
+/// each execution as its device reports: ListJobExecutionsForJob every `poll` (one paged call
+/// for the whole fleet, within the Jobs API's request rates), DescribeJobExecution only for an
+/// execution that needs a decision, and at most `concurrency` attach or retire steps at once.
+/// Gives up after `timeout`, leaving the job as it is.
+pub async fn rotate_group(
+    iot: &aws_sdk_iot::Client,
+    data: &aws_sdk_iotdataplane::Client,
+    group: &str,
+    job_id: &str,
+    concurrency: usize,
+    poll: Duration,
+    timeout: Duration,
+) -> Result<GroupRotation, ProvisionError> {
+    let (count, odd) = members_without_one_certificate(iot, group).await?;
+    if count == 0 {
+        return Err(ProvisionError::InvalidInput(format!("thing group {group} has no things to rotate")));
+    }
+    if !odd.is_empty() {
+        let named: Vec<String> = odd.iter().take(10).map(|(t, n)| format!("{t} ({n})")).collect();
+        return Err(ProvisionError::InvalidInput(format!(
+            "{} of the {count} things of {group} do not have exactly one certificate, which a rotation needs: {}{}",
+            odd.len(),
+            named.join(", "),
+            if odd.len() > named.len() { ", …" } else { "" }
+        )));
+    }
+    let group_arn = iot
+        .describe_thing_group()
+        .thing_group_name(group)
+        .send()
+        .await
+        .map_err(aws("DescribeThingGroup"))?
+        .thing_group_arn
+        .ok_or_else(|| ProvisionError::unexpected("DescribeThingGroup", "no thingGroupArn"))?;
+    create_rotation_job(iot, job_id, group_arn, format!("certificate rotation of thing group {group}")).await?;
+    let created = tokio::time::Instant::now();
+    let deadline = created + timeout;
+    let mut followers: std::collections::BTreeMap<String, Follower> = std::collections::BTreeMap::new();
+    let mut members: Vec<MemberRotation> = Vec::new();
+    loop {
+        let executions: Vec<(String, JobExecutionStatus)> = iot
+            .list_job_executions_for_job()
+            .job_id(job_id)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(aws("ListJobExecutionsForJob"))?
+            .into_iter()
+            .filter_map(|e| {
+                let thing = e.thing_arn?.rsplit_once(":thing/")?.1.to_owned();
+                Some((thing, e.job_execution_summary?.status?))
+            })
+            .collect();
+        let mut steps = tokio::task::JoinSet::new();
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        for (thing, status) in &executions {
+            if members.iter().any(|m| &m.thing == thing) {
+                continue;
+            }
+            let known = followers.get(thing);
+            // Nothing to decide: queued, or in progress with its new certificate attached.
+            if *status == JobExecutionStatus::Queued
+                || (*status == JobExecutionStatus::InProgress && known.is_some_and(|f| f.attached.is_some()))
+            {
+                continue;
+            }
+            let (iot, data, permits) = (iot.clone(), data.clone(), permits.clone());
+            let (thing, job_id, known) = (thing.clone(), job_id.to_owned(), known.cloned());
+            steps.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let result = async {
+                    let (status, details) = execution(&iot, &job_id, &thing).await?;
+                    let mut follower = match known {
+                        Some(f) => f,
+                        None => Follower {
+                            old_arn: old_certificate(&iot, &thing, details.get("newCertificateId")).await?,
+                            thing: thing.clone(),
+                            job_id: job_id.clone(),
+                            attached: None,
+                        },
+                    };
+                    let outcome = follower.step(&iot, &data, &status, &details).await;
+                    Ok::<_, ProvisionError>((follower, outcome))
+                }
+                .await;
+                (thing, result)
+            });
+        }
+        while let Some(done) = steps.join_next().await {
+            let (thing, result) = done.map_err(|e| ProvisionError::unexpected("rotation step", e.to_string()))?;
+            let took = created.elapsed();
+            match result {
+                Ok((follower, Ok(None))) => {
+                    followers.insert(thing, follower);
+                }
+                Ok((_, Ok(Some(outcome)))) => members.push(MemberRotation { thing, took, outcome: Ok(outcome) }),
+                Ok((_, Err(e))) | Err(e) => members.push(MemberRotation { thing, took, outcome: Err(e) }),
+            }
+        }
+        let open = executions.iter().filter(|(thing, _)| !members.iter().any(|m| &m.thing == thing)).count();
+        if !executions.is_empty() && open == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for (thing, status) in executions {
+                if members.iter().any(|m| m.thing == thing) {
+                    continue;
+                }
+                let follower = followers.remove(&thing);
+                let outcome = match follower {
+                    Some(f) => Ok(f.timed_out(&status, HashMap::new())),
+                    None => Err(ProvisionError::InvalidInput(format!(
+                        "the rotation of {thing} did not start within {timeout:?} (its execution is {})",
+                        status.as_str()
+                    ))),
+                };
+                members.push(MemberRotation { thing, took: created.elapsed(), outcome });
+            }
+            break;
+        }
+        tokio::time::sleep(poll).await;
+    }
+    Ok(GroupRotation { job_id: job_id.to_owned(), members })
+}
+
+/// The certificate `thing` had before its rotation: its one principal other than the new one.
+async fn old_certificate(
+    iot: &aws_sdk_iot::Client,
+    thing: &str,
+    new_id: Option<&String>,
+) -> Result<String, ProvisionError> {
+    let principals = list_thing_principals(iot, thing).await?;
+    let old: Vec<&String> =
+        principals.iter().filter(|arn| Some(certificate_id(arn)) != new_id.map(String::as_str)).collect();
+    match old.as_slice() {
+        [old] => Ok((*old).clone()),
+        _ => Err(ProvisionError::InvalidInput(format!(
+            "{thing} has {} certificates besides the rotation's new one; expected one",
+            old.len()
+        ))),
     }
 }
 

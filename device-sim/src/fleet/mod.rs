@@ -22,6 +22,7 @@
 //! is stopped (its components first) and nothing is left running.
 
 pub mod measure;
+pub mod observer;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -104,6 +105,28 @@ pub struct FleetArgs {
     /// how it reached the cores: per-core time to SUCCEEDED, p50/p99, failures.
     #[arg(long)]
     pub deploy_campaign: bool,
+    /// The cores rotate their certificates when a rotation job asks (`core
+    /// --certificate-rotation`); the template attaches the rotation policy
+    /// ([`provision::DEFAULT_ROTATION_POLICY_NAME`]).
+    #[arg(long)]
+    pub certificate_rotation: bool,
+    /// Once every site is up (after a deployment campaign, if any), rotate every core's
+    /// certificate with one job targeting the group (`provision rotate --thing-group`) and report
+    /// how it reached the cores: per-core time to the old certificate retired, p50/p99, failures.
+    /// Implies --certificate-rotation.
+    #[arg(long)]
+    pub rotation_campaign: bool,
+    /// After the measurement and the campaigns, keep the fleet running until SIGINT or SIGTERM
+    /// instead of stopping.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+impl FleetArgs {
+    /// Whether the cores rotate their certificates.
+    pub fn rotating(&self) -> bool {
+        self.certificate_rotation || self.rotation_campaign
+    }
 }
 
 /// The probe a deployment campaign deploys: a recipe without artifacts whose Run step only
@@ -139,6 +162,7 @@ struct Operator {
     iam: aws_sdk_iam::Client,
     gg: aws_sdk_greengrassv2::Client,
     s3: aws_sdk_s3::Client,
+    data: aws_sdk_iotdataplane::Client,
 }
 
 impl Operator {
@@ -155,6 +179,7 @@ impl Operator {
             iam: provision::iam_client(&options).await,
             gg: provision::greengrass_client(&options).await,
             s3: provision::s3_client(&options).await,
+            data: provision::iot_data_client(&options).await,
         }
     }
 }
@@ -241,6 +266,13 @@ async fn drive(
         prepared.template,
         prepared.deployment.as_ref().map(|(d, _)| format!(", deployment {}", d.deployment_id)).unwrap_or_default()
     );
+    // With the pump's components, count what reaches the cloud.
+    let observer = match args.components == Stack::Full {
+        true => {
+            Some(observer::Observer::start(&operator.iot, endpoints, &args.group, &data_dir.join("observer")).await?)
+        }
+        false => None,
+    };
     let progress = indicatif::ProgressBar::new(sites.len() as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
@@ -270,6 +302,9 @@ async fn drive(
     if let Some(secs) = args.measure {
         let figures = measure_window(running, Duration::from_secs(secs), args.measure_pid).await;
         println!("{figures}");
+        if let Some(observer) = &observer {
+            println!("{}", observer.ledger().summary().line());
+        }
     }
     if args.deploy_campaign {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_secs);
@@ -278,9 +313,19 @@ async fn drive(
             follow_campaign(&operator, &prepared.group_arn, &deployment, created, sites.len(), deadline).await?;
         println!("campaign: {PROBE} {version} to {}: {}", args.group, campaign.line());
     }
-    match args.measure.or(args.deploy_campaign.then_some(0)) {
-        Some(_) => Ok(()),
-        None => {
+    if args.rotation_campaign {
+        let campaign = rotation_campaign(&operator, args, sites.len()).await?;
+        println!("rotation campaign: {}: {}", args.group, campaign.line());
+    }
+    if let Some(observer) = &observer
+        && (args.deploy_campaign || args.rotation_campaign)
+    {
+        println!("after the campaigns, {}", observer.ledger().summary().line());
+    }
+    let finite = args.measure.is_some() || args.deploy_campaign || args.rotation_campaign;
+    match finite && !args.keep_running {
+        true => Ok(()),
+        false => {
             println!("the fleet runs; Ctrl-C stops it");
             std::future::pending().await
         }
@@ -307,12 +352,20 @@ async fn prepare(operator: &Operator, args: &FleetArgs, bins: &Path, data_dir: &
     )
     .await
     .context("the core policies")?;
+    let mut policies =
+        vec![provision::DEFAULT_POLICY_NAME.to_owned(), provision::DEFAULT_DEPLOYMENTS_POLICY_NAME.to_owned()];
+    if args.rotating() {
+        provision::fleet::ensure_rotation_policy(&operator.iot, &group_arn, provision::DEFAULT_ROTATION_POLICY_NAME)
+            .await
+            .context("the rotation policy")?;
+        policies.push(provision::DEFAULT_ROTATION_POLICY_NAME.to_owned());
+    }
     let template = format!("{}-template", args.group);
     let spec = provision::fleet::TemplateSpec {
         template_name: template.clone(),
         role_name: PROVISIONING_ROLE.into(),
         thing_groups: vec![args.group.clone()],
-        policies: vec![provision::DEFAULT_POLICY_NAME.into(), provision::DEFAULT_DEPLOYMENTS_POLICY_NAME.into()],
+        policies,
     };
     provision::fleet::ensure_template(&operator.iot, &operator.iam, &spec)
         .await
@@ -454,6 +507,7 @@ async fn start_site(
         .args(["--region", &endpoints.region])
         .args(["--fleet-status-interval-secs", &args.fleet_status_interval_secs.to_string()])
         .args(args.telemetry_interval_secs.map(|s| format!("--telemetry-intervals={},{s}", s / 6)))
+        .args(args.rotating().then_some("--certificate-rotation"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log)
@@ -566,6 +620,50 @@ async fn follow_campaign(
         *statuses.entry(status.clone()).or_insert(0) += 1;
     }
     Ok(measure::Campaign { times: reached.values().map(|(t, _)| *t).collect(), statuses, targeted })
+}
+
+/// Rotates every core's certificate with one job targeting the group and reports, per core, the
+/// time from the job's creation to the end of the cloud's part (the old certificate retired).
+async fn rotation_campaign(
+    operator: &Operator,
+    args: &FleetArgs,
+    targeted: usize,
+) -> anyhow::Result<measure::Campaign> {
+    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let job_id = format!("rotate-{}-{epoch}", args.group);
+    let rotation = provision::rotate::rotate_group(
+        &operator.iot,
+        &operator.data,
+        &args.group,
+        &job_id,
+        32,
+        Duration::from_millis(200),
+        Duration::from_secs(args.wait_secs),
+    )
+    .await
+    .context("the rotation campaign")?;
+    let mut statuses = BTreeMap::new();
+    let mut times = Vec::new();
+    for member in &rotation.members {
+        let status = match &member.outcome {
+            Ok(outcome) if outcome.timed_out => "unfinished".to_owned(),
+            Ok(outcome) => outcome.status.clone(),
+            Err(e) => {
+                eprintln!("{}: {e}", member.thing);
+                "error".to_owned()
+            }
+        };
+        if let Ok(outcome) = &member.outcome
+            && let Some(problem) = outcome.problem()
+        {
+            eprintln!("{}: {problem}", member.thing);
+        }
+        if status != "unfinished" {
+            times.push(member.took);
+        }
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    Ok(measure::Campaign { times, statuses, targeted })
 }
 
 /// Every process of a site: its core and the core's descendants (the components).
