@@ -150,14 +150,19 @@ pub fn services_used(e: &Evidence) -> Vec<(&'static str, String)> {
         "AWS IoT Core",
         iot.things.len() + iot.rules.len(),
         format!(
-            "{} things in {} groups, {} certificates, {} policies, {} topic rules, {} jobs, {} provisioning templates, Device Shadow",
+            "{} things in {} groups, {} certificates, {} policies, {} topic rules, {} jobs, {} provisioning templates{}",
             iot.things.len(),
             iot.thing_groups.len(),
             iot.certificates.len(),
             iot.policies.len(),
             iot.rules.len(),
             iot.jobs.len(),
-            iot.provisioning_templates.len()
+            iot.provisioning_templates.len(),
+            if e.run.as_ref().is_some_and(|r| r["shadow"]["state"].is_object()) {
+                ", Device Shadow (the run's)"
+            } else {
+                ""
+            }
         ),
     );
     let gg = &e.greengrass;

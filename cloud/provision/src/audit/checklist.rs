@@ -979,7 +979,7 @@ fn model_component_installed(e: &Evidence) -> Check {
 }
 
 fn model_reported(e: &Evidence) -> Check {
-    let reported = e.run.as_ref().and_then(|r| r["model"]["sha256"].as_str());
+    let reported = e.run.as_ref().and_then(|r| r["model"]["sha256"].as_str()).filter(|s| !s.is_empty());
     let card = e.model_card.as_ref().and_then(|c| c["model"]["sha256"].as_str());
     match reported {
         Some(sha) => Check::new(

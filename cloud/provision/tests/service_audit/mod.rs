@@ -202,6 +202,26 @@ async fn audit_writes_the_checklist_from_the_deployment_and_verify_names_the_lin
     assert!(said.contains("GG-5: Met was Y, is now N"), "{said}");
     assert!(said.contains("evidence/rules.json") && said.contains("GG-5"), "{said}");
 
+    // The input template: written once, never overwritten; as written, every partner field is
+    // a placeholder the case study calls out.
+    let input = home.path().join("case-study.toml");
+    let init = audit(&["init-input", input.to_str().unwrap()], home.path(), keys).await;
+    assert!(init.status.success(), "{}", text(&init));
+    let again = audit(&["init-input", input.to_str().unwrap()], home.path(), keys).await;
+    assert_eq!(again.status.code(), Some(78), "{}", text(&again));
+    let with_input = home.path().join("audit-input");
+    let mut args = run(&with_input).to_vec();
+    args.extend(["--input".to_owned(), input.to_str().unwrap().to_owned()]);
+    let out = audit(&args.iter().map(String::as_str).collect::<Vec<_>>(), home.path(), keys).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let case_study = std::fs::read_to_string(with_input.join("CASE-STUDY.md")).unwrap();
+    assert!(
+        case_study.contains("to be filled in by the partner") && case_study.contains("000000000000"),
+        "{case_study}"
+    );
+    let cs2 = line(&read_json(&with_input.join("checklist.json")), "CS-2").clone();
+    assert!(cs2["checks"].to_string().contains("still to fill in: customer"), "{cs2}");
+
     // A bad input file is refused before anything is written.
     std::fs::write(home.path().join("bad.toml"), "publication = \"secret\"\n").unwrap();
     let third = home.path().join("audit-3");
