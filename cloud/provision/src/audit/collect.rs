@@ -114,7 +114,11 @@ pub async fn collect(clients: &AuditClients, options: &CollectOptions) -> Result
         .collect();
     let mut tables: Vec<String> = pages!(clients.dynamodb.list_tables(), "ListTables", table_names);
     tables.retain(|t| options.keeps(t));
-    let buckets = read_buckets(&clients.s3).await?;
+    let mut buckets = read_buckets(&clients.s3).await?;
+    // With a prefix, the solution's buckets: those named with it and those its rules write to.
+    let targets: BTreeSet<&str> =
+        iot.rules.iter().flat_map(|r| r.actions.iter()).filter(|a| a.kind == "S3").map(|a| a.target.as_str()).collect();
+    buckets.retain(|b| options.keeps(b) || targets.contains(b.as_str()));
 
     let mut role_arns: BTreeSet<String> = functions.iter().map(|f| f.role.clone()).collect();
     role_arns.extend(iot.rules.iter().flat_map(|r| r.actions.iter().filter_map(|a| a.role_arn.clone())));
@@ -207,9 +211,14 @@ async fn read_iot(
         .collect();
     things.sort_by(|a, b| a.name.cmp(&b.name));
 
+    // With a thing group, the certificates of its things only (an account holds other devices').
+    let in_scope = |c: &&super::CertificateSnapshot| {
+        options.thing_group.is_none() || c.things.iter().any(|t| things.iter().any(|x| &x.name == t))
+    };
     let certificates = snapshot
         .certificates
         .iter()
+        .filter(in_scope)
         .map(|c| Certificate {
             id: c.id.clone(),
             status: c.status.clone(),
