@@ -1156,4 +1156,148 @@ mod tests {
         assert!(met("CS-1", &e, Some(&partner)).0);
         assert_eq!(line("CS-1").basis, Basis::Partner);
     }
+
+    /// A deployment with everything the solution has, and a run that shows it all.
+    fn complete() -> Evidence {
+        let mut e = with_core();
+        e.account.id = Some("000000000000".into());
+        e.account.source = Some("arn:aws:iot:us-east-1:000000000000:thinggroup/cores".into());
+        e.iot.things.push(Thing { name: "core-1".into(), groups: vec!["cores".into()] });
+        e.iot.policies.push(Policy {
+            name: "core".into(),
+            document: json!({"Statement":[{"Effect":"Allow","Action":["iot:UpdateThingShadow"],"Resource":"x"}]}),
+        });
+        e.iot.rules.push(Rule {
+            name: "pump_anomalies".into(),
+            sql: "SELECT *".into(),
+            disabled: false,
+            actions: vec![RuleAction {
+                kind: "Lambda".into(),
+                target: "arn:aws:lambda:us-east-1:0:function:h".into(),
+                role_arn: None,
+            }],
+            error_action: Some("Republish".into()),
+        });
+        e.iot.jobs.push(Job {
+            id: "rotate-1".into(),
+            status: "COMPLETED".into(),
+            rotation: true,
+            executions: vec![("core-1".into(), "SUCCEEDED".into())],
+        });
+        e.iot.provisioning_templates.push(ProvisioningTemplate { name: "claim".into(), enabled: true });
+        e.iot.role_aliases.push(RoleAlias { alias: "tes".into(), role_arn: "arn:aws:iam::0:role/tes".into() });
+        e.roles.push(Role {
+            name: "tes".into(),
+            arn: "arn:aws:iam::0:role/tes".into(),
+            inline_policies: vec![(
+                "p".into(),
+                json!({"Statement":[{"Effect":"Allow","Action":"s3:PutObject","Resource":"x"}]}),
+            )],
+        });
+        e.greengrass.components.push(Component {
+            name: "com.example.pump.Model".into(),
+            versions: vec!["1.0.0".into(), "1.1.0".into()],
+            access_control: true,
+        });
+        e.greengrass.deployments.push(Deployment {
+            id: "d1".into(),
+            target_arn: "arn:aws:iot:us-east-1:0:thinggroup/cores".into(),
+            status: "ACTIVE".into(),
+            latest: true,
+            created: Some(1),
+            components: vec![("com.example.pump.Model".into(), "1.1.0".into())],
+        });
+        e.functions.push(Function {
+            name: "h".into(),
+            arn: "arn:aws:lambda:us-east-1:0:function:h".into(),
+            runtime: "provided.al2023".into(),
+            role: "arn:aws:iam::0:role/tes".into(),
+        });
+        e.tables.push("incidents".into());
+        e.buckets.push("raw".into());
+        for (name, metric) in [
+            ("pump-core-unhealthy", "PumpFleet/UnhealthyCoreReports"),
+            ("pump-certificate-expiring", "PumpFleet/CertificateDaysLeft"),
+            ("pump-rule-errors", "AWS/IoT/Failure"),
+        ] {
+            e.alarms.push(Alarm { name: name.into(), metric: metric.into(), state: "OK".into() });
+        }
+        e.model_card = Some(
+            json!({"name": "m", "version": "1.0.0", "model": {"sha256": "ab", "estimator": "RF"}, "training_data": {}, "hyperparameters": {}, "metrics": {}}),
+        );
+        let step = |name: &str, description: &str| json!({"name": name, "description": description, "passed": true, "seconds": 1.0});
+        let topic = |n: u64| json!({"messages": n, "bytes_avg": 500.0, "bytes_max": 900, "per_minute": 6.0, "example": {"v": 1}});
+        e.run = Some(json!({
+            "started": "2026-12-08T00:00:00Z",
+            "topics": {
+                "dt/pump/core-1/telemetry": topic(10), "dt/pump/core-1/anomalies": topic(2),
+                "$aws/things/core-1/shadow/name/pump/update": topic(3), "$aws/things/core-1/shadow/name/pump/update/delta": topic(1),
+            },
+            "shadow": {"state": {"desired": {"mode": "auto"}, "reported": {"mode": "auto"}}},
+            "shadow_state_bytes": 400,
+            "delta_to_actuation": {"samples_ms": [10.0], "p50_ms": 10.0, "p99_ms": 12.0},
+            "fault_to_action": {"samples_ms": [20.0], "p50_ms": 20.0, "p99_ms": 25.0},
+            "model": {"status": "running", "detector": "both", "sha256": "ab"},
+            "facts": {"plant_reads": [{"after": "start"}]},
+            "anomaly_windows": [{"object": "o", "bytes": 10}],
+            "cost": {"scenarios": [{"label": "run", "cost": {"total": 0.2}, "naive_cost": {"total": 3.0}}]},
+            "steps": [
+                step("3", "the operator sets a desired speed in the cloud → actuation at the plant → reported"),
+                step("6", "the cloud reacts: the cloud side is deployed"),
+                step("7", "over the air: a new analyzer version and the retrained model (1.1.0) roll out"),
+                step("9", "the local cloud stops for a while"),
+                step("10", "the core updates itself: a new nucleus version"),
+                step("11", "hardware failure: the core device dies with its disk"),
+            ],
+        }));
+        e
+    }
+
+    #[test]
+    fn a_complete_deployment_and_run_meet_every_evidence_line_and_the_partner_lines_with_the_input() {
+        let e = complete();
+        let partner = Partner {
+            customer: Some("Acme".into()),
+            publication: Some("public".into()),
+            in_production_case_studies: Some(2),
+            problem: Some("p".into()),
+            proposal: Some("q".into()),
+            start_date: Some("2026-01-01".into()),
+            end_date: Some("2026-06-30".into()),
+            outcomes: Some("o".into()),
+            lessons_learned: vec!["l".into()],
+            iot_core_validation: Some("completed 2026-05-01".into()),
+        };
+        for d in decide(Inputs { evidence: &e, partner: Some(&partner) }) {
+            assert!(d.met, "{} not met: {:?}", d.id, d.checks.iter().filter(|c| !c.held).collect::<Vec<_>>());
+        }
+        // Without the partner's input only the lines that need it fail.
+        let unmet: Vec<&str> =
+            decide(Inputs { evidence: &e, partner: None }).into_iter().filter(|d| !d.met).map(|d| d.id).collect();
+        assert_eq!(unmet, ["CS-1", "CS-2", "CS-3", "PR-1"]);
+    }
+
+    /// Step 7 is both the over-the-air update (GG-3, SC-8) and the retrained model's rollout (ML-5).
+    #[test]
+    fn each_step_of_the_run_decides_its_lines() {
+        for (words, lines) in [
+            ("cloud stops", &["SC-5"][..]),
+            ("hardware failure", &["SC-5", "SC-8"]),
+            ("core updates itself", &["GG-4"]),
+            ("retrained model", &["GG-3", "ML-5", "SC-8"]),
+        ] {
+            let mut e = complete();
+            let steps = e.run.as_mut().unwrap()["steps"].as_array_mut().unwrap();
+            steps
+                .iter_mut()
+                .filter(|s| s["description"].as_str().unwrap().contains(words))
+                .for_each(|s| s["passed"] = json!(false));
+            let unmet: Vec<&str> = decide(Inputs { evidence: &e, partner: None })
+                .into_iter()
+                .filter(|d| !d.met && d.basis == Basis::Evidence && d.id != "CS-2")
+                .map(|d| d.id)
+                .collect();
+            assert_eq!(unmet, lines, "{words}");
+        }
+    }
 }
