@@ -276,9 +276,9 @@ pub const LINES: &[Line] = &[
             let e = i.evidence;
             vec![
                 shadow_document(e),
-                topic_seen(e, "$aws/things/+/shadow/name/+/update/delta", "delta messages"),
+                delta_actuated(e),
                 Check::of(e.run_step_passed("desired state → actuation → reported", &["desired", "reported"])),
-                policy_allows(e, "iot:UpdateThingShadow", "shadow updates"),
+                shadow_update_allowed(e),
             ]
         },
     },
@@ -294,7 +294,7 @@ pub const LINES: &[Line] = &[
             vec![
                 topic_figures(e, "dt/pump/+/telemetry", "telemetry"),
                 topic_figures(e, "dt/pump/+/anomalies", "anomalies"),
-                topic_figures(e, "$aws/things/+/shadow/name/+/update", "shadow updates"),
+                topic_figures(e, "$aws/things/+/shadow/name/+/update/documents", "shadow updates"),
             ]
         },
     },
@@ -600,6 +600,16 @@ fn policy_documents(e: &Evidence) -> impl Iterator<Item = (&str, &Value)> {
 
 /// The actions an IoT policy document allows, as written.
 fn allowed_actions(document: &Value) -> Vec<String> {
+    allow_statements(document).into_iter().flat_map(|(actions, _)| actions).collect()
+}
+
+/// The Allow statements of an IoT policy document, each as (actions, resources).
+fn allow_statements(document: &Value) -> Vec<(Vec<String>, Vec<String>)> {
+    let strings = |v: &Value| match v {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    };
     let statements = match &document["Statement"] {
         Value::Array(a) => a.clone(),
         other => vec![other.clone()],
@@ -607,23 +617,63 @@ fn allowed_actions(document: &Value) -> Vec<String> {
     statements
         .iter()
         .filter(|s| s["Effect"] == "Allow")
-        .flat_map(|s| match &s["Action"] {
-            Value::String(a) => vec![a.clone()],
-            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-            _ => Vec::new(),
-        })
+        .map(|s| (strings(&s["Action"]), strings(&s["Resource"])))
         .collect()
 }
 
-fn policy_allows(e: &Evidence, action: &str, what: &str) -> Check {
-    let by: Vec<&str> =
-        policy_documents(e).filter(|(_, d)| allowed_actions(d).iter().any(|a| a == action)).map(|(n, _)| n).collect();
+/// A policy lets a device update shadows: `iot:UpdateThingShadow` (HTTP), or `iot:Publish` on a
+/// shadow topic (MQTT, what a core's shadow sync uses).
+fn shadow_update_allowed(e: &Evidence) -> Check {
+    let by: Vec<&str> = policy_documents(e)
+        .filter(|(_, d)| {
+            allow_statements(d).iter().any(|(actions, resources)| {
+                actions.iter().any(|a| a == "iot:UpdateThingShadow")
+                    || (actions.iter().any(|a| a == "iot:Publish") && resources.iter().any(|r| r.contains("/shadow/")))
+            })
+        })
+        .map(|(n, _)| n)
+        .collect();
     Check::new(
         !by.is_empty(),
         if by.is_empty() {
-            format!("no IoT policy allows {action} ({what})")
+            "no IoT policy allows shadow updates (iot:UpdateThingShadow, or iot:Publish on a shadow topic)".into()
         } else {
-            format!("{what}: {action} allowed by {}", by.join(", "))
+            format!("shadow updates allowed by {}", by.join(", "))
+        },
+    )
+}
+
+/// A fleet provisioning claim's policy: it allows nothing but connecting and the provisioning
+/// MQTT API (`$aws/certificates/create…`, `$aws/provisioning-templates/…`). A claim has no thing
+/// yet, so it cannot be scoped to one; what it risks is the template's, not the data plane's.
+fn is_claim_policy(document: &Value) -> bool {
+    let statements = allow_statements(document);
+    !statements.is_empty()
+        && statements.iter().all(|(actions, resources)| {
+            actions
+                .iter()
+                .all(|a| matches!(a.as_str(), "iot:Connect" | "iot:Publish" | "iot:Receive" | "iot:Subscribe"))
+                && (actions.iter().all(|a| a == "iot:Connect")
+                    || (!resources.is_empty()
+                        && resources.iter().all(|r| {
+                            r.contains("$aws/certificates/create") || r.contains("$aws/provisioning-templates/")
+                        })))
+        })
+}
+
+/// The delta path works end to end: desired changes reached the device and were actuated.
+fn delta_actuated(e: &Evidence) -> Check {
+    let latency = e.run.as_ref().map(|r| &r["delta_to_actuation"]);
+    let n = latency.and_then(|l| l["samples_ms"].as_array()).map_or(0, Vec::len);
+    Check::new(
+        n > 0,
+        if n > 0 {
+            format!(
+                "delta messages: {n} desired changes reached the device as deltas and were actuated (p50 {:.0} ms)",
+                latency.and_then(|l| l["p50_ms"].as_f64()).unwrap_or_default()
+            )
+        } else {
+            "delta messages: no desired change measured to actuation in the run report".into()
         },
     )
 }
@@ -650,20 +700,27 @@ fn mtls(e: &Evidence) -> Check {
 fn no_permissive_policy(e: &Evidence) -> Check {
     use super::checks::{Check as Audit, Severity};
     let Some(report) = &e.security else { return Check::new(false, "the policy audit did not run") };
+    let claims: Vec<&str> = policy_documents(e).filter(|(_, d)| is_claim_policy(d)).map(|(n, _)| n).collect();
     let bad: Vec<String> = report
         .findings
         .iter()
         .filter(|f| {
             matches!(f.check, Audit::IotPolicyOverlyPermissive | Audit::IotRoleAliasOverlyPermissive)
                 && f.severity >= Severity::High
+                && !(f.check == Audit::IotPolicyOverlyPermissive && claims.contains(&f.resource.as_str()))
         })
         .map(|f| format!("{} ({})", f.resource, f.reason_code))
         .collect();
+    let claims_note = if claims.is_empty() {
+        String::new()
+    } else {
+        format!("; claim policies, limited to connecting and the provisioning API, not counted: {}", claims.join(", "))
+    };
     Check::new(
         bad.is_empty(),
         if bad.is_empty() {
             format!(
-                "no overly permissive IoT policy or role alias among {} policies (e.g. no iot:* on *)",
+                "no overly permissive IoT policy or role alias among {} policies (e.g. no iot:* on *){claims_note}",
                 report.audited.policies
             )
         } else {
@@ -1065,6 +1122,51 @@ mod tests {
         assert!(!check.held && check.text.contains("Wide"), "{check:?}");
     }
 
+    /// The local cloud shows the claim's policy AWS keeps internal; the Device Defender style audit
+    /// flags its `client/*`, the service audit does not count it as long as it stays a claim policy.
+    #[test]
+    fn a_claim_policy_is_not_counted_as_permissive_but_a_wider_one_is() {
+        let claim = r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:1:client/*"},
+            {"Effect":"Allow","Action":["iot:Publish","iot:Receive"],"Resource":["arn:aws:iot:us-east-1:1:topic/$aws/certificates/create-from-csr/*","arn:aws:iot:us-east-1:1:topic/$aws/provisioning-templates/T/provision/*"]},
+            {"Effect":"Allow","Action":"iot:Subscribe","Resource":["arn:aws:iot:us-east-1:1:topicfilter/$aws/certificates/create-from-csr/*"]}]}"#;
+        let wider = claim.replace("provisioning-templates/T/provision/*", "things/*");
+        for (document, counted) in [(claim.to_owned(), false), (wider, true)] {
+            let mut e = with_core();
+            e.iot.policies.push(Policy { name: "T-Claim".into(), document: serde_json::from_str(&document).unwrap() });
+            let snapshot = crate::audit::Snapshot {
+                policies: vec![crate::audit::PolicySnapshot { name: "T-Claim".into(), document }],
+                certificates: Vec::new(),
+                role_aliases: Vec::new(),
+            };
+            let report = crate::audit::report_of(&snapshot, 0, 30);
+            assert!(!report.findings.is_empty(), "the Device Defender style audit flags both");
+            e.security = Some(report);
+            let check = no_permissive_policy(&e);
+            assert_eq!(check.held, !counted, "{check:?}");
+            assert!(check.text.contains("T-Claim"), "{check:?}");
+        }
+    }
+
+    #[test]
+    fn shadow_updates_are_allowed_over_mqtt_or_http_but_not_by_other_topics() {
+        let allows = |document: Value| {
+            let mut e = with_core();
+            e.iot.policies.push(Policy { name: "p".into(), document });
+            shadow_update_allowed(&e).held
+        };
+        assert!(allows(
+            json!({"Statement":{"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:*:*:topic/$aws/things/t/shadow/name/pump/update"}})
+        ));
+        assert!(allows(json!({"Statement":[{"Effect":"Allow","Action":["iot:UpdateThingShadow"],"Resource":"*"}]})));
+        assert!(!allows(
+            json!({"Statement":[{"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:*:*:topic/dt/pump/t/telemetry"}]})
+        ));
+        assert!(!allows(
+            json!({"Statement":[{"Effect":"Deny","Action":"iot:Publish","Resource":"arn:aws:iot:*:*:topic/$aws/things/t/shadow/update"}]})
+        ));
+    }
+
     #[test]
     fn rotation_needs_a_rotation_job_that_succeeded_on_a_device() {
         let mut e = with_core();
@@ -1125,8 +1227,8 @@ mod tests {
             "topics": {
                 "dt/pump/core-1/telemetry": {"messages": 10, "bytes_avg": 900.0, "bytes_max": 1000, "per_minute": 6.0, "example": {"v":1}},
                 "dt/pump/core-1/anomalies": {"messages": 2, "bytes_avg": 300.0, "bytes_max": 310, "per_minute": 0.2, "example": {"v":1}},
-                "$aws/things/core-1/shadow/name/pump/update": {"messages": 3, "bytes_avg": 200.0, "bytes_max": 250, "per_minute": 0.3, "example": {"state":{}}},
-                "$aws/things/core-1/shadow/name/pump/update/delta": {"messages": 1, "bytes_avg": 100.0, "bytes_max": 100, "per_minute": 0.1, "example": {}}
+                "$aws/things/core-1/shadow/name/pump/update/documents": {"messages": 3, "bytes_avg": 200.0, "bytes_max": 250, "per_minute": 0.3, "example": {"current":{}}},
+                "$aws/things/core-1/shadow/name/pump/update/accepted": {"messages": 1, "bytes_avg": 100.0, "bytes_max": 100, "per_minute": 0.1, "example": {}}
             },
             "shadow": {"state": {"desired": {"mode": "auto"}, "reported": {"mode": "auto"}}},
             "shadow_state_bytes": 400,
@@ -1165,7 +1267,7 @@ mod tests {
         e.iot.things.push(Thing { name: "core-1".into(), groups: vec!["cores".into()] });
         e.iot.policies.push(Policy {
             name: "core".into(),
-            document: json!({"Statement":[{"Effect":"Allow","Action":["iot:UpdateThingShadow"],"Resource":"x"}]}),
+            document: json!({"Statement":[{"Effect":"Allow","Action":["iot:Publish","iot:Receive"],"Resource":"arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/shadow/name/pump/*"}]}),
         });
         e.iot.rules.push(Rule {
             name: "pump_anomalies".into(),
@@ -1231,7 +1333,7 @@ mod tests {
             "started": "2026-12-08T00:00:00Z",
             "topics": {
                 "dt/pump/core-1/telemetry": topic(10), "dt/pump/core-1/anomalies": topic(2),
-                "$aws/things/core-1/shadow/name/pump/update": topic(3), "$aws/things/core-1/shadow/name/pump/update/delta": topic(1),
+                "$aws/things/core-1/shadow/name/pump/update/documents": topic(3), "$aws/things/core-1/shadow/name/pump/update/accepted": topic(1),
             },
             "shadow": {"state": {"desired": {"mode": "auto"}, "reported": {"mode": "auto"}}},
             "shadow_state_bytes": 400,
