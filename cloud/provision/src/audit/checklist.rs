@@ -1327,6 +1327,7 @@ mod tests {
         e.model_card = Some(
             json!({"name": "m", "version": "1.0.0", "model": {"sha256": "ab", "estimator": "RF"}, "training_data": {}, "hyperparameters": {}, "metrics": {}}),
         );
+        // The steps as the demo (`device-sim/demo`) describes them in its report.json.
         let step = |name: &str, description: &str| json!({"name": name, "description": description, "passed": true, "seconds": 1.0});
         let topic = |n: u64| json!({"messages": n, "bytes_avg": 500.0, "bytes_max": 900, "per_minute": 6.0, "example": {"v": 1}});
         e.run = Some(json!({
@@ -1344,12 +1345,17 @@ mod tests {
             "anomaly_windows": [{"object": "o", "bytes": 10}],
             "cost": {"scenarios": [{"label": "run", "cost": {"total": 0.2}, "naive_cost": {"total": 3.0}}]},
             "steps": [
+                step("1", "start the local cloud, provision the core device, start the plant and the core; build, publish and deploy the components to the core's thing group"),
+                step("2", "normal operation: telemetry reaches the cloud, the shadow reports the pump and the model"),
                 step("3", "the operator sets a desired speed in the cloud → actuation at the plant → reported"),
-                step("6", "the cloud reacts: the cloud side is deployed"),
-                step("7", "over the air: a new analyzer version and the retrained model (1.1.0) roll out"),
-                step("9", "the local cloud stops for a while"),
-                step("10", "the core updates itself: a new nucleus version"),
-                step("11", "hardware failure: the core device dies with its disk"),
+                step("4", "a fault at the plant → anomaly → protective action at the plant → reported in the cloud"),
+                step("5", "the fault is cleared → the anomaly clears → the operator resumes → the plant follows"),
+                step("6", "the cloud reacts: the cloud side is deployed (tables, Lambda functions, topic rules, roles); the same fault three times → rule → Lambda → incidents in DynamoDB → desired mode maintenance → the controller stops the pump → reported; the operator returns it to service"),
+                step("7", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap"),
+                step("8", "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause"),
+                step("9", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges"),
+                step("10", "the core updates itself: the site's core now runs under its launcher (as a Greengrass core under its loader); a new nucleus version (2.15.0: this core build, published as AWS publishes the nucleus) is deployed to the thing group; the core stages it, restarts into it and proves itself, and the cloud shows the new version"),
+                step("11", "hardware failure: the core device dies with its disk while the pump runs; the operator replaces it (certificate revoked, thing kept, group deployment revised) and sets a new desired speed; the replacement onboards by claim under the same thing name, receives the group's deployment again and drives the pump to the shadow's desired state"),
             ],
         }));
         e
@@ -1379,11 +1385,13 @@ mod tests {
         assert_eq!(unmet, ["CS-1", "CS-2", "CS-3", "PR-1"]);
     }
 
-    /// Step 7 is both the over-the-air update (GG-3, SC-8) and the retrained model's rollout (ML-5).
+    /// Step 7 is both the over-the-air update (GG-3, SC-8) and the retrained model's rollout (ML-5);
+    /// step 3, not step 6 (whose description also says desired and reported), decides GG-1.
     #[test]
     fn each_step_of_the_run_decides_its_lines() {
         for (words, lines) in [
-            ("cloud stops", &["SC-5"][..]),
+            ("the operator sets", &["GG-1"][..]),
+            ("cloud stops", &["SC-5"]),
             ("hardware failure", &["SC-5", "SC-8"]),
             ("core updates itself", &["GG-4"]),
             ("retrained model", &["GG-3", "ML-5", "SC-8"]),
