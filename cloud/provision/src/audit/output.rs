@@ -66,6 +66,22 @@ pub struct RunOptions {
     pub workspace: Option<PathBuf>,
 }
 
+/// The model card that describes the model a run reports: `components/model/releases/{version}/
+/// model-card.json` under `workspace` when the report's `model.version` has a release there (the
+/// demo rolls out a retrained model), else `components/model/model-card.json` when it exists.
+pub fn model_card_for_run(workspace: &Path, report: Option<&Path>) -> Option<PathBuf> {
+    let version = report
+        .and_then(|r| std::fs::read(r).ok())
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|r| r["model"]["version"].as_str().map(str::to_owned))
+        .filter(|v| !v.is_empty() && !v.contains(['/', '\\']) && v != "..");
+    let model = workspace.join("components/model");
+    version
+        .map(|v| model.join("releases").join(v).join("model-card.json"))
+        .filter(|p| p.exists())
+        .or_else(|| Some(model.join("model-card.json")).filter(|p| p.exists()))
+}
+
 /// Collects everything an audit directory is made from, as `options` say.
 pub async fn audit(
     clients: &super::collect::AuditClients,
@@ -536,6 +552,25 @@ pub fn verify(dir: &Path, now: &Audit) -> Result<Vec<Difference>, ProvisionError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_card_is_the_one_of_the_model_the_run_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("components/model");
+        std::fs::create_dir_all(model.join("releases/1.1.0")).unwrap();
+        std::fs::write(model.join("model-card.json"), "{}").unwrap();
+        std::fs::write(model.join("releases/1.1.0/model-card.json"), "{}").unwrap();
+        let report = dir.path().join("report.json");
+        let card = |version: &str| {
+            std::fs::write(&report, serde_json::json!({"model": {"version": version}}).to_string()).unwrap();
+            model_card_for_run(dir.path(), Some(&report)).unwrap()
+        };
+        assert_eq!(card("1.1.0"), model.join("releases/1.1.0/model-card.json"));
+        assert_eq!(card("1.0.0"), model.join("model-card.json"), "no release of that version: the shipped card");
+        assert_eq!(card("../../x"), model.join("model-card.json"), "a version is not a path");
+        assert_eq!(model_card_for_run(dir.path(), None).unwrap(), model.join("model-card.json"));
+        assert_eq!(model_card_for_run(&dir.path().join("none"), Some(&report)), None);
+    }
 
     fn audit() -> Audit {
         let mut e = Evidence::default();

@@ -69,7 +69,9 @@ struct RunArgs {
     /// Only the things and core devices of this thing group.
     #[arg(long, value_name = "GROUP")]
     thing_group: Option<String>,
-    /// The model card (default: components/model/model-card.json under --workspace, when it exists).
+    /// The model card (default: under --workspace, the card of the release the report's model
+    /// version names, components/model/releases/VERSION/model-card.json, else
+    /// components/model/model-card.json, when it exists).
     #[arg(long, value_name = "FILE")]
     model_card: Option<PathBuf>,
     /// The price list (default: docs/prices.json under --workspace, when it exists).
@@ -107,12 +109,14 @@ fn or_default(given: Option<PathBuf>, workspace: &std::path::Path, default: &str
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
     let workspace = absolute(args.workspace.clone());
+    let report = or_default(args.report, &workspace, "target/demo/report.json").map(absolute);
+    let model_card = args.model_card.or_else(|| output::model_card_for_run(&workspace, report.as_deref()));
     let options = RunOptions {
         thing_group: args.thing_group,
         prefix: args.prefix,
-        report: or_default(args.report, &workspace, "target/demo/report.json").map(absolute),
+        report,
         input: args.input.map(absolute),
-        model_card: or_default(args.model_card, &workspace, "components/model/model-card.json").map(absolute),
+        model_card: model_card.map(absolute),
         prices: or_default(args.prices, &workspace, "docs/prices.json").map(absolute),
         workspace: Some(workspace),
     };
