@@ -35,6 +35,25 @@ impl ClientOptions {
     }
 }
 
+/// The command-line flags that choose where the AWS services are, shared by the binaries
+/// (`provision`, `audit`); credentials always come from the default chain.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Target {
+    /// Endpoint of the AWS services (e.g. the local cloud's `http`), as the AWS CLI's --endpoint-url.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Region (overrides AWS_REGION and the profile).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+impl Target {
+    /// The client options these flags give.
+    pub fn options(&self) -> ClientOptions {
+        ClientOptions { endpoint_url: self.endpoint_url.clone(), region: self.region.clone(), credentials: None }
+    }
+}
+
 /// The administrator's key pair of the local cloud an `endpoints.json` describes, as SDK
 /// credentials.
 pub fn local_cloud_credentials(
@@ -117,6 +136,11 @@ pub async fn dynamodb_client(options: &ClientOptions) -> aws_sdk_dynamodb::Clien
 /// A CloudWatch client configured from the default chain and `options`.
 pub async fn cloudwatch_client(options: &ClientOptions) -> aws_sdk_cloudwatch::Client {
     client!(aws_sdk_cloudwatch, options)
+}
+
+/// A CloudWatch Logs client configured from the default chain and `options`.
+pub async fn cloudwatch_logs_client(options: &ClientOptions) -> aws_sdk_cloudwatchlogs::Client {
+    client!(aws_sdk_cloudwatchlogs, options)
 }
 
 /// An S3 client configured from the default chain and `options`. With an endpoint override the

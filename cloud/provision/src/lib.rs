@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`device`]: [`provision_core_device`] and [`deprovision`], idempotent.
 //! - [`policy`]: the shipped policy, its placeholders, validation and the overly-permissive audit.
-//! - [`audit`]: the security audit of the account (policies, certificates, role aliases), Device Defender style.
+//! - [`audit`]: the security audit of the account (policies, certificates, role aliases), Device Defender style;
+//!   and the service-delivery audit (the `audit` binary): checklist, case study, architecture and evidence from the live deployment.
 //! - [`component`]: `build` (the GDK layout with digests) and `publish` (S3, CreateComponentVersion).
 //! - [`deploy`]: CreateDeployment to a thing group, then following each core to the end.
 //! - [`fleet`]: fleet provisioning by claim, the operator's part: the provisioning role, a template that registers a core under the thing name it is given, claims.
@@ -34,8 +35,8 @@ pub mod rotate;
 pub mod token_exchange;
 
 pub use client::{
-    ClientOptions, cloudwatch_client, dynamodb_client, greengrass_client, iam_client, iot_client, iot_data_client,
-    lambda_client, s3_client,
+    ClientOptions, cloudwatch_client, cloudwatch_logs_client, dynamodb_client, greengrass_client, iam_client,
+    iot_client, iot_data_client, lambda_client, s3_client,
 };
 pub use device::{
     Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME,

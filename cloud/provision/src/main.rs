@@ -17,6 +17,7 @@ mod component_cmd;
 mod deploy_cmd;
 mod monitoring_cmd;
 
+use provision::client::Target;
 use provision::{
     ClientOptions, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME,
     PolicySource, ProvisionError,
@@ -244,16 +245,6 @@ struct DeployArgs {
 }
 
 #[derive(Debug, Args)]
-struct Target {
-    /// Endpoint of the IoT control plane (e.g. the local cloud's `http`), as the AWS CLI's --endpoint-url.
-    #[arg(long, value_name = "URL")]
-    endpoint_url: Option<String>,
-    /// Region (overrides AWS_REGION and the profile).
-    #[arg(long, value_name = "REGION")]
-    region: Option<String>,
-}
-
-#[derive(Debug, Args)]
 struct CoreArgs {
     /// Thing name, also the core's MQTT client id.
     #[arg(long, value_name = "NAME")]
@@ -384,7 +375,7 @@ fn main() -> ExitCode {
 }
 
 fn client_options(target: &Target) -> ClientOptions {
-    ClientOptions { endpoint_url: target.endpoint_url.clone(), region: target.region.clone(), credentials: None }
+    target.options()
 }
 
 async fn run_app(args: AppArgs) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 
 mod audit;
 mod common;
+mod service_audit;
 
 use std::path::Path;
 use std::process::Output;
@@ -17,7 +18,18 @@ use common::{Provisioning as _, TestCloud};
 const UNUSED_KEYS: (&str, &str) = ("AKIDLOCAL", "local-secret");
 
 async fn provision(args: &[&str], home: &Path, keys: (&str, &str)) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_provision"));
+    run_binary(env!("CARGO_BIN_EXE_provision"), args, home, keys, &[]).await
+}
+
+/// Runs one of the crate's binaries that way, with `env` added.
+async fn run_binary(
+    exe: &str,
+    args: &[&str],
+    home: &Path,
+    keys: (&str, &str),
+    env: &[(&str, std::ffi::OsString)],
+) -> Output {
+    let mut cmd = tokio::process::Command::new(exe);
     cmd.args(args)
         .env_clear()
         .env("HOME", home)
@@ -27,8 +39,9 @@ async fn provision(args: &[&str], home: &Path, keys: (&str, &str)) -> Output {
         .env("AWS_CONFIG_FILE", home.join("no-config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true);
-    tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+    tokio::time::timeout(std::time::Duration::from_secs(120), cmd.output())
         .await
         .expect("the binary finishes")
         .expect("the binary runs")

@@ -1,6 +1,13 @@
+//! The audits of an account.
+//!
 //! The security audit of an account's IoT registry, in the spirit of AWS IoT Device Defender's
 //! audit: this module reads the account through `aws-sdk-iot` and `aws-sdk-iam` (every list
 //! paginated) into a [`Snapshot`]; [`checks`] turns it into findings and [`report`] renders them.
+//!
+//! The service-delivery audit (the `audit` binary) follows AWS's Service Delivery validation
+//! checklist for AWS IoT Greengrass: [`collect`] reads the live deployment into [`evidence`],
+//! [`checklist`] decides each line, [`output`] writes and verifies the audit directory,
+//! [`case_study`] and [`diagram`] write `CASE-STUDY.md` and `architecture.svg`.
 //!
 //! Operations: ListPolicies, GetPolicy (the default version); ListCertificates,
 //! DescribeCertificate, ListPrincipalThings; ListRoleAliases, DescribeRoleAlias; IAM GetRole,
@@ -26,6 +33,39 @@ macro_rules! all {
     };
 }
 
+/// Every page of a list operation, each page's `$field` items together: `pages!(builder, "Operation", field)`.
+macro_rules! pages {
+    ($request:expr, $operation:literal, $field:ident) => {
+        $request
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(aws($operation))?
+            .into_iter()
+            .flat_map(|page| page.$field.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+}
+
+pub mod case_study;
+pub mod checklist;
+pub mod collect;
+pub mod diagram;
+pub mod evidence;
+pub mod output;
+
+/// The security report of a snapshot at `now` (epoch seconds).
+pub fn report_of(snapshot: &Snapshot, now: i64, expiry_days: u32) -> Report {
+    let findings = run_checks(snapshot, &CheckOptions { now, expiry_days });
+    let audited = Audited {
+        policies: snapshot.policies.len(),
+        certificates: snapshot.certificates.len(),
+        role_aliases: snapshot.role_aliases.len(),
+    };
+    Report::new(now, audited, findings)
+}
+
 /// Reads the account and audits it; `expiry_days` is the certificate-expiry threshold.
 pub async fn audit_account(
     iot: &aws_sdk_iot::Client,
@@ -34,13 +74,7 @@ pub async fn audit_account(
 ) -> Result<Report, ProvisionError> {
     let snapshot = read_account(iot, iam).await?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let findings = run_checks(&snapshot, &CheckOptions { now, expiry_days });
-    let audited = Audited {
-        policies: snapshot.policies.len(),
-        certificates: snapshot.certificates.len(),
-        role_aliases: snapshot.role_aliases.len(),
-    };
-    Ok(Report::new(now, audited, findings))
+    Ok(report_of(&snapshot, now, expiry_days))
 }
 
 /// Every IoT policy, certificate and role alias of the account, with what the checks need.
@@ -107,7 +141,7 @@ async fn read_role_aliases(
 }
 
 /// A role's inline policies (decoded) and attached managed policies; `None` if it does not exist.
-async fn read_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<RoleSnapshot>, ProvisionError> {
+pub(crate) async fn read_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<Option<RoleSnapshot>, ProvisionError> {
     let got = iam.get_role().role_name(name).send().await.map_err(aws("GetRole"));
     if is_code(&got, "NoSuchEntity") {
         return Ok(None);
