@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`device`]: [`provision_core_device`] and [`deprovision`], idempotent.
 //! - [`policy`]: the shipped policy, its placeholders, validation and the overly-permissive audit.
+//! - [`auditors`]: the dashboard's sign-in: a Cognito user pool, app client and auditor user.
 //! - [`audit`]: the security audit of the account (policies, certificates, role aliases), Device Defender style.
 //! - [`component`]: `build` (the GDK layout with digests) and `publish` (S3, CreateComponentVersion).
 //! - [`deploy`]: CreateDeployment to a thing group, then following each core to the end.
@@ -20,6 +21,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod auditors;
 pub mod client;
 pub mod component;
 pub mod deploy;
@@ -34,8 +36,8 @@ pub mod rotate;
 pub mod token_exchange;
 
 pub use client::{
-    ClientOptions, cloudwatch_client, dynamodb_client, greengrass_client, iam_client, iot_client, iot_data_client,
-    lambda_client, s3_client,
+    ClientOptions, cloudwatch_client, cognito_client, dynamodb_client, greengrass_client, iam_client, iot_client,
+    iot_data_client, lambda_client, s3_client,
 };
 pub use device::{
     Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME, Deprovisioned,
