@@ -75,6 +75,9 @@ impl PolicyInput {
     }
 }
 
+/// One character class a policy may require: whether it is required, the test, the complaint.
+type ClassRule<'a> = (bool, &'a dyn Fn(char) -> bool, &'static str);
+
 fn is_symbol(c: char) -> bool {
     c.is_ascii_graphic() && !c.is_ascii_alphanumeric()
 }
@@ -83,7 +86,7 @@ impl PasswordPolicy {
     /// `Ok` when `password` meets the policy, otherwise the first rule it breaks, worded as
     /// Cognito's `InvalidPasswordException` words it.
     pub fn check(&self, password: &str) -> Result<(), String> {
-        let rules: [(bool, &dyn Fn(char) -> bool, &str); 4] = [
+        let rules: [ClassRule<'_>; 4] = [
             (self.require_lowercase, &|c: char| c.is_lowercase(), "Password must have lowercase characters"),
             (self.require_uppercase, &|c: char| c.is_uppercase(), "Password must have uppercase characters"),
             (self.require_numbers, &|c: char| c.is_ascii_digit(), "Password must have numeric characters"),

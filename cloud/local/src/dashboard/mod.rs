@@ -331,7 +331,7 @@ impl Dashboard {
                 (record.created_at_ms, entry)
             })
             .collect();
-        jobs.sort_by(|a, b| b.0.cmp(&a.0));
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.0));
         json!({"deployments": deployments, "jobs": jobs.into_iter().map(|(_, j)| j).collect::<Vec<_>>()})
     }
 
