@@ -5,10 +5,12 @@
 # and the ML training pipeline (cloud/training).
 # Needs: the Rust toolchain (rustup), a C compiler, python3 (3.11+) with venv,
 # libclang (Debian/Ubuntu: libclang-dev) for the component SDK's bindgen step, and
-# SoftHSM2 (Debian/Ubuntu: softhsm2), the PKCS#11 token of the key-storage tests.
+# SoftHSM2 (Debian/Ubuntu: softhsm2), the PKCS#11 token of the key-storage tests,
+# and Chromium with its WebDriver (Debian: chromium, chromium-driver) for the
+# dashboard's browser tests.
 # Installs the Python packages it needs into target/venv (from PyPI) the first
-# time, and libclang-dev and softhsm2 with apt-get when they are missing and this
-# runs as root.
+# time, and libclang-dev, softhsm2, chromium and chromium-driver with apt-get when
+# they are missing and this runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -121,6 +123,22 @@ cargo fmt --manifest-path "$GG_SDK_CLIENT" --check
 CARGO_TARGET_DIR="$TARGET_DIR" cargo clippy --manifest-path "$GG_SDK_CLIENT" --all-targets --locked -- -D warnings
 CARGO_TARGET_DIR="$TARGET_DIR" cargo build --manifest-path "$GG_SDK_CLIENT" --locked
 export GG_SDK_CLIENT_BIN="$TARGET_DIR/debug/gg-sdk-client"
+
+step "Chromium and its WebDriver for the dashboard's browser tests"
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    echo "chromium and chromedriver found"
+elif apt_install chromium && apt_install chromium-driver; then
+    command -v chromedriver >/dev/null || { echo "chromium-driver is installed but chromedriver is not on PATH" >&2; exit 1; }
+else
+    cat >&2 <<'MSG'
+error: Chromium or its WebDriver is missing. The dashboard's browser tests
+(tests/conformance/test_dashboard.py) drive a headless Chromium with Selenium.
+Install them and run this command again:
+  Debian:  sudo apt-get install chromium chromium-driver
+  Ubuntu:  sudo apt-get install chromium-browser chromium-chromedriver
+MSG
+    exit 1
+fi
 
 step "conformance tests with AWS's official clients (awsiotsdk, boto3, Greengrass component SDK)"
 "$VENV/bin/python" -m pytest -q tests/conformance

@@ -45,6 +45,8 @@ class LocalCloud:
         self.data_dir = data_dir
         self.log_path = log_path
         self.endpoints = endpoints
+        # Where the dashboard's checklist panel reads the audit's checklist (absent until written).
+        self.checklist: Path | None = None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -105,6 +107,9 @@ def local_cloud(tmp_path_factory) -> LocalCloud:
     env.setdefault("LOCAL_CLOUD_FLEET_METRIC_PERIOD_DIVISOR", "60")
     # IoT Core writes its AWS/IoT metrics every half second (AWS: every minute), for the same reason.
     env.setdefault("LOCAL_CLOUD_IOT_METRICS_INTERVAL_MS", "500")
+    # The dashboard's checklist panel reads the audit's checklist here; the dashboard test writes it.
+    checklist = data_dir.parent / f"{data_dir.name}-audit" / "checklist.json"
+    env["LOCAL_CLOUD_DASHBOARD_CHECKLIST"] = str(checklist)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [
@@ -128,6 +133,7 @@ def local_cloud(tmp_path_factory) -> LocalCloud:
         endpoints = _wait_for_endpoints(process, data_dir / "endpoints.json", log_path)
         assert endpoints.mqtt_host == "127.0.0.1", endpoints
         cloud = LocalCloud(process, data_dir, log_path, endpoints)
+        cloud.checklist = checklist
         _CURRENT.append(cloud)
         yield cloud
     finally:

@@ -30,6 +30,10 @@
 //! - [`fleet_index`]: AWS IoT fleet indexing (the `AWS_Things` index with connectivity, SearchIndex)
 //!   and fleet metrics published to CloudWatch.
 //! - [`logs`]: Amazon CloudWatch Logs on the same HTTP endpoint (AWS JSON 1.1).
+//! - [`dashboard`]: the auditors' live dashboard at `/dashboard/` (a page and a read-only JSON
+//!   API behind Cognito sign-in).
+//! - [`cognito`]: Amazon Cognito user pools on the same HTTP endpoint (AWS JSON 1.1): pools, app
+//!   clients, users, password sign-in with RS256 JSON Web Tokens and each pool's JWKS.
 //! - [`jobs`]: AWS IoT Jobs: control plane over HTTP, device API over MQTT,
 //!   timers, continuous jobs; an in-process interface for other services.
 //! - [`provisioning`]: fleet provisioning: templates and claims over HTTP, the device
@@ -44,7 +48,9 @@ pub mod broker;
 pub mod bus;
 pub mod ca;
 pub mod cloudwatch;
+pub mod cognito;
 pub mod credentials;
+pub mod dashboard;
 pub mod dynamodb;
 pub mod events;
 pub mod fleet_index;

@@ -63,6 +63,19 @@ enum Command {
         /// every minute; tests shorten it).
         #[arg(long, env = "LOCAL_CLOUD_IOT_METRICS_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..))]
         iot_metrics_interval_ms: u64,
+        /// The Cognito user pool whose users may sign in to the dashboard at `/dashboard/` (by
+        /// name; `provision auditors` makes it).
+        #[arg(long, env = "LOCAL_CLOUD_DASHBOARD_USER_POOL_NAME", default_value = local_cloud::dashboard::DEFAULT_USER_POOL_NAME)]
+        dashboard_user_pool_name: String,
+        /// The app client of that pool the dashboard's tokens must be issued to (by name).
+        #[arg(long, env = "LOCAL_CLOUD_DASHBOARD_CLIENT_NAME", default_value = local_cloud::dashboard::DEFAULT_CLIENT_NAME)]
+        dashboard_client_name: String,
+        /// The audit's `checklist.json` the dashboard's checklist panel shows (default: none, "no audit yet").
+        #[arg(long, env = "LOCAL_CLOUD_DASHBOARD_CHECKLIST", value_name = "FILE")]
+        dashboard_checklist: Option<PathBuf>,
+        /// The DynamoDB table of incidents the dashboard shows.
+        #[arg(long, env = "LOCAL_CLOUD_DASHBOARD_INCIDENTS_TABLE", default_value = local_cloud::dashboard::DEFAULT_INCIDENTS_TABLE)]
+        dashboard_incidents_table: String,
     },
 }
 
@@ -92,6 +105,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             alarm_evaluation_interval_ms,
             fleet_metric_period_divisor,
             iot_metrics_interval_ms,
+            dashboard_user_pool_name,
+            dashboard_client_name,
+            dashboard_checklist,
+            dashboard_incidents_table,
         } => {
             let admin_credentials = access_key_id
                 .zip(secret_access_key)
@@ -108,6 +125,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 alarm_evaluation_interval: std::time::Duration::from_millis(alarm_evaluation_interval_ms),
                 fleet_metric_period_divisor,
                 iot_metrics_interval: std::time::Duration::from_millis(iot_metrics_interval_ms),
+                dashboard: local_cloud::dashboard::DashboardConfig {
+                    user_pool_name: dashboard_user_pool_name,
+                    client_name: dashboard_client_name,
+                    checklist: dashboard_checklist,
+                    incidents_table: dashboard_incidents_table,
+                },
             };
             let cloud = LocalCloud::start(config).await.context("starting the local cloud")?;
             tracing::info!(mqtt = %cloud.endpoints.mqtt, http = %cloud.endpoints.http, ca = %cloud.endpoints.ca_file.display(), "local cloud ready");

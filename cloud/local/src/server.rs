@@ -57,6 +57,8 @@ pub struct Config {
     /// How often IoT Core's `AWS/IoT` metrics are written to CloudWatch (AWS: every minute;
     /// shorter for tests).
     pub iot_metrics_interval: std::time::Duration,
+    /// The auditors' dashboard: which user pool and app client it trusts, what it reads.
+    pub dashboard: crate::dashboard::DashboardConfig,
 }
 
 /// How often IoT Core writes its `AWS/IoT` metrics unless configured otherwise (as AWS).
@@ -81,6 +83,7 @@ impl Config {
             alarm_evaluation_interval: DEFAULT_ALARM_EVALUATION_INTERVAL,
             fleet_metric_period_divisor: 1,
             iot_metrics_interval: DEFAULT_IOT_METRICS_INTERVAL,
+            dashboard: crate::dashboard::DashboardConfig::default(),
         }
     }
 
@@ -135,6 +138,8 @@ pub struct LocalCloud {
     pub logs: crate::logs::Logs,
     /// CloudWatch metrics and alarms, for in-process use.
     pub cloudwatch: crate::cloudwatch::CloudWatch,
+    /// Cognito user pools, for in-process use.
+    pub cognito: crate::cognito::Cognito,
     /// Fleet indexing and fleet metrics, for in-process use.
     pub fleet_metrics: crate::fleet_index::metrics::FleetMetrics,
     /// What the rules engine has done (matches, actions, failures).
@@ -233,6 +238,8 @@ impl LocalCloud {
         let cloudwatch =
             crate::cloudwatch::CloudWatch::open(store.clone(), clock.clone(), &config.region, &config.account_id)
                 .context("opening CloudWatch's tables")?;
+        let cognito =
+            crate::cognito::Cognito::new(store.clone(), clock.clone(), &config.region, &config.account_id, &http_url);
         let fleet_index = crate::fleet_index::FleetIndex::open(store.clone(), registry.clone(), clock.clone())
             .context("loading the fleet index")?;
         let fleet_metrics = crate::fleet_index::metrics::FleetMetrics::new(
@@ -242,6 +249,7 @@ impl LocalCloud {
             &config.account_id,
         );
         let iot_metrics: Arc<crate::iot_metrics::IotMetrics> = Arc::default();
+        let recent = crate::dashboard::tap::Recent::default();
         let (rules_engine, rules_tap, rules_queue) = crate::rules::engine::RulesEngine::new(
             rules.clone(),
             bus.clone(),
@@ -265,7 +273,8 @@ impl LocalCloud {
             Arc::new(ProvisioningMqtt::new(provisioning.clone())),
             Arc::new(FleetStatusListener::new(core_events.clone())),
             rules_tap,
-            Arc::new(crate::fleet_index::PresenceListener(fleet_index)),
+            Arc::new(crate::fleet_index::PresenceListener(fleet_index.clone())),
+            Arc::new(crate::dashboard::tap::Tap(recent.clone())),
         ];
         let broker_config = BrokerConfig { metrics: iot_metrics.clone(), ..BrokerConfig::default() };
         let broker = Broker::new(registry.clone(), services, bus_rx, broker_config);
@@ -303,6 +312,7 @@ impl LocalCloud {
             dynamodb: dynamodb.clone(),
             logs: logs.clone(),
             cloudwatch: cloudwatch.clone(),
+            cognito: cognito.clone(),
             fleet_metrics: fleet_metrics.clone(),
             iot_metrics: iot_metrics.clone(),
         };
@@ -322,6 +332,26 @@ impl LocalCloud {
             account: config.account_id.clone(),
         })
         .context("loading Greengrass deployments")?;
+        let dashboard = crate::dashboard::Dashboard::new(
+            config.dashboard.clone(),
+            crate::dashboard::Sources {
+                registry: registry.clone(),
+                shadows: shadows.clone(),
+                deployments: deployments.clone(),
+                jobs: jobs.clone(),
+                fleet_index,
+                cloudwatch: cloudwatch.clone(),
+                dynamodb: dynamodb.clone(),
+                cognito: cognito.clone(),
+            },
+            recent,
+        );
+        tasks.push(tokio::spawn(crate::dashboard::tap::follow_executions(
+            dashboard.recent().clone(),
+            jobs.subscribe(),
+            clock.clone(),
+            shutdown.clone(),
+        )));
         tasks.push(tokio::spawn(follow_cores(
             deployments.clone(),
             core_events,
@@ -336,7 +366,8 @@ impl LocalCloud {
             .merge(crate::lambda::http::routes(lambda.clone()))
             .route_layer(axum::middleware::from_fn_with_state(iam.clone(), crate::iam::auth::authorize))
             .fallback_service(crate::s3::route::fallback(s3.service()));
-        let iot = crate::http::router_with_fallback(state, greengrass_then_s3);
+        let iot = crate::http::router_with_fallback(state, greengrass_then_s3)
+            .layer(axum::middleware::from_fn_with_state(dashboard, crate::dashboard::http::serve));
         let app = crate::s3::route::front(iot, s3.service());
         let http_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -388,6 +419,7 @@ impl LocalCloud {
             dynamodb,
             logs,
             cloudwatch,
+            cognito,
             fleet_metrics,
             rule_stats,
             shutdown,

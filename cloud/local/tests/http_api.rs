@@ -106,6 +106,13 @@ async fn start_api() -> Api {
         local_cloud::fleet_index::FleetIndex::open(store.clone(), registry.clone(), clock.clone()).unwrap();
     let fleet_metrics =
         local_cloud::fleet_index::metrics::FleetMetrics::new(fleet_index, store.clone(), "us-east-1", "000000000000");
+    let cognito = local_cloud::cognito::Cognito::new(
+        store.clone(),
+        clock.clone(),
+        "us-east-1",
+        "000000000000",
+        "http://127.0.0.1:4566",
+    );
     let shadows = ShadowService::new(store, bus.clone(), clock);
     let state = AppState {
         registry,
@@ -128,6 +135,7 @@ async fn start_api() -> Api {
             "000000000000",
         )
         .unwrap(),
+        cognito,
         fleet_metrics,
         iot_metrics: Default::default(),
     };

@@ -1,5 +1,5 @@
 //! Building the `aws-sdk-iot`, `aws-sdk-greengrassv2`, `aws-sdk-iam`, `aws-sdk-lambda`,
-//! `aws-sdk-dynamodb` and `aws-sdk-s3` clients the way the AWS CLI would: region and credentials from
+//! `aws-sdk-dynamodb`, `aws-sdk-cognitoidentityprovider` and `aws-sdk-s3` clients the way the AWS CLI would: region and credentials from
 //! `aws-config`'s default chain (environment, shared config and credentials files, web identity,
 //! ECS and EC2 instance metadata), the endpoint from `AWS_ENDPOINT_URL_IOT` / `AWS_ENDPOINT_URL`
 //! or the profile's `endpoint_url` unless overridden. One HTTP client for every target: rustls with
@@ -141,6 +141,11 @@ pub async fn cloudwatch_client(options: &ClientOptions) -> aws_sdk_cloudwatch::C
 /// A CloudWatch Logs client configured from the default chain and `options`.
 pub async fn cloudwatch_logs_client(options: &ClientOptions) -> aws_sdk_cloudwatchlogs::Client {
     client!(aws_sdk_cloudwatchlogs, options)
+}
+
+/// A Cognito user pools client configured from the default chain and `options`.
+pub async fn cognito_client(options: &ClientOptions) -> aws_sdk_cognitoidentityprovider::Client {
+    client!(aws_sdk_cognitoidentityprovider, options)
 }
 
 /// An S3 client configured from the default chain and `options`. With an endpoint override the

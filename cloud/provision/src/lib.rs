@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`device`]: [`provision_core_device`] and [`deprovision`], idempotent.
 //! - [`policy`]: the shipped policy, its placeholders, validation and the overly-permissive audit.
+//! - [`auditors`]: the dashboard's sign-in: a Cognito user pool, app client and auditor user.
 //! - [`audit`]: the security audit of the account (policies, certificates, role aliases), Device Defender style;
 //!   and the service-delivery audit (the `audit` binary): checklist, case study, architecture and evidence from the live deployment.
 //! - [`component`]: `build` (the GDK layout with digests) and `publish` (S3, CreateComponentVersion).
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod auditors;
 pub mod client;
 pub mod component;
 pub mod deploy;
@@ -35,8 +37,8 @@ pub mod rotate;
 pub mod token_exchange;
 
 pub use client::{
-    ClientOptions, cloudwatch_client, cloudwatch_logs_client, dynamodb_client, greengrass_client, iam_client,
-    iot_client, iot_data_client, lambda_client, s3_client,
+    ClientOptions, cloudwatch_client, cloudwatch_logs_client, cognito_client, dynamodb_client, greengrass_client,
+    iam_client, iot_client, iot_data_client, lambda_client, s3_client,
 };
 pub use device::{
     Change, CoreDeviceSpec, DEFAULT_DEPLOYMENTS_POLICY_NAME, DEFAULT_MQTT_PORT, DEFAULT_POLICY_NAME,

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 mod audit_cmd;
+mod auditors_cmd;
 mod component_cmd;
 mod deploy_cmd;
 mod monitoring_cmd;
@@ -68,6 +69,9 @@ enum Command {
     /// gaps, rule errors, authorization failures and expiring certificates.
     #[command(subcommand)]
     Monitoring(monitoring_cmd::MonitoringCommand),
+    /// Set up the auditors' sign-in for the dashboard: a Cognito user pool, an app client allowing
+    /// password sign-in, and an auditor user; prints the pool and client ids as JSON.
+    Auditors(auditors_cmd::AuditorsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +362,7 @@ fn main() -> ExitCode {
             Command::Rotate(args) => run_rotate(args).await,
             Command::App(args) => run_app(args).await,
             Command::Monitoring(command) => monitoring_cmd::run(command).await,
+            Command::Auditors(args) => auditors_cmd::run(args).await,
         }
     });
     if let Err(e) = &result

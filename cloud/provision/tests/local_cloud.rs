@@ -3,6 +3,7 @@
 //! re-runs are idempotent; rotation and deprovisioning leave no old certificate able to connect.
 
 mod app;
+mod auditors;
 mod common;
 mod publish;
 

@@ -962,12 +962,38 @@ async fn finish(
     if let Some(mut site) = site {
         if args.keep_running && report.passed {
             print_how_to_reach(&site);
+            print_dashboard(&site).await;
             let _ = tokio::signal::ctrl_c().await;
         }
         site.stop().await;
     }
     drop(obs);
     Ok(report)
+}
+
+/// Makes the auditors' sign-in (`provision auditors`, the password in the site's directory) and
+/// says where the dashboard is; a failure is reported, and the rest keeps running.
+async fn print_dashboard(site: &Site) {
+    let options = match provision::ClientOptions::for_local_cloud(&site.endpoints) {
+        Ok(options) => options,
+        Err(e) => return println!("  dashboard: no sign-in ({e})"),
+    };
+    let spec = provision::auditors::AuditorsSpec {
+        pool_name: provision::auditors::DEFAULT_POOL_NAME.into(),
+        client_name: provision::auditors::DEFAULT_CLIENT_NAME.into(),
+        username: provision::auditors::DEFAULT_USERNAME.into(),
+        email: None,
+        password_file: site.dir.join("auditor.password"),
+    };
+    match provision::auditors::ensure_auditors(&provision::cognito_client(&options).await, &spec).await {
+        Ok(auditors) => println!(
+            "  dashboard: {}/dashboard/ (sign in as {}, password in {})",
+            site.endpoints.http,
+            auditors.username,
+            auditors.password_file.display()
+        ),
+        Err(e) => println!("  dashboard: {}/dashboard/ (the auditor's sign-in failed: {e})", site.endpoints.http),
+    }
 }
 
 fn print_how_to_reach(site: &Site) {

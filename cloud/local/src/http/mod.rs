@@ -20,7 +20,8 @@
 //! - [`wire`]: request/response shapes and the extractors that read them.
 //! - DynamoDB (AWS JSON 1.0 on `POST /`) is a layer inside authentication:
 //!   [`crate::dynamodb::http`]; CloudWatch Logs (AWS JSON 1.1, also `POST /`) likewise:
-//!   [`crate::logs::http`]; so is CloudWatch (RPC v2 CBOR, AWS JSON 1.0): [`crate::cloudwatch::http`].
+//!   [`crate::logs::http`]; so is CloudWatch (RPC v2 CBOR, AWS JSON 1.0): [`crate::cloudwatch::http`],
+//!   and Cognito user pools (AWS JSON 1.1, with each pool's JWKS): [`crate::cognito::http`].
 //!
 //! Registry and shadow calls are synchronous and touch SQLite, so every call
 //! runs on tokio's blocking pool ([`blocking`]): a slow fsync or WAL
@@ -82,6 +83,8 @@ pub struct AppState {
     pub logs: crate::logs::Logs,
     /// CloudWatch metrics and alarms (its layer is [`crate::cloudwatch::http`]).
     pub cloudwatch: crate::cloudwatch::CloudWatch,
+    /// Cognito user pools (its layer is [`crate::cognito::http`]).
+    pub cognito: crate::cognito::Cognito,
     /// Fleet indexing and fleet metrics (their routes are [`crate::fleet_index::http`]).
     pub fleet_metrics: crate::fleet_index::metrics::FleetMetrics,
     /// Where the data plane's Publish counts its `AWS/IoT` metrics (`Protocol` `HTTP`).
@@ -115,6 +118,7 @@ pub fn router_with_fallback(state: AppState, fallback: Router) -> axum::Router {
         .layer(middleware::from_fn_with_state(state.dynamodb.clone(), crate::dynamodb::http::serve))
         .layer(middleware::from_fn_with_state(state.logs.clone(), crate::logs::http::serve))
         .layer(middleware::from_fn_with_state(state.cloudwatch.clone(), crate::cloudwatch::http::serve))
+        .layer(middleware::from_fn_with_state(state.cognito.clone(), crate::cognito::http::serve))
         .layer(middleware::from_fn_with_state(state.iam.clone(), crate::iam::auth::authenticate))
         .layer(middleware::from_fn(request_id))
         .with_state(state)

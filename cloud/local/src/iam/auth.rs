@@ -7,7 +7,7 @@
 //! `UnrecognizedClientException`, a wrong signature `InvalidSignatureException`, expired
 //! temporary credentials `ExpiredTokenException`, a refused action `AccessDeniedException`, all
 //! 403. The IAM API answers in its own XML ([`super::query`]), DynamoDB in AWS JSON 1.0 with
-//! HTTP 400 ([`crate::dynamodb`]), CloudWatch Logs in AWS JSON 1.1 ([`crate::logs`]). Unsigned requests pass
+//! HTTP 400 ([`crate::dynamodb`]), CloudWatch Logs and Cognito in AWS JSON 1.1 ([`crate::logs`]). Unsigned requests pass
 //! authentication untouched, because S3 (behind the routes, as their fallback) serves
 //! anonymous requests its own way; a matched non-S3 route refuses them.
 
@@ -122,7 +122,7 @@ pub async fn authenticate(State(iam): State<Iam>, req: Request, next: Next) -> R
     let fail = |failure: Failure, message: String| match service.as_str() {
         "iam" => query_protocol(failure, message),
         "dynamodb" => json_1_0(failure, message),
-        "logs" => json_1_1(failure, message),
+        "logs" | "cognito-idp" => json_1_1(failure, message),
         "monitoring" => monitoring(&request_headers, failure, message),
         _ => rest_json(failure, message),
     };
