@@ -306,21 +306,101 @@ def fit(estimator, x: np.ndarray, y: np.ndarray, hps: dict[str, Any]) -> None:
         estimator.fit(x, y)
 
 
-def layout_for_tract(model, trees_per_node: int) -> None:
+# The comparisons of the ONNX-ML tree ensembles' branch modes.
+BRANCH_TESTS = {
+    "BRANCH_LEQ": np.less_equal,
+    "BRANCH_LT": np.less,
+    "BRANCH_GTE": np.greater_equal,
+    "BRANCH_GT": np.greater,
+    "BRANCH_EQ": np.equal,
+    "BRANCH_NEQ": np.not_equal,
+}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def node_visits(attrs: dict[str, Any], tree: int, rows: np.ndarray) -> dict[int, int]:
+    """How many of ``rows`` (float32 ``[N, features]``) reach each leaf of tree ``tree`` of a
+    ``TreeEnsembleClassifier`` with attributes ``attrs``, by node id: the tree walked as the
+    ONNX-ML operator defines it (each branch mode's comparison; a missing value goes where
+    ``nodes_missing_value_tracks_true`` says). Leaves no row reaches count 0."""
+    at = [i for i, t in enumerate(attrs["nodes_treeids"]) if t == tree]
+    ids = [attrs["nodes_nodeids"][i] for i in at]
+    position = {node: k for k, node in enumerate(ids)}
+    modes = [_text(attrs["nodes_modes"][i]) for i in at]
+    unknown = set(modes) - set(BRANCH_TESTS) - {"LEAF"}
+    if unknown:
+        raise ValueError(f"tree {tree}: unknown node modes {sorted(unknown)}")
+    branch = np.asarray([m != "LEAF" for m in modes])
+    children = {attrs[k][i] for i, m in zip(at, modes) if m != "LEAF" for k in ("nodes_truenodeids", "nodes_falsenodeids")}
+    roots = [node for node in ids if node not in children]
+    if len(roots) != 1:
+        raise ValueError(f"tree {tree} has {len(roots)} roots")
+
+    def follow(key: str) -> np.ndarray:
+        return np.asarray([position[attrs[key][i]] if b else k for k, (i, b) in enumerate(zip(at, branch))])
+
+    on_true, on_false = follow("nodes_truenodeids"), follow("nodes_falsenodeids")
+    feature = np.asarray([attrs["nodes_featureids"][i] for i in at])
+    threshold = np.asarray([attrs["nodes_values"][i] for i in at], dtype=np.float32)
+    tracks = attrs.get("nodes_missing_value_tracks_true") or [0] * len(attrs["nodes_treeids"])
+    missing_true = np.asarray([bool(tracks[i]) for i in at])
+    mode_of = np.asarray([modes[k] for k in range(len(at))])
+    current = np.full(len(rows), position[roots[0]])
+    for _ in range(len(at)):
+        active = np.flatnonzero(branch[current])
+        if len(active) == 0:
+            break
+        here = current[active]
+        x = rows[active, feature[here]]
+        decision = np.zeros(len(active), dtype=bool)
+        for mode, test in BRANCH_TESTS.items():
+            pick = mode_of[here] == mode
+            decision[pick] = test(x[pick], threshold[here][pick])
+        decision = np.where(np.isnan(x), missing_true[here], decision)
+        current[active] = np.where(decision, on_true[here], on_false[here])
+    counts = np.bincount(current, minlength=len(at))
+    return {node: int(counts[k]) for k, node in enumerate(ids) if not branch[k]}
+
+
+def renumber_tree(attrs: dict[str, Any], tree: int, visits: dict[int, int]) -> dict[int, int]:
+    """New node ids for tree ``tree``: the root 0, then the branches in their present order, then
+    the leaves, most visited first (``visits`` by node id; equal counts keep their order). tract
+    stores a node's leaf weights in node id order and steps through them from the first for each
+    tree it evaluates, so this puts the leaves most windows reach where tract finds them soonest.
+    The ids stay 0..n-1 within the tree, as tract requires."""
+    at = [i for i, t in enumerate(attrs["nodes_treeids"]) if t == tree]
+    ids = [attrs["nodes_nodeids"][i] for i in at]
+    leaves = [attrs["nodes_nodeids"][i] for i in at if _text(attrs["nodes_modes"][i]) == "LEAF"]
+    children = {attrs[k][i] for i in at if _text(attrs["nodes_modes"][i]) != "LEAF"
+                for k in ("nodes_truenodeids", "nodes_falsenodeids")}
+    root = next(node for node in ids if node not in children)
+    branches = [node for node in ids if node not in leaves and node != root]
+    leaves.sort(key=lambda node: -visits.get(node, 0))
+    return {old: new for new, old in enumerate([root, *branches, *leaves])}
+
+
+def layout_for_tract(model, trees_per_node: int, rows: np.ndarray | None = None) -> None:
     """Rewrites a summing ``TreeEnsembleClassifier`` (a random forest) in place, for tract-onnx.
 
-    tract walks an ensemble's table of leaf weights from its start for every tree it evaluates,
-    so one node with all the trees costs time in the square of the forest's size. Two rewrites,
-    neither of which changes what the model computes:
+    tract finds a leaf's weights by stepping through its node's table of leaf weights from the
+    start (in tree, then node id order) for every tree it evaluates: a tree costs as many steps
+    as there are weights before its leaf's, so one node with all the trees costs time in the
+    square of the forest's size. Three rewrites, none of which changes what the model computes:
 
     - leaf weights of 0 are dropped (a random forest's leaf lists every class, mostly with 0;
       adding 0 changes no sum);
+    - with ``rows`` (float32 ``[N, features]``, the training rows), each tree's nodes are
+      renumbered so that its leaves come in the order of how many rows reach them, most first
+      (``renumber_tree``): the leaves most windows reach are found after the fewest steps;
     - the trees are split into nodes of ``trees_per_node`` trees; their ``probabilities`` are
       added with ``Sum`` and ``label`` is their ``ArgMax`` (the first of equal maxima, like the
       ensemble's own label).
 
     Ensembles with a post transform or base values (gradient boosting) are left as they are: the
-    transform applies to the whole sum. ``trees_per_node`` 0 only drops the zero weights.
+    transform applies to the whole sum. ``trees_per_node`` 0 keeps one node.
     """
     from onnx import helper
 
@@ -331,31 +411,52 @@ def layout_for_tract(model, trees_per_node: int) -> None:
     node = ensembles[0]
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     post = attrs.get("post_transform", b"NONE")
-    if (post.decode() if isinstance(post, bytes) else post) != "NONE" or attrs.get("base_values"):
+    if _text(post) != "NONE" or attrs.get("base_values"):
         return
     labels = list(attrs.get("classlabels_int64s", []))
     if labels != list(range(len(labels))):
         return
 
-    keep = [i for i, w in enumerate(attrs["class_weights"]) if w != 0.0]
-    leaves = {k: [attrs[k][i] for i in keep] for k in ("class_treeids", "class_nodeids", "class_ids", "class_weights")}
     trees = sorted(set(attrs["nodes_treeids"]))
+    node_keys = [k for k in attrs if k.startswith("nodes_")]
+    leaf_keys = ("class_treeids", "class_nodeids", "class_ids", "class_weights")
+    new_id = {
+        t: renumber_tree(attrs, t, {} if rows is None else node_visits(attrs, t, rows)) for t in trees
+    }
+    # Branches and weights listed in (tree, new node id) order: the order tract stores them in.
+    rows_in_order = sorted(
+        range(len(attrs["nodes_treeids"])),
+        key=lambda i: (attrs["nodes_treeids"][i], new_id[attrs["nodes_treeids"][i]][attrs["nodes_nodeids"][i]]),
+    )
+    weights_in_order = sorted(
+        (i for i, w in enumerate(attrs["class_weights"]) if w != 0.0),
+        key=lambda i: (attrs["class_treeids"][i], new_id[attrs["class_treeids"][i]][attrs["class_nodeids"][i]], i),
+    )
+
+    def renumbered(key: str, i: int):
+        value = attrs[key][i]
+        if key == "nodes_nodeids":
+            return new_id[attrs["nodes_treeids"][i]][value]
+        if key in ("nodes_truenodeids", "nodes_falsenodeids") and _text(attrs["nodes_modes"][i]) != "LEAF":
+            return new_id[attrs["nodes_treeids"][i]][value]
+        if key == "class_nodeids":
+            return new_id[attrs["class_treeids"][i]][value]
+        return value
+
     size = trees_per_node or len(trees)
     groups = [set(trees[i:i + size]) for i in range(0, len(trees), size)]
-    node_keys = [k for k in attrs if k.startswith("nodes_")]
     domain = node.domain
-
     new_nodes = []
     partial = []
     for g, group in enumerate(groups):
-        rows = [i for i, t in enumerate(attrs["nodes_treeids"]) if t in group]
-        weights = [i for i, t in enumerate(leaves["class_treeids"]) if t in group]
-        kwargs = {k: [attrs[k][i] for i in rows] for k in node_keys}
-        kwargs.update({k: [v[i] for i in weights] for k, v in leaves.items()})
+        kwargs = {k: [renumbered(k, i) for i in rows_in_order if attrs["nodes_treeids"][i] in group] for k in node_keys}
+        kwargs.update(
+            {k: [renumbered(k, i) for i in weights_in_order if attrs["class_treeids"][i] in group] for k in leaf_keys}
+        )
         # Tree ids number each node's trees from 0, as runtimes expect.
-        renumber = {t: i for i, t in enumerate(sorted(group))}
-        kwargs["nodes_treeids"] = [renumber[t] for t in kwargs["nodes_treeids"]]
-        kwargs["class_treeids"] = [renumber[t] for t in kwargs["class_treeids"]]
+        tree_number = {t: i for i, t in enumerate(sorted(group))}
+        kwargs["nodes_treeids"] = [tree_number[t] for t in kwargs["nodes_treeids"]]
+        kwargs["class_treeids"] = [tree_number[t] for t in kwargs["class_treeids"]]
         single = len(groups) == 1
         outs = [OUTPUT_LABEL, OUTPUT_PROBABILITIES] if single else [f"label_{g}", f"probabilities_{g}"]
         new_nodes.append(
@@ -377,7 +478,47 @@ def layout_for_tract(model, trees_per_node: int) -> None:
     graph.node.extend(rest[:index] + new_nodes + rest[index:])
 
 
-def export_onnx(estimator, n_features: int, trees_per_node: int):
+def merge_ensembles(model) -> None:
+    """Rewrites, in place, a graph that ``layout_for_tract`` split (``TreeEnsembleClassifier``
+    nodes summed by ``Sum``, the label their ``ArgMax``) back into one ensemble of all the trees,
+    in the same order, so that it can be laid out again. A graph of one ensemble is left as it
+    is; any other graph is refused with ``ValueError``."""
+    from onnx import helper
+
+    graph = model.graph
+    ensembles = [n for n in graph.node if n.op_type == "TreeEnsembleClassifier"]
+    if len(ensembles) == 1:
+        return
+    kinds = sorted({n.op_type for n in graph.node})
+    sums = [n for n in graph.node if n.op_type == "Sum"]
+    if kinds != ["ArgMax", "Sum", "TreeEnsembleClassifier"] or len(sums) != 1 or len(graph.node) != len(ensembles) + 2:
+        raise ValueError(f"not a forest split by layout_for_tract: operators {kinds}")
+    by_output = {n.output[1]: n for n in ensembles}
+    try:
+        ordered = [by_output[name] for name in sums[0].input]
+    except KeyError as e:
+        raise ValueError(f"Sum adds {e}, which no ensemble computes") from e
+    merged: dict[str, list] = {}
+    first_tree = 0
+    for n in ordered:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        for key, value in attrs.items():
+            if key in ("nodes_treeids", "class_treeids"):
+                value = [first_tree + t for t in value]
+            if key in ("classlabels_int64s", "post_transform"):
+                merged[key] = value
+            else:
+                merged.setdefault(key, []).extend(value)
+        first_tree += len(set(attrs["nodes_treeids"]))
+    node = helper.make_node(
+        "TreeEnsembleClassifier", [ordered[0].input[0]], [OUTPUT_LABEL, OUTPUT_PROBABILITIES], name="trees",
+        domain=ordered[0].domain, **merged,
+    )
+    del graph.node[:]
+    graph.node.append(node)
+
+
+def export_onnx(estimator, n_features: int, trees_per_node: int, rows: np.ndarray | None = None):
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -390,7 +531,7 @@ def export_onnx(estimator, n_features: int, trees_per_node: int):
     outputs = [o.name for o in model.graph.output]
     if outputs != [OUTPUT_LABEL, OUTPUT_PROBABILITIES]:
         raise RuntimeError(f"unexpected ONNX outputs {outputs}")
-    layout_for_tract(model, trees_per_node)
+    layout_for_tract(model, trees_per_node, rows)
     ops = sorted({n.op_type for n in model.graph.node})
     if not set(ops) <= ALLOWED_OPS:
         raise RuntimeError(f"the ONNX graph uses {ops}; only {sorted(ALLOWED_OPS)} are known to run in tract-onnx")
@@ -498,7 +639,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     fit(estimator, x_train, y_train, hps)
     fit_s = time.monotonic() - started
 
-    model, ops, opsets = export_onnx(estimator, x_train.shape[1], hps["trees_per_node"])
+    # The training rows order each tree's leaves by how often windows reach them (layout_for_tract).
+    model, ops, opsets = export_onnx(estimator, x_train.shape[1], hps["trees_per_node"], x_train)
     model_dir = Path(args.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     onnx_bytes = model.SerializeToString()

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,97 @@ def test_the_forest_is_laid_out_for_tract_and_computes_what_one_ensemble_does(
     (split_label, split_p), (whole_label, whole_p) = outputs
     assert np.max(np.abs(split_p - whole_p)) <= 1e-6
     assert split_label.tolist() == whole_label.tolist()
+
+
+def attributes(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def test_each_trees_leaves_are_numbered_by_how_many_training_rows_reach_them(dataset: Path, trained: Path):
+    x = train.read_channel("train", dataset / "train").x.astype(np.float32)
+    for node in ensembles(onnx.load(str(trained / "model.onnx"))):
+        attrs = attributes(node)
+        for tree in sorted(set(attrs["nodes_treeids"])):
+            ids = [n for t, n in zip(attrs["nodes_treeids"], attrs["nodes_nodeids"]) if t == tree]
+            assert sorted(ids) == list(range(len(ids))), "node ids are 0..n-1 within a tree, as tract requires"
+            assert ids[0] == 0 and 0 not in {
+                attrs[k][i] for i, t in enumerate(attrs["nodes_treeids"]) if t == tree
+                for k in ("nodes_truenodeids", "nodes_falsenodeids") if attrs["nodes_modes"][i] != b"LEAF"
+            }, "the root is node 0"
+            visits = train.node_visits(attrs, tree, x)
+            leaves = sorted(visits)
+            assert sum(visits.values()) == len(x), "every row reaches one leaf"
+            counts = [visits[n] for n in leaves]
+            assert counts == sorted(counts, reverse=True), f"tree {tree}: leaves by visits, most first: {counts}"
+            assert counts[0] > counts[-1], "the counts differ, so the order says something"
+            branches = [n for n in ids if n not in visits]
+            assert max(branches) < min(leaves), "branches first, then the leaves"
+
+
+def test_node_visits_follows_every_branch_mode_and_missing_values():
+    # One tree: node 0 tests feature 0 with the mode, true -> leaf 1, false -> leaf 2; a missing
+    # value goes to the true side.
+    x = np.asarray([[1.0], [2.0], [3.0], [np.nan]], dtype=np.float32)
+    expected = {  # rows reaching leaf 1 (true) for each mode, against the threshold 2
+        "BRANCH_LEQ": 2, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 1, "BRANCH_EQ": 1, "BRANCH_NEQ": 2,
+    }
+    for mode, true_rows in expected.items():
+        attrs = {
+            "nodes_treeids": [0, 0, 0], "nodes_nodeids": [0, 1, 2], "nodes_featureids": [0, 0, 0],
+            "nodes_values": [2.0, 0.0, 0.0], "nodes_modes": [mode.encode(), b"LEAF", b"LEAF"],
+            "nodes_truenodeids": [1, 0, 0], "nodes_falsenodeids": [2, 0, 0],
+            "nodes_missing_value_tracks_true": [1, 0, 0],
+        }
+        assert train.node_visits(attrs, 0, x) == {1: true_rows + 1, 2: 3 - true_rows}, mode
+
+
+def run_relayout(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(Path(train.__file__).parent / "relayout.py"), *args],
+        capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )
+
+
+def test_relayout_rewrites_a_trained_model_into_one_that_computes_the_same(dataset: Path, trained: Path, tmp_path: Path):
+    out = tmp_path / "relaid"
+    done = run_relayout("--model-dir", str(trained), "--rows", str(dataset / "train"), "--out", str(out),
+                        "--trees-per-node", "1")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["check"]["rows_labels_differ"] == 0 and report["check"]["vectors_labels_differ"] == 0
+    new = onnx.load(str(out / "model.onnx"))
+    assert len(ensembles(new)) == 20, "one tree per node"
+    card, old_card = card_of(out), card_of(trained)
+    assert card["model"]["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    assert card["hyperparameters"]["trees_per_node"] == 1
+    assert card["input"] == old_card["input"] and card["output"] == old_card["output"]
+    vectors = json.loads((out / "test-vectors.json").read_text())
+    assert vectors["model_sha256"] == card["model"]["sha256"]
+    assert vectors["vectors"] == json.loads((trained / "test-vectors.json").read_text())["vectors"]
+    x = train.read_channel("validation", dataset / "validation").x.astype(np.float32)
+    (old_label, old_p), (new_label, new_p) = (
+        ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+            ["label", "probabilities"], {"features": x})
+        for d in (trained, out)
+    )
+    assert new_label.tolist() == old_label.tolist()
+    assert np.max(np.abs(new_p - old_p)) <= 1e-6
+    # And tract, with every check the component makes, reproduces the original test vectors.
+    done = subprocess.run([str(pump_analyzer_bin()), "verify-model", str(out), "--runs", "10"],
+                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["parity"]["mismatches"] == []
+
+
+def test_relayout_refuses_what_is_not_a_model_directory(dataset: Path, trained: Path, tmp_path: Path):
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    (broken / "model.onnx").write_bytes((trained / "model.onnx").read_bytes()[:-10])
+    for model_dir, want in ((tmp_path / "absent", "is not a model directory"),
+                            (broken, "does not match its card's SHA-256")):
+        done = run_relayout("--model-dir", str(model_dir), "--rows", str(dataset / "train"), "--out", str(tmp_path / "o"))
+        assert done.returncode == 2 and want in done.stderr, done.stderr
+        assert not (tmp_path / "o").exists(), "nothing is written"
 
 
 def test_tract_loads_the_trained_model_and_reproduces_its_test_vectors(trained: Path):

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use pump_map::Measurement;
 use pump_types::{AnomalyKind, Reading};
@@ -168,14 +169,32 @@ pub type Class = Option<AnomalyKind>;
 
 /// A checked, loaded model: its card, its classes and tract's optimized plan (shared; cloning is
 /// cheap). Built for one feature vector per run.
-#[derive(Clone)]
 pub struct Model {
     card: ModelCard,
     sha256: String,
     classes: Vec<Class>,
     plan: Arc<TypedRunnableModel>,
+    /// tract's run state, kept between runs: `SimplePlan::run` would build one (a slot per node
+    /// of the graph, each op asked for its state) and tear it down on every call. Taken out while
+    /// a run uses it, so concurrent runs each get their own, and dropped when a run fails.
+    state: Mutex<Option<TypedSimpleState>>,
     label_output: usize,
     probabilities_output: usize,
+}
+
+impl Clone for Model {
+    /// Shares the plan; the clone builds its own run state when it first runs.
+    fn clone(&self) -> Self {
+        Model {
+            card: self.card.clone(),
+            sha256: self.sha256.clone(),
+            classes: self.classes.clone(),
+            plan: Arc::clone(&self.plan),
+            state: Mutex::new(None),
+            label_output: self.label_output,
+            probabilities_output: self.probabilities_output,
+        }
+    }
 }
 
 impl std::fmt::Debug for Model {
@@ -361,7 +380,8 @@ impl Model {
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| onnx(format!("{e:#}")))?;
-        let loaded = Model { sha256: actual, classes, plan, label_output, probabilities_output, card };
+        let loaded =
+            Model { sha256: actual, classes, plan, state: Mutex::new(None), label_output, probabilities_output, card };
         // A graph that loads but does not answer in the declared shape is refused now, not at the
         // first reading.
         loaded.infer(&vec![0.0; width])?;
@@ -409,10 +429,16 @@ impl Model {
             return Err(schema(format!("{} features given, the model takes {width}", features.len())));
         }
         let input = Tensor::from_shape(&[1, width], features).map_err(onnx)?;
-        let outputs =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan.run(tvec!(input.into_tvalue()))))
-                .map_err(|panic| onnx(format!("tract panicked: {}", panic_message(&panic))))?
-                .map_err(|e| onnx(format!("{e:#}")))?;
+        let reused = self.state.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let mut state = match reused {
+            Some(state) => state,
+            None => self.plan.spawn().map_err(|e| onnx(format!("{e:#}")))?,
+        };
+        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.run(tvec!(input.into_tvalue()))))
+            .map_err(|panic| onnx(format!("tract panicked: {}", panic_message(&panic))))?
+            .map_err(|e| onnx(format!("{e:#}")))?;
+        // Only a state whose run succeeded is kept: a failed run may have left values behind.
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
         let (Some(label), Some(probabilities)) =
             (outputs.get(self.label_output), outputs.get(self.probabilities_output))
         else {

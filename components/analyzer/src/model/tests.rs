@@ -317,6 +317,41 @@ fn a_feature_vector_of_the_wrong_length_is_an_error_not_a_panic() {
     assert!(matches!(committed().infer(&[0.0; 3]), Err(ModelError::Schema(_))));
 }
 
+/// The test vectors' inputs and onnxruntime's probabilities.
+fn vector_pairs() -> Vec<(Vec<f32>, Vec<f64>)> {
+    let vectors = read_json(&component_dir().join("test-vectors.json"));
+    let as_f64 = |v: &Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<f64>>();
+    vectors["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (as_f64(&v["input"]).into_iter().map(|x| x as f32).collect::<Vec<f32>>(), as_f64(&v["probabilities"])))
+        .collect()
+}
+
+#[test]
+fn the_kept_run_state_carries_nothing_from_one_run_to_the_next() {
+    // One model, its clone (its own state) and concurrent runs on both, interleaved with a
+    // refused input: every answer is the reference's for its own input.
+    let model = committed().clone();
+    let pairs = vector_pairs();
+    let clone = model.clone();
+    std::thread::scope(|s| {
+        for m in [&model, &clone, &model] {
+            let pairs = &pairs;
+            s.spawn(move || {
+                for (input, want) in pairs.iter().chain(pairs.iter().rev()) {
+                    assert!(m.infer(&input[..3]).is_err());
+                    let got = m.infer(input).unwrap();
+                    for (g, w) in got.probabilities.iter().zip(want) {
+                        assert!((f64::from(*g) - w).abs() <= 1e-5, "{got:?} against {want:?}");
+                    }
+                }
+            });
+        }
+    });
+}
+
 mod detector {
     use super::*;
     use crate::plant_sim::PlantSim;
