@@ -162,14 +162,14 @@ pub struct ModelConfig {
     pub raise_score: f64,
     /// A raised fault class with a probability at or above this stays raised (0..raiseScore].
     pub sustain_score: f64,
-    /// Below this speed (anywhere in the window) the model is not run, rpm: it was trained on a
-    /// running pump only.
+    /// Below this speed (anywhere in the window) the model is not run, rpm: it was trained on
+    /// pumps running at 1700 rpm and more, and takes a pump slowing down to a stop for cavitation.
     pub min_running_rpm: f64,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { raise_score: 0.5, sustain_score: 0.3, min_running_rpm: 300.0 }
+        ModelConfig { raise_score: 0.5, sustain_score: 0.3, min_running_rpm: 1650.0 }
     }
 }
 

@@ -12,11 +12,21 @@
 //! [`Features::vector`] lays every statistic out in one fixed order ([`Features::names`]) for a
 //! model that takes a feature vector: the per-measurement statistics, then the summaries over all
 //! measurements ([`Features::SUMMARY_NAMES`]).
+//!
+//! Besides the window, a [`Window`] keeps two things about every reading it has seen: how long
+//! each measurement has kept its value, and a slow exponential average of each measurement (time
+//! constant [`SLOW_TAU_S`]). Temperatures follow their load over minutes, longer than a window of
+//! vibration-sized length shows; the slow averages give a longer horizon for them
+//! ([`Features::rise`]), not yet part of [`Features::vector`].
 
 use std::collections::VecDeque;
 
 use pump_map::{Measurement, Measurements};
 use pump_types::Reading;
+
+/// Time constant of the slow averages behind [`Features::rise`], seconds: the order of a motor's
+/// thermal time constant, several windows long.
+pub const SLOW_TAU_S: f64 = 300.0;
 
 /// Statistics of one measurement over the window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -85,6 +95,8 @@ pub struct Features {
     pub span_s: f64,
     /// Per measurement, in [`Measurement::ALL`] order.
     stats: [Stats; 12],
+    /// Per measurement, the slow average of every reading seen, at the newest reading.
+    slow: [f64; 12],
 }
 
 impl Features {
@@ -95,6 +107,21 @@ impl Features {
     /// The statistics of `m`.
     pub fn get(&self, m: Measurement) -> &Stats {
         &self.stats[m as usize]
+    }
+
+    /// How far `m`'s fitted latest value ([`Stats::fit_last`]) stands above its slow average
+    /// (time constant [`SLOW_TAU_S`], over every reading seen since the window was created or
+    /// cleared). A steady measurement reads about 0; one climbing at a steady rate `r` per second
+    /// reads about `r · SLOW_TAU_S` once it has climbed for a few time constants; after a step it
+    /// decays over minutes, long after the window has forgotten the step.
+    pub fn rise(&self, m: Measurement) -> f64 {
+        if self.samples == 0 { 0.0 } else { self.get(m).fit_last - self.slow[m as usize] }
+    }
+
+    /// The motor's fitted temperature minus the bearing's ([`Stats::fit_last`]): both follow the
+    /// ambient temperature, their difference follows the load and the cooling.
+    pub fn motor_minus_bearing(&self) -> f64 {
+        self.get(Measurement::MotorTempC).fit_last - self.get(Measurement::BearingTempC).fit_last
     }
 
     /// The longest run of unchanged readings ([`Stats::unchanged`]) among the measurements whose
@@ -135,20 +162,22 @@ impl Features {
     }
 }
 
-/// The last `capacity` readings, with the stuck-value counters.
+/// The last `capacity` readings, with the stuck-value counters and the slow averages.
 #[derive(Debug, Clone)]
 pub struct Window {
     capacity: usize,
     /// `(ts in ms, measurements)`, oldest first.
     samples: VecDeque<(u64, Measurements)>,
     unchanged: [u64; 12],
+    /// Exponential averages of every reading seen, time constant [`SLOW_TAU_S`].
+    slow: [f64; 12],
 }
 
 impl Window {
     /// An empty window of `capacity` readings (at least 2).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(2);
-        Window { capacity, samples: VecDeque::with_capacity(capacity), unchanged: [0; 12] }
+        Window { capacity, samples: VecDeque::with_capacity(capacity), unchanged: [0; 12], slow: [0.0; 12] }
     }
 
     /// How many readings the window keeps.
@@ -179,18 +208,31 @@ impl Window {
         }
     }
 
-    /// Forgets every reading (after a clock jump, say).
+    /// Forgets every reading (after a clock jump, say), the counters and slow averages included.
     pub fn clear(&mut self) {
         self.samples.clear();
         self.unchanged = [0; 12];
+        self.slow = [0.0; 12];
     }
 
     /// Adds a reading, dropping the oldest when full. The caller keeps timestamps increasing.
+    ///
+    /// The slow averages start at the first reading's values and then move toward each reading
+    /// by `1 − e^(−Δt/τ)` of the gap, `Δt` the time since the previous reading (0 for a
+    /// timestamp that does not increase).
     pub fn push(&mut self, reading: &Reading) {
+        let weight = match self.samples.back() {
+            None => 1.0,
+            Some((prev_ts, _)) => {
+                let dt = reading.ts.saturating_sub(*prev_ts) as f64 / 1000.0;
+                1.0 - (-dt / SLOW_TAU_S).exp()
+            }
+        };
         for (i, m) in Measurement::ALL.iter().enumerate() {
             let value = reading.m.get(*m);
             let same = self.samples.back().is_some_and(|(_, prev)| prev.get(*m) == value);
             self.unchanged[i] = if same { self.unchanged[i] + 1 } else { 1 };
+            self.slow[i] += weight * (value - self.slow[i]);
         }
         if self.samples.len() == self.capacity {
             self.samples.pop_front();
@@ -202,7 +244,7 @@ impl Window {
     pub fn features(&self) -> Features {
         let mut stats = [Stats::default(); 12];
         let Some(&(first_ts, _)) = self.samples.front() else {
-            return Features { samples: 0, full: false, span_s: 0.0, stats };
+            return Features { samples: 0, full: false, span_s: 0.0, stats, slow: self.slow };
         };
         // Seconds since the oldest reading: small numbers keep the sums precise.
         let times: Vec<f64> = self.samples.iter().map(|(ts, _)| ts.saturating_sub(first_ts) as f64 / 1000.0).collect();
@@ -241,7 +283,13 @@ impl Window {
                 unchanged: self.unchanged[i],
             };
         }
-        Features { samples: self.samples.len(), full: self.samples.len() == self.capacity, span_s: t_last, stats }
+        Features {
+            samples: self.samples.len(),
+            full: self.samples.len() == self.capacity,
+            span_s: t_last,
+            stats,
+            slow: self.slow,
+        }
     }
 }
 
@@ -417,7 +465,51 @@ mod tests {
         assert!(close(vector[j], 2.0));
         // The per-measurement block keeps its place; the summaries follow it.
         assert_eq!(names[12 * Stats::NAMES.len() - 1], "vibration_mm_s.unchanged");
-        assert_eq!(names.last().map(String::as_str), Some("all.unchanged_max"));
+        assert_eq!(names[12 * Stats::NAMES.len()..], Features::SUMMARY_NAMES);
+    }
+
+    #[test]
+    fn rise_is_the_fitted_value_over_a_slow_average_of_every_reading() {
+        // α = 1 − e^(−1/300) per one-second reading; a ramp's slow average lags it by
+        // r·(1 − α)/α = r · 299.500 s once the start has decayed (ten time constants here).
+        let lag_s = (-1.0f64 / SLOW_TAU_S).exp() / (1.0 - (-1.0f64 / SLOW_TAU_S).exp());
+        assert!((lag_s - 299.500).abs() < 1e-3, "{lag_s}");
+        let ramp: Vec<(u64, f64)> = (0..3001).map(|i| (i * 1000, 20.0 + 0.01 * i as f64)).collect();
+        let f = window_of(60, &ramp).features();
+        assert!((f.rise(Measurement::MotorTempC) - 0.01 * lag_s).abs() < 1e-3, "{}", f.rise(Measurement::MotorTempC));
+
+        // A step from 20 to 30 held 300 readings: the window is flat at 30, the slow average is
+        // 30 − 10·(1 − α)^300 = 30 − 10/e.
+        let step: Vec<(u64, f64)> = (0..601).map(|i| (i * 1000, if i <= 300 { 20.0 } else { 30.0 })).collect();
+        let mut w = window_of(60, &step);
+        let f = w.features();
+        assert!(close(f.get(Measurement::MotorTempC).slope, 0.0));
+        assert!((f.rise(Measurement::MotorTempC) - 10.0 / std::f64::consts::E).abs() < 1e-9);
+
+        // A steady value, a single reading and an empty window: no rise.
+        assert!(close(
+            window_of(4, &[(0, 5.0), (1000, 5.0), (2000, 5.0)]).features().rise(Measurement::MotorTempC),
+            0.0
+        ));
+        assert!(close(window_of(4, &[(0, 5.0)]).features().rise(Measurement::MotorTempC), 0.0));
+        w.clear();
+        assert!(close(w.features().rise(Measurement::MotorTempC), 0.0));
+        // After a clear the average starts again at the first reading.
+        w.push(&reading(1, 700_000, |m| m.motor_temp_c = 50.0));
+        assert!(close(w.features().rise(Measurement::MotorTempC), 0.0));
+    }
+
+    #[test]
+    fn motor_minus_bearing_is_the_difference_of_the_fitted_temperatures() {
+        let mut w = Window::new(3);
+        for (i, (bearing, motor)) in [(40.0, 70.0), (41.0, 72.0), (42.0, 74.0)].into_iter().enumerate() {
+            w.push(&reading(i as u64, 1000 * i as u64, |m| {
+                m.bearing_temp_c = bearing;
+                m.motor_temp_c = motor;
+            }));
+        }
+        let f = w.features();
+        assert!(close(f.motor_minus_bearing(), 74.0 - 42.0), "{}", f.motor_minus_bearing());
     }
 
     /// A reading where every measurement is mid-range and differs from the previous reading's,
@@ -452,7 +544,8 @@ mod tests {
             }
             let f = w.features();
             assert_eq!(f.unchanged_max(), want, "{name}");
-            assert_eq!(f.vector().last().copied(), Some(want as f64), "{name}: the vector's last entry");
+            let at = Features::names().iter().position(|n| n == "all.unchanged_max").unwrap();
+            assert_eq!(f.vector()[at], want as f64, "{name}: the vector's entry");
         }
         assert_eq!(Window::new(4).features().unchanged_max(), 0, "an empty window");
     }

@@ -408,6 +408,35 @@ mod detector {
         assert_eq!(f.features.len(), committed().classes().len(), "every class's probability");
         assert_eq!(d.failures(), 0);
     }
+
+    /// The controller's maintenance stop (the run coil off) and a stopped pump: through the
+    /// analyzer with `detector: model`, nothing is raised while the pump slows down and a stopped
+    /// pump has no active anomaly. (A restart after ten minutes still raises overheating while
+    /// the cold motor warms up: `docs/ml.md`, "A stopped pump".)
+    #[test]
+    fn a_stop_and_a_stopped_pump_raise_nothing() {
+        use crate::analyzer::Analyzer;
+        use crate::config::{Config, DetectorChoice};
+        use pump_map::Coil;
+
+        for (seed, speed) in [(1, 2900.0), (7, 2000.0), (42, 1700.0)] {
+            let mut sim = PlantSim::new(seed, speed);
+            let mut a = Analyzer::new(Config { detector: DetectorChoice::Model, ..Config::default() }).unwrap();
+            a.offer_model(Ok(committed().clone()), 0);
+            let mut events = Vec::new();
+            for (run_coil, secs) in [(true, 180), (false, 600)] {
+                sim.plant.set_coil(Coil::Run, run_coil);
+                for i in 0..secs {
+                    let r = sim.next_reading();
+                    events.extend(a.handle_reading(r.ts, &r).expect("a plant reading is accepted"));
+                    if !run_coil && i >= 30 {
+                        assert!(!r.running && a.active().is_empty(), "seed {seed}: stopped, {:#?}", a.active());
+                    }
+                }
+            }
+            assert!(events.is_empty(), "seed {seed}, {speed} rpm: {events:#?}");
+        }
+    }
 }
 
 #[test]
