@@ -961,9 +961,11 @@ async fn finish(
     eprintln!("report: {}", args.out.join("report.md").display());
     if let Some(mut site) = site {
         if args.keep_running && report.passed {
+            // The handlers first: a Ctrl-C sent as soon as the lines below appear is not lost.
+            let stop = cli_shell::shutdown_signal()?;
             print_how_to_reach(&site);
             print_dashboard(&site).await;
-            let _ = tokio::signal::ctrl_c().await;
+            stop.await;
         }
         site.stop().await;
     }
