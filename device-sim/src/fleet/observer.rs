@@ -221,9 +221,15 @@ impl Observer {
         let mut subscribed_tx = Some(subscribed_tx);
         let counting = ledger.clone();
         let task = tokio::spawn(async move {
-            let _client = client;
             loop {
                 match events.poll().await {
+                    // A clean session forgets the subscription with the connection: after a
+                    // reconnection, subscribe again (the first one was queued before connecting).
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) if subscribed_tx.is_none() => {
+                        if let Err(e) = client.try_subscribe(TELEMETRY_FILTER, rumqttc::QoS::AtLeastOnce) {
+                            tracing::warn!("telemetry observer: cannot subscribe again: {e}");
+                        }
+                    }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack))) => {
                         let granted =
                             ack.return_codes.iter().all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure));
