@@ -20,6 +20,9 @@ struct Run {
     report: Value,
     /// The plant's `GET /state` while everything kept running, `None` if it never got there.
     plant_state: Option<Value>,
+    /// `audit verify` of the demo's own audit against its live cloud while it kept running: the
+    /// differences found (`None` if it never got there).
+    audit_differences: Option<Vec<String>>,
 }
 
 /// Runs the shortened scenario with `--keep-running`: once the demo says everything keeps
@@ -44,12 +47,14 @@ fn run_demo(out: &std::path::Path) -> Run {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut printed = Vec::new();
     let mut plant_state = None;
+    let mut audit_differences = None;
     let mut line = String::new();
     // Until the demo ends (a failed run does not keep running) or says how to reach the plant.
     while stdout.read_line(&mut line).unwrap_or(0) > 0 {
         printed.extend_from_slice(line.as_bytes());
         if let Some(addr) = line.trim().strip_prefix("plant control: http://").and_then(|l| l.split('/').next()) {
             plant_state = Some(get_json(addr, "/state"));
+            audit_differences = Some(verify_audit(out));
             let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
             assert!(status.success(), "kill -INT");
         }
@@ -59,7 +64,24 @@ fn run_demo(out: &std::path::Path) -> Run {
     let output = Output { status, stdout: printed, stderr: stderr.join().unwrap() };
     let report =
         std::fs::read(out.join("report.json")).map(|b| serde_json::from_slice(&b).unwrap()).unwrap_or(Value::Null);
-    Run { output, report, plant_state }
+    Run { output, report, plant_state, audit_differences }
+}
+
+/// `audit verify` of the demo's audit directory (`{out}/audit`) against its live local cloud
+/// (`{out}/run/cloud/endpoints.json`), through the library the `audit` binary runs.
+fn verify_audit(out: &std::path::Path) -> Vec<String> {
+    use provision::audit::{collect::AuditClients, output};
+    let dir = out.join("audit");
+    let endpoints: cloud_api::endpoints::Endpoints =
+        serde_json::from_slice(&std::fs::read(out.join("run/cloud/endpoints.json")).unwrap()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let options = output::read_options(&dir).expect("the demo wrote its audit directory");
+        let clients = AuditClients::new(&provision::ClientOptions::for_local_cloud(&endpoints).unwrap()).await;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let audit = output::audit(&clients, &options, now).await.expect("the audit reads the live cloud");
+        output::verify(&dir, &audit).expect("verify compares").iter().map(ToString::to_string).collect()
+    })
 }
 
 /// A plain HTTP/1.1 GET on loopback; the JSON body.
@@ -76,7 +98,7 @@ fn get_json(addr: &str, path: &str) -> Value {
 #[test]
 fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_outage_and_a_dead_core_device() {
     let dir = tempfile::tempdir().unwrap();
-    let Run { output, report, plant_state } = run_demo(dir.path());
+    let Run { output, report, plant_state, audit_differences } = run_demo(dir.path());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the demo failed:\n{stderr}\nreport: {report:#}");
     // --keep-running kept the site up after the scenario, until Ctrl-C stopped it cleanly.
@@ -88,7 +110,7 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert_eq!(plant_state["faults"], serde_json::json!([]), "{plant_state}");
 
     let steps = report["steps"].as_array().expect("steps");
-    assert_eq!(steps.len(), 11, "{stderr}");
+    assert_eq!(steps.len(), 12, "{stderr}");
     assert_eq!(report["passed"], true);
     let facts = &report["facts"];
 
@@ -180,6 +202,33 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     assert!(dir.path().join("report.md").is_file());
 
     edge_footprint_and_cost_per_site(&report);
+    rotated_the_core_certificate(&report);
+    audited_its_own_cloud(dir.path(), audit_differences);
+}
+
+/// The core's certificate was rotated once through a rotation job: a new certificate, the old
+/// one retired, with the time it took.
+fn rotated_the_core_certificate(report: &Value) {
+    let step = report["steps"].as_array().unwrap().iter().find(|s| s["key"] == "certificate_rotation");
+    assert!(step.is_some_and(|s| s["passed"] == true), "{step:?}");
+    let rotation = &report["certificate_rotation"];
+    assert!(rotation["job_id"].as_str().is_some_and(|j| !j.is_empty()), "{rotation:#}");
+    assert_ne!(rotation["new_certificate"], rotation["old_certificate"], "{rotation:#}");
+    assert!(rotation["rotate_ms"].as_u64().is_some_and(|ms| ms > 0), "{rotation:#}");
+}
+
+/// The demo ended with the audit of its own cloud: the directory is there, `audit verify` held
+/// against the live cloud, and the rotation lines (GG-3, SC-7) are met.
+fn audited_its_own_cloud(out: &std::path::Path, differences: Option<Vec<String>>) {
+    let dir = out.join("audit");
+    assert!(dir.join("CHECKLIST.md").is_file() && dir.join("manifest.json").is_file(), "no audit in {dir:?}");
+    let differences = differences.expect("the demo kept running with its audit");
+    assert!(differences.is_empty(), "audit verify: {differences:#?}");
+    let lines: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join("checklist.json")).unwrap()).unwrap();
+    for id in ["GG-3", "SC-7"] {
+        let line = lines.iter().find(|l| l["id"] == id).unwrap_or_else(|| panic!("no {id}"));
+        assert_eq!(line["met"], true, "{line:#}");
+    }
 }
 
 /// The cloud reacted to a fault repeated three times: every anomaly event became an incident row

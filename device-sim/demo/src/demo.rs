@@ -23,9 +23,13 @@
 //!    while its protection is active;
 //! 8. a broken analyzer version, rolled back, its cause shown in the cloud;
 //! 9. the local cloud stops for a while: nothing is lost, the shadow converges;
-//! 10. the core, handed to its launcher, updates itself to a new nucleus version;
-//! 11. hardware failure: the core device dies with its disk; the replacement onboards by claim
+//! 10. the operator rotates the core's certificate with a rotation job ([`crate::rotation`]);
+//! 11. the core, handed to its launcher, updates itself to a new nucleus version;
+//! 12. hardware failure: the core device dies with its disk; the replacement onboards by claim
 //!     under the same thing name and the site recovers ([`crate::recovery`]).
+//!
+//! Each step carries a stable key ([`provision::audit::steps`]). When every step held, the run
+//! ends with the audit of its own cloud in `{out}/audit/` ([`crate::audit`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +44,7 @@ use crate::recovery;
 use crate::report::{AnomalyRecord, Latency, PlantRead, Report, StepOutcome};
 use crate::rollout;
 use crate::site::{self, COMPONENTS, ModbusProbe, Site, SiteOptions, THING};
+use provision::audit::steps as step_key;
 
 /// How long any one wait may take before its step fails.
 const WAIT: Duration = Duration::from_secs(60);
@@ -155,7 +160,7 @@ struct Steps {
 }
 
 impl Steps {
-    async fn run<F, Fut>(&mut self, name: &str, description: &str, f: F) -> bool
+    async fn run<F, Fut>(&mut self, name: &str, key: &str, description: &str, f: F) -> bool
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<String>>,
@@ -172,6 +177,7 @@ impl Steps {
         eprintln!("      {} {detail} ({seconds:.1} s)", if passed { "ok:" } else { "FAILED:" });
         self.report.steps.push(StepOutcome {
             name: name.into(),
+            key: key.into(),
             description: description.into(),
             passed,
             seconds,
@@ -196,15 +202,20 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
+    // An earlier run's audit describes another cloud: gone before this one starts.
+    let audit_dir = crate::audit::audit_dir(&args.out);
+    if audit_dir.exists() {
+        std::fs::remove_dir_all(&audit_dir).with_context(|| format!("clearing {}", audit_dir.display()))?;
+    }
     let started = time::OffsetDateTime::now_utc();
-    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 11 } else { 10 } };
+    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 12 } else { 11 } };
     steps.report.started = started.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
 
     let mut site: Option<Site> = None;
     let mut obs: Option<Observer> = None;
     let mut deployments = Vec::new();
     let ok = steps
-        .run("1", "start the local cloud, provision the core device, start the plant and the core; build, publish and deploy the components to the core's thing group", || async {
+        .run("1", step_key::START, "start the local cloud, provision the core device, start the plant and the core; build, publish and deploy the components to the core's thing group", || async {
             let s = site.insert(Site::start_cloud_and_device(&dir).await?);
             // The observer listens before the core connects, so it sees every message.
             let (cert, key) = observer::provision(&s.iot, &dir.join("observer"), THING).await?;
@@ -231,11 +242,12 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             })
             .await?;
             let detail = format!(
-                "cloud MQTT {} HTTP {}; thing {THING} with policies {} and {} ({} changes); plant Modbus {}; deployment {} to thing group {} converged in {} ms; {} components RUNNING",
+                "cloud MQTT {} HTTP {}; thing {THING} with policies {}, {} and {} ({} changes); plant Modbus {}; deployment {} to thing group {} converged in {} ms; {} components RUNNING",
                 s.endpoints.mqtt,
                 s.endpoints.http,
                 s.device.record.policy_name,
                 provision::DEFAULT_DEPLOYMENTS_POLICY_NAME,
+                provision::DEFAULT_ROTATION_POLICY_NAME,
                 s.device.changes.len(),
                 s.plant().modbus_addr(),
                 timeline.deployment_id,
@@ -257,7 +269,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
 
     let telemetry = format!("dt/pump/{THING}/telemetry");
     let ok = steps
-        .run("2", "normal operation: telemetry reaches the cloud, the shadow reports the pump and the model", || async {
+        .run("2", step_key::NORMAL_OPERATION, "normal operation: telemetry reaches the cloud, the shadow reports the pump and the model", || async {
             let mut rx = obs_ref.subscribe();
             for _ in obs_ref.count(&telemetry)..2 {
                 observer::wait_for(&mut rx, "telemetry batch", WAIT, |s| s.topic == telemetry).await?;
@@ -309,7 +321,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let mut delta_samples = Vec::new();
     let mut plant_reads = Vec::new();
     let ok = steps
-        .run("3", "the operator sets a desired speed in the cloud → actuation at the plant → reported", || async {
+        .run("3", step_key::SHADOW_DESIRED, "the operator sets a desired speed in the cloud → actuation at the plant → reported", || async {
             let speeds = [2400.0, 2600.0, 2200.0, 2500.0, 2300.0, 2700.0, 2450.0, 2550.0];
             let mut last = None;
             for &speed in speeds.iter().cycle().take(args.speed_changes.max(1)) {
@@ -347,6 +359,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let ok = steps
         .run(
             "4",
+            step_key::FAULT_PROTECTION,
             "a fault at the plant → anomaly → protective action at the plant → reported in the cloud",
             || async {
                 let mut details = Vec::new();
@@ -422,7 +435,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let ok = steps
-        .run("5", "the fault is cleared → the anomaly clears → the operator resumes → the plant follows", || async {
+        .run("5", step_key::FAULT_RESUME, "the fault is cleared → the anomaly clears → the operator resumes → the plant follows", || async {
             let state = clear_and_resume(site_ref, obs_ref, &mut probe, &anomalies, resume_speed).await?;
             plant_reads.push(PlantRead::new("resume", Some(resume_speed), &state));
             Ok(format!(
@@ -438,7 +451,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
 
     let mut reaction = None;
     let ok = steps
-        .run("6", "the cloud reacts: the cloud side is deployed (tables, Lambda functions, topic rules, roles); the same fault three times → rule → Lambda → incidents in DynamoDB → desired mode maintenance → the controller stops the pump → reported; the operator returns it to service", || async {
+        .run("6", step_key::CLOUD_REACTION, "the cloud reacts: the cloud side is deployed (tables, Lambda functions, topic rules, roles); the same fault three times → rule → Lambda → incidents in DynamoDB → desired mode maintenance → the controller stops the pump → reported; the operator returns it to service", || async {
             let (detail, observed, mut reads) = crate::reaction::run(site_ref, obs_ref, &mut probe, resume_speed, WAIT).await?;
             plant_reads.append(&mut reads);
             reaction = Some(observed);
@@ -452,7 +465,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let ok = steps
-        .run("7", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap", || async {
+        .run("7", step_key::OTA_UPDATE, "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap", || async {
             let (operator, bins) = site_ref.rollout()?;
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.1.0", |r| r, bins).await?;
@@ -518,7 +531,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let ok = steps
-        .run("8", "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause", || async {
+        .run("8", step_key::OTA_ROLLBACK, "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause", || async {
             let (operator, bins) = site_ref.rollout()?;
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.2.0", |r| r.replace("--outbox", "--out-box"), bins).await?;
@@ -553,7 +566,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let mut obs = obs;
     if args.outage_seconds > 0 {
         let ok = steps
-            .run("9", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
+            .run("9", step_key::CONNECTIVITY_LOSS, "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
                 let site = site.as_mut().expect("started");
                 let obs = obs.as_mut().expect("started");
                 outage(site, obs, Duration::from_secs(args.outage_seconds), &telemetry).await
@@ -564,10 +577,26 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         }
     }
 
+    let name = (steps.total - 2).to_string();
+    let mut rotated = None;
+    let ok = steps
+        .run(&name, step_key::CERTIFICATE_ROTATION, "the operator rotates the core's certificate with a rotation job (`provision rotate`): the core makes a new key, gets a certificate from its CSR and reconnects on it; the old certificate is retired; telemetry flows", || async {
+            let site = site.as_ref().expect("started");
+            let obs = obs.as_ref().expect("started");
+            let (detail, record) = crate::rotation::run(site, obs, &telemetry, WAIT).await?;
+            rotated = Some(record);
+            Ok(detail)
+        })
+        .await;
+    steps.report.certificate_rotation = rotated;
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
     let next = next_minor(device_sim::core::options::GGC_VERSION);
     let name = (steps.total - 1).to_string();
     let ok = steps
-        .run(&name, &format!("the core updates itself: the site's core now runs under its launcher (as a Greengrass core under its loader); a new nucleus version ({next}: this core build, published as AWS publishes the nucleus) is deployed to the thing group; the core stages it, restarts into it and proves itself, and the cloud shows the new version"), || async {
+        .run(&name, step_key::NUCLEUS_UPDATE, &format!("the core updates itself: the site's core now runs under its launcher (as a Greengrass core under its loader); a new nucleus version ({next}: this core build, published as AWS publishes the nucleus) is deployed to the thing group; the core stages it, restarts into it and proves itself, and the cloud shows the new version"), || async {
             let site = site.as_mut().expect("started");
             let obs = obs.as_ref().expect("started");
             core_update(site, obs, &next, &telemetry, &mut deployments).await
@@ -581,7 +610,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let name = steps.total.to_string();
     let mut recovered = None;
     let _ = steps
-        .run(&name, "hardware failure: the core device dies with its disk while the pump runs; the operator replaces it (certificate revoked, thing kept, group deployment revised) and sets a new desired speed; the replacement onboards by claim under the same thing name, receives the group's deployment again and drives the pump to the shadow's desired state", || async {
+        .run(&name, step_key::DEVICE_RECOVERY, "hardware failure: the core device dies with its disk while the pump runs; the operator replaces it (certificate revoked, thing kept, group deployment revised) and sets a new desired speed; the replacement onboards by claim under the same thing name, receives the group's deployment again and drives the pump to the shadow's desired state", || async {
             let site = site.as_mut().expect("started");
             let obs = obs.as_ref().expect("started");
             let mut components = release_1_1_0();
@@ -708,7 +737,7 @@ async fn core_update(
 }
 
 /// Waits for a telemetry batch whose last reading was taken after `after_ms`.
-async fn wait_for_telemetry_after(
+pub(crate) async fn wait_for_telemetry_after(
     rx: &mut tokio::sync::broadcast::Receiver<observer::Seen>,
     telemetry: &str,
     after_ms: u64,
@@ -855,6 +884,7 @@ async fn outage(site: &mut Site, obs: &mut Observer, pause: Duration, telemetry:
     cloud.shutdown().await;
     tokio::time::sleep(pause).await;
     let mut config = local_cloud::server::Config::new(site.dir.join("cloud"));
+    config.dashboard.checklist = Some(crate::audit::checklist_file(&site.dir));
     config.mqtt_addr = site.endpoints.mqtt.parse().context("mqtt address")?;
     config.http_addr = site.endpoints.http.trim_start_matches("http://").parse().context("http address")?;
     if let Some(gg) = &site.endpoints.greengrass_data_plane {
@@ -959,17 +989,31 @@ async fn finish(
     }
     report.write(&args.out).with_context(|| format!("writing the report into {}", args.out.display()))?;
     eprintln!("report: {}", args.out.join("report.md").display());
+    // The run ends with its audit, against its own live cloud, when every step held.
+    let mut audited = Ok(None);
+    if let Some(site) = site.as_ref().filter(|s| report.passed && s.cloud.is_some()) {
+        audited = crate::audit::run(site, &args.out).await.map(Some);
+        match &audited {
+            Ok(Some(outcome)) => eprintln!("{}", outcome.line()),
+            Ok(None) => {}
+            Err(e) => eprintln!("audit: failed: {e:#}"),
+        }
+    }
     if let Some(mut site) = site {
         if args.keep_running && report.passed {
             // The handlers first: a Ctrl-C sent as soon as the lines below appear is not lost.
             let stop = cli_shell::shutdown_signal()?;
             print_how_to_reach(&site);
             print_dashboard(&site).await;
+            if let Ok(Some(outcome)) = &audited {
+                println!("  {} (the dashboard's checklist panel shows it)", outcome.line());
+            }
             stop.await;
         }
         site.stop().await;
     }
     drop(obs);
+    audited.context("the audit at the end of the run")?;
     Ok(report)
 }
 

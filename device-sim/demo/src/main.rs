@@ -23,7 +23,10 @@
 //! - [`footprint`]: the core's and the components' binary size, memory and CPU time, from `/proc`.
 //! - [`latency_bench`]: the control loop's latencies over enough samples for a p99.
 //! - [`cost`]: what a pump site costs in AWS a month, this design against a naive one.
+//! - [`rotation`]: the core's certificate rotated once through a rotation job.
+//! - [`audit`]: the audit of the demo's own cloud, written under its output directory.
 
+mod audit;
 mod cost;
 mod demo;
 mod footprint;
@@ -33,6 +36,7 @@ mod reaction;
 mod recovery;
 mod report;
 mod rollout;
+mod rotation;
 mod site;
 
 use std::path::PathBuf;

@@ -223,6 +223,7 @@ pub async fn run(
             site.device.record.policy_name.clone(),
             provision::DEFAULT_DEPLOYMENTS_POLICY_NAME.into(),
             format!("{ROLE_ALIAS}Policy"),
+            provision::DEFAULT_ROTATION_POLICY_NAME.into(),
         ],
     };
     provision::fleet::ensure_template(&iot, &iam, &spec).await.context("the provisioning template")?;

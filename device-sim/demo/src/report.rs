@@ -15,8 +15,10 @@ use crate::observer::TopicFigures;
 /// One scenario step's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepOutcome {
-    /// Short name.
+    /// Short name (its number in this run).
     pub name: String,
+    /// The step's stable key ([`provision::audit::steps`]): what the audit finds it by.
+    pub key: String,
     /// What it shows.
     pub description: String,
     /// Whether it held.
@@ -191,6 +193,8 @@ pub struct Report {
     pub recovery: Option<crate::recovery::Recovery>,
     /// The cloud's reaction to repeated faults: incidents, latencies, maintenance.
     pub cloud_reaction: Option<crate::reaction::CloudReaction>,
+    /// The core's certificate rotation: the job, the certificates, the time it took.
+    pub certificate_rotation: Option<crate::rotation::CertificateRotation>,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -343,6 +347,9 @@ impl Report {
             let _ =
                 writeln!(s, "\n## The cloud reacts: rules, Lambda, DynamoDB, the shadow\n\n{}", reaction.markdown());
         }
+        if let Some(rotation) = &self.certificate_rotation {
+            let _ = writeln!(s, "\n## Certificate rotation\n\n{}", rotation.markdown());
+        }
         if let Some(recovery) = &self.recovery {
             let _ = writeln!(s, "\n## Recovery from a dead core device\n\n{}", recovery.markdown());
         }
@@ -444,6 +451,7 @@ mod tests {
         let r = Report {
             steps: vec![StepOutcome {
                 name: "2".into(),
+                key: "normal_operation".into(),
                 description: "operator".into(),
                 passed: false,
                 seconds: 1.0,

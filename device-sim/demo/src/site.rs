@@ -227,8 +227,10 @@ impl Site {
 
     /// Starts the local cloud in `dir/cloud` on ephemeral loopback ports.
     pub async fn start_cloud(dir: &Path) -> anyhow::Result<(LocalCloud, Endpoints)> {
-        let cloud =
-            LocalCloud::start(CloudConfig::ephemeral(dir.join("cloud"))).await.context("starting the local cloud")?;
+        let mut config = CloudConfig::ephemeral(dir.join("cloud"));
+        // The dashboard reads the demo's audit when asked: it is written at the end of the run.
+        config.dashboard.checklist = Some(crate::audit::checklist_file(dir));
+        let cloud = LocalCloud::start(config).await.context("starting the local cloud")?;
         let endpoints = cloud.endpoints.clone();
         Ok((cloud, endpoints))
     }
@@ -251,7 +253,8 @@ impl Site {
         Ok((iot, aws_sdk_iotdataplane::Client::from_conf(config)))
     }
 
-    /// Provisions the core device (thing, certificate from a local key, the shipped policy).
+    /// Provisions the core device (thing, certificate from a local key, the shipped policy, the
+    /// shipped certificate-rotation policy).
     pub async fn provision(
         iot: &aws_sdk_iot::Client,
         endpoints: &Endpoints,
@@ -265,7 +268,21 @@ impl Site {
         spec.greengrass_data_plane_url = endpoints.greengrass_data_plane.clone();
         // The core's token exchange service asks the credentials provider.
         spec.credentials_provider_url = endpoints.credentials_provider.clone();
-        provision::provision_core_device(iot, &spec).await.context("provisioning the core device")
+        let device = provision::provision_core_device(iot, &spec).await.context("provisioning the core device")?;
+        // The core rotates its certificate on a rotation job: the shipped rotation policy on its
+        // certificate too, as the fleet's template attaches it (a rotation copies the old
+        // certificate's policies onto the new one).
+        let rotation = provision::DEFAULT_ROTATION_POLICY_NAME;
+        provision::fleet::ensure_rotation_policy(iot, &device.record.thing_arn, rotation)
+            .await
+            .context("the certificate-rotation policy")?;
+        iot.attach_policy()
+            .policy_name(rotation)
+            .target(&device.record.certificate_arn)
+            .send()
+            .await
+            .context("AttachPolicy (rotation)")?;
+        Ok(device)
     }
 
     /// The core's token exchange role ([`provision::token_exchange`]): `s3:PutObject` under the
@@ -432,6 +449,7 @@ impl Site {
             .arg("--update-config")
             .arg(Self::core_config_doc().to_string())
             .arg("--cloud-deployments")
+            .arg("--certificate-rotation")
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -525,7 +543,12 @@ impl Site {
                 telemetry_intervals: None,
                 cloud_deployments: true,
                 mqtt_version: Default::default(),
-                certificate_rotation: None,
+                // As `device-sim core --certificate-rotation`: new keys in the core's identity directory.
+                certificate_rotation: Some(device_sim::core::options::RotationOptions::new(
+                    device_sim::core::key_store::KeyStore::files(device_sim::core::claim::identity_dir(
+                        &dir.join("core"),
+                    )),
+                )),
             }),
             nucleus_version: CoreOptions::default_nucleus_version(),
         })

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::case_study::Partner;
 use super::evidence::Evidence;
+use super::steps;
 
 /// The checklist's sections, in the official document's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -277,7 +278,7 @@ pub const LINES: &[Line] = &[
             vec![
                 shadow_document(e),
                 delta_actuated(e),
-                Check::of(e.run_step_passed("desired state → actuation → reported", &["desired", "reported"])),
+                Check::of(e.run_step_passed("desired state → actuation → reported", steps::SHADOW_DESIRED)),
                 shadow_update_allowed(e),
             ]
         },
@@ -323,7 +324,7 @@ pub const LINES: &[Line] = &[
                 count(e.greengrass.core_devices.len(), "Greengrass core devices registered"),
                 onboarding(e),
                 group_deployment(e),
-                Check::of(e.run_step_passed("core update", &["core updates itself"])),
+                Check::of(e.run_step_passed("core update", steps::NUCLEUS_UPDATE)),
             ]
         },
     },
@@ -425,7 +426,7 @@ pub const LINES: &[Line] = &[
             vec![
                 model_card(e),
                 model_component_installed(e),
-                Check::of(e.run_step_passed("retrained model over the air", &["retrained model"])),
+                Check::of(e.run_step_passed("retrained model over the air", steps::OTA_UPDATE)),
             ]
         },
     },
@@ -458,7 +459,7 @@ pub const LINES: &[Line] = &[
             vec![
                 shadow_document(e),
                 enabled_rules(e),
-                Check::of(e.run_step_passed("the cloud reacts to events", &["cloud reacts"])),
+                Check::of(e.run_step_passed("the cloud reacts to events", steps::CLOUD_REACTION)),
             ]
         },
     },
@@ -501,8 +502,8 @@ pub const LINES: &[Line] = &[
             let e = i.evidence;
             vec![
                 shadow_document(e),
-                Check::of(e.run_step_passed("loss of AWS connectivity", &["cloud stops"])),
-                Check::of(e.run_step_passed("recovery from hardware failure", &["hardware failure"])),
+                Check::of(e.run_step_passed("loss of AWS connectivity", steps::CONNECTIVITY_LOSS)),
+                Check::of(e.run_step_passed("recovery from hardware failure", steps::DEVICE_RECOVERY)),
             ]
         },
     },
@@ -537,7 +538,14 @@ pub const LINES: &[Line] = &[
         files: &["certificates", "policy-audit"],
         decide: |i| {
             let e = i.evidence;
-            vec![mtls(e), key_on_device(e), rotation(e), no_permissive_policy(e), token_exchange(e)]
+            vec![
+                mtls(e),
+                key_on_device(e),
+                rotation(e),
+                Check::of(e.run_step_passed("certificate rotation in the run", steps::CERTIFICATE_ROTATION)),
+                no_permissive_policy(e),
+                token_exchange(e),
+            ]
         },
     },
     Line {
@@ -551,7 +559,7 @@ pub const LINES: &[Line] = &[
             let e = i.evidence;
             vec![
                 ota(e),
-                Check::of(e.run_step_passed("device recovery", &["hardware failure"])),
+                Check::of(e.run_step_passed("device recovery", steps::DEVICE_RECOVERY)),
                 alarm_on(
                     e,
                     &["UnhealthyCoreReports", "IoTFleetMetrics"],
@@ -847,7 +855,7 @@ fn alarm_on(e: &Evidence, words: &[&str], what: &str) -> Check {
 fn ota(e: &Evidence) -> Check {
     let updated: Vec<&str> =
         e.greengrass.components.iter().filter(|c| c.versions.len() > 1).map(|c| c.name.as_str()).collect();
-    let step = e.run_step_passed("over the air", &["over the air"]);
+    let step = e.run_step_passed("over the air", steps::OTA_UPDATE);
     Check::new(
         !updated.is_empty() && step.is_ok(),
         format!(
@@ -1233,14 +1241,14 @@ mod tests {
             "shadow": {"state": {"desired": {"mode": "auto"}, "reported": {"mode": "auto"}}},
             "shadow_state_bytes": 400,
             "cost": {"scenarios": [{"label": "run", "cost": {"total": 0.2}, "naive_cost": {"total": 3.1}}]},
-            "steps": [{"name": "3", "description": "the operator sets a desired speed → actuation → reported", "passed": true, "seconds": 1.0}]
+            "steps": [{"name": "3", "key": "shadow_desired", "description": "the operator sets a desired speed", "passed": true, "seconds": 1.0}]
         }));
         assert!(met("GG-2", &e, None).0, "{:?}", met("GG-2", &e, None).1);
         assert!(cost_below_naive(&e).held && shadow_size(&e).held && within_broker_limits(&e).held);
         e.run.as_mut().unwrap()["shadow_state_bytes"] = json!(9000);
         assert!(!shadow_size(&e).held);
         e.run.as_mut().unwrap()["steps"][0]["passed"] = json!(false);
-        assert!(!Check::of(e.run_step_passed("x", &["desired"])).held);
+        assert!(!Check::of(e.run_step_passed("x", steps::SHADOW_DESIRED)).held);
     }
 
     #[test]
@@ -1327,8 +1335,8 @@ mod tests {
         e.model_card = Some(
             json!({"name": "m", "version": "1.0.0", "model": {"sha256": "ab", "estimator": "RF"}, "training_data": {}, "hyperparameters": {}, "metrics": {}}),
         );
-        // The steps as the demo (`device-sim/demo`) describes them in its report.json.
-        let step = |name: &str, description: &str| json!({"name": name, "description": description, "passed": true, "seconds": 1.0});
+        // The steps as the demo (`device-sim/demo`) keys them in its report.json.
+        let step = |name: &str, key: &str| json!({"name": name, "key": key, "description": key, "passed": true, "seconds": 1.0});
         let topic = |n: u64| json!({"messages": n, "bytes_avg": 500.0, "bytes_max": 900, "per_minute": 6.0, "example": {"v": 1}});
         e.run = Some(json!({
             "started": "2026-12-08T00:00:00Z",
@@ -1345,17 +1353,18 @@ mod tests {
             "anomaly_windows": [{"object": "o", "bytes": 10}],
             "cost": {"scenarios": [{"label": "run", "cost": {"total": 0.2}, "naive_cost": {"total": 3.0}}]},
             "steps": [
-                step("1", "start the local cloud, provision the core device, start the plant and the core; build, publish and deploy the components to the core's thing group"),
-                step("2", "normal operation: telemetry reaches the cloud, the shadow reports the pump and the model"),
-                step("3", "the operator sets a desired speed in the cloud → actuation at the plant → reported"),
-                step("4", "a fault at the plant → anomaly → protective action at the plant → reported in the cloud"),
-                step("5", "the fault is cleared → the anomaly clears → the operator resumes → the plant follows"),
-                step("6", "the cloud reacts: the cloud side is deployed (tables, Lambda functions, topic rules, roles); the same fault three times → rule → Lambda → incidents in DynamoDB → desired mode maintenance → the controller stops the pump → reported; the operator returns it to service"),
-                step("7", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap"),
-                step("8", "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause"),
-                step("9", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges"),
-                step("10", "the core updates itself: the site's core now runs under its launcher (as a Greengrass core under its loader); a new nucleus version (2.15.0: this core build, published as AWS publishes the nucleus) is deployed to the thing group; the core stages it, restarts into it and proves itself, and the cloud shows the new version"),
-                step("11", "hardware failure: the core device dies with its disk while the pump runs; the operator replaces it (certificate revoked, thing kept, group deployment revised) and sets a new desired speed; the replacement onboards by claim under the same thing name, receives the group's deployment again and drives the pump to the shadow's desired state"),
+                step("1", "start"),
+                step("2", "normal_operation"),
+                step("3", "shadow_desired"),
+                step("4", "fault_protection"),
+                step("5", "fault_resume"),
+                step("6", "cloud_reaction"),
+                step("7", "ota_update"),
+                step("8", "ota_rollback"),
+                step("9", "connectivity_loss"),
+                step("10", "certificate_rotation"),
+                step("11", "nucleus_update"),
+                step("12", "device_recovery"),
             ],
         }));
         e
@@ -1385,29 +1394,88 @@ mod tests {
         assert_eq!(unmet, ["CS-1", "CS-2", "CS-3", "PR-1"]);
     }
 
-    /// Step 7 is both the over-the-air update (GG-3, SC-8) and the retrained model's rollout (ML-5);
-    /// step 3, not step 6 (whose description also says desired and reported), decides GG-1.
+    /// Each keyed step decides its lines, whatever its description says: the over-the-air step
+    /// is both the update (GG-3, SC-8) and the retrained model's rollout (ML-5).
     #[test]
     fn each_step_of_the_run_decides_its_lines() {
-        for (words, lines) in [
-            ("the operator sets", &["GG-1"][..]),
-            ("cloud stops", &["SC-5"]),
-            ("hardware failure", &["SC-5", "SC-8"]),
-            ("core updates itself", &["GG-4"]),
-            ("retrained model", &["GG-3", "ML-5", "SC-8"]),
+        for (key, lines) in [
+            (steps::SHADOW_DESIRED, &["GG-1"][..]),
+            (steps::CONNECTIVITY_LOSS, &["SC-5"]),
+            (steps::DEVICE_RECOVERY, &["SC-5", "SC-8"]),
+            (steps::NUCLEUS_UPDATE, &["GG-4"]),
+            (steps::OTA_UPDATE, &["GG-3", "ML-5", "SC-8"]),
+            (steps::CLOUD_REACTION, &["SC-2"]),
+            (steps::CERTIFICATE_ROTATION, &["SC-7"]),
         ] {
             let mut e = complete();
             let steps = e.run.as_mut().unwrap()["steps"].as_array_mut().unwrap();
-            steps
-                .iter_mut()
-                .filter(|s| s["description"].as_str().unwrap().contains(words))
-                .for_each(|s| s["passed"] = json!(false));
+            steps.iter_mut().filter(|s| s["key"] == key).for_each(|s| s["passed"] = json!(false));
             let unmet: Vec<&str> = decide(Inputs { evidence: &e, partner: None })
                 .into_iter()
                 .filter(|d| !d.met && d.basis == Basis::Evidence && d.id != "CS-2")
                 .map(|d| d.id)
                 .collect();
-            assert_eq!(unmet, lines, "{words}");
+            assert_eq!(unmet, lines, "{key}");
+        }
+    }
+
+    /// A report from before the step keys: its steps are not matched by their wording, and the
+    /// lines that need a step say the report is an old one.
+    #[test]
+    fn a_report_without_step_keys_decides_no_step_and_says_it_is_old() {
+        let mut e = complete();
+        for s in e.run.as_mut().unwrap()["steps"].as_array_mut().unwrap() {
+            s.as_object_mut().unwrap().remove("key");
+            s["description"] =
+                json!("the operator sets a desired speed in the cloud → actuation at the plant → reported");
+        }
+        let (met_gg1, checks) = met("GG-1", &e, None);
+        assert!(!met_gg1);
+        assert!(checks.iter().any(|c| !c.held && c.text.contains("have no keys")), "{checks:?}");
+        let check = Check::of(e.run_step_passed("x", steps::SHADOW_DESIRED));
+        assert!(!check.held && check.text.contains("run the demo again"), "{check:?}");
+    }
+
+    /// A real demo's `report.json` (trimmed: the steps and the figures the checklist reads):
+    /// every keyed step decides its lines on it.
+    #[test]
+    fn a_real_demo_report_decides_each_keyed_step() {
+        let report: Value = serde_json::from_str(include_str!("testdata/demo-report.json")).unwrap();
+        let keys: Vec<&str> = report["steps"].as_array().unwrap().iter().filter_map(|s| s["key"].as_str()).collect();
+        for key in [
+            steps::SHADOW_DESIRED,
+            steps::CLOUD_REACTION,
+            steps::OTA_UPDATE,
+            steps::CONNECTIVITY_LOSS,
+            steps::CERTIFICATE_ROTATION,
+            steps::NUCLEUS_UPDATE,
+            steps::DEVICE_RECOVERY,
+        ] {
+            assert!(keys.contains(&key), "the demo's report has no step {key}: {keys:?}");
+        }
+        let mut e = complete();
+        e.run = Some(report);
+        let evidence_unmet = |e: &Evidence| -> Vec<&'static str> {
+            decide(Inputs { evidence: e, partner: None })
+                .into_iter()
+                .filter(|d| !d.met && d.basis == Basis::Evidence && d.id != "CS-2")
+                .map(|d| d.id)
+                .collect()
+        };
+        assert_eq!(evidence_unmet(&e), Vec::<&str>::new(), "the real run meets every evidence line");
+        for (key, lines) in [
+            (steps::SHADOW_DESIRED, &["GG-1"][..]),
+            (steps::CERTIFICATE_ROTATION, &["SC-7"]),
+            (steps::OTA_UPDATE, &["GG-3", "ML-5", "SC-8"]),
+            (steps::DEVICE_RECOVERY, &["SC-5", "SC-8"]),
+        ] {
+            let mut failed = e.clone();
+            for s in failed.run.as_mut().unwrap()["steps"].as_array_mut().unwrap() {
+                if s["key"] == key {
+                    s["passed"] = json!(false);
+                }
+            }
+            assert_eq!(evidence_unmet(&failed), lines, "{key}");
         }
     }
 }

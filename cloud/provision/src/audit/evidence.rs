@@ -288,27 +288,35 @@ pub struct Alarm {
 }
 
 impl Evidence {
-    /// The run report's step whose description mentions `words` (all of them), when there is a run.
-    pub fn run_step(&self, words: &[&str]) -> Option<&Value> {
-        self.run.as_ref()?.get("steps")?.as_array()?.iter().find(|s| {
-            let d = s["description"].as_str().unwrap_or_default().to_ascii_lowercase();
-            words.iter().all(|w| d.contains(w))
-        })
+    /// The run report's step with key `key` ([`super::steps`]), when there is a run.
+    pub fn run_step(&self, key: &str) -> Option<&Value> {
+        self.run_steps().iter().find(|s| s["key"] == key)
     }
 
-    /// Whether the run's step that mentions `words` passed; the reason when not.
-    pub fn run_step_passed(&self, what: &str, words: &[&str]) -> Result<String, String> {
+    /// The run report's steps (none without a run).
+    fn run_steps(&self) -> &[Value] {
+        self.run.as_ref().and_then(|r| r.get("steps")).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether the run's step `key` passed; the reason when not. A report whose steps carry no
+    /// key is an old one: nothing is matched by wording, the check says to run the demo again.
+    pub fn run_step_passed(&self, what: &str, key: &str) -> Result<String, String> {
         if self.run.is_none() {
             return Err(format!("{what}: no run report was given (--report)"));
         }
-        match self.run_step(words) {
+        if !self.run_steps().is_empty() && self.run_steps().iter().all(|s| s.get("key").is_none()) {
+            return Err(format!(
+                "{what}: the run report's steps have no keys (a report from before step keys): run the demo again"
+            ));
+        }
+        match self.run_step(key) {
             Some(s) if s["passed"] == true => Ok(format!(
-                "{what}: step {} of the run held ({:.1} s)",
+                "{what}: step {} ({key}) of the run held ({:.1} s)",
                 s["name"].as_str().unwrap_or("?"),
                 s["seconds"].as_f64().unwrap_or_default()
             )),
-            Some(s) => Err(format!("{what}: step {} of the run failed", s["name"].as_str().unwrap_or("?"))),
-            None => Err(format!("{what}: the run report has no such step")),
+            Some(s) => Err(format!("{what}: step {} ({key}) of the run failed", s["name"].as_str().unwrap_or("?"))),
+            None => Err(format!("{what}: the run report has no step {key}")),
         }
     }
 

@@ -54,6 +54,7 @@ pub mod collect;
 pub mod diagram;
 pub mod evidence;
 pub mod output;
+pub mod steps;
 
 /// The security report of a snapshot at `now` (epoch seconds).
 pub fn report_of(snapshot: &Snapshot, now: i64, expiry_days: u32) -> Report {

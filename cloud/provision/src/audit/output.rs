@@ -66,6 +66,34 @@ pub struct RunOptions {
     pub workspace: Option<PathBuf>,
 }
 
+impl RunOptions {
+    /// What `audit run` reads under `workspace` (made absolute) unless told otherwise: the run
+    /// report `target/demo/report.json`, the card of the model that report names
+    /// ([`model_card_for_run`]), the prices `docs/prices.json`, the workspace's third-party
+    /// packages; each default only when its file exists.
+    pub fn with_workspace_defaults(
+        workspace: &Path,
+        report: Option<PathBuf>,
+        model_card: Option<PathBuf>,
+        prices: Option<PathBuf>,
+    ) -> RunOptions {
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        let workspace = absolute(workspace.to_owned());
+        let or_default = |given: Option<PathBuf>, default: &str| {
+            given.or_else(|| Some(workspace.join(default)).filter(|p| p.exists())).map(absolute)
+        };
+        let report = or_default(report, "target/demo/report.json");
+        let model_card = model_card.or_else(|| model_card_for_run(&workspace, report.as_deref())).map(absolute);
+        RunOptions {
+            report,
+            model_card,
+            prices: or_default(prices, "docs/prices.json"),
+            workspace: Some(workspace),
+            ..RunOptions::default()
+        }
+    }
+}
+
 /// The model card that describes the model a run reports: `components/model/releases/{version}/
 /// model-card.json` under `workspace` when the report's `model.version` has a release there (the
 /// demo rolls out a retrained model), else `components/model/model-card.json` when it exists.
@@ -253,7 +281,7 @@ pub fn evidence_files(e: &Evidence, third_party: &(Vec<ThirdParty>, String)) -> 
         .and_then(|r| r["steps"].as_array())
         .into_iter()
         .flatten()
-        .map(|s| json!({"name": s["name"], "description": s["description"], "passed": s["passed"]}))
+        .map(|s| json!({"name": s["name"], "key": s["key"], "description": s["description"], "passed": s["passed"]}))
         .collect();
     let latency = |k: &str| json!({"p50Ms": e.run.as_ref().map(|r| &r[k]["p50_ms"]), "p99Ms": e.run.as_ref().map(|r| &r[k]["p99_ms"])});
     files.insert("run", EvidenceFile::new(

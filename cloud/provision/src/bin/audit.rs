@@ -101,24 +101,12 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// `given`, else `default` under the workspace when it exists.
-fn or_default(given: Option<PathBuf>, workspace: &std::path::Path, default: &str) -> Option<PathBuf> {
-    given.or_else(|| Some(workspace.join(default)).filter(|p| p.exists()))
-}
-
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-    let workspace = absolute(args.workspace.clone());
-    let report = or_default(args.report, &workspace, "target/demo/report.json").map(absolute);
-    let model_card = args.model_card.or_else(|| output::model_card_for_run(&workspace, report.as_deref()));
     let options = RunOptions {
         thing_group: args.thing_group,
         prefix: args.prefix,
-        report,
-        input: args.input.map(absolute),
-        model_card: model_card.map(absolute),
-        prices: or_default(args.prices, &workspace, "docs/prices.json").map(absolute),
-        workspace: Some(workspace),
+        input: args.input.map(|p| std::path::absolute(&p).unwrap_or(p)),
+        ..RunOptions::with_workspace_defaults(&args.workspace, args.report, args.model_card, args.prices)
     };
     let clients = clients(&args.target).await;
     let audit = output::audit(&clients, &options, now()).await.context("reading the deployment")?;
