@@ -275,8 +275,27 @@ def _fill_and_check(browser, endpoints, local_cloud, device, group, connection, 
     _wait(browser, lambda d: _text(d, "#panel-checklist tr[data-line='SEC-1'] td.met-yes") == "Y", "the checklist")
     assert _text(browser, "#panel-checklist tr[data-line='OPS-2'] td.met-no") == "N"
     link = browser.find_element(By.CSS_SELECTOR, "#panel-checklist tr[data-line='SEC-1'] a")
-    assert link.text == "policy audit" and link.get_attribute("href").endswith("/dashboard/evidence/policy-audit.json")
+    assert link.text == "policy audit" and link.get_attribute("data-href") == "evidence/policy-audit.json"
     _screenshot(browser, "checklist")
+    # Its evidence opens in the page, fetched with the viewer's token: only files the audit's
+    # manifest lists, by a plain relative path.
+    audit_dir = local_cloud.checklist.parent
+    (audit_dir / "evidence").mkdir(exist_ok=True)
+    (audit_dir / "evidence" / "policy-audit.json").write_text(json.dumps({"findings": [], "policies": ["dash-policy"]}))
+    (audit_dir / "manifest.json").write_text(json.dumps({"sha256": {"evidence/policy-audit.json": "0" * 64}}))
+    link.click()
+    _wait(browser, lambda d: '"dash-policy"' in _text(d, "#evidence-text"), "the evidence file in the page")
+    assert _text(browser, "#evidence-title") == "policy audit"
+    _screenshot(browser, "evidence")
+    token = browser.execute_script("return sessionStorage.getItem('dashboard.idToken')")
+    for path, status in [("evidence/policy-audit.json", 200), ("../manifest.json", 400), ("%2Fetc%2Fpasswd", 404),
+                         ("evidence/missing.json", 404)]:
+        request = urllib.request.Request(f"{endpoints.http}/dashboard/api/evidence/{path}",
+                                         headers={"Authorization": f"Bearer {token}"})
+        assert _status(request) == status, path
+    assert _status(urllib.request.Request(f"{endpoints.http}/dashboard/api/evidence/evidence/policy-audit.json")) == 401
+    for name in ["evidence/policy-audit.json", "manifest.json"]:
+        (audit_dir / name).unlink()
     local_cloud.checklist.unlink()
 
     # Signing out forgets the token.
@@ -285,14 +304,18 @@ def _fill_and_check(browser, endpoints, local_cloud, device, group, connection, 
     assert browser.execute_script("return sessionStorage.getItem('dashboard.idToken')") is None
 
 
+def _status(request: urllib.request.Request) -> int:
+    """The HTTP status the local cloud answers `request` with."""
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def test_the_page_and_api_are_read_only(endpoints, auditors):
     request = urllib.request.Request(f"{endpoints.http}/dashboard/api/fleet", data=b"{}", method="POST")
-    try:
-        urllib.request.urlopen(request, timeout=10)
-        status = 200
-    except urllib.error.HTTPError as e:
-        status = e.code
-    assert status == 405
+    assert _status(request) == 405
     with urllib.request.urlopen(f"{endpoints.http}/dashboard/", timeout=10) as response:
         csp = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp

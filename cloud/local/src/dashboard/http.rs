@@ -7,7 +7,11 @@
 //!   as a web app's configuration is), 503 while the pool or client does not exist;
 //! - `GET /dashboard/api/{panel}` with `Authorization: Bearer <IdToken>`: `whoami`, `fleet`,
 //!   `telemetry`, `shadows`, `anomalies`, `deployments`, `alarms`, `checklist`; 401 without a
-//!   valid token (`WWW-Authenticate: Bearer`), 404 for another panel.
+//!   valid token (`WWW-Authenticate: Bearer`), 404 for another panel;
+//! - `GET /dashboard/api/evidence/{path}` with the same token: a file of the latest audit (the
+//!   directory of its `checklist.json`) that the audit's `manifest.json` lists, as text (JSON,
+//!   Markdown or plain); 400 for a path that is not plain and relative (`..`, absolute), 404 for
+//!   a file the manifest does not list.
 //!
 //! Only GET (and HEAD) are served: the dashboard changes nothing (405 otherwise). Every answer
 //! forbids caching and framing, and the page's Content-Security-Policy allows only its own
@@ -113,6 +117,9 @@ async fn api(dashboard: Dashboard, panel: String, headers: &HeaderMap) -> Respon
     let Some(token) = bearer(headers).map(str::to_owned) else {
         return unauthorized("sign in: the request has no bearer token");
     };
+    if let Some(relative) = panel.strip_prefix("evidence/").map(str::to_owned) {
+        return evidence(dashboard, token, relative).await;
+    }
     if !PANELS.contains(&panel.as_str()) {
         return json_answer(StatusCode::NOT_FOUND, json!({"message": format!("no such panel: {panel}")}));
     }
@@ -139,6 +146,36 @@ async fn api(dashboard: Dashboard, panel: String, headers: &HeaderMap) -> Respon
             tracing::debug!(%reason, "dashboard request refused");
             unauthorized(&reason)
         }
+        Err(e) => json_answer(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": e.message})),
+    }
+}
+
+/// An audit's file, to a signed-in viewer.
+async fn evidence(dashboard: Dashboard, token: String, relative: String) -> Response {
+    let answer = crate::http::blocking(move || {
+        if let Err(reason) = dashboard.authenticate(&token) {
+            return Ok(Err(reason));
+        }
+        Ok(Ok(dashboard.evidence(&relative)))
+    })
+    .await;
+    match answer {
+        Ok(Ok(Ok(file))) => {
+            let content_type = match file.content_type {
+                "application/json" => "application/json; charset=utf-8",
+                "text/markdown" => "text/markdown; charset=utf-8",
+                _ => "text/plain; charset=utf-8",
+            };
+            with_headers(file.text.into_response(), content_type)
+        }
+        Ok(Ok(Err(refused))) => {
+            let status = match refused {
+                super::EvidenceRefused::BadPath(_) => StatusCode::BAD_REQUEST,
+                super::EvidenceRefused::NotFound(_) => StatusCode::NOT_FOUND,
+            };
+            json_answer(status, json!({"message": refused.to_string()}))
+        }
+        Ok(Err(reason)) => unauthorized(&reason),
         Err(e) => json_answer(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": e.message})),
     }
 }

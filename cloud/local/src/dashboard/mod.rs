@@ -374,18 +374,91 @@ impl Dashboard {
             }
             Err(e) => json!({"audit": false, "message": format!("the checklist cannot be read: {e}"), "lines": []}),
             Ok(text) => {
-                let mut lines = Vec::new();
-                let mut unreadable = 0;
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    match serde_json::from_str::<Map<String, Value>>(line) {
-                        Ok(entry) => lines.push(checklist_line(entry)),
-                        Err(_) => unreadable += 1,
-                    }
-                }
+                let (lines, unreadable) = checklist_entries(&text);
                 json!({"audit": true, "lines": lines, "unreadable": unreadable})
             }
         }
     }
+}
+
+/// An audit's evidence file, as the dashboard serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceFile {
+    /// `application/json`, `text/markdown` or `text/plain` (always UTF-8 text).
+    pub content_type: &'static str,
+    /// The file's text.
+    pub text: String,
+}
+
+/// Why an evidence file is not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvidenceRefused {
+    /// The path is not a plain relative path inside the audit directory (`..`, absolute, empty).
+    #[error("not a path inside the audit directory: {0:?}")]
+    BadPath(String),
+    /// No audit, or the file is not one its manifest lists.
+    #[error("no such file in the audit: {0:?}")]
+    NotFound(String),
+}
+
+impl Dashboard {
+    /// A file of the latest audit (the directory of `checklist.json`), read-only: only a file its
+    /// `manifest.json` lists, named by a plain relative path (`evidence/payloads.json`).
+    pub fn evidence(&self, relative: &str) -> Result<EvidenceFile, EvidenceRefused> {
+        evidence_of(&self.config, relative)
+    }
+}
+
+fn evidence_of(config: &DashboardConfig, relative: &str) -> Result<EvidenceFile, EvidenceRefused> {
+    let plain = !relative.is_empty()
+        && !relative.starts_with('/')
+        && !relative.contains('\\')
+        && relative.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+    if !plain {
+        return Err(EvidenceRefused::BadPath(relative.to_owned()));
+    }
+    let missing = || EvidenceRefused::NotFound(relative.to_owned());
+    let dir = config.checklist.as_deref().and_then(std::path::Path::parent).ok_or_else(missing)?;
+    let manifest: Value = std::fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(missing)?;
+    if manifest["sha256"].get(relative).is_none() {
+        return Err(missing());
+    }
+    let text = std::fs::read_to_string(dir.join(relative)).map_err(|_| missing())?;
+    let content_type = match relative.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("json") => "application/json",
+        Some("md") => "text/markdown",
+        _ => "text/plain",
+    };
+    Ok(EvidenceFile { content_type, text })
+}
+
+/// The lines of a `checklist.json` as the page shows them, and how many could not be read: the
+/// audit writes one JSON array of lines; one JSON object a line is read too.
+fn checklist_entries(text: &str) -> (Vec<Value>, usize) {
+    if let Ok(entries) = serde_json::from_str::<Vec<Value>>(text) {
+        let total = entries.len();
+        let lines: Vec<Value> = entries
+            .into_iter()
+            .filter_map(|e| match e {
+                Value::Object(entry) => Some(checklist_line(entry)),
+                _ => None,
+            })
+            .collect();
+        let unreadable = total - lines.len();
+        return (lines, unreadable);
+    }
+    let mut lines = Vec::new();
+    let mut unreadable = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<Map<String, Value>>(line) {
+            Ok(entry) => lines.push(checklist_line(entry)),
+            Err(_) => unreadable += 1,
+        }
+    }
+    (lines, unreadable)
 }
 
 /// One checklist line as the page shows it; an evidence `href` that is not a relative path or
@@ -458,6 +531,55 @@ mod tests {
             plain(&item),
             json!({"thing": "core-1", "severity": 0.5, "active": true, "features": {"rms": 2.0}, "tags": ["a"], "gone": null})
         );
+    }
+
+    #[test]
+    fn only_the_files_the_audit_manifest_lists_are_served_by_a_plain_relative_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit");
+        std::fs::create_dir_all(audit.join("evidence")).unwrap();
+        std::fs::write(audit.join("checklist.json"), "").unwrap();
+        std::fs::write(audit.join("evidence/payloads.json"), r#"{"topics":{}}"#).unwrap();
+        std::fs::write(audit.join("CHECKLIST.md"), "# Checklist").unwrap();
+        std::fs::write(audit.join("unlisted.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
+        let manifest = json!({"sha256": {"evidence/payloads.json": "x", "CHECKLIST.md": "y", "../secret.txt": "z"}});
+        std::fs::write(audit.join("manifest.json"), manifest.to_string()).unwrap();
+        let board = |checklist: Option<std::path::PathBuf>| DashboardConfig { checklist, ..DashboardConfig::default() };
+        let config = board(Some(audit.join("checklist.json")));
+
+        let served = evidence_of(&config, "evidence/payloads.json").unwrap();
+        assert_eq!((served.content_type, served.text.as_str()), ("application/json", r#"{"topics":{}}"#));
+        assert_eq!(evidence_of(&config, "CHECKLIST.md").unwrap().content_type, "text/markdown");
+        for bad in [
+            "../secret.txt",
+            "evidence/../../secret.txt",
+            "/etc/passwd",
+            "",
+            "./CHECKLIST.md",
+            "evidence//payloads.json",
+        ] {
+            assert_eq!(evidence_of(&config, bad), Err(EvidenceRefused::BadPath(bad.into())), "{bad}");
+        }
+        let absolute = dir.path().join("secret.txt").display().to_string();
+        assert!(matches!(evidence_of(&config, &absolute), Err(EvidenceRefused::BadPath(_))));
+        assert!(
+            matches!(evidence_of(&config, "unlisted.json"), Err(EvidenceRefused::NotFound(_))),
+            "not in the manifest"
+        );
+        assert!(matches!(evidence_of(&board(None), "CHECKLIST.md"), Err(EvidenceRefused::NotFound(_))), "no audit");
+    }
+
+    #[test]
+    fn the_checklist_is_read_as_the_audit_writes_it_and_as_json_lines() {
+        let line = |id: &str| json!({"id": id, "section": "s", "subject": "t", "met": true, "evidence": []});
+        let array = serde_json::to_string_pretty(&json!([line("GG-3"), line("SC-7"), 5])).unwrap();
+        let (lines, unreadable) = checklist_entries(&array);
+        assert_eq!((lines.len(), unreadable), (2, 1));
+        assert_eq!(lines[1]["id"], "SC-7");
+        let json_lines = format!("{}\n{}\nnot json\n", line("GG-3"), line("SC-7"));
+        let (lines, unreadable) = checklist_entries(&json_lines);
+        assert_eq!((lines.len(), unreadable), (2, 1));
     }
 
     #[test]

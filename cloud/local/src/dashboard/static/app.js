@@ -127,6 +127,48 @@ async function api(panel) {
   return response.json();
 }
 
+// An audit's evidence file, fetched with the token (a plain link would carry none) and shown as
+// text under the checklist.
+async function showEvidence(href, title) {
+  const viewer = $("panel-evidence");
+  viewer.hidden = false;
+  $("evidence-title").textContent = title;
+  const text = $("evidence-text");
+  text.textContent = "loading…";
+  try {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const response = await fetch("api/evidence/" + href, { headers: { Authorization: "Bearer " + token } });
+    if (response.status === 401) throw new Unauthorized("Your session has ended: sign in again.");
+    const body = await response.text();
+    if (!response.ok) throw new Error(href + ": HTTP " + response.status);
+    let shown = body;
+    if ((response.headers.get("content-type") || "").startsWith("application/json")) {
+      try {
+        shown = JSON.stringify(JSON.parse(body), null, 2);
+      } catch (_) {
+        shown = body;
+      }
+    }
+    text.textContent = shown;
+    viewer.dataset.href = href;
+  } catch (e) {
+    if (e instanceof Unauthorized) return signOut(e.message);
+    text.textContent = e.message;
+  }
+}
+
+function evidenceLink(e) {
+  if (!e.href) return e.title;
+  // A link to a page elsewhere opens there; the audit's own files open in the viewer.
+  if (/^https?:/i.test(e.href)) return el("a", { href: e.href, target: "_blank", rel: "noopener noreferrer" }, e.title);
+  const link = el("a", { href: "#evidence", "data-href": e.href, class: "evidence-link" }, e.title);
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    showEvidence(e.href, e.title);
+  });
+  return link;
+}
+
 function show(panel, content) {
   const body = document.querySelector("#panel-" + panel + " .body");
   body.replaceChildren(content);
@@ -372,9 +414,7 @@ function checklist(data) {
         el(
           "td",
           {},
-          line.evidence.map((e) =>
-            el("div", {}, e.href ? el("a", { href: e.href, target: "_blank", rel: "noopener noreferrer" }, e.title) : e.title)
-          )
+          line.evidence.map((e) => el("div", {}, evidenceLink(e)))
         )
       )
     )
