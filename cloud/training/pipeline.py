@@ -79,7 +79,7 @@ def plain(value: Any) -> Any:
 def is_input_key(key: str) -> bool:
     """A telemetry batch or an anomaly window, by the keys the rule and the analyzer write."""
     parts = key.split("/")
-    if ".." in parts or not key.endswith(".json"):
+    if ".." in parts or "" in parts or not key.endswith(".json"):
         return False
     return key.startswith(TELEMETRY_PREFIX) or (len(parts) == 4 and parts[1] == "anomalies")
 

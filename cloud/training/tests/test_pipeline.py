@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import pipeline
 from conftest import TIMEOUT_S, TRAINING_DIR, device_sim_bin, pump_analyzer_bin, train_small
 from fleet_sample import (
     RAISE_DELAY_MS,
@@ -318,3 +319,26 @@ def test_an_unknown_cause_is_refused_by_the_command_and_by_the_pipeline(cloud, f
     assert done.returncode == 2, done.stderr
     assert 'confirmed cause "meltdown" is not one of' in done.stderr
     assert db.get_item(TableName=name, Key={"thing": {"S": "pump-0"}, "at": {"S": at}})["Item"]["confirmedCause"]
+
+
+def test_only_the_rules_and_the_analyzers_keys_are_read():
+    assert pipeline.is_input_key("telemetry/date=2026-12-01/thing=pump-1/1796000000000-ab.json")
+    assert pipeline.is_input_key("pump-1/anomalies/2026-12-01/model-cavitation-1-2.json")
+    for key in ("pipeline/t1/inputs/incidents.json", "telemetry/date=x/thing=p/../../../etc.json",
+                "/anomalies/x/y.json", "pump-1/anomalies/2026-12-01/a.txt", "pump-1/notes/2026/a.json"):
+        assert not pipeline.is_input_key(key), key
+
+
+def test_a_false_raise_is_three_normal_rows_in_a_row_called_one_fault():
+    n, o, c = "normal", "overheating", "cavitation"
+    segments = [0] * 8 + [1] * 3
+    times = list(range(8)) + list(range(3))
+    truth = [n] * 8 + [n] * 3
+    # Three in a row once (rows 1-3), then broken by a different fault, then two: one raise;
+    # segment 1 starts a new count.
+    predicted = [n, o, o, o, c, o, o, n] + [o, o, o]
+    assert pipeline.false_raises(segments, times, truth, predicted) == 2
+    # Fault rows do not count, and a streak does not run across them.
+    truth = [n, n, o, n, n, n, n, n] + [n] * 3
+    predicted = [o, o, o, o, n, n, n, n] + [n] * 3
+    assert pipeline.false_raises(segments, times, truth, predicted) == 0
