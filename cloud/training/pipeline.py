@@ -629,6 +629,11 @@ def main(argv: list[str] | None = None) -> int:
     except (PipelineError, launch.LaunchError) as e:
         print(f"pipeline.py: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - the AWS SDK's errors (no such bucket or table, denied, unreachable)
+        if type(e).__module__.split(".")[0] not in ("botocore", "boto3"):
+            raise
+        print(f"pipeline.py: error: the AWS request failed: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(out))
     # A candidate the gate refused: nothing registered, the report says why.
     return 3 if args.command == "run" and out["registered"] is None else 0

@@ -284,6 +284,14 @@ def test_an_empty_landing_zone_is_refused_with_what_to_check(cloud, small_app, t
     assert not (tmp_path / "r").exists()
 
 
+def test_a_missing_bucket_is_an_aws_error_not_a_crash(cloud, tmp_path):
+    done = run_pipeline(cloud, "run", "--endpoint-url", cloud["url"], "--bucket", "no-such-landing",
+                        "--work", str(tmp_path / "w"), "--registry", str(tmp_path / "r"), *ROWS)
+    assert done.returncode == 2, done.stderr
+    assert "the AWS request failed" in done.stderr and "NoSuchBucket" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_malformed_batch_is_named_and_nothing_is_lost(cloud, fleet, small_app, tmp_path):
     name, s3, db = small_app
     good = sorted(fleet["sample"].glob("telemetry/date=*/thing=pump-0/*.json"))[0]
