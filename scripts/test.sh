@@ -82,6 +82,7 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps --locked | "$VENV/bin/p
 export LOCAL_CLOUD_BIN="$TARGET_DIR/debug/local-cloud"
 export DEVICE_SIM_BIN="$TARGET_DIR/debug/device-sim"
 export PUMP_ANALYZER_BIN="$TARGET_DIR/debug/pump-analyzer"
+export PROVISION_BIN="$TARGET_DIR/debug/provision"
 
 # libclang where bindgen (through clang-sys) looks for it: LIBCLANG_PATH, LLVM's
 # and the system's library directories (libclang.so, libclang-N.so, libclang.so.N).
@@ -145,6 +146,7 @@ step "conformance tests with AWS's official clients (awsiotsdk, boto3, Greengras
 
 # A small dataset from the built device-sim, train.py end to end, the ONNX export checked
 # with onnxruntime and loaded by the analyzer's tract (`pump-analyzer verify-model`), and
-# launch.py's SageMaker request checked against botocore's model.
+# launch.py's SageMaker request checked against botocore's model; the retraining pipeline
+# (pipeline.py) from a fleet's data in the local cloud, its gate, registry and SageMaker requests.
 step "ML pipeline: dataset, SageMaker-style training, ONNX export (cloud/training)"
 "$VENV/bin/python" -m pytest -q cloud/training/tests

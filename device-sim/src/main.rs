@@ -65,6 +65,11 @@ enum Command {
     Plant(device_sim::plant::PlantArgs),
     /// Generates a labeled dataset of feature windows from simulated plant runs (schema: --help).
     Dataset(device_sim::dataset::DatasetArgs),
+    /// Turns a copy of the landing bucket and the incidents table into labelled feature rows in
+    /// the dataset's schema (the retraining pipeline's processing step).
+    LandingRows(device_sim::dataset::landing::LandingRowsArgs),
+    /// Writes a dataset plan's runs as a fleet's landing bucket holds them, with the truth.
+    LandingSample(device_sim::dataset::landing::LandingSampleArgs),
     /// Local deployments on a running core, as the Greengrass CLI's `deployment` commands.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
@@ -330,6 +335,8 @@ fn main() -> ExitCode {
             Command::Launcher(args) => run_launcher(args).await.map(ExitCode::from).map(Some),
             Command::Plant(args) => device_sim::plant::run(args).await.map(|()| None),
             Command::Dataset(args) => device_sim::dataset::run(args).map(|()| None),
+            Command::LandingRows(args) => device_sim::dataset::landing::run_rows(args).map(|()| None),
+            Command::LandingSample(args) => device_sim::dataset::landing::run_sample(args).map(|()| None),
             Command::Deployment(command) => run_deployment(command).await.map(|()| None),
             Command::Fleet(args) => device_sim::fleet::run(*args).await.map(|()| None),
         }
@@ -365,6 +372,7 @@ fn is_configuration(e: &anyhow::Error) -> bool {
         || cli_shell::caused_by(e, KeyStoreError::is_configuration)
         || cli_shell::caused_by(e, device_sim::plant::ServeError::is_configuration)
         || cli_shell::caused_by(e, device_sim::dataset::DatasetError::is_configuration)
+        || cli_shell::caused_by(e, device_sim::dataset::landing::LandingError::is_configuration)
         || cli_shell::caused_by(e, device_sim::fleet::FleetError::is_configuration)
 }
 

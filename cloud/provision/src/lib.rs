@@ -30,6 +30,7 @@ pub mod device;
 pub mod error;
 pub mod fleet;
 pub mod identity;
+pub mod incidents;
 pub mod monitoring;
 pub mod output;
 pub mod policy;

@@ -16,6 +16,7 @@ mod audit_cmd;
 mod auditors_cmd;
 mod component_cmd;
 mod deploy_cmd;
+mod incidents_cmd;
 mod monitoring_cmd;
 
 use provision::client::Target;
@@ -72,6 +73,9 @@ enum Command {
     /// Set up the auditors' sign-in for the dashboard: a Cognito user pool, an app client allowing
     /// password sign-in, and an auditor user; prints the pool and client ids as JSON.
     Auditors(auditors_cmd::AuditorsArgs),
+    /// Record what operators found about raised anomalies (the retraining pipeline's labels).
+    #[command(subcommand)]
+    Incidents(incidents_cmd::IncidentsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -363,6 +367,7 @@ fn main() -> ExitCode {
             Command::App(args) => run_app(args).await,
             Command::Monitoring(command) => monitoring_cmd::run(command).await,
             Command::Auditors(args) => auditors_cmd::run(args).await,
+            Command::Incidents(command) => incidents_cmd::run(command).await,
         }
     });
     if let Err(e) = &result

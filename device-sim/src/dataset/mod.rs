@@ -13,8 +13,11 @@
 //! # Layout
 //! - [`plan`]: the runs and their splits (pure, seeded).
 //! - [`simulate`]: one run's rows.
+//! - [`landing`]: rows from a fleet's landing zone and incidents (the retraining pipeline's
+//!   processing step), and a sample of such data.
 //! - this module: the options, the files and the manifest.
 
+pub mod landing;
 pub mod plan;
 pub mod simulate;
 
@@ -114,15 +117,7 @@ impl DatasetOptions {
         if !(args.run_minutes.is_finite() && args.run_minutes > 0.0 && args.run_minutes <= 24.0 * 60.0) {
             return bad(format!("--run-minutes {} must be more than 0 and at most 1440", args.run_minutes));
         }
-        if !(3..=3600).contains(&args.window) {
-            return bad(format!("--window {} must be 3..=3600 (the analyzer's windowSamples)", args.window));
-        }
-        if !(10..=3_600_000).contains(&args.poll_ms) {
-            return bad(format!("--poll-ms {} must be 10..=3600000 (the sensor's pollPeriodMs)", args.poll_ms));
-        }
-        if !(1..=3600).contains(&args.stride) {
-            return bad(format!("--stride {} must be 1..=3600", args.stride));
-        }
+        check_windowing(args.window, args.poll_ms, args.stride).map_err(DatasetError::InvalidOptions)?;
         let options = DatasetOptions {
             seed: args.seed,
             hours: args.hours,
@@ -164,6 +159,20 @@ impl DatasetOptions {
     pub fn window_s(&self) -> f64 {
         self.window as f64 * self.poll_ms as f64 / 1000.0
     }
+}
+
+/// Checks the window, poll period and stride options of a command that writes rows.
+pub(crate) fn check_windowing(window: usize, poll_ms: u64, stride: usize) -> Result<(), String> {
+    if !(3..=3600).contains(&window) {
+        return Err(format!("--window {window} must be 3..=3600 (the analyzer's windowSamples)"));
+    }
+    if !(10..=3_600_000).contains(&poll_ms) {
+        return Err(format!("--poll-ms {poll_ms} must be 10..=3600000 (the sensor's pollPeriodMs)"));
+    }
+    if !(1..=3600).contains(&stride) {
+        return Err(format!("--stride {stride} must be 1..=3600"));
+    }
+    Ok(())
 }
 
 /// Why a dataset was not written, sorted by what the caller does next.
@@ -264,6 +273,17 @@ pub struct Manifest {
     pub simulated_s: f64,
     /// Simulated minutes per run.
     pub run_minutes: f64,
+    /// The files, their schema and the options they were computed with.
+    #[serde(flatten)]
+    pub rows: RowFiles,
+    /// Every run's plan: enough to simulate it again.
+    pub runs: Vec<RunPlan>,
+}
+
+/// What a manifest says about its row files, shared by every writer of rows in this schema
+/// (`device-sim dataset`, `device-sim landing-rows`): the keys a training job reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowFiles {
     /// Readings per window (the analyzer's `windowSamples` a model trained on this needs).
     pub window_samples: usize,
     /// Milliseconds between readings (the sensor's `pollPeriodMs`).
@@ -272,13 +292,43 @@ pub struct Manifest {
     pub stride_samples: usize,
     /// The rows' schema.
     pub schema: Schema,
-    /// Per split: files, runs, rows, rows per class.
+    /// Per split: files, runs (or segments), rows, rows per class.
     pub splits: BTreeMap<&'static str, SplitSummary>,
     /// SHA-256 (hex) of the lines `"{path} {sha256}\n"` of the train and validation files,
     /// sorted by path: what a training job sees, recomputable from its channels alone.
     pub training_digest: String,
-    /// Every run's plan: enough to simulate it again.
-    pub runs: Vec<RunPlan>,
+}
+
+/// Writes one split's CSV file (`{split}/{split}.csv` under `out`): the header, then what `fill`
+/// writes, which returns the rows it wrote. Returns the file's entry.
+pub(crate) fn write_split(
+    out: &Path,
+    split: Split,
+    header: &str,
+    fill: impl FnOnce(&mut BufWriter<fs::File>) -> std::io::Result<usize>,
+) -> Result<FileEntry, DatasetError> {
+    let rel = format!("{0}/{0}.csv", split.name());
+    let dir = out.join(split.name());
+    fs::create_dir_all(&dir).map_err(|source| DatasetError::Write { path: dir.clone(), source })?;
+    let path = out.join(&rel);
+    let mut rows = 0;
+    let bytes = write_atomically(&path, |w| {
+        writeln!(w, "{header}")?;
+        rows = fill(w)?;
+        Ok(())
+    })?;
+    let sha256 = sha256_file(&path)?;
+    Ok(FileEntry { path: rel, sha256, bytes, rows })
+}
+
+/// The training digest of `splits`' train and validation files.
+pub(crate) fn splits_digest(splits: &BTreeMap<&'static str, SplitSummary>) -> String {
+    training_digest(
+        splits
+            .iter()
+            .filter(|(name, _)| **name != Split::Test.name())
+            .flat_map(|(_, s)| s.files.iter().map(|f| (f.path.as_str(), f.sha256.as_str()))),
+    )
 }
 
 /// Generates the dataset into `out` (which must be new or empty) and returns its manifest.
@@ -292,15 +342,10 @@ pub fn generate(options: &DatasetOptions, out: &Path) -> Result<Manifest, Datase
 
     let mut splits = BTreeMap::new();
     for split in Split::ALL {
-        let rel = format!("{0}/{0}.csv", split.name());
-        let dir = out.join(split.name());
-        fs::create_dir_all(&dir).map_err(|source| DatasetError::Write { path: dir.clone(), source })?;
-        let path = out.join(&rel);
         let mut classes: BTreeMap<&'static str, usize> = CLASSES.iter().map(|c| (*c, 0)).collect();
-        let mut rows = 0;
         let mut run_count = 0;
-        let bytes = write_atomically(&path, |w| {
-            writeln!(w, "{header}")?;
+        let file = write_split(out, split, &header, |w| {
+            let mut rows = 0;
             for run in runs.iter().filter(|r| r.split == split) {
                 run_count += 1;
                 let run_rows = simulate::simulate(run, options).map_err(std::io::Error::other)?;
@@ -314,19 +359,12 @@ pub fn generate(options: &DatasetOptions, out: &Path) -> Result<Manifest, Datase
                     rows += 1;
                 }
             }
-            Ok(())
+            Ok(rows)
         })?;
-        let sha256 = sha256_file(&path)?;
-        let files = vec![FileEntry { path: rel, sha256, bytes, rows }];
-        splits.insert(split.name(), SplitSummary { files, runs: run_count, rows, classes });
+        let rows = file.rows;
+        splits.insert(split.name(), SplitSummary { files: vec![file], runs: run_count, rows, classes });
     }
 
-    let training_digest = training_digest(
-        splits
-            .iter()
-            .filter(|(name, _)| **name != Split::Test.name())
-            .flat_map(|(_, s)| s.files.iter().map(|f| (f.path.as_str(), f.sha256.as_str()))),
-    );
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         generator: "device-sim dataset",
@@ -334,21 +372,27 @@ pub fn generate(options: &DatasetOptions, out: &Path) -> Result<Manifest, Datase
         hours: options.hours,
         simulated_s: runs.len() as f64 * options.run_s(),
         run_minutes: options.run_minutes,
-        window_samples: options.window,
-        poll_period_ms: options.poll_ms,
-        stride_samples: options.stride,
-        schema: schema(names),
-        splits,
-        training_digest,
+        rows: RowFiles {
+            window_samples: options.window,
+            poll_period_ms: options.poll_ms,
+            stride_samples: options.stride,
+            schema: schema(names),
+            training_digest: splits_digest(&splits),
+            splits,
+        },
         runs,
     };
     // The manifest goes last: a directory with a manifest is a complete dataset.
-    let path = out.join("manifest.json");
-    write_atomically(&path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &manifest)?;
-        writeln!(w)
-    })?;
+    write_json(&out.join("manifest.json"), &manifest)?;
     Ok(manifest)
+}
+
+/// Writes `value` as pretty JSON with a final newline, atomically.
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<u64, DatasetError> {
+    write_atomically(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, value)?;
+        writeln!(w)
+    })
 }
 
 /// The `device-sim dataset` command: generates, then prints a one-line JSON summary on stdout.
@@ -359,8 +403,8 @@ pub fn run(args: DatasetArgs) -> anyhow::Result<()> {
     let summary = serde_json::json!({
         "out": args.out,
         "runs": manifest.runs.len(),
-        "rows": manifest.splits.iter().map(|(k, s)| (*k, s.rows)).collect::<BTreeMap<_, _>>(),
-        "training_digest": manifest.training_digest,
+        "rows": manifest.rows.splits.iter().map(|(k, s)| (*k, s.rows)).collect::<BTreeMap<_, _>>(),
+        "training_digest": manifest.rows.training_digest,
         "seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
     println!("{summary}");
@@ -374,7 +418,7 @@ pub fn training_digest<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> S
     hex(&Sha256::digest(lines.concat().as_bytes()))
 }
 
-fn schema(features: Vec<String>) -> Schema {
+pub(crate) fn schema(features: Vec<String>) -> Schema {
     let mut columns = vec![
         Column {
             name: "run_id".into(),
@@ -403,7 +447,7 @@ fn schema(features: Vec<String>) -> Schema {
     }
 }
 
-fn prepare_output(out: &Path) -> Result<(), DatasetError> {
+pub(crate) fn prepare_output(out: &Path) -> Result<(), DatasetError> {
     match fs::read_dir(out) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -420,7 +464,7 @@ fn prepare_output(out: &Path) -> Result<(), DatasetError> {
 
 /// Writes through a temporary file in the same directory, syncs, renames: a reader never sees
 /// half a file under the final name. Returns the size.
-fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<fs::File>) -> std::io::Result<()>,
 ) -> Result<u64, DatasetError> {

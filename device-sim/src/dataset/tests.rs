@@ -75,7 +75,7 @@ fn the_same_seed_gives_identical_files_and_another_seed_does_not() {
             assert_ne!(read(&a), read(&c), "{name} with another seed");
         }
     }
-    assert_ne!(ma.training_digest, mc.training_digest);
+    assert_ne!(ma.rows.training_digest, mc.rows.training_digest);
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn manifest_counts_and_digests_match_the_files() {
     assert_eq!(on_disk["window_samples"], 60);
     let mut pairs = Vec::new();
     for split in Split::ALL {
-        let summary = &manifest.splits[split.name()];
+        let summary = &manifest.rows.splits[split.name()];
         let file = &summary.files[0];
         assert_eq!(file.sha256, sha256_file(&root.join(&file.path)).unwrap());
         let csv = read_csv(&root.join(&file.path));
@@ -165,7 +165,7 @@ fn manifest_counts_and_digests_match_the_files() {
         }
     }
     let text: String = pairs.iter().map(|(p, h)| format!("{p} {h}\n")).collect();
-    assert_eq!(manifest.training_digest, hex(&Sha256::digest(text.as_bytes())));
+    assert_eq!(manifest.rows.training_digest, hex(&Sha256::digest(text.as_bytes())));
 }
 
 #[test]
@@ -176,9 +176,9 @@ fn columns_are_the_metadata_then_the_features_in_the_feature_crate_order() {
     want.extend(Features::names());
     assert_eq!(csv.header, want);
     assert!(csv.rows.iter().all(|r| r.len() == want.len()));
-    assert_eq!(manifest.schema.features, Features::names());
-    assert_eq!(manifest.schema.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(), want);
-    assert_eq!(manifest.schema.classes, CLASSES);
+    assert_eq!(manifest.rows.schema.features, Features::names());
+    assert_eq!(manifest.rows.schema.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(), want);
+    assert_eq!(manifest.rows.schema.classes, CLASSES);
 }
 
 #[test]
