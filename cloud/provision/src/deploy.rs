@@ -9,12 +9,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use aws_sdk_greengrassv2::operation::get_deployment::GetDeploymentOutput;
 use aws_sdk_greengrassv2::types::{
     ComponentConfigurationUpdate, ComponentDeploymentSpecification, DeploymentComponentUpdatePolicy,
     DeploymentComponentUpdatePolicyAction, DeploymentFailureHandlingPolicy, DeploymentIoTJobConfiguration,
     DeploymentPolicies, EffectiveDeploymentExecutionStatus, IoTJobAbortAction, IoTJobAbortConfig, IoTJobAbortCriteria,
     IoTJobExecutionFailureType, IoTJobExecutionsRolloutConfig,
 };
+use aws_sdk_greengrassv2::types::{DeploymentHistoryFilter, DeploymentStatus};
 use serde_json::Value;
 
 use crate::component::component_version_arn;
@@ -177,7 +179,6 @@ pub async fn revise_group_deployments(
     gg: &aws_sdk_greengrassv2::Client,
     thing: &str,
 ) -> Result<Vec<CreatedDeployment>, ProvisionError> {
-    use aws_sdk_greengrassv2::types::{DeploymentHistoryFilter, DeploymentStatus};
     let mut groups = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -196,38 +197,60 @@ pub async fn revise_group_deployments(
     }
     let mut created = Vec::new();
     for target_arn in groups {
-        let listed = gg
-            .list_deployments()
-            .target_arn(&target_arn)
-            .history_filter(DeploymentHistoryFilter::LatestOnly)
-            .send()
-            .await
-            .map_err(aws("ListDeployments"))?;
-        for latest in listed.deployments().iter().filter(|d| d.deployment_status() == Some(&DeploymentStatus::Active)) {
-            let id = latest.deployment_id().unwrap_or_default();
-            let got = gg.get_deployment().deployment_id(id).send().await.map_err(aws("GetDeployment"))?;
-            let revised = gg
-                .create_deployment()
-                .target_arn(&target_arn)
-                .set_deployment_name(got.deployment_name)
-                .set_components(got.components)
-                .set_deployment_policies(got.deployment_policies)
-                .set_iot_job_configuration(got.iot_job_configuration)
-                .send()
-                .await
-                .map_err(aws("CreateDeployment"))?;
-            let deployment_id = revised
-                .deployment_id()
-                .map(str::to_owned)
-                .ok_or_else(|| ProvisionError::unexpected("CreateDeployment", "no deploymentId"))?;
-            created.push(CreatedDeployment {
-                deployment_id,
-                iot_job_id: revised.iot_job_id().map(str::to_owned),
-                target_arn: target_arn.clone(),
-            });
+        if let Some(latest) = latest_active_deployment(gg, &target_arn).await? {
+            created.push(create_revision(gg, &target_arn, latest).await?);
         }
     }
     Ok(created)
+}
+
+/// The group's latest deployment (ListDeployments `LATEST_ONLY`, then GetDeployment), when it is
+/// still ACTIVE: the one its cores run.
+pub async fn latest_active_deployment(
+    gg: &aws_sdk_greengrassv2::Client,
+    target_arn: &str,
+) -> Result<Option<GetDeploymentOutput>, ProvisionError> {
+    let listed = gg
+        .list_deployments()
+        .target_arn(target_arn)
+        .history_filter(DeploymentHistoryFilter::LatestOnly)
+        .send()
+        .await
+        .map_err(aws("ListDeployments"))?;
+    let Some(latest) = listed.deployments().iter().find(|d| d.deployment_status() == Some(&DeploymentStatus::Active))
+    else {
+        return Ok(None);
+    };
+    let id = latest.deployment_id().unwrap_or_default();
+    Ok(Some(gg.get_deployment().deployment_id(id).send().await.map_err(aws("GetDeployment"))?))
+}
+
+/// CreateDeployment of `revision` (a GetDeployment answer, changed or not) to `target_arn`: the
+/// same name, components, policies and job configuration.
+pub async fn create_revision(
+    gg: &aws_sdk_greengrassv2::Client,
+    target_arn: &str,
+    revision: GetDeploymentOutput,
+) -> Result<CreatedDeployment, ProvisionError> {
+    let revised = gg
+        .create_deployment()
+        .target_arn(target_arn)
+        .set_deployment_name(revision.deployment_name)
+        .set_components(revision.components)
+        .set_deployment_policies(revision.deployment_policies)
+        .set_iot_job_configuration(revision.iot_job_configuration)
+        .send()
+        .await
+        .map_err(aws("CreateDeployment"))?;
+    let deployment_id = revised
+        .deployment_id()
+        .map(str::to_owned)
+        .ok_or_else(|| ProvisionError::unexpected("CreateDeployment", "no deploymentId"))?;
+    Ok(CreatedDeployment {
+        deployment_id,
+        iot_job_id: revised.iot_job_id().map(str::to_owned),
+        target_arn: target_arn.to_owned(),
+    })
 }
 
 /// The thing group's ARN; created first when asked to and absent.

@@ -6,9 +6,9 @@ use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use provision::deploy::{CoreStatus, DeploySpec, FollowOptions};
+use provision::deploy::{CoreStatus, CreatedDeployment, DeploySpec, FollowOptions};
 
-use crate::{DeployArgs, FailureHandling, client_options};
+use crate::{DeployArgs, FailureHandling, FollowArgs, client_options};
 
 pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let spec = DeploySpec {
@@ -33,6 +33,17 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let created = provision::deploy::create_group_deployment(&iot, &gg, &spec)
         .await
         .with_context(|| format!("deploying to thing group {}", args.thing_group))?;
+    follow_and_report(&gg, &created, &args.follow).await
+}
+
+/// Prints the created deployment, follows it on every core of its group with a progress
+/// display, prints the summary; an error when a core did not succeed or time ran out.
+pub(crate) async fn follow_and_report(
+    gg: &aws_sdk_greengrassv2::Client,
+    created: &CreatedDeployment,
+    follow: &FollowArgs,
+) -> anyhow::Result<()> {
+    let timeout_secs = follow.timeout;
     println!(
         "deployment {} to {} (job {})",
         created.deployment_id,
@@ -41,7 +52,7 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
     );
 
     let follow =
-        FollowOptions { timeout: Duration::from_secs(args.timeout), poll: Duration::from_millis(args.poll_ms) };
+        FollowOptions { timeout: Duration::from_secs(follow.timeout), poll: Duration::from_millis(follow.poll_ms) };
     let bar = std::io::stdout().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(120));
@@ -63,7 +74,7 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
         }
     };
     let outcome =
-        provision::deploy::follow_deployment(&gg, &created.target_arn, &created.deployment_id, follow, &mut on_change)
+        provision::deploy::follow_deployment(gg, &created.target_arn, &created.deployment_id, follow, &mut on_change)
             .await
             .with_context(|| format!("following deployment {}", created.deployment_id))?;
     if let Some(bar) = bar {
@@ -83,7 +94,7 @@ pub(crate) async fn run(args: DeployArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "deployment {} did not finish within {} s ({} core(s) seen, {failed} failed); it goes on in the service",
             outcome.deployment_id,
-            args.timeout,
+            timeout_secs,
             outcome.cores.len()
         );
     }

@@ -12,6 +12,7 @@
 //!   and the service-delivery audit (the `audit` binary): checklist, case study, architecture and evidence from the live deployment.
 //! - [`component`]: `build` (the GDK layout with digests) and `publish` (S3, CreateComponentVersion).
 //! - [`deploy`]: CreateDeployment to a thing group, then following each core to the end.
+//! - [`model_release`]: a trained model directory checked, made a new `com.example.pump.Model` version, published and deployed with rollback.
 //! - [`fleet`]: fleet provisioning by claim, the operator's part: the provisioning role, a template that registers a core under the thing name it is given, claims.
 //! - [`token_exchange`]: the core's token exchange role (scoped to its own S3 prefix), role alias and alias policy.
 //! - [`rotate`]: the cloud's part of a certificate rotation (the job, attach, retire).
@@ -31,6 +32,7 @@ pub mod error;
 pub mod fleet;
 pub mod identity;
 pub mod incidents;
+pub mod model_release;
 pub mod monitoring;
 pub mod output;
 pub mod policy;

@@ -17,6 +17,7 @@ mod auditors_cmd;
 mod component_cmd;
 mod deploy_cmd;
 mod incidents_cmd;
+mod model_cmd;
 mod monitoring_cmd;
 
 use provision::client::Target;
@@ -53,6 +54,10 @@ enum Command {
     Component(ComponentCommand),
     /// Deploy component versions to a thing group and follow every core to the end.
     Deploy(DeployArgs),
+    /// Ship a trained model: check it as the analyzer does, make it a new com.example.pump.Model
+    /// version, publish it and deploy it to a thing group with rollback.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
     /// Set up the core's token exchange role: an IAM role allowing only s3:PutObject under the
     /// thing's own prefix of the anomaly-windows bucket, its role alias, and the IoT policy that
     /// lets the thing's certificates assume it.
@@ -242,14 +247,21 @@ struct DeployArgs {
     /// Update components without asking them.
     #[arg(long)]
     skip_notify: bool,
+    #[command(flatten)]
+    follow: FollowArgs,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// How a command follows a deployment on the cores.
+#[derive(Debug, Args)]
+struct FollowArgs {
     /// Give up following after this many seconds (the deployment goes on).
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
     /// How often to ask the service for each core's status, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     poll_ms: u64,
-    #[command(flatten)]
-    target: Target,
 }
 
 #[derive(Debug, Args)]
@@ -361,6 +373,7 @@ fn main() -> ExitCode {
             Command::Component(ComponentCommand::Build(args)) => component_cmd::build(args),
             Command::Component(ComponentCommand::Publish(args)) => component_cmd::publish(args).await,
             Command::Deploy(args) => deploy_cmd::run(args).await,
+            Command::Model(model_cmd::ModelCommand::Release(args)) => model_cmd::release(args).await,
             Command::Audit(args) => audit_cmd::run(args).await,
             Command::TokenExchange(args) => run_token_exchange(args).await,
             Command::Rotate(args) => run_rotate(args).await,

@@ -257,3 +257,39 @@ async fn binary_replaces_a_failed_device_revoking_its_certificate_and_keeping_it
     assert!(text(&unknown).contains("ResourceNotFoundException"), "{}", text(&unknown));
     cloud.stop().await;
 }
+
+#[tokio::test]
+async fn model_release_refuses_a_bad_model_directory_before_anything_is_published() {
+    let home = tempfile::tempdir().unwrap();
+    let model = home.path().join("trained");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("model-card.json"), r#"{"version": "3.1.0"}"#).unwrap();
+    let bins = home.path().join("bins");
+    std::fs::create_dir_all(&bins).unwrap();
+    let out = home.path().join("out");
+    // Nothing listens there: every refusal comes before a request.
+    let release = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["model", "release", "--model-dir", dir.to_str().unwrap(), "--bucket", "b"];
+        args.extend(["--bin-dir", bins.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        args.extend(["--endpoint-url", "http://127.0.0.1:9"]);
+        args.extend(extra.iter().copied());
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = async |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        provision(&args, home.path(), UNUSED_KEYS).await
+    };
+
+    let other_version = run(release(&model, &["--version", "3.2.0"])).await;
+    assert_eq!(other_version.status.code(), Some(78), "{}", text(&other_version));
+    assert!(text(&other_version).contains("differs from the model card's version 3.1.0"), "{}", text(&other_version));
+
+    let no_checker = run(release(&model, &[])).await;
+    assert_eq!(no_checker.status.code(), Some(78), "{}", text(&no_checker));
+    assert!(text(&no_checker).contains("pump-model-check is not built"), "{}", text(&no_checker));
+
+    let missing = run(release(&home.path().join("nowhere"), &[])).await;
+    assert_eq!(missing.status.code(), Some(78), "{}", text(&missing));
+    assert!(text(&missing).contains("model-card.json"), "{}", text(&missing));
+    assert!(!out.exists(), "nothing was staged or built");
+}

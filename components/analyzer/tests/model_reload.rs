@@ -7,6 +7,9 @@
 //! CLI (CreateLocalDeployment). The analyzer (a SOFT dependent reading that link) must not be
 //! restarted, must load the new version in place, and must refuse a broken one while keeping
 //! the one that runs: its model status on local `pump/model` says what runs.
+//!
+//! `ota`: the same through the cloud, as an operator ships a release to a thing group, with the
+//! rollback of a version the cores refuse.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,9 @@ use sha2::{Digest as _, Sha256};
 use site_testkit::WAIT;
 use site_testkit::site::{self as testkit, Site};
 use tokio::sync::mpsc;
+
+#[path = "model_reload/ota.rs"]
+mod ota;
 
 const NAME: &str = "com.example.pump.Analyzer";
 const MODEL: &str = "com.example.pump.Model";

@@ -274,10 +274,16 @@ impl Cloud {
 
     /// How the simulated core reaches this cloud as the core device.
     pub fn core_options(&self) -> CloudOptions {
+        self.options_for(&self.core)
+    }
+
+    /// How a simulated core reaches this cloud as `identity` (another core device, registered
+    /// with [`register`]).
+    pub fn options_for(&self, identity: &Identity) -> CloudOptions {
         CloudOptions {
             endpoints: self.endpoints.clone(),
-            cert_file: self.core.cert_file.clone(),
-            key: device_sim::core::key_store::DeviceKey::File(self.core.key_file.clone()),
+            cert_file: identity.cert_file.clone(),
+            key: device_sim::core::key_store::DeviceKey::File(identity.key_file.clone()),
             fleet_status: None,
             telemetry_intervals: None,
             cloud_deployments: false,
@@ -353,4 +359,19 @@ pub fn register(cloud: &LocalCloud, dir: &Path, thing: &str, policy: &str) -> Id
     std::fs::write(&id.cert_file, registered.cert_pem).expect("write the certificate");
     std::fs::write(&id.key_file, registered.key_pem).expect("write the key");
     id
+}
+
+/// A core's IoT policy for cloud deployments: the shipped `greengrass-core-deployments.json`
+/// (deployment jobs and shadow, fleet status, the Greengrass data plane) in the local cloud's
+/// partition, Region and account, and a connection under its own thing name.
+pub fn cloud_deployments_policy() -> String {
+    let shipped = include_str!("../../../cloud/provision/policies/greengrass-core-deployments.json")
+        .replace("{{partition}}", "aws")
+        .replace("{{region}}", "us-east-1")
+        .replace("{{accountId}}", "000000000000");
+    let mut policy: serde_json::Value = serde_json::from_str(&shipped).expect("the shipped policy is JSON");
+    policy["Statement"].as_array_mut().expect("the policy's statements").push(serde_json::json!({
+        "Effect": "Allow", "Action": "iot:Connect",
+        "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"}));
+    policy.to_string()
 }

@@ -13,7 +13,7 @@ use kit::ipc::IpcClient;
 use kit::ipc::model::{GetThingShadowRequest, UpdateThingShadowRequest};
 use serde_json::{Value, json};
 
-use crate::cloud::Cloud;
+use crate::cloud::{Cloud, Identity};
 use crate::{WAIT, wait_until};
 
 /// The region the simulated core reports to its components.
@@ -147,9 +147,27 @@ impl Site {
     /// Starts the simulated core with the deployed components, `update_config` (the CLI's
     /// `--update-config` document; `{}` for none) and, if the site has one, the cloud.
     pub async fn start_core(&self, update_config: &Value) -> Core {
+        let cloud = self.cloud.as_ref().map(Cloud::core_options);
+        self.start_core_as(&self.thing, self.core_root(), cloud, update_config).await
+    }
+
+    /// Starts another core device of the site's cloud, `identity` (registered with
+    /// [`crate::cloud::register`]), under `root`, with the same staged components and options.
+    pub async fn start_other_core(&self, identity: &Identity, root: PathBuf, update_config: &Value) -> Core {
+        let cloud = Some(self.cloud().options_for(identity));
+        self.start_core_as(&identity.thing, root, cloud, update_config).await
+    }
+
+    async fn start_core_as(
+        &self,
+        thing: &str,
+        root: PathBuf,
+        cloud: Option<CloudOptions>,
+        update_config: &Value,
+    ) -> Core {
         Core::start(CoreOptions {
-            root: self.core_root(),
-            thing: self.thing.clone(),
+            root,
+            thing: thing.to_owned(),
             recipe_dir: self.dir.path().join("recipes"),
             artifact_dir: self.dir.path().join("artifacts"),
             merges: self.merges.clone(),
@@ -157,13 +175,13 @@ impl Site {
             root_ca_path: None,
             platform: DevicePlatform::current(),
             update_config: parse_update_config(update_config).expect("a valid configuration update"),
-            cloud: self.cloud.as_ref().map(|cloud| CloudOptions {
+            cloud: cloud.map(|options| CloudOptions {
                 fleet_status: self.fleet_status,
                 telemetry_intervals: self.telemetry_intervals,
                 cloud_deployments: self.cloud_deployments,
                 mqtt_version: self.mqtt_version,
                 certificate_rotation: self.certificate_rotation.clone(),
-                ..cloud.core_options()
+                ..options
             }),
             nucleus_version: CoreOptions::default_nucleus_version(),
         })

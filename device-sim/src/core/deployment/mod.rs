@@ -755,6 +755,17 @@ fn failure(detail: DetailedDeploymentStatus, cause: &str, stack: &[&str]) -> Dep
     }
 }
 
+/// A failure caused by a component of the deployment (one that went BROKEN): the nucleus adds the
+/// error type of the component's owner, `USER_COMPONENT_ERROR` for every component not published
+/// by AWS (`DeploymentErrorCodeUtils.classifyComponentError`; a local deployment's components
+/// count as the user's too).
+fn component_failure(detail: DetailedDeploymentStatus, cause: &str, stack: &[&str]) -> DeploymentStatusDetails {
+    DeploymentStatusDetails {
+        deployment_error_types: Some(vec!["USER_COMPONENT_ERROR".to_owned()]),
+        ..failure(detail, cause, stack)
+    }
+}
+
 fn success() -> DeploymentStatusDetails {
     DeploymentStatusDetails {
         detailed_deployment_status: DetailedDeploymentStatus::Successful,
@@ -1025,7 +1036,7 @@ async fn apply_prepared(
     let stack = ["COMPONENT_UPDATE_ERROR", "COMPONENT_BROKEN"];
     if request.policy == FailureHandlingPolicy::DoNothing {
         *deployed = prepared.deployed;
-        return failure(DetailedDeploymentStatus::FailedRollbackNotRequested, &cause, &stack);
+        return component_failure(DetailedDeploymentStatus::FailedRollbackNotRequested, &cause, &stack);
     }
     // Roll back: the same steps towards the previous set.
     let current = facts(supervisor, &prepared.specs, &|n| ctx.config.get(n, &[]).unwrap_or_else(|| json!({})));
@@ -1039,12 +1050,12 @@ async fn apply_prepared(
     let gone: Vec<String> =
         prepared.specs.iter().map(|s| s.name().to_owned()).filter(|n| !previous_configs.contains_key(n)).collect();
     match apply(ctx, supervisor, &back, previous_specs, &restore, &gone).await {
-        Ok(()) => failure(
+        Ok(()) => component_failure(
             DetailedDeploymentStatus::FailedRollbackComplete,
             &format!("{cause}; the previous components were restored"),
             &stack,
         ),
-        Err(rollback) => failure(
+        Err(rollback) => component_failure(
             DetailedDeploymentStatus::FailedRollbackComplete,
             &format!("{cause}; the rollback did not complete either: {rollback}"),
             &["COMPONENT_UPDATE_ERROR", "ROLLBACK_FAILURE"],
