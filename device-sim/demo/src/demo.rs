@@ -19,13 +19,16 @@
 //!    the rule → the Lambda anomaly handler → incident rows in DynamoDB → `desired.mode`
 //!    maintenance → the controller stops the pump → reported; the operator returns it to service
 //!    ([`crate::reaction`]);
-//! 7. over the air: a new analyzer version and the retrained model, deferred by the controller
-//!    while its protection is active;
-//! 8. a broken analyzer version, rolled back, its cause shown in the cloud;
-//! 9. the local cloud stops for a while: nothing is lost, the shadow converges;
-//! 10. the operator rotates the core's certificate with a rotation job ([`crate::rotation`]);
-//! 11. the core, handed to its launcher, updates itself to a new nucleus version;
-//! 12. hardware failure: the core device dies with its disk; the replacement onboards by claim
+//! 7. over the air: a new analyzer version, deferred by the controller while its protection is
+//!    active;
+//! 8. the retrained model released as `provision model release` does it (checked, published with
+//!    its Install-time check, the group's deployment revised), then a model for other features
+//!    failing that check on the core and rolled back;
+//! 9. a broken analyzer version, rolled back, its cause shown in the cloud;
+//! 10. the local cloud stops for a while: nothing is lost, the shadow converges;
+//! 11. the operator rotates the core's certificate with a rotation job ([`crate::rotation`]);
+//! 12. the core, handed to its launcher, updates itself to a new nucleus version;
+//! 13. hardware failure: the core device dies with its disk; the replacement onboards by claim
 //!     under the same thing name and the site recovers ([`crate::recovery`]).
 //!
 //! Each step carries a stable key ([`provision::audit::steps`]). When every step held, the run
@@ -208,7 +211,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         std::fs::remove_dir_all(&audit_dir).with_context(|| format!("clearing {}", audit_dir.display()))?;
     }
     let started = time::OffsetDateTime::now_utc();
-    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 12 } else { 11 } };
+    let mut steps = Steps { report: Report::default(), total: if args.outage_seconds > 0 { 13 } else { 12 } };
     steps.report.started = started.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
 
     let mut site: Option<Site> = None;
@@ -465,13 +468,12 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let ok = steps
-        .run("7", step_key::OTA_UPDATE, "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap", || async {
+        .run("7", step_key::OTA_UPDATE, "over the air: a new analyzer version (1.1.0) rolls out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap", || async {
             let (operator, bins) = site_ref.rollout()?;
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.1.0", |r| r, bins).await?;
-            rollout::publish_model(operator, &site_ref.dir, &site::MODEL_1_1_0).await?;
             let before = obs_ref.count(&telemetry);
-            let components = release_1_1_0();
+            let components = site::versions(&[(analyzer.name, "1.1.0")]);
             // A fault first: the controller protects the pump, and puts the update off until the
             // operator has resumed after the fault cleared.
             site_ref.plant_control("POST", "/faults", Some(json!({"kind": "cavitation", "severity": 0.8}))).await?;
@@ -480,7 +482,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             })
             .await?;
             let mut deferrals = site_ref.core()?.watch_update_deferrals();
-            let purpose = "a new analyzer version and the retrained model while the pump runs";
+            let purpose = "a new analyzer version while the pump runs";
             let (timeline, held) = tokio::join!(site_ref.deploy(purpose, components, WAIT), async {
                 let held = wait_for_deferral(&mut deferrals, pump_types::CONTROLLER_COMPONENT).await?;
                 // A new desired speed: the operator's resume is what ends a protective action.
@@ -508,10 +510,8 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             }
             let seqs = telemetry_continuity(&obs_ref.messages(&telemetry)).map_err(anyhow::Error::msg)?;
             let detector = args.detector;
-            let wanted = "the new analyzer's report of model 1.1.0";
-            let doc = wait_cloud_shadow(site_ref, wanted, |d| {
-                let model = model_reported(d);
-                detector.model_report_holds(&model) && (detector.as_str() == "rules" || model["version"] == "1.1.0")
+            let doc = wait_cloud_shadow(site_ref, "the new analyzer's report of its model", |d| {
+                detector.model_report_holds(&model_reported(d))
             })
             .await?;
             let model = model_reported(&doc);
@@ -531,7 +531,17 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let ok = steps
-        .run("8", step_key::OTA_ROLLBACK, "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause", || async {
+        .run("8", step_key::MODEL_RELEASE, "the retrained model released over the air as an operator does (`provision model release`): checked by the analyzer's own checks, published with that check as its Install step, the thing group's deployment revised with only the model changed; the analyzer runs it without a restart. Then a model trained for other features, built past the release check, fails its Install on the core: the deployment fails, the core rolls back to the model it ran, and the operator re-deploys it", || async {
+            model_release(site_ref, args.detector, &mut deployments).await
+        })
+        .await;
+    steps.report.deployments.append(&mut deployments);
+    if !ok {
+        return finish(steps.report, &args, site, obs).await;
+    }
+
+    let ok = steps
+        .run("9", step_key::OTA_ROLLBACK, "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause", || async {
             let (operator, bins) = site_ref.rollout()?;
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.2.0", |r| r.replace("--outbox", "--out-box"), bins).await?;
@@ -566,7 +576,7 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     let mut obs = obs;
     if args.outage_seconds > 0 {
         let ok = steps
-            .run("9", step_key::CONNECTIVITY_LOSS, "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
+            .run("10", step_key::CONNECTIVITY_LOSS, "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges", || async {
                 let site = site.as_mut().expect("started");
                 let obs = obs.as_mut().expect("started");
                 outage(site, obs, Duration::from_secs(args.outage_seconds), &telemetry).await
@@ -663,11 +673,105 @@ pub(crate) fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// What the thing group runs from step 6 on: analyzer and model 1.1.0, the rest 1.0.0.
+/// What the thing group runs from step 8 on: analyzer and model 1.1.0, the rest 1.0.0.
 fn release_1_1_0() -> Vec<(String, String)> {
     let mut components = site::versions(&[(pump_types::ANALYZER_COMPONENT, "1.1.0")]);
     components.push((pump_types::MODEL_COMPONENT.to_owned(), "1.1.0".to_owned()));
     components
+}
+
+/// Step 8: the retrained model shipped with the release path of `provision model release`
+/// ([`rollout::release_model`]), then a model for other features built past that check, which
+/// fails its Install on the core and rolls back, then the good version deployed again so that
+/// the thing group's deployment is what its cores run.
+async fn model_release(
+    site: &Site,
+    detector: Detector,
+    deployments: &mut Vec<rollout::Timeline>,
+) -> anyhow::Result<String> {
+    let (operator, bins) = site.rollout()?;
+    let model = pump_types::MODEL_COMPONENT;
+    let trained = device_sim::shipped::write_model(&site.dir.join("trained"), &site::MODEL_1_1_0)?;
+    let core = site.core()?;
+    let analyzer_log = core.layout().component_log(pump_types::ANALYZER_COMPONENT);
+    let starts = || std::fs::read_to_string(&analyzer_log).map(|log| log.matches("configured").count()).unwrap_or(0);
+    let started_before = starts();
+
+    // The retrained model: checked, published, deployed to the group.
+    let purpose = "the retrained model, released";
+    let (good, timeline) = rollout::release_model(operator, &site.dir, &trained, bins, true, purpose, WAIT).await?;
+    let (succeeded, converged) = (timeline.succeeded, timeline.converged_ms);
+    deployments.push(timeline.with_core_view(core.deployments()));
+    if !succeeded {
+        bail!("the release of model {good} did not succeed");
+    }
+    if !core.components().contains(&(model.to_owned(), good.clone())) {
+        bail!("the core runs {:?}, not model {good}", core.components());
+    }
+    let wanted = format!("the analyzer's report of model {good}");
+    let reported = |version: String| {
+        move |d: &Value| {
+            let model = model_reported(d);
+            detector.model_report_holds(&model) && (detector == Detector::Rules || model["version"] == version.as_str())
+        }
+    };
+    let doc = wait_cloud_shadow(site, &wanted, reported(good.clone())).await?;
+    let sha = model_reported(&doc)["sha256"].as_str().unwrap_or("").to_owned();
+
+    // A model for other features (the first two swapped), built past the release check.
+    let bad = next_minor(&good);
+    let refused = site.dir.join("trained").join(format!("refused-{bad}"));
+    std::fs::create_dir_all(&refused)?;
+    std::fs::copy(trained.join("model.onnx"), refused.join("model.onnx"))?;
+    let mut card: Value = serde_json::from_slice(&std::fs::read(trained.join("model-card.json"))?)?;
+    card["version"] = json!(bad);
+    if let Some(features) = card.pointer_mut("/input/features").and_then(Value::as_array_mut) {
+        features.swap(0, 1);
+    }
+    std::fs::write(refused.join("model-card.json"), serde_json::to_vec_pretty(&card)?)?;
+    if provision::model_release::check_model_dir(&refused, bins, None).is_ok() {
+        bail!("the release check accepted a model card for other features");
+    }
+    let purpose = "a model for other features, past the release check";
+    let (_, timeline) = rollout::release_model(operator, &site.dir, &refused, bins, false, purpose, WAIT).await?;
+    let last = timeline.last_status(THING).cloned();
+    let failed = !timeline.succeeded;
+    deployments.push(timeline.with_core_view(core.deployments()));
+    let Some(last) = last.as_ref().filter(|l| failed && l.status == "FAILED") else {
+        bail!("the model for other features was not reported FAILED: {last:?}");
+    };
+    let reason = last.reason.clone().unwrap_or_default();
+    if !core.components().contains(&(model.to_owned(), good.clone())) {
+        bail!("the core did not roll back to model {good}: {:?}", core.components());
+    }
+    // The group's deployment names the refused version until the operator deploys a good one.
+    let created_at = time::OffsetDateTime::now_utc();
+    let t0 = std::time::Instant::now();
+    let created =
+        provision::model_release::deploy_model_version(&operator.iot, &operator.gg, rollout::THING_GROUP, &good)
+            .await
+            .context("deploying the good model again")?;
+    let components = vec![(model.to_owned(), good.clone())];
+    let again = "the retrained model, deployed again after the rollback";
+    let timeline = rollout::follow(operator, again, created, components, (created_at, t0), WAIT).await?;
+    let restored = timeline.succeeded;
+    deployments.push(timeline.with_core_view(core.deployments()));
+    if !restored {
+        bail!("deploying model {good} again did not succeed");
+    }
+    let doc = wait_cloud_shadow(site, &wanted, reported(good.clone())).await?;
+    if detector != Detector::Rules && model_reported(&doc)["sha256"].as_str() != Some(sha.as_str()) {
+        bail!("the analyzer no longer runs model {good}: {}", model_reported(&doc));
+    }
+    let restarts = starts() - started_before;
+    if restarts != 0 {
+        bail!("the analyzer restarted {restarts} time(s) while the model changed");
+    }
+    Ok(format!(
+        "model {good} checked, published and running on the core {} ms after the deployment, the analyzer never restarted (sha256 {}); model {bad} for other features failed its Install: FAILED, {reason}; the core rolled back to {good}, deployed again",
+        converged.unwrap_or_default(),
+        if sha.is_empty() { "not reported with detector rules" } else { &sha },
+    ))
 }
 
 /// `major.(minor+1).0` of a version `major.minor.patch`.

@@ -15,7 +15,7 @@ use provision::component::{BuildSpec, PublishOptions, PublishedComponent};
 use provision::deploy::{CoreStatus, DeploySpec, FollowOptions};
 use serde::Serialize;
 
-use crate::site::{COMPONENTS, Component, ModelComponent};
+use crate::site::{COMPONENTS, Component};
 use device_sim::core::nucleus_update::CORE_BINARY;
 
 /// The bucket the components' artifacts go to.
@@ -61,6 +61,8 @@ impl Operator {
 
 /// The package of the cloud side's Lambda functions.
 const FUNCTIONS_PACKAGE: &str = "pump-functions";
+/// The analyzer's package, which also builds the model checker a released model runs at Install.
+const ANALYZER_PACKAGE: &str = "pump-analyzer";
 
 /// The component binaries (and the core's, which a nucleus update ships, and the cloud side's
 /// Lambda functions): `explicit`, else the directory of this executable. When they are not
@@ -82,6 +84,7 @@ pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         .map(|c| (c.artifact, c.artifact))
         .chain([
             (CORE_BINARY, CORE_BINARY),
+            (provision::model_release::CHECKER, ANALYZER_PACKAGE),
             (provision::app::ANOMALY_HANDLER_BIN, FUNCTIONS_PACKAGE),
             (provision::app::TELEMETRY_AGGREGATOR_BIN, FUNCTIONS_PACKAGE),
         ])
@@ -125,20 +128,45 @@ pub fn component_bins(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 pub use device_sim::shipped::build;
-use device_sim::shipped::write_model;
 
-/// Builds and publishes a shipped model release (its recipe names its version).
-pub async fn publish_model(
+/// A trained model directory released as an operator does with `provision model release`
+/// ([`provision::model_release`]): when `check`, first the analyzer's own checks (the checker
+/// in `bins`); then staged with the checker its Install runs, published, and the thing group's
+/// latest deployment revised with only the model's version changed and ROLLBACK, followed like
+/// any deployment. Returns the version released and the deployment's timeline.
+pub async fn release_model(
     operator: &Operator,
     dir: &Path,
-    model: &ModelComponent,
-) -> anyhow::Result<PublishedComponent> {
-    let out = dir.join("releases").join(model.name);
-    let source = write_model(&out.join("source"), model)?;
-    let spec = BuildSpec { component_dirs: vec![source], bin_dir: out.clone(), out: out.clone() };
-    provision::component::build_components(&spec).context("building the model release")?;
-    let mut published = publish(operator, &out).await?;
-    published.pop().context("nothing was published")
+    model_dir: &Path,
+    bins: &Path,
+    check: bool,
+    purpose: &str,
+    timeout: Duration,
+) -> anyhow::Result<(String, Timeline)> {
+    use provision::model_release;
+    let version = if check {
+        model_release::check_model_dir(model_dir, bins, None).context("checking the model")?.version
+    } else {
+        // Past the release check, as a model built by hand would be: the card names its version.
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(model_dir.join(model_release::CARD_FILE))?)?;
+        card["version"].as_str().context("the model card has no version")?.to_owned()
+    };
+    let out = dir.join("releases").join(format!("{}-{version}", model_release::MODEL_COMPONENT));
+    let built = model_release::stage_release(model_dir, bins, &out, &version).context("staging the model release")?;
+    let mut options = PublishOptions::new(BUCKET);
+    options.poll = Duration::from_millis(100);
+    provision::component::publish_component(&operator.gg, &operator.s3, &built, &options)
+        .await
+        .with_context(|| format!("publishing the model {version}"))?;
+    let created_at = time::OffsetDateTime::now_utc();
+    let t0 = Instant::now();
+    let created = model_release::deploy_model_version(&operator.iot, &operator.gg, THING_GROUP, &version)
+        .await
+        .with_context(|| format!("deploying the model {version}"))?;
+    let components = vec![(model_release::MODEL_COMPONENT.to_owned(), version.clone())];
+    let timeline = follow(operator, purpose, created, components, (created_at, t0), timeout).await?;
+    Ok((version, timeline))
 }
 
 /// A new release of the shipped component `component` (one of [`COMPONENTS`]): its recipe at

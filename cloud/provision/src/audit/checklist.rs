@@ -426,7 +426,7 @@ pub const LINES: &[Line] = &[
             vec![
                 model_card(e),
                 model_component_installed(e),
-                Check::of(e.run_step_passed("retrained model over the air", steps::OTA_UPDATE)),
+                Check::of(e.run_step_passed("retrained model released over the air", steps::MODEL_RELEASE)),
             ]
         },
     },
@@ -1360,11 +1360,12 @@ mod tests {
                 step("5", "fault_resume"),
                 step("6", "cloud_reaction"),
                 step("7", "ota_update"),
-                step("8", "ota_rollback"),
-                step("9", "connectivity_loss"),
-                step("10", "certificate_rotation"),
-                step("11", "nucleus_update"),
-                step("12", "device_recovery"),
+                step("8", "model_release"),
+                step("9", "ota_rollback"),
+                step("10", "connectivity_loss"),
+                step("11", "certificate_rotation"),
+                step("12", "nucleus_update"),
+                step("13", "device_recovery"),
             ],
         }));
         e
@@ -1394,8 +1395,8 @@ mod tests {
         assert_eq!(unmet, ["CS-1", "CS-2", "CS-3", "PR-1"]);
     }
 
-    /// Each keyed step decides its lines, whatever its description says: the over-the-air step
-    /// is both the update (GG-3, SC-8) and the retrained model's rollout (ML-5).
+    /// Each keyed step decides its lines, whatever its description says: the over-the-air update
+    /// decides GG-3 and SC-8, the retrained model's release ML-5.
     #[test]
     fn each_step_of_the_run_decides_its_lines() {
         for (key, lines) in [
@@ -1403,7 +1404,8 @@ mod tests {
             (steps::CONNECTIVITY_LOSS, &["SC-5"]),
             (steps::DEVICE_RECOVERY, &["SC-5", "SC-8"]),
             (steps::NUCLEUS_UPDATE, &["GG-4"]),
-            (steps::OTA_UPDATE, &["GG-3", "ML-5", "SC-8"]),
+            (steps::OTA_UPDATE, &["GG-3", "SC-8"]),
+            (steps::MODEL_RELEASE, &["ML-5"]),
             (steps::CLOUD_REACTION, &["SC-2"]),
             (steps::CERTIFICATE_ROTATION, &["SC-7"]),
         ] {
@@ -1446,6 +1448,7 @@ mod tests {
             steps::SHADOW_DESIRED,
             steps::CLOUD_REACTION,
             steps::OTA_UPDATE,
+            steps::MODEL_RELEASE,
             steps::CONNECTIVITY_LOSS,
             steps::CERTIFICATE_ROTATION,
             steps::NUCLEUS_UPDATE,
@@ -1466,7 +1469,8 @@ mod tests {
         for (key, lines) in [
             (steps::SHADOW_DESIRED, &["GG-1"][..]),
             (steps::CERTIFICATE_ROTATION, &["SC-7"]),
-            (steps::OTA_UPDATE, &["GG-3", "ML-5", "SC-8"]),
+            (steps::OTA_UPDATE, &["GG-3", "SC-8"]),
+            (steps::MODEL_RELEASE, &["ML-5"]),
             (steps::DEVICE_RECOVERY, &["SC-5", "SC-8"]),
         ] {
             let mut failed = e.clone();

@@ -15,8 +15,11 @@ pub const FAULT_PROTECTION: &str = "fault_protection";
 pub const FAULT_RESUME: &str = "fault_resume";
 /// The cloud reacts: rule → Lambda → DynamoDB → desired maintenance → the pump stopped.
 pub const CLOUD_REACTION: &str = "cloud_reaction";
-/// Over the air: a new analyzer version and the retrained model, deferred while protecting.
+/// Over the air: a new analyzer version, deferred while the controller protects the pump.
 pub const OTA_UPDATE: &str = "ota_update";
+/// The retrained model released over the air (`provision model release`), checked at Install;
+/// a model that fails the check rolls back.
+pub const MODEL_RELEASE: &str = "model_release";
 /// A broken version rolled back, its cause shown in the cloud.
 pub const OTA_ROLLBACK: &str = "ota_rollback";
 /// Loss of AWS connectivity: nothing lost, the shadow converges.
