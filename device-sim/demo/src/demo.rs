@@ -452,11 +452,11 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
     }
 
     let ok = steps
-        .run("7", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap", || async {
+        .run("7", "over the air: a new analyzer version and the retrained model (2.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap", || async {
             let (operator, bins) = site_ref.rollout()?;
             let analyzer = component(pump_types::ANALYZER_COMPONENT);
             rollout::publish_release(operator, &site_ref.dir, analyzer, "1.1.0", |r| r, bins).await?;
-            rollout::publish_model(operator, &site_ref.dir, &site::MODEL_1_1_0).await?;
+            rollout::publish_model(operator, &site_ref.dir, &site::MODEL_RETRAINED).await?;
             let before = obs_ref.count(&telemetry);
             let components = release_1_1_0();
             // A fault first: the controller protects the pump, and puts the update off until the
@@ -495,10 +495,10 @@ async fn run(args: DemoArgs) -> anyhow::Result<Report> {
             }
             let seqs = telemetry_continuity(&obs_ref.messages(&telemetry)).map_err(anyhow::Error::msg)?;
             let detector = args.detector;
-            let wanted = "the new analyzer's report of model 1.1.0";
+            let wanted = "the new analyzer's report of the retrained model";
             let doc = wait_cloud_shadow(site_ref, wanted, |d| {
                 let model = model_reported(d);
-                detector.model_report_holds(&model) && (detector.as_str() == "rules" || model["version"] == "1.1.0")
+                detector.model_report_holds(&model) && (detector.as_str() == "rules" || model["version"] == site::MODEL_RETRAINED_VERSION)
             })
             .await?;
             let model = model_reported(&doc);
@@ -634,10 +634,11 @@ pub(crate) fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// What the thing group runs from step 6 on: analyzer and model 1.1.0, the rest 1.0.0.
+/// What the thing group runs from step 6 on: analyzer 1.1.0 and the retrained model
+/// ([`site::MODEL_RETRAINED_VERSION`]), the rest 1.0.0.
 fn release_1_1_0() -> Vec<(String, String)> {
     let mut components = site::versions(&[(pump_types::ANALYZER_COMPONENT, "1.1.0")]);
-    components.push((pump_types::MODEL_COMPONENT.to_owned(), "1.1.0".to_owned()));
+    components.push((pump_types::MODEL_COMPONENT.to_owned(), site::MODEL_RETRAINED_VERSION.to_owned()));
     components
 }
 

@@ -1351,7 +1351,7 @@ mod tests {
                 step("4", "a fault at the plant → anomaly → protective action at the plant → reported in the cloud"),
                 step("5", "the fault is cleared → the anomaly clears → the operator resumes → the plant follows"),
                 step("6", "the cloud reacts: the cloud side is deployed (tables, Lambda functions, topic rules, roles); the same fault three times → rule → Lambda → incidents in DynamoDB → desired mode maintenance → the controller stops the pump → reported; the operator returns it to service"),
-                step("7", "over the air: a new analyzer version and the retrained model (1.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap"),
+                step("7", "over the air: a new analyzer version and the retrained model (2.1.0) roll out from the cloud while the pump runs; the controller defers the update while its protection is active; telemetry keeps flowing without a gap"),
                 step("8", "a broken analyzer version (its recipe passes a flag the binary does not know) is deployed: the core rolls back, and the cloud shows the failure and its cause"),
                 step("9", "the local cloud stops for a while; on return every telemetry batch arrives, in order, and the shadow converges"),
                 step("10", "the core updates itself: the site's core now runs under its launcher (as a Greengrass core under its loader); a new nucleus version (2.15.0: this core build, published as AWS publishes the nucleus) is deployed to the thing group; the core stages it, restarts into it and proves itself, and the cloud shows the new version"),
