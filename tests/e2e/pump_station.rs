@@ -184,13 +184,13 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
     // reported.model at the end: the retrained release the cloud rolled out, loaded and running,
     // as the controller reports it.
     let card: Value = serde_json::from_slice(
-        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../components/model/releases/1.1.0/model-card.json"))
+        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../components/model/releases/2.1.0/model-card.json"))
             .unwrap(),
     )
     .unwrap();
     let model = &report["model"];
     assert_eq!(model["status"], "running", "{model:#}");
-    assert_eq!((&model["version"], &model["name"]), (&"1.1.0".into(), &card["name"]), "{model:#}");
+    assert_eq!((&model["version"], &model["name"]), (&card["version"], &card["name"]), "{model:#}");
     assert_eq!(model["sha256"], card["model"]["sha256"], "{model:#}");
     assert_eq!((&model["detector"], &model["running"]), (&"model".into(), &serde_json::json!(["model"])));
     assert_eq!(model["error"], "");
@@ -209,7 +209,7 @@ fn the_shortened_scenario_holds_at_the_plant_and_in_the_cloud_across_a_cloud_out
 fn released_the_retrained_model(timelines: &[Value]) {
     let [good, refused, again] = timelines else { panic!("three model deployments: {timelines:#?}") };
     assert_eq!(good["succeeded"], true, "{good:#}");
-    assert_eq!(good["components"], serde_json::json!([["com.example.pump.Model", "1.1.0"]]), "{good:#}");
+    assert_eq!(good["components"], serde_json::json!([["com.example.pump.Model", "2.1.0"]]), "{good:#}");
     assert_eq!(refused["succeeded"], false, "{refused:#}");
     let last = refused["events"].as_array().unwrap().last().unwrap();
     assert_eq!(last["status"], "FAILED", "{refused:#}");

@@ -74,12 +74,20 @@ fn model_component() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../model")
 }
 
+/// The committed model's version, from its card (the recipe's `ComponentVersion` is the same).
+fn model_version() -> String {
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model_component().join("model-card.json")).unwrap()).unwrap();
+    card["version"].as_str().expect("the card names its version").to_owned()
+}
+
 /// Deploys the model component from its own recipe and artifacts.
 fn deploy_model(site: &mut Site) {
     let dir = model_component();
-    site.deploy(MODEL, "1.0.0", &std::fs::read_to_string(dir.join("recipe.yaml")).unwrap());
+    let version = model_version();
+    site.deploy(MODEL, &version, &std::fs::read_to_string(dir.join("recipe.yaml")).unwrap());
     for file in ["model.onnx", "model-card.json"] {
-        site.add_artifact(MODEL, "1.0.0", dir.join(file));
+        site.add_artifact(MODEL, &version, dir.join(file));
     }
 }
 
@@ -343,7 +351,7 @@ async fn the_core_stages_the_model_component_and_the_model_detector_raises_beari
     let log = without_colours(&site.wait_log(NAME, r#"running=["model"]"#).await);
     // The dependency was resolved, its artifacts staged, and its Install pointed the link the
     // analyzer's Run line names (`{com.example.pump.Model:work:path}/current`) at them.
-    let staged = site.core_root().join("packages/artifacts").join(MODEL).join("1.0.0");
+    let staged = site.core_root().join("packages/artifacts").join(MODEL).join(model_version());
     assert_eq!(
         std::fs::read(staged.join("model.onnx")).unwrap(),
         std::fs::read(model_component().join("model.onnx")).unwrap()
@@ -355,7 +363,7 @@ async fn the_core_stages_the_model_component_and_the_model_detector_raises_beari
         "the model's Install made the link"
     );
     assert!(log.contains(&format!("model loaded from {}", staged.display())), "{log}");
-    assert!(log.contains("version=1.0.0"), "{log}");
+    assert!(log.contains(&format!("version={}", model_version())), "{log}");
     assert!(log.contains(r#"running=["model"]"#), "{log}");
 
     let mut feeder = Feeder::connect(&core).await;
@@ -373,7 +381,10 @@ async fn the_core_stages_the_model_component_and_the_model_detector_raises_beari
         ("model", AnomalyKind::BearingWear, true),
         "{raised:?}"
     );
-    assert!(raised.reason.contains("pump-fault-classifier 1.0.0"), "after {n} readings: {raised:?}");
+    assert!(
+        raised.reason.contains(&format!("pump-fault-classifier {}", model_version())),
+        "after {n} readings: {raised:?}"
+    );
     core.shutdown(WAIT).await;
 }
 
@@ -394,9 +405,9 @@ async fn a_model_that_does_not_match_its_card_is_refused_and_the_rules_keep_runn
     let recipe = std::fs::read_to_string(dir.join("recipe.yaml"))
         .unwrap()
         .replace(&digest(&bytes), &digest(&bytes[..bytes.len() / 3]));
-    site.deploy(MODEL, "1.0.0", &recipe);
-    site.add_artifact(MODEL, "1.0.0", &truncated);
-    site.add_artifact(MODEL, "1.0.0", dir.join("model-card.json"));
+    site.deploy(MODEL, &model_version(), &recipe);
+    site.add_artifact(MODEL, &model_version(), &truncated);
+    site.add_artifact(MODEL, &model_version(), dir.join("model-card.json"));
     let site = new_site_with(site, false).await;
     let core = site.start_core(&json!({ NAME: {"MERGE": {"detector": "model"}} })).await;
     detectors_log(&site).await;

@@ -69,7 +69,7 @@ async fn deploy_version(
     let mut recipe: Value = serde_yaml_ng::from_str(&model_recipe()).unwrap();
     recipe["ComponentVersion"] = json!(version);
     for artifact in recipe["Manifests"][0]["Artifacts"].as_array_mut().unwrap() {
-        let uri = artifact["URI"].as_str().unwrap().replace("/1.0.0/", &format!("/{version}/"));
+        let uri = artifact["URI"].as_str().unwrap().replace("/2.0.0/", &format!("/{version}/"));
         let (name, bytes) = files.iter().find(|(name, _)| uri.ends_with(name)).expect("an artifact the test ships");
         std::fs::write(artifacts.join(name), bytes).unwrap();
         artifact["Digest"] = json!(BASE64.encode(Sha256::digest(bytes)));
@@ -135,9 +135,9 @@ fn version_of(s: &ModelStatus) -> Option<&str> {
 #[tokio::test]
 async fn a_new_model_version_is_loaded_in_place_and_a_broken_one_is_refused_keeping_the_last() {
     let mut site = Site::new("core-1");
-    site.deploy(MODEL, "1.0.0", &model_recipe());
+    site.deploy(MODEL, "2.0.0", &model_recipe());
     for file in ["model.onnx", "model-card.json"] {
-        site.add_artifact(MODEL, "1.0.0", model_component().join(file));
+        site.add_artifact(MODEL, "2.0.0", model_component().join(file));
     }
     site.deploy(NAME, "1.0.0", &testkit::crate_recipe(env!("CARGO_MANIFEST_DIR")));
     site.add_artifact(NAME, "1.0.0", env!("CARGO_BIN_EXE_pump-analyzer"));
@@ -154,30 +154,30 @@ async fn a_new_model_version_is_loaded_in_place_and_a_broken_one_is_refused_keep
     // (At start, or a moment later if the analyzer started before the model's Install made the
     // link: the dependency is SOFT.)
     let log = site.wait_log(NAME, r#"running=["model"]"#).await;
-    assert!(log.contains("version=1.0.0") && log.contains("running=[\"model\"]"), "{log}");
+    assert!(log.contains("version=2.0.0") && log.contains("running=[\"model\"]"), "{log}");
 
-    deploy_version(&site, &core, "1.1.0", |_| {}, |bytes| bytes).await;
-    let second = wait_status(&mut statuses, "with 1.1.0", |s| version_of(s) == Some("1.1.0")).await;
+    deploy_version(&site, &core, "2.1.0", |_| {}, |bytes| bytes).await;
+    let second = wait_status(&mut statuses, "with 2.1.0", |s| version_of(s) == Some("2.1.0")).await;
     assert_eq!((second.running.as_slice(), second.error.as_deref()), (&["model".to_owned()][..], None));
 
-    // A truncated model file fails its digest: refused, and 1.1.0 keeps running.
-    deploy_version(&site, &core, "1.2.0", |_| {}, |bytes| bytes[..bytes.len() / 2].to_vec()).await;
-    let third = wait_status(&mut statuses, "refusing 1.2.0", |s| s.error.is_some()).await;
-    assert_eq!(version_of(&third), Some("1.1.0"));
+    // A truncated model file fails its digest: refused, and 2.1.0 keeps running.
+    deploy_version(&site, &core, "2.2.0", |_| {}, |bytes| bytes[..bytes.len() / 2].to_vec()).await;
+    let third = wait_status(&mut statuses, "refusing 2.2.0", |s| s.error.is_some()).await;
+    assert_eq!(version_of(&third), Some("2.1.0"));
     assert_eq!(third.running, ["model"]);
     let error = third.error.unwrap();
-    assert!(error.contains("keeping version 1.1.0") && error.contains("SHA-256"), "{error}");
+    assert!(error.contains("keeping version 2.1.0") && error.contains("SHA-256"), "{error}");
 
     // A card for other features (an input the analyzer does not compute) is refused as well.
-    deploy_version(&site, &core, "1.3.0", |card| card["input"]["features"][0] = json!("speed_rpm.median"), |b| b).await;
-    let fourth = wait_status(&mut statuses, "refusing 1.3.0", |s| {
+    deploy_version(&site, &core, "2.3.0", |card| card["input"]["features"][0] = json!("speed_rpm.median"), |b| b).await;
+    let fourth = wait_status(&mut statuses, "refusing 2.3.0", |s| {
         s.error.as_deref().is_some_and(|e| e.contains("speed_rpm.median"))
     })
     .await;
-    assert_eq!(version_of(&fourth), Some("1.1.0"));
+    assert_eq!(version_of(&fourth), Some("2.1.0"));
 
     // One process all along: the analyzer logs its configuration once per start.
-    assert!(core.components().contains(&(MODEL.to_owned(), "1.3.0".to_owned())));
+    assert!(core.components().contains(&(MODEL.to_owned(), "2.3.0".to_owned())));
     let log = site.log(NAME);
     assert_eq!(log.matches("configured").count(), 1, "the analyzer restarted; log:\n{log}");
     core.shutdown(WAIT).await;

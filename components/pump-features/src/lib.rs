@@ -17,7 +17,7 @@
 //! each measurement has kept its value, and a slow exponential average of each measurement (time
 //! constant [`SLOW_TAU_S`]). Temperatures follow their load over minutes, longer than a window of
 //! vibration-sized length shows; the slow averages give a longer horizon for them
-//! ([`Features::rise`]), not yet part of [`Features::vector`].
+//! ([`Features::rise`]), which [`Features::vector`] carries for the load and the temperatures.
 
 use std::collections::VecDeque;
 
@@ -102,7 +102,19 @@ pub struct Features {
 impl Features {
     /// The names of the summaries over all measurements, in the order [`Features::vector`] appends
     /// them after the per-measurement statistics.
-    pub const SUMMARY_NAMES: [&'static str; 1] = ["all.unchanged_max"];
+    pub const SUMMARY_NAMES: [&'static str; 6] = [
+        "all.unchanged_max",
+        "speed_rpm.rise",
+        "shaft_power_kw.rise",
+        "bearing_temp_c.rise",
+        "motor_temp_c.rise",
+        "motor_minus_bearing",
+    ];
+
+    /// The measurements whose [`Features::rise`] [`Features::vector`] carries, in order: the load
+    /// (speed, shaft power) and the two temperatures that follow it over minutes.
+    pub const RISE_OF: [Measurement; 4] =
+        [Measurement::SpeedRpm, Measurement::ShaftPowerKw, Measurement::BearingTempC, Measurement::MotorTempC];
 
     /// The statistics of `m`.
     pub fn get(&self, m: Measurement) -> &Stats {
@@ -143,11 +155,14 @@ impl Features {
 
     /// Every statistic as one vector, in [`Features::names`] order: measurement by measurement
     /// ([`Measurement::ALL`] order), each with the [`Stats::NAMES`] in order, then the summaries
-    /// ([`Features::SUMMARY_NAMES`]). The order is a contract with trained models: append, never
-    /// reorder.
+    /// ([`Features::SUMMARY_NAMES`]): [`Features::unchanged_max`], the [`Features::rise`] of each
+    /// of [`Features::RISE_OF`], and [`Features::motor_minus_bearing`]. The order is a contract
+    /// with trained models: append, never reorder.
     pub fn vector(&self) -> Vec<f64> {
         let mut v: Vec<f64> = self.stats.iter().flat_map(Stats::values).collect();
         v.push(self.unchanged_max() as f64);
+        v.extend(Self::RISE_OF.iter().map(|m| self.rise(*m)));
+        v.push(self.motor_minus_bearing());
         v
     }
 
@@ -466,6 +481,15 @@ mod tests {
         // The per-measurement block keeps its place; the summaries follow it.
         assert_eq!(names[12 * Stats::NAMES.len() - 1], "vibration_mm_s.unchanged");
         assert_eq!(names[12 * Stats::NAMES.len()..], Features::SUMMARY_NAMES);
+        // The thermal summaries carry the values their accessors compute.
+        let at = |name: &str| vector[names.iter().position(|n| n == name).unwrap()];
+        assert!(close(at("motor_temp_c.rise"), f.rise(Measurement::MotorTempC)));
+        assert!(at("motor_temp_c.rise") > 0.0, "a climbing temperature rises over its slow average");
+        assert!(close(at("motor_minus_bearing"), f.motor_minus_bearing()));
+        assert!(close(at("motor_minus_bearing"), 3.0), "motor 3, bearing 0 at the latest reading");
+        for (m, name) in Features::RISE_OF.iter().zip(&Features::SUMMARY_NAMES[1..]) {
+            assert_eq!(*name, format!("{}.rise", m.name()));
+        }
     }
 
     #[test]

@@ -673,10 +673,11 @@ pub(crate) fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// What the thing group runs from step 8 on: analyzer and model 1.1.0, the rest 1.0.0.
+/// What the thing group runs from step 8 on: analyzer 1.1.0 and the retrained model
+/// ([`site::MODEL_RETRAINED_VERSION`]), the rest 1.0.0.
 fn release_1_1_0() -> Vec<(String, String)> {
     let mut components = site::versions(&[(pump_types::ANALYZER_COMPONENT, "1.1.0")]);
-    components.push((pump_types::MODEL_COMPONENT.to_owned(), "1.1.0".to_owned()));
+    components.push((pump_types::MODEL_COMPONENT.to_owned(), site::MODEL_RETRAINED_VERSION.to_owned()));
     components
 }
 
@@ -691,7 +692,7 @@ async fn model_release(
 ) -> anyhow::Result<String> {
     let (operator, bins) = site.rollout()?;
     let model = pump_types::MODEL_COMPONENT;
-    let trained = device_sim::shipped::write_model(&site.dir.join("trained"), &site::MODEL_1_1_0)?;
+    let trained = device_sim::shipped::write_model(&site.dir.join("trained"), &site::MODEL_RETRAINED)?;
     let core = site.core()?;
     let analyzer_log = core.layout().component_log(pump_types::ANALYZER_COMPONENT);
     let starts = || std::fs::read_to_string(&analyzer_log).map(|log| log.matches("configured").count()).unwrap_or(0);

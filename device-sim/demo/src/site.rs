@@ -50,13 +50,16 @@ pub fn versions(changed: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The retrained model, version 1.1.0, as shipped in `components/model/releases/1.1.0`.
-pub const MODEL_1_1_0: ModelComponent = ModelComponent {
+/// The version of the retrained model the demo rolls out: [`MODEL_RETRAINED`].
+pub const MODEL_RETRAINED_VERSION: &str = "2.1.0";
+
+/// The retrained model, version 2.1.0, as shipped in `components/model/releases/2.1.0`.
+pub const MODEL_RETRAINED: ModelComponent = ModelComponent {
     name: pump_types::MODEL_COMPONENT,
-    recipe: include_str!("../../../components/model/releases/1.1.0/recipe.yaml"),
+    recipe: include_str!("../../../components/model/releases/2.1.0/recipe.yaml"),
     artifacts: &[
-        ("model.onnx", include_bytes!("../../../components/model/releases/1.1.0/model.onnx")),
-        ("model-card.json", include_bytes!("../../../components/model/releases/1.1.0/model-card.json")),
+        ("model.onnx", include_bytes!("../../../components/model/releases/2.1.0/model.onnx")),
+        ("model-card.json", include_bytes!("../../../components/model/releases/2.1.0/model-card.json")),
     ],
 };
 

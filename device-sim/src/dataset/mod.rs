@@ -51,14 +51,18 @@ Each CSV row is one window of the analyzer's features (pump-features), with a he
   run_id   integer: the simulated run (a run's rows are all in one split)
   t_s      seconds from the run's start to the window's newest reading
   label    normal | bearing_wear | cavitation | overheating | stuck_sensor
-  then the 109 features in Features::names() order: speed_rpm.mean, speed_rpm.std, ...,
+  then the 114 features in Features::names() order: speed_rpm.mean, speed_rpm.std, ...,
   vibration_mm_s.unchanged (12 measurements x mean, std, min, max, slope, rate, last,
   fit_last, unchanged), then all.unchanged_max (the longest run of unchanged readings among
-  the measurements whose latest value is neither 0 nor at a range end)
+  the measurements whose latest value is neither 0 nor at a range end), speed_rpm.rise,
+  shaft_power_kw.rise, bearing_temp_c.rise, motor_temp_c.rise (the fitted latest value over
+  a 300 s slow average of every reading) and motor_minus_bearing (fitted temperatures)
 
 Label rule: a row carries its run's fault when the window's newest reading was taken after
 the fault was injected (t_s > onset_s), and normal before that and in runs without a fault.
 Runs: run i has class i mod 5 (normal, bearing_wear, cavitation, overheating, stuck_sensor).
+Operating changes (a speed step or the bypass toggled, 7 runs in 10; in normal runs, instead,
+sometimes a stop by the run coil and a start-up) are in the manifest's run plans.
 Splits are by run: each class's runs are shuffled with the seed, 20% (at least one) go to
 test, as many to validation, the rest to train. A row is written every --stride readings once
 the window holds --window readings. The same options give byte-identical files.";

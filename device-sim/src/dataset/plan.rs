@@ -33,12 +33,22 @@ const SEVERITY: (f64, f64) = (0.15, 1.0);
 const ONSET_SHARE: (f64, f64) = (0.25, 0.6);
 /// Chance that the operator changes something during the run (speed or bypass), at a time in
 /// [`CHANGE_SHARE`] of the run, unrelated to any fault: normal transients the model must not
-/// take for faults.
-const CHANGE_P: f64 = 0.4;
+/// take for faults. Most of them change the load, and a load change moves the temperatures for
+/// minutes as an overheating does: the model needs many of them to tell the two apart.
+const CHANGE_P: f64 = 0.7;
 /// When an operating change can happen, as a share of the run.
 const CHANGE_SHARE: (f64, f64) = (0.1, 0.9);
 /// Share of operating changes that toggle the bypass (the others change the speed).
 const CHANGE_BYPASS_P: f64 = 0.3;
+/// Chance that a normal run's operating change is instead a stop and a start-up: the run coil
+/// cleared at a time in [`STOP_SHARE`] of the run and set again [`STOP_FOR_SHARE`] of the run
+/// later. A pump warming up after a restart climbs as an overheating one does; only normal runs
+/// stop, so a fault's onset never falls while its pump is stopped.
+const STOP_P: f64 = 0.35;
+/// When a stop can happen, as a share of the run: early, so the run ends with minutes at speed.
+const STOP_SHARE: (f64, f64) = (0.02, 0.1);
+/// How long a stop lasts, as a share of the run.
+const STOP_FOR_SHARE: (f64, f64) = (0.12, 0.5);
 
 /// The three datasets a model meets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,6 +98,9 @@ pub enum Change {
     SpeedRpm(f64),
     /// The bypass valve toggled to this state (`true` = open).
     BypassOpen(bool),
+    /// The pump stopped by its run coil for this many seconds (a whole number of poll periods),
+    /// then started again at the speed it had.
+    StopS(f64),
 }
 
 /// An operating change at a time.
@@ -168,6 +181,9 @@ pub fn plan(options: &DatasetOptions) -> Vec<RunPlan> {
             let change_at = on_poll(rng.random_range(CHANGE_SHARE.0 * run_s..=CHANGE_SHARE.1 * run_s));
             let toggles_bypass = rng.random_bool(CHANGE_BYPASS_P);
             let new_speed = rng.random_range(SPEED_RPM.0..=SPEED_RPM.1).round();
+            let stops = rng.random_bool(STOP_P);
+            let stop_at = on_poll(rng.random_range(STOP_SHARE.0 * run_s..=STOP_SHARE.1 * run_s));
+            let stop_for = on_poll(rng.random_range(STOP_FOR_SHARE.0 * run_s..=STOP_FOR_SHARE.1 * run_s));
 
             let fault = match i % CLASSES.len() {
                 0 => None,
@@ -182,10 +198,14 @@ pub fn plan(options: &DatasetOptions) -> Vec<RunPlan> {
                     })
                 }
             };
-            let change = changes.then_some(PlannedChange {
-                at_s: change_at,
-                change: if toggles_bypass { Change::BypassOpen(!bypass_open) } else { Change::SpeedRpm(new_speed) },
-            });
+            let change = if fault.is_none() && stops {
+                Some(PlannedChange { at_s: stop_at, change: Change::StopS(stop_for) })
+            } else {
+                changes.then_some(PlannedChange {
+                    at_s: change_at,
+                    change: if toggles_bypass { Change::BypassOpen(!bypass_open) } else { Change::SpeedRpm(new_speed) },
+                })
+            };
             RunPlan {
                 run_id: i as u32,
                 split: Split::Train,

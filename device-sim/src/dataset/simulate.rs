@@ -54,6 +54,8 @@ pub struct Readings {
     k: u64,
     fault: Option<PlannedFault>,
     change: Option<PlannedChange>,
+    /// When a stopped run's pump starts again (simulated seconds).
+    restart_at_s: Option<f64>,
 }
 
 impl std::fmt::Debug for Readings {
@@ -85,6 +87,7 @@ pub fn readings(run: &RunPlan, options: &DatasetOptions) -> Readings {
         k: 0,
         fault: run.fault,
         change: run.change,
+        restart_at_s: None,
     }
 }
 
@@ -104,13 +107,21 @@ impl Readings {
             self.fault = None;
         }
         if let Some(c) = self.change.filter(|c| c.at_s <= now_s) {
+            self.change = None;
             match c.change {
                 Change::SpeedRpm(rpm) => {
                     plant.set_setpoint(Setpoint::SpeedRpm, rpm).map_err(|e| DatasetError::Internal(e.to_string()))?
                 }
                 Change::BypassOpen(open) => plant.set_coil(Coil::BypassOpen, open),
+                Change::StopS(for_s) => {
+                    plant.set_coil(Coil::Run, false);
+                    self.restart_at_s = Some(c.at_s + for_s);
+                }
             }
-            self.change = None;
+        }
+        if self.restart_at_s.is_some_and(|at| at <= now_s) {
+            plant.set_coil(Coil::Run, true);
+            self.restart_at_s = None;
         }
         let mut left = self.poll;
         while left > Duration::ZERO {

@@ -138,6 +138,22 @@ fn a_fault_changes_nothing_before_its_onset_and_shows_after_it() {
 }
 
 #[test]
+fn a_stopped_run_stops_and_starts_again_at_its_planned_times() {
+    let options = small(5);
+    let run = RunPlan {
+        fault: None,
+        change: Some(plan::PlannedChange { at_s: 20.0, change: plan::Change::StopS(60.0) }),
+        ..plan::plan(&options)[0].clone()
+    };
+    let running: Vec<(f64, bool)> =
+        simulate::readings(&run, &options).map(|p| p.map(|p| (p.t_s, p.reading.running)).unwrap()).collect();
+    let state_at = |t: f64| running.iter().find(|(t_s, _)| *t_s == t).unwrap().1;
+    assert!(state_at(20.0), "running up to the stop");
+    assert!(!state_at(50.0) && !state_at(80.0), "stopped while the coil is off");
+    assert!(running.iter().rev().take(60).all(|(_, on)| *on), "running again at the end");
+}
+
+#[test]
 fn manifest_counts_and_digests_match_the_files() {
     let (dir, manifest) = generated(2);
     let root = dir.path().join("ds");
@@ -198,6 +214,18 @@ fn a_plan_varies_conditions_and_faults_within_their_ranges() {
     }
     assert!(runs.iter().any(|r| r.bypass_open) && runs.iter().any(|r| !r.bypass_open));
     assert!(runs.iter().any(|r| r.change.is_some()) && runs.iter().any(|r| r.change.is_none()));
+    // Stops are normal runs' only, and the pump is back at speed with most of the run to go.
+    let stops: Vec<_> = runs
+        .iter()
+        .filter_map(|r| match r.change {
+            Some(plan::PlannedChange { at_s, change: plan::Change::StopS(for_s) }) => Some((r, at_s, for_s)),
+            _ => None,
+        })
+        .collect();
+    assert!(stops.len() >= 3, "{} runs stop", stops.len());
+    for (r, at_s, for_s) in stops {
+        assert!(r.fault.is_none() && for_s > 0.0 && at_s + for_s <= 0.61 * options.run_s(), "{r:?}");
+    }
     assert!(sensors.len() >= 6, "stuck sensors vary: {sensors:?}");
     assert!(sensors.iter().all(|s| Measurement::ALL.contains(s)));
     let count = |s: Split| runs.iter().filter(|r| r.split == s).count();

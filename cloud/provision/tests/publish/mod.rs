@@ -130,7 +130,7 @@ async fn components_publish_to_s3_and_greengrass_once_and_changed_content_is_ref
     let built = build(dir.path(), b"sensor binary v1").unwrap();
     let root = dir.path().join("greengrass-build");
     assert!(root.join("recipes/com.example.pump.Sensor-1.0.0.yaml").is_file());
-    assert!(root.join("artifacts/com.example.pump.Model/1.0.0/model.onnx").is_file());
+    assert!(root.join("artifacts/com.example.pump.Model/2.0.0/model.onnx").is_file());
 
     // The binary builds the same.
     let home = tempfile::tempdir().unwrap();
@@ -203,7 +203,7 @@ async fn components_publish_to_s3_and_greengrass_once_and_changed_content_is_ref
     assert_eq!(object.body.collect().await.unwrap().into_bytes().as_ref(), b"sensor binary v1");
 
     // A build whose artifact went missing.
-    std::fs::remove_file(root.join("artifacts/com.example.pump.Model/1.0.0/model.onnx")).unwrap();
+    std::fs::remove_file(root.join("artifacts/com.example.pump.Model/2.0.0/model.onnx")).unwrap();
     let err = publish_build(&c.gg, &c.s3, &root, &publish_options()).await.unwrap_err();
     assert!(matches!(err, ProvisionError::ArtifactNotFound { .. }) && err.to_string().contains("model.onnx"), "{err}");
     cloud.stop().await;
@@ -299,7 +299,7 @@ async fn play_core(mut mqtt: Client, mut answers: mpsc::UnboundedReceiver<Answer
     }
 }
 
-/// A local cloud where the sensor and the model 1.0.0 are published.
+/// A local cloud where the sensor 1.0.0 and the model 2.0.0 are published.
 async fn cloud_with_published_components() -> (TestCloud, Clients) {
     let cloud = TestCloud::start().await;
     let c = clients(&cloud).await;
@@ -342,7 +342,7 @@ async fn deployments_are_followed_until_the_played_core_succeeds_or_fails_with_i
     answers.send(Answer::Succeed).unwrap();
     let spec = DeploySpec {
         thing_group: GROUP.into(),
-        components: vec![(SENSOR.into(), "1.0.0".into()), (MODEL.into(), "1.0.0".into())],
+        components: vec![(SENSOR.into(), "1.0.0".into()), (MODEL.into(), "2.0.0".into())],
         merges: vec![(SENSOR.into(), r#"{"pollPeriodMs": 500}"#.into())],
         rollout_max_per_minute: Some(10),
         abort_failure_percent: Some(50.0),
