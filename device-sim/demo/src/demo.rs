@@ -746,15 +746,8 @@ async fn model_release(
         bail!("the core did not roll back to model {good}: {:?}", core.components());
     }
     // The group's deployment names the refused version until the operator deploys a good one.
-    let created_at = time::OffsetDateTime::now_utc();
-    let t0 = std::time::Instant::now();
-    let created =
-        provision::model_release::deploy_model_version(&operator.iot, &operator.gg, rollout::THING_GROUP, &good)
-            .await
-            .context("deploying the good model again")?;
-    let components = vec![(model.to_owned(), good.clone())];
     let again = "the retrained model, deployed again after the rollback";
-    let timeline = rollout::follow(operator, again, created, components, (created_at, t0), WAIT).await?;
+    let timeline = rollout::deploy_model(operator, &good, again, WAIT).await?;
     let restored = timeline.succeeded;
     deployments.push(timeline.with_core_view(core.deployments()));
     if !restored {

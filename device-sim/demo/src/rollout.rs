@@ -159,14 +159,26 @@ pub async fn release_model(
     provision::component::publish_component(&operator.gg, &operator.s3, &built, &options)
         .await
         .with_context(|| format!("publishing the model {version}"))?;
+    let timeline = deploy_model(operator, &version, purpose, timeout).await?;
+    Ok((version, timeline))
+}
+
+/// The thing group's latest deployment revised with model `version` (already published) and
+/// ROLLBACK ([`provision::model_release::deploy_model_version`]), followed like any deployment.
+pub async fn deploy_model(
+    operator: &Operator,
+    version: &str,
+    purpose: &str,
+    timeout: Duration,
+) -> anyhow::Result<Timeline> {
+    use provision::model_release;
     let created_at = time::OffsetDateTime::now_utc();
     let t0 = Instant::now();
-    let created = model_release::deploy_model_version(&operator.iot, &operator.gg, THING_GROUP, &version)
+    let created = model_release::deploy_model_version(&operator.iot, &operator.gg, THING_GROUP, version)
         .await
         .with_context(|| format!("deploying the model {version}"))?;
-    let components = vec![(model_release::MODEL_COMPONENT.to_owned(), version.clone())];
-    let timeline = follow(operator, purpose, created, components, (created_at, t0), timeout).await?;
-    Ok((version, timeline))
+    let components = vec![(model_release::MODEL_COMPONENT.to_owned(), version.to_owned())];
+    follow(operator, purpose, created, components, (created_at, t0), timeout).await
 }
 
 /// A new release of the shipped component `component` (one of [`COMPONENTS`]): its recipe at
